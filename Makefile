@@ -1,0 +1,42 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+
+.PHONY: run test bench lint format install clean
+
+# Create the virtualenv and install the pinned dependencies; redone when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(PY) -r pyproject.toml --extra dev
+	touch $@
+
+install: $(VENV)/.installed
+
+# Everything from nothing to a running admin with demo data. PostgreSQL and Redis when
+# DATABASE_URL / CELERY_BROKER_URL are set (or in .env), an embedded SQLite + filesystem broker otherwise.
+run: install
+	$(PY) -m webhooks_project.serve
+
+# The whole suite, on the PostgreSQL and Redis at 127.0.0.1 unless DATABASE_URL/CELERY_BROKER_URL say otherwise.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Throughput and latency figures; asserts nothing.
+bench: install
+	$(PY) -m bench.deliveries $(BENCH_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,120 @@
+"""How an event got to a subscriber: one Delivery per (event, subscription), one row per attempt."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .transport import ErrorKind
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class AttemptTrigger(models.TextChoices):
+    AUTOMATIC = "automatic", "Automatic"
+    MANUAL = "manual", "Manual retrigger"
+    TEST = "test", "Send Test"
+
+
+class Delivery(models.Model):
+    """One event to one subscription.
+
+    ``body`` holds the exact bytes sent, rendered once at fan-out and identical on every attempt.
+    Retry timing lives here: a pending delivery is due at ``next_attempt_at``; a worker that claims
+    it owns it until ``leased_until``; ``enqueued_at`` is when a task message for it was last sent,
+    so the sweeper can tell a lost message from one still waiting in the queue.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    school = models.ForeignKey("schools.School", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey("events.Event", on_delete=models.CASCADE, related_name="deliveries")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_type = models.CharField(max_length=100)
+    is_test = models.BooleanField(default=False)
+    body = models.BinaryField()
+    content_type = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error_kind = models.CharField(
+        max_length=16, choices=ErrorKind.choices, blank=True, default=ErrorKind.NONE
+    )
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "subscription"], name="delivery_one_per_event_and_subscription"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(next_attempt_at__isnull=False),
+                name="delivery_pending_has_next_attempt",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="delivery_created_idx"),
+            models.Index(fields=["school", "-created_at"], name="delivery_school_created_idx"),
+            models.Index(fields=["subscription", "-created_at"], name="delivery_subscription_idx"),
+            models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
+            models.Index(fields=["event_type", "-created_at"], name="delivery_type_created_idx"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="delivery_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.subscription_id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP attempt of a delivery, as sent and as answered (secrets redacted, body capped)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=16, choices=AttemptTrigger.choices)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    request_url = models.URLField(max_length=2000)
+    request_headers = models.JSONField(default=dict)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True)
+    response_body_truncated = models.BooleanField(default=False)
+    error_kind = models.CharField(
+        max_length=16, choices=ErrorKind.choices, blank=True, default=ErrorKind.NONE
+    )
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of {self.delivery_id}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error_kind == ErrorKind.NONE

@@ -1,0 +1,25 @@
+"""Celery entry points: load ids, call one service, return. Each is safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="deliveries.event_fan_out")
+def event_fan_out(event_id: str) -> None:
+    """Turn an event into deliveries (no-op if it was already fanned out)."""
+    services.event_fan_out(event_id=event_id)
+
+
+@shared_task(name="deliveries.deliver")
+def deliver(delivery_id: str) -> None:
+    """Make the next automatic attempt of a delivery (no-op unless it is due and unclaimed)."""
+    services.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="deliveries.sweep")
+def sweep() -> None:
+    """Re-drive events and deliveries whose task message was lost."""
+    services.deliveries_sweep()

@@ -1,0 +1,516 @@
+"""The HTTP client that delivers webhooks; no database access.
+
+What it guarantees, beyond plain ``requests``:
+
+- one wall-clock deadline for the whole attempt (connect, TLS, sending, headers and body): a
+  watchdog shuts the socket down when it passes, so a receiver dripping bytes cannot hold a worker;
+- the response body is read up to a cap and the rest is never read;
+- no redirects are followed, no proxy or ``.netrc`` settings are read from the environment;
+- the destination is resolved once per connection, every resolved address must be allowed by the
+  :class:`DestinationPolicy`, and the socket connects to a checked address (the host name is still
+  used for TLS and ``Host``), so there is no window for DNS rebinding;
+- every outcome is a :class:`TransportResult` with an :class:`ErrorKind`; it never raises for a
+  network problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.db import models
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+USER_AGENT = "SchoolWebhooks/1.0 (+https://www.standardwebhooks.com/)"
+
+
+class ErrorKind(models.TextChoices):
+    NONE = "", "None"
+    HTTP_STATUS = "http_status", "HTTP error status"
+    REDIRECT = "redirect", "Redirect (not followed)"
+    TIMEOUT = "timeout", "Timeout"
+    CONNECTION = "connection", "Connection failed"
+    DNS = "dns", "DNS lookup failed"
+    TLS = "tls", "TLS error"
+    BLOCKED = "blocked", "Destination not allowed"
+    INVALID_URL = "invalid_url", "Invalid URL"
+    RESPONSE = "response", "Malformed response"
+    INTERRUPTED = "interrupted", "Attempt interrupted"
+    DISABLED = "disabled", "Subscription disabled"
+    INTERNAL = "internal", "Internal error"
+
+
+# Ranges that ipaddress on Python 3.11 reports as global, or that route to internal workloads.
+_EXTRA_BLOCKED: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT; some clouds' metadata (100.100.100.200)
+        "192.0.0.0/24",  # IETF protocol assignments; Oracle cloud metadata (192.0.0.192)
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "198.18.0.0/15",
+        "224.0.0.0/3",  # multicast and class E
+        "2001:20::/28",
+        "5f00::/16",
+        "3fff::/20",
+    )
+)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+class DestinationBlocked(Exception):
+    """The destination resolves to an address the policy does not allow."""
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        if host == address:
+            super().__init__(f"{address} is {reason}; webhooks are only sent to public addresses.")
+        else:
+            super().__init__(
+                f"{host} resolves to {address}, which is {reason}; "
+                "webhooks are only sent to public addresses."
+            )
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4, Teredo)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if any(address in network for network in _NAT64) or (
+        address in _IPV4_COMPATIBLE and int(address) > 1
+    ):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def _describe(address: IPAddress) -> str:
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (where cloud metadata services live)"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_private:
+        return "a private-network address"
+    if address.is_reserved:
+        return "a reserved address"
+    return "not a public address"
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    """Which addresses webhooks may be sent to: public ones, plus ``allowed_networks``."""
+
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_cidrs(cls, cidrs: Iterable[str]) -> DestinationPolicy:
+        return cls(tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs))
+
+    def blocked_reason(self, address: IPAddress) -> str | None:
+        """None when the address is allowed, else what kind of address it is."""
+        if address.version == 6 and address.scope_id:  # type: ignore[union-attr]
+            address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
+        if any(address in network for network in self.allowed_networks):
+            return None
+        if isinstance(address, ipaddress.IPv6Address):
+            inner = embedded_ipv4(address)
+            if inner is not None:
+                reason = self.blocked_reason(inner)
+                return None if reason is None else f"{reason} in IPv6 form"
+        if any(address in network for network in _EXTRA_BLOCKED):
+            return _describe(address)
+        if not address.is_global or address.is_multicast or address.is_reserved:
+            return _describe(address)
+        return None
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to, in resolver order, without duplicates.
+
+    Raises ``socket.gaierror`` when the name does not resolve.
+    """
+    literal = host.strip("[]")
+    try:
+        return [ipaddress.ip_address(literal)]
+    except ValueError:
+        pass
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPAddress]:
+    """Resolve ``host`` and return its addresses if every one is allowed.
+
+    Raises ``DestinationBlocked`` naming the first address that is not, ``socket.gaierror`` when
+    the name does not resolve.
+    """
+    addresses = resolve(host, port)
+    for address in addresses:
+        reason = policy.blocked_reason(address)
+        if reason is not None:
+            raise DestinationBlocked(host.strip("[]"), str(address), reason)
+    return addresses
+
+
+def url_check(url: str, policy: DestinationPolicy) -> None:
+    """Check a webhook URL before it is saved.
+
+    Raises ``ValueError`` for a URL that is not http(s) with a host, ``DestinationBlocked`` for a
+    destination the policy refuses, ``socket.gaierror`` for a host name that does not resolve.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        raise ValueError("Use an http:// or https:// URL.")
+    if not parts.hostname:
+        raise ValueError("The URL has no host name.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ValueError("The URL's port is not a number between 0 and 65535.") from exc
+    addresses_check(parts.hostname, port, policy)
+
+
+class _Deadline:
+    """Shuts down every socket of an attempt when its time is up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if self.fired:
+                _shutdown(sock)
+            elif sock not in self._sockets:
+                self._sockets.append(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown, not SSLSocket.shutdown: it must not drop the TLS object under a
+    # thread that is reading; closing the file descriptor's both directions unblocks the read.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _AttemptContext(threading.local):
+    deadline: _Deadline | None = None
+    policy: DestinationPolicy = DestinationPolicy()
+
+
+_context = _AttemptContext()
+
+
+class _GuardedConnectionMixin:
+    """Resolve, check every address, connect to a checked one, and put the socket on the watch."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+    sock: socket.socket | None
+    _dns_host: str
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            addresses = addresses_check(self._dns_host, self.port, _context.policy)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        last_error: OSError | None = None
+        for address in addresses:
+            try:
+                sock = urllib3_connection.create_connection(
+                    (str(address), self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(
+                    self, f"Connection to {self.host} ({address}) timed out."
+                ) from exc
+            except OSError as exc:
+                last_error = exc
+                continue
+            if _context.deadline is not None:
+                _context.deadline.watch(sock)
+            return sock
+        raise NewConnectionError(
+            self,  # type: ignore[arg-type]
+            f"Failed to establish a new connection: {last_error}",
+        ) from last_error
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if _context.deadline is not None:
+            _context.deadline.watch(self.sock)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        if _context.deadline is not None:
+            _context.deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": GuardedHTTPConnectionPool,
+            "https": GuardedHTTPSConnectionPool,
+        }
+
+
+@dataclass(frozen=True)
+class TransportResult:
+    request_headers: dict[str, str]
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    body_truncated: bool = False
+    duration_ms: int = 0
+    error_kind: str = ErrorKind.NONE
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind == ErrorKind.NONE
+
+
+class Transport:
+    """A reusable, hardened HTTP client for one process (one session, pooled connections)."""
+
+    def __init__(self, *, policy: DestinationPolicy, pool_maxsize: int = 20) -> None:
+        self.policy = policy
+        self.session = requests.Session()
+        self.session.trust_env = False
+        adapter = GuardedAdapter(pool_connections=100, pool_maxsize=pool_maxsize, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(
+        self,
+        *,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout_seconds: float,
+        max_body_bytes: int,
+    ) -> TransportResult:
+        """POST ``body`` to ``url`` and return what happened; never raises for network errors."""
+        started = time.monotonic()
+        request_headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "*/*",
+            "Accept-Encoding": "identity",
+            **headers,
+        }
+        try:
+            prepared = self.session.prepare_request(
+                requests.Request("POST", url, data=body, headers=request_headers)
+            )
+        except requests.RequestException as exc:
+            return TransportResult(
+                request_headers=request_headers,
+                error_kind=ErrorKind.INVALID_URL,
+                error_message=f"The URL cannot be used: {exc}",
+            )
+        sent_headers = {name: str(value) for name, value in prepared.headers.items()}
+
+        deadline = _Deadline(timeout_seconds)
+        _context.deadline = deadline
+        _context.policy = self.policy
+        deadline.start()
+        response = None
+        try:
+            response = self.session.send(
+                prepared,
+                timeout=(timeout_seconds, timeout_seconds),
+                allow_redirects=False,
+                stream=True,
+            )
+            content, truncated = _read_capped(response, max_body_bytes)
+            status = response.status_code
+            kind, message = _status_outcome(response)
+            return TransportResult(
+                request_headers=sent_headers,
+                status=status,
+                headers=dict(response.headers),
+                body=content,
+                body_truncated=truncated,
+                duration_ms=_elapsed_ms(started),
+                error_kind=kind,
+                error_message=message,
+            )
+        except Exception as exc:
+            kind, message = _exception_outcome(exc, deadline=deadline, seconds=timeout_seconds)
+            partial = response is not None
+            return TransportResult(
+                request_headers=sent_headers,
+                status=response.status_code if partial else None,
+                headers=dict(response.headers) if partial else {},
+                duration_ms=_elapsed_ms(started),
+                error_kind=kind,
+                error_message=message,
+            )
+        finally:
+            deadline.cancel()
+            _context.deadline = None
+            if response is not None:
+                response.close()
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], True
+    return b"".join(chunks), False
+
+
+def _status_outcome(response: requests.Response) -> tuple[str, str]:
+    status = response.status_code
+    if 200 <= status < 300:
+        return ErrorKind.NONE, ""
+    if 300 <= status < 400:
+        location = response.headers.get("Location", "")
+        where = f" to {location}" if location else ""
+        return (
+            ErrorKind.REDIRECT,
+            f"The receiver answered {status} (a redirect{where}); redirects are not followed, "
+            "so set the final URL on the webhook.",
+        )
+    reason = f" {response.reason}" if response.reason else ""
+    return ErrorKind.HTTP_STATUS, f"The receiver answered {status}{reason}."
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (reason, args, cause, context), outermost first."""
+    seen: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if any(current is known for known in seen):
+            continue
+        seen.append(current)
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked.extend(getattr(current, "args", ()))
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return seen
+
+
+def _exception_outcome(exc: Exception, *, deadline: _Deadline, seconds: float) -> tuple[str, str]:
+    causes = _causes(exc)
+    for cause in causes:
+        if isinstance(cause, DestinationBlocked):
+            return ErrorKind.BLOCKED, str(cause)
+    if deadline.fired:
+        return (
+            ErrorKind.TIMEOUT,
+            f"No complete response within {seconds:g} s; the attempt was stopped.",
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return ErrorKind.TIMEOUT, f"The connection was not accepted within {seconds:g} s."
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return ErrorKind.TIMEOUT, f"The receiver sent nothing for {seconds:g} s."
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ErrorKind.TLS, f"The TLS handshake failed: {_innermost(causes)}"
+    if any(isinstance(cause, NameResolutionError | socket.gaierror) for cause in causes):
+        return ErrorKind.DNS, "The host name could not be resolved."
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+        return ErrorKind.INVALID_URL, f"The URL cannot be used: {exc}"
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return ErrorKind.CONNECTION, "The connection was refused: nothing listens at that address."
+    if isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(cause, NewConnectionError) for cause in causes
+    ):
+        return ErrorKind.CONNECTION, f"The connection failed: {_innermost(causes)}"
+    if isinstance(
+        exc,
+        requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.ContentDecodingError
+        | requests.exceptions.ConnectionError,
+    ):
+        return ErrorKind.RESPONSE, f"The receiver closed the connection or answered badly: {exc}"
+    logger.exception("Unexpected error while delivering")
+    return ErrorKind.INTERNAL, f"Unexpected error: {type(exc).__name__}: {exc}"
+
+
+def _innermost(causes: list[BaseException]) -> str:
+    return str(causes[-1]) if causes else ""

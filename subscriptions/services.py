@@ -1,0 +1,83 @@
+"""Writes of the subscriptions app."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from events.models import EventType
+from schools.models import School
+
+from .models import Subscription
+from .topics import topic_pattern_errors
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+
+
+def signing_secret_generate() -> str:
+    """A new Standard Webhooks secret: ``whsec_`` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _subscription_validate(subscription: Subscription) -> None:
+    errors: dict[str, list[str]] = {}
+    try:
+        subscription.full_clean(exclude=["signing_secret"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    known = EventType.objects.values_list("key", flat=True)
+    topic_errors = topic_pattern_errors(subscription.topics, known)
+    if topic_errors:
+        errors.setdefault("topics", []).extend(topic_errors)
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    school: School,
+    name: str,
+    url: str,
+    topics: list[str],
+    content_type: str = "json",
+    is_active: bool = True,
+) -> Subscription:
+    """Validate and create a subscription with a fresh signing secret.
+
+    Raises ``ValidationError`` with a field map when a field is invalid or a topic pattern matches
+    no event type in the catalog.
+    """
+    subscription = Subscription(
+        school=school,
+        name=name,
+        url=url,
+        topics=list(topics),
+        content_type=content_type,
+        is_active=is_active,
+        signing_secret=signing_secret_generate(),
+    )
+    _subscription_validate(subscription)
+    subscription.save()
+    return subscription
+
+
+@transaction.atomic
+def subscription_update(*, subscription: Subscription, **fields: Any) -> Subscription:
+    """Change the given fields after validating the result; raises ``ValidationError``."""
+    allowed = {"name", "url", "topics", "content_type", "is_active"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"subscription_update cannot change {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(subscription, name, value)
+    if fields.get("is_active"):
+        subscription.disabled_reason = ""
+        subscription.disabled_at = None
+    _subscription_validate(subscription)
+    subscription.save()
+    return subscription

@@ -1,0 +1,38 @@
+"""Topic patterns: globs over dotted event-type keys (``course.created``, ``course.*``, ``*``).
+
+Pure functions, no database access.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+_PATTERN_CHARACTERS = re.compile(r"^[a-z0-9_.*?\[\]!-]+$")
+
+
+def topic_matches(patterns: Iterable[str], event_type: str) -> bool:
+    """True if any glob pattern matches the event type (case-sensitive, ``*`` spans dots)."""
+    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+def topic_pattern_errors(patterns: object, known_types: Iterable[str]) -> list[str]:
+    """Messages for every pattern that is malformed or matches no known event type."""
+    if not isinstance(patterns, list) or not patterns:
+        return ["Choose at least one topic."]
+    known = list(known_types)
+    errors = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.strip():
+            errors.append("A topic cannot be empty.")
+        elif not _PATTERN_CHARACTERS.match(pattern):
+            errors.append(
+                f"{pattern!r} is not a topic pattern: use lowercase event keys such as "
+                "course.created, or wildcards such as course.*."
+            )
+        elif not any(fnmatchcase(key, pattern) for key in known):
+            errors.append(f"{pattern!r} matches no event type in the catalog.")
+    if len(set(patterns)) != len(patterns):
+        errors.append("Each topic can be listed only once.")
+    return errors

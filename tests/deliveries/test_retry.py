@@ -1,0 +1,84 @@
+import datetime as dt
+import itertools
+
+import pytest
+
+from deliveries.retry import RetryPolicy, is_retryable
+from deliveries.transport import ErrorKind
+
+CREATED = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
+
+
+def test_default_schedule_is_edudips_doubling_gaps_with_the_17th_attempt_at_24_hours():
+    policy = RetryPolicy()
+
+    offsets = [policy.offset_seconds(attempt) for attempt in range(1, 18)]
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(offsets)]
+    assert offsets[0] == 0
+    assert gaps[:15] == [2.0 * 2**k for k in range(15)]  # 2 s, 4 s, 8 s, ... 32768 s
+    assert offsets[15] == 65534.0  # 16th attempt, about 18.2 h after the first
+    assert offsets[16] == 86400.0  # 17th attempt, 24 h after the first
+
+
+def test_next_attempt_without_jitter_follows_the_offsets():
+    policy = RetryPolicy(jitter=0)
+
+    second = policy.next_attempt_at(created_at=CREATED, attempts_made=1, now=CREATED)
+    third = policy.next_attempt_at(created_at=CREATED, attempts_made=2, now=CREATED)
+    last = policy.next_attempt_at(created_at=CREATED, attempts_made=16, now=CREATED)
+
+    assert second == CREATED + dt.timedelta(seconds=2)
+    assert third == CREATED + dt.timedelta(seconds=6)
+    assert last == CREATED + dt.timedelta(hours=24)
+
+
+def test_schedule_is_exhausted_after_the_last_attempt():
+    policy = RetryPolicy()
+
+    assert policy.next_attempt_at(created_at=CREATED, attempts_made=17, now=CREATED) is None
+
+
+def test_jitter_only_delays_and_never_passes_the_window():
+    policy = RetryPolicy(jitter=0.1)
+
+    for attempts_made in range(1, 17):
+        plain = CREATED + dt.timedelta(seconds=policy.offset_seconds(attempts_made + 1))
+        gap = policy.offset_seconds(attempts_made + 1) - policy.offset_seconds(attempts_made)
+        for _ in range(50):
+            at = policy.next_attempt_at(
+                created_at=CREATED, attempts_made=attempts_made, now=CREATED
+            )
+            assert plain <= at <= plain + dt.timedelta(seconds=gap * 0.1)
+            assert at <= policy.deadline(CREATED)
+
+
+def test_an_attempt_that_is_already_late_is_due_now():
+    policy = RetryPolicy(jitter=0)
+    now = CREATED + dt.timedelta(seconds=30)
+
+    assert policy.next_attempt_at(created_at=CREATED, attempts_made=1, now=now) == now
+
+
+def test_a_shrunk_schedule_keeps_its_shape():
+    policy = RetryPolicy(base_seconds=0.2, max_attempts=5, window_seconds=3, jitter=0)
+
+    assert [policy.offset_seconds(n) for n in range(1, 6)] == pytest.approx([0, 0.2, 0.6, 1.4, 3])
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [
+        (ErrorKind.HTTP_STATUS, 500, True),
+        (ErrorKind.HTTP_STATUS, 404, True),
+        (ErrorKind.HTTP_STATUS, 410, False),
+        (ErrorKind.TIMEOUT, None, True),
+        (ErrorKind.CONNECTION, None, True),
+        (ErrorKind.REDIRECT, 301, True),
+        (ErrorKind.BLOCKED, None, False),
+        (ErrorKind.INVALID_URL, None, False),
+        (ErrorKind.DISABLED, None, False),
+    ],
+)
+def test_which_failures_are_retried(kind, status, expected):
+    assert is_retryable(error_kind=kind, status=status) is expected

@@ -1,0 +1,140 @@
+import socket
+
+import pytest
+
+from deliveries.transport import DestinationPolicy, ErrorKind, Transport
+from tests.receiver import Reply
+
+LOOPBACK = DestinationPolicy.from_cidrs(["127.0.0.0/8"])
+
+
+@pytest.fixture
+def transport():
+    client = Transport(policy=LOOPBACK)
+    yield client
+    client.close()
+
+
+def _send(transport, url, *, timeout=5.0, max_body=65536, body=b'{"a":1}'):
+    return transport.send(
+        url=url,
+        body=body,
+        headers={"Content-Type": "application/json", "webhook-id": "msg_1"},
+        timeout_seconds=timeout,
+        max_body_bytes=max_body,
+    )
+
+
+def test_a_2xx_answer_is_a_success_with_status_headers_and_body(transport, receiver):
+    receiver.script("/ok", Reply(status=201, body=b"created", headers={"X-Trace": "abc"}))
+
+    result = _send(transport, receiver.url("/ok"))
+
+    assert result.ok
+    assert (result.status, result.body, result.body_truncated) == (201, b"created", False)
+    assert result.headers["X-Trace"] == "abc"
+    assert result.request_headers["Content-Type"] == "application/json"
+    assert result.request_headers["webhook-id"] == "msg_1"
+    [received] = receiver.received("/ok")
+    assert received.body == b'{"a":1}'
+    assert received.headers["user-agent"].startswith("SchoolWebhooks/")
+
+
+def test_an_error_status_is_recorded_with_its_code(transport, receiver):
+    receiver.script("/err", Reply(status=503, body=b"maintenance"))
+
+    result = _send(transport, receiver.url("/err"))
+
+    assert (result.ok, result.status, result.error_kind) == (False, 503, ErrorKind.HTTP_STATUS)
+    assert result.body == b"maintenance"
+    assert "503" in result.error_message
+
+
+def test_a_redirect_is_recorded_and_not_followed(transport, receiver):
+    receiver.script(
+        "/moved", Reply(status=301, headers={"Location": receiver.url("/elsewhere")}, body=b"")
+    )
+
+    result = _send(transport, receiver.url("/moved"))
+
+    assert (result.status, result.error_kind) == (301, ErrorKind.REDIRECT)
+    assert receiver.url("/elsewhere") in result.error_message
+    assert [r.path for r in receiver.received()] == ["/moved"]
+
+
+def test_connection_refused_is_recorded_as_such(transport):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port any more.
+
+    result = _send(transport, f"http://127.0.0.1:{port}/hook")
+
+    assert (result.status, result.error_kind) == (None, ErrorKind.CONNECTION)
+    assert "refused" in result.error_message
+
+
+def test_a_slow_receiver_is_cut_off_at_the_deadline(transport, receiver):
+    receiver.script("/slow", Reply(delay_seconds=4))
+
+    result = _send(transport, receiver.url("/slow"), timeout=1)
+
+    assert (result.status, result.error_kind) == (None, ErrorKind.TIMEOUT)
+    assert result.duration_ms < 3000  # stopped at the deadline, not when the receiver answered
+
+
+def test_a_receiver_dripping_bytes_cannot_outlast_the_whole_attempt_deadline(transport, receiver):
+    # Every byte arrives well within a per-read timeout; only a wall-clock deadline stops it.
+    receiver.script("/drip", Reply(drip_seconds=0.1))
+
+    result = _send(transport, receiver.url("/drip"), timeout=1)
+
+    assert result.error_kind == ErrorKind.TIMEOUT
+    assert result.duration_ms < 3000  # the full answer would take over 5 s
+
+
+def test_the_response_body_is_read_only_up_to_the_cap(transport, receiver):
+    receiver.script("/big", Reply(body=b"x" * 200_000))
+
+    result = _send(transport, receiver.url("/big"), max_body=65536)
+
+    assert result.ok
+    assert len(result.body) == 65536
+    assert result.body_truncated is True
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_error(transport, monkeypatch):
+    def no_such_name(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+
+    result = _send(transport, "http://hooks.school.example/hook")
+
+    assert (result.status, result.error_kind) == (None, ErrorKind.DNS)
+
+
+def test_a_private_destination_is_blocked_before_any_connection(receiver):
+    strict = Transport(policy=DestinationPolicy())
+
+    result = _send(strict, receiver.url("/private"))
+
+    assert result.error_kind == ErrorKind.BLOCKED
+    assert "127.0.0.1 is a loopback address" in result.error_message
+    assert receiver.received() == []
+
+
+def test_an_unusable_url_is_an_invalid_url_error(transport):
+    result = _send(transport, "ftp://127.0.0.1/hook")
+
+    assert result.error_kind == ErrorKind.INVALID_URL
+
+
+def test_connections_are_reused_between_attempts(transport, receiver):
+    _send(transport, receiver.url("/a"))
+    _send(transport, receiver.url("/b"))
+
+    pool = transport.session.get_adapter("http://").poolmanager
+    [connection_pool] = list(pool.pools._container.values())
+    assert connection_pool.num_connections == 1
+    assert len(receiver.received()) == 2

@@ -1,0 +1,150 @@
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from events.models import Event
+from events.services import EventIdempotencyConflict, event_publish
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_event_is_stored_with_plain_json_data(school, django_capture_on_commit_callbacks):
+    occurred = dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        event = event_publish(
+            school=school,
+            type="course.created",
+            data={
+                "course": {"id": "c1", "name": "Maths", "start": occurred},
+                "seats": Decimal("12.50"),
+                "ref": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+                "day": dt.date(2026, 3, 29),
+            },
+            occurred_at=occurred,
+        )
+
+    stored = Event.objects.get(pk=event.pk)
+    assert stored.type_id == "course.created"
+    assert stored.school == school
+    assert stored.occurred_at == occurred
+    assert stored.fanned_out_at is None
+    assert stored.data == {
+        "course": {"id": "c1", "name": "Maths", "start": "2026-03-29T00:30:00+00:00"},
+        "seats": "12.50",
+        "ref": "12345678-1234-5678-1234-567812345678",
+        "day": "2026-03-29",
+    }
+    assert len(callbacks) == 1  # the hand-off to fan-out, after commit
+
+
+def test_an_unknown_event_type_is_refused_and_nothing_is_stored(school):
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, type="course.exploded", data={})
+
+    assert raised.value.message_dict == {
+        "type": ["Unknown event type 'course.exploded': it is not in the event catalog."]
+    }
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tags": {"a", "b"}}, "data.tags is a set, which is not JSON-serializable."),
+        (
+            {"course": {"when": object()}},
+            "data.course.when is a object, which is not JSON-serializable.",
+        ),
+        ({"score": float("nan")}, "data.score is nan, which JSON cannot represent."),
+        ({"list": [1, b"raw"]}, "data.list[1] is a bytes, which is not JSON-serializable."),
+        ({1: "x"}, "data has the key 1; JSON object keys must be strings."),
+        (
+            {"at": dt.datetime(2026, 1, 1, 9, 0)},  # noqa: DTZ001 - the naive datetime under test
+            "data.at is a datetime without a time zone; give an aware datetime.",
+        ),
+        (["not", "an", "object"], "Give a JSON object, not list."),
+    ],
+)
+def test_data_that_is_not_json_is_refused_naming_the_path(school, data, message):
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, type="course.created", data=data)
+
+    assert raised.value.message_dict == {"data": [message]}
+    assert Event.objects.count() == 0
+
+
+def test_oversized_data_is_refused_with_the_limit(school, settings):
+    settings.WEBHOOKS_EVENT_DATA_MAX_BYTES = 100
+
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, type="course.created", data={"blob": "x" * 200})
+
+    assert raised.value.message_dict == {
+        "data": ["The data is 211 bytes of JSON; the limit is 100 bytes."]
+    }
+    assert Event.objects.count() == 0
+
+
+def test_a_naive_occurred_at_is_refused(school):
+    with pytest.raises(ValidationError) as raised:
+        event_publish(
+            school=school,
+            type="course.created",
+            data={},
+            occurred_at=dt.datetime(2026, 1, 1),  # noqa: DTZ001 - the naive datetime under test
+        )
+
+    assert list(raised.value.message_dict) == ["occurred_at"]
+    assert Event.objects.count() == 0
+
+
+def test_the_same_idempotency_key_returns_the_first_event_and_hands_off_once(
+    school, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = event_publish(
+            school=school,
+            type="course.created",
+            data={"course": {"id": "c1"}},
+            idempotency_key="k-1",
+        )
+        again = event_publish(
+            school=school,
+            type="course.created",
+            data={"course": {"id": "c1"}},
+            idempotency_key="k-1",
+        )
+
+    assert again.pk == first.pk
+    assert Event.objects.count() == 1
+    assert len(callbacks) == 1
+
+
+def test_an_idempotency_key_reused_for_other_data_is_a_conflict(school):
+    first = event_publish(school=school, type="course.created", data={"n": 1}, idempotency_key="k")
+
+    with pytest.raises(EventIdempotencyConflict) as raised:
+        event_publish(school=school, type="course.created", data={"n": 2}, idempotency_key="k")
+
+    assert raised.value.message_dict == {
+        "idempotency_key": [
+            f"This idempotency key was already used for event {first.id} with a different "
+            "type or data."
+        ]
+    }
+    assert Event.objects.count() == 1
+
+
+def test_idempotency_keys_are_per_school(school):
+    from tests.schools.factories import SchoolFactory
+
+    other = SchoolFactory()
+
+    first = event_publish(school=school, type="course.created", data={}, idempotency_key="k")
+    second = event_publish(school=other, type="course.created", data={}, idempotency_key="k")
+
+    assert first.pk != second.pk

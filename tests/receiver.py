@@ -1,0 +1,125 @@
+"""A real HTTP receiver on 127.0.0.1: a test scripts its answers; it records every request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    delay_seconds: float = 0.0
+    # Send the status line and headers one byte at a time, this many seconds apart.
+    drip_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() when the request was read
+
+
+class Receiver:
+    """Answers each path from its own script of replies, then with its default reply."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._scripts: dict[str, deque[Reply]] = {}
+        self._defaults: dict[str, Reply] = {}
+        self._lock = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                received = Received(
+                    path=self.path,
+                    headers={name.lower(): value for name, value in self.headers.items()},
+                    body=body,
+                    at=time.time(),
+                )
+                reply = receiver._record(received)
+                if reply.delay_seconds:
+                    time.sleep(reply.delay_seconds)
+                head = f"HTTP/1.1 {reply.status} Reply\r\n"
+                headers = {**reply.headers, "Content-Length": str(len(reply.body))}
+                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+                try:
+                    if reply.drip_seconds:
+                        for byte in head.encode():
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.drip_seconds)
+                    else:
+                        self.wfile.write(head.encode())
+                    self.wfile.write(reply.body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, path: str, *replies: Reply, default: Reply | None = None) -> None:
+        with self._lock:
+            self._scripts[path] = deque(replies)
+            if default is not None:
+                self._defaults[path] = default
+
+    def _record(self, received: Received) -> Reply:
+        with self._lock:
+            self.requests.append(received)
+            self._lock.notify_all()
+            script = self._scripts.get(received.path)
+            if script:
+                return script.popleft()
+            return self._defaults.get(received.path, Reply())
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def wait_for(
+        self, count: int, *, path: str | None = None, timeout: float = 20.0
+    ) -> list[Received]:
+        """Block until ``count`` requests (for ``path``) arrived; fail the test otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                matching = [r for r in self.requests if path is None or r.path == path]
+                if len(matching) >= count:
+                    return matching
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"Expected {count} requests to {path or 'any path'} within {timeout} s, "
+                        f"got {len(matching)}"
+                    )
+                self._lock.wait(remaining)

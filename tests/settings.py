@@ -1,0 +1,29 @@
+"""Settings for the test suite: the project's settings on real PostgreSQL and Redis.
+
+The servers default to the ones every development machine and CI run on 127.0.0.1; set
+DATABASE_URL or CELERY_BROKER_URL to point the suite elsewhere. The suite uses its own Redis
+database number and a queue name unique to the run, so its workers never take anyone else's tasks.
+"""
+
+import os
+import uuid
+
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+os.environ.setdefault(
+    "CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{os.environ.get('WEBHOOKS_TEST_REDIS_DB', '12')}"
+)
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-test-{uuid.uuid4().hex[:12]}")
+os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
+# A shrunk retry schedule (0 s, 0.2 s, 0.6 s, 1.4 s, then the last at 3 s) so tests see all of it.
+os.environ.setdefault("WEBHOOKS_RETRY_BASE_SECONDS", "0.2")
+os.environ.setdefault("WEBHOOKS_RETRY_MAX_ATTEMPTS", "5")
+os.environ.setdefault("WEBHOOKS_RETRY_WINDOW_SECONDS", "3")
+os.environ.setdefault("WEBHOOKS_RETRY_JITTER", "0")
+# Attempts give up after 2 s instead of 15 s, so timeouts are quick to show.
+os.environ.setdefault("WEBHOOKS_TIMEOUT_SECONDS", "2")
+
+from webhooks_project.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

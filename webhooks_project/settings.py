@@ -1,0 +1,263 @@
+"""Settings for the webhooks project, read from environment variables.
+
+``DJANGO_*`` configure Django, ``WEBHOOKS_*`` configure the product, ``DATABASE_URL`` and
+``CELERY_BROKER_URL`` choose the servers. With neither of the last two set, the project runs on an
+embedded default (a SQLite file and a filesystem broker under ``WEBHOOKS_DATA_DIR``) so that
+``make run`` needs no server. ``.env.example`` lists every variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false).")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from exc
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+# --- Django ---------------------------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.")
+    SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "schools",
+    "events",
+    "subscriptions",
+    "deliveries",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webhooks_project.urls"
+WSGI_APPLICATION = "webhooks_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WEBHOOKS_DATA_DIR = Path(env_str("WEBHOOKS_DATA_DIR", str(BASE_DIR / "var")))
+
+# PostgreSQL through psycopg 3 when DATABASE_URL is set; otherwise the embedded SQLite file.
+# The SQLite options are the ones that keep web, worker and beat from failing with
+# "database is locked" when they write at the same time.
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    }
+else:
+    WEBHOOKS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": WEBHOOKS_DATA_DIR / "db.sqlite3",
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(WEBHOOKS_DATA_DIR / "static")))
+
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# --- Django REST framework ------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "School webhooks API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+if CELERY_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        # gevent workers ack from many greenlets at once; kombu's default pool of 10 is too small.
+        "max_connections": env_int("CELERY_BROKER_MAX_CONNECTIONS", 200),
+    }
+else:
+    # Embedded default: a filesystem broker that needs no server (see webhooks_project/fsbroker.py).
+    _broker_dir = WEBHOOKS_DATA_DIR / "broker"
+    CELERY_BROKER_URL = "webhooksfs://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "webhooks")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 45)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- The product ----------------------------------------------------------------------------
+
+# Every outbound attempt: connect, send, and read the whole response within this many seconds.
+WEBHOOKS_TIMEOUT_SECONDS = env_float("WEBHOOKS_TIMEOUT_SECONDS", 15.0)
+# Response bodies are kept in the attempt log up to this size; the rest is not even read.
+WEBHOOKS_RESPONSE_BODY_MAX_BYTES = env_int("WEBHOOKS_RESPONSE_BODY_MAX_BYTES", 64 * 1024)
+# Largest event data accepted by event_publish(), in bytes of JSON.
+WEBHOOKS_EVENT_DATA_MAX_BYTES = env_int("WEBHOOKS_EVENT_DATA_MAX_BYTES", 256 * 1024)
+
+# Retry schedule: attempt 1 at once, then gaps of base, 2*base, 4*base, ... and the last attempt
+# at the end of the window (edudip: 2 s, 4 s, 8 s, ..., the 17th at 24 h).
+WEBHOOKS_RETRY_BASE_SECONDS = env_float("WEBHOOKS_RETRY_BASE_SECONDS", 2.0)
+WEBHOOKS_RETRY_MAX_ATTEMPTS = env_int("WEBHOOKS_RETRY_MAX_ATTEMPTS", 17)
+WEBHOOKS_RETRY_WINDOW_SECONDS = env_float("WEBHOOKS_RETRY_WINDOW_SECONDS", 24 * 3600.0)
+WEBHOOKS_RETRY_JITTER = env_float("WEBHOOKS_RETRY_JITTER", 0.1)
+
+# The sweeper re-drives lost work: events not fanned out and deliveries due but not picked up.
+WEBHOOKS_SWEEP_INTERVAL_SECONDS = env_int("WEBHOOKS_SWEEP_INTERVAL_SECONDS", 5)
+WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 60.0)
+# Retries due sooner than this are sent with a Celery countdown; later ones wait for the sweeper.
+WEBHOOKS_COUNTDOWN_MAX_SECONDS = env_float("WEBHOOKS_COUNTDOWN_MAX_SECONDS", 60.0)
+# How long a worker owns a delivery it claimed; longer than the task's hard time limit.
+WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30.0)
+
+# Destinations in these networks are allowed even though they are not public (CIDRs).
+WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
+
+# Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
+WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
+
+CELERY_BEAT_SCHEDULE = {
+    "deliveries-sweep": {
+        "task": "deliveries.sweep",
+        "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL_SECONDS),
+        "options": {"expires": WEBHOOKS_SWEEP_INTERVAL_SECONDS * 2},
+    },
+}
