@@ -199,7 +199,7 @@ if CELERY_BROKER_URL:
 else:
     # Embedded default: a filesystem broker that needs no server (see webhooks_project/fsbroker.py).
     _broker_dir = WEBHOOKS_DATA_DIR / "broker"
-    CELERY_BROKER_URL = "webhooksfs://"
+    CELERY_BROKER_URL = "webhooksfs://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),

@@ -1,0 +1,157 @@
+"""``make run``: migrate, start web + worker + beat, load demo data, print the admin URL and login.
+
+Reads ``.env`` first. With no ``DATABASE_URL`` / ``CELERY_BROKER_URL`` the embedded default is used
+(SQLite and a filesystem broker under ``var/``). Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stop
+all three processes gracefully: in-flight deliveries get a grace period before anything is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+GRACE_SECONDS = 30.0
+
+
+class Child:
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # terminal signals reach the supervisor only
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(target=self._relay, daemon=True).start()
+
+    def _relay(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            sys.stdout.write(f"{self.name:>6} | {line}")
+            sys.stdout.flush()
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self) -> None:
+        if self.running():
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.running():
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_port(host: str, port: int, timeout: float, web: Child) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not web.running():
+            raise SystemExit("The web server exited; see its output above.")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"The web server did not start listening on {host}:{port}.")
+
+
+def main() -> None:
+    load_dotenv(ROOT / ".env")
+    os.environ.setdefault("DJANGO_DEBUG", "true")
+    # The demo subscription points at the demo receiver this server itself serves on loopback.
+    os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    host = os.environ.get("WEBHOOKS_HOST", "127.0.0.1")
+    port = int(os.environ.get("WEBHOOKS_PORT", "8000"))
+    base_url = f"http://{host}:{port}"
+    python = sys.executable
+    manage = [python, str(ROOT / "manage.py")]
+
+    if not _port_free(host, port):
+        raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite (var/)"
+    broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
+    print(f"Starting with {database} and {broker}.", flush=True)
+    subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, check=True)
+
+    children = [
+        Child("web", [*manage, "runserver", "--noreload", f"{host}:{port}"]),
+        Child(
+            "worker",
+            [python, "-m", "celery", "-A", "webhooks_project", "worker", "-l", "INFO", "-c", "2"],
+        ),
+        Child(
+            "beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "webhooks_project",
+                "beat",
+                "-l",
+                "INFO",
+                f"--pidfile={ROOT / 'var' / 'beat.pid'}",
+            ],
+        ),
+    ]
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
+
+    exit_code = 0
+    try:
+        _wait_for_port(host, port, 60, children[0])
+        subprocess.run(
+            [*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True
+        )
+        print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
+        while not stopping.is_set():
+            exited = [child for child in children if not child.running()]
+            if exited:
+                print(f"{exited[0].name} exited with {exited[0].process.returncode}; stopping.")
+                exit_code = 1
+                break
+            stopping.wait(0.5)
+    finally:
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + GRACE_SECONDS
+        for child in children:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for child in children:
+            child.kill()  # prefork children left behind by a killed parent
+    sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()
