@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip install --quiet --python $(PY) -r pyproject.toml --extra dev
+	$(UV) pip install --quiet --system-certs --python $(PY) -r pyproject.toml --extra dev
 	touch $@
 
 install: $(VENV)/.installed

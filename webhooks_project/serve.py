@@ -38,8 +38,7 @@ class Child:
         threading.Thread(target=self._relay, daemon=True).start()
 
     def _relay(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+        for line in self.process.stdout or ():
             sys.stdout.write(f"{self.name:>6} | {line}")
             sys.stdout.flush()
 
@@ -128,9 +127,7 @@ def main() -> None:
     exit_code = 0
     try:
         _wait_for_port(host, port, 60, children[0])
-        subprocess.run(
-            [*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True
-        )
+        subprocess.run([*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True)
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
         while not stopping.is_set():
             exited = [child for child in children if not child.running()]

@@ -27,8 +27,8 @@ def _free_port() -> int:
 
 def _clean_env(port: int) -> dict[str, str]:
     """A newcomer's environment: no DATABASE_URL, broker, queue or product settings."""
-    keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "UV_CACHE_DIR", "XDG_CACHE_HOME"}
-    env = {name: value for name, value in os.environ.items() if name in keep}
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
     env["WEBHOOKS_PORT"] = str(port)
     return env
 

@@ -36,9 +36,7 @@ class Command(BaseCommand):
                 slug="demo",
                 defaults={"name": "Demo School", "timezone": "Europe/Paris", "language": "en"},
             )
-            self._subscription(
-                school, "Demo receiver", f"{base_url}/demo/receiver/", topics=["*"]
-            )
+            self._subscription(school, "Demo receiver", f"{base_url}/demo/receiver/", topics=["*"])
             # Nothing listens on port 9: shows failed attempts and retries in the delivery log.
             self._subscription(
                 school, "Unreachable endpoint", "http://127.0.0.1:9/webhooks", topics=["course.*"]
