@@ -95,6 +95,7 @@ def process_env(**overrides: str) -> dict[str, str]:
 
 
 def start_worker(log_dir: Path, *, concurrency: int = 2, **env: str) -> ManagedProcess:
+    environment = process_env(**env)
     worker = ManagedProcess(
         "worker",
         [
@@ -107,13 +108,13 @@ def start_worker(log_dir: Path, *, concurrency: int = 2, **env: str) -> ManagedP
             "--loglevel=INFO",
             f"--concurrency={concurrency}",
             "--pool=prefork",
-            f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
+            f"--queues={environment['CELERY_TASK_DEFAULT_QUEUE']}",
             f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
         ],
-        process_env(**env),
+        environment,
         log_dir,
     )
     worker.wait_for_log(" ready.", timeout=60)
