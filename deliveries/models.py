@@ -27,9 +27,10 @@ class Delivery(models.Model):
     """One event to one subscription.
 
     ``body`` holds the exact bytes sent, rendered once at fan-out and identical on every attempt.
-    Retry timing lives here: a pending delivery is due at ``next_attempt_at``; a worker that claims
-    it owns it until ``leased_until``; ``enqueued_at`` is when a task message for it was last sent,
-    so the sweeper can tell a lost message from one still waiting in the queue.
+    Retry timing lives here: a pending delivery is due at ``next_attempt_at``; a worker that
+    claims it owns it until ``leased_until`` and marks it with its ``lease_token``;
+    ``enqueued_at`` is when a task message for it was last sent, so the sweeper can tell a lost
+    message from one still waiting in the queue.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -50,6 +51,7 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error_kind = models.CharField(

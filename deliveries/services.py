@@ -7,11 +7,12 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -118,19 +119,23 @@ def _delivery_build(*, event: Event, subscription: Subscription, now: dt.datetim
 
 
 def _deliveries_enqueue(ids: Iterable[uuid.UUID], *, countdown: float | None = None) -> None:
-    """Send one delivery task per id over a single broker connection.
+    """Send delivery tasks of up to ``WEBHOOKS_DELIVERY_BATCH_SIZE`` ids each, over one connection.
 
     A failure is logged, not raised: the rows are committed and the sweeper re-drives them.
     """
-    ids = list(ids)
+    ids = [str(delivery_id) for delivery_id in ids]
     if not ids:
         return
+    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     app = current_app
     try:
         with app.producer_or_acquire() as producer:
-            for delivery_id in ids:
+            for start in range(0, len(ids), size):
                 app.send_task(
-                    DELIVER_TASK, args=[str(delivery_id)], countdown=countdown, producer=producer
+                    DELIVER_TASK,
+                    args=[ids[start : start + size]],
+                    countdown=countdown,
+                    producer=producer,
                 )
     except Exception:
         logger.exception(
@@ -145,108 +150,175 @@ def _deliveries_enqueue(ids: Iterable[uuid.UUID], *, countdown: float | None = N
 class _Claim:
     delivery: Delivery
     number: int
-    lease_until: dt.datetime
+    token: uuid.UUID
     started_at: dt.datetime
 
 
 def delivery_attempt(
     *, delivery_id: uuid.UUID | str, trigger: str = AttemptTrigger.AUTOMATIC
 ) -> DeliveryAttempt | None:
-    """Make the next attempt of a due delivery and record it.
+    """Make the next attempt of one due delivery; see ``deliveries_attempt``."""
+    attempts = deliveries_attempt(delivery_ids=[delivery_id], trigger=trigger)
+    return attempts[0] if attempts else None
 
-    Claims the row first (conditional, under a row lock): a delivery that is final, not yet due or
-    claimed by another worker is left alone and ``None`` is returned, so a duplicate task message
-    sends nothing. No database transaction is open while the request is in flight.
 
-    After the attempt the delivery is ``delivered``, scheduled for its next automatic attempt, or
+def deliveries_attempt(
+    *, delivery_ids: Iterable[uuid.UUID | str], trigger: str = AttemptTrigger.AUTOMATIC
+) -> list[DeliveryAttempt]:
+    """Attempt every due, unclaimed delivery among ``delivery_ids`` and record the attempts.
+
+    The deliveries are claimed with one conditional UPDATE: a delivery that is final, not yet due
+    or claimed by another worker is left alone, so a duplicate task message sends nothing. The
+    requests go out concurrently (a slow receiver does not hold up the others) and no database
+    transaction is open while they are in flight. The results are written in one transaction.
+
+    After its attempt a delivery is ``delivered``, scheduled for its next automatic attempt, or
     ``failed`` with the reason of its last attempt. Manual and test attempts never schedule
-    automatic ones.
+    automatic ones. Returns the attempts made, in the order of ``delivery_ids``.
     """
-    claim = _delivery_claim(delivery_id=delivery_id)
-    if claim is None:
-        _delivery_requeue_if_early(delivery_id=delivery_id)
-        return None
+    ids = [str(delivery_id) for delivery_id in delivery_ids]
+    claims = _deliveries_claim(delivery_ids=ids)
+    if len(claims) < len(ids):
+        claimed = {str(claim.delivery.pk) for claim in claims}
+        _deliveries_requeue_early(delivery_ids=[i for i in ids if i not in claimed])
+    if not claims:
+        return []
+    results = _deliveries_send(claims)
+    return _deliveries_record(claims=claims, results=results, trigger=trigger)
+
+
+def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
+    """Take the lease on the due, unclaimed deliveries among ``delivery_ids``.
+
+    One conditional UPDATE marks the rows this call won with a fresh lease token; any number of
+    workers racing for the same rows each win a disjoint set. A row whose previous lease ran out
+    without a result gets that lost attempt logged as interrupted.
+    """
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = (
+        Delivery.objects.filter(
+            pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .update(
+            attempts=F("attempts") + 1,
+            leased_until=now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS),
+            lease_token=token,
+            last_attempt_at=now,
+        )
+    )
+    if not claimed:
+        return []
+    deliveries = {
+        str(delivery.pk): delivery
+        for delivery in Delivery.objects.select_related("subscription", "school").filter(
+            pk__in=delivery_ids, lease_token=token
+        )
+    }
+    retried = [d for d in deliveries.values() if d.attempts > 1]
+    if retried:
+        _attempts_interrupted_record(retried)
+    return [
+        _Claim(delivery=deliveries[i], number=deliveries[i].attempts, token=token, started_at=now)
+        for i in delivery_ids
+        if i in deliveries
+    ]
+
+
+def _attempts_interrupted_record(deliveries: list[Delivery]) -> None:
+    """Log attempts whose worker stopped before recording them (the number before this one)."""
+    logged = set(
+        DeliveryAttempt.objects.filter(
+            delivery__in=deliveries,
+            number__in={delivery.attempts - 1 for delivery in deliveries},
+        ).values_list("delivery_id", "number")
+    )
+    lost = [d for d in deliveries if (d.pk, d.attempts - 1) not in logged]
+    DeliveryAttempt.objects.bulk_create(
+        [
+            DeliveryAttempt(
+                delivery=delivery,
+                number=delivery.attempts - 1,
+                trigger=AttemptTrigger.AUTOMATIC,
+                started_at=delivery.last_attempt_at or timezone.now(),
+                request_url=delivery.subscription.url,
+                error_kind=ErrorKind.INTERRUPTED,
+                error_message="The worker stopped before this attempt finished; it was retried.",
+            )
+            for delivery in lost
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _deliveries_requeue_early(*, delivery_ids: list[str]) -> None:
+    """Messages that arrive just before their delivery is due (clock skew) are sent again."""
+    if not delivery_ids:
+        return
+    now = timezone.now()
+    horizon = now + dt.timedelta(seconds=settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS)
+    early = Delivery.objects.filter(
+        pk__in=delivery_ids,
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__gt=now,
+        next_attempt_at__lte=horizon,
+        leased_until__isnull=True,
+    ).values_list("pk", "next_attempt_at")
+    for delivery_id, due in early:
+        _deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
+
+
+_senders: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sender() -> ThreadPoolExecutor:
+    """This process's pool of threads for concurrent requests (they never touch the database)."""
+    pid = os.getpid()
+    executor = _senders.get(pid)
+    if executor is None:
+        executor = ThreadPoolExecutor(
+            max_workers=settings.WEBHOOKS_DELIVERY_BATCH_SIZE, thread_name_prefix="webhook-send"
+        )
+        _senders.clear()
+        _senders[pid] = executor
+    return executor
+
+
+def _deliveries_send(claims: list[_Claim]) -> list[TransportResult]:
+    # Everything the requests need is read here, in this thread, before they go out.
+    jobs = [_send_job(claim) for claim in claims]
+    if len(jobs) == 1:
+        return [_send(*jobs[0])]
+    return list(_sender().map(lambda job: _send(*job), jobs))
+
+
+def _send_job(claim: _Claim) -> tuple[Transport | None, str, bytes, dict[str, str], str]:
     delivery = claim.delivery
     subscription = delivery.subscription
     if not subscription.is_active:
         reason = subscription.disabled_reason or "it was turned off"
-        result = TransportResult(
+        return None, subscription.url, b"", {}, reason
+    headers = _request_headers(delivery=delivery, number=claim.number)
+    return transport_get(), subscription.url, bytes(delivery.body), headers, ""
+
+
+def _send(
+    transport: Transport | None, url: str, body: bytes, headers: dict[str, str], disabled: str
+) -> TransportResult:
+    if transport is None:
+        return TransportResult(
             request_headers={},
             error_kind=ErrorKind.DISABLED,
-            error_message=f"The webhook is disabled ({reason}); nothing was sent.",
+            error_message=f"The webhook is disabled ({disabled}); nothing was sent.",
         )
-    else:
-        headers = _request_headers(delivery=delivery, number=claim.number)
-        result = transport_get().send(
-            url=subscription.url,
-            body=bytes(delivery.body),
-            headers=headers,
-            timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
-            max_body_bytes=settings.WEBHOOKS_RESPONSE_BODY_MAX_BYTES,
-        )
-    return _delivery_record(claim=claim, trigger=trigger, result=result)
-
-
-def _delivery_claim(*, delivery_id: uuid.UUID | str) -> _Claim | None:
-    now = timezone.now()
-    lease_until = now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
-    with transaction.atomic():
-        delivery = (
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("subscription", "school")
-            .filter(pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .first()
-        )
-        if delivery is None:
-            return None
-        if delivery.leased_until is not None:
-            _attempt_interrupted_record(delivery)
-        Delivery.objects.filter(pk=delivery.pk).update(
-            attempts=F("attempts") + 1, leased_until=lease_until, last_attempt_at=now
-        )
-    delivery.attempts += 1
-    delivery.leased_until = lease_until
-    return _Claim(
-        delivery=delivery, number=delivery.attempts, lease_until=lease_until, started_at=now
+    return transport.send(
+        url=url,
+        body=body,
+        headers=headers,
+        timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+        max_body_bytes=settings.WEBHOOKS_RESPONSE_BODY_MAX_BYTES,
     )
-
-
-def _attempt_interrupted_record(delivery: Delivery) -> None:
-    """The previous claim's lease ran out without a result: its worker stopped mid-attempt."""
-    if delivery.attempts == 0:
-        return
-    exists = DeliveryAttempt.objects.filter(delivery=delivery, number=delivery.attempts).exists()
-    if exists:
-        return
-    DeliveryAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
-        trigger=AttemptTrigger.AUTOMATIC,
-        started_at=delivery.last_attempt_at or timezone.now(),
-        request_url=delivery.subscription.url,
-        error_kind=ErrorKind.INTERRUPTED,
-        error_message="The worker stopped before this attempt finished; it was retried.",
-    )
-
-
-def _delivery_requeue_if_early(*, delivery_id: uuid.UUID | str) -> None:
-    """A message that arrives just before its delivery is due (clock skew) is sent again."""
-    now = timezone.now()
-    horizon = now + dt.timedelta(seconds=settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS)
-    due = (
-        Delivery.objects.filter(
-            pk=delivery_id,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__gt=now,
-            next_attempt_at__lte=horizon,
-            leased_until__isnull=True,
-        )
-        .values_list("next_attempt_at", flat=True)
-        .first()
-    )
-    if due is not None:
-        _deliveries_enqueue([uuid.UUID(str(delivery_id))], countdown=(due - now).total_seconds())
 
 
 def _request_headers(*, delivery: Delivery, number: int) -> dict[str, str]:
@@ -278,16 +350,98 @@ def headers_redact(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _delivery_record(*, claim: _Claim, trigger: str, result: TransportResult) -> DeliveryAttempt:
-    delivery = claim.delivery
+_RECORDED_FIELDS = [
+    "status",
+    "next_attempt_at",
+    "enqueued_at",
+    "leased_until",
+    "lease_token",
+    "last_response_status",
+    "last_error_kind",
+    "last_error",
+    "delivered_at",
+]
+
+
+def _deliveries_record(
+    *, claims: list[_Claim], results: list[TransportResult], trigger: str
+) -> list[DeliveryAttempt]:
     now = timezone.now()
-    attempt = DeliveryAttempt(
-        delivery=delivery,
+    policy = retry_policy()
+    attempts: list[DeliveryAttempt] = []
+    soon: list[tuple[uuid.UUID, float]] = []
+    for claim, result in zip(claims, results, strict=True):
+        delivery = claim.delivery
+        attempts.append(_attempt_build(claim=claim, trigger=trigger, result=result))
+        delivery.leased_until = None
+        delivery.lease_token = None
+        delivery.last_response_status = result.status
+        delivery.last_error_kind = result.error_kind
+        delivery.last_error = result.error_message
+        if result.ok:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+            delivery.enqueued_at = None
+            continue
+        next_at = None
+        if trigger == AttemptTrigger.AUTOMATIC and is_retryable(
+            error_kind=result.error_kind, status=result.status
+        ):
+            next_at = policy.next_attempt_at(
+                created_at=delivery.created_at, attempts_made=claim.number, now=now
+            )
+        if next_at is None:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.next_attempt_at = None
+            delivery.enqueued_at = None
+            continue
+        wait = (next_at - now).total_seconds()
+        delivery.status = DeliveryStatus.PENDING
+        delivery.next_attempt_at = next_at
+        if wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
+            delivery.enqueued_at = next_at
+            soon.append((delivery.pk, wait))
+        else:
+            delivery.enqueued_at = None  # the sweeper sends it when it is due
+
+    token = claims[0].token
+    with transaction.atomic():
+        owned = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[claim.delivery.pk for claim in claims], lease_token=token)
+            .values_list("pk", flat=True)
+        )
+        kept = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk in owned]
+        if owned:
+            Delivery.objects.bulk_update(
+                [claim.delivery for claim in claims if claim.delivery.pk in owned],
+                _RECORDED_FIELDS,
+            )
+            DeliveryAttempt.objects.bulk_create(kept)
+        for delivery_id, wait in soon:
+            if delivery_id in owned:
+                transaction.on_commit(
+                    lambda d=delivery_id, w=wait: _deliveries_enqueue([d], countdown=w),
+                    robust=True,
+                )
+    lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
+    if lost:
+        # These leases ran out mid-attempt; other workers may own the rows now. The attempts are
+        # still logged where their numbers are free; the deliveries are left to their new owners.
+        logger.warning("%d attempts finished after their lease ran out", len(lost))
+        DeliveryAttempt.objects.bulk_create(lost, ignore_conflicts=True)
+    return attempts
+
+
+def _attempt_build(*, claim: _Claim, trigger: str, result: TransportResult) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        delivery=claim.delivery,
         number=claim.number,
         trigger=trigger,
         started_at=claim.started_at,
         duration_ms=result.duration_ms,
-        request_url=delivery.subscription.url,
+        request_url=claim.delivery.subscription.url,
         request_headers=headers_redact(result.request_headers),
         response_status=result.status,
         response_headers=result.headers,
@@ -296,65 +450,6 @@ def _delivery_record(*, claim: _Claim, trigger: str, result: TransportResult) ->
         error_kind=result.error_kind,
         error_message=result.error_message,
     )
-    changes: dict[str, object] = {
-        "leased_until": None,
-        "last_response_status": result.status,
-        "last_error_kind": result.error_kind,
-        "last_error": result.error_message,
-    }
-    countdown: float | None = None
-    if result.ok:
-        changes.update(
-            status=DeliveryStatus.DELIVERED,
-            delivered_at=now,
-            next_attempt_at=None,
-            enqueued_at=None,
-        )
-    else:
-        next_at = None
-        if trigger == AttemptTrigger.AUTOMATIC and is_retryable(
-            error_kind=result.error_kind, status=result.status
-        ):
-            next_at = retry_policy().next_attempt_at(
-                created_at=delivery.created_at, attempts_made=claim.number, now=now
-            )
-        if next_at is None:
-            changes.update(status=DeliveryStatus.FAILED, next_attempt_at=None, enqueued_at=None)
-        else:
-            wait = (next_at - now).total_seconds()
-            soon = wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS
-            countdown = wait if soon else None
-            changes.update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=next_at,
-                enqueued_at=next_at if soon else None,
-            )
-
-    with transaction.atomic():
-        owned = Delivery.objects.filter(pk=delivery.pk, leased_until=claim.lease_until).update(
-            **changes
-        )
-        try:
-            with transaction.atomic():
-                attempt.save()
-        except IntegrityError:
-            logger.warning(
-                "Attempt %s of delivery %s was already recorded", claim.number, delivery.pk
-            )
-        if not owned:
-            logger.warning(
-                "Delivery %s: the lease ran out during attempt %s; its result is logged only",
-                delivery.pk,
-                claim.number,
-            )
-        elif countdown is not None:
-            delivery_id = delivery.pk
-            transaction.on_commit(
-                lambda: _deliveries_enqueue([delivery_id], countdown=countdown), robust=True
-            )
-    for name, value in changes.items():
-        setattr(delivery, name, value)
-    return attempt
 
 
 # --- Sweeper --------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ def event_fan_out(event_id: str) -> None:
 
 
 @shared_task(name="deliveries.deliver")
-def deliver(delivery_id: str) -> None:
-    """Make the next automatic attempt of a delivery (no-op unless it is due and unclaimed)."""
-    services.delivery_attempt(delivery_id=delivery_id)
+def deliver(delivery_ids: list[str]) -> None:
+    """Make the next automatic attempt of each delivery that is due and unclaimed."""
+    services.deliveries_attempt(delivery_ids=delivery_ids)
 
 
 @shared_task(name="deliveries.sweep")

@@ -16,6 +16,7 @@ What it guarantees, beyond plain ``requests``:
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import ipaddress
 import logging
 import socket
@@ -350,6 +351,8 @@ class Transport:
         self.policy = policy
         self.session = requests.Session()
         self.session.trust_env = False
+        # A receiver's Set-Cookie must never travel with later requests.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = GuardedAdapter(pool_connections=100, pool_maxsize=pool_maxsize, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -62,7 +62,10 @@ class Receiver:
                             self.wfile.flush()
                             time.sleep(reply.drip_seconds)
                     else:
-                        self.wfile.write(head.encode())
+                        # One write: split writes stall on Nagle + delayed ACK.
+                        self.wfile.write(head.encode() + reply.body)
+                        self.wfile.flush()
+                        return
                     self.wfile.write(reply.body)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

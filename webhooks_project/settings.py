@@ -223,6 +223,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Without this Celery closes every database connection before and after each task, so each task
+# pays a new PostgreSQL connection. Connections are recycled by DATABASE_CONN_MAX_AGE instead
+# (see webhooks_project/celery.py).
+CELERY_DB_REUSE_MAX = 1000
 
 # --- The product ----------------------------------------------------------------------------
 
@@ -245,6 +249,8 @@ WEBHOOKS_SWEEP_INTERVAL_SECONDS = env_int("WEBHOOKS_SWEEP_INTERVAL_SECONDS", 5)
 WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 60.0)
 # Retries due sooner than this are sent with a Celery countdown; later ones wait for the sweeper.
 WEBHOOKS_COUNTDOWN_MAX_SECONDS = env_float("WEBHOOKS_COUNTDOWN_MAX_SECONDS", 60.0)
+# Deliveries per task message; a task sends its deliveries concurrently, one thread each.
+WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 20)
 # How long a worker owns a delivery it claimed; longer than the task's hard time limit.
 WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30.0)
 

@@ -156,7 +156,7 @@ def test_the_same_delivery_enqueued_several_times_at_once_is_sent_once(
         time.sleep(0.01)
     delivery = Delivery.objects.get(event=event)
     for _ in range(3):
-        current_app.send_task(DELIVER_TASK, args=[str(delivery.id)])
+        current_app.send_task(DELIVER_TASK, args=[[str(delivery.id)]])
 
     _wait_until_final(Delivery.objects.filter(event=event))
     time.sleep(1.0)  # let every duplicate message be consumed

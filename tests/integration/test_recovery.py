@@ -58,21 +58,20 @@ def test_a_worker_killed_mid_attempt_loses_nothing(catalog, receiver, process_lo
         next_attempt_at=now,
     )
     beat = start_beat(process_logs, **recovery_env)
-    first_worker = start_worker(process_logs, **recovery_env)
+    workers = [start_worker(process_logs, **recovery_env)]
     try:
         receiver.wait_for(1, path="/crash")
-        first_worker.kill()  # SIGKILL while the request is in flight: no result is written
+        workers[0].kill()  # SIGKILL while the request is in flight: no result is written
         assert Delivery.objects.get(pk=delivery.pk).leased_until is not None
 
-        second_worker = start_worker(process_logs, **recovery_env)
-        try:
-            _wait(
-                lambda: Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.DELIVERED,
-                message="the delivery to be re-driven after the lease expired",
-            )
-        finally:
-            second_worker.stop()
+        workers.append(start_worker(process_logs, **recovery_env))
+        _wait(
+            lambda: Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.DELIVERED,
+            message="the delivery to be re-driven after the lease expired",
+        )
     finally:
+        for worker in workers:
+            worker.stop()
         beat.stop()
 
     attempts = list(DeliveryAttempt.objects.filter(delivery=delivery).order_by("number"))

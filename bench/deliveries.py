@@ -1,0 +1,253 @@
+"""``make bench``: delivery throughput and publish-to-first-attempt latency, with real processes.
+
+Publishes events to subscriptions pointed at a fast local receiver, with real Celery workers,
+PostgreSQL and Redis, and prints what it measured. It asserts nothing.
+
+- burst: N events x M subscriptions published at once; sustained deliveries/s from the first
+  publish to the last attempt;
+- paced: events published at a steady rate the workers keep up with; p50/p99 of the time from
+  the event's commit to the start of its first attempt.
+
+Uses its own database (``webhooks_bench``, created if missing), Redis database 13 and a queue
+name of its own. Options: ``--events``, ``--subscriptions``, ``--workers``, ``--concurrency``,
+``--paced-rate``, ``--paced-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _environment() -> dict[str, str]:
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
+    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
+    os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    return dict(os.environ)
+
+
+def _database_create(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+class Child:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], marker: str) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.gettempdir()) / f"webhooks-bench-{name}-{os.getpid()}.log"
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while marker not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--subscriptions", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "gevent"])
+    parser.add_argument("--receiver-delay-ms", type=int, default=0)
+    parser.add_argument(
+        "--paced-rate", type=float, default=20.0, help="events/s in the paced phase"
+    )
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    env = _environment()
+    _database_create(env["DATABASE_URL"])
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+
+    from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+    from events.models import Event
+    from events.services import event_publish
+    from schools.models import School
+    from subscriptions.models import Subscription
+    from subscriptions.services import subscription_create
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, events_event, "
+            "subscriptions_subscription CASCADE"
+        )
+
+    port = _free_port()
+    receiver = Child(
+        "receiver",
+        [sys.executable, "-m", "bench.receiver", str(port), str(args.receiver_delay_ms)],
+        env,
+        "ready",
+    )
+    workers = [
+        Child(
+            f"worker{index}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webhooks_project",
+                "worker",
+                "--loglevel=WARNING",
+                f"--concurrency={args.concurrency}",
+                f"--pool={args.pool}",
+                f"--queues={env['CELERY_TASK_DEFAULT_QUEUE']}",
+                f"--hostname=bench{index}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env,
+            "",
+        )
+        for index in range(args.workers)
+    ]
+    time.sleep(3)  # let the workers connect
+    try:
+        school, _ = School.objects.get_or_create(
+            slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
+        )
+        for index in range(args.subscriptions):
+            subscription_create(
+                school=school,
+                name=f"bench-{index}-{uuid.uuid4().hex[:6]}",
+                url=f"http://127.0.0.1:{port}/hook/{index}",
+                topics=["*"],
+            )
+        data = {"course": {"id": "c-1", "name": "Mathematics 101", "start": "2026-03-26T07:00:00Z"}}
+
+        def wait_until_final(expected: int, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                final = Delivery.objects.exclude(status=DeliveryStatus.PENDING).count()
+                if final >= expected:
+                    return
+                time.sleep(0.2)
+            raise SystemExit(f"Only {final} of {expected} deliveries finished in {timeout} s")
+
+        # Burst.
+        total = args.events * args.subscriptions
+        started = time.time()
+        for _ in range(args.events):
+            event_publish(school=school, type="course.created", data=data)
+        published = time.time()
+        wait_until_final(total, timeout=max(120.0, total / 20))
+        failed = Delivery.objects.filter(status=DeliveryStatus.FAILED).count()
+        last_attempt = DeliveryAttempt.objects.order_by("-started_at").first()
+        assert last_attempt is not None
+        finished = last_attempt.started_at.timestamp() + last_attempt.duration_ms / 1000
+        burst_rate = total / (finished - started)
+
+        # Paced.
+        Delivery.objects.all().delete()
+        Event.objects.all().delete()
+        count = int(args.paced_rate * args.paced_seconds)
+        interval = 1.0 / args.paced_rate
+        next_at = time.monotonic()
+        for _ in range(count):
+            event_publish(school=school, type="course.created", data=data)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        wait_until_final(count * args.subscriptions, timeout=120)
+        firsts = DeliveryAttempt.objects.filter(number=1).values_list(
+            "started_at", "delivery__event__created_at"
+        )
+        latencies = [(first - published).total_seconds() * 1000 for first, published in firsts]
+
+        print()
+        print("Delivery benchmark (real worker processes, PostgreSQL, Redis, local receiver)")
+        print(
+            f"  workers: {args.workers} x {args.pool} pool, concurrency {args.concurrency}; "
+            f"receiver answers after {args.receiver_delay_ms} ms"
+        )
+        print(
+            f"  burst:   {args.events} events x {args.subscriptions} subscriptions = "
+            f"{total} deliveries ({failed} failed)"
+        )
+        print(
+            f"           published in {published - started:.2f} s; all attempted after "
+            f"{finished - started:.2f} s"
+        )
+        print(f"           sustained {burst_rate:.0f} deliveries/s")
+        print(
+            f"  paced:   {count} events at {args.paced_rate:g}/s x {args.subscriptions} "
+            f"subscriptions = {len(latencies)} deliveries"
+        )
+        print(
+            f"           publish -> first attempt: p50 {statistics.median(latencies):.1f} ms, "
+            f"p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        receiver.stop()
+        Subscription.objects.filter(school__slug="bench").delete()
+
+
+if __name__ == "__main__":
+    main()
