@@ -65,8 +65,8 @@ def test_make_run_from_a_fresh_clone_serves_the_admin_with_delivered_demo_events
             listing = session.get(
                 f"{base}/admin/deliveries/delivery/?status__exact=delivered", timeout=10
             )
-            assert listing.status_code == 200
-            assert "Log in" not in listing.text
+            assert listing.status_code == 200, "".join(output)[-3000:]
+            assert "Log in" not in listing.text, "".join(output)[-3000:]
             delivered = listing.text.count("Demo receiver")
             if delivered >= 3 or time.monotonic() > deadline:
                 break
@@ -86,7 +86,9 @@ def test_make_run_from_a_fresh_clone_serves_the_admin_with_delivered_demo_events
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    assert leftovers == [], "web, worker or beat outlived the supervisor"
+    assert leftovers == [], (
+        "web, worker or beat outlived the supervisor:\n" + "".join(output)[-3000:]
+    )
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
 
