@@ -23,14 +23,18 @@ def signing_secret_generate() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def subscription_topics_errors(topics: object) -> list[str]:
+    """What is wrong with a list of topic patterns, checked against the event catalog."""
+    return topic_pattern_errors(topics, EventType.objects.values_list("key", flat=True))
+
+
 def _subscription_validate(subscription: Subscription) -> None:
     errors: dict[str, list[str]] = {}
     try:
         subscription.full_clean(exclude=["signing_secret"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
-    known = EventType.objects.values_list("key", flat=True)
-    topic_errors = topic_pattern_errors(subscription.topics, known)
+    topic_errors = subscription_topics_errors(subscription.topics)
     if topic_errors:
         errors.setdefault("topics", []).extend(topic_errors)
     if errors:
@@ -38,6 +42,19 @@ def _subscription_validate(subscription: Subscription) -> None:
 
 
 @transaction.atomic
+def subscription_save(*, subscription: Subscription) -> Subscription:
+    """Validate and save a new or changed subscription; a new one gets its signing secret.
+
+    Raises ``ValidationError`` with a field map when a field is invalid or a topic pattern matches
+    no event type in the catalog.
+    """
+    _subscription_validate(subscription)
+    if not subscription.signing_secret:
+        subscription.signing_secret = signing_secret_generate()
+    subscription.save()
+    return subscription
+
+
 def subscription_create(
     *,
     school: School,
@@ -59,14 +76,10 @@ def subscription_create(
         topics=list(topics),
         content_type=content_type,
         is_active=is_active,
-        signing_secret=signing_secret_generate(),
     )
-    _subscription_validate(subscription)
-    subscription.save()
-    return subscription
+    return subscription_save(subscription=subscription)
 
 
-@transaction.atomic
 def subscription_update(*, subscription: Subscription, **fields: Any) -> Subscription:
     """Change the given fields after validating the result; raises ``ValidationError``."""
     allowed = {"name", "url", "topics", "content_type", "is_active"}
@@ -78,6 +91,4 @@ def subscription_update(*, subscription: Subscription, **fields: Any) -> Subscri
     if fields.get("is_active"):
         subscription.disabled_reason = ""
         subscription.disabled_at = None
-    _subscription_validate(subscription)
-    subscription.save()
-    return subscription
+    return subscription_save(subscription=subscription)

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from subscriptions.models import Subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_webhook_added_in_the_admin_gets_a_signing_secret(admin_client, school):
+    response = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            "school": school.pk,
+            "name": "CRM",
+            "url": "https://crm.example.org/hooks",
+            "topics": json.dumps(["course.*"]),
+            "content_type": "json",
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 302
+    subscription = Subscription.objects.get(name="CRM")
+    assert subscription.signing_secret.startswith("whsec_")
+    assert subscription.topics == ["course.*"]
+
+
+def test_the_admin_form_refuses_topics_outside_the_catalog(admin_client, school):
+    response = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            "school": school.pk,
+            "name": "CRM",
+            "url": "https://crm.example.org/hooks",
+            "topics": json.dumps(["grades.*"]),
+            "content_type": "json",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "&#x27;grades.*&#x27; matches no event type in the catalog." in response.text
+    assert Subscription.objects.count() == 0

@@ -1,0 +1,75 @@
+import pytest
+from django.core.exceptions import ValidationError
+
+from subscriptions.models import Subscription
+from subscriptions.services import subscription_create, subscription_save, subscription_update
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_subscription_is_created_with_its_own_signing_secret(school):
+    first = subscription_create(
+        school=school, name="CRM", url="https://crm.example.org/hooks", topics=["course.*"]
+    )
+    second = subscription_create(
+        school=school, name="ERP", url="https://erp.example.org/hooks", topics=["*"]
+    )
+
+    assert first.signing_secret.startswith("whsec_")
+    assert first.signing_secret != second.signing_secret
+    assert Subscription.objects.get(pk=first.pk).topics == ["course.*"]
+
+
+@pytest.mark.parametrize(
+    ("topics", "message"),
+    [
+        ([], "Choose at least one topic."),
+        (["course.exploded"], "'course.exploded' matches no event type in the catalog."),
+        (["Course.Created"], "'Course.Created' is not a topic pattern"),
+        (["course.*", "course.*"], "Each topic can be listed only once."),
+    ],
+)
+def test_topics_that_match_nothing_or_are_malformed_are_refused(school, topics, message):
+    with pytest.raises(ValidationError) as raised:
+        subscription_create(
+            school=school, name="CRM", url="https://crm.example.org/", topics=topics
+        )
+
+    assert any(message in error for error in raised.value.message_dict["topics"])
+    assert Subscription.objects.count() == 0
+
+
+def test_a_url_that_is_not_a_url_and_a_duplicate_name_are_refused(school):
+    subscription_create(school=school, name="CRM", url="https://crm.example.org/", topics=["*"])
+
+    with pytest.raises(ValidationError) as raised:
+        subscription_create(school=school, name="CRM", url="not a url", topics=["*"])
+
+    assert raised.value.message_dict["url"] == ["Enter a valid URL."]
+    assert "__all__" in raised.value.message_dict  # name already used in this school
+    assert Subscription.objects.count() == 1
+
+
+def test_saving_an_edited_subscription_keeps_its_secret(school):
+    subscription = SubscriptionFactory(school=school)
+    secret = subscription.signing_secret
+
+    subscription.url = "https://new.example.org/hook"
+    subscription_save(subscription=subscription)
+
+    subscription.refresh_from_db()
+    assert subscription.signing_secret == secret
+    assert subscription.url == "https://new.example.org/hook"
+
+
+def test_re_enabling_clears_the_disabled_reason(school):
+    subscription = SubscriptionFactory(
+        school=school, is_active=False, disabled_reason="Receiver gone."
+    )
+
+    subscription_update(subscription=subscription, is_active=True)
+
+    subscription.refresh_from_db()
+    assert subscription.is_active is True
+    assert subscription.disabled_reason == ""
