@@ -6,6 +6,9 @@ from .services import subscription_save, subscription_topics_errors
 
 
 class SubscriptionForm(forms.ModelForm):
+    # A URL typed without a scheme means https.
+    url = forms.URLField(label="URL", max_length=2000, assume_scheme="https")
+
     class Meta:
         model = Subscription
         fields = ["school", "name", "url", "topics", "content_type", "is_active"]

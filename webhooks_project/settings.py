@@ -159,8 +159,6 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(WEBHOOKS_DATA_DIR / "static")))
 
 LOGIN_URL = "admin:login"
-# A URL typed without a scheme means https (Django 6's default).
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 LOGGING = {
     "version": 1,
