@@ -1,81 +1,43 @@
-"""Building and rendering the body a receiver gets. Pure functions, no database access.
+"""The body a receiver gets, rendered once per delivery at fan-out. Pure functions.
 
-The default envelope (DESIGN.md, "Delivery contract")::
-
-    {"id": <event id>, "type": "course.created", "school": {"id": 1, "slug": "..."},
-     "timestamp": <occurred_at in the school's zone>, "data": {...}}
-
-Every ISO-8601 datetime with an offset inside ``data`` is re-expressed in the school's time zone,
-so receivers never convert (Edusign's "dates in the school's time zone").
+The standard envelope (``events/envelope.py``) as JSON or as the same tree in XML under a
+``<webhook>`` root, or the subscription's custom body template (``subscriptions/bodies.py``)
+rendered with the envelope's data and checked to parse as the content type.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
 from typing import Any
-from zoneinfo import ZoneInfo
 
-_AWARE_DATETIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$"
-)
-
-
-def datetime_localize(value: dt.datetime, tz: ZoneInfo) -> str:
-    """ISO-8601 in ``tz`` with its UTC offset at that instant (DST-correct)."""
-    return value.astimezone(tz).isoformat()
-
-
-def datetimes_localize(value: Any, tz: ZoneInfo) -> Any:
-    """A copy of a JSON value with every aware ISO-8601 datetime string moved into ``tz``."""
-    if isinstance(value, str):
-        if _AWARE_DATETIME.match(value):
-            try:
-                parsed = dt.datetime.fromisoformat(value)
-            except ValueError:
-                return value
-            return datetime_localize(parsed, tz)
-        return value
-    if isinstance(value, dict):
-        return {key: datetimes_localize(item, tz) for key, item in value.items()}
-    if isinstance(value, list):
-        return [datetimes_localize(item, tz) for item in value]
-    return value
-
-
-def envelope_build(
-    *,
-    event_id: str,
-    event_type: str,
-    school_id: int,
-    school_slug: str,
-    occurred_at: dt.datetime,
-    data: dict[str, Any],
-    tz: ZoneInfo,
-) -> dict[str, Any]:
-    """The default envelope of one event for one school."""
-    return {
-        "id": event_id,
-        "type": event_type,
-        "school": {"id": school_id, "slug": school_slug},
-        "timestamp": datetime_localize(occurred_at, tz),
-        "data": datetimes_localize(data, tz),
-    }
-
-
-def render_json(envelope: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON."""
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-
+from events.envelope import to_json, to_xml
+from subscriptions.bodies import CompiledBody, body_context, body_output_check, body_render
 
 CONTENT_TYPES = {
     "json": "application/json",
+    "xml": "application/xml",
 }
 
 
-def render(envelope: dict[str, Any], content_type: str) -> tuple[bytes, str]:
-    """The body bytes and the ``Content-Type`` header value for a subscription's content type."""
-    if content_type == "json":
-        return render_json(envelope), CONTENT_TYPES["json"]
-    raise ValueError(f"Unsupported content type {content_type!r}")
+def render(
+    envelope: dict[str, Any],
+    *,
+    content_type: str,
+    body: CompiledBody | None = None,
+    unix_timestamp: int = 0,
+) -> tuple[bytes, str]:
+    """The body bytes and the ``Content-Type`` header value.
+
+    Raises ``subscriptions.bodies.BodyTemplateError`` when a custom body cannot be rendered for
+    this envelope or its output does not parse as the content type, and ``ValueError`` for an
+    unknown content type.
+    """
+    if content_type not in CONTENT_TYPES:
+        raise ValueError(f"Unsupported content type {content_type!r}")
+    header = CONTENT_TYPES[content_type]
+    if body is not None:
+        output = body_render(body, body_context(envelope, unix_timestamp))
+        body_output_check(output, content_type)
+        return output.encode(), header
+    if content_type == "xml":
+        return to_xml(envelope), header
+    return to_json(envelope), header

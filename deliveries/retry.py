@@ -8,6 +8,7 @@ window holds however long the attempts themselves took.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import random
 from dataclasses import dataclass
 
@@ -49,7 +50,9 @@ class RetryPolicy:
         return created_at + dt.timedelta(seconds=self.window_seconds)
 
 
-NOT_RETRYABLE = frozenset({ErrorKind.BLOCKED, ErrorKind.INVALID_URL, ErrorKind.DISABLED})
+NOT_RETRYABLE = frozenset(
+    {ErrorKind.BLOCKED, ErrorKind.INVALID_URL, ErrorKind.DISABLED, ErrorKind.TEMPLATE}
+)
 
 
 def is_retryable(*, error_kind: str, status: int | None) -> bool:
@@ -62,3 +65,19 @@ def is_retryable(*, error_kind: str, status: int | None) -> bool:
     if error_kind in NOT_RETRYABLE:
         return False
     return status != 410
+
+
+def retry_after_seconds(value: str | None, *, now: dt.datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - now).total_seconds())

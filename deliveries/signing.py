@@ -1,13 +1,21 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com/). Pure functions.
 
-``v1`` is HMAC-SHA256 over ``{msg_id}.{timestamp}.{body}`` with the subscription's secret, sent as
-``webhook-signature: v1,<base64>``; several signatures are separated by spaces.
+``v1`` is HMAC-SHA256 over ``{msg_id}.{timestamp}.{body}`` with a subscription's ``whsec_``
+secret; ``v1a`` is an Ed25519 signature of the same content with the platform's key, whose public
+half receivers download. Both go in ``webhook-signature`` (``v1,<base64> v1a,<base64>``), one
+entry per secret or key, separated by spaces.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import hmac
+import json
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -37,3 +45,54 @@ def signature_header(signatures: list[str]) -> str:
 def message_id(delivery_id: object) -> str:
     """The ``webhook-id`` of a delivery: stable across its retries, unique per delivery."""
     return f"msg_{getattr(delivery_id, 'hex', delivery_id)}"
+
+
+# --- Asymmetric signatures (v1a, Ed25519) ----------------------------------------------------
+
+
+def ed25519_key_load(value: str) -> Ed25519PrivateKey:
+    """A private key from its Standard Webhooks form ``whsk_<base64 of the 32-byte seed>``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if not value.startswith("whsk_"):
+        raise ValueError("An Ed25519 signing key starts with whsk_.")
+    try:
+        raw = base64.b64decode(value.removeprefix("whsk_"), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("The Ed25519 signing key is not valid base64.") from exc
+    if len(raw) not in (32, 64):
+        raise ValueError("An Ed25519 signing key holds 32 bytes (or 64 with its public half).")
+    return Ed25519PrivateKey.from_private_bytes(raw[:32])
+
+
+def sign_v1a(*, key: Ed25519PrivateKey, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``v1a,<base64 Ed25519 signature>`` of one message."""
+    signature = key.sign(signed_content(msg_id=msg_id, timestamp=timestamp, body=body))
+    return "v1a," + base64.b64encode(signature).decode()
+
+
+def _public_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def public_key_pem(key: Ed25519PrivateKey) -> str:
+    """The public half as a PEM SubjectPublicKeyInfo block."""
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def public_key_whpk(key: Ed25519PrivateKey) -> str:
+    """The public half in Standard Webhooks form, ``whpk_<base64>``."""
+    return "whpk_" + base64.b64encode(_public_raw(key)).decode()
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def public_key_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
+    """The public half as a JWK, its ``kid`` the RFC 7638 thumbprint."""
+    x = _b64url(_public_raw(key))
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA"}

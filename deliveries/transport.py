@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
-import ipaddress
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from django.db import models
@@ -35,10 +32,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
-logger = logging.getLogger(__name__)
+from subscriptions.destinations import DestinationBlocked, DestinationPolicy, addresses_check
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+logger = logging.getLogger(__name__)
 
 USER_AGENT = "SchoolWebhooks/1.0 (+https://www.standardwebhooks.com/)"
 
@@ -56,153 +52,9 @@ class ErrorKind(models.TextChoices):
     RESPONSE = "response", "Malformed response"
     INTERRUPTED = "interrupted", "Attempt interrupted"
     DISABLED = "disabled", "Subscription disabled"
+    TEMPLATE = "template", "Body template error"
+    CONFIGURATION = "configuration", "Configuration error"
     INTERNAL = "internal", "Internal error"
-
-
-# Ranges that ipaddress on Python 3.11 reports as global, or that route to internal workloads.
-_EXTRA_BLOCKED: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(cidr)
-    for cidr in (
-        "0.0.0.0/8",
-        "100.64.0.0/10",  # carrier-grade NAT; some clouds' metadata (100.100.100.200)
-        "192.0.0.0/24",  # IETF protocol assignments; Oracle cloud metadata (192.0.0.192)
-        "192.88.99.0/24",  # 6to4 relay anycast
-        "198.18.0.0/15",
-        "224.0.0.0/3",  # multicast and class E
-        "2001:20::/28",
-        "5f00::/16",
-        "3fff::/20",
-    )
-)
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-class DestinationBlocked(Exception):
-    """The destination resolves to an address the policy does not allow."""
-
-    def __init__(self, host: str, address: str, reason: str) -> None:
-        self.host = host
-        self.address = address
-        self.reason = reason
-        if host == address:
-            super().__init__(f"{address} is {reason}; webhooks are only sent to public addresses.")
-        else:
-            super().__init__(
-                f"{host} resolves to {address}, which is {reason}; "
-                "webhooks are only sent to public addresses."
-            )
-
-
-def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4, Teredo)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if any(address in network for network in _NAT64) or (
-        address in _IPV4_COMPATIBLE and int(address) > 1
-    ):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    return None
-
-
-def _describe(address: IPAddress) -> str:
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address (where cloud metadata services live)"
-    if address.is_multicast:
-        return "a multicast address"
-    if address.is_unspecified:
-        return "an unspecified address"
-    if address.is_private:
-        return "a private-network address"
-    if address.is_reserved:
-        return "a reserved address"
-    return "not a public address"
-
-
-@dataclass(frozen=True)
-class DestinationPolicy:
-    """Which addresses webhooks may be sent to: public ones, plus ``allowed_networks``."""
-
-    allowed_networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def from_cidrs(cls, cidrs: Iterable[str]) -> DestinationPolicy:
-        return cls(tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs))
-
-    def blocked_reason(self, address: IPAddress) -> str | None:
-        """None when the address is allowed, else what kind of address it is."""
-        if address.version == 6 and address.scope_id:  # type: ignore[union-attr]
-            address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
-        if any(address in network for network in self.allowed_networks):
-            return None
-        if isinstance(address, ipaddress.IPv6Address):
-            inner = embedded_ipv4(address)
-            if inner is not None:
-                reason = self.blocked_reason(inner)
-                return None if reason is None else f"{reason} in IPv6 form"
-        if any(address in network for network in _EXTRA_BLOCKED):
-            return _describe(address)
-        if not address.is_global or address.is_multicast or address.is_reserved:
-            return _describe(address)
-        return None
-
-
-def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to, in resolver order, without duplicates.
-
-    Raises ``socket.gaierror`` when the name does not resolve.
-    """
-    literal = host.strip("[]")
-    try:
-        return [ipaddress.ip_address(literal)]
-    except ValueError:
-        pass
-    addresses: list[IPAddress] = []
-    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPAddress]:
-    """Resolve ``host`` and return its addresses if every one is allowed.
-
-    Raises ``DestinationBlocked`` naming the first address that is not, ``socket.gaierror`` when
-    the name does not resolve.
-    """
-    addresses = resolve(host, port)
-    for address in addresses:
-        reason = policy.blocked_reason(address)
-        if reason is not None:
-            raise DestinationBlocked(host.strip("[]"), str(address), reason)
-    return addresses
-
-
-def url_check(url: str, policy: DestinationPolicy) -> None:
-    """Check a webhook URL before it is saved.
-
-    Raises ``ValueError`` for a URL that is not http(s) with a host, ``DestinationBlocked`` for a
-    destination the policy refuses, ``socket.gaierror`` for a host name that does not resolve.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"}:
-        raise ValueError("Use an http:// or https:// URL.")
-    if not parts.hostname:
-        raise ValueError("The URL has no host name.")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise ValueError("The URL's port is not a number between 0 and 65535.") from exc
-    addresses_check(parts.hostname, port, policy)
 
 
 class _Deadline:

@@ -11,6 +11,9 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from subscriptions.crypto import secret_decrypt
+from subscriptions.selectors import signing_secrets_active
+
 from .models import Delivery
 from .signing import sign_v1
 
@@ -35,12 +38,15 @@ def demo_receiver(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"verified": False, "error": "unknown message"}, status=400)
     if abs(time.time() - sent_at) > TOLERANCE_SECONDS:
         return JsonResponse({"verified": False, "error": "timestamp too old"}, status=400)
-    expected = sign_v1(
-        secret=delivery.subscription.signing_secret,
-        msg_id=msg_id,
-        timestamp=sent_at,
-        body=request.body,
-    )
-    if not any(hmac.compare_digest(expected, signature) for signature in signatures):
+    expected = [
+        sign_v1(
+            secret=secret_decrypt(signing_secret.secret_encrypted),
+            msg_id=msg_id,
+            timestamp=sent_at,
+            body=request.body,
+        )
+        for signing_secret in signing_secrets_active(subscription=delivery.subscription)
+    ]
+    if not any(hmac.compare_digest(e, s) for e in expected for s in signatures):
         return JsonResponse({"verified": False, "error": "bad signature"}, status=401)
     return JsonResponse({"verified": True, "type": delivery.event_type})

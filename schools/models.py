@@ -6,6 +6,7 @@ import re
 import zoneinfo
 from functools import lru_cache
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -59,3 +60,26 @@ class School(models.Model):
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "School admin"
+
+
+class Membership(models.Model):
+    """A user who administers a school: sees and manages its webhooks, is told when they fail."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships"
+    )
+    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "school"], name="membership_user_school"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display()} of {self.school})"

@@ -1,18 +1,19 @@
-"""Who wants what: a school's webhook subscriptions."""
+"""Who wants what: a school's webhook subscriptions and their signing secrets."""
 
 from __future__ import annotations
 
 import uuid
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from .topics import topic_matches
 
 
 class ContentType(models.TextChoices):
-    JSON = "json", "JSON"
-    XML = "xml", "XML"
+    JSON = "json", "JSON (application/json)"
+    XML = "xml", "XML (application/xml)"
 
 
 class Subscription(models.Model):
@@ -28,10 +29,28 @@ class Subscription(models.Model):
     content_type = models.CharField(
         max_length=8, choices=ContentType.choices, default=ContentType.JSON
     )
+    body_template = models.TextField(
+        "webhook body",
+        blank=True,
+        help_text="A custom body (Django template language); empty sends the standard envelope.",
+    )
+    basic_auth_enabled = models.BooleanField("basic authentication", default=False)
+    basic_auth_username = models.CharField(max_length=200, blank=True)
+    # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
+    basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
+    custom_headers = models.JSONField(
+        default=dict, blank=True, help_text="Extra request headers, as name: value."
+    )
+    sign_ed25519 = models.BooleanField(
+        "asymmetric signature (v1a)",
+        default=False,
+        help_text="Also sign with the platform's Ed25519 key, verifiable with its public key.",
+    )
     is_active = models.BooleanField(default=True)
     disabled_reason = models.TextField(blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
-    signing_secret = models.CharField(max_length=200, editable=False)
+    # Start of the current run of failed attempts; cleared by the next success.
+    failing_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -42,6 +61,11 @@ class Subscription(models.Model):
         ]
         indexes = [
             models.Index(fields=["school", "is_active"], name="subscription_school_active_idx"),
+            models.Index(
+                fields=["failing_since"],
+                condition=Q(is_active=True, failing_since__isnull=False),
+                name="subscription_failing_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -49,3 +73,24 @@ class Subscription(models.Model):
 
     def matches(self, event_type: str) -> bool:
         return topic_matches(self.topics, event_type)
+
+
+class SigningSecret(models.Model):
+    """A ``whsec_`` secret of a subscription, encrypted. Every secret that has not expired signs:
+    after a rotation the old one keeps signing until ``expires_at``, so receivers can switch."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="signing_secrets"
+    )
+    secret_encrypted = models.TextField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["subscription", "-created_at"]
+        indexes = [
+            models.Index(fields=["subscription", "-created_at"], name="signing_secret_sub_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Signing secret of {self.subscription_id} from {self.created_at:%Y-%m-%d %H:%M}"

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
-from .models import Subscription
+import datetime as dt
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .crypto import secret_decrypt
+from .models import SigningSecret, Subscription
 
 
 def subscriptions_matching(*, school_id: int, event_type: str) -> list[Subscription]:
     """Active subscriptions of the school with a topic pattern matching ``event_type``."""
     candidates = Subscription.objects.filter(school_id=school_id, is_active=True).order_by("id")
     return [subscription for subscription in candidates if subscription.matches(event_type)]
+
+
+def signing_secrets_active_q(at: dt.datetime | None = None) -> Q:
+    """The condition for a signing secret that still signs at ``at`` (now by default)."""
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=at or timezone.now())
+
+
+def signing_secrets_active(*, subscription: Subscription) -> QuerySet[SigningSecret]:
+    """The secrets a subscription signs with now, newest first."""
+    return subscription.signing_secrets.filter(signing_secrets_active_q()).order_by("-created_at")
+
+
+def signing_secret_current(*, subscription: Subscription) -> str:
+    """The newest signing secret in clear, for showing it to the school (raises
+    ``SecretUnreadable`` if the encryption keys cannot read it)."""
+    newest = signing_secrets_active(subscription=subscription).first()
+    if newest is None:
+        raise SigningSecret.DoesNotExist(f"Webhook {subscription.pk} has no signing secret")
+    return secret_decrypt(newest.secret_encrypted)
+
+
+def subscriptions_needing_attention(*, school_ids: list[int] | None) -> QuerySet[Subscription]:
+    """Webhooks that are failing right now or were disabled, of the given schools (all if None)."""
+    queryset = Subscription.objects.filter(
+        Q(is_active=True, failing_since__isnull=False)
+        | Q(is_active=False, disabled_at__isnull=False)
+    ).select_related("school")
+    if school_ids is not None:
+        queryset = queryset.filter(school_id__in=school_ids)
+    return queryset.order_by("school__name", "name")

@@ -1,21 +1,61 @@
-"""Writes of the subscriptions app."""
+"""Writes of the subscriptions app: validated saves, secrets, disabling and re-enabling."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import logging
+import re
 import secrets
+import socket
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
+from django.utils import timezone
 
+from events.envelope import envelope_build
 from events.models import EventType
 from schools.models import School
+from schools.selectors import school_admin_emails
 
+from .bodies import body_check_samples
+from .crypto import secret_encrypt
+from .destinations import DestinationBlocked, policy_from_settings, url_check
 from .models import Subscription
-from .topics import topic_pattern_errors
+from .selectors import signing_secrets_active
+from .topics import topic_matches, topic_pattern_errors
+
+logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+MAX_CUSTOM_HEADERS = 20
+MAX_HEADER_VALUE_CHARACTERS = 1000
+# Headers the product sets itself, or that would break or smuggle the request.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "cookie",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+    }
+)
+RESERVED_HEADER_PREFIXES = ("webhook-", "x-webhook-")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def signing_secret_generate() -> str:
@@ -28,30 +68,147 @@ def subscription_topics_errors(topics: object) -> list[str]:
     return topic_pattern_errors(topics, EventType.objects.values_list("key", flat=True))
 
 
-def _subscription_validate(subscription: Subscription) -> None:
-    errors: dict[str, list[str]] = {}
+def subscription_url_errors(url: str) -> list[str]:
+    """Why webhooks cannot be sent to this URL (scheme, host, and every address it resolves to)."""
     try:
-        subscription.full_clean(exclude=["signing_secret"])
+        url_check(url, policy_from_settings())
+    except ValueError as exc:
+        return [str(exc)]
+    except DestinationBlocked as exc:
+        return [str(exc)]
+    except (socket.gaierror, UnicodeError):
+        return ["The host name could not be resolved; check the URL."]
+    return []
+
+
+def custom_headers_errors(headers: object) -> list[str]:
+    """What is wrong with a custom headers mapping (name: value)."""
+    if not isinstance(headers, dict):
+        return ["Give the headers as an object of name: value."]
+    errors = []
+    if len(headers) > MAX_CUSTOM_HEADERS:
+        errors.append(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        lowered = str(name).lower()
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            errors.append(f"{name!r} is not a valid header name.")
+        elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
+            errors.append(
+                f"{name} is set by the webhook itself and cannot be a custom header"
+                + (
+                    " (use basic authentication for credentials)."
+                    if lowered == "authorization"
+                    else "."
+                )
+            )
+        elif lowered in seen:
+            errors.append(f"{name} is given twice.")
+        seen.add(lowered)
+        if not isinstance(value, str):
+            errors.append(f"The value of {name} must be text.")
+        elif any(char in value for char in "\r\n\0"):
+            errors.append(f"The value of {name} cannot contain line breaks.")
+        elif len(value) > MAX_HEADER_VALUE_CHARACTERS:
+            errors.append(f"The value of {name} is longer than {MAX_HEADER_VALUE_CHARACTERS}.")
+    return errors
+
+
+def subscription_body_errors(
+    *, body_template: str, content_type: str, topics: list[str], school: School
+) -> list[str]:
+    """Problems of a body template, rendered against the sample payload of every selected type."""
+    if not body_template.strip():
+        return []
+    samples = []
+    for event_type in EventType.objects.filter(deprecated=False).order_by("key"):
+        if topic_matches(topics, event_type.key):
+            samples.append((event_type.key, body_sample_envelope(event_type, school)))
+    return body_check_samples(body_template, content_type, samples)[:3]
+
+
+def body_sample_envelope(event_type: EventType, school: School) -> dict[str, Any]:
+    """The envelope a school would get for an event type's sample payload."""
+    return envelope_build(
+        event_id=str(uuid.UUID(int=0)),
+        event_type=event_type.key,
+        school_id=school.pk or 0,
+        school_slug=school.slug,
+        occurred_at=timezone.now(),
+        data=event_type.sample_payload,
+        tz=school.tzinfo,
+    )
+
+
+def subscription_validate(subscription: Subscription, *, password_given: bool) -> None:
+    """Raise ``ValidationError`` with a field map for everything ``subscription_save`` refuses.
+
+    For forms that show the errors before saving; ``subscription_save`` calls it itself.
+    """
+    errors: dict[str, list[str]] = {}
+
+    def add(field: str, messages: list[str]) -> None:
+        if messages:
+            errors.setdefault(field, []).extend(messages)
+
+    try:
+        subscription.full_clean(exclude=["basic_auth_password_encrypted"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
-    topic_errors = subscription_topics_errors(subscription.topics)
-    if topic_errors:
-        errors.setdefault("topics", []).extend(topic_errors)
+    add("topics", subscription_topics_errors(subscription.topics))
+    if "url" not in errors:
+        add("url", subscription_url_errors(subscription.url))
+    add("custom_headers", custom_headers_errors(subscription.custom_headers))
+    if subscription.basic_auth_enabled:
+        if not subscription.basic_auth_username:
+            add("basic_auth_username", ["Enter the username for basic authentication."])
+        elif ":" in subscription.basic_auth_username:
+            add("basic_auth_username", ["A basic-authentication username cannot contain ':'."])
+        if not password_given and not subscription.basic_auth_password_encrypted:
+            add("basic_auth_password", ["Enter the password for basic authentication."])
+    if subscription.sign_ed25519 and not settings.WEBHOOKS_ED25519_KEYS:
+        add(
+            "sign_ed25519",
+            ["The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS)."],
+        )
+    if "topics" not in errors and subscription.school_id:
+        add(
+            "body_template",
+            subscription_body_errors(
+                body_template=subscription.body_template,
+                content_type=subscription.content_type,
+                topics=subscription.topics,
+                school=subscription.school,
+            ),
+        )
     if errors:
         raise ValidationError(errors)
 
 
 @transaction.atomic
-def subscription_save(*, subscription: Subscription) -> Subscription:
+def subscription_save(
+    *, subscription: Subscription, basic_auth_password: str | None = None
+) -> Subscription:
     """Validate and save a new or changed subscription; a new one gets its signing secret.
 
-    Raises ``ValidationError`` with a field map when a field is invalid or a topic pattern matches
-    no event type in the catalog.
+    ``basic_auth_password`` replaces the stored password when given (``None`` keeps it); it is
+    stored encrypted. Turning basic authentication off forgets the username and password.
+
+    Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
+    type, a destination that is not allowed or does not resolve, a reserved or malformed custom
+    header, or a body template that fails for the sample payload of a selected event type.
     """
-    _subscription_validate(subscription)
-    if not subscription.signing_secret:
-        subscription.signing_secret = signing_secret_generate()
+    password_given = bool(basic_auth_password)
+    subscription_validate(subscription, password_given=password_given)
+    if not subscription.basic_auth_enabled:
+        subscription.basic_auth_username = ""
+        subscription.basic_auth_password_encrypted = ""
+    elif password_given:
+        subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
+    created = subscription._state.adding
     subscription.save()
+    if created:
+        _signing_secret_add(subscription)
     return subscription
 
 
@@ -63,12 +220,14 @@ def subscription_create(
     topics: list[str],
     content_type: str = "json",
     is_active: bool = True,
+    body_template: str = "",
+    basic_auth_enabled: bool = False,
+    basic_auth_username: str = "",
+    basic_auth_password: str | None = None,
+    custom_headers: dict[str, str] | None = None,
+    sign_ed25519: bool = False,
 ) -> Subscription:
-    """Validate and create a subscription with a fresh signing secret.
-
-    Raises ``ValidationError`` with a field map when a field is invalid or a topic pattern matches
-    no event type in the catalog.
-    """
+    """Validate and create a subscription with a new signing secret; see ``subscription_save``."""
     subscription = Subscription(
         school=school,
         name=name,
@@ -76,14 +235,39 @@ def subscription_create(
         topics=list(topics),
         content_type=content_type,
         is_active=is_active,
+        body_template=body_template,
+        basic_auth_enabled=basic_auth_enabled,
+        basic_auth_username=basic_auth_username,
+        custom_headers=dict(custom_headers or {}),
+        sign_ed25519=sign_ed25519,
     )
-    return subscription_save(subscription=subscription)
+    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
 
 
-def subscription_update(*, subscription: Subscription, **fields: Any) -> Subscription:
-    """Change the given fields after validating the result; raises ``ValidationError``."""
-    allowed = {"name", "url", "topics", "content_type", "is_active"}
-    unknown = set(fields) - allowed
+_UPDATABLE = frozenset(
+    {
+        "name",
+        "url",
+        "topics",
+        "content_type",
+        "is_active",
+        "body_template",
+        "basic_auth_enabled",
+        "basic_auth_username",
+        "custom_headers",
+        "sign_ed25519",
+    }
+)
+
+
+def subscription_update(
+    *, subscription: Subscription, basic_auth_password: str | None = None, **fields: Any
+) -> Subscription:
+    """Change the given fields and save after validating the result (see ``subscription_save``).
+
+    Turning ``is_active`` back on clears the disabled reason and the failure streak.
+    """
+    unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"subscription_update cannot change {sorted(unknown)}")
     for name, value in fields.items():
@@ -91,4 +275,107 @@ def subscription_update(*, subscription: Subscription, **fields: Any) -> Subscri
     if fields.get("is_active"):
         subscription.disabled_reason = ""
         subscription.disabled_at = None
-    return subscription_save(subscription=subscription)
+        subscription.failing_since = None
+    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
+
+
+def _signing_secret_add(subscription: Subscription) -> str:
+    secret = signing_secret_generate()
+    subscription.signing_secrets.create(secret_encrypted=secret_encrypt(secret))
+    return secret
+
+
+@transaction.atomic
+def subscription_secret_rotate(
+    *, subscription: Subscription, grace_seconds: float | None = None
+) -> str:
+    """Start signing with a new secret and return it; the current ones expire after a grace period.
+
+    During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
+    delivery carries a signature with each secret, so receivers can switch at their pace.
+    """
+    grace = (
+        settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    )
+    expires_at = timezone.now() + dt.timedelta(seconds=grace)
+    for signing_secret in signing_secrets_active(subscription=subscription):
+        if signing_secret.expires_at is None or signing_secret.expires_at > expires_at:
+            signing_secret.expires_at = expires_at
+            signing_secret.save(update_fields=["expires_at"])
+    return _signing_secret_add(subscription)
+
+
+def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
+    """Turn a subscription off with the reason shown to its school; False if it already was off.
+
+    Its pending deliveries fail at their next attempt with that reason.
+    """
+    updated = Subscription.objects.filter(pk=subscription.pk, is_active=True).update(
+        is_active=False, disabled_reason=reason, disabled_at=timezone.now()
+    )
+    subscription.refresh_from_db(fields=["is_active", "disabled_reason", "disabled_at"])
+    if updated:
+        logger.warning(
+            "Webhook %s of %s disabled: %s", subscription.pk, subscription.school_id, reason
+        )
+    return bool(updated)
+
+
+def subscription_enable(*, subscription: Subscription) -> None:
+    """Turn a subscription back on, forgetting why it was off and its failure streak."""
+    Subscription.objects.filter(pk=subscription.pk).update(
+        is_active=True, disabled_reason="", disabled_at=None, failing_since=None
+    )
+    subscription.refresh_from_db(
+        fields=["is_active", "disabled_reason", "disabled_at", "failing_since"]
+    )
+
+
+def subscriptions_auto_disable() -> list[Subscription]:
+    """Disable every active subscription whose attempts have all failed for the configured period
+    (``WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS``, 5 days by default) and e-mail its school's admins.
+
+    Idempotent: a subscription is disabled and announced once.
+    """
+    period = dt.timedelta(seconds=settings.WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS)
+    cutoff = timezone.now() - period
+    disabled = []
+    candidates = Subscription.objects.filter(
+        is_active=True, failing_since__lt=cutoff
+    ).select_related("school")
+    for subscription in candidates:
+        since = subscription.failing_since
+        if since is None:
+            continue
+        reason = (
+            f"Disabled automatically: every delivery attempt failed since "
+            f"{since.astimezone(subscription.school.tzinfo):%Y-%m-%d %H:%M %Z} "
+            f"({period.days} days). Fix the endpoint, re-enable the webhook, then recover the "
+            "failed deliveries."
+        )
+        if subscription_disable(subscription=subscription, reason=reason):
+            _auto_disable_notify(subscription, reason)
+            disabled.append(subscription)
+    return disabled
+
+
+def _auto_disable_notify(subscription: Subscription, reason: str) -> None:
+    recipients = school_admin_emails(school=subscription.school)
+    if not recipients:
+        logger.warning("No admin to tell that webhook %s was disabled", subscription.pk)
+        return
+    try:
+        send_mail(
+            subject=f"Webhook disabled: {subscription.name} ({subscription.school.name})",
+            message=(
+                f"The webhook {subscription.name!r} of {subscription.school.name} sends to "
+                f"{subscription.url}.\n\n{reason}\n"
+            ),
+            from_email=None,
+            recipient_list=recipients,
+        )
+    except Exception:
+        # The webhook is disabled either way; the admin notice still shows it.
+        logger.exception(
+            "Could not e-mail %s about disabled webhook %s", recipients, subscription.pk
+        )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +9,16 @@ import pytest
 from events.services import event_types_sync
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
+from tests.resolver import FakeResolver
 from tests.schools.factories import SchoolFactory
+
+
+@pytest.fixture(autouse=True)
+def resolver(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
+    """No test resolves a real name: see tests/resolver.py."""
+    fake = FakeResolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
+    return fake
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ embedded default (a SQLite file and a filesystem broker under ``WEBHOOKS_DATA_DI
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -257,6 +259,51 @@ WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", CELERY_TASK_TIME_LI
 # Destinations in these networks are allowed even though they are not public (CIDRs).
 WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
 
+# Fernet keys that encrypt secrets at rest (basic-auth passwords, signing secrets): the first
+# encrypts, all decrypt. Without it, a key derived from DJANGO_SECRET_KEY is used, and only when
+# DJANGO_DEBUG is true.
+WEBHOOKS_ENCRYPTION_KEYS = env_list("WEBHOOKS_ENCRYPTION_KEYS")
+if not WEBHOOKS_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "WEBHOOKS_ENCRYPTION_KEYS must be set when DJANGO_DEBUG is false (see .env.example)."
+        )
+    WEBHOOKS_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(b"fernet:" + SECRET_KEY.encode()).digest()).decode()
+    ]
+
+# Ed25519 keys (Standard Webhooks ``whsk_...``) for the asymmetric ``v1a`` signature: every key
+# signs, the first is the one served at /.well-known/webhooks/public-key.pem, all are in the JWKS.
+# Without it a key derived from DJANGO_SECRET_KEY is used when DJANGO_DEBUG is true; otherwise
+# subscriptions cannot turn on v1a.
+WEBHOOKS_ED25519_KEYS = env_list("WEBHOOKS_ED25519_KEYS")
+if not WEBHOOKS_ED25519_KEYS and DEBUG:
+    WEBHOOKS_ED25519_KEYS = [
+        "whsk_"
+        + base64.b64encode(hashlib.sha256(b"ed25519:" + SECRET_KEY.encode()).digest()).decode()
+    ]
+
+# After a signing-secret rotation the old secret keeps signing this long (both are sent).
+WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS = env_float(
+    "WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS", 24 * 3600.0
+)
+# A webhook whose every attempt has failed for this long is disabled and its admins e-mailed.
+WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS = env_float("WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS", 5 * 86400.0)
+
+# Outgoing e-mail (failure notifications). The console backend prints instead of sending.
+EMAIL_BACKEND = env_str(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("DJANGO_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("DJANGO_EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("DJANGO_EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "webhooks@localhost")
+
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
 
@@ -265,5 +312,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "deliveries.sweep",
         "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL_SECONDS),
         "options": {"expires": WEBHOOKS_SWEEP_INTERVAL_SECONDS * 2},
+    },
+    "subscriptions-auto-disable": {
+        "task": "subscriptions.auto_disable",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 300},
     },
 }

@@ -2,55 +2,112 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from deliveries.payloads import datetimes_localize, envelope_build, render
+import pytest
+import xmltodict
 
-PARIS = ZoneInfo("Europe/Paris")
+from deliveries.payloads import render
+from events.envelope import envelope_build
+from subscriptions.bodies import PRESETS, BodyTemplateError, body_compile
+
+# BrainCert's "User Created" sample, and Edusign's on_course_created body fields (the seeds).
+BRAINCERT_USER = {
+    "name": "John Doe",
+    "user_id": 789012,
+    "email": "john.doe@example.com",
+    "date_added": "2024-02-14T10:30:00+00:00",
+    "avatar_url": None,
+    "groups": [{"group_id": "101", "group_name": "Web Development Enthusiasts"}],
+}
+EDUSIGN_COURSE = {"courseId": "course_id_placeholder"}
 
 
-def test_envelope_has_the_documented_shape_in_the_schools_zone():
-    envelope = envelope_build(
-        event_id="7c3e",
-        event_type="course.created",
+def _envelope(event_type, data):
+    return envelope_build(
+        event_id="0f8b1c2e-1111-4a4a-9c9c-123456789abc",
+        event_type=event_type,
         school_id=3,
         school_slug="lycee",
-        occurred_at=dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.UTC),
-        data={"course": {"id": "c1"}},
-        tz=PARIS,
+        occurred_at=dt.datetime(2024, 2, 14, 10, 30, tzinfo=dt.UTC),
+        data=data,
+        tz=ZoneInfo("UTC"),
     )
 
-    assert envelope == {
-        "id": "7c3e",
-        "type": "course.created",
-        "school": {"id": 3, "slug": "lycee"},
-        "timestamp": "2026-07-01T10:00:00+02:00",
-        "data": {"course": {"id": "c1"}},
+
+def test_the_standard_envelope_renders_as_json_or_xml_with_matching_content_types():
+    envelope = _envelope("course.created", EDUSIGN_COURSE)
+
+    json_body, json_type = render(envelope, content_type="json")
+    xml_body, xml_type = render(envelope, content_type="xml")
+
+    assert (json_type, xml_type) == ("application/json", "application/xml")
+    assert json.loads(json_body) == envelope
+    assert xmltodict.parse(xml_body)["webhook"]["data"] == {"courseId": "course_id_placeholder"}
+
+
+def test_the_braincert_preset_reproduces_braincerts_envelope():
+    envelope = _envelope("user.created", BRAINCERT_USER)
+
+    body, _ = render(
+        envelope,
+        content_type="json",
+        body=body_compile(PRESETS["braincert"]["json"]),
+        unix_timestamp=1707906600,
+    )
+
+    assert json.loads(body) == {
+        "id": "0f8b1c2e-1111-4a4a-9c9c-123456789abc",
+        "resource": "user",
+        "action": "created",
+        "created_at": "2024-02-14T10:30:00+00:00",
+        "timestamp": 1707906600,
+        "payload": BRAINCERT_USER,
     }
 
 
-def test_datetimes_inside_data_follow_daylight_saving_time():
-    # Paris moves from +01:00 to +02:00 at 01:00 UTC on 2026-03-29.
-    data = {
-        "before": "2026-03-29T00:30:00+00:00",
-        "after": "2026-03-29T02:30:00Z",
-        "nested": [{"start": "2026-10-25T00:30:00+00:00"}],
-        "not_a_datetime": "2026-03-29",
-        "naive": "2026-03-29T00:30:00",
-    }
+def test_the_edusign_preset_is_flat_with_edusigns_type_name():
+    body, _ = render(
+        _envelope("course.created", EDUSIGN_COURSE),
+        content_type="json",
+        body=body_compile(PRESETS["edusign"]["json"]),
+    )
 
-    localized = datetimes_localize(data, PARIS)
-
-    assert localized == {
-        "before": "2026-03-29T01:30:00+01:00",
-        "after": "2026-03-29T04:30:00+02:00",
-        "nested": [{"start": "2026-10-25T02:30:00+02:00"}],
-        "not_a_datetime": "2026-03-29",
-        "naive": "2026-03-29T00:30:00",
+    assert json.loads(body) == {
+        "type": "on_course_created",
+        "appId": None,
+        "courseId": "course_id_placeholder",
     }
 
 
-def test_json_rendering_is_compact_utf8():
-    body, content_type = render({"name": "Élève", "n": 1}, "json")
+def test_the_edume_preset_has_type_payload_and_timestamp():
+    data = {"course": {"courseId": 22299}, "version": 1}
 
-    assert content_type == "application/json"
-    assert body == '{"name":"Élève","n":1}'.encode()
-    assert json.loads(body) == {"name": "Élève", "n": 1}
+    body, _ = render(
+        _envelope("course.created", data),
+        content_type="json",
+        body=body_compile(PRESETS["edume"]["json"]),
+    )
+
+    assert set(json.loads(body)) == {"type", "payload", "timestamp"}
+    assert json.loads(body)["payload"] == data
+    assert json.loads(body)["timestamp"] == "2024-02-14T10:30:00+00:00"
+
+
+@pytest.mark.parametrize("vendor", sorted(PRESETS))
+def test_every_preset_has_an_xml_form_that_parses(vendor):
+    body, content_type = render(
+        _envelope("user.created", BRAINCERT_USER),
+        content_type="xml",
+        body=body_compile(PRESETS[vendor]["xml"]),
+    )
+
+    assert content_type == "application/xml"
+    assert set(xmltodict.parse(body)) == {"webhook"}
+
+
+def test_a_body_whose_output_does_not_parse_for_this_event_is_an_error():
+    compiled = body_compile('{"name": {{ data.name }}}')  # forgot |json
+
+    with pytest.raises(BodyTemplateError) as raised:
+        render(_envelope("user.created", BRAINCERT_USER), content_type="json", body=compiled)
+
+    assert str(raised.value).startswith("the body is not valid JSON: Expecting value")

@@ -89,7 +89,7 @@ def test_a_successful_attempt_is_signed_logged_and_marks_the_delivery_delivered(
 
     [received] = receiver.received("/ok")
     assert received.body == bytes(delivery.body)
-    payload = Webhook(subscription.signing_secret).verify(received.body, received.headers)
+    payload = Webhook(subscription.secret).verify(received.body, received.headers)
     assert payload["type"] == "course.created"
     assert received.headers["webhook-id"] == f"msg_{delivery.id.hex}"
     assert received.headers["x-webhook-event"] == "course.created"

@@ -55,7 +55,7 @@ def test_an_event_reaches_exactly_the_matching_subscriptions_signed(
     assert sorted(r.path for r in receiver.received()) == ["/all", "/exact", "/wild"]
     for path, subscription in (("/exact", exact), ("/wild", wildcard), ("/all", everything)):
         [request] = receiver.received(path)
-        payload = Webhook(subscription.signing_secret).verify(request.body, request.headers)
+        payload = Webhook(subscription.secret).verify(request.body, request.headers)
         assert payload["id"] == str(event.id)
         assert payload["type"] == "course.created"
         assert payload["data"] == {"course": {"id": "c-1", "name": "Maths"}}

@@ -1,7 +1,8 @@
-"""Writes of the deliveries app: fan-out, attempts, and the sweeper that re-drives lost work."""
+"""Attempts: claim due deliveries, send them concurrently, record every result."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import os
@@ -9,28 +10,30 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
-from celery import current_app
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
-from events.models import Event
-from events.selectors import events_awaiting_fan_out
-from schools.models import School
-from subscriptions.models import Subscription
-from subscriptions.selectors import subscriptions_matching
+from subscriptions.crypto import SecretUnreadable, secret_decrypt
+from subscriptions.destinations import policy_from_settings
+from subscriptions.models import SigningSecret, Subscription
+from subscriptions.selectors import signing_secrets_active_q
+from subscriptions.services import subscription_disable
 
-from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
-from .payloads import envelope_build, render
-from .retry import RetryPolicy, is_retryable
-from .signing import message_id, sign_v1, signature_header
-from .transport import DestinationPolicy, ErrorKind, Transport, TransportResult
+from ..models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from ..retry import RetryPolicy, is_retryable, retry_after_seconds
+from ..signing import ed25519_key_load, message_id, sign_v1, sign_v1a, signature_header
+from ..transport import ErrorKind, Transport, TransportResult
+from .fan_out import DELIVER_TASK, deliveries_enqueue
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "deliveries.deliver"
+__all__ = ["DELIVER_TASK", "deliveries_attempt", "delivery_attempt"]
+
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -53,97 +56,20 @@ def transport_get() -> Transport:
     key = (os.getpid(), tuple(settings.WEBHOOKS_ALLOWED_NETWORKS))
     transport = _transports.get(key)
     if transport is None:
-        transport = Transport(
-            policy=DestinationPolicy.from_cidrs(settings.WEBHOOKS_ALLOWED_NETWORKS)
-        )
+        transport = Transport(policy=policy_from_settings())
         _transports.clear()
         _transports[key] = transport
     return transport
 
 
-# --- Fan-out --------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _ed25519_keys(values: tuple[str, ...]) -> tuple[Ed25519PrivateKey, ...]:
+    return tuple(ed25519_key_load(value) for value in values)
 
 
-def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
-    """Create one pending delivery per matching active subscription and enqueue them.
-
-    Idempotent: an event is fanned out once (the row is locked and marked in one transaction);
-    later calls return ``[]``. Each body is rendered here, once, and never again.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        event = (
-            Event.objects.select_for_update(of=("self",))
-            .select_related("school")
-            .filter(pk=event_id, fanned_out_at__isnull=True)
-            .first()
-        )
-        if event is None:
-            return []
-        subscriptions = subscriptions_matching(school_id=event.school_id, event_type=event.type_id)
-        deliveries = [
-            _delivery_build(event=event, subscription=subscription, now=now)
-            for subscription in subscriptions
-        ]
-        Delivery.objects.bulk_create(deliveries)
-        Event.objects.filter(pk=event.pk).update(fanned_out_at=now)
-        ids = [delivery.id for delivery in deliveries]
-        transaction.on_commit(lambda: _deliveries_enqueue(ids), robust=True)
-    return ids
-
-
-def _delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:
-    school: School = event.school
-    envelope = envelope_build(
-        event_id=str(event.id),
-        event_type=event.type_id,
-        school_id=school.id,
-        school_slug=school.slug,
-        occurred_at=event.occurred_at,
-        data=event.data,
-        tz=school.tzinfo,
-    )
-    body, content_type = render(envelope, subscription.content_type)
-    return Delivery(
-        school_id=school.id,
-        event=event,
-        subscription=subscription,
-        event_type=event.type_id,
-        body=body,
-        content_type=content_type,
-        status=DeliveryStatus.PENDING,
-        created_at=now,
-        next_attempt_at=now,
-        enqueued_at=now,
-    )
-
-
-def _deliveries_enqueue(ids: Iterable[uuid.UUID], *, countdown: float | None = None) -> None:
-    """Send delivery tasks of up to ``WEBHOOKS_DELIVERY_BATCH_SIZE`` ids each, over one connection.
-
-    A failure is logged, not raised: the rows are committed and the sweeper re-drives them.
-    """
-    ids = [str(delivery_id) for delivery_id in ids]
-    if not ids:
-        return
-    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    app = current_app
-    try:
-        with app.producer_or_acquire() as producer:
-            for start in range(0, len(ids), size):
-                app.send_task(
-                    DELIVER_TASK,
-                    args=[ids[start : start + size]],
-                    countdown=countdown,
-                    producer=producer,
-                )
-    except Exception:
-        logger.exception(
-            "Could not enqueue %d deliveries; the sweeper will re-drive them", len(ids)
-        )
-
-
-# --- Attempts -------------------------------------------------------------------------------
+def ed25519_keys() -> tuple[Ed25519PrivateKey, ...]:
+    """The platform's Ed25519 signing keys (``WEBHOOKS_ED25519_KEYS``), the current one first."""
+    return _ed25519_keys(tuple(settings.WEBHOOKS_ED25519_KEYS))
 
 
 @dataclass(frozen=True)
@@ -174,7 +100,9 @@ def deliveries_attempt(
 
     After its attempt a delivery is ``delivered``, scheduled for its next automatic attempt, or
     ``failed`` with the reason of its last attempt. Manual and test attempts never schedule
-    automatic ones. Returns the attempts made, in the order of ``delivery_ids``.
+    automatic ones. A 410 answer disables the webhook; ``Retry-After`` on a 429 or 503 pushes the
+    next attempt back, never past the retry window. Returns the attempts made, in the order of
+    ``delivery_ids``.
     """
     ids = [str(delivery_id) for delivery_id in delivery_ids]
     claims = _deliveries_claim(delivery_ids=ids)
@@ -184,7 +112,10 @@ def deliveries_attempt(
     if not claims:
         return []
     results = _deliveries_send(claims)
-    return _deliveries_record(claims=claims, results=results, trigger=trigger)
+    attempts = _deliveries_record(claims=claims, results=results, trigger=trigger)
+    if trigger != AttemptTrigger.TEST:
+        _receivers_gone_disable(claims, results)
+    return attempts
 
 
 def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
@@ -210,11 +141,14 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
     )
     if not claimed:
         return []
+    secrets = SigningSecret.objects.filter(signing_secrets_active_q(now)).order_by("-created_at")
     deliveries = {
         str(delivery.pk): delivery
-        for delivery in Delivery.objects.select_related("subscription", "school").filter(
-            pk__in=delivery_ids, lease_token=token
+        for delivery in Delivery.objects.select_related("subscription", "school")
+        .prefetch_related(
+            Prefetch("subscription__signing_secrets", queryset=secrets, to_attr="active_secrets")
         )
+        .filter(pk__in=delivery_ids, lease_token=token)
     }
     retried = [d for d in deliveries.values() if d.attempts > 1]
     if retried:
@@ -266,7 +200,19 @@ def _deliveries_requeue_early(*, delivery_ids: list[str]) -> None:
         leased_until__isnull=True,
     ).values_list("pk", "next_attempt_at")
     for delivery_id, due in early:
-        _deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
+        deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
+
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    # Set when nothing may be sent; the attempt fails with it.
+    refusal: TransportResult | None = None
 
 
 _senders: dict[int, ThreadPoolExecutor] = {}
@@ -286,60 +232,80 @@ def _sender() -> ThreadPoolExecutor:
 
 
 def _deliveries_send(claims: list[_Claim]) -> list[TransportResult]:
-    # Everything the requests need is read here, in this thread, before they go out.
-    jobs = [_send_job(claim) for claim in claims]
-    if len(jobs) == 1:
-        return [_send(*jobs[0])]
-    return list(_sender().map(lambda job: _send(*job), jobs))
+    # Everything the requests need is read and decrypted here, before they go out.
+    requests = [_request_build(claim) for claim in claims]
+    if len(requests) == 1:
+        return [_send(requests[0])]
+    return list(_sender().map(_send, requests))
 
 
-def _send_job(claim: _Claim) -> tuple[Transport | None, str, bytes, dict[str, str], str]:
-    delivery = claim.delivery
-    subscription = delivery.subscription
-    if not subscription.is_active:
-        reason = subscription.disabled_reason or "it was turned off"
-        return None, subscription.url, b"", {}, reason
-    headers = _request_headers(delivery=delivery, number=claim.number)
-    return transport_get(), subscription.url, bytes(delivery.body), headers, ""
-
-
-def _send(
-    transport: Transport | None, url: str, body: bytes, headers: dict[str, str], disabled: str
-) -> TransportResult:
-    if transport is None:
-        return TransportResult(
-            request_headers={},
-            error_kind=ErrorKind.DISABLED,
-            error_message=f"The webhook is disabled ({disabled}); nothing was sent.",
-        )
-    return transport.send(
-        url=url,
-        body=body,
-        headers=headers,
+def _send(request: _Request) -> TransportResult:
+    if request.refusal is not None:
+        return request.refusal
+    return transport_get().send(
+        url=request.url,
+        body=request.body,
+        headers=request.headers,
         timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
         max_body_bytes=settings.WEBHOOKS_RESPONSE_BODY_MAX_BYTES,
     )
 
 
-def _request_headers(*, delivery: Delivery, number: int) -> dict[str, str]:
-    subscription = delivery.subscription
-    school = delivery.school
+def _refusal(kind: str, message: str) -> TransportResult:
+    return TransportResult(request_headers={}, error_kind=kind, error_message=message)
+
+
+def _request_build(claim: _Claim) -> _Request:
+    delivery = claim.delivery
+    subscription: Subscription = delivery.subscription
+    if not subscription.is_active:
+        reason = subscription.disabled_reason or "it was turned off"
+        return _Request(
+            subscription.url,
+            b"",
+            {},
+            _refusal(ErrorKind.DISABLED, f"The webhook is disabled ({reason}); nothing was sent."),
+        )
+    try:
+        secrets = [secret_decrypt(s.secret_encrypted) for s in subscription.active_secrets]
+        password = (
+            secret_decrypt(subscription.basic_auth_password_encrypted)
+            if subscription.basic_auth_enabled
+            else ""
+        )
+    except SecretUnreadable as exc:
+        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
+    if not secrets:
+        message = "The webhook has no signing secret; rotate its secret to create one."
+        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
+    body = bytes(delivery.body)
     msg_id = message_id(delivery.id)
     timestamp = int(timezone.now().timestamp())
-    body = bytes(delivery.body)
-    signature = sign_v1(
-        secret=subscription.signing_secret, msg_id=msg_id, timestamp=timestamp, body=body
+    signatures = [
+        sign_v1(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body) for secret in secrets
+    ]
+    if subscription.sign_ed25519:
+        signatures += [
+            sign_v1a(key=key, msg_id=msg_id, timestamp=timestamp, body=body)
+            for key in ed25519_keys()
+        ]
+    headers = dict(subscription.custom_headers)
+    headers.update(
+        {
+            "Content-Type": delivery.content_type,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(signatures),
+            "X-Webhook-Event": delivery.event_type,
+            "X-Webhook-School": str(delivery.school.id),
+            "X-Webhook-Lang": delivery.school.language,
+            "X-Webhook-Attempt": str(claim.number),
+        }
     )
-    return {
-        "Content-Type": delivery.content_type,
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature_header([signature]),
-        "X-Webhook-Event": delivery.event_type,
-        "X-Webhook-School": str(school.id),
-        "X-Webhook-Lang": school.language,
-        "X-Webhook-Attempt": str(number),
-    }
+    if subscription.basic_auth_enabled:
+        credentials = f"{subscription.basic_auth_username}:{password}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    return _Request(subscription.url, body, headers)
 
 
 def headers_redact(headers: dict[str, str]) -> dict[str, str]:
@@ -349,6 +315,8 @@ def headers_redact(headers: dict[str, str]) -> dict[str, str]:
         for name, value in headers.items()
     }
 
+
+# --- Recording ------------------------------------------------------------------------------
 
 _RECORDED_FIELDS = [
     "status",
@@ -363,11 +331,33 @@ _RECORDED_FIELDS = [
 ]
 
 
+def _next_attempt_at(
+    *, claim: _Claim, result: TransportResult, trigger: str, now: dt.datetime
+) -> dt.datetime | None:
+    if trigger != AttemptTrigger.AUTOMATIC:
+        return None
+    if not is_retryable(error_kind=result.error_kind, status=result.status):
+        return None
+    policy = retry_policy()
+    created_at = claim.delivery.created_at
+    next_at = policy.next_attempt_at(created_at=created_at, attempts_made=claim.number, now=now)
+    if next_at is None or result.status not in (429, 503):
+        return next_at
+    wait = retry_after_seconds(_header(result.headers, "Retry-After"), now=now)
+    if wait is None:
+        return next_at
+    return min(max(next_at, now + dt.timedelta(seconds=wait)), policy.deadline(created_at))
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)
+
+
 def _deliveries_record(
     *, claims: list[_Claim], results: list[TransportResult], trigger: str
 ) -> list[DeliveryAttempt]:
     now = timezone.now()
-    policy = retry_policy()
     attempts: list[DeliveryAttempt] = []
     soon: list[tuple[uuid.UUID, float]] = []
     for claim, result in zip(claims, results, strict=True):
@@ -384,13 +374,7 @@ def _deliveries_record(
             delivery.next_attempt_at = None
             delivery.enqueued_at = None
             continue
-        next_at = None
-        if trigger == AttemptTrigger.AUTOMATIC and is_retryable(
-            error_kind=result.error_kind, status=result.status
-        ):
-            next_at = policy.next_attempt_at(
-                created_at=delivery.created_at, attempts_made=claim.number, now=now
-            )
+        next_at = _next_attempt_at(claim=claim, result=result, trigger=trigger, now=now)
         if next_at is None:
             delivery.status = DeliveryStatus.FAILED
             delivery.next_attempt_at = None
@@ -419,10 +403,12 @@ def _deliveries_record(
                 _RECORDED_FIELDS,
             )
             DeliveryAttempt.objects.bulk_create(kept)
+            if trigger != AttemptTrigger.TEST:
+                _failure_streaks_update(claims, results, owned, now)
         for delivery_id, wait in soon:
             if delivery_id in owned:
                 transaction.on_commit(
-                    lambda d=delivery_id, w=wait: _deliveries_enqueue([d], countdown=w),
+                    lambda d=delivery_id, w=wait: deliveries_enqueue([d], countdown=w),
                     robust=True,
                 )
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
@@ -432,6 +418,40 @@ def _deliveries_record(
         logger.warning("%d attempts finished after their lease ran out", len(lost))
         DeliveryAttempt.objects.bulk_create(lost, ignore_conflicts=True)
     return attempts
+
+
+def _failure_streaks_update(
+    claims: list[_Claim], results: list[TransportResult], owned: set[uuid.UUID], now: dt.datetime
+) -> None:
+    """A success ends a webhook's failure streak; a failure starts one if none is running."""
+    succeeded, failed = set(), set()
+    for claim, result in zip(claims, results, strict=True):
+        if claim.delivery.pk not in owned or result.error_kind == ErrorKind.DISABLED:
+            continue
+        (succeeded if result.ok else failed).add(claim.delivery.subscription_id)
+    if succeeded:
+        Subscription.objects.filter(pk__in=succeeded, failing_since__isnull=False).update(
+            failing_since=None
+        )
+    failed -= succeeded
+    if failed:
+        Subscription.objects.filter(pk__in=failed, failing_since__isnull=True).update(
+            failing_since=now
+        )
+
+
+def _receivers_gone_disable(claims: list[_Claim], results: list[TransportResult]) -> None:
+    """A receiver that answers 410 Gone asked to stop: its webhook is disabled."""
+    for claim, result in zip(claims, results, strict=True):
+        if result.status == 410:
+            subscription = claim.delivery.subscription
+            subscription_disable(
+                subscription=subscription,
+                reason=(
+                    f"The receiver answered 410 Gone on {timezone.now():%Y-%m-%d %H:%M} UTC: it "
+                    "no longer accepts these webhooks."
+                ),
+            )
 
 
 def _attempt_build(*, claim: _Claim, trigger: str, result: TransportResult) -> DeliveryAttempt:
@@ -450,44 +470,3 @@ def _attempt_build(*, claim: _Claim, trigger: str, result: TransportResult) -> D
         error_kind=result.error_kind,
         error_message=result.error_message,
     )
-
-
-# --- Sweeper --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    events_fanned_out: int
-    deliveries_enqueued: int
-
-
-def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
-    """Re-drive work whose message was lost; safe to run from several beat processes at once.
-
-    Fans out events that were never fanned out, and enqueues pending deliveries that are due but
-    have no live message: never enqueued (long retry gaps), enqueued longer ago than
-    ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` without being picked up, or claimed by a worker whose
-    lease has expired. Rows locked by another sweeper are skipped.
-    """
-    now = timezone.now()
-    stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
-    fanned_out = 0
-    for event_id in events_awaiting_fan_out(created_before=stale, limit=limit):
-        if event_fan_out(event_id=event_id):
-            fanned_out += 1
-
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-            .order_by("next_attempt_at")
-            .values_list("id", flat=True)[:limit]
-        )
-        if ids:
-            Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
-            transaction.on_commit(lambda: _deliveries_enqueue(ids), robust=True)
-    if fanned_out or ids:
-        logger.info("Sweeper re-drove %d events and %d deliveries", fanned_out, len(ids))
-    return SweepResult(events_fanned_out=fanned_out, deliveries_enqueued=len(ids))

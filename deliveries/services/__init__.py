@@ -1,0 +1,34 @@
+"""Writes of the deliveries app: fan-out, attempts, and re-driving (sweeper, retrigger, recover)."""
+
+from .attempts import (
+    DELIVER_TASK,
+    deliveries_attempt,
+    delivery_attempt,
+    headers_redact,
+    retry_policy,
+    transport_get,
+)
+from .fan_out import deliveries_enqueue, event_fan_out
+from .redrive import (
+    SweepResult,
+    deliveries_recover,
+    deliveries_retrigger,
+    deliveries_sweep,
+    delivery_retrigger,
+)
+
+__all__ = [
+    "DELIVER_TASK",
+    "SweepResult",
+    "deliveries_attempt",
+    "deliveries_enqueue",
+    "deliveries_recover",
+    "deliveries_retrigger",
+    "deliveries_sweep",
+    "delivery_attempt",
+    "delivery_retrigger",
+    "event_fan_out",
+    "headers_redact",
+    "retry_policy",
+    "transport_get",
+]

@@ -1,0 +1,111 @@
+"""Re-driving deliveries: the sweeper for lost work, and retriggers by people."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from events.selectors import events_awaiting_fan_out
+from subscriptions.models import Subscription
+
+from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from .fan_out import deliveries_enqueue, event_fan_out
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    events_fanned_out: int
+    deliveries_enqueued: int
+
+
+def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
+    """Re-drive work whose message was lost; safe to run from several beat processes at once.
+
+    Fans out events that were never fanned out, and enqueues pending deliveries that are due but
+    have no live message: never enqueued (long retry gaps), enqueued longer ago than
+    ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` without being picked up, or claimed by a worker whose
+    lease has expired. Rows locked by another sweeper are skipped.
+    """
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
+    fanned_out = 0
+    for event_id in events_awaiting_fan_out(created_before=stale, limit=limit):
+        if event_fan_out(event_id=event_id):
+            fanned_out += 1
+
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
+            transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
+    if fanned_out or ids:
+        logger.info("Sweeper re-drove %d events and %d deliveries", fanned_out, len(ids))
+    return SweepResult(events_fanned_out=fanned_out, deliveries_enqueued=len(ids))
+
+
+def _redrive(queryset: QuerySet[Delivery]) -> int:
+    """Make final deliveries of the queryset due now for one manual attempt; return how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            queryset.select_for_update(skip_locked=True)
+            .filter(status__in=[DeliveryStatus.FAILED, DeliveryStatus.DELIVERED], is_test=False)
+            .values_list("id", flat=True)
+        )
+        if not ids:
+            return 0
+        Delivery.objects.filter(pk__in=ids).update(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            enqueued_at=now,
+            leased_until=None,
+            lease_token=None,
+        )
+        transaction.on_commit(
+            lambda: deliveries_enqueue(ids, trigger=AttemptTrigger.MANUAL), robust=True
+        )
+    return len(ids)
+
+
+def delivery_retrigger(*, delivery: Delivery) -> bool:
+    """Send a delivered or failed delivery again, once, now; False if it is pending already.
+
+    The attempt is logged as manual and carries the same ``webhook-id``; if it fails the
+    delivery is failed again (no automatic retries follow).
+    """
+    return _redrive(Delivery.objects.filter(pk=delivery.pk)) == 1
+
+
+def deliveries_retrigger(*, delivery_ids: Iterable[uuid.UUID | str]) -> int:
+    """``delivery_retrigger`` for many; returns how many were re-sent (pending ones are not)."""
+    return _redrive(Delivery.objects.filter(pk__in=list(delivery_ids)))
+
+
+def deliveries_recover(*, subscription: Subscription, since: dt.datetime) -> int:
+    """Re-send every failed delivery of the webhook created at or after ``since``; return how many.
+
+    For after an outage: fix the endpoint, re-enable the webhook, recover. Test deliveries are
+    not re-sent.
+    """
+    return _redrive(
+        Delivery.objects.filter(
+            subscription=subscription, status=DeliveryStatus.FAILED, created_at__gte=since
+        )
+    )

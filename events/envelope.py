@@ -1,0 +1,184 @@
+"""The default envelope of an event as receivers see it. Pure functions, no database access.
+
+The envelope (DESIGN.md, "Delivery contract")::
+
+    {"id": <event id>, "type": "course.created", "school": {"id": 1, "slug": "..."},
+     "timestamp": <occurred_at in the school's zone>, "data": {...}}
+
+Every ISO-8601 datetime with an offset inside ``data`` is re-expressed in the school's time zone
+with its UTC offset at that instant, so receivers never convert (Edusign's "dates in the school's
+time zone"); dates without an offset are left as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import xml.parsers.expat
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import xmltodict
+
+_AWARE_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$"
+)
+
+
+def datetime_localize(value: dt.datetime, tz: ZoneInfo) -> str:
+    """ISO-8601 in ``tz`` with its UTC offset at that instant (DST-correct)."""
+    return value.astimezone(tz).isoformat()
+
+
+def datetimes_localize(value: Any, tz: ZoneInfo) -> Any:
+    """A copy of a JSON value with every aware ISO-8601 datetime string moved into ``tz``."""
+    if isinstance(value, str):
+        if _AWARE_DATETIME.match(value):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                return value
+            return datetime_localize(parsed, tz)
+        return value
+    if isinstance(value, dict):
+        return {key: datetimes_localize(item, tz) for key, item in value.items()}
+    if isinstance(value, list):
+        return [datetimes_localize(item, tz) for item in value]
+    return value
+
+
+def envelope_build(
+    *,
+    event_id: str,
+    event_type: str,
+    school_id: int,
+    school_slug: str,
+    occurred_at: dt.datetime,
+    data: dict[str, Any],
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    """The default envelope of one event for one school."""
+    return {
+        "id": event_id,
+        "type": event_type,
+        "school": {"id": school_id, "slug": school_slug},
+        "timestamp": datetime_localize(occurred_at, tz),
+        "data": datetimes_localize(data, tz),
+    }
+
+
+# --- Wire formats ---------------------------------------------------------------------------
+
+
+def to_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# XML 1.0 (fifth edition) name characters, without ":" (namespaces).
+_NAME_START = (
+    "A-Z_a-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
+    "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd\U00010000-\U000effff"
+)
+_NAME_START_CHAR = re.compile(f"[{_NAME_START}]")
+_NAME_CHAR = re.compile(f"[{_NAME_START}\\-.0-9\u00b7\u0300-\u036f\u203f-\u2040]")
+_ESCAPE = re.compile(r"_x([0-9A-F]{4}|[0-9A-F]{8})_")
+# Characters XML 1.0 cannot carry at all, even escaped.
+_XML_INVALID_TEXT = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+EMPTY_NAME = "_x_"
+
+
+def xml_name_encode(key: str) -> str:
+    """A valid XML element name for a JSON key, reversible with ``xml_name_decode``.
+
+    Each character that may not appear at its place in an XML name (for XML 1.0 fifth edition and
+    for expat alike) is written ``_xHHHH_`` (its
+    code point in hex, eight digits beyond U+FFFF), the convention of .NET's XmlConvert.EncodeName:
+    ``first name`` becomes ``first_x0020_name``, ``1st`` becomes ``_x0031_st``. A leading ``xml``
+    (reserved) has its ``x`` escaped, an underscore that would read as an escape is escaped
+    itself, and the empty key is written ``_x_``.
+    """
+    if key == "":
+        return EMPTY_NAME
+    out = []
+    for index, char in enumerate(key):
+        valid = _name_char_ok(char, start=index == 0)
+        reserved = index == 0 and key[:3].lower() == "xml"
+        ambiguous = char == "_" and (_ESCAPE.match(key, index) is not None or key == EMPTY_NAME)
+        if valid and not reserved and not ambiguous:
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"_x{code:04X}_" if code <= 0xFFFF else f"_x{code:08X}_")
+    return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def _name_char_ok(char: str, *, start: bool) -> bool:
+    """Allowed by XML 1.0 fifth edition and by expat, whose name tables are older (it refuses
+    some fifth-edition name characters, such as U+F900 or emoji): valid for either kind of parser.
+    """
+    if not (_NAME_START_CHAR if start else _NAME_CHAR).match(char):
+        return False
+    if char.isascii():
+        return True
+    parser = xml.parsers.expat.ParserCreate()
+    try:
+        parser.Parse(f"<{char}/>" if start else f"<a{char}/>", True)
+    except xml.parsers.expat.ExpatError:
+        return False
+    return True
+
+
+def xml_name_decode(name: str) -> str:
+    """The JSON key an element name was encoded from (see ``xml_name_encode``)."""
+    if name == EMPTY_NAME:
+        return ""
+    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), name)
+
+
+def xml_text(value: str) -> str:
+    """Text XML can carry: characters XML 1.0 forbids (most control characters) become U+FFFD."""
+    return _XML_INVALID_TEXT.sub("\ufffd", value)
+
+
+def _xml_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {xml_name_encode(str(key)): _xml_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        # A list inside a list has no element name of its own: its items become <item> elements.
+        return [
+            {"item": _xml_value(item)} if isinstance(item, list) else _xml_value(item)
+            for item in value
+        ]
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return xml_text(str(value))
+
+
+def to_xml(value: dict[str, Any], *, root: str = "webhook") -> bytes:
+    """The same tree as the JSON form under a ``<webhook>`` root, as UTF-8 XML.
+
+    Objects become elements named after their keys (see ``xml_name_encode``); a list becomes its
+    key's element repeated once per item; numbers are written as in JSON, booleans as ``true`` /
+    ``false``; null, an empty string and an empty list become an empty element. Text is escaped,
+    so ``]]>`` and markup in values arrive as text.
+    """
+    document = {root: _xml_value(value)}
+    return xmltodict.unparse(document, encoding="utf-8").encode()
+
+
+def xml_fragment(value: Any, *, name: str = "item") -> str:
+    """A JSON value as XML elements, for embedding in a body template (no declaration)."""
+    if isinstance(value, dict):
+        return "".join(
+            xmltodict.unparse({key: item}, full_document=False)
+            for key, item in _xml_value(value).items()
+        )
+    return xmltodict.unparse({name: _xml_value(value)}, full_document=False)

@@ -1,0 +1,276 @@
+"""Custom webhook bodies (BrainCert's "Webhook Body"): Django-template-language templates.
+
+A body template is rendered with plain data only, never a model or a request::
+
+    id, type, resource, action, timestamp, unix_timestamp, school {id, slug}, data
+
+(``resource`` and ``action`` are the event type's parts: ``course`` and ``created`` for
+``course.created``). It can use the tags in ``body_library.ALLOWED_TAGS``, Django's built-in
+filters, and ``json``, ``xml``, ``xml_tree``, ``entries`` and ``vendor``. Anything else, a name
+outside the data, or output that does not parse as the webhook's content type is refused with
+the line to fix. No database access here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.parsers.expat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.template import Context, Engine, TemplateSyntaxError
+from django.template.base import FilterExpression, Node, NodeList, Variable
+from django.template.smartif import TokenBase
+
+from .body_library import ALLOWED_TAGS, LoopBudgetExceeded
+
+CONTEXT_NAMES = (
+    "id",
+    "type",
+    "resource",
+    "action",
+    "timestamp",
+    "unix_timestamp",
+    "school",
+    "data",
+)
+MAX_TEMPLATE_CHARACTERS = 20_000
+MAX_OUTPUT_BYTES = 1024 * 1024
+
+
+class BodyTemplateError(ValueError):
+    """A body template that cannot be used, with a message a school admin can act on."""
+
+
+class _SandboxEngine(Engine):
+    default_builtins: list[str] = []
+
+
+_ENGINE = _SandboxEngine(
+    debug=True,  # syntax errors carry their line
+    autoescape=False,  # bodies are JSON or XML, not HTML: escaping is the json/xml filters' job
+    libraries={},
+    builtins=["subscriptions.body_library"],
+    loaders=[("django.template.loaders.locmem.Loader", {})],
+)
+
+# Event types of each seed vendor by their own name, for the ``vendor`` filter.
+VENDOR_TYPE_NAMES: dict[str, dict[str, str]] = {}
+
+
+def vendor_type_name(event_type: str, vendor: str) -> str:
+    """The vendor's own name for one of our event types, or the type itself."""
+    names = VENDOR_TYPE_NAMES.get(vendor.lower(), {})
+    if event_type in names:
+        return names[event_type]
+    if vendor.lower() == "edusign":
+        return "on_" + event_type.replace(".", "_")
+    return event_type
+
+
+@dataclass(frozen=True)
+class CompiledBody:
+    source: str
+    template: Any
+
+
+def body_compile(source: str) -> CompiledBody:
+    """Parse a body template and check it uses only the event's data.
+
+    Raises ``BodyTemplateError`` naming the line of a syntax error, a tag that is not allowed,
+    or a variable that is not part of the data.
+    """
+    if len(source) > MAX_TEMPLATE_CHARACTERS:
+        raise BodyTemplateError(
+            f"The template has {len(source)} characters; the limit is {MAX_TEMPLATE_CHARACTERS}."
+        )
+    try:
+        template = _ENGINE.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise BodyTemplateError(_syntax_message(exc)) from exc
+    bound = {"forloop", "block"}
+    names: list[tuple[str, int]] = []
+    _names_collect(template.nodelist, names, bound)
+    for name, line in names:
+        if name not in CONTEXT_NAMES and name not in bound:
+            raise BodyTemplateError(
+                f"Line {line}: {name!r} is not available; a body can use "
+                f"{', '.join(CONTEXT_NAMES)}."
+            )
+    return CompiledBody(source=source, template=template)
+
+
+def _syntax_message(exc: TemplateSyntaxError) -> str:
+    info = getattr(exc, "template_debug", None) or {}
+    line = info.get("line")
+    where = f"Line {line}: " if line else ""
+    message = str(exc)
+    invalid = re.match(r"Invalid block tag on line \d+: '([^']+)'", message)
+    if invalid:
+        return (
+            f"{where}the tag {{% {invalid.group(1)} %}} cannot be used in a webhook body; "
+            f"the tags are {', '.join(ALLOWED_TAGS)}."
+        )
+    invalid_filter = re.match(r"Invalid filter: '([^']+)'", message)
+    if invalid_filter:
+        return f"{where}there is no filter named {invalid_filter.group(1)!r}."
+    return f"{where}{message}"
+
+
+def _names_collect(node: Any, names: list[tuple[str, int]], bound: set[str], line: int = 1) -> None:
+    """Every variable a node reads (with its line) and every name it binds, recursively."""
+    if isinstance(node, Node):
+        token = getattr(node, "token", None)
+        line = getattr(token, "lineno", line) or line
+        for attribute in ("loopvars",):
+            bound.update(getattr(node, attribute, None) or ())
+        for attribute in ("var_name", "asvar", "variable_name"):
+            value = getattr(node, attribute, None)
+            if isinstance(value, str):
+                bound.add(value)
+        extra = getattr(node, "extra_context", None)
+        if isinstance(extra, dict):
+            bound.update(extra)
+        for value in vars(node).values():
+            _names_collect(value, names, bound, line)
+    elif isinstance(node, NodeList | list | tuple):
+        for item in node:
+            _names_collect(item, names, bound, line)
+    elif isinstance(node, dict):
+        for item in node.values():
+            _names_collect(item, names, bound, line)
+    elif isinstance(node, FilterExpression):
+        _names_collect(node.var, names, bound, line)
+        for _func, arguments in node.filters:
+            for _is_lookup, argument in arguments:
+                _names_collect(argument, names, bound, line)
+    elif isinstance(node, Variable):
+        if node.literal is None and node.lookups:
+            names.append((node.lookups[0], line))
+    elif isinstance(node, TokenBase):
+        for attribute in ("first", "second", "value"):
+            _names_collect(getattr(node, attribute, None), names, bound, line)
+
+
+def body_context(envelope: dict[str, Any], unix_timestamp: int) -> dict[str, Any]:
+    """The data a body template sees for one envelope (plain values only)."""
+    event_type = str(envelope["type"])
+    resource, _, action = event_type.rpartition(".")
+    return {
+        "id": envelope["id"],
+        "type": event_type,
+        "resource": resource,
+        "action": action,
+        "timestamp": envelope["timestamp"],
+        "unix_timestamp": unix_timestamp,
+        "school": dict(envelope["school"]),
+        "data": envelope["data"],
+    }
+
+
+def body_render(compiled: CompiledBody, context: dict[str, Any]) -> str:
+    """Render a compiled body. Raises ``BodyTemplateError`` when it runs away."""
+    try:
+        output = compiled.template.render(Context(context, autoescape=False))
+    except LoopBudgetExceeded as exc:
+        raise BodyTemplateError(str(exc)) from exc
+    if len(output.encode()) > MAX_OUTPUT_BYTES:
+        raise BodyTemplateError(f"The body is larger than {MAX_OUTPUT_BYTES} bytes.")
+    return output
+
+
+def body_output_check(output: str, content_type: str) -> None:
+    """Raise ``BodyTemplateError`` unless the output parses as the content type."""
+    if content_type == "json":
+        try:
+            json.loads(output)
+        except json.JSONDecodeError as exc:
+            raise BodyTemplateError(
+                f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                f"{_quote_line(output, exc.lineno)}"
+            ) from exc
+    elif content_type == "xml":
+        parser = xml.parsers.expat.ParserCreate()
+        try:
+            parser.Parse(output.encode(), True)
+        except xml.parsers.expat.ExpatError as exc:
+            message = xml.parsers.expat.ErrorString(exc.code)
+            raise BodyTemplateError(
+                f"the body is not valid XML: {message} at line {exc.lineno} column "
+                f"{exc.offset + 1}{_quote_line(output, exc.lineno)}"
+            ) from exc
+
+
+def _quote_line(output: str, lineno: int) -> str:
+    lines = output.splitlines()
+    if 1 <= lineno <= len(lines):
+        text = lines[lineno - 1].strip()
+        if len(text) > 80:
+            text = text[:77] + "..."
+        return f" ({text})"
+    return ""
+
+
+def body_check_samples(
+    source: str, content_type: str, samples: Iterable[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Messages for a template that fails to compile, or fails for any (event type, envelope).
+
+    An empty list means the template is usable for every sample.
+    """
+    try:
+        compiled = body_compile(source)
+    except BodyTemplateError as exc:
+        return [str(exc)]
+    errors = []
+    for event_type, envelope in samples:
+        try:
+            output = body_render(compiled, body_context(envelope, 1_700_000_000))
+            body_output_check(output, content_type)
+        except BodyTemplateError as exc:
+            errors.append(f"With the sample payload of {event_type}, {exc}")
+    return errors
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "braincert": {
+        "label": "BrainCert: {id, resource, action, created_at, timestamp, payload}",
+        "json": (
+            '{"id": {{ id|json }}, "resource": {{ resource|json }}, '
+            '"action": {{ action|json }}, "created_at": {{ timestamp|json }}, '
+            '"timestamp": {{ unix_timestamp }}, "payload": {{ data|json }}}'
+        ),
+        "xml": (
+            "<webhook><id>{{ id|xml }}</id><resource>{{ resource|xml }}</resource>"
+            "<action>{{ action|xml }}</action><created_at>{{ timestamp|xml }}</created_at>"
+            "<timestamp>{{ unix_timestamp }}</timestamp>"
+            "<payload>{{ data|xml_tree }}</payload></webhook>"
+        ),
+    },
+    "edusign": {
+        "label": "Edusign: flat {type, appId, ...fields}",
+        "json": (
+            '{"type": {{ type|vendor:"edusign"|json }}, "appId": null'
+            '{% for key, value in data|entries %}{% if key != "type" and key != "appId" %}, '
+            "{{ key|json }}: {{ value|json }}{% endif %}{% endfor %}}"
+        ),
+        "xml": (
+            '<webhook><type>{{ type|vendor:"edusign"|xml }}</type><appId></appId>'
+            "{{ data|xml_tree }}</webhook>"
+        ),
+    },
+    "edume": {
+        "label": "eduMe: {type, payload, timestamp}",
+        "json": (
+            '{"type": {{ type|vendor:"edume"|json }}, "payload": {{ data|json }}, '
+            '"timestamp": {{ timestamp|json }}}'
+        ),
+        "xml": (
+            '<webhook><type>{{ type|vendor:"edume"|xml }}</type>'
+            "<payload>{{ data|xml_tree }}</payload><timestamp>{{ timestamp|xml }}</timestamp>"
+            "</webhook>"
+        ),
+    },
+}

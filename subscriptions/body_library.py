@@ -1,0 +1,108 @@
+"""The only tags and filters a webhook body template can use.
+
+A separate template library so the body engine (``subscriptions/bodies.py``) can run without
+Django's built-in tags: ``{% load %}``, ``{% include %}``, ``{% extends %}``, ``{% debug %}``,
+``{% url %}``, ``{% csrf_token %}`` and the like would reach beyond the event's data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import template
+from django.template import defaultfilters, defaulttags
+from django.template.base import Node, Parser, Token
+from django.utils.html import escape
+
+from events.envelope import xml_fragment
+
+register = template.Library()
+
+ALLOWED_TAGS = (
+    "autoescape",
+    "comment",
+    "cycle",
+    "filter",
+    "firstof",
+    "for",
+    "if",
+    "ifchanged",
+    "now",
+    "regroup",
+    "resetcycle",
+    "spaceless",
+    "templatetag",
+    "verbatim",
+    "widthratio",
+    "with",
+)
+# Loops in a body may run this many iterations in all: a template cannot stall a worker.
+MAX_LOOP_ITERATIONS = 10_000
+
+for _name in ALLOWED_TAGS:
+    if _name != "for":
+        register.tag(_name, defaulttags.register.tags[_name])
+for _name, _filter in defaultfilters.register.filters.items():
+    register.filter(_name, _filter)
+
+
+class LoopBudgetExceeded(Exception):
+    """A body template ran more loop iterations than ``MAX_LOOP_ITERATIONS``."""
+
+
+class _BudgetedForNode(defaulttags.ForNode):
+    def render(self, context: template.Context) -> str:
+        sequence = self.sequence.resolve(context, ignore_failures=True)
+        size = len(sequence) if hasattr(sequence, "__len__") else 0
+        used = context.render_context.get("loop_iterations", 0) + size
+        if used > MAX_LOOP_ITERATIONS:
+            raise LoopBudgetExceeded(
+                f"The template's loops ran more than {MAX_LOOP_ITERATIONS} times."
+            )
+        context.render_context["loop_iterations"] = used
+        return super().render(context)
+
+
+@register.tag("for")
+def do_for(parser: Parser, token: Token) -> Node:
+    node = defaulttags.do_for(parser, token)
+    node.__class__ = _BudgetedForNode
+    return node
+
+
+@register.filter("json")
+def json_filter(value: Any) -> str:
+    """The value as JSON, for embedding in a JSON body: ``{"name": {{ data.name|json }}}``."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+@register.filter("xml")
+def xml_filter(value: Any) -> str:
+    """The value as escaped XML text: ``<name>{{ data.name|xml }}</name>``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(escape(value))
+
+
+@register.filter("xml_tree")
+def xml_tree_filter(value: Any, name: str = "item") -> str:
+    """An object as XML elements named after its keys (a list or scalar as ``<name>`` items)."""
+    return xml_fragment(value, name=name)
+
+
+@register.filter("entries")
+def entries_filter(value: Any) -> list[tuple[str, Any]]:
+    """The key/value pairs of an object: ``{% for key, value in data|entries %}``."""
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+@register.filter("vendor")
+def vendor_filter(event_type: str, vendor: str) -> str:
+    """The vendor's own name for an event type (``course.created|vendor:"edusign"`` gives
+    ``on_course_created``), or the type itself when the vendor has no such event."""
+    from .bodies import vendor_type_name
+
+    return vendor_type_name(event_type, vendor)

@@ -1,0 +1,63 @@
+"""Secrets at rest: basic-auth passwords and signing secrets, encrypted with Fernet.
+
+The keys come from ``WEBHOOKS_ENCRYPTION_KEYS`` (comma-separated Fernet keys): the first encrypts,
+every one decrypts, so a key is rotated by putting the new one first, running
+``manage.py encryption_keys_rotate`` and then dropping the old one. A value that none of the keys
+decrypts raises ``SecretUnreadable``; it is never used as if it were the secret.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+class SecretUnreadable(Exception):
+    """A stored secret cannot be decrypted with the configured keys."""
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured(
+            "WEBHOOKS_ENCRYPTION_KEYS is empty: set at least one Fernet key."
+        )
+    try:
+        return MultiFernet([Fernet(key.encode()) for key in keys])
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "WEBHOOKS_ENCRYPTION_KEYS holds a value that is not a Fernet key "
+            "(32 url-safe base64-encoded bytes; make one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key())'`)."
+        ) from exc
+
+
+def _keys() -> MultiFernet:
+    return _fernet(tuple(settings.WEBHOOKS_ENCRYPTION_KEYS))
+
+
+def secret_encrypt(plaintext: str) -> str:
+    """The ciphertext to store for a secret (with the first key)."""
+    return _keys().encrypt(plaintext.encode()).decode()
+
+
+def secret_decrypt(ciphertext: str) -> str:
+    """The secret a stored ciphertext holds. Raises ``SecretUnreadable`` for a wrong key."""
+    try:
+        return _keys().decrypt(ciphertext.encode()).decode()
+    except (InvalidToken, ValueError) as exc:
+        raise SecretUnreadable(
+            "A stored secret cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; "
+            "was a key removed before the secrets were re-encrypted?"
+        ) from exc
+
+
+def secret_reencrypt(ciphertext: str) -> str:
+    """The same secret encrypted with the first key (for key rotation)."""
+    try:
+        return _keys().rotate(ciphertext.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("A stored secret cannot be decrypted with any key.") from exc

@@ -1,0 +1,98 @@
+import pytest
+
+from subscriptions.bodies import (
+    MAX_OUTPUT_BYTES,
+    BodyTemplateError,
+    body_check_samples,
+    body_compile,
+    body_context,
+    body_render,
+)
+
+ENVELOPE = {
+    "id": "e-1",
+    "type": "course.created",
+    "school": {"id": 1, "slug": "lycee"},
+    "timestamp": "2026-01-05T09:00:00+01:00",
+    "data": {"course": {"id": "c1", "name": "Maths"}, "tags": ["a", "b"]},
+}
+SAMPLES = [("course.created", ENVELOPE)]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{% load static %}", "Line 1: the tag {% load %} cannot be used in a webhook body"),
+        ('{\n"a": {% include "other.json" %}}', "Line 2: the tag {% include %} cannot be used"),
+        ("{% debug %}", "Line 1: the tag {% debug %} cannot be used"),
+        ("{% url 'admin:index' %}", "Line 1: the tag {% url %} cannot be used"),
+        ("{{ settings.SECRET_KEY }}", "Line 1: 'settings' is not available; a body can use id,"),
+        ("{\n\n{{ request.user }}}", "Line 3: 'request' is not available"),
+        ("{% if user.is_staff %}{% endif %}", "Line 1: 'user' is not available"),
+        ("{{ data.__class__ }}", "Line 1: Variables and attributes may not begin with underscores"),
+        ("{{ data|lower|shout }}", "Line 1: there is no filter named 'shout'."),
+        ("{% for x in data.tags %}", "Line 1: Unclosed tag on line 1: 'for'"),
+    ],
+)
+def test_templates_reaching_beyond_the_data_or_broken_are_refused_naming_the_line(source, message):
+    with pytest.raises(BodyTemplateError) as raised:
+        body_compile(source)
+
+    assert str(raised.value).startswith(message)
+
+
+def test_output_that_is_not_valid_for_the_content_type_is_refused_naming_the_topic():
+    errors = body_check_samples('{"name": {{ data.course.name }}}', "json", SAMPLES)
+
+    assert errors == [
+        "With the sample payload of course.created, the body is not valid JSON: Expecting value "
+        'at line 1 column 10 ({"name": Maths})'
+    ]
+
+
+def test_xml_output_is_checked_as_xml():
+    errors = body_check_samples("<course><id>{{ data.course.id }}</course>", "xml", SAMPLES)
+
+    assert errors == [
+        "With the sample payload of course.created, the body is not valid XML: mismatched tag "
+        "at line 1 column 17 (<course><id>c1</course>)"
+    ]
+
+
+def test_a_valid_template_sees_only_plain_data():
+    source = (
+        '{"event": {{ type|json }}, "what": {{ resource|json }}, "course": '
+        '{{ data.course.name|json }}, "tags": [{% for t in data.tags %}{{ t|json }}'
+        '{% if not forloop.last %}, {% endif %}{% endfor %}], "school": {{ school.slug|json }}}'
+    )
+
+    assert body_check_samples(source, "json", SAMPLES) == []
+    output = body_render(body_compile(source), body_context(ENVELOPE, 0))
+    assert output == (
+        '{"event": "course.created", "what": "course", "course": "Maths", "tags": ["a", "b"], '
+        '"school": "lycee"}'
+    )
+
+
+def test_runaway_loops_are_stopped():
+    nested = "{% for a in data.tags %}" * 15 + "x" + "{% endfor %}" * 15
+
+    with pytest.raises(BodyTemplateError) as raised:
+        body_render(body_compile(nested), body_context(ENVELOPE, 0))
+
+    assert str(raised.value) == "The template's loops ran more than 10000 times."
+
+
+def test_oversized_output_is_stopped():
+    # 99 + 99 * 99 = 9,900 iterations (within the loop budget) of 200 bytes: about 2 MB.
+    envelope = {**ENVELOPE, "data": {"items": list(range(99))}}
+    source = (
+        "{% for a in data.items %}{% for b in data.items %}"
+        + "x" * 200
+        + "{% endfor %}{% endfor %}"
+    )
+
+    with pytest.raises(BodyTemplateError) as raised:
+        body_render(body_compile(source), body_context(envelope, 0))
+
+    assert str(raised.value) == f"The body is larger than {MAX_OUTPUT_BYTES} bytes."
