@@ -1,4 +1,4 @@
-"""The demo receiver that ``make run`` points its demo subscription at."""
+"""Public endpoints of the deliveries app: the platform's public keys, and the demo receiver."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import time
 import uuid
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
 
+from . import signing
 from .models import Delivery
+from .services.attempts import ed25519_keys
 from .signing import sign_v1
 
 TOLERANCE_SECONDS = 5 * 60
@@ -50,3 +52,21 @@ def demo_receiver(request: HttpRequest) -> JsonResponse:
     if not any(hmac.compare_digest(e, s) for e in expected for s in signatures):
         return JsonResponse({"verified": False, "error": "bad signature"}, status=401)
     return JsonResponse({"verified": True, "type": delivery.event_type})
+
+
+def public_key_pem(request: HttpRequest) -> HttpResponse:
+    """The platform's current Ed25519 public key as PEM, to verify ``v1a`` signatures."""
+    keys = ed25519_keys()
+    if not keys:
+        raise Http404("No Ed25519 signing key is configured.")
+    response = HttpResponse(signing.public_key_pem(keys[0]), content_type="application/x-pem-file")
+    response["Content-Disposition"] = 'inline; filename="webhooks-public-key.pem"'
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def public_keys_jwks(request: HttpRequest) -> JsonResponse:
+    """Every Ed25519 public key that may sign, as a JSON Web Key Set (``kid``: RFC 7638)."""
+    response = JsonResponse({"keys": [signing.public_key_jwk(key) for key in ed25519_keys()]})
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

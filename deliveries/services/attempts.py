@@ -15,7 +15,7 @@ from functools import lru_cache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Prefetch, Q
+from django.db.models import Case, F, Prefetch, Q, UUIDField, Value, When
 from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
@@ -126,7 +126,7 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
     without a result gets that lost attempt logged as interrupted.
     """
     now = timezone.now()
-    token = uuid.uuid4()
+    token, token_after_lost_lease = uuid.uuid4(), uuid.uuid4()
     claimed = (
         Delivery.objects.filter(
             pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
@@ -135,7 +135,12 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
         .update(
             attempts=F("attempts") + 1,
             leased_until=now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS),
-            lease_token=token,
+            # A row still under an (expired) lease was claimed by a worker that never finished.
+            lease_token=Case(
+                When(leased_until__isnull=True, then=Value(token)),
+                default=Value(token_after_lost_lease),
+                output_field=UUIDField(),
+            ),
             last_attempt_at=now,
         )
     )
@@ -148,27 +153,26 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
         .prefetch_related(
             Prefetch("subscription__signing_secrets", queryset=secrets, to_attr="active_secrets")
         )
-        .filter(pk__in=delivery_ids, lease_token=token)
+        .filter(pk__in=delivery_ids, lease_token__in=[token, token_after_lost_lease])
     }
-    retried = [d for d in deliveries.values() if d.attempts > 1]
-    if retried:
-        _attempts_interrupted_record(retried)
+    interrupted = [d for d in deliveries.values() if d.lease_token == token_after_lost_lease]
+    if interrupted:
+        _attempts_interrupted_record(interrupted)
     return [
-        _Claim(delivery=deliveries[i], number=deliveries[i].attempts, token=token, started_at=now)
+        _Claim(
+            delivery=deliveries[i],
+            number=deliveries[i].attempts,
+            token=deliveries[i].lease_token,
+            started_at=now,
+        )
         for i in delivery_ids
         if i in deliveries
     ]
 
 
 def _attempts_interrupted_record(deliveries: list[Delivery]) -> None:
-    """Log attempts whose worker stopped before recording them (the number before this one)."""
-    logged = set(
-        DeliveryAttempt.objects.filter(
-            delivery__in=deliveries,
-            number__in={delivery.attempts - 1 for delivery in deliveries},
-        ).values_list("delivery_id", "number")
-    )
-    lost = [d for d in deliveries if (d.pk, d.attempts - 1) not in logged]
+    """Log the attempts whose worker stopped before recording them (the number before this one);
+    a record that the late worker did write is kept."""
     DeliveryAttempt.objects.bulk_create(
         [
             DeliveryAttempt(
@@ -180,7 +184,7 @@ def _attempts_interrupted_record(deliveries: list[Delivery]) -> None:
                 error_kind=ErrorKind.INTERRUPTED,
                 error_message="The worker stopped before this attempt finished; it was retried.",
             )
-            for delivery in lost
+            for delivery in deliveries
         ],
         ignore_conflicts=True,
     )
@@ -389,11 +393,11 @@ def _deliveries_record(
         else:
             delivery.enqueued_at = None  # the sweeper sends it when it is due
 
-    token = claims[0].token
     with transaction.atomic():
         owned = set(
             Delivery.objects.select_for_update()
-            .filter(pk__in=[claim.delivery.pk for claim in claims], lease_token=token)
+            .filter(pk__in=[claim.delivery.pk for claim in claims])
+            .filter(lease_token__in={claim.token for claim in claims})
             .values_list("pk", flat=True)
         )
         kept = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk in owned]
