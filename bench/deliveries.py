@@ -44,7 +44,9 @@ def _environment() -> dict[str, str]:
     os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
     os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
-    os.environ.setdefault("WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ=")
+    os.environ.setdefault(
+        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
+    )
     os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
     os.environ["PYTHONUNBUFFERED"] = "1"
     return dict(os.environ)

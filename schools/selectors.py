@@ -15,3 +15,12 @@ def school_admin_emails(*, school: School) -> list[str]:
         .distinct()
     )
     return sorted(emails)
+
+
+def school_ids_visible_to(*, user: object) -> list[int] | None:
+    """The schools a user may see: ``None`` for all (superusers), else their memberships."""
+    if getattr(user, "is_superuser", False):
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return list(Membership.objects.filter(user=user).values_list("school_id", flat=True))

@@ -3,7 +3,12 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from .models import Subscription
-from .services import subscription_save, subscription_topics_errors, subscription_validate
+from .services import (
+    subscription_enable,
+    subscription_save,
+    subscription_topics_errors,
+    subscription_validate,
+)
 
 
 class SubscriptionForm(forms.ModelForm):
@@ -68,6 +73,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+
+    actions = ["enable_selected"]
+
+    @admin.action(description="Re-enable the selected webhooks", permissions=["change"])
+    def enable_selected(self, request, queryset):
+        for subscription in queryset:
+            subscription_enable(subscription=subscription)
+        self.message_user(request, f"{queryset.count()} webhooks re-enabled.")
 
     def save_model(self, request, obj, form, change):
         subscription_save(

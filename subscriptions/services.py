@@ -17,15 +17,22 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from events.envelope import envelope_build
+from events.envelope import envelope_build, to_json, to_xml
 from events.models import EventType
 from schools.models import School
 from schools.selectors import school_admin_emails
 
-from .bodies import body_check_samples
-from .crypto import secret_encrypt
+from .bodies import (
+    BodyTemplateError,
+    body_check_samples,
+    body_compile,
+    body_context,
+    body_output_check,
+    body_render,
+)
+from .crypto import secret_encrypt, secret_reencrypt
 from .destinations import DestinationBlocked, policy_from_settings, url_check
-from .models import Subscription
+from .models import SigningSecret, Subscription
 from .selectors import signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
@@ -379,3 +386,48 @@ def _auto_disable_notify(subscription: Subscription, reason: str) -> None:
         logger.exception(
             "Could not e-mail %s about disabled webhook %s", recipients, subscription.pk
         )
+
+
+def subscription_body_preview(
+    *, body_template: str, content_type: str, event_type: str, school: School
+) -> str:
+    """The body a receiver of this school would get for the event type's sample payload.
+
+    An empty template previews the standard envelope. Raises ``ValidationError`` naming the
+    problem (``event_type`` unknown, or ``body_template`` that cannot be rendered or parsed).
+    """
+    found = EventType.objects.filter(key=event_type).first()
+    if found is None:
+        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+    envelope = body_sample_envelope(found, school)
+    if not body_template.strip():
+        return (to_xml(envelope) if content_type == "xml" else to_json(envelope)).decode()
+    try:
+        output = body_render(body_compile(body_template), body_context(envelope, 1_700_000_000))
+        body_output_check(output, content_type)
+    except BodyTemplateError as exc:
+        raise ValidationError({"body_template": [str(exc)]}) from exc
+    return output
+
+
+@transaction.atomic
+def secrets_reencrypt() -> int:
+    """Re-encrypt every stored secret with the first of ``WEBHOOKS_ENCRYPTION_KEYS``; return how
+    many. Run after putting a new key first; then the old key can be removed.
+
+    Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key.
+    """
+    count = 0
+    for signing_secret in SigningSecret.objects.select_for_update():
+        signing_secret.secret_encrypted = secret_reencrypt(signing_secret.secret_encrypted)
+        signing_secret.save(update_fields=["secret_encrypted"])
+        count += 1
+    for subscription in Subscription.objects.select_for_update().exclude(
+        basic_auth_password_encrypted=""
+    ):
+        subscription.basic_auth_password_encrypted = secret_reencrypt(
+            subscription.basic_auth_password_encrypted
+        )
+        subscription.save(update_fields=["basic_auth_password_encrypted"])
+        count += 1
+    return count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -13,6 +14,7 @@ from django.db import transaction
 from events.models import EventType
 from events.services import event_publish
 from schools.models import School
+from subscriptions.bodies import PRESETS
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_create, subscription_update
 
@@ -37,6 +39,15 @@ class Command(BaseCommand):
                 defaults={"name": "Demo School", "timezone": "Europe/Paris", "language": "en"},
             )
             self._subscription(school, "Demo receiver", f"{base_url}/demo/receiver/", topics=["*"])
+            self._subscription(
+                school,
+                "Demo receiver (XML, BrainCert body)",
+                f"{base_url}/demo/receiver/",
+                topics=["course.*"],
+                content_type="xml",
+                body_template=PRESETS["braincert"]["xml"],
+                sign_ed25519=True,
+            )
             # Nothing listens on port 9: shows failed attempts and retries in the delivery log.
             self._subscription(
                 school, "Unreachable endpoint", "http://127.0.0.1:9/webhooks", topics=["course.*"]
@@ -71,9 +82,11 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         return username, password
 
-    def _subscription(self, school: School, name: str, url: str, topics: list[str]) -> None:
+    def _subscription(
+        self, school: School, name: str, url: str, topics: list[str], **options: Any
+    ) -> None:
         existing = Subscription.objects.filter(school=school, name=name).first()
         if existing is None:
-            subscription_create(school=school, name=name, url=url, topics=topics)
+            subscription_create(school=school, name=name, url=url, topics=topics, **options)
         elif existing.url != url:
             subscription_update(subscription=existing, url=url)

@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from subscriptions.crypto import SecretUnreadable
+from subscriptions.services import secrets_reencrypt
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored secret with the first key of WEBHOOKS_ENCRYPTION_KEYS. "
+        "Rotate a key by putting the new one first, running this, then removing the old one."
+    )
+
+    def handle(self, *args: object, **options: object) -> None:
+        try:
+            count = secrets_reencrypt()
+        except SecretUnreadable as exc:
+            raise CommandError(f"{exc} Nothing was changed.") from exc
+        self.stdout.write(f"Re-encrypted {count} secrets with the first key.")

@@ -1,0 +1,116 @@
+import datetime as dt
+import json
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.utils import timezone
+
+from schools.models import Membership
+from subscriptions.crypto import secret_decrypt
+from subscriptions.models import SigningSecret, Subscription
+from subscriptions.selectors import signing_secret_current
+from subscriptions.services import subscription_body_preview, subscription_create
+from tests.schools.factories import SchoolFactory
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_admin_index_names_failing_and_disabled_webhooks_of_the_users_schools(
+    client, school, django_user_model
+):
+    other_school = SchoolFactory()
+    user = django_user_model.objects.create_user("ada", "ada@example.org", "pw", is_staff=True)
+    Membership.objects.create(user=user, school=school)
+    SubscriptionFactory(
+        school=school, name="CRM", failing_since=timezone.now() - dt.timedelta(hours=2)
+    )
+    SubscriptionFactory(
+        school=school,
+        name="ERP",
+        is_active=False,
+        disabled_at=timezone.now(),
+        disabled_reason="The receiver answered 410 Gone.",
+    )
+    SubscriptionFactory(school=school, name="Healthy")
+    SubscriptionFactory(school=other_school, name="Someone else's", failing_since=timezone.now())
+    client.force_login(user)
+
+    page = client.get("/admin/").content.decode()
+
+    assert "CRM</a>\n      (Lycée Victor Hugo) has been failing since" in page
+    assert "ERP</a>\n      (Lycée Victor Hugo) is disabled: The receiver answered 410 Gone." in page
+    assert "Healthy" not in page
+    assert "Someone else" not in page
+
+
+def test_the_preview_renders_a_template_or_the_standard_envelope_for_a_sample(school):
+    preview = subscription_body_preview(
+        body_template='{"course": {{ data.course.name|json }}, "school": {{ school.slug|json }}}',
+        content_type="json",
+        event_type="course.created",
+        school=school,
+    )
+    standard = subscription_body_preview(
+        body_template="", content_type="xml", event_type="course.created", school=school
+    )
+
+    assert json.loads(preview)["school"] == "lycee-victor-hugo"
+    assert isinstance(json.loads(preview)["course"], str)
+    assert standard.startswith('<?xml version="1.0" encoding="utf-8"?>\n<webhook><id>')
+
+
+def test_the_preview_explains_what_is_wrong(school):
+    with pytest.raises(ValidationError) as raised:
+        subscription_body_preview(
+            body_template='{"course": {{ data.course.name }}}',
+            content_type="json",
+            event_type="course.created",
+            school=school,
+        )
+
+    assert raised.value.message_dict["body_template"][0].startswith(
+        "the body is not valid JSON: Expecting value"
+    )
+
+
+def test_rotating_the_encryption_key_re_encrypts_every_secret(school, settings):
+    subscription = subscription_create(
+        school=school,
+        name="LMS",
+        url="https://lms.example.org/hooks",
+        topics=["*"],
+        basic_auth_enabled=True,
+        basic_auth_username="lms",
+        basic_auth_password="pw-1",
+    )
+    secret = signing_secret_current(subscription=subscription)
+    new_key = Fernet.generate_key().decode()
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key, *settings.WEBHOOKS_ENCRYPTION_KEYS]
+
+    call_command("encryption_keys_rotate")
+
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    subscription.refresh_from_db()
+    assert signing_secret_current(subscription=subscription) == secret
+    assert secret_decrypt(subscription.basic_auth_password_encrypted) == "pw-1"
+    stored = SigningSecret.objects.get(subscription=subscription).secret_encrypted
+    assert Fernet(new_key.encode()).decrypt(stored.encode()).decode() == secret
+
+
+def test_re_enabling_from_the_webhook_list_is_one_action(admin_client, school):
+    subscription = SubscriptionFactory(
+        school=school, is_active=False, disabled_reason="Failing for 5 days."
+    )
+
+    admin_client.post(
+        "/admin/subscriptions/subscription/",
+        {"action": "enable_selected", "_selected_action": [str(subscription.pk)]},
+    )
+
+    subscription.refresh_from_db()
+    assert subscription.is_active is True
+    assert subscription.disabled_reason == ""
+    assert Subscription.objects.filter(is_active=False).count() == 0

@@ -1,0 +1,30 @@
+"""The admin site: the stock one, with the webhooks that need attention on its index page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from schools.selectors import school_ids_visible_to
+from subscriptions.selectors import subscriptions_needing_attention
+
+
+class WebhooksAdminSite(admin.AdminSite):
+    site_header = "School webhooks"
+    site_title = "School webhooks"
+    index_title = "Webhooks administration"
+
+    def index(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> TemplateResponse:
+        school_ids = school_ids_visible_to(user=request.user)
+        attention = list(subscriptions_needing_attention(school_ids=school_ids)[:20])
+        context = {
+            "webhooks_failing": [s for s in attention if s.is_active],
+            "webhooks_disabled": [s for s in attention if not s.is_active],
+            **(extra_context or {}),
+        }
+        return super().index(request, extra_context=context)
