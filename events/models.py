@@ -56,6 +56,8 @@ class Event(models.Model):
     # NULL, not "", for "no key": the per-school unique constraint ignores NULLs.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     fanned_out_at = models.DateTimeField(null=True, blank=True)
+    # A sample event made by Send Test: kept with its test delivery, out of the event log.
+    is_test = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

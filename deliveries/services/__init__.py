@@ -16,6 +16,7 @@ from .redrive import (
     deliveries_sweep,
     delivery_retrigger,
 )
+from .testing import delivery_test_send
 
 __all__ = [
     "DELIVER_TASK",
@@ -27,6 +28,7 @@ __all__ = [
     "deliveries_sweep",
     "delivery_attempt",
     "delivery_retrigger",
+    "delivery_test_send",
     "event_fan_out",
     "headers_redact",
     "retry_policy",

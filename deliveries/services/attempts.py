@@ -262,7 +262,7 @@ def _refusal(kind: str, message: str) -> TransportResult:
 def _request_build(claim: _Claim) -> _Request:
     delivery = claim.delivery
     subscription: Subscription = delivery.subscription
-    if not subscription.is_active:
+    if not subscription.is_active and not delivery.is_test:
         reason = subscription.disabled_reason or "it was turned off"
         return _Request(
             subscription.url,

@@ -47,7 +47,7 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
             return []
         subscriptions = subscriptions_matching(school_id=event.school_id, event_type=event.type_id)
         deliveries = [
-            _delivery_build(event=event, subscription=subscription, now=now)
+            delivery_build(event=event, subscription=subscription, now=now)
             for subscription in subscriptions
         ]
         Delivery.objects.bulk_create(deliveries)
@@ -57,7 +57,7 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
     return [delivery.id for delivery in deliveries]
 
 
-def _delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:
+def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:
     school = event.school
     delivery = Delivery(
         school_id=school.id,

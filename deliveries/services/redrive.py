@@ -46,7 +46,7 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
             .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
             .order_by("next_attempt_at")
