@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from .models import Delivery, DeliveryAttempt
 
@@ -21,4 +21,16 @@ def deliveries_for_event(*, event_id: uuid.UUID) -> QuerySet[Delivery]:
         .select_related("subscription")
         .defer("body")
         .order_by("created_at")
+    )
+
+
+def deliveries_for_school(*, school_id: int) -> QuerySet[Delivery]:
+    """A school's deliveries for listing (the body is not loaded)."""
+    return Delivery.objects.filter(school_id=school_id).defer("body")
+
+
+def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
+    """A school's deliveries with their attempts, for one delivery's detail."""
+    return Delivery.objects.filter(school_id=school_id).prefetch_related(
+        Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number"))
     )

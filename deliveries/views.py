@@ -1,4 +1,5 @@
-"""Public endpoints of the deliveries app: the platform's public keys, and the demo receiver."""
+"""Endpoints of the deliveries app: the delivery log API (/api/v1/deliveries/), the platform's
+public keys, and the demo receiver."""
 
 from __future__ import annotations
 
@@ -7,15 +8,27 @@ import time
 import uuid
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
+from webhooks_project.api import DetailSerializer, IsSchoolClient, NewestFirstCursorPagination
 
 from . import signing
+from .filters import DeliveryFilter
 from .models import Delivery
+from .selectors import deliveries_for_school, delivery_with_attempts
+from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
+from .services import delivery_retrigger
 from .services.attempts import ed25519_keys
 from .signing import sign_v1
 
@@ -70,3 +83,53 @@ def public_keys_jwks(request: HttpRequest) -> JsonResponse:
     response = JsonResponse({"keys": [signing.public_key_jwk(key) for key in ed25519_keys()]})
     response["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+ERRORS = {
+    400: OpenApiResponse(DetailSerializer, description="An invalid filter or cursor."),
+    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
+    403: OpenApiResponse(DetailSerializer, description="Not a school's API key."),
+    404: OpenApiResponse(DetailSerializer, description="No such delivery in this school."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List deliveries, newest first",
+        responses={200: DeliveryOutput, **ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a delivery with every attempt",
+        responses={200: DeliveryDetailOutput, **ERRORS},
+    ),
+)
+class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Delivery.objects.none()  # for the schema; requests use get_queryset
+    permission_classes = [IsSchoolClient]
+    pagination_class = NewestFirstCursorPagination
+    filterset_class = DeliveryFilter
+    lookup_value_regex = "[0-9a-f-]{36}"
+
+    def get_queryset(self) -> QuerySet[Delivery]:
+        school_id = self.request.user.school.pk
+        if self.action == "list":
+            return deliveries_for_school(school_id=school_id)
+        return delivery_with_attempts(school_id=school_id)
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return DeliveryOutput if self.action == "list" else DeliveryDetailOutput
+
+    @extend_schema(
+        summary="Retrigger a delivery",
+        description=(
+            "Sends a delivered or failed delivery again, once, as soon as a worker takes it "
+            "(same webhook-id; the attempt is logged as manual)."
+        ),
+        request=None,
+        responses={202: RetriggerOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def retrigger(self, request: Request, pk: str | None = None) -> Response:
+        delivery = self.get_object()
+        retriggered = delivery_retrigger(delivery=delivery)
+        return Response(RetriggerOutput({"retriggered": retriggered}).data, status=202)

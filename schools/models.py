@@ -83,3 +83,60 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.get_role_display()} of {self.school})"
+
+
+class ApiKey(models.Model):
+    """A credential of a school's API clients: ``Authorization: Bearer whk_...``.
+
+    Only a hash of the key is stored; the key itself is shown once, when it is created. The
+    prefix (the first characters) is kept to tell keys apart and to find a key quickly.
+    """
+
+    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["school", "-created_at"]
+        verbose_name = "API key"
+        indexes = [
+            models.Index(
+                fields=["school"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="api_key_active_per_school_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class PlatformKey(models.Model):
+    """A credential of the platform's own services (``whp_...``): publishes events for any school.
+    Stored like ``ApiKey``: a hash and a visible prefix."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "platform key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

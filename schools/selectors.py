@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .models import Membership, Role, School
+import hmac
+
+from .models import ApiKey, Membership, PlatformKey, Role, School
 
 
 def school_admin_emails(*, school: School) -> list[str]:
@@ -24,3 +26,23 @@ def school_ids_visible_to(*, user: object) -> list[int] | None:
     if not getattr(user, "is_authenticated", False):
         return []
     return list(Membership.objects.filter(user=user).values_list("school_id", flat=True))
+
+
+def credential_find(*, key: str) -> ApiKey | PlatformKey | None:
+    """The active school or platform key matching ``key`` exactly, or None."""
+    from .services import PLATFORM_KEY_PREFIX, SCHOOL_KEY_PREFIX, key_hash
+
+    model: type[ApiKey] | type[PlatformKey]
+    if key.startswith(SCHOOL_KEY_PREFIX):
+        model = ApiKey
+    elif key.startswith(PLATFORM_KEY_PREFIX):
+        model = PlatformKey
+    else:
+        return None
+    prefix = key[:12]
+    candidate = model.objects.filter(prefix=prefix, revoked_at__isnull=True).first()
+    if candidate is None or not hmac.compare_digest(candidate.key_hash, key_hash(key)):
+        return None
+    if isinstance(candidate, ApiKey):
+        candidate = ApiKey.objects.select_related("school").get(pk=candidate.pk)
+    return candidate

@@ -45,3 +45,8 @@ def subscriptions_needing_attention(*, school_ids: list[int] | None) -> QuerySet
     if school_ids is not None:
         queryset = queryset.filter(school_id__in=school_ids)
     return queryset.order_by("school__name", "name")
+
+
+def subscriptions_for_school(*, school_id: int) -> QuerySet[Subscription]:
+    """A school's subscriptions, by name."""
+    return Subscription.objects.filter(school_id=school_id).order_by("name", "id")

@@ -431,3 +431,8 @@ def secrets_reencrypt() -> int:
         subscription.save(update_fields=["basic_auth_password_encrypted"])
         count += 1
     return count
+
+
+def subscription_delete(*, subscription: Subscription) -> None:
+    """Delete a subscription with its secrets and its delivery log."""
+    subscription.delete()

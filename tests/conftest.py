@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from events.services import event_types_sync
+from tests.network import GUARD
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
 from tests.resolver import FakeResolver
@@ -19,6 +20,15 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
     fake = FakeResolver(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
     return fake
+
+
+@pytest.fixture
+def connects() -> Iterator[list[str]]:
+    """Every address this test connects to (only loopback is ever allowed: tests/network.py)."""
+    GUARD.addresses = []
+    GUARD.recording = True
+    yield GUARD.addresses
+    GUARD.recording = False
 
 
 @pytest.fixture
@@ -53,3 +63,37 @@ def worker_process(
         worker = start_worker(process_logs)
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def school_key(school) -> str:
+    """An API key of the ``school`` fixture."""
+    from schools.services import api_key_create
+
+    return api_key_create(school=school, name="Tests")[1]
+
+
+@pytest.fixture
+def platform_key(db: None) -> str:
+    from schools.services import platform_key_create
+
+    return platform_key_create(name="Platform tests")[1]
+
+
+@pytest.fixture
+def api(school_key):
+    """A DRF client authenticated with the school's API key."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {school_key}")
+    return client
+
+
+@pytest.fixture
+def platform_api(platform_key):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {platform_key}")
+    return client

@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "schools",
     "events",
@@ -180,14 +181,36 @@ LOGGING = {
 # --- Django REST framework ------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["schools.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "webhooks_project.api.PageNumberPagination",
+    "EXCEPTION_HANDLER": "webhooks_project.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "School webhooks API",
+    "DESCRIPTION": (
+        "Manage a school's webhooks, read its delivery log, and publish events. Authenticate "
+        "with `Authorization: Bearer <key>`: a school's API key, or the platform's key to "
+        'publish events. Errors are JSON: `{"errors": {"field": ["message"]}}` for '
+        'invalid input, `{"detail": "message"}` otherwise.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
+        "ContentTypeEnum": "subscriptions.models.ContentType",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -258,6 +281,13 @@ WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", CELERY_TASK_TIME_LI
 
 # Destinations in these networks are allowed even though they are not public (CIDRs).
 WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
+
+# API keys a school may have active at once (Edusign: 5).
+WEBHOOKS_API_KEYS_PER_SCHOOL = env_int("WEBHOOKS_API_KEYS_PER_SCHOOL", 5)
+# Largest request body accepted by POST /api/v1/events/ (413 above it).
+WEBHOOKS_INGEST_MAX_BYTES = env_int("WEBHOOKS_INGEST_MAX_BYTES", 512 * 1024)
+# Failed API authentications allowed per client address per minute (429 beyond).
+WEBHOOKS_AUTH_FAILURES_PER_MINUTE = env_int("WEBHOOKS_AUTH_FAILURES_PER_MINUTE", 20)
 
 # Fernet keys that encrypt secrets at rest (basic-auth passwords, signing secrets): the first
 # encrypts, all decrypt. Without it, a key derived from DJANGO_SECRET_KEY is used, and only when

@@ -1,12 +1,20 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from deliveries.views import demo_receiver, public_key_pem, public_keys_jwks
+from webhooks_project.api import api_not_found
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("subscriptions.urls")),
+    path("api/v1/", include("deliveries.urls")),
+    path("api/v1/", include("events.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
     path("demo/receiver/", demo_receiver, name="demo-receiver"),
     path(".well-known/webhooks/public-key.pem", public_key_pem, name="webhooks-public-key"),
     path(".well-known/webhooks/jwks.json", public_keys_jwks, name="webhooks-jwks"),

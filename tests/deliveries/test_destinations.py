@@ -1,15 +1,14 @@
 """Destination protection (SSRF): hostile destinations are refused on save and at send, and no
 connection is ever opened to them.
 
-Connections are observed with an audit hook on ``socket.connect`` (it sees every connect this
-process makes); the hook also refuses any connect to a non-loopback address, so a broken guard
-fails the test without sending traffic anywhere.
+Connections are observed with the suite's audit hook on ``socket.connect`` (tests/network.py):
+it sees every connect this process makes and refuses any to a non-loopback address, so a broken
+guard fails the test without sending traffic anywhere.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import sys
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -24,33 +23,6 @@ from tests.resolver import PUBLIC_ADDRESS
 from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
-
-
-class _ConnectWatch:
-    def __init__(self) -> None:
-        self.recording = False
-        self.addresses: list[str] = []
-
-    def __call__(self, event: str, args: tuple) -> None:
-        if event != "socket.connect" or not self.recording:
-            return
-        address = args[1]
-        host = address[0] if isinstance(address, tuple) else str(address)
-        self.addresses.append(host)
-        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
-            raise PermissionError(f"the test refused a connection to {host}")
-
-
-_WATCH = _ConnectWatch()
-sys.addaudithook(_WATCH)
-
-
-@pytest.fixture
-def connects():
-    _WATCH.addresses = []
-    _WATCH.recording = True
-    yield _WATCH.addresses
-    _WATCH.recording = False
 
 
 @pytest.fixture
@@ -176,7 +148,7 @@ def test_a_name_that_changes_its_answer_is_connected_to_at_the_checked_address(
 
     attempt = delivery_attempt(delivery_id=delivery_id)
 
-    assert connects == [PUBLIC_ADDRESS]  # refused by the test's hook: no traffic left the host
+    assert connects == [PUBLIC_ADDRESS]  # refused by the suite's guard: nothing left the host
     assert attempt.error_kind == ErrorKind.CONNECTION
 
 

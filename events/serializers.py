@@ -1,0 +1,73 @@
+"""API shapes of the event catalog and of events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import Event, EventType
+
+
+class EventTypeOutput(serializers.ModelSerializer):
+    class Meta:
+        model = EventType
+        fields = [
+            "key",
+            "group",
+            "description",
+            "version",
+            "deprecated",
+            "sample_payload",
+            "json_schema",
+        ]
+        read_only_fields = fields
+
+
+class EventInput(serializers.Serializer):
+    school = serializers.SlugField(help_text="The school's slug.")
+    type = serializers.CharField(
+        max_length=100, help_text="An event type key, e.g. course.created."
+    )
+    data = serializers.DictField(help_text="The event's data; validated against the type's schema.")
+    occurred_at = serializers.DateTimeField(
+        required=False, help_text="When it happened (default: now). Give a time zone."
+    )
+
+
+class EventAccepted(serializers.Serializer):
+    id = serializers.UUIDField()
+    school = serializers.SlugField()
+    type = serializers.CharField()
+    replayed = serializers.BooleanField(
+        help_text="True when the Idempotency-Key was seen before: this is the first event."
+    )
+
+
+class EventDeliveryOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    subscription = serializers.UUIDField(source="subscription_id")
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    last_response_status = serializers.IntegerField(allow_null=True)
+
+
+class EventOutput(serializers.ModelSerializer):
+    school = serializers.SlugField(source="school.slug")
+    type = serializers.CharField(source="type_id")
+
+    class Meta:
+        model = Event
+        fields = ["id", "school", "type", "data", "occurred_at", "created_at", "idempotency_key"]
+        read_only_fields = fields
+
+
+class EventDetailOutput(EventOutput):
+    deliveries = serializers.SerializerMethodField()
+
+    class Meta(EventOutput.Meta):
+        fields = [*EventOutput.Meta.fields, "fanned_out_at", "deliveries"]
+        read_only_fields = fields
+
+    def get_deliveries(self, event: Event) -> list[dict[str, Any]]:
+        return EventDeliveryOutput(event.deliveries.order_by("created_at"), many=True).data

@@ -1,0 +1,161 @@
+"""REST API of the event catalog and of events: /api/v1/event-types/ and /api/v1/events/."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from schools.models import School
+from webhooks_project.api import (
+    DetailSerializer,
+    ErrorsSerializer,
+    IsSchoolOrPlatformClient,
+    NewestFirstCursorPagination,
+    PageNumberPagination,
+    PayloadTooLarge,
+)
+
+from .models import Event, EventType
+from .selectors import event_types_catalog, events_visible
+from .serializers import EventAccepted, EventDetailOutput, EventInput, EventOutput, EventTypeOutput
+from .services import EventIdempotencyConflict, event_publish
+
+AUTH_ERRORS = {
+    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
+    404: OpenApiResponse(DetailSerializer, description="Not found."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the event catalog", responses={200: EventTypeOutput, **AUTH_ERRORS}
+    ),
+    retrieve=extend_schema(
+        summary="Get an event type with its sample payload and JSON Schema",
+        responses={200: EventTypeOutput, **AUTH_ERRORS},
+    ),
+)
+class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsSchoolOrPlatformClient]
+    serializer_class = EventTypeOutput
+    pagination_class = PageNumberPagination
+    lookup_field = "key"
+    lookup_value_regex = r"[a-z0-9_.]+"
+
+    def get_queryset(self) -> QuerySet[EventType]:
+        return event_types_catalog()
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "Publishing again with the same key and body returns the first event (202, replayed); "
+        "the same key with another body is a 409."
+    ),
+)
+SCHOOL_FILTER = OpenApiParameter(
+    "school", str, OpenApiParameter.QUERY, description="A school's slug (platform key only)."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List events, newest first",
+        parameters=[SCHOOL_FILTER],
+        responses={200: EventOutput, **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get an event with the deliveries it produced",
+        responses={200: EventDetailOutput, **AUTH_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Publish an event (platform key)",
+        description=(
+            "Stores the event and fans it out to every matching webhook of the school. The data "
+            "is validated against the event type's JSON Schema."
+        ),
+        request=EventInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            202: EventAccepted,
+            400: OpenApiResponse(ErrorsSerializer, description="Invalid event, by field."),
+            401: AUTH_ERRORS[401],
+            403: OpenApiResponse(DetailSerializer, description="Not the platform's key."),
+            409: OpenApiResponse(ErrorsSerializer, description="Idempotency-Key reused."),
+            413: OpenApiResponse(DetailSerializer, description="The request is too large."),
+        },
+    ),
+)
+class EventViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Event.objects.none()  # for the schema; requests use get_queryset
+    permission_classes = [IsSchoolOrPlatformClient]
+    pagination_class = NewestFirstCursorPagination
+    lookup_value_regex = "[0-9a-f-]{36}"
+
+    def get_queryset(self) -> QuerySet[Event]:
+        client = self.request.user
+        if client.is_platform:
+            queryset = events_visible(school_id=None)
+            slug = self.request.query_params.get("school")
+            return queryset.filter(school__slug=slug) if slug else queryset
+        return events_visible(school_id=client.school.pk)
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return EventDetailOutput if self.action == "retrieve" else EventOutput
+
+    def create(self, request: Request) -> Response:
+        if not request.user.is_platform:
+            return Response(
+                {"detail": "Publishing events needs the platform's key."},
+                status=status.HTTP_403_FORBIDDEN,
+            )
+        limit = settings.WEBHOOKS_INGEST_MAX_BYTES
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > limit or len(request.body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        serializer = EventInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        school = School.objects.filter(slug=data["school"]).first()
+        if school is None:
+            raise NotFound(f"No school with the slug {data['school']!r}.")
+        started = timezone.now()
+        try:
+            event = event_publish(
+                school=school,
+                type=data["type"],
+                data=data["data"],
+                occurred_at=data.get("occurred_at"),
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        except EventIdempotencyConflict as exc:
+            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
+            raise
+        accepted = EventAccepted(
+            {
+                "id": event.id,
+                "school": school.slug,
+                "type": event.type_id,
+                "replayed": event.created_at < started,
+            }
+        )
+        return Response(accepted.data, status=status.HTTP_202_ACCEPTED)

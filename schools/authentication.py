@@ -1,0 +1,68 @@
+"""API authentication: ``Authorization: Bearer <key>`` with a school's or the platform's key.
+
+Failed attempts are counted per client address; past ``WEBHOOKS_AUTH_FAILURES_PER_MINUTE`` in a
+minute the address gets 429 until the minute is over, whatever key it presents.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from .models import ApiKey, PlatformKey, School
+from .selectors import credential_find
+from .services import credential_touch
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """Who is calling the API: a school's integration, or (``school`` None) the platform."""
+
+    credential: ApiKey | PlatformKey
+    school: School | None
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_platform(self) -> bool:
+        return self.school is None
+
+
+def _failures_key(request: Request) -> str:
+    address = request.META.get("REMOTE_ADDR", "unknown")
+    return f"api-auth-failures:{address}:{int(time.time() // 60)}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiClient, ApiKey | PlatformKey] | None:
+        header = authentication.get_authorization_header(request).decode(errors="replace")
+        if not header:
+            return None
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise exceptions.AuthenticationFailed("Use the header Authorization: Bearer <API key>.")
+        failures_key = _failures_key(request)
+        if cache.get(failures_key, 0) >= settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE:
+            raise exceptions.Throttled(
+                wait=60 - time.time() % 60,
+                detail="Too many failed authentications from this address; try again later.",
+            )
+        credential = credential_find(key=key.strip())
+        if credential is None:
+            cache.add(failures_key, 0, timeout=120)
+            cache.incr(failures_key)
+            raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
+        credential_touch(credential=credential)
+        school = credential.school if isinstance(credential, ApiKey) else None
+        return ApiClient(credential=credential, school=school), credential
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

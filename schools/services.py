@@ -1,0 +1,93 @@
+"""Writes of the schools app: schools and the credentials of API clients and of the platform."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .models import ApiKey, PlatformKey, School
+
+SCHOOL_KEY_PREFIX = "whk_"
+PLATFORM_KEY_PREFIX = "whp_"
+_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def key_hash(key: str) -> str:
+    """The SHA-256 of a key, as stored (keys are 192 random bits: no slow hash is needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _key_generate(kind: str) -> tuple[str, str]:
+    """A new key and its stored prefix: ``whk_`` + 8 lookup characters + 32 secret ones."""
+    lookup = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
+    return f"{kind}{lookup}{secrets.token_urlsafe(24)}", f"{kind}{lookup}"
+
+
+def school_create(
+    *, slug: str, name: str, timezone_name: str = "UTC", language: str = "en"
+) -> School:
+    """Validate and create a school. Raises ``ValidationError`` with a field map (``slug`` taken,
+    an unknown time zone, a malformed language code, ...)."""
+    school = School(slug=slug, name=name, timezone=timezone_name, language=language)
+    school.full_clean()
+    school.save()
+    return school
+
+
+@transaction.atomic
+def api_key_create(*, school: School, name: str) -> tuple[ApiKey, str]:
+    """Create an API key for the school; return it and the key itself, which is never shown again.
+
+    A school has at most ``WEBHOOKS_API_KEYS_PER_SCHOOL`` (5) active keys: raises
+    ``ValidationError`` for one more, or for an empty name.
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": ["Give the key a name, such as the integration using it."]})
+    School.objects.select_for_update().get(pk=school.pk)  # one creation at a time per school
+    limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
+    if ApiKey.objects.filter(school=school, revoked_at__isnull=True).count() >= limit:
+        raise ValidationError(
+            {"__all__": [f"{school.name} already has {limit} active API keys; revoke one first."]}
+        )
+    key, prefix = _key_generate(SCHOOL_KEY_PREFIX)
+    api_key = ApiKey.objects.create(school=school, name=name, prefix=prefix, key_hash=key_hash(key))
+    return api_key, key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    """Revoke a key at once; idempotent."""
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+
+
+def platform_key_create(*, name: str) -> tuple[PlatformKey, str]:
+    """Create a platform key; return it and the key itself, which is never shown again."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": ["Give the key a name, such as the service using it."]})
+    key, prefix = _key_generate(PLATFORM_KEY_PREFIX)
+    return PlatformKey.objects.create(name=name, prefix=prefix, key_hash=key_hash(key)), key
+
+
+def platform_key_revoke(*, platform_key: PlatformKey) -> None:
+    """Revoke a platform key at once; idempotent."""
+    PlatformKey.objects.filter(pk=platform_key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    platform_key.refresh_from_db(fields=["revoked_at"])
+
+
+def credential_touch(*, credential: ApiKey | PlatformKey) -> None:
+    """Record that a key was used; written at most once a minute per key."""
+    now = timezone.now()
+    if credential.last_used_at and (now - credential.last_used_at).total_seconds() < 60:
+        return
+    type(credential).objects.filter(pk=credential.pk).update(last_used_at=now)
+    credential.last_used_at = now

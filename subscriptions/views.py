@@ -1,0 +1,193 @@
+"""REST API of a school's webhooks: /api/v1/subscriptions/."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from deliveries.serializers import AttemptOutput
+from deliveries.services import deliveries_recover, delivery_test_send
+from webhooks_project.api import DetailSerializer, ErrorsSerializer, IsSchoolClient
+
+from .models import Subscription
+from .selectors import signing_secret_current, subscriptions_for_school
+from .serializers import (
+    CountOutput,
+    PreviewInput,
+    PreviewOutput,
+    RecoverInput,
+    SecretOutput,
+    SubscriptionCreatedOutput,
+    SubscriptionInput,
+    SubscriptionOutput,
+    TestInput,
+)
+from .services import (
+    subscription_body_preview,
+    subscription_create,
+    subscription_delete,
+    subscription_secret_rotate,
+    subscription_update,
+)
+
+ERRORS = {
+    400: OpenApiResponse(ErrorsSerializer, description="Invalid input, by field."),
+    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
+    403: OpenApiResponse(DetailSerializer, description="Not a school's API key."),
+    404: OpenApiResponse(DetailSerializer, description="No such webhook in this school."),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the school's webhooks", responses={200: SubscriptionOutput, **READ_ERRORS}
+    ),
+    retrieve=extend_schema(
+        summary="Get a webhook", responses={200: SubscriptionOutput, **READ_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Create a webhook",
+        request=SubscriptionInput,
+        responses={201: SubscriptionCreatedOutput, **ERRORS},
+    ),
+    update=extend_schema(
+        summary="Replace a webhook",
+        request=SubscriptionInput,
+        responses={200: SubscriptionOutput, **ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Change some fields of a webhook",
+        request=SubscriptionInput(partial=True),
+        responses={200: SubscriptionOutput, **ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete a webhook and its delivery log", responses={204: None, **READ_ERRORS}
+    ),
+)
+class SubscriptionViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Subscription.objects.none()  # for the schema; requests use get_queryset
+    permission_classes = [IsSchoolClient]
+    serializer_class = SubscriptionOutput
+    lookup_value_regex = "[0-9a-f-]{36}"
+
+    def get_queryset(self) -> QuerySet[Subscription]:
+        return subscriptions_for_school(school_id=self.request.user.school.pk)
+
+    def create(self, request: Request) -> Response:
+        data = _validated(SubscriptionInput(data=request.data))
+        password = data.pop("basic_auth_password", None)
+        subscription = subscription_create(
+            school=request.user.school, basic_auth_password=password, **data
+        )
+        output = SubscriptionCreatedOutput(
+            {
+                **SubscriptionOutput(subscription).data,
+                "signing_secret": signing_secret_current(subscription=subscription),
+            }
+        )
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, pk: str | None = None) -> Response:
+        return self._change(request, partial=False)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        return self._change(request, partial=True)
+
+    def _change(self, request: Request, *, partial: bool) -> Response:
+        subscription = self.get_object()
+        data = _validated(SubscriptionInput(data=request.data, partial=partial))
+        password = data.pop("basic_auth_password", None)
+        subscription = subscription_update(
+            subscription=subscription, basic_auth_password=password, **data
+        )
+        return Response(SubscriptionOutput(subscription).data)
+
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        subscription_delete(subscription=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Rotate the signing secret",
+        description=(
+            "A new secret signs from now on; the previous one keeps signing too until "
+            "`previous_secrets_expire_at` (24 h), so receivers can switch without losing any."
+        ),
+        request=None,
+        responses={200: SecretOutput, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        secret = subscription_secret_rotate(subscription=subscription)
+        expires = timezone.now() + dt.timedelta(
+            seconds=settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS
+        )
+        return Response(
+            SecretOutput({"signing_secret": secret, "previous_secrets_expire_at": expires}).data
+        )
+
+    @extend_schema(
+        summary="Send Test",
+        description=(
+            "Sends the event type's sample payload to the webhook now, exactly as a real "
+            "delivery, and returns the attempt: the receiver's status, headers and body."
+        ),
+        request=TestInput,
+        responses={200: AttemptOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        data = _validated(TestInput(data=request.data))
+        attempt = delivery_test_send(subscription=subscription, event_type=data["event_type"])
+        return Response(AttemptOutput(attempt).data)
+
+    @extend_schema(
+        summary="Recover failed deliveries",
+        description="Re-sends every failed delivery of the webhook created since `since`.",
+        request=RecoverInput,
+        responses={200: CountOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def recover(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        data = _validated(RecoverInput(data=request.data))
+        count = deliveries_recover(subscription=subscription, since=data["since"])
+        return Response(CountOutput({"count": count}).data)
+
+    @extend_schema(
+        summary="Preview the body",
+        description="Renders a body template (the webhook's own by default) for a sample payload.",
+        request=PreviewInput,
+        responses={200: PreviewOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def preview(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        data = _validated(PreviewInput(data=request.data))
+        content_type = data.get("content_type", subscription.content_type)
+        body = subscription_body_preview(
+            body_template=data.get("body_template", subscription.body_template),
+            content_type=content_type,
+            event_type=data["event_type"],
+            school=subscription.school,
+        )
+        return Response(PreviewOutput({"content_type": content_type, "body": body}).data)
+
+
+def _validated(serializer: object) -> dict:
+    serializer.is_valid(raise_exception=True)  # type: ignore[attr-defined]
+    return dict(serializer.validated_data)  # type: ignore[attr-defined]

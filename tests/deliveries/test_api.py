@@ -1,0 +1,108 @@
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import delivery_attempt, event_fan_out
+from events.services import event_publish
+from tests.receiver import Reply
+from tests.schools.factories import SchoolFactory
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _deliveries(school, subscription, count, type="course.created"):
+    ids = []
+    for n in range(count):
+        event = event_publish(school=school, type=type, data={"course": {"id": f"c{n}"}})
+        ids += event_fan_out(event_id=event.id)
+    return ids
+
+
+def test_the_list_is_newest_first_paginated_by_cursor_and_only_the_schools(api, school):
+    subscription = SubscriptionFactory(school=school)
+    ids = _deliveries(school, subscription, 5)
+    other = SchoolFactory()
+    _deliveries(other, SubscriptionFactory(school=other), 2)
+    Delivery.objects.filter(pk__in=ids).update(created_at=timezone.now())  # ties break by id
+
+    first = api.get("/api/v1/deliveries/?page_size=3").json()
+    second = api.get(first["next"]).json()
+
+    listed = [d["id"] for d in first["results"] + second["results"]]
+    assert sorted(listed) == sorted(str(i) for i in ids)
+    assert len(set(listed)) == 5
+    assert second["next"] is None
+    assert set(first) == {"next", "previous", "results"}  # no count: no full-table COUNT(*)
+    assert "body" not in first["results"][0]
+
+
+def test_the_list_filters_by_status_webhook_type_and_time(api, school):
+    crm, erp = (
+        SubscriptionFactory(school=school, topics=["course.*"]),
+        SubscriptionFactory(school=school, topics=["student.*"]),
+    )
+    course = _deliveries(school, crm, 2)
+    student = _deliveries(school, erp, 1, type="student.created")
+    Delivery.objects.filter(pk=course[0]).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    Delivery.objects.filter(pk=course[1]).update(created_at=timezone.now() - dt.timedelta(days=2))
+
+    def ids(query):
+        return {d["id"] for d in api.get(f"/api/v1/deliveries/?{query}").json()["results"]}
+
+    since = (timezone.now() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert ids("status=failed") == {str(course[0])}
+    assert ids(f"subscription={erp.pk}") == {str(student[0])}
+    assert ids("event_type=student.created") == {str(student[0])}
+    assert ids(f"created_after={since}") == {str(course[0]), str(student[0])}
+    assert ids(f"created_before={since}") == {str(course[1])}
+
+
+def test_an_invalid_filter_is_a_400_naming_it(api, school):
+    response = api.get("/api/v1/deliveries/?status=exploded")
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["status"]
+
+
+def test_the_detail_shows_the_body_and_every_attempt(api, school, receiver):
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/r"))
+    receiver.script("/r", Reply(status=500, body=b"boom"), Reply(status=200, body=b"ok"))
+    [delivery_id] = _deliveries(school, subscription, 1)
+    delivery_attempt(delivery_id=delivery_id)
+    Delivery.objects.filter(pk=delivery_id).update(next_attempt_at=timezone.now())
+    delivery_attempt(delivery_id=delivery_id)
+
+    detail = api.get(f"/api/v1/deliveries/{delivery_id}/").json()
+
+    assert detail["status"] == "delivered"
+    assert detail["body"].startswith('{"id":')
+    assert [
+        (a["number"], a["response_status"], a["response_body"]) for a in detail["attempt_log"]
+    ] == [
+        (1, 500, "boom"),
+        (2, 200, "ok"),
+    ]
+    assert detail["attempt_log"][0]["error_message"] == "The receiver answered 500 Reply."
+
+
+def test_retrigger_re_sends_a_final_delivery_and_another_schools_is_a_404(api, school):
+    subscription = SubscriptionFactory(school=school)
+    [delivery_id] = _deliveries(school, subscription, 1)
+    Delivery.objects.filter(pk=delivery_id).update(
+        status=DeliveryStatus.FAILED, next_attempt_at=None
+    )
+    other = SchoolFactory()
+    [theirs] = _deliveries(other, SubscriptionFactory(school=other), 1)
+
+    response = api.post(f"/api/v1/deliveries/{delivery_id}/retrigger/")
+    again = api.post(f"/api/v1/deliveries/{delivery_id}/retrigger/")
+    foreign = api.post(f"/api/v1/deliveries/{theirs}/retrigger/")
+
+    assert (response.status_code, response.json()) == (202, {"retriggered": True})
+    assert again.json() == {"retriggered": False}  # already pending
+    assert foreign.status_code == 404
+    assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.PENDING
+    assert api.get(f"/api/v1/deliveries/{theirs}/").status_code == 404

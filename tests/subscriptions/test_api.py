@@ -1,0 +1,229 @@
+import datetime as dt
+import json
+
+import pytest
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import event_fan_out
+from events.services import event_publish
+from subscriptions.models import Subscription
+from subscriptions.selectors import signing_secret_current
+from tests.receiver import Reply
+from tests.schools.factories import SchoolFactory
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+NEW = {
+    "name": "CRM",
+    "url": "https://crm.example.org/hooks",
+    "topics": ["course.*", "student.signed"],
+    "content_type": "xml",
+    "basic_auth_enabled": True,
+    "basic_auth_username": "crm",
+    "basic_auth_password": "s3cret",
+    "custom_headers": {"X-Tenant": "42"},
+}
+
+
+def test_create_returns_the_signing_secret_once_and_never_the_password(api, school):
+    response = api.post("/api/v1/subscriptions/", NEW, format="json")
+
+    assert response.status_code == 201
+    body = response.json()
+    subscription = Subscription.objects.get(pk=body["id"])
+    assert body["signing_secret"] == signing_secret_current(subscription=subscription)
+    assert "basic_auth_password" not in body
+    assert (body["name"], body["content_type"], body["topics"]) == (
+        "CRM",
+        "xml",
+        ["course.*", "student.signed"],
+    )
+    assert subscription.school == school
+    again = api.get(f"/api/v1/subscriptions/{subscription.pk}/").json()
+    listed = api.get("/api/v1/subscriptions/").json()["results"][0]
+    for shown in (again, listed):
+        assert "signing_secret" not in shown
+        assert "basic_auth_password" not in shown
+        assert "s3cret" not in json.dumps(shown)
+        assert shown["basic_auth_username"] == "crm"
+
+
+def test_invalid_input_is_a_400_with_a_field_map(api):
+    response = api.post(
+        "/api/v1/subscriptions/",
+        {**NEW, "url": "http://10.0.0.7/hook", "topics": ["grades.*"]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {
+            "topics": ["'grades.*' matches no event type in the catalog."],
+            "url": [
+                "10.0.0.7 is a private-network address; webhooks are only sent to public addresses."
+            ],
+        }
+    }
+    assert Subscription.objects.count() == 0
+
+
+def test_the_admin_and_the_api_refuse_the_same_input_with_the_same_message(
+    api, admin_client, school
+):
+    bad = {"custom_headers": {"Content-Type": "text/plain"}}
+
+    api_errors = api.post("/api/v1/subscriptions/", {**NEW, **bad}, format="json").json()
+    page = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            "school": school.pk,
+            "name": "CRM",
+            "url": NEW["url"],
+            "topics": json.dumps(NEW["topics"]),
+            "content_type": "json",
+            "custom_headers": json.dumps(bad["custom_headers"]),
+        },
+    ).content.decode()
+
+    [message] = api_errors["errors"]["custom_headers"]
+    assert message == "Content-Type is set by the webhook itself and cannot be a custom header."
+    assert message in page
+
+
+def test_a_missing_field_is_reported_by_name(api):
+    response = api.post("/api/v1/subscriptions/", {"name": "CRM"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "url": ["This field is required."],
+        "topics": ["This field is required."],
+    }
+
+
+def test_another_schools_webhook_is_a_404_everywhere(api, catalog):
+    theirs = SubscriptionFactory(school=SchoolFactory(), url="https://x.example.org/")
+    base = f"/api/v1/subscriptions/{theirs.pk}/"
+
+    responses = [
+        api.get(base),
+        api.patch(base, {"name": "Mine now"}, format="json"),
+        api.put(base, NEW, format="json"),
+        api.delete(base),
+        api.post(base + "rotate-secret/"),
+        api.post(base + "test/", {"event_type": "course.created"}, format="json"),
+        api.post(base + "recover/", {"since": "2026-01-01T00:00:00Z"}, format="json"),
+        api.post(base + "preview/", {"event_type": "course.created"}, format="json"),
+    ]
+
+    assert [r.status_code for r in responses] == [404] * 8
+    assert {json.dumps(r.json()) for r in responses} == {
+        '{"detail": "No Subscription matches the given query."}'
+    }
+    assert api.get("/api/v1/subscriptions/").json()["results"] == []
+    assert Subscription.objects.get(pk=theirs.pk).name != "Mine now"
+
+
+def test_partial_update_keeps_the_password_unless_one_is_given(api, school):
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    url = f"/api/v1/subscriptions/{created['id']}/"
+
+    renamed = api.patch(url, {"name": "CRM v2"}, format="json")
+    subscription = Subscription.objects.get(pk=created["id"])
+    encrypted = subscription.basic_auth_password_encrypted
+    api.patch(url, {"basic_auth_password": "n3w"}, format="json")
+    subscription.refresh_from_db()
+
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "CRM v2"
+    assert encrypted
+    assert subscription.basic_auth_password_encrypted != encrypted
+
+
+def test_delete_removes_the_webhook(api, school):
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+
+    response = api.delete(f"/api/v1/subscriptions/{created['id']}/")
+
+    assert response.status_code == 204
+    assert not Subscription.objects.filter(pk=created["id"]).exists()
+
+
+def test_rotate_secret_returns_the_new_secret_once(api, school):
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+
+    rotated = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+
+    subscription = Subscription.objects.get(pk=created["id"])
+    assert rotated["signing_secret"] != created["signing_secret"]
+    assert rotated["signing_secret"] == signing_secret_current(subscription=subscription)
+    expires = dt.datetime.fromisoformat(rotated["previous_secrets_expire_at"])
+    assert dt.timedelta(hours=23) < expires - timezone.now() <= dt.timedelta(hours=24)
+
+
+def test_send_test_returns_the_receivers_answer(api, school, receiver):
+    created = api.post(
+        "/api/v1/subscriptions/",
+        {"name": "Local", "url": receiver.url("/t"), "topics": ["*"]},
+        format="json",
+    ).json()
+    receiver.script("/t", Reply(status=200, body=b"hello from the receiver"))
+
+    response = api.post(
+        f"/api/v1/subscriptions/{created['id']}/test/",
+        {"event_type": "student.signed"},
+        format="json",
+    )
+
+    body = response.json()
+    [received] = receiver.received("/t")
+    assert response.status_code == 200
+    assert (body["succeeded"], body["response_status"]) == (True, 200)
+    assert body["response_body"] == "hello from the receiver"
+    assert body["trigger"] == "test"
+    assert body["duration_ms"] >= 0
+    assert Webhook(created["signing_secret"]).verify(received.body, received.headers)
+
+
+def test_send_test_with_an_unknown_type_is_a_400(api, school):
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+
+    response = api.post(
+        f"/api/v1/subscriptions/{created['id']}/test/", {"event_type": "nope.nope"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"errors": {"event_type": ["Unknown event type 'nope.nope'."]}}
+
+
+def test_recover_re_drives_failed_deliveries_since_a_time_and_counts_them(api, school):
+    subscription = SubscriptionFactory(school=school, url="https://crm.example.org/")
+    ids = []
+    for _ in range(2):
+        event = event_publish(school=school, type="course.created", data={"course": {"id": "c"}})
+        ids += event_fan_out(event_id=event.id)
+    Delivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+
+    response = api.post(
+        f"/api/v1/subscriptions/{subscription.pk}/recover/",
+        {"since": (timezone.now() - dt.timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+
+    assert response.json() == {"count": 2}
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.PENDING}
+
+
+def test_preview_renders_a_template_for_a_sample(api, school):
+    created = api.post("/api/v1/subscriptions/", {**NEW, "content_type": "json"}, format="json")
+    subscription_id = created.json()["id"]
+
+    response = api.post(
+        f"/api/v1/subscriptions/{subscription_id}/preview/",
+        {"event_type": "course.created", "body_template": '{"t": {{ type|json }}}'},
+        format="json",
+    )
+
+    assert response.json() == {"content_type": "json", "body": '{"t": "course.created"}'}
