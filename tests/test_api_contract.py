@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -44,20 +45,43 @@ def test_every_endpoint_honours_the_schema_and_never_fails_with_a_5xx(
     operations = [result.ok() for result in schema.get_all_operations()]
     checked = []
 
+    [delivery_id] = event_fan_out(event_id=event.id) or list(
+        subscription.deliveries.values_list("pk", flat=True)
+    )
+    real = {
+        "/api/v1/subscriptions/": lambda: str(subscription.pk),
+        "/api/v1/deliveries/": lambda: str(delivery_id),
+        "/api/v1/events/": lambda: str(event.pk),
+        "/api/v1/event-types/": lambda: "course.created",
+    }
+
     for operation in operations:
         # Publishing is the platform's; everything else is a school's.
         key = platform_key if operation.path == "/api/v1/events/" else school_key
-        _operation_check(operation, {"Authorization": f"Bearer {key}"})
+        ids = next(
+            (make for prefix, make in real.items() if operation.path.startswith(prefix)), None
+        )
+        if operation.method.upper() == "DELETE":
+            ids = lambda: str(SubscriptionFactory(school=school).pk)  # noqa: E731 - a fresh one each time
+        _operation_check(operation, {"Authorization": f"Bearer {key}"}, ids)
         checked.append(f"{operation.method.upper()} {operation.path}")
 
     assert len(checked) == 18
     assert subscription.pk  # the fixtures' objects existed for the generated requests
 
 
-def _operation_check(operation, headers):
-    """Generated cases for one operation; any failing check fails the test with the case."""
+def _operation_check(operation, headers, real_id):
+    """Generated cases for one operation, half of them on a real object when the path names one;
+    any failing check fails the test with the case."""
 
-    @given(case=operation.as_strategy())
+    def with_real_id(pair):
+        case, use_real = pair
+        if use_real and real_id is not None and case.path_parameters:
+            name = next(iter(case.path_parameters))
+            case.path_parameters[name] = real_id()
+        return case
+
+    @given(case=st.tuples(operation.as_strategy(), st.booleans()).map(with_real_id))
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
