@@ -29,6 +29,7 @@ test: install
 # Throughput and latency figures; asserts nothing.
 bench: install
 	$(PY) -m bench.deliveries $(BENCH_ARGS)
+	$(PY) -m bench.ingest $(INGEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

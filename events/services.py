@@ -68,15 +68,21 @@ def event_publish(
         if existing is not None:
             return _event_same_or_conflict(existing, type=type, data=normalized)
 
+    fields = {
+        "school": school,
+        "type_id": type,
+        "data": normalized,
+        "occurred_at": occurred_at,
+        "idempotency_key": key,
+    }
+    if key is None:
+        # A new UUID cannot collide: one INSERT, no savepoint or transaction of its own.
+        event = Event.objects.create(**fields)
+        _fan_out_after_commit(event)
+        return event
     try:
         with transaction.atomic():
-            event = Event.objects.create(
-                school=school,
-                type_id=type,
-                data=normalized,
-                occurred_at=occurred_at,
-                idempotency_key=key,
-            )
+            event = Event.objects.create(**fields)
     except IntegrityError:
         # Another publisher committed the same key between our lookup and our insert.
         existing = Event.objects.filter(school=school, idempotency_key=key).first()
@@ -84,9 +90,13 @@ def event_publish(
             raise
         return _event_same_or_conflict(existing, type=type, data=normalized)
 
+    _fan_out_after_commit(event)
+    return event
+
+
+def _fan_out_after_commit(event: Event) -> None:
     event_id = str(event.id)
     transaction.on_commit(lambda: _fan_out_enqueue(event_id), robust=True)
-    return event
 
 
 def _fan_out_enqueue(event_id: str) -> None:

@@ -1,0 +1,86 @@
+"""The curl examples of the README's "Use the API" section, run verbatim against a live server
+with a real worker: the webhook is created, the event published, delivered, listed, retriggered."""
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+from events.services import event_types_sync
+from schools.services import api_key_create, platform_key_create
+from tests.schools.factories import SchoolFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+EXAMPLE = re.compile(r"<!-- api-example: (?P<name>[^>]+) -->\n```sh\n(?P<script>.*?)```", re.S)
+
+
+def _examples() -> dict[str, str]:
+    return {m["name"].strip(): m["script"] for m in EXAMPLE.finditer(README.read_text())}
+
+
+def _run(script: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_the_readme_curl_examples_work_as_written(live_server, worker_process, receiver):
+    event_types_sync()
+    school = SchoolFactory(slug="lycee-victor-hugo", name="Lycée Victor Hugo")
+    _, school_key = api_key_create(school=school, name="README")
+    _, platform_key = platform_key_create(name="README")
+    env = {
+        **os.environ,
+        "WEBHOOKS": live_server.url,
+        "SCHOOL_KEY": school_key,
+        "PLATFORM_KEY": platform_key,
+        "RECEIVER": receiver.url("/readme"),
+        "NO_PROXY": "*",
+    }
+    examples = _examples()
+    assert list(examples) == [
+        "create a webhook",
+        "publish an event",
+        "list deliveries",
+        "retrigger the newest delivery",
+    ]
+
+    created = json.loads(_run(examples["create a webhook"], env))
+    published = json.loads(_run(examples["publish an event"], env))
+    receiver.wait_for(1, path="/readme")
+    _wait(lambda: Delivery.objects.filter(status=DeliveryStatus.DELIVERED).exists())
+    listed = json.loads(_run(examples["list deliveries"], env))
+    retriggered = json.loads(_run(examples["retrigger the newest delivery"], env))
+    receiver.wait_for(2, path="/readme")
+
+    assert created["signing_secret"].startswith("whsec_")
+    assert published["type"] == "course.created"
+    [delivery] = listed["results"]
+    assert (delivery["event"], delivery["status"]) == (published["id"], "delivered")
+    assert retriggered == {"retriggered": True}
+    _wait(lambda: DeliveryAttempt.objects.filter(trigger="manual").exists())
+    first, second = receiver.received("/readme")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
