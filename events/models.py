@@ -29,7 +29,14 @@ class EventType(models.Model):
         default=dict, blank=True, help_text="JSON Schema that event data must validate against."
     )
     version = models.PositiveSmallIntegerField(default=1)
-    deprecated = models.BooleanField(default=False)
+    deprecated = models.BooleanField(
+        default=False, help_text="Still accepted, with a warning in the log; kept for old events."
+    )
+    shipped = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Part of the catalog shipped with the product (updated on upgrade).",
+    )
 
     class Meta:
         ordering = ["group", "key"]
@@ -79,3 +86,4 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type_id} {self.id}"
+

@@ -21,6 +21,7 @@ from schools.models import School
 
 from .catalog import EVENT_TYPES
 from .models import Event, EventType
+from .schemas import data_errors
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +48,20 @@ def event_publish(
     Idempotent per ``(school, idempotency_key)``: publishing again with the same key returns the
     first event and fans nothing out a second time. If the transaction rolls back, nothing is sent.
 
+    ``data`` must validate against the type's JSON Schema. A deprecated type is accepted and a
+    warning is logged.
+
     Raises ``ValidationError`` with a field map (``type``, ``data``, ``occurred_at``,
-    ``idempotency_key``) for an unknown event type or data that is not JSON, and
-    ``EventIdempotencyConflict`` when the key was used for a different event.
+    ``idempotency_key``) for an unknown event type, data that is not JSON or does not match the
+    type's schema (each message names the failing path, e.g. ``data.course.id: 'id' is a
+    required property``), and ``EventIdempotencyConflict`` when the key was used for a
+    different event.
     """
-    event_type = EventType.objects.filter(key=type).only("key", "deprecated").first()
-    if event_type is None:
-        raise ValidationError(
-            {"type": [f"Unknown event type {type!r}: it is not in the event catalog."]}
-        )
+    event_type = _event_type_get(type)
     if event_type.deprecated:
         logger.warning("Event type %s is deprecated; published for school %s", type, school.slug)
 
-    normalized = _event_data_normalize(data)
+    normalized = _event_data_validate(event_type, data)
     occurred_at = _occurred_at_validate(occurred_at)
     key = _idempotency_key_validate(idempotency_key)
 
@@ -87,6 +89,24 @@ def event_publish(
     event_id = str(event.id)
     transaction.on_commit(lambda: _fan_out_enqueue(event_id), robust=True)
     return event
+
+
+def _event_type_get(key: str) -> EventType:
+    event_type = EventType.objects.filter(key=key).only("key", "deprecated", "json_schema").first()
+    if event_type is None:
+        raise ValidationError(
+            {"type": [f"Unknown event type {key!r}: it is not in the event catalog."]}
+        )
+    return event_type
+
+
+def _event_data_validate(event_type: EventType, data: Any) -> dict[str, Any]:
+    """``data`` as plain JSON, checked against the type's schema; raises ``ValidationError``."""
+    normalized = _event_data_normalize(data)
+    errors = data_errors(event_type.json_schema, normalized)
+    if errors:
+        raise ValidationError({"data": errors})
+    return normalized
 
 
 def _fan_out_enqueue(event_id: str) -> None:
@@ -189,14 +209,42 @@ def _json_value(value: Any, path: str) -> Any:
 def event_types_sync(
     *, entries: Iterable[dict[str, Any]] = EVENT_TYPES, model: type[models.Model] = EventType
 ) -> int:
-    """Create or update the catalog's event types; return how many were written.
+    """Make the EventType table hold the shipped catalog; return how many types were written.
 
-    Idempotent. Types added by operators in the admin are left alone. ``model`` lets a data
-    migration pass its historical model.
+    Creates the catalog's types and updates those that changed (they are marked ``shipped``).
+    A shipped type that is no longer in the catalog is marked deprecated, never deleted: events
+    and subscriptions that use it keep working. Types added by operators in the admin are left
+    alone, unless the catalog now ships the same key, which then takes it over. Events,
+    subscriptions and other school data are not touched.
+
+    Idempotent, and a no-op when nothing changed. ``model`` lets a data migration pass its
+    historical model: only the fields that model has are written.
     """
-    written = 0
+    manager = model._default_manager  # type: ignore[attr-defined]
+    fields = {field.name for field in model._meta.get_fields()} - {"key"}
+    has_shipped = "shipped" in fields
+    existing = {row.key: row for row in manager.all()}
+    to_create, to_update, changed_fields = [], [], set()
+    keys = set()
     for entry in entries:
-        fields = {name: value for name, value in entry.items() if name != "key"}
-        model._default_manager.update_or_create(key=entry["key"], defaults=fields)  # type: ignore[attr-defined]
-        written += 1
-    return written
+        keys.add(entry["key"])
+        values = {name: value for name, value in entry.items() if name in fields}
+        if has_shipped:
+            values["shipped"] = True
+        row = existing.get(entry["key"])
+        if row is None:
+            to_create.append(model(key=entry["key"], **values))
+            continue
+        differing = {name for name, value in values.items() if getattr(row, name) != value}
+        if differing:
+            for name in differing:
+                setattr(row, name, values[name])
+            to_update.append(row)
+            changed_fields |= differing
+    manager.bulk_create(to_create)
+    if to_update:
+        manager.bulk_update(to_update, sorted(changed_fields))
+    if has_shipped:
+        retired = manager.filter(shipped=True, deprecated=False).exclude(key__in=keys)
+        retired.update(deprecated=True)
+    return len(to_create) + len(to_update)
