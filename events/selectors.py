@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from .models import Event
+from django.db.models import QuerySet
+
+from schools.models import School
+
+from .models import Event, EventType, ScheduledEvent
 
 
 def events_awaiting_fan_out(*, created_before: dt.datetime, limit: int) -> list[uuid.UUID]:
@@ -15,3 +19,33 @@ def events_awaiting_fan_out(*, created_before: dt.datetime, limit: int) -> list[
         .order_by("created_at")
         .values_list("id", flat=True)[:limit]
     )
+
+
+def event_types_catalog(*, include_deprecated: bool = True) -> QuerySet[EventType]:
+    """The event types in the database, by group then key (what the reference page shows)."""
+    types = EventType.objects.order_by("group", "key")
+    return types if include_deprecated else types.filter(deprecated=False)
+
+
+def scheduled_event_get(
+    *, school: School, key: str | None = None, scheduled_event_id: uuid.UUID | str | None = None
+) -> ScheduledEvent:
+    """One of ``school``'s scheduled events, by the platform's key or by id.
+
+    Raises ``ScheduledEvent.DoesNotExist`` when the school has none with that key or id (another
+    school's is never returned), and ``ValueError`` unless exactly one of the two is given.
+    """
+    if (key is None) == (scheduled_event_id is None):
+        raise ValueError("Give a key or an id.")
+    events = ScheduledEvent.objects.filter(school=school).select_related("school", "event")
+    if key is not None:
+        return events.get(key=key)
+    return events.get(pk=scheduled_event_id)
+
+
+def scheduled_events_for_school(
+    *, school: School, status: str | None = None
+) -> QuerySet[ScheduledEvent]:
+    """A school's scheduled events, the next due first, optionally of one status."""
+    events = ScheduledEvent.objects.filter(school=school).order_by("due_at", "created_at")
+    return events if status is None else events.filter(status=status)
