@@ -185,7 +185,7 @@ EVENT_TYPES = [
     entry(
         "course.created",
         group="Courses",
-        description="A course was created (added to a group, on eduMe).",
+        description="A course was created.",
         sample={"course": _BRAINCERT_COURSE},
         schema=_course_schema(),
     ),

@@ -38,7 +38,7 @@ def test_a_type_changed_in_the_database_is_restored_from_the_catalog(db):
     row = EventType.objects.get(key="course.created")
     assert written == 1
     assert (row.description, row.version) == (
-        "A course was created (added to a group, on eduMe).",
+        "A course was created.",
         1,
     )
 
