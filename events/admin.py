@@ -35,15 +35,15 @@ class EventTypeForm(forms.ModelForm):
         fields = [*CATALOG_FIELDS, "deprecated"]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        schema = cleaned.get("json_schema")
+        super().clean()
+        schema = self.cleaned_data.get("json_schema")
         if schema is None:
-            return cleaned
+            return self.cleaned_data
         errors = schema_errors(schema)
         if errors:
             self.add_error("json_schema", errors)
-            return cleaned
-        sample = cleaned.get("sample_payload")
+            return self.cleaned_data
+        sample = self.cleaned_data.get("sample_payload")
         if sample is not None:
             problems = data_errors(schema, sample, root="sample")
             if problems:
@@ -51,7 +51,7 @@ class EventTypeForm(forms.ModelForm):
                     "sample_payload",
                     ValidationError(["The sample does not match the schema:", *problems]),
                 )
-        return cleaned
+        return self.cleaned_data
 
 
 @admin.register(EventType)

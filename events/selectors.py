@@ -35,12 +35,12 @@ def scheduled_event_get(
     Raises ``ScheduledEvent.DoesNotExist`` when the school has none with that key or id (another
     school's is never returned), and ``ValueError`` unless exactly one of the two is given.
     """
-    if (key is None) == (scheduled_event_id is None):
-        raise ValueError("Give a key or an id.")
     events = ScheduledEvent.objects.filter(school=school).select_related("school", "event")
-    if key is not None:
+    if key is not None and scheduled_event_id is None:
         return events.get(key=key)
-    return events.get(pk=scheduled_event_id)
+    if scheduled_event_id is not None and key is None:
+        return events.get(pk=scheduled_event_id)
+    raise ValueError("Give a key or an id.")
 
 
 def scheduled_events_for_school(

@@ -225,7 +225,7 @@ def event_types_sync(
     manager = model._default_manager  # type: ignore[attr-defined]
     fields = {field.name for field in model._meta.get_fields()} - {"key"}
     has_shipped = "shipped" in fields
-    existing = {row.key: row for row in manager.all()}
+    existing = {row.pk: row for row in manager.all()}
     to_create, to_update, changed_fields = [], [], set()
     keys = set()
     for entry in entries:

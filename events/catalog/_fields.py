@@ -34,18 +34,18 @@ OPTIONAL_URL: Schema = {"type": ["string", "null"], "format": "uri"}
 EMAIL: Schema = {"type": "string", "format": "email"}
 
 
-def obj(*required: str, doc: str = "", **properties: Schema) -> Schema:
-    """An object schema that requires ``required`` and allows additional properties.
-
-    ``doc`` is the schema's description (a property may be called ``description``).
-    """
+def obj(*required: str, **properties: Schema) -> Schema:
+    """An object schema that requires ``required`` and allows additional properties."""
     schema: Schema = {"type": "object"}
-    if doc:
-        schema["description"] = doc
     if required:
         schema["required"] = list(required)
     schema["properties"] = properties
     return schema
+
+
+def described(schema: Schema, doc: str) -> Schema:
+    """``schema`` with a description (what the value is, for the reference)."""
+    return {"description": doc, **schema}
 
 
 def array(items: Schema, doc: str = "") -> Schema:
@@ -62,9 +62,9 @@ def enum(*values: str, doc: str = "") -> Schema:
     return schema
 
 
-def ref(resource: str, *, doc: str = "", **properties: Schema) -> Schema:
+def ref(resource: str, /, **properties: Schema) -> Schema:
     """A resource object identified by ``id``, with optional extra properties."""
-    return obj("id", doc=doc or f"The {resource}.", id=ID, **properties)
+    return described(obj("id", id=ID, **properties), f"The {resource}.")
 
 
 PERSON: dict[str, Schema] = {
@@ -77,10 +77,9 @@ USER = ref("user", **PERSON)
 INSTRUCTOR = ref("instructor", **PERSON, bio=TEXT)
 
 
-def data_schema(*required: str, doc: str = "", **properties: Schema) -> Schema:
+def data_schema(*required: str, **properties: Schema) -> Schema:
     """The top-level schema of an event type's ``data``."""
-    schema = obj(*required, doc=doc, **properties)
-    return {"$schema": SCHEMA_DIALECT, **schema}
+    return {"$schema": SCHEMA_DIALECT, **obj(*required, **properties)}
 
 
 def entry(

@@ -11,6 +11,7 @@ from ._fields import (
     TEXT,
     array,
     data_schema,
+    described,
     entry,
     enum,
     obj,
@@ -146,13 +147,15 @@ EVENT_TYPES = [
         schema=data_schema(
             "sale",
             sale=SALE,
-            user=obj(
-                doc="The buyer.",
-                id={"type": ["string", "integer"]},
-                email=EMAIL,
-                first_name=STRING,
-                last_name=STRING,
-                customer_since=DATETIME,
+            user=described(
+                obj(
+                    id={"type": ["string", "integer"]},
+                    email=EMAIL,
+                    first_name=STRING,
+                    last_name=STRING,
+                    customer_since=DATETIME,
+                ),
+                "The buyer.",
             ),
         ),
     ),

@@ -16,6 +16,7 @@ from ._fields import (
     USER,
     array,
     data_schema,
+    described,
     entry,
     enum,
     obj,
@@ -24,13 +25,15 @@ from ._fields import (
 from .courses import COURSE, TEST
 from .live import LIVE_CLASS
 
-IDENTIFIER = obj(
-    "key",
-    "value",
-    doc="An identifier the learner has in another system.",
-    key=STRING,
-    value=STRING,
-    created_at=DATETIME,
+IDENTIFIER = described(
+    obj(
+        "key",
+        "value",
+        key=STRING,
+        value=STRING,
+        created_at=DATETIME,
+    ),
+    "An identifier the learner has in another system.",
 )
 
 LEARNER = ref(
@@ -96,29 +99,33 @@ def _enrollment_schema(item: str, item_schema: dict[str, Any]) -> dict[str, Any]
     )
 
 
-COMPLETION_SCORES = obj(
-    doc="The learner's scores (eduMe).",
-    overall_assessment_score=NUMBER,
-    overall_lesson_score=NUMBER,
-    breakdown=array(
-        ref("activity", activity_key=STRING, type=STRING, score=NUMBER),
-        "One entry per lesson or assessment; score is absent when the activity has no quiz.",
+COMPLETION_SCORES = described(
+    obj(
+        overall_assessment_score=NUMBER,
+        overall_lesson_score=NUMBER,
+        breakdown=array(
+            ref("activity", activity_key=STRING, type=STRING, score=NUMBER),
+            "One entry per lesson or assessment; score is absent when the activity has no quiz.",
+        ),
     ),
+    "The learner's scores (eduMe).",
 )
 
-TEST_RESULT = obj(
-    "final_score",
-    doc="How the learner did.",
-    final_score=NUMBER,
-    passing_score=NUMBER,
-    total_questions=INTEGER,
-    correct_count=INTEGER,
-    incorrect_count=INTEGER,
-    manual_scoring={
-        "type": ["string", "null"],
-        "enum": ["pending", "completed", None],
-        "description": "The state of manual scoring, when open-ended answers need it.",
-    },
+TEST_RESULT = described(
+    obj(
+        "final_score",
+        final_score=NUMBER,
+        passing_score=NUMBER,
+        total_questions=INTEGER,
+        correct_count=INTEGER,
+        incorrect_count=INTEGER,
+        manual_scoring={
+            "type": ["string", "null"],
+            "enum": ["pending", "completed", None],
+            "description": "The state of manual scoring, when open-ended answers need it.",
+        },
+    ),
+    "How the learner did.",
 )
 
 EVENT_TYPES = [

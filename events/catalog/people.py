@@ -12,6 +12,7 @@ from ._fields import (
     TEXT,
     array,
     data_schema,
+    described,
     entry,
     obj,
     ref,
@@ -61,11 +62,13 @@ ATTENDEE: dict[str, Any] = {**PERSON, "external_id": EXTERNAL_ID}
 STUDENT = ref("student", **ATTENDEE)
 TEACHER = ref("teacher", **ATTENDEE)
 
-SIGNATURE = obj(
-    "signed_at",
-    doc="The signature on the course's attendance sheet.",
-    state={"type": "boolean", "description": "The signature's state (true: signed)."},
-    signed_at=DATETIME,
+SIGNATURE = described(
+    obj(
+        "signed_at",
+        state={"type": "boolean", "description": "The signature's state (true: signed)."},
+        signed_at=DATETIME,
+    ),
+    "The signature on the course's attendance sheet.",
 )
 
 _COURSE_SESSION = {
