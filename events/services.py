@@ -327,13 +327,11 @@ def scheduled_event_move(
     with transaction.atomic():
         row = ScheduledEvent.objects.select_for_update().get(pk=scheduled_event.pk)
         _scheduled_require_pending(row, "moved")
-        fields = ["due_at", "updated_at"]
-        row.due_at = due_at
-        if data is not None:
-            row.data = _event_data_validate(_event_type_get(row.type_id), data)
-            fields.append("data")
-        row.updated_at = timezone.now()
-        row.save(update_fields=fields)
+        new_data = row.data if data is None else _event_data_validate(row.type, data)
+        if (row.due_at, row.data) == (due_at, new_data):
+            return row
+        row.due_at, row.data, row.updated_at = due_at, new_data, timezone.now()
+        row.save(update_fields=["due_at", "data", "updated_at"])
     return row
 
 

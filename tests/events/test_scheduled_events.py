@@ -167,6 +167,15 @@ def test_a_course_moved_later_is_published_at_its_new_time_only(school):
     assert event.occurred_at == later
 
 
+def test_moving_to_the_same_time_changes_nothing(school):
+    scheduled = _schedule(school)
+
+    moved = scheduled_event_move(scheduled_event=scheduled, due_at=NINE)
+
+    assert moved.updated_at == scheduled.updated_at
+    assert ScheduledEvent.objects.get(pk=scheduled.pk).updated_at == scheduled.updated_at
+
+
 def test_a_move_can_replace_the_data_which_is_checked(school):
     scheduled = _schedule(school)
 
