@@ -28,7 +28,7 @@ def _migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
-def test_an_upgrade_loads_the_catalog_and_keeps_school_data_and_operator_types():
+def test_an_upgrade_loads_the_catalog_and_keeps_school_data_and_operator_types(catalog):
     latest = MigrationExecutor(connection).loader.graph.leaf_nodes("events")
     old = _migrate(BEFORE)
     try:
