@@ -1,13 +1,128 @@
-from django.contrib import admin
+from __future__ import annotations
 
-from .models import Event, EventType
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from .catalog.seed_names import SEED_EVENT_NAMES
+from .models import Event, EventType, ScheduledEvent
+from .reference import reference_groups
+from .schemas import data_errors, schema_errors
+from .selectors import event_types_catalog
+from .services import ScheduledEventNotPending, scheduled_event_cancel
+
+_CODE = re.compile(r"`([^`]+)`")
+
+CATALOG_FIELDS = ["key", "group", "description", "sample_payload", "json_schema", "version"]
+
+
+def description_html(text: str) -> SafeString:
+    """A catalog description with its `code` spans as <code>."""
+    return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped above
+
+
+class EventTypeForm(forms.ModelForm):
+    class Meta:
+        model = EventType
+        fields = [*CATALOG_FIELDS, "deprecated"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        schema = self.cleaned_data.get("json_schema")
+        if schema is None:
+            return self.cleaned_data
+        errors = schema_errors(schema)
+        if errors:
+            self.add_error("json_schema", errors)
+            return self.cleaned_data
+        sample = self.cleaned_data.get("sample_payload")
+        if sample is not None:
+            problems = data_errors(schema, sample, root="sample")
+            if problems:
+                self.add_error(
+                    "sample_payload",
+                    ValidationError(["The sample does not match the schema:", *problems]),
+                )
+        return self.cleaned_data
 
 
 @admin.register(EventType)
 class EventTypeAdmin(admin.ModelAdmin):
-    list_display = ["key", "group", "description", "version", "deprecated"]
-    list_filter = ["group", "deprecated"]
+    """The catalog. Shipped types are read-only (an upgrade rewrites them); platform operators
+    (superusers) add their own types and edit those."""
+
+    form = EventTypeForm
+    list_display = ["key", "group", "description", "version", "deprecated", "shipped"]
+    list_filter = ["group", "deprecated", "shipped"]
     search_fields = ["key", "description"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: EventType | None = None) -> list[str]:
+        if obj is not None and obj.shipped:
+            return [*CATALOG_FIELDS, "deprecated", "shipped"]
+        if obj is not None:
+            return ["key"]  # events and subscriptions refer to it
+        return []
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: EventType | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: EventType | None = None) -> bool:
+        return request.user.is_superuser and not (obj is not None and obj.shipped)
+
+    def get_urls(self) -> list[URLPattern]:
+        reference = path(
+            "reference/",
+            self.admin_site.admin_view(self.reference_view),
+            name="events_eventtype_reference",
+        )
+        return [reference, *super().get_urls()]
+
+    def reference_view(self, request: HttpRequest) -> HttpResponse:
+        """The receiver-facing reference of every event type, as docs/events.md has it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        entries = [
+            {
+                "key": event_type.key,
+                "group": event_type.group,
+                "description": event_type.description,
+                "version": event_type.version,
+                "deprecated": event_type.deprecated,
+                "sample_payload": event_type.sample_payload,
+                "json_schema": event_type.json_schema,
+            }
+            for event_type in event_types_catalog()
+        ]
+        groups = reference_groups(entries)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Event reference",
+            "opts": self.opts,
+            "groups": [
+                {
+                    "name": group.name,
+                    "types": [
+                        {"item": item, "description": description_html(item.description)}
+                        for item in group.types
+                    ],
+                }
+                for group in groups
+            ],
+            "type_count": len(entries),
+            "seed_names": SEED_EVENT_NAMES,
+        }
+        return TemplateResponse(request, "admin/events/eventtype/reference.html", context)
 
 
 @admin.register(Event)
@@ -34,3 +149,56 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ScheduledEvent)
+class ScheduledEventAdmin(admin.ModelAdmin):
+    """Events waiting for their time (read-only: the platform schedules them); support staff can
+    cancel one."""
+
+    list_display = ["due_at", "type", "school", "status", "key", "published_at"]
+    list_filter = ["status", "type"]
+    list_select_related = ["school", "type"]
+    search_fields = ["=id", "=key", "school__slug"]
+    date_hierarchy = "due_at"
+    show_full_result_count = False
+    actions = ["cancel"]
+    readonly_fields = [
+        "id",
+        "school",
+        "type",
+        "data",
+        "due_at",
+        "key",
+        "status",
+        "created_at",
+        "updated_at",
+        "published_at",
+        "cancelled_at",
+        "event",
+        "error",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("events.change_scheduledevent")
+
+    @admin.action(description="Cancel the selected scheduled events", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        cancelled = not_pending = 0
+        for scheduled_event in queryset:
+            try:
+                scheduled_event_cancel(scheduled_event=scheduled_event)
+            except ScheduledEventNotPending:
+                not_pending += 1
+            else:
+                cancelled += 1
+        message = f"{cancelled} cancelled."
+        if not_pending:
+            message += f" {not_pending} could not be: already published or failed."
+        self.message_user(request, message)

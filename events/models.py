@@ -29,7 +29,14 @@ class EventType(models.Model):
         default=dict, blank=True, help_text="JSON Schema that event data must validate against."
     )
     version = models.PositiveSmallIntegerField(default=1)
-    deprecated = models.BooleanField(default=False)
+    deprecated = models.BooleanField(
+        default=False, help_text="Still accepted, with a warning in the log; kept for old events."
+    )
+    shipped = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Part of the catalog shipped with the product (updated on upgrade).",
+    )
 
     class Meta:
         ordering = ["group", "key"]
@@ -81,3 +88,80 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type_id} {self.id}"
+
+
+class ScheduledEventStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    PUBLISHED = "published", "Published"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class ScheduledEvent(models.Model):
+    """An event the platform asked to publish at a given instant (a course's start, its end).
+
+    Published by the beat-driven ``scheduled_events_publish_due`` when ``due_at`` has come,
+    exactly once; until then it can be moved or cancelled, by id or by the platform's ``key``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    school = models.ForeignKey(
+        "schools.School", on_delete=models.CASCADE, related_name="scheduled_events"
+    )
+    type = models.ForeignKey(
+        EventType, on_delete=models.PROTECT, db_column="type", related_name="scheduled_events"
+    )
+    data = models.JSONField(default=dict)
+    due_at = models.DateTimeField(help_text="When to publish it.")
+    # The platform's own name for it (e.g. course-4711-start), so it can move or cancel it later.
+    # NULL, not "", for "no key": the per-school unique constraint ignores NULLs.
+    key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    status = models.CharField(
+        max_length=16, choices=ScheduledEventStatus.choices, default=ScheduledEventStatus.SCHEDULED
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    event = models.OneToOneField(
+        Event,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="scheduled_event",
+        help_text="The event it became.",
+    )
+    error = models.TextField(blank=True, help_text="Why it could not be published.")
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["school", "key"],
+                condition=Q(key__isnull=False),
+                name="scheduled_event_key_unique_per_school",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ScheduledEventStatus.values),
+                name="scheduled_event_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ScheduledEventStatus.PUBLISHED) | Q(published_at__isnull=False),
+                name="scheduled_event_published_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ScheduledEventStatus.CANCELLED) | Q(cancelled_at__isnull=False),
+                name="scheduled_event_cancelled_has_time",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"],
+                condition=Q(status="scheduled"),
+                name="scheduled_event_due_idx",
+            ),
+            models.Index(fields=["school", "-due_at"], name="scheduled_event_school_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type_id} at {self.due_at.isoformat()} ({self.status})"

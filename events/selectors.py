@@ -7,7 +7,9 @@ import uuid
 
 from django.db.models import QuerySet
 
-from .models import Event, EventType
+from schools.models import School
+
+from .models import Event, EventType, ScheduledEvent
 
 
 def events_awaiting_fan_out(*, created_before: dt.datetime, limit: int) -> list[uuid.UUID]:
@@ -27,6 +29,31 @@ def events_visible(*, school_id: int | None) -> QuerySet[Event]:
     return queryset
 
 
-def event_types_catalog() -> QuerySet[EventType]:
-    """The catalog, grouped."""
-    return EventType.objects.order_by("group", "key")
+def event_types_catalog(*, include_deprecated: bool = True) -> QuerySet[EventType]:
+    """The event types in the database, by group then key (what the reference page shows)."""
+    types = EventType.objects.order_by("group", "key")
+    return types if include_deprecated else types.filter(deprecated=False)
+
+
+def scheduled_event_get(
+    *, school: School, key: str | None = None, scheduled_event_id: uuid.UUID | str | None = None
+) -> ScheduledEvent:
+    """One of ``school``'s scheduled events, by the platform's key or by id.
+
+    Raises ``ScheduledEvent.DoesNotExist`` when the school has none with that key or id (another
+    school's is never returned), and ``ValueError`` unless exactly one of the two is given.
+    """
+    events = ScheduledEvent.objects.filter(school=school).select_related("school", "event")
+    if key is not None and scheduled_event_id is None:
+        return events.get(key=key)
+    if scheduled_event_id is not None and key is None:
+        return events.get(pk=scheduled_event_id)
+    raise ValueError("Give a key or an id.")
+
+
+def scheduled_events_for_school(
+    *, school: School, status: str | None = None
+) -> QuerySet[ScheduledEvent]:
+    """A school's scheduled events, the next due first, optionally of one status."""
+    events = ScheduledEvent.objects.filter(school=school).order_by("due_at", "created_at")
+    return events if status is None else events.filter(status=status)

@@ -49,6 +49,14 @@ class School(models.Model):
         validators=[validate_language],
         help_text="Sent to receivers in the X-Webhook-Lang header.",
     )
+    daily_event_time = models.TimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Local time, in this school's time zone, of the daily cron.midnight event; "
+            "empty: 00:07 UTC."
+        ),
+    )
     created_at = models.DateTimeField(default=now, editable=False)
 
     class Meta:

@@ -24,6 +24,8 @@ from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import FilterExpression, Node, NodeList, Variable
 from django.template.smartif import TokenBase
 
+from events.catalog.seed_names import SEED_EVENT_NAMES
+
 from .body_library import ALLOWED_TAGS, LoopBudgetExceeded
 
 CONTEXT_NAMES = (
@@ -56,8 +58,17 @@ _ENGINE = _SandboxEngine(
     loaders=[("django.template.loaders.locmem.Loader", {})],
 )
 
-# Event types of each seed vendor by their own name, for the ``vendor`` filter.
-VENDOR_TYPE_NAMES: dict[str, dict[str, str]] = {}
+
+def _vendor_type_names() -> dict[str, dict[str, str]]:
+    """For the ``vendor`` filter: each seed vendor's own name for our event types (the first
+    name in the catalog's mapping when a vendor has several for one type)."""
+    names: dict[str, dict[str, str]] = {}
+    for row in SEED_EVENT_NAMES:
+        names.setdefault(row.vendor.lower(), {}).setdefault(row.key, row.event)
+    return names
+
+
+VENDOR_TYPE_NAMES = _vendor_type_names()
 
 
 def vendor_type_name(event_type: str, vendor: str) -> str:

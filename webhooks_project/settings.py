@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -54,6 +54,14 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from exc
+
+
+def env_time(name: str, default: str) -> time:
+    raw = os.environ.get(name) or default
+    try:
+        return time.fromisoformat(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a time of day (use HH:MM).") from exc
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -337,6 +345,17 @@ DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "webhooks@localhost")
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
 
+# Scheduled events (a course's start) are published by a beat task this often, so at most about
+# this long plus a worker's pick-up after their time; up to this many per transaction.
+WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS = env_float(
+    "WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS", 1.0
+)
+WEBHOOKS_SCHEDULED_EVENTS_BATCH_SIZE = env_int("WEBHOOKS_SCHEDULED_EVENTS_BATCH_SIZE", 100)
+# The daily cron.midnight event: at this UTC time unless a school chose a local time, checked
+# this often (a school's event is sent within about this long after its time).
+WEBHOOKS_DAILY_EVENT_UTC_TIME = env_time("WEBHOOKS_DAILY_EVENT_UTC_TIME", "00:07")
+WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS = env_float("WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS", 30.0)
+
 CELERY_BEAT_SCHEDULE = {
     "deliveries-sweep": {
         "task": "deliveries.sweep",
@@ -347,5 +366,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "subscriptions.auto_disable",
         "schedule": timedelta(minutes=5),
         "options": {"expires": 300},
+    },
+    "events-scheduled-publish-due": {
+        "task": "events.scheduled_events_publish_due",
+        "schedule": timedelta(seconds=WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS),
+        "options": {"expires": max(WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS * 2, 2.0)},
+    },
+    "events-daily-publish-due": {
+        "task": "events.daily_events_publish_due",
+        "schedule": timedelta(seconds=WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS),
+        "options": {"expires": WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS * 2},
     },
 }

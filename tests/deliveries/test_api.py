@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import delivery_attempt, event_fan_out
+from events.models import EventType
 from events.services import event_publish
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
@@ -14,9 +15,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _deliveries(school, subscription, count, type="course.created"):
+    sample = EventType.objects.get(key=type).sample_payload
     ids = []
-    for n in range(count):
-        event = event_publish(school=school, type=type, data={"course": {"id": f"c{n}"}})
+    for _ in range(count):
+        event = event_publish(school=school, type=type, data=sample)
         ids += event_fan_out(event_id=event.id)
     return ids
 

@@ -111,3 +111,14 @@ def test_a_body_whose_output_does_not_parse_for_this_event_is_an_error():
         render(_envelope("user.created", BRAINCERT_USER), content_type="json", body=compiled)
 
     assert str(raised.value).startswith("the body is not valid JSON: Expecting value")
+
+
+def test_the_presets_use_each_vendors_own_event_names():
+    signed = _envelope("student.signed", {"student": {"ID": "s-1"}})
+    added = _envelope("course.created", {"course": {"courseId": 22299}})
+
+    edusign, _ = render(signed, content_type="json", body=body_compile(PRESETS["edusign"]["json"]))
+    edume, _ = render(added, content_type="json", body=body_compile(PRESETS["edume"]["json"]))
+
+    assert json.loads(edusign)["type"] == "on_student_sign"  # Edusign's name, not ours
+    assert json.loads(edume)["type"] == "course.added"

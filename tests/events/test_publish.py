@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from events.models import Event
+from events.models import Event, EventType
 from events.services import EventIdempotencyConflict, event_publish
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +77,53 @@ def test_data_that_is_not_json_is_refused_naming_the_path(school, data, message)
     assert Event.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("data", "messages"),
+    [
+        ({"course": {"name": "Maths"}}, ["data.course.id: 'id' is a required property"]),
+        ({"student": {"id": "s1"}}, ["data.course: 'course' is a required property"]),
+        (
+            {"course": {"id": 1.5, "start": "2026-03-29T09:00:00", "instructors": [{}]}},
+            [
+                "data.course.id: 1.5 is not of type 'string', 'integer'",
+                "data.course.instructors[0].id: 'id' is a required property",
+                "data.course.start: '2026-03-29T09:00:00' is not an ISO-8601 date-time with a "
+                "UTC offset",
+            ],
+        ),
+    ],
+)
+def test_data_that_does_not_match_the_types_schema_is_refused_naming_each_path(
+    school, data, messages
+):
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, type="course.created", data=data)
+
+    assert raised.value.message_dict == {"data": messages}
+    assert Event.objects.count() == 0
+
+
+def test_data_may_carry_more_than_the_schema_lists(school):
+    data = {"course": {"id": 7, "room": "B12"}, "campus": "Nord"}
+
+    event = event_publish(school=school, type="course.created", data=data)
+
+    assert Event.objects.get(pk=event.pk).data == data
+
+
+def test_a_deprecated_type_is_accepted_and_a_warning_is_logged(school, caplog):
+    EventType.objects.filter(key="course.locked").update(deprecated=True)
+    data = {"course": {"id": "c1"}, "attendance_list_url": "https://files.example.org/a.pdf"}
+
+    with caplog.at_level("WARNING", logger="events.services"):
+        event = event_publish(school=school, type="course.locked", data=data)
+
+    assert Event.objects.get(pk=event.pk).type_id == "course.locked"
+    assert [record.getMessage() for record in caplog.records] == [
+        "Event type course.locked is deprecated; published for school lycee-victor-hugo"
+    ]
+
+
 def test_oversized_data_is_refused_with_the_limit(school, settings):
     settings.WEBHOOKS_EVENT_DATA_MAX_BYTES = 100
 
@@ -94,7 +141,7 @@ def test_a_naive_occurred_at_is_refused(school):
         event_publish(
             school=school,
             type="course.created",
-            data={},
+            data={"course": {"id": "c1"}},
             occurred_at=dt.datetime(2026, 1, 1),  # noqa: DTZ001 - the naive datetime under test
         )
 
@@ -125,10 +172,14 @@ def test_the_same_idempotency_key_returns_the_first_event_and_hands_off_once(
 
 
 def test_an_idempotency_key_reused_for_other_data_is_a_conflict(school):
-    first = event_publish(school=school, type="course.created", data={"n": 1}, idempotency_key="k")
+    first = event_publish(
+        school=school, type="course.created", data={"course": {"id": "c1"}}, idempotency_key="k"
+    )
 
     with pytest.raises(EventIdempotencyConflict) as raised:
-        event_publish(school=school, type="course.created", data={"n": 2}, idempotency_key="k")
+        event_publish(
+            school=school, type="course.created", data={"course": {"id": "c2"}}, idempotency_key="k"
+        )
 
     assert raised.value.message_dict == {
         "idempotency_key": [
@@ -144,7 +195,8 @@ def test_idempotency_keys_are_per_school(school):
 
     other = SchoolFactory()
 
-    first = event_publish(school=school, type="course.created", data={}, idempotency_key="k")
-    second = event_publish(school=other, type="course.created", data={}, idempotency_key="k")
+    data = {"course": {"id": "c1"}}
+    first = event_publish(school=school, type="course.created", data=data, idempotency_key="k")
+    second = event_publish(school=other, type="course.created", data=data, idempotency_key="k")
 
     assert first.pk != second.pk

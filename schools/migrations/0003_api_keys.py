@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('schools', '0001_initial'),
+        ('schools', '0002_daily_event_time'),
     ]
 
     operations = [

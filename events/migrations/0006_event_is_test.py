@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('events', '0002_load_catalog'),
+        ('events', '0005_scheduledevent'),
     ]
 
     operations = [
