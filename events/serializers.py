@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import Event, EventType
+from .models import Event, EventType, ScheduledEvent
 
 
 class EventTypeOutput(serializers.ModelSerializer):
@@ -33,14 +33,25 @@ class EventInput(serializers.Serializer):
     occurred_at = serializers.DateTimeField(
         required=False, help_text="When it happened (default: now). Give a time zone."
     )
+    deliver_at = serializers.DateTimeField(
+        required=False,
+        help_text=(
+            "Publish it at this instant instead of now (a course's start): it becomes a "
+            "scheduled event, whose key is the Idempotency-Key header if given."
+        ),
+    )
 
 
 class EventAccepted(serializers.Serializer):
-    id = serializers.UUIDField()
+    id = serializers.UUIDField(
+        help_text="The event's id, or the scheduled event's id when status is scheduled."
+    )
+    status = serializers.ChoiceField(choices=["published", "scheduled"])
     school = serializers.SlugField()
     type = serializers.CharField()
+    deliver_at = serializers.DateTimeField(allow_null=True)
     replayed = serializers.BooleanField(
-        help_text="True when the Idempotency-Key was seen before: this is the first event."
+        help_text="True when the Idempotency-Key was seen before: this is the first one."
     )
 
 
@@ -71,3 +82,46 @@ class EventDetailOutput(EventOutput):
 
     def get_deliveries(self, event: Event) -> list[dict[str, Any]]:
         return EventDeliveryOutput(event.deliveries.order_by("created_at"), many=True).data
+
+
+class ScheduledEventOutput(serializers.ModelSerializer):
+    school = serializers.SlugField(source="school.slug")
+    type = serializers.CharField(source="type_id")
+    event = serializers.UUIDField(source="event_id", allow_null=True)
+
+    class Meta:
+        model = ScheduledEvent
+        fields = [
+            "id",
+            "school",
+            "type",
+            "data",
+            "due_at",
+            "key",
+            "status",
+            "created_at",
+            "updated_at",
+            "published_at",
+            "cancelled_at",
+            "event",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class ScheduledEventInput(serializers.Serializer):
+    school = serializers.SlugField(help_text="The school's slug.")
+    type = serializers.CharField(max_length=100)
+    data = serializers.DictField()
+    due_at = serializers.DateTimeField(help_text="When to publish it. Give a time zone.")
+    key = serializers.CharField(
+        max_length=255,
+        required=False,
+        allow_null=True,
+        help_text="Your own name for it (e.g. course-4711-start), to find, move or cancel it.",
+    )
+
+
+class ScheduledEventMoveInput(serializers.Serializer):
+    due_at = serializers.DateTimeField()
+    data = serializers.DictField(required=False, help_text="New data, validated as on creation.")

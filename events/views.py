@@ -27,10 +27,27 @@ from webhooks_project.api import (
     PayloadTooLarge,
 )
 
-from .models import Event, EventType
-from .selectors import event_types_catalog, events_visible
-from .serializers import EventAccepted, EventDetailOutput, EventInput, EventOutput, EventTypeOutput
-from .services import EventIdempotencyConflict, event_publish
+from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
+from .selectors import event_types_catalog, events_visible, scheduled_events_visible
+from .serializers import (
+    EventAccepted,
+    EventDetailOutput,
+    EventInput,
+    EventOutput,
+    EventTypeOutput,
+    ScheduledEventInput,
+    ScheduledEventMoveInput,
+    ScheduledEventOutput,
+)
+from .services import (
+    EventIdempotencyConflict,
+    ScheduledEventConflict,
+    ScheduledEventNotPending,
+    event_publish,
+    scheduled_event_cancel,
+    scheduled_event_create,
+    scheduled_event_move,
+)
 
 AUTH_ERRORS = {
     401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
@@ -96,6 +113,7 @@ SCHOOL_FILTER = OpenApiParameter(
             401: AUTH_ERRORS[401],
             403: OpenApiResponse(DetailSerializer, description="Not the platform's key."),
             409: OpenApiResponse(ErrorsSerializer, description="Idempotency-Key reused."),
+            404: OpenApiResponse(DetailSerializer, description="No school with that slug."),
             413: OpenApiResponse(DetailSerializer, description="The request is too large."),
         },
     ),
@@ -139,23 +157,158 @@ class EventViewSet(
         if school is None:
             raise NotFound(f"No school with the slug {data['school']!r}.")
         started = timezone.now()
+        key = request.headers.get("Idempotency-Key")
+        deliver_at = data.get("deliver_at")
         try:
-            event = event_publish(
+            if deliver_at is not None and deliver_at > started:
+                scheduled = scheduled_event_create(
+                    school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
+                )
+                accepted = {
+                    "id": scheduled.id,
+                    "status": "scheduled",
+                    "deliver_at": scheduled.due_at,
+                    "replayed": scheduled.created_at < started,
+                }
+            else:
+                event = event_publish(
+                    school=school,
+                    type=data["type"],
+                    data=data["data"],
+                    occurred_at=data.get("occurred_at"),
+                    idempotency_key=key,
+                )
+                accepted = {
+                    "id": event.id,
+                    "status": "published",
+                    "deliver_at": None,
+                    "replayed": event.created_at < started,
+                }
+        except (EventIdempotencyConflict, ScheduledEventConflict) as exc:
+            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
+            raise
+        body = EventAccepted({**accepted, "school": school.slug, "type": data["type"]})
+        return Response(body.data, status=status.HTTP_202_ACCEPTED)
+
+
+SCHEDULED_ERRORS = {
+    400: OpenApiResponse(ErrorsSerializer, description="Invalid input, by field."),
+    401: AUTH_ERRORS[401],
+    403: OpenApiResponse(DetailSerializer, description="Not the platform's key."),
+    404: OpenApiResponse(DetailSerializer, description="No such scheduled event."),
+    409: OpenApiResponse(ErrorsSerializer, description="Already published, or the key is taken."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List scheduled events, the next due first",
+        parameters=[
+            SCHOOL_FILTER,
+            OpenApiParameter("key", str, OpenApiParameter.QUERY, description="Your key for it."),
+            OpenApiParameter(
+                "status",
+                str,
+                OpenApiParameter.QUERY,
+                enum=[choice.value for choice in ScheduledEventStatus],
+            ),
+        ],
+        responses={200: ScheduledEventOutput, **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a scheduled event", responses={200: ScheduledEventOutput, **AUTH_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Schedule an event (platform key)",
+        description="Published at `due_at` (at most a few seconds late), exactly once.",
+        request=ScheduledEventInput,
+        responses={201: ScheduledEventOutput, **SCHEDULED_ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Move a scheduled event (platform key)",
+        description="A course rescheduled: a new time, and optionally new data.",
+        request=ScheduledEventMoveInput,
+        responses={200: ScheduledEventOutput, **SCHEDULED_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Cancel a scheduled event (platform key)",
+        description="It is never published. Cancelling a cancelled event is a no-op.",
+        responses={200: ScheduledEventOutput, **SCHEDULED_ERRORS},
+    ),
+)
+class ScheduledEventViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Schools read their own; only the platform schedules, moves and cancels."""
+
+    queryset = ScheduledEvent.objects.none()  # for the schema; requests use get_queryset
+    serializer_class = ScheduledEventOutput
+    permission_classes = [IsSchoolOrPlatformClient]
+    http_method_names = ["get", "post", "patch", "delete"]
+    lookup_value_regex = "[0-9a-f-]{36}"
+
+    def get_queryset(self) -> QuerySet[ScheduledEvent]:
+        client = self.request.user
+        school_id = None if client.is_platform else client.school.pk
+        queryset = scheduled_events_visible(school_id=school_id)
+        params = self.request.query_params
+        if client.is_platform and params.get("school"):
+            queryset = queryset.filter(school__slug=params["school"])
+        if params.get("key"):
+            queryset = queryset.filter(key=params["key"])
+        if params.get("status"):
+            queryset = queryset.filter(status=params["status"])
+        return queryset
+
+    def check_permissions(self, request: Request) -> None:
+        super().check_permissions(request)
+        if request.method != "GET" and not request.user.is_platform:
+            self.permission_denied(request, message="Scheduling events needs the platform's key.")
+
+    def create(self, request: Request) -> Response:
+        serializer = ScheduledEventInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        school = School.objects.filter(slug=data["school"]).first()
+        if school is None:
+            raise NotFound(f"No school with the slug {data['school']!r}.")
+        try:
+            scheduled = scheduled_event_create(
                 school=school,
                 type=data["type"],
                 data=data["data"],
-                occurred_at=data.get("occurred_at"),
-                idempotency_key=request.headers.get("Idempotency-Key"),
+                due_at=data["due_at"],
+                key=data.get("key"),
             )
-        except EventIdempotencyConflict as exc:
+        except ScheduledEventConflict as exc:
             exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
             raise
-        accepted = EventAccepted(
-            {
-                "id": event.id,
-                "school": school.slug,
-                "type": event.type_id,
-                "replayed": event.created_at < started,
-            }
-        )
-        return Response(accepted.data, status=status.HTTP_202_ACCEPTED)
+        return Response(ScheduledEventOutput(scheduled).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        scheduled = self.get_object()
+        serializer = ScheduledEventMoveInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            scheduled = scheduled_event_move(
+                scheduled_event=scheduled,
+                due_at=serializer.validated_data["due_at"],
+                data=serializer.validated_data.get("data"),
+            )
+        except ScheduledEventNotPending as exc:
+            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
+            raise
+        return Response(ScheduledEventOutput(scheduled).data)
+
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        try:
+            scheduled = scheduled_event_cancel(scheduled_event=self.get_object())
+        except ScheduledEventNotPending as exc:
+            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
+            raise
+        return Response(ScheduledEventOutput(scheduled).data)

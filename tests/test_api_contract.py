@@ -7,8 +7,11 @@ each operation of the live schema gets a bounded number of generated cases.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import schemathesis
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
@@ -17,7 +20,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from deliveries.services import event_fan_out
-from events.services import event_publish, event_types_sync
+from events.models import EventType
+from events.services import event_publish, event_types_sync, scheduled_event_create
 from schools.services import api_key_create, platform_key_create
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
@@ -39,6 +43,13 @@ def test_every_endpoint_honours_the_schema_and_never_fails_with_a_5xx(
     subscription = SubscriptionFactory(school=school, url="http://127.0.0.1:9/hook")
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
     event_fan_out(event_id=event.id)
+    scheduled = scheduled_event_create(
+        school=school,
+        type="course.started",
+        data=EventType.objects.get(key="course.started").sample_payload,
+        due_at=timezone.now() + dt.timedelta(days=30),
+        key="contract-course-start",
+    )
     _, school_key = api_key_create(school=school, name="Contract")
     _, platform_key = platform_key_create(name="Contract")
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/")
@@ -53,20 +64,22 @@ def test_every_endpoint_honours_the_schema_and_never_fails_with_a_5xx(
         "/api/v1/deliveries/": lambda: str(delivery_id),
         "/api/v1/events/": lambda: str(event.pk),
         "/api/v1/event-types/": lambda: "course.created",
+        "/api/v1/scheduled-events/": lambda: str(scheduled.pk),
     }
 
     for operation in operations:
-        # Publishing is the platform's; everything else is a school's.
-        key = platform_key if operation.path == "/api/v1/events/" else school_key
+        # Publishing and scheduling are the platform's; everything else is a school's.
+        platform = operation.path == "/api/v1/events/" or "scheduled-events" in operation.path
+        key = platform_key if platform else school_key
         ids = next(
             (make for prefix, make in real.items() if operation.path.startswith(prefix)), None
         )
-        if operation.method.upper() == "DELETE":
+        if operation.method.upper() == "DELETE" and "subscriptions" in operation.path:
             ids = lambda: str(SubscriptionFactory(school=school).pk)  # noqa: E731 - a fresh one each time
         _operation_check(operation, {"Authorization": f"Bearer {key}"}, ids)
         checked.append(f"{operation.method.upper()} {operation.path}")
 
-    assert len(checked) == 18
+    assert len(checked) == 23
     assert subscription.pk  # the fixtures' objects existed for the generated requests
 
 

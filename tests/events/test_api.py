@@ -43,8 +43,10 @@ def test_the_platform_publishes_and_the_event_is_fanned_out(
     event = Event.objects.get(pk=body["id"])
     assert body == {
         "id": str(event.id),
+        "status": "published",
         "school": school.slug,
         "type": "course.created",
+        "deliver_at": None,
         "replayed": False,
     }
     assert event.data == {"course": {"id": "c-1"}}

@@ -1,0 +1,145 @@
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from events.models import Event, EventType, ScheduledEvent, ScheduledEventStatus
+from events.services import scheduled_events_publish_due
+from tests.schools.factories import SchoolFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def start_sample(catalog):
+    return EventType.objects.get(key="course.started").sample_payload
+
+
+def _in(minutes):
+    return (timezone.now() + dt.timedelta(minutes=minutes)).isoformat()
+
+
+def test_deliver_at_in_the_future_schedules_the_event_under_the_idempotency_key(
+    platform_api, school, start_sample
+):
+    response = platform_api.post(
+        "/api/v1/events/",
+        {
+            "school": school.slug,
+            "type": "course.started",
+            "data": start_sample,
+            "deliver_at": _in(60),
+        },
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="course-4711-start",
+    )
+
+    body = response.json()
+    scheduled = ScheduledEvent.objects.get()
+    assert response.status_code == 202
+    assert (body["status"], body["id"], body["replayed"]) == ("scheduled", str(scheduled.pk), False)
+    assert scheduled.key == "course-4711-start"
+    assert scheduled.status == ScheduledEventStatus.SCHEDULED
+    assert Event.objects.count() == 0
+
+
+def test_deliver_at_in_the_past_publishes_now(platform_api, school, start_sample):
+    response = platform_api.post(
+        "/api/v1/events/",
+        {
+            "school": school.slug,
+            "type": "course.started",
+            "data": start_sample,
+            "deliver_at": _in(-5),
+        },
+        format="json",
+    )
+
+    assert response.json()["status"] == "published"
+    assert Event.objects.filter(pk=response.json()["id"]).exists()
+    assert ScheduledEvent.objects.count() == 0
+
+
+def test_the_platform_schedules_moves_and_cancels_by_key(platform_api, school, start_sample):
+    created = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {
+            "school": school.slug,
+            "type": "course.started",
+            "data": start_sample,
+            "due_at": _in(60),
+            "key": "course-4711-start",
+        },
+        format="json",
+    )
+    [found] = platform_api.get("/api/v1/scheduled-events/?key=course-4711-start").json()["results"]
+    moved = platform_api.patch(
+        f"/api/v1/scheduled-events/{found['id']}/", {"due_at": _in(120)}, format="json"
+    )
+    cancelled = platform_api.delete(f"/api/v1/scheduled-events/{found['id']}/")
+    scheduled_events_publish_due(now=timezone.now() + dt.timedelta(hours=3))
+
+    assert created.status_code == 201
+    assert found["id"] == created.json()["id"]
+    assert moved.status_code == 200
+    assert dt.datetime.fromisoformat(moved.json()["due_at"]) > timezone.now() + dt.timedelta(
+        minutes=110
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    assert Event.objects.count() == 0  # never published
+
+
+def test_moving_a_published_event_is_a_409(platform_api, school, start_sample):
+    created = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {"school": school.slug, "type": "course.started", "data": start_sample, "due_at": _in(1)},
+        format="json",
+    ).json()
+    scheduled_events_publish_due(now=timezone.now() + dt.timedelta(minutes=2))
+
+    response = platform_api.patch(
+        f"/api/v1/scheduled-events/{created['id']}/", {"due_at": _in(60)}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert list(response.json()["errors"]) == ["status"]
+
+
+def test_invalid_data_is_refused_when_scheduling_not_when_due(platform_api, school, catalog):
+    response = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {"school": school.slug, "type": "course.started", "data": {}, "due_at": _in(60)},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["data"]
+    assert ScheduledEvent.objects.count() == 0
+
+
+def test_schools_read_their_own_scheduled_events_and_cannot_schedule(
+    api, platform_api, school, start_sample
+):
+    mine = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {"school": school.slug, "type": "course.started", "data": start_sample, "due_at": _in(60)},
+        format="json",
+    ).json()
+    other = SchoolFactory(slug="elsewhere")
+    theirs = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {"school": other.slug, "type": "course.started", "data": start_sample, "due_at": _in(60)},
+        format="json",
+    ).json()
+
+    listed = api.get("/api/v1/scheduled-events/").json()["results"]
+    forbidden = api.post(
+        "/api/v1/scheduled-events/",
+        {"school": school.slug, "type": "course.started", "data": start_sample, "due_at": _in(5)},
+        format="json",
+    )
+
+    assert [row["id"] for row in listed] == [mine["id"]]
+    assert api.get(f"/api/v1/scheduled-events/{theirs['id']}/").status_code == 404
+    assert forbidden.status_code == 403
+    assert api.delete(f"/api/v1/scheduled-events/{mine['id']}/").status_code == 403
