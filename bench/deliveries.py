@@ -95,6 +95,16 @@ class Child:
         self.log.close()
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does, so ``finally`` stops the processes."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
@@ -115,6 +125,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     args = parser.parse_args()
 
+    stop_on_signals()
     env = _environment()
     _database_create(env["DATABASE_URL"])
 

@@ -18,7 +18,14 @@ import sys
 import time
 import uuid
 
-from bench.deliveries import Child, _database_create, _environment, _free_port, _percentile
+from bench.deliveries import (
+    Child,
+    _database_create,
+    _environment,
+    _free_port,
+    _percentile,
+    stop_on_signals,
+)
 
 
 def _wait_for_http(port: int) -> None:
@@ -94,6 +101,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per process")
     args = parser.parse_args()
 
+    stop_on_signals()
     env = _environment()
     _database_create(env["DATABASE_URL"])
 
@@ -123,6 +131,7 @@ def main() -> None:
             f"--workers={args.web_workers}",
             f"--threads={args.threads}",
             "--worker-class=gthread",
+            "--keep-alive=30",
             "--log-level=warning",
         ],
         {**env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1"},

@@ -8,8 +8,10 @@ because deliveries re-express datetimes in the school's zone and cannot guess a 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -89,6 +91,12 @@ def _located(error: ValidationError, root: str) -> tuple[list[str | int], str]:
     return path, f"{path_format(root, path)}: {message}"
 
 
+@lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Draft202012Validator:
+    """A validator per distinct schema (keyed by its content, so an edited schema gets its own)."""
+    return Draft202012Validator(json.loads(schema_json), format_checker=FORMAT_CHECKER)
+
+
 def data_errors(schema: dict[str, Any], data: Any, *, root: str = "data") -> list[str]:
     """Messages for every way ``data`` fails ``schema``, each naming its path, sorted by path.
 
@@ -98,7 +106,7 @@ def data_errors(schema: dict[str, Any], data: Any, *, root: str = "data") -> lis
     """
     if not schema:
         return []
-    validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    validator = _validator(json.dumps(schema, sort_keys=True))
     located = sorted(
         (_located(error, root) for error in validator.iter_errors(data)),
         key=lambda item: ([str(part) for part in item[0]], item[1]),

@@ -36,6 +36,17 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
     Returns the ids of the deliveries created.
     """
     now = timezone.now()
+    type_and_school = (
+        Event.objects.filter(pk=event_id, fanned_out_at__isnull=True)
+        .values_list("type_id", "school_id")
+        .first()
+    )
+    if type_and_school is None:
+        return []
+    if not subscriptions_matching(school_id=type_and_school[1], event_type=type_and_school[0]):
+        # Nothing to deliver: mark it done in one statement, no lock or transaction needed.
+        Event.objects.filter(pk=event_id, fanned_out_at__isnull=True).update(fanned_out_at=now)
+        return []
     with transaction.atomic():
         event = (
             Event.objects.select_for_update(of=("self",))
