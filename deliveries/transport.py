@@ -268,11 +268,10 @@ class Transport:
             )
         except Exception as exc:
             kind, message = _exception_outcome(exc, deadline=deadline, seconds=timeout_seconds)
-            partial = response is not None
             return TransportResult(
                 request_headers=sent_headers,
-                status=response.status_code if partial else None,
-                headers=dict(response.headers) if partial else {},
+                status=response.status_code if response is not None else None,
+                headers=dict(response.headers) if response is not None else {},
                 duration_ms=_elapsed_ms(started),
                 error_kind=kind,
                 error_message=message,

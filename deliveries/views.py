@@ -21,7 +21,12 @@ from rest_framework.serializers import BaseSerializer
 
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
-from webhooks_project.api import DetailSerializer, IsSchoolClient, NewestFirstCursorPagination
+from webhooks_project.api import (
+    DetailSerializer,
+    IsSchoolClient,
+    NewestFirstCursorPagination,
+    client_school,
+)
 
 from . import signing
 from .filters import DeliveryFilter
@@ -111,7 +116,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[Delivery]:
-        school_id = self.request.user.school.pk
+        school_id = client_school(self.request).pk
         if self.action == "list":
             return deliveries_for_school(school_id=school_id)
         return delivery_with_attempts(school_id=school_id)

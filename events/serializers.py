@@ -29,7 +29,7 @@ class EventInput(serializers.Serializer):
     type = serializers.CharField(
         max_length=100, help_text="An event type key, e.g. course.created."
     )
-    data = serializers.DictField(help_text="The event's data; validated against the type's schema.")
+    data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
     occurred_at = serializers.DateTimeField(
         required=False, help_text="When it happened (default: now). Give a time zone."
     )
@@ -81,7 +81,7 @@ class EventDetailOutput(EventOutput):
         read_only_fields = fields
 
     def get_deliveries(self, event: Event) -> list[dict[str, Any]]:
-        return EventDeliveryOutput(event.deliveries.order_by("created_at"), many=True).data
+        return list(EventDeliveryOutput(event.deliveries.order_by("created_at"), many=True).data)
 
 
 class ScheduledEventOutput(serializers.ModelSerializer):
@@ -112,7 +112,7 @@ class ScheduledEventOutput(serializers.ModelSerializer):
 class ScheduledEventInput(serializers.Serializer):
     school = serializers.SlugField(help_text="The school's slug.")
     type = serializers.CharField(max_length=100)
-    data = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]  # a field, not the property
     due_at = serializers.DateTimeField(help_text="When to publish it. Give a time zone.")
     key = serializers.CharField(
         max_length=255,
@@ -124,4 +124,4 @@ class ScheduledEventInput(serializers.Serializer):
 
 class ScheduledEventMoveInput(serializers.Serializer):
     due_at = serializers.DateTimeField()
-    data = serializers.DictField(required=False, help_text="New data, validated as on creation.")
+    data = serializers.DictField(required=False, help_text="New data, validated as on creation.")  # type: ignore[assignment]  # a field, not the property

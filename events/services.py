@@ -33,6 +33,8 @@ FAN_OUT_TASK = "deliveries.event_fan_out"
 class EventIdempotencyConflict(ValidationError):
     """The idempotency key was already used for an event with another type or other data."""
 
+    http_status = 409
+
 
 def event_publish(
     *,
@@ -268,9 +270,13 @@ def event_types_sync(
 class ScheduledEventConflict(ValidationError):
     """The key is already used by a scheduled event with another type, data or time."""
 
+    http_status = 409
+
 
 class ScheduledEventNotPending(ValidationError):
     """The scheduled event was already published, cancelled or failed: it cannot change."""
+
+    http_status = 409
 
 
 SCHEDULED_IDEMPOTENCY_PREFIX = "scheduled-event:"

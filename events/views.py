@@ -25,6 +25,8 @@ from webhooks_project.api import (
     NewestFirstCursorPagination,
     PageNumberPagination,
     PayloadTooLarge,
+    api_client,
+    client_school,
 )
 
 from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
@@ -40,9 +42,6 @@ from .serializers import (
     ScheduledEventOutput,
 )
 from .services import (
-    EventIdempotencyConflict,
-    ScheduledEventConflict,
-    ScheduledEventNotPending,
     event_publish,
     scheduled_event_cancel,
     scheduled_event_create,
@@ -130,18 +129,18 @@ class EventViewSet(
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[Event]:
-        client = self.request.user
+        client = api_client(self.request)
         if client.is_platform:
             queryset = events_visible(school_id=None)
             slug = self.request.query_params.get("school")
             return queryset.filter(school__slug=slug) if slug else queryset
-        return events_visible(school_id=client.school.pk)
+        return events_visible(school_id=client_school(self.request).pk)
 
     def get_serializer_class(self) -> type[BaseSerializer]:
         return EventDetailOutput if self.action == "retrieve" else EventOutput
 
     def create(self, request: Request) -> Response:
-        if not request.user.is_platform:
+        if not api_client(request).is_platform:
             return Response(
                 {"detail": "Publishing events needs the platform's key."},
                 status=status.HTTP_403_FORBIDDEN,
@@ -159,34 +158,30 @@ class EventViewSet(
         started = timezone.now()
         key = request.headers.get("Idempotency-Key")
         deliver_at = data.get("deliver_at")
-        try:
-            if deliver_at is not None and deliver_at > started:
-                scheduled = scheduled_event_create(
-                    school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
-                )
-                accepted = {
-                    "id": scheduled.id,
-                    "status": "scheduled",
-                    "deliver_at": scheduled.due_at,
-                    "replayed": scheduled.created_at < started,
-                }
-            else:
-                event = event_publish(
-                    school=school,
-                    type=data["type"],
-                    data=data["data"],
-                    occurred_at=data.get("occurred_at"),
-                    idempotency_key=key,
-                )
-                accepted = {
-                    "id": event.id,
-                    "status": "published",
-                    "deliver_at": None,
-                    "replayed": event.created_at < started,
-                }
-        except (EventIdempotencyConflict, ScheduledEventConflict) as exc:
-            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
-            raise
+        if deliver_at is not None and deliver_at > started:
+            scheduled = scheduled_event_create(
+                school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
+            )
+            accepted = {
+                "id": scheduled.id,
+                "status": "scheduled",
+                "deliver_at": scheduled.due_at,
+                "replayed": scheduled.created_at < started,
+            }
+        else:
+            event = event_publish(
+                school=school,
+                type=data["type"],
+                data=data["data"],
+                occurred_at=data.get("occurred_at"),
+                idempotency_key=key,
+            )
+            accepted = {
+                "id": event.id,
+                "status": "published",
+                "deliver_at": None,
+                "replayed": event.created_at < started,
+            }
         body = EventAccepted({**accepted, "school": school.slug, "type": data["type"]})
         return Response(body.data, status=status.HTTP_202_ACCEPTED)
 
@@ -253,8 +248,8 @@ class ScheduledEventViewSet(
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[ScheduledEvent]:
-        client = self.request.user
-        school_id = None if client.is_platform else client.school.pk
+        client = api_client(self.request)
+        school_id = None if client.is_platform else client_school(self.request).pk
         queryset = scheduled_events_visible(school_id=school_id)
         params = self.request.query_params
         if client.is_platform and params.get("school"):
@@ -267,7 +262,7 @@ class ScheduledEventViewSet(
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)
-        if request.method != "GET" and not request.user.is_platform:
+        if request.method != "GET" and not api_client(request).is_platform:
             self.permission_denied(request, message="Scheduling events needs the platform's key.")
 
     def create(self, request: Request) -> Response:
@@ -277,38 +272,26 @@ class ScheduledEventViewSet(
         school = School.objects.filter(slug=data["school"]).first()
         if school is None:
             raise NotFound(f"No school with the slug {data['school']!r}.")
-        try:
-            scheduled = scheduled_event_create(
-                school=school,
-                type=data["type"],
-                data=data["data"],
-                due_at=data["due_at"],
-                key=data.get("key"),
-            )
-        except ScheduledEventConflict as exc:
-            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
-            raise
+        scheduled = scheduled_event_create(
+            school=school,
+            type=data["type"],
+            data=data["data"],
+            due_at=data["due_at"],
+            key=data.get("key"),
+        )
         return Response(ScheduledEventOutput(scheduled).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         scheduled = self.get_object()
         serializer = ScheduledEventMoveInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            scheduled = scheduled_event_move(
-                scheduled_event=scheduled,
-                due_at=serializer.validated_data["due_at"],
-                data=serializer.validated_data.get("data"),
-            )
-        except ScheduledEventNotPending as exc:
-            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
-            raise
+        scheduled = scheduled_event_move(
+            scheduled_event=scheduled,
+            due_at=serializer.validated_data["due_at"],
+            data=serializer.validated_data.get("data"),
+        )
         return Response(ScheduledEventOutput(scheduled).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
-        try:
-            scheduled = scheduled_event_cancel(scheduled_event=self.get_object())
-        except ScheduledEventNotPending as exc:
-            exc.api_status = status.HTTP_409_CONFLICT  # type: ignore[attr-defined]
-            raise
+        scheduled = scheduled_event_cancel(scheduled_event=self.get_object())
         return Response(ScheduledEventOutput(scheduled).data)

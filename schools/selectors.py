@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from .models import ApiKey, Membership, PlatformKey, Role, School
 
@@ -19,7 +20,7 @@ def school_admin_emails(*, school: School) -> list[str]:
     return sorted(emails)
 
 
-def school_ids_visible_to(*, user: object) -> list[int] | None:
+def school_ids_visible_to(*, user: Any) -> list[int] | None:
     """The schools a user may see: ``None`` for all (superusers), else their memberships."""
     if getattr(user, "is_superuser", False):
         return None

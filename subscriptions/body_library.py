@@ -8,11 +8,11 @@ Django's built-in tags: ``{% load %}``, ``{% include %}``, ``{% extends %}``, ``
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import template
 from django.template import defaultfilters, defaulttags
-from django.template.base import Node, Parser, Token
+from django.template.base import FilterExpression, Node, Parser, Token
 from django.utils.html import escape
 
 from events.envelope import xml_fragment
@@ -53,9 +53,9 @@ class LoopBudgetExceeded(Exception):
 
 class _BudgetedForNode(defaulttags.ForNode):
     def render(self, context: template.Context) -> str:
-        sequence = self.sequence.resolve(context, ignore_failures=True)
+        sequence = cast(FilterExpression, self.sequence).resolve(context, ignore_failures=True)
         size = len(sequence) if hasattr(sequence, "__len__") else 0
-        used = context.render_context.get("loop_iterations", 0) + size
+        used = int(context.render_context.get("loop_iterations") or 0) + size
         if used > MAX_LOOP_ITERATIONS:
             raise LoopBudgetExceeded(
                 f"The template's loops ran more than {MAX_LOOP_ITERATIONS} times."

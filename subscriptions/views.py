@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from deliveries.serializers import AttemptOutput
 from deliveries.services import deliveries_recover, delivery_test_send
-from webhooks_project.api import DetailSerializer, ErrorsSerializer, IsSchoolClient
+from webhooks_project.api import DetailSerializer, ErrorsSerializer, IsSchoolClient, client_school
 
 from .models import Subscription
 from .selectors import signing_secret_current, subscriptions_for_school
@@ -84,13 +84,13 @@ class SubscriptionViewSet(
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[Subscription]:
-        return subscriptions_for_school(school_id=self.request.user.school.pk)
+        return subscriptions_for_school(school_id=client_school(self.request).pk)
 
     def create(self, request: Request) -> Response:
         data = _validated(SubscriptionInput(data=request.data))
         password = data.pop("basic_auth_password", None)
         subscription = subscription_create(
-            school=request.user.school, basic_auth_password=password, **data
+            school=client_school(request), basic_auth_password=password, **data
         )
         output = SubscriptionCreatedOutput(
             {

@@ -13,7 +13,26 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from schools.authentication import ApiClient
+from schools.models import School
+
 logger = logging.getLogger(__name__)
+
+
+def api_client(request: Request) -> ApiClient:
+    """Who is calling: the school's or the platform's client of an authenticated request."""
+    client = request.user
+    if not isinstance(client, ApiClient):
+        raise exceptions.NotAuthenticated()
+    return client
+
+
+def client_school(request: Request) -> School:
+    """The school whose key made the request (views guarded by ``IsSchoolClient``)."""
+    school = api_client(request).school
+    if school is None:
+        raise exceptions.PermissionDenied(IsSchoolClient.message)
+    return school
 
 
 class IsSchoolClient(permissions.BasePermission):
@@ -65,7 +84,7 @@ class Conflict(exceptions.APIException):
 class ErrorsSerializer(serializers.Serializer):
     """400 and 409: ``{"errors": {"field": ["message", ...]}}`` (``__all__`` for the whole)."""
 
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]  # a field, not the property
 
 
 class DetailSerializer(serializers.Serializer):
@@ -99,10 +118,11 @@ def _messages(detail: Any) -> list[str]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """Every error as JSON: validation errors as a field map, the rest as ``detail``."""
     if isinstance(exc, DjangoValidationError):
+        # Services' errors; a conflict (a key already used, an event already published) says so
+        # with its class's http_status.
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
-        if getattr(exc, "api_status", None) == status.HTTP_409_CONFLICT:
-            return Response({"errors": detail}, status=status.HTTP_409_CONFLICT)
-        return Response({"errors": detail}, status=status.HTTP_400_BAD_REQUEST)
+        code = getattr(exc, "http_status", status.HTTP_400_BAD_REQUEST)
+        return Response({"errors": detail}, status=code)
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)

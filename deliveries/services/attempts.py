@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
@@ -162,7 +162,7 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
         _Claim(
             delivery=deliveries[i],
             number=deliveries[i].attempts,
-            token=deliveries[i].lease_token,
+            token=token if deliveries[i].lease_token == token else token_after_lost_lease,
             started_at=now,
         )
         for i in delivery_ids
@@ -204,7 +204,8 @@ def _deliveries_requeue_early(*, delivery_ids: list[str]) -> None:
         leased_until__isnull=True,
     ).values_list("pk", "next_attempt_at")
     for delivery_id, due in early:
-        deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
+        if due is not None:
+            deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
 
 
 # --- Sending --------------------------------------------------------------------------------
@@ -271,7 +272,9 @@ def _request_build(claim: _Claim) -> _Request:
             _refusal(ErrorKind.DISABLED, f"The webhook is disabled ({reason}); nothing was sent."),
         )
     try:
-        secrets = [secret_decrypt(s.secret_encrypted) for s in subscription.active_secrets]
+        # Prefetched by _deliveries_claim (only the secrets that still sign).
+        active: list[SigningSecret] = getattr(subscription, "active_secrets", [])
+        secrets = [secret_decrypt(s.secret_encrypted) for s in active]
         password = (
             secret_decrypt(subscription.basic_auth_password_encrypted)
             if subscription.basic_auth_enabled
@@ -412,8 +415,7 @@ def _deliveries_record(
         for delivery_id, wait in soon:
             if delivery_id in owned:
                 transaction.on_commit(
-                    lambda d=delivery_id, w=wait: deliveries_enqueue([d], countdown=w),
-                    robust=True,
+                    partial(deliveries_enqueue, [delivery_id], countdown=wait), robust=True
                 )
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
@@ -428,7 +430,8 @@ def _failure_streaks_update(
     claims: list[_Claim], results: list[TransportResult], owned: set[uuid.UUID], now: dt.datetime
 ) -> None:
     """A success ends a webhook's failure streak; a failure starts one if none is running."""
-    succeeded, failed = set(), set()
+    succeeded: set[uuid.UUID] = set()
+    failed: set[uuid.UUID] = set()
     for claim, result in zip(claims, results, strict=True):
         if claim.delivery.pk not in owned or result.error_kind == ErrorKind.DISABLED:
             continue

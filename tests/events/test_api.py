@@ -174,3 +174,22 @@ def test_unknown_api_paths_answer_json(api):
 
     assert response.status_code == 404
     assert json.loads(response.content) == {"detail": "Not found."}
+
+
+def test_data_failing_the_types_schema_is_a_400_naming_each_path(platform_api, school):
+    response = platform_api.post(
+        "/api/v1/events/",
+        {**EVENT, "data": {"course": {"name": 42}}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {
+            "data": [
+                "data.course.id: 'id' is a required property",
+                "data.course.name: 42 is not of type 'string'",
+            ]
+        }
+    }
+    assert Event.objects.count() == 0
