@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django.db.models import Prefetch, QuerySet
 
-from .models import Delivery, DeliveryAttempt
+from events.models import Event
+
+from .models import Delivery, DeliveryAttempt, DeliveryStatus
 
 
 def delivery_attempts(*, delivery_id: uuid.UUID) -> QuerySet[DeliveryAttempt]:
@@ -34,3 +37,19 @@ def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
     return Delivery.objects.filter(school_id=school_id).prefetch_related(
         Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number"))
     )
+
+
+def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
+    """Seconds the oldest due, unclaimed delivery has waited, and how many events await fan-out
+    (an old one means workers are not consuming)."""
+    oldest = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, leased_until__isnull=True
+        )
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    lag = (now - oldest).total_seconds() if oldest else 0.0
+    waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now).count()
+    return max(lag, 0.0), waiting

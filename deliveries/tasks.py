@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from . import services
 
@@ -23,3 +24,9 @@ def deliver(delivery_ids: list[str], trigger: str = "automatic") -> None:
 def sweep() -> None:
     """Re-drive events and deliveries whose task message was lost."""
     services.deliveries_sweep()
+
+
+@shared_task(name="deliveries.prune")
+def prune() -> None:
+    """Delete final deliveries older than ``WEBHOOKS_RETENTION_DAYS``."""
+    services.deliveries_prune(older_than_days=settings.WEBHOOKS_RETENTION_DAYS)

@@ -342,6 +342,11 @@ EMAIL_HOST_PASSWORD = env_str("DJANGO_EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "webhooks@localhost")
 
+# Delivered and failed deliveries (and their attempts) are deleted after this many days.
+WEBHOOKS_RETENTION_DAYS = env_float("WEBHOOKS_RETENTION_DAYS", 30.0)
+# /health/ answers 503 when a due delivery has waited longer than this for a worker.
+WEBHOOKS_HEALTH_MAX_LAG_SECONDS = env_float("WEBHOOKS_HEALTH_MAX_LAG_SECONDS", 300.0)
+
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
 
@@ -361,6 +366,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "deliveries.sweep",
         "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL_SECONDS),
         "options": {"expires": WEBHOOKS_SWEEP_INTERVAL_SECONDS * 2},
+    },
+    "deliveries-prune": {
+        "task": "deliveries.prune",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
     },
     "subscriptions-auto-disable": {
         "task": "subscriptions.auto_disable",

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from deliveries.views import demo_receiver, public_key_pem, public_keys_jwks
 from webhooks_project.api import api_not_found
+from webhooks_project.health import health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
+    path("health/", health, name="health"),
     path("demo/receiver/", demo_receiver, name="demo-receiver"),
     path(".well-known/webhooks/public-key.pem", public_key_pem, name="webhooks-public-key"),
     path(".well-known/webhooks/jwks.json", public_keys_jwks, name="webhooks-jwks"),

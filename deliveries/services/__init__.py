@@ -11,6 +11,7 @@ from .attempts import (
 from .fan_out import deliveries_enqueue, event_fan_out
 from .redrive import (
     SweepResult,
+    deliveries_prune,
     deliveries_recover,
     deliveries_retrigger,
     deliveries_sweep,
@@ -23,6 +24,7 @@ __all__ = [
     "SweepResult",
     "deliveries_attempt",
     "deliveries_enqueue",
+    "deliveries_prune",
     "deliveries_recover",
     "deliveries_retrigger",
     "deliveries_sweep",

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from events.models import Event
 from events.selectors import events_awaiting_fan_out
 from subscriptions.models import Subscription
 
@@ -109,3 +110,29 @@ def deliveries_recover(*, subscription: Subscription, since: dt.datetime) -> int
             subscription=subscription, status=DeliveryStatus.FAILED, created_at__gte=since
         )
     )
+
+
+def deliveries_prune(*, older_than_days: float, batch_size: int = 5000) -> int:
+    """Delete final deliveries (with their attempts) created more than ``older_than_days`` ago,
+    and the events left without deliveries; return how many deliveries went.
+
+    Works in batches so the log can be pruned while it is in use; pending deliveries are kept
+    whatever their age.
+    """
+    cutoff = timezone.now() - dt.timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            Delivery.objects.filter(created_at__lt=cutoff)
+            .exclude(status=DeliveryStatus.PENDING)
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            break
+        with transaction.atomic():
+            Delivery.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+    Event.objects.filter(
+        created_at__lt=cutoff, fanned_out_at__isnull=False, deliveries=None
+    ).delete()
+    return deleted
