@@ -105,6 +105,28 @@ def stop_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
+def worker_command(
+    queue: str, *, concurrency: int, hostname: str, pool: str = "prefork"
+) -> list[str]:
+    """A Celery worker on ``queue`` only, quiet, without the cluster chatter."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "webhooks_project",
+        "worker",
+        "--loglevel=WARNING",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--queues={queue}",
+        f"--hostname={hostname}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
@@ -160,22 +182,12 @@ def main() -> None:
     workers = [
         Child(
             f"worker{index}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webhooks_project",
-                "worker",
-                "--loglevel=WARNING",
-                f"--concurrency={args.concurrency}",
-                f"--pool={args.pool}",
-                f"--queues={env['CELERY_TASK_DEFAULT_QUEUE']}",
-                f"--hostname=bench{index}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            worker_command(
+                env["CELERY_TASK_DEFAULT_QUEUE"],
+                concurrency=args.concurrency,
+                hostname=f"bench{index}",
+                pool=args.pool,
+            ),
             env,
             "",
         )

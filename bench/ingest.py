@@ -25,6 +25,7 @@ from bench.deliveries import (
     _free_port,
     _percentile,
     stop_on_signals,
+    worker_command,
 )
 
 
@@ -139,22 +140,7 @@ def main() -> None:
     )
     worker = Child(
         "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
-            "worker",
-            "--loglevel=WARNING",
-            "--concurrency=1",
-            "--pool=prefork",
-            f"--queues={env['CELERY_TASK_DEFAULT_QUEUE']}",
-            "--hostname=ingest@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        worker_command(env["CELERY_TASK_DEFAULT_QUEUE"], concurrency=1, hostname="ingest"),
         env,
         "",
     )

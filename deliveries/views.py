@@ -22,6 +22,8 @@ from rest_framework.serializers import BaseSerializer
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
 from webhooks_project.api import (
+    NOT_A_SCHOOL_KEY,
+    UNAUTHENTICATED,
     DetailSerializer,
     IsSchoolClient,
     NewestFirstCursorPagination,
@@ -92,8 +94,8 @@ def public_keys_jwks(request: HttpRequest) -> JsonResponse:
 
 ERRORS = {
     400: OpenApiResponse(DetailSerializer, description="An invalid filter or cursor."),
-    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
-    403: OpenApiResponse(DetailSerializer, description="Not a school's API key."),
+    401: UNAUTHENTICATED,
+    403: NOT_A_SCHOOL_KEY,
     404: OpenApiResponse(DetailSerializer, description="No such delivery in this school."),
 }
 

@@ -19,6 +19,7 @@ from rest_framework.serializers import BaseSerializer
 
 from schools.models import School
 from webhooks_project.api import (
+    UNAUTHENTICATED,
     DetailSerializer,
     ErrorsSerializer,
     IsSchoolOrPlatformClient,
@@ -49,7 +50,7 @@ from .services import (
 )
 
 AUTH_ERRORS = {
-    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
+    401: UNAUTHENTICATED,
     404: OpenApiResponse(DetailSerializer, description="Not found."),
 }
 

@@ -15,7 +15,14 @@ from rest_framework.response import Response
 
 from deliveries.serializers import AttemptOutput
 from deliveries.services import deliveries_recover, delivery_test_send
-from webhooks_project.api import DetailSerializer, ErrorsSerializer, IsSchoolClient, client_school
+from webhooks_project.api import (
+    NOT_A_SCHOOL_KEY,
+    UNAUTHENTICATED,
+    DetailSerializer,
+    ErrorsSerializer,
+    IsSchoolClient,
+    client_school,
+)
 
 from .models import Subscription
 from .selectors import signing_secret_current, subscriptions_for_school
@@ -40,8 +47,8 @@ from .services import (
 
 ERRORS = {
     400: OpenApiResponse(ErrorsSerializer, description="Invalid input, by field."),
-    401: OpenApiResponse(DetailSerializer, description="Missing, invalid or revoked API key."),
-    403: OpenApiResponse(DetailSerializer, description="Not a school's API key."),
+    401: UNAUTHENTICATED,
+    403: NOT_A_SCHOOL_KEY,
     404: OpenApiResponse(DetailSerializer, description="No such webhook in this school."),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, pagination, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -91,6 +92,13 @@ class DetailSerializer(serializers.Serializer):
     """Other errors (401, 403, 404, 413, 429): ``{"detail": "message"}``."""
 
     detail = serializers.CharField()
+
+
+# Responses every endpoint documents the same way.
+UNAUTHENTICATED = OpenApiResponse(
+    DetailSerializer, description="Missing, invalid or revoked API key."
+)
+NOT_A_SCHOOL_KEY = OpenApiResponse(DetailSerializer, description="Not a school's API key.")
 
 
 def _field_map(detail: Any) -> dict[str, list[str]]:
