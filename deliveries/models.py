@@ -47,6 +47,11 @@ class Delivery(models.Model):
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
+    # What the next attempt is: automatic (the schedule), manual (a retrigger) or a Send Test.
+    # Kept on the row, not in the task message, so a re-driven message cannot change it.
+    next_trigger = models.CharField(
+        max_length=16, choices=AttemptTrigger.choices, default=AttemptTrigger.AUTOMATIC
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)

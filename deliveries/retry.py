@@ -35,15 +35,20 @@ class RetryPolicy:
     ) -> dt.datetime | None:
         """When the next attempt is due, or None when the schedule is exhausted.
 
-        Jitter moves an attempt later by up to ``jitter`` times its gap, never past the window.
+        On schedule, attempt n is due ``offset_seconds(n)`` after creation. An attempt made late
+        (workers were down) still waits its gap before the next one, so late retries never come
+        back to back; none is scheduled after the window. Jitter moves an attempt later by up to
+        ``jitter`` times its gap.
         """
         upcoming = attempts_made + 1
-        if upcoming > self.max_attempts:
+        deadline = self.deadline(created_at)
+        if upcoming > self.max_attempts or now >= deadline:
             return None
         offset = self.offset_seconds(upcoming)
         gap = offset - self.offset_seconds(attempts_made)
-        offset = min(offset + gap * self.jitter * random.random(), self.window_seconds)  # noqa: S311
-        return max(created_at + dt.timedelta(seconds=offset), now)
+        spread = dt.timedelta(seconds=gap * (1 + self.jitter * random.random()))  # noqa: S311
+        on_schedule = created_at + dt.timedelta(seconds=offset) + spread - dt.timedelta(seconds=gap)
+        return min(max(on_schedule, now + spread), deadline)
 
     def deadline(self, created_at: dt.datetime) -> dt.datetime:
         """No automatic attempt is scheduled after this time."""
@@ -72,12 +77,16 @@ def retry_after_seconds(value: str | None, *, now: dt.datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(min(int(value), _RETRY_AFTER_MAX_SECONDS))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return min(max(0.0, (when - now).total_seconds()), _RETRY_AFTER_MAX_SECONDS)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - now).total_seconds())
+
+
+# Longer than any retry window: a larger value only means "not before the window ends".
+_RETRY_AFTER_MAX_SECONDS = 7 * 86400

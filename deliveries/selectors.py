@@ -44,7 +44,10 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
     (an old one means workers are not consuming)."""
     oldest = (
         Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, leased_until__isnull=True
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lte=now,
+            leased_until__isnull=True,
+            is_test=False,
         )
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)

@@ -15,9 +15,9 @@ def event_fan_out(event_id: str) -> None:
 
 
 @shared_task(name="deliveries.deliver")
-def deliver(delivery_ids: list[str], trigger: str = "automatic") -> None:
+def deliver(delivery_ids: list[str]) -> None:
     """Make the next attempt of each delivery that is due and unclaimed."""
-    services.deliveries_attempt(delivery_ids=delivery_ids, trigger=trigger)
+    services.deliveries_attempt(delivery_ids=delivery_ids)
 
 
 @shared_task(name="deliveries.sweep")

@@ -21,8 +21,11 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.db import models
@@ -62,21 +65,36 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.fired = False
+        self.expires = time.monotonic() + seconds
         self._sockets: list[socket.socket] = []
+        self._owned: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.0, self.expires - time.monotonic())
 
     def start(self) -> None:
         self._timer.start()
 
     def cancel(self) -> None:
         self._timer.cancel()
+        with self._lock:
+            for sock in self._owned:
+                sock.close()
+            self._owned.clear()
 
-    def watch(self, sock: socket.socket | None) -> None:
+    def watch(self, sock: socket.socket | None, *, duplicate: bool = False) -> None:
+        """Put a socket on the watch. ``duplicate`` watches a copy of it instead, which stays
+        valid when the original is handed over (TLS wrapping detaches the original)."""
         if sock is None:
             return
+        if duplicate:
+            sock = sock.dup()
         with self._lock:
+            if duplicate:
+                self._owned.append(sock)
             if self.fired:
                 _shutdown(sock)
             elif sock not in self._sockets:
@@ -94,6 +112,22 @@ def _shutdown(sock: socket.socket) -> None:
     # thread that is reading; closing the file descriptor's both directions unblocks the read.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_resolvers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook-dns")
+
+
+def _resolve_in_time(host: str, port: int, deadline: _Deadline | None) -> list[Any]:
+    """``addresses_check`` within the attempt's remaining time (name resolution has no timeout
+    of its own). Raises ``socket.gaierror`` when it does not answer in time."""
+    policy = _context.policy
+    if deadline is None:
+        return addresses_check(host, port, policy)
+    future = _resolvers.submit(addresses_check, host, port, policy)
+    try:
+        return future.result(timeout=deadline.remaining())
+    except FutureTimeout as exc:
+        raise socket.gaierror(socket.EAI_AGAIN, "the name did not resolve in time") from exc
 
 
 class _AttemptContext(threading.local):
@@ -116,16 +150,20 @@ class _GuardedConnectionMixin:
     _dns_host: str
 
     def _new_conn(self) -> socket.socket:
+        deadline = _context.deadline
         try:
-            addresses = addresses_check(self._dns_host, self.port, _context.policy)
+            addresses = _resolve_in_time(self._dns_host, self.port, deadline)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        timeout = self.timeout
+        if deadline is not None and isinstance(timeout, int | float):
+            timeout = max(0.001, min(timeout, deadline.remaining()))
         last_error: OSError | None = None
         for address in addresses:
             try:
                 sock = urllib3_connection.create_connection(
                     (str(address), self.port),
-                    self.timeout,
+                    timeout,
                     source_address=self.source_address,
                     socket_options=self.socket_options,
                 )
@@ -136,8 +174,9 @@ class _GuardedConnectionMixin:
             except OSError as exc:
                 last_error = exc
                 continue
-            if _context.deadline is not None:
-                _context.deadline.watch(sock)
+            if deadline is not None:
+                # A copy: the TLS handshake that follows detaches this socket object.
+                deadline.watch(sock, duplicate=True)
             return sock
         raise NewConnectionError(
             self,  # type: ignore[arg-type]
@@ -229,6 +268,13 @@ class Transport:
             "Accept-Encoding": "identity",
             **headers,
         }
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            return TransportResult(
+                request_headers=request_headers,
+                error_kind=ErrorKind.INVALID_URL,
+                error_message="The URL holds a user name or password; use basic authentication.",
+            )
         try:
             prepared = self.session.prepare_request(
                 requests.Request("POST", url, data=body, headers=request_headers)

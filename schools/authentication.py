@@ -1,7 +1,10 @@
 """API authentication: ``Authorization: Bearer <key>`` with a school's or the platform's key.
 
-Failed attempts are counted per client address; past ``WEBHOOKS_AUTH_FAILURES_PER_MINUTE`` in a
-minute the address gets 429 until the minute is over, whatever key it presents.
+Failed attempts are counted per client address (``WEBHOOKS_TRUSTED_PROXIES`` says how many
+proxies' X-Forwarded-For entries to look through); past ``WEBHOOKS_AUTH_FAILURES_PER_MINUTE`` in
+a minute the address gets 429 for every invalid key until the minute is over. A valid key is
+always let through, so clients sharing an address with someone guessing keys are not locked out.
+The counters live in Django's cache: set ``DJANGO_CACHE_URL`` to share them between processes.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
 
 from .models import ApiKey, PlatformKey, School
@@ -35,7 +38,7 @@ class ApiClient:
 
 
 def _failures_key(request: Request) -> str:
-    address = request.META.get("REMOTE_ADDR", "unknown")
+    address = throttling.BaseThrottle().get_ident(request)
     return f"api-auth-failures:{address}:{int(time.time() // 60)}"
 
 
@@ -49,14 +52,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise exceptions.AuthenticationFailed("Use the header Authorization: Bearer <API key>.")
-        failures_key = _failures_key(request)
-        if cache.get(failures_key, 0) >= settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE:
-            raise exceptions.Throttled(
-                wait=60 - time.time() % 60,
-                detail="Too many failed authentications from this address; try again later.",
-            )
         credential = credential_find(key=key.strip())
         if credential is None:
+            failures_key = _failures_key(request)
+            if cache.get(failures_key, 0) >= settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE:
+                raise exceptions.Throttled(
+                    wait=60 - time.time() % 60,
+                    detail="Too many failed authentications from this address; try again later.",
+                )
             cache.add(failures_key, 0, timeout=120)
             cache.incr(failures_key)
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")

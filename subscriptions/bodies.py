@@ -18,6 +18,7 @@ import re
 import xml.parsers.expat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from django.template import Context, Engine, TemplateSyntaxError
@@ -26,7 +27,7 @@ from django.template.smartif import TokenBase
 
 from events.catalog.seed_names import SEED_EVENT_NAMES
 
-from .body_library import ALLOWED_TAGS, LoopBudgetExceeded
+from .body_library import ALLOWED_TAGS, BudgetedNode, LoopBudgetExceeded, OutputBudgetExceeded
 
 CONTEXT_NAMES = (
     "id",
@@ -39,7 +40,6 @@ CONTEXT_NAMES = (
     "data",
 )
 MAX_TEMPLATE_CHARACTERS = 20_000
-MAX_OUTPUT_BYTES = 1024 * 1024
 
 
 class BodyTemplateError(ValueError):
@@ -87,11 +87,13 @@ class CompiledBody:
     template: Any
 
 
+@lru_cache(maxsize=256)
 def body_compile(source: str) -> CompiledBody:
-    """Parse a body template and check it uses only the event's data.
+    """Parse a body template and check it uses only the event's data (cached by source).
 
     Raises ``BodyTemplateError`` naming the line of a syntax error, a tag that is not allowed,
-    or a variable that is not part of the data.
+    or a variable that is not part of the data. Every node that writes output is counted
+    against the body's size budget as it renders.
     """
     if len(source) > MAX_TEMPLATE_CHARACTERS:
         raise BodyTemplateError(
@@ -110,7 +112,28 @@ def body_compile(source: str) -> CompiledBody:
                 f"Line {line}: {name!r} is not available; a body can use "
                 f"{', '.join(CONTEXT_NAMES)}."
             )
+    _budget_leaves(template.nodelist)
     return CompiledBody(source=source, template=template)
+
+
+def _budget_leaves(nodelist: NodeList) -> None:
+    """Wrap, in place, every node that writes output itself (text, variables, ``firstof``,
+    ``cycle``, ``now``, ...) so its output is counted; containers are walked, not wrapped."""
+    for index, node in enumerate(nodelist):
+        children = [value for value in vars(node).values() if isinstance(value, NodeList)] + [
+            nested
+            for value in vars(node).values()
+            if isinstance(value, list)
+            for item in value
+            if isinstance(item, tuple)
+            for nested in item
+            if isinstance(nested, NodeList)
+        ]
+        if children:
+            for child in children:
+                _budget_leaves(child)
+        else:
+            nodelist[index] = BudgetedNode(node)
 
 
 def _syntax_message(exc: TemplateSyntaxError) -> str:
@@ -185,10 +208,12 @@ def body_render(compiled: CompiledBody, context: dict[str, Any]) -> str:
     """Render a compiled body. Raises ``BodyTemplateError`` when it runs away."""
     try:
         output = compiled.template.render(Context(context, autoescape=False))
-    except LoopBudgetExceeded as exc:
+    except (LoopBudgetExceeded, OutputBudgetExceeded) as exc:
         raise BodyTemplateError(str(exc)) from exc
-    if len(output.encode()) > MAX_OUTPUT_BYTES:
-        raise BodyTemplateError(f"The body is larger than {MAX_OUTPUT_BYTES} bytes.")
+    except Exception as exc:
+        # A filter given data it cannot take (divisibleby on null, ...): the template cannot be
+        # rendered for this event, which is this delivery's failure and nobody else's.
+        raise BodyTemplateError(f"The template failed on this event's data: {exc}") from exc
     return output
 
 

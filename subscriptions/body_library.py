@@ -37,18 +37,76 @@ ALLOWED_TAGS = (
     "widthratio",
     "with",
 )
+# Django's filters whose output stays in proportion to their input. Left out: those that can
+# blow a value up from the template alone (add, join, center, ljust, rjust, stringformat,
+# floatformat, wordwrap, make_list) or build markup (linebreaks, urlize, unordered_list, ...).
+ALLOWED_FILTERS = (
+    "addslashes",
+    "capfirst",
+    "cut",
+    "date",
+    "default",
+    "default_if_none",
+    "dictsort",
+    "dictsortreversed",
+    "divisibleby",
+    "escape",
+    "escapejs",
+    "first",
+    "iriencode",
+    "last",
+    "length",
+    "lower",
+    "pluralize",
+    "slice",
+    "slugify",
+    "striptags",
+    "time",
+    "title",
+    "truncatechars",
+    "truncatewords",
+    "upper",
+    "urlencode",
+    "wordcount",
+    "yesno",
+)
 # Loops in a body may run this many iterations in all: a template cannot stall a worker.
 MAX_LOOP_ITERATIONS = 10_000
+# A body may be this large; rendering stops as soon as it would grow past it.
+MAX_OUTPUT_CHARACTERS = 1024 * 1024
 
 for _name in ALLOWED_TAGS:
     if _name != "for":
         register.tag(_name, defaulttags.register.tags[_name])
-for _name, _filter in defaultfilters.register.filters.items():
-    register.filter(_name, _filter)
+for _name in ALLOWED_FILTERS:
+    register.filter(_name, defaultfilters.register.filters[_name])
 
 
 class LoopBudgetExceeded(Exception):
     """A body template ran more loop iterations than ``MAX_LOOP_ITERATIONS``."""
+
+
+class OutputBudgetExceeded(Exception):
+    """A body template produced more than ``MAX_OUTPUT_CHARACTERS``."""
+
+
+class BudgetedNode(Node):
+    """Renders the node it wraps and counts its output against the body's budget."""
+
+    def __init__(self, inner: Node) -> None:
+        self.inner = inner
+        self.token = getattr(inner, "token", None)
+        self.origin = getattr(inner, "origin", None)
+
+    def render(self, context: template.Context) -> str:
+        output = self.inner.render_annotated(context)
+        used = int(context.render_context.get("output_characters") or 0) + len(output)
+        if used > MAX_OUTPUT_CHARACTERS:
+            raise OutputBudgetExceeded(
+                f"The body is larger than {MAX_OUTPUT_CHARACTERS} characters."
+            )
+        context.render_context["output_characters"] = used
+        return output
 
 
 class _BudgetedForNode(defaulttags.ForNode):

@@ -34,11 +34,13 @@ _EXTRA_BLOCKED: tuple[IPNetwork, ...] = tuple(
         "198.18.0.0/15",
         "224.0.0.0/3",  # multicast and class E
         "2001:20::/28",
+        "fec0::/10",  # site-local (deprecated, still routed internally by some networks)
+        "64:ff9b:1::/48",  # local-use NAT64: translates to networks of the operator's choosing
         "5f00::/16",
         "3fff::/20",
     )
 )
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: IPv4 in the last 32 bits
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
@@ -62,9 +64,7 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4, Teredo)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    if any(address in network for network in _NAT64) or (
-        address in _IPV4_COMPATIBLE and int(address) > 1
-    ):
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
@@ -162,6 +162,11 @@ def url_check(url: str, policy: DestinationPolicy) -> None:
         raise ValueError("Use an http:// or https:// URL.")
     if not parts.hostname:
         raise ValueError("The URL has no host name.")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "Remove the user name and password from the URL and use basic authentication: "
+            "credentials in a URL end up in logs."
+        )
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:

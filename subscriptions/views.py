@@ -21,6 +21,7 @@ from webhooks_project.api import (
     DetailSerializer,
     ErrorsSerializer,
     IsSchoolClient,
+    PerKeyRateThrottle,
     client_school,
 )
 
@@ -52,6 +53,7 @@ ERRORS = {
     404: OpenApiResponse(DetailSerializer, description="No such webhook in this school."),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+TOO_MANY = OpenApiResponse(DetailSerializer, description="Too many requests with this key.")
 
 
 @extend_schema_view(
@@ -88,6 +90,7 @@ class SubscriptionViewSet(
     queryset = Subscription.objects.none()  # for the schema; requests use get_queryset
     permission_classes = [IsSchoolClient]
     serializer_class = SubscriptionOutput
+    throttle_scope: str | None = None  # set per action (Send Test, preview)
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[Subscription]:
@@ -153,9 +156,14 @@ class SubscriptionViewSet(
             "delivery, and returns the attempt: the receiver's status, headers and body."
         ),
         request=TestInput,
-        responses={200: AttemptOutput, **ERRORS},
+        responses={200: AttemptOutput, **ERRORS, 429: TOO_MANY},
     )
-    @action(detail=True, methods=["post"])
+    @action(
+        detail=True,
+        methods=["post"],
+        throttle_classes=[PerKeyRateThrottle],
+        throttle_scope="webhook-test",
+    )
     def test(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
         data = _validated(TestInput(data=request.data))
@@ -179,9 +187,14 @@ class SubscriptionViewSet(
         summary="Preview the body",
         description="Renders a body template (the webhook's own by default) for a sample payload.",
         request=PreviewInput,
-        responses={200: PreviewOutput, **ERRORS},
+        responses={200: PreviewOutput, **ERRORS, 429: TOO_MANY},
     )
-    @action(detail=True, methods=["post"])
+    @action(
+        detail=True,
+        methods=["post"],
+        throttle_classes=[PerKeyRateThrottle],
+        throttle_scope="body-preview",
+    )
     def preview(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
         data = _validated(PreviewInput(data=request.data))

@@ -9,9 +9,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, pagination, permissions, serializers, status
+from rest_framework import exceptions, pagination, permissions, serializers, status, throttling
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from schools.authentication import ApiClient
@@ -55,6 +56,20 @@ class IsPlatformClient(permissions.BasePermission):
 class IsSchoolOrPlatformClient(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return bool(getattr(request.user, "is_authenticated", False))
+
+
+class PerKeyRateThrottle(throttling.ScopedRateThrottle):
+    """A view's ``throttle_scope`` rate, counted per API key."""
+
+    def get_rate(self) -> str | None:
+        # DRF copies the rates into a class attribute at import; read the setting as it is now.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        client = getattr(request, "user", None)
+        if not isinstance(client, ApiClient):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": client.credential.prefix}
 
 
 class NewestFirstCursorPagination(pagination.CursorPagination):

@@ -198,6 +198,23 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "webhooks_project.api.PageNumberPagination",
     "EXCEPTION_HANDLER": "webhooks_project.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Behind this many reverse proxies the client's address is read from X-Forwarded-For.
+    "NUM_PROXIES": env_int("WEBHOOKS_TRUSTED_PROXIES", 0) or None,
+    "DEFAULT_THROTTLE_RATES": {
+        # Send Test and the body preview render and send on demand: a key gets this many.
+        "webhook-test": env_str("WEBHOOKS_TEST_RATE", "30/minute"),
+        "body-preview": env_str("WEBHOOKS_PREVIEW_RATE", "60/minute"),
+    },
+}
+
+# Throttle counters and other shared state: Redis when DJANGO_CACHE_URL is set, else per process.
+DJANGO_CACHE_URL = env_str("DJANGO_CACHE_URL")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DJANGO_CACHE_URL}
+        if DJANGO_CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 SPECTACULAR_SETTINGS = {

@@ -6,15 +6,17 @@ import base64
 import datetime as dt
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Case, F, Prefetch, Q, UUIDField, Value, When
 from django.utils import timezone
 
@@ -36,6 +38,8 @@ __all__ = ["DELIVER_TASK", "deliveries_attempt", "delivery_attempt"]
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+# Custom headers that by their name carry a credential (X-Api-Key, X-Auth-Token, ...).
+_SECRET_HEADER_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|credential|cookie", re.I)
 
 
 def retry_policy() -> RetryPolicy:
@@ -78,19 +82,16 @@ class _Claim:
     number: int
     token: uuid.UUID
     started_at: dt.datetime
+    trigger: str
 
 
-def delivery_attempt(
-    *, delivery_id: uuid.UUID | str, trigger: str = AttemptTrigger.AUTOMATIC
-) -> DeliveryAttempt | None:
+def delivery_attempt(*, delivery_id: uuid.UUID | str) -> DeliveryAttempt | None:
     """Make the next attempt of one due delivery; see ``deliveries_attempt``."""
-    attempts = deliveries_attempt(delivery_ids=[delivery_id], trigger=trigger)
+    attempts = deliveries_attempt(delivery_ids=[delivery_id])
     return attempts[0] if attempts else None
 
 
-def deliveries_attempt(
-    *, delivery_ids: Iterable[uuid.UUID | str], trigger: str = AttemptTrigger.AUTOMATIC
-) -> list[DeliveryAttempt]:
+def deliveries_attempt(*, delivery_ids: Iterable[uuid.UUID | str]) -> list[DeliveryAttempt]:
     """Attempt every due, unclaimed delivery among ``delivery_ids`` and record the attempts.
 
     The deliveries are claimed with one conditional UPDATE: a delivery that is final, not yet due
@@ -99,7 +100,8 @@ def deliveries_attempt(
     transaction is open while they are in flight. The results are written in one transaction.
 
     After its attempt a delivery is ``delivered``, scheduled for its next automatic attempt, or
-    ``failed`` with the reason of its last attempt. Manual and test attempts never schedule
+    ``failed`` with the reason of its last attempt. Each delivery's row says what the attempt is
+    (automatic, a manual retrigger, a Send Test); manual and test attempts never schedule
     automatic ones. A 410 answer disables the webhook; ``Retry-After`` on a 429 or 503 pushes the
     next attempt back, never past the retry window. Returns the attempts made, in the order of
     ``delivery_ids``.
@@ -112,9 +114,8 @@ def deliveries_attempt(
     if not claims:
         return []
     results = _deliveries_send(claims)
-    attempts = _deliveries_record(claims=claims, results=results, trigger=trigger)
-    if trigger != AttemptTrigger.TEST:
-        _receivers_gone_disable(claims, results)
+    attempts = _deliveries_record(claims=claims, results=results)
+    _receivers_gone_disable(claims, results)
     return attempts
 
 
@@ -164,6 +165,7 @@ def _deliveries_claim(*, delivery_ids: list[str]) -> list[_Claim]:
             number=deliveries[i].attempts,
             token=token if deliveries[i].lease_token == token else token_after_lost_lease,
             started_at=now,
+            trigger=deliveries[i].next_trigger,
         )
         for i in delivery_ids
         if i in deliveries
@@ -228,8 +230,10 @@ def _sender() -> ThreadPoolExecutor:
     pid = os.getpid()
     executor = _senders.get(pid)
     if executor is None:
+        # Room for a few batches at once (a threads or gevent worker pool runs several tasks
+        # in one process), so no batch waits for another's slow receivers.
         executor = ThreadPoolExecutor(
-            max_workers=settings.WEBHOOKS_DELIVERY_BATCH_SIZE, thread_name_prefix="webhook-send"
+            max_workers=4 * settings.WEBHOOKS_DELIVERY_BATCH_SIZE, thread_name_prefix="webhook-send"
         )
         _senders.clear()
         _senders[pid] = executor
@@ -316,9 +320,13 @@ def _request_build(claim: _Claim) -> _Request:
 
 
 def headers_redact(headers: dict[str, str]) -> dict[str, str]:
-    """Headers as they may be stored and shown: credentials replaced by a marker."""
+    """Headers as they may be stored and shown: credentials replaced by a marker (Authorization,
+    and custom headers whose name says they carry one)."""
     return {
-        name: REDACTED if name.lower() in SECRET_HEADERS else value
+        name: REDACTED
+        if name.lower() in SECRET_HEADERS
+        or (not name.lower().startswith("webhook-") and _SECRET_HEADER_NAME.search(name))
+        else value
         for name, value in headers.items()
     }
 
@@ -328,6 +336,7 @@ def headers_redact(headers: dict[str, str]) -> dict[str, str]:
 _RECORDED_FIELDS = [
     "status",
     "next_attempt_at",
+    "next_trigger",
     "enqueued_at",
     "leased_until",
     "lease_token",
@@ -339,9 +348,9 @@ _RECORDED_FIELDS = [
 
 
 def _next_attempt_at(
-    *, claim: _Claim, result: TransportResult, trigger: str, now: dt.datetime
+    *, claim: _Claim, result: TransportResult, now: dt.datetime
 ) -> dt.datetime | None:
-    if trigger != AttemptTrigger.AUTOMATIC:
+    if claim.trigger != AttemptTrigger.AUTOMATIC:
         return None
     if not is_retryable(error_kind=result.error_kind, status=result.status):
         return None
@@ -353,7 +362,8 @@ def _next_attempt_at(
     wait = retry_after_seconds(_header(result.headers, "Retry-After"), now=now)
     if wait is None:
         return next_at
-    return min(max(next_at, now + dt.timedelta(seconds=wait)), policy.deadline(created_at))
+    latest = policy.deadline(created_at)
+    return min(max(next_at, now + dt.timedelta(seconds=min(wait, policy.window_seconds))), latest)
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -362,26 +372,27 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 
 def _deliveries_record(
-    *, claims: list[_Claim], results: list[TransportResult], trigger: str
+    *, claims: list[_Claim], results: list[TransportResult]
 ) -> list[DeliveryAttempt]:
     now = timezone.now()
     attempts: list[DeliveryAttempt] = []
     soon: list[tuple[uuid.UUID, float]] = []
     for claim, result in zip(claims, results, strict=True):
         delivery = claim.delivery
-        attempts.append(_attempt_build(claim=claim, trigger=trigger, result=result))
+        attempts.append(_attempt_build(claim=claim, result=result))
         delivery.leased_until = None
         delivery.lease_token = None
+        delivery.next_trigger = AttemptTrigger.AUTOMATIC
         delivery.last_response_status = result.status
         delivery.last_error_kind = result.error_kind
-        delivery.last_error = result.error_message
+        delivery.last_error = storable(result.error_message)
         if result.ok:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.delivered_at = now
             delivery.next_attempt_at = None
             delivery.enqueued_at = None
             continue
-        next_at = _next_attempt_at(claim=claim, result=result, trigger=trigger, now=now)
+        next_at = _next_attempt_at(claim=claim, result=result, now=now)
         if next_at is None:
             delivery.status = DeliveryStatus.FAILED
             delivery.next_attempt_at = None
@@ -396,6 +407,50 @@ def _deliveries_record(
         else:
             delivery.enqueued_at = None  # the sweeper sends it when it is due
 
+    try:
+        owned = _results_write(claims, attempts, now)
+    except DatabaseError:
+        # One row the database refuses must not lose the others' results (their leases would
+        # run out and they would be sent again): write them one by one.
+        logger.exception("Recording %d attempts at once failed; recording one by one", len(claims))
+        owned = set()
+        for claim, attempt in zip(claims, attempts, strict=True):
+            owned |= _result_write_alone(claim, attempt, now)
+    for delivery_id, wait in soon:
+        if delivery_id in owned:
+            transaction.on_commit(
+                partial(deliveries_enqueue, [delivery_id], countdown=wait), robust=True
+            )
+    lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
+    if lost:
+        # These leases ran out mid-attempt; other workers may own the rows now. The real results
+        # replace the "interrupted" entries the new owners may have written for them.
+        logger.warning("%d attempts finished after their lease ran out", len(lost))
+        DeliveryAttempt.objects.bulk_create(
+            lost,
+            update_conflicts=True,
+            unique_fields=["delivery", "number"],
+            update_fields=_ATTEMPT_RESULT_FIELDS,
+        )
+    return attempts
+
+
+_ATTEMPT_RESULT_FIELDS = [
+    "duration_ms",
+    "request_headers",
+    "response_status",
+    "response_headers",
+    "response_body",
+    "response_body_truncated",
+    "error_kind",
+    "error_message",
+]
+
+
+def _results_write(
+    claims: list[_Claim], attempts: list[DeliveryAttempt], now: dt.datetime
+) -> set[uuid.UUID]:
+    """Write the batch in one transaction; return the deliveries whose lease was still ours."""
     with transaction.atomic():
         owned = set(
             Delivery.objects.select_for_update()
@@ -403,39 +458,53 @@ def _deliveries_record(
             .filter(lease_token__in={claim.token for claim in claims})
             .values_list("pk", flat=True)
         )
-        kept = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk in owned]
         if owned:
             Delivery.objects.bulk_update(
                 [claim.delivery for claim in claims if claim.delivery.pk in owned],
                 _RECORDED_FIELDS,
             )
-            DeliveryAttempt.objects.bulk_create(kept)
-            if trigger != AttemptTrigger.TEST:
-                _failure_streaks_update(claims, results, owned, now)
-        for delivery_id, wait in soon:
-            if delivery_id in owned:
-                transaction.on_commit(
-                    partial(deliveries_enqueue, [delivery_id], countdown=wait), robust=True
-                )
-    lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
-    if lost:
-        # These leases ran out mid-attempt; other workers may own the rows now. The attempts are
-        # still logged where their numbers are free; the deliveries are left to their new owners.
-        logger.warning("%d attempts finished after their lease ran out", len(lost))
-        DeliveryAttempt.objects.bulk_create(lost, ignore_conflicts=True)
-    return attempts
+            DeliveryAttempt.objects.bulk_create(
+                [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
+            )
+            _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
+    return owned
+
+
+def _result_write_alone(
+    claim: _Claim, attempt: DeliveryAttempt, now: dt.datetime
+) -> set[uuid.UUID]:
+    """One delivery's result; if the database refuses it, a bare record that says so."""
+    for bare in (False, True):
+        if bare:
+            attempt.response_headers = {}
+            attempt.response_body = ""
+            attempt.request_headers = {}
+            attempt.error_message = "The attempt's answer could not be stored."
+            claim.delivery.last_error = attempt.error_message
+        try:
+            return _results_write([claim], [attempt], now)
+        except DatabaseError:
+            logger.exception("Recording attempt %s of %s failed", claim.number, claim.delivery.pk)
+    return set()
+
+
+def _outcome(attempt: DeliveryAttempt) -> bool | None:
+    """True for a success, False for a failure that counts, None for one that does not."""
+    if attempt.trigger == AttemptTrigger.TEST or attempt.error_kind == ErrorKind.DISABLED:
+        return None
+    return attempt.error_kind == ErrorKind.NONE
 
 
 def _failure_streaks_update(
-    claims: list[_Claim], results: list[TransportResult], owned: set[uuid.UUID], now: dt.datetime
+    claims: list[_Claim], outcomes: list[bool | None], owned: set[uuid.UUID], now: dt.datetime
 ) -> None:
     """A success ends a webhook's failure streak; a failure starts one if none is running."""
     succeeded: set[uuid.UUID] = set()
     failed: set[uuid.UUID] = set()
-    for claim, result in zip(claims, results, strict=True):
-        if claim.delivery.pk not in owned or result.error_kind == ErrorKind.DISABLED:
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        if claim.delivery.pk not in owned or outcome is None:
             continue
-        (succeeded if result.ok else failed).add(claim.delivery.subscription_id)
+        (succeeded if outcome else failed).add(claim.delivery.subscription_id)
     if succeeded:
         Subscription.objects.filter(pk__in=succeeded, failing_since__isnull=False).update(
             failing_since=None
@@ -448,9 +517,9 @@ def _failure_streaks_update(
 
 
 def _receivers_gone_disable(claims: list[_Claim], results: list[TransportResult]) -> None:
-    """A receiver that answers 410 Gone asked to stop: its webhook is disabled."""
+    """A receiver that answers 410 Gone asked to stop: its webhook is disabled (not on a test)."""
     for claim, result in zip(claims, results, strict=True):
-        if result.status == 410:
+        if result.status == 410 and claim.trigger != AttemptTrigger.TEST:
             subscription = claim.delivery.subscription
             subscription_disable(
                 subscription=subscription,
@@ -461,19 +530,31 @@ def _receivers_gone_disable(claims: list[_Claim], results: list[TransportResult]
             )
 
 
-def _attempt_build(*, claim: _Claim, trigger: str, result: TransportResult) -> DeliveryAttempt:
+def _attempt_build(*, claim: _Claim, result: TransportResult) -> DeliveryAttempt:
     return DeliveryAttempt(
         delivery=claim.delivery,
         number=claim.number,
-        trigger=trigger,
+        trigger=claim.trigger,
         started_at=claim.started_at,
         duration_ms=result.duration_ms,
         request_url=claim.delivery.subscription.url,
-        request_headers=headers_redact(result.request_headers),
+        request_headers=storable(headers_redact(result.request_headers)),
         response_status=result.status,
-        response_headers=result.headers,
-        response_body=result.body.decode("utf-8", errors="replace"),
+        response_headers=storable(result.headers),
+        response_body=storable(result.body.decode("utf-8", errors="replace")),
         response_body_truncated=result.body_truncated,
         error_kind=result.error_kind,
-        error_message=result.error_message,
+        error_message=storable(result.error_message),
     )
+
+
+def storable(value: Any) -> Any:
+    """A receiver's text as PostgreSQL can store it: NUL (which no text or JSON column accepts)
+    becomes U+FFFD, in strings and in the keys and values of objects."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value

@@ -18,7 +18,7 @@ from subscriptions.bodies import BodyTemplateError, CompiledBody, body_compile
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscriptions_matching
 
-from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..models import Delivery, DeliveryStatus
 from ..payloads import CONTENT_TYPES, render
 from ..transport import ErrorKind
 
@@ -110,12 +110,7 @@ def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime
     return delivery
 
 
-def deliveries_enqueue(
-    ids: Iterable[uuid.UUID | str],
-    *,
-    countdown: float | None = None,
-    trigger: str = AttemptTrigger.AUTOMATIC,
-) -> None:
+def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | None = None) -> None:
     """Send delivery tasks of up to ``WEBHOOKS_DELIVERY_BATCH_SIZE`` ids each, over one connection.
 
     A failure is logged, not raised: the rows are committed and the sweeper re-drives them.
@@ -130,7 +125,7 @@ def deliveries_enqueue(
             for start in range(0, len(ids), size):
                 app.send_task(
                     DELIVER_TASK,
-                    args=[ids[start : start + size], trigger],
+                    args=[ids[start : start + size]],
                     countdown=countdown,
                     producer=producer,
                 )

@@ -18,6 +18,7 @@ from events.selectors import events_awaiting_fan_out
 from subscriptions.models import Subscription
 
 from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..transport import ErrorKind
 from .fan_out import deliveries_enqueue, event_fan_out
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     fanned_out = 0
     for event_id in events_awaiting_fan_out(created_before=stale, limit=limit):
-        if event_fan_out(event_id=event_id):
-            fanned_out += 1
+        try:
+            if event_fan_out(event_id=event_id):
+                fanned_out += 1
+        except Exception:
+            # One event that cannot be fanned out must not hold up the others or the deliveries.
+            logger.exception("Fan-out of event %s failed; it will be tried again", event_id)
 
     with transaction.atomic():
         ids = list(
@@ -56,6 +61,18 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
         if ids:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
             transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
+    # A Send Test is sent in the request that made it; one still pending long after lost it.
+    Delivery.objects.filter(
+        is_test=True,
+        status=DeliveryStatus.PENDING,
+        created_at__lt=now - dt.timedelta(minutes=5),
+    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(
+        status=DeliveryStatus.FAILED,
+        next_attempt_at=None,
+        leased_until=None,
+        last_error_kind=ErrorKind.INTERRUPTED,
+        last_error="The Send Test did not finish: the process sending it stopped.",
+    )
     if fanned_out or ids:
         logger.info("Sweeper re-drove %d events and %d deliveries", fanned_out, len(ids))
     return SweepResult(events_fanned_out=fanned_out, deliveries_enqueued=len(ids))
@@ -75,13 +92,12 @@ def _redrive(queryset: QuerySet[Delivery]) -> int:
         Delivery.objects.filter(pk__in=ids).update(
             status=DeliveryStatus.PENDING,
             next_attempt_at=now,
+            next_trigger=AttemptTrigger.MANUAL,
             enqueued_at=now,
             leased_until=None,
             lease_token=None,
         )
-        transaction.on_commit(
-            lambda: deliveries_enqueue(ids, trigger=AttemptTrigger.MANUAL), robust=True
-        )
+        transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
     return len(ids)
 
 
@@ -130,7 +146,8 @@ def deliveries_prune(*, older_than_days: float, batch_size: int = 5000) -> int:
         if not ids:
             break
         with transaction.atomic():
-            Delivery.objects.filter(pk__in=ids).delete()
+            # Re-checked here: one retriggered since it was selected is kept.
+            Delivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING).delete()
         deleted += len(ids)
     Event.objects.filter(
         created_at__lt=cutoff, fanned_out_at__isnull=False, deliveries=None

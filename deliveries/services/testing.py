@@ -42,7 +42,8 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
         if delivery.status == DeliveryStatus.FAILED:
             raise ValidationError({"body_template": [delivery.last_error]})
         delivery.is_test = True
+        delivery.next_trigger = AttemptTrigger.TEST
         delivery.enqueued_at = None  # sent right here, never by a worker
         delivery.save(force_insert=True)
-    [attempt] = deliveries_attempt(delivery_ids=[delivery.pk], trigger=AttemptTrigger.TEST)
+    [attempt] = deliveries_attempt(delivery_ids=[delivery.pk])
     return attempt

@@ -69,6 +69,8 @@ HOSTILE = [
     ("http://[fd00:ec2::254]/latest/meta-data/", None),  # AWS IPv6 metadata
     ("http://[ff02::1]/hook", None),
     ("http://[2001:db8::1]/hook", None),
+    ("http://[fec0::1]/hook", None),  # site-local
+    ("http://[64:ff9b:1:a00:1:0:808:808]/hook", None),  # local-use NAT64
     ("http://localhost/hook", None),
     ("http://LOCALHOST./hook", None),
     ("http://metadata.google.internal/computeMetadata/v1/", ["169.254.169.254"]),
@@ -200,3 +202,19 @@ def test_trusted_networks_are_allowed_and_nothing_else_is(settings, school, rece
 )
 def test_the_policy_names_what_kind_of_address_is_refused(address, reason):
     assert DestinationPolicy().blocked_reason(ipaddress.ip_address(address)) == reason
+
+
+def test_credentials_in_the_url_are_refused_on_save_and_at_send(strict, school, connects):
+    url = "https://user:secret@crm.example.org/hooks"
+
+    with pytest.raises(ValidationError) as raised:
+        subscription_create(school=school, name="Hook", url=url, topics=["*"])
+    SubscriptionFactory(school=school, url=url, topics=["*"])
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    attempt = delivery_attempt(delivery_id=delivery_id)
+
+    [message] = raised.value.message_dict["url"]
+    assert message.startswith("Remove the user name and password from the URL")
+    assert attempt.error_kind == ErrorKind.INVALID_URL
+    assert connects == []

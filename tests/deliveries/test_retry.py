@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from deliveries.retry import RetryPolicy, is_retryable
+from deliveries.retry import RetryPolicy, is_retryable, retry_after_seconds
 from deliveries.transport import ErrorKind
 
 CREATED = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
@@ -53,11 +53,41 @@ def test_jitter_only_delays_and_never_passes_the_window():
             assert at <= policy.deadline(CREATED)
 
 
-def test_an_attempt_that_is_already_late_is_due_now():
+def test_a_late_attempt_still_waits_its_gap_before_the_next():
     policy = RetryPolicy(jitter=0)
-    now = CREATED + dt.timedelta(seconds=30)
+    # Workers were down: attempt 3 ran 10 minutes after creation instead of 6 s.
+    now = CREATED + dt.timedelta(minutes=10)
 
-    assert policy.next_attempt_at(created_at=CREATED, attempts_made=1, now=now) == now
+    assert policy.next_attempt_at(created_at=CREATED, attempts_made=3, now=now) == now + (
+        dt.timedelta(seconds=8)
+    )
+
+
+def test_nothing_is_scheduled_after_the_window():
+    policy = RetryPolicy(jitter=0)
+    now = CREATED + dt.timedelta(hours=24, seconds=1)
+
+    assert policy.next_attempt_at(created_at=CREATED, attempts_made=3, now=now) is None
+    late = CREATED + dt.timedelta(hours=23, minutes=59, seconds=50)
+    assert policy.next_attempt_at(created_at=CREATED, attempts_made=16, now=late) == (
+        CREATED + dt.timedelta(hours=24)
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("99999999999999999999", 7 * 86400.0),
+        ("\u00b2", None),  # a digit to isdigit(), not to int()
+        ("Wed, 21 Oct 2099 07:28:00 GMT", 7 * 86400.0),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_values_are_read_safely(value, seconds):
+    assert retry_after_seconds(value, now=CREATED) == seconds
 
 
 def test_a_shrunk_schedule_keeps_its_shape():

@@ -138,3 +138,63 @@ def test_connections_are_reused_between_attempts(transport, receiver):
     [connection_pool] = list(pool.pools._container.values())
     assert connection_pool.num_connections == 1
     assert len(receiver.received()) == 2
+
+
+@pytest.fixture
+def drip_tls_server():
+    """Accepts TCP and answers a TLS ClientHello with a handshake record, one byte every 0.2 s,
+    so the handshake never completes on its own."""
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(4096)
+                record = b"\x16\x03\x03\x40\x00" + b"\x02" * 64  # a long handshake record
+                for byte in record:
+                    if stop.is_set():
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    server.close()
+
+
+def test_a_tls_handshake_that_never_completes_ends_at_the_deadline(transport, drip_tls_server):
+    result = _send(transport, f"https://127.0.0.1:{drip_tls_server}/hook", timeout=1)
+
+    assert result.error_kind in {ErrorKind.TIMEOUT, ErrorKind.TLS}
+    assert result.duration_ms < 3000  # the full handshake record would take 14 s
+
+
+def test_a_name_that_takes_forever_to_resolve_is_cut_off_at_the_deadline(transport, monkeypatch):
+    import time
+
+    def slow(*args, **kwargs):
+        time.sleep(4)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+
+    result = _send(transport, "http://slow-dns.example.org/hook", timeout=1)
+
+    assert result.error_kind in {ErrorKind.TIMEOUT, ErrorKind.DNS}
+    assert result.duration_ms < 3000

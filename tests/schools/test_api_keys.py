@@ -115,22 +115,34 @@ def test_using_a_key_records_when(school):
     assert api_key.last_used_at is not None
 
 
-def test_repeated_failed_authentication_is_throttled_even_for_a_valid_key(school, settings):
+def test_repeated_failed_authentication_is_throttled_but_valid_keys_still_get_in(school, settings):
     settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE = 3
     _, key = api_key_create(school=school, name="CRM")
+    guess = _client("whk_guess0000guessguessguessguessguessguess")
     for _ in range(3):
-        assert (
-            _client("whk_guess0000guessguessguessguessguessguess")
-            .get("/api/v1/subscriptions/")
-            .status_code
-            == 401
-        )
+        assert guess.get("/api/v1/subscriptions/").status_code == 401
 
-    response = _client(key).get("/api/v1/subscriptions/")
+    throttled = guess.get("/api/v1/subscriptions/")
+    valid = _client(key).get("/api/v1/subscriptions/")
 
-    assert response.status_code == 429
-    assert response.json()["detail"].startswith("Too many failed authentications")
-    assert int(response["Retry-After"]) <= 60
+    assert throttled.status_code == 429
+    assert throttled.json()["detail"].startswith("Too many failed authentications")
+    assert int(throttled["Retry-After"]) <= 60
+    assert valid.status_code == 200  # someone guessing from the same address locks nobody out
+
+
+def test_behind_a_proxy_failures_are_counted_per_client_address(school, settings):
+    settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE = 2
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    guess = _client("whk_guess0000guessguessguessguessguessguess")
+    for _ in range(2):
+        guess.get("/api/v1/subscriptions/", HTTP_X_FORWARDED_FOR="203.0.113.7")
+
+    blocked = guess.get("/api/v1/subscriptions/", HTTP_X_FORWARDED_FOR="203.0.113.7")
+    other = guess.get("/api/v1/subscriptions/", HTTP_X_FORWARDED_FOR="198.51.100.9")
+
+    assert blocked.status_code == 429
+    assert other.status_code == 401  # another client behind the same proxy
 
 
 def test_the_platform_key_cannot_read_school_data(db):

@@ -227,3 +227,26 @@ def test_preview_renders_a_template_for_a_sample(api, school):
     )
 
     assert response.json() == {"content_type": "json", "body": '{"t": "course.created"}'}
+
+
+def test_send_test_is_rate_limited_per_key(api, school, receiver, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"webhook-test": "2/minute", "body-preview": "60/minute"},
+    }
+    created = api.post(
+        "/api/v1/subscriptions/",
+        {"name": "Local", "url": receiver.url("/t"), "topics": ["*"]},
+        format="json",
+    ).json()
+    url = f"/api/v1/subscriptions/{created['id']}/test/"
+
+    codes = [
+        api.post(url, {"event_type": "course.created"}, format="json").status_code for _ in range(3)
+    ]
+
+    assert codes == [200, 200, 429]
+    assert len(receiver.received("/t")) == 2

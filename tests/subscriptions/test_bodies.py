@@ -1,13 +1,15 @@
+import time
+
 import pytest
 
 from subscriptions.bodies import (
-    MAX_OUTPUT_BYTES,
     BodyTemplateError,
     body_check_samples,
     body_compile,
     body_context,
     body_render,
 )
+from subscriptions.body_library import MAX_OUTPUT_CHARACTERS
 
 ENVELOPE = {
     "id": "e-1",
@@ -95,4 +97,45 @@ def test_oversized_output_is_stopped():
     with pytest.raises(BodyTemplateError) as raised:
         body_render(body_compile(source), body_context(envelope, 0))
 
-    assert str(raised.value) == f"The body is larger than {MAX_OUTPUT_BYTES} bytes."
+    assert str(raised.value) == f"The body is larger than {MAX_OUTPUT_CHARACTERS} characters."
+
+
+@pytest.mark.parametrize(
+    ("source", "filter_name"),
+    [
+        ('{{ data.course.name|ljust:"100000000" }}', "ljust"),
+        ('{{ data.course.name|center:"100000000" }}', "center"),
+        ('{{ data.course.name|stringformat:"50000000s" }}', "stringformat"),
+        ('{{ 1.5|floatformat:"300000000" }}', "floatformat"),
+        ("{% with a=type|add:type %}{{ a }}{% endwith %}", "add"),
+        ('{{ data.tags|join:"xxxxxxxx" }}', "join"),
+    ],
+)
+def test_filters_that_can_blow_a_value_up_are_not_available(source, filter_name):
+    with pytest.raises(BodyTemplateError) as raised:
+        body_compile(source)
+
+    assert str(raised.value) == f"Line 1: there is no filter named {filter_name!r}."
+
+
+def test_output_is_stopped_while_rendering_not_after():
+    # 10,000 iterations writing 20 kB each would be 200 MB: it stops just past 1 MB.
+    envelope = {**ENVELOPE, "data": {"items": list(range(100)), "blob": "x" * 20_000}}
+    source = (
+        "{% for a in data.items %}{% for b in data.items %}{{ data.blob }}{% endfor %}{% endfor %}"
+    )
+    started = time.monotonic()
+
+    with pytest.raises(BodyTemplateError, match="larger than"):
+        body_render(body_compile(source), body_context(envelope, 0))
+
+    assert time.monotonic() - started < 5
+
+
+def test_a_filter_failing_on_real_data_is_a_body_error_not_a_crash():
+    compiled = body_compile('{"even": {{ data.score|divisibleby:"2"|yesno:"true,false" }}}')
+
+    with pytest.raises(BodyTemplateError) as raised:
+        body_render(compiled, body_context({**ENVELOPE, "data": {"score": None}}, 0))
+
+    assert str(raised.value).startswith("The template failed on this event's data:")

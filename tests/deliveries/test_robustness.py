@@ -1,0 +1,168 @@
+"""What a hostile or broken receiver, template or worker cannot do to the delivery log."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.services import (
+    deliveries_sweep,
+    delivery_attempt,
+    delivery_retrigger,
+    event_fan_out,
+)
+from deliveries.services.attempts import _deliveries_claim, _deliveries_record
+from deliveries.transport import ErrorKind, TransportResult
+from events.models import Event
+from events.services import event_publish
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _delivery(school, url, **fields):
+    SubscriptionFactory(school=school, url=url, **fields)
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    return Delivery.objects.get(pk=delivery_id)
+
+
+def test_a_nul_byte_in_the_answer_is_stored_replaced_and_the_delivery_is_final(school, receiver):
+    receiver.script("/nul", Reply(status=200, body=b"ok\x00binary", headers={"X-Odd": "a\x00b"}))
+    delivery = _delivery(school, receiver.url("/nul"))
+
+    attempt = delivery_attempt(delivery_id=delivery.id)
+
+    stored = DeliveryAttempt.objects.get(pk=attempt.pk)
+    assert stored.response_body == "ok\ufffdbinary"
+    assert stored.response_headers["X-Odd"] == "a\ufffdb"
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.DELIVERED
+
+
+@pytest.mark.parametrize("retry_after", ["99999999999999999999", "\u00b2", "not a date"])
+def test_a_hostile_retry_after_is_recorded_not_a_crash(school, receiver, retry_after):
+    receiver.script("/busy", Reply(status=503, headers={"Retry-After": retry_after}))
+    delivery = _delivery(school, receiver.url("/busy"))
+
+    attempt = delivery_attempt(delivery_id=delivery.id)
+
+    delivery.refresh_from_db()
+    assert attempt.response_status == 503
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.next_attempt_at <= delivery.created_at + dt.timedelta(seconds=3)
+
+
+def test_a_template_that_fails_on_real_data_fails_its_delivery_only(school, receiver):
+    broken = SubscriptionFactory(
+        school=school,
+        url=receiver.url("/broken"),
+        body_template='{"even": {{ data.score|divisibleby:"2"|yesno:"true,false" }}}',
+    )
+    fine = SubscriptionFactory(school=school, url=receiver.url("/fine"))
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+
+    event_fan_out(event_id=event.id)
+
+    by_subscription = {d.subscription_id: d for d in Delivery.objects.filter(event=event)}
+    assert by_subscription[broken.pk].status == DeliveryStatus.FAILED
+    assert by_subscription[broken.pk].last_error_kind == ErrorKind.TEMPLATE
+    assert "failed on this event's data" in by_subscription[broken.pk].last_error
+    assert by_subscription[fine.pk].status == DeliveryStatus.PENDING
+
+
+def test_an_event_that_cannot_be_fanned_out_does_not_stop_the_sweeper(school, monkeypatch):
+    from deliveries.services import redrive
+
+    stuck = event_publish(school=school, type="course.created", data={"course": {"id": "a"}})
+    later = _delivery(school, "http://127.0.0.1:9/x")
+    Event.objects.filter(pk=stuck.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    Delivery.objects.filter(pk=later.pk).update(enqueued_at=timezone.now() - dt.timedelta(hours=1))
+    real = redrive.event_fan_out
+
+    def failing(*, event_id):
+        if str(event_id) == str(stuck.pk):
+            raise RuntimeError("cannot fan this one out")
+        return real(event_id=event_id)
+
+    monkeypatch.setattr(redrive, "event_fan_out", failing)
+
+    result = deliveries_sweep()
+
+    assert result.deliveries_enqueued == 1  # the deliveries were still re-driven
+
+
+def test_a_retrigger_stays_manual_even_if_its_message_is_re_driven_as_automatic(school, receiver):
+    receiver.script("/down", default=Reply(status=500))
+    delivery = _delivery(school, receiver.url("/down"))
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.FAILED, next_attempt_at=None, attempts=5
+    )
+
+    delivery_retrigger(delivery=delivery)
+    attempt = delivery_attempt(delivery_id=delivery.id)  # as the sweeper's message would
+
+    delivery.refresh_from_db()
+    assert attempt.trigger == AttemptTrigger.MANUAL
+    assert delivery.status == DeliveryStatus.FAILED  # no automatic retries after a manual one
+    assert delivery.next_trigger == AttemptTrigger.AUTOMATIC
+
+
+def test_a_late_workers_real_result_replaces_the_interrupted_entry(school):
+    delivery = _delivery(school, "http://127.0.0.1:9/x")
+    [claim] = _deliveries_claim(delivery_ids=[str(delivery.pk)])
+    # The lease ran out; another worker took over and logged attempt 1 as interrupted.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        leased_until=timezone.now() - dt.timedelta(seconds=1)
+    )
+    [takeover] = _deliveries_claim(delivery_ids=[str(delivery.pk)])
+    assert DeliveryAttempt.objects.get(number=1).error_kind == ErrorKind.INTERRUPTED
+
+    _deliveries_record(
+        claims=[claim],
+        results=[TransportResult(request_headers={}, status=200, body=b"late but fine")],
+    )
+
+    first = DeliveryAttempt.objects.get(delivery=delivery, number=1)
+    assert (first.response_status, first.response_body, first.error_kind) == (
+        200,
+        "late but fine",
+        "",
+    )
+    assert takeover.number == 2
+
+
+def test_custom_headers_that_carry_credentials_are_sent_but_not_logged(school, receiver):
+    delivery = _delivery(
+        school,
+        receiver.url("/h"),
+        custom_headers={"X-Api-Key": "k-123", "X-Auth-Token": "t-456", "X-Tenant": "lycee"},
+    )
+
+    attempt = delivery_attempt(delivery_id=delivery.id)
+
+    [received] = receiver.received("/h")
+    assert (received.headers["x-api-key"], received.headers["x-auth-token"]) == ("k-123", "t-456")
+    stored = DeliveryAttempt.objects.get(pk=attempt.pk).request_headers
+    assert (stored["X-Api-Key"], stored["X-Auth-Token"]) == ("[redacted]", "[redacted]")
+    assert stored["X-Tenant"] == "lycee"
+    assert stored["webhook-signature"].startswith("v1,")
+
+
+def test_a_send_test_that_never_finished_is_failed_by_the_sweeper_and_not_a_backlog(school, client):
+    delivery = _delivery(school, "http://127.0.0.1:9/x")
+    Delivery.objects.filter(pk=delivery.pk).update(
+        is_test=True,
+        next_trigger=AttemptTrigger.TEST,
+        created_at=timezone.now() - dt.timedelta(minutes=10),
+        next_attempt_at=timezone.now() - dt.timedelta(minutes=10),
+    )
+
+    health = client.get("/health/").json()
+    deliveries_sweep()
+
+    delivery.refresh_from_db()
+    assert health["oldest_due_delivery_seconds"] == 0.0
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.last_error == "The Send Test did not finish: the process sending it stopped."
