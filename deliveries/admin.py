@@ -29,18 +29,12 @@ from .explanations import failure_explain
 from .models import Delivery, DeliveryAttempt, DeliveryStatus
 from .selectors import delivery_attempts
 from .services import deliveries_retrigger, delivery_retrigger
+from .services.attempts import headers_custom_hide
 from .signing import message_id
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
 # "Recover failed deliveries" on the webhook, for more).
 RETRIGGER_LIMIT = 1000
-HIDDEN = "[hidden]"
-# Request headers the product sets itself: shown to everyone. Other (custom) headers may carry
-# the receiver's tokens: their values are shown only to those who may see the webhook's secrets.
-_PRODUCT_HEADERS = frozenset(
-    {"accept", "accept-encoding", "authorization", "connection", "content-length"}
-    | {"content-type", "host", "user-agent"}
-)
 
 
 def delivery_uuid(term: str) -> uuid.UUID | None:
@@ -49,18 +43,6 @@ def delivery_uuid(term: str) -> uuid.UUID | None:
         return uuid.UUID(term.strip().removeprefix("msg_"))
     except ValueError:
         return None
-
-
-def headers_for(headers: dict[str, str], *, show_custom: bool) -> dict[str, str]:
-    """Request headers for display: custom header values hidden unless ``show_custom``."""
-    if show_custom:
-        return dict(headers)
-    return {
-        name: value
-        if name.lower() in _PRODUCT_HEADERS or name.lower().startswith(("webhook-", "x-webhook-"))
-        else HIDDEN
-        for name, value in headers.items()
-    }
 
 
 class DeliveryStatusFilter(admin.SimpleListFilter):
@@ -332,7 +314,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
         attempts = [
             {
                 "attempt": attempt,
-                "request_headers": headers_for(attempt.request_headers, show_custom=show_custom),
+                "request_headers": attempt.request_headers
+                if show_custom
+                else headers_custom_hide(attempt.request_headers),
                 "explanation": failure_explain(
                     error_kind=attempt.error_kind,
                     status=attempt.response_status,

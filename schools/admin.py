@@ -184,6 +184,10 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
             columns.insert(1, "school")
         return columns
 
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # Several schools (superusers, admins of a group of schools): search them as you type.
+        return ["school"] if self.sees_several_schools(request) else []
+
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)
         school_ids = self.school_ids(request)

@@ -34,14 +34,14 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
 from deliveries.explanations import failure_explain
-from deliveries.models import DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus
 from deliveries.selectors import (
     SubscriptionDeliveryStats,
     deliveries_failed_count,
     subscriptions_delivery_stats,
 )
 from deliveries.services import deliveries_recover, delivery_test_send
-from deliveries.services.attempts import headers_redact
+from deliveries.services.attempts import headers_custom_hide
 from events.models import EventType
 from webhooks_project.admin_lists import DropdownFilter
 from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin, schools_visible
@@ -56,6 +56,7 @@ from .selectors import (
 )
 from .services import (
     subscription_body_preview,
+    subscription_delete,
     subscription_enable,
     subscription_save,
     subscription_secret_rotate,
@@ -332,6 +333,10 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         fieldsets.append(("Status", {"fields": status}))
         return fieldsets
 
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # Several schools (superusers, admins of a group of schools): search them as you type.
+        return ["school"] if self.sees_several_schools(request) else []
+
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)
         schools = list(schools_visible(request)[:2])
@@ -420,6 +425,28 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         subscription_save(
             subscription=obj, basic_auth_password=form.cleaned_data.get("basic_auth_password")
         )
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        """What deleting webhooks removes, as counts: a webhook takes its delivery log with it
+        (``subscription_delete``), which is never listed row by row nor deleted on its own."""
+        subscriptions = list(objs)
+        ids = [subscription.pk for subscription in subscriptions]
+        counts = {
+            "webhooks": len(subscriptions),
+            "deliveries, with their attempts": Delivery.objects.filter(
+                subscription_id__in=ids
+            ).count(),
+        }
+        return [str(subscription) for subscription in subscriptions], counts, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: Subscription) -> None:
+        subscription_delete(subscription=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        for subscription in queryset:
+            subscription_delete(subscription=subscription)
 
     def response_add(
         self, request: HttpRequest, obj: Subscription, post_url_continue: str | None = None
@@ -535,7 +562,9 @@ class SubscriptionAdmin(SchoolScopedAdmin):
                     {
                         "attempt": attempt,
                         "event_type": form.cleaned_data["event_type"],
-                        "request_headers": headers_redact(attempt.request_headers),
+                        "request_headers": attempt.request_headers
+                        if self.has_manage_secret_permission(request, subscription)
+                        else headers_custom_hide(attempt.request_headers),
                         "request_body": bytes(delivery.body).decode("utf-8", errors="replace"),
                         "explanation": failure_explain(
                             error_kind=attempt.error_kind,

@@ -330,3 +330,40 @@ def test_a_member_without_staff_status_cannot_enter_the_admin(client, school, dj
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_support_sends_a_test_without_seeing_custom_header_values(
+    client, school, support_user, receiver
+):
+    subscription = SubscriptionFactory(
+        school=school,
+        url=receiver.url("/hook"),
+        topics=["course.*"],
+        custom_headers={"X-Api-Token": "receiver-token-123"},
+    )
+    client.force_login(support_user)
+
+    page = client.post(
+        f"/admin/subscriptions/subscription/{subscription.pk}/send-test/",
+        {"event_type": "course.created"},
+    ).content.decode()
+
+    assert "X-Api-Token: [hidden]" in page
+    assert "receiver-token-123" not in page
+    [request] = receiver.received("/hook")
+    assert request.headers["x-api-token"] == "receiver-token-123"
+
+
+def test_school_admins_and_support_read_the_event_catalog(
+    client, catalog, school_admin, support_user
+):
+    for user in (school_admin, support_user):
+        client.force_login(user)
+
+        reference = client.get("/admin/events/eventtype/reference/").content.decode()
+        types = client.get("/admin/events/eventtype/")
+
+        assert "<h3><code>course.created</code></h3>" in reference
+        assert "JSON Schema of <code>data</code>" in reference
+        assert types.status_code == 200
+        assert client.get("/admin/events/eventtype/add/").status_code == 403

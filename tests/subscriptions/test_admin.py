@@ -340,3 +340,27 @@ def test_the_list_shows_each_webhooks_health_in_a_fixed_number_of_queries(
     assert [s.name for s in failing_only.context["cl"].result_list] == ["Failing"]
     by_topic = client.get("/admin/subscriptions/subscription/", {"topic": "student.signed"})
     assert len(by_topic.context["cl"].result_list) == 3  # topics ["*"]
+
+
+def test_deleting_a_webhook_counts_its_delivery_log_instead_of_listing_it(
+    client, school, school_admin
+):
+    from deliveries.models import Delivery
+    from tests.deliveries.factories import delivery_create
+
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school, name="Old CRM")
+    for _ in range(3):
+        delivery_create(subscription)
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/delete/"
+
+    confirmation = client.get(url)
+    client.post(url, {"post": "yes"})
+
+    assert dict(confirmation.context["model_count"]) == {
+        "webhooks": 1,
+        "deliveries, with their attempts": 3,
+    }
+    assert not confirmation.context["perms_lacking"]
+    assert not Subscription.objects.filter(pk=subscription.pk).exists()
+    assert Delivery.objects.count() == 0
