@@ -42,6 +42,7 @@ def test_a_school_admin_adds_a_webhook_tests_it_and_retriggers_a_failed_delivery
 
     # Add a webhook in BrainCert's order: name, URL, topics, content type, basic auth, body.
     page.goto(f"{live_server.url}/admin/subscriptions/subscription/add/")
+    page.click("#toggle-nav-sidebar")  # room for every column of the list (kept while browsing)
     page.fill("#id_name", "CRM")
     page.fill("#id_url", receiver.url("/crm"))
     page.check("input[name=topics][value='course.created']")
@@ -96,7 +97,6 @@ def test_a_school_admin_adds_a_webhook_tests_it_and_retriggers_a_failed_delivery
     )
 
     page.goto(f"{live_server.url}/admin/subscriptions/subscription/")
-    page.click("#toggle-nav-sidebar")  # room for every column of the list
     row = page.locator("#result_list tbody tr", has_text="CRM")
     expect(row.locator(".webhook-state-failing")).to_have_text("Failing")
     expect(row.locator(".webhook-failures")).to_have_text("1 failure / 24 h")
