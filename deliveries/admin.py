@@ -231,7 +231,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             queryset = queryset.select_related("subscription", "school").only(*_LIST_FIELDS)
         return queryset
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
             columns.insert(4, "school")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -102,7 +103,7 @@ def subscriptions_delivery_stats(
     )
     stats = {}
     for pk, status, response_status, last_attempt_at, created_at in latest:
-        row = counts.get(pk, {})
+        row: dict[str, Any] = dict(counts.get(pk, {}))
         stats[pk] = SubscriptionDeliveryStats(
             last_status=status,
             last_response_status=response_status,

@@ -110,7 +110,7 @@ class KeyAdminMixin:
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return self.add_fields  # type: ignore[attr-defined]
         return [*self.add_fields, "prefix_display", "created_at", "last_used_at", "revoked_at"]  # type: ignore[attr-defined]
@@ -155,7 +155,7 @@ class ApiKeyForm(forms.ModelForm):
         help_texts = {"name": "What uses the key, such as the integration's name."}
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned: dict[str, Any] = super().clean() or {}
         school = cleaned.get("school")
         limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
         if school is not None and api_keys_active_count(school=school) >= limit:
@@ -178,7 +178,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
             columns.insert(1, "school")
@@ -189,7 +189,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
         return ["school"] if self.sees_several_schools(request) else []
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
         school_ids = self.school_ids(request)
         if school_ids is not None and len(school_ids) == 1:
             initial.setdefault("school", school_ids[0])

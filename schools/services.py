@@ -9,7 +9,7 @@ import string
 from django.apps import apps as global_apps
 from django.conf import settings
 from django.contrib.auth.management import create_permissions
-from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.contrib.auth.models import Group, Permission, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -163,13 +163,13 @@ def admin_groups_sync() -> None:
 
 
 @transaction.atomic
-def school_admin_grant(*, user: AbstractBaseUser, school: School) -> Membership:
+def school_admin_grant(*, user: User, school: School) -> Membership:
     """Make ``user`` an admin of ``school``: a staff user in the "School admins" group with a
     membership of the school (they then get its failure e-mails too). Idempotent."""
     group = Group.objects.get(name=SCHOOL_ADMINS_GROUP)
-    type(user).objects.filter(pk=user.pk).update(is_staff=True)
-    user.is_staff = True  # type: ignore[attr-defined]
-    user.groups.add(group)  # type: ignore[attr-defined]
+    type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
+    user.is_staff = True
+    user.groups.add(group)
     membership, _ = Membership.objects.get_or_create(
         user=user, school=school, defaults={"role": Role.ADMIN}
     )
@@ -177,10 +177,10 @@ def school_admin_grant(*, user: AbstractBaseUser, school: School) -> Membership:
 
 
 @transaction.atomic
-def support_staff_grant(*, user: AbstractBaseUser) -> None:
+def support_staff_grant(*, user: User) -> None:
     """Make ``user`` platform support staff: a staff user in the "Support" group, who sees every
     school in the admin. Idempotent."""
     group = Group.objects.get(name=SUPPORT_GROUP)
-    type(user).objects.filter(pk=user.pk).update(is_staff=True)
-    user.is_staff = True  # type: ignore[attr-defined]
-    user.groups.add(group)  # type: ignore[attr-defined]
+    type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
+    user.is_staff = True
+    user.groups.add(group)

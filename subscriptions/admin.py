@@ -65,7 +65,7 @@ from .services import (
 logger = logging.getLogger(__name__)
 
 MASK = "••••••••"
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     DeliveryStatus.DELIVERED: "#2e7d32",
     DeliveryStatus.FAILED: "#c62828",
     DeliveryStatus.PENDING: "#9a6700",
@@ -83,6 +83,12 @@ def status_badge(status: str | None, label: str | None = None) -> str:
         STATUS_COLOURS.get(status, "inherit"),
         label or DeliveryStatus(status).label,
     )
+
+
+def _stats(subscription: Any) -> SubscriptionDeliveryStats:
+    """The delivery figures ``WebhookChangeList`` put on a row of the list."""
+    stats: SubscriptionDeliveryStats = subscription.delivery_stats
+    return stats
 
 
 class WebhookStateFilter(admin.SimpleListFilter):
@@ -195,7 +201,7 @@ class SubscriptionAdmin(SchoolScopedAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return WebhookChangeList
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
             columns.insert(1, "school")
@@ -241,7 +247,7 @@ class SubscriptionAdmin(SchoolScopedAdmin):
 
     @admin.display(description="Last delivery")
     def last_delivery(self, obj: Subscription) -> str:
-        stats: SubscriptionDeliveryStats = obj.delivery_stats
+        stats = _stats(obj)
         if not stats.last_status:
             return "—"
         code = f" ({stats.last_response_status})" if stats.last_response_status else ""
@@ -258,11 +264,13 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         )
 
     def failures_24h(self, obj: Subscription) -> str:
-        count = obj.delivery_stats.failures_24h
+        count = _stats(obj).failures_24h
         if not count:
             return "0 failures / 24 h"
         since = (timezone.localtime() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
-        query = urlencode({"subscription": obj.pk, "status": "failing", "created_at_from": since})
+        query = urlencode(
+            {"subscription": str(obj.pk), "status": "failing", "created_at_from": since}
+        )
         return format_html(
             '<a href="{}?{}" style="color: {}; font-weight: bold;">{} failure{}</a> / 24 h',
             reverse("admin:deliveries_delivery_changelist"),
@@ -273,7 +281,7 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         )
 
     def success_rate_7d(self, obj: Subscription) -> str:
-        stats: SubscriptionDeliveryStats = obj.delivery_stats
+        stats = _stats(obj)
         rate = stats.success_rate_7d
         if rate is None:
             return format_html('<span class="webhook-reason">{}</span>', "nothing sent in 7 d")
@@ -338,7 +346,7 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         return ["school"] if self.sees_several_schools(request) else []
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
         schools = list(schools_visible(request)[:2])
         if len(schools) == 1:
             initial.setdefault("school", schools[0].pk)

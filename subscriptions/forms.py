@@ -190,7 +190,7 @@ class SubscriptionForm(forms.ModelForm):
         choices=YES_NO,
         coerce=lambda value: value in (True, "True"),
         required=False,
-        empty_value=False,
+        empty_value=False,  # type: ignore[arg-type]
         widget=forms.RadioSelect(attrs={"class": "inline radiolist"}),
         initial="False",
         help_text="Sends Authorization: Basic with the username and password below.",
@@ -269,7 +269,7 @@ class SubscriptionForm(forms.ModelForm):
             )
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         if self.errors:
             return
         # The same checks subscription_save makes (destination, headers, body, ...), shown here.
@@ -288,7 +288,9 @@ class SendTestForm(forms.Form):
 
     def __init__(self, *args: Any, event_types: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["event_type"].choices = [(key, key) for key in event_types]
+        field = self.fields["event_type"]
+        if isinstance(field, forms.ChoiceField):
+            field.choices = [(key, key) for key in event_types]
 
 
 class RecoverForm(forms.Form):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -65,7 +66,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:  # type: ignore[override]
-        queryset = self.object_list
+        queryset: QuerySet[Any] = self.object_list  # type: ignore[assignment]
         if not queryset.query.where:
             estimate = table_row_estimate(queryset)
             if estimate is not None and estimate > EXACT_COUNT_LIMIT:
@@ -138,7 +139,7 @@ class DateRangeFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [f"{self.field_path}_from", f"{self.field_path}_to"]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -153,7 +154,7 @@ class DateRangeFilter(admin.ListFilter):
             queryset = queryset.filter(**{f"{self.field_path}__lt": to})
         return queryset
 
-    def choices(self, changelist: Any) -> list[dict[str, Any]]:
+    def choices(self, changelist: Any) -> Iterator[Mapping[str, object]]:
         now = timezone.localtime()
         names = [self.parameter_from, self.parameter_to]
         choices = [
@@ -181,7 +182,7 @@ class DateRangeFilter(admin.ListFilter):
             for name, value in changelist.params.items()
             if name not in names and name != PAGE_VAR
         ]
-        return choices
+        return iter(choices)
 
     @property
     def value_from(self) -> str:

@@ -88,7 +88,7 @@ class SchoolScopedAdmin(admin.ModelAdmin):
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Model:
+    ) -> Any:
         """The object if the user may see it; a 404 otherwise, whether it exists or not."""
         obj = super().get_object(request, object_id, from_field)
         if obj is None:

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             schools.append(school)
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
-            username=options["username"], defaults={"email": options["email"]}
+            username=str(options["username"]), defaults={"email": str(options["email"])}
         )
         if created:
             user.set_unusable_password()
