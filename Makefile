@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(PY) -m bench.deliveries $(BENCH_ARGS)
 	$(PY) -m bench.ingest $(INGEST_ARGS)
+	$(PY) -m bench.admin_list $(ADMIN_BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -68,6 +68,7 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         ordering = ["-created_at"]
+        permissions = [("retrigger_delivery", "Can retrigger deliveries")]
         constraints = [
             models.UniqueConstraint(
                 fields=["event", "subscription"], name="delivery_one_per_event_and_subscription"

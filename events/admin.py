@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from django import forms
@@ -11,6 +12,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+
+from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
+from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 
 from .catalog.seed_names import SEED_EVENT_NAMES
 from .models import Event, EventType, ScheduledEvent
@@ -125,14 +129,39 @@ class EventTypeAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/events/eventtype/reference.html", context)
 
 
+class EventTypeFilter(DropdownFilter):
+    """The catalog's event types (not the distinct values of a large table)."""
+
+    title = "event type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (key, key) for key in EventType.objects.order_by("key").values_list("key", flat=True)
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        return queryset.filter(type_id=value) if value else queryset
+
+
+class CreatedFilter(DateRangeFilter):
+    title = "date"
+    field_path = "created_at"
+
+
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["id", "type", "school", "occurred_at", "created_at", "fanned_out_at"]
-    list_filter = ["type"]
-    list_select_related = ["school", "type"]
-    search_fields = ["=id", "=idempotency_key"]
-    date_hierarchy = "created_at"
+class EventAdmin(SchoolScopedAdmin):
+    """The event log of the user's schools (Send Test samples are kept out of it)."""
+
+    list_display = ["id", "type_key", "school", "occurred_at", "created_at", "fanned_out_at"]
+    list_filter = [EventTypeFilter, CreatedFilter, SchoolListFilter]
+    list_select_related = ["school"]
+    search_fields = ["=id", "=idempotency_key"]  # see get_search_results
+    search_help_text = "An event id or an idempotency key."
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
     readonly_fields = [
         "id",
         "school",
@@ -144,6 +173,29 @@ class EventAdmin(admin.ModelAdmin):
         "fanned_out_at",
     ]
 
+    def get_queryset(self, request: HttpRequest) -> Any:
+        queryset = super().get_queryset(request).filter(is_test=False)
+        match = request.resolver_match
+        if match and match.url_name and match.url_name.endswith("changelist"):
+            queryset = queryset.defer("data")  # up to 256 KB each
+        return queryset
+
+    @admin.display(description="type", ordering="type")
+    def type_key(self, obj: Event) -> str:
+        return obj.type_id
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: Any, search_term: str
+    ) -> tuple[Any, bool]:
+        """An exact id or key (indexed), never a text scan of the table."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(idempotency_key=term), False
+
     def has_add_permission(self, request):
         return False
 
@@ -152,12 +204,12 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScheduledEvent)
-class ScheduledEventAdmin(admin.ModelAdmin):
+class ScheduledEventAdmin(SchoolScopedAdmin):
     """Events waiting for their time (read-only: the platform schedules them); support staff can
     cancel one."""
 
     list_display = ["due_at", "type", "school", "status", "key", "published_at"]
-    list_filter = ["status", "type"]
+    list_filter = ["status", "type", SchoolListFilter]
     list_select_related = ["school", "type"]
     search_fields = ["=id", "=key", "school__slug"]
     date_hierarchy = "due_at"

@@ -1,11 +1,241 @@
-from django.contrib import admin
+"""Schools, who administers them, and their API keys (and the platform's keys, for superusers).
 
-from .models import School
+A key is shown once, on the page right after it is created (never stored, never in a message
+cookie); the lists show its prefix, when it was last used and whether it is revoked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
+
+from .models import ApiKey, Membership, PlatformKey, School
+from .selectors import api_keys_active_count
+from .services import (
+    api_key_create,
+    api_key_revoke,
+    platform_key_create,
+    platform_key_revoke,
+    school_admin_grant,
+)
+
+_CREATED_KEY = "_webhooks_created_key"
+
+
+class MembershipInline(admin.TabularInline):
+    """The school's admins. Adding one here also makes the user staff and a member of the
+    "School admins" group (``school_admin_grant``)."""
+
+    model = Membership
+    extra = 0
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    autocomplete_fields = ["user"]
+    verbose_name = "school admin"
+    verbose_name_plural = "school admins"
 
 
 @admin.register(School)
-class SchoolAdmin(admin.ModelAdmin):
+class SchoolAdmin(SchoolScopedAdmin):
+    school_field = "pk"
     list_display = ["name", "slug", "timezone", "language", "created_at"]
     list_filter = ["language"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        instances = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            membership.delete()
+        for membership in instances:
+            if membership.pk is None:
+                school_admin_grant(user=membership.user, school=form.instance)
+            else:
+                membership.save()
+
+
+class KeyStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class KeyAdminMixin:
+    """What school and platform keys share: show once, list, revoke."""
+
+    message_user: Any
+    admin_site: Any
+    opts: Any
+
+    @admin.display(description="Key")
+    def prefix_display(self, obj: ApiKey | PlatformKey) -> str:
+        return format_html("<code>{}…</code>", obj.prefix)
+
+    @admin.display(description="State", ordering="revoked_at")
+    def state_display(self, obj: ApiKey | PlatformKey) -> str:
+        if obj.revoked_at:
+            return format_html("Revoked {}", obj.revoked_at.strftime("%Y-%m-%d %H:%M"))
+        return "Active"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a key never changes: it is revoked (an action) and replaced
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked keys stay listed
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return self.add_fields  # type: ignore[attr-defined]
+        return [*self.add_fields, "prefix_display", "created_at", "last_used_at", "revoked_at"]  # type: ignore[attr-defined]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["prefix_display", "created_at", "last_used_at", "revoked_at"]
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        key = getattr(request, _CREATED_KEY, None)
+        if key is None:  # the service refused it (see save_model)
+            return HttpResponseRedirect(
+                reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{self.opts.verbose_name.capitalize()} created",
+            "opts": self.opts,
+            "original": obj,
+            "key": key,
+            "changelist_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+        }
+        response = TemplateResponse(request, "admin/schools/key_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _adopt(self, obj: Any, created: Any, key: str, request: HttpRequest) -> None:
+        """Make the form's instance the created key, so the admin logs and shows that one."""
+        obj.pk, obj.prefix, obj.key_hash = created.pk, created.prefix, created.key_hash
+        obj.created_at = created.created_at
+        obj._state.adding, obj._state.db = False, created._state.db
+        setattr(request, _CREATED_KEY, key)
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["school", "name"]
+        help_texts = {"name": "What uses the key, such as the integration's name."}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        school = cleaned.get("school")
+        limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
+        if school is not None and api_keys_active_count(school=school) >= limit:
+            raise ValidationError(
+                f"{school.name} already has {limit} active API keys; revoke one first."
+            )
+        return cleaned
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
+    """A school's API keys: its admins create and revoke them; support staff only see the list
+    (a key would let them read the school's webhook secrets through the API)."""
+
+    form = ApiKeyForm
+    add_fields = ["school", "name"]
+    list_display = ["name", "prefix_display", "created_at", "last_used_at", "state_display"]
+    list_filter = [KeyStateFilter, SchoolListFilter]
+    list_select_related = ["school"]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = list(super().get_list_display(request))
+        if self.sees_several_schools(request):
+            columns.insert(1, "school")
+        return columns
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # Several schools (superusers, admins of a group of schools): search them as you type.
+        return ["school"] if self.sees_several_schools(request) else []
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        school_ids = self.school_ids(request)
+        if school_ids is not None and len(school_ids) == 1:
+            initial.setdefault("school", school_ids[0])
+        return initial
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        try:
+            api_key, key = api_key_create(school=obj.school, name=obj.name)
+        except ValidationError as exc:  # the limit was reached by another request meanwhile
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return
+        self._adopt(obj, api_key, key, request)
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if obj.pk is not None:
+            return super().log_addition(request, obj, message)
+        return None
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key)
+            count += 1
+        self.message_user(request, f"{count} keys revoked; requests with them now get a 401.")
+
+
+@admin.register(PlatformKey)
+class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
+    """The platform's own keys (publish events for any school): superusers only, as no group
+    has permissions on them."""
+
+    add_fields = ["name"]
+    list_display = ["name", "prefix_display", "created_at", "last_used_at", "state_display"]
+    list_filter = [KeyStateFilter]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: PlatformKey, form: Any, change: bool) -> None:
+        platform_key, key = platform_key_create(name=obj.name)
+        self._adopt(obj, platform_key, key, request)
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PlatformKey]) -> None:
+        count = 0
+        for platform_key in queryset.filter(revoked_at__isnull=True):
+            platform_key_revoke(platform_key=platform_key)
+            count += 1
+        self.message_user(request, f"{count} keys revoked; requests with them now get a 401.")

@@ -74,6 +74,13 @@ class Role(models.TextChoices):
     ADMIN = "admin", "School admin"
 
 
+# The admin's two kinds of staff users (groups created by a migration, see
+# ``services.admin_groups_sync``): a school admin also needs a Membership of each school, support
+# staff see every school.
+SCHOOL_ADMINS_GROUP = "School admins"
+SUPPORT_GROUP = "Support"
+
+
 class Membership(models.Model):
     """A user who administers a school: sees and manages its webhooks, is told when they fail."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from .models import ApiKey, Membership, PlatformKey, Role, School
+from .models import SUPPORT_GROUP, ApiKey, Membership, PlatformKey, Role, School
 
 
 def school_admin_emails(*, school: School) -> list[str]:
@@ -21,11 +21,14 @@ def school_admin_emails(*, school: School) -> list[str]:
 
 
 def school_ids_visible_to(*, user: Any) -> list[int] | None:
-    """The schools a user may see: ``None`` for all (superusers), else their memberships."""
+    """The schools a user may see: ``None`` for all (superusers and the support group), else
+    the schools they are a member of (none for anyone else)."""
     if getattr(user, "is_superuser", False):
         return None
-    if not getattr(user, "is_authenticated", False):
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return []
+    if user.groups.filter(name=SUPPORT_GROUP).exists():
+        return None
     return list(Membership.objects.filter(user=user).values_list("school_id", flat=True))
 
 
@@ -47,3 +50,8 @@ def credential_find(*, key: str) -> ApiKey | PlatformKey | None:
     if isinstance(candidate, ApiKey):
         candidate = ApiKey.objects.select_related("school").get(pk=candidate.pk)
     return candidate
+
+
+def api_keys_active_count(*, school: School) -> int:
+    """How many API keys of the school are not revoked."""
+    return ApiKey.objects.filter(school=school, revoked_at__isnull=True).count()

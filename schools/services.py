@@ -6,12 +6,23 @@ import hashlib
 import secrets
 import string
 
+from django.apps import apps as global_apps
 from django.conf import settings
+from django.contrib.auth.management import create_permissions
+from django.contrib.auth.models import Group, Permission, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import ApiKey, PlatformKey, School
+from .models import (
+    SCHOOL_ADMINS_GROUP,
+    SUPPORT_GROUP,
+    ApiKey,
+    Membership,
+    PlatformKey,
+    Role,
+    School,
+)
 
 SCHOOL_KEY_PREFIX = "whk_"
 PLATFORM_KEY_PREFIX = "whp_"
@@ -91,3 +102,85 @@ def credential_touch(*, credential: ApiKey | PlatformKey) -> None:
         return
     type(credential).objects.filter(pk=credential.pk).update(last_used_at=now)
     credential.last_used_at = now
+
+
+# What each staff group may do in the admin; which rows it sees is the admin's scoping
+# (``schools.selectors.school_ids_visible_to``): a school admin sees their schools, support every
+# school. Support inspects, tests and retriggers, but neither sees nor changes a webhook or a
+# key: no ``manage_secret_subscription`` (signing secrets) and no API keys of its own (a school's
+# API key can read the school's webhook secrets through the API).
+ADMIN_GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    SCHOOL_ADMINS_GROUP: (
+        "schools.view_school",
+        "schools.view_apikey",
+        "schools.add_apikey",
+        "schools.change_apikey",  # revoke
+        "events.view_eventtype",
+        "events.view_event",
+        "events.view_scheduledevent",
+        "subscriptions.view_subscription",
+        "subscriptions.add_subscription",
+        "subscriptions.change_subscription",
+        "subscriptions.delete_subscription",
+        "subscriptions.send_test_subscription",
+        "subscriptions.manage_secret_subscription",
+        "deliveries.view_delivery",
+        "deliveries.view_deliveryattempt",
+        "deliveries.retrigger_delivery",
+    ),
+    SUPPORT_GROUP: (
+        "schools.view_school",
+        "schools.view_membership",
+        "schools.view_apikey",
+        "events.view_eventtype",
+        "events.view_event",
+        "events.view_scheduledevent",
+        "events.change_scheduledevent",  # cancel
+        "subscriptions.view_subscription",
+        "subscriptions.send_test_subscription",
+        "deliveries.view_delivery",
+        "deliveries.view_deliveryattempt",
+        "deliveries.retrigger_delivery",
+    ),
+}
+
+
+def admin_groups_sync() -> None:
+    """Create the "School admins" and "Support" groups with exactly the permissions of
+    ``ADMIN_GROUP_PERMISSIONS``; idempotent. Called by a migration (before Django's own
+    post-migrate step has created the permissions, so it creates them first)."""
+    for app_config in global_apps.get_app_configs():
+        create_permissions(app_config, verbosity=0)
+    for name, codenames in ADMIN_GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        permissions = []
+        for dotted in codenames:
+            app_label, codename = dotted.split(".")
+            permissions.append(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(permissions)
+
+
+@transaction.atomic
+def school_admin_grant(*, user: User, school: School) -> Membership:
+    """Make ``user`` an admin of ``school``: a staff user in the "School admins" group with a
+    membership of the school (they then get its failure e-mails too). Idempotent."""
+    group = Group.objects.get(name=SCHOOL_ADMINS_GROUP)
+    type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
+    user.is_staff = True
+    user.groups.add(group)
+    membership, _ = Membership.objects.get_or_create(
+        user=user, school=school, defaults={"role": Role.ADMIN}
+    )
+    return membership
+
+
+@transaction.atomic
+def support_staff_grant(*, user: User) -> None:
+    """Make ``user`` platform support staff: a staff user in the "Support" group, who sees every
+    school in the admin. Idempotent."""
+    group = Group.objects.get(name=SUPPORT_GROUP)
+    type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
+    user.is_staff = True
+    user.groups.add(group)

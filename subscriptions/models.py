@@ -56,6 +56,11 @@ class Subscription(models.Model):
 
     class Meta:
         ordering = ["school", "name"]
+        verbose_name = "webhook"
+        permissions = [
+            ("send_test_subscription", "Can send a test delivery to a webhook"),
+            ("manage_secret_subscription", "Can see and rotate a webhook's signing secret"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["school", "name"], name="subscription_name_per_school"),
         ]

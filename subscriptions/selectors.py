@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from events.models import EventType
+
 from .crypto import secret_decrypt
 from .models import SigningSecret, Subscription
+from .topics import topic_matches
 
 
 def subscriptions_matching(*, school_id: int, event_type: str) -> list[Subscription]:
@@ -50,3 +54,21 @@ def subscriptions_needing_attention(*, school_ids: list[int] | None) -> QuerySet
 def subscriptions_for_school(*, school_id: int) -> QuerySet[Subscription]:
     """A school's subscriptions, by name."""
     return Subscription.objects.filter(school_id=school_id).order_by("name", "id")
+
+
+def subscription_event_types(*, subscription: Subscription) -> list[str]:
+    """The catalog's current event types the webhook receives (its topics match), by key."""
+    keys = EventType.objects.filter(deprecated=False).order_by("key").values_list("key", flat=True)
+    return [key for key in keys if subscription.matches(key)]
+
+
+def subscription_ids_receiving(
+    *, subscriptions: QuerySet[Subscription], event_type: str
+) -> list[uuid.UUID]:
+    """Ids of the given subscriptions whose topics match ``event_type`` (patterns are globs, so
+    this is decided in Python over ids and topics only)."""
+    return [
+        pk
+        for pk, topics in subscriptions.values_list("pk", "topics")
+        if topic_matches(topics or [], event_type)
+    ]

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from events.services import event_types_sync
 from tests.network import GUARD
@@ -97,3 +99,83 @@ def platform_api(platform_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {platform_key}")
     return client
+
+
+@pytest.fixture
+def quiet_workers_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Let the shared worker finish this test's work before the tables are flushed.
+
+    A transactional test's teardown truncates every table; a worker still retrying one of its
+    deliveries would deadlock with that. Set up after ``transactional_db``, so torn down first.
+    Used (autouse) by the tests that share the worker: tests/integration and tests/e2e.
+    """
+    from deliveries.models import Delivery, DeliveryStatus
+    from events.models import Event
+
+    if request.node.get_closest_marker("django_db") is None:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # No further attempts or fan-outs: what is due stays put, what is in flight lands.
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, leased_until__isnull=True).update(
+            status=DeliveryStatus.FAILED, next_attempt_at=None, enqueued_at=None
+        )
+        Event.objects.filter(fanned_out_at__isnull=True).update(fanned_out_at=timezone.now())
+        busy = Delivery.objects.filter(status=DeliveryStatus.PENDING).exists()
+        if not busy:
+            time.sleep(0.3)  # a message taken just now finds nothing to claim
+            if not Delivery.objects.filter(status=DeliveryStatus.PENDING).exists():
+                return
+        time.sleep(0.1)
+
+
+# --- Admin users ------------------------------------------------------------------------------
+
+ADMIN_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def admin_groups(db: None) -> None:
+    """The "School admins" and "Support" groups (transactional tests flush what the migration
+    created)."""
+    from schools.services import admin_groups_sync
+
+    admin_groups_sync()
+
+
+@pytest.fixture
+def school_admin(school, admin_groups, django_user_model):
+    """Ada, admin of the ``school`` fixture (staff, "School admins" group, membership)."""
+    from schools.services import school_admin_grant
+
+    user = django_user_model.objects.create_user("ada", "ada@lycee.example.org", ADMIN_PASSWORD)
+    school_admin_grant(user=user, school=school)
+    return user
+
+
+@pytest.fixture
+def other_school(catalog: None):
+    return SchoolFactory(slug="college-jean-moulin", name="Collège Jean Moulin")
+
+
+@pytest.fixture
+def other_school_admin(other_school, admin_groups, django_user_model):
+    """Bob, admin of ``other_school`` only."""
+    from schools.services import school_admin_grant
+
+    user = django_user_model.objects.create_user("bob", "bob@moulin.example.org", ADMIN_PASSWORD)
+    school_admin_grant(user=user, school=other_school)
+    return user
+
+
+@pytest.fixture
+def support_user(admin_groups, django_user_model):
+    """Sam, platform support staff: sees every school, cannot read secrets."""
+    from schools.services import support_staff_grant
+
+    user = django_user_model.objects.create_user("sam", "sam@platform.example.org", ADMIN_PASSWORD)
+    support_staff_grant(user=user)
+    return user

@@ -331,6 +331,25 @@ def headers_redact(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
+# Headers the product sets on every request; any other request header is a webhook's custom one.
+_PRODUCT_HEADERS = frozenset(
+    {"accept", "accept-encoding", "authorization", "connection", "content-length"}
+    | {"content-type", "host", "user-agent"}
+)
+HIDDEN = "[hidden]"
+
+
+def headers_custom_hide(headers: dict[str, str]) -> dict[str, str]:
+    """Logged request headers for someone who may not see a webhook's secrets: the values of
+    its custom headers (which often carry the receiver's tokens) hidden."""
+    return {
+        name: value
+        if name.lower() in _PRODUCT_HEADERS or name.lower().startswith(("webhook-", "x-webhook-"))
+        else HIDDEN
+        for name, value in headers.items()
+    }
+
+
 # --- Recording ------------------------------------------------------------------------------
 
 _RECORDED_FIELDS = [

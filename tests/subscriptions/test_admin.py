@@ -1,9 +1,13 @@
+import datetime as dt
 import json
 
 import pytest
+from django.utils import timezone
 
-from subscriptions.models import Subscription
+from subscriptions.crypto import secret_decrypt
+from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current
+from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +19,7 @@ def test_a_webhook_added_in_the_admin_gets_a_signing_secret(admin_client, school
             "school": school.pk,
             "name": "CRM",
             "url": "https://crm.example.org/hooks",
-            "topics": json.dumps(["course.*"]),
+            "topics_patterns": "course.*",
             "content_type": "json",
             "is_active": "on",
         },
@@ -34,7 +38,7 @@ def test_the_admin_form_refuses_topics_outside_the_catalog(admin_client, school)
             "school": school.pk,
             "name": "CRM",
             "url": "https://crm.example.org/hooks",
-            "topics": json.dumps(["grades.*"]),
+            "topics_patterns": "grades.*",
             "content_type": "json",
         },
     )
@@ -51,10 +55,10 @@ def test_the_admin_form_shows_the_services_errors_instead_of_failing(admin_clien
             "school": school.pk,
             "name": "CRM",
             "url": "http://127.0.0.1:9/hooks",  # allowed in tests; the header is what is wrong
-            "topics": json.dumps(["course.*"]),
+            "topics_patterns": "course.*",
             "content_type": "json",
-            "custom_headers": json.dumps({"Host": "evil.example"}),
-            "basic_auth_enabled": "on",
+            "custom_headers": "Host: evil.example",
+            "basic_auth_enabled": "True",
             "basic_auth_username": "crm",
         },
     )
@@ -63,3 +67,300 @@ def test_the_admin_form_shows_the_services_errors_instead_of_failing(admin_clien
     assert "Host is set by the webhook itself and cannot be a custom header." in response.text
     assert "Enter the password for basic authentication." in response.text
     assert Subscription.objects.count() == 0
+
+
+# --- The settings page, as a school admin uses it --------------------------------------------
+
+FORM = {
+    "name": "CRM",
+    "url": "https://crm.example.org/hooks",
+    "topics": ["course.created", "student.signed"],
+    "topics_patterns": "live_class.*",
+    "content_type": "xml",
+    "basic_auth_enabled": "True",
+    "basic_auth_username": "crm",
+    "basic_auth_password": "s3cret-pw",
+    "custom_headers": "X-Api-Token: abc\nX-Tenant: lycee",
+    "body_template": "",
+    "is_active": "on",
+}
+
+
+def test_the_form_follows_braincerts_order(client, school_admin):
+    client.force_login(school_admin)
+
+    page = client.get("/admin/subscriptions/subscription/add/").content.decode()
+
+    order = [
+        'name="name"',
+        'name="url"',
+        'name="topics"',
+        'name="topics_patterns"',
+        'name="content_type"',
+        'name="basic_auth_enabled"',
+        'name="basic_auth_username"',
+        'name="basic_auth_password"',
+        'name="custom_headers"',
+        'name="body_template"',
+        'name="sign_ed25519"',
+        'name="_save"',
+    ]
+    positions = [page.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    # The school admin's one school is chosen for them.
+    school_id = school_admin.school_memberships.get().school_id
+    assert f'<input type="hidden" name="school" value="{school_id}"' in page
+    assert "<legend>Courses</legend>" in page
+    assert 'value="course.created"' in page
+
+
+def test_a_school_admin_adds_a_webhook_with_types_a_pattern_xml_basic_auth_and_headers(
+    client, school, school_admin
+):
+    client.force_login(school_admin)
+
+    response = client.post("/admin/subscriptions/subscription/add/", {**FORM, "school": school.pk})
+
+    subscription = Subscription.objects.get(name="CRM")
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/subscriptions/subscription/{subscription.pk}/change/"
+    assert subscription.school == school
+    assert subscription.topics == ["course.created", "student.signed", "live_class.*"]
+    assert subscription.content_type == "xml"
+    assert (subscription.basic_auth_enabled, subscription.basic_auth_username) == (True, "crm")
+    assert secret_decrypt(subscription.basic_auth_password_encrypted) == "s3cret-pw"
+    assert subscription.custom_headers == {"X-Api-Token": "abc", "X-Tenant": "lycee"}
+    page = client.get(response["Location"]).content.decode()
+    assert "The webhook “CRM” was added." in page
+    assert signing_secret_current(subscription=subscription) not in page  # masked
+    assert 'name="topics_patterns" id="id_topics_patterns" value="live_class.*"' in page
+    assert "A password is set; leave empty to keep it." in page
+
+
+def test_a_wildcard_that_matches_no_event_type_is_refused_by_name(client, school, school_admin):
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**FORM, "school": school.pk, "topics": [], "topics_patterns": "grades.* course.*"},
+    )
+
+    assert response.status_code == 200
+    assert "&#x27;grades.*&#x27; matches no event type in the catalog." in response.text
+    assert Subscription.objects.count() == 0
+
+
+def test_a_header_line_without_a_colon_is_refused(client, school, school_admin):
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**FORM, "school": school.pk, "custom_headers": "X-Api-Token abc"},
+    )
+
+    assert "Line 1: write each header as Name: value." in response.text
+    assert Subscription.objects.count() == 0
+
+
+def test_basic_auth_no_forgets_the_username_and_password(client, school, school_admin):
+    client.force_login(school_admin)
+    client.post("/admin/subscriptions/subscription/add/", {**FORM, "school": school.pk})
+    subscription = Subscription.objects.get(name="CRM")
+
+    client.post(
+        f"/admin/subscriptions/subscription/{subscription.pk}/change/",
+        {**FORM, "basic_auth_enabled": "False", "basic_auth_password": ""},
+    )
+
+    subscription.refresh_from_db()
+    assert subscription.basic_auth_enabled is False
+    assert (subscription.basic_auth_username, subscription.basic_auth_password_encrypted) == (
+        "",
+        "",
+    )
+
+
+def test_the_preview_renders_a_preset_for_a_topics_sample(client, school, school_admin):
+    from subscriptions.bodies import PRESETS
+
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/preview/",
+        {
+            "school": school.pk,
+            "body_template": PRESETS["braincert"]["json"],
+            "content_type": "json",
+            "event_type": "course.created",
+        },
+    )
+    broken = client.post(
+        "/admin/subscriptions/subscription/preview/",
+        {"school": school.pk, "body_template": "{{ nope }}", "event_type": "course.created"},
+    )
+
+    body = json.loads(response.json()["body"])
+    assert (body["resource"], body["action"]) == ("course", "created")
+    assert broken.status_code == 400
+    assert broken.json()["error"].startswith("Line 1: 'nope' is not available")
+
+
+def test_rotating_asks_first_then_keeps_the_old_secret_signing(client, school, school_admin):
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/rotate-secret/"
+
+    confirmation = client.get(url)
+    before = signing_secret_current(subscription=subscription)
+    rotated = client.post(url, follow=True)
+
+    assert "Yes, rotate" in confirmation.content.decode()
+    assert signing_secret_current(subscription=subscription) != before
+    assert SigningSecret.objects.filter(subscription=subscription).count() == 2
+    assert [str(m) for m in rotated.context["messages"]] == [
+        "A new signing secret signs from now on; the previous one keeps signing for 24 hours. "
+        "Reveal the new one below and give it to the receiver."
+    ]
+
+
+def test_the_secret_page_shows_it_only_after_a_post(client, school, school_admin):
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/secret/"
+
+    asked = client.get(url).content.decode()
+    shown = client.post(url).content.decode()
+
+    assert subscription.secret not in asked
+    assert subscription.secret in shown
+
+
+def test_send_test_from_the_page_shows_the_receivers_answer(client, school, school_admin, receiver):
+    from tests.receiver import Reply
+
+    receiver.script("/hook", Reply(status=401, body=b"bad credentials"))
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(
+        school=school, url=receiver.url("/hook"), topics=["course.*"]
+    )
+
+    page = client.get(f"/admin/subscriptions/subscription/{subscription.pk}/change/")
+    result = client.post(
+        f"/admin/subscriptions/subscription/{subscription.pk}/send-test/",
+        {"event_type": "course.created"},
+    ).content.decode()
+
+    assert 'form="send-test-form"' in page.content.decode()
+    assert '<strong class="send-test-status" style="color: #c62828;">401</strong>' in result
+    assert "bad credentials" in result
+    assert "401: the receiver rejected the credentials" in result
+    [request] = receiver.received("/hook")
+    assert request.headers["x-webhook-event"] == "course.created"
+
+
+def test_send_test_offers_only_the_topics_the_webhook_receives(client, school, school_admin):
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school, topics=["student.signed"])
+
+    refused = client.post(
+        f"/admin/subscriptions/subscription/{subscription.pk}/send-test/",
+        {"event_type": "course.created"},
+    ).content.decode()
+
+    assert "Select a valid choice. course.created is not one of the available choices." in refused
+
+
+def test_send_test_from_the_list_opens_the_webhooks_send_test_page(client, school, school_admin):
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/",
+        {"action": "send_test", "index": "0", "_selected_action": [str(subscription.pk)]},
+    )
+
+    assert response["Location"] == (
+        f"/admin/subscriptions/subscription/{subscription.pk}/send-test/"
+    )
+
+
+def test_recover_asks_for_a_time_then_resends_the_failed_deliveries_since(
+    client, school, school_admin
+):
+    from deliveries.models import Delivery, DeliveryStatus
+    from tests.deliveries.factories import delivery_create
+
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+    old = delivery_create(subscription)
+    Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(days=3))
+    recent = [delivery_create(subscription) for _ in range(2)]
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/recover/"
+    since = timezone.localtime() - dt.timedelta(days=1)
+
+    asked = client.get(url).content.decode()
+    done = client.post(url, {"since": since.strftime("%Y-%m-%dT%H:%M")}, follow=True)
+
+    assert "Recover failed deliveries" in asked
+    assert [str(m) for m in done.context["messages"]] == [
+        f"2 failed deliveries since {since:%Y-%m-%d %H:%M} are being sent again."
+    ]
+    assert {d.status for d in Delivery.objects.filter(pk__in=[r.pk for r in recent])} == {
+        DeliveryStatus.PENDING
+    }
+    assert Delivery.objects.get(pk=old.pk).status == DeliveryStatus.FAILED
+
+
+def test_the_list_shows_each_webhooks_health_in_a_fixed_number_of_queries(
+    client, school, school_admin, django_assert_max_num_queries
+):
+    from deliveries.models import DeliveryStatus
+    from tests.deliveries.factories import delivery_create
+
+    client.force_login(school_admin)
+    failing = SubscriptionFactory(school=school, name="Failing", failing_since=timezone.now())
+    healthy = SubscriptionFactory(school=school, name="Healthy")
+    SubscriptionFactory(
+        school=school, name="Off", is_active=False, disabled_reason="The receiver said 410 Gone."
+    )
+    for _ in range(3):
+        delivery_create(healthy, status=DeliveryStatus.DELIVERED)
+    delivery_create(healthy)
+    delivery_create(failing)
+
+    with django_assert_max_num_queries(14):
+        page = client.get("/admin/subscriptions/subscription/").content.decode()
+
+    assert page.count("webhook-state-failing") == 1
+    assert "The receiver said 410 Gone." in page
+    assert "75% / 7 d" in page
+    assert "0% / 7 d" in page
+    assert page.count(">1 failure</a> / 24 h") == 2
+    failing_only = client.get("/admin/subscriptions/subscription/", {"state": "failing"})
+    assert [s.name for s in failing_only.context["cl"].result_list] == ["Failing"]
+    by_topic = client.get("/admin/subscriptions/subscription/", {"topic": "student.signed"})
+    assert len(by_topic.context["cl"].result_list) == 3  # topics ["*"]
+
+
+def test_deleting_a_webhook_counts_its_delivery_log_instead_of_listing_it(
+    client, school, school_admin
+):
+    from deliveries.models import Delivery
+    from tests.deliveries.factories import delivery_create
+
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school, name="Old CRM")
+    for _ in range(3):
+        delivery_create(subscription)
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/delete/"
+
+    confirmation = client.get(url)
+    client.post(url, {"post": "yes"})
+
+    assert dict(confirmation.context["model_count"]) == {
+        "webhooks": 1,
+        "deliveries, with their attempts": 3,
+    }
+    assert not confirmation.context["perms_lacking"]
+    assert not Subscription.objects.filter(pk=subscription.pk).exists()
+    assert Delivery.objects.count() == 0

@@ -82,9 +82,9 @@ def test_the_admin_and_the_api_refuse_the_same_input_with_the_same_message(
             "school": school.pk,
             "name": "CRM",
             "url": NEW["url"],
-            "topics": json.dumps(NEW["topics"]),
+            "topics_patterns": " ".join(NEW["topics"]),
             "content_type": "json",
-            "custom_headers": json.dumps(bad["custom_headers"]),
+            "custom_headers": "Content-Type: text/plain",
         },
     ).content.decode()
 

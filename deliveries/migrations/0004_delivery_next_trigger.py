@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0002_initial'),
+        ('deliveries', '0003_retrigger_permission'),
     ]
 
     operations = [

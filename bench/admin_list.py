@@ -1,0 +1,124 @@
+"""``make bench``: how fast the delivery log's list page renders with a million deliveries.
+
+Fills its own database (``webhooks_bench_admin``, or ``BENCH_ADMIN_DATABASE_URL``) once with
+``manage.py deliveries_generate`` up to ``--rows`` deliveries, then loads admin pages through
+Django's test client in this process (URL routing, middleware, the admin view, its queries and
+the template: everything but the socket) and prints the median and 90th percentile of warm
+loads. Asserts nothing.
+
+Options: ``--rows`` (1,000,000), ``--loads`` (15 timed loads per page, after 3 warm-up loads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+
+from bench.deliveries import _database_create
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_admin"
+
+
+def _environment() -> str:
+    url = os.environ.get("BENCH_ADMIN_DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
+    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ.setdefault(
+        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
+    )
+    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
+    return url
+
+
+def _timed(client, url: str, loads: int) -> tuple[float, float, int]:
+    """Median and p90 in ms of ``loads`` warm loads, and the response size."""
+    for _ in range(3):
+        response = client.get(url)
+        if response.status_code != 200:
+            raise SystemExit(f"{url} answered {response.status_code}")
+    timings = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        response = client.get(url)
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.9) - 1], len(response.content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--loads", type=int, default=15)
+    options = parser.parse_args()
+
+    url = _environment()
+    _database_create(url)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from deliveries.models import Delivery
+    from schools.models import School
+    from schools.services import admin_groups_sync, school_admin_grant
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM deliveries_delivery")
+        existing = cursor.fetchone()[0]
+    if existing < options.rows:
+        print(f"Generating {options.rows - existing:,} deliveries (once; kept for later runs)…")
+        call_command("deliveries_generate", count=options.rows - existing)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+    total = Delivery.objects.count()
+
+    admin_groups_sync()
+    users = get_user_model().objects
+    superuser = users.filter(username="bench-admin").first() or users.create_superuser(
+        "bench-admin", "bench@example.org", None
+    )
+    school = School.objects.get(slug="bench-01")
+    school_admin, _ = users.get_or_create(username="bench-school-admin")
+    school_admin_grant(user=school_admin, school=school)
+    sample = Delivery.objects.filter(school=school).only("pk", "subscription_id").first()
+    since = (time.time() - 86_400) * 1000
+
+    log = "/admin/deliveries/delivery/"
+    pages = [
+        ("Delivery log, superuser, no filter", superuser, log),
+        ("  status = failed", superuser, f"{log}?status=failed"),
+        ("  event type = course.created", superuser, f"{log}?event_type=course.created"),
+        ("  last 24 hours", superuser, f"{log}?created_at_from="
+         + time.strftime("%Y-%m-%dT%H:%M", time.gmtime(since / 1000))),
+        ("  one webhook", superuser, f"{log}?subscription={sample.subscription_id}"),
+        ("  search by delivery id", superuser, f"{log}?q={sample.pk}"),
+        ("  page 100", superuser, f"{log}?p=100"),
+        ("Delivery log, school admin (1 school)", school_admin, log),
+        ("  school admin, status = failed", school_admin, f"{log}?status=failed"),
+        ("One delivery with its attempts", superuser, f"{log}{sample.pk}/change/"),
+        ("Webhooks list (100 webhooks)", superuser, "/admin/subscriptions/subscription/"),
+    ]  # fmt: skip
+    print(f"\nAdmin pages with {total:,} deliveries; warm loads through Django's test client:")
+    print(f"{'page':<42} {'median':>9} {'p90':>9} {'size':>9}")
+    headline = None
+    for label, user, path in pages:
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.force_login(user)
+        median, p90, size = _timed(client, path, options.loads)
+        headline = headline or median
+        print(f"{label:<42} {median:>6.1f} ms {p90:>6.1f} ms {size // 1024:>6} KB")
+    print(f"\nDelivery log list page at {total:,} rows: {headline:.1f} ms (median, warm).")
+
+
+if __name__ == "__main__":
+    main()

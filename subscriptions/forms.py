@@ -1,0 +1,301 @@
+"""The webhook settings form of the admin, in BrainCert's order: name, URL, topics, content type,
+basic authentication, custom headers, webhook body, signature.
+
+It refuses exactly what ``subscription_save`` refuses, with the same messages as the API: the
+checks run through ``subscription_validate``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
+
+from events.models import EventType
+
+from .bodies import PRESETS
+from .models import Subscription
+from .services import subscription_topics_errors, subscription_validate
+
+_PATTERN_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def topic_groups() -> list[tuple[str, list[tuple[str, str]]]]:
+    """The catalog's event types grouped by resource: [(group, [(key, description), ...])]."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, group, description in EventType.objects.filter(deprecated=False).values_list(
+        "key", "group", "description"
+    ):
+        groups.setdefault(group, []).append((key, description))
+    return sorted((group, sorted(types)) for group, types in groups.items())
+
+
+class TopicsWidget(forms.Widget):
+    """The catalog as checkboxes grouped by resource, plus free patterns (``course.*``).
+
+    Posts ``<name>`` once per ticked type and ``<name>_patterns`` as space-separated text; the
+    value is one list with both.
+    """
+
+    template_name = "subscriptions/widgets/topics.html"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.groups: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        selected = value if isinstance(value, list) else []
+        known = {key for _group, types in self.groups for key, _ in types}
+        context["widget"].update(
+            {
+                "groups": [
+                    {
+                        "name": group,
+                        "slug": re.sub(r"[^a-z0-9]+", "-", group.lower()),
+                        "types": [
+                            {"key": key, "description": description, "checked": key in selected}
+                            for key, description in types
+                        ],
+                    }
+                    for group, types in self.groups
+                ],
+                "patterns": " ".join(str(topic) for topic in selected if str(topic) not in known),
+                "reference_url": reverse("admin:events_eventtype_reference"),
+            }
+        )
+        return context
+
+    def format_value(self, value: Any) -> Any:
+        return value
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> list[str]:
+        keys = data.getlist(name) if hasattr(data, "getlist") else list(data.get(name) or [])
+        patterns = _PATTERN_SEPARATORS.split(str(data.get(f"{name}_patterns") or "").strip())
+        topics: list[str] = []
+        for topic in [*keys, *patterns]:
+            if topic and topic not in topics:
+                topics.append(topic)
+        return topics
+
+    def value_omitted_from_data(self, data: Any, files: Any, name: str) -> bool:
+        return False
+
+
+class TopicsField(forms.Field):
+    widget = TopicsWidget
+
+    def to_python(self, value: Any) -> list[str]:
+        return [str(topic) for topic in value] if isinstance(value, list) else []
+
+    def validate(self, value: list[str]) -> None:
+        errors = subscription_topics_errors(value)
+        if errors:
+            raise ValidationError(errors)
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return list(initial or []) != list(data or [])
+
+
+class HeadersField(forms.CharField):
+    """Custom headers as one ``Name: value`` per line."""
+
+    widget = forms.Textarea(
+        attrs={"rows": 3, "class": "vLargeTextField", "placeholder": "X-Api-Token: ..."}
+    )
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return "\n".join(f"{name}: {header}" for name, header in value.items())
+        return value
+
+    def to_python(self, value: Any) -> dict[str, str]:  # type: ignore[override]
+        if isinstance(value, dict):
+            return value
+        headers: dict[str, str] = {}
+        for number, line in enumerate(str(value or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, colon, header = line.partition(":")
+            if not colon or not name.strip():
+                raise ValidationError(f"Line {number}: write each header as Name: value.")
+            if name.strip() in headers:
+                raise ValidationError(f"{name.strip()} is given twice.")
+            headers[name.strip()] = header.strip()
+        return headers
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            return (initial or {}) != self.to_python(data)
+        except ValidationError:
+            return True
+
+
+YES_NO = [("True", "Yes"), ("False", "No")]
+
+
+class BodyTemplateWidget(forms.Textarea):
+    """The body template with a preset picker and a live preview (the preview asks the admin's
+    preview view, which renders it with ``subscription_body_preview``)."""
+
+    template_name = "subscriptions/widgets/body_template.html"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            {
+                "rows": 8,
+                "class": "vLargeTextField webhook-body",
+                "spellcheck": "false",
+                **(attrs or {}),
+            }
+        )
+        self.preview_url = ""
+        self.school_id: int | None = None
+        self.event_types: list[str] = []
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        context["widget"].update(
+            {
+                "presets": [
+                    {"key": key, "label": preset["label"]} for key, preset in PRESETS.items()
+                ],
+                "presets_data": {
+                    key: {"json": p["json"], "xml": p["xml"]} for key, p in PRESETS.items()
+                },
+                "presets_id": f"{(attrs or {}).get('id', name)}_presets_data",
+                "preview_url": self.preview_url,
+                "school_id": self.school_id or "",
+                "event_types": self.event_types,
+            }
+        )
+        return context
+
+
+class SubscriptionForm(forms.ModelForm):
+    url = forms.URLField(
+        label="URL",
+        max_length=2000,
+        assume_scheme="https",  # typed without a scheme means https
+        widget=forms.URLInput(attrs={"class": "vURLField", "placeholder": "https://"}),
+        help_text="Where each event is POSTed. Public addresses only.",
+    )
+    topics = TopicsField(label="Topics")
+    basic_auth_enabled = forms.TypedChoiceField(
+        label="Basic authentication",
+        choices=YES_NO,
+        coerce=lambda value: value in (True, "True"),
+        required=False,
+        empty_value=False,  # type: ignore[arg-type]
+        widget=forms.RadioSelect(attrs={"class": "inline radiolist"}),
+        initial="False",
+        help_text="Sends Authorization: Basic with the username and password below.",
+    )
+    basic_auth_password = forms.CharField(
+        label="Password",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted, never shown again.",
+    )
+    custom_headers = HeadersField(
+        label="Custom headers",
+        required=False,
+        help_text="One Name: value per line, sent with every delivery.",
+    )
+
+    class Meta:
+        model = Subscription
+        fields = [
+            "school",
+            "name",
+            "url",
+            "topics",
+            "content_type",
+            "basic_auth_enabled",
+            "basic_auth_username",
+            "custom_headers",
+            "body_template",
+            "sign_ed25519",
+            "is_active",
+        ]
+        widgets = {
+            "content_type": forms.RadioSelect(attrs={"class": "inline radiolist"}),
+            "body_template": BodyTemplateWidget,
+            "basic_auth_username": forms.TextInput(attrs={"autocomplete": "off"}),
+        }
+        labels = {
+            "name": "Webhook name",
+            "content_type": "Content-Type",
+            "basic_auth_username": "Username",
+            "body_template": "Webhook body",
+            "is_active": "Active",
+        }
+        help_texts = {
+            "name": "A name to recognise it by, such as the system it feeds.",
+            "body_template": (
+                "Empty sends the standard envelope {id, type, school, timestamp, data}. Or pick a "
+                "preset, or write your own (Django template language with id, type, resource, "
+                "action, timestamp, unix_timestamp, school and data)."
+            ),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        groups = topic_groups()
+        if "topics" in self.fields:
+            self.fields["topics"].widget.groups = groups
+        body = self.fields["body_template"].widget if "body_template" in self.fields else None
+        if isinstance(body, BodyTemplateWidget):
+            body.preview_url = reverse("admin:subscriptions_subscription_preview")
+            body.school_id = self.instance.school_id
+            body.event_types = [key for _group, types in groups for key, _ in types]
+        if "sign_ed25519" in self.fields:
+            self.fields["sign_ed25519"].help_text = format_html(
+                "Also sign with the platform's Ed25519 key (webhook-signature v1a). Receivers "
+                'verify it with the <a href="{}" download>public key (PEM)</a> or the '
+                '<a href="{}">JWK set</a>.',
+                reverse("webhooks-public-key"),
+                reverse("webhooks-jwks"),
+            )
+        if self.instance.basic_auth_password_encrypted:
+            self.fields[
+                "basic_auth_password"
+            ].help_text = (
+                "A password is set; leave empty to keep it. Stored encrypted, never shown."
+            )
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # type: ignore[misc]
+        if self.errors:
+            return
+        # The same checks subscription_save makes (destination, headers, body, ...), shown here.
+        try:
+            subscription_validate(
+                self.instance,
+                password_given=bool(self.cleaned_data.get("basic_auth_password")),
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, messages)
+
+
+class SendTestForm(forms.Form):
+    event_type = forms.ChoiceField(label="Topic")
+
+    def __init__(self, *args: Any, event_types: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["event_type"]
+        if isinstance(field, forms.ChoiceField):
+            field.choices = [(key, key) for key in event_types]
+
+
+class RecoverForm(forms.Form):
+    since = forms.DateTimeField(
+        label="Failed since",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )

@@ -1,0 +1,139 @@
+/* Niceties of the webhook settings page; every flow also works as a plain form post. */
+"use strict";
+(function () {
+  function csrfToken() {
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function checkedValue(name) {
+    const input = document.querySelector("input[name=" + name + "]:checked");
+    return input ? input.value : "";
+  }
+
+  // Basic authentication: the username and password rows only when "Yes" is chosen.
+  function basicAuthToggle() {
+    const enabled = checkedValue("basic_auth_enabled") === "True";
+    document.querySelectorAll(".field-basic_auth_username, .field-basic_auth_password")
+      .forEach(function (row) { row.hidden = !enabled; });
+  }
+
+  function bodyEditor(editor) {
+    const textarea = editor.querySelector("textarea");
+    const presets = JSON.parse(document.getElementById(editor.dataset.presets).textContent);
+    const picker = editor.querySelector(".webhook-body-preset");
+    const previewType = editor.querySelector(".webhook-body-preview-type");
+    const output = editor.querySelector(".webhook-body-preview-output");
+
+    picker.addEventListener("change", function () {
+      if (picker.value === "standard") {
+        textarea.value = "";
+      } else if (presets[picker.value]) {
+        textarea.value = presets[picker.value][checkedValue("content_type") || "json"];
+      }
+      picker.value = "";
+    });
+
+    // Preview with a topic the webhook receives: the first ticked type, else the first match of
+    // the first pattern.
+    function defaultPreviewType() {
+      const ticked = document.querySelector(".webhook-topics input[type=checkbox]:checked");
+      if (ticked) { return ticked.value; }
+      const patterns = document.querySelector(".webhook-topic-patterns input");
+      const first = patterns && patterns.value.trim().split(/[\s,]+/)[0];
+      if (first) {
+        const expression = new RegExp("^" + first.replace(/[.+^${}()|\\]/g, "\\$&")
+          .replace(/\*/g, ".*").replace(/\?/g, ".") + "$");
+        const match = Array.from(previewType.options).find(function (o) {
+          return expression.test(o.value);
+        });
+        if (match) { return match.value; }
+      }
+      return "";
+    }
+
+    editor.querySelector(".webhook-body-preview-button").addEventListener("click", function () {
+      const data = new FormData();
+      data.append("body_template", textarea.value);
+      data.append("content_type", checkedValue("content_type") || "json");
+      data.append("event_type", previewType.value);
+      const school = document.getElementById("id_school");
+      data.append("school", school ? school.value : editor.dataset.school);
+      fetch(editor.dataset.previewUrl, {
+        method: "POST",
+        body: data,
+        headers: {"X-CSRFToken": csrfToken(), "Accept": "application/json"},
+        credentials: "same-origin",
+      }).then(function (response) { return response.json(); }).then(function (answer) {
+        output.hidden = false;
+        output.classList.toggle("errornote", Boolean(answer.error));
+        output.textContent = answer.error || answer.body;
+      });
+    });
+
+    document.querySelectorAll(".webhook-topics input").forEach(function (input) {
+      input.addEventListener("change", function () {
+        const type = defaultPreviewType();
+        if (type) { previewType.value = type; }
+      });
+    });
+    const type = defaultPreviewType();
+    if (type) { previewType.value = type; }
+  }
+
+  // The signing secret: masked until revealed (fetched on demand, never in the page), copyable.
+  function secretField(field) {
+    const code = field.querySelector(".webhook-secret-value");
+    const reveal = field.querySelector(".webhook-secret-reveal");
+    const copy = field.querySelector(".webhook-secret-copy");
+    let secret = null;
+
+    function load() {
+      if (secret) { return Promise.resolve(secret); }
+      return fetch(field.dataset.url, {
+        method: "POST",
+        headers: {"X-CSRFToken": csrfToken(), "Accept": "application/json"},
+        credentials: "same-origin",
+      }).then(function (response) { return response.json(); }).then(function (answer) {
+        secret = answer.secret;
+        return secret;
+      });
+    }
+
+    reveal.addEventListener("click", function (event) {
+      event.preventDefault();
+      if (code.dataset.revealed) {
+        code.textContent = code.dataset.masked;
+        delete code.dataset.revealed;
+        reveal.textContent = "Reveal";
+        return;
+      }
+      load().then(function (value) {
+        code.dataset.masked = code.textContent;
+        code.textContent = value;
+        code.dataset.revealed = "1";
+        reveal.textContent = "Hide";
+      });
+    });
+
+    copy.hidden = false;
+    copy.addEventListener("click", function (event) {
+      event.preventDefault();
+      load().then(function (value) {
+        return navigator.clipboard.writeText(value);
+      }).then(function () {
+        copy.textContent = "Copied";
+        setTimeout(function () { copy.textContent = "Copy"; }, 2000);
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("input[name=basic_auth_enabled]").forEach(function (input) {
+      input.addEventListener("change", basicAuthToggle);
+    });
+    if (document.querySelector("input[name=basic_auth_enabled]")) { basicAuthToggle(); }
+    document.querySelectorAll(".webhook-body-editor").forEach(bodyEditor);
+    document.querySelectorAll(".webhook-secret[data-url]").forEach(secretField);
+  });
+})();

@@ -1,0 +1,152 @@
+"""The delivery log in the admin: filters, search, the attempt details, retrigger."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.transport import ErrorKind
+from tests.deliveries.factories import delivery_create, event_create
+from tests.subscriptions.factories import SubscriptionFactory
+from webhooks_project import admin_lists
+
+pytestmark = pytest.mark.django_db
+
+LOG = "/admin/deliveries/delivery/"
+
+
+@pytest.fixture
+def log(school, school_admin, client):
+    """Ada's client and a few deliveries of two webhooks."""
+    client.force_login(school_admin)
+    crm = SubscriptionFactory(school=school, name="CRM")
+    erp = SubscriptionFactory(school=school, name="ERP")
+    rows = {
+        "failed": delivery_create(crm),
+        "delivered": delivery_create(crm, status=DeliveryStatus.DELIVERED),
+        "retrying": delivery_create(
+            erp,
+            status=DeliveryStatus.PENDING,
+            event=event_create(school, type="student.signed"),
+            last_response_status=503,
+            last_error_kind=ErrorKind.HTTP_STATUS,
+        ),
+        "test": delivery_create(erp, status=DeliveryStatus.DELIVERED, is_test=True),
+        "old": delivery_create(erp),
+    }
+    Delivery.objects.filter(pk=rows["old"].pk).update(
+        created_at=timezone.now() - dt.timedelta(days=10)
+    )
+    return client, rows, crm, erp
+
+
+def _listed(response) -> set:
+    return {delivery.pk for delivery in response.context["cl"].result_list}
+
+
+def test_the_filters_narrow_the_log(log):
+    client, rows, crm, _erp = log
+    week_ago = (timezone.localtime() - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
+
+    failing = client.get(LOG, {"status": "failing"})
+    by_webhook = client.get(LOG, {"subscription": crm.pk})
+    by_type = client.get(LOG, {"event_type": "student.signed"})
+    recent = client.get(LOG, {"created_at_from": week_ago})
+    old = client.get(LOG, {"created_at_to": (timezone.localdate() - dt.timedelta(days=9))})
+    tests = client.get(LOG, {"test": "yes"})
+
+    assert _listed(failing) == {rows["failed"].pk, rows["retrying"].pk, rows["old"].pk}
+    assert _listed(by_webhook) == {rows["failed"].pk, rows["delivered"].pk}
+    assert _listed(by_type) == {rows["retrying"].pk}
+    assert rows["old"].pk not in _listed(recent)
+    assert len(_listed(recent)) == 4
+    assert _listed(old) == {rows["old"].pk}
+    assert _listed(tests) == {rows["test"].pk}
+
+
+def test_search_takes_a_delivery_id_a_webhook_id_or_an_event_id(log):
+    client, rows, _crm, _erp = log
+    delivery = rows["failed"]
+
+    by_id = client.get(LOG, {"q": str(delivery.pk)})
+    by_webhook_id = client.get(LOG, {"q": f"msg_{delivery.pk.hex}"})
+    by_event = client.get(LOG, {"q": str(delivery.event_id)})
+    nonsense = client.get(LOG, {"q": "course"})
+
+    assert _listed(by_id) == _listed(by_webhook_id) == _listed(by_event) == {delivery.pk}
+    assert _listed(nonsense) == set()
+
+
+def test_the_list_never_counts_or_scans_the_whole_table(log):
+    client, *_ = log
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(LOG, {"status": "failed"})
+
+    assert response.status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries if "deliveries_delivery" in q["sql"]]
+    counts = [sql for sql in statements if "COUNT(" in sql]
+    assert counts
+    assert all("LIMIT 10001" in sql for sql in counts)
+    assert not [sql for sql in statements if "DISTINCT" in sql]
+    assert not [sql for sql in statements if "UPPER(" in sql or "LIKE" in sql]
+    listing = next(sql for sql in statements if "ORDER BY" in sql and "COUNT(" not in sql)
+    assert '"deliveries_delivery"."body"' not in listing
+
+
+def test_past_the_exact_limit_the_count_is_an_estimate(log, monkeypatch, admin_client):
+    monkeypatch.setattr(admin_lists, "EXACT_COUNT_LIMIT", 2)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+
+    page = admin_client.get(LOG)
+
+    assert page.context["cl"].paginator.count_is_estimate is True
+    assert "about " in page.content.decode()
+
+
+def test_a_delivery_shows_every_attempt_with_an_explanation(log):
+    client, rows, _crm, _erp = log
+
+    page = client.get(f"{LOG}{rows['failed'].pk}/change/").content.decode()
+
+    assert "500: the receiver failed while handling the request" in page
+    assert "database is down" in page
+    assert "Authorization: [redacted]" in page
+    assert f"msg_{rows['failed'].pk.hex}" in page
+    assert 'id="retrigger"' in page
+
+
+def test_retrigger_is_a_post(log):
+    client, rows, _crm, _erp = log
+    url = f"{LOG}{rows['failed'].pk}/retrigger/"
+
+    assert client.get(url).status_code == 405
+    response = client.post(url, follow=True)
+
+    assert [str(m) for m in response.context["messages"]] == [
+        "Retriggered: it is being sent again now."
+    ]
+    assert Delivery.objects.get(pk=rows["failed"].pk).status == DeliveryStatus.PENDING
+
+
+def test_a_bulk_retrigger_asks_first_and_reports_the_counts(log):
+    client, rows, _crm, _erp = log
+    selected = [str(rows[name].pk) for name in ("failed", "delivered", "retrying", "test")]
+    action = {"action": "retrigger_selected", "index": "0", "_selected_action": selected}
+
+    asked = client.post(LOG, action)
+    done = client.post(LOG, {**action, "confirm": "yes"}, follow=True)
+
+    assert "Yes, retrigger 4" in asked.content.decode()
+    assert Delivery.objects.get(pk=rows["failed"].pk).status == DeliveryStatus.PENDING
+    assert [str(m) for m in done.context["messages"]] == [
+        "2 deliveries retriggered. 2 skipped: pending already, or test deliveries."
+    ]
+    assert Delivery.objects.get(pk=rows["delivered"].pk).status == DeliveryStatus.PENDING
+    assert Delivery.objects.get(pk=rows["test"].pk).status == DeliveryStatus.DELIVERED

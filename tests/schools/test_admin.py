@@ -1,0 +1,131 @@
+"""Schools, their admins and their API keys in the admin; manage.py staff_grant."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
+
+from schools.models import SCHOOL_ADMINS_GROUP, SUPPORT_GROUP, ApiKey, Membership, PlatformKey
+from schools.selectors import credential_find
+from schools.services import api_key_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_school_admin_creates_a_key_and_sees_it_once(client, school, school_admin):
+    client.force_login(school_admin)
+
+    response = client.post("/admin/schools/apikey/add/", {"school": school.pk, "name": "CRM"})
+
+    api_key = ApiKey.objects.get(name="CRM")
+    key = response.context["key"]
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert key.startswith(api_key.prefix)
+    assert credential_find(key=key) == api_key
+    assert key not in "".join(str(value) for value in client.cookies.values())
+    listing = client.get("/admin/schools/apikey/").content.decode()
+    assert key not in listing
+    assert f"{api_key.prefix}…" in listing
+    assert key not in client.get(f"/admin/schools/apikey/{api_key.pk}/change/").content.decode()
+
+
+def test_the_sixth_active_key_is_refused_in_the_form(client, school, school_admin):
+    client.force_login(school_admin)
+    for number in range(5):
+        api_key_create(school=school, name=f"Key {number}")
+
+    response = client.post("/admin/schools/apikey/add/", {"school": school.pk, "name": "CRM"})
+
+    assert "Lycée Victor Hugo already has 5 active API keys; revoke one first." in response.text
+    assert ApiKey.objects.count() == 5
+
+
+def test_revoking_keys_is_an_action_that_reports_the_count(client, school, school_admin):
+    client.force_login(school_admin)
+    kept, key = api_key_create(school=school, name="Kept")
+    revoked = [api_key_create(school=school, name=f"Old {n}")[0] for n in range(2)]
+
+    response = client.post(
+        "/admin/schools/apikey/",
+        {"action": "revoke", "index": "0", "_selected_action": [str(k.pk) for k in revoked]},
+        follow=True,
+    )
+
+    assert [str(m) for m in response.context["messages"]] == [
+        "2 keys revoked; requests with them now get a 401."
+    ]
+    assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 2
+    assert credential_find(key=key) == kept
+
+
+def test_support_staff_see_keys_but_neither_create_nor_revoke_them(client, school, support_user):
+    client.force_login(support_user)
+    api_key = api_key_create(school=school, name="CRM")[0]
+
+    listing = client.get("/admin/schools/apikey/")
+    add = client.post("/admin/schools/apikey/add/", {"school": school.pk, "name": "Mine"})
+    revoke = client.post(
+        "/admin/schools/apikey/",
+        {"action": "revoke", "index": "0", "_selected_action": [str(api_key.pk)]},
+    )
+
+    assert listing.status_code == 200
+    assert listing.context["action_form"] is None  # no action they may use
+    assert add.status_code == 403
+    assert revoke.status_code == 200  # the list again: no such action for them
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
+    assert ApiKey.objects.count() == 1
+
+
+def test_platform_keys_are_for_superusers_only(client, admin_client, school_admin):
+    created = admin_client.post("/admin/schools/platformkey/add/", {"name": "LMS"})
+    client.force_login(school_admin)
+
+    assert created.context["key"].startswith("whp_")
+    assert PlatformKey.objects.get().name == "LMS"
+    assert client.get("/admin/schools/platformkey/").status_code == 403
+
+
+def test_staff_grant_makes_a_school_admin_or_support_staff(school, admin_groups, django_user_model):
+    call_command("staff_grant", "ada", "--school", school.slug, "--email", "ada@example.org")
+    call_command("staff_grant", "sam", "--support")
+
+    ada = django_user_model.objects.get(username="ada")
+    sam = django_user_model.objects.get(username="sam")
+    assert ada.is_staff
+    assert not ada.has_usable_password()
+    assert list(ada.groups.values_list("name", flat=True)) == [SCHOOL_ADMINS_GROUP]
+    assert Membership.objects.get(user=ada).school == school
+    assert sam.is_staff
+    assert list(sam.groups.values_list("name", flat=True)) == [SUPPORT_GROUP]
+    with pytest.raises(CommandError, match=r"No school with the slug 'nowhere'\."):
+        call_command("staff_grant", "ada", "--school", "nowhere")
+    with pytest.raises(CommandError, match="Give --school"):
+        call_command("staff_grant", "ada")
+
+
+def test_a_superuser_adds_a_school_admin_on_the_schools_page(
+    admin_client, school, admin_groups, django_user_model
+):
+    user = django_user_model.objects.create_user("cleo", "cleo@example.org", "pw")
+
+    admin_client.post(
+        f"/admin/schools/school/{school.pk}/change/",
+        {
+            "name": school.name,
+            "slug": school.slug,
+            "timezone": school.timezone,
+            "language": school.language,
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-0-user": user.pk,
+            "memberships-0-role": "admin",
+        },
+    )
+
+    user.refresh_from_db()
+    assert user.is_staff
+    assert user.groups.get() == Group.objects.get(name=SCHOOL_ADMINS_GROUP)
+    assert Membership.objects.get(user=user).school == school

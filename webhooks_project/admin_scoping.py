@@ -1,0 +1,130 @@
+"""Who sees what in the admin: every model admin shows only the rows of the schools its user may
+see (``schools.selectors.school_ids_visible_to``), everywhere a row can show up.
+
+``SchoolScopedAdmin`` is the base of every model admin with school data. It scopes the list and
+the object pages (another school's object is a 404, exactly like one that does not exist), the
+choices of foreign keys, the autocomplete answers (Django's autocomplete view asks the target
+model's admin for its queryset), the "school" list filter, and the actions (Django applies them
+to ``get_queryset``, so forged ids of another school select nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest
+
+from schools.models import School
+from schools.selectors import school_ids_visible_to
+
+_CACHE_ATTRIBUTE = "_webhooks_school_ids"
+
+
+def request_school_ids(request: HttpRequest) -> list[int] | None:
+    """The schools the request's user may see (None: all), looked up once per request."""
+    if not hasattr(request, _CACHE_ATTRIBUTE):
+        setattr(request, _CACHE_ATTRIBUTE, school_ids_visible_to(user=request.user))
+    return getattr(request, _CACHE_ATTRIBUTE)
+
+
+def schools_visible(request: HttpRequest) -> QuerySet[School]:
+    """The schools the request's user may see, by name."""
+    school_ids = request_school_ids(request)
+    schools = School.objects.order_by("name", "pk")
+    return schools if school_ids is None else schools.filter(pk__in=school_ids)
+
+
+class SchoolListFilter(admin.SimpleListFilter):
+    """Filter by school, offering only the schools the user may see (and shown only when there
+    is a choice to make)."""
+
+    title = "school"
+    parameter_name = "school"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(school.pk), school.name) for school in schools_visible(request)[:200]]
+
+    def has_output(self) -> bool:
+        return len(self.lookup_choices) > 1
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            return queryset.none()
+        return queryset.filter(**{self.model_admin_school_field: int(value)})
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        self.model_admin_school_field = f"{model_admin.school_field}__pk"
+        super().__init__(request, params, model, model_admin)
+
+
+class SchoolScopedAdmin(admin.ModelAdmin):
+    """A model admin that shows the user only their schools' rows (see the module docstring).
+
+    ``school_field`` is the lookup path from the model to its school (``"pk"`` for School).
+    """
+
+    school_field = "school"
+
+    def school_ids(self, request: HttpRequest) -> list[int] | None:
+        return request_school_ids(request)
+
+    def sees_several_schools(self, request: HttpRequest) -> bool:
+        school_ids = self.school_ids(request)
+        return school_ids is None or len(school_ids) > 1
+
+    def scope(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        school_ids = self.school_ids(request)
+        if school_ids is None:
+            return queryset
+        return queryset.filter(**{f"{self.school_field}__in": school_ids})
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return self.scope(request, super().get_queryset(request))
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
+        """The object if the user may see it; a 404 otherwise, whether it exists or not."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with this ID.")
+        return obj
+
+    def school_id_of(self, obj: Model) -> int | None:
+        """The school of an object, following ``school_field``."""
+        parts = self.school_field.split("__")
+        if parts == ["pk"]:
+            return obj.pk
+        value: Any = obj
+        for part in parts[:-1]:
+            value = getattr(value, part)
+        return getattr(value, f"{parts[-1]}_id")
+
+    def _obj_visible(self, request: HttpRequest, obj: Model | None) -> bool:
+        school_ids = self.school_ids(request)
+        return obj is None or school_ids is None or self.school_id_of(obj) in school_ids
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return super().has_view_permission(request, obj) and self._obj_visible(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._obj_visible(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._obj_visible(request, obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        """Foreign-key choices: the user's schools, or the related admin's (scoped) rows."""
+        related = db_field.related_model
+        if related is School:
+            kwargs.setdefault("queryset", schools_visible(request))
+        elif self.admin_site.is_registered(related):
+            related_admin = self.admin_site.get_model_admin(related)
+            if isinstance(related_admin, SchoolScopedAdmin):
+                kwargs.setdefault("queryset", related_admin.get_queryset(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
