@@ -22,6 +22,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m webhooks_project.serve
 
+# ruff and mypy; CI runs it before the suite.
 # The whole suite, on the PostgreSQL and Redis at 127.0.0.1 unless DATABASE_URL/CELERY_BROKER_URL say otherwise.
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,6 +36,7 @@ bench: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	DJANGO_DEBUG=true $(PY) -m mypy schools events subscriptions deliveries webhooks_project
 
 format: install
 	$(PY) -m ruff check --fix .

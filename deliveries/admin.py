@@ -421,7 +421,7 @@ class DeliveryAttemptAdmin(SchoolScopedAdmin):
     paginator = EstimatedCountPaginator
     # Request headers are shown on the delivery's page, where custom header values are hidden
     # from those who may not see the webhook's secrets.
-    fields = [
+    fields = (
         "delivery",
         "number",
         "trigger",
@@ -434,7 +434,7 @@ class DeliveryAttemptAdmin(SchoolScopedAdmin):
         "response_body_truncated",
         "error_kind",
         "error_message",
-    ]
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:

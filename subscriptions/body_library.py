@@ -95,11 +95,11 @@ class BudgetedNode(Node):
 
     def __init__(self, inner: Node) -> None:
         self.inner = inner
-        self.token = getattr(inner, "token", None)
-        self.origin = getattr(inner, "origin", None)
+        self.token = inner.token
+        self.origin = inner.origin  # Django's debug annotation of errors reads both
 
     def render(self, context: template.Context) -> str:
-        output = self.inner.render_annotated(context)
+        output = str(self.inner.render_annotated(context))
         used = int(context.render_context.get("output_characters") or 0) + len(output)
         if used > MAX_OUTPUT_CHARACTERS:
             raise OutputBudgetExceeded(

@@ -63,7 +63,8 @@ class PerKeyRateThrottle(throttling.ScopedRateThrottle):
 
     def get_rate(self) -> str | None:
         # DRF copies the rates into a class attribute at import; read the setting as it is now.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        return None if rate is None else str(rate)
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         client = getattr(request, "user", None)
