@@ -28,6 +28,16 @@ from bench.deliveries import (
     worker_command,
 )
 
+WARM_UP_SECONDS = 5
+
+
+def _queue_purge(queue: str) -> None:
+    """Drop what this run left in its own queue (fan-outs nobody consumed with --no-worker)."""
+    from celery import current_app
+
+    with current_app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+
 
 def _wait_for_http(port: int) -> None:
     deadline = time.monotonic() + 30
@@ -44,7 +54,7 @@ async def _open_loop(port: int, key: str, *, rate: float, total: int) -> tuple[l
     """Send ``total`` requests at ``rate``/s over keep-alive connections opened as needed; each
     latency runs from the request's scheduled time (so queueing anywhere counts)."""
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    results: list[tuple[float, int]] = []
+    results: list[tuple[float, int, float]] = []
 
     def request_bytes(n: int) -> bytes:
         body = json.dumps(
@@ -79,18 +89,24 @@ async def _open_loop(port: int, key: str, *, rate: float, total: int) -> tuple[l
             idle.append(connection)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
             writer.close()
-        results.append(((time.monotonic() - scheduled) * 1000, status))
+        results.append(((time.monotonic() - scheduled) * 1000, status, scheduled - start))
 
-    for n in range(20):  # warm up connections and workers
-        await one(n, time.monotonic())
-    results.clear()
-    tasks = []
+    async def run(count: int, first: int) -> None:
+        nonlocal start
+        tasks = []
+        start = time.monotonic()
+        for n in range(count):
+            scheduled = start + n / rate
+            await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+            tasks.append(asyncio.create_task(one(first + n, scheduled)))
+        await asyncio.gather(*tasks)
+
     start = time.monotonic()
-    for n in range(total):
-        scheduled = start + n / rate
-        await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
-        tasks.append(asyncio.create_task(one(n, scheduled)))
-    await asyncio.gather(*tasks)
+    # Warm-up at the same rate (connections opened, every server thread's first request served),
+    # not measured: the figures are for the steady state.
+    await run(int(rate * WARM_UP_SECONDS), first=0)
+    results.clear()
+    await run(total, first=int(rate * WARM_UP_SECONDS))
     return results, time.monotonic() - start
 
 
@@ -99,7 +115,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--timeline", help="write each request's start and latency to this file")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="run no fan-out worker on this machine"
+    )
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per process")
+    parser.add_argument(
+        "--worker-threads", type=int, default=1, help="processes of the fan-out worker"
+    )
     args = parser.parse_args()
 
     stop_on_signals()
@@ -138,12 +161,21 @@ def main() -> None:
         {**env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1"},
         "",
     )
-    worker = Child(
-        "worker",
-        worker_command(env["CELERY_TASK_DEFAULT_QUEUE"], concurrency=1, hostname="ingest"),
-        env,
-        "",
-    )
+    # The fan-out worker shares these 2 cores unless --no-worker (then messages wait in Redis
+    # and the figures are the API's alone, as with workers on other hosts).
+    worker = None
+    if not args.no_worker:
+        worker = Child(
+            "worker",
+            worker_command(
+                env["CELERY_TASK_DEFAULT_QUEUE"],
+                concurrency=args.worker_threads,
+                hostname="ingest",
+                pool="prefork",
+            ),
+            env,
+            "",
+        )
     try:
         _wait_for_http(port)
         results, elapsed = asyncio.run(
@@ -151,14 +183,20 @@ def main() -> None:
         )
     finally:
         web.stop()
-        worker.stop()
+        if worker is not None:
+            worker.stop()
+        _queue_purge(env["CELERY_TASK_DEFAULT_QUEUE"])
 
-    latencies = [ms for ms, status in results if status == 202]
+    if args.timeline:
+        with open(args.timeline, "w") as handle:
+            handle.writelines(f"{at:.3f} {ms:.1f} {status}\n" for ms, status, at in results)
+    latencies = [ms for ms, status, _ in results if status == 202]
     errors = len(results) - len(latencies)
     print()
     print("Ingest benchmark: POST /api/v1/events/ (gunicorn, PostgreSQL, Redis, open-loop load)")
+    where = "no fan-out worker here" if args.no_worker else "a fan-out worker on the same cores"
     print(
-        f"  web: {args.web_workers} gunicorn processes x {args.threads} threads; "
+        f"  web: {args.web_workers} gunicorn processes x {args.threads} threads, {where}; "
         f"{len(results)} requests at {args.rate:g}/s for {args.seconds:g} s "
         f"(sent in {elapsed:.1f} s)"
     )
