@@ -70,7 +70,10 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 # --- Django ---------------------------------------------------------------------------------
 
-DEBUG = env_bool("DJANGO_DEBUG", False)
+# Without DATABASE_URL this is the embedded development setup (SQLite under var/), where DEBUG
+# defaults to true so that manage.py works with no configuration at all; a deployment sets
+# DATABASE_URL, and there DEBUG defaults to false.
+DEBUG = env_bool("DJANGO_DEBUG", not os.environ.get("DATABASE_URL"))
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
