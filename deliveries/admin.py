@@ -22,14 +22,15 @@ from django.utils.html import format_html
 from events.models import EventType
 from subscriptions.admin import STATUS_COLOURS, status_badge
 from subscriptions.models import Subscription
+from subscriptions.selectors import subscription_secret_values
 from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
-from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
+from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 
+from .display import attempt_shown, url_query_mask
 from .explanations import failure_explain
 from .models import Delivery, DeliveryAttempt, DeliveryStatus
 from .selectors import delivery_attempts
 from .services import deliveries_retrigger, delivery_retrigger
-from .services.attempts import headers_custom_hide
 from .signing import message_id
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
@@ -202,6 +203,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         "status_display",
         "webhook_id",
         "subscription_link",
+        "subscription_link_masked",
         "last_error_explained",
         "body_text",
     ]
@@ -281,6 +283,34 @@ class DeliveryAdmin(SchoolScopedAdmin):
             obj.subscription.url,
         )
 
+    @admin.display(description="Webhook")
+    def subscription_link_masked(self, obj: Delivery) -> str:
+        return format_html(
+            '<a href="{}">{}</a> <code>{}</code>',
+            reverse("admin:subscriptions_subscription_change", args=[obj.subscription_id]),
+            obj.subscription.name,
+            url_query_mask(obj.subscription.url),
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or administers(request, obj.school_id):
+            return fieldsets
+        # Support staff: the webhook's URL without its query values (tokens live there).
+        return [
+            (
+                title,
+                {
+                    **options,
+                    "fields": [
+                        "subscription_link_masked" if f == "subscription_link" else f
+                        for f in options["fields"]
+                    ],
+                },
+            )
+            for title, options in fieldsets
+        ]
+
     @admin.display(description="Last error")
     def last_error_explained(self, obj: Delivery) -> str:
         if not obj.last_error_kind:
@@ -310,13 +340,16 @@ class DeliveryAdmin(SchoolScopedAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         delivery = self.get_object(request, unquote(object_id))
-        show_custom = request.user.has_perm("subscriptions.manage_secret_subscription")
+        show_custom = request.user.has_perm(
+            "subscriptions.manage_secret_subscription"
+        ) and administers(request, delivery.school_id)
+        secrets = (
+            None if show_custom else subscription_secret_values(subscription=delivery.subscription)
+        )
         attempts = [
             {
                 "attempt": attempt,
-                "request_headers": attempt.request_headers
-                if show_custom
-                else headers_custom_hide(attempt.request_headers),
+                **attempt_shown(attempt, secrets=secrets),
                 "explanation": failure_explain(
                     error_kind=attempt.error_kind,
                     status=attempt.response_status,

@@ -18,7 +18,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
+from webhooks_project.admin_scoping import (
+    SchoolListFilter,
+    SchoolScopedAdmin,
+    school_ids_administered,
+)
 
 from .models import ApiKey, Membership, PlatformKey, School
 from .selectors import api_keys_active_count
@@ -28,16 +32,42 @@ from .services import (
     platform_key_create,
     platform_key_revoke,
     school_admin_grant,
+    school_admin_grant_check,
+    school_admin_revoke,
 )
 
 _CREATED_KEY = "_webhooks_created_key"
 
 
+class MembershipForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["user", "role"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            # Remove the row and add another instead: changing who it is would skip the grant.
+            self.fields["user"].disabled = True
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        user = cleaned.get("user")
+        if user is not None and self.instance.pk is None:
+            try:
+                school_admin_grant_check(user=user)
+            except ValidationError as exc:
+                raise forms.ValidationError(exc.messages) from exc
+        return cleaned
+
+
 class MembershipInline(admin.TabularInline):
     """The school's admins. Adding one here also makes the user staff and a member of the
-    "School admins" group (``school_admin_grant``)."""
+    "School admins" group (``school_admin_grant``); removing their last school takes them out of
+    it (``school_admin_revoke``)."""
 
     model = Membership
+    form = MembershipForm
     extra = 0
     fields = ["user", "role", "created_at"]
     readonly_fields = ["created_at"]
@@ -61,12 +91,12 @@ class SchoolAdmin(SchoolScopedAdmin):
             return
         instances = formset.save(commit=False)
         for membership in formset.deleted_objects:
-            membership.delete()
+            school_admin_revoke(membership=membership)
         for membership in instances:
             if membership.pk is None:
                 school_admin_grant(user=membership.user, school=form.instance)
             else:
-                membership.save()
+                membership.save(update_fields=["role"])
 
 
 class KeyStateFilter(admin.SimpleListFilter):
@@ -187,6 +217,14 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # Several schools (superusers, admins of a group of schools): search them as you type.
         return ["school"] if self.sees_several_schools(request) else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        administered = school_ids_administered(request)
+        if db_field.name == "school" and field is not None and administered is not None:
+            # A key reads the school's webhook secrets through the API: only its admins make one.
+            field.queryset = field.queryset.filter(pk__in=administered)
+        return field
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))

@@ -55,3 +55,16 @@ def credential_find(*, key: str) -> ApiKey | PlatformKey | None:
 def api_keys_active_count(*, school: School) -> int:
     """How many API keys of the school are not revoked."""
     return ApiKey.objects.filter(school=school, revoked_at__isnull=True).count()
+
+
+def school_ids_administered_by(*, user: Any) -> list[int] | None:
+    """The schools whose secrets and keys a user may manage: ``None`` for all (superusers), else
+    the schools they are an admin of. Seeing a school (support staff see them all) is not enough.
+    """
+    if getattr(user, "is_superuser", False):
+        return None
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+        return []
+    return list(
+        Membership.objects.filter(user=user, role=Role.ADMIN).values_list("school_id", flat=True)
+    )

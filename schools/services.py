@@ -162,10 +162,33 @@ def admin_groups_sync() -> None:
         group.permissions.set(permissions)
 
 
+def school_admin_grant_check(*, user: User) -> None:
+    """Raise ``ValidationError`` if ``user`` may not become a school admin (support staff)."""
+    if user.groups.filter(name=SUPPORT_GROUP).exists():
+        raise ValidationError(
+            {"user": [f"{user} is support staff; a school admin must be another account."]}
+        )
+
+
+@transaction.atomic
+def school_admin_revoke(*, membership: Membership) -> None:
+    """End a user's admin role at one school; after their last school they leave the "School
+    admins" group too (their staff status stays, with nothing left to see)."""
+    user = membership.user
+    membership.delete()
+    if not Membership.objects.filter(user=user).exists():
+        user.groups.remove(Group.objects.get(name=SCHOOL_ADMINS_GROUP))
+
+
 @transaction.atomic
 def school_admin_grant(*, user: User, school: School) -> Membership:
     """Make ``user`` an admin of ``school``: a staff user in the "School admins" group with a
-    membership of the school (they then get its failure e-mails too). Idempotent."""
+    membership of the school (they then get its failure e-mails too). Idempotent.
+
+    Raises ``ValidationError`` for support staff: someone who sees every school must not also
+    hold the rights of a school admin there (keys, secrets).
+    """
+    school_admin_grant_check(user=user)
     group = Group.objects.get(name=SCHOOL_ADMINS_GROUP)
     type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
     user.is_staff = True
@@ -179,7 +202,14 @@ def school_admin_grant(*, user: User, school: School) -> Membership:
 @transaction.atomic
 def support_staff_grant(*, user: User) -> None:
     """Make ``user`` platform support staff: a staff user in the "Support" group, who sees every
-    school in the admin. Idempotent."""
+    school in the admin. Idempotent.
+
+    Raises ``ValidationError`` for a school admin (see ``school_admin_grant``).
+    """
+    if Membership.objects.filter(user=user).exists():
+        raise ValidationError(
+            {"user": [f"{user} administers a school; support staff must be another account."]}
+        )
     group = Group.objects.get(name=SUPPORT_GROUP)
     type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
     user.is_staff = True

@@ -33,6 +33,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
+from deliveries.display import attempt_shown, url_query_mask
 from deliveries.explanations import failure_explain
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.selectors import (
@@ -41,10 +42,15 @@ from deliveries.selectors import (
     subscriptions_delivery_stats,
 )
 from deliveries.services import deliveries_recover, delivery_test_send
-from deliveries.services.attempts import headers_custom_hide
 from events.models import EventType
 from webhooks_project.admin_lists import DropdownFilter
-from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin, schools_visible
+from webhooks_project.admin_scoping import (
+    SchoolListFilter,
+    SchoolScopedAdmin,
+    administers,
+    administers_all_visible,
+    schools_visible,
+)
 
 from .crypto import SecretUnreadable
 from .forms import RecoverForm, SendTestForm, SubscriptionForm
@@ -53,6 +59,7 @@ from .selectors import (
     signing_secret_current,
     subscription_event_types,
     subscription_ids_receiving,
+    subscription_secret_values,
 )
 from .services import (
     subscription_body_preview,
@@ -160,6 +167,7 @@ class SubscriptionAdmin(SchoolScopedAdmin):
     show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
         "school_display",
+        "url_masked_display",
         "signing_secret",
         "signing_secret_hidden",
         "state_display",
@@ -187,9 +195,12 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         )
 
     def has_manage_secret_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(
-            "subscriptions.manage_secret_subscription"
-        ) and self._obj_visible(request, obj)
+        # The permission, and being an admin of this webhook's school: seeing a school (as
+        # support staff see every school) never opens its secrets.
+        allowed = request.user.has_perm("subscriptions.manage_secret_subscription")
+        if obj is None:
+            return allowed and self._obj_visible(request, obj)
+        return allowed and self._obj_visible(request, obj) and administers(request, obj.school_id)
 
     def has_recover_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("deliveries.retrigger_delivery") and self._obj_visible(
@@ -205,6 +216,8 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
             columns.insert(1, "school")
+        if not administers_all_visible(request):
+            columns = ["url_masked_display" if c == "url_display" else c for c in columns]
         return columns
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
@@ -217,6 +230,13 @@ class SubscriptionAdmin(SchoolScopedAdmin):
     def url_display(self, obj: Subscription) -> str:
         url = obj.url if len(obj.url) <= 45 else obj.url[:44] + "…"
         return format_html('<span title="{}">{}</span>', obj.url, url)
+
+    @admin.display(description="URL", ordering="url")
+    def url_masked_display(self, obj: Subscription) -> str:
+        """The URL with its query values masked (``?token=…``), for support staff."""
+        masked = url_query_mask(obj.url)
+        url = masked if len(masked) <= 45 else masked[:44] + "…"
+        return format_html('<span title="{}">{}</span>', masked, url)
 
     @admin.display(description="Topics")
     def topics_display(self, obj: Subscription) -> str:
@@ -310,7 +330,10 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only (support staff): secrets and header values are not shown.
             return [
-                (None, {"fields": ["school_display", "name", "url", "topics_display"]}),
+                (
+                    None,
+                    {"fields": ["school_display", "name", "url_masked_display", "topics_display"]},
+                ),
                 ("Delivery", {"fields": ["content_type", "basic_auth_display"]}),
                 ("Custom headers", {"fields": ["custom_headers_display"]}),
                 ("Webhook body", {"fields": ["body_template"]}),
@@ -557,6 +580,11 @@ class SubscriptionAdmin(SchoolScopedAdmin):
         event_types = subscription_event_types(subscription=subscription)
         form = SendTestForm(request.POST or None, event_types=event_types)
         context = self._page_context(request, subscription, "Send Test")
+        context["target_url"] = (
+            subscription.url
+            if self.has_manage_secret_permission(request, subscription)
+            else url_query_mask(subscription.url)
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 attempt = delivery_test_send(
@@ -566,13 +594,18 @@ class SubscriptionAdmin(SchoolScopedAdmin):
                 context["errors"] = exc.messages
             else:
                 delivery = attempt.delivery
+                secrets = (
+                    None
+                    if self.has_manage_secret_permission(request, subscription)
+                    else subscription_secret_values(subscription=subscription)
+                )
+                shown = attempt_shown(attempt, secrets=secrets)
                 context.update(
                     {
                         "attempt": attempt,
+                        "shown": shown,
                         "event_type": form.cleaned_data["event_type"],
-                        "request_headers": attempt.request_headers
-                        if self.has_manage_secret_permission(request, subscription)
-                        else headers_custom_hide(attempt.request_headers),
+                        "request_headers": shown["request_headers"],
                         "request_body": bytes(delivery.body).decode("utf-8", errors="replace"),
                         "explanation": failure_explain(
                             error_kind=attempt.error_kind,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from events.models import EventType
 
-from .crypto import secret_decrypt
+from .crypto import SecretUnreadable, secret_decrypt
 from .models import SigningSecret, Subscription
 from .topics import topic_matches
 
@@ -72,3 +73,19 @@ def subscription_ids_receiving(
         for pk, topics in subscriptions.values_list("pk", "topics")
         if topic_matches(topics or [], event_type)
     ]
+
+
+def subscription_secret_values(*, subscription: Subscription) -> list[str]:
+    """Every value of the webhook's secrets as it could appear in an echoed request: custom
+    header values, the basic-auth password, ``user:password`` and its base64 (short values of
+    under four characters are left out: they would hide ordinary text)."""
+    values = [str(value) for value in subscription.custom_headers.values()]
+    if subscription.basic_auth_enabled and subscription.basic_auth_password_encrypted:
+        try:
+            password = secret_decrypt(subscription.basic_auth_password_encrypted)
+        except SecretUnreadable:
+            password = ""
+        if password:
+            credentials = f"{subscription.basic_auth_username}:{password}"
+            values += [password, credentials, base64.b64encode(credentials.encode()).decode()]
+    return [value for value in values if len(value) >= 4]

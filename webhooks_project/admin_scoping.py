@@ -14,12 +14,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest
 
 from schools.models import School
-from schools.selectors import school_ids_visible_to
+from schools.selectors import school_ids_administered_by, school_ids_visible_to
 
 _CACHE_ATTRIBUTE = "_webhooks_school_ids"
+_ADMINISTERED_ATTRIBUTE = "_webhooks_administered"
 
 
 def request_school_ids(request: HttpRequest) -> list[int] | None:
@@ -62,6 +64,47 @@ class SchoolListFilter(admin.SimpleListFilter):
         super().__init__(request, params, model, model_admin)
 
 
+# Fields no URL may filter on, wherever they appear in a lookup path: a filter that matches or
+# not is an oracle that reads a value character by character (?custom_headers__X__startswith=a).
+UNFILTERABLE_FIELDS = frozenset(
+    {
+        "custom_headers",
+        "request_headers",
+        "response_headers",
+        "response_body",
+        "body",
+        "basic_auth_password_encrypted",
+        "secret_encrypted",
+        "key_hash",
+        "password",
+    }
+)
+
+
+def school_ids_administered(request: HttpRequest) -> list[int] | None:
+    """The schools whose secrets and keys the request's user may manage (None: all)."""
+    if not hasattr(request, _ADMINISTERED_ATTRIBUTE):
+        setattr(request, _ADMINISTERED_ATTRIBUTE, school_ids_administered_by(user=request.user))
+    administered: list[int] | None = getattr(request, _ADMINISTERED_ATTRIBUTE)
+    return administered
+
+
+def administers(request: HttpRequest, school_id: int | None) -> bool:
+    """Whether the request's user manages that school (is its admin, or a superuser)."""
+    administered = school_ids_administered(request)
+    return administered is None or (school_id is not None and school_id in administered)
+
+
+def administers_all_visible(request: HttpRequest) -> bool:
+    """Whether the user manages every school they see (superusers, school admins) rather than
+    only seeing some (support staff): then URLs and answers are shown unmasked."""
+    administered = school_ids_administered(request)
+    if administered is None:
+        return True
+    visible = request_school_ids(request)
+    return visible is not None and set(visible) <= set(administered)
+
+
 class SchoolScopedAdmin(admin.ModelAdmin):
     """A model admin that shows the user only their schools' rows (see the module docstring).
 
@@ -69,6 +112,11 @@ class SchoolScopedAdmin(admin.ModelAdmin):
     """
 
     school_field = "school"
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if any(part in UNFILTERABLE_FIELDS for part in lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def school_ids(self, request: HttpRequest) -> list[int] | None:
         return request_school_ids(request)

@@ -20,8 +20,10 @@ class WebhooksAdminSite(admin.AdminSite):
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> TemplateResponse:
-        school_ids = school_ids_visible_to(user=request.user)
-        attention = list(subscriptions_needing_attention(school_ids=school_ids)[:20])
+        attention = []
+        if request.user.has_perm("subscriptions.view_subscription"):
+            school_ids = school_ids_visible_to(user=request.user)
+            attention = list(subscriptions_needing_attention(school_ids=school_ids)[:20])
         context = {
             "webhooks_failing": [s for s in attention if s.is_active],
             "webhooks_disabled": [s for s in attention if not s.is_active],

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.utils import timezone
 
-from schools.models import Membership
+from schools.services import school_admin_grant
 from subscriptions.crypto import secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current
@@ -23,7 +23,7 @@ def test_the_admin_index_names_failing_and_disabled_webhooks_of_the_users_school
 ):
     other_school = SchoolFactory()
     user = django_user_model.objects.create_user("ada", "ada@example.org", "pw", is_staff=True)
-    Membership.objects.create(user=user, school=school)
+    school_admin_grant(user=user, school=school)
     SubscriptionFactory(
         school=school, name="CRM", failing_since=timezone.now() - dt.timedelta(hours=2)
     )

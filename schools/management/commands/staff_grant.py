@@ -1,8 +1,10 @@
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from schools.models import School
 from schools.services import school_admin_grant, support_staff_grant
+from webhooks_project.errors import validation_message
 
 
 class Command(BaseCommand):
@@ -37,11 +39,14 @@ class Command(BaseCommand):
         if created:
             user.set_unusable_password()
             user.save(update_fields=["password"])
-        if options["support"]:
-            support_staff_grant(user=user)
-            self.stdout.write(f"{user.username} is support staff: sees every school.")
-        for school in schools:
-            school_admin_grant(user=user, school=school)
-            self.stdout.write(f"{user.username} administers {school.name}.")
+        try:
+            if options["support"]:
+                support_staff_grant(user=user)
+                self.stdout.write(f"{user.username} is support staff: sees every school.")
+            for school in schools:
+                school_admin_grant(user=user, school=school)
+                self.stdout.write(f"{user.username} administers {school.name}.")
+        except ValidationError as exc:
+            raise CommandError(validation_message(exc)) from exc
         if created:
             self.stdout.write(f"Set a password: python manage.py changepassword {user.username}")

@@ -1,0 +1,53 @@
+"""What the admin shows of an attempt to someone who may not see the webhook's secrets.
+
+Support staff inspect deliveries but must not learn a school's secrets. Besides the custom
+headers' values (hidden where they were sent), a receiver can echo a request back (httpbin,
+request bins, debug pages), so the secret values are also replaced wherever they show up in its
+answer, and the values in a URL's query string (``?token=...``) are masked. Pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .services.attempts import headers_custom_hide
+
+HIDDEN = "[hidden]"
+
+
+def url_query_mask(url: str) -> str:
+    """The URL with every query value replaced (the names stay, to recognise it)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
+
+
+def text_scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every occurrence of each secret replaced, longest first."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
+
+
+def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
+    """The request and answer of an attempt as a viewer may see them: all of it when ``secrets``
+    is None (they may see the secrets), else with the secrets hidden and scrubbed."""
+    if secrets is None:
+        return {
+            "request_url": attempt.request_url,
+            "request_headers": attempt.request_headers,
+            "response_headers": attempt.response_headers,
+            "response_body": attempt.response_body,
+        }
+    return {
+        "request_url": url_query_mask(attempt.request_url),
+        "request_headers": headers_custom_hide(attempt.request_headers),
+        "response_headers": {
+            name: text_scrub(str(value), secrets)
+            for name, value in attempt.response_headers.items()
+        },
+        "response_body": text_scrub(attempt.response_body, secrets),
+    }
