@@ -10,8 +10,15 @@ from . import services
 
 @shared_task(name="deliveries.event_fan_out")
 def event_fan_out(event_id: str) -> None:
-    """Turn an event into deliveries (no-op if it was already fanned out)."""
+    """Turn an event into deliveries (no-op if it was already fanned out). Messages sent by
+    earlier versions, one per event; publishing now sends ``deliveries.events_fan_out``."""
     services.event_fan_out(event_id=event_id)
+
+
+@shared_task(name="deliveries.events_fan_out")
+def events_fan_out() -> None:
+    """Turn every event awaiting fan-out into deliveries, a batch at a time."""
+    services.events_fan_out_pending()
 
 
 @shared_task(name="deliveries.deliver")

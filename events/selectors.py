@@ -5,11 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+from django.core.cache import caches
 from django.db.models import QuerySet
 
 from schools.models import School
 
 from .models import Event, EventType, ScheduledEvent
+
+
+def event_type_for_publish(key: str) -> EventType | None:
+    """The event type ``key`` (its key, deprecated flag and schema), or None if there is none.
+
+    Read on every published event, so kept per process for ``WEBHOOKS_LOOKUP_CACHE_SECONDS``;
+    saving or deleting a type drops this process's copy at once (``events.signals``). Unknown
+    keys are not kept: a type added in the admin can be published right away.
+    """
+    lookups = caches["lookups"]
+    cache_key = f"event-type:{key}"
+    event_type = lookups.get(cache_key)
+    if event_type is None:
+        event_type = (
+            EventType.objects.filter(key=key).only("key", "deprecated", "json_schema").first()
+        )
+        if event_type is not None:
+            lookups.set(cache_key, event_type)
+    return event_type
 
 
 def events_awaiting_fan_out(*, created_before: dt.datetime, limit: int) -> list[uuid.UUID]:

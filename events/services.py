@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -14,20 +15,24 @@ from zoneinfo import ZoneInfo
 
 from celery import current_app
 from django.conf import settings
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from schools.models import School
 
 from .catalog import EVENT_TYPES
-from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
+from .models import Event, EventType, FanOutRequest, ScheduledEvent, ScheduledEventStatus
 from .schedule import DailyRun, daily_run_latest
 from .schemas import data_errors
+from .selectors import event_type_for_publish
 
 logger = logging.getLogger(__name__)
 
-FAN_OUT_TASK = "deliveries.event_fan_out"
+FAN_OUT_TASK = "deliveries.events_fan_out"
+# A fan-out request pending longer than this is sent again: its message may have been lost.
+FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
 
 
 class EventIdempotencyConflict(ValidationError):
@@ -101,12 +106,11 @@ def event_publish(
 
 
 def _fan_out_after_commit(event: Event) -> None:
-    event_id = str(event.id)
-    transaction.on_commit(lambda: _fan_out_enqueue(event_id), robust=True)
+    transaction.on_commit(fan_out_request, robust=True)
 
 
 def _event_type_get(key: str) -> EventType:
-    event_type = EventType.objects.filter(key=key).only("key", "deprecated", "json_schema").first()
+    event_type = event_type_for_publish(key)
     if event_type is None:
         raise ValidationError(
             {"type": [f"Unknown event type {key!r}: it is not in the event catalog."]}
@@ -123,12 +127,49 @@ def _event_data_validate(event_type: EventType, data: Any) -> dict[str, Any]:
     return normalized
 
 
-def _fan_out_enqueue(event_id: str) -> None:
+def fan_out_request(*, force: bool = False) -> bool:
+    """Ask a worker to fan out the events awaiting it; call after the events are committed.
+
+    Coalesced: while a request is pending (asked for less than
+    ``FAN_OUT_REQUEST_RESEND_SECONDS`` ago and not yet taken up), no second task message is
+    sent, so at a high rate one task fans out many events. ``force`` sends one regardless.
+    Returns whether a message was sent. A failure is logged, not raised: the events are
+    committed, and the next request or the sweeper fans them out.
+    """
+    now_ms = int(time.time() * 1000)
+    resend_ms = int(FAN_OUT_REQUEST_RESEND_SECONDS * 1000)
+    if not _fan_out_request_claim(now_ms, stale_before=now_ms + 1 if force else now_ms - resend_ms):
+        return False
     try:
-        current_app.send_task(FAN_OUT_TASK, args=[event_id])
+        current_app.send_task(FAN_OUT_TASK)
     except Exception:
-        # The event is committed; the sweeper fans out events whose message never arrived.
-        logger.exception("Could not enqueue fan-out of event %s; the sweeper will re-drive it")
+        logger.exception("Could not enqueue fan-out; the next request or the sweeper will")
+        return False
+    return True
+
+
+def _fan_out_request_claim(now_ms: int, *, stale_before: int) -> bool:
+    """Mark fan-out requested at ``now_ms`` unless a request made at or after ``stale_before``
+    is pending; True if this call marked it.
+
+    One statement (an upsert, as the row is gone after a table flush), no ORM round trip: it
+    runs once per published event.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events_fanoutrequest (id, requested_at_ms) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET requested_at_ms = excluded.requested_at_ms "
+            "WHERE events_fanoutrequest.requested_at_ms IS NULL "
+            "OR events_fanoutrequest.requested_at_ms < %s "
+            "RETURNING id",
+            [now_ms, stale_before],
+        )
+        return cursor.fetchone() is not None
+
+
+def fan_out_request_take() -> None:
+    """Clear the pending request; a fan-out task does this before it reads the events."""
+    FanOutRequest.objects.filter(pk=1).update(requested_at_ms=None)
 
 
 def _event_same_or_conflict(existing: Event, *, type: str, data: Any) -> Event:
@@ -261,6 +302,8 @@ def event_types_sync(
     if has_shipped:
         retired = manager.filter(shipped=True, deprecated=False).exclude(key__in=keys)
         retired.update(deprecated=True)
+    # Bulk writes send no signals: drop this process's copies of the types in one go.
+    caches["lookups"].clear()
     return len(to_create) + len(to_update)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.core.cache import caches
+from django.db import IntegrityError
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -18,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from schools.models import School
+from schools.selectors import school_by_slug
 from webhooks_project.api import (
     UNAUTHENTICATED,
     DetailSerializer,
@@ -153,11 +158,21 @@ class EventViewSet(
         serializer = EventInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        school = School.objects.filter(slug=data["school"]).first()
+        key = request.headers.get("Idempotency-Key")
+        try:
+            body = self._accept(data, key)
+        except IntegrityError:
+            # A school or event type deleted a moment ago can still be in this process's
+            # lookups; read them afresh, which answers 404 or 400 if that is what happened.
+            caches["lookups"].clear()
+            body = self._accept(data, key)
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    def _accept(self, data: dict[str, Any], key: str | None) -> dict[str, Any]:
+        school = school_by_slug(data["school"])
         if school is None:
             raise NotFound(f"No school with the slug {data['school']!r}.")
         started = timezone.now()
-        key = request.headers.get("Idempotency-Key")
         deliver_at = data.get("deliver_at")
         if deliver_at is not None and deliver_at > started:
             scheduled = scheduled_event_create(
@@ -183,8 +198,7 @@ class EventViewSet(
                 "deliver_at": None,
                 "replayed": event.created_at < started,
             }
-        body = EventAccepted({**accepted, "school": school.slug, "type": data["type"]})
-        return Response(body.data, status=status.HTTP_202_ACCEPTED)
+        return EventAccepted({**accepted, "school": school.slug, "type": data["type"]}).data
 
 
 SCHEDULED_ERRORS = {

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class SchoolsConfig(AppConfig):
     name = "schools"
     verbose_name = "Schools"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401

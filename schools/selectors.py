@@ -5,7 +5,25 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from django.core.cache import caches
+
 from .models import SUPPORT_GROUP, ApiKey, Membership, PlatformKey, Role, School
+
+
+def school_by_slug(slug: str) -> School | None:
+    """The school with this slug, or None; the API's ingest reads it on every event.
+
+    Kept per process for ``WEBHOOKS_LOOKUP_CACHE_SECONDS`` (saving or deleting a school drops
+    this process's copy at once, ``schools.signals``); unknown slugs are not kept.
+    """
+    lookups = caches["lookups"]
+    cache_key = f"school:{slug}"
+    school = lookups.get(cache_key)
+    if school is None:
+        school = School.objects.filter(slug=slug).first()
+        if school is not None:
+            lookups.set(cache_key, school)
+    return school
 
 
 def school_admin_emails(*, school: School) -> list[str]:

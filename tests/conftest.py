@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import caches
 from django.utils import timezone
 
 from events.services import event_types_sync
@@ -14,6 +15,14 @@ from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
 from tests.resolver import FakeResolver
 from tests.schools.factories import SchoolFactory
+
+
+@pytest.fixture(autouse=True)
+def lookups_cleared() -> Iterator[None]:
+    """Each test starts without the per-process copies of schools and event types a rolled-back
+    earlier test may have left (a row that no longer exists)."""
+    yield
+    caches["lookups"].clear()
 
 
 @pytest.fixture(autouse=True)

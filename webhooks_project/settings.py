@@ -221,7 +221,14 @@ CACHES = {
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DJANGO_CACHE_URL}
         if DJANGO_CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
+    ),
+    # Per-process copies of rarely changed rows read on every ingest (a school by its slug, an
+    # event type): a change made in another process is seen within this many seconds.
+    "lookups": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "webhooks-lookups",
+        "TIMEOUT": env_float("WEBHOOKS_LOOKUP_CACHE_SECONDS", 10.0),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
@@ -306,6 +313,8 @@ WEBHOOKS_SWEEP_INTERVAL_SECONDS = env_int("WEBHOOKS_SWEEP_INTERVAL_SECONDS", 5)
 WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 60.0)
 # Retries due sooner than this are sent with a Celery countdown; later ones wait for the sweeper.
 WEBHOOKS_COUNTDOWN_MAX_SECONDS = env_float("WEBHOOKS_COUNTDOWN_MAX_SECONDS", 60.0)
+# Events a fan-out task turns into deliveries in one transaction; a full batch asks for another.
+WEBHOOKS_FAN_OUT_BATCH_SIZE = env_int("WEBHOOKS_FAN_OUT_BATCH_SIZE", 200)
 # Deliveries per task message; a task sends its deliveries concurrently, one thread each.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 20)
 # How long a worker owns a delivery it claimed; longer than the task's hard time limit.

@@ -8,7 +8,7 @@ from .attempts import (
     retry_policy,
     transport_get,
 )
-from .fan_out import deliveries_enqueue, event_fan_out
+from .fan_out import deliveries_enqueue, event_fan_out, events_fan_out_pending
 from .redrive import (
     SweepResult,
     deliveries_prune,
@@ -32,6 +32,7 @@ __all__ = [
     "delivery_retrigger",
     "delivery_test_send",
     "event_fan_out",
+    "events_fan_out_pending",
     "headers_redact",
     "retry_policy",
     "transport_get",

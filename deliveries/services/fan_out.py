@@ -9,11 +9,13 @@ from collections.abc import Iterable
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from events.envelope import envelope_build
 from events.models import Event
+from events.selectors import events_awaiting_fan_out
+from events.services import fan_out_request, fan_out_request_take
 from subscriptions.bodies import BodyTemplateError, CompiledBody, body_compile
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscriptions_matching
@@ -66,6 +68,74 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
         transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
     return [delivery.id for delivery in deliveries]
+
+
+def events_fan_out_pending(*, limit: int | None = None) -> int:
+    """Fan out the events awaiting it, oldest first, up to ``limit`` in one transaction.
+
+    The task behind a fan-out request (``events.services.fan_out_request``): it takes the
+    request first, then reads, so an event committed after the read has made a request of its
+    own. Rows another worker holds are skipped. A full batch asks for another task rather than
+    looping, so a backlog does not hold a worker past its time limit. If the batch fails as a
+    whole, each event is tried on its own so that one bad event cannot hold up the others.
+    Returns how many events were fanned out.
+    """
+    limit = limit or settings.WEBHOOKS_FAN_OUT_BATCH_SIZE
+    fan_out_request_take()
+    try:
+        event_ids = _events_fan_out_batch(limit=limit)
+    except Exception:
+        logger.exception("Batch fan-out failed; fanning out its events one by one")
+        event_ids = events_awaiting_fan_out(created_before=timezone.now(), limit=limit)
+        for event_id in event_ids:
+            try:
+                event_fan_out(event_id=event_id)
+            except Exception:
+                logger.exception("Fan-out of event %s failed; it will be tried again", event_id)
+    if len(event_ids) >= limit:
+        fan_out_request(force=True)
+    return len(event_ids)
+
+
+def _events_fan_out_batch(*, limit: int) -> list[uuid.UUID]:
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Walk the partial index in order: the entries of events fanned out earlier are
+            # marked dead as the scan passes them, and later batches skip them. A bitmap scan
+            # (the planner's choice when few events wait) would read every one of them again
+            # until the next vacuum.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_bitmapscan = off")
+        events = list(
+            Event.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("school")
+            .filter(fanned_out_at__isnull=True)
+            .order_by("created_at")[:limit]
+        )
+        if not events:
+            return []
+        # One query per school in the batch, however many events it has.
+        by_school: dict[int, list[Subscription]] = {}
+        deliveries = []
+        for event in events:
+            if event.school_id not in by_school:
+                by_school[event.school_id] = list(
+                    Subscription.objects.filter(school_id=event.school_id, is_active=True).order_by(
+                        "id"
+                    )
+                )
+            deliveries += [
+                delivery_build(event=event, subscription=subscription, now=now)
+                for subscription in by_school[event.school_id]
+                if subscription.matches(event.type_id)
+            ]
+        Delivery.objects.bulk_create(deliveries)
+        event_ids = [event.id for event in events]
+        Event.objects.filter(pk__in=event_ids).update(fanned_out_at=now)
+        pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
+        transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
+    return event_ids
 
 
 def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:

@@ -1,0 +1,172 @@
+"""Fan-out in batches: publishing asks for it once, a task turns every waiting event into
+deliveries, and a bad event or a second worker does not disturb the rest."""
+
+import logging
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import events_fan_out_pending
+from deliveries.services import fan_out as fan_out_module
+from events.models import Event, FanOutRequest
+from events.services import (
+    FAN_OUT_REQUEST_RESEND_SECONDS,
+    event_publish,
+    fan_out_request,
+    fan_out_request_take,
+)
+from tests.schools.factories import SchoolFactory
+from tests.subscriptions.factories import SubscriptionFactory
+
+
+def _publish(school, type="course.created", course="c1"):
+    return event_publish(school=school, type=type, data={"course": {"id": course}})
+
+
+@pytest.mark.django_db
+def test_one_task_fans_out_every_waiting_event_of_every_school(school):
+    courses = SubscriptionFactory(school=school, topics=["course.*"])
+    everything = SubscriptionFactory(school=school, topics=["*"])
+    SubscriptionFactory(school=school, topics=["*"], is_active=False)
+    elsewhere = SchoolFactory()
+    theirs = SubscriptionFactory(school=elsewhere, topics=["course.created"])
+    created = _publish(school)
+    updated = _publish(school, type="course.updated")
+    unmatched = _publish(elsewhere, type="course.deleted")
+    foreign = _publish(elsewhere)
+
+    assert events_fan_out_pending() == 4
+
+    pairs = set(Delivery.objects.values_list("event_id", "subscription_id"))
+    assert pairs == {
+        (created.id, courses.id),
+        (created.id, everything.id),
+        (updated.id, courses.id),
+        (updated.id, everything.id),
+        (foreign.id, theirs.id),
+    }
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.PENDING}
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+    assert Event.objects.get(pk=unmatched.pk).fanned_out_at is not None
+    assert events_fan_out_pending() == 0
+    assert Delivery.objects.count() == 5
+
+
+@pytest.mark.django_db
+def test_a_full_batch_takes_the_oldest_and_asks_for_another_task(school):
+    SubscriptionFactory(school=school, topics=["*"])
+    events = [_publish(school, course=f"c{n}") for n in range(3)]
+
+    assert events_fan_out_pending(limit=2) == 2
+
+    waiting = list(Event.objects.filter(fanned_out_at__isnull=True).values_list("id", flat=True))
+    assert waiting == [events[2].id]
+    assert FanOutRequest.objects.get().requested_at_ms is not None
+    assert events_fan_out_pending(limit=2) == 1
+    assert FanOutRequest.objects.get().requested_at_ms is None
+    assert Delivery.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_requests_are_coalesced_until_a_task_takes_them():
+    assert fan_out_request() is True
+    assert fan_out_request() is False
+    assert fan_out_request() is False
+
+    fan_out_request_take()
+    assert fan_out_request() is True
+    assert fan_out_request() is False
+    assert fan_out_request(force=True) is True
+
+
+@pytest.mark.django_db
+def test_a_request_pending_too_long_is_sent_again():
+    assert fan_out_request() is True
+    stale = int((time.time() - FAN_OUT_REQUEST_RESEND_SECONDS - 1) * 1000)
+    FanOutRequest.objects.filter(pk=1).update(requested_at_ms=stale)
+
+    assert fan_out_request() is True
+    assert FanOutRequest.objects.get().requested_at_ms > stale
+
+
+@pytest.mark.django_db
+def test_a_request_works_when_its_row_is_gone():
+    FanOutRequest.objects.all().delete()
+
+    assert fan_out_request() is True
+    assert FanOutRequest.objects.get().requested_at_ms is not None
+
+
+@pytest.mark.django_db
+def test_publishing_asks_for_fan_out_after_commit_only(school, django_capture_on_commit_callbacks):
+    FanOutRequest.objects.all().delete()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _publish(school)
+    assert not FanOutRequest.objects.exists()
+
+    assert len(callbacks) == 1
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        _publish(school)
+        _publish(school, course="c2")
+    assert len(callbacks) == 2
+    assert FanOutRequest.objects.get().requested_at_ms is not None
+
+
+@pytest.mark.django_db
+def test_one_event_that_cannot_be_fanned_out_does_not_hold_up_the_others(
+    school, monkeypatch, caplog
+):
+    SubscriptionFactory(school=school, topics=["*"])
+    good = _publish(school, course="good")
+    bad = _publish(school, course="bad")
+    also_good = _publish(school, course="also-good")
+    real = fan_out_module.delivery_build
+
+    def build(*, event, subscription, now):
+        if event.data["course"]["id"] == "bad":
+            raise RuntimeError("renderer exploded")
+        return real(event=event, subscription=subscription, now=now)
+
+    monkeypatch.setattr(fan_out_module, "delivery_build", build)
+    with caplog.at_level(logging.ERROR, logger="deliveries.services.fan_out"):
+        events_fan_out_pending()
+
+    assert set(Delivery.objects.values_list("event_id", flat=True)) == {good.id, also_good.id}
+    assert Event.objects.get(pk=bad.pk).fanned_out_at is None
+    assert f"Fan-out of event {bad.id} failed" in caplog.text
+    assert "renderer exploded" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_fanning_out_at_once_share_the_events_without_doubles(school):
+    subscriptions = [SubscriptionFactory(school=school, topics=["*"]) for _ in range(3)]
+    for n in range(60):
+        _publish(school, course=f"c{n}")
+    start = threading.Barrier(3)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def work():
+        start.wait()
+        try:
+            while (count := events_fan_out_pending(limit=7)) > 0:
+                counts.append(count)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sum(counts) == 60
+    assert Delivery.objects.count() == 60 * len(subscriptions)
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
