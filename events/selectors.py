@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 from django.core.cache import caches
@@ -10,7 +11,7 @@ from django.db.models import QuerySet
 
 from schools.models import School
 
-from .models import Event, EventType, ScheduledEvent
+from .models import EVENT_TYPE_KEY_PATTERN, Event, EventType, ScheduledEvent
 
 
 def event_type_for_publish(key: str) -> EventType | None:
@@ -20,6 +21,8 @@ def event_type_for_publish(key: str) -> EventType | None:
     saving or deleting a type drops this process's copy at once (``events.signals``). Unknown
     keys are not kept: a type added in the admin can be published right away.
     """
+    if not re.fullmatch(EVENT_TYPE_KEY_PATTERN, key):
+        return None  # not a key the catalog can hold
     lookups = caches["lookups"]
     cache_key = f"event-type:{key}"
     event_type = lookups.get(cache_key)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 from django.core.cache import caches
 
 from .models import SUPPORT_GROUP, ApiKey, Membership, PlatformKey, Role, School
+
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 def school_by_slug(slug: str) -> School | None:
@@ -16,6 +19,8 @@ def school_by_slug(slug: str) -> School | None:
     Kept per process for ``WEBHOOKS_LOOKUP_CACHE_SECONDS`` (saving or deleting a school drops
     this process's copy at once, ``schools.signals``); unknown slugs are not kept.
     """
+    if not SLUG.fullmatch(slug):
+        return None  # not a slug a school can have
     lookups = caches["lookups"]
     cache_key = f"school:{slug}"
     school = lookups.get(cache_key)

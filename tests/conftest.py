@@ -21,6 +21,7 @@ from tests.schools.factories import SchoolFactory
 def lookups_cleared() -> Iterator[None]:
     """Each test starts without the per-process copies of schools and event types a rolled-back
     earlier test may have left (a row that no longer exists)."""
+    caches["lookups"].clear()
     yield
     caches["lookups"].clear()
 

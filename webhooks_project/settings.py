@@ -228,6 +228,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "webhooks-lookups",
         "TIMEOUT": env_float("WEBHOOKS_LOOKUP_CACHE_SECONDS", 10.0),
+        "OPTIONS": {"MAX_ENTRIES": 20_000},
     },
 }
 
@@ -315,6 +316,8 @@ WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 60.
 WEBHOOKS_COUNTDOWN_MAX_SECONDS = env_float("WEBHOOKS_COUNTDOWN_MAX_SECONDS", 60.0)
 # Events a fan-out task turns into deliveries in one transaction; a full batch asks for another.
 WEBHOOKS_FAN_OUT_BATCH_SIZE = env_int("WEBHOOKS_FAN_OUT_BATCH_SIZE", 200)
+# ... and at most about this many bytes of rendered bodies, so a batch stays small in memory.
+WEBHOOKS_FAN_OUT_MAX_BYTES = env_int("WEBHOOKS_FAN_OUT_MAX_BYTES", 16 * 1024 * 1024)
 # Deliveries per task message; a task sends its deliveries concurrently, one thread each.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 20)
 # How long a worker owns a delivery it claimed; longer than the task's hard time limit.

@@ -6,8 +6,10 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from celery import current_app
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -75,29 +77,42 @@ def events_fan_out_pending(*, limit: int | None = None) -> int:
 
     The task behind a fan-out request (``events.services.fan_out_request``): it takes the
     request first, then reads, so an event committed after the read has made a request of its
-    own. Rows another worker holds are skipped. A full batch asks for another task rather than
-    looping, so a backlog does not hold a worker past its time limit. If the batch fails as a
-    whole, each event is tried on its own so that one bad event cannot hold up the others.
-    Returns how many events were fanned out.
+    own. Rows another worker holds are skipped. A full batch (``limit`` events, or
+    ``WEBHOOKS_FAN_OUT_MAX_BYTES`` of bodies) asks for another task rather than looping, so a
+    backlog does not hold a worker past its time limit. An event whose deliveries cannot be
+    built is left waiting, logged, and passed over, so it cannot hold up the events behind it;
+    if the batch fails as a whole, each event is tried on its own. Returns how many events
+    were fanned out.
     """
     limit = limit or settings.WEBHOOKS_FAN_OUT_BATCH_SIZE
     fan_out_request_take()
-    try:
-        event_ids = _events_fan_out_batch(limit=limit)
-    except Exception:
-        logger.exception("Batch fan-out failed; fanning out its events one by one")
-        event_ids = events_awaiting_fan_out(created_before=timezone.now(), limit=limit)
-        for event_id in event_ids:
-            try:
-                event_fan_out(event_id=event_id)
-            except Exception:
-                logger.exception("Fan-out of event %s failed; it will be tried again", event_id)
-    if len(event_ids) >= limit:
-        fan_out_request(force=True)
-    return len(event_ids)
+    passed_over: set[uuid.UUID] = set()
+    fanned_out = 0
+    while True:
+        try:
+            batch = _events_fan_out_batch(limit=limit, passed_over=passed_over)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("Batch fan-out failed; fanning out its events one by one")
+            return fanned_out + _events_fan_out_one_by_one(limit=limit, passed_over=passed_over)
+        fanned_out += len(batch.fanned_out)
+        passed_over.update(batch.failed)
+        if batch.more and not batch.fanned_out:
+            continue  # a whole batch of events that failed: look past them now
+        if batch.more:
+            fan_out_request(force=True)
+        return fanned_out
 
 
-def _events_fan_out_batch(*, limit: int) -> list[uuid.UUID]:
+@dataclass(frozen=True)
+class _Batch:
+    fanned_out: list[uuid.UUID]
+    failed: list[uuid.UUID]
+    more: bool  # events may be waiting beyond this batch
+
+
+def _events_fan_out_batch(*, limit: int, passed_over: set[uuid.UUID]) -> _Batch:
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -111,31 +126,67 @@ def _events_fan_out_batch(*, limit: int) -> list[uuid.UUID]:
             Event.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("school")
             .filter(fanned_out_at__isnull=True)
-            .order_by("created_at")[:limit]
+            .exclude(pk__in=passed_over)
+            .order_by("created_at", "id")[:limit]
         )
-        if not events:
-            return []
+        more = len(events) >= limit
         # One query per school in the batch, however many events it has.
         by_school: dict[int, list[Subscription]] = {}
-        deliveries = []
+        deliveries: list[Delivery] = []
+        fanned_out: list[uuid.UUID] = []
+        failed: list[uuid.UUID] = []
+        size = 0
         for event in events:
+            if size > settings.WEBHOOKS_FAN_OUT_MAX_BYTES:
+                more = True  # the rest stay waiting, for the next task
+                break
             if event.school_id not in by_school:
                 by_school[event.school_id] = list(
                     Subscription.objects.filter(school_id=event.school_id, is_active=True).order_by(
                         "id"
                     )
                 )
-            deliveries += [
-                delivery_build(event=event, subscription=subscription, now=now)
-                for subscription in by_school[event.school_id]
-                if subscription.matches(event.type_id)
-            ]
-        Delivery.objects.bulk_create(deliveries)
-        event_ids = [event.id for event in events]
-        Event.objects.filter(pk__in=event_ids).update(fanned_out_at=now)
+            try:
+                built = [
+                    delivery_build(event=event, subscription=subscription, now=now)
+                    for subscription in by_school[event.school_id]
+                    if subscription.matches(event.type_id)
+                ]
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception:
+                logger.exception("Fan-out of event %s failed; it will be tried again", event.id)
+                failed.append(event.id)
+                continue
+            deliveries += built
+            fanned_out.append(event.id)
+            size += sum(len(delivery.body) for delivery in built)
+        Delivery.objects.bulk_create(deliveries, batch_size=500)
+        Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
         transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
-    return event_ids
+    return _Batch(fanned_out=fanned_out, failed=failed, more=more)
+
+
+def _events_fan_out_one_by_one(*, limit: int, passed_over: set[uuid.UUID]) -> int:
+    """Fall-back for a batch that failed as a whole: each waiting event in its own transaction."""
+    event_ids = [
+        event_id
+        for event_id in events_awaiting_fan_out(created_before=timezone.now(), limit=limit)
+        if event_id not in passed_over
+    ]
+    fanned_out = 0
+    for event_id in event_ids:
+        try:
+            event_fan_out(event_id=event_id)
+            fanned_out += 1
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("Fan-out of event %s failed; it will be tried again", event_id)
+    if len(event_ids) >= limit and fanned_out:
+        fan_out_request(force=True)
+    return fanned_out
 
 
 def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:

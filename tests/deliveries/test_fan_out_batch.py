@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from celery import current_app
 from django.db import connection
 
 from deliveries.models import Delivery, DeliveryStatus
@@ -14,6 +15,7 @@ from deliveries.services import fan_out as fan_out_module
 from events.models import Event, FanOutRequest
 from events.services import (
     FAN_OUT_REQUEST_RESEND_SECONDS,
+    FAN_OUT_TASK,
     event_publish,
     fan_out_request,
     fan_out_request_take,
@@ -24,6 +26,19 @@ from tests.subscriptions.factories import SubscriptionFactory
 
 def _publish(school, type="course.created", course="c1"):
     return event_publish(school=school, type=type, data={"course": {"id": course}})
+
+
+def _count_sends(monkeypatch) -> list[str]:
+    """The names of the tasks sent from now on (sent for real, to the suite's own queue)."""
+    sent: list[str] = []
+    real = current_app.send_task
+
+    def send_task(name, *args, **kwargs):
+        sent.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(current_app, "send_task", send_task)
+    return sent
 
 
 @pytest.mark.django_db
@@ -101,7 +116,9 @@ def test_a_request_works_when_its_row_is_gone():
 
 
 @pytest.mark.django_db
-def test_publishing_asks_for_fan_out_after_commit_only(school, django_capture_on_commit_callbacks):
+def test_publishing_asks_for_fan_out_after_commit_only(
+    school, django_capture_on_commit_callbacks, monkeypatch
+):
     FanOutRequest.objects.all().delete()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         _publish(school)
@@ -109,10 +126,13 @@ def test_publishing_asks_for_fan_out_after_commit_only(school, django_capture_on
 
     assert len(callbacks) == 1
 
+    sent = _count_sends(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         _publish(school)
         _publish(school, course="c2")
-    assert len(callbacks) == 2
+        _publish(school, course="c3")
+    assert len(callbacks) == 3
+    assert sent == [FAN_OUT_TASK]  # one message for the three
     assert FanOutRequest.objects.get().requested_at_ms is not None
 
 
@@ -142,7 +162,7 @@ def test_one_event_that_cannot_be_fanned_out_does_not_hold_up_the_others(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_workers_fanning_out_at_once_share_the_events_without_doubles(school):
+def test_workers_fanning_out_at_once_share_the_events_without_doubles(school, caplog):
     subscriptions = [SubscriptionFactory(school=school, topics=["*"]) for _ in range(3)]
     for n in range(60):
         _publish(school, course=f"c{n}")
@@ -167,6 +187,61 @@ def test_workers_fanning_out_at_once_share_the_events_without_doubles(school):
         thread.join()
 
     assert errors == []
-    assert sum(counts) == 60
+    # Every event once: no batch fell back to one-by-one (a double would have made it fail).
+    assert "Batch fan-out failed" not in caplog.text
     assert Delivery.objects.count() == 60 * len(subscriptions)
+    assert Delivery.objects.values("event_id").distinct().count() == 60
     assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+    assert sum(counts) > 0
+
+
+@pytest.mark.django_db
+def test_a_full_batch_of_events_that_fail_does_not_hold_up_newer_ones(school, monkeypatch):
+    SubscriptionFactory(school=school, topics=["*"])
+    bad = [_publish(school, course="bad") for _ in range(2)]
+    good = _publish(school, course="good")
+    real = fan_out_module.delivery_build
+
+    def build(*, event, subscription, now):
+        if event.data["course"]["id"] == "bad":
+            raise RuntimeError("renderer exploded")
+        return real(event=event, subscription=subscription, now=now)
+
+    monkeypatch.setattr(fan_out_module, "delivery_build", build)
+
+    assert events_fan_out_pending(limit=2) == 1
+
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [good.id]
+    waiting = set(Event.objects.filter(fanned_out_at__isnull=True).values_list("id", flat=True))
+    assert waiting == {event.id for event in bad}
+
+
+@pytest.mark.django_db
+def test_a_batch_stops_at_its_size_in_bytes_and_asks_for_more(school, settings):
+    settings.WEBHOOKS_FAN_OUT_MAX_BYTES = 1
+    SubscriptionFactory(school=school, topics=["*"])
+    for n in range(3):
+        _publish(school, course=f"c{n}")
+    fan_out_request_take()
+
+    assert events_fan_out_pending() == 1  # its first body already passes the cap
+
+    assert Event.objects.filter(fanned_out_at__isnull=True).count() == 2
+    assert FanOutRequest.objects.get().requested_at_ms is not None
+    assert events_fan_out_pending() == 1
+    assert events_fan_out_pending() == 1
+    assert Delivery.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_request_whose_message_could_not_be_sent_is_not_left_pending(monkeypatch, caplog):
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(current_app, "send_task", broker_down)
+    assert fan_out_request() is False
+    assert "Could not enqueue fan-out" in caplog.text
+    assert FanOutRequest.objects.get().requested_at_ms is None
+
+    monkeypatch.undo()
+    assert fan_out_request() is True
