@@ -41,6 +41,18 @@ def _count_sends(monkeypatch) -> list[str]:
     return sent
 
 
+def _deliveries_fail_to_build_for_course(monkeypatch, course: str) -> None:
+    """Building a delivery raises for events about ``course``, as a rendering bug would."""
+    real = fan_out_module.delivery_build
+
+    def build(*, event, subscription, now):
+        if event.data["course"]["id"] == course:
+            raise RuntimeError("renderer exploded")
+        return real(event=event, subscription=subscription, now=now)
+
+    monkeypatch.setattr(fan_out_module, "delivery_build", build)
+
+
 @pytest.mark.django_db
 def test_one_task_fans_out_every_waiting_event_of_every_school(school):
     courses = SubscriptionFactory(school=school, topics=["course.*"])
@@ -144,14 +156,7 @@ def test_one_event_that_cannot_be_fanned_out_does_not_hold_up_the_others(
     good = _publish(school, course="good")
     bad = _publish(school, course="bad")
     also_good = _publish(school, course="also-good")
-    real = fan_out_module.delivery_build
-
-    def build(*, event, subscription, now):
-        if event.data["course"]["id"] == "bad":
-            raise RuntimeError("renderer exploded")
-        return real(event=event, subscription=subscription, now=now)
-
-    monkeypatch.setattr(fan_out_module, "delivery_build", build)
+    _deliveries_fail_to_build_for_course(monkeypatch, "bad")
     with caplog.at_level(logging.ERROR, logger="deliveries.services.fan_out"):
         events_fan_out_pending()
 
@@ -200,14 +205,7 @@ def test_a_full_batch_of_events_that_fail_does_not_hold_up_newer_ones(school, mo
     SubscriptionFactory(school=school, topics=["*"])
     bad = [_publish(school, course="bad") for _ in range(2)]
     good = _publish(school, course="good")
-    real = fan_out_module.delivery_build
-
-    def build(*, event, subscription, now):
-        if event.data["course"]["id"] == "bad":
-            raise RuntimeError("renderer exploded")
-        return real(event=event, subscription=subscription, now=now)
-
-    monkeypatch.setattr(fan_out_module, "delivery_build", build)
+    _deliveries_fail_to_build_for_course(monkeypatch, "bad")
 
     assert events_fan_out_pending(limit=2) == 1
 
