@@ -116,10 +116,13 @@ def main() -> None:
             ],
         ),
     ]
-    stopping = threading.Event()
+    stop_signals: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
+        # Only note it. A handler runs between two bytecodes of the main thread, which may be
+        # holding a lock at that moment (a threading.Event's, while it waits on it); taking
+        # that lock here would hang the supervisor for good.
+        stop_signals.append(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
@@ -129,13 +132,13 @@ def main() -> None:
         _wait_for_port(host, port, 60, children[0])
         subprocess.run([*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True)
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
-        while not stopping.is_set():
+        while not stop_signals:
             exited = [child for child in children if not child.running()]
             if exited:
                 print(f"{exited[0].name} exited with {exited[0].process.returncode}; stopping.")
                 exit_code = 1
                 break
-            stopping.wait(0.5)
+            time.sleep(0.5)
     finally:
         for child in children:
             child.terminate()
