@@ -23,6 +23,7 @@ from events.models import EventType
 from subscriptions.admin import STATUS_COLOURS, status_badge
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_secret_values
+from webhook_engine.signing import message_id
 from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 
@@ -31,7 +32,6 @@ from .explanations import failure_explain
 from .models import Delivery, DeliveryAttempt, DeliveryStatus
 from .selectors import delivery_attempts
 from .services import deliveries_retrigger, delivery_retrigger
-from .signing import message_id
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
 # "Recover failed deliveries" on the webhook, for more).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .transport import ErrorKind
+from webhook_engine.errors import ErrorKind
 
 _STATUS: dict[int, str] = {
     400: (

@@ -8,7 +8,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .transport import ErrorKind
+from webhook_engine.errors import ERROR_KIND_LABELS, ErrorKind
+
+# The engine's error kinds as the choices of the models' columns.
+ERROR_KIND_CHOICES = [(kind.value, label) for kind, label in ERROR_KIND_LABELS.items()]
 
 
 class DeliveryStatus(models.TextChoices):
@@ -60,7 +63,7 @@ class Delivery(models.Model):
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error_kind = models.CharField(
-        max_length=16, choices=ErrorKind.choices, blank=True, default=ErrorKind.NONE
+        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
     )
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -110,7 +113,7 @@ class DeliveryAttempt(models.Model):
     response_body = models.TextField(blank=True)
     response_body_truncated = models.BooleanField(default=False)
     error_kind = models.CharField(
-        max_length=16, choices=ErrorKind.choices, blank=True, default=ErrorKind.NONE
+        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
     )
     error_message = models.TextField(blank=True)
 

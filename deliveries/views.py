@@ -21,6 +21,8 @@ from rest_framework.serializers import BaseSerializer
 
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
+from webhook_engine import signing
+from webhook_engine.signing import sign_v1
 from webhooks_project.api import (
     NOT_A_SCHOOL_KEY,
     UNAUTHENTICATED,
@@ -30,14 +32,12 @@ from webhooks_project.api import (
     client_school,
 )
 
-from . import signing
 from .filters import DeliveryFilter
 from .models import Delivery
 from .selectors import deliveries_for_school, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
 from .services import delivery_retrigger
 from .services.attempts import ed25519_keys
-from .signing import sign_v1
 
 TOLERANCE_SECONDS = 5 * 60
 

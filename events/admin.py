@@ -13,10 +13,10 @@ from django.urls import URLPattern, path
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from webhook_engine.vendors import SEED_EVENT_NAMES
 from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 
-from .catalog.seed_names import SEED_EVENT_NAMES
 from .models import Event, EventType, ScheduledEvent
 from .reference import reference_groups
 from .schemas import data_errors, schema_errors

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog.seed_names import SeedEventName
+from webhook_engine.vendors import SeedEventName
 
 SAMPLE_ENVELOPE = {
     "id": "4f9c2a8e-5b1d-4e0f-9a7c-3d2e1f0a9b8c",

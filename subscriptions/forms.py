@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from events.models import EventType
+from webhook_engine.bodies import PRESETS
 
-from .bodies import PRESETS
 from .models import Subscription
 from .services import subscription_topics_errors, subscription_validate
 

@@ -6,10 +6,12 @@ import base64
 import datetime as dt
 import uuid
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from events.models import EventType
+from webhook_engine.destinations import DestinationPolicy
 
 from .crypto import SecretUnreadable, secret_decrypt
 from .models import SigningSecret, Subscription
@@ -89,3 +91,8 @@ def subscription_secret_values(*, subscription: Subscription) -> list[str]:
             credentials = f"{subscription.basic_auth_username}:{password}"
             values += [password, credentials, base64.b64encode(credentials.encode()).decode()]
     return [value for value in values if len(value) >= 4]
+
+
+def destination_policy() -> DestinationPolicy:
+    """The destination policy configured by ``WEBHOOKS_ALLOWED_NETWORKS``."""
+    return DestinationPolicy.from_cidrs(settings.WEBHOOKS_ALLOWED_NETWORKS)

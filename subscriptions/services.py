@@ -17,23 +17,22 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from events.envelope import envelope_build, to_json, to_xml
 from events.models import EventType
 from schools.models import School
 from schools.selectors import school_admin_emails
-
-from .bodies import (
-    BodyTemplateError,
+from webhook_engine.bodies import BodyTemplateError
+from webhook_engine.destinations import DestinationBlocked, url_check
+from webhook_engine.envelope import envelope_build
+from webhook_engine.render import (
+    CONTENT_TYPES,
+    SAMPLE_UNIX_TIMESTAMP,
     body_check_samples,
-    body_compile,
-    body_context,
-    body_output_check,
-    body_render,
+    render_with_template,
 )
+
 from .crypto import secret_encrypt, secret_reencrypt
-from .destinations import DestinationBlocked, policy_from_settings, url_check
 from .models import SigningSecret, Subscription
-from .selectors import signing_secrets_active
+from .selectors import destination_policy, signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
 logger = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ def subscription_topics_errors(topics: object) -> list[str]:
 def subscription_url_errors(url: str) -> list[str]:
     """Why webhooks cannot be sent to this URL (scheme, host, and every address it resolves to)."""
     try:
-        url_check(url, policy_from_settings())
+        url_check(url, destination_policy())
     except ValueError as exc:
         return [str(exc)]
     except DestinationBlocked as exc:
@@ -399,15 +398,19 @@ def subscription_body_preview(
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+    if content_type not in CONTENT_TYPES:
+        raise ValidationError({"content_type": [f"Unknown content type {content_type!r}."]})
     envelope = body_sample_envelope(found, school)
-    if not body_template.strip():
-        return (to_xml(envelope) if content_type == "xml" else to_json(envelope)).decode()
     try:
-        output = body_render(body_compile(body_template), body_context(envelope, 1_700_000_000))
-        body_output_check(output, content_type)
+        body, _ = render_with_template(
+            envelope,
+            content_type=content_type,
+            template=body_template,
+            unix_timestamp=SAMPLE_UNIX_TIMESTAMP,
+        )
     except BodyTemplateError as exc:
         raise ValidationError({"body_template": [str(exc)]}) from exc
-    return output
+    return body.decode()
 
 
 @transaction.atomic

@@ -21,15 +21,21 @@ from django.db.models import Case, F, Prefetch, Q, UUIDField, Value, When
 from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
-from subscriptions.destinations import policy_from_settings
 from subscriptions.models import SigningSecret, Subscription
-from subscriptions.selectors import signing_secrets_active_q
+from subscriptions.selectors import destination_policy, signing_secrets_active_q
 from subscriptions.services import subscription_disable
+from webhook_engine.errors import ErrorKind
+from webhook_engine.retry import RetryPolicy, is_retryable, retry_after_seconds
+from webhook_engine.signing import (
+    ed25519_key_load,
+    message_id,
+    sign_v1,
+    sign_v1a,
+    signature_header,
+)
+from webhook_engine.transport import Transport, TransportResult
 
 from ..models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
-from ..retry import RetryPolicy, is_retryable, retry_after_seconds
-from ..signing import ed25519_key_load, message_id, sign_v1, sign_v1a, signature_header
-from ..transport import ErrorKind, Transport, TransportResult
 from .fan_out import DELIVER_TASK, deliveries_enqueue
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,7 @@ def transport_get() -> Transport:
     key = (os.getpid(), tuple(settings.WEBHOOKS_ALLOWED_NETWORKS))
     transport = _transports.get(key)
     if transport is None:
-        transport = Transport(policy=policy_from_settings())
+        transport = Transport(policy=destination_policy())
         _transports.clear()
         _transports[key] = transport
     return transport

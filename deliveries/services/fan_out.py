@@ -14,17 +14,17 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.envelope import envelope_build
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
 from events.services import fan_out_request, fan_out_request_take
-from subscriptions.bodies import BodyTemplateError, CompiledBody, body_compile
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscriptions_matching
+from webhook_engine.bodies import BodyTemplateError
+from webhook_engine.envelope import envelope_build
+from webhook_engine.errors import ErrorKind
+from webhook_engine.render import CONTENT_TYPES, render_with_template
 
 from ..models import Delivery, DeliveryStatus
-from ..payloads import CONTENT_TYPES, render
-from ..transport import ErrorKind
 
 logger = logging.getLogger(__name__)
 
@@ -209,13 +209,10 @@ def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime
         tz=school.tzinfo,
     )
     try:
-        body: CompiledBody | None = None
-        if subscription.body_template.strip():
-            body = body_compile(subscription.body_template)
-        delivery.body, delivery.content_type = render(
+        delivery.body, delivery.content_type = render_with_template(
             envelope,
             content_type=subscription.content_type,
-            body=body,
+            template=subscription.body_template,
             unix_timestamp=int(event.occurred_at.timestamp()),
         )
     except BodyTemplateError as exc:

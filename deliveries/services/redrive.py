@@ -16,9 +16,9 @@ from django.utils import timezone
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
 from subscriptions.models import Subscription
+from webhook_engine.errors import ErrorKind
 
 from ..models import AttemptTrigger, Delivery, DeliveryStatus
-from ..transport import ErrorKind
 from .fan_out import deliveries_enqueue, event_fan_out
 
 logger = logging.getLogger(__name__)

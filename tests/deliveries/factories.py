@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.transport import ErrorKind
 from events.models import Event
+from webhook_engine.errors import ErrorKind
 
 
 def event_create(school, *, type="course.created", data=None, **fields):

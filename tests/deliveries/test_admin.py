@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.transport import ErrorKind
 from tests.deliveries.factories import delivery_create, event_create
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 from webhooks_project import admin_lists
 
 pytestmark = pytest.mark.django_db

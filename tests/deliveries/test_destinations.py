@@ -14,13 +14,13 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from deliveries.services import delivery_attempt, event_fan_out
-from deliveries.transport import ErrorKind
 from events.services import event_publish
-from subscriptions.destinations import DestinationPolicy
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_create
 from tests.resolver import PUBLIC_ADDRESS
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.destinations import DestinationPolicy
+from webhook_engine.errors import ErrorKind
 
 pytestmark = pytest.mark.django_db
 

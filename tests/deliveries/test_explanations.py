@@ -3,7 +3,7 @@
 import pytest
 
 from deliveries.explanations import failure_explain
-from deliveries.transport import ErrorKind
+from webhook_engine.errors import ErrorKind
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,13 @@ from deliveries.services import (
     delivery_retrigger,
     event_fan_out,
 )
-from deliveries.transport import ErrorKind
 from events.services import event_publish
 from schools.models import Membership
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_enable, subscriptions_auto_disable
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = pytest.mark.django_db
 

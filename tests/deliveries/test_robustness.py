@@ -13,11 +13,12 @@ from deliveries.services import (
     event_fan_out,
 )
 from deliveries.services.attempts import _deliveries_claim, _deliveries_record
-from deliveries.transport import ErrorKind, TransportResult
 from events.models import Event
 from events.services import event_publish
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
+from webhook_engine.transport import TransportResult
 
 pytestmark = pytest.mark.django_db
 

@@ -9,12 +9,12 @@ from standardwebhooks.webhooks import Webhook
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import deliveries_sweep, delivery_attempt, event_fan_out
-from deliveries.transport import ErrorKind
 from events.models import Event
 from events.services import event_publish
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = pytest.mark.django_db
 

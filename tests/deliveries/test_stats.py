@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.selectors import SubscriptionDeliveryStats, subscriptions_delivery_stats
-from deliveries.transport import ErrorKind
 from tests.deliveries.factories import delivery_create
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = pytest.mark.django_db
 

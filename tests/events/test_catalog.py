@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import xmltodict
 
-from deliveries.payloads import render
 from events.catalog import EVENT_TYPES, catalog_fingerprint
-from events.catalog.seed_names import SEED_EVENT_NAMES
-from events.envelope import envelope_build
 from events.models import Event
 from events.schemas import data_errors, schema_errors
 from events.services import event_publish
+from webhook_engine.envelope import envelope_build
+from webhook_engine.render import render
+from webhook_engine.vendors import SEED_EVENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = Path(os.environ.get("WEBHOOKS_SEEDS_DIR", ROOT.parent / "shared" / "seeds"))

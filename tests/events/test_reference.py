@@ -7,9 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from events.catalog import EVENT_TYPES
-from events.catalog.seed_names import SEED_EVENT_NAMES
 from events.models import EventType
 from events.reference import reference_markdown
+from webhook_engine.vendors import SEED_EVENT_NAMES
 
 pytestmark = pytest.mark.django_db
 

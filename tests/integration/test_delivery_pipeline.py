@@ -9,12 +9,12 @@ from standardwebhooks.webhooks import Webhook
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import DELIVER_TASK
-from deliveries.transport import ErrorKind
 from events.models import Event
 from events.services import event_publish
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -8,12 +8,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.transport import ErrorKind
 from events.models import Event
 from tests.processes import start_beat, start_worker
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -181,7 +181,7 @@ def test_basic_auth_no_forgets_the_username_and_password(client, school, school_
 
 
 def test_the_preview_renders_a_preset_for_a_topics_sample(client, school, school_admin):
-    from subscriptions.bodies import PRESETS
+    from webhook_engine.bodies import PRESETS
 
     client.force_login(school_admin)
 

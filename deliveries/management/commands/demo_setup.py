@@ -14,9 +14,9 @@ from django.db import transaction
 from events.models import EventType
 from events.services import event_publish
 from schools.models import School
-from subscriptions.bodies import PRESETS
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_create, subscription_update
+from webhook_engine.bodies import PRESETS
 
 DEMO_EVENTS = ["course.created", "student.created", "student.signed"]
 

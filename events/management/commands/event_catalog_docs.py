@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.catalog import EVENT_TYPES
-from events.catalog.seed_names import SEED_EVENT_NAMES
 from events.reference import reference_markdown
+from webhook_engine.vendors import SEED_EVENT_NAMES
 
 DEFAULT_OUTPUT = Path(settings.BASE_DIR) / "docs" / "events.md"
 

@@ -2,14 +2,14 @@ import time
 
 import pytest
 
-from subscriptions.bodies import (
+from webhook_engine.bodies import (
+    MAX_OUTPUT_CHARACTERS,
     BodyTemplateError,
-    body_check_samples,
     body_compile,
     body_context,
     body_render,
 )
-from subscriptions.body_library import MAX_OUTPUT_CHARACTERS
+from webhook_engine.render import body_check_samples
 
 ENVELOPE = {
     "id": "e-1",

@@ -6,8 +6,8 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from deliveries.signing import message_id, sign_v1, signature_header
 from subscriptions.services import signing_secret_generate
+from webhook_engine.signing import message_id, sign_v1, signature_header
 
 
 def _headers(msg_id: str, timestamp: int, signature: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import email.utils
 import random
 from dataclasses import dataclass
 
-from .transport import ErrorKind
+from .errors import ErrorKind
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ import itertools
 
 import pytest
 
-from deliveries.retry import RetryPolicy, is_retryable, retry_after_seconds
-from deliveries.transport import ErrorKind
+from webhook_engine.errors import ErrorKind
+from webhook_engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 
 CREATED = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
 

@@ -5,7 +5,7 @@ A body template is rendered with plain data only, never a model or a request::
     id, type, resource, action, timestamp, unix_timestamp, school {id, slug}, data
 
 (``resource`` and ``action`` are the event type's parts: ``course`` and ``created`` for
-``course.created``). It can use the tags in ``body_library.ALLOWED_TAGS``, Django's built-in
+``course.created``). It can use the tags in ``library.ALLOWED_TAGS``, Django's built-in
 filters, and ``json``, ``xml``, ``xml_tree``, ``entries`` and ``vendor``. Anything else, a name
 outside the data, or output that does not parse as the webhook's content type is refused with
 the line to fix. No database access here.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import xml.parsers.expat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -25,9 +24,7 @@ from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import FilterExpression, Node, NodeList, Variable
 from django.template.smartif import TokenBase
 
-from events.catalog.seed_names import SEED_EVENT_NAMES
-
-from .body_library import ALLOWED_TAGS, BudgetedNode, LoopBudgetExceeded, OutputBudgetExceeded
+from .library import ALLOWED_TAGS, BudgetedNode, LoopBudgetExceeded, OutputBudgetExceeded
 
 CONTEXT_NAMES = (
     "id",
@@ -54,31 +51,9 @@ _ENGINE = _SandboxEngine(
     debug=True,  # syntax errors carry their line
     autoescape=False,  # bodies are JSON or XML, not HTML: escaping is the json/xml filters' job
     libraries={},
-    builtins=["subscriptions.body_library"],
+    builtins=["webhook_engine.bodies.library"],
     loaders=[("django.template.loaders.locmem.Loader", {})],
 )
-
-
-def _vendor_type_names() -> dict[str, dict[str, str]]:
-    """For the ``vendor`` filter: each seed vendor's own name for our event types (the first
-    name in the catalog's mapping when a vendor has several for one type)."""
-    names: dict[str, dict[str, str]] = {}
-    for row in SEED_EVENT_NAMES:
-        names.setdefault(row.vendor.lower(), {}).setdefault(row.key, row.event)
-    return names
-
-
-VENDOR_TYPE_NAMES = _vendor_type_names()
-
-
-def vendor_type_name(event_type: str, vendor: str) -> str:
-    """The vendor's own name for one of our event types, or the type itself."""
-    names = VENDOR_TYPE_NAMES.get(vendor.lower(), {})
-    if event_type in names:
-        return names[event_type]
-    if vendor.lower() == "edusign":
-        return "on_" + event_type.replace(".", "_")
-    return event_type
 
 
 @dataclass(frozen=True)
@@ -247,66 +222,3 @@ def _quote_line(output: str, lineno: int) -> str:
             text = text[:77] + "..."
         return f" ({text})"
     return ""
-
-
-def body_check_samples(
-    source: str, content_type: str, samples: Iterable[tuple[str, dict[str, Any]]]
-) -> list[str]:
-    """Messages for a template that fails to compile, or fails for any (event type, envelope).
-
-    An empty list means the template is usable for every sample.
-    """
-    try:
-        compiled = body_compile(source)
-    except BodyTemplateError as exc:
-        return [str(exc)]
-    errors = []
-    for event_type, envelope in samples:
-        try:
-            output = body_render(compiled, body_context(envelope, 1_700_000_000))
-            body_output_check(output, content_type)
-        except BodyTemplateError as exc:
-            errors.append(f"With the sample payload of {event_type}, {exc}")
-    return errors
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "braincert": {
-        "label": "BrainCert: {id, resource, action, created_at, timestamp, payload}",
-        "json": (
-            '{"id": {{ id|json }}, "resource": {{ resource|json }}, '
-            '"action": {{ action|json }}, "created_at": {{ timestamp|json }}, '
-            '"timestamp": {{ unix_timestamp }}, "payload": {{ data|json }}}'
-        ),
-        "xml": (
-            "<webhook><id>{{ id|xml }}</id><resource>{{ resource|xml }}</resource>"
-            "<action>{{ action|xml }}</action><created_at>{{ timestamp|xml }}</created_at>"
-            "<timestamp>{{ unix_timestamp }}</timestamp>"
-            "<payload>{{ data|xml_tree }}</payload></webhook>"
-        ),
-    },
-    "edusign": {
-        "label": "Edusign: flat {type, appId, ...fields}",
-        "json": (
-            '{"type": {{ type|vendor:"edusign"|json }}, "appId": null'
-            '{% for key, value in data|entries %}{% if key != "type" and key != "appId" %}, '
-            "{{ key|json }}: {{ value|json }}{% endif %}{% endfor %}}"
-        ),
-        "xml": (
-            '<webhook><type>{{ type|vendor:"edusign"|xml }}</type><appId></appId>'
-            "{{ data|xml_tree }}</webhook>"
-        ),
-    },
-    "edume": {
-        "label": "eduMe: {type, payload, timestamp}",
-        "json": (
-            '{"type": {{ type|vendor:"edume"|json }}, "payload": {{ data|json }}, '
-            '"timestamp": {{ timestamp|json }}}'
-        ),
-        "xml": (
-            '<webhook><type>{{ type|vendor:"edume"|xml }}</type>'
-            "<payload>{{ data|xml_tree }}</payload><timestamp>{{ timestamp|xml }}</timestamp>"
-            "</webhook>"
-        ),
-    },
-}

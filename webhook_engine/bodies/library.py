@@ -1,6 +1,6 @@
 """The only tags and filters a webhook body template can use.
 
-A separate template library so the body engine (``subscriptions/bodies.py``) can run without
+A separate template library so the body engine (``sandbox.py``) can run without
 Django's built-in tags: ``{% load %}``, ``{% include %}``, ``{% extends %}``, ``{% debug %}``,
 ``{% url %}``, ``{% csrf_token %}`` and the like would reach beyond the event's data.
 """
@@ -15,7 +15,8 @@ from django.template import defaultfilters, defaulttags
 from django.template.base import FilterExpression, Node, Parser, Token
 from django.utils.html import escape
 
-from events.envelope import xml_fragment
+from ..envelope import xml_fragment
+from ..vendors import vendor_type_name
 
 register = template.Library()
 
@@ -161,6 +162,4 @@ def entries_filter(value: Any) -> list[tuple[str, Any]]:
 def vendor_filter(event_type: str, vendor: str) -> str:
     """The vendor's own name for an event type (``course.created|vendor:"edusign"`` gives
     ``on_course_created``), or the type itself when the vendor has no such event."""
-    from .bodies import vendor_type_name
-
     return vendor_type_name(event_type, vendor)

@@ -2,8 +2,10 @@ import socket
 
 import pytest
 
-from deliveries.transport import DestinationPolicy, ErrorKind, Transport
 from tests.receiver import Reply
+from webhook_engine.destinations import DestinationPolicy
+from webhook_engine.errors import ErrorKind
+from webhook_engine.transport import Transport
 
 LOOPBACK = DestinationPolicy.from_cidrs(["127.0.0.0/8"])
 

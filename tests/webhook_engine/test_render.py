@@ -5,9 +5,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import xmltodict
 
-from deliveries.payloads import render
-from events.envelope import envelope_build
-from subscriptions.bodies import PRESETS, BodyTemplateError, body_compile
+from webhook_engine.bodies import PRESETS, BodyTemplateError, body_compile
+from webhook_engine.envelope import envelope_build
+from webhook_engine.render import render
 
 # BrainCert's "User Created" sample, and Edusign's on_course_created body fields (the seeds).
 BRAINCERT_USER = {

@@ -7,7 +7,7 @@ import xmltodict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.envelope import (
+from webhook_engine.envelope import (
     datetimes_localize,
     envelope_build,
     to_json,

@@ -138,3 +138,25 @@ SEED_EVENT_NAMES: list[SeedEventName] = [
     SeedEventName(EDUDIP, "webinar.updated", "", "webinar.updated"),
     SeedEventName(EDUDIP, "webinar.deleted", "", "webinar.deleted"),
 ]
+
+
+def _vendor_type_names() -> dict[str, dict[str, str]]:
+    """For the ``vendor`` filter: each seed vendor's own name for our event types (the first
+    name in the catalog's mapping when a vendor has several for one type)."""
+    names: dict[str, dict[str, str]] = {}
+    for row in SEED_EVENT_NAMES:
+        names.setdefault(row.vendor.lower(), {}).setdefault(row.key, row.event)
+    return names
+
+
+VENDOR_TYPE_NAMES = _vendor_type_names()
+
+
+def vendor_type_name(event_type: str, vendor: str) -> str:
+    """The vendor's own name for one of our event types, or the type itself."""
+    names = VENDOR_TYPE_NAMES.get(vendor.lower(), {})
+    if event_type in names:
+        return names[event_type]
+    if vendor.lower() == "edusign":
+        return "on_" + event_type.replace(".", "_")
+    return event_type

@@ -172,10 +172,3 @@ def url_check(url: str, policy: DestinationPolicy) -> None:
     except ValueError as exc:
         raise ValueError("The URL's port is not a number between 0 and 65535.") from exc
     addresses_check(parts.hostname, port, policy)
-
-
-def policy_from_settings() -> DestinationPolicy:
-    """The policy configured by ``WEBHOOKS_ALLOWED_NETWORKS``."""
-    from django.conf import settings
-
-    return DestinationPolicy.from_cidrs(settings.WEBHOOKS_ALLOWED_NETWORKS)

@@ -28,36 +28,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from django.db import models
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
-from subscriptions.destinations import DestinationBlocked, DestinationPolicy, addresses_check
+from .destinations import DestinationBlocked, DestinationPolicy, addresses_check
+from .errors import ErrorKind
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "SchoolWebhooks/1.0 (+https://www.standardwebhooks.com/)"
-
-
-class ErrorKind(models.TextChoices):
-    NONE = "", "None"
-    HTTP_STATUS = "http_status", "HTTP error status"
-    REDIRECT = "redirect", "Redirect (not followed)"
-    TIMEOUT = "timeout", "Timeout"
-    CONNECTION = "connection", "Connection failed"
-    DNS = "dns", "DNS lookup failed"
-    TLS = "tls", "TLS error"
-    BLOCKED = "blocked", "Destination not allowed"
-    INVALID_URL = "invalid_url", "Invalid URL"
-    RESPONSE = "response", "Malformed response"
-    INTERRUPTED = "interrupted", "Attempt interrupted"
-    DISABLED = "disabled", "Subscription disabled"
-    TEMPLATE = "template", "Body template error"
-    CONFIGURATION = "configuration", "Configuration error"
-    INTERNAL = "internal", "Internal error"
 
 
 class _Deadline:
