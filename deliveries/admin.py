@@ -19,15 +19,14 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from events.models import EventType
-from subscriptions.admin import STATUS_COLOURS, status_badge
+from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_secret_values
 from webhook_engine.signing import message_id
-from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
-from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 
-from .display import attempt_shown, url_query_mask
+from .display import STATUS_COLOURS, attempt_shown, status_badge, url_query_mask
 from .explanations import failure_explain
 from .models import Delivery, DeliveryAttempt, DeliveryStatus
 from .selectors import delivery_attempts

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from django.utils.html import format_html
+
+from .models import DeliveryStatus
 from .services.attempts import headers_custom_hide
 
 HIDDEN = "[hidden]"
@@ -51,3 +54,23 @@ def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
         },
         "response_body": text_scrub(attempt.response_body, secrets),
     }
+
+
+STATUS_COLOURS: dict[str, str] = {
+    DeliveryStatus.DELIVERED: "#2e7d32",
+    DeliveryStatus.FAILED: "#c62828",
+    DeliveryStatus.PENDING: "#9a6700",
+}
+
+
+def status_badge(status: str | None, label: str | None = None) -> str:
+    """A delivery status as a small coloured label."""
+    if not status:
+        return "—"
+    return format_html(
+        '<span class="webhook-status webhook-status-{}" style="color: {}; font-weight: bold;">'
+        "{}</span>",
+        status,
+        STATUS_COLOURS.get(status, "inherit"),
+        label or DeliveryStatus(status).label,
+    )

@@ -1,5 +1,5 @@
 """Endpoints of the deliveries app: the delivery log API (/api/v1/deliveries/), the platform's
-public keys, and the demo receiver."""
+public keys, the demo receiver, and ``GET /health/``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import hmac
 import time
 import uuid
 
+from celery import current_app
 from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -19,22 +22,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from common.api import (
+    NOT_A_SCHOOL_KEY,
+    UNAUTHENTICATED,
+    DetailSerializer,
+    NewestFirstCursorPagination,
+)
+from schools.permissions import IsSchoolClient, client_school
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
 from webhook_engine import signing
 from webhook_engine.signing import sign_v1
-from webhooks_project.api import (
-    NOT_A_SCHOOL_KEY,
-    UNAUTHENTICATED,
-    DetailSerializer,
-    IsSchoolClient,
-    NewestFirstCursorPagination,
-    client_school,
-)
 
 from .filters import DeliveryFilter
 from .models import Delivery
-from .selectors import deliveries_for_school, delivery_with_attempts
+from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
 from .services import delivery_retrigger
 from .services.attempts import ed25519_keys
@@ -140,3 +142,34 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         delivery = self.get_object()
         retriggered = delivery_retrigger(delivery=delivery)
         return Response(RetriggerOutput({"retriggered": retriggered}).data, status=202)
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """``GET /health/``, for load balancers and monitoring: is this deployment able to deliver?
+
+    200 when the database and the broker answer and due deliveries are being picked up;
+    503 otherwise, with what is wrong. Reveals counts only, nothing about any school."""
+    checks: dict[str, object] = {}
+    healthy = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+        lag, awaiting = delivery_backlog(now=timezone.now())
+        checks["oldest_due_delivery_seconds"] = round(lag, 1)
+        checks["events_awaiting_fan_out"] = awaiting
+        if lag > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
+            checks["deliveries"] = "due deliveries are not being picked up: are workers running?"
+            healthy = False
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        healthy = False
+    try:
+        with current_app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+        healthy = False
+    checks["status"] = "ok" if healthy else "unhealthy"
+    return JsonResponse(checks, status=200 if healthy else 503)

@@ -13,9 +13,9 @@ from django.urls import URLPattern, path
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
+from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 from webhook_engine.vendors import SEED_EVENT_NAMES
-from webhooks_project.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
-from webhooks_project.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 
 from .models import Event, EventType, ScheduledEvent
 from .reference import reference_groups

@@ -21,19 +21,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from schools.models import School
-from schools.selectors import school_by_slug
-from webhooks_project.api import (
+from common.api import (
     UNAUTHENTICATED,
     DetailSerializer,
     ErrorsSerializer,
-    IsSchoolOrPlatformClient,
     NewestFirstCursorPagination,
     PageNumberPagination,
     PayloadTooLarge,
-    api_client,
-    client_school,
 )
+from schools.models import School
+from schools.permissions import IsSchoolOrPlatformClient, api_client, client_school
+from schools.selectors import school_by_slug
 
 from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
 from .selectors import event_types_catalog, events_visible, scheduled_events_visible

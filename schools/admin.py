@@ -18,12 +18,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from webhooks_project.admin_scoping import (
+from .admin_scoping import (
     SchoolListFilter,
     SchoolScopedAdmin,
     school_ids_administered,
 )
-
 from .models import ApiKey, Membership, PlatformKey, School
 from .selectors import api_keys_active_count
 from .services import (

@@ -33,7 +33,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
-from deliveries.display import attempt_shown, url_query_mask
+from common.admin_lists import DropdownFilter
+from deliveries.display import STATUS_COLOURS, attempt_shown, status_badge, url_query_mask
 from deliveries.explanations import failure_explain
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.selectors import (
@@ -43,8 +44,7 @@ from deliveries.selectors import (
 )
 from deliveries.services import deliveries_recover, delivery_test_send
 from events.models import EventType
-from webhooks_project.admin_lists import DropdownFilter
-from webhooks_project.admin_scoping import (
+from schools.admin_scoping import (
     SchoolListFilter,
     SchoolScopedAdmin,
     administers,
@@ -72,24 +72,6 @@ from .services import (
 logger = logging.getLogger(__name__)
 
 MASK = "••••••••"
-STATUS_COLOURS: dict[str, str] = {
-    DeliveryStatus.DELIVERED: "#2e7d32",
-    DeliveryStatus.FAILED: "#c62828",
-    DeliveryStatus.PENDING: "#9a6700",
-}
-
-
-def status_badge(status: str | None, label: str | None = None) -> str:
-    """A delivery status as a small coloured label."""
-    if not status:
-        return "—"
-    return format_html(
-        '<span class="webhook-status webhook-status-{}" style="color: {}; font-weight: bold;">'
-        "{}</span>",
-        status,
-        STATUS_COLOURS.get(status, "inherit"),
-        label or DeliveryStatus(status).label,
-    )
 
 
 def _stats(subscription: Any) -> SubscriptionDeliveryStats:

@@ -13,17 +13,10 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api import NOT_A_SCHOOL_KEY, UNAUTHENTICATED, DetailSerializer, ErrorsSerializer
 from deliveries.serializers import AttemptOutput
 from deliveries.services import deliveries_recover, delivery_test_send
-from webhooks_project.api import (
-    NOT_A_SCHOOL_KEY,
-    UNAUTHENTICATED,
-    DetailSerializer,
-    ErrorsSerializer,
-    IsSchoolClient,
-    PerKeyRateThrottle,
-    client_school,
-)
+from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 
 from .models import Subscription
 from .selectors import signing_secret_current, subscriptions_for_school

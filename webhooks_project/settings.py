@@ -84,7 +84,7 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "webhooks_project.apps.WebhooksAdminConfig",
+    "deliveries.apps.WebhooksAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "common",
     "schools",
     "events",
     "subscriptions",
@@ -202,8 +203,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "webhooks_project.api.PageNumberPagination",
-    "EXCEPTION_HANDLER": "webhooks_project.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "common.api.PageNumberPagination",
+    "EXCEPTION_HANDLER": "common.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Behind this many reverse proxies the client's address is read from X-Forwarded-For.
     "NUM_PROXIES": env_int("WEBHOOKS_TRUSTED_PROXIES", 0) or None,

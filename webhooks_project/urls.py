@@ -3,9 +3,8 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from deliveries.views import demo_receiver, public_key_pem, public_keys_jwks
-from webhooks_project.api import api_not_found
-from webhooks_project.health import health
+from common.api import api_not_found
+from deliveries.views import demo_receiver, health, public_key_pem, public_keys_jwks
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

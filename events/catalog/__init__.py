@@ -2,8 +2,8 @@
 
 Loaded into the EventType table by data migrations through ``event_types_sync()``, so a fresh
 install has it and an upgrade updates it. Each entry's sample payload validates against its
-schema (``tests/events/test_catalog.py`` walks them all), and ``webhook_engine.vendors.SEED_EVENT_NAMES`` maps
-every vendor's event name to one key.
+schema (``tests/events/test_catalog.py`` walks them all), and
+``webhook_engine.vendors.SEED_EVENT_NAMES`` maps every vendor's event name to one key.
 
 Naming rules for keys (``<resource>.<past_tense_verb>``, lowercase, ``snake_case`` parts):
 

@@ -9,11 +9,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from common import admin_lists
 from deliveries.models import Delivery, DeliveryStatus
 from tests.deliveries.factories import delivery_create, event_create
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
-from webhooks_project import admin_lists
 
 pytestmark = pytest.mark.django_db
 

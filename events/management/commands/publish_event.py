@@ -4,9 +4,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
+from common.errors import validation_message
 from events.services import event_publish
 from schools.models import School
-from webhooks_project.errors import validation_message
 
 
 class Command(BaseCommand):

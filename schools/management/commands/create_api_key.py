@@ -1,9 +1,9 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.errors import validation_message
 from schools.models import School
 from schools.services import api_key_create
-from webhooks_project.errors import validation_message
 
 
 class Command(BaseCommand):

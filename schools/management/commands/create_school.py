@@ -1,8 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.errors import validation_message
 from schools.services import school_create
-from webhooks_project.errors import validation_message
 
 
 class Command(BaseCommand):

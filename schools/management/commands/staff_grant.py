@@ -2,9 +2,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.errors import validation_message
 from schools.models import School
 from schools.services import school_admin_grant, support_staff_grant
-from webhooks_project.errors import validation_message
 
 
 class Command(BaseCommand):

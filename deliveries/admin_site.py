@@ -1,4 +1,7 @@
-"""The admin site: the stock one, with the webhooks that need attention on its index page."""
+"""The admin site: the stock one, with the webhooks that need attention on its home page.
+
+It belongs to the deliveries app because its home page is an overview of how deliveries go.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What every API endpoint shares: permissions, pagination, errors, the OpenAPI auth scheme."""
+"""What every API endpoint shares: pagination, error shapes and the exception handler."""
 
 from __future__ import annotations
 
@@ -7,70 +7,12 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, pagination, permissions, serializers, status, throttling
-from rest_framework.request import Request
+from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from schools.authentication import ApiClient
-from schools.models import School
-
 logger = logging.getLogger(__name__)
-
-
-def api_client(request: Request) -> ApiClient:
-    """Who is calling: the school's or the platform's client of an authenticated request."""
-    client = request.user
-    if not isinstance(client, ApiClient):
-        raise exceptions.NotAuthenticated()
-    return client
-
-
-def client_school(request: Request) -> School:
-    """The school whose key made the request (views guarded by ``IsSchoolClient``)."""
-    school = api_client(request).school
-    if school is None:
-        raise exceptions.PermissionDenied(IsSchoolClient.message)
-    return school
-
-
-class IsSchoolClient(permissions.BasePermission):
-    """A school's API key (school data is only ever seen through its own school's key)."""
-
-    message = "This endpoint needs a school's API key."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(getattr(request.user, "school", None))
-
-
-class IsPlatformClient(permissions.BasePermission):
-    message = "This endpoint needs the platform's key."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(getattr(request.user, "is_platform", False))
-
-
-class IsSchoolOrPlatformClient(permissions.BasePermission):
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(getattr(request.user, "is_authenticated", False))
-
-
-class PerKeyRateThrottle(throttling.ScopedRateThrottle):
-    """A view's ``throttle_scope`` rate, counted per API key."""
-
-    def get_rate(self) -> str | None:
-        # DRF copies the rates into a class attribute at import; read the setting as it is now.
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
-        return None if rate is None else str(rate)
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        client = getattr(request, "user", None)
-        if not isinstance(client, ApiClient):
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": client.credential.prefix}
 
 
 class NewestFirstCursorPagination(pagination.CursorPagination):
@@ -162,18 +104,3 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer JSON, like the rest of the API."""
     return JsonResponse({"detail": "Not found."}, status=404)
-
-
-class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "schools.authentication.ApiKeyAuthentication"
-    name = "bearerAuth"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": (
-                "A school's API key (whk_...) or, for publishing events, the platform's key "
-                "(whp_...): `Authorization: Bearer <key>`."
-            ),
-        }
