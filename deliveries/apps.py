@@ -7,6 +7,14 @@ class DeliveriesConfig(AppConfig):
     name = "deliveries"
     verbose_name = "Deliveries"
 
+    def ready(self) -> None:
+        # Every published event is handed to fan-out after its commit (events' one hook).
+        from events.services import event_published_hook_set
+
+        from .services.fan_out import fan_out_request
+
+        event_published_hook_set(fan_out_request)
+
 
 class WebhooksAdminConfig(admin_apps.AdminConfig):
     """Django's admin with the product's site (``deliveries/admin_site.py``) as the default one.

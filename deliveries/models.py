@@ -129,3 +129,21 @@ class DeliveryAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.error_kind == ErrorKind.NONE
+
+
+class FanOutRequest(models.Model):
+    """One row: when fan-out was last asked for and not yet taken up by a worker.
+
+    Publishing an event asks for fan-out after its commit; only the request that finds no
+    fresh one pending sends a task message, and the task clears the request before it reads
+    the events awaiting fan-out, so every committed event is seen by a task that starts later.
+    A request older than ``FAN_OUT_REQUEST_RESEND_SECONDS`` (``services/fan_out.py``) is sent
+    again (its message may have been lost). Milliseconds since the epoch, compared as integers
+    on every database.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    requested_at_ms = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"fan-out requested at {self.requested_at_ms}"

@@ -10,8 +10,8 @@ from . import services
 
 @shared_task(name="deliveries.event_fan_out")
 def event_fan_out(event_id: str) -> None:
-    """Turn an event into deliveries (no-op if it was already fanned out). Messages sent by
-    earlier versions, one per event; publishing now sends ``deliveries.events_fan_out``."""
+    """Legacy: one event's fan-out, as releases before coalesced fan-out sent it. Still
+    accepted so that messages queued by them are not lost; see the README's upgrade notes."""
     services.event_fan_out(event_id=event_id)
 
 

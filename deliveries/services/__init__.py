@@ -8,7 +8,14 @@ from .attempts import (
     retry_policy,
     transport_get,
 )
-from .fan_out import deliveries_enqueue, event_fan_out, events_fan_out_pending
+from .fan_out import (
+    deliveries_enqueue,
+    event_fan_out,
+    events_fan_out_pending,
+    events_fan_out_waiting,
+    fan_out_request,
+    fan_out_request_take,
+)
 from .redrive import (
     SweepResult,
     deliveries_prune,
@@ -33,6 +40,9 @@ __all__ = [
     "delivery_test_send",
     "event_fan_out",
     "events_fan_out_pending",
+    "events_fan_out_waiting",
+    "fan_out_request",
+    "fan_out_request_take",
     "headers_redact",
     "retry_policy",
     "transport_get",

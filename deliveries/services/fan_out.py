@@ -1,12 +1,26 @@
-"""Fan-out: one delivery per matching webhook, its body rendered once, and the task messages."""
+"""Fan-out: each published event becomes one delivery per matching webhook, its body rendered
+once, and the delivery task messages are sent.
+
+Hand-off. ``event_publish`` (events) stores the event and, after commit, calls the hook this app
+registers (``DeliveriesConfig.ready`` -> ``fan_out_request``). The request is coalesced in one
+row (``FanOutRequest``): only the publisher that finds none pending sends a
+``deliveries.events_fan_out`` task, so at a high rate one task fans out many events.
+
+One implementation. ``events_fan_out_pending`` (the task), ``event_fan_out`` (one event: the
+legacy task and tests), and the sweeper all run ``_events_fan_out_batch``: claim waiting events
+(``SKIP LOCKED``, oldest first), match them against their schools' active webhooks, build and
+insert the deliveries, mark the events, enqueue after commit.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
@@ -16,86 +30,121 @@ from django.utils import timezone
 
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
-from events.services import fan_out_request, fan_out_request_take
 from subscriptions.models import Subscription
-from subscriptions.selectors import subscriptions_matching
+from subscriptions.selectors import subscriptions_active_by_school
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.envelope import envelope_build
 from webhook_engine.errors import ErrorKind
 from webhook_engine.render import CONTENT_TYPES, render_with_template
 
-from ..models import Delivery, DeliveryStatus
+from ..models import Delivery, DeliveryStatus, FanOutRequest
 
 logger = logging.getLogger(__name__)
 
+FAN_OUT_TASK = "deliveries.events_fan_out"
 DELIVER_TASK = "deliveries.deliver"
+# A fan-out request pending longer than this is sent again: its message may have been lost.
+FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
 
 
-def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
-    """Create one delivery per matching active subscription and enqueue the pending ones.
+# --- The hand-off ---------------------------------------------------------------------------
 
-    Idempotent: an event is fanned out once (the row is locked and marked in one transaction);
-    later calls return ``[]``. Each body is rendered here, once, and never again; a custom body
-    that cannot be rendered for this event fails its delivery with the reason, the others go on.
-    Returns the ids of the deliveries created.
+
+def fan_out_request(*, force: bool = False) -> bool:
+    """Ask a worker to fan out the events awaiting it; call after the events are committed.
+
+    The hook ``event_publish`` calls after each commit. Coalesced: while a request is pending
+    (asked for less than ``FAN_OUT_REQUEST_RESEND_SECONDS`` ago and not yet taken up), no second
+    task message is sent. ``force`` sends one regardless. Returns whether a message was sent.
+    A failure is logged, not raised: the events are committed, and the next request or the
+    sweeper fans them out.
     """
-    now = timezone.now()
-    type_and_school = (
-        Event.objects.filter(pk=event_id, fanned_out_at__isnull=True)
-        .values_list("type_id", "school_id")
-        .first()
-    )
-    if type_and_school is None:
-        return []
-    if not subscriptions_matching(school_id=type_and_school[1], event_type=type_and_school[0]):
-        # Nothing to deliver: mark it done in one statement, no lock or transaction needed.
-        Event.objects.filter(pk=event_id, fanned_out_at__isnull=True).update(fanned_out_at=now)
-        return []
-    with transaction.atomic():
-        event = (
-            Event.objects.select_for_update(of=("self",))
-            .select_related("school")
-            .filter(pk=event_id, fanned_out_at__isnull=True)
-            .first()
+    now_ms = int(time.time() * 1000)
+    resend_ms = int(FAN_OUT_REQUEST_RESEND_SECONDS * 1000)
+    if not _fan_out_request_claim(now_ms, stale_before=now_ms + 1 if force else now_ms - resend_ms):
+        return False
+    try:
+        current_app.send_task(FAN_OUT_TASK)
+    except Exception:
+        logger.exception("Could not enqueue fan-out; the next request or the sweeper will")
+        # Not pending after all: the next publish tries again instead of waiting it out.
+        FanOutRequest.objects.filter(pk=1, requested_at_ms=now_ms).update(requested_at_ms=None)
+        return False
+    return True
+
+
+def _fan_out_request_claim(now_ms: int, *, stale_before: int) -> bool:
+    """Mark fan-out requested at ``now_ms`` unless a request made at or after ``stale_before``
+    is pending; True if this call marked it.
+
+    Runs once per published event, in raw SQL. Under load a fresh request is usually pending,
+    which a plain read shows without taking the row's lock; otherwise an upsert (the row is
+    gone after a table flush) marks it. Reading first is safe: a pending request seen after
+    this event's commit is cleared by its task after that commit, before the task reads.
+    """
+    if connection.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        return True  # no RETURNING: a message per event, as the embedded setup can afford
+    table = FanOutRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT requested_at_ms FROM {table} WHERE id = 1")  # noqa: S608
+        row = cursor.fetchone()
+        if row is not None and row[0] is not None and row[0] >= stale_before:
+            return False
+        cursor.execute(
+            f"INSERT INTO {table} (id, requested_at_ms) VALUES (1, %s) "  # noqa: S608
+            "ON CONFLICT (id) DO UPDATE SET requested_at_ms = excluded.requested_at_ms "
+            f"WHERE {table}.requested_at_ms IS NULL OR {table}.requested_at_ms < %s "
+            "RETURNING id",
+            [now_ms, stale_before],
         )
-        if event is None:
-            return []
-        subscriptions = subscriptions_matching(school_id=event.school_id, event_type=event.type_id)
-        deliveries = [
-            delivery_build(event=event, subscription=subscription, now=now)
-            for subscription in subscriptions
-        ]
-        Delivery.objects.bulk_create(deliveries)
-        Event.objects.filter(pk=event.pk).update(fanned_out_at=now)
-        pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
-        transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
-    return [delivery.id for delivery in deliveries]
+        return cursor.fetchone() is not None
+
+
+def fan_out_request_take() -> None:
+    """Clear the pending request; a fan-out task does this before it reads the events."""
+    FanOutRequest.objects.filter(pk=1).update(requested_at_ms=None)
+
+
+# --- Entry points ---------------------------------------------------------------------------
 
 
 def events_fan_out_pending(*, limit: int | None = None) -> int:
+    """The task behind a fan-out request: take the request, then fan out what is waiting.
+
+    Taking the request first, then reading, means an event committed after the read has made
+    a request of its own. See ``events_fan_out_waiting``; returns how many events went out.
+    """
+    fan_out_request_take()
+    return events_fan_out_waiting(limit=limit)
+
+
+def events_fan_out_waiting(
+    *, limit: int | None = None, created_before: dt.datetime | None = None
+) -> int:
     """Fan out the events awaiting it, oldest first, up to ``limit`` in one transaction.
 
-    The task behind a fan-out request (``events.services.fan_out_request``): it takes the
-    request first, then reads, so an event committed after the read has made a request of its
-    own. Rows another worker holds are skipped. A full batch (``limit`` events, or
+    Rows another worker holds are skipped. A full batch (``limit`` events, or
     ``WEBHOOKS_FAN_OUT_MAX_BYTES`` of bodies) asks for another task rather than looping, so a
     backlog does not hold a worker past its time limit. An event whose deliveries cannot be
     built is left waiting, logged, and passed over, so it cannot hold up the events behind it;
-    if the batch fails as a whole, each event is tried on its own. Returns how many events
-    were fanned out.
+    if the batch fails as a whole, each event is tried on its own. ``created_before`` (the
+    sweeper) takes only events older than that. Returns how many events were fanned out.
     """
     limit = limit or settings.WEBHOOKS_FAN_OUT_BATCH_SIZE
-    fan_out_request_take()
     passed_over: set[uuid.UUID] = set()
     fanned_out = 0
     while True:
         try:
-            batch = _events_fan_out_batch(limit=limit, passed_over=passed_over)
+            batch = _events_fan_out_batch(
+                limit=limit, passed_over=passed_over, created_before=created_before
+            )
         except SoftTimeLimitExceeded:
             raise
         except Exception:
             logger.exception("Batch fan-out failed; fanning out its events one by one")
-            return fanned_out + _events_fan_out_one_by_one(limit=limit, passed_over=passed_over)
+            return fanned_out + _events_fan_out_one_by_one(
+                limit=limit, passed_over=passed_over, created_before=created_before
+            )
         fanned_out += len(batch.fanned_out)
         passed_over.update(batch.failed)
         if batch.more and not batch.fanned_out:
@@ -105,33 +154,63 @@ def events_fan_out_pending(*, limit: int | None = None) -> int:
         return fanned_out
 
 
+def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """Fan out one event now; return the ids of the deliveries created.
+
+    Idempotent: an event is fanned out once (its row is claimed and marked in one
+    transaction); a later call, or one while another worker holds the event, returns ``[]``.
+    A custom body that cannot be rendered for this event fails its delivery with the reason,
+    the others go on. Raises what building the deliveries raised (the event stays waiting).
+    """
+    batch = _events_fan_out_batch(limit=1, passed_over=set(), event_ids=[event_id], strict=True)
+    return batch.deliveries
+
+
+# --- The one implementation -----------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class _Batch:
     fanned_out: list[uuid.UUID]
     failed: list[uuid.UUID]
     more: bool  # events may be waiting beyond this batch
+    deliveries: list[uuid.UUID] = field(default_factory=list)
 
 
-def _events_fan_out_batch(*, limit: int, passed_over: set[uuid.UUID]) -> _Batch:
+def _events_fan_out_batch(
+    *,
+    limit: int,
+    passed_over: set[uuid.UUID],
+    event_ids: list[uuid.UUID | str] | None = None,
+    created_before: dt.datetime | None = None,
+    strict: bool = False,
+) -> _Batch:
+    """Claim up to ``limit`` waiting events and turn them into deliveries in one transaction.
+
+    ``strict`` raises the first event's failure instead of passing the event over.
+    """
     now = timezone.now()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and event_ids is None:
             # Walk the partial index in order: the entries of events fanned out earlier are
             # marked dead as the scan passes them, and later batches skip them. A bitmap scan
             # (the planner's choice when few events wait) would read every one of them again
             # until the next vacuum.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_bitmapscan = off")
-        events = list(
+        waiting = (
             Event.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("school")
             .filter(fanned_out_at__isnull=True)
             .exclude(pk__in=passed_over)
-            .order_by("created_at", "id")[:limit]
         )
-        more = len(events) >= limit
-        # One query per school in the batch, however many events it has.
-        by_school: dict[int, list[Subscription]] = {}
+        if event_ids is not None:
+            waiting = waiting.filter(pk__in=event_ids)
+        if created_before is not None:
+            waiting = waiting.filter(created_at__lt=created_before)
+        events = list(waiting.order_by("created_at", "id")[:limit])
+        more = len(events) >= limit and event_ids is None
+        by_school = subscriptions_active_by_school(school_ids={event.school_id for event in events})
         deliveries: list[Delivery] = []
         fanned_out: list[uuid.UUID] = []
         failed: list[uuid.UUID] = []
@@ -140,21 +219,17 @@ def _events_fan_out_batch(*, limit: int, passed_over: set[uuid.UUID]) -> _Batch:
             if size > settings.WEBHOOKS_FAN_OUT_MAX_BYTES:
                 more = True  # the rest stay waiting, for the next task
                 break
-            if event.school_id not in by_school:
-                by_school[event.school_id] = list(
-                    Subscription.objects.filter(school_id=event.school_id, is_active=True).order_by(
-                        "id"
-                    )
-                )
             try:
                 built = [
                     delivery_build(event=event, subscription=subscription, now=now)
-                    for subscription in by_school[event.school_id]
+                    for subscription in by_school.get(event.school_id, [])
                     if subscription.matches(event.type_id)
                 ]
             except SoftTimeLimitExceeded:
                 raise
             except Exception:
+                if strict:
+                    raise
                 logger.exception("Fan-out of event %s failed; it will be tried again", event.id)
                 failed.append(event.id)
                 continue
@@ -165,21 +240,32 @@ def _events_fan_out_batch(*, limit: int, passed_over: set[uuid.UUID]) -> _Batch:
         Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
         transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
-    return _Batch(fanned_out=fanned_out, failed=failed, more=more)
+    return _Batch(
+        fanned_out=fanned_out,
+        failed=failed,
+        more=more,
+        deliveries=[delivery.id for delivery in deliveries],
+    )
 
 
-def _events_fan_out_one_by_one(*, limit: int, passed_over: set[uuid.UUID]) -> int:
+def _events_fan_out_one_by_one(
+    *, limit: int, passed_over: set[uuid.UUID], created_before: dt.datetime | None
+) -> int:
     """Fall-back for a batch that failed as a whole: each waiting event in its own transaction."""
     event_ids = [
         event_id
-        for event_id in events_awaiting_fan_out(created_before=timezone.now(), limit=limit)
+        for event_id in events_awaiting_fan_out(
+            created_before=created_before or timezone.now(), limit=limit
+        )
         if event_id not in passed_over
     ]
     fanned_out = 0
     for event_id in event_ids:
         try:
-            event_fan_out(event_id=event_id)
-            fanned_out += 1
+            batch = _events_fan_out_batch(
+                limit=1, passed_over=set(), event_ids=[event_id], strict=True
+            )
+            fanned_out += len(batch.fanned_out)
         except SoftTimeLimitExceeded:
             raise
         except Exception:
@@ -190,6 +276,11 @@ def _events_fan_out_one_by_one(*, limit: int, passed_over: set[uuid.UUID]) -> in
 
 
 def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:
+    """The delivery of ``event`` to ``subscription``, its body rendered (unsaved).
+
+    A body template that cannot be rendered for the event gives a failed delivery with the
+    reason (nothing will be sent); anything else is pending and due ``now``.
+    """
     school = event.school
     delivery = Delivery(
         school_id=school.id,

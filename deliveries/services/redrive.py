@@ -14,12 +14,11 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from events.models import Event
-from events.selectors import events_awaiting_fan_out
 from subscriptions.models import Subscription
 from webhook_engine.errors import ErrorKind
 
 from ..models import AttemptTrigger, Delivery, DeliveryStatus
-from .fan_out import deliveries_enqueue, event_fan_out
+from .fan_out import deliveries_enqueue, events_fan_out_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +39,12 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
     """
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
-    fanned_out = 0
-    for event_id in events_awaiting_fan_out(created_before=stale, limit=limit):
-        try:
-            if event_fan_out(event_id=event_id):
-                fanned_out += 1
-        except Exception:
-            # One event that cannot be fanned out must not hold up the others or the deliveries.
-            logger.exception("Fan-out of event %s failed; it will be tried again", event_id)
+    try:
+        fanned_out = events_fan_out_waiting(created_before=stale, limit=limit)
+    except Exception:
+        # Events that cannot be fanned out must not hold up the deliveries.
+        logger.exception("Re-driving events awaiting fan-out failed; they will be tried again")
+        fanned_out = 0
 
     with transaction.atomic():
         ids = list(

@@ -9,17 +9,17 @@ import pytest
 from celery import current_app
 from django.db import connection
 
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
 from deliveries.services import events_fan_out_pending
 from deliveries.services import fan_out as fan_out_module
-from events.models import Event, FanOutRequest
-from events.services import (
+from deliveries.services.fan_out import (
     FAN_OUT_REQUEST_RESEND_SECONDS,
     FAN_OUT_TASK,
-    event_publish,
     fan_out_request,
     fan_out_request_take,
 )
+from events.models import Event
+from events.services import event_publish
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 

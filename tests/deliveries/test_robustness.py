@@ -74,24 +74,25 @@ def test_a_template_that_fails_on_real_data_fails_its_delivery_only(school, rece
 
 
 def test_an_event_that_cannot_be_fanned_out_does_not_stop_the_sweeper(school, monkeypatch):
-    from deliveries.services import redrive
+    from deliveries.services import fan_out
 
     stuck = event_publish(school=school, type="course.created", data={"course": {"id": "a"}})
     later = _delivery(school, "http://127.0.0.1:9/x")
     Event.objects.filter(pk=stuck.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
     Delivery.objects.filter(pk=later.pk).update(enqueued_at=timezone.now() - dt.timedelta(hours=1))
-    real = redrive.event_fan_out
+    real = fan_out.delivery_build
 
-    def failing(*, event_id):
-        if str(event_id) == str(stuck.pk):
+    def failing(*, event, subscription, now):
+        if event.pk == stuck.pk:
             raise RuntimeError("cannot fan this one out")
-        return real(event_id=event_id)
+        return real(event=event, subscription=subscription, now=now)
 
-    monkeypatch.setattr(redrive, "event_fan_out", failing)
+    monkeypatch.setattr(fan_out, "delivery_build", failing)
 
     result = deliveries_sweep()
 
     assert result.deliveries_enqueued == 1  # the deliveries were still re-driven
+    assert Event.objects.get(pk=stuck.pk).fanned_out_at is None  # left waiting, tried again
 
 
 def test_a_retrigger_stays_manual_even_if_its_message_is_re_driven_as_automatic(school, receiver):

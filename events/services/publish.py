@@ -1,0 +1,227 @@
+"""Publishing events: validate, store in the caller's transaction, hand off after commit.
+
+The Event table is an outbox. ``event_publish`` stores the row and, after the caller's commit,
+calls the one hook the app that delivers events registered with ``event_published_hook_set``
+(the deliveries app, from its ``AppConfig.ready``). The events app never names that app: it
+only knows that someone may want to hear about new rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from schools.models import School
+
+from ..models import Event, EventType
+from ..schemas import data_errors
+from ..selectors import event_type_for_publish
+
+logger = logging.getLogger(__name__)
+
+_published_hook: Callable[[], object] | None = None
+
+
+def event_published_hook_set(hook: Callable[[], object] | None) -> None:
+    """Register the callable run after the commit of every transaction that published events.
+
+    Called once at start-up by the app that delivers events (``deliveries``: its fan-out
+    request). It takes no arguments (the events are read from the outbox) and must not raise
+    (a failure is logged and the events wait for the next call or the sweeper). ``None``
+    removes it: events are then stored and nothing is told.
+    """
+    global _published_hook
+    _published_hook = hook
+
+
+class EventIdempotencyConflict(ValidationError):
+    """The idempotency key was already used for an event with another type or other data."""
+
+    http_status = 409
+
+
+def event_publish(
+    *,
+    school: School,
+    type: str,
+    data: Any,
+    occurred_at: dt.datetime | None = None,
+    idempotency_key: str | None = None,
+) -> Event:
+    """Store an event in the caller's transaction and hand it to fan-out after commit.
+
+    ``data`` is a JSON object; aware datetimes, dates, UUIDs and Decimals in it are stored as
+    ISO-8601 strings (datetimes in UTC; deliveries render them in the school's time zone).
+
+    Idempotent per ``(school, idempotency_key)``: publishing again with the same key returns the
+    first event and fans nothing out a second time. If the transaction rolls back, nothing is sent.
+
+    ``data`` must validate against the type's JSON Schema. A deprecated type is accepted and a
+    warning is logged.
+
+    Raises ``ValidationError`` with a field map (``type``, ``data``, ``occurred_at``,
+    ``idempotency_key``) for an unknown event type, data that is not JSON or does not match the
+    type's schema (each message names the failing path, e.g. ``data.course.id: 'id' is a
+    required property``), and ``EventIdempotencyConflict`` when the key was used for a
+    different event.
+    """
+    event_type = event_type_get(type)
+    if event_type.deprecated:
+        logger.warning("Event type %s is deprecated; published for school %s", type, school.slug)
+
+    normalized = event_data_validate(event_type, data)
+    occurred_at = _occurred_at_validate(occurred_at)
+    key = _idempotency_key_validate(idempotency_key)
+
+    if key is not None:
+        existing = Event.objects.filter(school=school, idempotency_key=key).first()
+        if existing is not None:
+            return _event_same_or_conflict(existing, type=type, data=normalized)
+
+    fields = {
+        "school": school,
+        "type_id": type,
+        "data": normalized,
+        "occurred_at": occurred_at,
+        "idempotency_key": key,
+    }
+    if key is None:
+        # A new UUID cannot collide: one INSERT, no savepoint or transaction of its own.
+        event = Event.objects.create(**fields)
+        _fan_out_after_commit(event)
+        return event
+    try:
+        with transaction.atomic():
+            event = Event.objects.create(**fields)
+    except IntegrityError:
+        # Another publisher committed the same key between our lookup and our insert.
+        existing = Event.objects.filter(school=school, idempotency_key=key).first()
+        if existing is None:
+            raise
+        return _event_same_or_conflict(existing, type=type, data=normalized)
+
+    _fan_out_after_commit(event)
+    return event
+
+
+def _fan_out_after_commit(event: Event) -> None:
+    if _published_hook is not None:
+        transaction.on_commit(_published_hook, robust=True)
+
+
+def event_type_get(key: str) -> EventType:
+    event_type = event_type_for_publish(key)
+    if event_type is None:
+        raise ValidationError(
+            {"type": [f"Unknown event type {key!r}: it is not in the event catalog."]}
+        )
+    return event_type
+
+
+def event_data_validate(event_type: EventType, data: Any) -> dict[str, Any]:
+    """``data`` as plain JSON, checked against the type's schema; raises ``ValidationError``."""
+    normalized = _event_data_normalize(data)
+    errors = data_errors(event_type.json_schema, normalized)
+    if errors:
+        raise ValidationError({"data": errors})
+    return normalized
+
+
+def _event_same_or_conflict(existing: Event, *, type: str, data: Any) -> Event:
+    if existing.type_id == type and existing.data == data:
+        return existing
+    raise EventIdempotencyConflict(
+        {
+            "idempotency_key": [
+                f"This idempotency key was already used for event {existing.id} "
+                "with a different type or data."
+            ]
+        }
+    )
+
+
+def _occurred_at_validate(occurred_at: dt.datetime | None) -> dt.datetime:
+    if occurred_at is None:
+        return timezone.now()
+    if not isinstance(occurred_at, dt.datetime):
+        raise ValidationError({"occurred_at": ["Give a datetime."]})
+    if timezone.is_naive(occurred_at):
+        raise ValidationError(
+            {"occurred_at": ["The datetime has no time zone; give an aware datetime."]}
+        )
+    return occurred_at
+
+
+def _idempotency_key_validate(idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    key = str(idempotency_key).strip()
+    if not key:
+        return None
+    if len(key) > 255:
+        raise ValidationError({"idempotency_key": ["Use at most 255 characters."]})
+    return key
+
+
+def _event_data_normalize(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError({"data": [f"Give a JSON object, not {type(data).__name__}."]})
+    normalized = _json_value(data, "data")
+    size = len(json.dumps(normalized, separators=(",", ":")).encode())
+    limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
+    if size > limit:
+        raise ValidationError(
+            {"data": [f"The data is {size} bytes of JSON; the limit is {limit} bytes."]}
+        )
+    return normalized
+
+
+def _json_value(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON, or raise a ValidationError naming the offending path."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError({"data": [f"{path} is {value}, which JSON cannot represent."]})
+        return value
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    {"data": [f"{path} has the key {key!r}; JSON object keys must be strings."]}
+                )
+            result[key] = _json_value(item, f"{path}.{key}")
+        return result
+    if isinstance(value, list | tuple):
+        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            raise ValidationError(
+                {"data": [f"{path} is a datetime without a time zone; give an aware datetime."]}
+            )
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValidationError({"data": [f"{path} is {value}, which JSON cannot represent."]})
+        return str(value)
+    raise ValidationError(
+        {"data": [f"{path} is a {type(value).__name__}, which is not JSON-serializable."]}
+    )
