@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: run test bench lint format install clean
+.PHONY: run test prerequisites bench lint format install clean
 
 # Create the virtualenv and install the pinned dependencies; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,9 +22,14 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m webhooks_project.serve
 
-# ruff and mypy; CI runs it before the suite.
-# The whole suite, on the PostgreSQL and Redis at 127.0.0.1 unless DATABASE_URL/CELERY_BROKER_URL say otherwise.
-test: install
+# What the suite needs outside the virtualenv: Chromium installed, PostgreSQL and Redis started.
+prerequisites:
+	scripts/prerequisites.sh
+
+# Everything CI checks (.ci/run is just this): the prerequisites, lint, then the suite on the
+# PostgreSQL and Redis at 127.0.0.1 unless DATABASE_URL/CELERY_BROKER_URL say otherwise.
+# PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/e2e".
+test: install prerequisites lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Throughput and latency figures; asserts nothing.
@@ -33,6 +38,7 @@ bench: install
 	$(PY) -m bench.ingest $(INGEST_ARGS)
 	$(PY) -m bench.admin_list $(ADMIN_BENCH_ARGS)
 
+# ruff check, ruff format --check and mypy; part of make test.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -83,6 +83,21 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# DJANGO_HTTPS: the site is served over HTTPS only (a deployment). Plain HTTP is redirected, except
+# /health/ that load balancers probe over HTTP; cookies are Secure; HSTS tells browsers to use HTTPS
+# for this host and its subdomains for DJANGO_SECURE_HSTS_SECONDS (0 sends no HSTS header). Behind
+# a proxy that ends TLS, gunicorn marks a request secure from the proxy's X-Forwarded-Proto when
+# the proxy's address is in its FORWARDED_ALLOW_IPS (127.0.0.1 by default).
+_https = env_bool("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = _https
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SESSION_COOKIE_SECURE = _https
+CSRF_COOKIE_SECURE = _https
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 86400 if _https else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _https
+# "preload" only matters if the domain's owner submits the domain to the browsers' preload list.
+SECURE_HSTS_PRELOAD = _https
+
 INSTALLED_APPS = [
     "deliveries.apps.WebhooksAdminConfig",
     "django.contrib.auth",

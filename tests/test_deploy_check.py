@@ -1,0 +1,66 @@
+"""The production environment the README's Deploy section gives passes `check --deploy`."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def readme_deploy_environment() -> dict[str, str]:
+    """The env file under ``<!-- deploy-environment -->`` in the README, as a dict."""
+    match = re.search(
+        r"<!-- deploy-environment -->\n```\w*\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S
+    )
+    assert match, "README.md has no <!-- deploy-environment --> block"
+    lines = [line for line in match[1].splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def check_deploy(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # Only the README's variables: nothing from the test run (tests/settings.py sets its own).
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_deploy_passes_with_the_readme_production_environment():
+    environment = readme_deploy_environment()
+
+    result = check_deploy(environment)
+
+    assert environment["DJANGO_DEBUG"] == "false"
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_fails_without_https():
+    environment = {**readme_deploy_environment(), "DJANGO_HTTPS": "false"}
+
+    result = check_deploy(environment)
+
+    assert result.returncode == 1
+    found = sorted(set(re.findall(r"security\.W\d+", result.stderr)))
+    assert found == ["security.W004", "security.W008", "security.W012", "security.W016"]
+
+
+@pytest.mark.django_db
+def test_with_https_plain_http_is_redirected_but_health_is_not(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+
+    login = client.get("/admin/login/")
+    health = client.get("/health/")
+
+    assert (login.status_code, login["Location"]) == (301, "https://testserver/admin/login/")
+    assert health.status_code == 200
