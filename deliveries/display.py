@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.utils.html import format_html
 
 from .models import DeliveryStatus
-from .services.attempts import headers_custom_hide
+from .services.send import headers_custom_hide
 
 HIDDEN = "[hidden]"
 

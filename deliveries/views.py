@@ -39,7 +39,7 @@ from .models import Delivery
 from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
 from .services import delivery_retrigger
-from .services.attempts import ed25519_keys
+from .services.config import ed25519_keys
 
 TOLERANCE_SECONDS = 5 * 60
 

@@ -1,14 +1,9 @@
 """Writes of the deliveries app: fan-out, attempts, and re-driving (sweeper, retrigger, recover)."""
 
-from .attempts import (
-    DELIVER_TASK,
-    deliveries_attempt,
-    delivery_attempt,
-    headers_redact,
-    retry_policy,
-    transport_get,
-)
+from .attempts import deliveries_attempt, delivery_attempt
+from .config import retry_policy, transport_get
 from .fan_out import (
+    DELIVER_TASK,
     deliveries_enqueue,
     event_fan_out,
     events_fan_out_pending,
@@ -24,6 +19,7 @@ from .redrive import (
     deliveries_sweep,
     delivery_retrigger,
 )
+from .send import headers_redact
 from .testing import delivery_test_send
 
 __all__ = [

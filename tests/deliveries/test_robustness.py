@@ -12,7 +12,8 @@ from deliveries.services import (
     delivery_retrigger,
     event_fan_out,
 )
-from deliveries.services.attempts import _deliveries_claim, _deliveries_record
+from deliveries.services.claim import deliveries_claim
+from deliveries.services.record import deliveries_record
 from events.models import Event
 from events.services import event_publish
 from tests.receiver import Reply
@@ -113,15 +114,15 @@ def test_a_retrigger_stays_manual_even_if_its_message_is_re_driven_as_automatic(
 
 def test_a_late_workers_real_result_replaces_the_interrupted_entry(school):
     delivery = _delivery(school, "http://127.0.0.1:9/x")
-    [claim] = _deliveries_claim(delivery_ids=[str(delivery.pk)])
+    [claim] = deliveries_claim(delivery_ids=[str(delivery.pk)])
     # The lease ran out; another worker took over and logged attempt 1 as interrupted.
     Delivery.objects.filter(pk=delivery.pk).update(
         leased_until=timezone.now() - dt.timedelta(seconds=1)
     )
-    [takeover] = _deliveries_claim(delivery_ids=[str(delivery.pk)])
+    [takeover] = deliveries_claim(delivery_ids=[str(delivery.pk)])
     assert DeliveryAttempt.objects.get(number=1).error_kind == ErrorKind.INTERRUPTED
 
-    _deliveries_record(
+    deliveries_record(
         claims=[claim],
         results=[TransportResult(request_headers={}, status=200, body=b"late but fine")],
     )

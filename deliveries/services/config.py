@@ -1,0 +1,49 @@
+"""What the delivery stages read from settings, built once per process: the retry schedule, the
+transport (its connection pools), the platform's Ed25519 keys."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+
+from subscriptions.selectors import destination_policy
+from webhook_engine.retry import RetryPolicy
+from webhook_engine.signing import ed25519_key_load
+from webhook_engine.transport import Transport
+
+
+def retry_policy() -> RetryPolicy:
+    """The retry schedule configured in settings."""
+    return RetryPolicy(
+        base_seconds=settings.WEBHOOKS_RETRY_BASE_SECONDS,
+        max_attempts=settings.WEBHOOKS_RETRY_MAX_ATTEMPTS,
+        window_seconds=settings.WEBHOOKS_RETRY_WINDOW_SECONDS,
+        jitter=settings.WEBHOOKS_RETRY_JITTER,
+    )
+
+
+_transports: dict[tuple[int, tuple[str, ...]], Transport] = {}
+
+
+def transport_get() -> Transport:
+    """This process's transport (connection pools are not shared across forks)."""
+    key = (os.getpid(), tuple(settings.WEBHOOKS_ALLOWED_NETWORKS))
+    transport = _transports.get(key)
+    if transport is None:
+        transport = Transport(policy=destination_policy())
+        _transports.clear()
+        _transports[key] = transport
+    return transport
+
+
+@lru_cache(maxsize=4)
+def _ed25519_keys(values: tuple[str, ...]) -> tuple[Ed25519PrivateKey, ...]:
+    return tuple(ed25519_key_load(value) for value in values)
+
+
+def ed25519_keys() -> tuple[Ed25519PrivateKey, ...]:
+    """The platform's Ed25519 signing keys (``WEBHOOKS_ED25519_KEYS``), the current one first."""
+    return _ed25519_keys(tuple(settings.WEBHOOKS_ED25519_KEYS))
