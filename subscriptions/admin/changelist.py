@@ -1,0 +1,212 @@
+"""The webhooks list (edudip's overview): status first, last delivery, failures in 24 h and the
+success rate over 7 days, read for the whole page at once; filters by state and by topic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import QuerySet
+from django.http import (
+    HttpRequest,
+)
+from django.templatetags.static import static
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.timesince import timesince
+
+from common.admin_lists import DropdownFilter
+from deliveries.display import STATUS_COLOURS, status_badge, url_query_mask
+from deliveries.models import DeliveryStatus
+from deliveries.selectors import (
+    SubscriptionDeliveryStats,
+    subscriptions_delivery_stats,
+)
+from events.models import EventType
+from schools.admin_scoping import (
+    SchoolScopedAdmin,
+    administers_all_visible,
+)
+
+from ..models import Subscription
+from ..selectors import (
+    subscription_ids_receiving,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _stats(subscription: Any) -> SubscriptionDeliveryStats:
+    """The delivery figures ``WebhookChangeList`` put on a row of the list."""
+    stats: SubscriptionDeliveryStats = subscription.delivery_stats
+    return stats
+
+
+class WebhookStateFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("healthy", "Healthy"), ("failing", "Failing"), ("disabled", "Disabled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "healthy":
+            return queryset.filter(is_active=True, failing_since__isnull=True)
+        if value == "failing":
+            return queryset.filter(is_active=True, failing_since__isnull=False)
+        if value == "disabled":
+            return queryset.filter(is_active=False)
+        return queryset
+
+
+class TopicFilter(DropdownFilter):
+    """Webhooks that receive an event type (directly or through a pattern)."""
+
+    title = "topic"
+    parameter_name = "topic"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        keys = EventType.objects.filter(deprecated=False).order_by("key")
+        return [(key, key) for key in keys.values_list("key", flat=True)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(
+            pk__in=subscription_ids_receiving(subscriptions=queryset, event_type=value)
+        )
+
+
+class WebhookChangeList(ChangeList):
+    """The webhooks list, with each row's delivery figures read for the whole page at once."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        stats = subscriptions_delivery_stats(
+            subscription_ids=[subscription.pk for subscription in self.result_list]
+        )
+        for subscription in self.result_list:
+            subscription.delivery_stats = stats.get(subscription.pk, SubscriptionDeliveryStats())
+
+
+class WebhookListColumns(SchoolScopedAdmin):
+    """The list's columns, filters and search of the webhooks admin."""
+
+    # --- The list -------------------------------------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return WebhookChangeList
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = list(super().get_list_display(request))
+        if self.sees_several_schools(request):
+            columns.insert(1, "school")
+        if not administers_all_visible(request):
+            columns = ["url_masked_display" if c == "url_display" else c for c in columns]
+        return columns
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        fields = list(super().get_search_fields(request))
+        if self.sees_several_schools(request):
+            fields.append("school__name")
+        return fields
+
+    @admin.display(description="URL", ordering="url")
+    def url_display(self, obj: Subscription) -> str:
+        url = obj.url if len(obj.url) <= 45 else obj.url[:44] + "…"
+        return format_html('<span title="{}">{}</span>', obj.url, url)
+
+    @admin.display(description="URL", ordering="url")
+    def url_masked_display(self, obj: Subscription) -> str:
+        """The URL with its query values masked (``?token=…``), for support staff."""
+        masked = url_query_mask(obj.url)
+        url = masked if len(masked) <= 45 else masked[:44] + "…"
+        return format_html('<span title="{}">{}</span>', masked, url)
+
+    @admin.display(description="Topics")
+    def topics_display(self, obj: Subscription) -> str:
+        return format_html_join(" ", "<code>{}</code>", ((topic,) for topic in obj.topics))
+
+    @admin.display(description="Type", ordering="content_type")
+    def content_type_display(self, obj: Subscription) -> str:
+        return obj.content_type.upper()
+
+    @admin.display(description="Status", ordering="is_active")
+    def state_display(self, obj: Subscription) -> str:
+        if not obj.is_active:
+            return format_html(
+                '<img src="{}" alt=""> <strong class="webhook-state-disabled">Disabled</strong>'
+                '<br><span class="webhook-reason">{}</span>',
+                static("admin/img/icon-no.svg"),
+                obj.disabled_reason or "Turned off.",
+            )
+        if obj.failing_since:
+            return format_html(
+                '<img src="{}" alt=""> <strong class="webhook-state-failing" style="color: {};">'
+                'Failing</strong><br><span class="webhook-reason">for {}</span>',
+                static("admin/img/icon-alert.svg"),
+                STATUS_COLOURS[DeliveryStatus.FAILED],
+                timesince(obj.failing_since),
+            )
+        return format_html('<img src="{}" alt=""> Active', static("admin/img/icon-yes.svg"))
+
+    @admin.display(description="Last delivery")
+    def last_delivery(self, obj: Subscription) -> str:
+        stats = _stats(obj)
+        if not stats.last_status:
+            return "—"
+        code = f" ({stats.last_response_status})" if stats.last_response_status else ""
+        when = f"{timesince(stats.last_at)} ago" if stats.last_at else ""
+        return format_html("{}{}<br><small>{}</small>", status_badge(stats.last_status), code, when)
+
+    @admin.display(description="Health")
+    def health(self, obj: Subscription) -> str:
+        """Failures in the last 24 hours (linked to them) over the success rate of 7 days."""
+        return format_html(
+            '<span class="webhook-failures">{}</span><br>{}',
+            self.failures_24h(obj),
+            self.success_rate_7d(obj),
+        )
+
+    def failures_24h(self, obj: Subscription) -> str:
+        count = _stats(obj).failures_24h
+        if not count:
+            return "0 failures / 24 h"
+        since = (timezone.localtime() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        query = urlencode(
+            {"subscription": str(obj.pk), "status": "failing", "created_at_from": since}
+        )
+        return format_html(
+            '<a href="{}?{}" style="color: {}; font-weight: bold;">{} failure{}</a> / 24 h',
+            reverse("admin:deliveries_delivery_changelist"),
+            query,
+            STATUS_COLOURS[DeliveryStatus.FAILED],
+            count,
+            "" if count == 1 else "s",
+        )
+
+    def success_rate_7d(self, obj: Subscription) -> str:
+        stats = _stats(obj)
+        rate = stats.success_rate_7d
+        if rate is None:
+            return format_html('<span class="webhook-reason">{}</span>', "nothing sent in 7 d")
+        percent = round(rate * 100)
+        colour = "#2e7d32" if rate >= 0.95 else "#9a6700" if rate >= 0.8 else "#c62828"
+        return format_html(
+            '<span class="webhook-rate" title="{} delivered, {} failed">'
+            '<span class="webhook-rate-bar"><span style="width: {}%; background: {};"></span>'
+            "</span> {}% / 7 d</span>",
+            stats.delivered_7d,
+            stats.failed_7d,
+            percent,
+            colour,
+            percent,
+        )

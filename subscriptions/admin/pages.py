@@ -1,0 +1,278 @@
+"""The pages of one webhook besides its settings page: Send Test, the signing secret (reveal,
+rotate), recovering failed deliveries, and the body preview the settings page calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+
+from deliveries.display import attempt_shown, url_query_mask
+from deliveries.explanations import failure_explain
+from deliveries.selectors import (
+    deliveries_failed_count,
+)
+from deliveries.services import deliveries_recover, delivery_test_send
+from schools.admin_scoping import (
+    SchoolScopedAdmin,
+    administers,
+    schools_visible,
+)
+
+from ..crypto import SecretUnreadable
+from ..forms import RecoverForm, SendTestForm
+from ..models import SigningSecret, Subscription
+from ..selectors import (
+    signing_secret_current,
+    subscription_event_types,
+    subscription_secret_values,
+)
+from ..services import (
+    subscription_body_preview,
+    subscription_secret_rotate,
+)
+
+logger = logging.getLogger(__name__)
+
+MASK = "••••••••"
+
+
+class WebhookPages(SchoolScopedAdmin):
+    """Who may use the pages of a webhook, and the pages themselves."""
+
+    # --- Permissions ----------------------------------------------------------------------
+
+    def has_send_test_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("subscriptions.send_test_subscription") and self._obj_visible(
+            request, obj
+        )
+
+    def has_manage_secret_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The permission, and being an admin of this webhook's school: seeing a school (as
+        # support staff see every school) never opens its secrets.
+        allowed = request.user.has_perm("subscriptions.manage_secret_subscription")
+        if obj is None:
+            return allowed and self._obj_visible(request, obj)
+        return allowed and self._obj_visible(request, obj) and administers(request, obj.school_id)
+
+    def has_recover_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("deliveries.retrigger_delivery") and self._obj_visible(
+            request, obj
+        )
+
+    # --- Pages of one webhook -------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("preview/", view(self.preview_view), name="subscriptions_subscription_preview"),
+            path(
+                "<path:object_id>/send-test/",
+                view(self.send_test_view),
+                name="subscriptions_subscription_send_test",
+            ),
+            path(
+                "<path:object_id>/secret/",
+                view(self.secret_view),
+                name="subscriptions_subscription_secret",
+            ),
+            path(
+                "<path:object_id>/rotate-secret/",
+                view(self.rotate_secret_view),
+                name="subscriptions_subscription_rotate_secret",
+            ),
+            path(
+                "<path:object_id>/recover/",
+                view(self.recover_view),
+                name="subscriptions_subscription_recover",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _page_context(self, request: HttpRequest, subscription: Subscription, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": subscription.name,
+            "opts": self.opts,
+            "original": subscription,
+            "has_view_permission": True,
+            "change_url": reverse(
+                "admin:subscriptions_subscription_change", args=[subscription.pk]
+            ),
+        }
+
+    def send_test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send the chosen topic's sample now through the real delivery path; show the answer."""
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_send_test_permission(request, subscription):
+            raise PermissionDenied
+        event_types = subscription_event_types(subscription=subscription)
+        form = SendTestForm(request.POST or None, event_types=event_types)
+        context = self._page_context(request, subscription, "Send Test")
+        context["target_url"] = (
+            subscription.url
+            if self.has_manage_secret_permission(request, subscription)
+            else url_query_mask(subscription.url)
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                attempt = delivery_test_send(
+                    subscription=subscription, event_type=form.cleaned_data["event_type"]
+                )
+            except ValidationError as exc:
+                context["errors"] = exc.messages
+            else:
+                delivery = attempt.delivery
+                secrets = (
+                    None
+                    if self.has_manage_secret_permission(request, subscription)
+                    else subscription_secret_values(subscription=subscription)
+                )
+                shown = attempt_shown(attempt, secrets=secrets)
+                context.update(
+                    {
+                        "attempt": attempt,
+                        "shown": shown,
+                        "event_type": form.cleaned_data["event_type"],
+                        "request_headers": shown["request_headers"],
+                        "request_body": bytes(delivery.body).decode("utf-8", errors="replace"),
+                        "explanation": failure_explain(
+                            error_kind=attempt.error_kind,
+                            status=attempt.response_status,
+                            timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+                        ),
+                        "delivery_url": reverse(
+                            "admin:deliveries_delivery_change", args=[delivery.pk]
+                        ),
+                    }
+                )
+        context["form"] = form
+        return TemplateResponse(request, "admin/subscriptions/subscription/send_test.html", context)
+
+    def secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The signing secret in clear, on a POST (never in a page by default, never cached)."""
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_manage_secret_permission(request, subscription):
+            raise PermissionDenied
+        secret = error = None
+        if request.method == "POST":
+            try:
+                secret = signing_secret_current(subscription=subscription)
+            except (SecretUnreadable, SigningSecret.DoesNotExist) as exc:
+                error = str(exc)
+            else:
+                logger.info(
+                    "Signing secret of webhook %s shown to user %s",
+                    subscription.pk,
+                    request.user.pk,
+                )
+            if "application/json" in request.headers.get("Accept", ""):
+                if error:
+                    return JsonResponse({"error": error}, status=409)
+                return JsonResponse({"secret": secret})
+        context = self._page_context(request, subscription, "Signing secret")
+        context.update({"secret": secret, "error": error})
+        return TemplateResponse(request, "admin/subscriptions/subscription/secret.html", context)
+
+    def rotate_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Confirm, then rotate: a new secret signs at once, the old ones during the grace."""
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_manage_secret_permission(request, subscription):
+            raise PermissionDenied
+        if request.method == "POST":
+            subscription_secret_rotate(subscription=subscription)
+            self.message_user(
+                request,
+                "A new signing secret signs from now on; the previous one keeps signing for "
+                f"{_grace_text()}. Reveal the new one below and give it to the receiver.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+            )
+        context = self._page_context(request, subscription, "Rotate the signing secret")
+        context["grace"] = _grace_text()
+        return TemplateResponse(
+            request, "admin/subscriptions/subscription/rotate_secret.html", context
+        )
+
+    def recover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Re-send every failed delivery of the webhook since a time (after an outage)."""
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_recover_permission(request, subscription):
+            raise PermissionDenied
+        default_since = subscription.failing_since or timezone.now() - dt.timedelta(days=1)
+        form = RecoverForm(
+            request.POST or None,
+            initial={"since": timezone.localtime(default_since).replace(second=0, microsecond=0)},
+        )
+        if request.method == "POST" and form.is_valid():
+            since = form.cleaned_data["since"]
+            count = deliveries_recover(subscription=subscription, since=since)
+            message = (
+                f"{count} failed deliveries since {timezone.localtime(since):%Y-%m-%d %H:%M} "
+                "are being sent again."
+            )
+            if not subscription.is_active:
+                message += " The webhook is disabled, so they fail again: re-enable it first."
+            self.message_user(
+                request, message, messages.SUCCESS if subscription.is_active else messages.WARNING
+            )
+            return HttpResponseRedirect(
+                reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+            )
+        since = form.cleaned_data["since"] if form.is_bound and form.is_valid() else default_since
+        context = self._page_context(request, subscription, "Recover failed deliveries")
+        context.update(
+            {
+                "form": form,
+                "failed_count": deliveries_failed_count(
+                    subscription_id=subscription.pk, since=since
+                ),
+                "since": since,
+            }
+        )
+        return TemplateResponse(request, "admin/subscriptions/subscription/recover.html", context)
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """The body a receiver would get for a topic's sample, as JSON (for the live preview)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        school_id = request.POST.get("school", "")
+        schools = schools_visible(request)
+        school = schools.filter(pk=int(school_id)).first() if school_id.isdigit() else None
+        if school is None:
+            return JsonResponse({"error": "Choose the school first."}, status=400)
+        try:
+            body = subscription_body_preview(
+                body_template=request.POST.get("body_template", ""),
+                content_type=request.POST.get("content_type", "json"),
+                event_type=request.POST.get("event_type", ""),
+                school=school,
+            )
+        except ValidationError as exc:
+            return JsonResponse({"error": " ".join(exc.messages)}, status=400)
+        return JsonResponse({"body": body})
+
+
+def _grace_text() -> str:
+    hours = settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS / 3600
+    return f"{hours:g} hours"
