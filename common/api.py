@@ -30,6 +30,33 @@ class PageNumberPagination(pagination.PageNumberPagination):
     max_page_size = 200
 
 
+class ModelInputSerializer(serializers.ModelSerializer):
+    """An input serializer whose fields come from a model, for services that take them as
+    keyword arguments (it is never saved).
+
+    Contract for subclasses: list the writable names in ``Meta.fields`` and declare only the
+    fields whose API shape differs from the model's. An optional field the client leaves out
+    takes the model field's default, as a plain ``Serializer`` with ``default=`` would: a full
+    update (PUT) resets it, a partial one (PATCH) leaves it alone.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        model: Any = self.Meta.model
+        model_fields = {field.name: field for field in model._meta.get_fields()}
+        for name, field in fields.items():
+            model_field = model_fields.get(name)
+            if (
+                model_field is not None
+                and not field.required
+                and not field.read_only
+                and field.default is serializers.empty
+                and getattr(model_field, "has_default", lambda: False)()
+            ):
+                field.default = model_field.get_default()
+        return fields
+
+
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"

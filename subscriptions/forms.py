@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import Subscription
+from .models import EDITABLE_FIELDS, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
@@ -209,19 +209,7 @@ class SubscriptionForm(forms.ModelForm):
 
     class Meta:
         model = Subscription
-        fields = [
-            "school",
-            "name",
-            "url",
-            "topics",
-            "content_type",
-            "basic_auth_enabled",
-            "basic_auth_username",
-            "custom_headers",
-            "body_template",
-            "sign_ed25519",
-            "is_active",
-        ]
+        fields = ["school", *EDITABLE_FIELDS]
         widgets = {
             "content_type": forms.RadioSelect(attrs={"class": "inline radiolist"}),
             "body_template": BodyTemplateWidget,

@@ -16,6 +16,23 @@ class ContentType(models.TextChoices):
     XML = "xml", "XML (application/xml)"
 
 
+# The settings a school chooses for a webhook, in the settings page's order. The services, the
+# API's input and output and the admin form take their fields from here: a new setting is a
+# model field plus its name in this tuple.
+EDITABLE_FIELDS = (
+    "name",
+    "url",
+    "topics",
+    "content_type",
+    "basic_auth_enabled",
+    "basic_auth_username",
+    "custom_headers",
+    "body_template",
+    "sign_ed25519",
+    "is_active",
+)
+
+
 class Subscription(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     school = models.ForeignKey(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import ContentType, Subscription
+from common.api import ModelInputSerializer
+
+from .models import EDITABLE_FIELDS, ContentType, Subscription
 
 
 class SubscriptionOutput(serializers.ModelSerializer):
@@ -12,16 +14,7 @@ class SubscriptionOutput(serializers.ModelSerializer):
         model = Subscription
         fields = [
             "id",
-            "name",
-            "url",
-            "topics",
-            "content_type",
-            "body_template",
-            "basic_auth_enabled",
-            "basic_auth_username",
-            "custom_headers",
-            "sign_ed25519",
-            "is_active",
+            *EDITABLE_FIELDS,
             "disabled_reason",
             "disabled_at",
             "failing_since",
@@ -41,19 +34,17 @@ class SubscriptionCreatedOutput(SubscriptionOutput):
         read_only_fields = fields
 
 
-class SubscriptionInput(serializers.Serializer):
-    """Fields a client may set; every other check happens in the service, as in the admin."""
+class SubscriptionInput(ModelInputSerializer):
+    """The settings a client may set (``EDITABLE_FIELDS``) and the write-only password; every
+    other check happens in the service, as in the admin. Fields not declared here are the
+    model's, with its defaults."""
 
-    name = serializers.CharField(max_length=200)
-    url = serializers.CharField(max_length=2000)
+    url = serializers.CharField(max_length=2000)  # the service checks it, with the admin's words
     topics = serializers.ListField(
         child=serializers.CharField(max_length=100),
         help_text="Event types or glob patterns (course.created, course.*, *).",
     )
-    content_type = serializers.ChoiceField(choices=ContentType.choices, default=ContentType.JSON)
     body_template = serializers.CharField(allow_blank=True, default="", max_length=20_000)
-    basic_auth_enabled = serializers.BooleanField(default=False)
-    basic_auth_username = serializers.CharField(allow_blank=True, default="", max_length=200)
     basic_auth_password = serializers.CharField(
         write_only=True,
         required=False,
@@ -64,8 +55,10 @@ class SubscriptionInput(serializers.Serializer):
     custom_headers = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=1000), default=dict
     )
-    sign_ed25519 = serializers.BooleanField(default=False)
-    is_active = serializers.BooleanField(default=True)
+
+    class Meta:
+        model = Subscription
+        fields = [*EDITABLE_FIELDS, "basic_auth_password"]
 
 
 class SecretOutput(serializers.Serializer):

@@ -31,7 +31,7 @@ from webhook_engine.render import (
 )
 
 from .crypto import secret_encrypt, secret_reencrypt
-from .models import SigningSecret, Subscription
+from .models import EDITABLE_FIELDS, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
@@ -219,51 +219,32 @@ def subscription_save(
 
 
 def subscription_create(
-    *,
-    school: School,
-    name: str,
-    url: str,
-    topics: list[str],
-    content_type: str = "json",
-    is_active: bool = True,
-    body_template: str = "",
-    basic_auth_enabled: bool = False,
-    basic_auth_username: str = "",
-    basic_auth_password: str | None = None,
-    custom_headers: dict[str, str] | None = None,
-    sign_ed25519: bool = False,
+    *, school: School, basic_auth_password: str | None = None, **fields: Any
 ) -> Subscription:
-    """Validate and create a subscription with a new signing secret; see ``subscription_save``."""
-    subscription = Subscription(
-        school=school,
-        name=name,
-        url=url,
-        topics=list(topics),
-        content_type=content_type,
-        is_active=is_active,
-        body_template=body_template,
-        basic_auth_enabled=basic_auth_enabled,
-        basic_auth_username=basic_auth_username,
-        custom_headers=dict(custom_headers or {}),
-        sign_ed25519=sign_ed25519,
-    )
+    """Validate and create a subscription with a new signing secret; see ``subscription_save``.
+
+    ``fields`` are among ``EDITABLE_FIELDS`` (``name``, ``url`` and ``topics`` are required;
+    the others default as the model says). Raises ``ValueError`` for any other name.
+    """
+    _fields_check(fields)
+    subscription = Subscription(school=school, **_fields_normalize(fields))
     return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
 
 
-_UPDATABLE = frozenset(
-    {
-        "name",
-        "url",
-        "topics",
-        "content_type",
-        "is_active",
-        "body_template",
-        "basic_auth_enabled",
-        "basic_auth_username",
-        "custom_headers",
-        "sign_ed25519",
-    }
-)
+def _fields_check(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"A webhook has no editable setting {sorted(unknown)}")
+
+
+def _fields_normalize(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fresh containers for the JSON settings, so the caller's objects are never shared."""
+    normalized = dict(fields)
+    if "topics" in normalized:
+        normalized["topics"] = list(normalized["topics"] or [])
+    if "custom_headers" in normalized:
+        normalized["custom_headers"] = dict(normalized["custom_headers"] or {})
+    return normalized
 
 
 def subscription_update(
@@ -271,12 +252,11 @@ def subscription_update(
 ) -> Subscription:
     """Change the given fields and save after validating the result (see ``subscription_save``).
 
-    Turning ``is_active`` back on clears the disabled reason and the failure streak.
+    ``fields`` are among ``EDITABLE_FIELDS``; ``ValueError`` for any other name. Turning
+    ``is_active`` back on clears the disabled reason and the failure streak.
     """
-    unknown = set(fields) - _UPDATABLE
-    if unknown:
-        raise ValueError(f"subscription_update cannot change {sorted(unknown)}")
-    for name, value in fields.items():
+    _fields_check(fields)
+    for name, value in _fields_normalize(fields).items():
         setattr(subscription, name, value)
     if fields.get("is_active"):
         subscription.disabled_reason = ""

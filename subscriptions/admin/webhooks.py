@@ -30,7 +30,7 @@ from schools.admin_scoping import (
 )
 
 from ..forms import SendTestForm, SubscriptionForm
-from ..models import Subscription
+from ..models import EDITABLE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
 )
@@ -133,6 +133,9 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         if obj is not None:
             status += ["state_display", "failing_since", "deliveries_link", "created_at"]
         fieldsets.append(("Status", {"fields": status}))
+        # A setting the layout above does not place yet still shows, after the main ones.
+        placed = {name for _title, options in fieldsets for name in options["fields"]}
+        main += [name for name in EDITABLE_FIELDS if name not in placed]
         return fieldsets
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
