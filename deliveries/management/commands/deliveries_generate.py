@@ -47,7 +47,8 @@ WITH new_events AS (
     INSERT INTO deliveries_delivery
         (id, school_id, event_id, subscription_id, event_type, is_test, body, content_type,
          status, attempts, created_at, next_attempt_at, enqueued_at, leased_until, lease_token,
-         last_attempt_at, last_response_status, last_error_kind, last_error, delivered_at)
+         last_attempt_at, last_response_status, last_error_kind, last_error, delivered_at,
+         next_trigger)
     SELECT gen_random_uuid(), e.school_id, e.id, s.id, e.type, false, %(body)s,
            'application/json', outcome.status, 1, e.created_at, NULL, NULL, NULL, NULL,
            e.created_at,
@@ -55,7 +56,8 @@ WITH new_events AS (
            CASE WHEN outcome.status = 'failed' THEN 'http_status' ELSE '' END,
            CASE WHEN outcome.status = 'failed' THEN 'The receiver answered 500 Reply.' ELSE ''
            END,
-           CASE WHEN outcome.status = 'failed' THEN NULL ELSE e.created_at END
+           CASE WHEN outcome.status = 'failed' THEN NULL ELSE e.created_at END,
+           'automatic'
     FROM new_events AS e
     JOIN subscriptions_subscription AS s
       ON s.school_id = e.school_id AND s.id = ANY(%(subscription_ids)s::uuid[])
