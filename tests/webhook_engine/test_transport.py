@@ -132,11 +132,33 @@ def test_an_unusable_url_is_an_invalid_url_error(transport):
     assert result.error_kind == ErrorKind.INVALID_URL
 
 
+def test_a_cookie_a_receiver_sets_never_travels_with_later_requests(transport, receiver):
+    receiver.script("/set", Reply(status=200, headers={"Set-Cookie": "session=abc; Path=/"}))
+    receiver.script("/next", Reply(status=200))
+
+    _send(transport, receiver.url("/set"))
+    _send(transport, receiver.url("/next"))
+
+    [later] = receiver.received("/next")
+    assert "cookie" not in {name.lower() for name in later.headers}
+
+
+def test_proxy_settings_in_the_environment_are_ignored(transport, receiver, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://10.255.255.1:3128")
+    monkeypatch.setenv("http_proxy", "http://10.255.255.1:3128")
+    receiver.script("/direct", Reply(status=204))
+
+    result = _send(transport, receiver.url("/direct"))
+
+    assert (result.ok, result.status) == (True, 204)
+    assert len(receiver.received("/direct")) == 1
+
+
 def test_connections_are_reused_between_attempts(transport, receiver):
     _send(transport, receiver.url("/a"))
     _send(transport, receiver.url("/b"))
 
-    pool = transport.session.get_adapter("http://").poolmanager
+    pool = transport.adapter.poolmanager
     [connection_pool] = list(pool.pools._container.values())
     assert connection_pool.num_connections == 1
     assert len(receiver.received()) == 2
