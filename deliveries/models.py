@@ -92,6 +92,19 @@ class Delivery(models.Model):
                 condition=Q(status="pending"),
                 name="delivery_due_idx",
             ),
+            # In flight: a webhook's concurrency is the count of its leased deliveries.
+            models.Index(
+                fields=["subscription", "leased_until"],
+                condition=Q(status="pending", leased_until__isnull=False),
+                name="delivery_leased_idx",
+            ),
+            # Pending with no live message: waiting for their webhook (its concurrency, rate or
+            # circuit breaker), or for a retry too far off for a message.
+            models.Index(
+                fields=["subscription", "next_attempt_at"],
+                condition=Q(status="pending", enqueued_at__isnull=True),
+                name="delivery_waiting_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -147,3 +160,51 @@ class FanOutRequest(models.Model):
 
     def __str__(self) -> str:
         return f"fan-out requested at {self.requested_at_ms}"
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed: delivering"
+    OPEN = "open", "Open: waiting to probe"
+    HALF_OPEN = "half_open", "Half-open: probing"
+
+
+class EndpointState(models.Model):
+    """How sending to one webhook is going right now: its circuit breaker and its rate budget.
+
+    One row per webhook, written only when something changes (no row: closed, no failures).
+    After ``WEBHOOKS_CIRCUIT_FAILURES`` network failures in a row (timeouts, refused or broken
+    connections, DNS, TLS) the circuit opens: the webhook's due deliveries wait, without a
+    worker, until ``probe_at``, when one of them is sent as a probe. Any answer from the
+    receiver closes it; another network failure opens it again for twice as long (up to
+    ``WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS``). ``rate_tokens`` is the token bucket of
+    ``Subscription.rate_limit_per_second``, as of ``rate_tokens_at``.
+    """
+
+    subscription = models.OneToOneField(
+        "subscriptions.Subscription",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="endpoint_state",
+    )
+    circuit_state = models.CharField(
+        max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED
+    )
+    circuit_changed_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # How many times it opened since the last answer: each cool-down is twice the last.
+    opened_count = models.PositiveIntegerField(default=0)
+    probe_at = models.DateTimeField(null=True, blank=True)
+    rate_tokens = models.FloatField(default=0.0)
+    rate_tokens_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["probe_at"],
+                condition=~Q(circuit_state="closed"),
+                name="endpoint_probe_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id}: {self.circuit_state}"

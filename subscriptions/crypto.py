@@ -45,9 +45,18 @@ def secret_encrypt(plaintext: str) -> str:
 
 
 def secret_decrypt(ciphertext: str) -> str:
-    """The secret a stored ciphertext holds. Raises ``SecretUnreadable`` for a wrong key."""
+    """The secret a stored ciphertext holds. Raises ``SecretUnreadable`` for a wrong key.
+
+    Decrypted once per process per ciphertext and set of keys (deliveries sign with the same
+    secrets all day; a key rotation changes both, so nothing stale is ever returned).
+    """
+    return _decrypt_cached(tuple(settings.WEBHOOKS_ENCRYPTION_KEYS), ciphertext)
+
+
+@lru_cache(maxsize=4096)
+def _decrypt_cached(keys: tuple[str, ...], ciphertext: str) -> str:
     try:
-        return _keys().decrypt(ciphertext.encode()).decode()
+        return _fernet(keys).decrypt(ciphertext.encode()).decode()
     except (InvalidToken, ValueError) as exc:
         raise SecretUnreadable(
             "A stored secret cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; "

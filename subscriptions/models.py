@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -15,6 +16,9 @@ class ContentType(models.TextChoices):
     JSON = "json", "JSON (application/json)"
     XML = "xml", "XML (application/xml)"
 
+
+MAX_CONCURRENCY = 100
+MAX_RATE_PER_SECOND = 10_000
 
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
 # API's input and output and the admin form take their fields from here: a new setting is a
@@ -29,6 +33,8 @@ EDITABLE_FIELDS = (
     "custom_headers",
     "body_template",
     "sign_ed25519",
+    "max_concurrency",
+    "rate_limit_per_second",
     "is_active",
 )
 
@@ -62,6 +68,21 @@ class Subscription(models.Model):
         "asymmetric signature (v1a)",
         default=False,
         help_text="Also sign with the platform's Ed25519 key, verifiable with its public key.",
+    )
+    max_concurrency = models.PositiveSmallIntegerField(
+        "concurrent deliveries",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CONCURRENCY)],
+        help_text="At most this many requests to this webhook at once. Empty: the platform's "
+        "default.",
+    )
+    rate_limit_per_second = models.PositiveIntegerField(
+        "deliveries per second",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RATE_PER_SECOND)],
+        help_text="At most this many deliveries per second to this webhook. Empty: no limit.",
     )
     is_active = models.BooleanField(default=True)
     disabled_reason = models.TextField(blank=True)

@@ -325,19 +325,41 @@ WEBHOOKS_RETRY_MAX_ATTEMPTS = env_int("WEBHOOKS_RETRY_MAX_ATTEMPTS", 17)
 WEBHOOKS_RETRY_WINDOW_SECONDS = env_float("WEBHOOKS_RETRY_WINDOW_SECONDS", 24 * 3600.0)
 WEBHOOKS_RETRY_JITTER = env_float("WEBHOOKS_RETRY_JITTER", 0.1)
 
-# The sweeper re-drives lost work: events not fanned out and deliveries due but not picked up.
-WEBHOOKS_SWEEP_INTERVAL_SECONDS = env_int("WEBHOOKS_SWEEP_INTERVAL_SECONDS", 5)
-WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 60.0)
+# The sweeper re-drives lost work: events not fanned out and deliveries due but not picked up
+# (a message lost with a broker restart, a worker killed mid-attempt), and probes webhooks whose
+# circuit is open. Together with the lease below this bounds how long a fault keeps work away.
+WEBHOOKS_SWEEP_INTERVAL_SECONDS = env_float("WEBHOOKS_SWEEP_INTERVAL_SECONDS", 2.0)
+WEBHOOKS_REDRIVE_AFTER_SECONDS = env_float("WEBHOOKS_REDRIVE_AFTER_SECONDS", 10.0)
 # Retries due sooner than this are sent with a Celery countdown; later ones wait for the sweeper.
 WEBHOOKS_COUNTDOWN_MAX_SECONDS = env_float("WEBHOOKS_COUNTDOWN_MAX_SECONDS", 60.0)
 # Events a fan-out task turns into deliveries in one transaction; a full batch asks for another.
 WEBHOOKS_FAN_OUT_BATCH_SIZE = env_int("WEBHOOKS_FAN_OUT_BATCH_SIZE", 200)
 # ... and at most about this many bytes of rendered bodies, so a batch stays small in memory.
 WEBHOOKS_FAN_OUT_MAX_BYTES = env_int("WEBHOOKS_FAN_OUT_MAX_BYTES", 16 * 1024 * 1024)
-# Deliveries per task message; a task sends its deliveries concurrently, one thread each.
-WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 20)
-# How long a worker owns a delivery it claimed; longer than the task's hard time limit.
-WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30.0)
+# An event for more webhooks than this is fanned out in pieces of this size, each committed and
+# handed to the workers at once, so the first attempts start while the rest is being built.
+WEBHOOKS_FAN_OUT_CHUNK_SIZE = env_int("WEBHOOKS_FAN_OUT_CHUNK_SIZE", 1000)
+# Deliveries per task message; a task sends its deliveries concurrently.
+WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 50)
+# How long a worker owns a delivery it claimed: the attempt's deadline plus time to record it.
+# A killed worker's deliveries are sent again this long after it claimed them.
+WEBHOOKS_LEASE_SECONDS = env_float(
+    "WEBHOOKS_LEASE_SECONDS", env_float("WEBHOOKS_TIMEOUT_SECONDS", 15.0) + 10.0
+)
+# Requests in flight at once per worker process (threads that wait on receivers, not CPUs).
+WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 128)
+
+# Per webhook: requests in flight at once unless the webhook sets its own limit, so one slow or
+# dead receiver never takes more than its share of the workers.
+WEBHOOKS_ENDPOINT_CONCURRENCY = env_int("WEBHOOKS_ENDPOINT_CONCURRENCY", 8)
+# The circuit breaker: after this many network failures in a row (timeouts, refused or broken
+# connections, DNS, TLS) a webhook's deliveries wait and one probe is sent after the cool-down,
+# which doubles with each failed probe up to the maximum.
+WEBHOOKS_CIRCUIT_FAILURES = env_int("WEBHOOKS_CIRCUIT_FAILURES", 5)
+WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = env_float("WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS", 30.0)
+WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS = env_float(
+    "WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS", 15 * 60.0
+)
 
 # Destinations in these networks are allowed even though they are not public (CIDRs).
 WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")

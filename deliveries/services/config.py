@@ -4,6 +4,7 @@ transport (its connection pools), the platform's Ed25519 keys."""
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +27,7 @@ def retry_policy() -> RetryPolicy:
 
 
 _transports: dict[tuple[int, tuple[str, ...]], Transport] = {}
+_transports_lock = threading.Lock()
 
 
 def transport_get() -> Transport:
@@ -33,9 +35,15 @@ def transport_get() -> Transport:
     key = (os.getpid(), tuple(settings.WEBHOOKS_ALLOWED_NETWORKS))
     transport = _transports.get(key)
     if transport is None:
-        transport = Transport(policy=destination_policy())
-        _transports.clear()
-        _transports[key] = transport
+        with _transports_lock:
+            transport = _transports.get(key)
+            if transport is None:
+                # A connection per send thread to one host, kept alive between attempts.
+                transport = Transport(
+                    policy=destination_policy(), pool_maxsize=settings.WEBHOOKS_SEND_THREADS
+                )
+                _transports.clear()
+                _transports[key] = transport
     return transport
 
 

@@ -14,12 +14,13 @@ insert the deliveries, mark the events, enqueue after commit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from celery import current_app
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.transactions import after_commit
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
 from subscriptions.models import Subscription
@@ -108,18 +110,20 @@ def fan_out_request_take() -> None:
 # --- Entry points ---------------------------------------------------------------------------
 
 
-def events_fan_out_pending(*, limit: int | None = None) -> int:
+def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) -> int:
     """The task behind a fan-out request: take the request, then fan out what is waiting.
 
     Taking the request first, then reading, means an event committed after the read has made
-    a request of its own. See ``events_fan_out_waiting``; returns how many events went out.
+    a request of its own. ``dispatch`` (the worker's task) sends the first deliveries of each
+    batch from this process right away instead of through a message. See
+    ``events_fan_out_waiting``; returns how many events went out.
     """
     fan_out_request_take()
-    return events_fan_out_waiting(limit=limit)
+    return events_fan_out_waiting(limit=limit, dispatch=dispatch)
 
 
 def events_fan_out_waiting(
-    *, limit: int | None = None, created_before: dt.datetime | None = None
+    *, limit: int | None = None, created_before: dt.datetime | None = None, dispatch: bool = False
 ) -> int:
     """Fan out the events awaiting it, oldest first, up to ``limit`` in one transaction.
 
@@ -131,12 +135,16 @@ def events_fan_out_waiting(
     sweeper) takes only events older than that. Returns how many events were fanned out.
     """
     limit = limit or settings.WEBHOOKS_FAN_OUT_BATCH_SIZE
+    hand_off = _deliveries_hand_off if dispatch else deliveries_enqueue
     passed_over: set[uuid.UUID] = set()
     fanned_out = 0
     while True:
         try:
             batch = _events_fan_out_batch(
-                limit=limit, passed_over=passed_over, created_before=created_before
+                limit=limit,
+                passed_over=passed_over,
+                created_before=created_before,
+                hand_off=hand_off,
             )
         except SoftTimeLimitExceeded:
             raise
@@ -166,6 +174,15 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
     return batch.deliveries
 
 
+def _deliveries_hand_off(ids: list[uuid.UUID]) -> None:
+    """Send the first deliveries from this process at once, enqueue the rest for any worker."""
+    from .dispatch import deliveries_dispatch
+
+    first = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+    deliveries_enqueue(ids[first:])
+    deliveries_dispatch(delivery_ids=ids[:first])
+
+
 # --- The one implementation -----------------------------------------------------------------
 
 
@@ -177,6 +194,9 @@ class _Batch:
     deliveries: list[uuid.UUID] = field(default_factory=list)
 
 
+HandOff = Callable[[list[uuid.UUID]], None]
+
+
 def _events_fan_out_batch(
     *,
     limit: int,
@@ -184,12 +204,18 @@ def _events_fan_out_batch(
     event_ids: list[uuid.UUID | str] | None = None,
     created_before: dt.datetime | None = None,
     strict: bool = False,
+    hand_off: HandOff | None = None,
 ) -> _Batch:
     """Claim up to ``limit`` waiting events and turn them into deliveries in one transaction.
 
-    ``strict`` raises the first event's failure instead of passing the event over.
+    An event for more than ``WEBHOOKS_FAN_OUT_CHUNK_SIZE`` webhooks is fanned out after the
+    transaction, in pieces (``_event_fan_out_in_pieces``). ``strict`` raises the first event's
+    failure instead of passing the event over. ``hand_off`` takes the pending deliveries after
+    commit (default: enqueue them).
     """
+    hand_off = hand_off or deliveries_enqueue
     now = timezone.now()
+    large: list[tuple[Event, list[Subscription]]] = []
     with transaction.atomic():
         if connection.vendor == "postgresql" and event_ids is None:
             # Walk the partial index in order: the entries of events fanned out earlier are
@@ -220,10 +246,18 @@ def _events_fan_out_batch(
                 more = True  # the rest stay waiting, for the next task
                 break
             try:
-                built = [
-                    delivery_build(event=event, subscription=subscription, now=now)
+                matching = [
+                    subscription
                     for subscription in by_school.get(event.school_id, [])
                     if subscription.matches(event.type_id)
+                ]
+                if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
+                    large.append((event, matching))
+                    continue
+                bodies = _Bodies(event)
+                built = [
+                    delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
+                    for subscription in matching
                 ]
             except SoftTimeLimitExceeded:
                 raise
@@ -236,16 +270,85 @@ def _events_fan_out_batch(
             deliveries += built
             fanned_out.append(event.id)
             size += sum(len(delivery.body) for delivery in built)
-        Delivery.objects.bulk_create(deliveries, batch_size=500)
+        Delivery.objects.bulk_create(deliveries, batch_size=1000)
         Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
-        transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
+        if pending:
+            after_commit(hand_off, pending)
+    for event, matching in large:
+        try:
+            created = _event_fan_out_in_pieces(event, matching, hand_off)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("Fan-out of event %s failed; it will be tried again", event.id)
+            failed.append(event.id)
+            continue
+        if created is not None:
+            fanned_out.append(event.id)
     return _Batch(
         fanned_out=fanned_out,
         failed=failed,
         more=more,
         deliveries=[delivery.id for delivery in deliveries],
     )
+
+
+def _event_fan_out_in_pieces(
+    event: Event, subscriptions: list[Subscription], hand_off: HandOff
+) -> int | None:
+    """Fan out an event for many webhooks a piece at a time, each piece committed and handed
+    to the workers at once, so the first attempts start while the rest is being built.
+
+    One worker at a time (a PostgreSQL advisory lock on the event; None if another holds
+    it). A piece written before a crash is not written twice (the unique event and webhook
+    pair), and the event is marked fanned out after its last piece. Returns the deliveries
+    created.
+    """
+    with _event_lock(event.pk) as locked:
+        if not locked:
+            return None
+        chunk = settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE
+        bodies = _Bodies(event)
+        created = 0
+        for start in range(0, len(subscriptions), chunk):
+            now = timezone.now()
+            piece = [
+                delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
+                for subscription in subscriptions[start : start + chunk]
+            ]
+            with transaction.atomic():
+                Delivery.objects.bulk_create(piece, batch_size=1000, ignore_conflicts=True)
+                pending = [d.id for d in piece if d.status == DeliveryStatus.PENDING]
+                if pending:
+                    after_commit(hand_off, pending)
+            created += len(piece)
+        Event.objects.filter(pk=event.pk, fanned_out_at__isnull=True).update(
+            fanned_out_at=timezone.now()
+        )
+        logger.info("Event %s fanned out to %d webhooks in pieces", event.pk, created)
+        return created
+
+
+@contextlib.contextmanager
+def _event_lock(event_id: uuid.UUID) -> Iterator[bool]:
+    """A session advisory lock on the event (PostgreSQL); elsewhere nothing to lock."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key: list[int | str] = [_EVENT_LOCK_CLASS, str(event_id)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", key)
+        locked = bool(cursor.fetchone()[0])
+    try:
+        yield locked
+    finally:
+        if locked:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+
+
+_EVENT_LOCK_CLASS = 0x57484C
 
 
 def _events_fan_out_one_by_one(
@@ -275,36 +378,63 @@ def _events_fan_out_one_by_one(
     return fanned_out
 
 
-def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime) -> Delivery:
+class _Bodies:
+    """The bodies of one event, rendered once per content type and template: the webhooks of
+    a school mostly share both, so a thousand deliveries cost one rendering."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        school = event.school
+        self.envelope = envelope_build(
+            event_id=str(event.id),
+            event_type=event.type_id,
+            school_id=school.id,
+            school_slug=school.slug,
+            occurred_at=event.occurred_at,
+            data=event.data,
+            tz=school.tzinfo,
+        )
+        self._rendered: dict[tuple[str, str], tuple[bytes, str] | BodyTemplateError] = {}
+
+    def render(self, content_type: str, template: str) -> tuple[bytes, str]:
+        """The body and its ``Content-Type``; raises ``BodyTemplateError`` (every time)."""
+        key = (content_type, template)
+        if key not in self._rendered:
+            try:
+                self._rendered[key] = render_with_template(
+                    self.envelope,
+                    content_type=content_type,
+                    template=template,
+                    unix_timestamp=int(self.event.occurred_at.timestamp()),
+                )
+            except BodyTemplateError as exc:
+                self._rendered[key] = exc
+        rendered = self._rendered[key]
+        if isinstance(rendered, BodyTemplateError):
+            raise rendered
+        return rendered
+
+
+def delivery_build(
+    *, event: Event, subscription: Subscription, now: dt.datetime, bodies: _Bodies | None = None
+) -> Delivery:
     """The delivery of ``event`` to ``subscription``, its body rendered (unsaved).
 
     A body template that cannot be rendered for the event gives a failed delivery with the
-    reason (nothing will be sent); anything else is pending and due ``now``.
+    reason (nothing will be sent); anything else is pending and due ``now``. ``bodies`` shares
+    the renderings between the deliveries of one event.
     """
-    school = event.school
     delivery = Delivery(
-        school_id=school.id,
+        school_id=event.school_id,
         event=event,
         subscription=subscription,
         event_type=event.type_id,
         content_type=CONTENT_TYPES[subscription.content_type],
         created_at=now,
     )
-    envelope = envelope_build(
-        event_id=str(event.id),
-        event_type=event.type_id,
-        school_id=school.id,
-        school_slug=school.slug,
-        occurred_at=event.occurred_at,
-        data=event.data,
-        tz=school.tzinfo,
-    )
     try:
-        delivery.body, delivery.content_type = render_with_template(
-            envelope,
-            content_type=subscription.content_type,
-            template=subscription.body_template,
-            unix_timestamp=int(event.occurred_at.timestamp()),
+        delivery.body, delivery.content_type = (bodies or _Bodies(event)).render(
+            subscription.content_type, subscription.body_template
         )
     except BodyTemplateError as exc:
         delivery.body = b""

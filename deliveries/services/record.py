@@ -1,25 +1,36 @@
 """Recording attempts: every result of a batch in one transaction (the delivery's next state, the
-attempt log, the webhook's failure streak), and what a receiver's answer triggers (410)."""
+attempt log, the webhook's failure streak and circuit breaker), and what follows from it: the
+next retries' messages, the deliveries that waited for a slot of their webhook, and what a
+receiver's answer triggers (410)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import uuid
-from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from common.transactions import after_commit
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disable
-from webhook_engine.errors import ErrorKind
+from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.retry import is_retryable, retry_after_seconds
 from webhook_engine.transport import TransportResult
 
-from ..models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from ..models import (
+    AttemptTrigger,
+    CircuitState,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EndpointState,
+)
 from .claim import Claim
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
@@ -118,11 +129,10 @@ def deliveries_record(
         owned = set()
         for claim, attempt in zip(claims, attempts, strict=True):
             owned |= _result_write_alone(claim, attempt, now)
-    for delivery_id, wait in soon:
-        if delivery_id in owned:
-            transaction.on_commit(
-                partial(deliveries_enqueue, [delivery_id], countdown=wait), robust=True
-            )
+    for countdown, delivery_ids in _by_countdown(soon, owned).items():
+        after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
+    opened = _circuits_update(claims, results, now)
+    _waiting_pull(claims, owned, opened, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
         # These leases ran out mid-attempt; other workers may own the rows now. The real results
@@ -154,22 +164,67 @@ def _results_write(
 ) -> set[uuid.UUID]:
     """Write the batch in one transaction; return the deliveries whose lease was still ours."""
     with transaction.atomic():
-        owned = set(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=[claim.delivery.pk for claim in claims])
-            .filter(lease_token__in={claim.token for claim in claims})
-            .values_list("pk", flat=True)
-        )
+        owned = _deliveries_update_owned([claim.delivery for claim in claims], claims)
         if owned:
-            Delivery.objects.bulk_update(
-                [claim.delivery for claim in claims if claim.delivery.pk in owned],
-                _RECORDED_FIELDS,
-            )
             DeliveryAttempt.objects.bulk_create(
                 [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
             )
             _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
     return owned
+
+
+def _deliveries_update_owned(deliveries: list[Delivery], claims: list[Claim]) -> set[uuid.UUID]:
+    """Write the deliveries' new state where this worker's lease still holds; return those.
+
+    On PostgreSQL one ``UPDATE ... FROM (VALUES ...) RETURNING`` does it; elsewhere (the
+    embedded SQLite) the rows are locked, read and bulk-updated.
+    """
+    if connection.vendor != "postgresql":
+        owned = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[delivery.pk for delivery in deliveries])
+            .filter(lease_token__in={claim.token for claim in claims})
+            .values_list("pk", flat=True)
+        )
+        if owned:
+            Delivery.objects.bulk_update(
+                [delivery for delivery in deliveries if delivery.pk in owned], _RECORDED_FIELDS
+            )
+        return owned
+    rows = ", ".join([_VALUES_ROW] * len(deliveries))
+    params: list[Any] = []
+    for delivery, claim in zip(deliveries, claims, strict=True):
+        params += [
+            delivery.pk,
+            claim.token,
+            delivery.status,
+            delivery.next_attempt_at,
+            delivery.enqueued_at,
+            delivery.last_response_status,
+            delivery.last_error_kind,
+            delivery.last_error,
+            delivery.delivered_at,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(_UPDATE_OWNED.format(rows=rows), params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+_VALUES_ROW = (
+    "(%s::uuid, %s::uuid, %s::varchar, %s::timestamptz, %s::timestamptz, %s::integer, "
+    "%s::varchar, %s::text, %s::timestamptz)"
+)
+_UPDATE_OWNED = """
+UPDATE deliveries_delivery AS d
+SET status = v.status, next_attempt_at = v.next_attempt_at, next_trigger = 'automatic',
+    enqueued_at = v.enqueued_at, leased_until = NULL, lease_token = NULL,
+    last_response_status = v.last_response_status, last_error_kind = v.last_error_kind,
+    last_error = v.last_error, delivered_at = v.delivered_at
+FROM (VALUES {rows}) AS v(id, token, status, next_attempt_at, enqueued_at, last_response_status,
+                          last_error_kind, last_error, delivered_at)
+WHERE d.id = v.id AND d.lease_token = v.token
+RETURNING d.id
+"""
 
 
 def _result_write_alone(claim: Claim, attempt: DeliveryAttempt, now: dt.datetime) -> set[uuid.UUID]:
@@ -258,3 +313,136 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(item) for item in value]
     return value
+
+
+def _by_countdown(
+    soon: list[tuple[uuid.UUID, float]], owned: set[uuid.UUID]
+) -> dict[float, list[uuid.UUID]]:
+    """Retries due within a tenth of a second of each other share a message (due at the latest
+    of them), so a batch that failed together is retried with one message, not one each."""
+    groups: dict[float, list[uuid.UUID]] = {}
+    for delivery_id, wait in soon:
+        if delivery_id in owned:
+            groups.setdefault(math.ceil(wait * 10) / 10, []).append(delivery_id)
+    return groups
+
+
+def _circuits_update(
+    claims: list[Claim], results: list[TransportResult], now: dt.datetime
+) -> set[uuid.UUID]:
+    """Count each webhook's network failures in a row and open or close its circuit; return
+    the webhooks whose circuit is open after this batch.
+
+    Any answer from the receiver (whatever its status) proves it reachable and closes the
+    circuit; timeouts and connection, DNS, TLS and response failures count towards opening
+    it. Nothing is written while a webhook stays closed without failures (the usual path).
+    """
+    answered: dict[uuid.UUID, bool] = {}
+    trailing: dict[uuid.UUID, int] = {}
+    known: dict[uuid.UUID, tuple[str, int]] = {}
+    for claim, result in zip(claims, results, strict=True):
+        endpoint = claim.delivery.subscription_id
+        known.setdefault(endpoint, (claim.circuit, claim.failures))
+        if result.status is not None or result.ok:
+            answered[endpoint] = True
+            trailing[endpoint] = 0
+        elif result.error_kind in NETWORK_FAILURES:
+            answered.setdefault(endpoint, False)
+            trailing[endpoint] = trailing.get(endpoint, 0) + 1
+    touched = [
+        endpoint
+        for endpoint, (circuit, failures) in known.items()
+        if trailing.get(endpoint) or circuit != CircuitState.CLOSED or failures
+    ]
+    if not touched:
+        return set()
+    threshold = settings.WEBHOOKS_CIRCUIT_FAILURES
+    opened: set[uuid.UUID] = set()
+    with transaction.atomic():
+        EndpointState.objects.bulk_create(
+            [EndpointState(subscription_id=endpoint) for endpoint in touched],
+            ignore_conflicts=True,
+        )
+        states = list(EndpointState.objects.select_for_update().filter(pk__in=touched))
+        for state in states:
+            endpoint = state.subscription_id
+            if answered.get(endpoint):
+                state.consecutive_failures = trailing.get(endpoint, 0)
+                if state.circuit_state != CircuitState.CLOSED:
+                    logger.info("Circuit of webhook %s closed: the receiver answered", endpoint)
+                    state.circuit_state = CircuitState.CLOSED
+                    state.circuit_changed_at = now
+                    state.opened_count = 0
+                    state.probe_at = None
+            else:
+                state.consecutive_failures += trailing.get(endpoint, 0)
+            reopen = state.circuit_state == CircuitState.HALF_OPEN and not answered.get(
+                endpoint, True
+            )
+            trip = (
+                state.circuit_state == CircuitState.CLOSED
+                and state.consecutive_failures >= threshold
+            )
+            if reopen or trip:
+                state.opened_count += 1
+                cooldown = min(
+                    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS * 2 ** (state.opened_count - 1),
+                    settings.WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS,
+                )
+                state.circuit_state = CircuitState.OPEN
+                state.circuit_changed_at = now if trip else state.circuit_changed_at or now
+                state.probe_at = now + dt.timedelta(seconds=cooldown)
+                logger.warning(
+                    "Circuit of webhook %s open after %d network failures in a row; next "
+                    "probe in %g s",
+                    endpoint,
+                    state.consecutive_failures,
+                    cooldown,
+                )
+            if state.circuit_state != CircuitState.CLOSED:
+                opened.add(endpoint)
+        EndpointState.objects.bulk_update(
+            states,
+            [
+                "circuit_state",
+                "circuit_changed_at",
+                "consecutive_failures",
+                "opened_count",
+                "probe_at",
+            ],
+        )
+    return opened
+
+
+def _waiting_pull(
+    claims: list[Claim], owned: set[uuid.UUID], opened: set[uuid.UUID], now: dt.datetime
+) -> None:
+    """Hand the slots this batch freed to deliveries that waited for them.
+
+    A delivery its webhook's limits held back has no message (``enqueued_at`` is empty); as
+    many as finished here, per webhook, are marked and enqueued, oldest first. A webhook whose
+    circuit is open gets none: its probe comes first.
+    """
+    freed: dict[uuid.UUID, int] = {}
+    for claim in claims:
+        endpoint = claim.delivery.subscription_id
+        if claim.delivery.pk in owned and endpoint not in opened:
+            freed[endpoint] = freed.get(endpoint, 0) + 1
+    if not freed:
+        return
+    with transaction.atomic():
+        waiting = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(
+                subscription_id__in=list(freed),
+                status=DeliveryStatus.PENDING,
+                enqueued_at__isnull=True,
+                next_attempt_at__lte=now,
+            )
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[: sum(freed.values())]
+        )
+        if waiting:
+            Delivery.objects.filter(pk__in=waiting).update(enqueued_at=now)
+            after_commit(deliveries_enqueue, waiting)

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from common.transactions import after_commit
 from events.models import Event
 from subscriptions.models import Subscription
 from webhook_engine.errors import ErrorKind
 
-from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 
 logger = logging.getLogger(__name__)
@@ -27,15 +28,18 @@ logger = logging.getLogger(__name__)
 class SweepResult:
     events_fanned_out: int
     deliveries_enqueued: int
+    probes_sent: int = 0
 
 
-def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
+def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     """Re-drive work whose message was lost; safe to run from several beat processes at once.
 
     Fans out events that were never fanned out, and enqueues pending deliveries that are due but
-    have no live message: never enqueued (long retry gaps), enqueued longer ago than
-    ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` without being picked up, or claimed by a worker whose
-    lease has expired. Rows locked by another sweeper are skipped.
+    have no live message: enqueued longer ago than ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` without
+    being picked up (a broker that lost its queue, a worker killed with messages in hand), or
+    claimed by a worker whose lease has expired, or waiting for their webhook while nothing of
+    that webhook is in flight to wake them. A webhook whose circuit is open gets one probe when
+    its time has come, and nothing else. Rows locked by another sweeper are skipped.
     """
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
@@ -46,18 +50,26 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
         logger.exception("Re-driving events awaiting fan-out failed; they will be tried again")
         fanned_out = 0
 
+    in_flight = Delivery.objects.filter(
+        subscription_id=OuterRef("subscription_id"),
+        status=DeliveryStatus.PENDING,
+        leased_until__gte=now,
+    )
+    broken = EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+            .filter(Q(enqueued_at__lt=stale) | (Q(enqueued_at__isnull=True) & ~Exists(in_flight)))
+            .exclude(subscription_id__in=broken)
             .order_by("next_attempt_at")
             .values_list("id", flat=True)[:limit]
         )
         if ids:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
-            transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
+            after_commit(deliveries_enqueue, ids)
+    probes = _probes_send(now=now, limit=limit)
     # A Send Test is sent in the request that made it; one still pending long after lost it.
     Delivery.objects.filter(
         is_test=True,
@@ -70,9 +82,43 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
         last_error_kind=ErrorKind.INTERRUPTED,
         last_error="The Send Test did not finish: the process sending it stopped.",
     )
-    if fanned_out or ids:
-        logger.info("Sweeper re-drove %d events and %d deliveries", fanned_out, len(ids))
-    return SweepResult(events_fanned_out=fanned_out, deliveries_enqueued=len(ids))
+    if fanned_out or ids or probes:
+        logger.info(
+            "Sweeper re-drove %d events and %d deliveries, sent %d probes",
+            fanned_out,
+            len(ids),
+            probes,
+        )
+    return SweepResult(
+        events_fanned_out=fanned_out, deliveries_enqueued=len(ids), probes_sent=probes
+    )
+
+
+def _probes_send(*, now: dt.datetime, limit: int) -> int:
+    """For each webhook whose circuit is open and due for a probe, enqueue its oldest due
+    delivery (the claim lets exactly one through)."""
+    endpoints = list(
+        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
+        .filter(probe_at__lte=now)
+        .order_by("probe_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    probes = []
+    for endpoint in endpoints:
+        oldest = (
+            Delivery.objects.filter(
+                subscription_id=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+            )
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if oldest is not None:
+            probes.append(oldest)
+    if probes:
+        deliveries_enqueue(probes)
+    return len(probes)
 
 
 def _redrive(queryset: QuerySet[Delivery]) -> int:
@@ -94,7 +140,7 @@ def _redrive(queryset: QuerySet[Delivery]) -> int:
             leased_until=None,
             lease_token=None,
         )
-        transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
+        after_commit(deliveries_enqueue, ids)
     return len(ids)
 
 

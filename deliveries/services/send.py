@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ _SECRET_HEADER_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|credentia
 
 
 @dataclass(frozen=True)
-class _Request:
+class Request:
+    """One attempt's request, built and signed; ``refusal`` is set when nothing may be sent."""
+
     url: str
     body: bytes
     headers: dict[str, str]
@@ -37,20 +40,23 @@ class _Request:
 
 
 _senders: dict[int, ThreadPoolExecutor] = {}
+_senders_lock = threading.Lock()
 
 
-def _sender() -> ThreadPoolExecutor:
-    """This process's pool of threads for concurrent requests (they never touch the database)."""
+def sender_pool() -> ThreadPoolExecutor:
+    """This process's pool of threads for requests in flight (they never touch the database);
+    ``WEBHOOKS_SEND_THREADS`` of them, started as needed."""
     pid = os.getpid()
     executor = _senders.get(pid)
     if executor is None:
-        # Room for a few batches at once (a threads or gevent worker pool runs several tasks
-        # in one process), so no batch waits for another's slow receivers.
-        executor = ThreadPoolExecutor(
-            max_workers=4 * settings.WEBHOOKS_DELIVERY_BATCH_SIZE, thread_name_prefix="webhook-send"
-        )
-        _senders.clear()
-        _senders[pid] = executor
+        with _senders_lock:
+            executor = _senders.get(pid)
+            if executor is None:
+                executor = ThreadPoolExecutor(
+                    max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-send"
+                )
+                _senders.clear()
+                _senders[pid] = executor
     return executor
 
 
@@ -62,13 +68,14 @@ def deliveries_send(claims: list[Claim]) -> list[TransportResult]:
     once the requests are built.
     """
     # Everything the requests need is read and decrypted here, before they go out.
-    requests = [_request_build(claim) for claim in claims]
+    requests = [request_build(claim) for claim in claims]
     if len(requests) == 1:
-        return [_send(requests[0])]
-    return list(_sender().map(_send, requests))
+        return [request_send(requests[0])]
+    return list(sender_pool().map(request_send, requests))
 
 
-def _send(request: _Request) -> TransportResult:
+def request_send(request: Request) -> TransportResult:
+    """Send one built request (or return its refusal); never raises for network errors."""
     if request.refusal is not None:
         return request.refusal
     return transport_get().send(
@@ -84,12 +91,14 @@ def _refusal(kind: str, message: str) -> TransportResult:
     return TransportResult(request_headers={}, error_kind=kind, error_message=message)
 
 
-def _request_build(claim: Claim) -> _Request:
+def request_build(claim: Claim) -> Request:
+    """The signed request of a claimed delivery, or a refusal saying why nothing may be sent
+    (a disabled webhook, a secret no key can read, no signing secret)."""
     delivery = claim.delivery
     subscription: Subscription = delivery.subscription
     if not subscription.is_active and not delivery.is_test:
         reason = subscription.disabled_reason or "it was turned off"
-        return _Request(
+        return Request(
             subscription.url,
             b"",
             {},
@@ -105,10 +114,10 @@ def _request_build(claim: Claim) -> _Request:
             else ""
         )
     except SecretUnreadable as exc:
-        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
+        return Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
     if not secrets:
         message = "The webhook has no signing secret; rotate its secret to create one."
-        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
+        return Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
     body = bytes(delivery.body)
     msg_id = message_id(delivery.id)
     timestamp = int(timezone.now().timestamp())
@@ -136,7 +145,7 @@ def _request_build(claim: Claim) -> _Request:
     if subscription.basic_auth_enabled:
         credentials = f"{subscription.basic_auth_username}:{password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return _Request(subscription.url, body, headers)
+    return Request(subscription.url, body, headers)
 
 
 def headers_redact(headers: dict[str, str]) -> dict[str, str]:

@@ -45,10 +45,10 @@ def _deliveries_fail_to_build_for_course(monkeypatch, course: str) -> None:
     """Building a delivery raises for events about ``course``, as a rendering bug would."""
     real = fan_out_module.delivery_build
 
-    def build(*, event, subscription, now):
+    def build(*, event, subscription, now, bodies=None):
         if event.data["course"]["id"] == course:
             raise RuntimeError("renderer exploded")
-        return real(event=event, subscription=subscription, now=now)
+        return real(event=event, subscription=subscription, now=now, bodies=bodies)
 
     monkeypatch.setattr(fan_out_module, "delivery_build", build)
 

@@ -83,10 +83,10 @@ def test_an_event_that_cannot_be_fanned_out_does_not_stop_the_sweeper(school, mo
     Delivery.objects.filter(pk=later.pk).update(enqueued_at=timezone.now() - dt.timedelta(hours=1))
     real = fan_out.delivery_build
 
-    def failing(*, event, subscription, now):
+    def failing(*, event, subscription, now, bodies=None):
         if event.pk == stuck.pk:
             raise RuntimeError("cannot fan this one out")
-        return real(event=event, subscription=subscription, now=now)
+        return real(event=event, subscription=subscription, now=now, bodies=bodies)
 
     monkeypatch.setattr(fan_out, "delivery_build", failing)
 
@@ -114,12 +114,12 @@ def test_a_retrigger_stays_manual_even_if_its_message_is_re_driven_as_automatic(
 
 def test_a_late_workers_real_result_replaces_the_interrupted_entry(school):
     delivery = _delivery(school, "http://127.0.0.1:9/x")
-    [claim] = deliveries_claim(delivery_ids=[str(delivery.pk)])
+    [claim] = deliveries_claim(delivery_ids=[str(delivery.pk)]).claims
     # The lease ran out; another worker took over and logged attempt 1 as interrupted.
     Delivery.objects.filter(pk=delivery.pk).update(
         leased_until=timezone.now() - dt.timedelta(seconds=1)
     )
-    [takeover] = deliveries_claim(delivery_ids=[str(delivery.pk)])
+    [takeover] = deliveries_claim(delivery_ids=[str(delivery.pk)]).claims
     assert DeliveryAttempt.objects.get(number=1).error_kind == ErrorKind.INTERRUPTED
 
     deliveries_record(

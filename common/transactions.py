@@ -1,0 +1,23 @@
+"""Work to do once the current transaction commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+
+def after_commit(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Call ``func(*args, **kwargs)`` after the current transaction commits (at once outside
+    one). An exception it raises is logged, not raised: what was committed stays committed.
+
+    Django's robust ``on_commit`` names the failing callable by its ``__qualname__``, which a
+    ``functools.partial`` lacks; this wraps the call in a named function.
+    """
+
+    def call() -> None:
+        func(*args, **kwargs)
+
+    call.__qualname__ = getattr(func, "__qualname__", repr(func))
+    transaction.on_commit(call, robust=True)

@@ -1,0 +1,247 @@
+"""The sending engine of a worker process: a task hands its claimed deliveries over and returns.
+
+A ``deliveries.deliver`` task claims its deliveries (``claim.py``), submits the requests to
+this process's send threads and returns at once, so a worker slot is never held while a
+receiver takes its time: one school's dead receiver cannot starve another school's webhooks
+(its concurrency limit bounds how many of the threads it can hold). One recorder thread writes
+the results in batches as they come in, across tasks (``record.py``), with one database
+connection.
+
+Nothing is lost if the process dies: a delivery stays leased (``WEBHOOKS_LEASE_SECONDS``)
+until its result is recorded, and the sweeper re-drives it when the lease runs out. The
+process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveries as there
+are free slots and waits for more, so claimed deliveries never queue up here past their lease.
+On a warm shutdown the process lets what is in flight finish and be recorded first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
+
+from webhook_engine.transport import TransportResult
+
+from .attempts import claims_followup
+from .claim import Claim, deliveries_claim
+from .record import deliveries_record, receivers_gone_disable
+from .send import request_build, request_send, sender_pool
+
+logger = logging.getLogger(__name__)
+
+# The recorder writes what arrived within this long of the first result together.
+_RECORD_GATHER_SECONDS = 0.005
+_RECORD_BATCH_MAX = 200
+# A claim waits this long at most for a free send slot before giving up on the rest of its ids.
+_SLOT_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Result:
+    claim: Claim
+    result: TransportResult
+
+
+class Dispatcher:
+    """This process's send slots, send threads and recorder (see the module docstring)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._free = threading.Semaphore(slots)
+        self._results: queue.SimpleQueue[_Result | None] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._recorder = threading.Thread(
+            target=self._record_forever, name="webhook-recorder", daemon=True
+        )
+        self._recorder.start()
+
+    # --- Taking work ------------------------------------------------------------------------
+
+    def dispatch(self, delivery_ids: list[str]) -> int:
+        """Claim and send the deliveries among ``delivery_ids`` that may go now; return how
+        many were sent off. Returns once they are in flight, not when they are answered."""
+        remaining = list(delivery_ids)
+        sent = 0
+        deadline = time.monotonic() + _SLOT_WAIT_SECONDS
+        while remaining:
+            slots = self._slots_take(len(remaining), deadline)
+            if not slots:
+                logger.warning(
+                    "No send slot free for %.0f s; %d deliveries left to the sweeper",
+                    _SLOT_WAIT_SECONDS,
+                    len(remaining),
+                )
+                return sent
+            try:
+                outcome = deliveries_claim(delivery_ids=remaining, capacity=slots)
+                claims_followup(remaining, outcome)
+            except BaseException:
+                self._slots_give(slots)
+                raise
+            self._slots_give(slots - len(outcome.claims))
+            self._submit(outcome.claims)
+            sent += len(outcome.claims)
+            remaining = outcome.unclaimed
+        return sent
+
+    def _slots_take(self, wanted: int, deadline: float) -> int:
+        """At least one free slot (waiting for it until ``deadline``), and more if free."""
+        if not self._free.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return 0
+        taken = 1
+        while taken < wanted and self._free.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def _slots_give(self, count: int) -> None:
+        for _ in range(count):
+            self._free.release()
+
+    def _submit(self, claims: list[Claim]) -> None:
+        with self._lock:
+            self._in_flight += len(claims)
+        pool = sender_pool()
+        for claim in claims:
+            try:
+                request = request_build(claim)
+                pool.submit(self._send, claim, request)
+            except Exception:
+                logger.exception("Could not send delivery %s", claim.delivery.pk)
+                self._done(1)  # its lease runs out and the sweeper sends it again
+
+    def _send(self, claim: Claim, request: object) -> None:
+        try:
+            result = request_send(request)  # type: ignore[arg-type]
+        except BaseException:
+            logger.exception("Sending delivery %s failed unexpectedly", claim.delivery.pk)
+            self._done(1)
+            return
+        self._results.put(_Result(claim, result))
+
+    # --- Recording --------------------------------------------------------------------------
+
+    def _record_forever(self) -> None:
+        while True:
+            first = self._results.get()
+            if first is None:
+                return
+            batch = [first]
+            until = time.monotonic() + _RECORD_GATHER_SECONDS
+            while len(batch) < _RECORD_BATCH_MAX:
+                try:
+                    item = self._results.get(timeout=max(0.0, until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._results.put(None)
+                    break
+                batch.append(item)
+            try:
+                self._record(batch)
+            finally:
+                self._done(len(batch))
+
+    def _record(self, batch: list[_Result]) -> None:
+        """Write a batch of results, retrying while the database is unreachable.
+
+        The results are only in this process's memory: they are retried until the leases of
+        the deliveries run out (after that other workers send them again, and a late result
+        is still logged as the attempt it was).
+        """
+        claims = [item.claim for item in batch]
+        results = [item.result for item in batch]
+        lease_end = min(
+            claim.started_at.timestamp() + settings.WEBHOOKS_LEASE_SECONDS for claim in claims
+        )
+        pause = 0.2
+        while True:
+            try:
+                deliveries_record(claims=claims, results=results)
+                receivers_gone_disable(claims, results)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                connection.close_if_unusable_or_obsolete()
+                waited_out = timezone.now().timestamp() + pause > lease_end + 60
+                if waited_out:
+                    logger.error(
+                        "The database was unreachable for longer than the leases of %d "
+                        "attempts (%s); they were made, could not be recorded, and will be "
+                        "sent again",
+                        len(batch),
+                        exc,
+                    )
+                    return
+                logger.warning(
+                    "Recording %d attempts failed, the database is unreachable (%s); "
+                    "trying again in %.1f s",
+                    len(batch),
+                    exc,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except Exception:
+                logger.exception("Recording %d attempts failed", len(batch))
+                return
+
+    def _done(self, count: int) -> None:
+        self._slots_give(count)
+        with self._lock:
+            self._in_flight -= count
+            if self._in_flight <= 0:
+                self._idle.notify_all()
+
+    # --- Shutting down ----------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every delivery sent off is recorded, up to ``timeout`` seconds; return
+        whether all were."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            while self._in_flight > 0:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+
+_dispatchers: dict[int, Dispatcher] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def dispatcher() -> Dispatcher:
+    """This process's dispatcher, started on first use (a forked worker child starts its own)."""
+    pid = os.getpid()
+    found = _dispatchers.get(pid)
+    if found is None:
+        with _dispatchers_lock:
+            found = _dispatchers.get(pid)
+            if found is None:
+                _dispatchers.clear()
+                found = _dispatchers[pid] = Dispatcher(settings.WEBHOOKS_SEND_THREADS)
+    return found
+
+
+def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str]) -> int:
+    """Claim the deliveries among ``delivery_ids`` that may go now and send them from this
+    process's sending engine; return how many went out. Returns before they are answered: the
+    results are recorded as they arrive. Idempotent, as ``deliveries_attempt``."""
+    return dispatcher().dispatch([str(delivery_id) for delivery_id in delivery_ids])
+
+
+def dispatcher_drain(*, timeout: float) -> bool:
+    """Let this process's deliveries in flight finish and be recorded (a warm shutdown)."""
+    found = _dispatchers.get(os.getpid())
+    return True if found is None else found.drain(timeout)
