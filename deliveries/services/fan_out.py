@@ -37,6 +37,7 @@ from webhook_engine.envelope import envelope_build
 from webhook_engine.errors import ErrorKind
 from webhook_engine.render import CONTENT_TYPES, render_with_template
 
+from ..metrics import events_fan_out_observe
 from ..models import Delivery, DeliveryStatus, FanOutRequest
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ def _events_fan_out_batch(
         Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
         transaction.on_commit(lambda: deliveries_enqueue(pending), robust=True)
+    # Metrics: the one place fan-out is measured (deliveries/metrics.py).
+    events_fan_out_observe(events=events, fanned_out=fanned_out, now=now)
     return _Batch(
         fanned_out=fanned_out,
         failed=failed,

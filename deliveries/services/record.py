@@ -19,6 +19,7 @@ from webhook_engine.errors import ErrorKind
 from webhook_engine.retry import is_retryable, retry_after_seconds
 from webhook_engine.transport import TransportResult
 
+from ..metrics import attempts_observe
 from ..models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from .claim import Claim
 from .config import retry_policy
@@ -134,6 +135,8 @@ def deliveries_record(
             unique_fields=["delivery", "number"],
             update_fields=_ATTEMPT_RESULT_FIELDS,
         )
+    # Metrics and the per-attempt log lines: the one place they are taken (deliveries/metrics.py).
+    attempts_observe(attempts)
     return attempts
 
 

@@ -19,6 +19,7 @@ from webhook_engine.errors import ErrorKind
 
 from ..models import AttemptTrigger, Delivery, DeliveryStatus
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
+from .heartbeats import SWEEPER, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def deliveries_sweep(*, limit: int = 1000) -> SweepResult:
     )
     if fanned_out or ids:
         logger.info("Sweeper re-drove %d events and %d deliveries", fanned_out, len(ids))
+    heartbeat_record(name=SWEEPER, now=now)
     return SweepResult(events_fanned_out=fanned_out, deliveries_enqueued=len(ids))
 
 
