@@ -20,6 +20,7 @@ deliveries go on.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import math
@@ -171,12 +172,17 @@ def _attempts_count(
 ) -> None:
     attempt_children = instruments.attempt_children
     duration_children = instruments.duration_children
-    for attempt, outcome in zip(attempts, outcomes, strict=True):
-        key = (attempt.trigger, outcome, attempt.error_kind or "none")
+    # A batch has few distinct label sets: one counter write for each, not one per attempt.
+    counts = collections.Counter(
+        (str(attempt.trigger), outcome, str(attempt.error_kind) or "none")
+        for attempt, outcome in zip(attempts, outcomes, strict=True)
+    )
+    for key, count in counts.items():
         counter = attempt_children.get(key)
         if counter is None:
             counter = attempt_children[key] = instruments.attempts.labels(*key)
-        counter.inc()
+        counter.inc(count)
+    for attempt, outcome in zip(attempts, outcomes, strict=True):
         histogram = duration_children.get(outcome)
         if histogram is None:
             histogram = duration_children[outcome] = instruments.duration.labels(outcome)
@@ -243,8 +249,8 @@ class StateCollector(Collector):
 
         webhooks = GaugeMetricFamily(
             "webhooks_webhooks",
-            "Webhooks by state: healthy (active, last attempt not failed), failing (active, in "
-            "a failure streak), disabled.",
+            "Webhooks by state: healthy (active, not in a failure streak), failing (active, "
+            "its attempts failing since failing_since), disabled.",
             labels=["state"],
         )
         for name in ("healthy", "failing", "disabled"):
@@ -280,7 +286,7 @@ class StateCollector(Collector):
         )
         yield _gauge(
             "webhooks_sweeper_last_run_age_seconds",
-            "Seconds since a worker last ran the sweeper beat sends every "
+            "Seconds since a worker last ran the sweeper, which beat sends every "
             "WEBHOOKS_SWEEP_INTERVAL_SECONDS (+Inf: never seen).",
             _age(now, state.heartbeats.get(Heartbeat.SWEEPER)),
         )
