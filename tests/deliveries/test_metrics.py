@@ -3,6 +3,8 @@ attempt made in this process moves (tests/integration/test_metrics.py: a real wo
 
 import datetime as dt
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -316,3 +318,25 @@ def test_each_attempt_is_logged_with_its_identifiers_and_outcome(school, receive
         f"Attempt 1 of delivery {delivery_id} (msg_{delivery_id.hex}) to webhook "
         f"{subscription.id} of lycee-victor-hugo: delivered, HTTP 200 in {attempt.duration_ms} ms"
     )
+
+
+def test_the_readme_documents_exactly_the_metrics_served(client, settings, school, receiver):
+    settings.WEBHOOKS_METRICS_TOKEN = TOKEN
+    SubscriptionFactory(school=school, url=receiver.url("/hook"), topics=["*"])
+    SubscriptionFactory(school=school, failing_since=timezone.now())
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id, _] = event_fan_out(event_id=event.id)
+    delivery_attempt(delivery_id=delivery_id)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    operations = readme.split("## Operations", 1)[1].split("### What to alert on", 1)[0]
+
+    served = {
+        family.name
+        for family in text_string_to_metric_families(scrape(client).content.decode())
+        if family.name.startswith("webhooks_")
+    }
+    documented = {
+        name.removesuffix("_total") for name in re.findall(r"`(webhooks_[a-z_]+)", operations)
+    }
+
+    assert served == documented
