@@ -180,7 +180,8 @@ class OperationsState:
 
 
 def operations_state(*, now: dt.datetime) -> OperationsState:
-    """The deployment's state for /metrics, in six small indexed queries.
+    """The deployment's state for /metrics, in seven small queries (the backlogs walk their
+    partial indexes; the webhook counts read the webhooks table, a few thousand rows).
 
     - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
       claimed, or whose lease ran out), on the partial index of due deliveries.

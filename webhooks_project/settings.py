@@ -438,6 +438,8 @@ WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)
 WEBHOOKS_WORKER_METRICS_ADDRESS = env_str("WEBHOOKS_WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104
 # Each worker and the sweeper note that they are alive this often (read by /metrics).
 WEBHOOKS_HEARTBEAT_SECONDS = env_float("WEBHOOKS_HEARTBEAT_SECONDS", 10.0)
+if WEBHOOKS_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("WEBHOOKS_HEARTBEAT_SECONDS must be more than 0.")
 
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
