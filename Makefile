@@ -37,6 +37,7 @@ bench: install
 	$(PY) -m bench.deliveries $(BENCH_ARGS)
 	$(PY) -m bench.ingest $(INGEST_ARGS)
 	$(PY) -m bench.admin_list $(ADMIN_BENCH_ARGS)
+	$(PY) -m bench.metrics $(METRICS_BENCH_ARGS)
 
 # ruff check, ruff format --check and mypy; part of make test.
 lint: install

@@ -208,3 +208,23 @@ class EndpointState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id}: {self.circuit_state}"
+
+
+class Heartbeat(models.Model):
+    """When a periodic part of the deployment last showed it is alive, for ``/metrics``.
+
+    ``beat`` is written by the beat process as it sends its periodic tasks, ``sweeper`` by the
+    worker that runs the sweeper, and ``worker:<hostname>`` by each Celery worker every
+    ``WEBHOOKS_HEARTBEAT_SECONDS`` (a worker that stops removes its row). Several hosts share
+    the table; a row is one upsert on its primary key.
+    """
+
+    BEAT = "beat"
+    SWEEPER = "sweeper"
+    WORKER_PREFIX = "worker:"
+
+    name = models.CharField(max_length=255, primary_key=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} seen at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -7,13 +7,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from events.models import Event
 from subscriptions.models import Subscription
 
-from .models import Delivery, DeliveryAttempt, DeliveryStatus
+from .models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat
 
 
 def delivery_attempts(*, delivery_id: uuid.UUID) -> QuerySet[DeliveryAttempt]:
@@ -144,3 +144,86 @@ def deliveries_failed_count(*, subscription_id: uuid.UUID, since: dt.datetime) -
         is_test=False,
         created_at__gte=since,
     ).count()
+
+
+# Backlog counts stop at this many rows: past it the number says "at least", and a scrape
+# stays cheap however far behind the workers are.
+BACKLOG_COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Rows waiting for a worker: how many (up to ``BACKLOG_COUNT_CAP``) and the oldest's time."""
+
+    count: int
+    oldest: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class SchoolFailures:
+    """A school's active webhooks in a failure streak, and when the oldest streak began."""
+
+    school: str
+    failing: int
+    failing_since: dt.datetime
+
+
+@dataclass(frozen=True)
+class OperationsState:
+    """What /metrics reports about the deployment as a whole, read from the database."""
+
+    due: Backlog
+    awaiting_fan_out: Backlog
+    webhooks: dict[str, int]
+    failing_by_school: list[SchoolFailures]
+    heartbeats: dict[str, dt.datetime]
+
+
+def operations_state(*, now: dt.datetime) -> OperationsState:
+    """The deployment's state for /metrics, in seven small queries (the backlogs walk their
+    partial indexes; the webhook counts read the webhooks table, a few thousand rows).
+
+    - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
+      claimed, or whose lease ran out), on the partial index of due deliveries.
+    - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
+    - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
+      (active, in a streak) and ``disabled``.
+    - ``failing_by_school``: per school with a failing webhook, how many and the oldest
+      streak's start, longest streak first.
+    - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
+    """
+    due = Delivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False
+    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    awaiting = Event.objects.filter(fanned_out_at__isnull=True)
+    webhooks = Subscription.objects.aggregate(
+        healthy=Count("pk", filter=Q(is_active=True, failing_since__isnull=True)),
+        failing=Count("pk", filter=Q(is_active=True, failing_since__isnull=False)),
+        disabled=Count("pk", filter=Q(is_active=False)),
+    )
+    failing = (
+        Subscription.objects.filter(is_active=True, failing_since__isnull=False)
+        .order_by()
+        .values("school__slug")
+        .annotate(failing=Count("pk"), since=Min("failing_since"))
+        .order_by("since", "school__slug")
+    )
+    return OperationsState(
+        due=_backlog(due.order_by("next_attempt_at"), "next_attempt_at"),
+        awaiting_fan_out=_backlog(awaiting.order_by("created_at"), "created_at"),
+        webhooks=webhooks,
+        failing_by_school=[
+            SchoolFailures(
+                school=row["school__slug"], failing=row["failing"], failing_since=row["since"]
+            )
+            for row in failing
+        ],
+        heartbeats=dict(Heartbeat.objects.values_list("name", "seen_at")),
+    )
+
+
+def _backlog(queryset: QuerySet[Any], field: str) -> Backlog:
+    oldest = queryset.values_list(field, flat=True).first()
+    if oldest is None:
+        return Backlog(count=0, oldest=None)
+    return Backlog(count=queryset.values("pk")[:BACKLOG_COUNT_CAP].count(), oldest=oldest)

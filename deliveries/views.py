@@ -1,5 +1,5 @@
 """Endpoints of the deliveries app: the delivery log API (/api/v1/deliveries/), the platform's
-public keys, the demo receiver, and ``GET /health/``."""
+public keys, the demo receiver, ``GET /health/`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -28,6 +29,7 @@ from common.api import (
     DetailSerializer,
     NewestFirstCursorPagination,
 )
+from common.metrics import NOT_CONFIGURED, client_address, metrics_access_refusal
 from schools.permissions import IsSchoolClient, client_school
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
@@ -35,6 +37,7 @@ from webhook_engine import signing
 from webhook_engine.signing import sign_v1
 
 from .filters import DeliveryFilter
+from .metrics import metrics_render
 from .models import Delivery
 from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
@@ -173,3 +176,27 @@ def health(request: HttpRequest) -> JsonResponse:
         healthy = False
     checks["status"] = "ok" if healthy else "unhealthy"
     return JsonResponse(checks, status=200 if healthy else 503)
+
+
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: Prometheus metrics, for a request that passes the configured checks
+    (``WEBHOOKS_METRICS_TOKEN``, ``WEBHOOKS_METRICS_ALLOWED_NETWORKS``); 404 with neither set,
+    401 without the token, 403 from another network. Counts only, nothing a school wrote."""
+    refusal = metrics_access_refusal(
+        authorization=request.headers.get("Authorization", ""),
+        client_address=client_address(
+            remote_addr=request.META.get("REMOTE_ADDR", ""),
+            forwarded_for=request.headers.get("X-Forwarded-For"),
+        ),
+    )
+    if refusal == NOT_CONFIGURED:
+        raise Http404
+    if refusal is not None:
+        response = HttpResponse(refusal.reason, status=refusal.status, content_type="text/plain")
+        for name, value in refusal.headers:
+            response[name] = value
+        return response
+    response = HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -15,6 +17,15 @@ from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
 from tests.resolver import FakeResolver
 from tests.schools.factories import SchoolFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def metric_files_removed() -> Iterator[None]:
+    """The run's metric directory (tests/settings.py) goes when the run ends, after its workers."""
+    yield
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if Path(directory).name.startswith("webhooks-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

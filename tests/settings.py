@@ -6,6 +6,7 @@ database number and a queue name unique to the run, so its workers never take an
 """
 
 import os
+import tempfile
 import uuid
 
 os.environ.setdefault("DJANGO_DEBUG", "false")
@@ -26,6 +27,11 @@ os.environ.setdefault("WEBHOOKS_RETRY_WINDOW_SECONDS", "3")
 os.environ.setdefault("WEBHOOKS_RETRY_JITTER", "0")
 # Attempts give up after 2 s instead of 15 s, so timeouts are quick to show.
 os.environ.setdefault("WEBHOOKS_TIMEOUT_SECONDS", "2")
+
+# This run's metric files, shared with the workers it starts (tests/conftest.py removes them).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="webhooks-metrics-"))
+# Workers and beat note they are alive every second, so tests need not wait for it.
+os.environ.setdefault("WEBHOOKS_HEARTBEAT_SECONDS", "1")
 
 from webhooks_project.settings import *  # noqa: F403
 

@@ -76,6 +76,17 @@ def _wait_for_port(host: str, port: int, timeout: float, web: Child) -> None:
     raise SystemExit(f"The web server did not start listening on {host}:{port}.")
 
 
+def _metrics_directory_empty() -> None:
+    """Start the counters from zero: the metric files of earlier runs are removed (only those),
+    and the three processes are told the one directory they share."""
+    data = Path(os.environ.get("WEBHOOKS_DATA_DIR") or ROOT / "var")
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data / "metrics")
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.db"):
+        old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def main() -> None:
     load_dotenv(ROOT / ".env")
     os.environ.setdefault("DJANGO_DEBUG", "true")
@@ -87,6 +98,7 @@ def main() -> None:
     base_url = f"http://{host}:{port}"
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
+    _metrics_directory_empty()
 
     if not _port_free(host, port):
         raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")

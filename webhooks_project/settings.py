@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 from datetime import time, timedelta
 from pathlib import Path
@@ -194,14 +195,23 @@ STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(WEBHOOKS_DATA_DIR / "static
 
 LOGIN_URL = "admin:login"
 
+# WEBHOOKS_LOG_FORMAT: "plain" lines for people, or "json", one object per line for a log
+# pipeline: time, level, logger, message and the record's fields (each delivery attempt's line
+# carries delivery_id, webhook_id, school, webhook, attempt, outcome, ...; see deliveries/logs.py).
+WEBHOOKS_LOG_FORMAT = env_str("WEBHOOKS_LOG_FORMAT", "plain").strip().lower()
+if WEBHOOKS_LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(
+        f"WEBHOOKS_LOG_FORMAT={WEBHOOKS_LOG_FORMAT!r} is not a log format (use plain or json)."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "common.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
@@ -420,6 +430,38 @@ DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "webhooks@localhost")
 WEBHOOKS_RETENTION_DAYS = env_float("WEBHOOKS_RETENTION_DAYS", 30.0)
 # /health/ answers 503 when a due delivery has waited longer than this for a worker.
 WEBHOOKS_HEALTH_MAX_LAG_SECONDS = env_float("WEBHOOKS_HEALTH_MAX_LAG_SECONDS", 300.0)
+
+# --- Metrics (GET /metrics, Prometheus) ----------------------------------------------------
+
+# /metrics answers only a request that passes every check configured here; with neither set it
+# is a 404. A token is sent as "Authorization: Bearer <token>". Networks are CIDRs, matched
+# against the client's address (read from X-Forwarded-For only behind WEBHOOKS_TRUSTED_PROXIES).
+WEBHOOKS_METRICS_TOKEN = env_str("WEBHOOKS_METRICS_TOKEN")
+if WEBHOOKS_METRICS_TOKEN and len(WEBHOOKS_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("WEBHOOKS_METRICS_TOKEN must be 16 characters or more.")
+WEBHOOKS_METRICS_ALLOWED_NETWORKS = env_list("WEBHOOKS_METRICS_ALLOWED_NETWORKS")
+for _network in WEBHOOKS_METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"WEBHOOKS_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (use CIDRs)."
+        ) from exc
+# Counters and histograms are written by every process (gunicorn workers, Celery worker
+# processes) to files in this directory, in prometheus-client's multiprocess mode, and summed
+# when /metrics is read. One directory per host (or per service), emptied before its processes
+# start: see the README's Operations section. prometheus-client reads the environment variable,
+# so it is set here for the libraries imported after the settings.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", str(WEBHOOKS_DATA_DIR / "metrics"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# A Celery worker also serves its host's counters on this port (0: it does not), with the same
+# checks as /metrics: for hosts that run workers but no web process.
+WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)
+WEBHOOKS_WORKER_METRICS_ADDRESS = env_str("WEBHOOKS_WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104
+# Each worker and the sweeper note that they are alive this often (read by /metrics).
+WEBHOOKS_HEARTBEAT_SECONDS = env_float("WEBHOOKS_HEARTBEAT_SECONDS", 10.0)
+if WEBHOOKS_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("WEBHOOKS_HEARTBEAT_SECONDS must be more than 0.")
 
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)

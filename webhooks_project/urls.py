@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common.api import api_not_found
-from deliveries.views import demo_receiver, health, public_key_pem, public_keys_jwks
+from deliveries.views import demo_receiver, health, metrics, public_key_pem, public_keys_jwks
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
     path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("demo/receiver/", demo_receiver, name="demo-receiver"),
     path(".well-known/webhooks/public-key.pem", public_key_pem, name="webhooks-public-key"),
     path(".well-known/webhooks/jwks.json", public_keys_jwks, name="webhooks-jwks"),

@@ -11,6 +11,7 @@ from .fan_out import (
     fan_out_request,
     fan_out_request_take,
 )
+from .heartbeats import heartbeat_record, heartbeat_remove
 from .redrive import (
     SweepResult,
     deliveries_prune,
@@ -40,6 +41,8 @@ __all__ = [
     "fan_out_request",
     "fan_out_request_take",
     "headers_redact",
+    "heartbeat_record",
+    "heartbeat_remove",
     "retry_policy",
     "transport_get",
 ]

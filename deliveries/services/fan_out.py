@@ -39,6 +39,7 @@ from webhook_engine.envelope import envelope_build
 from webhook_engine.errors import ErrorKind
 from webhook_engine.render import CONTENT_TYPES, render_with_template
 
+from ..metrics import events_fan_out_observe
 from ..models import Delivery, DeliveryStatus, FanOutRequest
 
 logger = logging.getLogger(__name__)
@@ -286,6 +287,8 @@ def _events_fan_out_batch(
             continue
         if created is not None:
             fanned_out.append(event.id)
+    # Metrics: the one place fan-out is measured (deliveries/metrics.py).
+    events_fan_out_observe(events=events, fanned_out=fanned_out, now=now)
     return _Batch(
         fanned_out=fanned_out,
         failed=failed,

@@ -23,6 +23,7 @@ from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.retry import is_retryable, retry_after_seconds
 from webhook_engine.transport import TransportResult
 
+from ..metrics import attempts_observe
 from ..models import (
     AttemptTrigger,
     CircuitState,
@@ -144,6 +145,8 @@ def deliveries_record(
             unique_fields=["delivery", "number"],
             update_fields=_ATTEMPT_RESULT_FIELDS,
         )
+    # Metrics and the per-attempt log lines: the one place they are taken (deliveries/metrics.py).
+    attempts_observe(attempts)
     return attempts
 
 

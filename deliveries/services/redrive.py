@@ -20,6 +20,7 @@ from webhook_engine.errors import ErrorKind
 
 from ..models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
+from .heartbeats import SWEEPER, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             len(ids),
             probes,
         )
+    heartbeat_record(name=SWEEPER, now=now)
     return SweepResult(
         events_fanned_out=fanned_out, deliveries_enqueued=len(ids), probes_sent=probes
     )

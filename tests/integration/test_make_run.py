@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 def _clean_env(port: int) -> dict[str, str]:
     """A newcomer's environment: no DATABASE_URL, broker, queue or product settings."""
-    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_")
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
     env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
     env["WEBHOOKS_PORT"] = str(port)
     return env
