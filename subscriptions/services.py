@@ -288,6 +288,8 @@ def subscription_secret_rotate(
         if signing_secret.expires_at is None or signing_secret.expires_at > expires_at:
             signing_secret.expires_at = expires_at
             signing_secret.save(update_fields=["expires_at"])
+    # Workers keep a copy of each webhook until its updated_at moves: sign with the new secret.
+    Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now())
     return _signing_secret_add(subscription)
 
 
@@ -296,8 +298,9 @@ def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
 
     Its pending deliveries fail at their next attempt with that reason.
     """
+    now = timezone.now()
     updated = Subscription.objects.filter(pk=subscription.pk, is_active=True).update(
-        is_active=False, disabled_reason=reason, disabled_at=timezone.now()
+        is_active=False, disabled_reason=reason, disabled_at=now, updated_at=now
     )
     subscription.refresh_from_db(fields=["is_active", "disabled_reason", "disabled_at"])
     if updated:
@@ -310,7 +313,11 @@ def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
 def subscription_enable(*, subscription: Subscription) -> None:
     """Turn a subscription back on, forgetting why it was off and its failure streak."""
     Subscription.objects.filter(pk=subscription.pk).update(
-        is_active=True, disabled_reason="", disabled_at=None, failing_since=None
+        is_active=True,
+        disabled_reason="",
+        disabled_at=None,
+        failing_since=None,
+        updated_at=timezone.now(),
     )
     subscription.refresh_from_db(
         fields=["is_active", "disabled_reason", "disabled_at", "failing_since"]

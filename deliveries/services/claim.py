@@ -5,16 +5,26 @@ A claim also keeps each webhook within its limits. Under a per-webhook lock (a P
 advisory lock held to the end of the transaction, so claims for one webhook never race) it
 counts the webhook's deliveries in flight (leased), checks its circuit breaker and its rate
 budget, and takes only what fits. The rest is left waiting without a task message
-(``enqueued_at`` cleared): the attempts in flight pull it when they finish (``record.py``),
-a probe reopens a broken circuit, and the sweeper re-drives what nobody will (``redrive.py``).
-Send Test and manual retriggers are asked for by a person: they go whatever the limits.
+(``enqueued_at`` cleared): the attempts in flight take it up when they finish
+(``deliveries_claim_waiting``), a probe reopens a broken circuit, and the sweeper re-drives what
+nobody will (``redrive.py``). Send Test and manual retriggers are asked for by a person: they go
+whatever the limits.
+
+On PostgreSQL a claim is a handful of statements whatever its size: the candidates, the lock,
+one read of the webhooks' limits and state, and one ``UPDATE ... RETURNING`` that hands back
+the rows. What a request needs of a webhook (URL, headers, credentials, secrets) is kept per
+process and reloaded when the webhook's ``updated_at`` or its count of signing secrets moves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -22,7 +32,6 @@ from django.db.models import Case, Count, F, Prefetch, Q, UUIDField, Value, When
 from django.utils import timezone
 
 from subscriptions.models import SigningSecret, Subscription
-from subscriptions.selectors import signing_secrets_active_q
 from webhook_engine.errors import ErrorKind
 
 from ..models import (
@@ -38,6 +47,26 @@ from .fan_out import deliveries_enqueue
 # The advisory lock space of per-webhook claims (any int4 that nothing else uses).
 _ENDPOINT_LOCK_CLASS = 0x57484B
 _BYPASS_LIMITS = frozenset({AttemptTrigger.TEST, AttemptTrigger.MANUAL})
+# The delivery columns a claim returns, in this order.
+_COLUMNS = (
+    "id",
+    "school_id",
+    "event_id",
+    "subscription_id",
+    "event_type",
+    "is_test",
+    "body",
+    "content_type",
+    "status",
+    "attempts",
+    "next_trigger",
+    "created_at",
+    "next_attempt_at",
+    "enqueued_at",
+    "leased_until",
+    "lease_token",
+    "last_attempt_at",
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +113,6 @@ def deliveries_claim(*, delivery_ids: list[str], capacity: int | None = None) ->
     order of ``delivery_ids``.
     """
     now = timezone.now()
-    lease = dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
-    outcome = ClaimOutcome()
     with transaction.atomic():
         candidates = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
@@ -94,67 +121,67 @@ def deliveries_claim(*, delivery_ids: list[str], capacity: int | None = None) ->
             .order_by("next_attempt_at", "id")
             .values_list("pk", "subscription_id", "next_trigger")
         )
-        if not candidates:
-            return outcome
-        endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
-        _endpoints_lock(endpoints)
-        plan = _Plan(now=now, lease=lease, endpoints=endpoints)
-        for pk, subscription_id, trigger in candidates:
-            if capacity is not None and len(plan.chosen) >= capacity:
-                outcome.unclaimed.append(str(pk))
-            elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id):
-                plan.chosen.append(pk)
-            else:
-                outcome.waiting.append(str(pk))
-        outcome.retry_at = plan.retry_at
-        token, token_after_lost_lease = uuid.uuid4(), uuid.uuid4()
-        if plan.chosen:
-            Delivery.objects.filter(pk__in=plan.chosen).update(
-                attempts=F("attempts") + 1,
-                leased_until=now + lease,
-                # A row still under an (expired) lease was claimed by a worker that never
-                # finished.
-                lease_token=Case(
-                    When(leased_until__isnull=True, then=Value(token)),
-                    default=Value(token_after_lost_lease),
-                    output_field=UUIDField(),
-                ),
-                last_attempt_at=now,
-            )
-        if outcome.waiting:
-            Delivery.objects.filter(pk__in=outcome.waiting).update(enqueued_at=None)
-        plan.states_save()
-    if not plan.chosen:
-        return outcome
-    secrets = SigningSecret.objects.filter(signing_secrets_active_q(now)).order_by("-created_at")
-    deliveries = {
-        str(delivery.pk): delivery
-        for delivery in Delivery.objects.select_related("subscription", "school")
-        .prefetch_related(
-            Prefetch("subscription__signing_secrets", queryset=secrets, to_attr="active_secrets")
-        )
-        .filter(pk__in=plan.chosen, lease_token__in=[token, token_after_lost_lease])
-    }
-    interrupted = [d for d in deliveries.values() if d.lease_token == token_after_lost_lease]
-    if interrupted:
-        _attempts_interrupted_record(interrupted)
-    for delivery_id in delivery_ids:
-        delivery = deliveries.get(str(delivery_id))
-        if delivery is None:
-            continue
-        circuit, failures = plan.circuit_of(delivery.subscription_id)
-        outcome.claims.append(
-            Claim(
-                delivery=delivery,
-                number=delivery.attempts,
-                token=delivery.lease_token or token,
-                started_at=now,
-                trigger=delivery.next_trigger,
-                circuit=circuit,
-                failures=failures,
-            )
-        )
+        outcome, rows, plan = _claim(candidates, now=now, capacity=capacity, park=True)
+    claims = _claims_build(rows, plan, now)
+    order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
+    outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
     return outcome
+
+
+def deliveries_claim_waiting(
+    *, endpoints: Sequence[uuid.UUID], capacity: int, now: dt.datetime | None = None
+) -> ClaimOutcome:
+    """Take up deliveries that waited for a slot of one of ``endpoints`` (oldest first), as
+    their limits allow, at most ``capacity``: what a worker does when its attempts to those
+    webhooks have just finished, instead of waiting for a message."""
+    now = now or timezone.now()
+    if not endpoints or capacity <= 0:
+        return ClaimOutcome()
+    with transaction.atomic():
+        candidates = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(
+                subscription_id__in=list(endpoints),
+                status=DeliveryStatus.PENDING,
+                enqueued_at__isnull=True,
+                next_attempt_at__lte=now,
+            )
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("next_attempt_at", "id")
+            .values_list("pk", "subscription_id", "next_trigger")[: capacity * 4]
+        )
+        outcome, rows, plan = _claim(candidates, now=now, capacity=capacity, park=False)
+    outcome.claims = _claims_build(rows, plan, now)
+    return outcome
+
+
+def _claim(
+    candidates: list[tuple[uuid.UUID, uuid.UUID, str]],
+    *,
+    now: dt.datetime,
+    capacity: int | None,
+    park: bool,
+) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
+    """Decide and lease, inside the caller's transaction."""
+    outcome = ClaimOutcome()
+    if not candidates:
+        return outcome, [], None
+    endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
+    _endpoints_lock(endpoints)
+    plan = _Plan(now=now, endpoints=endpoints)
+    for pk, subscription_id, trigger in candidates:
+        if capacity is not None and len(plan.chosen) >= capacity:
+            outcome.unclaimed.append(str(pk))
+        elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id):
+            plan.chosen.append(pk)
+        else:
+            outcome.waiting.append(str(pk))
+    outcome.retry_at = plan.retry_at
+    rows = _lease(plan.chosen, now=now, plan=plan) if plan.chosen else []
+    if park and outcome.waiting:
+        Delivery.objects.filter(pk__in=outcome.waiting).update(enqueued_at=None)
+    plan.states_save()
+    return outcome, rows, plan
 
 
 def _endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:
@@ -172,37 +199,75 @@ def _endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:
         )
 
 
+def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tuple[Any, ...]]:
+    """Lease the chosen rows; return them (``_COLUMNS``). A row whose previous lease expired
+    gets a second token (``plan.token_after_lost_lease``), so its interrupted attempt can be
+    told apart."""
+    lease = now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    token, token_after_lost_lease = uuid.uuid4(), plan.token_after_lost_lease
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE deliveries_delivery SET attempts = attempts + 1, "  # noqa: S608
+                "leased_until = %s, last_attempt_at = %s, lease_token = CASE WHEN "
+                "leased_until IS NULL THEN %s::uuid ELSE %s::uuid END "
+                f"WHERE id = ANY(%s::uuid[]) RETURNING {', '.join(_COLUMNS)}",
+                [lease, now, token, token_after_lost_lease, chosen],
+            )
+            return [
+                (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:])
+                for row in cursor.fetchall()
+            ]
+    Delivery.objects.filter(pk__in=chosen).update(
+        attempts=F("attempts") + 1,
+        leased_until=lease,
+        lease_token=Case(
+            When(leased_until__isnull=True, then=Value(token)),
+            default=Value(token_after_lost_lease),
+            output_field=UUIDField(),
+        ),
+        last_attempt_at=now,
+    )
+    return [
+        (*row[:6], bytes(row[6]), *row[7:])
+        for row in Delivery.objects.filter(
+            pk__in=chosen, lease_token__in=[token, token_after_lost_lease]
+        ).values_list(*_COLUMNS)
+    ]
+
+
+@dataclass
+class _Endpoint:
+    """What a claim reads of one webhook: its limits, what it has in flight, its state."""
+
+    version: tuple[dt.datetime, int]  # updated_at, and how many signing secrets sign now
+    is_active: bool
+    failing_since: dt.datetime | None
+    concurrency: int
+    rate: int | None
+    in_flight: int
+    state: EndpointState | None
+
+
 class _Plan:
     """The webhooks of one claim: what each one admits now (read under their locks)."""
 
-    def __init__(self, *, now: dt.datetime, lease: dt.timedelta, endpoints: list[uuid.UUID]):
+    def __init__(self, *, now: dt.datetime, endpoints: list[uuid.UUID]):
         self.now = now
-        self.lease = lease
+        self.lease = dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
         self.chosen: list[uuid.UUID] = []
         self.retry_at: dt.datetime | None = None
-        self.limits = {
-            pk: (concurrency or settings.WEBHOOKS_ENDPOINT_CONCURRENCY, rate)
-            for pk, concurrency, rate in Subscription.objects.filter(pk__in=endpoints).values_list(
-                "pk", "max_concurrency", "rate_limit_per_second"
-            )
-        }
-        self.in_flight: dict[uuid.UUID, int] = dict(
-            Delivery.objects.filter(
-                subscription_id__in=endpoints,
-                status=DeliveryStatus.PENDING,
-                leased_until__gte=now,
-            )
-            .values("subscription_id")
-            .annotate(count=Count("pk"))
-            .values_list("subscription_id", "count")
-        )
-        self.states = {state.pk: state for state in EndpointState.objects.filter(pk__in=endpoints)}
+        self.endpoints = _endpoints_read(endpoints, now)
         self.changed: dict[uuid.UUID, EndpointState] = {}
+        self.token_after_lost_lease = uuid.uuid4()
 
     def admits(self, endpoint: uuid.UUID) -> bool:
         """Whether one more automatic delivery to ``endpoint`` may go now (and count it)."""
-        concurrency, rate = self.limits.get(endpoint, (1, None))
-        state = self.states.get(endpoint)
+        info = self.endpoints.get(endpoint)
+        if info is None:
+            return False  # the webhook was deleted; its deliveries go with it
+        concurrency = info.concurrency
+        state = info.state
         probing = (
             state if state is not None and state.circuit_state != CircuitState.CLOSED else None
         )
@@ -211,22 +276,23 @@ class _Plan:
             if probing.probe_at is not None and probing.probe_at > self.now:
                 return False
             concurrency = 1
-        if self.in_flight.get(endpoint, 0) >= concurrency:
+        if info.in_flight >= concurrency:
             return False
-        if rate is not None and not self._rate_take(endpoint, rate):
+        if info.rate is not None and not self._rate_take(endpoint, info):
             return False
         if probing is not None:
             probing.circuit_state = CircuitState.HALF_OPEN
             probing.probe_at = self.now + self.lease  # another probe if this one never reports
             self.changed[endpoint] = probing
-        self.in_flight[endpoint] = self.in_flight.get(endpoint, 0) + 1
+        info.in_flight += 1
         return True
 
-    def _rate_take(self, endpoint: uuid.UUID, rate: int) -> bool:
+    def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:
         """Take one token of the webhook's bucket (``rate`` per second, bursts of ``rate``)."""
-        state = self.states.get(endpoint)
+        rate = info.rate or 1
+        state = info.state
         if state is None:
-            state = self.states[endpoint] = EndpointState(
+            state = info.state = EndpointState(
                 subscription_id=endpoint, rate_tokens=float(rate), rate_tokens_at=self.now
             )
         elapsed = (self.now - (state.rate_tokens_at or self.now)).total_seconds()
@@ -242,10 +308,10 @@ class _Plan:
         return True
 
     def circuit_of(self, endpoint: uuid.UUID) -> tuple[str, int]:
-        state = self.states.get(endpoint)
-        if state is None:
+        info = self.endpoints.get(endpoint)
+        if info is None or info.state is None:
             return CircuitState.CLOSED, 0
-        return state.circuit_state, state.consecutive_failures
+        return info.state.circuit_state, info.state.consecutive_failures
 
     def states_save(self) -> None:
         """Write the breakers and buckets this claim changed (none on the usual path)."""
@@ -263,6 +329,169 @@ class _Plan:
                 "rate_tokens_at",
             ],
         )
+
+
+_STATE_FIELDS = (
+    "circuit_state",
+    "circuit_changed_at",
+    "consecutive_failures",
+    "opened_count",
+    "probe_at",
+    "rate_tokens",
+    "rate_tokens_at",
+)
+
+
+def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.UUID, _Endpoint]:
+    """The limits, deliveries in flight and state of each webhook (one query on PostgreSQL)."""
+    default = settings.WEBHOOKS_ENDPOINT_CONCURRENCY
+    found: dict[uuid.UUID, _Endpoint] = {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT s.id, s.updated_at, s.is_active, s.failing_since, s.max_concurrency, "  # noqa: S608 - column names only
+                "s.rate_limit_per_second, (SELECT count(*) FROM deliveries_delivery AS d "
+                "WHERE d.subscription_id = s.id AND d.status = 'pending' AND "
+                "d.leased_until >= %s), (SELECT count(*) FROM subscriptions_signingsecret AS k "
+                "WHERE k.subscription_id = s.id AND (k.expires_at IS NULL OR k.expires_at > %s)), "
+                "st.subscription_id, "
+                + ", ".join(f"st.{name}" for name in _STATE_FIELDS)
+                + " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
+                "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])",
+                [now, now, endpoints],
+            )
+            for row in cursor.fetchall():
+                state = None
+                if row[8] is not None:
+                    state = EndpointState(
+                        subscription_id=row[8], **dict(zip(_STATE_FIELDS, row[9:], strict=True))
+                    )
+                found[row[0]] = _Endpoint(
+                    version=(row[1], row[7]),
+                    is_active=row[2],
+                    failing_since=row[3],
+                    concurrency=row[4] or default,
+                    rate=row[5],
+                    in_flight=row[6],
+                    state=state,
+                )
+        return found
+    in_flight = dict(
+        Delivery.objects.filter(
+            subscription_id__in=endpoints, status=DeliveryStatus.PENDING, leased_until__gte=now
+        )
+        .values("subscription_id")
+        .annotate(count=Count("pk"))
+        .values_list("subscription_id", "count")
+    )
+    states = {state.pk: state for state in EndpointState.objects.filter(pk__in=endpoints)}
+    secrets = dict(
+        SigningSecret.objects.filter(subscription_id__in=endpoints)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values("subscription_id")
+        .annotate(count=Count("pk"))
+        .values_list("subscription_id", "count")
+    )
+    for pk, updated_at, is_active, failing_since, concurrency, rate in Subscription.objects.filter(
+        pk__in=endpoints
+    ).values_list(
+        "pk",
+        "updated_at",
+        "is_active",
+        "failing_since",
+        "max_concurrency",
+        "rate_limit_per_second",
+    ):
+        found[pk] = _Endpoint(
+            version=(updated_at, secrets.get(pk, 0)),
+            is_active=is_active,
+            failing_since=failing_since,
+            concurrency=concurrency or default,
+            rate=rate,
+            in_flight=in_flight.get(pk, 0),
+            state=states.get(pk),
+        )
+    return found
+
+
+def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datetime) -> list[Claim]:
+    """Claims from the leased rows, each with its webhook (from this process's copies)."""
+    if not rows or plan is None:
+        return []
+    subscriptions = _subscriptions_get(
+        {row[3]: plan.endpoints[row[3]].version for row in rows if row[3] in plan.endpoints}
+    )
+    claims: list[Claim] = []
+    for row in rows:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        info = plan.endpoints.get(values["subscription_id"])
+        subscription = subscriptions.get(values["subscription_id"])
+        if info is None or subscription is None:
+            continue
+        delivery = Delivery(**values)
+        # The fields that change without touching updated_at, as this claim read them.
+        subscription.is_active = info.is_active
+        subscription.failing_since = info.failing_since
+        delivery.subscription = subscription
+        delivery.school = subscription.school
+        circuit, failures = plan.circuit_of(delivery.subscription_id)
+        claims.append(
+            Claim(
+                delivery=delivery,
+                number=delivery.attempts,
+                token=delivery.lease_token or plan.token_after_lost_lease,
+                started_at=now,
+                trigger=delivery.next_trigger,
+                circuit=circuit,
+                failures=failures,
+            )
+        )
+    interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]
+    if interrupted:
+        _attempts_interrupted_record(interrupted)
+    return claims
+
+
+# --- This process's copies of the webhooks ----------------------------------------------------
+
+_CACHE_SECONDS = 60.0
+_cache: dict[uuid.UUID, tuple[tuple[dt.datetime, int], float, Subscription]] = {}
+_cache_lock = threading.Lock()
+
+
+def _subscriptions_get(
+    wanted: dict[uuid.UUID, tuple[dt.datetime, int]],
+) -> dict[uuid.UUID, Subscription]:
+    """The webhooks (with their school and signing secrets) as of their version (``updated_at``
+    and their count of signing secrets), from this process's copies; missing or outdated ones
+    are read, in two queries for all of them. A copy is also read again after a minute."""
+    fresh = time.monotonic()
+    found: dict[uuid.UUID, Subscription] = {}
+    missing: list[uuid.UUID] = []
+    for pk, version in wanted.items():
+        cached = _cache.get(pk)
+        if cached is not None and cached[0] == version and fresh - cached[1] < _CACHE_SECONDS:
+            found[pk] = cached[2]
+        else:
+            missing.append(pk)
+    if missing:
+        secrets = SigningSecret.objects.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        ).order_by("-created_at")
+        loaded = Subscription.objects.select_related("school").prefetch_related(
+            Prefetch("signing_secrets", queryset=secrets, to_attr="signing_secrets_cached")
+        )
+        with _cache_lock:
+            for subscription in loaded.filter(pk__in=missing):
+                _cache[subscription.pk] = (wanted[subscription.pk], fresh, subscription)
+                found[subscription.pk] = subscription
+    return found
+
+
+def signing_secrets_of(subscription: Subscription, now: dt.datetime) -> list[SigningSecret]:
+    """The webhook's signing secrets that still sign at ``now``, newest first."""
+    secrets: list[SigningSecret] = getattr(subscription, "signing_secrets_cached", [])
+    return [s for s in secrets if s.expires_at is None or s.expires_at > now]
 
 
 def _attempts_interrupted_record(deliveries: list[Delivery]) -> None:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
-from .claim import Claim, deliveries_claim
+from .claim import Claim, deliveries_claim, deliveries_claim_waiting
 from .record import deliveries_record, receivers_gone_disable
 from .send import request_build, request_send, sender_pool
 
@@ -111,14 +111,17 @@ class Dispatcher:
     def _submit(self, claims: list[Claim]) -> None:
         with self._lock:
             self._in_flight += len(claims)
-        pool = sender_pool()
         for claim in claims:
-            try:
-                request = request_build(claim)
-                pool.submit(self._send, claim, request)
-            except Exception:
-                logger.exception("Could not send delivery %s", claim.delivery.pk)
-                self._done(1)  # its lease runs out and the sweeper sends it again
+            self._submit_one(claim)
+
+    def _submit_one(self, claim: Claim) -> None:
+        """Send one claim from the send threads; it holds a slot and counts as in flight."""
+        try:
+            request = request_build(claim)
+            sender_pool().submit(self._send, claim, request)
+        except Exception:
+            logger.exception("Could not send delivery %s", claim.delivery.pk)
+            self._done(1)  # its lease runs out and the sweeper sends it again
 
     def _send(self, claim: Claim, request: object) -> None:
         try:
@@ -148,12 +151,16 @@ class Dispatcher:
                     break
                 batch.append(item)
             try:
-                self._record(batch)
-            finally:
-                self._done(len(batch))
+                continued = self._record(batch)
+            except BaseException:
+                logger.exception("The recorder failed on %d results", len(batch))
+                continued = 0
+            self._done(len(batch) - continued)
 
-    def _record(self, batch: list[_Result]) -> None:
-        """Write a batch of results, retrying while the database is unreachable.
+    def _record(self, batch: list[_Result]) -> int:
+        """Write a batch of results, retrying while the database is unreachable; then hand the
+        slots it frees to deliveries that waited for those webhooks. Returns how many slots
+        went on to new deliveries (their accounting continues with them).
 
         The results are only in this process's memory: they are retried until the leases of
         the deliveries run out (after that other workers send them again, and a late result
@@ -167,9 +174,9 @@ class Dispatcher:
         pause = 0.2
         while True:
             try:
-                deliveries_record(claims=claims, results=results)
+                deliveries_record(claims=claims, results=results, pull_waiting=False)
                 receivers_gone_disable(claims, results)
-                return
+                return self._continue(claims)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = timezone.now().timestamp() + pause > lease_end + 60
@@ -181,7 +188,7 @@ class Dispatcher:
                         len(batch),
                         exc,
                     )
-                    return
+                    return 0
                 logger.warning(
                     "Recording %d attempts failed, the database is unreachable (%s); "
                     "trying again in %.1f s",
@@ -193,7 +200,23 @@ class Dispatcher:
                 pause = min(pause * 2, 5.0)
             except Exception:
                 logger.exception("Recording %d attempts failed", len(batch))
-                return
+                return 0
+
+    def _continue(self, claims: list[Claim]) -> int:
+        """Claim, for the webhooks these attempts went to, deliveries that waited for their
+        slots, and send them with the slots just freed; return how many."""
+        endpoints = sorted({claim.delivery.subscription_id for claim in claims})
+        try:
+            outcome = deliveries_claim_waiting(endpoints=endpoints, capacity=len(claims))
+        except Exception:
+            logger.exception("Taking up deliveries waiting for %d webhooks failed", len(endpoints))
+            return 0
+        if outcome.retry_at is not None and outcome.waiting:
+            claims_followup(outcome.waiting, outcome)
+        # The finished attempts' slots (and their count in flight) pass to these.
+        for claim in outcome.claims:
+            self._submit_one(claim)
+        return len(outcome.claims)
 
     def _done(self, count: int) -> None:
         self._slots_give(count)

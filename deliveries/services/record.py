@@ -79,7 +79,7 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 
 def deliveries_record(
-    *, claims: list[Claim], results: list[TransportResult]
+    *, claims: list[Claim], results: list[TransportResult], pull_waiting: bool = True
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -87,6 +87,9 @@ def deliveries_record(
     attempt, or failed), its attempt row, and its webhook's failure streak. A delivery whose
     lease ran out meanwhile keeps its new owner's state; only its attempt row is written. If
     the batch cannot be written as a whole, each result is written on its own.
+
+    ``pull_waiting`` enqueues, for each webhook, as many of the deliveries that waited for its
+    slots as finished here; a caller that takes them up itself (the dispatcher) passes False.
     """
     now = timezone.now()
     attempts: list[DeliveryAttempt] = []
@@ -133,7 +136,8 @@ def deliveries_record(
     for countdown, delivery_ids in _by_countdown(soon, owned).items():
         after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
     opened = _circuits_update(claims, results, now)
-    _waiting_pull(claims, owned, opened, now)
+    if pull_waiting:
+        _waiting_pull(claims, owned, opened, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
         # These leases ran out mid-attempt; other workers may own the rows now. The real results

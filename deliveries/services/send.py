@@ -14,12 +14,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
-from subscriptions.models import SigningSecret, Subscription
+from subscriptions.models import Subscription
 from webhook_engine.errors import ErrorKind
 from webhook_engine.signing import message_id, sign_v1, sign_v1a, signature_header
 from webhook_engine.transport import TransportResult
 
-from .claim import Claim
+from .claim import Claim, signing_secrets_of
 from .config import ed25519_keys, transport_get
 
 REDACTED = "[redacted]"
@@ -106,7 +106,7 @@ def request_build(claim: Claim) -> Request:
         )
     try:
         # Prefetched by deliveries_claim (only the secrets that still sign).
-        active: list[SigningSecret] = getattr(subscription, "active_secrets", [])
+        active = signing_secrets_of(subscription, timezone.now())
         secrets = [secret_decrypt(s.secret_encrypted) for s in active]
         password = (
             secret_decrypt(subscription.basic_auth_password_encrypted)
