@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -140,18 +140,36 @@ def deliveries_record(
         _waiting_pull(claims, owned, opened, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
-        # These leases ran out mid-attempt; other workers may own the rows now. The real results
-        # replace the "interrupted" entries the new owners may have written for them.
-        logger.warning("%d attempts finished after their lease ran out", len(lost))
-        DeliveryAttempt.objects.bulk_create(
-            lost,
-            update_conflicts=True,
-            unique_fields=["delivery", "number"],
-            update_fields=_ATTEMPT_RESULT_FIELDS,
-        )
+        _late_attempts_record(lost)
     # Metrics and the per-attempt log lines: the one place they are taken (deliveries/metrics.py).
     attempts_observe(attempts)
     return attempts
+
+
+def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
+    """Attempts whose delivery this worker no longer held when it recorded them: the lease ran
+    out mid-attempt (other workers may own the rows now) or the delivery was deleted with its
+    webhook. The real results replace the "interrupted" entries the new owners may have
+    written; a deleted delivery's are dropped."""
+    existing = set(
+        Delivery.objects.filter(pk__in=[a.delivery_id for a in lost]).values_list("pk", flat=True)
+    )
+    late = [attempt for attempt in lost if attempt.delivery_id in existing]
+    if len(late) < len(lost):
+        logger.info("%d attempts finished after their webhook was deleted", len(lost) - len(late))
+    if not late:
+        return
+    logger.warning("%d attempts finished after their lease ran out", len(late))
+    try:
+        with transaction.atomic():
+            DeliveryAttempt.objects.bulk_create(
+                late,
+                update_conflicts=True,
+                unique_fields=["delivery", "number"],
+                update_fields=_ATTEMPT_RESULT_FIELDS,
+            )
+    except IntegrityError:
+        logger.info("Late attempts not recorded: their deliveries were deleted meanwhile")
 
 
 _ATTEMPT_RESULT_FIELDS = [
