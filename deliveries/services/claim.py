@@ -81,6 +81,8 @@ class Claim:
     # The webhook's circuit breaker as this claim left it, and its network failures in a row.
     circuit: str = CircuitState.CLOSED
     failures: int = 0
+    # Other deliveries of the webhook wait for its slots: take them up when this one is done.
+    waiting_behind: bool = False
 
     @property
     def probe(self) -> bool:
@@ -174,8 +176,11 @@ def _claim(
             outcome.unclaimed.append(str(pk))
         elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id):
             plan.chosen.append(pk)
+            if not park:  # taking up deliveries that waited: fewer wait now
+                plan.waiting_taken[subscription_id] = plan.waiting_taken.get(subscription_id, 0) + 1
         else:
             outcome.waiting.append(str(pk))
+            plan.left.add(subscription_id)
     outcome.retry_at = plan.retry_at
     rows = _lease(plan.chosen, now=now, plan=plan) if plan.chosen else []
     if park and outcome.waiting:
@@ -246,6 +251,7 @@ class _Endpoint:
     concurrency: int
     rate: int | None
     in_flight: int
+    waiting: int  # due or not, without a message and not in flight
     state: EndpointState | None
 
 
@@ -260,6 +266,14 @@ class _Plan:
         self.endpoints = _endpoints_read(endpoints, now)
         self.changed: dict[uuid.UUID, EndpointState] = {}
         self.token_after_lost_lease = uuid.uuid4()
+        self.left: set[uuid.UUID] = set()
+        self.waiting_taken: dict[uuid.UUID, int] = {}
+
+    def waiting_behind(self, endpoint: uuid.UUID) -> bool:
+        """Whether deliveries of ``endpoint`` still wait for its slots after this claim."""
+        info = self.endpoints.get(endpoint)
+        waiting = 0 if info is None else info.waiting - self.waiting_taken.get(endpoint, 0)
+        return endpoint in self.left or waiting > 0
 
     def admits(self, endpoint: uuid.UUID) -> bool:
         """Whether one more automatic delivery to ``endpoint`` may go now (and count it)."""
@@ -352,22 +366,26 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                 "SELECT s.id, s.updated_at, s.is_active, s.failing_since, s.max_concurrency, "  # noqa: S608 - column names only
                 "s.rate_limit_per_second, (SELECT count(*) FROM deliveries_delivery AS d "
                 "WHERE d.subscription_id = s.id AND d.status = 'pending' AND "
-                "d.leased_until >= %s), (SELECT count(*) FROM subscriptions_signingsecret AS k "
+                "d.leased_until >= %s), (SELECT count(*) FROM deliveries_delivery AS w "
+                "WHERE w.subscription_id = s.id AND w.status = 'pending' AND w.enqueued_at IS "
+                "NULL AND (w.leased_until IS NULL OR w.leased_until < %s)), "
+                "(SELECT count(*) FROM subscriptions_signingsecret AS k "
                 "WHERE k.subscription_id = s.id AND (k.expires_at IS NULL OR k.expires_at > %s)), "
                 "st.subscription_id, "
                 + ", ".join(f"st.{name}" for name in _STATE_FIELDS)
                 + " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
                 "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])",
-                [now, now, endpoints],
+                [now, now, now, endpoints],
             )
             for row in cursor.fetchall():
                 state = None
-                if row[8] is not None:
+                if row[9] is not None:
                     state = EndpointState(
-                        subscription_id=row[8], **dict(zip(_STATE_FIELDS, row[9:], strict=True))
+                        subscription_id=row[9], **dict(zip(_STATE_FIELDS, row[10:], strict=True))
                     )
                 found[row[0]] = _Endpoint(
-                    version=(row[1], row[7]),
+                    version=(row[1], row[8]),
+                    waiting=row[7],
                     is_active=row[2],
                     failing_since=row[3],
                     concurrency=row[4] or default,
@@ -385,6 +403,15 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
         .values_list("subscription_id", "count")
     )
     states = {state.pk: state for state in EndpointState.objects.filter(pk__in=endpoints)}
+    waiting = dict(
+        Delivery.objects.filter(
+            subscription_id__in=endpoints, status=DeliveryStatus.PENDING, enqueued_at__isnull=True
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .values("subscription_id")
+        .annotate(count=Count("pk"))
+        .values_list("subscription_id", "count")
+    )
     secrets = dict(
         SigningSecret.objects.filter(subscription_id__in=endpoints)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
@@ -404,6 +431,7 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
     ):
         found[pk] = _Endpoint(
             version=(updated_at, secrets.get(pk, 0)),
+            waiting=waiting.get(pk, 0),
             is_active=is_active,
             failing_since=failing_since,
             concurrency=concurrency or default,
@@ -444,6 +472,7 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
                 trigger=delivery.next_trigger,
                 circuit=circuit,
                 failures=failures,
+                waiting_behind=plan.waiting_behind(delivery.subscription_id),
             )
         )
     interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]

@@ -205,7 +205,11 @@ class Dispatcher:
     def _continue(self, claims: list[Claim]) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
         slots, and send them with the slots just freed; return how many."""
-        endpoints = sorted({claim.delivery.subscription_id for claim in claims})
+        endpoints = sorted(
+            {claim.delivery.subscription_id for claim in claims if claim.waiting_behind}
+        )
+        if not endpoints:
+            return 0  # nothing waited when they were claimed (the sweeper covers a race)
         try:
             outcome = deliveries_claim_waiting(endpoints=endpoints, capacity=len(claims))
         except Exception:

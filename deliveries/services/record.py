@@ -6,6 +6,7 @@ receiver's answer triggers (410)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import uuid
@@ -187,38 +188,46 @@ _ATTEMPT_RESULT_FIELDS = [
 def _results_write(
     claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime
 ) -> set[uuid.UUID]:
-    """Write the batch in one transaction; return the deliveries whose lease was still ours."""
-    with transaction.atomic():
-        owned = _deliveries_update_owned([claim.delivery for claim in claims], claims)
-        if owned:
-            DeliveryAttempt.objects.bulk_create(
-                [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
+    """Write the batch atomically; return the deliveries whose lease was still ours.
+
+    On PostgreSQL one statement writes both the deliveries' new state (where this worker's
+    lease still holds) and their attempt rows; elsewhere (the embedded SQLite) the rows are
+    locked, read, bulk-updated and the attempts inserted in a transaction.
+    """
+    if connection.vendor == "postgresql":
+        owned = _results_write_statement(claims, attempts)
+    else:
+        with transaction.atomic():
+            owned = set(
+                Delivery.objects.select_for_update()
+                .filter(pk__in=[claim.delivery.pk for claim in claims])
+                .filter(lease_token__in={claim.token for claim in claims})
+                .values_list("pk", flat=True)
             )
-            _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
+            if owned:
+                Delivery.objects.bulk_update(
+                    [claim.delivery for claim in claims if claim.delivery.pk in owned],
+                    _RECORDED_FIELDS,
+                )
+                DeliveryAttempt.objects.bulk_create(
+                    [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
+                )
+    if owned:
+        _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
     return owned
 
 
-def _deliveries_update_owned(deliveries: list[Delivery], claims: list[Claim]) -> set[uuid.UUID]:
-    """Write the deliveries' new state where this worker's lease still holds; return those.
-
-    On PostgreSQL one ``UPDATE ... FROM (VALUES ...) RETURNING`` does it; elsewhere (the
-    embedded SQLite) the rows are locked, read and bulk-updated.
-    """
-    if connection.vendor != "postgresql":
-        owned = set(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=[delivery.pk for delivery in deliveries])
-            .filter(lease_token__in={claim.token for claim in claims})
-            .values_list("pk", flat=True)
-        )
-        if owned:
-            Delivery.objects.bulk_update(
-                [delivery for delivery in deliveries if delivery.pk in owned], _RECORDED_FIELDS
-            )
-        return owned
-    rows = ", ".join([_VALUES_ROW] * len(deliveries))
+def _results_write_statement(
+    claims: list[Claim], attempts: list[DeliveryAttempt]
+) -> set[uuid.UUID]:
+    """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, and ``INSERT`` their
+    attempts from it, in one statement (atomic on its own, one round trip)."""
+    delivery_rows: list[str] = []
+    attempt_rows: list[str] = []
     params: list[Any] = []
-    for delivery, claim in zip(deliveries, claims, strict=True):
+    for claim in claims:
+        delivery = claim.delivery
+        delivery_rows.append(_DELIVERY_ROW)
         params += [
             delivery.pk,
             claim.token,
@@ -230,25 +239,66 @@ def _deliveries_update_owned(deliveries: list[Delivery], claims: list[Claim]) ->
             delivery.last_error,
             delivery.delivered_at,
         ]
+    for attempt in attempts:
+        attempt_rows.append(_ATTEMPT_ROW)
+        params += [
+            attempt.delivery_id,
+            attempt.number,
+            attempt.trigger,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.request_url,
+            json.dumps(attempt.request_headers),
+            attempt.response_status,
+            json.dumps(attempt.response_headers),
+            attempt.response_body,
+            attempt.response_body_truncated,
+            attempt.error_kind,
+            attempt.error_message,
+        ]
+    sql = _RESULTS_WRITE.format(
+        deliveries=", ".join(delivery_rows), attempts=", ".join(attempt_rows)
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_UPDATE_OWNED.format(rows=rows), params)
-        return {row[0] for row in cursor.fetchall()}
+        cursor.execute(sql, params)
+        written = dict(cursor.fetchall())
+    for attempt in attempts:
+        if attempt.delivery_id in written:
+            attempt.pk = written[attempt.delivery_id]
+    return set(written)
 
 
-_VALUES_ROW = (
+_DELIVERY_ROW = (
     "(%s::uuid, %s::uuid, %s::varchar, %s::timestamptz, %s::timestamptz, %s::integer, "
     "%s::varchar, %s::text, %s::timestamptz)"
 )
-_UPDATE_OWNED = """
-UPDATE deliveries_delivery AS d
-SET status = v.status, next_attempt_at = v.next_attempt_at, next_trigger = 'automatic',
-    enqueued_at = v.enqueued_at, leased_until = NULL, lease_token = NULL,
-    last_response_status = v.last_response_status, last_error_kind = v.last_error_kind,
-    last_error = v.last_error, delivered_at = v.delivered_at
-FROM (VALUES {rows}) AS v(id, token, status, next_attempt_at, enqueued_at, last_response_status,
-                          last_error_kind, last_error, delivered_at)
-WHERE d.id = v.id AND d.lease_token = v.token
-RETURNING d.id
+_ATTEMPT_ROW = (
+    "(%s::uuid, %s::integer, %s::varchar, %s::timestamptz, %s::integer, %s::varchar, "
+    "%s::jsonb, %s::integer, %s::jsonb, %s::text, %s::boolean, %s::varchar, %s::text)"
+)
+_RESULTS_WRITE = """
+WITH owned AS (
+    UPDATE deliveries_delivery AS d
+    SET status = v.status, next_attempt_at = v.next_attempt_at, next_trigger = 'automatic',
+        enqueued_at = v.enqueued_at, leased_until = NULL, lease_token = NULL,
+        last_response_status = v.last_response_status, last_error_kind = v.last_error_kind,
+        last_error = v.last_error, delivered_at = v.delivered_at
+    FROM (VALUES {deliveries}) AS v(id, token, status, next_attempt_at, enqueued_at,
+                                    last_response_status, last_error_kind, last_error,
+                                    delivered_at)
+    WHERE d.id = v.id AND d.lease_token = v.token
+    RETURNING d.id
+)
+INSERT INTO deliveries_deliveryattempt
+    (delivery_id, number, trigger, started_at, duration_ms, request_url, request_headers,
+     response_status, response_headers, response_body, response_body_truncated, error_kind,
+     error_message)
+SELECT a.* FROM (VALUES {attempts}) AS a(delivery_id, number, trigger, started_at, duration_ms,
+                                         request_url, request_headers, response_status,
+                                         response_headers, response_body,
+                                         response_body_truncated, error_kind, error_message)
+JOIN owned ON owned.id = a.delivery_id
+RETURNING delivery_id, id
 """
 
 
