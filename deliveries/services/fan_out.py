@@ -271,7 +271,7 @@ def _events_fan_out_batch(
             deliveries += built
             fanned_out.append(event.id)
             size += sum(len(delivery.body) for delivery in built)
-        Delivery.objects.bulk_create(deliveries, batch_size=1000)
+        deliveries_insert(deliveries)
         Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
         pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
         if pending:
@@ -304,24 +304,26 @@ def _event_fan_out_in_pieces(
     to the workers at once, so the first attempts start while the rest is being built.
 
     One worker at a time (a PostgreSQL advisory lock on the event; None if another holds
-    it). A piece written before a crash is not written twice (the unique event and webhook
-    pair), and the event is marked fanned out after its last piece. Returns the deliveries
-    created.
+    it). A piece written before a crash is not written again, and the event is marked fanned
+    out after its last piece. Returns the deliveries created.
     """
     with _event_lock(event.pk) as locked:
         if not locked:
             return None
         chunk = settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE
         bodies = _Bodies(event)
+        # Pieces written before a crash are not written again.
+        done = set(Delivery.objects.filter(event=event).values_list("subscription_id", flat=True))
+        remaining = [subscription for subscription in subscriptions if subscription.pk not in done]
         created = 0
-        for start in range(0, len(subscriptions), chunk):
+        for start in range(0, len(remaining), chunk):
             now = timezone.now()
             piece = [
                 delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
-                for subscription in subscriptions[start : start + chunk]
+                for subscription in remaining[start : start + chunk]
             ]
             with transaction.atomic():
-                Delivery.objects.bulk_create(piece, batch_size=1000, ignore_conflicts=True)
+                deliveries_insert(piece)
                 pending = [d.id for d in piece if d.status == DeliveryStatus.PENDING]
                 if pending:
                     after_commit(hand_off, pending)
@@ -450,6 +452,29 @@ def delivery_build(
     delivery.next_attempt_at = now
     delivery.enqueued_at = now
     return delivery
+
+
+_COPY_DELIVERIES = "COPY {table} ({columns}) FROM STDIN".format(
+    table=Delivery._meta.db_table,
+    columns=", ".join(str(field.column) for field in Delivery._meta.concrete_fields),
+)
+
+
+def deliveries_insert(deliveries: list[Delivery]) -> None:
+    """Insert new deliveries, in the caller's transaction.
+
+    On PostgreSQL with ``COPY``: a thousand rows cost a few milliseconds, against tens for a
+    multi-row ``INSERT`` whose every value is a parameter. Elsewhere ``bulk_create``.
+    """
+    if not deliveries:
+        return
+    if connection.vendor != "postgresql":
+        Delivery.objects.bulk_create(deliveries, batch_size=500)
+        return
+    attributes = [field.attname for field in Delivery._meta.concrete_fields]
+    with connection.cursor() as cursor, cursor.cursor.copy(_COPY_DELIVERIES) as copy:
+        for delivery in deliveries:
+            copy.write_row([getattr(delivery, name) for name in attributes])
 
 
 def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | None = None) -> None:
