@@ -305,6 +305,7 @@ def delivery_build(*, event: Event, subscription: Subscription, now: dt.datetime
             content_type=subscription.content_type,
             template=subscription.body_template,
             unix_timestamp=int(event.occurred_at.timestamp()),
+            profile=subscription.profile,
         )
     except BodyTemplateError as exc:
         delivery.body = b""
