@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import EDITABLE_FIELDS, Subscription
+from .models import EDITABLE_FIELDS, Profile, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
@@ -253,12 +253,17 @@ class SubscriptionForm(forms.ModelForm):
             )
         if "profile" in self.fields:
             self.fields["profile"].help_text = self._profile_help()
+            # Not posted (a client of the plain form that predates it): the model's default.
+            self.fields["profile"].required = False
         if self.instance.basic_auth_password_encrypted:
             self.fields[
                 "basic_auth_password"
             ].help_text = (
                 "A password is set; leave empty to keep it. Stored encrypted, never shown."
             )
+
+    def clean_profile(self) -> str:
+        return self.cleaned_data.get("profile") or Profile.STANDARD
 
     def _profile_help(self) -> str:
         client_id = (

@@ -132,8 +132,9 @@ def _request_build(claim: Claim) -> _Request:
                 ecdsa_key=ecdsa_key() if profile_get(subscription.profile).needs_ecdsa_key else None,
             )
         )
-    except ValueError as exc:  # a platform key missing or unreadable, or an unknown profile
-        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
+    except ValueError as exc:  # a key missing or unreadable, or an unknown profile
+        message = f"The request could not be signed: {exc}"
+        return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
     if subscription.basic_auth_enabled:
         credentials = f"{subscription.basic_auth_username}:{password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
