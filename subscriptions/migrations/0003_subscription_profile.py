@@ -6,7 +6,6 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('schools', '0004_admin_groups'),
         ('subscriptions', '0002_admin_permissions'),
     ]
 
