@@ -18,10 +18,12 @@ from webhook_engine.envelope import envelope_build
 from webhook_engine.vendors import PROFILES, SEED_EVENT_NAMES, SeedEventName, profile_body
 from webhook_engine.vendors.mapping import spec_rows
 
-SAMPLE_ENVELOPE = {
-    "id": "4f9c2a8e-5b1d-4e0f-9a7c-3d2e1f0a9b8c",
+SAMPLE_EVENT_ID = "4f9c2a8e-5b1d-4e0f-9a7c-3d2e1f0a9b8c"
+SAMPLE_SCHOOL_ID, SAMPLE_SCHOOL_SLUG = 1, "lycee-victor-hugo"
+SAMPLE_ENVELOPE: dict[str, Any] = {
+    "id": SAMPLE_EVENT_ID,
     "type": "course.deleted",
-    "school": {"id": 1, "slug": "lycee-victor-hugo"},
+    "school": {"id": SAMPLE_SCHOOL_ID, "slug": SAMPLE_SCHOOL_SLUG},
     "timestamp": "2026-03-26T09:00:00+01:00",
     "data": {"course": {"id": "course-4711", "name": "Mathematics 101"}},
 }
@@ -66,10 +68,10 @@ def json_pretty(value: Any) -> str:
 def vendor_shapes(key: str, sample: Mapping[str, Any]) -> tuple[VendorShape, ...]:
     """Every vendor profile that sends ``key``: its names for it, its mapping, its sample."""
     envelope = envelope_build(
-        event_id=SAMPLE_ENVELOPE["id"],
+        event_id=SAMPLE_EVENT_ID,
         event_type=key,
-        school_id=SAMPLE_ENVELOPE["school"]["id"],
-        school_slug=SAMPLE_ENVELOPE["school"]["slug"],
+        school_id=SAMPLE_SCHOOL_ID,
+        school_slug=SAMPLE_SCHOOL_SLUG,
         occurred_at=dt.datetime(2026, 3, 26, 8, 0, tzinfo=dt.UTC),
         data=dict(sample),
         tz=ZoneInfo("Europe/Paris"),

@@ -138,9 +138,7 @@ def ecdsa_key_load(value: str) -> ec.EllipticCurvePrivateKey:
         raise ValueError(
             "The ECDSA signing key is neither 32 bytes nor a DER PKCS#8 private key."
         ) from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("The ECDSA signing key must be a P-256 (prime256v1) key.")
     return key
 

@@ -129,7 +129,9 @@ def _request_build(claim: Claim) -> _Request:
                 webhook_id=str(subscription.id),
                 secrets=secrets,
                 ed25519_keys=ed25519_keys() if subscription.sign_ed25519 else (),
-                ecdsa_key=ecdsa_key() if profile_get(subscription.profile).needs_ecdsa_key else None,
+                ecdsa_key=ecdsa_key()
+                if profile_get(subscription.profile).needs_ecdsa_key
+                else None,
             )
         )
     except ValueError as exc:  # a key missing or unreadable, or an unknown profile

@@ -1,4 +1,5 @@
-"""Comparing what a vendor profile sends with the vendor's own samples (tests/fixtures/vendor_samples).
+"""Comparing what a vendor profile sends with the vendor's own samples
+(tests/fixtures/vendor_samples).
 
 Written from the fixtures' README, not from the product: a sample's ``paths`` map every JSON path
 (array items as ``[]``) to its JSON type. A profile's body passes when it has exactly the same

@@ -28,8 +28,18 @@ ALWAYS = {
 }
 
 INSTRUCTORS = [
-    {"id": 890789, "first_name": "Alex", "last_name": "Smith", "bio": "Senior Developer and Educator"},
-    {"id": 890790, "first_name": "Jamie", "last_name": "Doe", "bio": "Expert in Webhook Integrations"},
+    {
+        "id": 890789,
+        "first_name": "Alex",
+        "last_name": "Smith",
+        "bio": "Senior Developer and Educator",
+    },
+    {
+        "id": 890790,
+        "first_name": "Jamie",
+        "last_name": "Doe",
+        "bio": "Expert in Webhook Integrations",
+    },
 ]
 COURSE = {
     "id": 909850,
@@ -66,8 +76,7 @@ TEST = {
     "name": "Advanced Webhooks Assessment",
     "slug": "advanced-webhooks-assessment",
     "description": (
-        "Test your knowledge and application skills on webhooks with this comprehensive "
-        "assessment."
+        "Test your knowledge and application skills on webhooks with this comprehensive assessment."
     ),
     "image_url": "/assets/images/intro-to-webhooks.png",
     "scoring_type": "adaptive",

@@ -40,13 +40,19 @@ SESSION = {
     "end": "2026-03-26T10:00:00Z",
     "external_id": "external-api-id",
 }
-SECRET = "whsec_dGhlLWVkdXNpZ24tY2xpZW50LXNlY3JldC0zMmJ5dGU="  # the webhook's signing secret: its client secret
+# The webhook's signing secret, which is its Edusign client secret.
+SECRET = "whsec_dGhlLWVkdXNpZ24tY2xpZW50LXNlY3JldC0zMmJ5dGU="
 # Edusign's own school id: ours is the school's id.
 SCHOOL_ID = {"absence.SCHOOL_ID", "absenceRequest.SCHOOL_ID"}
 
 
 def _lifecycle(resource: str) -> dict:
-    names = {"created": "created", "updated": "edited", "deleted": "deleted", "restored": "unremoved"}
+    names = {
+        "created": "created",
+        "updated": "edited",
+        "deleted": "deleted",
+        "restored": "unremoved",
+    }
     return {
         f"on_{resource}_{name}": (f"{resource}.{verb}", {resource: {"id": f"{resource}-uuid"}})
         for verb, name in names.items()
@@ -204,7 +210,7 @@ def test_the_edusign_profile_sends_what_edusign_sends(edusign_type):
     event_type, data = CASES[edusign_type]
     sample = PAYLOADS[edusign_type]["body"]
 
-    body, raw = vendor_body(
+    body, _ = vendor_body(
         SchoolFactory(timezone=ZONE),
         profile="edusign",
         event_type=event_type,

@@ -37,9 +37,7 @@ def test_placeholders_hidden_e_mails_and_one_of_values_accept_any_fitting_value(
     sample = {"id": "x1", "email": "[email\u00a0protected]", "kind": "free/paid", "n": 1}
     body = {"id": "e-42", "email": "ada@example.org", "kind": "paid", "n": 1.5}
 
-    assert shape_differences(body, sample, placeholders={"id"}) == [
-        "n is 1.5, the sample has 1"
-    ]
+    assert shape_differences(body, sample, placeholders={"id"}) == ["n is 1.5, the sample has 1"]
     assert shape_differences({**body, "email": "nobody", "kind": "gratis"}, sample) == [
         "id is 'e-42', the sample has 'x1'",
         "email is 'nobody', not an e-mail address",

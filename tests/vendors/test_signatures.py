@@ -152,7 +152,7 @@ def test_an_edudip_receiver_verifies_the_signature_with_the_downloaded_public_ke
     receiver, live_server
 ):
     edudip = vendor_samples("edudip")["signature"]
-    with urllib.request.urlopen(  # noqa: S310 - the live server on 127.0.0.1
+    with urllib.request.urlopen(
         f"{live_server.url}/.well-known/webhooks/ecdsa-public-key.pem", timeout=10
     ) as response:
         assert response.headers["Content-Type"] == "application/x-pem-file"

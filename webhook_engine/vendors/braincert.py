@@ -269,7 +269,9 @@ SALE: dict[str, Spec] = {
     "items": Each(
         "data.sale.items",
         {
-            "type": Field("type", lookup({"test": "assessment", "live_class": "virtual classroom"})),
+            "type": Field(
+                "type", lookup({"test": "assessment", "live_class": "virtual classroom"})
+            ),
             "name": Field("name"),
             "price": Field("price"),
             "quantity": Field("quantity"),
@@ -292,8 +294,14 @@ SALE: dict[str, Spec] = {
 EVENTS: dict[str, Any] = {
     "user.created": _body("user", "signup", USER_CREATED, timestamp=False),
     "group.created": _body("group", "created", GROUP),
-    **{f"course.{verb}": _body("course", verb, COURSE) for verb in ("created", "updated", "deleted")},
-    **{f"bundle.{verb}": _body("bundle", verb, BUNDLE) for verb in ("created", "updated", "deleted")},
+    **{
+        f"course.{verb}": _body("course", verb, COURSE)
+        for verb in ("created", "updated", "deleted")
+    },
+    **{
+        f"bundle.{verb}": _body("bundle", verb, BUNDLE)
+        for verb in ("created", "updated", "deleted")
+    },
     **{
         f"test.{verb}": _body("assessment", verb, TEST)
         for verb in ("created", "updated", "deleted")
@@ -303,12 +311,11 @@ EVENTS: dict[str, Any] = {
         f"live_class.{verb}": _body("virtual classroom", verb, LIVE_CLASS)
         for verb in ("created", "updated", "deleted")
     },
+    **{f"user.{verb}": _body("user", verb, USER, tenant=True) for verb in ("updated", "deleted")},
     **{
-        f"user.{verb}": _body("user", verb, USER, tenant=True)
-        for verb in ("updated", "deleted")
-    },
-    **{
-        f"product.{verb}": _body("product", verb, PRODUCT, tenant=True, domain=False, timestamp=False)
+        f"product.{verb}": _body(
+            "product", verb, PRODUCT, tenant=True, domain=False, timestamp=False
+        )
         for verb in ("created", "deleted")
     },
     "course_enrollment.created": _body(

@@ -95,7 +95,9 @@ COURSE_COMPLETED: dict[str, Spec] = {
                 {"key": Field("key"), "value": Field("value"), "createdAt": Field("created_at")},
             ),
         },
-        rest=Rest(exclude=("id", "email", "first_name", "last_name", "name", "identifiers", "uuid")),
+        rest=Rest(
+            exclude=("id", "email", "first_name", "last_name", "name", "identifiers", "uuid")
+        ),
     ),
     "course": Obj(
         "data.course",
@@ -108,7 +110,9 @@ COURSE_COMPLETED: dict[str, Spec] = {
         },
         rest=Rest(exclude=_CATALOG_COURSE_FIELDS),
     ),
-    "parentGroup": Obj("data.group", {"id": Field("id"), "name": Field("name")}, rest=Rest(("id", "name"))),
+    "parentGroup": Obj(
+        "data.group", {"id": Field("id"), "name": Field("name")}, rest=Rest(("id", "name"))
+    ),
     "completion": {
         "overallAssessmentScore": Field("data.scores.overall_assessment_score"),
         "overallLessonScore": Field("data.scores.overall_lesson_score"),

@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from ..envelope import json_number
 
@@ -307,7 +307,7 @@ class Each:
         return [item for item in items if item is not MISSING]
 
 
-Spec = Union[Field, Const, FirstOf, FullName, Obj, Each, Mapping[str, "Spec"]]
+Spec: TypeAlias = "Field | Const | FirstOf | FullName | Obj | Each | Mapping[str, Spec]"
 
 
 def _object_build(fields: Mapping[str, Spec], scope: Any, context: Context) -> dict[str, Any]:
