@@ -40,6 +40,10 @@ class VendorShape:
     rows: tuple[tuple[str, str], ...]  # (vendor path, where its value comes from)
     sample_json: str  # the type's sample as this vendor's receivers get it
 
+    @property
+    def names_list(self) -> list[str]:
+        return [name for name in self.names.split(", ") if name]
+
 
 @dataclass(frozen=True)
 class ReferenceType:

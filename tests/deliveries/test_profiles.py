@@ -9,6 +9,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from standardwebhooks.webhooks import Webhook
 
+from deliveries.display import attempt_shown
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import delivery_test_send
 from tests.subscriptions.factories import SubscriptionFactory
@@ -78,3 +79,19 @@ def test_the_ecdsa_public_key_is_served_as_pem_and_is_absent_without_a_key(clien
     assert served["Content-Type"] == "application/x-pem-file"
     assert served.content.startswith(b"-----BEGIN PUBLIC KEY-----\n")
     assert absent.status_code == 404
+
+
+def test_who_may_not_see_secrets_still_reads_the_vendors_headers(school, receiver):
+    webhook = SubscriptionFactory(
+        school=school,
+        url=receiver.url("/edusign"),
+        profile="edusign",
+        custom_headers={"X-Api-Token": "receiver-token-123"},
+    )
+    attempt = delivery_test_send(subscription=webhook, event_type="course.created")
+
+    shown = attempt_shown(attempt, secrets=["receiver-token-123"])["request_headers"]
+
+    assert shown["X-Api-Token"] == "[hidden]"
+    assert shown["x-edusign-webhook-type"] == "on_course_created"
+    assert shown["x-edusign-client-id"] == str(webhook.pk)

@@ -10,9 +10,12 @@ import base64
 import json
 import re
 import subprocess
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from deliveries.services import delivery_test_send
 from tests.subscriptions.factories import SubscriptionFactory
@@ -146,3 +149,30 @@ def test_the_php_snippet_verifies_real_deliveries(profile, school, receiver, cli
 
     assert done.returncode == 0, done.stderr + done.stdout
     assert json.loads(done.stdout) == _expected(cases)
+
+
+README = DOC.parents[1] / "README.md"
+README_XML = re.compile(
+    r"<!-- readme-example: verify xml -->\n *```python\n(?P<code>.*?) *```", re.S
+)
+
+
+def test_the_readmes_verification_of_an_xml_body_works_as_written(school, receiver):
+    [code] = [textwrap.dedent(m["code"]) for m in README_XML.finditer(README.read_text())]
+    webhook = SubscriptionFactory(
+        school=school, url=receiver.url("/xml"), content_type="xml", topics=["course.*"]
+    )
+    delivery_test_send(subscription=webhook, event_type="course.created")
+    [received] = receiver.received("/xml")
+
+    def run(body: bytes) -> dict:
+        namespace = {"request": SimpleNamespace(body=body, headers=received.headers)}
+        exec(code.replace("whsec_...", webhook.secret), namespace)  # noqa: S102 - the README's code
+        return namespace
+
+    verified = run(received.body)["webhook"]
+
+    assert verified.tag == "webhook"
+    assert verified.findtext("type") == "course.created"
+    with pytest.raises(WebhookVerificationError):
+        run(received.body.replace(b"course.created", b"course.deleted"))

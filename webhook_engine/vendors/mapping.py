@@ -348,7 +348,7 @@ def _describe_leaf(spec: Spec, base: str) -> str:
     if isinstance(spec, Obj):
         return f"`{_source(base, spec.path)}`"
     if isinstance(spec, Each):
-        return f"`{_source(base, spec.path)}`" + (" (or the single object)" if spec.single else "")
+        return f"`{_source(base, spec.path)}`" + (" as a list of one" if spec.single else "")
     return "an object"
 
 
