@@ -62,7 +62,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "last_delivery",
         "health",
     ]
-    list_filter = [WebhookStateFilter, TopicFilter, "content_type", SchoolListFilter]
+    list_filter = [WebhookStateFilter, TopicFilter, "content_type", "profile", SchoolListFilter]
     list_select_related = ["school"]
     search_fields = ["name", "url"]
     list_per_page = 50
@@ -118,7 +118,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             main.insert(0, "school_display")
         fieldsets: list[tuple[Any, Any]] = [
             (None, {"fields": main}),
-            ("Delivery profile", {"fields": ["profile"]}),
+            ("Profile", {"fields": ["profile"]}),
             (
                 "Basic authentication",
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},

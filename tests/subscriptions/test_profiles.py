@@ -263,8 +263,10 @@ def test_the_admin_places_the_profile_and_previews_with_it(client, school, schoo
         },
     )
 
-    assert b"<h2>Delivery profile</h2>" in page.content or b">Delivery profile<" in page.content
+    assert b">Delivery profile:</label>" in page.content
     assert b'<option value="edudip">edudip</option>' in page.content
     assert json.loads(preview.json()["body"])["type"] == "webinar.created"
     assert added.status_code == 302
     assert Subscription.objects.get().profile == "edudip"
+    listing = client.get("/admin/subscriptions/subscription/?profile__exact=edudip")
+    assert "JSON<br><small>as edudip</small>" in listing.content.decode()
