@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from deliveries.display import attempt_shown
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import delivery_test_send
+from subscriptions.services import subscription_secret_rotate
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
 
@@ -95,3 +96,21 @@ def test_who_may_not_see_secrets_still_reads_the_vendors_headers(school, receive
     assert shown["X-Api-Token"] == "[hidden]"
     assert shown["x-edusign-webhook-type"] == "on_course_created"
     assert shown["x-edusign-client-id"] == str(webhook.pk)
+
+
+def test_after_a_rotation_edusigns_hmac_uses_the_new_secret_and_the_standard_one_both(
+    school, receiver
+):
+    webhook = SubscriptionFactory(school=school, url=receiver.url("/edusign"), profile="edusign")
+    old = webhook.secret
+    new = subscription_secret_rotate(subscription=webhook)
+
+    delivery_test_send(subscription=webhook, event_type="course.created")
+
+    [received] = receiver.received("/edusign")
+    assert (
+        received.headers["x-edusign-hmac"]
+        == hmac.new(new.encode(), received.body, hashlib.sha256).hexdigest()
+    )
+    assert Webhook(old).verify(received.body, received.headers)
+    assert Webhook(new).verify(received.body, received.headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,7 +55,6 @@ class Profile:
     signature_doc: str
     headers: Callable[[HeaderRequest], dict[str, str]] | None = None
     needs_ecdsa_key: bool = False
-    header_names: tuple[str, ...] = field(default=())  # the vendor's headers, as it names them
 
     def has(self, event_type: str) -> bool:
         """Whether a webhook with this profile receives the event type."""

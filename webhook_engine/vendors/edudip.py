@@ -30,7 +30,6 @@ ENVELOPE: dict[str, Spec] = {
 EVENTS: dict[str, Any] = {row.key: ENVELOPE for row in SEED_EVENT_NAMES if row.vendor == EDUDIP}
 
 ALGORITHM = "SHA256"
-HEADER_NAMES = ("X-Edudip-Signature-Algorithm", "X-Edudip-Signature")
 
 
 def headers(request: HeaderRequest) -> dict[str, str]:
@@ -65,5 +64,4 @@ PROFILE = Profile(
     ),
     headers=headers,
     needs_ecdsa_key=True,
-    header_names=HEADER_NAMES,
 )

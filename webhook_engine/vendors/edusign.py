@@ -202,5 +202,4 @@ PROFILE = Profile(
         "(its client secret; the newest one after a rotation)"
     ),
     headers=headers,
-    header_names=HEADER_NAMES,
 )
