@@ -441,3 +441,22 @@ def test_the_braincert_profile_in_xml_is_the_same_tree_with_a_declaration():
         {"role_id": "1", "role_name": "Student"},
         {"role_id": "2", "role_name": "Course Contributor"},
     ]
+
+
+def test_a_certificate_that_does_not_expire_is_expiry_no_with_no_date():
+    event_type, data, _ = CASES["Course Completed"]
+    data = {**data, "certificate": {"issued": True, "expires_at": None}}
+
+    body, _ = vendor_body(
+        SchoolFactory(),
+        profile="braincert",
+        event_type=event_type,
+        data=data,
+        occurred_at="2024-02-14T12:00:00.000Z",
+    )
+
+    assert body["payload"]["completion_details"] == {
+        "certificate_issued": "yes",
+        "certificate_expiry": "no",
+        "certificate_expiration_date": None,
+    }

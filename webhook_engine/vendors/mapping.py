@@ -65,14 +65,16 @@ def datetime_parse(value: object) -> dt.datetime | None:
 
 @dataclass(frozen=True)
 class Format:
-    """A named conversion of one value (``None`` passes through untouched)."""
+    """A named conversion of one value (``None`` passes through untouched unless the format
+    ``takes_null``)."""
 
     doc: str
     convert: Callable[[Any], Any]
     is_date: bool = False
+    takes_null: bool = False
 
     def __call__(self, value: Any) -> Any:
-        if value is None or value is MISSING:
+        if value is MISSING or (value is None and not self.takes_null):
             return value
         return self.convert(value)
 
@@ -122,7 +124,7 @@ YES_NO = Format(
     '`"yes"` or `"no"`',
     lambda value: ("yes" if value else "no") if isinstance(value, bool) else value,
 )
-IS_SET = Format("whether it is set", lambda value: True)
+IS_SET = Format("whether it is set", lambda value: value is not None, takes_null=True)
 
 
 def lookup(table: Mapping[str, str]) -> Format:
