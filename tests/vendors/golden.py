@@ -20,8 +20,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from django.db import transaction
+from django.utils import timezone
+
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.fan_out import delivery_build
+from events.models import Event
 from events.services import event_publish
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -128,17 +132,20 @@ def vendor_delivery(
     school, *, profile: str, event_type: str, data: dict, occurred_at: str, **subscription
 ) -> Delivery:
     """Publish the event with ``data`` (checked against the catalog's schema) and build and
-    store its delivery to a new webhook with ``profile``, as fan-out does."""
-    event = event_publish(
-        school=school,
-        type=event_type,
-        data=data,
-        occurred_at=dt.datetime.fromisoformat(occurred_at),
-    )
-    webhook = SubscriptionFactory(school=school, profile=profile, **subscription)
-    delivery = delivery_build(event=event, subscription=webhook, now=event.occurred_at)
-    assert delivery.status == DeliveryStatus.PENDING, delivery.last_error
-    delivery.save(force_insert=True)
+    store its delivery to a new webhook with ``profile``, as fan-out does: in one transaction
+    that marks the event fanned out, so a worker running alongside leaves it alone."""
+    with transaction.atomic():
+        event = event_publish(
+            school=school,
+            type=event_type,
+            data=data,
+            occurred_at=dt.datetime.fromisoformat(occurred_at),
+        )
+        webhook = SubscriptionFactory(school=school, profile=profile, **subscription)
+        delivery = delivery_build(event=event, subscription=webhook, now=event.occurred_at)
+        assert delivery.status == DeliveryStatus.PENDING, delivery.last_error
+        delivery.save(force_insert=True)
+        Event.objects.filter(pk=event.pk).update(fanned_out_at=timezone.now())
     return delivery
 
 
