@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.utils.html import format_html
 
+from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES
+
 from .models import DeliveryStatus
 from .services.send import headers_custom_hide
 
@@ -47,12 +49,23 @@ def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
         }
     return {
         "request_url": url_query_mask(attempt.request_url),
-        "request_headers": headers_custom_hide(attempt.request_headers),
+        "request_headers": _request_headers_hide(attempt.request_headers),
         "response_headers": {
             name: text_scrub(str(value), secrets)
             for name, value in attempt.response_headers.items()
         },
         "response_body": text_scrub(attempt.response_body, secrets),
+    }
+
+
+def _request_headers_hide(headers: dict[str, str]) -> dict[str, str]:
+    """The custom headers' values hidden; the vendor profiles' headers (``x-edusign-...``,
+    ``X-Edudip-...``) are the product's own, which no custom header may be named like, so
+    they stay readable."""
+    hidden = headers_custom_hide(headers)
+    return {
+        name: headers[name] if name.lower().startswith(PRODUCT_HEADER_PREFIXES) else value
+        for name, value in hidden.items()
     }
 
 

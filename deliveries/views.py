@@ -1,5 +1,6 @@
 """Endpoints of the deliveries app: the delivery log API (/api/v1/deliveries/), the platform's
-public keys, the demo receiver, ``GET /health/`` and ``GET /metrics``."""
+public keys (Ed25519 for ``v1a``, ECDSA for the edudip profile), the demo receiver,
+``GET /health/`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from .models import Delivery
 from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
 from .services import delivery_retrigger
-from .services.config import ed25519_keys
+from .services.config import ecdsa_key, ed25519_keys
 
 TOLERANCE_SECONDS = 5 * 60
 
@@ -86,6 +87,21 @@ def public_key_pem(request: HttpRequest) -> HttpResponse:
         raise Http404("No Ed25519 signing key is configured.")
     response = HttpResponse(signing.public_key_pem(keys[0]), content_type="application/x-pem-file")
     response["Content-Disposition"] = 'inline; filename="webhooks-public-key.pem"'
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def ecdsa_public_key_pem(request: HttpRequest) -> HttpResponse:
+    """The platform's ECDSA P-256 public key as PEM, to verify the edudip profile's
+    ``X-Edudip-Signature`` (PHP: ``openssl_verify($body, $signature, $pem, OPENSSL_ALGO_SHA256)``).
+    """
+    key = ecdsa_key()
+    if key is None:
+        raise Http404("No ECDSA signing key is configured.")
+    response = HttpResponse(
+        signing.ecdsa_public_key_pem(key), content_type="application/x-pem-file"
+    )
+    response["Content-Disposition"] = 'inline; filename="webhooks-ecdsa-public-key.pem"'
     response["Cache-Control"] = "public, max-age=3600"
     return response
 

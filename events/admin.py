@@ -117,7 +117,20 @@ class EventTypeAdmin(admin.ModelAdmin):
                 {
                     "name": group.name,
                     "types": [
-                        {"item": item, "description": description_html(item.description)}
+                        {
+                            "item": item,
+                            "description": description_html(item.description),
+                            "vendors": [
+                                {
+                                    "shape": shape,
+                                    "rows": [
+                                        (path, description_html(source))
+                                        for path, source in shape.rows
+                                    ],
+                                }
+                                for shape in item.vendors
+                            ],
+                        }
                         for item in group.types
                     ],
                 }

@@ -7,20 +7,42 @@ types operators added), so the documentation cannot drift from the data.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from webhook_engine.vendors import SeedEventName
+from webhook_engine.envelope import envelope_build
+from webhook_engine.vendors import PROFILES, SEED_EVENT_NAMES, SeedEventName, profile_body
+from webhook_engine.vendors.mapping import spec_rows
 
-SAMPLE_ENVELOPE = {
-    "id": "4f9c2a8e-5b1d-4e0f-9a7c-3d2e1f0a9b8c",
+SAMPLE_EVENT_ID = "4f9c2a8e-5b1d-4e0f-9a7c-3d2e1f0a9b8c"
+SAMPLE_SCHOOL_ID, SAMPLE_SCHOOL_SLUG = 1, "lycee-victor-hugo"
+SAMPLE_ENVELOPE: dict[str, Any] = {
+    "id": SAMPLE_EVENT_ID,
     "type": "course.deleted",
-    "school": {"id": 1, "slug": "lycee-victor-hugo"},
+    "school": {"id": SAMPLE_SCHOOL_ID, "slug": SAMPLE_SCHOOL_SLUG},
     "timestamp": "2026-03-26T09:00:00+01:00",
     "data": {"course": {"id": "course-4711", "name": "Mathematics 101"}},
 }
+
+
+@dataclass(frozen=True)
+class VendorShape:
+    """How one vendor profile sends an event type: its name, each field's source, the sample."""
+
+    profile: str
+    label: str
+    names: str  # the vendor's event name(s), as its documentation has them
+    dates: str  # the profile's date format
+    rows: tuple[tuple[str, str], ...]  # (vendor path, where its value comes from)
+    sample_json: str  # the type's sample as this vendor's receivers get it
+
+    @property
+    def names_list(self) -> list[str]:
+        return [name for name in self.names.split(", ") if name]
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class ReferenceType:
     subtypes: tuple[str, ...]
     sample_json: str
     schema_json: str
+    vendors: tuple[VendorShape, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,38 @@ class ReferenceGroup:
 def json_pretty(value: Any) -> str:
     """Indented JSON as shown in the reference (non-ASCII kept as is)."""
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def vendor_shapes(key: str, sample: Mapping[str, Any]) -> tuple[VendorShape, ...]:
+    """Every vendor profile that sends ``key``: its names for it, its mapping, its sample."""
+    envelope = envelope_build(
+        event_id=SAMPLE_EVENT_ID,
+        event_type=key,
+        school_id=SAMPLE_SCHOOL_ID,
+        school_slug=SAMPLE_SCHOOL_SLUG,
+        occurred_at=dt.datetime(2026, 3, 26, 8, 0, tzinfo=dt.UTC),
+        data=dict(sample),
+        tz=ZoneInfo("Europe/Paris"),
+    )
+    shapes = []
+    for profile in PROFILES.values():
+        if profile.events is None or key not in profile.events:
+            continue
+        names = []
+        for row in SEED_EVENT_NAMES:
+            if row.vendor == profile.vendor and row.key == key and row.event not in names:
+                names.append(row.event)
+        shapes.append(
+            VendorShape(
+                profile=profile.key,
+                label=profile.label,
+                names=", ".join(names),
+                dates=profile.dates_doc,
+                rows=tuple((row.path, row.source) for row in spec_rows(profile.events[key])),
+                sample_json=json_pretty(profile_body(profile.key, envelope)),
+            )
+        )
+    return tuple(shapes)
 
 
 def reference_groups(entries: Iterable[Mapping[str, Any]]) -> list[ReferenceGroup]:
@@ -61,6 +116,7 @@ def reference_groups(entries: Iterable[Mapping[str, Any]]) -> list[ReferenceGrou
                 subtypes=tuple(subtype.get("enum", ())),
                 sample_json=json_pretty(entry["sample_payload"]),
                 schema_json=json_pretty(entry["json_schema"]),
+                vendors=vendor_shapes(entry["key"], entry["sample_payload"] or {}),
             )
         )
     return [
@@ -71,6 +127,10 @@ def reference_groups(entries: Iterable[Mapping[str, Any]]) -> list[ReferenceGrou
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _html_names(names: str) -> str:
+    return ", ".join(f"<code>{name}</code>" for name in names.split(", ") if name)
 
 
 def _anchor(key: str) -> str:
@@ -107,6 +167,23 @@ datetime, in the envelope and in `data`, is ISO-8601 in the school's time zone.
 - **Version**: a type's version goes up when its `data` changes in a way that breaks receivers.
   A **deprecated** type is still sent; plan to move off it.
 
+## Delivery profiles
+
+A webhook speaks Standard Webhooks (the envelope above; the default) or exactly as one of the
+seed platforms does, so a receiver written for it works unchanged: its body, field names, date
+format, event names, headers and signature. A vendor profile sends only that vendor's event
+types (each type below says which vendors send it, with the vendor's field for each of ours
+and the sample as that vendor's receivers get it). Every profile also sends the Standard
+Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and `X-Webhook-Event`,
+`X-Webhook-School`, `X-Webhook-Lang` and `X-Webhook-Attempt`, which vendor receivers ignore.
+Receivers' verification code for each profile is in [receivers.md](receivers.md).
+
+{profiles}
+
+Where a vendor field has no source in an event's `data`, it is left out: values are never made
+up. BrainCert's `domain_id` and `tenant_id` are `data.domain_id` / `data.tenant_id` when the
+platform sends them, else the school's slug and id.
+
 ## Scheduled events
 
 `course.started` and `course.ended` are published at the session's start and end, at most a
@@ -122,13 +199,22 @@ def reference_markdown(
 ) -> str:
     """The whole reference as Markdown (what ``docs/events.md`` holds)."""
     groups = reference_groups(entries)
+    profiles = [
+        "| Profile | Body | Dates | Headers | Signature |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {p.label} (`{p.key}`) | {_cell(p.body_doc)} | {_cell(p.dates_doc)} | "
+            f"{_cell(p.headers_doc)} | {_cell(p.signature_doc)} |"
+            for p in PROFILES.values()
+        ),
+    ]
     lines = [
         "# Event reference",
         "",
         "<!-- Generated by `python manage.py event_catalog_docs` from events/catalog/; "
         "do not edit by hand. -->",
         "",
-        INTRO.format(envelope=json_pretty(SAMPLE_ENVELOPE)),
+        INTRO.format(envelope=json_pretty(SAMPLE_ENVELOPE), profiles="\n".join(profiles)),
         "## Event types",
         "",
         "| Key | Group | Description |",
@@ -168,6 +254,27 @@ def reference_markdown(
                 "",
                 "</details>",
             ]
+            if item.vendors:
+                lines += ["", "Sent by the vendor profiles:"]
+            for shape in item.vendors:
+                lines += [
+                    "",
+                    f"<details><summary>{shape.label} (<code>{shape.profile}</code>): "
+                    f"{_html_names(shape.names)}</summary>",
+                    "",
+                    f"| {shape.label} | From |",
+                    "| --- | --- |",
+                    *(f"| `{path}` | {_cell(source)} |" for path, source in shape.rows),
+                    "",
+                    f"Dates: {shape.dates}, unless a row says otherwise. The sample, as the "
+                    "receiver gets it:",
+                    "",
+                    "```json",
+                    shape.sample_json,
+                    "```",
+                    "",
+                    "</details>",
+                ]
     lines += [
         "",
         "## Seed platforms' event names",

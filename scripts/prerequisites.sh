@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What `make test` needs outside the virtualenv, set up when it is missing:
-#  - Debian's Chromium (/usr/bin/chromium) for the browser tests in tests/e2e/: installed with
-#    apt-get when running as root; otherwise one line says what to install, and this fails.
+#  - Debian's Chromium (/usr/bin/chromium) for the browser tests in tests/e2e/, and Debian's PHP
+#    command line (php-cli) that runs the PHP receiver snippets of docs/receivers.md: installed
+#    with apt-get when running as root; otherwise one line says what to install, and this fails.
+#    (Node.js, which runs the JavaScript snippets, is expected on the machine.)
 #  - PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379, started when they are installed but
 #    stopped. Left alone when DATABASE_URL / CELERY_BROKER_URL point the suite at another server.
 # Idempotent: when everything is there it only looks, in a fraction of a second.
@@ -29,24 +31,32 @@ wait_for() {
   return 1
 }
 
-# --- Chromium --------------------------------------------------------------------------------
-if [[ ! -x /usr/bin/chromium ]]; then
+# Installs Debian package $1 (which provides $2) with apt-get, as root; says why it is needed ($3)
+# and what to run otherwise.
+debian_install() {
+  local package=$1 path=$2 purpose=$3
   if [[ $(id -u) -ne 0 ]]; then
-    fail "the browser tests need Chromium at /usr/bin/chromium: install Debian's package with 'sudo apt-get install chromium', then run make test again."
+    fail "$purpose need $path: install Debian's package with 'sudo apt-get install $package', then run make test again."
   fi
-  echo "Installing Debian's chromium for the browser tests..."
+  echo "Installing Debian's $package for $purpose..."
   export DEBIAN_FRONTEND=noninteractive
   # Quiet unless it fails; DPkg::Lock::Timeout waits for another apt-get instead of failing.
   log=$(mktemp)
   if ! { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium; } >"$log" 2>&1; then
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$package"; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
-    fail "installing chromium with apt-get failed (its output is above)."
+    fail "installing $package with apt-get failed (its output is above)."
   fi
   rm -f "$log"
-  [[ -x /usr/bin/chromium ]] || fail "apt-get installed chromium, but /usr/bin/chromium is still missing."
-fi
+  [[ -x $path ]] || fail "apt-get installed $package, but $path is still missing."
+}
+
+# --- Chromium and PHP ------------------------------------------------------------------------
+[[ -x /usr/bin/chromium ]] || debian_install chromium /usr/bin/chromium "the browser tests"
+[[ -x /usr/bin/php ]] || debian_install php-cli /usr/bin/php "the PHP receiver snippets"
+command -v node >/dev/null ||
+  fail "the JavaScript receiver snippets need Node.js (node): install it, then run make test again."
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 if is_local_default "${DATABASE_URL:-postgres://127.0.0.1:5432/}" 5432 &&

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import EDITABLE_FIELDS, Subscription
+from .models import EDITABLE_FIELDS, Profile, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
@@ -212,6 +212,7 @@ class SubscriptionForm(forms.ModelForm):
         fields = ["school", *EDITABLE_FIELDS]
         widgets = {
             "content_type": forms.RadioSelect(attrs={"class": "inline radiolist"}),
+            "profile": forms.Select(attrs={"class": "webhook-profile"}),
             "body_template": BodyTemplateWidget,
             "basic_auth_username": forms.TextInput(attrs={"autocomplete": "off"}),
         }
@@ -221,6 +222,7 @@ class SubscriptionForm(forms.ModelForm):
             "basic_auth_username": "Username",
             "body_template": "Webhook body",
             "is_active": "Active",
+            "profile": "Delivery profile",
         }
         help_texts = {
             "name": "A name to recognise it by, such as the system it feeds.",
@@ -249,12 +251,38 @@ class SubscriptionForm(forms.ModelForm):
                 reverse("webhooks-public-key"),
                 reverse("webhooks-jwks"),
             )
+        if "profile" in self.fields:
+            self.fields["profile"].help_text = self._profile_help()
+            # Not posted (a client of the plain form that predates it): the model's default.
+            self.fields["profile"].required = False
         if self.instance.basic_auth_password_encrypted:
             self.fields[
                 "basic_auth_password"
             ].help_text = (
                 "A password is set; leave empty to keep it. Stored encrypted, never shown."
             )
+
+    def clean_profile(self) -> str:
+        return self.cleaned_data.get("profile") or Profile.STANDARD
+
+    def _profile_help(self) -> str:
+        client_id = (
+            format_html("this webhook's id, <code>{}</code>", self.instance.pk)
+            if self.instance.pk and not self.instance._state.adding
+            else "this webhook's id (shown once it is saved)"
+        )
+        return format_html(
+            "Standard Webhooks (the envelope above, or your own body), or exactly as a vendor "
+            "sends: its body, field names, dates, event names, headers and signature, so a "
+            "receiver written for it works unchanged. A vendor profile sends only the vendor's "
+            "event types (<code>course.*</code> means its course events) and its own body. "
+            "Edusign: the client ID is {} and the client secret is the signing secret. "
+            'edudip: receivers verify with the <a href="{}" download>ECDSA public key (PEM)</a>. '
+            'What each profile sends: <a href="{}">event reference</a>.',
+            client_id,
+            reverse("webhooks-ecdsa-public-key"),
+            reverse("admin:events_eventtype_reference"),
+        )
 
     def _post_clean(self) -> None:
         super()._post_clean()  # type: ignore[misc]

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from webhook_engine.vendors import profile_get
+
 from .topics import topic_matches
 
 
@@ -20,6 +22,21 @@ class ContentType(models.TextChoices):
 MAX_CONCURRENCY = 100
 MAX_RATE_PER_SECOND = 10_000
 
+
+class Profile(models.TextChoices):
+    """How a webhook speaks (``webhook_engine.vendors.PROFILES`` has the same keys)."""
+
+    STANDARD = "standard", "Standard Webhooks"
+    EDUSIGN = "edusign", "Edusign"
+    BRAINCERT = "braincert", "BrainCert"
+    EDUME = "edume", "eduMe"
+    EDUDIP = "edudip", "edudip"
+
+
+# The vendors that send JSON only (BrainCert offers XML too).
+JSON_ONLY_PROFILES = (Profile.EDUSIGN, Profile.EDUME, Profile.EDUDIP)
+
+
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
 # API's input and output and the admin form take their fields from here: a new setting is a
 # model field plus its name in this tuple.
@@ -28,6 +45,7 @@ EDITABLE_FIELDS = (
     "url",
     "topics",
     "content_type",
+    "profile",
     "basic_auth_enabled",
     "basic_auth_username",
     "custom_headers",
@@ -51,6 +69,16 @@ class Subscription(models.Model):
     )
     content_type = models.CharField(
         max_length=8, choices=ContentType.choices, default=ContentType.JSON
+    )
+    profile = models.CharField(
+        "delivery profile",
+        max_length=16,
+        choices=Profile.choices,
+        default=Profile.STANDARD,
+        help_text=(
+            "Standard Webhooks, or exactly as Edusign, BrainCert, eduMe or edudip send: their "
+            "body, field names, dates, event names, headers and signature."
+        ),
     )
     body_template = models.TextField(
         "webhook body",
@@ -101,6 +129,18 @@ class Subscription(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(fields=["school", "name"], name="subscription_name_per_school"),
+            models.CheckConstraint(
+                condition=Q(profile__in=Profile.values), name="subscription_profile_known"
+            ),
+            # A vendor profile sends the vendor's body: no template, and the vendor's content type.
+            models.CheckConstraint(
+                condition=Q(profile=Profile.STANDARD) | Q(body_template=""),
+                name="subscription_vendor_profile_no_template",
+            ),
+            models.CheckConstraint(
+                condition=~Q(profile__in=JSON_ONLY_PROFILES, content_type=ContentType.XML),
+                name="subscription_vendor_profile_content_type",
+            ),
         ]
         indexes = [
             models.Index(fields=["school", "is_active"], name="subscription_school_active_idx"),
@@ -115,7 +155,9 @@ class Subscription(models.Model):
         return self.name
 
     def matches(self, event_type: str) -> bool:
-        return topic_matches(self.topics, event_type)
+        """Whether the webhook receives the event type: a topic matches it and, under a vendor
+        profile, the vendor has it (``course.*`` means the vendor's course events)."""
+        return topic_matches(self.topics, event_type) and profile_get(self.profile).has(event_type)
 
 
 class SigningSecret(models.Model):

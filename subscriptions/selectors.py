@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
+from webhook_engine.vendors import PROFILES
 
 from .crypto import SecretUnreadable, secret_decrypt
 from .models import SigningSecret, Subscription
@@ -77,12 +78,13 @@ def subscription_event_types(*, subscription: Subscription) -> list[str]:
 def subscription_ids_receiving(
     *, subscriptions: QuerySet[Subscription], event_type: str
 ) -> list[uuid.UUID]:
-    """Ids of the given subscriptions whose topics match ``event_type`` (patterns are globs, so
-    this is decided in Python over ids and topics only)."""
+    """Ids of the given subscriptions that receive ``event_type``: a topic matches it and the
+    profile's vendor has it (patterns are globs, so this is decided in Python over ids, topics
+    and profiles only)."""
     return [
         pk
-        for pk, topics in subscriptions.values_list("pk", "topics")
-        if topic_matches(topics or [], event_type)
+        for pk, topics, profile in subscriptions.values_list("pk", "topics", "profile")
+        if topic_matches(topics or [], event_type) and PROFILES[profile].has(event_type)
     ]
 
 

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from common.api import ModelInputSerializer
 
-from .models import EDITABLE_FIELDS, ContentType, Subscription
+from .models import EDITABLE_FIELDS, ContentType, Profile, Subscription
 
 
 class SubscriptionOutput(serializers.ModelSerializer):
@@ -86,9 +86,16 @@ class PreviewInput(serializers.Serializer):
         allow_blank=True,
         required=False,
         max_length=20_000,
-        help_text="Defaults to the webhook's own template.",
+        help_text=(
+            "Defaults to the webhook's own template (none when previewing a vendor profile)."
+        ),
     )
     content_type = serializers.ChoiceField(choices=ContentType.choices, required=False)
+    profile = serializers.ChoiceField(
+        choices=Profile.choices,
+        required=False,
+        help_text="Defaults to the webhook's own delivery profile.",
+    )
 
 
 class PreviewOutput(serializers.Serializer):

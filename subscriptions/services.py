@@ -29,11 +29,12 @@ from webhook_engine.render import (
     body_check_samples,
     render_with_template,
 )
+from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES, PROFILES, STANDARD
 
 from .crypto import secret_encrypt, secret_reencrypt
 from .models import EDITABLE_FIELDS, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secrets_active
-from .topics import topic_matches, topic_pattern_errors
+from .topics import is_pattern, topic_matches, topic_pattern_errors
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ RESERVED_HEADERS = frozenset(
         "user-agent",
     }
 )
-RESERVED_HEADER_PREFIXES = ("webhook-", "x-webhook-")
+RESERVED_HEADER_PREFIXES = PRODUCT_HEADER_PREFIXES
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -120,6 +121,58 @@ def custom_headers_errors(headers: object) -> list[str]:
     return errors
 
 
+def subscription_profile_errors(
+    *, profile: str, topics: object, content_type: str, body_template: str
+) -> dict[str, list[str]]:
+    """Why the settings cannot go with the delivery profile, by field.
+
+    A vendor profile sends the vendor's own body (so no body template) in the vendor's content
+    type, and only the vendor's events: an event type the vendor lacks cannot be a topic, and a
+    pattern must match at least one of the vendor's events (the webhook then receives those it
+    matches). The edudip profile needs the platform's ECDSA key.
+    """
+    vendor = PROFILES.get(profile)
+    if vendor is None:
+        choices = ", ".join(PROFILES)
+        return {"profile": [f"{profile!r} is not a delivery profile; choose one of {choices}."]}
+    if vendor.key == STANDARD or vendor.events is None:
+        return {}
+    label = vendor.label
+    errors: dict[str, list[str]] = {}
+    if body_template.strip():
+        errors["body_template"] = [
+            f"The {label} profile sends {label}'s own body: clear the webhook body, or choose "
+            "the Standard Webhooks profile for a body of your own."
+        ]
+    if content_type not in vendor.content_types:
+        errors["content_type"] = [
+            f"{label} sends JSON only: choose JSON, or the Standard Webhooks or BrainCert "
+            "profile for XML."
+        ]
+    if isinstance(topics, list):
+        known = set(EventType.objects.values_list("key", flat=True))
+        vendor_types = sorted(key for key in vendor.events if key in known)
+        for topic in topics:
+            if not isinstance(topic, str):
+                continue
+            if not is_pattern(topic):
+                if topic in known and topic not in vendor_types:
+                    errors.setdefault("topics", []).append(
+                        f"{label} has no event for {topic}: remove it, or choose the Standard "
+                        "Webhooks profile."
+                    )
+            elif not any(topic_matches([topic], key) for key in vendor_types):
+                errors.setdefault("topics", []).append(
+                    f"{topic!r} matches none of {label}'s events ({', '.join(vendor_types)})."
+                )
+    if vendor.needs_ecdsa_key and not settings.WEBHOOKS_ECDSA_KEY:
+        errors["profile"] = [
+            f"The {label} profile signs with the platform's ECDSA key, and none is configured "
+            "(WEBHOOKS_ECDSA_KEY)."
+        ]
+    return errors
+
+
 def subscription_body_errors(
     *, body_template: str, content_type: str, topics: list[str], school: School
 ) -> list[str]:
@@ -158,10 +211,19 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
             errors.setdefault(field, []).extend(messages)
 
     try:
-        subscription.full_clean(exclude=["basic_auth_password_encrypted"])
+        # The profile is checked below, with the settings it constrains and clearer words than
+        # its database constraints'.
+        subscription.full_clean(exclude=["basic_auth_password_encrypted", "profile"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
     add("topics", subscription_topics_errors(subscription.topics))
+    for field, messages in subscription_profile_errors(
+        profile=subscription.profile,
+        topics=subscription.topics if "topics" not in errors else None,
+        content_type=subscription.content_type,
+        body_template=subscription.body_template,
+    ).items():
+        add(field, messages)
     if "url" not in errors:
         add("url", subscription_url_errors(subscription.url))
     add("custom_headers", custom_headers_errors(subscription.custom_headers))
@@ -177,7 +239,7 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
             "sign_ed25519",
             ["The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS)."],
         )
-    if "topics" not in errors and subscription.school_id:
+    if "topics" not in errors and "body_template" not in errors and subscription.school_id:
         add(
             "body_template",
             subscription_body_errors(
@@ -375,18 +437,33 @@ def _auto_disable_notify(subscription: Subscription, reason: str) -> None:
 
 
 def subscription_body_preview(
-    *, body_template: str, content_type: str, event_type: str, school: School
+    *,
+    body_template: str,
+    content_type: str,
+    event_type: str,
+    school: School,
+    profile: str = STANDARD,
 ) -> str:
-    """The body a receiver of this school would get for the event type's sample payload.
+    """The body a receiver of this school would get for the event type's sample payload, byte
+    for byte as a delivery sends it.
 
-    An empty template previews the standard envelope. Raises ``ValidationError`` naming the
-    problem (``event_type`` unknown, or ``body_template`` that cannot be rendered or parsed).
+    An empty template previews the standard envelope, or the vendor's body under a vendor
+    profile. Raises ``ValidationError`` naming the problem (``event_type`` unknown or not one
+    of the profile's vendor's, ``content_type`` or ``profile`` unknown or not together, or
+    ``body_template`` that cannot be rendered or parsed, or is given with a vendor profile).
     """
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
     if content_type not in CONTENT_TYPES:
         raise ValidationError({"content_type": [f"Unknown content type {content_type!r}."]})
+    errors = subscription_profile_errors(
+        profile=profile, topics=None, content_type=content_type, body_template=body_template
+    )
+    if profile in PROFILES:
+        errors.pop("profile", None)  # a signing key the platform lacks does not change the body
+    if errors:
+        raise ValidationError(errors)
     envelope = body_sample_envelope(found, school)
     try:
         body, _ = render_with_template(
@@ -394,9 +471,11 @@ def subscription_body_preview(
             content_type=content_type,
             template=body_template,
             unix_timestamp=SAMPLE_UNIX_TIMESTAMP,
+            profile=profile,
         )
     except BodyTemplateError as exc:
-        raise ValidationError({"body_template": [str(exc)]}) from exc
+        field = "body_template" if profile == STANDARD else "event_type"
+        raise ValidationError({field: [str(exc)]}) from exc
     return body.decode()
 
 

@@ -12,6 +12,11 @@ from fnmatch import fnmatchcase
 _PATTERN_CHARACTERS = re.compile(r"^[a-z0-9_.*?\[\]!-]+$")
 
 
+def is_pattern(topic: str) -> bool:
+    """Whether a topic is a wildcard pattern rather than one event type."""
+    return any(char in topic for char in "*?[")
+
+
 def topic_matches(patterns: Iterable[str], event_type: str) -> bool:
     """True if any glob pattern matches the event type (case-sensitive, ``*`` spans dots)."""
     return any(fnmatchcase(event_type, pattern) for pattern in patterns)

@@ -18,7 +18,7 @@ from deliveries.serializers import AttemptOutput
 from deliveries.services import deliveries_recover, delivery_test_send
 from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 
-from .models import Subscription
+from .models import Profile, Subscription
 from .selectors import signing_secret_current, subscriptions_for_school
 from .serializers import (
     CountOutput,
@@ -178,7 +178,11 @@ class SubscriptionViewSet(
 
     @extend_schema(
         summary="Preview the body",
-        description="Renders a body template (the webhook's own by default) for a sample payload.",
+        description=(
+            "The body a receiver gets for an event type's sample payload, byte for byte: under "
+            "the webhook's delivery profile (or `profile`), with its template (or "
+            "`body_template`)."
+        ),
         request=PreviewInput,
         responses={200: PreviewOutput, **ERRORS, 429: TOO_MANY},
     )
@@ -192,11 +196,14 @@ class SubscriptionViewSet(
         subscription = self.get_object()
         data = _validated(PreviewInput(data=request.data))
         content_type = data.get("content_type", subscription.content_type)
+        profile = data.get("profile", subscription.profile)
+        own_template = subscription.body_template if profile == Profile.STANDARD else ""
         body = subscription_body_preview(
-            body_template=data.get("body_template", subscription.body_template),
+            body_template=data.get("body_template", own_template),
             content_type=content_type,
             event_type=data["event_type"],
             school=subscription.school,
+            profile=profile,
         )
         return Response(PreviewOutput({"content_type": content_type, "body": body}).data)
 

@@ -20,6 +20,8 @@ os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
 # Fixed test keys (never used outside the suite): Fernet for secrets at rest, Ed25519 for v1a.
 os.environ.setdefault("WEBHOOKS_ENCRYPTION_KEYS", "hKo2AnLtbu5I2Gaf8wZlOV3IzZxfVprPmp0Gmrg4Ivw=")
 os.environ.setdefault("WEBHOOKS_ED25519_KEYS", "whsk_bsNtjN2A0QbJA0kcD2jrLHO6GZkQKbHTnOJw6OkYLt4=")
+# ... and a P-256 ECDSA key for the edudip profile (its 32-byte private number in base64).
+os.environ.setdefault("WEBHOOKS_ECDSA_KEY", "q1RUjfNlmYd1I0sU9FvJQ0GsZP3xT3hQdZ5k1Rm6Xxo=")
 # A shrunk retry schedule (0 s, 0.2 s, 0.6 s, 1.4 s, then the last at 3 s) so tests see all of it.
 os.environ.setdefault("WEBHOOKS_RETRY_BASE_SECONDS", "0.2")
 os.environ.setdefault("WEBHOOKS_RETRY_MAX_ATTEMPTS", "5")

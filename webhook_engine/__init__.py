@@ -4,10 +4,12 @@ One module per concern, each taking plain values (no models, no ORM, no settings
 
 - ``envelope``      the standard envelope of an event, dates in the school's zone, JSON and XML;
 - ``bodies``        custom body templates (a sandboxed Django template engine) and the presets;
-- ``vendors``       what the seed vendors call our event types;
+- ``vendors``       what the seed vendors call our event types, and the delivery profiles that
+                    speak as each of them (body, dates, names, headers and signature);
 - ``render``        the one render-and-check step: envelope + content type + template -> bytes;
 - ``destinations``  which addresses webhooks may go to (SSRF policy);
-- ``signing``       Standard Webhooks signatures (``v1`` HMAC, ``v1a`` Ed25519);
+- ``signing``       Standard Webhooks signatures (``v1`` HMAC, ``v1a`` Ed25519) and the vendors'
+                    (Edusign's hex HMAC, edudip's ECDSA);
 - ``transport``     the hardened HTTP client (deadline, body cap, checked destinations);
 - ``retry``         the retry schedule and what is worth retrying;
 - ``errors``        the kinds of failure an attempt can end with.

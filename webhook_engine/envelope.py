@@ -77,6 +77,88 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def json_number(value: int | float) -> str:
+    """A number as JavaScript writes it (``Number.prototype.toString``): ``1.0`` is ``1``,
+    ``1e-05`` is ``0.00001``, ``1e16`` is ``10000000000000000``; not finite is ``null``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return "null"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    # Python's repr and JavaScript both give the shortest digits that round-trip; only the
+    # layout differs. value = 0.d1d2...dk x 10^n (ECMA-262, Number::toString).
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    leading_zeros = len(whole + fraction) - len((whole + fraction).lstrip("0"))
+    n = len(whole) - leading_zeros + (int(exponent) if exponent else 0)
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        power = n - 1
+        text = (digits[0] + ("." + digits[1:] if k > 1 else "")) + (
+            f"e+{power}" if power > 0 else f"e-{-power}"
+        )
+    return sign + text
+
+
+_ARRAY_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
+
+
+def _js_key_order(keys: list[str]) -> list[str]:
+    """JavaScript's property order: array-index keys ascending, then the rest as inserted."""
+    indexes = [key for key in keys if _ARRAY_INDEX.match(key) and int(key) < 2**32 - 1]
+    others = [key for key in keys if key not in set(indexes)]
+    return sorted(indexes, key=int) + others
+
+
+def _js_json(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        out.append("{")
+        for index, key in enumerate(_js_key_order([str(key) for key in value])):
+            if index:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _js_json(value[key] if key in value else value[int(key)], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _js_json(item, out)
+        out.append("]")
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int | float):
+        out.append(json_number(value))
+    else:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def json_stringify(value: Any) -> bytes:
+    """UTF-8 JSON exactly as JavaScript's ``JSON.stringify`` writes the same value: compact,
+    non-ASCII as is, numbers as JavaScript writes them, integer-like keys first.
+
+    So a receiver that signs ``JSON.stringify(JSON.parse(body))`` (Edusign's own library does)
+    signs these very bytes. Integers beyond 2**53 are the one exception JavaScript cannot hold.
+    """
+    out: list[str] = []
+    _js_json(value, out)
+    return "".join(out).encode()
+
+
 # XML 1.0 (fifth edition) name characters, without ":" (namespaces).
 _NAME_START = (
     "A-Z_a-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
@@ -148,9 +230,11 @@ def _xml_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {xml_name_encode(str(key)): _xml_value(item) for key, item in value.items()}
     if isinstance(value, list):
+        if not value:
+            return None  # an empty element, as null and "" are
         # A list inside a list has no element name of its own: its items become <item> elements.
         return [
-            {"item": _xml_value(item)} if isinstance(item, list) else _xml_value(item)
+            {"item": _xml_value(item)} if isinstance(item, list) and item else _xml_value(item)
             for item in value
         ]
     if value is None:
@@ -163,7 +247,8 @@ def _xml_value(value: Any) -> Any:
 
 
 def to_xml(value: dict[str, Any], *, root: str = "webhook") -> bytes:
-    """The same tree as the JSON form under a ``<webhook>`` root, as UTF-8 XML.
+    """The same tree as the JSON form under a ``<webhook>`` root, as a UTF-8 XML document
+    (with its ``<?xml ...?>`` declaration).
 
     Objects become elements named after their keys (see ``xml_name_encode``); a list becomes its
     key's element repeated once per item; numbers are written as in JSON, booleans as ``true`` /

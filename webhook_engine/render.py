@@ -1,9 +1,11 @@
 """The body a receiver gets: the one render-and-check step. Pure functions.
 
-Used at fan-out (each delivery's body, rendered once), by the body preview and by the check a
-template passes when a webhook is saved, so the three can never disagree. The standard envelope
-(``envelope.py``) as JSON or as the same tree in XML under a ``<webhook>`` root, or a custom body
-template (``bodies``) rendered with the envelope's data and checked to parse as the content type.
+Used at fan-out (each delivery's body, rendered once), by the body preview, by Send Test and by
+the check a template passes when a webhook is saved, so they can never disagree. Under the
+standard profile: the envelope (``envelope.py``) as JSON or as the same tree in XML under a
+``<webhook>`` root, or a custom body template (``bodies``) rendered with the envelope's data and
+checked to parse as the content type. Under a vendor profile (``vendors``): the vendor's own
+body for the event type. Every XML body is a document with its ``<?xml ...?>`` declaration.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 
 from .bodies import BodyTemplateError, CompiledBody, body_compile, body_context, body_output_check
 from .bodies import body_render as _template_render
-from .envelope import to_json, to_xml
+from .envelope import json_stringify, to_json, to_xml
+from .vendors import STANDARD, ProfileEventMissing, profile_body, profile_get
+
+XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -29,32 +34,68 @@ def render(
     content_type: str,
     body: CompiledBody | None = None,
     unix_timestamp: int = 0,
+    profile: str = STANDARD,
 ) -> tuple[bytes, str]:
     """The body bytes and the ``Content-Type`` header value.
 
     Raises ``BodyTemplateError`` when a custom body cannot be rendered for this envelope or its
-    output does not parse as the content type, and ``ValueError`` for an unknown content type.
+    output does not parse as the content type, or when the profile's vendor has no event for
+    this type; ``ValueError`` for an unknown content type or profile, a content type the
+    profile's vendor does not send, or a body template under a vendor profile.
     """
     if content_type not in CONTENT_TYPES:
         raise ValueError(f"Unsupported content type {content_type!r}")
     header = CONTENT_TYPES[content_type]
+    if profile != STANDARD:
+        return _vendor_render(envelope, content_type=content_type, body=body, profile=profile)
     if body is not None:
         output = _template_render(body, body_context(envelope, unix_timestamp))
         body_output_check(output, content_type)
+        if content_type == "xml" and not output.lstrip().startswith("<?xml"):
+            output = XML_DECLARATION + output
         return output.encode(), header
     if content_type == "xml":
         return to_xml(envelope), header
     return to_json(envelope), header
 
 
+def _vendor_render(
+    envelope: dict[str, Any], *, content_type: str, body: CompiledBody | None, profile: str
+) -> tuple[bytes, str]:
+    vendor = profile_get(profile)
+    if body is not None:
+        raise ValueError(f"The {vendor.label} profile sends {vendor.label}'s body, not a template.")
+    if content_type not in vendor.content_types:
+        raise ValueError(f"{vendor.label} sends {', '.join(vendor.content_types)} only.")
+    try:
+        value = profile_body(profile, envelope)
+    except ProfileEventMissing as exc:
+        raise BodyTemplateError(str(exc)) from exc
+    if content_type == "xml":
+        return to_xml(value), CONTENT_TYPES[content_type]
+    return json_stringify(value), CONTENT_TYPES[content_type]
+
+
 def render_with_template(
-    envelope: dict[str, Any], *, content_type: str, template: str, unix_timestamp: int
+    envelope: dict[str, Any],
+    *,
+    content_type: str,
+    template: str,
+    unix_timestamp: int,
+    profile: str = STANDARD,
 ) -> tuple[bytes, str]:
     """``render`` with a template's source (compiled once per process and cached); an empty
-    or blank template renders the standard envelope. Raises as ``render`` and ``body_compile``.
+    or blank template renders the standard envelope, or the vendor's body under a vendor
+    profile. Raises as ``render`` and ``body_compile``.
     """
     compiled = body_compile(template) if template.strip() else None
-    return render(envelope, content_type=content_type, body=compiled, unix_timestamp=unix_timestamp)
+    return render(
+        envelope,
+        content_type=content_type,
+        body=compiled,
+        unix_timestamp=unix_timestamp,
+        profile=profile,
+    )
 
 
 def body_check_samples(

@@ -4,6 +4,10 @@
 secret; ``v1a`` is an Ed25519 signature of the same content with the platform's key, whose public
 half receivers download. Both go in ``webhook-signature`` (``v1,<base64> v1a,<base64>``), one
 entry per secret or key, separated by spaces.
+
+The vendor profiles' schemes are here too: Edusign's hex HMAC-SHA256 of the body
+(``hmac_sha256_hex``) and edudip's ECDSA P-256 signature of the body (``sign_ecdsa``), whose public
+key receivers download as PEM.
 """
 
 from __future__ import annotations
@@ -14,8 +18,14 @@ import hashlib
 import hmac
 import json
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_private_key,
+)
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -96,3 +106,49 @@ def public_key_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
     kid = _b64url(hashlib.sha256(canonical.encode()).digest())
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA"}
+
+
+# --- Vendor schemes (Edusign's HMAC, edudip's ECDSA) --------------------------------------------
+
+
+def hmac_sha256_hex(*, secret: str, body: bytes) -> str:
+    """HMAC-SHA256 of the body keyed with the secret's text (UTF-8), as 64 lowercase hex digits:
+    what an Edusign receiver computes with its client secret."""
+    return hmac.new(secret.encode(), body, "sha256").hexdigest()
+
+
+def ecdsa_key_load(value: str) -> ec.EllipticCurvePrivateKey:
+    """A P-256 private key from base64: its 32-byte private number, or a DER PKCS#8 key.
+
+    Raises ``ValueError`` for anything else.
+    """
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("The ECDSA signing key is not valid base64.") from exc
+    if len(raw) == 32:
+        number = int.from_bytes(raw, "big")
+        try:
+            return ec.derive_private_key(number, ec.SECP256R1())
+        except ValueError as exc:
+            raise ValueError("The ECDSA signing key is not a valid P-256 private number.") from exc
+    try:
+        key = load_der_private_key(raw, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            "The ECDSA signing key is neither 32 bytes nor a DER PKCS#8 private key."
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("The ECDSA signing key must be a P-256 (prime256v1) key.")
+    return key
+
+
+def sign_ecdsa(*, key: ec.EllipticCurvePrivateKey, body: bytes) -> str:
+    """The base64 DER ECDSA signature of the body's SHA-256 hash (what PHP's ``openssl_verify``
+    with ``OPENSSL_ALGO_SHA256`` and Node's ``crypto.verify("sha256", ...)`` check)."""
+    return base64.b64encode(key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def ecdsa_public_key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    """The public half as a PEM SubjectPublicKeyInfo block."""
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()

@@ -411,6 +411,16 @@ if not WEBHOOKS_ED25519_KEYS and DEBUG:
         + base64.b64encode(hashlib.sha256(b"ed25519:" + SECRET_KEY.encode()).digest()).decode()
     ]
 
+# The P-256 ECDSA key of the edudip profile's X-Edudip-Signature (base64 of the 32-byte private
+# number, or of a DER PKCS#8 key); its public half is served at
+# /.well-known/webhooks/ecdsa-public-key.pem. Without it a key derived from DJANGO_SECRET_KEY is
+# used when DJANGO_DEBUG is true; otherwise webhooks cannot use the edudip profile.
+WEBHOOKS_ECDSA_KEY = env_str("WEBHOOKS_ECDSA_KEY")
+if not WEBHOOKS_ECDSA_KEY and DEBUG:
+    WEBHOOKS_ECDSA_KEY = base64.b64encode(
+        hashlib.sha256(b"ecdsa-p256:" + SECRET_KEY.encode()).digest()
+    ).decode()
+
 # After a signing-secret rotation the old secret keeps signing this long (both are sent).
 WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS = env_float(
     "WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS", 24 * 3600.0

@@ -4,7 +4,14 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common.api import api_not_found
-from deliveries.views import demo_receiver, health, metrics, public_key_pem, public_keys_jwks
+from deliveries.views import (
+    demo_receiver,
+    ecdsa_public_key_pem,
+    health,
+    metrics,
+    public_key_pem,
+    public_keys_jwks,
+)
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -20,4 +27,9 @@ urlpatterns = [
     path("demo/receiver/", demo_receiver, name="demo-receiver"),
     path(".well-known/webhooks/public-key.pem", public_key_pem, name="webhooks-public-key"),
     path(".well-known/webhooks/jwks.json", public_keys_jwks, name="webhooks-jwks"),
+    path(
+        ".well-known/webhooks/ecdsa-public-key.pem",
+        ecdsa_public_key_pem,
+        name="webhooks-ecdsa-public-key",
+    ),
 ]

@@ -1,5 +1,5 @@
 """What the delivery stages read from settings, built once per process: the retry schedule, the
-transport (its connection pools), the platform's Ed25519 keys."""
+transport (its connection pools), the platform's Ed25519 keys and its ECDSA key (edudip)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import os
 import threading
 from functools import lru_cache
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from subscriptions.selectors import destination_policy
 from webhook_engine.retry import RetryPolicy
-from webhook_engine.signing import ed25519_key_load
+from webhook_engine.signing import ecdsa_key_load, ed25519_key_load
 from webhook_engine.transport import Transport
 
 
@@ -55,3 +56,14 @@ def _ed25519_keys(values: tuple[str, ...]) -> tuple[Ed25519PrivateKey, ...]:
 def ed25519_keys() -> tuple[Ed25519PrivateKey, ...]:
     """The platform's Ed25519 signing keys (``WEBHOOKS_ED25519_KEYS``), the current one first."""
     return _ed25519_keys(tuple(settings.WEBHOOKS_ED25519_KEYS))
+
+
+@lru_cache(maxsize=4)
+def _ecdsa_key(value: str) -> EllipticCurvePrivateKey:
+    return ecdsa_key_load(value)
+
+
+def ecdsa_key() -> EllipticCurvePrivateKey | None:
+    """The platform's P-256 key for the edudip profile (``WEBHOOKS_ECDSA_KEY``), if configured."""
+    value = settings.WEBHOOKS_ECDSA_KEY
+    return _ecdsa_key(value) if value else None

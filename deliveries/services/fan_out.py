@@ -384,8 +384,8 @@ def _events_fan_out_one_by_one(
 
 
 class _Bodies:
-    """The bodies of one event, rendered once per content type and template: the webhooks of
-    a school mostly share both, so a thousand deliveries cost one rendering."""
+    """The bodies of one event, rendered once per content type, template and profile: the
+    webhooks of a school mostly share them, so a thousand deliveries cost one rendering."""
 
     def __init__(self, event: Event) -> None:
         self.event = event
@@ -399,11 +399,11 @@ class _Bodies:
             data=event.data,
             tz=school.tzinfo,
         )
-        self._rendered: dict[tuple[str, str], tuple[bytes, str] | BodyTemplateError] = {}
+        self._rendered: dict[tuple[str, str, str], tuple[bytes, str] | BodyTemplateError] = {}
 
-    def render(self, content_type: str, template: str) -> tuple[bytes, str]:
+    def render(self, content_type: str, template: str, profile: str) -> tuple[bytes, str]:
         """The body and its ``Content-Type``; raises ``BodyTemplateError`` (every time)."""
-        key = (content_type, template)
+        key = (content_type, template, profile)
         if key not in self._rendered:
             try:
                 self._rendered[key] = render_with_template(
@@ -411,6 +411,7 @@ class _Bodies:
                     content_type=content_type,
                     template=template,
                     unix_timestamp=int(self.event.occurred_at.timestamp()),
+                    profile=profile,
                 )
             except BodyTemplateError as exc:
                 self._rendered[key] = exc
@@ -439,7 +440,7 @@ def delivery_build(
     )
     try:
         delivery.body, delivery.content_type = (bodies or _Bodies(event)).render(
-            subscription.content_type, subscription.body_template
+            subscription.content_type, subscription.body_template, subscription.profile
         )
     except BodyTemplateError as exc:
         delivery.body = b""

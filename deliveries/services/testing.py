@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from events.models import Event, EventType
 from subscriptions.models import Subscription
+from webhook_engine.vendors import profile_get
 
 from ..models import AttemptTrigger, DeliveryAttempt, DeliveryStatus
 from .attempts import deliveries_attempt
@@ -22,12 +23,22 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
     can be checked before it is re-enabled). It is logged as a test delivery of a test event;
     it never retries and does not count towards the webhook's failure streak.
 
-    Raises ``ValidationError``: ``event_type`` unknown, or a body template that cannot be
-    rendered for the sample (``body_template``).
+    Raises ``ValidationError``: ``event_type`` unknown or not one of the profile's vendor's,
+    or a body template that cannot be rendered for the sample (``body_template``).
     """
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+    profile = profile_get(subscription.profile)
+    if not profile.has(event_type):
+        raise ValidationError(
+            {
+                "event_type": [
+                    f"{profile.label} has no event for {event_type}; a webhook with the "
+                    f"{profile.label} profile receives only {profile.label}'s events."
+                ]
+            }
+        )
     now = timezone.now()
     with transaction.atomic():
         event = Event.objects.create(

@@ -67,6 +67,20 @@ def ref(resource: str, /, **properties: Schema) -> Schema:
     return described(obj("id", id=ID, **properties), f"The {resource}.")
 
 
+# The platform account an event happened in, as BrainCert sends it with each of its events
+# (``domain_id``, ``tenant_id``). Optional: when absent, a BrainCert receiver gets the school's
+# slug and id instead.
+ACCOUNT_CONTEXT: dict[str, Schema] = {
+    "domain_id": {
+        "type": "string",
+        "description": "The platform domain the event happened in (BrainCert's domain_id).",
+    },
+    "tenant_id": {
+        "type": "string",
+        "description": "The platform tenant the event happened in (BrainCert's tenant_id).",
+    },
+}
+
 PERSON: dict[str, Schema] = {
     "first_name": STRING,
     "last_name": STRING,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._fields import (
+    ACCOUNT_CONTEXT,
     BOOLEAN,
     DATETIME,
     EMAIL,
@@ -91,14 +92,14 @@ EVENT_TYPES = [
         group="Products",
         description="A product (a physical or digital item sold in the school's shop) was created.",
         sample=_PRODUCT_SAMPLE,
-        schema=data_schema("product", product=PRODUCT),
+        schema=data_schema("product", product=PRODUCT, **ACCOUNT_CONTEXT),
     ),
     entry(
         "product.deleted",
         group="Products",
         description="A product was deleted; `product` is the product as it was.",
         sample=_PRODUCT_SAMPLE,
-        schema=data_schema("product", product=PRODUCT),
+        schema=data_schema("product", product=PRODUCT, **ACCOUNT_CONTEXT),
     ),
     entry(
         "sale.completed",
@@ -157,6 +158,7 @@ EVENT_TYPES = [
                 ),
                 "The buyer.",
             ),
+            **ACCOUNT_CONTEXT,
         ),
     ),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._fields import (
+    ACCOUNT_CONTEXT,
     BOOLEAN,
     DATETIME,
     EXTERNAL_ID,
@@ -46,7 +47,7 @@ COURSE_UPDATE_SUBTYPES = ("title.changed", "team.assigned", "team.removed")
 
 
 def _course_schema(**extra: Any) -> dict[str, Any]:
-    return data_schema("course", course=COURSE, **COURSE_CONTEXT, **extra)
+    return data_schema("course", course=COURSE, **COURSE_CONTEXT, **ACCOUNT_CONTEXT, **extra)
 
 
 _BRAINCERT_COURSE = {
@@ -75,6 +76,15 @@ _BRAINCERT_COURSE = {
             "bio": "Expert in Webhook Integrations",
         },
     ],
+}
+
+# A course event as every vendor profile can send it: BrainCert's course, eduMe's key, group,
+# teams and modules.
+_COURSE_EVENT_SAMPLE = {
+    "course": {**_BRAINCERT_COURSE, "key": "introduction_to_webhooks4711"},
+    "group": {"id": 12779},
+    "teams": [{"id": 55526}],
+    "modules": [{"id": 24775}],
 }
 
 _EDUSIGN_COURSE = {
@@ -186,7 +196,7 @@ EVENT_TYPES = [
         "course.created",
         group="Courses",
         description="A course was created.",
-        sample={"course": _BRAINCERT_COURSE},
+        sample=_COURSE_EVENT_SAMPLE,
         schema=_course_schema(),
     ),
     entry(
@@ -205,8 +215,8 @@ EVENT_TYPES = [
     entry(
         "course.deleted",
         group="Courses",
-        description="A course was deleted.",
-        sample={"course": {"id": "course-4711", "name": "Mathematics 101"}},
+        description="A course was deleted; `course` is the course as it was.",
+        sample=_COURSE_EVENT_SAMPLE,
         schema=_course_schema(),
     ),
     entry(
@@ -261,41 +271,41 @@ EVENT_TYPES = [
         group="Course bundles",
         description="A course bundle (several courses sold together) was created.",
         sample=_BUNDLE_SAMPLE,
-        schema=data_schema("bundle", bundle=BUNDLE),
+        schema=data_schema("bundle", bundle=BUNDLE, **ACCOUNT_CONTEXT),
     ),
     entry(
         "bundle.updated",
         group="Course bundles",
         description="A course bundle was edited.",
         sample=_BUNDLE_SAMPLE,
-        schema=data_schema("bundle", bundle=BUNDLE),
+        schema=data_schema("bundle", bundle=BUNDLE, **ACCOUNT_CONTEXT),
     ),
     entry(
         "bundle.deleted",
         group="Course bundles",
         description="A course bundle was deleted.",
         sample=_BUNDLE_SAMPLE,
-        schema=data_schema("bundle", bundle=BUNDLE),
+        schema=data_schema("bundle", bundle=BUNDLE, **ACCOUNT_CONTEXT),
     ),
     entry(
         "test.created",
         group="Tests",
         description="A test (an assessment learners enrol in and are scored on) was created.",
         sample=_TEST_SAMPLE,
-        schema=data_schema("test", test=TEST),
+        schema=data_schema("test", test=TEST, **ACCOUNT_CONTEXT),
     ),
     entry(
         "test.updated",
         group="Tests",
         description="A test was edited.",
         sample=_TEST_SAMPLE,
-        schema=data_schema("test", test=TEST),
+        schema=data_schema("test", test=TEST, **ACCOUNT_CONTEXT),
     ),
     entry(
         "test.deleted",
         group="Tests",
         description="A test was deleted.",
         sample=_TEST_SAMPLE,
-        schema=data_schema("test", test=TEST),
+        schema=data_schema("test", test=TEST, **ACCOUNT_CONTEXT),
     ),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._fields import (
+    ACCOUNT_CONTEXT,
     BOOLEAN,
     DATETIME,
     INTEGER,
@@ -29,6 +30,7 @@ IDENTIFIER = described(
     obj(
         "key",
         "value",
+        id={"type": ["string", "integer"], "description": "The identifier record's own id."},
         key=STRING,
         value=STRING,
         created_at=DATETIME,
@@ -39,6 +41,7 @@ IDENTIFIER = described(
 LEARNER = ref(
     "learner",
     uuid={"type": "string", "description": "The learner's global id (eduMe eId)."},
+    name={"type": "string", "description": "The full name, when the platform keeps one."},
     identifiers=array(IDENTIFIER),
     **PERSON,
 )
@@ -93,9 +96,16 @@ def _activity_schema(subtypes: tuple[str, ...]) -> dict[str, Any]:
     return schema
 
 
-def _enrollment_schema(item: str, item_schema: dict[str, Any]) -> dict[str, Any]:
+def _enrollment_schema(item: str, item_schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return data_schema(
-        item, "user", enrollment=ENROLLMENT, user=USER, group=ref("group"), **{item: item_schema}
+        item,
+        "user",
+        enrollment=ENROLLMENT,
+        user=LEARNER,
+        group=ref("group"),
+        **{item: item_schema},
+        **extra,
+        **ACCOUNT_CONTEXT,
     )
 
 
@@ -132,7 +142,11 @@ EVENT_TYPES = [
     entry(
         "course_enrollment.created",
         group="Enrollments",
-        description="A learner was enrolled in (added to) a course.",
+        description=(
+            "A learner was enrolled in (added to) a course. When the platform adds a learner to "
+            "several courses at once, `courses` lists them all (eduMe sends one event for all) "
+            "and `course` is the first."
+        ),
         sample={
             "enrollment": {
                 "id": 97472,
@@ -140,14 +154,24 @@ EVENT_TYPES = [
                 "started_at": "2024-01-26T22:17:01.891Z",
             },
             "course": {"id": 101, "name": "Advanced Web Development"},
+            "courses": [{"id": 101}, {"id": 2045}],
+            "group": {"id": 5},
             "user": {
                 "id": 123457,
+                "uuid": "62b35f8b-b2c0-45a5-8310-5ed1d0948e30",
                 "first_name": "Jane",
                 "last_name": "Doe",
                 "email": "jane.doe@example.org",
+                "identifiers": [],
             },
         },
-        schema=_enrollment_schema("course", COURSE),
+        schema=_enrollment_schema(
+            "course",
+            COURSE,
+            courses=array(
+                ref("course", name=STRING), "Every course the learner was added to at once."
+            ),
+        ),
     ),
     entry(
         "test_enrollment.created",
@@ -248,21 +272,51 @@ EVENT_TYPES = [
             "(certificate, scores, duration)."
         ),
         sample={
-            "course": {"id": 12345, "name": "Example Course Title"},
+            "course": {
+                "id": 12345,
+                "name": "Example Course Title",
+                "key": "example_course4798",
+                "created_at": "2021-05-18T10:15:39.614Z",
+                "image_url": None,
+            },
             "user": {
                 "id": 67890,
                 "first_name": "John",
                 "last_name": "Doe",
                 "email": "john.doe@example.org",
+                "identifiers": [
+                    {
+                        "key": "bamboo.employeeId",
+                        "value": "111",
+                        "created_at": "2022-02-24T13:19:20.890Z",
+                    }
+                ],
             },
+            "group": {"id": 8884, "name": "Neverland Group"},
+            "started_at": "2024-02-14T11:15:00Z",
             "completed_at": "2024-02-14T12:00:00Z",
+            "duration_seconds": 2700,
+            "language": "en",
             "certificate": {"issued": True, "expires_at": "2025-02-14T12:00:00Z"},
+            "scores": {
+                "overall_assessment_score": 66.67,
+                "overall_lesson_score": 50,
+                "breakdown": [
+                    {"id": 39726, "activity_key": "activity_1_lesson", "type": "lesson"},
+                    {
+                        "id": 39727,
+                        "activity_key": "activity_2_assessment",
+                        "type": "assessment",
+                        "score": 66.67,
+                    },
+                ],
+            },
         },
         schema=data_schema(
             "course",
             "user",
             course=COURSE,
-            user=ref("learner", **PERSON, identifiers=array(IDENTIFIER)),
+            user=LEARNER,
             group=ref("group", name=STRING),
             started_at=DATETIME,
             completed_at=DATETIME,
@@ -270,6 +324,7 @@ EVENT_TYPES = [
             language=TEXT,
             certificate=obj(issued=BOOLEAN, expires_at=OPTIONAL_DATETIME),
             scores=COMPLETION_SCORES,
+            **ACCOUNT_CONTEXT,
         ),
     ),
     entry(
@@ -308,6 +363,7 @@ EVENT_TYPES = [
             user=USER,
             result=TEST_RESULT,
             completed_at=DATETIME,
+            **ACCOUNT_CONTEXT,
         ),
     ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._fields import (
+    ACCOUNT_CONTEXT,
     DATE,
     DATETIME,
     ID,
@@ -79,21 +80,21 @@ EVENT_TYPES = [
         group="Live classes",
         description="A live class (a virtual classroom session) was created.",
         sample=_LIVE_CLASS_SAMPLE,
-        schema=data_schema("live_class", live_class=LIVE_CLASS),
+        schema=data_schema("live_class", live_class=LIVE_CLASS, **ACCOUNT_CONTEXT),
     ),
     entry(
         "live_class.updated",
         group="Live classes",
         description="A live class was edited.",
         sample=_LIVE_CLASS_SAMPLE,
-        schema=data_schema("live_class", live_class=LIVE_CLASS),
+        schema=data_schema("live_class", live_class=LIVE_CLASS, **ACCOUNT_CONTEXT),
     ),
     entry(
         "live_class.deleted",
         group="Live classes",
         description="A live class was deleted.",
         sample=_LIVE_CLASS_SAMPLE,
-        schema=data_schema("live_class", live_class=LIVE_CLASS),
+        schema=data_schema("live_class", live_class=LIVE_CLASS, **ACCOUNT_CONTEXT),
     ),
     entry(
         "webinar.created",

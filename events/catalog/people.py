@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._fields import (
+    ACCOUNT_CONTEXT,
     DATETIME,
     EXTERNAL_ID,
     PERSON,
@@ -174,21 +175,21 @@ EVENT_TYPES = [
                 ],
             }
         },
-        schema=data_schema("user", user=ACCOUNT),
+        schema=data_schema("user", user=ACCOUNT, **ACCOUNT_CONTEXT),
     ),
     entry(
         "user.updated",
         group="Users",
         description="A user's profile was edited.",
         sample=_USER_SAMPLE,
-        schema=data_schema("user", user=ACCOUNT),
+        schema=data_schema("user", user=ACCOUNT, **ACCOUNT_CONTEXT),
     ),
     entry(
         "user.deleted",
         group="Users",
         description="A user account was deleted; `user` is the account as it was.",
         sample=_USER_SAMPLE,
-        schema=data_schema("user", user=ACCOUNT),
+        schema=data_schema("user", user=ACCOUNT, **ACCOUNT_CONTEXT),
     ),
     entry(
         "user.activated",
@@ -227,7 +228,7 @@ EVENT_TYPES = [
                 ),
             }
         },
-        schema=data_schema("group", group=GROUP),
+        schema=data_schema("group", group=GROUP, **ACCOUNT_CONTEXT),
     ),
     *[
         entry(

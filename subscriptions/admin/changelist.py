@@ -33,7 +33,7 @@ from schools.admin_scoping import (
     administers_all_visible,
 )
 
-from ..models import Subscription
+from ..models import Profile, Subscription
 from ..selectors import (
     subscription_ids_receiving,
 )
@@ -137,7 +137,12 @@ class WebhookListColumns(SchoolScopedAdmin):
 
     @admin.display(description="Type", ordering="content_type")
     def content_type_display(self, obj: Subscription) -> str:
-        return obj.content_type.upper()
+        if obj.profile == Profile.STANDARD:
+            return obj.content_type.upper()
+        # Speaking as a vendor is what a reader of the list most needs to know about it.
+        return format_html(
+            "{}<br><small>as {}</small>", obj.content_type.upper(), obj.get_profile_display()
+        )
 
     @admin.display(description="Status", ordering="is_active")
     def state_display(self, obj: Subscription) -> str:

@@ -267,6 +267,7 @@ class WebhookPages(SchoolScopedAdmin):
                 content_type=request.POST.get("content_type", "json"),
                 event_type=request.POST.get("event_type", ""),
                 school=school,
+                profile=request.POST.get("profile") or "standard",
             )
         except ValidationError as exc:
             return JsonResponse({"error": " ".join(exc.messages)}, status=400)

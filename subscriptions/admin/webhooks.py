@@ -62,7 +62,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "last_delivery",
         "health",
     ]
-    list_filter = [WebhookStateFilter, TopicFilter, "content_type", SchoolListFilter]
+    list_filter = [WebhookStateFilter, TopicFilter, "content_type", "profile", SchoolListFilter]
     list_select_related = ["school"]
     search_fields = ["name", "url"]
     list_per_page = 50
@@ -105,7 +105,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                     None,
                     {"fields": ["school_display", "name", "url_masked_display", "topics_display"]},
                 ),
-                ("Delivery", {"fields": ["content_type", "basic_auth_display"]}),
+                ("Delivery", {"fields": ["content_type", "profile", "basic_auth_display"]}),
                 ("Custom headers", {"fields": ["custom_headers_display"]}),
                 ("Webhook body", {"fields": ["body_template"]}),
                 ("Signature", {"fields": [secret, "sign_ed25519"]}),
@@ -118,6 +118,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             main.insert(0, "school_display")
         fieldsets: list[tuple[Any, Any]] = [
             (None, {"fields": main}),
+            ("Profile", {"fields": ["profile"]}),
             (
                 "Basic authentication",
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},
@@ -187,7 +188,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             '<a class="button webhook-secret-copy" href="#" hidden>Copy</a> '
             '<a class="button webhook-secret-rotate" href="{}">Rotate…</a></span>'
             '<div class="help">Receivers verify the webhook-signature header (Standard Webhooks '
-            "v1, HMAC-SHA256) with it.</div>",
+            "v1, HMAC-SHA256) with it; with the Edusign profile it is also the client secret "
+            "of x-edusign-hmac.</div>",
             secret_url,
             MASK * 3,
             secret_url,

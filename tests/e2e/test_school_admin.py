@@ -55,7 +55,9 @@ def test_a_school_admin_adds_a_webhook_tests_it_and_retriggers_a_failed_delivery
     page.fill("#id_basic_auth_username", "crm")
     page.fill("#id_basic_auth_password", "s3cret-pw")
     page.select_option("#id_body_template_preset", "braincert")
-    expect(page.locator("#id_body_template")).to_have_value(re.compile(r"^<webhook><id>"))
+    expect(page.locator("#id_body_template")).to_have_value(
+        re.compile(r'^<\?xml version="1.0" encoding="utf-8"\?>\n<webhook><id>')
+    )
     page.click(".webhook-body-preview-button")
     preview = page.locator(".webhook-body-preview-output")
     expect(preview).to_contain_text("<resource>course</resource><action>created</action>")

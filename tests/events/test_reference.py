@@ -79,6 +79,25 @@ def test_the_admin_serves_the_reference_linked_from_the_type_list(admin_client):
     assert "<h3><code>course.updated</code></h3>" in html
     assert "<code>on_request_justified_absence</code>" in html
     assert "&quot;attendance_list_url&quot;" in html  # samples and schemas are escaped JSON
+    # How each vendor profile sends a type, field by field, with the sample as it arrives.
+    assert "As the Edusign profile sends it\n      (<code>on_student_sign</code>)" in html
+    assert (
+        "<tr><td><code>student.FIRSTNAME</code></td><td><code>data.student.first_name</code>"
+        in html
+    )
+    assert "&quot;type&quot;: &quot;learner.activity.started&quot;" in html
+
+
+def test_the_docs_show_each_vendors_mapping_and_sample_for_each_type():
+    text = DOCS.read_text(encoding="utf-8")
+
+    assert "| Profile | Body | Dates | Headers | Signature |" in text
+    assert (
+        "<details><summary>eduMe (<code>edume</code>): <code>learner.added</code></summary>" in text
+    )
+    assert "| `payload.courses` | `data.courses`, else `data.course` as a list of one |" in text
+    assert "| `payload.date_added` | `data.user.created_at` |" in text
+    assert '"x-edusign' not in text  # headers are in the profile table, not per type
 
 
 def test_the_reference_page_needs_an_admin_login(client):

@@ -12,6 +12,7 @@ from webhook_engine.envelope import (
     envelope_build,
     to_json,
     to_xml,
+    xml_fragment,
     xml_name_decode,
     xml_name_encode,
 )
@@ -160,3 +161,14 @@ def test_every_key_encodes_to_a_valid_xml_name_and_decodes_back(key):
 
     xmltodict.parse(f"<{name}/>")  # a valid element name, or this raises
     assert xml_name_decode(name) == key
+
+
+def test_an_empty_list_is_an_empty_element_in_xml_as_documented():
+    body = to_xml({"tags": [], "matrix": [[], ["a"]], "fields": {"roles": []}})
+
+    assert body == (
+        b'<?xml version="1.0" encoding="utf-8"?>\n'
+        b"<webhook><tags></tags><matrix></matrix><matrix><item>a</item></matrix>"
+        b"<fields><roles></roles></fields></webhook>"
+    )
+    assert xml_fragment({"tags": []}) == "<tags></tags>"

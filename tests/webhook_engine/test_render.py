@@ -122,3 +122,27 @@ def test_the_presets_use_each_vendors_own_event_names():
 
     assert json.loads(edusign)["type"] == "on_student_sign"  # Edusign's name, not ours
     assert json.loads(edume)["type"] == "course.added"
+
+
+def test_an_xml_body_template_is_sent_as_a_document_with_its_declaration():
+    body, _ = render(
+        _envelope("course.created", EDUSIGN_COURSE),
+        content_type="xml",
+        body=body_compile("<course><id>{{ data.courseId|xml }}</id></course>"),
+    )
+
+    assert body == (
+        b'<?xml version="1.0" encoding="utf-8"?>\n<course><id>course_id_placeholder</id></course>'
+    )
+
+
+@pytest.mark.parametrize("vendor", sorted(PRESETS))
+def test_every_xml_preset_starts_with_its_declaration(vendor):
+    body, _ = render(
+        _envelope("user.created", BRAINCERT_USER),
+        content_type="xml",
+        body=body_compile(PRESETS[vendor]["xml"]),
+    )
+
+    assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<webhook>')
+    assert body.count(b"<?xml") == 1

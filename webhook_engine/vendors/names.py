@@ -17,6 +17,7 @@ class SeedEventName(NamedTuple):
     key: str  # our event type
     data_subtype: str = ""  # the value of data.subtype that carries the vendor's sub-type
     note: str = ""
+    sent_as: str = ""  # the vendor's type on the wire, where it differs from the event's name
 
 
 EDUSIGN = "Edusign"
@@ -97,7 +98,11 @@ SEED_EVENT_NAMES: list[SeedEventName] = [
     SeedEventName(EDUME, "course.updated", "team.removed", "course.updated", "team.removed"),
     SeedEventName(EDUME, "learner.activated", "", "user.activated"),
     SeedEventName(
-        EDUME, "learner.added", "", "course_enrollment.created", note="one event per course"
+        EDUME,
+        "learner.added",
+        "",
+        "course_enrollment.created",
+        note="one event for all the courses the learner was added to (`courses`)",
     ),
     SeedEventName(EDUME, "learner.activity.started", "Course", "activity.started", "course"),
     SeedEventName(
@@ -133,7 +138,14 @@ SEED_EVENT_NAMES: list[SeedEventName] = [
         "survey",
         "without course or module",
     ),
-    SeedEventName(EDUME, "learner.course.completed", "", "course.completed"),
+    SeedEventName(
+        EDUME,
+        "learner.course.completed",
+        "",
+        "course.completed",
+        note="sent with the type `course.completed`, as eduMe's sample shows",
+        sent_as="course.completed",
+    ),
     SeedEventName(EDUDIP, "webinar.created", "", "webinar.created"),
     SeedEventName(EDUDIP, "webinar.updated", "", "webinar.updated"),
     SeedEventName(EDUDIP, "webinar.deleted", "", "webinar.deleted"),
@@ -141,11 +153,11 @@ SEED_EVENT_NAMES: list[SeedEventName] = [
 
 
 def _vendor_type_names() -> dict[str, dict[str, str]]:
-    """For the ``vendor`` filter: each seed vendor's own name for our event types (the first
-    name in the catalog's mapping when a vendor has several for one type)."""
+    """Each seed vendor's own type for our event types, as sent on the wire (the first name in
+    the table when a vendor has several for one type)."""
     names: dict[str, dict[str, str]] = {}
     for row in SEED_EVENT_NAMES:
-        names.setdefault(row.vendor.lower(), {}).setdefault(row.key, row.event)
+        names.setdefault(row.vendor.lower(), {}).setdefault(row.key, row.sent_as or row.event)
     return names
 
 
@@ -153,10 +165,6 @@ VENDOR_TYPE_NAMES = _vendor_type_names()
 
 
 def vendor_type_name(event_type: str, vendor: str) -> str:
-    """The vendor's own name for one of our event types, or the type itself."""
-    names = VENDOR_TYPE_NAMES.get(vendor.lower(), {})
-    if event_type in names:
-        return names[event_type]
-    if vendor.lower() == "edusign":
-        return "on_" + event_type.replace(".", "_")
-    return event_type
+    """The vendor's own type for one of our event types (as the vendor sends it), or our type
+    itself when the vendor has no such event: a name the vendor never had is never made up."""
+    return VENDOR_TYPE_NAMES.get(vendor.lower(), {}).get(event_type, event_type)

@@ -1,4 +1,5 @@
-"""Demo data for ``make run``: a school, an admin login, two webhooks and a few published events."""
+"""Demo data for ``make run``: a school, an admin login, webhooks (one of them speaking as
+Edusign) and a few published events."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ class Command(BaseCommand):
                 content_type="xml",
                 body_template=PRESETS["braincert"]["xml"],
                 sign_ed25519=True,
+            )
+            # Speaks as Edusign: Edusign's body, headers and x-edusign-hmac.
+            self._subscription(
+                school,
+                "Demo receiver (Edusign profile)",
+                f"{base_url}/demo/receiver/",
+                topics=["course.*", "student.*"],
+                profile="edusign",
             )
             # Nothing listens on port 9: shows failed attempts and retries in the delivery log.
             self._subscription(

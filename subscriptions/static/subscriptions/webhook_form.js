@@ -18,12 +18,35 @@
       .forEach(function (row) { row.hidden = !enabled; });
   }
 
+  function profileValue() {
+    const select = document.querySelector("select[name=profile]");
+    return select ? select.value : "standard";
+  }
+
   function bodyEditor(editor) {
     const textarea = editor.querySelector("textarea");
     const presets = JSON.parse(document.getElementById(editor.dataset.presets).textContent);
     const picker = editor.querySelector(".webhook-body-preset");
     const previewType = editor.querySelector(".webhook-body-preview-type");
     const output = editor.querySelector(".webhook-body-preview-output");
+    const vendorNote = editor.querySelector(".webhook-body-vendor");
+
+    // A vendor profile sends the vendor's own body: the template is not used (nor posted).
+    function profileFollow() {
+      const select = document.querySelector("select[name=profile]");
+      const vendor = profileValue() !== "standard";
+      textarea.disabled = vendor && textarea.value.trim() === "";
+      picker.disabled = vendor;
+      if (vendorNote) {
+        vendorNote.hidden = !vendor;
+        vendorNote.textContent = vendor && select
+          ? "The " + select.options[select.selectedIndex].text + " profile sends its own " +
+            "body; the preview shows it." : "";
+      }
+    }
+    const profileSelect = document.querySelector("select[name=profile]");
+    if (profileSelect) { profileSelect.addEventListener("change", profileFollow); }
+    profileFollow();
 
     picker.addEventListener("change", function () {
       if (picker.value === "standard") {
@@ -54,7 +77,8 @@
 
     editor.querySelector(".webhook-body-preview-button").addEventListener("click", function () {
       const data = new FormData();
-      data.append("body_template", textarea.value);
+      data.append("body_template", textarea.disabled ? "" : textarea.value);
+      data.append("profile", profileValue());
       data.append("content_type", checkedValue("content_type") || "json");
       data.append("event_type", previewType.value);
       const school = document.getElementById("id_school");
