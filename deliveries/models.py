@@ -57,6 +57,9 @@ class Delivery(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set by a "send now" of a delivery that was waiting for an automatic attempt: when that
+    # attempt was due. If the manual attempt fails, the schedule resumes here (redrive.py).
+    resume_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)

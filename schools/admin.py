@@ -18,6 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from audit.services import actor_user
+
 from .admin_scoping import (
     SchoolListFilter,
     SchoolScopedAdmin,
@@ -234,7 +236,9 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         try:
-            api_key, key = api_key_create(school=obj.school, name=obj.name)
+            api_key, key = api_key_create(
+                school=obj.school, name=obj.name, actor=actor_user(request.user)
+            )
         except ValidationError as exc:  # the limit was reached by another request meanwhile
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return
@@ -249,7 +253,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = 0
         for api_key in queryset.filter(revoked_at__isnull=True):
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=actor_user(request.user))
             count += 1
         self.message_user(request, f"{count} keys revoked; requests with them now get a 401.")
 

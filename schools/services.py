@@ -14,6 +14,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import Actor, audit_record
+
 from .models import (
     SCHOOL_ADMINS_GROUP,
     SUPPORT_GROUP,
@@ -52,7 +55,9 @@ def school_create(
 
 
 @transaction.atomic
-def api_key_create(*, school: School, name: str) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, school: School, name: str, actor: Actor | None = None
+) -> tuple[ApiKey, str]:
     """Create an API key for the school; return it and the key itself, which is never shown again.
 
     A school has at most ``WEBHOOKS_API_KEYS_PER_SCHOOL`` (5) active keys: raises
@@ -69,13 +74,29 @@ def api_key_create(*, school: School, name: str) -> tuple[ApiKey, str]:
         )
     key, prefix = _key_generate(SCHOOL_KEY_PREFIX)
     api_key = ApiKey.objects.create(school=school, name=name, prefix=prefix, key_hash=key_hash(key))
+    _api_key_audit(api_key, AuditAction.API_KEY_CREATED, actor)
     return api_key, key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    """Revoke a key at once; idempotent."""
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_revoke(*, api_key: ApiKey, actor: Actor | None = None) -> None:
+    """Revoke a key at once; idempotent (the audit trail records the first revocation)."""
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
     api_key.refresh_from_db(fields=["revoked_at"])
+    if revoked:
+        _api_key_audit(api_key, AuditAction.API_KEY_REVOKED, actor)
+
+
+def _api_key_audit(api_key: ApiKey, action: AuditAction, actor: Actor | None) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        school_id=api_key.school_id,
+        object_type="api_key",
+        object_id=api_key.pk,
+        object_repr=f"{api_key.name} ({api_key.prefix}…)",
+    )
 
 
 def platform_key_create(*, name: str) -> tuple[PlatformKey, str]:
@@ -127,6 +148,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deliveries.view_delivery",
         "deliveries.view_deliveryattempt",
         "deliveries.retrigger_delivery",
+        "audit.view_auditentry",  # their schools' entries
     ),
     SUPPORT_GROUP: (
         "schools.view_school",
@@ -141,6 +163,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deliveries.view_delivery",
         "deliveries.view_deliveryattempt",
         "deliveries.retrigger_delivery",
+        "audit.view_auditentry",
     ),
 }
 

@@ -10,13 +10,17 @@ import secrets
 import socket
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
+from audit.models import AuditAction
+from audit.services import Actor, audit_record
 from events.models import EventType
 from schools.models import School
 from schools.selectors import school_admin_emails
@@ -32,7 +36,7 @@ from webhook_engine.render import (
 
 from .crypto import secret_encrypt, secret_reencrypt
 from .models import EDITABLE_FIELDS, SigningSecret, Subscription
-from .selectors import destination_policy, signing_secrets_active
+from .selectors import destination_policy, signing_secret_current, signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
 logger = logging.getLogger(__name__)
@@ -193,7 +197,11 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
 
 @transaction.atomic
 def subscription_save(
-    *, subscription: Subscription, basic_auth_password: str | None = None
+    *,
+    subscription: Subscription,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    signing_secret: str | None = None,
 ) -> Subscription:
     """Validate and save a new or changed subscription; a new one gets its signing secret.
 
@@ -203,23 +211,73 @@ def subscription_save(
     Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
     type, a destination that is not allowed or does not resolve, a reserved or malformed custom
     header, or a body template that fails for the sample payload of a selected event type.
+
+    A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
+    unsaved settings already used), else with a new one. The change is in the audit trail with
+    the fields that changed (a password or header value as "changed", never its value).
     """
     password_given = bool(basic_auth_password)
     subscription_validate(subscription, password_given=password_given)
+    created = subscription._state.adding
+    before = {} if created else _audited_fields(Subscription.objects.get(pk=subscription.pk))
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
         subscription.basic_auth_password_encrypted = ""
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
-    created = subscription._state.adding
     subscription.save()
     if created:
-        _signing_secret_add(subscription)
+        _signing_secret_add(subscription, secret=signing_secret)
+    after = _audited_fields(subscription)
+    changes = {
+        name: value if name not in _SECRET_FIELDS else "changed"
+        for name, value in ((n, [before.get(n), after[n]]) for n in after)
+        if created or before.get(name) != after[name]
+    }
+    if password_given:
+        changes["basic_auth_password"] = "changed"
+    if created or changes:
+        if created:
+            changes = {name: change for name, change in changes.items() if change != [None, ""]}
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_CREATED if created else AuditAction.WEBHOOK_CHANGED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes=changes,
+        )
     return subscription
 
 
+# Recorded in the audit trail as "changed", never with their values.
+_SECRET_FIELDS = frozenset({"custom_headers"})
+
+
+def _audited_fields(subscription: Subscription) -> dict[str, Any]:
+    """The editable settings as the audit trail compares them (header names only)."""
+    values = {name: getattr(subscription, name) for name in EDITABLE_FIELDS}
+    values["custom_headers"] = sorted(values.get("custom_headers") or {})
+    values["url"] = _url_query_mask(str(values.get("url") or ""))
+    return values
+
+
+def _url_query_mask(url: str) -> str:
+    """The URL with its query values masked: receivers put tokens there (``?token=…``)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
+
+
 def subscription_create(
-    *, school: School, basic_auth_password: str | None = None, **fields: Any
+    *,
+    school: School,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    **fields: Any,
 ) -> Subscription:
     """Validate and create a subscription with a new signing secret; see ``subscription_save``.
 
@@ -228,7 +286,9 @@ def subscription_create(
     """
     _fields_check(fields)
     subscription = Subscription(school=school, **_fields_normalize(fields))
-    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
+    return subscription_save(
+        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+    )
 
 
 def _fields_check(fields: dict[str, Any]) -> None:
@@ -248,7 +308,11 @@ def _fields_normalize(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def subscription_update(
-    *, subscription: Subscription, basic_auth_password: str | None = None, **fields: Any
+    *,
+    subscription: Subscription,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    **fields: Any,
 ) -> Subscription:
     """Change the given fields and save after validating the result (see ``subscription_save``).
 
@@ -262,18 +326,20 @@ def subscription_update(
         subscription.disabled_reason = ""
         subscription.disabled_at = None
         subscription.failing_since = None
-    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
+    return subscription_save(
+        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+    )
 
 
-def _signing_secret_add(subscription: Subscription) -> str:
-    secret = signing_secret_generate()
+def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:
+    secret = secret or signing_secret_generate()
     subscription.signing_secrets.create(secret_encrypted=secret_encrypt(secret))
     return secret
 
 
 @transaction.atomic
 def subscription_secret_rotate(
-    *, subscription: Subscription, grace_seconds: float | None = None
+    *, subscription: Subscription, grace_seconds: float | None = None, actor: Actor | None = None
 ) -> str:
     """Start signing with a new secret and return it; the current ones expire after a grace period.
 
@@ -288,13 +354,41 @@ def subscription_secret_rotate(
         if signing_secret.expires_at is None or signing_secret.expires_at > expires_at:
             signing_secret.expires_at = expires_at
             signing_secret.save(update_fields=["expires_at"])
+    audit_record(
+        actor=actor,
+        action=AuditAction.SECRET_ROTATED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+        changes={"previous_secrets_expire_at": expires_at.isoformat()},
+    )
     return _signing_secret_add(subscription)
 
 
-def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
+def subscription_secret_reveal(*, subscription: Subscription, actor: Actor | None) -> str:
+    """The current signing secret in clear, for showing it to a school admin; the reveal is in
+    the audit trail (the secret is not). Raises ``SecretUnreadable`` as ``signing_secret_current``.
+    """
+    secret = signing_secret_current(subscription=subscription)
+    audit_record(
+        actor=actor,
+        action=AuditAction.SECRET_REVEALED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+    )
+    return secret
+
+
+def subscription_disable(
+    *, subscription: Subscription, reason: str, actor: Actor | None = None
+) -> bool:
     """Turn a subscription off with the reason shown to its school; False if it already was off.
 
-    Its pending deliveries fail at their next attempt with that reason.
+    Its pending deliveries fail at their next attempt with that reason. Its school's admins are
+    e-mailed (in the school's language) and the audit trail records it, once.
     """
     updated = Subscription.objects.filter(pk=subscription.pk, is_active=True).update(
         is_active=False, disabled_reason=reason, disabled_at=timezone.now()
@@ -304,17 +398,39 @@ def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
         logger.warning(
             "Webhook %s of %s disabled: %s", subscription.pk, subscription.school_id, reason
         )
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_DISABLED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes={"is_active": [True, False], "reason": reason},
+        )
+        transaction.on_commit(lambda: _disabled_notify(subscription, reason), robust=True)
     return bool(updated)
 
 
-def subscription_enable(*, subscription: Subscription) -> None:
-    """Turn a subscription back on, forgetting why it was off and its failure streak."""
-    Subscription.objects.filter(pk=subscription.pk).update(
+def subscription_enable(*, subscription: Subscription, actor: Actor | None = None) -> bool:
+    """Turn a subscription back on, forgetting why it was off and its failure streak; False if it
+    was on already. Recorded in the audit trail."""
+    updated = Subscription.objects.filter(pk=subscription.pk, is_active=False).update(
         is_active=True, disabled_reason="", disabled_at=None, failing_since=None
     )
     subscription.refresh_from_db(
         fields=["is_active", "disabled_reason", "disabled_at", "failing_since"]
     )
+    if updated:
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_ENABLED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes={"is_active": [False, True]},
+        )
+    return bool(updated)
 
 
 def subscriptions_auto_disable() -> list[Subscription]:
@@ -340,26 +456,33 @@ def subscriptions_auto_disable() -> list[Subscription]:
             "failed deliveries."
         )
         if subscription_disable(subscription=subscription, reason=reason):
-            _auto_disable_notify(subscription, reason)
             disabled.append(subscription)
     return disabled
 
 
-def _auto_disable_notify(subscription: Subscription, reason: str) -> None:
-    recipients = school_admin_emails(school=subscription.school)
+def _disabled_notify(subscription: Subscription, reason: str) -> None:
+    """E-mail the school's admins that the webhook was disabled, in the school's language."""
+    school = School.objects.get(pk=subscription.school_id)
+    recipients = school_admin_emails(school=school)
     if not recipients:
         logger.warning("No admin to tell that webhook %s was disabled", subscription.pk)
         return
     try:
-        send_mail(
-            subject=f"Webhook disabled: {subscription.name} ({subscription.school.name})",
-            message=(
-                f"The webhook {subscription.name!r} of {subscription.school.name} sends to "
-                f"{subscription.url}.\n\n{reason}\n"
-            ),
-            from_email=None,
-            recipient_list=recipients,
-        )
+        with translation.override(school.language):
+            subject = _("Webhook disabled: %(webhook)s (%(school)s)") % {
+                "webhook": subscription.name,
+                "school": school.name,
+            }
+            message = _(
+                "The webhook “%(webhook)s” of %(school)s sends to %(url)s.\n\n%(reason)s\n\n"
+                "Fix the endpoint, re-enable the webhook, then recover its failed deliveries."
+            ) % {
+                "webhook": subscription.name,
+                "school": school.name,
+                "url": subscription.url,
+                "reason": reason,
+            }
+        send_mail(subject=subject, message=message, from_email=None, recipient_list=recipients)
     except Exception:
         # The webhook is disabled either way; the admin notice still shows it.
         logger.exception(
@@ -416,6 +539,16 @@ def secrets_reencrypt() -> int:
     return count
 
 
-def subscription_delete(*, subscription: Subscription) -> None:
-    """Delete a subscription with its secrets and its delivery log."""
+@transaction.atomic
+def subscription_delete(*, subscription: Subscription, actor: Actor | None = None) -> None:
+    """Delete a subscription with its secrets and its delivery log (recorded in the audit
+    trail, which keeps its name and id)."""
+    audit_record(
+        actor=actor,
+        action=AuditAction.WEBHOOK_DELETED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+    )
     subscription.delete()

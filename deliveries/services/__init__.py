@@ -12,6 +12,8 @@ from .fan_out import (
     fan_out_request_take,
 )
 from .redrive import (
+    RetriggerOutcome,
+    RetriggerResult,
     SweepResult,
     deliveries_prune,
     deliveries_recover,
@@ -24,6 +26,8 @@ from .testing import delivery_test_send
 
 __all__ = [
     "DELIVER_TASK",
+    "RetriggerOutcome",
+    "RetriggerResult",
     "SweepResult",
     "deliveries_attempt",
     "deliveries_enqueue",
