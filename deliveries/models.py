@@ -7,23 +7,60 @@ import uuid
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
-from webhook_engine.errors import ERROR_KIND_LABELS, ErrorKind
+from webhook_engine.errors import ErrorKind
 
-# The engine's error kinds as the choices of the models' columns.
-ERROR_KIND_CHOICES = [(kind.value, label) for kind, label in ERROR_KIND_LABELS.items()]
+# The engine's error kinds (``webhook_engine.errors``) as the choices of the models' columns,
+# named in the admin's language.
+ERROR_KIND_CHOICES = [
+    (ErrorKind.NONE.value, _("None")),
+    (ErrorKind.HTTP_STATUS.value, _("HTTP error status")),
+    (ErrorKind.REDIRECT.value, _("Redirect (not followed)")),
+    (ErrorKind.TIMEOUT.value, _("Timeout")),
+    (ErrorKind.CONNECTION.value, _("Connection failed")),
+    (ErrorKind.DNS.value, _("DNS lookup failed")),
+    (ErrorKind.TLS.value, _("TLS error")),
+    (ErrorKind.BLOCKED.value, _("Destination not allowed")),
+    (ErrorKind.INVALID_URL.value, _("Invalid URL")),
+    (ErrorKind.RESPONSE.value, _("Malformed response")),
+    (ErrorKind.INTERRUPTED.value, _("Attempt interrupted")),
+    (ErrorKind.DISABLED.value, _("Webhook disabled")),
+    (ErrorKind.TEMPLATE.value, _("Body template error")),
+    (ErrorKind.CONFIGURATION.value, _("Configuration error")),
+    (ErrorKind.INTERNAL.value, _("Internal error")),
+]
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed"
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class DeliveryState(models.TextChoices):
+    """What every page calls a delivery's state: its status, with a pending delivery whose last
+    attempt failed called "retrying" (``delivery_state``)."""
+
+    PENDING = "pending", _("Pending")
+    RETRYING = "retrying", _("Retrying")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+def delivery_state(status: str, last_error_kind: str) -> DeliveryState:
+    """The one word for where a delivery is: ``pending`` (waiting for its first attempt, or a
+    "send now"), ``retrying`` (an attempt failed, another is scheduled), ``delivered`` or
+    ``failed``."""
+    if status == DeliveryStatus.PENDING and last_error_kind:
+        return DeliveryState.RETRYING
+    return DeliveryState(status)
 
 
 class AttemptTrigger(models.TextChoices):
-    AUTOMATIC = "automatic", "Automatic"
-    MANUAL = "manual", "Manual retrigger"
-    TEST = "test", "Send Test"
+    AUTOMATIC = "automatic", _("Automatic")
+    MANUAL = "manual", _("Sent now by hand")
+    TEST = "test", _("Send Test")
 
 
 class Delivery(models.Model):
@@ -72,7 +109,8 @@ class Delivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name_plural = "deliveries"
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
         ordering = ["-created_at"]
         permissions = [("retrigger_delivery", "Can retrigger deliveries")]
         constraints = [
@@ -121,6 +159,8 @@ class DeliveryAttempt(models.Model):
     error_message = models.TextField(blank=True)
 
     class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
         ordering = ["delivery", "number"]
         constraints = [
             models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),

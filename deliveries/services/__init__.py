@@ -22,7 +22,7 @@ from .redrive import (
     delivery_retrigger,
 )
 from .send import headers_redact
-from .testing import delivery_test_send
+from .testing import delivery_test_send, delivery_test_send_settings
 
 __all__ = [
     "DELIVER_TASK",
@@ -38,6 +38,7 @@ __all__ = [
     "delivery_attempt",
     "delivery_retrigger",
     "delivery_test_send",
+    "delivery_test_send_settings",
     "event_fan_out",
     "events_fan_out_pending",
     "events_fan_out_waiting",

@@ -22,7 +22,7 @@ from webhook_engine.errors import ErrorKind
 from webhook_engine.retry import is_retryable
 from webhook_engine.transport import TransportResult
 
-from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..models import AttemptTrigger, Delivery, DeliveryStatus, delivery_state
 from .claim import Claim
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 
@@ -185,7 +185,7 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
                     "delivery",
                     row.pk,
                     f"{row.event_type} → {row.subscription.name}",
-                    {"state": [delivery_state(row.status, row.last_error_kind), "sending now"]},
+                    {"state": [str(delivery_state(row.status, row.last_error_kind).value), "sending now"]},
                 )
                 for row in queued
             ],
@@ -193,15 +193,6 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
         transaction.on_commit(lambda: deliveries_enqueue(ids), robust=True)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts)
-
-
-def delivery_state(status: str, last_error_kind: str) -> str:
-    """The one word for where a delivery is, used on every page: ``pending`` (waiting for its
-    first attempt), ``retrying`` (an attempt failed, another is scheduled), ``delivered`` or
-    ``failed``."""
-    if status == DeliveryStatus.PENDING and last_error_kind:
-        return "retrying"
-    return str(status)
 
 
 def retrigger_schedule_resume(
