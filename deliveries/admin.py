@@ -231,6 +231,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
     ]
 
     class Media:
+        js = ["common/admin_lists.js"]
         css = {"all": ["common/admin_lists.css"]}
 
     # --- Permissions: read-only, retrigger through the service ----------------------------
