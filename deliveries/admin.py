@@ -262,7 +262,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
-            columns.insert(4, "school")
+            columns = ["subscription_school_display" if c == "subscription_display" else c for c in columns]
         return columns
 
     def get_search_results(
@@ -281,11 +281,15 @@ class DeliveryAdmin(SchoolScopedAdmin):
         maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
         if obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
             detail = _("sending now")
-        elif obj.attempts and not obj.is_test:
-            detail = _("attempt %(number)s of %(maximum)s") % {
+        elif state == DeliveryState.RETRYING:
+            detail = _("attempt %(number)s of %(maximum)s failed") % {
                 "number": obj.attempts,
                 "maximum": maximum,
             }
+        elif obj.attempts > 1:
+            detail = ngettext(
+                "after %(count)s attempt", "after %(count)s attempts", obj.attempts
+            ) % {"count": obj.attempts}
         else:
             detail = ""
         return format_html(
@@ -307,6 +311,12 @@ class DeliveryAdmin(SchoolScopedAdmin):
     @admin.display(description=gettext_lazy("Webhook"))
     def subscription_display(self, obj: Delivery) -> str:
         return obj.subscription.name
+
+    @admin.display(description=gettext_lazy("Webhook"))
+    def subscription_school_display(self, obj: Delivery) -> str:
+        return format_html(
+            '{}<br><small class="delivery-school">{}</small>', obj.subscription.name, obj.school.name
+        )
 
     @admin.display(description=gettext_lazy("Last response"))
     def last_response_display(self, obj: Delivery) -> str:

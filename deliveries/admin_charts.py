@@ -133,4 +133,10 @@ def timeline_chart(timeline: Timeline) -> dict[str, Any]:
         _("Deliveries per hour, last 24 hours"), timeline.hours, hour_labels, hour_titles
     )
     days = _chart(_("Deliveries per day, last 7 days"), timeline.days, day_labels, day_titles)
-    return {"hours": hours, "days": days, "charts": [hours, days], "zone": timeline.zone}
+    return {
+        "hours": hours,
+        "days": days,
+        "charts": [hours, days],
+        "zone": timeline.zone,
+        "failed_24h": sum(bucket.failed for bucket in timeline.hours),
+    }

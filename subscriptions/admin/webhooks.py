@@ -74,9 +74,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "name",
         "last_delivery",
         "health",
-        "url_display",
-        "topics_display",
-        "content_type_display",
+        "destination_display",
     ]
     list_display_links = ["name"]
     list_filter = [WebhookStateFilter, TopicFilter, "content_type", SchoolListFilter]

@@ -6,7 +6,8 @@
     const table = document.getElementById("result_list");
     if (!table) { return; }
     const names = Array.from(table.querySelectorAll("thead th")).map(function (th) {
-      return th.textContent.trim();
+      const text = th.querySelector(".text");
+      return (text || th).textContent.trim();
     });
     table.querySelectorAll("tbody tr").forEach(function (row) {
       Array.from(row.children).forEach(function (cell, index) {
