@@ -42,7 +42,7 @@ class AuditEntryAdmin(SchoolScopedAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     list_per_page = 100
-    fields = [
+    fields = (
         "when",
         "school",
         "actor_label",
@@ -50,7 +50,7 @@ class AuditEntryAdmin(SchoolScopedAdmin):
         "object_type",
         "object_link",
         "changes_display",
-    ]
+    )
     readonly_fields = fields
 
     class Media:

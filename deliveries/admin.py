@@ -20,7 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 
 from audit.services import actor_user
 from common.admin_display import datetime_in_zone
@@ -262,7 +262,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
-            columns = ["subscription_school_display" if c == "subscription_display" else c for c in columns]
+            columns = [
+                "subscription_school_display" if c == "subscription_display" else c for c in columns
+            ]
         return columns
 
     def get_search_results(
@@ -315,7 +317,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
     @admin.display(description=gettext_lazy("Webhook"))
     def subscription_school_display(self, obj: Delivery) -> str:
         return format_html(
-            '{}<br><small class="delivery-school">{}</small>', obj.subscription.name, obj.school.name
+            '{}<br><small class="delivery-school">{}</small>',
+            obj.subscription.name,
+            obj.school.name,
         )
 
     @admin.display(description=gettext_lazy("Last response"))
@@ -342,8 +346,10 @@ class DeliveryAdmin(SchoolScopedAdmin):
         state = delivery_state(obj.status, obj.last_error_kind)
         zone = obj.school.timezone
         maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
-        if obj.status == DeliveryStatus.PENDING and obj.leased_until and obj.leased_until > (
-            timezone.now()
+        if (
+            obj.status == DeliveryStatus.PENDING
+            and obj.leased_until
+            and obj.leased_until > (timezone.now())
         ):
             text = _("Attempt %(number)s is being sent right now.") % {"number": obj.attempts}
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
@@ -360,9 +366,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
         elif obj.is_test:
             text = _("A Send Test: it is never retried.")
         else:
-            text = ngettext(
-                "%(count)s attempt made.", "%(count)s attempts made.", obj.attempts
-            ) % {"count": obj.attempts}
+            text = ngettext("%(count)s attempt made.", "%(count)s attempts made.", obj.attempts) % {
+                "count": obj.attempts
+            }
         return format_html("{}<br>{}", state_badge(state), text)
 
     @admin.display(description=gettext_lazy("Created"))
@@ -518,7 +524,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
         self.message_user(request, str(text) % {"webhook": subscription.name}, level)
         return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
 
-    @admin.action(description=gettext_lazy("Send the selected deliveries now"), permissions=["retrigger"])
+    @admin.action(
+        description=gettext_lazy("Send the selected deliveries now"), permissions=["retrigger"]
+    )
     def retrigger_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> Any:
         """Ask first (saying what will happen to each kind of delivery); then send them now and
         report how many went and why others did not."""
@@ -570,10 +578,10 @@ class DeliveryAdmin(SchoolScopedAdmin):
             )
             % {"count": result.queued}
         ]
-        for outcome, (singular, plural) in _SKIPPED_REASONS.items():
+        for outcome, reason in _SKIPPED_REASONS.items():
             number = result.count(outcome)
             if number:
-                parts.append(ngettext(singular, plural, number) % {"count": number})
+                parts.append(str(reason % {"count": number}))
         self.message_user(
             request, " ".join(parts), messages.SUCCESS if result.queued else messages.WARNING
         )
@@ -610,18 +618,21 @@ _RETRIGGER_MESSAGES: dict[RetriggerOutcome, tuple[int, Any]] = {
     ),
 }
 
-_SKIPPED_REASONS: dict[RetriggerOutcome, tuple[str, str]] = {
-    RetriggerOutcome.WEBHOOK_DISABLED: (
-        gettext_lazy("%(count)s not sent: its webhook is disabled (re-enable it first)."),
-        gettext_lazy("%(count)s not sent: their webhooks are disabled (re-enable them first)."),
+_SKIPPED_REASONS: dict[RetriggerOutcome, Any] = {
+    RetriggerOutcome.WEBHOOK_DISABLED: ngettext_lazy(
+        "%(count)s not sent: its webhook is disabled (re-enable it first).",
+        "%(count)s not sent: their webhooks are disabled (re-enable them first).",
+        "count",
     ),
-    RetriggerOutcome.IN_FLIGHT: (
-        gettext_lazy("%(count)s not sent again: it is being sent right now."),
-        gettext_lazy("%(count)s not sent again: they are being sent right now."),
+    RetriggerOutcome.IN_FLIGHT: ngettext_lazy(
+        "%(count)s not sent again: it is being sent right now.",
+        "%(count)s not sent again: they are being sent right now.",
+        "count",
     ),
-    RetriggerOutcome.ALREADY_QUEUED: (
-        gettext_lazy("%(count)s was already waiting to be sent now."),
-        gettext_lazy("%(count)s were already waiting to be sent now."),
+    RetriggerOutcome.ALREADY_QUEUED: ngettext_lazy(
+        "%(count)s was already waiting to be sent now.",
+        "%(count)s were already waiting to be sent now.",
+        "count",
     ),
 }
 

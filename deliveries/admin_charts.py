@@ -88,7 +88,9 @@ def _chart(caption: str, buckets: list[Bucket], labels: list[str], titles: list[
                 continue
             height = max(count / top * plot_height, 1.5)
             y -= height
-            segments.append(Segment(y=round(y, 1), height=round(height, 1), colour=STATUS_COLOURS[state]))
+            segments.append(
+                Segment(y=round(y, 1), height=round(height, 1), colour=STATUS_COLOURS[state])
+            )
         bars.append(
             Bar(
                 x=round(LEFT + index * step + step * 0.12, 1),

@@ -165,9 +165,11 @@ def failure_explain(
     if error_kind == ErrorKind.REDIRECT and status:
         return f"{status}: {_lower_first(str(_KIND[ErrorKind.REDIRECT]))}"
     if error_kind in _KIND:
-        return str(_KIND[error_kind]) % {"timeout": f"{timeout_seconds:g}"} if error_kind == (
-            ErrorKind.TIMEOUT
-        ) else str(_KIND[error_kind])
+        return (
+            str(_KIND[error_kind]) % {"timeout": f"{timeout_seconds:g}"}
+            if error_kind == (ErrorKind.TIMEOUT)
+            else str(_KIND[error_kind])
+        )
     if error_kind:
         return _("The attempt failed; the error below has the details.")
     return ""

@@ -107,9 +107,7 @@ def subscriptions_delivery_stats(
     )
     # Delivered after a failed attempt (the attempts of the few deliveries with more than one).
     recovered = Q(status=DeliveryStatus.DELIVERED, attempts__gt=1) & Q(
-        Exists(
-            DeliveryAttempt.objects.filter(delivery_id=OuterRef("pk")).exclude(error_kind="")
-        )
+        Exists(DeliveryAttempt.objects.filter(delivery_id=OuterRef("pk")).exclude(error_kind=""))
     )
     counts = {
         row["subscription_id"]: row
@@ -281,7 +279,12 @@ def deliveries_timeline(
     fields = ("delivered", "pending", "retrying", "failed")
     for row in rows:
         hour = row["hour"].astimezone(zone)
-        counts = {name: row[name] for name in fields}
+        counts = {
+            "delivered": row["delivered"],
+            "pending": row["pending"],
+            "retrying": row["retrying"],
+            "failed": row["failed"],
+        }
         if hour >= first_hour:
             by_hour[hour] = counts
         day = by_day.setdefault(hour.date(), dict.fromkeys(fields, 0))

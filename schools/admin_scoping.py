@@ -170,7 +170,9 @@ class SchoolScopedAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return super().has_delete_permission(request, obj) and self._obj_visible(request, obj)
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """An action on ids that are not ids (a forged or garbled form) is refused with a message
         instead of failing when the database reads them."""
         selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
@@ -188,7 +190,7 @@ class SchoolScopedAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.get_full_path())
-        response: HttpResponse | None = super().response_action(request, queryset)
+        response: HttpResponse | None = super().response_action(request, queryset, *args, **kwargs)
         return response
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:

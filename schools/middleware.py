@@ -11,7 +11,7 @@ from __future__ import annotations
 import zoneinfo
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.middleware.locale import LocaleMiddleware as DjangoLocaleMiddleware
 from django.utils import timezone, translation
 from django.utils.translation.trans_real import parse_accept_lang_header
@@ -64,7 +64,9 @@ class LocaleMiddleware(DjangoLocaleMiddleware):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             timezone.deactivate()
 
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
         response = super().process_response(request, response)
         timezone.deactivate()
         return response

@@ -55,9 +55,7 @@ def school_create(
 
 
 @transaction.atomic
-def api_key_create(
-    *, school: School, name: str, actor: Actor | None = None
-) -> tuple[ApiKey, str]:
+def api_key_create(*, school: School, name: str, actor: Actor | None = None) -> tuple[ApiKey, str]:
     """Create an API key for the school; return it and the key itself, which is never shown again.
 
     A school has at most ``WEBHOOKS_API_KEYS_PER_SCHOOL`` (5) active keys: raises

@@ -13,9 +13,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.services import actor_api_key
 from common.api import NOT_A_SCHOOL_KEY, UNAUTHENTICATED, DetailSerializer, ErrorsSerializer
 from deliveries.serializers import AttemptOutput
-from audit.services import actor_api_key
 from deliveries.services import deliveries_recover, delivery_test_send
 from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 

@@ -27,7 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "webhook_engine"
 COMMON = "common"
 WIRING = "webhooks_project"
-APPS = ["audit", "schools", "events", "subscriptions", "deliveries"]  # each may use the ones before it
+APPS = [
+    "audit",
+    "schools",
+    "events",
+    "subscriptions",
+    "deliveries",
+]  # each may use the ones before it
 PACKAGES = [ENGINE, COMMON, *APPS, WIRING]
 OUTER = {"admin", "admin_site", "views", "urls", "serializers", "forms", "filters", "management"}
 ENGINE_FORBIDDEN = ("django.db", "django.conf", "django.contrib", "django.apps")

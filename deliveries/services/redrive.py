@@ -152,9 +152,14 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
         for row in rows:
             if not row.subscription.is_active and not row.is_test:
                 add(RetriggerOutcome.WEBHOOK_DISABLED)
-            elif row.status == DeliveryStatus.PENDING and row.leased_until and row.leased_until > now:
+            elif (
+                row.status == DeliveryStatus.PENDING and row.leased_until and row.leased_until > now
+            ):
                 add(RetriggerOutcome.IN_FLIGHT)
-            elif row.status == DeliveryStatus.PENDING and row.next_trigger != AttemptTrigger.AUTOMATIC:
+            elif (
+                row.status == DeliveryStatus.PENDING
+                and row.next_trigger != AttemptTrigger.AUTOMATIC
+            ):
                 add(RetriggerOutcome.ALREADY_QUEUED)
             else:
                 queued.append(row)
@@ -185,7 +190,12 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
                     "delivery",
                     row.pk,
                     f"{row.event_type} → {row.subscription.name}",
-                    {"state": [str(delivery_state(row.status, row.last_error_kind).value), "sending now"]},
+                    {
+                        "state": [
+                            str(delivery_state(row.status, row.last_error_kind).value),
+                            "sending now",
+                        ]
+                    },
                 )
                 for row in queued
             ],

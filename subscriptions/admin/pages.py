@@ -243,7 +243,7 @@ class WebhookPages(SchoolScopedAdmin):
             if not subscription.is_active:
                 self.message_user(
                     request,
-                    _("Nothing was sent: the webhook is disabled. Re-enable it first, then recover."),
+                    _("Nothing was sent: the webhook is disabled. Re-enable it, then recover."),
                     messages.ERROR,
                 )
                 return HttpResponseRedirect(request.get_full_path())

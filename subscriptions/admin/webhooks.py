@@ -177,9 +177,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     def basic_auth_display(self, obj: Subscription) -> str:
         if not obj.basic_auth_enabled:
             return _("No")
-        return format_html(
-            _("Yes, as <code>{}</code> (password hidden)"), obj.basic_auth_username
-        )
+        return format_html(_("Yes, as <code>{}</code> (password hidden)"), obj.basic_auth_username)
 
     @admin.display(description=gettext_lazy("Custom headers"))
     def custom_headers_display(self, obj: Subscription) -> str:
@@ -500,4 +498,4 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         )
 
 
-_NEW_SECRET_KEY = "webhooks_new_webhook_secret"
+_NEW_SECRET_KEY = "webhooks_new_webhook_secret"  # noqa: S105 - a session key name

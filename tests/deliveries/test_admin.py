@@ -108,7 +108,12 @@ def test_a_reversed_date_range_is_read_the_other_way_round_and_says_so(log):
         LOG, {"created_at_from": str(today), "created_at_to": str(today - dt.timedelta(days=2))}
     )
 
-    assert _listed(page) == {rows["failed"].pk, rows["delivered"].pk, rows["retrying"].pk, rows["test"].pk}
+    assert _listed(page) == {
+        rows["failed"].pk,
+        rows["delivered"].pk,
+        rows["retrying"].pk,
+        rows["test"].pk,
+    }
     assert [str(m) for m in page.context["messages"]] == [
         f"“From” was after “To”: the dates were swapped to show {today - dt.timedelta(days=2)} "
         f"to {today}."

@@ -1,6 +1,6 @@
 import datetime as dt
-import zoneinfo
 import json
+import zoneinfo
 
 import pytest
 from django.utils import timezone
