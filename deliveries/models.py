@@ -74,15 +74,22 @@ class Delivery(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    school = models.ForeignKey("schools.School", on_delete=models.CASCADE, related_name="+")
-    event = models.ForeignKey("events.Event", on_delete=models.CASCADE, related_name="deliveries")
-    subscription = models.ForeignKey(
-        "subscriptions.Subscription", on_delete=models.CASCADE, related_name="deliveries"
+    school = models.ForeignKey(
+        "schools.School", verbose_name=_("school"), on_delete=models.CASCADE, related_name="+"
     )
-    event_type = models.CharField(max_length=100)
-    is_test = models.BooleanField(default=False)
+    event = models.ForeignKey(
+        "events.Event", verbose_name=_("event"), on_delete=models.CASCADE, related_name="deliveries"
+    )
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription",
+        verbose_name=_("webhook"),
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+    )
+    event_type = models.CharField(_("event type"), max_length=100)
+    is_test = models.BooleanField(_("Send Test"), default=False)
     body = models.BinaryField()
-    content_type = models.CharField(max_length=100)
+    content_type = models.CharField("Content-Type", max_length=100)
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
@@ -101,9 +108,15 @@ class Delivery(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response_status = models.PositiveSmallIntegerField(
+        _("last response status"), null=True, blank=True
+    )
     last_error_kind = models.CharField(
-        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+        _("last error"),
+        max_length=16,
+        choices=ERROR_KIND_CHOICES,
+        blank=True,
+        default=ErrorKind.NONE,
     )
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -6,6 +6,7 @@ import uuid
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django.db.models import Q
 from django.utils import timezone
 
@@ -22,24 +23,26 @@ class EventType(models.Model):
     """One entry of the catalog: what subscriptions pick as topics and events are typed with."""
 
     key = models.CharField(primary_key=True, max_length=100, validators=[validate_event_type_key])
-    group = models.CharField(max_length=60, help_text="The resource it is about, e.g. Courses.")
+    group = models.CharField(max_length=60, help_text=_("The resource it is about, e.g. Courses."))
     description = models.TextField(blank=True)
     sample_payload = models.JSONField(default=dict, blank=True)
     json_schema = models.JSONField(
-        default=dict, blank=True, help_text="JSON Schema that event data must validate against."
+        default=dict, blank=True, help_text=_("JSON Schema that event data must validate against.")
     )
     version = models.PositiveSmallIntegerField(default=1)
     deprecated = models.BooleanField(
-        default=False, help_text="Still accepted, with a warning in the log; kept for old events."
+        default=False, help_text=_("Still accepted, with a warning in the log; kept for old events.")
     )
     shipped = models.BooleanField(
         default=False,
         editable=False,
-        help_text="Part of the catalog shipped with the product (updated on upgrade).",
+        help_text=_("Part of the catalog shipped with the product (updated on upgrade)."),
     )
 
     class Meta:
         ordering = ["group", "key"]
+        verbose_name = _("event type")
+        verbose_name_plural = _("event types")
 
     def __str__(self) -> str:
         return self.key
@@ -68,6 +71,8 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
         constraints = [
             models.UniqueConstraint(
                 fields=["school", "idempotency_key"],
@@ -91,10 +96,10 @@ class Event(models.Model):
 
 
 class ScheduledEventStatus(models.TextChoices):
-    SCHEDULED = "scheduled", "Scheduled"
-    PUBLISHED = "published", "Published"
-    CANCELLED = "cancelled", "Cancelled"
-    FAILED = "failed", "Failed"
+    SCHEDULED = "scheduled", _("Scheduled")
+    PUBLISHED = "published", _("Published")
+    CANCELLED = "cancelled", _("Cancelled")
+    FAILED = "failed", _("Failed")
 
 
 class ScheduledEvent(models.Model):
@@ -112,7 +117,7 @@ class ScheduledEvent(models.Model):
         EventType, on_delete=models.PROTECT, db_column="type", related_name="scheduled_events"
     )
     data = models.JSONField(default=dict)
-    due_at = models.DateTimeField(help_text="When to publish it.")
+    due_at = models.DateTimeField(help_text=_("When to publish it."))
     # The platform's own name for it (e.g. course-4711-start), so it can move or cancel it later.
     # NULL, not "", for "no key": the per-school unique constraint ignores NULLs.
     key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -129,12 +134,14 @@ class ScheduledEvent(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="scheduled_event",
-        help_text="The event it became.",
+        help_text=_("The event it became."),
     )
-    error = models.TextField(blank=True, help_text="Why it could not be published.")
+    error = models.TextField(blank=True, help_text=_("Why it could not be published."))
 
     class Meta:
         ordering = ["due_at"]
+        verbose_name = _("scheduled event")
+        verbose_name_plural = _("scheduled events")
         constraints = [
             models.UniqueConstraint(
                 fields=["school", "key"],

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django.utils.timezone import now
 
 
@@ -21,7 +22,7 @@ def available_time_zones() -> frozenset[str]:
 def validate_time_zone(value: str) -> None:
     if value not in available_time_zones():
         raise ValidationError(
-            "%(value)s is not an IANA time zone name (for example Europe/Paris or UTC).",
+            _("%(value)s is not an IANA time zone name (for example Europe/Paris or UTC)."),
             code="invalid_time_zone",
             params={"value": value},
         )
@@ -29,30 +30,32 @@ def validate_time_zone(value: str) -> None:
 
 validate_language = RegexValidator(
     regex=re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
-    message="Use a language code such as en, fr or pt-BR.",
+    message=_("Use a language code such as en, fr or pt-BR."),
     code="invalid_language",
 )
 
 
 class School(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("slug"), max_length=64, unique=True)
     timezone = models.CharField(
+        _("time zone"),
         max_length=64,
         default="UTC",
         validators=[validate_time_zone],
-        help_text="IANA time zone; every date in this school's webhooks is rendered in it.",
+        help_text=_("IANA time zone; every date in this school's webhooks is rendered in it."),
     )
     language = models.CharField(
+        _("language"),
         max_length=16,
         default="en",
         validators=[validate_language],
-        help_text="Sent to receivers in the X-Webhook-Lang header.",
+        help_text=_("Sent to receivers in the X-Webhook-Lang header."),
     )
     daily_event_time = models.TimeField(
         null=True,
         blank=True,
-        help_text=(
+        help_text=_(
             "Local time, in this school's time zone, of the daily cron.midnight event; "
             "empty: 00:07 UTC."
         ),
@@ -61,6 +64,8 @@ class School(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("school")
+        verbose_name_plural = _("schools")
 
     def __str__(self) -> str:
         return self.name
@@ -71,7 +76,7 @@ class School(models.Model):
 
 
 class Role(models.TextChoices):
-    ADMIN = "admin", "School admin"
+    ADMIN = "admin", _("School admin")
 
 
 # The admin's two kinds of staff users (groups created by a migration, see
@@ -92,6 +97,8 @@ class Membership(models.Model):
     created_at = models.DateTimeField(default=now, editable=False)
 
     class Meta:
+        verbose_name = _("school admin")
+        verbose_name_plural = _("school admins")
         constraints = [
             models.UniqueConstraint(fields=["user", "school"], name="membership_user_school"),
         ]
@@ -117,7 +124,8 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ["school", "-created_at"]
-        verbose_name = "API key"
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
         indexes = [
             models.Index(
                 fields=["school"],
@@ -147,7 +155,8 @@ class PlatformKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name = "platform key"
+        verbose_name = _("platform key")
+        verbose_name_plural = _("platform keys")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

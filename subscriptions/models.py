@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django.db.models import Q
 from django.utils import timezone
 
@@ -12,8 +13,8 @@ from .topics import topic_matches
 
 
 class ContentType(models.TextChoices):
-    JSON = "json", "JSON (application/json)"
-    XML = "xml", "XML (application/xml)"
+    JSON = "json", _("JSON (application/json)")
+    XML = "xml", _("XML (application/xml)")
 
 
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
@@ -38,42 +39,43 @@ class Subscription(models.Model):
     school = models.ForeignKey(
         "schools.School", on_delete=models.CASCADE, related_name="subscriptions"
     )
-    name = models.CharField(max_length=200)
-    url = models.URLField("URL", max_length=2000)
+    name = models.CharField(_("name"), max_length=200)
+    url = models.URLField(_("URL"), max_length=2000)
     topics = models.JSONField(
-        default=list, help_text="Event types or glob patterns such as course.* or *."
+        default=list, help_text=_("Event types or glob patterns such as course.* or *.")
     )
     content_type = models.CharField(
         max_length=8, choices=ContentType.choices, default=ContentType.JSON
     )
     body_template = models.TextField(
-        "webhook body",
+        _("webhook body"),
         blank=True,
-        help_text="A custom body (Django template language); empty sends the standard envelope.",
+        help_text=_("A custom body (Django template language); empty sends the standard envelope."),
     )
-    basic_auth_enabled = models.BooleanField("basic authentication", default=False)
+    basic_auth_enabled = models.BooleanField(_("basic authentication"), default=False)
     basic_auth_username = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
     custom_headers = models.JSONField(
-        default=dict, blank=True, help_text="Extra request headers, as name: value."
+        default=dict, blank=True, help_text=_("Extra request headers, as name: value.")
     )
     sign_ed25519 = models.BooleanField(
-        "asymmetric signature (v1a)",
+        _("asymmetric signature (v1a)"),
         default=False,
-        help_text="Also sign with the platform's Ed25519 key, verifiable with its public key.",
+        help_text=_("Also sign with the platform's Ed25519 key, verifiable with its public key."),
     )
-    is_active = models.BooleanField(default=True)
-    disabled_reason = models.TextField(blank=True)
-    disabled_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    disabled_reason = models.TextField(_("why it is disabled"), blank=True)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
     # Start of the current run of failed attempts; cleared by the next success.
-    failing_since = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["school", "name"]
-        verbose_name = "webhook"
+        verbose_name = _("webhook")
+        verbose_name_plural = _("webhooks")
         permissions = [
             ("send_test_subscription", "Can send a test delivery to a webhook"),
             ("manage_secret_subscription", "Can see and rotate a webhook's signing secret"),

@@ -87,40 +87,47 @@ def subscription_url_errors(url: str) -> list[str]:
     except DestinationBlocked as exc:
         return [str(exc)]
     except (socket.gaierror, UnicodeError):
-        return ["The host name could not be resolved; check the URL."]
+        return [_("The host name could not be resolved; check the URL.")]
     return []
 
 
 def custom_headers_errors(headers: object) -> list[str]:
     """What is wrong with a custom headers mapping (name: value)."""
     if not isinstance(headers, dict):
-        return ["Give the headers as an object of name: value."]
+        return [_("Give the headers as an object of name: value.")]
     errors = []
     if len(headers) > MAX_CUSTOM_HEADERS:
-        errors.append(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
+        errors.append(
+            _("Use at most %(limit)s custom headers.") % {"limit": MAX_CUSTOM_HEADERS}
+        )
     seen: set[str] = set()
     for name, value in headers.items():
         lowered = str(name).lower()
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            errors.append(f"{name!r} is not a valid header name.")
+            errors.append(_("%(name)r is not a valid header name.") % {"name": name})
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             errors.append(
-                f"{name} is set by the webhook itself and cannot be a custom header"
-                + (
-                    " (use basic authentication for credentials)."
-                    if lowered == "authorization"
-                    else "."
+                _(
+                    "%(name)s is set by the webhook itself and cannot be a custom header (use "
+                    "basic authentication for credentials)."
                 )
+                % {"name": name}
+                if lowered == "authorization"
+                else _("%(name)s is set by the webhook itself and cannot be a custom header.")
+                % {"name": name}
             )
         elif lowered in seen:
-            errors.append(f"{name} is given twice.")
+            errors.append(_("%(name)s is given twice.") % {"name": name})
         seen.add(lowered)
         if not isinstance(value, str):
-            errors.append(f"The value of {name} must be text.")
+            errors.append(_("The value of %(name)s must be text.") % {"name": name})
         elif any(char in value for char in "\r\n\0"):
-            errors.append(f"The value of {name} cannot contain line breaks.")
+            errors.append(_("The value of %(name)s cannot contain line breaks.") % {"name": name})
         elif len(value) > MAX_HEADER_VALUE_CHARACTERS:
-            errors.append(f"The value of {name} is longer than {MAX_HEADER_VALUE_CHARACTERS}.")
+            errors.append(
+                _("The value of %(name)s is longer than %(limit)s characters.")
+                % {"name": name, "limit": MAX_HEADER_VALUE_CHARACTERS}
+            )
     return errors
 
 
@@ -171,15 +178,17 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
     add("custom_headers", custom_headers_errors(subscription.custom_headers))
     if subscription.basic_auth_enabled:
         if not subscription.basic_auth_username:
-            add("basic_auth_username", ["Enter the username for basic authentication."])
+            add("basic_auth_username", [_("Enter the username for basic authentication.")])
         elif ":" in subscription.basic_auth_username:
-            add("basic_auth_username", ["A basic-authentication username cannot contain ':'."])
+            add(
+                "basic_auth_username", [_("A basic-authentication username cannot contain ':'.")]
+            )
         if not password_given and not subscription.basic_auth_password_encrypted:
-            add("basic_auth_password", ["Enter the password for basic authentication."])
+            add("basic_auth_password", [_("Enter the password for basic authentication.")])
     if subscription.sign_ed25519 and not settings.WEBHOOKS_ED25519_KEYS:
         add(
             "sign_ed25519",
-            ["The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS)."],
+            [_("The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS).")],
         )
     if "topics" not in errors and subscription.school_id:
         add(
@@ -500,9 +509,9 @@ def subscription_body_preview(
     """
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
-        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+        raise ValidationError({"event_type": [_("Unknown event type %r.") % event_type]})
     if content_type not in CONTENT_TYPES:
-        raise ValidationError({"content_type": [f"Unknown content type {content_type!r}."]})
+        raise ValidationError({"content_type": [_("Unknown content type %r.") % content_type]})
     envelope = body_sample_envelope(found, school)
     try:
         body, _ = render_with_template(
