@@ -129,7 +129,7 @@ class EventTypeFilter(DropdownFilter):
 
 
 class TestFilter(admin.SimpleListFilter):
-    title = gettext_lazy("Send Test")
+    title = gettext_lazy("test deliveries")
     parameter_name = "test"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
