@@ -31,7 +31,8 @@ class EventType(models.Model):
     )
     version = models.PositiveSmallIntegerField(default=1)
     deprecated = models.BooleanField(
-        default=False, help_text=_("Still accepted, with a warning in the log; kept for old events.")
+        default=False,
+        help_text=_("Still accepted, with a warning in the log; kept for old events."),
     )
     shipped = models.BooleanField(
         default=False,

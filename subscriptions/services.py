@@ -18,6 +18,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
@@ -83,12 +84,54 @@ def subscription_url_errors(url: str) -> list[str]:
     try:
         url_check(url, destination_policy())
     except ValueError as exc:
-        return [str(exc)]
+        return [str(_URL_PROBLEMS.get(str(exc), str(exc)))]
     except DestinationBlocked as exc:
-        return [str(exc)]
+        return [_destination_blocked_text(exc)]
     except (socket.gaierror, UnicodeError):
         return [_("The host name could not be resolved; check the URL.")]
     return []
+
+
+# The engine's words (webhook_engine.destinations, which knows no language) in the admin's.
+_URL_PROBLEMS = {
+    "Use an http:// or https:// URL.": gettext_lazy("Use an http:// or https:// URL."),
+    "The URL has no host name.": gettext_lazy("The URL has no host name."),
+    "Remove the user name and password from the URL and use basic authentication: "
+    "credentials in a URL end up in logs.": gettext_lazy(
+        "Remove the user name and password from the URL and use basic authentication: "
+        "credentials in a URL end up in logs."
+    ),
+    "The URL's port is not a number between 0 and 65535.": gettext_lazy(
+        "The URL's port is not a number between 0 and 65535."
+    ),
+}
+_ADDRESS_KINDS = {
+    "a loopback address": gettext_lazy("a loopback address"),
+    "a link-local address (where cloud metadata services live)": gettext_lazy(
+        "a link-local address (where cloud metadata services live)"
+    ),
+    "a multicast address": gettext_lazy("a multicast address"),
+    "an unspecified address": gettext_lazy("an unspecified address"),
+    "a private-network address": gettext_lazy("a private-network address"),
+    "a reserved address": gettext_lazy("a reserved address"),
+    "not a public address": gettext_lazy("not a public address"),
+}
+
+
+def _destination_blocked_text(exc: DestinationBlocked) -> str:
+    ipv6 = exc.reason.endswith(" in IPv6 form")
+    kind = str(_ADDRESS_KINDS.get(exc.reason.removesuffix(" in IPv6 form"), exc.reason))
+    if ipv6:
+        kind = _("%(kind)s in IPv6 form") % {"kind": kind}
+    if exc.host == exc.address:
+        return _("%(address)s is %(kind)s; webhooks are only sent to public addresses.") % {
+            "address": exc.address,
+            "kind": kind,
+        }
+    return _(
+        "%(host)s resolves to %(address)s, which is %(kind)s; webhooks are only sent to "
+        "public addresses."
+    ) % {"host": exc.host, "address": exc.address, "kind": kind}
 
 
 def custom_headers_errors(headers: object) -> list[str]:
@@ -97,9 +140,7 @@ def custom_headers_errors(headers: object) -> list[str]:
         return [_("Give the headers as an object of name: value.")]
     errors = []
     if len(headers) > MAX_CUSTOM_HEADERS:
-        errors.append(
-            _("Use at most %(limit)s custom headers.") % {"limit": MAX_CUSTOM_HEADERS}
-        )
+        errors.append(_("Use at most %(limit)s custom headers.") % {"limit": MAX_CUSTOM_HEADERS})
     seen: set[str] = set()
     for name, value in headers.items():
         lowered = str(name).lower()
@@ -180,9 +221,7 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
         if not subscription.basic_auth_username:
             add("basic_auth_username", [_("Enter the username for basic authentication.")])
         elif ":" in subscription.basic_auth_username:
-            add(
-                "basic_auth_username", [_("A basic-authentication username cannot contain ':'.")]
-            )
+            add("basic_auth_username", [_("A basic-authentication username cannot contain ':'.")])
         if not password_given and not subscription.basic_auth_password_encrypted:
             add("basic_auth_password", [_("Enter the password for basic authentication.")])
     if subscription.sign_ed25519 and not settings.WEBHOOKS_ED25519_KEYS:

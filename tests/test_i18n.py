@@ -49,9 +49,7 @@ def test_the_users_choice_in_the_language_menu_wins(school_admin):
     assert '<option value="de" lang="de" selected>Deutsch</option>' in page
 
 
-def test_times_are_in_the_rows_schools_zone_named_and_formatted_per_language(
-    school, school_admin
-):
+def test_times_are_in_the_rows_schools_zone_named_and_formatted_per_language(school, school_admin):
     subscription = SubscriptionFactory(school=school, name="CRM")
     delivery = delivery_create(subscription)
     summer = dt.datetime(2026, 7, 14, 8, 5, 9, tzinfo=dt.UTC)

@@ -31,9 +31,7 @@ def _retrying(subscription, due_in: dt.timedelta) -> Delivery:
     )
 
 
-def test_a_retrying_delivery_sent_now_keeps_its_schedule_when_the_attempt_fails(
-    school, receiver
-):
+def test_a_retrying_delivery_sent_now_keeps_its_schedule_when_the_attempt_fails(school, receiver):
     receiver.script("/hook", default=Reply(status=500, body=b"still down"))
     subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"))
     delivery = _retrying(subscription, dt.timedelta(hours=2))
@@ -105,9 +103,7 @@ def test_send_now_on_a_disabled_webhook_sends_nothing_and_keeps_the_attempt_numb
     assert not AuditEntry.objects.exists()
 
 
-def test_sending_now_twice_queues_it_once_and_the_audit_trail_says_who(
-    school, school_admin
-):
+def test_sending_now_twice_queues_it_once_and_the_audit_trail_says_who(school, school_admin):
     from audit.services import actor_user
 
     subscription = SubscriptionFactory(school=school, name="CRM")

@@ -87,7 +87,9 @@ def test_send_test_from_the_add_page_sends_the_unsaved_settings_and_saves_nothin
     assert 'name="basic_auth_password" value="s3cret-pw"' in text
     [request] = receiver.received("/new")
     assert request.headers["content-type"] == "application/xml"
-    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"crm:s3cret-pw").decode()
+    assert (
+        request.headers["authorization"] == "Basic " + base64.b64encode(b"crm:s3cret-pw").decode()
+    )
     # The test was signed with the secret the webhook got when it was saved.
     assert saved.status_code == 302
     secret = signing_secret_current(subscription=Subscription.objects.get())
