@@ -553,7 +553,7 @@ def subscription_body_preview(
         raise ValidationError({"content_type": [_("Unknown content type %r.") % content_type]})
     envelope = body_sample_envelope(found, school)
     try:
-        body, _ = render_with_template(
+        body, _content_type = render_with_template(
             envelope,
             content_type=content_type,
             template=body_template,
