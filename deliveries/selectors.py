@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Avg, Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.core.cache import caches
+from django.db.models import Avg, Count, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -105,10 +107,6 @@ def subscriptions_delivery_stats(
     failing = Q(status=DeliveryStatus.FAILED) | (
         Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
     )
-    # Delivered after a failed attempt (the attempts of the few deliveries with more than one).
-    recovered = Q(status=DeliveryStatus.DELIVERED, attempts__gt=1) & Q(
-        Exists(DeliveryAttempt.objects.filter(delivery_id=OuterRef("pk")).exclude(error_kind=""))
-    )
     counts = {
         row["subscription_id"]: row
         for row in Delivery.objects.filter(
@@ -119,11 +117,26 @@ def subscriptions_delivery_stats(
         .annotate(
             delivered=Count("pk", filter=Q(status=DeliveryStatus.DELIVERED)),
             failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-            failures_24h=Count("pk", filter=(failing | recovered) & Q(created_at__gte=day_ago)),
-            recovered_24h=Count("pk", filter=recovered & Q(created_at__gte=day_ago)),
+            failing_24h=Count("pk", filter=failing & Q(created_at__gte=day_ago)),
             in_progress=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
         )
     }
+    # Delivered after a failed attempt: only deliveries with more than one attempt can be, so
+    # their attempts are read through the (delivery, number) index, never the whole table.
+    recovered = dict(
+        DeliveryAttempt.objects.filter(
+            delivery__subscription_id__in=subscription_ids,
+            delivery__is_test=False,
+            delivery__created_at__gte=day_ago,
+            delivery__status=DeliveryStatus.DELIVERED,
+            delivery__attempts__gt=1,
+        )
+        .exclude(error_kind="")
+        .order_by()
+        .values("delivery__subscription_id")
+        .annotate(count=Count("delivery_id", distinct=True))
+        .values_list("delivery__subscription_id", "count")
+    )
     newest = Delivery.objects.filter(subscription_id=OuterRef("pk"), is_test=False).order_by(
         "-created_at"
     )
@@ -143,8 +156,8 @@ def subscriptions_delivery_stats(
             last_error_kind=error_kind or "",
             last_response_status=response_status,
             last_at=last_attempt_at or created_at,
-            failures_24h=row.get("failures_24h", 0),
-            recovered_24h=row.get("recovered_24h", 0),
+            failures_24h=row.get("failing_24h", 0) + recovered.get(pk, 0),
+            recovered_24h=recovered.get(pk, 0),
             delivered_7d=row.get("delivered", 0),
             failed_7d=row.get("failed", 0),
             in_progress_7d=row.get("in_progress", 0),
@@ -242,54 +255,54 @@ def deliveries_timeline(
     subscription_id: uuid.UUID | None = None,
     zone: dt.tzinfo,
     now: dt.datetime | None = None,
+    cache_seconds: float = 0,
 ) -> Timeline:
     """Deliveries (not tests) created per hour over the last 24 hours and per day over the last
     7 days, each split by state, for the given schools (None: all) or one webhook.
 
-    One grouped query over the last 7 days on the (school or webhook, created_at) index, hours
-    truncated in ``zone`` so days start at the zone's midnight.
+    Two grouped queries on the (school or webhook, created_at) indexes, hours truncated in
+    ``zone`` so days start at the zone's midnight: the last 24 hours (which hold today) always
+    fresh, the six days before today kept in the cache for ``cache_seconds`` when given (at a
+    million deliveries those are most of the rows, and their counts hardly change).
     """
     now = now or timezone.now()
     local_now = now.astimezone(zone)
     today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = (today - dt.timedelta(days=6)).replace(tzinfo=None)
     first_day_aware = first_day.replace(tzinfo=zone)  # type: ignore[arg-type]
+    midnight = today.replace(tzinfo=None).replace(tzinfo=zone)  # type: ignore[arg-type]
     this_hour = local_now.replace(minute=0, second=0, microsecond=0)
     first_hour = this_hour - dt.timedelta(hours=23)
-    since = min(first_day_aware, first_hour)
-    queryset = Delivery.objects.filter(created_at__gte=since, is_test=False)
+    queryset = Delivery.objects.filter(is_test=False)
     if subscription_id is not None:
         queryset = queryset.filter(subscription_id=subscription_id)
     if school_ids is not None:
         queryset = queryset.filter(school_id__in=school_ids)
-    retrying = Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
-    rows = (
-        queryset.order_by()
-        .annotate(hour=TruncHour("created_at", tzinfo=zone))
-        .values("hour")
-        .annotate(
-            delivered=Count("pk", filter=Q(status=DeliveryStatus.DELIVERED)),
-            failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-            retrying=Count("pk", filter=retrying),
-            pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING, last_error_kind="")),
-        )
-    )
-    by_hour: dict[dt.datetime, dict[str, int]] = {}
-    by_day: dict[dt.date, dict[str, int]] = {}
+
     fields = ("delivered", "pending", "retrying", "failed")
-    for row in rows:
-        hour = row["hour"].astimezone(zone)
-        counts = {
-            "delivered": row["delivered"],
-            "pending": row["pending"],
-            "retrying": row["retrying"],
-            "failed": row["failed"],
-        }
-        if hour >= first_hour:
-            by_hour[hour] = counts
-        day = by_day.setdefault(hour.date(), dict.fromkeys(fields, 0))
-        for name in fields:
-            day[name] += counts[name]
+    by_hour = _hourly_counts(queryset.filter(created_at__gte=min(first_hour, midnight)), zone)
+    key = f"deliveries-timeline:{subscription_id}:{_scope(school_ids)}:{zone}:{first_day.date()}"
+
+    def earlier_days() -> dict[dt.date, dict[str, int]]:
+        days: dict[dt.date, dict[str, int]] = {}
+        older = queryset.filter(created_at__gte=first_day_aware, created_at__lt=midnight)
+        for hour, counts in _hourly_counts(older, zone).items():
+            day = days.setdefault(hour.date(), dict.fromkeys(fields, 0))
+            for name in fields:
+                day[name] += counts[name]
+        return days
+
+    by_day: dict[dt.date, dict[str, int]] = (
+        caches["default"].get_or_set(_cache_key(key), earlier_days, cache_seconds)
+        if cache_seconds
+        else earlier_days()
+    )
+    today_counts = dict.fromkeys(fields, 0)
+    for hour, counts in by_hour.items():
+        if hour >= midnight:
+            for name in fields:
+                today_counts[name] += counts[name]
+    by_day = {**by_day, today.date(): today_counts}
     hours = []
     for step in range(24):
         start = (first_hour + dt.timedelta(hours=step)).astimezone(zone)
@@ -302,6 +315,41 @@ def deliveries_timeline(
     return Timeline(hours=hours, days=days, zone=str(zone))
 
 
+def _scope(school_ids: list[int] | None) -> str:
+    return "*" if school_ids is None else ",".join(map(str, sorted(school_ids)))
+
+
+def _cache_key(text: str) -> str:
+    return "webhooks:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hourly_counts(
+    queryset: QuerySet[Delivery], zone: dt.tzinfo
+) -> dict[dt.datetime, dict[str, int]]:
+    """The queryset's deliveries counted by state per hour of ``zone``."""
+    retrying = Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
+    rows = (
+        queryset.order_by()
+        .annotate(hour=TruncHour("created_at", tzinfo=zone))
+        .values("hour")
+        .annotate(
+            delivered=Count("pk", filter=Q(status=DeliveryStatus.DELIVERED)),
+            failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
+            retrying=Count("pk", filter=retrying),
+            pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING, last_error_kind="")),
+        )
+    )
+    return {
+        row["hour"].astimezone(zone): {
+            "delivered": row["delivered"],
+            "pending": row["pending"],
+            "retrying": row["retrying"],
+            "failed": row["failed"],
+        }
+        for row in rows
+    }
+
+
 @dataclass(frozen=True)
 class SlowReceiver:
     subscription: Subscription
@@ -311,10 +359,22 @@ class SlowReceiver:
 
 
 def receivers_slowest(
-    *, school_ids: list[int] | None, now: dt.datetime | None = None, limit: int = 5
+    *,
+    school_ids: list[int] | None,
+    now: dt.datetime | None = None,
+    limit: int = 5,
+    cache_seconds: float = 0,
 ) -> list[SlowReceiver]:
     """The webhooks whose receivers answered slowest on average over the last 24 hours
-    (attempts of deliveries created in that time that got an answer; tests left out)."""
+    (attempts of deliveries created in that time that got an answer; tests left out), kept in
+    the cache for ``cache_seconds`` when given."""
+    if cache_seconds:
+        key = _cache_key(f"receivers-slowest:{_scope(school_ids)}:{limit}")
+        return caches["default"].get_or_set(  # type: ignore[return-value]
+            key,
+            lambda: receivers_slowest(school_ids=school_ids, now=now, limit=limit),
+            cache_seconds,
+        )
     now = now or timezone.now()
     attempts = DeliveryAttempt.objects.filter(
         delivery__created_at__gte=now - dt.timedelta(days=1),
