@@ -293,7 +293,7 @@ def deliveries_timeline(
         return days
 
     by_day: dict[dt.date, dict[str, int]] = (
-        caches["default"].get_or_set(_cache_key(key), earlier_days, cache_seconds)
+        caches["default"].get_or_set(_cache_key(key), earlier_days, cache_seconds) or {}
         if cache_seconds
         else earlier_days()
     )
