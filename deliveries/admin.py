@@ -544,13 +544,13 @@ class DeliveryAdmin(SchoolScopedAdmin):
             return None
         if request.POST.get("confirm") != "yes":
             selected = Delivery.objects.filter(pk__in=ids)
+            # A test goes to a disabled webhook too (Send Test checks it before re-enabling).
+            sendable = Q(subscription__is_active=True) | Q(is_test=True)
             states = {
-                state: selected.filter(_STATE_Q[state], subscription__is_active=True)
-                .exclude(is_test=False, subscription__is_active=False)
-                .count()
+                state: selected.filter(sendable & _STATE_Q[state]).count()
                 for state in DeliveryState
             }
-            disabled = selected.filter(is_test=False, subscription__is_active=False).count()
+            disabled = selected.exclude(sendable).count()
             context = {
                 **self.admin_site.each_context(request),
                 "title": _("Send these deliveries now?"),

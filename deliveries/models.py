@@ -87,7 +87,7 @@ class Delivery(models.Model):
         related_name="deliveries",
     )
     event_type = models.CharField(_("event type"), max_length=100)
-    is_test = models.BooleanField(_("Send Test"), default=False)
+    is_test = models.BooleanField(_("test delivery"), default=False)
     body = models.BinaryField()
     content_type = models.CharField("Content-Type", max_length=100)
     status = models.CharField(
@@ -149,7 +149,8 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_type} to {self.subscription_id} ({self.status})"
+        # Language-neutral: the breadcrumbs of every page show it.
+        return f"{self.event_type} · {str(self.pk)[:8]}"
 
 
 class DeliveryAttempt(models.Model):

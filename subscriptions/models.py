@@ -45,7 +45,7 @@ class Subscription(models.Model):
         default=list, help_text=_("Event types or glob patterns such as course.* or *.")
     )
     content_type = models.CharField(
-        max_length=8, choices=ContentType.choices, default=ContentType.JSON
+        "Content-Type", max_length=8, choices=ContentType.choices, default=ContentType.JSON
     )
     body_template = models.TextField(
         _("webhook body"),

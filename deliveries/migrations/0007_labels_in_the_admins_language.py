@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='delivery',
             name='is_test',
-            field=models.BooleanField(default=False, verbose_name='Send Test'),
+            field=models.BooleanField(default=False, verbose_name='test delivery'),
         ),
         migrations.AlterField(
             model_name='delivery',

@@ -17,6 +17,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterField(
             model_name='subscription',
+            name='content_type',
+            field=models.CharField(choices=[('json', 'JSON (application/json)'), ('xml', 'XML (application/xml)')], default='json', max_length=8, verbose_name='Content-Type'),
+        ),
+        migrations.AlterField(
+            model_name='subscription',
             name='created_at',
             field=models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='created'),
         ),
