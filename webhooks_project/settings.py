@@ -195,6 +195,8 @@ LANGUAGE_CODE = "en"
 # browser's, else their school's. Catalogs in locale/ (see the README's Translations).
 LANGUAGES = [("en", "English"), ("fr", "Français"), ("de", "Deutsch")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates and times as the admin shows them in each language (with seconds and the zone named).
+FORMAT_MODULE_PATH = ["webhooks_project.formats"]
 LANGUAGE_COOKIE_AGE = 365 * 86400
 TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
