@@ -102,9 +102,11 @@ def _chart(caption: str, buckets: list[Bucket], labels: list[str], titles: list[
                 bucket=bucket,
             )
         )
+    # 0, the top, and the middle when it is a whole number.
     scale = [
-        (round(HEIGHT - BOTTOM - fraction * plot_height, 1), number_format(round(top * fraction)))
+        (round(HEIGHT - BOTTOM - fraction * plot_height, 1), number_format(int(top * fraction)))
         for fraction in (0, 0.5, 1)
+        if fraction != 0.5 or top % 2 == 0
     ]
     totals = [
         (
