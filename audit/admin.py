@@ -3,6 +3,7 @@ every school's for support staff and superusers."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
@@ -10,10 +11,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
+from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from common.admin_display import datetime_in_zone
+from common.admin_display import datetime_in_zone, datetime_text
 from common.admin_lists import DateRangeFilter, EstimatedCountPaginator
+from deliveries.models import DeliveryState
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 
 from .models import AuditEntry
@@ -105,17 +109,69 @@ class AuditEntryAdmin(SchoolScopedAdmin):
             return "—"
         return format_html_join(
             "",
-            "<div><code>{}</code>: {}</div>",
-            ((name, _change_text(value)) for name, value in obj.changes.items()),
+            "<div>{}: {}</div>",
+            (
+                (capfirst(str(_FIELD_LABELS.get(name, name))), _change_text(value))
+                for name, value in obj.changes.items()
+            ),
         )
+
+
+# What the entries' keys and values are called in the admin's language.
+_FIELD_LABELS: dict[str, Any] = {
+    "name": gettext_lazy("Webhook name"),
+    "url": gettext_lazy("URL"),
+    "topics": gettext_lazy("Topics"),
+    "content_type": "Content-Type",
+    "basic_auth_enabled": gettext_lazy("Basic authentication"),
+    "basic_auth_username": gettext_lazy("Username"),
+    "basic_auth_password": gettext_lazy("Password"),
+    "custom_headers": gettext_lazy("Custom headers"),
+    "body_template": gettext_lazy("Webhook body"),
+    "sign_ed25519": gettext_lazy("Asymmetric signature (v1a)"),
+    "is_active": gettext_lazy("Active"),
+    "reason": gettext_lazy("why it is disabled"),
+    "state": gettext_lazy("Status"),
+    "since": gettext_lazy("Failed since"),
+    "deliveries": gettext_lazy("Deliveries"),
+    "previous_secrets_expire_at": gettext_lazy("previous secrets expire at"),
+}
+_VALUES: dict[Any, Any] = {
+    "changed": gettext_lazy("changed"),
+    "sending now": gettext_lazy("sending now"),
+    **{state.value: state.label for state in DeliveryState},
+}
 
 
 def _change_text(value: Any) -> str:
     if isinstance(value, list) and len(value) == 2:
-        return f"{_short(value[0])} → {_short(value[1])}"
+        before, after = value
+        if before is None:
+            return _short(after)
+        return f"{_short(before)} → {_short(after)}"
     return _short(value)
 
 
 def _short(value: Any) -> str:
-    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    if value is True or value is False:
+        return str(_("Yes") if value else _("No"))
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, list):
+        text = ", ".join(map(str, value)) or "—"
+    elif isinstance(value, str) and value in _VALUES:
+        text = str(_VALUES[value])
+    else:
+        text = _moment(value) or str(value)
     return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _moment(value: Any) -> str:
+    """An ISO date and time of the entry, as every page of the admin shows one."""
+    if not isinstance(value, str) or len(value) < 19 or value[10:11] != "T":
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return ""
+    return datetime_text(moment) if moment.tzinfo else ""

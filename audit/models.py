@@ -57,7 +57,7 @@ class AuditEntry(models.Model):
 
     class Meta:
         verbose_name = _("audit entry")
-        verbose_name_plural = _("audit trail")
+        verbose_name_plural = _("audit entries")
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["-created_at"], name="audit_created_idx"),

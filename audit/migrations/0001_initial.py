@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'audit entry',
-                'verbose_name_plural': 'audit trail',
+                'verbose_name_plural': 'audit entries',
                 'ordering': ['-created_at', '-id'],
                 'indexes': [models.Index(fields=['-created_at'], name='audit_created_idx'), models.Index(fields=['school', '-created_at'], name='audit_school_created_idx'), models.Index(fields=['object_type', 'object_id'], name='audit_object_idx')],
             },

@@ -107,6 +107,7 @@ def test_school_admins_read_their_schools_entries_and_support_reads_all_without_
     webhook_page = client.get(f"/admin/subscriptions/subscription/{ours.pk}/change/")
 
     assert "Delivery sent again" in mine
+    assert "<div>Status: Failed → sending now</div>" in mine
     assert "LMS" not in mine
     assert "Signing secret revealed" in everything
     assert "Delivery sent again" in everything
