@@ -277,16 +277,18 @@ def subscription_save(
     if created:
         _signing_secret_add(subscription, secret=signing_secret)
     after = _audited_fields(subscription)
-    changes = {
-        name: value if name not in _SECRET_FIELDS else "changed"
-        for name, value in ((n, [before.get(n), after[n]]) for n in after)
-        if created or before.get(name) != after[name]
+    changed = [
+        name
+        for name in after
+        if (after[name] not in ("", [], None) if created else before.get(name) != after[name])
+    ]
+    changes: dict[str, Any] = {
+        name: "changed" if name in _SECRET_FIELDS else [before.get(name), after[name]]
+        for name in changed
     }
     if password_given:
         changes["basic_auth_password"] = "changed"  # noqa: S105 - never the value
     if created or changes:
-        if created:
-            changes = {name: change for name, change in changes.items() if change != [None, ""]}
         audit_record(
             actor=actor,
             action=AuditAction.WEBHOOK_CREATED if created else AuditAction.WEBHOOK_CHANGED,

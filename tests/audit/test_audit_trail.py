@@ -128,3 +128,30 @@ def test_nobody_adds_changes_or_deletes_audit_entries(client, school, admin_user
 
     assert (add.status_code, delete.status_code) == (403, 403)
     assert AuditEntry.objects.count() == 1
+
+
+def test_a_new_webhook_records_the_settings_it_was_given_and_not_the_empty_ones(
+    school, school_admin, resolver
+):
+    from subscriptions.services import subscription_create
+
+    resolver.answer("crm.example.org", ["93.184.216.34"])
+    subscription_create(
+        school=school,
+        actor=actor_user(school_admin),
+        name="CRM",
+        url="https://crm.example.org/hooks",
+        topics=["course.*"],
+    )
+
+    [entry] = AuditEntry.objects.all()
+    assert (entry.action, entry.object_repr) == (AuditAction.WEBHOOK_CREATED, "CRM")
+    assert entry.changes == {
+        "name": [None, "CRM"],
+        "url": [None, "https://crm.example.org/hooks"],
+        "topics": [None, ["course.*"]],
+        "content_type": [None, "json"],
+        "basic_auth_enabled": [None, False],
+        "sign_ed25519": [None, False],
+        "is_active": [None, True],
+    }
