@@ -91,23 +91,26 @@ class Delivery(models.Model):
     body = models.BinaryField()
     content_type = models.CharField("Content-Type", max_length=100)
     status = models.CharField(
-        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+        _("status"), max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     # What the next attempt is: automatic (the schedule), manual (a retrigger) or a Send Test.
     # Kept on the row, not in the task message, so a re-driven message cannot change it.
     next_trigger = models.CharField(
-        max_length=16, choices=AttemptTrigger.choices, default=AttemptTrigger.AUTOMATIC
+        _("next attempt's trigger"),
+        max_length=16,
+        choices=AttemptTrigger.choices,
+        default=AttemptTrigger.AUTOMATIC,
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     # Set by a "send now" of a delivery that was waiting for an automatic attempt: when that
     # attempt was due. If the manual attempt fails, the schedule resumes here (redrive.py).
     resume_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True)
     last_response_status = models.PositiveSmallIntegerField(
         _("last response status"), null=True, blank=True
     )
@@ -119,7 +122,7 @@ class Delivery(models.Model):
         default=ErrorKind.NONE,
     )
     last_error = models.TextField(blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("delivery")
@@ -156,21 +159,23 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP attempt of a delivery, as sent and as answered (secrets redacted, body capped)."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
-    number = models.PositiveIntegerField()
-    trigger = models.CharField(max_length=16, choices=AttemptTrigger.choices)
-    started_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField(default=0)
-    request_url = models.URLField(max_length=2000)
-    request_headers = models.JSONField(default=dict)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_headers = models.JSONField(default=dict, blank=True)
-    response_body = models.TextField(blank=True)
-    response_body_truncated = models.BooleanField(default=False)
-    error_kind = models.CharField(
-        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempt_log", verbose_name=_("delivery")
     )
-    error_message = models.TextField(blank=True)
+    number = models.PositiveIntegerField(_("number"))
+    trigger = models.CharField(_("trigger"), max_length=16, choices=AttemptTrigger.choices)
+    started_at = models.DateTimeField(_("started at"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    request_url = models.URLField(_("request URL"), max_length=2000)
+    request_headers = models.JSONField(_("request headers"), default=dict)
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+    response_body = models.TextField(_("response body"), blank=True)
+    response_body_truncated = models.BooleanField(_("response body truncated"), default=False)
+    error_kind = models.CharField(
+        _("error"), max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+    )
+    error_message = models.TextField(_("error message"), blank=True)
 
     class Meta:
         verbose_name = _("delivery attempt")

@@ -53,6 +53,7 @@ class School(models.Model):
         help_text=_("Sent to receivers in the X-Webhook-Lang header."),
     )
     daily_event_time = models.TimeField(
+        _("daily event time"),
         null=True,
         blank=True,
         help_text=_(
@@ -60,7 +61,7 @@ class School(models.Model):
             "empty: 00:07 UTC."
         ),
     )
-    created_at = models.DateTimeField(default=now, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -90,11 +91,16 @@ class Membership(models.Model):
     """A user who administers a school: sees and manages its webhooks, is told when they fail."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="school_memberships",
+        verbose_name=_("user"),
     )
-    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
-    created_at = models.DateTimeField(default=now, editable=False)
+    school = models.ForeignKey(
+        School, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("school")
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.ADMIN)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
 
     class Meta:
         verbose_name = _("school admin")
@@ -114,13 +120,15 @@ class ApiKey(models.Model):
     prefix (the first characters) is kept to tell keys apart and to find a key quickly.
     """
 
-    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    school = models.ForeignKey(
+        School, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("school")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(default=now, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["school", "-created_at"]
@@ -146,12 +154,12 @@ class PlatformKey(models.Model):
     """A credential of the platform's own services (``whp_...``): publishes events for any school.
     Stored like ``ApiKey``: a hash and a visible prefix."""
 
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(default=now, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
