@@ -43,7 +43,7 @@ bench: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	DJANGO_DEBUG=true $(PY) -m mypy webhook_engine common schools events subscriptions deliveries webhooks_project
+	DJANGO_DEBUG=true $(PY) -m mypy webhook_engine common audit schools events subscriptions deliveries webhooks_project
 
 format: install
 	$(PY) -m ruff check --fix .

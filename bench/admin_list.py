@@ -1,4 +1,5 @@
-"""``make bench``: how fast the delivery log's list page renders with a million deliveries.
+"""``make bench``: how fast the delivery log's list page, the home page and a webhook's page
+render with a million deliveries.
 
 Fills its own database (``webhooks_bench_admin``, or ``BENCH_ADMIN_DATABASE_URL``) once with
 ``manage.py deliveries_generate`` up to ``--rows`` deliveries, then loads admin pages through
@@ -102,11 +103,18 @@ def main() -> None:
          + time.strftime("%Y-%m-%dT%H:%M", time.gmtime(since / 1000))),
         ("  one webhook", superuser, f"{log}?subscription={sample.subscription_id}"),
         ("  search by delivery id", superuser, f"{log}?q={sample.pk}"),
+        ("  search by id prefix (8 digits)", superuser, f"{log}?q={sample.pk.hex[:8]}"),
+        ("  search by event type", superuser, f"{log}?q=course.created"),
         ("  page 100", superuser, f"{log}?p=100"),
         ("Delivery log, school admin (1 school)", school_admin, log),
         ("  school admin, status = failed", school_admin, f"{log}?status=failed"),
         ("One delivery with its attempts", superuser, f"{log}{sample.pk}/change/"),
         ("Webhooks list (100 webhooks)", superuser, "/admin/subscriptions/subscription/"),
+        ("Home page, superuser (every school)", superuser, "/admin/"),
+        ("Home page, school admin (1 school)", school_admin, "/admin/"),
+        ("One webhook's page (chart, recent)", superuser,
+         f"/admin/subscriptions/subscription/{sample.subscription_id}/change/"),
+        ("Audit trail", superuser, "/admin/audit/auditentry/"),
     ]  # fmt: skip
     print(f"\nAdmin pages with {total:,} deliveries; warm loads through Django's test client:")
     print(f"{'page':<42} {'median':>9} {'p90':>9} {'size':>9}")

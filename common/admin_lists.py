@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR
 from django.core.paginator import Paginator
@@ -28,6 +28,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 EXACT_COUNT_LIMIT = 10_000
 
@@ -95,10 +97,10 @@ class DateRangeFilter(admin.ListFilter):
     field_path = "created_at"
     template = "admin/filter_date_range.html"
     presets = (
-        ("Last hour", dt.timedelta(hours=1)),
-        ("Last 24 hours", dt.timedelta(days=1)),
-        ("Last 7 days", dt.timedelta(days=7)),
-        ("Last 30 days", dt.timedelta(days=30)),
+        (gettext_lazy("Last hour"), dt.timedelta(hours=1)),
+        (gettext_lazy("Last 24 hours"), dt.timedelta(days=1)),
+        (gettext_lazy("Last 7 days"), dt.timedelta(days=7)),
+        (gettext_lazy("Last 30 days"), dt.timedelta(days=30)),
     )
 
     def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
@@ -116,10 +118,35 @@ class DateRangeFilter(admin.ListFilter):
                 continue
             parsed = self._parse(value)
             if parsed is None:
-                raise IncorrectLookupParameters(f"{value!r} is not a date.")
+                raise IncorrectLookupParameters(_("%(value)r is not a date.") % {"value": value})
             self.raw[name] = value
             self.bounds[name] = parsed
             self.used_parameters[name] = value
+        self.swapped = False
+        if len(self.bounds) == 2 and self.bounds[self.parameter_from] > self._upper_bound():
+            # "From" after "To": surely meant the other way round; said, not silently empty.
+            self.bounds[self.parameter_from], self.bounds[self.parameter_to] = (
+                self.bounds[self.parameter_to],
+                self.bounds[self.parameter_from],
+            )
+            self.raw[self.parameter_from], self.raw[self.parameter_to] = (
+                self.raw[self.parameter_to],
+                self.raw[self.parameter_from],
+            )
+            self.swapped = True
+            messages.warning(
+                request,
+                _("“From” was after “To”: the dates were swapped to show %(from)s to %(to)s.")
+                % {"from": self.raw[self.parameter_from], "to": self.raw[self.parameter_to]},
+            )
+
+    def _upper_bound(self) -> dt.datetime:
+        """The exclusive end of the range: a date "to" includes that whole day."""
+        to = self.bounds[self.parameter_to]
+        raw = self.raw[self.parameter_to]
+        if "T" not in raw and " " not in raw:
+            to += dt.timedelta(days=1)
+        return to
 
     @staticmethod
     def _parse(value: str) -> dt.datetime | None:
@@ -148,10 +175,7 @@ class DateRangeFilter(admin.ListFilter):
                 **{f"{self.field_path}__gte": self.bounds[self.parameter_from]}
             )
         if self.parameter_to in self.bounds:
-            to = self.bounds[self.parameter_to]
-            if "T" not in self.raw[self.parameter_to] and " " not in self.raw[self.parameter_to]:
-                to += dt.timedelta(days=1)  # a date "to" includes that whole day
-            queryset = queryset.filter(**{f"{self.field_path}__lt": to})
+            queryset = queryset.filter(**{f"{self.field_path}__lt": self._upper_bound()})
         return queryset
 
     def choices(self, changelist: Any) -> Iterator[Mapping[str, object]]:
@@ -161,7 +185,7 @@ class DateRangeFilter(admin.ListFilter):
             {
                 "selected": not self.bounds,
                 "query_string": changelist.get_query_string(remove=names),
-                "display": "Any time",
+                "display": _("Any time"),
             }
         ]
         for label, delta in self.presets:

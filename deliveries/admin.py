@@ -17,20 +17,33 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 
+from audit.services import actor_user
+from common.admin_display import datetime_in_zone
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from events.models import EventType
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_secret_values
+from subscriptions.services import subscription_enable
 from webhook_engine.signing import message_id
 
-from .display import STATUS_COLOURS, attempt_shown, status_badge, url_query_mask
+from .display import STATUS_COLOURS, attempt_shown, state_badge, url_query_mask
 from .explanations import failure_explain
-from .models import Delivery, DeliveryAttempt, DeliveryStatus
-from .selectors import delivery_attempts
-from .services import deliveries_retrigger, delivery_retrigger
+from .models import (
+    AttemptTrigger,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DeliveryStatus,
+    delivery_state,
+)
+from .selectors import deliveries_search_q, delivery_attempts
+from .services import RetriggerOutcome, deliveries_retrigger, delivery_retrigger
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
 # "Recover failed deliveries" on the webhook, for more).
@@ -46,22 +59,27 @@ def delivery_uuid(term: str) -> uuid.UUID | None:
 
 
 class DeliveryStatusFilter(admin.SimpleListFilter):
-    title = "status"
+    title = gettext_lazy("status")
     parameter_name = "status"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return [
-            *DeliveryStatus.choices,
-            ("failing", "Failed, or retrying after a failure"),
+            (DeliveryState.PENDING, DeliveryState.PENDING.label),
+            (DeliveryState.RETRYING, DeliveryState.RETRYING.label),
+            (DeliveryState.DELIVERED, DeliveryState.DELIVERED.label),
+            (DeliveryState.FAILED, DeliveryState.FAILED.label),
+            ("failing", _("Failed or retrying")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
+        retrying = Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
         if value == "failing":
-            return queryset.filter(
-                Q(status=DeliveryStatus.FAILED)
-                | (Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind=""))
-            )
+            return queryset.filter(Q(status=DeliveryStatus.FAILED) | retrying)
+        if value == DeliveryState.RETRYING:
+            return queryset.filter(retrying)
+        if value == DeliveryState.PENDING:
+            return queryset.filter(status=DeliveryStatus.PENDING, last_error_kind="")
         if value in DeliveryStatus.values:
             return queryset.filter(status=value)
         return queryset
@@ -70,7 +88,7 @@ class DeliveryStatusFilter(admin.SimpleListFilter):
 class SubscriptionFilter(DropdownFilter):
     """The webhooks the user may see (the selected one always among the choices)."""
 
-    title = "webhook"
+    title = gettext_lazy("webhook")
     parameter_name = "subscription"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -97,7 +115,7 @@ class SubscriptionFilter(DropdownFilter):
 class EventTypeFilter(DropdownFilter):
     """The catalog's event types (not the distinct values of millions of rows)."""
 
-    title = "event type"
+    title = gettext_lazy("event type")
     parameter_name = "event_type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -111,11 +129,11 @@ class EventTypeFilter(DropdownFilter):
 
 
 class TestFilter(admin.SimpleListFilter):
-    title = "Send Test"
+    title = gettext_lazy("test deliveries")
     parameter_name = "test"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("no", "Real deliveries"), ("yes", "Test deliveries")]
+        return [("no", _("Real deliveries")), ("yes", _("Test deliveries"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() in ("yes", "no"):
@@ -124,7 +142,7 @@ class TestFilter(admin.SimpleListFilter):
 
 
 class CreatedFilter(DateRangeFilter):
-    title = "date"
+    title = gettext_lazy("date")
     field_path = "created_at"
 
 
@@ -132,14 +150,17 @@ _LIST_FIELDS = [
     "id",
     "school",
     "school__name",
+    "school__timezone",
     "subscription",
     "subscription__name",
     "event_type",
     "is_test",
     "status",
     "attempts",
+    "next_trigger",
     "created_at",
     "next_attempt_at",
+    "leased_until",
     "last_response_status",
     "last_error_kind",
 ]
@@ -147,15 +168,14 @@ _LIST_FIELDS = [
 
 @admin.register(Delivery)
 class DeliveryAdmin(SchoolScopedAdmin):
+    # Status first; on a phone each row is a card in this order (common/admin_lists.css).
     list_display = [
-        "created_display",
         "status_display",
-        "event_type",
+        "created_display",
+        "event_type_display",
         "subscription_display",
-        "attempts",
-        "last_response_status",
-        "next_attempt_at",
-        "test_display",
+        "last_response_display",
+        "next_attempt_display",
     ]
     list_display_links = ["created_display"]
     list_filter = [
@@ -170,7 +190,10 @@ class DeliveryAdmin(SchoolScopedAdmin):
     list_select_related = ["subscription", "school"]
     list_per_page = 100
     search_fields = ["=id", "=event__id"]  # see get_search_results
-    search_help_text = "A delivery id, a webhook-id (msg_…) or an event id."
+    search_help_text = gettext_lazy(
+        "A delivery, webhook-id (msg_…) or event id, whole or its first characters; an event "
+        "type (course.created, or course.* for a group); a webhook's name; an HTTP status (500)."
+    )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
@@ -180,32 +203,36 @@ class DeliveryAdmin(SchoolScopedAdmin):
             None,
             {
                 "fields": [
-                    "status_display",
+                    "status_detail",
                     "webhook_id",
                     "event_type",
                     "subscription_link",
                     "school",
                     "event",
                     "is_test",
-                    "created_at",
-                    "attempts",
-                    "next_attempt_at",
-                    "delivered_at",
+                    "created_in_zone",
+                    "delivered_in_zone",
                     "last_response_status",
                     "last_error_explained",
                 ]
             },
         ),
-        ("Body as sent", {"fields": ["content_type", "body_text"]}),
+        (gettext_lazy("Body as sent"), {"fields": ["content_type", "body_text"]}),
     ]
     readonly_fields = [
-        "status_display",
+        "status_detail",
         "webhook_id",
         "subscription_link",
         "subscription_link_masked",
+        "created_in_zone",
+        "delivered_in_zone",
         "last_error_explained",
         "body_text",
     ]
+
+    class Media:
+        js = ["common/admin_lists.js"]
+        css = {"all": ["common/admin_lists.css"]}
 
     # --- Permissions: read-only, retrigger through the service ----------------------------
 
@@ -235,45 +262,128 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
-            columns.insert(4, "school")
+            columns = [
+                "subscription_school_display" if c == "subscription_display" else c for c in columns
+            ]
         return columns
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str
     ) -> tuple[QuerySet[Delivery], bool]:
-        """An exact id (indexed), never a text scan of the table."""
+        """Ids (whole or a prefix), event types, webhook names, HTTP statuses: each an index
+        lookup, never a text scan of the table (``deliveries_search_q``)."""
         if not search_term.strip():
             return queryset, False
-        found = delivery_uuid(search_term)
-        if found is None:
-            return queryset.none(), False
-        return queryset.filter(Q(pk=found) | Q(event_id=found)), False
+        webhooks = self.scope(request, Subscription.objects.all())
+        return queryset.filter(deliveries_search_q(term=search_term, webhooks=webhooks)), False
 
-    @admin.display(description="Created", ordering="created_at")
-    def created_display(self, obj: Delivery) -> str:
-        return format_html("{}", obj.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=gettext_lazy("Status"), ordering="status")
     def status_display(self, obj: Delivery) -> str:
-        if obj.status == DeliveryStatus.PENDING and obj.last_error_kind:
-            return status_badge(obj.status, "Retrying")
-        return status_badge(obj.status)
+        state = delivery_state(obj.status, obj.last_error_kind)
+        maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
+        if obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
+            detail = _("sending now")
+        elif state == DeliveryState.RETRYING:
+            detail = _("attempt %(number)s of %(maximum)s failed") % {
+                "number": obj.attempts,
+                "maximum": maximum,
+            }
+        elif obj.attempts > 1:
+            detail = ngettext(
+                "after %(count)s attempt", "after %(count)s attempts", obj.attempts
+            ) % {"count": obj.attempts}
+        else:
+            detail = ""
+        return format_html(
+            '{}<br><small class="delivery-attempts">{}</small>', state_badge(state), detail
+        )
 
-    @admin.display(description="Webhook")
+    @admin.display(description=gettext_lazy("Created"), ordering="created_at")
+    def created_display(self, obj: Delivery) -> str:
+        return datetime_in_zone(obj.created_at, obj.school.timezone)
+
+    @admin.display(description=gettext_lazy("Event type"), ordering="event_type")
+    def event_type_display(self, obj: Delivery) -> str:
+        if obj.is_test:
+            return format_html(
+                '{} <span class="delivery-test-tag">{}</span>', obj.event_type, _("Test")
+            )
+        return obj.event_type
+
+    @admin.display(description=gettext_lazy("Webhook"))
     def subscription_display(self, obj: Delivery) -> str:
         return obj.subscription.name
 
-    @admin.display(description="Test", boolean=True)
-    def test_display(self, obj: Delivery) -> bool:
-        return obj.is_test
+    @admin.display(description=gettext_lazy("Webhook"))
+    def subscription_school_display(self, obj: Delivery) -> str:
+        return format_html(
+            '{}<br><small class="delivery-school">{}</small>',
+            obj.subscription.name,
+            obj.school.name,
+        )
+
+    @admin.display(description=gettext_lazy("Last response"))
+    def last_response_display(self, obj: Delivery) -> str:
+        if obj.last_response_status:
+            return str(obj.last_response_status)
+        if obj.last_error_kind:
+            return obj.get_last_error_kind_display()
+        return "—"
+
+    @admin.display(description=gettext_lazy("Next attempt"), ordering="next_attempt_at")
+    def next_attempt_display(self, obj: Delivery) -> str:
+        if obj.status != DeliveryStatus.PENDING or obj.next_attempt_at is None:
+            return "—"
+        if obj.next_trigger != AttemptTrigger.AUTOMATIC:
+            return _("now")
+        return datetime_in_zone(obj.next_attempt_at, obj.school.timezone)
 
     # --- One delivery ---------------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("Status"))
+    def status_detail(self, obj: Delivery) -> str:
+        """The state in words: attempt n of N, when the next one is, what a "send now" does."""
+        state = delivery_state(obj.status, obj.last_error_kind)
+        zone = obj.school.timezone
+        maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
+        if (
+            obj.status == DeliveryStatus.PENDING
+            and obj.leased_until
+            and obj.leased_until > (timezone.now())
+        ):
+            text = _("Attempt %(number)s is being sent right now.") % {"number": obj.attempts}
+        elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
+            text = _("Waiting for a worker to send it now (attempt %(number)s).") % {
+                "number": obj.attempts + 1
+            }
+        elif obj.status == DeliveryStatus.PENDING:
+            text = format_html(
+                _("Attempt {number} of {maximum} at {when}."),
+                number=obj.attempts + 1,
+                maximum=maximum,
+                when=datetime_in_zone(obj.next_attempt_at, zone),
+            )
+        elif obj.is_test:
+            text = _("A Send Test: it is never retried.")
+        else:
+            text = ngettext("%(count)s attempt made.", "%(count)s attempts made.", obj.attempts) % {
+                "count": obj.attempts
+            }
+        return format_html("{}<br>{}", state_badge(state), text)
+
+    @admin.display(description=gettext_lazy("Created"))
+    def created_in_zone(self, obj: Delivery) -> str:
+        return datetime_in_zone(obj.created_at, obj.school.timezone)
+
+    @admin.display(description=gettext_lazy("Delivered"))
+    def delivered_in_zone(self, obj: Delivery) -> str:
+        return datetime_in_zone(obj.delivered_at, obj.school.timezone)
 
     @admin.display(description="webhook-id")
     def webhook_id(self, obj: Delivery) -> str:
         return format_html("<code>{}</code>", message_id(obj.pk))
 
-    @admin.display(description="Webhook")
+    @admin.display(description=gettext_lazy("Webhook"))
     def subscription_link(self, obj: Delivery) -> str:
         return format_html(
             '<a href="{}">{}</a> <code>{}</code>',
@@ -282,7 +392,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             obj.subscription.url,
         )
 
-    @admin.display(description="Webhook")
+    @admin.display(description=gettext_lazy("Webhook"))
     def subscription_link_masked(self, obj: Delivery) -> str:
         return format_html(
             '<a href="{}">{}</a> <code>{}</code>',
@@ -310,7 +420,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             for title, options in fieldsets
         ]
 
-    @admin.display(description="Last error")
+    @admin.display(description=gettext_lazy("Last error"))
     def last_error_explained(self, obj: Delivery) -> str:
         if not obj.last_error_kind:
             return "—"
@@ -321,11 +431,12 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 error_kind=obj.last_error_kind,
                 status=obj.last_response_status,
                 timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+                retried=obj.status == DeliveryStatus.PENDING,
             ),
             obj.last_error,
         )
 
-    @admin.display(description="Body")
+    @admin.display(description=gettext_lazy("Body"))
     def body_text(self, obj: Delivery) -> str:
         return format_html(
             '<pre class="delivery-body">{}</pre>', bytes(obj.body).decode("utf-8", errors="replace")
@@ -353,15 +464,22 @@ class DeliveryAdmin(SchoolScopedAdmin):
                     error_kind=attempt.error_kind,
                     status=attempt.response_status,
                     timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+                    retried=attempt.trigger == AttemptTrigger.AUTOMATIC
+                    and delivery.status == DeliveryStatus.PENDING,
                 ),
             }
             for attempt in delivery_attempts(delivery_id=delivery.pk)
         ]
+        subscription = delivery.subscription
         extra = {
-            "subtitle": f"{delivery.event_type} to {delivery.subscription.name}",
+            "subtitle": _("%(event_type)s to %(webhook)s")
+            % {"event_type": delivery.event_type, "webhook": subscription.name},
             "attempts": attempts,
             "can_retrigger": self.has_retrigger_permission(request, delivery),
-            "retriggerable": delivery.status != DeliveryStatus.PENDING and not delivery.is_test,
+            "webhook_disabled": not subscription.is_active and not delivery.is_test,
+            "can_enable": request.user.has_perm("subscriptions.change_subscription")
+            and administers(request, delivery.school_id),
+            "school_zone": delivery.school.timezone,
             "status_colours": STATUS_COLOURS,
             **(extra_context or {}),
         }
@@ -380,43 +498,70 @@ class DeliveryAdmin(SchoolScopedAdmin):
         ]
 
     def retrigger_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """POST: send this delivery again, once, now."""
+        """POST: send this delivery now, whatever its state; with ``enable``, re-enable its
+        disabled webhook first (school admins)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         delivery = self.get_object(request, unquote(object_id))
         if not self.has_retrigger_permission(request, delivery):
             raise PermissionDenied
-        if delivery_retrigger(delivery=delivery):
-            self.message_user(request, "Retriggered: it is being sent again now.", messages.SUCCESS)
-        else:
+        actor = actor_user(request.user)
+        subscription = delivery.subscription
+        if request.POST.get("enable") and not subscription.is_active:
+            if not (
+                request.user.has_perm("subscriptions.change_subscription")
+                and administers(request, delivery.school_id)
+            ):
+                raise PermissionDenied
+            subscription_enable(subscription=subscription, actor=actor)
             self.message_user(
                 request,
-                "Not retriggered: it is still pending (or is a test delivery).",
-                messages.WARNING,
+                _("The webhook “%(webhook)s” is enabled again.") % {"webhook": subscription.name},
+                messages.SUCCESS,
             )
+        outcome = delivery_retrigger(delivery=delivery, actor=actor)
+        level, text = _RETRIGGER_MESSAGES[outcome]
+        self.message_user(request, str(text) % {"webhook": subscription.name}, level)
         return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
 
-    @admin.action(description="Retrigger the selected deliveries", permissions=["retrigger"])
+    @admin.action(
+        description=gettext_lazy("Send the selected deliveries now"), permissions=["retrigger"]
+    )
     def retrigger_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> Any:
-        """Ask first; then send the selected final deliveries again and report how many."""
+        """Ask first (saying what will happen to each kind of delivery); then send them now and
+        report how many went and why others did not."""
         ids = list(queryset.values_list("pk", flat=True)[: RETRIGGER_LIMIT + 1])
         if len(ids) > RETRIGGER_LIMIT:
             self.message_user(
                 request,
-                f"More than {RETRIGGER_LIMIT} deliveries selected: narrow the filters, or use "
-                "“Recover failed deliveries” on the webhook.",
+                _(
+                    "More than %(limit)s deliveries selected: narrow the filters, or use "
+                    "“Recover failed deliveries” on the webhook."
+                )
+                % {"limit": RETRIGGER_LIMIT},
                 messages.ERROR,
             )
             return None
         if request.POST.get("confirm") != "yes":
+            selected = Delivery.objects.filter(pk__in=ids)
+            # A test goes to a disabled webhook too (Send Test checks it before re-enabling).
+            sendable = Q(subscription__is_active=True) | Q(is_test=True)
+            states = {
+                state: selected.filter(sendable & _STATE_Q[state]).count()
+                for state in DeliveryState
+            }
+            disabled = selected.exclude(sendable).count()
             context = {
                 **self.admin_site.each_context(request),
-                "title": "Retrigger deliveries?",
+                "title": _("Send these deliveries now?"),
                 "opts": self.opts,
                 "deliveries": list(
-                    queryset.select_related("subscription").only(*_LIST_FIELDS)[:100]
+                    queryset.select_related("subscription", "school").only(*_LIST_FIELDS)[:100]
                 ),
                 "count": len(ids),
+                "states": [(state.label, n) for state, n in states.items() if n],
+                "sendable": sum(states.values()),
+                "disabled": disabled,
                 "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 "select_across": request.POST.get("select_across", "0"),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -424,12 +569,72 @@ class DeliveryAdmin(SchoolScopedAdmin):
             return TemplateResponse(
                 request, "admin/deliveries/delivery/retrigger_confirmation.html", context
             )
-        count = deliveries_retrigger(delivery_ids=ids)
-        message = f"{count} deliveries retriggered."
-        if len(ids) - count:
-            message += f" {len(ids) - count} skipped: pending already, or test deliveries."
-        self.message_user(request, message, messages.SUCCESS if count else messages.WARNING)
+        result = deliveries_retrigger(delivery_ids=ids, actor=actor_user(request.user))
+        parts = [
+            ngettext(
+                "%(count)s delivery is being sent now.",
+                "%(count)s deliveries are being sent now.",
+                result.queued,
+            )
+            % {"count": result.queued}
+        ]
+        for outcome, reason in _SKIPPED_REASONS.items():
+            number = result.count(outcome)
+            if number:
+                parts.append(str(reason % {"count": number}))
+        self.message_user(
+            request, " ".join(parts), messages.SUCCESS if result.queued else messages.WARNING
+        )
         return None
+
+
+# Which deliveries each state is, for the confirmation's counts.
+_STATE_Q = {
+    DeliveryState.PENDING: Q(status=DeliveryStatus.PENDING, last_error_kind=""),
+    DeliveryState.RETRYING: Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind=""),
+    DeliveryState.DELIVERED: Q(status=DeliveryStatus.DELIVERED),
+    DeliveryState.FAILED: Q(status=DeliveryStatus.FAILED),
+}
+
+_RETRIGGER_MESSAGES: dict[RetriggerOutcome, tuple[int, Any]] = {
+    RetriggerOutcome.QUEUED: (
+        messages.SUCCESS,
+        gettext_lazy("Sending it now: the new attempt appears below within moments."),
+    ),
+    RetriggerOutcome.ALREADY_QUEUED: (
+        messages.INFO,
+        gettext_lazy("It is already waiting to be sent now; nothing more to do."),
+    ),
+    RetriggerOutcome.IN_FLIGHT: (
+        messages.INFO,
+        gettext_lazy("It is being sent right now; its attempt appears below when it ends."),
+    ),
+    RetriggerOutcome.WEBHOOK_DISABLED: (
+        messages.ERROR,
+        gettext_lazy(
+            "Nothing was sent: the webhook “%(webhook)s” is disabled. Re-enable it, then send "
+            "this delivery again."
+        ),
+    ),
+}
+
+_SKIPPED_REASONS: dict[RetriggerOutcome, Any] = {
+    RetriggerOutcome.WEBHOOK_DISABLED: ngettext_lazy(
+        "%(count)s not sent: its webhook is disabled (re-enable it first).",
+        "%(count)s not sent: their webhooks are disabled (re-enable them first).",
+        "count",
+    ),
+    RetriggerOutcome.IN_FLIGHT: ngettext_lazy(
+        "%(count)s not sent again: it is being sent right now.",
+        "%(count)s not sent again: they are being sent right now.",
+        "count",
+    ),
+    RetriggerOutcome.ALREADY_QUEUED: ngettext_lazy(
+        "%(count)s was already waiting to be sent now.",
+        "%(count)s were already waiting to be sent now.",
+        "count",
+    ),
+}
 
 
 @admin.register(DeliveryAttempt)

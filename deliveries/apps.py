@@ -1,11 +1,12 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.utils.translation import gettext_lazy as _
 
 
 class DeliveriesConfig(AppConfig):
     default = True
     name = "deliveries"
-    verbose_name = "Deliveries"
+    verbose_name = _("Deliveries")
 
     def ready(self) -> None:
         # Every published event is handed to fan-out after its commit (events' one hook).

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES
 
-from .models import DeliveryStatus
+from .models import DeliveryState, delivery_state
 from .services.send import headers_custom_hide
 
 HIDDEN = "[hidden]"
@@ -70,20 +70,30 @@ def _request_headers_hide(headers: dict[str, str]) -> dict[str, str]:
 
 
 STATUS_COLOURS: dict[str, str] = {
-    DeliveryStatus.DELIVERED: "#2e7d32",
-    DeliveryStatus.FAILED: "#c62828",
-    DeliveryStatus.PENDING: "#9a6700",
+    DeliveryState.DELIVERED: "#2e7d32",
+    DeliveryState.FAILED: "#c62828",
+    DeliveryState.RETRYING: "#9a6700",
+    DeliveryState.PENDING: "#5f6b7a",
 }
 
 
-def status_badge(status: str | None, label: str | None = None) -> str:
-    """A delivery status as a small coloured label."""
-    if not status:
+def state_badge(state: DeliveryState | str | None) -> str:
+    """A delivery's state (``models.delivery_state``) as a small coloured label, with the same
+    word on every page."""
+    if not state:
         return "—"
+    state = DeliveryState(state)
     return format_html(
         '<span class="webhook-status webhook-status-{}" style="color: {}; font-weight: bold;">'
         "{}</span>",
-        status,
-        STATUS_COLOURS.get(status, "inherit"),
-        label or DeliveryStatus(status).label,
+        state.value,
+        STATUS_COLOURS[state],
+        state.label,
     )
+
+
+def status_badge(status: str | None, last_error_kind: str = "") -> str:
+    """``state_badge`` from a delivery's status and last error."""
+    if not status:
+        return "—"
+    return state_badge(delivery_state(status, last_error_kind))

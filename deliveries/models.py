@@ -7,23 +7,60 @@ import uuid
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
-from webhook_engine.errors import ERROR_KIND_LABELS, ErrorKind
+from webhook_engine.errors import ErrorKind
 
-# The engine's error kinds as the choices of the models' columns.
-ERROR_KIND_CHOICES = [(kind.value, label) for kind, label in ERROR_KIND_LABELS.items()]
+# The engine's error kinds (``webhook_engine.errors``) as the choices of the models' columns,
+# named in the admin's language.
+ERROR_KIND_CHOICES = [
+    (ErrorKind.NONE.value, _("None")),
+    (ErrorKind.HTTP_STATUS.value, _("HTTP error status")),
+    (ErrorKind.REDIRECT.value, _("Redirect (not followed)")),
+    (ErrorKind.TIMEOUT.value, _("Timeout")),
+    (ErrorKind.CONNECTION.value, _("Connection failed")),
+    (ErrorKind.DNS.value, _("DNS lookup failed")),
+    (ErrorKind.TLS.value, _("TLS error")),
+    (ErrorKind.BLOCKED.value, _("Destination not allowed")),
+    (ErrorKind.INVALID_URL.value, _("Invalid URL")),
+    (ErrorKind.RESPONSE.value, _("Malformed response")),
+    (ErrorKind.INTERRUPTED.value, _("Attempt interrupted")),
+    (ErrorKind.DISABLED.value, _("Webhook disabled")),
+    (ErrorKind.TEMPLATE.value, _("Body template error")),
+    (ErrorKind.CONFIGURATION.value, _("Configuration error")),
+    (ErrorKind.INTERNAL.value, _("Internal error")),
+]
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed"
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class DeliveryState(models.TextChoices):
+    """What every page calls a delivery's state: its status, with a pending delivery whose last
+    attempt failed called "retrying" (``delivery_state``)."""
+
+    PENDING = "pending", _("Pending")
+    RETRYING = "retrying", _("Retrying")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+def delivery_state(status: str, last_error_kind: str) -> DeliveryState:
+    """The one word for where a delivery is: ``pending`` (waiting for its first attempt, or a
+    "send now"), ``retrying`` (an attempt failed, another is scheduled), ``delivered`` or
+    ``failed``."""
+    if status == DeliveryStatus.PENDING and last_error_kind:
+        return DeliveryState.RETRYING
+    return DeliveryState(status)
 
 
 class AttemptTrigger(models.TextChoices):
-    AUTOMATIC = "automatic", "Automatic"
-    MANUAL = "manual", "Manual retrigger"
-    TEST = "test", "Send Test"
+    AUTOMATIC = "automatic", _("Automatic")
+    MANUAL = "manual", _("Sent now by hand")
+    TEST = "test", _("Send Test")
 
 
 class Delivery(models.Model):
@@ -37,39 +74,59 @@ class Delivery(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    school = models.ForeignKey("schools.School", on_delete=models.CASCADE, related_name="+")
-    event = models.ForeignKey("events.Event", on_delete=models.CASCADE, related_name="deliveries")
+    school = models.ForeignKey(
+        "schools.School", verbose_name=_("school"), on_delete=models.CASCADE, related_name="+"
+    )
+    event = models.ForeignKey(
+        "events.Event", verbose_name=_("event"), on_delete=models.CASCADE, related_name="deliveries"
+    )
     subscription = models.ForeignKey(
-        "subscriptions.Subscription", on_delete=models.CASCADE, related_name="deliveries"
+        "subscriptions.Subscription",
+        verbose_name=_("webhook"),
+        on_delete=models.CASCADE,
+        related_name="deliveries",
     )
-    event_type = models.CharField(max_length=100)
-    is_test = models.BooleanField(default=False)
+    event_type = models.CharField(_("event type"), max_length=100)
+    is_test = models.BooleanField(_("test delivery"), default=False)
     body = models.BinaryField()
-    content_type = models.CharField(max_length=100)
+    content_type = models.CharField("Content-Type", max_length=100)
     status = models.CharField(
-        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+        _("status"), max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     # What the next attempt is: automatic (the schedule), manual (a retrigger) or a Send Test.
     # Kept on the row, not in the task message, so a re-driven message cannot change it.
     next_trigger = models.CharField(
-        max_length=16, choices=AttemptTrigger.choices, default=AttemptTrigger.AUTOMATIC
+        _("next attempt's trigger"),
+        max_length=16,
+        choices=AttemptTrigger.choices,
+        default=AttemptTrigger.AUTOMATIC,
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # Set by a "send now" of a delivery that was waiting for an automatic attempt: when that
+    # attempt was due. If the manual attempt fails, the schedule resumes here (redrive.py).
+    resume_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True)
+    last_response_status = models.PositiveSmallIntegerField(
+        _("last response status"), null=True, blank=True
+    )
     last_error_kind = models.CharField(
-        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+        _("last error"),
+        max_length=16,
+        choices=ERROR_KIND_CHOICES,
+        blank=True,
+        default=ErrorKind.NONE,
     )
     last_error = models.TextField(blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
 
     class Meta:
-        verbose_name_plural = "deliveries"
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
         ordering = ["-created_at"]
         permissions = [("retrigger_delivery", "Can retrigger deliveries")]
         constraints = [
@@ -108,29 +165,34 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_type} to {self.subscription_id} ({self.status})"
+        # Language-neutral: the breadcrumbs of every page show it.
+        return f"{self.event_type} · {str(self.pk)[:8]}"
 
 
 class DeliveryAttempt(models.Model):
     """One HTTP attempt of a delivery, as sent and as answered (secrets redacted, body capped)."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
-    number = models.PositiveIntegerField()
-    trigger = models.CharField(max_length=16, choices=AttemptTrigger.choices)
-    started_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField(default=0)
-    request_url = models.URLField(max_length=2000)
-    request_headers = models.JSONField(default=dict)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_headers = models.JSONField(default=dict, blank=True)
-    response_body = models.TextField(blank=True)
-    response_body_truncated = models.BooleanField(default=False)
-    error_kind = models.CharField(
-        max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempt_log", verbose_name=_("delivery")
     )
-    error_message = models.TextField(blank=True)
+    number = models.PositiveIntegerField(_("number"))
+    trigger = models.CharField(_("trigger"), max_length=16, choices=AttemptTrigger.choices)
+    started_at = models.DateTimeField(_("started at"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    request_url = models.URLField(_("request URL"), max_length=2000)
+    request_headers = models.JSONField(_("request headers"), default=dict)
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+    response_body = models.TextField(_("response body"), blank=True)
+    response_body_truncated = models.BooleanField(_("response body truncated"), default=False)
+    error_kind = models.CharField(
+        _("error"), max_length=16, choices=ERROR_KIND_CHOICES, blank=True, default=ErrorKind.NONE
+    )
+    error_message = models.TextField(_("error message"), blank=True)
 
     class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
         ordering = ["delivery", "number"]
         constraints = [
             models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.core.cache import caches
+from django.db.models import Avg, Count, Max, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from events.models import Event
+from events.models import Event, EventType
 from subscriptions.models import Subscription
+from subscriptions.topics import topic_matches
 
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat
 
@@ -67,11 +72,14 @@ class SubscriptionDeliveryStats:
     """How a webhook's real (not test) deliveries went, for the webhooks list."""
 
     last_status: str | None = None
+    last_error_kind: str = ""
     last_response_status: int | None = None
     last_at: dt.datetime | None = None
-    failures_24h: int = 0
+    failures_24h: int = 0  # deliveries of the last 24 h with a failed attempt, recovered or not
+    recovered_24h: int = 0  # ... of which were delivered in the end
     delivered_7d: int = 0
     failed_7d: int = 0
+    in_progress_7d: int = 0  # pending or retrying: no final result yet
 
     @property
     def success_rate_7d(self) -> float | None:
@@ -84,8 +92,9 @@ def subscriptions_delivery_stats(
     *, subscription_ids: list[uuid.UUID], now: dt.datetime | None = None
 ) -> dict[uuid.UUID, SubscriptionDeliveryStats]:
     """For each webhook: its newest delivery (status, answer, time of the last attempt), its
-    failures in the last 24 hours (deliveries that failed, or whose last attempt failed and
-    that are being retried) and its delivered/failed counts over 7 days.
+    failures in the last 24 hours (deliveries with a failed attempt: failed, retrying, or
+    delivered after a failure, which stay counted as recovered) and its delivered, failed and
+    in-progress counts over 7 days.
 
     Two queries for any number of webhooks (a list page's rows), on the (subscription,
     created_at) index. Send Test deliveries are left out. Webhooks without deliveries get
@@ -108,29 +117,50 @@ def subscriptions_delivery_stats(
         .annotate(
             delivered=Count("pk", filter=Q(status=DeliveryStatus.DELIVERED)),
             failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-            failures_24h=Count("pk", filter=failing & Q(created_at__gte=day_ago)),
+            failing_24h=Count("pk", filter=failing & Q(created_at__gte=day_ago)),
+            in_progress=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
         )
     }
+    # Delivered after a failed attempt: only deliveries with more than one attempt can be, so
+    # their attempts are read through the (delivery, number) index, never the whole table.
+    recovered = dict(
+        DeliveryAttempt.objects.filter(
+            delivery__subscription_id__in=subscription_ids,
+            delivery__is_test=False,
+            delivery__created_at__gte=day_ago,
+            delivery__status=DeliveryStatus.DELIVERED,
+            delivery__attempts__gt=1,
+        )
+        .exclude(error_kind="")
+        .order_by()
+        .values("delivery__subscription_id")
+        .annotate(count=Count("delivery_id", distinct=True))
+        .values_list("delivery__subscription_id", "count")
+    )
     newest = Delivery.objects.filter(subscription_id=OuterRef("pk"), is_test=False).order_by(
         "-created_at"
     )
     latest = Subscription.objects.filter(pk__in=subscription_ids).values_list(
         "pk",
         Subquery(newest.values("status")[:1]),
+        Subquery(newest.values("last_error_kind")[:1]),
         Subquery(newest.values("last_response_status")[:1]),
         Subquery(newest.values("last_attempt_at")[:1]),
         Subquery(newest.values("created_at")[:1]),
     )
     stats = {}
-    for pk, status, response_status, last_attempt_at, created_at in latest:
+    for pk, status, error_kind, response_status, last_attempt_at, created_at in latest:
         row: dict[str, Any] = dict(counts.get(pk, {}))
         stats[pk] = SubscriptionDeliveryStats(
             last_status=status,
+            last_error_kind=error_kind or "",
             last_response_status=response_status,
             last_at=last_attempt_at or created_at,
-            failures_24h=row.get("failures_24h", 0),
+            failures_24h=row.get("failing_24h", 0) + recovered.get(pk, 0),
+            recovered_24h=recovered.get(pk, 0),
             delivered_7d=row.get("delivered", 0),
             failed_7d=row.get("failed", 0),
+            in_progress_7d=row.get("in_progress", 0),
         )
     return stats
 
@@ -227,3 +257,261 @@ def _backlog(queryset: QuerySet[Any], field: str) -> Backlog:
     if oldest is None:
         return Backlog(count=0, oldest=None)
     return Backlog(count=queryset.values("pk")[:BACKLOG_COUNT_CAP].count(), oldest=oldest)
+
+
+_HEX = re.compile(r"[0-9a-f]{4,32}")
+
+
+def deliveries_search_q(*, term: str, webhooks: QuerySet[Subscription]) -> Q:
+    """The deliveries a typed search means, as one condition (nothing for an empty term).
+
+    - a delivery id, ``webhook-id`` (``msg_…``) or event id, whole or its first 4+ hex digits
+      (a range of the primary key or the event index, as GitHub's short ids);
+    - an event type, or a pattern such as ``course.*`` (the catalog's matching keys, on the
+      (event_type, created_at) index);
+    - part of a webhook's name (among ``webhooks``, the user's);
+    - an HTTP status such as ``500`` (the last answer; read from the newest rows down).
+    """
+    term = term.strip()
+    found = Q(pk__in=[])
+    if not term:
+        return found
+    digits = term.removeprefix("msg_").replace("-", "").lower()
+    if _HEX.fullmatch(digits):
+        low = uuid.UUID(digits.ljust(32, "0"))
+        high = uuid.UUID(digits.ljust(32, "f"))
+        found |= Q(pk__gte=low, pk__lte=high) | Q(event_id__gte=low, event_id__lte=high)
+    if re.fullmatch(r"[1-5][0-9]{2}", term):
+        found |= Q(last_response_status=int(term))
+    keys = list(EventType.objects.values_list("key", flat=True))
+    pattern = term.lower()
+    types = [key for key in keys if key == pattern or topic_matches([pattern], key)]
+    if not types and len(pattern) >= 3:
+        types = [key for key in keys if key.startswith(pattern)]
+    if types:
+        found |= Q(event_type__in=types)
+    named = list(webhooks.filter(name__icontains=term).values_list("pk", flat=True)[:100])
+    if named:
+        found |= Q(subscription_id__in=named)
+    return found
+
+
+# --- The home page and a webhook's page: how deliveries are going ----------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Deliveries created in one hour or one day, by their state now."""
+
+    start: dt.datetime
+    delivered: int = 0
+    pending: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.pending + self.retrying + self.failed
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The last 24 hours by hour and the last 7 days by day, in the zone given."""
+
+    hours: list[Bucket]
+    days: list[Bucket]
+    zone: str
+
+    def totals(self, buckets: list[Bucket]) -> Bucket:
+        return Bucket(
+            start=buckets[0].start if buckets else timezone.now(),
+            delivered=sum(b.delivered for b in buckets),
+            pending=sum(b.pending for b in buckets),
+            retrying=sum(b.retrying for b in buckets),
+            failed=sum(b.failed for b in buckets),
+        )
+
+
+def deliveries_timeline(
+    *,
+    school_ids: list[int] | None,
+    subscription_id: uuid.UUID | None = None,
+    zone: dt.tzinfo,
+    now: dt.datetime | None = None,
+    cache_seconds: float = 0,
+) -> Timeline:
+    """Deliveries (not tests) created per hour over the last 24 hours and per day over the last
+    7 days, each split by state, for the given schools (None: all) or one webhook.
+
+    Two grouped queries on the (school or webhook, created_at) indexes, hours truncated in
+    ``zone`` so days start at the zone's midnight: the last 24 hours (which hold today) always
+    fresh, the six days before today kept in the cache for ``cache_seconds`` when given (at a
+    million deliveries those are most of the rows, and their counts hardly change).
+    """
+    now = now or timezone.now()
+    local_now = now.astimezone(zone)
+    today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    first_day = (today - dt.timedelta(days=6)).replace(tzinfo=None)
+    first_day_aware = first_day.replace(tzinfo=zone)  # type: ignore[arg-type]
+    midnight = today.replace(tzinfo=None).replace(tzinfo=zone)  # type: ignore[arg-type]
+    this_hour = local_now.replace(minute=0, second=0, microsecond=0)
+    first_hour = this_hour - dt.timedelta(hours=23)
+    queryset = Delivery.objects.filter(is_test=False)
+    if subscription_id is not None:
+        queryset = queryset.filter(subscription_id=subscription_id)
+    if school_ids is not None:
+        queryset = queryset.filter(school_id__in=school_ids)
+
+    fields = ("delivered", "pending", "retrying", "failed")
+    by_hour = _hourly_counts(queryset.filter(created_at__gte=min(first_hour, midnight)), zone)
+    key = f"deliveries-timeline:{subscription_id}:{_scope(school_ids)}:{zone}:{first_day.date()}"
+
+    def earlier_days() -> dict[dt.date, dict[str, int]]:
+        days: dict[dt.date, dict[str, int]] = {}
+        older = queryset.filter(created_at__gte=first_day_aware, created_at__lt=midnight)
+        for hour, counts in _hourly_counts(older, zone).items():
+            day = days.setdefault(hour.date(), dict.fromkeys(fields, 0))
+            for name in fields:
+                day[name] += counts[name]
+        return days
+
+    by_day: dict[dt.date, dict[str, int]] = (
+        caches["default"].get_or_set(_cache_key(key), earlier_days, cache_seconds) or {}
+        if cache_seconds
+        else earlier_days()
+    )
+    today_counts = dict.fromkeys(fields, 0)
+    for hour, counts in by_hour.items():
+        if hour >= midnight:
+            for name in fields:
+                today_counts[name] += counts[name]
+    by_day = {**by_day, today.date(): today_counts}
+    hours = []
+    for step in range(24):
+        start = (first_hour + dt.timedelta(hours=step)).astimezone(zone)
+        hours.append(Bucket(start=start, **by_hour.get(start, {})))
+    days = []
+    for step in range(7):
+        date = first_day.date() + dt.timedelta(days=step)
+        start = dt.datetime.combine(date, dt.time.min).replace(tzinfo=zone)  # type: ignore[arg-type]
+        days.append(Bucket(start=start, **by_day.get(date, {})))
+    return Timeline(hours=hours, days=days, zone=str(zone))
+
+
+def _scope(school_ids: list[int] | None) -> str:
+    return "*" if school_ids is None else ",".join(map(str, sorted(school_ids)))
+
+
+def _cache_key(text: str) -> str:
+    return "webhooks:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hourly_counts(
+    queryset: QuerySet[Delivery], zone: dt.tzinfo
+) -> dict[dt.datetime, dict[str, int]]:
+    """The queryset's deliveries counted by state per hour of ``zone``."""
+    retrying = Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
+    rows = (
+        queryset.order_by()
+        .annotate(hour=TruncHour("created_at", tzinfo=zone))
+        .values("hour")
+        .annotate(
+            delivered=Count("pk", filter=Q(status=DeliveryStatus.DELIVERED)),
+            failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
+            retrying=Count("pk", filter=retrying),
+            pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING, last_error_kind="")),
+        )
+    )
+    return {
+        row["hour"].astimezone(zone): {
+            "delivered": row["delivered"],
+            "pending": row["pending"],
+            "retrying": row["retrying"],
+            "failed": row["failed"],
+        }
+        for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class SlowReceiver:
+    subscription: Subscription
+    attempts: int
+    average_ms: int
+    slowest_ms: int
+
+
+def receivers_slowest(
+    *,
+    school_ids: list[int] | None,
+    now: dt.datetime | None = None,
+    limit: int = 5,
+    cache_seconds: float = 0,
+) -> list[SlowReceiver]:
+    """The webhooks whose receivers answered slowest on average over the last 24 hours
+    (attempts of deliveries created in that time that got an answer; tests left out), kept in
+    the cache for ``cache_seconds`` when given."""
+    if cache_seconds:
+        key = _cache_key(f"receivers-slowest:{_scope(school_ids)}:{limit}")
+        return caches["default"].get_or_set(  # type: ignore[return-value]
+            key,
+            lambda: receivers_slowest(school_ids=school_ids, now=now, limit=limit),
+            cache_seconds,
+        )
+    now = now or timezone.now()
+    attempts = DeliveryAttempt.objects.filter(
+        delivery__created_at__gte=now - dt.timedelta(days=1),
+        delivery__is_test=False,
+        response_status__isnull=False,
+    )
+    if school_ids is not None:
+        attempts = attempts.filter(delivery__school_id__in=school_ids)
+    rows = list(
+        attempts.order_by()
+        .values("delivery__subscription_id")
+        .annotate(count=Count("pk"), average=Avg("duration_ms"), slowest=Max("duration_ms"))
+        .order_by("-average")[:limit]
+    )
+    webhooks = Subscription.objects.select_related("school").in_bulk(
+        [row["delivery__subscription_id"] for row in rows]
+    )
+    return [
+        SlowReceiver(
+            subscription=webhooks[row["delivery__subscription_id"]],
+            attempts=row["count"],
+            average_ms=round(row["average"] or 0),
+            slowest_ms=row["slowest"] or 0,
+        )
+        for row in rows
+        if row["delivery__subscription_id"] in webhooks
+    ]
+
+
+def deliveries_recent(*, subscription_id: uuid.UUID, limit: int = 10) -> list[Delivery]:
+    """The webhook's newest deliveries (tests included), without their bodies."""
+    return list(
+        Delivery.objects.filter(subscription_id=subscription_id)
+        .select_related("school")
+        .defer("body")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def subscriptions_last_failure(*, subscription_ids: list[uuid.UUID]) -> dict[uuid.UUID, Delivery]:
+    """For each webhook, its newest real delivery whose last attempt failed (what to tell the
+    school about a failing webhook); one query per webhook on the (webhook, created_at) index."""
+    failing = Q(status=DeliveryStatus.FAILED) | (
+        Q(status=DeliveryStatus.PENDING) & ~Q(last_error_kind="")
+    )
+    found: dict[uuid.UUID, Delivery] = {}
+    for subscription_id in subscription_ids:
+        delivery = (
+            Delivery.objects.filter(subscription_id=subscription_id, is_test=False)
+            .filter(failing)
+            .defer("body")
+            .order_by("-created_at")
+            .first()
+        )
+        if delivery is not None:
+            found[subscription_id] = delivery
+    return found

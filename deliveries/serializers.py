@@ -64,5 +64,12 @@ class DeliveryDetailOutput(DeliveryOutput):
 
 class RetriggerOutput(serializers.Serializer):
     retriggered = serializers.BooleanField(
-        help_text="False when the delivery is still pending (it will be attempted anyway)."
+        help_text="True when the delivery is being sent now; see `outcome` otherwise."
+    )
+    outcome = serializers.ChoiceField(
+        choices=["queued", "already_queued", "in_flight", "webhook_disabled"],
+        help_text=(
+            "queued: sent now; already_queued: an earlier retrigger is about to send it; "
+            "in_flight: a worker is sending it right now; webhook_disabled: nothing is sent."
+        ),
     )

@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from audit.services import actor_api_key
 from common.api import (
     NOT_A_SCHOOL_KEY,
     UNAUTHENTICATED,
@@ -42,7 +43,7 @@ from .metrics import metrics_render
 from .models import Delivery
 from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
 from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
-from .services import delivery_retrigger
+from .services import RetriggerOutcome, delivery_retrigger
 from .services.config import ecdsa_key, ed25519_keys
 
 TOLERANCE_SECONDS = 5 * 60
@@ -150,8 +151,11 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(
         summary="Retrigger a delivery",
         description=(
-            "Sends a delivered or failed delivery again, once, as soon as a worker takes it "
-            "(same webhook-id; the attempt is logged as manual)."
+            "Sends a delivery now, whatever its state, as soon as a worker takes it (same "
+            "webhook-id; the attempt is logged as manual). A delivery waiting between automatic "
+            "attempts keeps its schedule if this attempt fails. `outcome` says what happened: "
+            "`queued`, `already_queued`, `in_flight` (being sent right now) or "
+            "`webhook_disabled` (nothing is sent; re-enable the webhook first)."
         ),
         request=None,
         responses={202: RetriggerOutput, **ERRORS},
@@ -159,8 +163,13 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @action(detail=True, methods=["post"])
     def retrigger(self, request: Request, pk: str | None = None) -> Response:
         delivery = self.get_object()
-        retriggered = delivery_retrigger(delivery=delivery)
-        return Response(RetriggerOutput({"retriggered": retriggered}).data, status=202)
+        outcome = delivery_retrigger(delivery=delivery, actor=actor_api_key(request.auth))
+        return Response(
+            RetriggerOutput(
+                {"retriggered": outcome == RetriggerOutcome.QUEUED, "outcome": outcome}
+            ).data,
+            status=202,
+        )
 
 
 def health(request: HttpRequest) -> JsonResponse:

@@ -12,6 +12,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
@@ -53,7 +55,7 @@ class EventTypeForm(forms.ModelForm):
             if problems:
                 self.add_error(
                     "sample_payload",
-                    ValidationError(["The sample does not match the schema:", *problems]),
+                    ValidationError([_("The sample does not match the schema:"), *problems]),
                 )
         return self.cleaned_data
 
@@ -111,7 +113,7 @@ class EventTypeAdmin(admin.ModelAdmin):
         groups = reference_groups(entries)
         context = {
             **self.admin_site.each_context(request),
-            "title": "Event reference",
+            "title": _("Event reference"),
             "opts": self.opts,
             "groups": [
                 {
@@ -145,7 +147,7 @@ class EventTypeAdmin(admin.ModelAdmin):
 class EventTypeFilter(DropdownFilter):
     """The catalog's event types (not the distinct values of a large table)."""
 
-    title = "event type"
+    title = gettext_lazy("event type")
     parameter_name = "type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -159,7 +161,7 @@ class EventTypeFilter(DropdownFilter):
 
 
 class CreatedFilter(DateRangeFilter):
-    title = "date"
+    title = gettext_lazy("date")
     field_path = "created_at"
 
 
@@ -171,7 +173,7 @@ class EventAdmin(SchoolScopedAdmin):
     list_filter = [EventTypeFilter, CreatedFilter, SchoolListFilter]
     list_select_related = ["school"]
     search_fields = ["=id", "=idempotency_key"]  # see get_search_results
-    search_help_text = "An event id or an idempotency key."
+    search_help_text = gettext_lazy("An event id or an idempotency key.")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
@@ -193,7 +195,7 @@ class EventAdmin(SchoolScopedAdmin):
             queryset = queryset.defer("data")  # up to 256 KB each
         return queryset
 
-    @admin.display(description="type", ordering="type")
+    @admin.display(description=gettext_lazy("type"), ordering="type")
     def type_key(self, obj: Event) -> str:
         return obj.type_id
 
@@ -253,7 +255,9 @@ class ScheduledEventAdmin(SchoolScopedAdmin):
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("events.change_scheduledevent")
 
-    @admin.action(description="Cancel the selected scheduled events", permissions=["cancel"])
+    @admin.action(
+        description=gettext_lazy("Cancel the selected scheduled events"), permissions=["cancel"]
+    )
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
         cancelled = not_pending = 0
         for scheduled_event in queryset:
@@ -263,7 +267,13 @@ class ScheduledEventAdmin(SchoolScopedAdmin):
                 not_pending += 1
             else:
                 cancelled += 1
-        message = f"{cancelled} cancelled."
+        message = ngettext("%(count)s cancelled.", "%(count)s cancelled.", cancelled) % {
+            "count": cancelled
+        }
         if not_pending:
-            message += f" {not_pending} could not be: already published or failed."
+            message += " " + ngettext(
+                "%(count)s could not be: already published or failed.",
+                "%(count)s could not be: already published or failed.",
+                not_pending,
+            ) % {"count": not_pending}
         self.message_user(request, message)

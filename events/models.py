@@ -8,6 +8,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 EVENT_TYPE_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
@@ -21,25 +22,37 @@ validate_event_type_key = RegexValidator(
 class EventType(models.Model):
     """One entry of the catalog: what subscriptions pick as topics and events are typed with."""
 
-    key = models.CharField(primary_key=True, max_length=100, validators=[validate_event_type_key])
-    group = models.CharField(max_length=60, help_text="The resource it is about, e.g. Courses.")
-    description = models.TextField(blank=True)
-    sample_payload = models.JSONField(default=dict, blank=True)
-    json_schema = models.JSONField(
-        default=dict, blank=True, help_text="JSON Schema that event data must validate against."
+    key = models.CharField(
+        _("key"), primary_key=True, max_length=100, validators=[validate_event_type_key]
     )
-    version = models.PositiveSmallIntegerField(default=1)
+    group = models.CharField(
+        _("group"), max_length=60, help_text=_("The resource it is about, e.g. Courses.")
+    )
+    description = models.TextField(_("description"), blank=True)
+    sample_payload = models.JSONField(_("sample payload"), default=dict, blank=True)
+    json_schema = models.JSONField(
+        _("JSON Schema"),
+        default=dict,
+        blank=True,
+        help_text=_("JSON Schema that event data must validate against."),
+    )
+    version = models.PositiveSmallIntegerField(_("version"), default=1)
     deprecated = models.BooleanField(
-        default=False, help_text="Still accepted, with a warning in the log; kept for old events."
+        _("deprecated"),
+        default=False,
+        help_text=_("Still accepted, with a warning in the log; kept for old events."),
     )
     shipped = models.BooleanField(
+        _("shipped"),
         default=False,
         editable=False,
-        help_text="Part of the catalog shipped with the product (updated on upgrade).",
+        help_text=_("Part of the catalog shipped with the product (updated on upgrade)."),
     )
 
     class Meta:
         ordering = ["group", "key"]
+        verbose_name = _("event type")
+        verbose_name_plural = _("event types")
 
     def __str__(self) -> str:
         return self.key
@@ -53,21 +66,32 @@ class Event(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    school = models.ForeignKey("schools.School", on_delete=models.CASCADE, related_name="events")
-    type = models.ForeignKey(
-        EventType, on_delete=models.PROTECT, db_column="type", related_name="events"
+    school = models.ForeignKey(
+        "schools.School",
+        verbose_name=_("school"),
+        on_delete=models.CASCADE,
+        related_name="events",
     )
-    data = models.JSONField(default=dict)
-    occurred_at = models.DateTimeField()
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    type = models.ForeignKey(
+        EventType,
+        on_delete=models.PROTECT,
+        db_column="type",
+        related_name="events",
+        verbose_name=_("event type"),
+    )
+    data = models.JSONField(_("data"), default=dict)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     # NULL, not "", for "no key": the per-school unique constraint ignores NULLs.
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
-    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, null=True, blank=True)  # noqa: DJ001
+    fanned_out_at = models.DateTimeField(_("fanned out at"), null=True, blank=True)
     # A sample event made by Send Test: kept with its test delivery, out of the event log.
-    is_test = models.BooleanField(default=False)
+    is_test = models.BooleanField(_("test"), default=False)
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
         constraints = [
             models.UniqueConstraint(
                 fields=["school", "idempotency_key"],
@@ -91,10 +115,10 @@ class Event(models.Model):
 
 
 class ScheduledEventStatus(models.TextChoices):
-    SCHEDULED = "scheduled", "Scheduled"
-    PUBLISHED = "published", "Published"
-    CANCELLED = "cancelled", "Cancelled"
-    FAILED = "failed", "Failed"
+    SCHEDULED = "scheduled", _("Scheduled")
+    PUBLISHED = "published", _("Published")
+    CANCELLED = "cancelled", _("Cancelled")
+    FAILED = "failed", _("Failed")
 
 
 class ScheduledEvent(models.Model):
@@ -106,35 +130,48 @@ class ScheduledEvent(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     school = models.ForeignKey(
-        "schools.School", on_delete=models.CASCADE, related_name="scheduled_events"
+        "schools.School",
+        verbose_name=_("school"),
+        on_delete=models.CASCADE,
+        related_name="scheduled_events",
     )
     type = models.ForeignKey(
-        EventType, on_delete=models.PROTECT, db_column="type", related_name="scheduled_events"
+        EventType,
+        on_delete=models.PROTECT,
+        db_column="type",
+        related_name="scheduled_events",
+        verbose_name=_("event type"),
     )
-    data = models.JSONField(default=dict)
-    due_at = models.DateTimeField(help_text="When to publish it.")
+    data = models.JSONField(_("data"), default=dict)
+    due_at = models.DateTimeField(_("due at"), help_text=_("When to publish it."))
     # The platform's own name for it (e.g. course-4711-start), so it can move or cancel it later.
     # NULL, not "", for "no key": the per-school unique constraint ignores NULLs.
-    key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    key = models.CharField(_("key"), max_length=255, null=True, blank=True)  # noqa: DJ001
     status = models.CharField(
-        max_length=16, choices=ScheduledEventStatus.choices, default=ScheduledEventStatus.SCHEDULED
+        _("status"),
+        max_length=16,
+        choices=ScheduledEventStatus.choices,
+        default=ScheduledEventStatus.SCHEDULED,
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
-    published_at = models.DateTimeField(null=True, blank=True)
-    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), default=timezone.now)
+    published_at = models.DateTimeField(_("published at"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
     event = models.OneToOneField(
         Event,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="scheduled_event",
-        help_text="The event it became.",
+        help_text=_("The event it became."),
+        verbose_name=_("event"),
     )
-    error = models.TextField(blank=True, help_text="Why it could not be published.")
+    error = models.TextField(_("error"), blank=True, help_text=_("Why it could not be published."))
 
     class Meta:
         ordering = ["due_at"]
+        verbose_name = _("scheduled event")
+        verbose_name_plural = _("scheduled events")
         constraints = [
             models.UniqueConstraint(
                 fields=["school", "key"],

@@ -17,6 +17,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from audit.services import actor_user
+from common.admin_display import datetime_in_zone
 
 from .admin_scoping import (
     SchoolListFilter,
@@ -71,8 +76,8 @@ class MembershipInline(admin.TabularInline):
     fields = ["user", "role", "created_at"]
     readonly_fields = ["created_at"]
     autocomplete_fields = ["user"]
-    verbose_name = "school admin"
-    verbose_name_plural = "school admins"
+    verbose_name = gettext_lazy("school admin")
+    verbose_name_plural = gettext_lazy("school admins")
 
 
 @admin.register(School)
@@ -99,11 +104,11 @@ class SchoolAdmin(SchoolScopedAdmin):
 
 
 class KeyStateFilter(admin.SimpleListFilter):
-    title = "state"
+    title = gettext_lazy("state")
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("revoked", "Revoked")]
+        return [("active", _("Active")), ("revoked", _("Revoked"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "active":
@@ -120,15 +125,16 @@ class KeyAdminMixin:
     admin_site: Any
     opts: Any
 
-    @admin.display(description="Key")
+    @admin.display(description=gettext_lazy("Key"))
     def prefix_display(self, obj: ApiKey | PlatformKey) -> str:
         return format_html("<code>{}…</code>", obj.prefix)
 
-    @admin.display(description="State", ordering="revoked_at")
+    @admin.display(description=gettext_lazy("State"), ordering="revoked_at")
     def state_display(self, obj: ApiKey | PlatformKey) -> str:
         if obj.revoked_at:
-            return format_html("Revoked {}", obj.revoked_at.strftime("%Y-%m-%d %H:%M"))
-        return "Active"
+            zone = obj.school.timezone if isinstance(obj, ApiKey) else None
+            return format_html(_("Revoked {}"), datetime_in_zone(obj.revoked_at, zone))
+        return _("Active")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a key never changes: it is revoked (an action) and replaced
@@ -157,7 +163,7 @@ class KeyAdminMixin:
             )
         context = {
             **self.admin_site.each_context(request),
-            "title": f"{self.opts.verbose_name.capitalize()} created",
+            "title": _("%(kind)s created") % {"kind": str(self.opts.verbose_name).capitalize()},
             "opts": self.opts,
             "original": obj,
             "key": key,
@@ -181,7 +187,7 @@ class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["school", "name"]
-        help_texts = {"name": "What uses the key, such as the integration's name."}
+        help_texts = {"name": gettext_lazy("What uses the key, such as the integration's name.")}
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
@@ -234,7 +240,9 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         try:
-            api_key, key = api_key_create(school=obj.school, name=obj.name)
+            api_key, key = api_key_create(
+                school=obj.school, name=obj.name, actor=actor_user(request.user)
+            )
         except ValidationError as exc:  # the limit was reached by another request meanwhile
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return
@@ -245,13 +253,21 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
             return super().log_addition(request, obj, message)
         return None
 
-    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    @admin.action(description=gettext_lazy("Revoke the selected keys"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = 0
         for api_key in queryset.filter(revoked_at__isnull=True):
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=actor_user(request.user))
             count += 1
-        self.message_user(request, f"{count} keys revoked; requests with them now get a 401.")
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)s key revoked; requests with it now get a 401.",
+                "%(count)s keys revoked; requests with them now get a 401.",
+                count,
+            )
+            % {"count": count},
+        )
 
 
 @admin.register(PlatformKey)
@@ -269,10 +285,18 @@ class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
         platform_key, key = platform_key_create(name=obj.name)
         self._adopt(obj, platform_key, key, request)
 
-    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    @admin.action(description=gettext_lazy("Revoke the selected keys"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[PlatformKey]) -> None:
         count = 0
         for platform_key in queryset.filter(revoked_at__isnull=True):
             platform_key_revoke(platform_key=platform_key)
             count += 1
-        self.message_user(request, f"{count} keys revoked; requests with them now get a 401.")
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)s key revoked; requests with it now get a 401.",
+                "%(count)s keys revoked; requests with them now get a 401.",
+                count,
+            )
+            % {"count": count},
+        )

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.db.models.constants import LOOKUP_SEP
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from schools.models import School
 from schools.selectors import school_ids_administered_by, school_ids_visible_to
@@ -42,7 +46,7 @@ class SchoolListFilter(admin.SimpleListFilter):
     """Filter by school, offering only the schools the user may see (and shown only when there
     is a choice to make)."""
 
-    title = "school"
+    title = gettext_lazy("school")
     parameter_name = "school"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -165,6 +169,29 @@ class SchoolScopedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return super().has_delete_permission(request, obj) and self._obj_visible(request, obj)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """An action on ids that are not ids (a forged or garbled form) is refused with a message
+        instead of failing when the database reads them."""
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        invalid = []
+        for value in selected:
+            try:
+                self.opts.pk.to_python(value)
+            except (ValidationError, ValueError, TypeError):
+                invalid.append(value)
+        if invalid:
+            self.message_user(
+                request,
+                _("%(ids)s: not an id of this list; nothing was done.")
+                % {"ids": ", ".join(repr(value) for value in invalid[:3])},
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        response: HttpResponse | None = super().response_action(request, queryset, *args, **kwargs)
+        return response
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         """Foreign-key choices: the user's schools, or the related admin's (scoped) rows."""

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.timezone import now
+from django.utils.translation import gettext_lazy as _
 
 
 @lru_cache(maxsize=1)
@@ -21,7 +22,7 @@ def available_time_zones() -> frozenset[str]:
 def validate_time_zone(value: str) -> None:
     if value not in available_time_zones():
         raise ValidationError(
-            "%(value)s is not an IANA time zone name (for example Europe/Paris or UTC).",
+            _("%(value)s is not an IANA time zone name (for example Europe/Paris or UTC)."),
             code="invalid_time_zone",
             params={"value": value},
         )
@@ -29,38 +30,43 @@ def validate_time_zone(value: str) -> None:
 
 validate_language = RegexValidator(
     regex=re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
-    message="Use a language code such as en, fr or pt-BR.",
+    message=_("Use a language code such as en, fr or pt-BR."),
     code="invalid_language",
 )
 
 
 class School(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("slug"), max_length=64, unique=True)
     timezone = models.CharField(
+        _("time zone"),
         max_length=64,
         default="UTC",
         validators=[validate_time_zone],
-        help_text="IANA time zone; every date in this school's webhooks is rendered in it.",
+        help_text=_("IANA time zone; every date in this school's webhooks is rendered in it."),
     )
     language = models.CharField(
+        _("language"),
         max_length=16,
         default="en",
         validators=[validate_language],
-        help_text="Sent to receivers in the X-Webhook-Lang header.",
+        help_text=_("Sent to receivers in the X-Webhook-Lang header."),
     )
     daily_event_time = models.TimeField(
+        _("daily event time"),
         null=True,
         blank=True,
-        help_text=(
+        help_text=_(
             "Local time, in this school's time zone, of the daily cron.midnight event; "
             "empty: 00:07 UTC."
         ),
     )
-    created_at = models.DateTimeField(default=now, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("school")
+        verbose_name_plural = _("schools")
 
     def __str__(self) -> str:
         return self.name
@@ -71,7 +77,7 @@ class School(models.Model):
 
 
 class Role(models.TextChoices):
-    ADMIN = "admin", "School admin"
+    ADMIN = "admin", _("School admin")
 
 
 # The admin's two kinds of staff users (groups created by a migration, see
@@ -85,13 +91,20 @@ class Membership(models.Model):
     """A user who administers a school: sees and manages its webhooks, is told when they fail."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="school_memberships",
+        verbose_name=_("user"),
     )
-    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
-    created_at = models.DateTimeField(default=now, editable=False)
+    school = models.ForeignKey(
+        School, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("school")
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.ADMIN)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
 
     class Meta:
+        verbose_name = _("school admin")
+        verbose_name_plural = _("school admins")
         constraints = [
             models.UniqueConstraint(fields=["user", "school"], name="membership_user_school"),
         ]
@@ -107,17 +120,20 @@ class ApiKey(models.Model):
     prefix (the first characters) is kept to tell keys apart and to find a key quickly.
     """
 
-    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    school = models.ForeignKey(
+        School, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("school")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(default=now, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["school", "-created_at"]
-        verbose_name = "API key"
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
         indexes = [
             models.Index(
                 fields=["school"],
@@ -138,16 +154,17 @@ class PlatformKey(models.Model):
     """A credential of the platform's own services (``whp_...``): publishes events for any school.
     Stored like ``ApiKey``: a hash and a visible prefix."""
 
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(default=now, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=now, editable=False)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name = "platform key"
+        verbose_name = _("platform key")
+        verbose_name_plural = _("platform keys")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -13,6 +13,10 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from audit.models import AuditAction
+from audit.services import Actor, audit_record
 
 from .models import (
     SCHOOL_ADMINS_GROUP,
@@ -52,7 +56,7 @@ def school_create(
 
 
 @transaction.atomic
-def api_key_create(*, school: School, name: str) -> tuple[ApiKey, str]:
+def api_key_create(*, school: School, name: str, actor: Actor | None = None) -> tuple[ApiKey, str]:
     """Create an API key for the school; return it and the key itself, which is never shown again.
 
     A school has at most ``WEBHOOKS_API_KEYS_PER_SCHOOL`` (5) active keys: raises
@@ -60,29 +64,52 @@ def api_key_create(*, school: School, name: str) -> tuple[ApiKey, str]:
     """
     name = name.strip()
     if not name:
-        raise ValidationError({"name": ["Give the key a name, such as the integration using it."]})
+        raise ValidationError(
+            {"name": [_("Give the key a name, such as the integration using it.")]}
+        )
     School.objects.select_for_update().get(pk=school.pk)  # one creation at a time per school
     limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
     if ApiKey.objects.filter(school=school, revoked_at__isnull=True).count() >= limit:
         raise ValidationError(
-            {"__all__": [f"{school.name} already has {limit} active API keys; revoke one first."]}
+            {
+                "__all__": [
+                    _("%(school)s already has %(limit)s active API keys; revoke one first.")
+                    % {"school": school.name, "limit": limit}
+                ]
+            }
         )
     key, prefix = _key_generate(SCHOOL_KEY_PREFIX)
     api_key = ApiKey.objects.create(school=school, name=name, prefix=prefix, key_hash=key_hash(key))
+    _api_key_audit(api_key, AuditAction.API_KEY_CREATED, actor)
     return api_key, key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    """Revoke a key at once; idempotent."""
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_revoke(*, api_key: ApiKey, actor: Actor | None = None) -> None:
+    """Revoke a key at once; idempotent (the audit trail records the first revocation)."""
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
     api_key.refresh_from_db(fields=["revoked_at"])
+    if revoked:
+        _api_key_audit(api_key, AuditAction.API_KEY_REVOKED, actor)
+
+
+def _api_key_audit(api_key: ApiKey, action: AuditAction, actor: Actor | None) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        school_id=api_key.school_id,
+        object_type="api_key",
+        object_id=api_key.pk,
+        object_repr=f"{api_key.name} ({api_key.prefix}…)",
+    )
 
 
 def platform_key_create(*, name: str) -> tuple[PlatformKey, str]:
     """Create a platform key; return it and the key itself, which is never shown again."""
     name = name.strip()
     if not name:
-        raise ValidationError({"name": ["Give the key a name, such as the service using it."]})
+        raise ValidationError({"name": [_("Give the key a name, such as the service using it.")]})
     key, prefix = _key_generate(PLATFORM_KEY_PREFIX)
     return PlatformKey.objects.create(name=name, prefix=prefix, key_hash=key_hash(key)), key
 
@@ -127,6 +154,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deliveries.view_delivery",
         "deliveries.view_deliveryattempt",
         "deliveries.retrigger_delivery",
+        "audit.view_auditentry",  # their schools' entries
     ),
     SUPPORT_GROUP: (
         "schools.view_school",
@@ -141,6 +169,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deliveries.view_delivery",
         "deliveries.view_deliveryattempt",
         "deliveries.retrigger_delivery",
+        "audit.view_auditentry",
     ),
 }
 
@@ -166,7 +195,12 @@ def school_admin_grant_check(*, user: User) -> None:
     """Raise ``ValidationError`` if ``user`` may not become a school admin (support staff)."""
     if user.groups.filter(name=SUPPORT_GROUP).exists():
         raise ValidationError(
-            {"user": [f"{user} is support staff; a school admin must be another account."]}
+            {
+                "user": [
+                    _("%(user)s is support staff; a school admin must be another account.")
+                    % {"user": user}
+                ]
+            }
         )
 
 
@@ -208,7 +242,12 @@ def support_staff_grant(*, user: User) -> None:
     """
     if Membership.objects.filter(user=user).exists():
         raise ValidationError(
-            {"user": [f"{user} administers a school; support staff must be another account."]}
+            {
+                "user": [
+                    _("%(user)s administers a school; support staff must be another account.")
+                    % {"user": user}
+                ]
+            }
         )
     group = Group.objects.get(name=SUPPORT_GROUP)
     type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)

@@ -14,6 +14,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
@@ -57,6 +59,7 @@ class TopicsWidget(forms.Widget):
                     {
                         "name": group,
                         "slug": re.sub(r"[^a-z0-9]+", "-", group.lower()),
+                        "checked": sum(1 for key, _ in types if key in selected),
                         "types": [
                             {"key": key, "description": description, "checked": key in selected}
                             for key, description in types
@@ -122,9 +125,11 @@ class HeadersField(forms.CharField):
                 continue
             name, colon, header = line.partition(":")
             if not colon or not name.strip():
-                raise ValidationError(f"Line {number}: write each header as Name: value.")
+                raise ValidationError(
+                    _("Line %(number)s: write each header as Name: value.") % {"number": number}
+                )
             if name.strip() in headers:
-                raise ValidationError(f"{name.strip()} is given twice.")
+                raise ValidationError(_("%(name)s is given twice.") % {"name": name.strip()})
             headers[name.strip()] = header.strip()
         return headers
 
@@ -135,7 +140,7 @@ class HeadersField(forms.CharField):
             return True
 
 
-YES_NO = [("True", "Yes"), ("False", "No")]
+YES_NO = [("True", gettext_lazy("Yes")), ("False", gettext_lazy("No"))]
 
 
 class BodyTemplateWidget(forms.Textarea):
@@ -161,6 +166,7 @@ class BodyTemplateWidget(forms.Textarea):
         context = super().get_context(name, value, attrs)
         context["widget"].update(
             {
+                # Vendor names and the shape of their bodies: the same in every language.
                 "presets": [
                     {"key": key, "label": preset["label"]} for key, preset in PRESETS.items()
                 ],
@@ -178,33 +184,35 @@ class BodyTemplateWidget(forms.Textarea):
 
 class SubscriptionForm(forms.ModelForm):
     url = forms.URLField(
-        label="URL",
+        label=gettext_lazy("URL"),
         max_length=2000,
         assume_scheme="https",  # typed without a scheme means https
         widget=forms.URLInput(attrs={"class": "vURLField", "placeholder": "https://"}),
-        help_text="Where each event is POSTed. Public addresses only.",
+        help_text=gettext_lazy("Where each event is POSTed. Public addresses only."),
     )
-    topics = TopicsField(label="Topics")
+    topics = TopicsField(label=gettext_lazy("Topics"))
     basic_auth_enabled = forms.TypedChoiceField(
-        label="Basic authentication",
+        label=gettext_lazy("Basic authentication"),
         choices=YES_NO,
         coerce=lambda value: value in (True, "True"),
         required=False,
         empty_value=False,  # type: ignore[arg-type]
         widget=forms.RadioSelect(attrs={"class": "inline radiolist"}),
         initial="False",
-        help_text="Sends Authorization: Basic with the username and password below.",
+        help_text=gettext_lazy("Sends Authorization: Basic with the username and password below."),
     )
     basic_auth_password = forms.CharField(
-        label="Password",
+        label=gettext_lazy("Password"),
         required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted, never shown again.",
+        # What was typed comes back when the page shows errors, so it need not be typed again;
+        # the stored password never reaches the page.
+        widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "new-password"}),
+        help_text=gettext_lazy("Stored encrypted, never shown again."),
     )
     custom_headers = HeadersField(
-        label="Custom headers",
+        label=gettext_lazy("Custom headers"),
         required=False,
-        help_text="One Name: value per line, sent with every delivery.",
+        help_text=gettext_lazy("One Name: value per line, sent with every delivery."),
     )
 
     class Meta:
@@ -217,20 +225,23 @@ class SubscriptionForm(forms.ModelForm):
             "basic_auth_username": forms.TextInput(attrs={"autocomplete": "off"}),
         }
         labels = {
-            "name": "Webhook name",
+            "school": gettext_lazy("School"),
+            "name": gettext_lazy("Webhook name"),
             "content_type": "Content-Type",
-            "basic_auth_username": "Username",
-            "body_template": "Webhook body",
-            "is_active": "Active",
-            "profile": "Delivery profile",
+            "basic_auth_username": gettext_lazy("Username"),
+            "body_template": gettext_lazy("Webhook body"),
+            "sign_ed25519": gettext_lazy("Asymmetric signature (v1a)"),
+            "is_active": gettext_lazy("Active"),
+            "profile": gettext_lazy("Delivery profile"),
         }
         help_texts = {
-            "name": "A name to recognise it by, such as the system it feeds.",
-            "body_template": (
+            "name": gettext_lazy("A name to recognise it by, such as the system it feeds."),
+            "body_template": gettext_lazy(
                 "Empty sends the standard envelope {id, type, school, timestamp, data}. Or pick a "
                 "preset, or write your own (Django template language with id, type, resource, "
                 "action, timestamp, unix_timestamp, school and data)."
             ),
+            "is_active": gettext_lazy("Only active webhooks receive events."),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -245,9 +256,11 @@ class SubscriptionForm(forms.ModelForm):
             body.event_types = [key for _group, types in groups for key, _ in types]
         if "sign_ed25519" in self.fields:
             self.fields["sign_ed25519"].help_text = format_html(
-                "Also sign with the platform's Ed25519 key (webhook-signature v1a). Receivers "
-                'verify it with the <a href="{}" download>public key (PEM)</a> or the '
-                '<a href="{}">JWK set</a>.',
+                _(
+                    "Also sign with the platform's Ed25519 key (webhook-signature v1a). Receivers "
+                    'verify it with the <a href="{}" download>public key (PEM)</a> or the '
+                    '<a href="{}">JWK set</a>.'
+                ),
                 reverse("webhooks-public-key"),
                 reverse("webhooks-jwks"),
             )
@@ -256,9 +269,7 @@ class SubscriptionForm(forms.ModelForm):
             # Not posted (a client of the plain form that predates it): the model's default.
             self.fields["profile"].required = False
         if self.instance.basic_auth_password_encrypted:
-            self.fields[
-                "basic_auth_password"
-            ].help_text = (
+            self.fields["basic_auth_password"].help_text = _(
                 "A password is set; leave empty to keep it. Stored encrypted, never shown."
             )
 
@@ -286,21 +297,25 @@ class SubscriptionForm(forms.ModelForm):
 
     def _post_clean(self) -> None:
         super()._post_clean()  # type: ignore[misc]
-        if self.errors:
-            return
-        # The same checks subscription_save makes (destination, headers, body, ...), shown here.
+        # The same checks subscription_save makes (destination, headers, body, ...), shown in the
+        # same round as the fields' own errors: one submit shows every problem. A field that
+        # already has an error is not checked again (its value did not reach the instance).
         try:
             subscription_validate(
                 self.instance,
                 password_given=bool(self.cleaned_data.get("basic_auth_password")),
             )
         except ValidationError as exc:
+            failed = set(self.errors)
             for field, messages in exc.message_dict.items():
-                self.add_error(field if field in self.fields else None, messages)
+                target = field if field in self.fields else None
+                if target in failed or (target is None and field in failed):
+                    continue
+                self.add_error(target, messages)
 
 
 class SendTestForm(forms.Form):
-    event_type = forms.ChoiceField(label="Topic")
+    event_type = forms.ChoiceField(label=gettext_lazy("Topic"))
 
     def __init__(self, *args: Any, event_types: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -311,7 +326,7 @@ class SendTestForm(forms.Form):
 
 class RecoverForm(forms.Form):
     since = forms.DateTimeField(
-        label="Failed since",
+        label=gettext_lazy("Failed since"),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
     )

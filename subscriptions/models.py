@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from webhook_engine.vendors import profile_get
 
@@ -15,8 +16,8 @@ from .topics import topic_matches
 
 
 class ContentType(models.TextChoices):
-    JSON = "json", "JSON (application/json)"
-    XML = "xml", "XML (application/xml)"
+    JSON = "json", _("JSON (application/json)")
+    XML = "xml", _("XML (application/xml)")
 
 
 MAX_CONCURRENCY = 100
@@ -62,13 +63,13 @@ class Subscription(models.Model):
     school = models.ForeignKey(
         "schools.School", on_delete=models.CASCADE, related_name="subscriptions"
     )
-    name = models.CharField(max_length=200)
-    url = models.URLField("URL", max_length=2000)
+    name = models.CharField(_("name"), max_length=200)
+    url = models.URLField(_("URL"), max_length=2000)
     topics = models.JSONField(
-        default=list, help_text="Event types or glob patterns such as course.* or *."
+        default=list, help_text=_("Event types or glob patterns such as course.* or *.")
     )
     content_type = models.CharField(
-        max_length=8, choices=ContentType.choices, default=ContentType.JSON
+        "Content-Type", max_length=8, choices=ContentType.choices, default=ContentType.JSON
     )
     profile = models.CharField(
         "delivery profile",
@@ -81,48 +82,50 @@ class Subscription(models.Model):
         ),
     )
     body_template = models.TextField(
-        "webhook body",
+        _("webhook body"),
         blank=True,
-        help_text="A custom body (Django template language); empty sends the standard envelope.",
+        help_text=_("A custom body (Django template language); empty sends the standard envelope."),
     )
-    basic_auth_enabled = models.BooleanField("basic authentication", default=False)
+    basic_auth_enabled = models.BooleanField(_("basic authentication"), default=False)
     basic_auth_username = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
     custom_headers = models.JSONField(
-        default=dict, blank=True, help_text="Extra request headers, as name: value."
+        default=dict, blank=True, help_text=_("Extra request headers, as name: value.")
     )
     sign_ed25519 = models.BooleanField(
-        "asymmetric signature (v1a)",
+        _("asymmetric signature (v1a)"),
         default=False,
-        help_text="Also sign with the platform's Ed25519 key, verifiable with its public key.",
+        help_text=_("Also sign with the platform's Ed25519 key, verifiable with its public key."),
     )
     max_concurrency = models.PositiveSmallIntegerField(
-        "concurrent deliveries",
+        _("concurrent deliveries"),
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_CONCURRENCY)],
-        help_text="At most this many requests to this webhook at once. Empty: the platform's "
-        "default.",
+        help_text=_(
+            "At most this many requests to this webhook at once. Empty: the platform's default."
+        ),
     )
     rate_limit_per_second = models.PositiveIntegerField(
-        "deliveries per second",
+        _("deliveries per second"),
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_RATE_PER_SECOND)],
-        help_text="At most this many deliveries per second to this webhook. Empty: no limit.",
+        help_text=_("At most this many deliveries per second to this webhook. Empty: no limit."),
     )
-    is_active = models.BooleanField(default=True)
-    disabled_reason = models.TextField(blank=True)
-    disabled_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    disabled_reason = models.TextField(_("why it is disabled"), blank=True)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
     # Start of the current run of failed attempts; cleared by the next success.
-    failing_since = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["school", "name"]
-        verbose_name = "webhook"
+        verbose_name = _("webhook")
+        verbose_name_plural = _("webhooks")
         permissions = [
             ("send_test_subscription", "Can send a test delivery to a webhook"),
             ("manage_secret_subscription", "Can see and rotate a webhook's signing secret"),

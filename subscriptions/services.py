@@ -10,13 +10,18 @@ import secrets
 import socket
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
+from audit.models import AuditAction
+from audit.services import Actor, audit_record
 from events.models import EventType
 from schools.models import School
 from schools.selectors import school_admin_emails
@@ -33,7 +38,7 @@ from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES, PROFILES, STANDARD
 
 from .crypto import secret_encrypt, secret_reencrypt
 from .models import EDITABLE_FIELDS, SigningSecret, Subscription
-from .selectors import destination_policy, signing_secrets_active
+from .selectors import destination_policy, signing_secret_current, signing_secrets_active
 from .topics import is_pattern, topic_matches, topic_pattern_errors
 
 logger = logging.getLogger(__name__)
@@ -80,44 +85,91 @@ def subscription_url_errors(url: str) -> list[str]:
     try:
         url_check(url, destination_policy())
     except ValueError as exc:
-        return [str(exc)]
+        return [str(_URL_PROBLEMS.get(str(exc), str(exc)))]
     except DestinationBlocked as exc:
-        return [str(exc)]
+        return [_destination_blocked_text(exc)]
     except (socket.gaierror, UnicodeError):
-        return ["The host name could not be resolved; check the URL."]
+        return [_("The host name could not be resolved; check the URL.")]
     return []
+
+
+# The engine's words (webhook_engine.destinations, which knows no language) in the admin's.
+_URL_PROBLEMS = {
+    "Use an http:// or https:// URL.": gettext_lazy("Use an http:// or https:// URL."),
+    "The URL has no host name.": gettext_lazy("The URL has no host name."),
+    "Remove the user name and password from the URL and use basic authentication: "
+    "credentials in a URL end up in logs.": gettext_lazy(
+        "Remove the user name and password from the URL and use basic authentication: "
+        "credentials in a URL end up in logs."
+    ),
+    "The URL's port is not a number between 0 and 65535.": gettext_lazy(
+        "The URL's port is not a number between 0 and 65535."
+    ),
+}
+_ADDRESS_KINDS = {
+    "a loopback address": gettext_lazy("a loopback address"),
+    "a link-local address (where cloud metadata services live)": gettext_lazy(
+        "a link-local address (where cloud metadata services live)"
+    ),
+    "a multicast address": gettext_lazy("a multicast address"),
+    "an unspecified address": gettext_lazy("an unspecified address"),
+    "a private-network address": gettext_lazy("a private-network address"),
+    "a reserved address": gettext_lazy("a reserved address"),
+    "not a public address": gettext_lazy("not a public address"),
+}
+
+
+def _destination_blocked_text(exc: DestinationBlocked) -> str:
+    ipv6 = exc.reason.endswith(" in IPv6 form")
+    kind = str(_ADDRESS_KINDS.get(exc.reason.removesuffix(" in IPv6 form"), exc.reason))
+    if ipv6:
+        kind = _("%(kind)s in IPv6 form") % {"kind": kind}
+    if exc.host == exc.address:
+        return _("%(address)s is %(kind)s; webhooks are only sent to public addresses.") % {
+            "address": exc.address,
+            "kind": kind,
+        }
+    return _(
+        "%(host)s resolves to %(address)s, which is %(kind)s; webhooks are only sent to "
+        "public addresses."
+    ) % {"host": exc.host, "address": exc.address, "kind": kind}
 
 
 def custom_headers_errors(headers: object) -> list[str]:
     """What is wrong with a custom headers mapping (name: value)."""
     if not isinstance(headers, dict):
-        return ["Give the headers as an object of name: value."]
+        return [_("Give the headers as an object of name: value.")]
     errors = []
     if len(headers) > MAX_CUSTOM_HEADERS:
-        errors.append(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
+        errors.append(_("Use at most %(limit)s custom headers.") % {"limit": MAX_CUSTOM_HEADERS})
     seen: set[str] = set()
     for name, value in headers.items():
         lowered = str(name).lower()
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            errors.append(f"{name!r} is not a valid header name.")
+            errors.append(_("%(name)r is not a valid header name.") % {"name": name})
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             errors.append(
-                f"{name} is set by the webhook itself and cannot be a custom header"
-                + (
-                    " (use basic authentication for credentials)."
-                    if lowered == "authorization"
-                    else "."
+                _(
+                    "%(name)s is set by the webhook itself and cannot be a custom header (use "
+                    "basic authentication for credentials)."
                 )
+                % {"name": name}
+                if lowered == "authorization"
+                else _("%(name)s is set by the webhook itself and cannot be a custom header.")
+                % {"name": name}
             )
         elif lowered in seen:
-            errors.append(f"{name} is given twice.")
+            errors.append(_("%(name)s is given twice.") % {"name": name})
         seen.add(lowered)
         if not isinstance(value, str):
-            errors.append(f"The value of {name} must be text.")
+            errors.append(_("The value of %(name)s must be text.") % {"name": name})
         elif any(char in value for char in "\r\n\0"):
-            errors.append(f"The value of {name} cannot contain line breaks.")
+            errors.append(_("The value of %(name)s cannot contain line breaks.") % {"name": name})
         elif len(value) > MAX_HEADER_VALUE_CHARACTERS:
-            errors.append(f"The value of {name} is longer than {MAX_HEADER_VALUE_CHARACTERS}.")
+            errors.append(
+                _("The value of %(name)s is longer than %(limit)s characters.")
+                % {"name": name, "limit": MAX_HEADER_VALUE_CHARACTERS}
+            )
     return errors
 
 
@@ -229,15 +281,15 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
     add("custom_headers", custom_headers_errors(subscription.custom_headers))
     if subscription.basic_auth_enabled:
         if not subscription.basic_auth_username:
-            add("basic_auth_username", ["Enter the username for basic authentication."])
+            add("basic_auth_username", [_("Enter the username for basic authentication.")])
         elif ":" in subscription.basic_auth_username:
-            add("basic_auth_username", ["A basic-authentication username cannot contain ':'."])
+            add("basic_auth_username", [_("A basic-authentication username cannot contain ':'.")])
         if not password_given and not subscription.basic_auth_password_encrypted:
-            add("basic_auth_password", ["Enter the password for basic authentication."])
+            add("basic_auth_password", [_("Enter the password for basic authentication.")])
     if subscription.sign_ed25519 and not settings.WEBHOOKS_ED25519_KEYS:
         add(
             "sign_ed25519",
-            ["The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS)."],
+            [_("The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS).")],
         )
     if "topics" not in errors and "body_template" not in errors and subscription.school_id:
         add(
@@ -255,7 +307,11 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
 
 @transaction.atomic
 def subscription_save(
-    *, subscription: Subscription, basic_auth_password: str | None = None
+    *,
+    subscription: Subscription,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    signing_secret: str | None = None,
 ) -> Subscription:
     """Validate and save a new or changed subscription; a new one gets its signing secret.
 
@@ -265,23 +321,75 @@ def subscription_save(
     Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
     type, a destination that is not allowed or does not resolve, a reserved or malformed custom
     header, or a body template that fails for the sample payload of a selected event type.
+
+    A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
+    unsaved settings already used), else with a new one. The change is in the audit trail with
+    the fields that changed (a password or header value as "changed", never its value).
     """
     password_given = bool(basic_auth_password)
     subscription_validate(subscription, password_given=password_given)
+    created = subscription._state.adding
+    before = {} if created else _audited_fields(Subscription.objects.get(pk=subscription.pk))
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
         subscription.basic_auth_password_encrypted = ""
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
-    created = subscription._state.adding
     subscription.save()
     if created:
-        _signing_secret_add(subscription)
+        _signing_secret_add(subscription, secret=signing_secret)
+    after = _audited_fields(subscription)
+    changed = [
+        name
+        for name in after
+        if (after[name] not in ("", [], None) if created else before.get(name) != after[name])
+    ]
+    changes: dict[str, Any] = {
+        name: "changed" if name in _SECRET_FIELDS else [before.get(name), after[name]]
+        for name in changed
+    }
+    if password_given:
+        changes["basic_auth_password"] = "changed"  # noqa: S105 - never the value
+    if created or changes:
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_CREATED if created else AuditAction.WEBHOOK_CHANGED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes=changes,
+        )
     return subscription
 
 
+# Recorded in the audit trail as "changed", never with their values.
+_SECRET_FIELDS = frozenset({"custom_headers"})
+
+
+def _audited_fields(subscription: Subscription) -> dict[str, Any]:
+    """The editable settings as the audit trail compares them (header names only)."""
+    values = {name: getattr(subscription, name) for name in EDITABLE_FIELDS}
+    values["custom_headers"] = sorted(values.get("custom_headers") or {})
+    values["url"] = _url_query_mask(str(values.get("url") or ""))
+    return values
+
+
+def _url_query_mask(url: str) -> str:
+    """The URL with its query values masked: receivers put tokens there (``?token=…``)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
+
+
 def subscription_create(
-    *, school: School, basic_auth_password: str | None = None, **fields: Any
+    *,
+    school: School,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    **fields: Any,
 ) -> Subscription:
     """Validate and create a subscription with a new signing secret; see ``subscription_save``.
 
@@ -290,7 +398,9 @@ def subscription_create(
     """
     _fields_check(fields)
     subscription = Subscription(school=school, **_fields_normalize(fields))
-    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
+    return subscription_save(
+        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+    )
 
 
 def _fields_check(fields: dict[str, Any]) -> None:
@@ -310,7 +420,11 @@ def _fields_normalize(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def subscription_update(
-    *, subscription: Subscription, basic_auth_password: str | None = None, **fields: Any
+    *,
+    subscription: Subscription,
+    basic_auth_password: str | None = None,
+    actor: Actor | None = None,
+    **fields: Any,
 ) -> Subscription:
     """Change the given fields and save after validating the result (see ``subscription_save``).
 
@@ -324,18 +438,20 @@ def subscription_update(
         subscription.disabled_reason = ""
         subscription.disabled_at = None
         subscription.failing_since = None
-    return subscription_save(subscription=subscription, basic_auth_password=basic_auth_password)
+    return subscription_save(
+        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+    )
 
 
-def _signing_secret_add(subscription: Subscription) -> str:
-    secret = signing_secret_generate()
+def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:
+    secret = secret or signing_secret_generate()
     subscription.signing_secrets.create(secret_encrypted=secret_encrypt(secret))
     return secret
 
 
 @transaction.atomic
 def subscription_secret_rotate(
-    *, subscription: Subscription, grace_seconds: float | None = None
+    *, subscription: Subscription, grace_seconds: float | None = None, actor: Actor | None = None
 ) -> str:
     """Start signing with a new secret and return it; the current ones expire after a grace period.
 
@@ -352,13 +468,41 @@ def subscription_secret_rotate(
             signing_secret.save(update_fields=["expires_at"])
     # Workers keep a copy of each webhook until its updated_at moves: sign with the new secret.
     Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now())
+    audit_record(
+        actor=actor,
+        action=AuditAction.SECRET_ROTATED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+        changes={"previous_secrets_expire_at": expires_at.isoformat()},
+    )
     return _signing_secret_add(subscription)
 
 
-def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
+def subscription_secret_reveal(*, subscription: Subscription, actor: Actor | None) -> str:
+    """The current signing secret in clear, for showing it to a school admin; the reveal is in
+    the audit trail (the secret is not). Raises ``SecretUnreadable`` as ``signing_secret_current``.
+    """
+    secret = signing_secret_current(subscription=subscription)
+    audit_record(
+        actor=actor,
+        action=AuditAction.SECRET_REVEALED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+    )
+    return secret
+
+
+def subscription_disable(
+    *, subscription: Subscription, reason: str, actor: Actor | None = None
+) -> bool:
     """Turn a subscription off with the reason shown to its school; False if it already was off.
 
-    Its pending deliveries fail at their next attempt with that reason.
+    Its pending deliveries fail at their next attempt with that reason. Its school's admins are
+    e-mailed (in the school's language) and the audit trail records it, once.
     """
     now = timezone.now()
     updated = Subscription.objects.filter(pk=subscription.pk, is_active=True).update(
@@ -369,12 +513,23 @@ def subscription_disable(*, subscription: Subscription, reason: str) -> bool:
         logger.warning(
             "Webhook %s of %s disabled: %s", subscription.pk, subscription.school_id, reason
         )
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_DISABLED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes={"is_active": [True, False], "reason": reason},
+        )
+        transaction.on_commit(lambda: _disabled_notify(subscription, reason), robust=True)
     return bool(updated)
 
 
-def subscription_enable(*, subscription: Subscription) -> None:
-    """Turn a subscription back on, forgetting why it was off and its failure streak."""
-    Subscription.objects.filter(pk=subscription.pk).update(
+def subscription_enable(*, subscription: Subscription, actor: Actor | None = None) -> bool:
+    """Turn a subscription back on, forgetting why it was off and its failure streak; False if it
+    was on already. Recorded in the audit trail."""
+    updated = Subscription.objects.filter(pk=subscription.pk, is_active=False).update(
         is_active=True,
         disabled_reason="",
         disabled_at=None,
@@ -384,6 +539,17 @@ def subscription_enable(*, subscription: Subscription) -> None:
     subscription.refresh_from_db(
         fields=["is_active", "disabled_reason", "disabled_at", "failing_since"]
     )
+    if updated:
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_ENABLED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes={"is_active": [False, True]},
+        )
+    return bool(updated)
 
 
 def subscriptions_auto_disable() -> list[Subscription]:
@@ -409,26 +575,33 @@ def subscriptions_auto_disable() -> list[Subscription]:
             "failed deliveries."
         )
         if subscription_disable(subscription=subscription, reason=reason):
-            _auto_disable_notify(subscription, reason)
             disabled.append(subscription)
     return disabled
 
 
-def _auto_disable_notify(subscription: Subscription, reason: str) -> None:
-    recipients = school_admin_emails(school=subscription.school)
+def _disabled_notify(subscription: Subscription, reason: str) -> None:
+    """E-mail the school's admins that the webhook was disabled, in the school's language."""
+    school = School.objects.get(pk=subscription.school_id)
+    recipients = school_admin_emails(school=school)
     if not recipients:
         logger.warning("No admin to tell that webhook %s was disabled", subscription.pk)
         return
     try:
-        send_mail(
-            subject=f"Webhook disabled: {subscription.name} ({subscription.school.name})",
-            message=(
-                f"The webhook {subscription.name!r} of {subscription.school.name} sends to "
-                f"{subscription.url}.\n\n{reason}\n"
-            ),
-            from_email=None,
-            recipient_list=recipients,
-        )
+        with translation.override(school.language):
+            subject = _("Webhook disabled: %(webhook)s (%(school)s)") % {
+                "webhook": subscription.name,
+                "school": school.name,
+            }
+            message = _(
+                "The webhook “%(webhook)s” of %(school)s sends to %(url)s.\n\n%(reason)s\n\n"
+                "Fix the endpoint, re-enable the webhook, then recover its failed deliveries."
+            ) % {
+                "webhook": subscription.name,
+                "school": school.name,
+                "url": subscription.url,
+                "reason": reason,
+            }
+        send_mail(subject=subject, message=message, from_email=None, recipient_list=recipients)
     except Exception:
         # The webhook is disabled either way; the admin notice still shows it.
         logger.exception(
@@ -454,9 +627,9 @@ def subscription_body_preview(
     """
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
-        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+        raise ValidationError({"event_type": [_("Unknown event type %r.") % event_type]})
     if content_type not in CONTENT_TYPES:
-        raise ValidationError({"content_type": [f"Unknown content type {content_type!r}."]})
+        raise ValidationError({"content_type": [_("Unknown content type %r.") % content_type]})
     errors = subscription_profile_errors(
         profile=profile, topics=None, content_type=content_type, body_template=body_template
     )
@@ -466,7 +639,7 @@ def subscription_body_preview(
         raise ValidationError(errors)
     envelope = body_sample_envelope(found, school)
     try:
-        body, _ = render_with_template(
+        body, _content_type = render_with_template(
             envelope,
             content_type=content_type,
             template=body_template,
@@ -502,6 +675,16 @@ def secrets_reencrypt() -> int:
     return count
 
 
-def subscription_delete(*, subscription: Subscription) -> None:
-    """Delete a subscription with its secrets and its delivery log."""
+@transaction.atomic
+def subscription_delete(*, subscription: Subscription, actor: Actor | None = None) -> None:
+    """Delete a subscription with its secrets and its delivery log (recorded in the audit
+    trail, which keeps its name and id)."""
+    audit_record(
+        actor=actor,
+        action=AuditAction.WEBHOOK_DELETED,
+        school_id=subscription.school_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        object_repr=subscription.name,
+    )
     subscription.delete()

@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+from django.utils.translation import gettext as _
+
 _PATTERN_CHARACTERS = re.compile(r"^[a-z0-9_.*?\[\]!-]+$")
 
 
@@ -25,19 +27,24 @@ def topic_matches(patterns: Iterable[str], event_type: str) -> bool:
 def topic_pattern_errors(patterns: object, known_types: Iterable[str]) -> list[str]:
     """Messages for every pattern that is malformed or matches no known event type."""
     if not isinstance(patterns, list) or not patterns:
-        return ["Choose at least one topic."]
+        return [_("Choose at least one topic.")]
     known = list(known_types)
     errors = []
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern.strip():
-            errors.append("A topic cannot be empty.")
+            errors.append(_("A topic cannot be empty."))
         elif not _PATTERN_CHARACTERS.match(pattern):
             errors.append(
-                f"{pattern!r} is not a topic pattern: use lowercase event keys such as "
-                "course.created, or wildcards such as course.*."
+                _(
+                    "%(pattern)r is not a topic pattern: use lowercase event keys such as "
+                    "course.created, or wildcards such as course.*."
+                )
+                % {"pattern": pattern}
             )
         elif not any(fnmatchcase(key, pattern) for key in known):
-            errors.append(f"{pattern!r} matches no event type in the catalog.")
+            errors.append(
+                _("%(pattern)r matches no event type in the catalog.") % {"pattern": pattern}
+            )
     if len(set(patterns)) != len(patterns):
-        errors.append("Each topic can be listed only once.")
+        errors.append(_("Each topic can be listed only once."))
     return errors

@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.services import actor_api_key
 from common.api import NOT_A_SCHOOL_KEY, UNAUTHENTICATED, DetailSerializer, ErrorsSerializer
 from deliveries.serializers import AttemptOutput
 from deliveries.services import deliveries_recover, delivery_test_send
@@ -93,7 +94,10 @@ class SubscriptionViewSet(
         data = _validated(SubscriptionInput(data=request.data))
         password = data.pop("basic_auth_password", None)
         subscription = subscription_create(
-            school=client_school(request), basic_auth_password=password, **data
+            school=client_school(request),
+            basic_auth_password=password,
+            actor=actor_api_key(request.auth),
+            **data,
         )
         output = SubscriptionCreatedOutput(
             {
@@ -114,12 +118,15 @@ class SubscriptionViewSet(
         data = _validated(SubscriptionInput(data=request.data, partial=partial))
         password = data.pop("basic_auth_password", None)
         subscription = subscription_update(
-            subscription=subscription, basic_auth_password=password, **data
+            subscription=subscription,
+            basic_auth_password=password,
+            actor=actor_api_key(request.auth),
+            **data,
         )
         return Response(SubscriptionOutput(subscription).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
-        subscription_delete(subscription=self.get_object())
+        subscription_delete(subscription=self.get_object(), actor=actor_api_key(request.auth))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -134,7 +141,9 @@ class SubscriptionViewSet(
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
-        secret = subscription_secret_rotate(subscription=subscription)
+        secret = subscription_secret_rotate(
+            subscription=subscription, actor=actor_api_key(request.auth)
+        )
         expires = timezone.now() + dt.timedelta(
             seconds=settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS
         )
@@ -173,7 +182,9 @@ class SubscriptionViewSet(
     def recover(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
         data = _validated(RecoverInput(data=request.data))
-        count = deliveries_recover(subscription=subscription, since=data["since"])
+        count = deliveries_recover(
+            subscription=subscription, since=data["since"], actor=actor_api_key(request.auth)
+        )
         return Response(CountOutput({"count": count}).data)
 
     @extend_schema(

@@ -200,3 +200,21 @@ def support_user(admin_groups, django_user_model):
     user = django_user_model.objects.create_user("sam", "sam@platform.example.org", ADMIN_PASSWORD)
     support_staff_grant(user=user)
     return user
+
+
+# --- The admin's language -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def client():
+    """Django's test client as an English-speaking browser: the schools of the tests speak
+    French, which the admin would otherwise fall back to (tests/test_i18n.py covers that)."""
+    from django.test import Client
+
+    return Client(HTTP_ACCEPT_LANGUAGE="en")
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client

@@ -187,7 +187,7 @@ def test_actions_with_forged_ids_of_another_school_touch_nothing(client, world, 
         {"action": "revoke", "index": "0", "_selected_action": [str(theirs["api_key"].pk)]},
     )
 
-    assert [str(m) for m in retrigger.context["messages"]] == ["0 deliveries retriggered."]
+    assert [str(m) for m in retrigger.context["messages"]] == ["0 deliveries are being sent now."]
     assert Delivery.objects.get(pk=theirs["delivery"].pk).status == DeliveryStatus.FAILED
     assert signing_secret_current(subscription=theirs["subscription"]) == secret_before
     assert Subscription.objects.get(pk=theirs["subscription"].pk).is_active is False
@@ -236,7 +236,7 @@ def test_support_sees_every_school_and_retriggers_but_never_reads_or_changes_a_s
     assert "receiver-token-123" not in detail
     assert "X-Api-Token: [hidden]" in detail
     assert [str(m) for m in retriggered.context["messages"]] == [
-        "Retriggered: it is being sent again now."
+        "Sending it now: the new attempt appears below within moments."
     ]
     assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.PENDING
     assert (secret.status_code, rotate.status_code, change.status_code) == (403, 403, 403)

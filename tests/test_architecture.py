@@ -5,7 +5,8 @@ Plain Python over the files' syntax trees, every import counted (top-level and i
 - ``webhook_engine`` imports no app, no ``common``, no project wiring and nothing of Django's
   database or settings: it takes plain values.
 - ``common`` imports no app and no project wiring.
-- The apps depend one way: ``schools`` <- ``events`` <- ``subscriptions`` <- ``deliveries``.
+- The apps depend one way: ``audit`` <- ``schools`` <- ``events`` <- ``subscriptions`` <-
+  ``deliveries`` (``audit`` is the trail every app's services write to; it imports no app).
   Their core (models, services, selectors, tasks, ...) imports only apps below; ``events`` and
   ``schools`` never import an app above them at all. The outer layer of an app (admin, API views
   and serializers, forms, URLs, management commands) may call the core of any app, as the Send
@@ -26,7 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = "webhook_engine"
 COMMON = "common"
 WIRING = "webhooks_project"
-APPS = ["schools", "events", "subscriptions", "deliveries"]  # each may use the ones before it
+APPS = [
+    "audit",
+    "schools",
+    "events",
+    "subscriptions",
+    "deliveries",
+]  # each may use the ones before it
 PACKAGES = [ENGINE, COMMON, *APPS, WIRING]
 OUTER = {"admin", "admin_site", "views", "urls", "serializers", "forms", "filters", "management"}
 ENGINE_FORBIDDEN = ("django.db", "django.conf", "django.contrib", "django.apps")

@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "common",
     "schools",
+    "audit",
     "events",
     "subscriptions",
     "deliveries",
@@ -124,6 +125,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: with no choice made and no language of the browser's that we speak,
+    # the admin speaks the user's school's language.
+    "schools.middleware.LocaleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -141,6 +145,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "django.template.context_processors.tz",
             ],
         },
     },
@@ -191,7 +197,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The admin's languages: a user's choice (the language menu, kept in a cookie), else the
+# browser's, else their school's. Catalogs in locale/ (see the README's Translations).
+LANGUAGES = [("en", "English"), ("fr", "Français"), ("de", "Deutsch")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates and times as the admin shows them in each language (with seconds and the zone named).
+FORMAT_MODULE_PATH = ["webhooks_project.formats"]
+LANGUAGE_COOKIE_AGE = 365 * 86400
 TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -16,6 +16,7 @@ from deliveries.views import (
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),  # set_language: the admin's language menu
     path("api/v1/", include("subscriptions.urls")),
     path("api/v1/", include("deliveries.urls")),
     path("api/v1/", include("events.urls")),

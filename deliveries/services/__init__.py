@@ -13,6 +13,8 @@ from .fan_out import (
 )
 from .heartbeats import heartbeat_record, heartbeat_remove
 from .redrive import (
+    RetriggerOutcome,
+    RetriggerResult,
     SweepResult,
     deliveries_prune,
     deliveries_recover,
@@ -21,10 +23,12 @@ from .redrive import (
     delivery_retrigger,
 )
 from .send import headers_redact
-from .testing import delivery_test_send
+from .testing import delivery_test_send, delivery_test_send_settings
 
 __all__ = [
     "DELIVER_TASK",
+    "RetriggerOutcome",
+    "RetriggerResult",
     "SweepResult",
     "deliveries_attempt",
     "deliveries_enqueue",
@@ -35,6 +39,7 @@ __all__ = [
     "delivery_attempt",
     "delivery_retrigger",
     "delivery_test_send",
+    "delivery_test_send_settings",
     "event_fan_out",
     "events_fan_out_pending",
     "events_fan_out_waiting",

@@ -66,6 +66,7 @@ _COLUMNS = (
     "leased_until",
     "lease_token",
     "last_attempt_at",
+    "resume_attempt_at",
 )
 
 

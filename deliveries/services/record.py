@@ -36,6 +36,7 @@ from ..models import (
 from .claim import Claim
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
+from .redrive import retrigger_schedule_resume
 from .send import headers_redact
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def deliveries_record(
             delivery.enqueued_at = None
             continue
         next_at = _next_attempt_at(claim=claim, result=result, now=now)
+        # Retrigger ("send now", owned by redrive.py): a failed manual attempt of a delivery
+        # that was waiting for an automatic attempt goes back to that schedule.
+        next_at = next_at or retrigger_schedule_resume(claim=claim, result=result, now=now)
         if next_at is None:
             delivery.status = DeliveryStatus.FAILED
             delivery.next_attempt_at = None

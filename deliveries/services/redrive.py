@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 import uuid
 from collections.abc import Iterable
@@ -10,15 +11,27 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import Actor, audit_record, audit_record_many
 from common.transactions import after_commit
 from events.models import Event
 from subscriptions.models import Subscription
 from webhook_engine.errors import ErrorKind
+from webhook_engine.retry import is_retryable
+from webhook_engine.transport import TransportResult
 
-from ..models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
+from ..models import (
+    AttemptTrigger,
+    CircuitState,
+    Delivery,
+    DeliveryStatus,
+    EndpointState,
+    delivery_state,
+)
+from .claim import Claim
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
 
@@ -71,12 +84,16 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
             after_commit(deliveries_enqueue, ids)
     probes = _probes_send(now=now, limit=limit)
-    # A Send Test is sent in the request that made it; one still pending long after lost it.
+    # A Send Test is sent in the request that made it (or, sent again, by the worker its
+    # retrigger enqueued); one still pending long after lost it.
+    lost_before = now - dt.timedelta(minutes=5)
     Delivery.objects.filter(
         is_test=True,
         status=DeliveryStatus.PENDING,
-        created_at__lt=now - dt.timedelta(minutes=5),
-    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(
+        created_at__lt=lost_before,
+    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=lost_before)
+    ).update(
         status=DeliveryStatus.FAILED,
         next_attempt_at=None,
         leased_until=None,
@@ -123,54 +140,192 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     return len(probes)
 
 
-def _redrive(queryset: QuerySet[Delivery]) -> int:
-    """Make final deliveries of the queryset due now for one manual attempt; return how many."""
+class RetriggerOutcome(enum.StrEnum):
+    """What asking to send a delivery now did to it."""
+
+    QUEUED = "queued"  # it goes out now (a worker takes it within moments)
+    ALREADY_QUEUED = "already_queued"  # an earlier "send now" is still waiting for a worker
+    IN_FLIGHT = "in_flight"  # a worker is sending it right now
+    WEBHOOK_DISABLED = "webhook_disabled"  # nothing is sent to a disabled webhook
+
+
+@dataclass(frozen=True)
+class RetriggerResult:
+    """How many deliveries each outcome had."""
+
+    counts: dict[RetriggerOutcome, int]
+
+    @property
+    def queued(self) -> int:
+        return self.counts.get(RetriggerOutcome.QUEUED, 0)
+
+    @property
+    def skipped(self) -> int:
+        return sum(n for outcome, n in self.counts.items() if outcome != RetriggerOutcome.QUEUED)
+
+    def count(self, outcome: RetriggerOutcome) -> int:
+        return self.counts.get(outcome, 0)
+
+
+def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerResult:
+    """Make the deliveries of the queryset due now for one manual attempt ("send now").
+
+    Any state: delivered, failed, or pending (waiting for its first or next automatic attempt).
+    A pending one remembers its schedule in ``resume_attempt_at``: if the manual attempt fails,
+    the automatic attempts go on from there (``retrigger_schedule_resume``). Not queued: a
+    delivery of a disabled webhook (test deliveries excepted: a Send Test may check a disabled
+    webhook), one a worker is sending right now, one already waiting to be sent now. Each
+    queued delivery gets an audit entry.
+    """
     now = timezone.now()
+    counts: dict[RetriggerOutcome, int] = {}
+
+    def add(outcome: RetriggerOutcome, number: int = 1) -> None:
+        counts[outcome] = counts.get(outcome, 0) + number
+
     with transaction.atomic():
-        ids = list(
-            queryset.select_for_update(skip_locked=True)
-            .filter(status__in=[DeliveryStatus.FAILED, DeliveryStatus.DELIVERED], is_test=False)
-            .values_list("id", flat=True)
+        wanted = list(queryset.order_by().values_list("pk", flat=True))
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=wanted)
+            .select_related("subscription")
+            .only(
+                "pk",
+                "school_id",
+                "event_type",
+                "status",
+                "is_test",
+                "next_trigger",
+                "leased_until",
+                "last_error_kind",
+                "subscription__name",
+                "subscription__is_active",
+            )
         )
-        if not ids:
-            return 0
+        add(RetriggerOutcome.IN_FLIGHT, len(wanted) - len(rows))  # locked: being recorded
+        queued: list[Delivery] = []
+        for row in rows:
+            if not row.subscription.is_active and not row.is_test:
+                add(RetriggerOutcome.WEBHOOK_DISABLED)
+            elif (
+                row.status == DeliveryStatus.PENDING and row.leased_until and row.leased_until > now
+            ):
+                add(RetriggerOutcome.IN_FLIGHT)
+            elif (
+                row.status == DeliveryStatus.PENDING
+                and row.next_trigger != AttemptTrigger.AUTOMATIC
+            ):
+                add(RetriggerOutcome.ALREADY_QUEUED)
+            else:
+                queued.append(row)
+        if not queued:
+            return RetriggerResult(counts)
+        ids = [row.pk for row in queued]
         Delivery.objects.filter(pk__in=ids).update(
+            # A waiting delivery keeps its schedule for after a failed manual attempt.
+            resume_attempt_at=Case(
+                When(status=DeliveryStatus.PENDING, then=F("next_attempt_at")), default=None
+            ),
             status=DeliveryStatus.PENDING,
             next_attempt_at=now,
-            next_trigger=AttemptTrigger.MANUAL,
+            next_trigger=Case(
+                When(is_test=True, then=Value(AttemptTrigger.TEST)),
+                default=Value(AttemptTrigger.MANUAL),
+            ),
             enqueued_at=now,
             leased_until=None,
             lease_token=None,
         )
+        audit_record_many(
+            actor=actor,
+            action=AuditAction.DELIVERY_RETRIGGERED,
+            entries=[
+                (
+                    row.school_id,
+                    "delivery",
+                    row.pk,
+                    f"{row.event_type} → {row.subscription.name}",
+                    {
+                        "state": [
+                            str(delivery_state(row.status, row.last_error_kind).value),
+                            "sending now",
+                        ]
+                    },
+                )
+                for row in queued
+            ],
+        )
         after_commit(deliveries_enqueue, ids)
-    return len(ids)
+    add(RetriggerOutcome.QUEUED, len(queued))
+    return RetriggerResult(counts)
 
 
-def delivery_retrigger(*, delivery: Delivery) -> bool:
-    """Send a delivered or failed delivery again, once, now; False if it is pending already.
+def retrigger_schedule_resume(
+    *, claim: Claim, result: TransportResult, now: dt.datetime
+) -> dt.datetime | None:
+    """When the automatic attempts of a delivery go on after its failed "send now", or None.
 
-    The attempt is logged as manual and carries the same ``webhook-id``; if it fails the
-    delivery is failed again (no automatic retries follow).
+    Called by ``deliveries_record`` (record.py) for a failed attempt that schedules nothing:
+    a manual attempt of a delivery that was waiting for an automatic one resumes that schedule
+    (at the time it had, or now if that has passed), unless the failure is not worth retrying.
     """
-    return _redrive(Delivery.objects.filter(pk=delivery.pk)) == 1
+    resume_at = claim.delivery.resume_attempt_at
+    if claim.trigger != AttemptTrigger.MANUAL or resume_at is None:
+        return None
+    if not is_retryable(error_kind=result.error_kind, status=result.status):
+        return None
+    return max(resume_at, now)
 
 
-def deliveries_retrigger(*, delivery_ids: Iterable[uuid.UUID | str]) -> int:
-    """``delivery_retrigger`` for many; returns how many were re-sent (pending ones are not)."""
-    return _redrive(Delivery.objects.filter(pk__in=list(delivery_ids)))
+def delivery_retrigger(*, delivery: Delivery, actor: Actor | None = None) -> RetriggerOutcome:
+    """Send one delivery now, whatever its state; return what happened (see ``_redrive``).
+
+    The attempt is logged as manual and carries the same ``webhook-id``. A delivered or failed
+    delivery that fails again stays failed (no automatic retries follow); one that was waiting
+    between automatic attempts keeps its schedule.
+    """
+    result = _redrive(Delivery.objects.filter(pk=delivery.pk), actor=actor)
+    [outcome] = [outcome for outcome, n in result.counts.items() if n] or [
+        RetriggerOutcome.IN_FLIGHT
+    ]
+    return outcome
 
 
-def deliveries_recover(*, subscription: Subscription, since: dt.datetime) -> int:
+def deliveries_retrigger(
+    *, delivery_ids: Iterable[uuid.UUID | str], actor: Actor | None = None
+) -> RetriggerResult:
+    """``delivery_retrigger`` for many; returns the count of each outcome."""
+    return _redrive(Delivery.objects.filter(pk__in=list(delivery_ids)), actor=actor)
+
+
+def deliveries_recover(
+    *, subscription: Subscription, since: dt.datetime, actor: Actor | None = None
+) -> int:
     """Re-send every failed delivery of the webhook created at or after ``since``; return how many.
 
-    For after an outage: fix the endpoint, re-enable the webhook, recover. Test deliveries are
-    not re-sent.
+    For after an outage: fix the endpoint, re-enable the webhook, recover (a disabled webhook
+    gets nothing: 0). Test deliveries are not re-sent. One audit entry for the recovery.
     """
-    return _redrive(
+    result = _redrive(
         Delivery.objects.filter(
-            subscription=subscription, status=DeliveryStatus.FAILED, created_at__gte=since
-        )
+            subscription=subscription,
+            status=DeliveryStatus.FAILED,
+            created_at__gte=since,
+            is_test=False,
+        ),
+        actor=actor,
     )
+    if result.queued:
+        audit_record(
+            actor=actor,
+            action=AuditAction.DELIVERIES_RECOVERED,
+            school_id=subscription.school_id,
+            object_type="webhook",
+            object_id=subscription.pk,
+            object_repr=subscription.name,
+            changes={"since": since.isoformat(), "deliveries": result.queued},
+        )
+    return result.queued
 
 
 def deliveries_prune(*, older_than_days: float, batch_size: int = 5000) -> int:

@@ -16,13 +16,17 @@ from django.http import (
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
+from common.admin_display import datetime_in_zone
 from common.admin_lists import DropdownFilter
 from deliveries.display import STATUS_COLOURS, status_badge, url_query_mask
-from deliveries.models import DeliveryStatus
+from deliveries.models import DeliveryState
 from deliveries.selectors import (
     SubscriptionDeliveryStats,
     subscriptions_delivery_stats,
@@ -48,11 +52,11 @@ def _stats(subscription: Any) -> SubscriptionDeliveryStats:
 
 
 class WebhookStateFilter(admin.SimpleListFilter):
-    title = "status"
+    title = gettext_lazy("status")
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("healthy", "Healthy"), ("failing", "Failing"), ("disabled", "Disabled")]
+        return [("healthy", _("Active")), ("failing", _("Failing")), ("disabled", _("Disabled"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
@@ -68,7 +72,7 @@ class WebhookStateFilter(admin.SimpleListFilter):
 class TopicFilter(DropdownFilter):
     """Webhooks that receive an event type (directly or through a pattern)."""
 
-    title = "topic"
+    title = gettext_lazy("topic")
     parameter_name = "topic"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
@@ -93,8 +97,10 @@ class WebhookChangeList(ChangeList):
         stats = subscriptions_delivery_stats(
             subscription_ids=[subscription.pk for subscription in self.result_list]
         )
+        unmasked = administers_all_visible(request)
         for subscription in self.result_list:
             subscription.delivery_stats = stats.get(subscription.pk, SubscriptionDeliveryStats())
+            subscription.url_unmasked = unmasked
 
 
 class WebhookListColumns(SchoolScopedAdmin):
@@ -109,8 +115,6 @@ class WebhookListColumns(SchoolScopedAdmin):
         columns = list(super().get_list_display(request))
         if self.sees_several_schools(request):
             columns.insert(1, "school")
-        if not administers_all_visible(request):
-            columns = ["url_masked_display" if c == "url_display" else c for c in columns]
         return columns
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
@@ -119,60 +123,97 @@ class WebhookListColumns(SchoolScopedAdmin):
             fields.append("school__name")
         return fields
 
-    @admin.display(description="URL", ordering="url")
+    @admin.display(description=gettext_lazy("URL"), ordering="url")
     def url_display(self, obj: Subscription) -> str:
-        url = obj.url if len(obj.url) <= 45 else obj.url[:44] + "…"
-        return format_html('<span title="{}">{}</span>', obj.url, url)
+        url = obj.url if len(obj.url) <= 40 else obj.url[:39] + "…"
+        return format_html('<span class="webhook-url" title="{}">{}</span>', obj.url, url)
 
-    @admin.display(description="URL", ordering="url")
+    @admin.display(description=gettext_lazy("URL"), ordering="url")
     def url_masked_display(self, obj: Subscription) -> str:
         """The URL with its query values masked (``?token=…``), for support staff."""
         masked = url_query_mask(obj.url)
-        url = masked if len(masked) <= 45 else masked[:44] + "…"
-        return format_html('<span title="{}">{}</span>', masked, url)
+        url = masked if len(masked) <= 40 else masked[:39] + "…"
+        return format_html('<span class="webhook-url" title="{}">{}</span>', masked, url)
 
-    @admin.display(description="Topics")
+    @admin.display(description=gettext_lazy("Sends to"), ordering="url")
+    def destination_display(self, obj: Subscription) -> str:
+        """The URL (its query values masked for support staff), then the content type and the
+        topics, in one narrow column."""
+        # Unmasked only where WebhookChangeList found the viewer manages every school they see.
+        masked = not getattr(obj, "url_unmasked", False)
+        url = url_query_mask(obj.url) if masked else obj.url
+        return format_html(
+            '<span class="webhook-url" title="{}">{}</span><br><small>{} · {}</small>',
+            url,
+            url,
+            self.content_type_display(obj),
+            self.topics_display(obj),
+        )
+
+    @admin.display(description=gettext_lazy("Topics"))
     def topics_display(self, obj: Subscription) -> str:
-        return format_html_join(" ", "<code>{}</code>", ((topic,) for topic in obj.topics))
+        """The first two topics and how many more (all of them in the tooltip)."""
+        shown = format_html_join(" ", "<code>{}</code>", ((topic,) for topic in obj.topics[:2]))
+        more = len(obj.topics) - 2
+        if more <= 0:
+            return shown
+        return format_html(
+            '<span title="{}">{} {}</span>',
+            ", ".join(obj.topics),
+            shown,
+            ngettext("+%(count)s more", "+%(count)s more", more) % {"count": more},
+        )
 
-    @admin.display(description="Type", ordering="content_type")
+    @admin.display(description=gettext_lazy("Type"), ordering="content_type")
     def content_type_display(self, obj: Subscription) -> str:
         if obj.profile == Profile.STANDARD:
             return obj.content_type.upper()
         # Speaking as a vendor is what a reader of the list most needs to know about it.
-        return format_html(
-            "{}<br><small>as {}</small>", obj.content_type.upper(), obj.get_profile_display()
-        )
+        return _("%(content_type)s as %(profile)s") % {
+            "content_type": obj.content_type.upper(),
+            "profile": obj.get_profile_display(),
+        }
 
-    @admin.display(description="Status", ordering="is_active")
+    @admin.display(description=gettext_lazy("Status"), ordering="is_active")
     def state_display(self, obj: Subscription) -> str:
         if not obj.is_active:
             return format_html(
-                '<img src="{}" alt=""> <strong class="webhook-state-disabled">Disabled</strong>'
+                '<img src="{}" alt=""> <strong class="webhook-state-disabled">{}</strong>'
                 '<br><span class="webhook-reason">{}</span>',
                 static("admin/img/icon-no.svg"),
-                obj.disabled_reason or "Turned off.",
+                _("Disabled"),
+                obj.disabled_reason or _("Turned off."),
             )
         if obj.failing_since:
             return format_html(
                 '<img src="{}" alt=""> <strong class="webhook-state-failing" style="color: {};">'
-                'Failing</strong><br><span class="webhook-reason">for {}</span>',
+                '{}</strong><br><span class="webhook-reason">{}</span>',
                 static("admin/img/icon-alert.svg"),
-                STATUS_COLOURS[DeliveryStatus.FAILED],
-                timesince(obj.failing_since),
+                STATUS_COLOURS[DeliveryState.FAILED],
+                _("Failing"),
+                _("for %(duration)s") % {"duration": timesince(obj.failing_since)},
             )
-        return format_html('<img src="{}" alt=""> Active', static("admin/img/icon-yes.svg"))
+        return format_html(
+            '<img src="{}" alt=""> <span class="webhook-state-active">{}</span>',
+            static("admin/img/icon-yes.svg"),
+            _("Active"),
+        )
 
-    @admin.display(description="Last delivery")
+    @admin.display(description=gettext_lazy("Last delivery"))
     def last_delivery(self, obj: Subscription) -> str:
         stats = _stats(obj)
         if not stats.last_status:
             return "—"
         code = f" ({stats.last_response_status})" if stats.last_response_status else ""
-        when = f"{timesince(stats.last_at)} ago" if stats.last_at else ""
-        return format_html("{}{}<br><small>{}</small>", status_badge(stats.last_status), code, when)
+        when = datetime_in_zone(stats.last_at, obj.school.timezone) if stats.last_at else ""
+        return format_html(
+            "{}{}<br><small>{}</small>",
+            status_badge(stats.last_status, stats.last_error_kind),
+            code,
+            when,
+        )
 
-    @admin.display(description="Health")
+    @admin.display(description=gettext_lazy("Health"))
     def health(self, obj: Subscription) -> str:
         """Failures in the last 24 hours (linked to them) over the success rate of 7 days."""
         return format_html(
@@ -182,36 +223,53 @@ class WebhookListColumns(SchoolScopedAdmin):
         )
 
     def failures_24h(self, obj: Subscription) -> str:
-        count = _stats(obj).failures_24h
+        stats = _stats(obj)
+        count = stats.failures_24h
         if not count:
-            return "0 failures / 24 h"
+            return _("0 failures / 24 h")
         since = (timezone.localtime() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
-        query = urlencode(
-            {"subscription": str(obj.pk), "status": "failing", "created_at_from": since}
+        query = urlencode({"subscription": str(obj.pk), "created_at_from": since})
+        text = ngettext("%(count)s failure", "%(count)s failures", count) % {"count": count}
+        recovered = (
+            " "
+            + ngettext("(%(count)s recovered)", "(%(count)s recovered)", stats.recovered_24h)
+            % {"count": stats.recovered_24h}
+            if stats.recovered_24h
+            else ""
         )
         return format_html(
-            '<a href="{}?{}" style="color: {}; font-weight: bold;">{} failure{}</a> / 24 h',
+            '<a href="{}?{}" style="color: {}; font-weight: bold;">{}</a> / 24 h{}',
             reverse("admin:deliveries_delivery_changelist"),
             query,
-            STATUS_COLOURS[DeliveryStatus.FAILED],
-            count,
-            "" if count == 1 else "s",
+            STATUS_COLOURS[DeliveryState.FAILED],
+            text,
+            recovered,
         )
 
     def success_rate_7d(self, obj: Subscription) -> str:
         stats = _stats(obj)
         rate = stats.success_rate_7d
+        in_progress = (
+            ngettext("%(count)s in progress", "%(count)s in progress", stats.in_progress_7d)
+            % {"count": number_format(stats.in_progress_7d, force_grouping=True)}
+            if stats.in_progress_7d
+            else ""
+        )
         if rate is None:
-            return format_html('<span class="webhook-reason">{}</span>', "nothing sent in 7 d")
+            text = in_progress or _("nothing sent in 7 days")
+            return format_html('<span class="webhook-reason">{}</span>', text)
         percent = round(rate * 100)
         colour = "#2e7d32" if rate >= 0.95 else "#9a6700" if rate >= 0.8 else "#c62828"
         return format_html(
-            '<span class="webhook-rate" title="{} delivered, {} failed">'
+            '<span class="webhook-rate" title="{}">'
             '<span class="webhook-rate-bar"><span style="width: {}%; background: {};"></span>'
-            "</span> {}% / 7 d</span>",
-            stats.delivered_7d,
-            stats.failed_7d,
+            "</span> {}</span>{}",
+            _("%(delivered)s delivered, %(failed)s failed")
+            % {"delivered": stats.delivered_7d, "failed": stats.failed_7d},
             percent,
             colour,
-            percent,
+            _("%(percent)s%% / 7 d") % {"percent": percent},
+            format_html('<br><span class="webhook-reason">{}</span>', in_progress)
+            if in_progress
+            else "",
         )

@@ -21,7 +21,11 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from audit.services import actor_user
+from common.admin_display import datetime_text
 from deliveries.display import attempt_shown, url_query_mask
 from deliveries.explanations import failure_explain
 from deliveries.selectors import (
@@ -38,12 +42,13 @@ from ..crypto import SecretUnreadable
 from ..forms import RecoverForm, SendTestForm
 from ..models import SigningSecret, Subscription
 from ..selectors import (
-    signing_secret_current,
     subscription_event_types,
     subscription_secret_values,
 )
 from ..services import (
     subscription_body_preview,
+    subscription_enable,
+    subscription_secret_reveal,
     subscription_secret_rotate,
 )
 
@@ -101,6 +106,11 @@ class WebhookPages(SchoolScopedAdmin):
                 view(self.recover_view),
                 name="subscriptions_subscription_recover",
             ),
+            path(
+                "<path:object_id>/enable/",
+                view(self.enable_view),
+                name="subscriptions_subscription_enable",
+            ),
             *super().get_urls(),
         ]
 
@@ -124,7 +134,7 @@ class WebhookPages(SchoolScopedAdmin):
             raise PermissionDenied
         event_types = subscription_event_types(subscription=subscription)
         form = SendTestForm(request.POST or None, event_types=event_types)
-        context = self._page_context(request, subscription, "Send Test")
+        context = self._page_context(request, subscription, _("Send Test"))
         context["target_url"] = (
             subscription.url
             if self.has_manage_secret_permission(request, subscription)
@@ -156,6 +166,7 @@ class WebhookPages(SchoolScopedAdmin):
                             error_kind=attempt.error_kind,
                             status=attempt.response_status,
                             timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+                            retried=False,
                         ),
                         "delivery_url": reverse(
                             "admin:deliveries_delivery_change", args=[delivery.pk]
@@ -173,7 +184,9 @@ class WebhookPages(SchoolScopedAdmin):
         secret = error = None
         if request.method == "POST":
             try:
-                secret = signing_secret_current(subscription=subscription)
+                secret = subscription_secret_reveal(
+                    subscription=subscription, actor=actor_user(request.user)
+                )
             except (SecretUnreadable, SigningSecret.DoesNotExist) as exc:
                 error = str(exc)
             else:
@@ -186,7 +199,7 @@ class WebhookPages(SchoolScopedAdmin):
                 if error:
                     return JsonResponse({"error": error}, status=409)
                 return JsonResponse({"secret": secret})
-        context = self._page_context(request, subscription, "Signing secret")
+        context = self._page_context(request, subscription, _("Signing secret"))
         context.update({"secret": secret, "error": error})
         return TemplateResponse(request, "admin/subscriptions/subscription/secret.html", context)
 
@@ -196,17 +209,20 @@ class WebhookPages(SchoolScopedAdmin):
         if not self.has_manage_secret_permission(request, subscription):
             raise PermissionDenied
         if request.method == "POST":
-            subscription_secret_rotate(subscription=subscription)
+            subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
             self.message_user(
                 request,
-                "A new signing secret signs from now on; the previous one keeps signing for "
-                f"{_grace_text()}. Reveal the new one below and give it to the receiver.",
+                _(
+                    "A new signing secret signs from now on; the previous one keeps signing for "
+                    "%(grace)s. Reveal the new one below and give it to the receiver."
+                )
+                % {"grace": _grace_text()},
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(
                 reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
             )
-        context = self._page_context(request, subscription, "Rotate the signing secret")
+        context = self._page_context(request, subscription, _("Rotate the signing secret"))
         context["grace"] = _grace_text()
         return TemplateResponse(
             request, "admin/subscriptions/subscription/rotate_secret.html", context
@@ -224,21 +240,27 @@ class WebhookPages(SchoolScopedAdmin):
         )
         if request.method == "POST" and form.is_valid():
             since = form.cleaned_data["since"]
-            count = deliveries_recover(subscription=subscription, since=since)
-            message = (
-                f"{count} failed deliveries since {timezone.localtime(since):%Y-%m-%d %H:%M} "
-                "are being sent again."
-            )
             if not subscription.is_active:
-                message += " The webhook is disabled, so they fail again: re-enable it first."
-            self.message_user(
-                request, message, messages.SUCCESS if subscription.is_active else messages.WARNING
+                self.message_user(
+                    request,
+                    _("Nothing was sent: the webhook is disabled. Re-enable it, then recover."),
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+            count = deliveries_recover(
+                subscription=subscription, since=since, actor=actor_user(request.user)
             )
+            message = ngettext(
+                "%(count)s failed delivery since %(since)s is being sent again.",
+                "%(count)s failed deliveries since %(since)s are being sent again.",
+                count,
+            ) % {"count": count, "since": datetime_text(since, subscription.school.timezone)}
+            self.message_user(request, message, messages.SUCCESS)
             return HttpResponseRedirect(
                 reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
             )
         since = form.cleaned_data["since"] if form.is_bound and form.is_valid() else default_since
-        context = self._page_context(request, subscription, "Recover failed deliveries")
+        context = self._page_context(request, subscription, _("Recover failed deliveries"))
         context.update(
             {
                 "form": form,
@@ -250,6 +272,27 @@ class WebhookPages(SchoolScopedAdmin):
         )
         return TemplateResponse(request, "admin/subscriptions/subscription/recover.html", context)
 
+    def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: turn a disabled webhook back on (from the home page's "Needs attention")."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        if subscription_enable(subscription=subscription, actor=actor_user(request.user)):
+            self.message_user(
+                request,
+                _(
+                    "The webhook “%(webhook)s” is enabled again. Recover the deliveries that "
+                    "failed while it was off if the receiver needs them."
+                )
+                % {"webhook": subscription.name},
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(
+            reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        )
+
     def preview_view(self, request: HttpRequest) -> HttpResponse:
         """The body a receiver would get for a topic's sample, as JSON (for the live preview)."""
         if request.method != "POST":
@@ -260,7 +303,7 @@ class WebhookPages(SchoolScopedAdmin):
         schools = schools_visible(request)
         school = schools.filter(pk=int(school_id)).first() if school_id.isdigit() else None
         if school is None:
-            return JsonResponse({"error": "Choose the school first."}, status=400)
+            return JsonResponse({"error": _("Choose the school first.")}, status=400)
         try:
             body = subscription_body_preview(
                 body_template=request.POST.get("body_template", ""),
@@ -276,4 +319,4 @@ class WebhookPages(SchoolScopedAdmin):
 
 def _grace_text() -> str:
     hours = settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS / 3600
-    return f"{hours:g} hours"
+    return ngettext("%(hours)s hour", "%(hours)s hours", round(hours)) % {"hours": f"{hours:g}"}

@@ -12,8 +12,11 @@ import logging
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
@@ -21,20 +24,32 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
-from deliveries.models import Delivery
+from audit.selectors import audit_entries_for
+from audit.services import actor_user
+from deliveries.admin_charts import timeline_chart
+from deliveries.display import attempt_shown
+from deliveries.explanations import failure_explain
+from deliveries.models import Delivery, delivery_state
+from deliveries.selectors import deliveries_recent, deliveries_timeline
+from deliveries.services import delivery_test_send_settings
 from schools.admin_scoping import (
     SchoolListFilter,
     schools_visible,
 )
 
+from ..crypto import secret_decrypt, secret_encrypt
 from ..forms import SendTestForm, SubscriptionForm
 from ..models import EDITABLE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
 )
 from ..services import (
+    signing_secret_generate,
     subscription_delete,
     subscription_enable,
     subscription_save,
@@ -53,15 +68,15 @@ logger = logging.getLogger(__name__)
 @admin.register(Subscription)
 class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     form = SubscriptionForm
+    # Status first, then what a school admin scans for; on a phone each row is a card.
     list_display = [
-        "name",
-        "url_display",
-        "topics_display",
-        "content_type_display",
         "state_display",
+        "name",
         "last_delivery",
         "health",
+        "destination_display",
     ]
+    list_display_links = ["name"]
     list_filter = [WebhookStateFilter, TopicFilter, "content_type", "profile", SchoolListFilter]
     list_select_related = ["school"]
     search_fields = ["name", "url"]
@@ -86,8 +101,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     actions = ["send_test", "enable_selected", "rotate_secrets"]
 
     class Media:
-        js = ["subscriptions/webhook_form.js"]
-        css = {"all": ["subscriptions/webhook_form.css"]}
+        js = ["subscriptions/webhook_form.js", "common/admin_lists.js"]
+        css = {"all": ["subscriptions/webhook_form.css", "common/admin_lists.css"]}
 
     # --- The settings page ----------------------------------------------------------------
 
@@ -105,11 +120,11 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                     None,
                     {"fields": ["school_display", "name", "url_masked_display", "topics_display"]},
                 ),
-                ("Delivery", {"fields": ["content_type", "profile", "basic_auth_display"]}),
-                ("Custom headers", {"fields": ["custom_headers_display"]}),
-                ("Webhook body", {"fields": ["body_template"]}),
-                ("Signature", {"fields": [secret, "sign_ed25519"]}),
-                ("Status", {"fields": ["state_display", "failing_since", "deliveries_link"]}),
+                (_("Delivery"), {"fields": ["content_type", "profile", "basic_auth_display"]}),
+                (_("Custom headers"), {"fields": ["custom_headers_display"]}),
+                (_("Webhook body"), {"fields": ["body_template"]}),
+                (_("Signature"), {"fields": [secret, "sign_ed25519"]}),
+                (_("Status"), {"fields": ["state_display", "deliveries_link"]}),
             ]
         main = ["name", "url", "topics", "content_type"]
         if obj is None:
@@ -120,20 +135,20 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             (None, {"fields": main}),
             ("Profile", {"fields": ["profile"]}),
             (
-                "Basic authentication",
+                _("Basic authentication"),
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},
             ),
-            ("Custom headers", {"fields": ["custom_headers"]}),
-            ("Webhook body", {"fields": ["body_template"]}),
+            (_("Custom headers"), {"fields": ["custom_headers"]}),
+            (_("Webhook body"), {"fields": ["body_template"]}),
             (
-                "Signature",
+                _("Signature"),
                 {"fields": ["sign_ed25519"] if obj is None else [secret, "sign_ed25519"]},
             ),
         ]
         status = ["is_active"]
         if obj is not None:
-            status += ["state_display", "failing_since", "deliveries_link", "created_at"]
-        fieldsets.append(("Status", {"fields": status}))
+            status += ["state_display", "deliveries_link"]
+        fieldsets.append((_("Status"), {"fields": status}))
         # A setting the layout above does not place yet still shows, after the main ones.
         placed = {name for _title, options in fieldsets for name in options["fields"]}
         main += [name for name in EDITABLE_FIELDS if name not in placed]
@@ -155,17 +170,17 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             kwargs["widget"] = forms.HiddenInput()  # their one school (initial data)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    @admin.display(description="School")
+    @admin.display(description=gettext_lazy("School"))
     def school_display(self, obj: Subscription) -> str:
         return obj.school.name
 
-    @admin.display(description="Basic authentication")
+    @admin.display(description=gettext_lazy("Basic authentication"))
     def basic_auth_display(self, obj: Subscription) -> str:
         if not obj.basic_auth_enabled:
-            return "No"
-        return format_html("Yes, as <code>{}</code> (password hidden)", obj.basic_auth_username)
+            return _("No")
+        return format_html(_("Yes, as <code>{}</code> (password hidden)"), obj.basic_auth_username)
 
-    @admin.display(description="Custom headers")
+    @admin.display(description=gettext_lazy("Custom headers"))
     def custom_headers_display(self, obj: Subscription) -> str:
         if not obj.custom_headers:
             return "—"
@@ -173,35 +188,202 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             "\n", "<div><code>{}: {}</code></div>", ((name, MASK) for name in obj.custom_headers)
         )
 
-    @admin.display(description="Signing secret")
+    @admin.display(description=gettext_lazy("Signing secret"))
     def signing_secret_hidden(self, obj: Subscription) -> str:
-        return "Hidden: only the school's admins can see and rotate the signing secret."
+        return _("Hidden: only the school's admins can see and rotate the signing secret.")
 
-    @admin.display(description="Signing secret")
+    @admin.display(description=gettext_lazy("Signing secret"))
     def signing_secret(self, obj: Subscription) -> str:
         secret_url = reverse("admin:subscriptions_subscription_secret", args=[obj.pk])
         rotate_url = reverse("admin:subscriptions_subscription_rotate_secret", args=[obj.pk])
         return format_html(
             '<span class="webhook-secret" data-url="{}"><code class="webhook-secret-value">'
             "whsec_{}</code> "
-            '<a class="button webhook-secret-reveal" href="{}">Reveal</a> '
-            '<a class="button webhook-secret-copy" href="#" hidden>Copy</a> '
-            '<a class="button webhook-secret-rotate" href="{}">Rotate…</a></span>'
-            '<div class="help">Receivers verify the webhook-signature header (Standard Webhooks '
-            "v1, HMAC-SHA256) with it; with the Edusign profile it is also the client secret "
-            "of x-edusign-hmac.</div>",
+            '<a class="button webhook-secret-reveal" href="{}">{}</a> '
+            '<a class="button webhook-secret-copy" href="#" hidden>{}</a> '
+            '<a class="button webhook-secret-rotate" href="{}">{}</a></span>'
+            '<div class="help">{}</div>',
             secret_url,
             MASK * 3,
             secret_url,
+            _("Reveal"),
+            _("Copy"),
             rotate_url,
+            _("Rotate…"),
+            _(
+                "Receivers verify the webhook-signature header (Standard Webhooks v1, "
+                "HMAC-SHA256) with it; with the Edusign profile it is also the client secret of "
+                "x-edusign-hmac."
+            ),
         )
 
-    @admin.display(description="Deliveries")
+    @admin.display(description=gettext_lazy("Deliveries"))
     def deliveries_link(self, obj: Subscription) -> str:
         url = reverse("admin:deliveries_delivery_changelist")
         return format_html(
-            '<a href="{}?subscription={}">Delivery log of this webhook</a>', url, obj.pk
+            '<a href="{}?subscription={}">{}</a>', url, obj.pk, _("Delivery log of this webhook")
         )
+
+    # --- Send Test with the settings on the page (saved or not) ---------------------------
+
+    def _send_test_context(self, request: HttpRequest, obj: Subscription | None) -> dict[str, Any]:
+        """The Send Test part of the settings page: the topics to choose from and who may."""
+        if obj is None:
+            allowed = self.has_add_permission(request) and request.user.has_perm(
+                "subscriptions.send_test_subscription"
+            )
+            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        else:
+            allowed = self.has_send_test_permission(request, obj) and self.has_change_permission(
+                request, obj
+            )
+            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        form = SendTestForm(
+            request.POST if request.method == "POST" and "_send_test" in request.POST else None,
+            event_types=event_types,
+            prefix="send_test",
+        )
+        return {"send_test_form": form, "can_send_test_settings": allowed}
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        if request.method == "POST" and "_send_test" in request.POST:
+            return self._send_test_settings_view(request, object_id, form_url, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _new_secret(self, request: HttpRequest) -> str:
+        """The signing secret of the webhook being added: made for its first Send Test, kept
+        (encrypted) in the session, and used when it is saved."""
+        stored = request.session.get(_NEW_SECRET_KEY)
+        if stored:
+            return secret_decrypt(stored)
+        secret = signing_secret_generate()
+        request.session[_NEW_SECRET_KEY] = secret_encrypt(secret)
+        return secret
+
+    def _send_test_settings_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None,
+        form_url: str,
+        extra_context: dict[str, Any] | None,
+    ) -> HttpResponse:
+        """Send Test with the settings as typed on the page (nothing is saved), then show the
+        page again with the answer, the settings as they were and any errors in them."""
+        add = object_id is None
+        obj = None if add else self.get_object(request, unquote(object_id or ""))
+        context = self._send_test_context(request, obj)
+        if not context["can_send_test_settings"]:
+            raise PermissionDenied
+        fieldsets = self.get_fieldsets(request, obj)
+        form_class = self.get_form(
+            request, obj, change=not add, fields=flatten_fieldsets(fieldsets)
+        )
+        form = form_class(request.POST, request.FILES, instance=obj)
+        test_form = context["send_test_form"]
+        if form.is_valid() and test_form.is_valid():
+            try:
+                attempt = delivery_test_send_settings(
+                    subscription=form.instance,
+                    event_type=test_form.cleaned_data["event_type"],
+                    basic_auth_password=form.cleaned_data.get("basic_auth_password") or None,
+                    signing_secret=self._new_secret(request) if add else None,
+                )
+            except ValidationError as exc:
+                context["send_test_errors"] = exc.messages
+            else:
+                context.update(self._send_test_result(request, attempt, form.instance))
+        else:
+            context["send_test_errors"] = [
+                _("Nothing was sent: correct the settings below, then send the test again.")
+            ]
+        admin_form = helpers.AdminForm(
+            form,
+            list(fieldsets),
+            self.get_prepopulated_fields(request, obj),
+            self.get_readonly_fields(request, obj),
+            model_admin=self,
+        )
+        title = _("Add %s") if add else _("Change %s")
+        context.update(
+            {
+                **self.admin_site.each_context(request),
+                "title": title % self.opts.verbose_name,
+                "subtitle": str(obj) if obj else None,
+                "adminform": admin_form,
+                "object_id": object_id,
+                "original": obj,
+                "is_popup": False,
+                "to_field": None,
+                "media": self.media + admin_form.media,
+                "inline_admin_formsets": [],
+                "errors": helpers.AdminErrorList(form, []),
+                "preserved_filters": self.get_preserved_filters(request),
+                **(self._page_extras(request, obj) if obj else {}),
+                **(extra_context or {}),
+            }
+        )
+        return self.render_change_form(
+            request, context, add=add, change=not add, obj=obj, form_url=form_url
+        )
+
+    def _send_test_result(
+        self, request: HttpRequest, attempt: Any, subscription: Subscription
+    ) -> dict[str, Any]:
+        shown = attempt_shown(attempt, secrets=None)
+        return {
+            "send_test_attempt": attempt,
+            "send_test_shown": shown,
+            # The body exactly as the receiver got it (a vendor profile's own shape included).
+            "send_test_request_body": bytes(attempt.delivery.body).decode(
+                "utf-8", errors="replace"
+            ),
+            "send_test_state": delivery_state(
+                "delivered" if attempt.succeeded else "failed", attempt.error_kind
+            ),
+            "send_test_explanation": failure_explain(
+                error_kind=attempt.error_kind,
+                status=attempt.response_status,
+                timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
+                retried=False,
+            ),
+            "send_test_delivery_url": reverse(
+                "admin:deliveries_delivery_change", args=[attempt.delivery_id]
+            )
+            if attempt.pk
+            else None,
+        }
+
+    def _page_extras(self, request: HttpRequest, obj: Subscription) -> dict[str, Any]:
+        """What a webhook's page shows below its settings: how its deliveries went (the chart,
+        GitHub's Recent Deliveries) and its audit trail."""
+        zone = timezone.get_current_timezone()
+        return {
+            "chart": timeline_chart(
+                deliveries_timeline(school_ids=None, subscription_id=obj.pk, zone=zone)
+            ),
+            "recent_deliveries": [
+                (delivery, delivery_state(delivery.status, delivery.last_error_kind))
+                for delivery in deliveries_recent(subscription_id=obj.pk)
+            ],
+            "school_zone": obj.school.timezone,
+            "audit_entries": list(audit_entries_for(object_type="webhook", object_id=obj.pk)[:10])
+            if request.user.has_perm("audit.view_auditentry")
+            else None,
+        }
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "GET":
+            request.session.pop(_NEW_SECRET_KEY, None)  # a new webhook, a new secret
+        extra = {**self._send_test_context(request, None), **(extra_context or {})}
+        return super().add_view(request, form_url, extra_context=extra)
 
     def change_view(
         self,
@@ -211,16 +393,11 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         subscription = self.get_object(request, unquote(object_id))
-        send_test_form = SendTestForm(
-            event_types=subscription_event_types(subscription=subscription),
-            auto_id="id_send_test_%s",
-        )
-        # Submitted with the Send Test form outside the settings form (HTML form attribute).
-        send_test_form.fields["event_type"].widget.attrs["form"] = "send-test-form"
         extra = {
-            "send_test_form": send_test_form,
+            **self._send_test_context(request, subscription),
             "can_send_test": self.has_send_test_permission(request, subscription),
             "can_recover": self.has_recover_permission(request, subscription),
+            **self._page_extras(request, subscription),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra_context=extra)
@@ -229,8 +406,12 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         if change and "is_active" in form.changed_data and obj.is_active:
             # Turned back on: forget why it was off and its failure streak.
             obj.disabled_reason, obj.disabled_at, obj.failing_since = "", None, None
+        pending = None if change else request.session.pop(_NEW_SECRET_KEY, None)
         subscription_save(
-            subscription=obj, basic_auth_password=form.cleaned_data.get("basic_auth_password")
+            subscription=obj,
+            basic_auth_password=form.cleaned_data.get("basic_auth_password"),
+            actor=actor_user(request.user),
+            signing_secret=secret_decrypt(pending) if pending else None,
         )
 
     def get_deleted_objects(
@@ -241,19 +422,19 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         subscriptions = list(objs)
         ids = [subscription.pk for subscription in subscriptions]
         counts = {
-            "webhooks": len(subscriptions),
-            "deliveries, with their attempts": Delivery.objects.filter(
+            _("webhooks"): len(subscriptions),
+            _("deliveries, with their attempts"): Delivery.objects.filter(
                 subscription_id__in=ids
             ).count(),
         }
         return [str(subscription) for subscription in subscriptions], counts, set(), []
 
     def delete_model(self, request: HttpRequest, obj: Subscription) -> None:
-        subscription_delete(subscription=obj)
+        subscription_delete(subscription=obj, actor=actor_user(request.user))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         for subscription in queryset:
-            subscription_delete(subscription=subscription)
+            subscription_delete(subscription=subscription, actor=actor_user(request.user))
 
     def response_add(
         self, request: HttpRequest, obj: Subscription, post_url_continue: str | None = None
@@ -263,8 +444,11 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         # BrainCert's flow: save, then Send Test. Stay on the webhook's page.
         self.message_user(
             request,
-            f"The webhook “{obj.name}” was added. Its signing secret is below; "
-            "use Send Test to try it.",
+            _(
+                "The webhook “%(name)s” was added. Its signing secret is below; use Send Test "
+                "to try it."
+            )
+            % {"name": obj.name},
             messages.SUCCESS,
         )
         return HttpResponseRedirect(
@@ -273,35 +457,51 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
 
     # --- Actions --------------------------------------------------------------------------
 
-    @admin.action(description="Send Test to the selected webhook", permissions=["send_test"])
+    @admin.action(
+        description=gettext_lazy("Send Test to the selected webhook"), permissions=["send_test"]
+    )
     def send_test(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> Any:
         subscriptions = list(queryset[:2])
         if len(subscriptions) != 1:
-            self.message_user(request, "Select one webhook to send a test to.", messages.WARNING)
+            self.message_user(request, _("Select one webhook to send a test to."), messages.WARNING)
             return None
         return HttpResponseRedirect(
             reverse("admin:subscriptions_subscription_send_test", args=[subscriptions[0].pk])
         )
 
-    @admin.action(description="Re-enable the selected webhooks", permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("Re-enable the selected webhooks"), permissions=["change"]
+    )
     def enable_selected(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         count = 0
         for subscription in queryset:
-            subscription_enable(subscription=subscription)
-            count += 1
-        self.message_user(request, f"{count} webhooks re-enabled.")
+            count += subscription_enable(subscription=subscription, actor=actor_user(request.user))
+        self.message_user(
+            request,
+            ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
+            % {"count": count},
+        )
 
     @admin.action(
-        description="Rotate the signing secrets of the selected webhooks",
+        description=gettext_lazy("Rotate the signing secrets of the selected webhooks"),
         permissions=["manage_secret"],
     )
     def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         count = 0
         for subscription in queryset:
-            subscription_secret_rotate(subscription=subscription)
+            subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
             count += 1
         self.message_user(
             request,
-            f"{count} signing secrets rotated; the previous ones keep signing for "
-            f"{_grace_text()}, so receivers can switch.",
+            ngettext(
+                "%(count)s signing secret rotated; the previous one keeps signing for %(grace)s, "
+                "so the receiver can switch.",
+                "%(count)s signing secrets rotated; the previous ones keep signing for "
+                "%(grace)s, so receivers can switch.",
+                count,
+            )
+            % {"count": count, "grace": _grace_text()},
         )
+
+
+_NEW_SECRET_KEY = "webhooks_new_webhook_secret"  # noqa: S105 - a session key name

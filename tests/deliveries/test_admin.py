@@ -76,10 +76,48 @@ def test_search_takes_a_delivery_id_a_webhook_id_or_an_event_id(log):
     by_id = client.get(LOG, {"q": str(delivery.pk)})
     by_webhook_id = client.get(LOG, {"q": f"msg_{delivery.pk.hex}"})
     by_event = client.get(LOG, {"q": str(delivery.event_id)})
-    nonsense = client.get(LOG, {"q": "course"})
+    nonsense = client.get(LOG, {"q": "nothing-like-this"})
 
     assert _listed(by_id) == _listed(by_webhook_id) == _listed(by_event) == {delivery.pk}
     assert _listed(nonsense) == set()
+
+
+def test_search_takes_an_id_prefix_an_event_type_a_webhook_name_or_a_status(log):
+    client, rows, _crm, _erp = log
+    delivery = rows["retrying"]
+
+    prefix = client.get(LOG, {"q": delivery.pk.hex[:8]})
+    short_webhook_id = client.get(LOG, {"q": f"msg_{delivery.pk.hex[:10]}"})
+    by_type = client.get(LOG, {"q": "student.signed"})
+    by_pattern = client.get(LOG, {"q": "student.*"})
+    by_name = client.get(LOG, {"q": "erp"})
+    by_status = client.get(LOG, {"q": "503"})
+
+    assert delivery.pk in _listed(prefix)
+    assert delivery.pk in _listed(short_webhook_id)
+    assert _listed(by_type) == _listed(by_pattern) == {delivery.pk}
+    assert _listed(by_name) == {rows["retrying"].pk, rows["test"].pk, rows["old"].pk}
+    assert _listed(by_status) == {delivery.pk}
+
+
+def test_a_reversed_date_range_is_read_the_other_way_round_and_says_so(log):
+    client, rows, _crm, _erp = log
+    today = timezone.localdate()
+
+    page = client.get(
+        LOG, {"created_at_from": str(today), "created_at_to": str(today - dt.timedelta(days=2))}
+    )
+
+    assert _listed(page) == {
+        rows["failed"].pk,
+        rows["delivered"].pk,
+        rows["retrying"].pk,
+        rows["test"].pk,
+    }
+    assert [str(m) for m in page.context["messages"]] == [
+        f"“From” was after “To”: the dates were swapped to show {today - dt.timedelta(days=2)} "
+        f"to {today}."
+    ]
 
 
 def test_the_list_never_counts_or_scans_the_whole_table(log):
@@ -130,23 +168,77 @@ def test_retrigger_is_a_post(log):
     response = client.post(url, follow=True)
 
     assert [str(m) for m in response.context["messages"]] == [
-        "Retriggered: it is being sent again now."
+        "Sending it now: the new attempt appears below within moments."
     ]
     assert Delivery.objects.get(pk=rows["failed"].pk).status == DeliveryStatus.PENDING
 
 
-def test_a_bulk_retrigger_asks_first_and_reports_the_counts(log):
+def test_a_bulk_send_now_asks_first_and_sends_every_kind_of_delivery(log):
     client, rows, _crm, _erp = log
     selected = [str(rows[name].pk) for name in ("failed", "delivered", "retrying", "test")]
     action = {"action": "retrigger_selected", "index": "0", "_selected_action": selected}
 
-    asked = client.post(LOG, action)
+    asked = client.post(LOG, action).content.decode()
     done = client.post(LOG, {**action, "confirm": "yes"}, follow=True)
 
-    assert "Yes, retrigger 4" in asked.content.decode()
-    assert Delivery.objects.get(pk=rows["failed"].pk).status == DeliveryStatus.PENDING
+    assert "Yes, send 4 now" in asked
+    assert "Retrying: 1" in asked
+    assert [str(m) for m in done.context["messages"]] == ["4 deliveries are being sent now."]
+    states = {
+        name: Delivery.objects.values_list("status", "next_trigger").get(pk=rows[name].pk)
+        for name in ("failed", "delivered", "retrying", "test")
+    }
+    assert states == {
+        "failed": ("pending", "manual"),
+        "delivered": ("pending", "manual"),
+        "retrying": ("pending", "manual"),
+        "test": ("pending", "test"),
+    }
+
+
+def test_a_bulk_send_now_skips_a_disabled_webhook_and_says_why(log):
+    client, rows, crm, _erp = log
+    crm.is_active = False
+    crm.save()
+    selected = [str(rows[name].pk) for name in ("failed", "retrying")]
+    action = {"action": "retrigger_selected", "index": "0", "_selected_action": selected}
+
+    done = client.post(LOG, {**action, "confirm": "yes"}, follow=True)
+
     assert [str(m) for m in done.context["messages"]] == [
-        "2 deliveries retriggered. 2 skipped: pending already, or test deliveries."
+        "1 delivery is being sent now. 1 not sent: its webhook is disabled (re-enable it first)."
     ]
-    assert Delivery.objects.get(pk=rows["delivered"].pk).status == DeliveryStatus.PENDING
-    assert Delivery.objects.get(pk=rows["test"].pk).status == DeliveryStatus.DELIVERED
+    assert Delivery.objects.get(pk=rows["failed"].pk).status == DeliveryStatus.FAILED
+
+
+def test_send_now_on_a_disabled_webhook_sends_nothing_and_offers_to_re_enable(log):
+    client, rows, crm, _erp = log
+    crm.is_active = False
+    crm.disabled_reason = "The receiver answered 410 Gone."
+    crm.save()
+    delivery = rows["failed"]
+    attempts = delivery.attempts
+
+    page = client.get(f"{LOG}{delivery.pk}/change/").content.decode()
+    refused = client.post(f"{LOG}{delivery.pk}/retrigger/", follow=True)
+
+    assert "Re-enable the webhook and send now" in page
+    assert 'id="retrigger"' not in page
+    assert [str(m) for m in refused.context["messages"]] == [
+        "Nothing was sent: the webhook “CRM” is disabled. Re-enable it, then send this "
+        "delivery again."
+    ]
+    assert Delivery.objects.values_list("status", "attempts").get(pk=delivery.pk) == (
+        "failed",
+        attempts,
+    )
+
+    enabled = client.post(f"{LOG}{delivery.pk}/retrigger/", {"enable": "1"}, follow=True)
+
+    assert [str(m) for m in enabled.context["messages"]] == [
+        "The webhook “CRM” is enabled again.",
+        "Sending it now: the new attempt appears below within moments.",
+    ]
+    crm.refresh_from_db()
+    assert crm.is_active is True
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.PENDING

@@ -103,8 +103,11 @@ def test_retrigger_re_sends_a_final_delivery_and_another_schools_is_a_404(api, s
     again = api.post(f"/api/v1/deliveries/{delivery_id}/retrigger/")
     foreign = api.post(f"/api/v1/deliveries/{theirs}/retrigger/")
 
-    assert (response.status_code, response.json()) == (202, {"retriggered": True})
-    assert again.json() == {"retriggered": False}  # already pending
+    assert (response.status_code, response.json()) == (
+        202,
+        {"retriggered": True, "outcome": "queued"},
+    )
+    assert again.json() == {"retriggered": False, "outcome": "already_queued"}
     assert foreign.status_code == 404
     assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.PENDING
     assert api.get(f"/api/v1/deliveries/{theirs}/").status_code == 404

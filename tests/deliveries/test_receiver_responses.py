@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import (
+    RetriggerOutcome,
     deliveries_recover,
     deliveries_retrigger,
     delivery_attempt,
@@ -114,7 +115,7 @@ def test_failures_start_a_streak_and_a_success_ends_it(school, receiver):
 
 
 def test_a_webhook_failing_for_the_whole_period_is_disabled_and_its_admins_emailed(
-    school, mailoutbox, django_user_model
+    school, mailoutbox, django_user_model, django_capture_on_commit_callbacks
 ):
     admin = django_user_model.objects.create_user("ada", "ada@lycee.example.org", "pw")
     Membership.objects.create(user=admin, school=school)
@@ -129,8 +130,9 @@ def test_a_webhook_failing_for_the_whole_period_is_disabled_and_its_admins_email
     )
     healthy = SubscriptionFactory(school=school)
 
-    disabled = subscriptions_auto_disable()
-    again = subscriptions_auto_disable()
+    with django_capture_on_commit_callbacks(execute=True):  # e-mailed once it is committed
+        disabled = subscriptions_auto_disable()
+        again = subscriptions_auto_disable()
 
     assert [s.pk for s in disabled] == [failing.pk]
     assert again == []  # announced once
@@ -141,7 +143,7 @@ def test_a_webhook_failing_for_the_whole_period_is_disabled_and_its_admins_email
     assert Subscription.objects.get(pk=healthy.pk).is_active is True
     [mail] = mailoutbox
     assert mail.to == ["ada@lycee.example.org"]
-    assert mail.subject == f"Webhook disabled: CRM ({school.name})"
+    assert mail.subject == f"Webhook désactivé : CRM ({school.name})"  # the school's language
     assert "https://crm.example.org/hooks" in mail.body
     assert failing.disabled_reason in mail.body
 
@@ -183,7 +185,7 @@ def test_a_manual_retrigger_that_fails_does_not_start_automatic_retries(school, 
         status=DeliveryStatus.DELIVERED, next_attempt_at=None
     )
 
-    assert delivery_retrigger(delivery=delivery) is True
+    assert delivery_retrigger(delivery=delivery) == RetriggerOutcome.QUEUED
     attempt = delivery_attempt(delivery_id=delivery.id)
 
     delivery.refresh_from_db()
@@ -192,13 +194,16 @@ def test_a_manual_retrigger_that_fails_does_not_start_automatic_retries(school, 
     assert delivery.next_attempt_at is None
 
 
-def test_pending_deliveries_are_not_retriggered(school):
+def test_pending_deliveries_are_sent_now_too_and_once(school):
     subscription = SubscriptionFactory(school=school)
     pending, failed = _delivery(subscription), _delivery(subscription)
     Delivery.objects.filter(pk=failed.pk).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
 
-    assert deliveries_retrigger(delivery_ids=[pending.id, failed.id]) == 1
-    assert delivery_retrigger(delivery=pending) is False
+    first = deliveries_retrigger(delivery_ids=[pending.id, failed.id])
+    again = delivery_retrigger(delivery=pending)
+
+    assert (first.queued, first.skipped) == (2, 0)
+    assert again == RetriggerOutcome.ALREADY_QUEUED
 
 
 def test_users_without_an_email_or_inactive_are_not_emailed(school, mailoutbox):

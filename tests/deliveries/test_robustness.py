@@ -160,6 +160,7 @@ def test_a_send_test_that_never_finished_is_failed_by_the_sweeper_and_not_a_back
         next_trigger=AttemptTrigger.TEST,
         created_at=timezone.now() - dt.timedelta(minutes=10),
         next_attempt_at=timezone.now() - dt.timedelta(minutes=10),
+        enqueued_at=None,  # sent in the request that made it, never by a worker
     )
 
     health = client.get("/health/").json()

@@ -35,10 +35,11 @@ def test_figures_count_real_deliveries_in_their_windows(school, django_assert_nu
     delivery_create(busy, is_test=True)  # Send Test never counts
     newest = delivery_create(busy, status=DeliveryStatus.DELIVERED, last_response_status=204)
 
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         stats = subscriptions_delivery_stats(subscription_ids=[busy.pk, quiet.pk])
 
     assert stats[busy.pk].failures_24h == 1
+    assert stats[busy.pk].in_progress_7d == 1
     assert (stats[busy.pk].delivered_7d, stats[busy.pk].failed_7d) == (4, 1)
     assert stats[busy.pk].success_rate_7d == 0.8
     assert (stats[busy.pk].last_status, stats[busy.pk].last_response_status) == (
@@ -49,3 +50,27 @@ def test_figures_count_real_deliveries_in_their_windows(school, django_assert_nu
     assert stats[quiet.pk] == SubscriptionDeliveryStats()
     assert stats[quiet.pk].success_rate_7d is None
     assert subscriptions_delivery_stats(subscription_ids=[]) == {}
+
+
+def test_a_delivery_that_recovered_still_counts_as_a_failure_of_the_day(school):
+    from deliveries.models import AttemptTrigger, DeliveryAttempt
+
+    webhook = SubscriptionFactory(school=school)
+    recovered = delivery_create(webhook)  # attempt 1 failed with a 500
+    DeliveryAttempt.objects.create(
+        delivery=recovered,
+        number=2,
+        trigger=AttemptTrigger.AUTOMATIC,
+        started_at=timezone.now(),
+        request_url=webhook.url,
+        response_status=200,
+    )
+    Delivery.objects.filter(pk=recovered.pk).update(
+        status=DeliveryStatus.DELIVERED, attempts=2, last_error_kind="", last_response_status=200
+    )
+    delivery_create(webhook, status=DeliveryStatus.DELIVERED)  # never failed
+
+    stats = subscriptions_delivery_stats(subscription_ids=[webhook.pk])
+
+    assert (stats[webhook.pk].failures_24h, stats[webhook.pk].recovered_24h) == (1, 1)
+    assert (stats[webhook.pk].delivered_7d, stats[webhook.pk].failed_7d) == (2, 0)

@@ -80,7 +80,7 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
     assert published["type"] == "course.created"
     [delivery] = listed["results"]
     assert (delivery["event"], delivery["status"]) == (published["id"], "delivered")
-    assert retriggered == {"retriggered": True}
+    assert retriggered == {"retriggered": True, "outcome": "queued"}
     _wait(lambda: DeliveryAttempt.objects.filter(trigger="manual").exists())
     first, second = receiver.received("/readme")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]

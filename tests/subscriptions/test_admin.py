@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import zoneinfo
 
 import pytest
 from django.utils import timezone
@@ -110,7 +111,8 @@ def test_the_form_follows_braincerts_order(client, school_admin):
     # The school admin's one school is chosen for them.
     school_id = school_admin.school_memberships.get().school_id
     assert f'<input type="hidden" name="school" value="{school_id}"' in page
-    assert "<legend>Courses</legend>" in page
+    assert '<details class="webhook-topic-group" data-group="courses">' in page
+    assert "<summary>Courses" in page
     assert 'value="course.created"' in page
 
 
@@ -250,7 +252,7 @@ def test_send_test_from_the_page_shows_the_receivers_answer(client, school, scho
         {"event_type": "course.created"},
     ).content.decode()
 
-    assert 'form="send-test-form"' in page.content.decode()
+    assert 'name="_send_test"' in page.content.decode()
     assert '<strong class="send-test-status" style="color: #c62828;">401</strong>' in result
     assert "bad credentials" in result
     assert "401: the receiver rejected the credentials" in result
@@ -302,8 +304,10 @@ def test_recover_asks_for_a_time_then_resends_the_failed_deliveries_since(
     done = client.post(url, {"since": since.strftime("%Y-%m-%dT%H:%M")}, follow=True)
 
     assert "Recover failed deliveries" in asked
+    # The time typed is read in the school's zone (its admin's pages are in it).
+    shown = since.replace(second=0, microsecond=0, tzinfo=zoneinfo.ZoneInfo(school.timezone))
     assert [str(m) for m in done.context["messages"]] == [
-        f"2 failed deliveries since {since:%Y-%m-%d %H:%M} are being sent again."
+        f"2 failed deliveries since {shown:%m/%d/%Y %H:%M:%S} {shown:%Z} are being sent again."
     ]
     assert {d.status for d in Delivery.objects.filter(pk__in=[r.pk for r in recent])} == {
         DeliveryStatus.PENDING
@@ -328,7 +332,8 @@ def test_the_list_shows_each_webhooks_health_in_a_fixed_number_of_queries(
     delivery_create(healthy)
     delivery_create(failing)
 
-    with django_assert_max_num_queries(14):
+    # 14 before, + the school's language and zone, + the recovered deliveries of the page.
+    with django_assert_max_num_queries(16):
         page = client.get("/admin/subscriptions/subscription/").content.decode()
 
     assert page.count("webhook-state-failing") == 1

@@ -40,8 +40,10 @@ def test_the_admin_index_names_failing_and_disabled_webhooks_of_the_users_school
 
     page = client.get("/admin/").content.decode()
 
-    assert "CRM</a>\n      (Lycée Victor Hugo) has been failing since" in page
-    assert "ERP</a>\n      (Lycée Victor Hugo) is disabled: The receiver answered 410 Gone." in page
+    assert "CRM</a></strong>\n        has been failing since" in page
+    assert "ERP</a></strong>\n        is disabled since" in page
+    assert "The receiver answered 410 Gone." in page
+    assert "re-enable the webhook" in page
     assert "Healthy" not in page
     assert "Someone else" not in page
 
@@ -114,3 +116,26 @@ def test_re_enabling_from_the_webhook_list_is_one_action(admin_client, school):
     assert subscription.is_active is True
     assert subscription.disabled_reason == ""
     assert Subscription.objects.filter(is_active=False).count() == 0
+
+
+def test_the_home_page_charts_the_failures_and_names_the_slowest_receivers(
+    client, school, school_admin, django_assert_max_num_queries
+):
+    from deliveries.models import DeliveryStatus
+    from tests.deliveries.factories import delivery_create
+
+    crm = SubscriptionFactory(school=school, name="CRM")
+    delivery_create(crm)  # failed with a 500, answered in 12 ms
+    delivery_create(crm, status=DeliveryStatus.DELIVERED)
+    client.force_login(school_admin)
+
+    with django_assert_max_num_queries(20):
+        page = client.get("/admin/").content.decode()
+
+    assert "1 delivery failed in the last 24 hours; its webhook has recovered." in page
+    assert '<li class="chart-total-failed">' in page
+    assert "Failed: <strong>1</strong>" in page
+    assert "Delivered: <strong>1</strong>" in page
+    assert "Slowest receivers, last 24 hours" in page
+    assert ">CRM</a>" in page
+    assert "Periodic tasks" not in page

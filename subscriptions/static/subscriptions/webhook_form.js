@@ -161,3 +161,49 @@
     document.querySelectorAll(".webhook-secret[data-url]").forEach(secretField);
   });
 })();
+
+// Topics: a search box that shows the matching event types and opens their groups; each
+// group's summary counts its ticked types.
+(function () {
+  "use strict";
+  function groupCount(group) {
+    const boxes = group.querySelectorAll("input[type=checkbox]");
+    const ticked = group.querySelectorAll("input[type=checkbox]:checked").length;
+    const count = group.querySelector(".webhook-topic-count");
+    if (count && count.dataset.template === undefined) {
+      count.dataset.template = count.textContent.replace(/^\s*\d+/, "{n}");
+    }
+    if (count) { count.textContent = count.dataset.template.replace("{n}", String(ticked)); }
+    return boxes.length;
+  }
+  function setUp() {
+    document.querySelectorAll(".webhook-topics").forEach(function (topics) {
+      const search = topics.querySelector(".webhook-topic-search input");
+      const groups = topics.querySelectorAll(".webhook-topic-group");
+      groups.forEach(function (group) {
+        groupCount(group);
+        group.addEventListener("change", function () { groupCount(group); });
+      });
+      if (!search) { return; }
+      search.addEventListener("input", function () {
+        const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+        groups.forEach(function (group) {
+          let shown = 0;
+          group.querySelectorAll("label").forEach(function (label) {
+            const text = label.textContent.toLowerCase();
+            const match = words.every(function (word) { return text.includes(word); });
+            label.hidden = !match;
+            if (match) { shown += 1; }
+          });
+          group.hidden = shown === 0;
+          group.open = words.length > 0 ? shown > 0 : group.open;
+        });
+      });
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setUp);
+  } else {
+    setUp();
+  }
+})();

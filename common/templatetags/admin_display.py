@@ -1,0 +1,18 @@
+"""Template filters for the admin: ``{{ value|in_zone:school.timezone }}``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import template
+from django.utils.safestring import SafeString
+
+from common.admin_display import datetime_in_zone
+
+register = template.Library()
+
+
+@register.filter
+def in_zone(value: dt.datetime | None, zone: str | None = None) -> SafeString | str:
+    """The moment in that zone (the active one if empty), with seconds and the zone named."""
+    return datetime_in_zone(value, zone or None)

@@ -1,0 +1,158 @@
+"""The audit trail: who did which sensitive thing, never a secret value; each school's admins
+read their school's entries, support staff and superusers every school's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core import mail
+
+from audit.models import AuditAction, AuditEntry
+from audit.services import actor_user
+from deliveries.services import delivery_retrigger
+from subscriptions.services import (
+    subscription_disable,
+    subscription_enable,
+    subscription_secret_reveal,
+    subscription_secret_rotate,
+    subscription_update,
+)
+from tests.deliveries.factories import delivery_create
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+AUDIT = "/admin/audit/auditentry/"
+
+
+def test_changing_a_webhook_records_what_changed_but_never_a_secret_value(school, school_admin):
+    subscription = SubscriptionFactory(school=school, name="CRM", url="https://crm.example.org/h")
+
+    subscription_update(
+        subscription=subscription,
+        actor=actor_user(school_admin),
+        url="https://crm.example.org/h?token=t0p-s3cret",
+        basic_auth_enabled=True,
+        basic_auth_username="crm",
+        custom_headers={"X-Api-Key": "k3y-value"},
+        basic_auth_password="pa55-word",
+    )
+
+    [entry] = AuditEntry.objects.all()
+    assert (entry.action, entry.actor_label) == (AuditAction.WEBHOOK_CHANGED, "ada")
+    assert entry.changes == {
+        "url": ["https://crm.example.org/h", "https://crm.example.org/h?token=%E2%80%A6"],
+        "basic_auth_enabled": [False, True],
+        "basic_auth_username": ["", "crm"],
+        "custom_headers": "changed",
+        "basic_auth_password": "changed",
+    }
+    stored = json.dumps(entry.changes)
+    assert "t0p-s3cret" not in stored
+    assert "k3y-value" not in stored
+    assert "pa55-word" not in stored
+
+
+def test_reveal_rotate_disable_and_re_enable_are_recorded(school, school_admin):
+    subscription = SubscriptionFactory(school=school, name="CRM")
+    actor = actor_user(school_admin)
+
+    secret = subscription_secret_reveal(subscription=subscription, actor=actor)
+    subscription_secret_rotate(subscription=subscription, actor=actor)
+    subscription_disable(subscription=subscription, reason="The receiver answered 410 Gone.")
+    subscription_enable(subscription=subscription, actor=actor)
+
+    entries = list(AuditEntry.objects.order_by("id").values_list("action", "actor_label"))
+    assert entries == [
+        (AuditAction.SECRET_REVEALED, "ada"),
+        (AuditAction.SECRET_ROTATED, "ada"),
+        (AuditAction.WEBHOOK_DISABLED, "system"),
+        (AuditAction.WEBHOOK_ENABLED, "ada"),
+    ]
+    assert secret not in json.dumps(list(AuditEntry.objects.values("changes", "object_repr")))
+
+
+def test_a_disabled_webhook_e_mails_its_school_admins_in_the_schools_language(
+    school, school_admin, django_capture_on_commit_callbacks
+):
+    subscription = SubscriptionFactory(school=school, name="CRM")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        disabled = subscription_disable(
+            subscription=subscription, reason="The receiver answered 410 Gone."
+        )
+        again = subscription_disable(subscription=subscription, reason="again")
+
+    assert (disabled, again) == (True, False)
+    [message] = mail.outbox
+    assert message.to == ["ada@lycee.example.org"]
+    assert message.subject == "Webhook désactivé : CRM (Lycée Victor Hugo)"
+    assert "The receiver answered 410 Gone." in message.body
+    assert "réactivez le webhook" in message.body
+
+
+def test_school_admins_read_their_schools_entries_and_support_reads_all_without_secrets(
+    client, school, school_admin, other_school, other_school_admin, support_user
+):
+    ours = SubscriptionFactory(school=school, name="CRM")
+    theirs = SubscriptionFactory(school=other_school, name="LMS")
+    delivery_retrigger(delivery=delivery_create(ours), actor=actor_user(school_admin))
+    subscription_secret_reveal(subscription=theirs, actor=actor_user(other_school_admin))
+
+    client.force_login(school_admin)
+    mine = client.get(AUDIT).content.decode()
+    client.force_login(support_user)
+    everything = client.get(AUDIT).content.decode()
+    webhook_page = client.get(f"/admin/subscriptions/subscription/{ours.pk}/change/")
+
+    assert "Delivery sent again" in mine
+    assert "<div>Status: Failed → sending now</div>" in mine
+    assert "LMS" not in mine
+    assert "Signing secret revealed" in everything
+    assert "Delivery sent again" in everything
+    assert theirs.secret not in everything
+    assert ours.secret not in webhook_page.content.decode()
+    assert "Hidden: only the school" in webhook_page.content.decode()
+
+
+def test_nobody_adds_changes_or_deletes_audit_entries(client, school, admin_user):
+    subscription = SubscriptionFactory(school=school)
+    subscription_enable(subscription=subscription)  # already on: nothing recorded
+    subscription_disable(subscription=subscription, reason="off")
+    entry = AuditEntry.objects.get()
+    client.force_login(admin_user)
+
+    add = client.get(f"{AUDIT}add/")
+    delete = client.post(f"{AUDIT}{entry.pk}/delete/", {"post": "yes"})
+
+    assert (add.status_code, delete.status_code) == (403, 403)
+    assert AuditEntry.objects.count() == 1
+
+
+def test_a_new_webhook_records_the_settings_it_was_given_and_not_the_empty_ones(
+    school, school_admin, resolver
+):
+    from subscriptions.services import subscription_create
+
+    resolver.answer("crm.example.org", ["93.184.216.34"])
+    subscription_create(
+        school=school,
+        actor=actor_user(school_admin),
+        name="CRM",
+        url="https://crm.example.org/hooks",
+        topics=["course.*"],
+    )
+
+    [entry] = AuditEntry.objects.all()
+    assert (entry.action, entry.object_repr) == (AuditAction.WEBHOOK_CREATED, "CRM")
+    assert entry.changes == {
+        "name": [None, "CRM"],
+        "url": [None, "https://crm.example.org/hooks"],
+        "topics": [None, ["course.*"]],
+        "content_type": [None, "json"],
+        "profile": [None, "standard"],
+        "basic_auth_enabled": [None, False],
+        "sign_ed25519": [None, False],
+        "is_active": [None, True],
+    }

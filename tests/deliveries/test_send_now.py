@@ -1,0 +1,125 @@
+"""Send now ("retrigger"): any delivery in any state goes out at once; one waiting between
+automatic attempts keeps its schedule if the manual attempt fails; a disabled webhook gets
+nothing and the attempt number does not move."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEntry
+from deliveries.models import AttemptTrigger, Delivery, DeliveryStatus
+from deliveries.services import RetriggerOutcome, delivery_attempt, delivery_retrigger
+from tests.deliveries.factories import delivery_create
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
+
+pytestmark = pytest.mark.django_db
+
+
+def _retrying(subscription, due_in: dt.timedelta) -> Delivery:
+    return delivery_create(
+        subscription,
+        status=DeliveryStatus.PENDING,
+        attempts=2,
+        next_attempt_at=timezone.now() + due_in,
+        last_response_status=503,
+        last_error_kind=ErrorKind.HTTP_STATUS,
+    )
+
+
+def test_a_retrying_delivery_sent_now_keeps_its_schedule_when_the_attempt_fails(school, receiver):
+    receiver.script("/hook", default=Reply(status=500, body=b"still down"))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"))
+    delivery = _retrying(subscription, dt.timedelta(hours=2))
+    scheduled = delivery.next_attempt_at
+
+    outcome = delivery_retrigger(delivery=delivery)
+    attempt = delivery_attempt(delivery_id=delivery.pk)
+
+    assert outcome == RetriggerOutcome.QUEUED
+    assert attempt is not None
+    assert (attempt.number, attempt.trigger, attempt.response_status) == (3, "manual", 500)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at, delivery.next_trigger) == (
+        DeliveryStatus.PENDING,
+        scheduled,
+        AttemptTrigger.AUTOMATIC,
+    )
+    assert len(receiver.received("/hook")) == 1
+
+
+def test_a_retrying_delivery_sent_now_is_delivered_when_the_receiver_is_back(school, receiver):
+    receiver.script("/hook", default=Reply(status=200))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"))
+    delivery = _retrying(subscription, dt.timedelta(hours=2))
+
+    delivery_retrigger(delivery=delivery)
+    delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at, delivery.attempts) == (
+        DeliveryStatus.DELIVERED,
+        None,
+        3,
+    )
+
+
+def test_a_failed_delivery_sent_now_that_fails_again_stays_failed(school, receiver):
+    receiver.script("/hook", default=Reply(status=500))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"))
+    delivery = delivery_create(subscription)
+
+    delivery_retrigger(delivery=delivery)
+    delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at, delivery.attempts) == (
+        DeliveryStatus.FAILED,
+        None,
+        2,
+    )
+
+
+def test_send_now_on_a_disabled_webhook_sends_nothing_and_keeps_the_attempt_number(
+    school, receiver
+):
+    subscription = SubscriptionFactory(
+        school=school, url=receiver.url("/hook"), is_active=False, disabled_reason="410"
+    )
+    delivery = delivery_create(subscription)
+
+    outcome = delivery_retrigger(delivery=delivery)
+    attempt = delivery_attempt(delivery_id=delivery.pk)
+
+    assert outcome == RetriggerOutcome.WEBHOOK_DISABLED
+    assert attempt is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 1)
+    assert receiver.received() == []
+    assert not AuditEntry.objects.exists()
+
+
+def test_sending_now_twice_queues_it_once_and_the_audit_trail_says_who(school, school_admin):
+    from audit.services import actor_user
+
+    subscription = SubscriptionFactory(school=school, name="CRM")
+    delivery = delivery_create(subscription)
+
+    first = delivery_retrigger(delivery=delivery, actor=actor_user(school_admin))
+    second = delivery_retrigger(delivery=delivery, actor=actor_user(school_admin))
+
+    assert (first, second) == (RetriggerOutcome.QUEUED, RetriggerOutcome.ALREADY_QUEUED)
+    [entry] = AuditEntry.objects.all()
+    assert (entry.action, entry.actor_id, entry.actor_label, entry.school_id) == (
+        AuditAction.DELIVERY_RETRIGGERED,
+        school_admin.pk,
+        "ada",
+        school.pk,
+    )
+    assert (entry.object_type, entry.object_id) == ("delivery", str(delivery.pk))
+    assert entry.object_repr == "course.created → CRM"
+    assert entry.changes == {"state": ["failed", "sending now"]}

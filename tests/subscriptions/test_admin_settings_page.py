@@ -1,0 +1,130 @@
+"""The webhook settings page: one submit shows every problem and keeps what was typed, the
+password included; Send Test sends the settings as they are on the page, saved or not."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from deliveries.models import Delivery
+from subscriptions.models import Subscription
+from subscriptions.selectors import signing_secret_current
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.signing import sign_v1
+
+pytestmark = pytest.mark.django_db
+
+ADD = "/admin/subscriptions/subscription/add/"
+
+
+def _form(school, **fields) -> dict:
+    return {
+        "school": str(school.pk),
+        "name": "CRM",
+        "url": "https://crm.example.org/hooks",
+        "topics": ["course.created"],
+        "topics_patterns": "",
+        "content_type": "json",
+        "basic_auth_enabled": "True",
+        "basic_auth_username": "crm",
+        "basic_auth_password": "s3cret-pw",
+        "custom_headers": "",
+        "body_template": "",
+        "is_active": "on",
+        **fields,
+    }
+
+
+def test_one_submit_shows_every_problem_and_keeps_the_password(client, school, school_admin):
+    client.force_login(school_admin)
+
+    page = client.post(
+        ADD,
+        _form(
+            school,
+            name="",
+            url="http://10.1.2.3/hook",  # a private address: refused (never connected to)
+            topics=[],
+            topics_patterns="nothing.*",
+            basic_auth_username="a:b",
+            custom_headers="Authorization: Bearer x",
+        ),
+    )
+
+    form = page.context["adminform"].form
+    assert set(form.errors) == {
+        "name",
+        "url",
+        "topics",
+        "basic_auth_username",
+        "custom_headers",
+    }
+    assert 'name="basic_auth_password" value="s3cret-pw"' in page.content.decode()
+    assert not Subscription.objects.exists()
+
+
+def test_send_test_from_the_add_page_sends_the_unsaved_settings_and_saves_nothing(
+    client, school, school_admin, receiver
+):
+    receiver.script("/new", default=Reply(status=202, body=b"accepted"))
+    client.force_login(school_admin)
+
+    page = client.post(
+        ADD,
+        {
+            **_form(school, url=receiver.url("/new"), content_type="xml"),
+            "send_test-event_type": "course.created",
+            "_send_test": "1",
+        },
+    )
+    saved = client.post(ADD, _form(school, url=receiver.url("/new"), content_type="xml"))
+
+    text = page.content.decode()
+    assert '<strong class="send-test-status" style="color: #2e7d32;">202</strong>' in text
+    assert "not logged: the webhook is not saved yet" in text
+    assert 'name="basic_auth_password" value="s3cret-pw"' in text
+    [request] = receiver.received("/new")
+    assert request.headers["content-type"] == "application/xml"
+    assert (
+        request.headers["authorization"] == "Basic " + base64.b64encode(b"crm:s3cret-pw").decode()
+    )
+    # The test was signed with the secret the webhook got when it was saved.
+    assert saved.status_code == 302
+    secret = signing_secret_current(subscription=Subscription.objects.get())
+    expected = sign_v1(
+        secret=secret,
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+    )
+    assert request.headers["webhook-signature"] == expected
+    assert not Delivery.objects.exists()
+
+
+def test_send_test_on_a_webhooks_page_sends_the_edits_not_yet_saved(
+    client, school, school_admin, receiver
+):
+    receiver.script("/edited", default=Reply(status=500, body=b"boom"))
+    subscription = SubscriptionFactory(school=school, name="CRM", url=receiver.url("/saved"))
+    client.force_login(school_admin)
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/change/"
+
+    page = client.post(
+        url,
+        {
+            **_form(school, url=receiver.url("/edited"), basic_auth_enabled="False"),
+            "send_test-event_type": "course.created",
+            "_send_test": "1",
+        },
+    ).content.decode()
+
+    assert receiver.received("/saved") == []
+    assert len(receiver.received("/edited")) == 1
+    assert "500: the receiver failed while handling the request" in page
+    assert "retries continue" not in page  # a test is never retried
+    subscription.refresh_from_db()
+    assert subscription.url == receiver.url("/saved")
+    test = Delivery.objects.get(is_test=True)
+    assert test.attempt_log.get().request_url == receiver.url("/edited")

@@ -1,0 +1,2 @@
+DATETIME_FORMAT = "d.m.Y H:i:s T"
+SHORT_DATETIME_FORMAT = "d.m.Y H:i:s T"

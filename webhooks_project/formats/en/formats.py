@@ -1,0 +1,2 @@
+DATETIME_FORMAT = "m/d/Y H:i:s T"
+SHORT_DATETIME_FORMAT = "m/d/Y H:i:s T"
