@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR
 from django.core.paginator import Paginator
@@ -28,6 +28,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+
+from webhook_engine.inputs import datetime_problem
 
 EXACT_COUNT_LIMIT = 10_000
 
@@ -88,6 +90,8 @@ class DropdownFilter(admin.SimpleListFilter):
 class DateRangeFilter(admin.ListFilter):
     """From/to on a datetime field (``<field>_from``, ``<field>_to`` in the query string, dates
     or datetimes in the current time zone), with presets for the last hour, day, week, month.
+    A value that is not a date, or a date no time zone can show (``9999-12-31``, an offset of
+    +16:00), is refused with a message that says so, and the list is shown unfiltered.
 
     Subclass with ``field_path`` and ``title``.
     """
@@ -115,8 +119,13 @@ class DateRangeFilter(admin.ListFilter):
             if not value:
                 continue
             parsed = self._parse(value)
-            if parsed is None:
-                raise IncorrectLookupParameters(f"{value!r} is not a date.")
+            problem = "is not a date" if parsed is None else datetime_problem(parsed)
+            if parsed is not None and problem is None and name == self.parameter_to:
+                problem = datetime_problem(self._until(value, parsed))
+            if problem:
+                message = f"The filter {name}={value[:40]!r} {problem}; it was not applied."
+                messages.error(request, message)
+                raise IncorrectLookupParameters(message)
             self.raw[name] = value
             self.bounds[name] = parsed
             self.used_parameters[name] = value
@@ -133,8 +142,21 @@ class DateRangeFilter(admin.ListFilter):
         except ValueError:
             return None
         if timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed)
+            try:
+                parsed = timezone.make_aware(parsed)
+            except (OverflowError, ValueError):
+                return None
         return parsed
+
+    @staticmethod
+    def _until(raw: str, parsed: dt.datetime) -> dt.datetime:
+        """The exclusive upper bound of a "to" value: a date "to" includes that whole day."""
+        if "T" in raw or " " in raw:
+            return parsed
+        try:
+            return parsed + dt.timedelta(days=1)
+        except OverflowError:
+            return dt.datetime.max.replace(tzinfo=dt.UTC)
 
     def has_output(self) -> bool:
         return True
@@ -148,9 +170,7 @@ class DateRangeFilter(admin.ListFilter):
                 **{f"{self.field_path}__gte": self.bounds[self.parameter_from]}
             )
         if self.parameter_to in self.bounds:
-            to = self.bounds[self.parameter_to]
-            if "T" not in self.raw[self.parameter_to] and " " not in self.raw[self.parameter_to]:
-                to += dt.timedelta(days=1)  # a date "to" includes that whole day
+            to = self._until(self.raw[self.parameter_to], self.bounds[self.parameter_to])
             queryset = queryset.filter(**{f"{self.field_path}__lt": to})
         return queryset
 

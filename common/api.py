@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, pagination, serializers, status
+from rest_framework import exceptions, pagination, parsers, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from webhook_engine.inputs import MAX_JSON_DEPTH, datetime_problem, json_problems
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,54 @@ class PageNumberPagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing what the rest of the product cannot carry (the rules of
+    ``webhook_engine.inputs``): nesting deeper than ``MAX_JSON_DEPTH``, NUL and lone surrogates
+    in any key or string, numbers that are not finite. A 400 with a field map names each place
+    (``data.course.id: ...``) instead of a 500 later in the database, the envelope or a template.
+    The body's size was checked before (``common.middleware``: 413).
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ValidationError(
+                {"__all__": [f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep."]}
+            ) from None
+        problems = json_problems(data)
+        if problems:
+            errors: dict[str, list[str]] = {}
+            for path, message in problems:
+                field = path.split(".", 1)[0].split("[", 1)[0] or "__all__"
+                errors.setdefault(field, []).append(f"{path or 'The body'} {message}.")
+            raise exceptions.ValidationError(errors)
+        return data
+
+
+class DateTimeField(serializers.DateTimeField):
+    """An aware datetime every school's zone can show: a UTC offset within ±14:00 and a date
+    away from the ends of the calendar (``webhook_engine.inputs.datetime_problem``)."""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        parsed = super().to_internal_value(value)
+        original = value if isinstance(value, dt.datetime) else _offset_kept(value)
+        problem = datetime_problem(parsed)
+        if problem is None and original is not None:
+            problem = datetime_problem(original)  # the offset as written
+        if problem:
+            raise serializers.ValidationError(f"This datetime {problem}.")
+        return parsed
+
+
+def _offset_kept(value: Any) -> dt.datetime | None:
+    """The datetime as written, offset included (DRF converts it to the current zone first)."""
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class ModelInputSerializer(serializers.ModelSerializer):
@@ -125,9 +177,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"errors": _field_map(exc.detail)}
+    elif isinstance(exc, exceptions.ParseError):
+        # Malformed JSON is invalid input too: the same shape as every other 400.
+        response.data = {"errors": {"__all__": [str(exc.detail)]}}
     return response
 
 
+@csrf_exempt  # nothing here acts on a session: a POST gets the JSON 404, not a CSRF page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer JSON, like the rest of the API."""
     return JsonResponse({"detail": "Not found."}, status=404)

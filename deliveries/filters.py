@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import django_filters
 
+from common.filters import DateTimeFilter
+
 from .models import Delivery, DeliveryStatus
 
 
@@ -13,8 +15,8 @@ class DeliveryFilter(django_filters.FilterSet):
     event = django_filters.UUIDFilter(field_name="event_id")
     event_type = django_filters.CharFilter()
     is_test = django_filters.BooleanFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Delivery

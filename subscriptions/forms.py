@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
+from common.filters import BoundedDateTimeField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
@@ -282,7 +283,7 @@ class SendTestForm(forms.Form):
 
 
 class RecoverForm(forms.Form):
-    since = forms.DateTimeField(
+    since = BoundedDateTimeField(
         label="Failed since",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import ModelInputSerializer
+from common.api import DateTimeField, ModelInputSerializer
 
 from .models import EDITABLE_FIELDS, ContentType, Subscription
 
@@ -73,7 +73,7 @@ class TestInput(serializers.Serializer):
 
 
 class RecoverInput(serializers.Serializer):
-    since = serializers.DateTimeField(help_text="Re-send failed deliveries created since then.")
+    since = DateTimeField(help_text="Re-send failed deliveries created since then.")
 
 
 class CountOutput(serializers.Serializer):

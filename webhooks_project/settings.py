@@ -119,6 +119,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Oversized bodies (413) and parameters that cannot be stored (400), before anything else.
+    "common.middleware.RequestInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -215,7 +217,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["schools.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["common.api.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "common.api.PageNumberPagination",
@@ -344,7 +346,7 @@ WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
 
 # API keys a school may have active at once (Edusign: 5).
 WEBHOOKS_API_KEYS_PER_SCHOOL = env_int("WEBHOOKS_API_KEYS_PER_SCHOOL", 5)
-# Largest request body accepted by POST /api/v1/events/ (413 above it).
+# Largest request body the API accepts, POST /api/v1/events/ included (413 above it).
 WEBHOOKS_INGEST_MAX_BYTES = env_int("WEBHOOKS_INGEST_MAX_BYTES", 512 * 1024)
 # Failed API authentications allowed per client address per minute (429 beyond).
 WEBHOOKS_AUTH_FAILURES_PER_MINUTE = env_int("WEBHOOKS_AUTH_FAILURES_PER_MINUTE", 20)

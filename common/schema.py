@@ -1,0 +1,39 @@
+"""The OpenAPI description's view."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.utils import translation
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+
+class SchemaView(SpectacularAPIView):
+    """``GET /api/schema/``: the OpenAPI description, generated once per process and language.
+
+    drf-spectacular keeps state in module-level registries while it generates, so concurrent
+    first requests on a cold process broke each other (500s); one lock makes the first request
+    generate it and the others wait for that copy.
+    """
+
+    _lock = threading.Lock()
+    _schemas: dict[tuple[str | None, str | None], Any] = {}
+
+    def _get_schema_response(self, request: Request) -> Response:
+        version = self.api_version or request.version or self._get_version_parameter(request)
+        key = (version, translation.get_language())
+        with self._lock:
+            schema = self._schemas.get(key)
+            if schema is None:
+                generator = self.generator_class(
+                    urlconf=self.urlconf, api_version=version, patterns=self.patterns
+                )
+                schema = generator.get_schema(request=request, public=self.serve_public)
+                self._schemas[key] = schema
+        filename = self._get_filename(request, version)
+        return Response(
+            data=schema, headers={"Content-Disposition": f'inline; filename="{filename}"'}
+        )
