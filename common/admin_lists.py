@@ -122,7 +122,7 @@ class DateRangeFilter(admin.ListFilter):
             problem = "is not a date" if parsed is None else datetime_problem(parsed)
             if parsed is not None and problem is None and name == self.parameter_to:
                 problem = datetime_problem(self._until(value, parsed))
-            if problem:
+            if parsed is None or problem:
                 message = f"The filter {name}={value[:40]!r} {problem}; it was not applied."
                 messages.error(request, message)
                 raise IncorrectLookupParameters(message)

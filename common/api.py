@@ -10,11 +10,11 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, pagination, parsers, serializers, status
+from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from webhook_engine.inputs import MAX_JSON_DEPTH, datetime_problem, json_problems
+from webhook_engine.inputs import datetime_problem
 
 logger = logging.getLogger(__name__)
 
@@ -32,31 +32,6 @@ class PageNumberPagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, refusing what the rest of the product cannot carry (the rules of
-    ``webhook_engine.inputs``): nesting deeper than ``MAX_JSON_DEPTH``, NUL and lone surrogates
-    in any key or string, numbers that are not finite. A 400 with a field map names each place
-    (``data.course.id: ...``) instead of a 500 later in the database, the envelope or a template.
-    The body's size was checked before (``common.middleware``: 413).
-    """
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ValidationError(
-                {"__all__": [f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep."]}
-            ) from None
-        problems = json_problems(data)
-        if problems:
-            errors: dict[str, list[str]] = {}
-            for path, message in problems:
-                field = path.split(".", 1)[0].split("[", 1)[0] or "__all__"
-                errors.setdefault(field, []).append(f"{path or 'The body'} {message}.")
-            raise exceptions.ValidationError(errors)
-        return data
 
 
 class DateTimeField(serializers.DateTimeField):

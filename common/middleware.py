@@ -8,7 +8,7 @@
 - API answers are never stored by caches (``Cache-Control: no-store``): they carry a school's
   data, and some carry a signing secret.
 
-JSON bodies are checked by the API's parser (``common.api.JSONParser``) with the same rules
+JSON bodies are checked by the API's parser (``common.parsers.JSONParser``) with the same rules
 (``webhook_engine.inputs``).
 """
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from schools.forms import AdminLoginForm
 from schools.selectors import school_ids_visible_to
 from subscriptions.selectors import subscriptions_needing_attention
 
@@ -19,6 +20,16 @@ class WebhooksAdminSite(admin.AdminSite):
     site_header = "School webhooks"
     site_title = "School webhooks"
     index_title = "Webhooks administration"
+    login_form = AdminLoginForm  # failed logins are limited (schools/forms.py)
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """Django's login page; 429 while the address or the username is locked out."""
+        response: HttpResponse = super().login(request, extra_context)
+        form = getattr(response, "context_data", None) or {}
+        form = form.get("form")
+        if form is not None and form.is_bound and form.has_error("__all__", "throttled"):
+            response.status_code = 429
+        return response
 
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -44,15 +44,17 @@ def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
             "request_headers": attempt.request_headers,
             "response_headers": attempt.response_headers,
             "response_body": attempt.response_body,
+            "error_message": attempt.error_message,
         }
     return {
-        "request_url": url_query_mask(attempt.request_url),
+        "request_url": url_query_mask(text_scrub(attempt.request_url, secrets)),
         "request_headers": headers_custom_hide(attempt.request_headers),
         "response_headers": {
             name: text_scrub(str(value), secrets)
             for name, value in attempt.response_headers.items()
         },
         "response_body": text_scrub(attempt.response_body, secrets),
+        "error_message": text_scrub(attempt.error_message, secrets),
     }
 
 

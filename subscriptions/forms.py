@@ -19,10 +19,13 @@ from common.filters import BoundedDateTimeField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import EDITABLE_FIELDS, Subscription
+from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
+# Only these end a line: str.splitlines() also splits on U+2028 and other characters a header
+# value may not hold, which must be refused with the reason, not read as a new line.
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def topic_groups() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -118,7 +121,7 @@ class HeadersField(forms.CharField):
         if isinstance(value, dict):
             return value
         headers: dict[str, str] = {}
-        for number, line in enumerate(str(value or "").splitlines(), start=1):
+        for number, line in enumerate(_LINE_BREAKS.split(str(value or "")), start=1):
             if not line.strip():
                 continue
             name, colon, header = line.partition(":")
@@ -134,6 +137,23 @@ class HeadersField(forms.CharField):
             return (initial or {}) != self.to_python(data)
         except ValidationError:
             return True
+
+
+class HeaderNamesField(forms.CharField):
+    """Header names separated by commas, spaces or lines."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(name) for name in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        if isinstance(value, list):
+            return value
+        return [name for name in _PATTERN_SEPARATORS.split(str(value or "").strip()) if name]
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return list(initial or []) != self.to_python(data)
 
 
 YES_NO = [("True", "Yes"), ("False", "No")]
@@ -205,7 +225,20 @@ class SubscriptionForm(forms.ModelForm):
     custom_headers = HeadersField(
         label="Custom headers",
         required=False,
-        help_text="One Name: value per line, sent with every delivery.",
+        help_text=(
+            f"One Name: value per line, sent with every delivery. A secret value shows as "
+            f"{SECRET_HEADER_MASK}; leave it so to keep it."
+        ),
+    )
+    secret_headers = HeaderNamesField(
+        label="Secret headers",
+        required=False,
+        widget=forms.TextInput(attrs={"class": "vTextField", "placeholder": "X-Receiver-Sig"}),
+        help_text=(
+            "Names of the headers above whose values are secret: stored encrypted, never shown "
+            "again, left out of the delivery log. Names like X-Api-Key, X-Auth-Token or "
+            "X-Signature are secret without being listed."
+        ),
     )
 
     class Meta:

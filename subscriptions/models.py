@@ -16,6 +16,11 @@ class ContentType(models.TextChoices):
     XML = "xml", "XML (application/xml)"
 
 
+# What a secret custom header's value reads as wherever it is shown or returned; given back as
+# the value (the admin form, the API), it keeps the stored one. Not a valid header value itself.
+SECRET_HEADER_MASK = "••••••••"  # noqa: S105 - a mask, not a secret
+
+
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
 # API's input and output and the admin form take their fields from here: a new setting is a
 # model field plus its name in this tuple.
@@ -27,6 +32,7 @@ EDITABLE_FIELDS = (
     "basic_auth_enabled",
     "basic_auth_username",
     "custom_headers",
+    "secret_headers",
     "body_template",
     "sign_ed25519",
     "is_active",
@@ -55,9 +61,22 @@ class Subscription(models.Model):
     basic_auth_username = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
+    # Every custom header, name: value, except that a secret one's value is SECRET_HEADER_MASK
+    # here and its real value is in custom_headers_encrypted (selectors.subscription_custom_headers
+    # gives them all).
     custom_headers = models.JSONField(
         default=dict, blank=True, help_text="Extra request headers, as name: value."
     )
+    secret_headers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "Names of custom headers whose values are secret. Headers named like a credential "
+            "(Authorization-like, token, key, secret, password, signature, ...) are secret anyway."
+        ),
+    )
+    # Fernet ciphertext of {name: value} of the secret custom headers (subscriptions/crypto.py).
+    custom_headers_encrypted = models.TextField(blank=True, editable=False)
     sign_ed25519 = models.BooleanField(
         "asymmetric signature (v1a)",
         default=False,

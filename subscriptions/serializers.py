@@ -6,10 +6,18 @@ from rest_framework import serializers
 
 from common.api import DateTimeField, ModelInputSerializer
 
-from .models import EDITABLE_FIELDS, ContentType, Subscription
+from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, ContentType, Subscription
 
 
 class SubscriptionOutput(serializers.ModelSerializer):
+    custom_headers = serializers.DictField(
+        child=serializers.CharField(),
+        help_text=f"Name: value; a secret header's value reads {SECRET_HEADER_MASK}.",
+    )
+    secret_headers = serializers.ListField(
+        child=serializers.CharField(), help_text="The headers marked secret."
+    )
+
     class Meta:
         model = Subscription
         fields = [
@@ -53,7 +61,21 @@ class SubscriptionInput(ModelInputSerializer):
         help_text="Stored encrypted, never returned. Omit to keep the current one.",
     )
     custom_headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=1000), default=dict
+        child=serializers.CharField(allow_blank=True, max_length=1000),
+        default=dict,
+        help_text=(
+            f"Name: value. Give a secret header's value as {SECRET_HEADER_MASK} to keep the "
+            "stored one."
+        ),
+    )
+    secret_headers = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        help_text=(
+            "Names of custom headers whose values are secret: stored encrypted, never returned, "
+            "left out of the delivery log. Names like X-Api-Key, X-Auth-Token or X-Signature are "
+            "secret without being listed."
+        ),
     )
 
     class Meta:

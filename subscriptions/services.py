@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import re
 import secrets
 import socket
 import uuid
@@ -23,6 +22,11 @@ from schools.selectors import school_admin_emails
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.destinations import DestinationBlocked, url_check
 from webhook_engine.envelope import envelope_build
+from webhook_engine.headers import (
+    header_name_looks_secret,
+    header_name_problem,
+    header_value_problem,
+)
 from webhook_engine.render import (
     CONTENT_TYPES,
     SAMPLE_UNIX_TIMESTAMP,
@@ -30,8 +34,14 @@ from webhook_engine.render import (
     render_with_template,
 )
 
-from .crypto import secret_encrypt, secret_reencrypt
-from .models import EDITABLE_FIELDS, SigningSecret, Subscription
+from .crypto import (
+    SecretUnreadable,
+    headers_decrypt,
+    headers_encrypt,
+    secret_encrypt,
+    secret_reencrypt,
+)
+from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
@@ -39,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 MAX_CUSTOM_HEADERS = 20
-MAX_HEADER_VALUE_CHARACTERS = 1000
 # Headers the product sets itself, or that would break or smuggle the request.
 RESERVED_HEADERS = frozenset(
     {
@@ -61,7 +70,6 @@ RESERVED_HEADERS = frozenset(
     }
 )
 RESERVED_HEADER_PREFIXES = ("webhook-", "x-webhook-")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def signing_secret_generate() -> str:
@@ -88,7 +96,8 @@ def subscription_url_errors(url: str) -> list[str]:
 
 
 def custom_headers_errors(headers: object) -> list[str]:
-    """What is wrong with a custom headers mapping (name: value)."""
+    """What is wrong with a custom headers mapping (name: value): names and values as RFC 9110
+    allows them (``webhook_engine.headers``), no header the webhook sets itself, none twice."""
     if not isinstance(headers, dict):
         return ["Give the headers as an object of name: value."]
     errors = []
@@ -96,9 +105,13 @@ def custom_headers_errors(headers: object) -> list[str]:
         errors.append(f"Use at most {MAX_CUSTOM_HEADERS} custom headers.")
     seen: set[str] = set()
     for name, value in headers.items():
-        lowered = str(name).lower()
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str):
             errors.append(f"{name!r} is not a valid header name.")
+            continue
+        lowered = name.lower()
+        problem = header_name_problem(name)
+        if problem:
+            errors.append(problem)
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             errors.append(
                 f"{name} is set by the webhook itself and cannot be a custom header"
@@ -113,11 +126,56 @@ def custom_headers_errors(headers: object) -> list[str]:
         seen.add(lowered)
         if not isinstance(value, str):
             errors.append(f"The value of {name} must be text.")
-        elif any(char in value for char in "\r\n\0"):
-            errors.append(f"The value of {name} cannot contain line breaks.")
-        elif len(value) > MAX_HEADER_VALUE_CHARACTERS:
-            errors.append(f"The value of {name} is longer than {MAX_HEADER_VALUE_CHARACTERS}.")
+        elif problem is None and (value_problem := header_value_problem(name, value)):
+            errors.append(value_problem)
     return errors
+
+
+def secret_headers_errors(secret_headers: object, headers: object) -> list[str]:
+    """What is wrong with the names of the headers marked secret: each must be a custom header."""
+    if not isinstance(secret_headers, list) or not all(
+        isinstance(name, str) for name in secret_headers
+    ):
+        return ["Give the secret headers as a list of header names."]
+    names = {str(name).lower() for name in headers} if isinstance(headers, dict) else set()
+    return [
+        f"{name} is marked secret but is not one of the custom headers."
+        for name in secret_headers
+        if name.lower() not in names
+    ]
+
+
+def header_is_secret(name: str, secret_headers: list[str]) -> bool:
+    """Whether a custom header's value is secret: marked so, or named like a credential."""
+    return header_name_looks_secret(name) or name.lower() in {
+        str(marked).lower() for marked in secret_headers or []
+    }
+
+
+def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str], list[str]]:
+    """The webhook's custom headers with their real values, and what stops that: a value given
+    as ``SECRET_HEADER_MASK`` keeps the stored secret value of that header."""
+    headers = subscription.custom_headers
+    if not isinstance(headers, dict) or SECRET_HEADER_MASK not in headers.values():
+        return headers, []
+    try:
+        stored = headers_decrypt(subscription.custom_headers_encrypted)
+    except SecretUnreadable:
+        return headers, [
+            "The stored secret header values cannot be decrypted with "
+            "WEBHOOKS_ENCRYPTION_KEYS; enter them again."
+        ]
+    resolved: dict[str, str] = {}
+    errors = []
+    for name, value in headers.items():
+        if value == SECRET_HEADER_MASK:
+            if name in stored:
+                resolved[name] = stored[name]
+            else:
+                errors.append(f"{name} has no stored value to keep; enter its value.")
+        else:
+            resolved[name] = value
+    return resolved, errors
 
 
 def subscription_body_errors(
@@ -164,7 +222,9 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
     add("topics", subscription_topics_errors(subscription.topics))
     if "url" not in errors:
         add("url", subscription_url_errors(subscription.url))
-    add("custom_headers", custom_headers_errors(subscription.custom_headers))
+    headers, resolve_errors = _custom_headers_resolve(subscription)
+    add("custom_headers", resolve_errors or custom_headers_errors(headers))
+    add("secret_headers", secret_headers_errors(subscription.secret_headers, headers))
     if subscription.basic_auth_enabled:
         if not subscription.basic_auth_username:
             add("basic_auth_username", ["Enter the username for basic authentication."])
@@ -199,6 +259,9 @@ def subscription_save(
 
     ``basic_auth_password`` replaces the stored password when given (``None`` keeps it); it is
     stored encrypted. Turning basic authentication off forgets the username and password.
+    Custom headers marked secret (``secret_headers``) or named like a credential have their
+    values stored encrypted, and read ``SECRET_HEADER_MASK`` in ``custom_headers``; a header
+    given with that mask as its value keeps its stored value.
 
     Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
     type, a destination that is not allowed or does not resolve, a reserved or malformed custom
@@ -211,11 +274,32 @@ def subscription_save(
         subscription.basic_auth_password_encrypted = ""
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
+    _custom_headers_store(subscription)
     created = subscription._state.adding
     subscription.save()
     if created:
         _signing_secret_add(subscription)
     return subscription
+
+
+def _custom_headers_store(subscription: Subscription) -> None:
+    """Split the (validated) custom headers: secret values into the encrypted column, the mask
+    in their place."""
+    headers, _ = _custom_headers_resolve(subscription)
+    by_lower = {name.lower(): name for name in headers}
+    marked = list(
+        dict.fromkeys(
+            by_lower[str(name).lower()]
+            for name in subscription.secret_headers
+            if str(name).lower() in by_lower
+        )
+    )
+    secret = {name: value for name, value in headers.items() if header_is_secret(name, marked)}
+    subscription.secret_headers = marked
+    subscription.custom_headers = {
+        name: SECRET_HEADER_MASK if name in secret else value for name, value in headers.items()
+    }
+    subscription.custom_headers_encrypted = headers_encrypt(secret)
 
 
 def subscription_create(
@@ -244,6 +328,8 @@ def _fields_normalize(fields: dict[str, Any]) -> dict[str, Any]:
         normalized["topics"] = list(normalized["topics"] or [])
     if "custom_headers" in normalized:
         normalized["custom_headers"] = dict(normalized["custom_headers"] or {})
+    if "secret_headers" in normalized:
+        normalized["secret_headers"] = list(normalized["secret_headers"] or [])
     return normalized
 
 
@@ -412,6 +498,14 @@ def secrets_reencrypt() -> int:
             subscription.basic_auth_password_encrypted
         )
         subscription.save(update_fields=["basic_auth_password_encrypted"])
+        count += 1
+    for subscription in Subscription.objects.select_for_update().exclude(
+        custom_headers_encrypted=""
+    ):
+        subscription.custom_headers_encrypted = secret_reencrypt(
+            subscription.custom_headers_encrypted
+        )
+        subscription.save(update_fields=["custom_headers_encrypted"])
         count += 1
     return count
 

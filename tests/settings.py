@@ -30,3 +30,5 @@ os.environ.setdefault("WEBHOOKS_TIMEOUT_SECONDS", "2")
 from webhooks_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Each test starts with an empty cache (tests/conftest.py clears it): never a shared server's.
+CACHES["default"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # noqa: F405

@@ -20,10 +20,10 @@ from webhook_engine.retry import is_retryable, retry_after_seconds
 from webhook_engine.transport import TransportResult
 
 from ..models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from ..redaction import attempt_redact
 from .claim import Claim
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
-from .send import headers_redact
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def deliveries_record(
         delivery.next_trigger = AttemptTrigger.AUTOMATIC
         delivery.last_response_status = result.status
         delivery.last_error_kind = result.error_kind
-        delivery.last_error = storable(result.error_message)
+        delivery.last_error = attempts[-1].error_message  # redacted, as the attempt keeps it
         if result.ok:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.delivered_at = now
@@ -231,20 +231,23 @@ def receivers_gone_disable(claims: list[Claim], results: list[TransportResult]) 
 
 
 def _attempt_build(*, claim: Claim, result: TransportResult) -> DeliveryAttempt:
+    # The one place attempts are built: every known secret of the webhook is redacted from
+    # what is stored (deliveries/redaction.py).
+    kept = attempt_redact(subscription=claim.delivery.subscription, result=result)
     return DeliveryAttempt(
         delivery=claim.delivery,
         number=claim.number,
         trigger=claim.trigger,
         started_at=claim.started_at,
         duration_ms=result.duration_ms,
-        request_url=claim.delivery.subscription.url,
-        request_headers=storable(headers_redact(result.request_headers)),
+        request_url=kept.request_url,
+        request_headers=storable(kept.request_headers),
         response_status=result.status,
-        response_headers=storable(result.headers),
-        response_body=storable(result.body.decode("utf-8", errors="replace")),
+        response_headers=storable(kept.response_headers),
+        response_body=storable(kept.response_body),
         response_body_truncated=result.body_truncated,
         error_kind=result.error_kind,
-        error_message=storable(result.error_message),
+        error_message=storable(kept.error_message),
     )
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
+from subscriptions.selectors import subscription_custom_headers
 from webhook_engine.errors import ErrorKind
 from webhook_engine.signing import message_id, sign_v1, sign_v1a, signature_header
 from webhook_engine.transport import TransportResult
@@ -104,6 +105,8 @@ def _request_build(claim: Claim) -> _Request:
             if subscription.basic_auth_enabled
             else ""
         )
+        # The custom headers with the secret ones decrypted (subscriptions' selector).
+        custom_headers = subscription_custom_headers(subscription=subscription)
     except SecretUnreadable as exc:
         return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
     if not secrets:
@@ -120,7 +123,7 @@ def _request_build(claim: Claim) -> _Request:
             sign_v1a(key=key, msg_id=msg_id, timestamp=timestamp, body=body)
             for key in ed25519_keys()
         ]
-    headers = dict(subscription.custom_headers)
+    headers = dict(custom_headers)
     headers.update(
         {
             "Content-Type": delivery.content_type,

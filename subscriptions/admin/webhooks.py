@@ -64,7 +64,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     ]
     list_filter = [WebhookStateFilter, TopicFilter, "content_type", SchoolListFilter]
     list_select_related = ["school"]
-    search_fields = ["name", "url"]
+    search_fields = ["name", "url"]  # see get_search_results: never the URL's query string
     list_per_page = 50
     show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
@@ -122,7 +122,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "Basic authentication",
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},
             ),
-            ("Custom headers", {"fields": ["custom_headers"]}),
+            ("Custom headers", {"fields": ["custom_headers", "secret_headers"]}),
             ("Webhook body", {"fields": ["body_template"]}),
             (
                 "Signature",
