@@ -9,9 +9,11 @@ answer, and the values in a URL's query string (``?token=...``) are masked. Pure
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from django.utils.html import format_html
+
+from webhook_engine.redaction import CREDENTIAL_HEADERS
 
 from .models import DeliveryStatus
 from .services.send import headers_custom_hide
@@ -20,11 +22,12 @@ HIDDEN = "[hidden]"
 
 
 def url_query_mask(url: str) -> str:
-    """The URL with every query value replaced (the names stay, to recognise it)."""
+    """The URL with every query value replaced by … (the names stay, to recognise it)."""
     parts = urlsplit(url)
     if not parts.query:
         return url
-    masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    masked = "&".join(f"{quote(name, safe='[]')}=…" for name in names)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
 
 
@@ -48,7 +51,10 @@ def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
         }
     return {
         "request_url": url_query_mask(text_scrub(attempt.request_url, secrets)),
-        "request_headers": headers_custom_hide(attempt.request_headers),
+        "request_headers": {
+            name: HIDDEN if name.lower() in CREDENTIAL_HEADERS else text_scrub(str(value), secrets)
+            for name, value in headers_custom_hide(attempt.request_headers).items()
+        },
         "response_headers": {
             name: text_scrub(str(value), secrets)
             for name, value in attempt.response_headers.items()

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, F, Q, QuerySet, Value, When
 from django.db.models.functions import Left, StrIndex
 from django.http import (
     HttpRequest,
@@ -127,6 +127,7 @@ class WebhookListColumns(SchoolScopedAdmin):
             url_before_query=Case(
                 When(url__contains="?", then=Left("url", StrIndex("url", Value("?")) - 1)),
                 default=F("url"),
+                output_field=CharField(),
             )
         )
         several = self.sees_several_schools(request)
