@@ -19,7 +19,44 @@ from webhook_engine.inputs import datetime_problem
 logger = logging.getLogger(__name__)
 
 
-class NewestFirstCursorPagination(pagination.CursorPagination):
+class StrictPageSize:
+    """``page_size`` from 1 to ``max_page_size``, or a 400 that says so (DRF silently falls
+    back to the default for a value it cannot use); the schema states the range."""
+
+    page_size: int
+    page_size_query_param: str
+    max_page_size: int
+
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        size = int(raw) if raw.isascii() and raw.isdigit() else 0
+        if not 1 <= size <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"Give a whole number from 1 to {self.max_page_size}."
+                    ]
+                }
+            )
+        return size
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)  # type: ignore[misc]
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": self.max_page_size,
+                }
+            elif parameter["name"] == "page":
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+        return parameters
+
+
+class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
     """For logs: stable under inserts, no COUNT(*), newest first."""
 
     ordering = ("-created_at", "-id")
@@ -28,7 +65,7 @@ class NewestFirstCursorPagination(pagination.CursorPagination):
     max_page_size = 200
 
 
-class PageNumberPagination(pagination.PageNumberPagination):
+class PageNumberPagination(StrictPageSize, pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200

@@ -38,3 +38,25 @@ class DateTimeFilter(django_filters.IsoDateTimeFilter):
     """An ISO-8601 datetime filter (``?created_after=...``) refusing out-of-range dates."""
 
     field_class = BoundedIsoDateTimeField
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    """A filter set that refuses a filter given with no value (``?status=``): the client meant
+    something, and answering every row instead would hide the mistake."""
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            if name not in self.data:
+                continue
+            value = str(self.data.get(name) or "").strip()
+            if not value:
+                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                valid = False
+            elif isinstance(filter_, django_filters.BooleanFilter) and value not in _BOOLEANS:
+                self.form.add_error(name, "Give true or false.")
+                valid = False
+        return valid
+
+
+_BOOLEANS = {"true", "false", "True", "False", "1", "0"}

@@ -37,3 +37,40 @@ class SchemaView(SpectacularAPIView):
         return Response(
             data=schema, headers={"Content-Disposition": f'inline; filename="{filename}"'}
         )
+
+
+# Answers any operation can give besides the ones it documents itself.
+_ANSWERS_OF_EVERY_OPERATION = {
+    "400": (
+        "Errors",
+        "Invalid input, by field (a parameter that cannot be stored, such as one with a NUL, "
+        "is refused before anything else).",
+    ),
+    "429": ("Detail", "Too many failed authentications from this address, or too many requests."),
+}
+_ANSWER_OF_A_BODY = {"413": ("Detail", "The request body is too large.")}
+
+
+def responses_complete(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every operation documents what the request layer
+    answers for any of them (400 for parameters that cannot be stored, 429 past the limit of
+    failed authentications), and every operation with a body its 413."""
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            extra = dict(_ANSWERS_OF_EVERY_OPERATION)
+            if "requestBody" in operation:
+                extra.update(_ANSWER_OF_A_BODY)
+            responses = operation.setdefault("responses", {})
+            for status, (component, description) in extra.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{component}"}
+                            }
+                        },
+                        "description": description,
+                    },
+                )
+    return result

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import django_filters
 
-from common.filters import DateTimeFilter
+from common.filters import DateTimeFilter, StrictFilterSet
 
 from .models import Delivery, DeliveryStatus
 
 
-class DeliveryFilter(django_filters.FilterSet):
+class DeliveryFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=DeliveryStatus.choices)
     subscription = django_filters.UUIDFilter(field_name="subscription_id")
     event = django_filters.UUIDFilter(field_name="event_id")
