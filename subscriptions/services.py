@@ -344,6 +344,12 @@ def subscription_update(
     _fields_check(fields)
     for name, value in _fields_normalize(fields).items():
         setattr(subscription, name, value)
+    if "custom_headers" in fields and "secret_headers" not in fields:
+        # A header left out takes its mark with it; marks are only checked when given.
+        names = {str(name).lower() for name in subscription.custom_headers or {}}
+        subscription.secret_headers = [
+            mark for mark in subscription.secret_headers if str(mark).lower() in names
+        ]
     if fields.get("is_active"):
         subscription.disabled_reason = ""
         subscription.disabled_at = None
