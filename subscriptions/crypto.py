@@ -84,3 +84,14 @@ def headers_decrypt(ciphertext: str) -> dict[str, str]:
 def _headers_plaintext(keys: tuple[str, ...], ciphertext: str) -> tuple[tuple[str, str], ...]:
     headers = json.loads(secret_decrypt(ciphertext))
     return tuple((str(name), str(value)) for name, value in headers.items())
+
+
+def url_decrypt(ciphertext: str) -> str:
+    """The URL a stored ciphertext holds, decrypted once per process for each ciphertext and
+    set of keys. Raises ``SecretUnreadable`` for a wrong key."""
+    return _url_plaintext(tuple(settings.WEBHOOKS_ENCRYPTION_KEYS), ciphertext)
+
+
+@lru_cache(maxsize=2048)
+def _url_plaintext(keys: tuple[str, ...], ciphertext: str) -> str:
+    return secret_decrypt(ciphertext)

@@ -19,7 +19,7 @@ from common.filters import BoundedDateTimeField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
@@ -203,7 +203,10 @@ class SubscriptionForm(forms.ModelForm):
         max_length=2000,
         assume_scheme="https",  # typed without a scheme means https
         widget=forms.URLInput(attrs={"class": "vURLField", "placeholder": "https://"}),
-        help_text="Where each event is POSTed. Public addresses only.",
+        help_text=(
+            f"Where each event is POSTed. Public addresses only. Values in the query string "
+            f"(tokens) are stored encrypted and show as {SECRET_MASK}; leave them so to keep them."
+        ),
     )
     topics = TopicsField(label="Topics")
     basic_auth_enabled = forms.TypedChoiceField(
@@ -227,7 +230,7 @@ class SubscriptionForm(forms.ModelForm):
         required=False,
         help_text=(
             f"One Name: value per line, sent with every delivery. A secret value shows as "
-            f"{SECRET_HEADER_MASK}; leave it so to keep it."
+            f"{SECRET_MASK}; leave it so to keep it."
         ),
     )
     secret_headers = HeaderNamesField(

@@ -16,9 +16,10 @@ class ContentType(models.TextChoices):
     XML = "xml", "XML (application/xml)"
 
 
-# What a secret custom header's value reads as wherever it is shown or returned; given back as
-# the value (the admin form, the API), it keeps the stored one. Not a valid header value itself.
-SECRET_HEADER_MASK = "••••••••"  # noqa: S105 - a mask, not a secret
+# What a secret value (a secret custom header's, a value in the URL's query string) reads as
+# wherever it is shown or returned; given back (the admin form, the API), it keeps the stored
+# one. Not a valid header value itself.
+SECRET_MASK = "••••••••"  # noqa: S105 - a mask, not a secret
 
 
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
@@ -45,7 +46,10 @@ class Subscription(models.Model):
         "schools.School", on_delete=models.CASCADE, related_name="subscriptions"
     )
     name = models.CharField(max_length=200)
+    # The URL with each value of its query string (?token=...) replaced by SECRET_MASK when it
+    # has any; the URL as entered is then in url_encrypted (selectors.subscription_url).
     url = models.URLField("URL", max_length=2000)
+    url_encrypted = models.TextField(blank=True, editable=False)
     topics = models.JSONField(
         default=list, help_text="Event types or glob patterns such as course.* or *."
     )
@@ -61,7 +65,7 @@ class Subscription(models.Model):
     basic_auth_username = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
-    # Every custom header, name: value, except that a secret one's value is SECRET_HEADER_MASK
+    # Every custom header, name: value, except that a secret one's value is SECRET_MASK
     # here and its real value is in custom_headers_encrypted (selectors.subscription_custom_headers
     # gives them all).
     custom_headers = models.JSONField(

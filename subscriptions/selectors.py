@@ -16,8 +16,8 @@ from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
 from webhook_engine.redaction import secret_forms, url_query_values
 
-from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt
-from .models import SECRET_HEADER_MASK, SigningSecret, Subscription
+from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt, url_decrypt
+from .models import SECRET_MASK, SigningSecret, Subscription
 from .topics import topic_matches
 
 
@@ -98,17 +98,31 @@ def subscription_custom_headers(*, subscription: Subscription) -> dict[str, str]
     secret = headers_decrypt(subscription.custom_headers_encrypted)
     resolved = {}
     for name, value in headers.items():
-        if value != SECRET_HEADER_MASK:
+        if value != SECRET_MASK:
             resolved[name] = value
         elif name in secret:
             resolved[name] = secret[name]
     return resolved
 
 
+def subscription_url(*, subscription: Subscription) -> str:
+    """The URL deliveries go to, query string included (decrypted once per process for each
+    ciphertext; ``subscription.url`` has its query values masked).
+
+    Raises ``SecretUnreadable`` when the configured keys cannot read it.
+    """
+    if subscription.url_encrypted:
+        return url_decrypt(subscription.url_encrypted)
+    return subscription.url
+
+
 def _secrets_raw(subscription: Subscription) -> list[str]:
     """The webhook's secret values as set: the basic-auth password, ``user:password`` and its
     base64, the values of secret custom headers, the values of the URL's query string."""
-    values = url_query_values(subscription.url)
+    try:
+        values = url_query_values(subscription_url(subscription=subscription))
+    except SecretUnreadable:
+        values = url_query_values(subscription.url)
     if subscription.custom_headers_encrypted:
         with contextlib.suppress(SecretUnreadable):
             values += headers_decrypt(subscription.custom_headers_encrypted).values()
@@ -135,9 +149,7 @@ def subscription_hidden_values(*, subscription: Subscription) -> list[str]:
     may not see the webhook's settings (support staff) is never shown."""
     values = _secrets_raw(subscription)
     values += [
-        str(value)
-        for value in (subscription.custom_headers or {}).values()
-        if value != SECRET_HEADER_MASK
+        str(value) for value in (subscription.custom_headers or {}).values() if value != SECRET_MASK
     ]
     return secret_forms(values)
 

@@ -6,13 +6,16 @@ from rest_framework import serializers
 
 from common.api import DateTimeField, ModelInputSerializer
 
-from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, ContentType, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, ContentType, Subscription
 
 
 class SubscriptionOutput(serializers.ModelSerializer):
+    url = serializers.CharField(
+        help_text=f"The URL, each value of its query string reading {SECRET_MASK}."
+    )
     custom_headers = serializers.DictField(
         child=serializers.CharField(),
-        help_text=f"Name: value; a secret header's value reads {SECRET_HEADER_MASK}.",
+        help_text=f"Name: value; a secret header's value reads {SECRET_MASK}.",
     )
     secret_headers = serializers.ListField(
         child=serializers.CharField(), help_text="The headers marked secret."
@@ -47,7 +50,10 @@ class SubscriptionInput(ModelInputSerializer):
     other check happens in the service, as in the admin. Fields not declared here are the
     model's, with its defaults."""
 
-    url = serializers.CharField(max_length=2000)  # the service checks it, with the admin's words
+    url = serializers.CharField(  # the service checks it, with the admin's words
+        max_length=2000,
+        help_text=f"A query value given as {SECRET_MASK} keeps the stored one.",
+    )
     topics = serializers.ListField(
         child=serializers.CharField(max_length=100),
         help_text="Event types or glob patterns (course.created, course.*, *).",
@@ -64,8 +70,7 @@ class SubscriptionInput(ModelInputSerializer):
         child=serializers.CharField(allow_blank=True, max_length=1000),
         default=dict,
         help_text=(
-            f"Name: value. Give a secret header's value as {SECRET_HEADER_MASK} to keep the "
-            "stored one."
+            f"Name: value. Give a secret header's value as {SECRET_MASK} to keep the stored one."
         ),
     )
     secret_headers = serializers.ListField(

@@ -9,6 +9,7 @@ import secrets
 import socket
 import uuid
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -27,6 +28,7 @@ from webhook_engine.headers import (
     header_name_problem,
     header_value_problem,
 )
+from webhook_engine.redaction import url_query_mask, url_query_secret, url_query_unmask
 from webhook_engine.render import (
     CONTENT_TYPES,
     SAMPLE_UNIX_TIMESTAMP,
@@ -40,8 +42,9 @@ from .crypto import (
     headers_encrypt,
     secret_encrypt,
     secret_reencrypt,
+    url_decrypt,
 )
-from .models import EDITABLE_FIELDS, SECRET_HEADER_MASK, SigningSecret, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secrets_active
 from .topics import topic_matches, topic_pattern_errors
 
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 MAX_CUSTOM_HEADERS = 20
+URL_MAX_CHARACTERS = 2000
 # Headers the product sets itself, or that would break or smuggle the request.
 RESERVED_HEADERS = frozenset(
     {
@@ -154,9 +158,9 @@ def header_is_secret(name: str, secret_headers: list[str]) -> bool:
 
 def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str], list[str]]:
     """The webhook's custom headers with their real values, and what stops that: a value given
-    as ``SECRET_HEADER_MASK`` keeps the stored secret value of that header."""
+    as ``SECRET_MASK`` keeps the stored secret value of that header."""
     headers = subscription.custom_headers
-    if not isinstance(headers, dict) or SECRET_HEADER_MASK not in headers.values():
+    if not isinstance(headers, dict) or SECRET_MASK not in headers.values():
         return headers, []
     try:
         stored = headers_decrypt(subscription.custom_headers_encrypted)
@@ -168,7 +172,7 @@ def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str],
     resolved: dict[str, str] = {}
     errors = []
     for name, value in headers.items():
-        if value == SECRET_HEADER_MASK:
+        if value == SECRET_MASK:
             if name in stored:
                 resolved[name] = stored[name]
             else:
@@ -176,6 +180,25 @@ def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str],
         else:
             resolved[name] = value
     return resolved, errors
+
+
+def _url_resolve(subscription: Subscription) -> tuple[str, list[str]]:
+    """The webhook's URL as it is to be used, and what stops that: a query value given as
+    ``SECRET_MASK`` keeps the stored value of that parameter."""
+    url = str(subscription.url or "")
+    if SECRET_MASK not in unquote_plus(url):
+        return url, []
+    try:
+        stored = url_decrypt(subscription.url_encrypted) if subscription.url_encrypted else ""
+    except SecretUnreadable:
+        return url, [
+            "The stored URL cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; enter it again."
+        ]
+    resolved, missing = url_query_unmask(url, stored, SECRET_MASK)
+    return resolved, [
+        f"The query parameter {name} has no stored value to keep; enter its value."
+        for name in missing
+    ]
 
 
 def subscription_body_errors(
@@ -216,12 +239,16 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
             errors.setdefault(field, []).extend(messages)
 
     try:
-        subscription.full_clean(exclude=["basic_auth_password_encrypted"])
+        subscription.full_clean(exclude=["basic_auth_password_encrypted", "url_encrypted"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
     add("topics", subscription_topics_errors(subscription.topics))
+    url, url_errors = _url_resolve(subscription)
+    add("url", url_errors)
     if "url" not in errors:
-        add("url", subscription_url_errors(subscription.url))
+        add("url", subscription_url_errors(url))
+    if "url" not in errors and len(url_query_mask(url, SECRET_MASK)) > URL_MAX_CHARACTERS:
+        add("url", [f"With its query values masked the URL is longer than {URL_MAX_CHARACTERS}."])
     headers, resolve_errors = _custom_headers_resolve(subscription)
     add("custom_headers", resolve_errors or custom_headers_errors(headers))
     add("secret_headers", secret_headers_errors(subscription.secret_headers, headers))
@@ -260,8 +287,10 @@ def subscription_save(
     ``basic_auth_password`` replaces the stored password when given (``None`` keeps it); it is
     stored encrypted. Turning basic authentication off forgets the username and password.
     Custom headers marked secret (``secret_headers``) or named like a credential have their
-    values stored encrypted, and read ``SECRET_HEADER_MASK`` in ``custom_headers``; a header
-    given with that mask as its value keeps its stored value.
+    values stored encrypted, and read ``SECRET_MASK`` in ``custom_headers``; a header
+    given with that mask as its value keeps its stored value. A URL with a query string is
+    stored encrypted too, and reads with each query value masked in ``url``; a value given as
+    the mask keeps the stored one.
 
     Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
     type, a destination that is not allowed or does not resolve, a reserved or malformed custom
@@ -275,11 +304,23 @@ def subscription_save(
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
     _custom_headers_store(subscription)
+    _url_store(subscription)
     created = subscription._state.adding
     subscription.save()
     if created:
         _signing_secret_add(subscription)
     return subscription
+
+
+def _url_store(subscription: Subscription) -> None:
+    """A URL with query values goes encrypted into ``url_encrypted``, masked into ``url``."""
+    url, _ = _url_resolve(subscription)
+    if url_query_secret(url):
+        subscription.url_encrypted = secret_encrypt(url)
+        subscription.url = url_query_mask(url, SECRET_MASK)
+    else:
+        subscription.url_encrypted = ""
+        subscription.url = url
 
 
 def _custom_headers_store(subscription: Subscription) -> None:
@@ -297,7 +338,7 @@ def _custom_headers_store(subscription: Subscription) -> None:
     secret = {name: value for name, value in headers.items() if header_is_secret(name, marked)}
     subscription.secret_headers = marked
     subscription.custom_headers = {
-        name: SECRET_HEADER_MASK if name in secret else value for name, value in headers.items()
+        name: SECRET_MASK if name in secret else value for name, value in headers.items()
     }
     subscription.custom_headers_encrypted = headers_encrypt(secret)
 
@@ -504,6 +545,10 @@ def secrets_reencrypt() -> int:
             subscription.basic_auth_password_encrypted
         )
         subscription.save(update_fields=["basic_auth_password_encrypted"])
+        count += 1
+    for subscription in Subscription.objects.select_for_update().exclude(url_encrypted=""):
+        subscription.url_encrypted = secret_reencrypt(subscription.url_encrypted)
+        subscription.save(update_fields=["url_encrypted"])
         count += 1
     for subscription in Subscription.objects.select_for_update().exclude(
         custom_headers_encrypted=""

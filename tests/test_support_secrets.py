@@ -12,6 +12,7 @@ import pytest
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt
 from deliveries.services import delivery_attempt, event_fan_out
 from events.services import event_publish
+from subscriptions.services import subscription_update
 from tests.subscriptions.factories import EVERY_SECRET, webhook_with_every_secret
 from webhook_engine.errors import ErrorKind
 
@@ -28,8 +29,9 @@ def deliveries(school, receiver):
     release stored it: secrets in clear everywhere."""
     echo = webhook_with_every_secret(school=school, receiver=receiver, name="Echo")
     down = webhook_with_every_secret(school=school, receiver=receiver, name="Down")
-    down.url = f"http://127.0.0.1:9/down?token={EVERY_SECRET['URL query token']}"
-    down.save(update_fields=["url"])
+    down = subscription_update(
+        subscription=down, url=f"http://127.0.0.1:9/down?token={EVERY_SECRET['URL query token']}"
+    )
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
     delivery_ids = event_fan_out(event_id=event.id)
     for delivery_id in delivery_ids:
@@ -41,7 +43,7 @@ def deliveries(school, receiver):
         number=99,
         trigger=AttemptTrigger.MANUAL,
         started_at=legacy.created_at,
-        request_url=down.url,
+        request_url=f"http://127.0.0.1:9/down?token={EVERY_SECRET['URL query token']}",
         request_headers={
             "Authorization": f"Basic {EVERY_SECRET['credentials base64']}",
             "X-Receiver-Sig": EVERY_SECRET["secret header (by name)"],

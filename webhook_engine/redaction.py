@@ -104,3 +104,56 @@ def headers_redact(
         else:
             redacted[name] = text_redact(str(value), secrets)
     return redacted
+
+
+def _query_split(url: str) -> tuple[str, list[tuple[str, str, str]], str]:
+    """``(before the query, [(name, "=" or "", value)], "#fragment" or "")``."""
+    base, question, rest = url.partition("?")
+    if not question:
+        return url, [], ""
+    query, hash_sign, fragment = rest.partition("#")
+    parts = [part.partition("=") for part in query.split("&")] if query else []
+    return (
+        base,
+        [(name, equals, value) for name, equals, value in parts],
+        (f"#{fragment}" if hash_sign else ""),
+    )
+
+
+def _query_join(base: str, parts: list[tuple[str, str, str]], fragment: str) -> str:
+    return base + ("?" + "&".join(f"{n}{e}{v}" for n, e, v in parts) if parts else "") + fragment
+
+
+def url_query_secret(url: str) -> bool:
+    """Whether the URL's query string has a value (a token, as far as anyone can tell)."""
+    return any(value for _name, _equals, value in _query_split(url)[1])
+
+
+def url_query_mask(url: str, mask: str) -> str:
+    """The URL with each value of its query string replaced by ``mask`` (names kept)."""
+    base, parts, fragment = _query_split(url)
+    return _query_join(base, [(n, e, mask if v else v) for n, e, v in parts], fragment)
+
+
+def url_query_unmask(url: str, stored: str, mask: str) -> tuple[str, list[str]]:
+    """``url`` with each query value given as ``mask`` (as is or percent-encoded) replaced by
+    the value of the same parameter in ``stored`` (the same occurrence of the name), and the
+    names that have no such value."""
+    base, parts, fragment = _query_split(url)
+    stored_values: dict[str, list[str]] = {}
+    for name, _equals, value in _query_split(stored)[1]:
+        stored_values.setdefault(name, []).append(value)
+    seen: dict[str, int] = {}
+    missing = []
+    resolved = []
+    for name, equals, value in parts:
+        occurrence = seen.get(name, 0)
+        seen[name] = occurrence + 1
+        if value and unquote_plus(value) == mask:
+            candidates = stored_values.get(name, [])
+            if occurrence < len(candidates) and candidates[occurrence]:
+                value = candidates[occurrence]
+            else:
+                missing.append(unquote_plus(name))
+        resolved.append((name, equals, value))
+    return _query_join(base, resolved, fragment), missing

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
-from subscriptions.selectors import subscription_custom_headers
+from subscriptions.selectors import subscription_custom_headers, subscription_url
 from webhook_engine.errors import ErrorKind
 from webhook_engine.signing import message_id, sign_v1, sign_v1a, signature_header
 from webhook_engine.transport import TransportResult
@@ -105,7 +105,8 @@ def _request_build(claim: Claim) -> _Request:
             if subscription.basic_auth_enabled
             else ""
         )
-        # The custom headers with the secret ones decrypted (subscriptions' selector).
+        # The URL and the custom headers with their secret parts decrypted (subscriptions').
+        url = subscription_url(subscription=subscription)
         custom_headers = subscription_custom_headers(subscription=subscription)
     except SecretUnreadable as exc:
         return _Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
@@ -139,7 +140,7 @@ def _request_build(claim: Claim) -> _Request:
     if subscription.basic_auth_enabled:
         credentials = f"{subscription.basic_auth_username}:{password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return _Request(subscription.url, body, headers)
+    return _Request(url, body, headers)
 
 
 def headers_redact(headers: dict[str, str]) -> dict[str, str]:

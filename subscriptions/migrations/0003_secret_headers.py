@@ -17,6 +17,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='subscription',
+            name='url_encrypted',
+            field=models.TextField(blank=True, editable=False),
+        ),
+        migrations.AddField(
+            model_name='subscription',
             name='secret_headers',
             field=models.JSONField(blank=True, default=list, help_text='Names of custom headers whose values are secret. Headers named like a credential (Authorization-like, token, key, secret, password, signature, ...) are secret anyway.'),
         ),

@@ -1,6 +1,6 @@
 """Custom headers: secret ones (marked, or named like a credential) encrypted at rest with the
 same keys and rotation as the other secrets, never returned, kept by their mask; every header
-checked as RFC 9110 allows, with the reason."""
+checked as RFC 9110 allows, with the reason. A URL's query values are secrets the same way."""
 
 import json
 
@@ -13,13 +13,13 @@ from django.db.migrations.executor import MigrationExecutor
 from deliveries.services import delivery_attempt, event_fan_out
 from events.services import event_publish
 from subscriptions.crypto import headers_decrypt
-from subscriptions.models import SECRET_HEADER_MASK, Subscription
-from subscriptions.selectors import subscription_custom_headers
+from subscriptions.models import SECRET_MASK, Subscription
+from subscriptions.selectors import subscription_custom_headers, subscription_url
 from subscriptions.services import subscription_create
 
 pytestmark = pytest.mark.django_db
 
-MASK = SECRET_HEADER_MASK
+MASK = SECRET_MASK
 NEW = {
     "name": "CRM",
     "url": "http://127.0.0.1:9/hooks",
@@ -29,11 +29,10 @@ NEW = {
 }
 
 
-def _row(pk):
+def _row(pk, columns="custom_headers::text, custom_headers_encrypted"):
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT custom_headers::text, custom_headers_encrypted FROM "
-            "subscriptions_subscription WHERE id = %s",
+            f"SELECT {columns} FROM subscriptions_subscription WHERE id = %s",  # noqa: S608
             [pk],
         )
         return cursor.fetchone()
@@ -103,6 +102,44 @@ def test_deliveries_send_the_real_values(school, receiver):
     assert subscription.pk == attempt.delivery.subscription_id
 
 
+def test_a_urls_query_values_are_stored_encrypted_returned_masked_and_kept_by_the_mask(
+    api, school, receiver
+):
+    real = receiver.url("/in?token=t0k-9x&team=blue")
+    created = api.post("/api/v1/subscriptions/", {**NEW, "url": real}, format="json").json()
+    pk = created["id"]
+    url, encrypted = _row(pk, "url, url_encrypted")
+
+    moved = api.patch(
+        f"/api/v1/subscriptions/{pk}/",
+        {"url": receiver.url(f"/moved?token={MASK}&team=green")},
+        format="json",
+    )
+    unknown = api.patch(
+        f"/api/v1/subscriptions/{pk}/", {"url": receiver.url(f"/x?other={MASK}")}, format="json"
+    )
+    subscription = Subscription.objects.get(pk=pk)
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    attempt = delivery_attempt(delivery_id=delivery_id)
+
+    assert created["url"] == receiver.url(f"/in?token={MASK}&team={MASK}")
+    assert url == created["url"]
+    assert "t0k-9x" not in encrypted
+    assert moved.json()["url"] == receiver.url(f"/moved?token={MASK}&team={MASK}")
+    assert unknown.status_code == 400
+    assert unknown.json() == {
+        "errors": {
+            "url": ["The query parameter other has no stored value to keep; enter its value."]
+        }
+    }
+    assert subscription_url(subscription=subscription) == receiver.url(
+        "/moved?token=t0k-9x&team=green"
+    )
+    assert [r.path for r in receiver.received()] == ["/moved?token=t0k-9x&team=green"]
+    assert attempt.request_url == receiver.url("/moved?token=[redacted]&team=[redacted]")
+
+
 @pytest.mark.parametrize(
     ("headers", "secret", "message"),
     [
@@ -159,19 +196,23 @@ def test_marking_a_header_that_is_not_there_is_refused(api):
 
 
 def test_the_admin_form_masks_secret_values_and_keeps_them(admin_client, school):
-    subscription = subscription_create(school=school, **NEW)
+    subscription = subscription_create(
+        school=school, **{**NEW, "url": "http://127.0.0.1:9/hooks?token=abc123"}
+    )
     form = admin_client.get(f"/admin/subscriptions/subscription/{subscription.pk}/change/")
 
     page = form.content.decode()
     assert f"X-Pin: {MASK}" in page
     assert f"X-Receiver-Sig: {MASK}" in page
+    assert f"http://127.0.0.1:9/hooks?token={MASK}" in page
     assert "pin-2" not in page
     assert "sig-1" not in page
+    assert "abc123" not in page
     response = admin_client.post(
         f"/admin/subscriptions/subscription/{subscription.pk}/change/",
         {
             "name": "CRM",
-            "url": "http://127.0.0.1:9/hooks",
+            "url": f"http://127.0.0.1:9/hooks?token={MASK}",
             "topics": ["course.created"],
             "content_type": "json",
             "basic_auth_enabled": "False",
@@ -187,6 +228,7 @@ def test_the_admin_form_masks_secret_values_and_keeps_them(admin_client, school)
     assert subscription.secret_headers == ["X-Pin", "X-Tenant"]
     assert subscription.custom_headers == {"X-Tenant": MASK, "X-Receiver-Sig": MASK, "X-Pin": MASK}
     assert subscription_custom_headers(subscription=subscription) == NEW["custom_headers"]
+    assert subscription_url(subscription=subscription) == "http://127.0.0.1:9/hooks?token=abc123"
 
 
 def test_rotating_the_encryption_key_re_encrypts_secret_headers(school, settings):
@@ -218,13 +260,13 @@ def test_the_upgrade_encrypts_the_values_of_existing_headers_named_like_a_creden
         row = OldSubscription.objects.create(
             school=school,
             name="Legacy",
-            url="https://x.example/h",
             topics=["*"],
             custom_headers={
                 "X-Api-Key": "k-legacy-1",
                 "X-Receiver-Sig": "s-legacy-2",
                 "X-Tenant": "t",
             },
+            url="https://x.example/h?token=u-legacy-3&flag",
         )
     finally:
         executor = MigrationExecutor(connection)
@@ -238,6 +280,12 @@ def test_the_upgrade_encrypts_the_values_of_existing_headers_named_like_a_creden
         "X-Tenant": "t",
     }
     assert "k-legacy-1" not in stored + encrypted
+    url, url_encrypted = _row(row.pk, "url, url_encrypted")
+    assert url == f"https://x.example/h?token={MASK}&flag"
+    assert "u-legacy-3" not in url_encrypted
+    assert (
+        subscription_url(subscription=subscription) == "https://x.example/h?token=u-legacy-3&flag"
+    )
     assert subscription_custom_headers(subscription=subscription) == {
         "X-Api-Key": "k-legacy-1",
         "X-Receiver-Sig": "s-legacy-2",

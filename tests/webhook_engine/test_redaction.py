@@ -5,6 +5,9 @@ from webhook_engine.redaction import (
     headers_redact,
     secret_forms,
     text_redact,
+    url_query_mask,
+    url_query_secret,
+    url_query_unmask,
     url_query_values,
     url_redact,
 )
@@ -67,3 +70,22 @@ def test_request_headers_lose_credentials_by_name_and_secrets_by_value_answers_k
         "WWW-Authenticate": 'Basic realm="x"',
         "X-Echo": REDACTED,
     }
+
+
+def test_a_urls_query_values_are_masked_and_the_mask_given_back_keeps_each_value():
+    stored = "https://h.example/in?token=a%2Bb&team=x&team=y&flag#top"
+    mask = "••••••••"
+
+    masked = url_query_mask(stored, mask)
+    kept, missing = url_query_unmask(
+        f"https://other.example/in?team={mask}&team=%E2%80%A2%E2%80%A2%E2%80%A2%E2%80%A2"
+        f"%E2%80%A2%E2%80%A2%E2%80%A2%E2%80%A2&token=new&key={mask}",
+        stored,
+        mask,
+    )
+
+    assert masked == f"https://h.example/in?token={mask}&team={mask}&team={mask}&flag#top"
+    assert url_query_secret(stored)
+    assert not url_query_secret("https://h.example/in?flag&empty=")
+    assert kept == f"https://other.example/in?team=x&team=y&token=new&key={mask}"
+    assert missing == ["key"]
