@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 class StrictPageSize:
-    """``page_size`` from 1 to ``max_page_size``, or a 400 that says so (DRF silently falls
-    back to the default for a value it cannot use); the schema states the range."""
+    """``page_size`` a whole number of at least 1, or a 400 that says so (DRF silently falls back
+    to the default for a value it cannot use); a larger one than ``max_page_size`` gives that
+    many, as the schema says."""
 
     page_size: int
     page_size_query_param: str
@@ -31,26 +32,21 @@ class StrictPageSize:
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        size = int(raw) if raw.isascii() and raw.isdigit() else 0
-        if not 1 <= size <= self.max_page_size:
+        size = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
+        if size < 1:
             raise exceptions.ValidationError(
-                {
-                    self.page_size_query_param: [
-                        f"Give a whole number from 1 to {self.max_page_size}."
-                    ]
-                }
+                {self.page_size_query_param: ["Give a whole number of at least 1."]}
             )
-        return size
+        return min(size, self.max_page_size)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)  # type: ignore[misc]
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
-                parameter["schema"] = {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": self.max_page_size,
-                }
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}, at most {self.max_page_size})."
+                )
             elif parameter["name"] == "page":
                 parameter["schema"] = {"type": "integer", "minimum": 1}
         return parameters
