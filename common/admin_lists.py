@@ -31,6 +31,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from webhook_engine.inputs import datetime_problem
+
 EXACT_COUNT_LIMIT = 10_000
 
 
@@ -90,6 +92,8 @@ class DropdownFilter(admin.SimpleListFilter):
 class DateRangeFilter(admin.ListFilter):
     """From/to on a datetime field (``<field>_from``, ``<field>_to`` in the query string, dates
     or datetimes in the current time zone), with presets for the last hour, day, week, month.
+    A value that is not a date, or a date no time zone can show (``9999-12-31``, an offset of
+    +16:00), is refused with a message that says so, and the list is shown unfiltered.
 
     Subclass with ``field_path`` and ``title``.
     """
@@ -117,8 +121,17 @@ class DateRangeFilter(admin.ListFilter):
             if not value:
                 continue
             parsed = self._parse(value)
-            if parsed is None:
-                raise IncorrectLookupParameters(_("%(value)r is not a date.") % {"value": value})
+            problem = _("is not a date") if parsed is None else datetime_problem(parsed)
+            if parsed is not None and problem is None and name == self.parameter_to:
+                problem = datetime_problem(self._until(value, parsed))
+            if parsed is None or problem:
+                message = _("The filter %(name)s=%(value)r %(problem)s; it was not applied.") % {
+                    "name": name,
+                    "value": value[:40],
+                    "problem": problem,
+                }
+                messages.error(request, message)
+                raise IncorrectLookupParameters(message)
             self.raw[name] = value
             self.bounds[name] = parsed
             self.used_parameters[name] = value
@@ -142,11 +155,7 @@ class DateRangeFilter(admin.ListFilter):
 
     def _upper_bound(self) -> dt.datetime:
         """The exclusive end of the range: a date "to" includes that whole day."""
-        to = self.bounds[self.parameter_to]
-        raw = self.raw[self.parameter_to]
-        if "T" not in raw and " " not in raw:
-            to += dt.timedelta(days=1)
-        return to
+        return self._until(self.raw[self.parameter_to], self.bounds[self.parameter_to])
 
     @staticmethod
     def _parse(value: str) -> dt.datetime | None:
@@ -160,8 +169,21 @@ class DateRangeFilter(admin.ListFilter):
         except ValueError:
             return None
         if timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed)
+            try:
+                parsed = timezone.make_aware(parsed)
+            except (OverflowError, ValueError):
+                return None
         return parsed
+
+    @staticmethod
+    def _until(raw: str, parsed: dt.datetime) -> dt.datetime:
+        """The exclusive upper bound of a "to" value: a date "to" includes that whole day."""
+        if "T" in raw or " " in raw:
+            return parsed
+        try:
+            return parsed + dt.timedelta(days=1)
+        except OverflowError:
+            return dt.datetime.max.replace(tzinfo=dt.UTC)
 
     def has_output(self) -> bool:
         return True

@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from webhook_engine.inputs import datetime_problem
+
 logger = logging.getLogger(__name__)
 
 
-class NewestFirstCursorPagination(pagination.CursorPagination):
+class StrictPageSize:
+    """``page_size`` a whole number of at least 1, or a 400 that says so (DRF silently falls back
+    to the default for a value it cannot use); a larger one than ``max_page_size`` gives that
+    many, as the schema says."""
+
+    page_size: int
+    page_size_query_param: str
+    max_page_size: int
+
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        size = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
+        if size < 1:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [_("Give a whole number of at least 1.")]}
+            )
+        return min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)  # type: ignore[misc]
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}, at most {self.max_page_size})."
+                )
+            elif parameter["name"] == "page":
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+        return parameters
+
+
+class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
     """For logs: stable under inserts, no COUNT(*), newest first."""
 
     ordering = ("-created_at", "-id")
@@ -24,10 +62,44 @@ class NewestFirstCursorPagination(pagination.CursorPagination):
     max_page_size = 200
 
 
-class PageNumberPagination(pagination.PageNumberPagination):
+class PageNumberPagination(StrictPageSize, pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def get_page_number(self, request: Any, paginator: Any) -> Any:
+        """``page`` a whole number of at least 1 (or ``last``), or a 400 that says so: DRF
+        would take an empty value for the first page, which the schema does not allow."""
+        raw = request.query_params.get(self.page_query_param)
+        whole = raw is not None and raw.isascii() and raw.isdigit() and 0 < len(raw) < 10
+        if raw is not None and raw not in self.last_page_strings and not (whole and int(raw) >= 1):
+            raise exceptions.ValidationError(
+                {self.page_query_param: [_("Give a whole number of at least 1.")]}
+            )
+        return super().get_page_number(request, paginator)
+
+
+class DateTimeField(serializers.DateTimeField):
+    """An aware datetime every school's zone can show: a UTC offset within ±14:00 and a date
+    away from the ends of the calendar (``webhook_engine.inputs.datetime_problem``)."""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        parsed = super().to_internal_value(value)
+        original = value if isinstance(value, dt.datetime) else _offset_kept(value)
+        problem = datetime_problem(parsed)
+        if problem is None and original is not None:
+            problem = datetime_problem(original)  # the offset as written
+        if problem:
+            raise serializers.ValidationError(f"This datetime {problem}.")
+        return parsed
+
+
+def _offset_kept(value: Any) -> dt.datetime | None:
+    """The datetime as written, offset included (DRF converts it to the current zone first)."""
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class ModelInputSerializer(serializers.ModelSerializer):
@@ -125,9 +197,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"errors": _field_map(exc.detail)}
+    elif isinstance(exc, exceptions.ParseError):
+        # Malformed JSON is invalid input too: the same shape as every other 400.
+        response.data = {"errors": {"__all__": [str(exc.detail)]}}
     return response
 
 
+@csrf_exempt  # nothing here acts on a session: a POST gets the JSON 404, not a CSRF page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer JSON, like the rest of the API."""
     return JsonResponse({"detail": "Not found."}, status=404)

@@ -28,11 +28,11 @@ from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPa
 from events.models import EventType
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
 from subscriptions.models import Subscription
-from subscriptions.selectors import subscription_secret_values
+from subscriptions.selectors import subscription_hidden_values
 from subscriptions.services import subscription_enable
 from webhook_engine.signing import message_id
 
-from .display import STATUS_COLOURS, attempt_shown, state_badge, url_query_mask
+from .display import STATUS_COLOURS, attempt_shown, state_badge, text_scrub, url_query_mask
 from .explanations import failure_explain
 from .models import (
     AttemptTrigger,
@@ -227,6 +227,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         "created_in_zone",
         "delivered_in_zone",
         "last_error_explained",
+        "last_error_explained_masked",
         "body_text",
     ]
 
@@ -405,23 +406,27 @@ class DeliveryAdmin(SchoolScopedAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None or administers(request, obj.school_id):
             return fieldsets
-        # Support staff: the webhook's URL without its query values (tokens live there).
+        # Support staff: the webhook's URL without its query values (tokens live there), the
+        # last error without the webhook's secrets and custom header values.
+        masked: dict[Any, Any] = {
+            "subscription_link": "subscription_link_masked",
+            "last_error_explained": "last_error_explained_masked",
+        }
         return [
-            (
-                title,
-                {
-                    **options,
-                    "fields": [
-                        "subscription_link_masked" if f == "subscription_link" else f
-                        for f in options["fields"]
-                    ],
-                },
-            )
+            (title, {**options, "fields": [masked.get(f, f) for f in options["fields"]]})
             for title, options in fieldsets
         ]
 
     @admin.display(description=gettext_lazy("Last error"))
     def last_error_explained(self, obj: Delivery) -> str:
+        return self._last_error(obj, obj.last_error)
+
+    @admin.display(description="Last error")
+    def last_error_explained_masked(self, obj: Delivery) -> str:
+        hidden = subscription_hidden_values(subscription=obj.subscription)
+        return self._last_error(obj, text_scrub(obj.last_error, hidden))
+
+    def _last_error(self, obj: Delivery, message: str) -> str:
         if not obj.last_error_kind:
             return "—"
         return format_html(
@@ -433,7 +438,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 timeout_seconds=settings.WEBHOOKS_TIMEOUT_SECONDS,
                 retried=obj.status == DeliveryStatus.PENDING,
             ),
-            obj.last_error,
+            message,
         )
 
     @admin.display(description=gettext_lazy("Body"))
@@ -454,7 +459,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             "subscriptions.manage_secret_subscription"
         ) and administers(request, delivery.school_id)
         secrets = (
-            None if show_custom else subscription_secret_values(subscription=delivery.subscription)
+            None if show_custom else subscription_hidden_values(subscription=delivery.subscription)
         )
         attempts = [
             {
@@ -656,8 +661,8 @@ class DeliveryAttemptAdmin(SchoolScopedAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    # Request headers are shown on the delivery's page, where custom header values are hidden
-    # from those who may not see the webhook's secrets.
+    # An attempt is shown on its delivery's page (``change_view`` goes there), where custom
+    # header values and secrets are hidden from those who may not see the webhook's settings.
     fields = (
         "delivery",
         "number",
@@ -676,6 +681,19 @@ class DeliveryAttemptAdmin(SchoolScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
         return super().get_queryset(request).defer("delivery__body")
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """An attempt's page is its place on the delivery's page: one page that shows attempts,
+        with what each viewer may see (another school's attempt is a 404 here first)."""
+        attempt = self.get_object(request, unquote(object_id))
+        url = reverse("admin:deliveries_delivery_change", args=[attempt.delivery_id])
+        return HttpResponseRedirect(f"{url}#attempt-{attempt.number}")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[DeliveryAttempt], search_term: str

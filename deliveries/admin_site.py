@@ -11,11 +11,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
+from schools.forms import AdminLoginForm
 from schools.selectors import school_ids_visible_to
 from subscriptions.selectors import subscriptions_needing_attention
 
@@ -36,6 +37,16 @@ class WebhooksAdminSite(admin.AdminSite):
     site_title = gettext_lazy("School webhooks")
     index_title = gettext_lazy("Overview")
     site_url = None  # "/" is this admin: no "View site" link
+    login_form = AdminLoginForm  # failed logins are limited (schools/forms.py)
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """Django's login page; 429 while the address or the username is locked out."""
+        response: HttpResponse = super().login(request, extra_context)
+        form = getattr(response, "context_data", None) or {}
+        form = form.get("form")
+        if form is not None and form.is_bound and form.has_error("__all__", "throttled"):
+            response.status_code = 429
+        return response
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         apps = super().get_app_list(request, app_label)

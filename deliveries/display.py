@@ -9,10 +9,11 @@ answer, and the values in a URL's query string (``?token=...``) are masked. Pure
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from django.utils.html import format_html
 
+from webhook_engine.redaction import CREDENTIAL_HEADERS
 from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES
 
 from .models import DeliveryState, delivery_state
@@ -22,11 +23,12 @@ HIDDEN = "[hidden]"
 
 
 def url_query_mask(url: str) -> str:
-    """The URL with every query value replaced (the names stay, to recognise it)."""
+    """The URL with every query value replaced by … (the names stay, to recognise it)."""
     parts = urlsplit(url)
     if not parts.query:
         return url
-    masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    masked = "&".join(f"{quote(name, safe='[]')}=…" for name in names)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
 
 
@@ -46,15 +48,20 @@ def attempt_shown(attempt: Any, *, secrets: list[str] | None) -> dict[str, Any]:
             "request_headers": attempt.request_headers,
             "response_headers": attempt.response_headers,
             "response_body": attempt.response_body,
+            "error_message": attempt.error_message,
         }
     return {
-        "request_url": url_query_mask(attempt.request_url),
-        "request_headers": _request_headers_hide(attempt.request_headers),
+        "request_url": url_query_mask(text_scrub(attempt.request_url, secrets)),
+        "request_headers": {
+            name: HIDDEN if name.lower() in CREDENTIAL_HEADERS else text_scrub(str(value), secrets)
+            for name, value in _request_headers_hide(attempt.request_headers).items()
+        },
         "response_headers": {
             name: text_scrub(str(value), secrets)
             for name, value in attempt.response_headers.items()
         },
         "response_body": text_scrub(attempt.response_body, secrets),
+        "error_message": text_scrub(attempt.error_message, secrets),
     }
 
 

@@ -29,6 +29,7 @@ from common.api import (
     NOT_A_SCHOOL_KEY,
     UNAUTHENTICATED,
     DetailSerializer,
+    ErrorsSerializer,
     NewestFirstCursorPagination,
 )
 from common.metrics import NOT_CONFIGURED, client_address, metrics_access_refusal
@@ -115,7 +116,7 @@ def public_keys_jwks(request: HttpRequest) -> JsonResponse:
 
 
 ERRORS = {
-    400: OpenApiResponse(DetailSerializer, description="An invalid filter or cursor."),
+    400: OpenApiResponse(ErrorsSerializer, description="An invalid filter, by parameter."),
     401: UNAUTHENTICATED,
     403: NOT_A_SCHOOL_KEY,
     404: OpenApiResponse(DetailSerializer, description="No such delivery in this school."),

@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api import DateTimeField
+
 from .models import Event, EventType, ScheduledEvent
 
 
@@ -30,10 +32,10 @@ class EventInput(serializers.Serializer):
         max_length=100, help_text="An event type key, e.g. course.created."
     )
     data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
-    occurred_at = serializers.DateTimeField(
+    occurred_at = DateTimeField(
         required=False, help_text="When it happened (default: now). Give a time zone."
     )
-    deliver_at = serializers.DateTimeField(
+    deliver_at = DateTimeField(
         required=False,
         help_text=(
             "Publish it at this instant instead of now (a course's start): it becomes a "
@@ -113,7 +115,7 @@ class ScheduledEventInput(serializers.Serializer):
     school = serializers.SlugField(help_text="The school's slug.")
     type = serializers.CharField(max_length=100)
     data = serializers.DictField()  # type: ignore[assignment]  # a field, not the property
-    due_at = serializers.DateTimeField(help_text="When to publish it. Give a time zone.")
+    due_at = DateTimeField(help_text="When to publish it. Give a time zone.")
     key = serializers.CharField(
         max_length=255,
         required=False,
@@ -123,5 +125,5 @@ class ScheduledEventInput(serializers.Serializer):
 
 
 class ScheduledEventMoveInput(serializers.Serializer):
-    due_at = serializers.DateTimeField()
+    due_at = DateTimeField()
     data = serializers.DictField(required=False, help_text="New data, validated as on creation.")  # type: ignore[assignment]  # a field, not the property

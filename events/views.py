@@ -16,7 +16,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -269,7 +269,11 @@ class ScheduledEventViewSet(
             queryset = queryset.filter(school__slug=params["school"])
         if params.get("key"):
             queryset = queryset.filter(key=params["key"])
-        if params.get("status"):
+        if "status" in params:
+            if params["status"] not in ScheduledEventStatus.values:
+                raise ValidationError(
+                    {"status": [f"Give one of {', '.join(ScheduledEventStatus.values)}."]}
+                )
             queryset = queryset.filter(status=params["status"])
         return queryset
 

@@ -73,7 +73,13 @@ class SchoolListFilter(admin.SimpleListFilter):
 UNFILTERABLE_FIELDS = frozenset(
     {
         "custom_headers",
+        "custom_headers_encrypted",
+        "secret_headers",
         "request_headers",
+        "request_url",
+        "url",
+        "last_error",
+        "error_message",
         "response_headers",
         "response_body",
         "body",

@@ -7,4 +7,4 @@ class SchoolsConfig(AppConfig):
     verbose_name = _("Schools")
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401
+        from . import checks, signals  # noqa: F401

@@ -1,27 +1,30 @@
 """API authentication: ``Authorization: Bearer <key>`` with a school's or the platform's key.
 
-Failed attempts are counted per client address (``WEBHOOKS_TRUSTED_PROXIES`` says how many
-proxies' X-Forwarded-For entries to look through); past ``WEBHOOKS_AUTH_FAILURES_PER_MINUTE`` in
-a minute the address gets 429 for every invalid key until the minute is over. A valid key is
-always let through, so clients sharing an address with someone guessing keys are not locked out.
-The counters live in Django's cache: set ``DJANGO_CACHE_URL`` to share them between processes.
+Failed attempts are counted per client address (``schools.throttles``: ``REMOTE_ADDR``, or
+behind ``WEBHOOKS_TRUSTED_PROXIES`` proxies the address they saw); after
+``WEBHOOKS_AUTH_FAILURES_PER_MINUTE`` failures within a minute of the first, the address gets
+429 for every invalid key until that minute is over. A valid key is always let through, so
+clients sharing an address with someone guessing keys are not locked out. The counters live in
+the default cache: ``DJANGO_CACHE_URL`` (Redis) makes every process count together.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, throttling
+from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from .models import ApiKey, PlatformKey, School
 from .selectors import credential_find
 from .services import credential_touch
+from .throttles import client_address, failure_record, failures_wait
+
+AUTH_FAILURES_SCOPE = "api-auth"
+AUTH_FAILURES_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,6 @@ class ApiClient:
         return self.school is None
 
 
-def _failures_key(request: Request) -> str:
-    address = throttling.BaseThrottle().get_ident(request)
-    return f"api-auth-failures:{address}:{int(time.time() // 60)}"
-
-
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -56,14 +54,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Use the header Authorization: Bearer <API key>.")
         credential = credential_find(key=key.strip())
         if credential is None:
-            failures_key = _failures_key(request)
-            if cache.get(failures_key, 0) >= settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE:
+            idents = [client_address(request)]
+            limit = int(settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE)
+            window = AUTH_FAILURES_WINDOW_SECONDS
+            if (
+                failure_record(scope=AUTH_FAILURES_SCOPE, idents=idents, window_seconds=window)
+                > limit
+            ):
+                wait = failures_wait(
+                    scope=AUTH_FAILURES_SCOPE, idents=idents, limit=limit, window_seconds=window
+                )
                 raise exceptions.Throttled(
-                    wait=60 - time.time() % 60,
+                    wait=wait or window,
                     detail="Too many failed authentications from this address; try again later.",
                 )
-            cache.add(failures_key, 0, timeout=120)
-            cache.incr(failures_key)
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
         credential_touch(credential=credential)
         school = credential.school if isinstance(credential, ApiKey) else None

@@ -60,6 +60,8 @@ def credential_find(*, key: str) -> ApiKey | PlatformKey | None:
     from .services import PLATFORM_KEY_PREFIX, SCHOOL_KEY_PREFIX, key_hash
 
     model: type[ApiKey] | type[PlatformKey]
+    if len(key) > 200 or "\x00" in key:
+        return None  # no key is that long, and PostgreSQL could not even compare it
     if key.startswith(SCHOOL_KEY_PREFIX):
         model = ApiKey
     elif key.startswith(PLATFORM_KEY_PREFIX):

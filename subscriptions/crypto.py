@@ -1,4 +1,5 @@
-"""Secrets at rest: basic-auth passwords and signing secrets, encrypted with Fernet.
+"""Secrets at rest: basic-auth passwords, signing secrets and secret header values, encrypted
+with Fernet.
 
 The keys come from ``WEBHOOKS_ENCRYPTION_KEYS`` (comma-separated Fernet keys): the first encrypts,
 every one decrypts, so a key is rotated by putting the new one first, running
@@ -8,6 +9,7 @@ decrypts raises ``SecretUnreadable``; it is never used as if it were the secret.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -70,3 +72,35 @@ def secret_reencrypt(ciphertext: str) -> str:
         return _keys().rotate(ciphertext.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadable("A stored secret cannot be decrypted with any key.") from exc
+
+
+def headers_encrypt(headers: dict[str, str]) -> str:
+    """The ciphertext to store for a webhook's secret headers (``""`` when there are none)."""
+    if not headers:
+        return ""
+    return secret_encrypt(json.dumps(headers, ensure_ascii=False, separators=(",", ":")))
+
+
+def headers_decrypt(ciphertext: str) -> dict[str, str]:
+    """The secret headers a stored ciphertext holds (``{}`` for ``""``), decrypted once per
+    process for each ciphertext and set of keys. Raises ``SecretUnreadable`` for a wrong key."""
+    if not ciphertext:
+        return {}
+    return dict(_headers_plaintext(tuple(settings.WEBHOOKS_ENCRYPTION_KEYS), ciphertext))
+
+
+@lru_cache(maxsize=2048)
+def _headers_plaintext(keys: tuple[str, ...], ciphertext: str) -> tuple[tuple[str, str], ...]:
+    headers = json.loads(secret_decrypt(ciphertext))
+    return tuple((str(name), str(value)) for name, value in headers.items())
+
+
+def url_decrypt(ciphertext: str) -> str:
+    """The URL a stored ciphertext holds, decrypted once per process for each ciphertext and
+    set of keys. Raises ``SecretUnreadable`` for a wrong key."""
+    return _url_plaintext(tuple(settings.WEBHOOKS_ENCRYPTION_KEYS), ciphertext)
+
+
+@lru_cache(maxsize=2048)
+def _url_plaintext(keys: tuple[str, ...], ciphertext: str) -> str:
+    return secret_decrypt(ciphertext)

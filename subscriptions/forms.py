@@ -14,16 +14,21 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from common.filters import BoundedDateTimeField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
-from .models import EDITABLE_FIELDS, Profile, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, Profile, Subscription
 from .services import subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
+# Only these end a line: str.splitlines() also splits on U+2028 and other characters a header
+# value may not hold, which must be refused with the reason, not read as a new line.
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def topic_groups() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -120,7 +125,7 @@ class HeadersField(forms.CharField):
         if isinstance(value, dict):
             return value
         headers: dict[str, str] = {}
-        for number, line in enumerate(str(value or "").splitlines(), start=1):
+        for number, line in enumerate(_LINE_BREAKS.split(str(value or "")), start=1):
             if not line.strip():
                 continue
             name, colon, header = line.partition(":")
@@ -138,6 +143,23 @@ class HeadersField(forms.CharField):
             return (initial or {}) != self.to_python(data)
         except ValidationError:
             return True
+
+
+class HeaderNamesField(forms.CharField):
+    """Header names separated by commas, spaces or lines."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(name) for name in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        if isinstance(value, list):
+            return value
+        return [name for name in _PATTERN_SEPARATORS.split(str(value or "").strip()) if name]
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return list(initial or []) != self.to_python(data)
 
 
 YES_NO = [("True", gettext_lazy("Yes")), ("False", gettext_lazy("No"))]
@@ -188,7 +210,17 @@ class SubscriptionForm(forms.ModelForm):
         max_length=2000,
         assume_scheme="https",  # typed without a scheme means https
         widget=forms.URLInput(attrs={"class": "vURLField", "placeholder": "https://"}),
-        help_text=gettext_lazy("Where each event is POSTed. Public addresses only."),
+        help_text=format_lazy(
+            "{} {}",
+            gettext_lazy("Where each event is POSTed. Public addresses only."),
+            format_lazy(
+                gettext_lazy(
+                    "Values in the query string (tokens) are stored encrypted and show as {}; "
+                    "leave them so to keep them."
+                ),
+                SECRET_MASK,
+            ),
+        ),
     )
     topics = TopicsField(label=gettext_lazy("Topics"))
     basic_auth_enabled = forms.TypedChoiceField(
@@ -212,7 +244,23 @@ class SubscriptionForm(forms.ModelForm):
     custom_headers = HeadersField(
         label=gettext_lazy("Custom headers"),
         required=False,
-        help_text=gettext_lazy("One Name: value per line, sent with every delivery."),
+        help_text=format_lazy(
+            "{} {}",
+            gettext_lazy("One Name: value per line, sent with every delivery."),
+            format_lazy(
+                gettext_lazy("A secret value shows as {}; leave it so to keep it."), SECRET_MASK
+            ),
+        ),
+    )
+    secret_headers = HeaderNamesField(
+        label=gettext_lazy("Secret headers"),
+        required=False,
+        widget=forms.TextInput(attrs={"class": "vTextField", "placeholder": "X-Receiver-Sig"}),
+        help_text=gettext_lazy(
+            "Names of the headers above whose values are secret: stored encrypted, never shown "
+            "again, left out of the delivery log. Names like X-Api-Key, X-Auth-Token or "
+            "X-Signature are secret without being listed."
+        ),
     )
 
     class Meta:
@@ -325,7 +373,7 @@ class SendTestForm(forms.Form):
 
 
 class RecoverForm(forms.Form):
-    since = forms.DateTimeField(
+    since = BoundedDateTimeField(
         label=gettext_lazy("Failed since"),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],

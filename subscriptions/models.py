@@ -38,6 +38,12 @@ class Profile(models.TextChoices):
 JSON_ONLY_PROFILES = (Profile.EDUSIGN, Profile.EDUME, Profile.EDUDIP)
 
 
+# What a secret value (a secret custom header's, a value in the URL's query string) reads as
+# wherever it is shown or returned; given back (the admin form, the API), it keeps the stored
+# one. Not a valid header value itself.
+SECRET_MASK = "••••••••"  # noqa: S105 - a mask, not a secret
+
+
 # The settings a school chooses for a webhook, in the settings page's order. The services, the
 # API's input and output and the admin form take their fields from here: a new setting is a
 # model field plus its name in this tuple.
@@ -50,6 +56,7 @@ EDITABLE_FIELDS = (
     "basic_auth_enabled",
     "basic_auth_username",
     "custom_headers",
+    "secret_headers",
     "body_template",
     "sign_ed25519",
     "max_concurrency",
@@ -64,7 +71,10 @@ class Subscription(models.Model):
         "schools.School", on_delete=models.CASCADE, related_name="subscriptions"
     )
     name = models.CharField(_("name"), max_length=200)
+    # The URL with each value of its query string (?token=...) replaced by SECRET_MASK when it
+    # has any; the URL as entered is then in url_encrypted (selectors.subscription_url).
     url = models.URLField(_("URL"), max_length=2000)
+    url_encrypted = models.TextField(blank=True, editable=False)
     topics = models.JSONField(
         default=list, help_text=_("Event types or glob patterns such as course.* or *.")
     )
@@ -90,9 +100,22 @@ class Subscription(models.Model):
     basic_auth_username = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
+    # Every custom header, name: value, except that a secret one's value is SECRET_MASK
+    # here and its real value is in custom_headers_encrypted (selectors.subscription_custom_headers
+    # gives them all).
     custom_headers = models.JSONField(
         default=dict, blank=True, help_text=_("Extra request headers, as name: value.")
     )
+    secret_headers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "Names of custom headers whose values are secret. Headers named like a credential "
+            "(Authorization-like, token, key, secret, password, signature, ...) are secret anyway."
+        ),
+    )
+    # Fernet ciphertext of {name: value} of the secret custom headers (subscriptions/crypto.py).
+    custom_headers_encrypted = models.TextField(blank=True, editable=False)
     sign_ed25519 = models.BooleanField(
         _("asymmetric signature (v1a)"),
         default=False,

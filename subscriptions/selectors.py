@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterable
@@ -13,10 +14,11 @@ from django.utils import timezone
 
 from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
+from webhook_engine.redaction import secret_forms, url_query_values
 from webhook_engine.vendors import PROFILES
 
-from .crypto import SecretUnreadable, secret_decrypt
-from .models import SigningSecret, Subscription
+from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt, url_decrypt
+from .models import SECRET_MASK, SigningSecret, Subscription
 from .topics import topic_matches
 
 
@@ -88,11 +90,44 @@ def subscription_ids_receiving(
     ]
 
 
-def subscription_secret_values(*, subscription: Subscription) -> list[str]:
-    """Every value of the webhook's secrets as it could appear in an echoed request: custom
-    header values, the basic-auth password, ``user:password`` and its base64 (short values of
-    under four characters are left out: they would hide ordinary text)."""
-    values = [str(value) for value in subscription.custom_headers.values()]
+def subscription_custom_headers(*, subscription: Subscription) -> dict[str, str]:
+    """Every custom header of the webhook with its real value, as deliveries send them: the
+    secret ones decrypted (once per process for each ciphertext).
+
+    Raises ``SecretUnreadable`` when the configured keys cannot read the secret values.
+    """
+    headers = subscription.custom_headers or {}
+    secret = headers_decrypt(subscription.custom_headers_encrypted)
+    resolved = {}
+    for name, value in headers.items():
+        if value != SECRET_MASK:
+            resolved[name] = value
+        elif name in secret:
+            resolved[name] = secret[name]
+    return resolved
+
+
+def subscription_url(*, subscription: Subscription) -> str:
+    """The URL deliveries go to, query string included (decrypted once per process for each
+    ciphertext; ``subscription.url`` has its query values masked).
+
+    Raises ``SecretUnreadable`` when the configured keys cannot read it.
+    """
+    if subscription.url_encrypted:
+        return url_decrypt(subscription.url_encrypted)
+    return subscription.url
+
+
+def _secrets_raw(subscription: Subscription) -> list[str]:
+    """The webhook's secret values as set: the basic-auth password, ``user:password`` and its
+    base64, the values of secret custom headers, the values of the URL's query string."""
+    try:
+        values = url_query_values(subscription_url(subscription=subscription))
+    except SecretUnreadable:
+        values = url_query_values(subscription.url)
+    if subscription.custom_headers_encrypted:
+        with contextlib.suppress(SecretUnreadable):
+            values += headers_decrypt(subscription.custom_headers_encrypted).values()
     if subscription.basic_auth_enabled and subscription.basic_auth_password_encrypted:
         try:
             password = secret_decrypt(subscription.basic_auth_password_encrypted)
@@ -101,7 +136,24 @@ def subscription_secret_values(*, subscription: Subscription) -> list[str]:
         if password:
             credentials = f"{subscription.basic_auth_username}:{password}"
             values += [password, credentials, base64.b64encode(credentials.encode()).decode()]
-    return [value for value in values if len(value) >= 4]
+    return values
+
+
+def subscription_secret_values(*, subscription: Subscription) -> list[str]:
+    """Every form (as is, percent-encoded, JSON-escaped; longest first) of every secret of the
+    webhook, as it could come back in an echoed request: what an attempt never keeps. Values
+    under four characters are left out: they would hide ordinary text."""
+    return secret_forms(_secrets_raw(subscription))
+
+
+def subscription_hidden_values(*, subscription: Subscription) -> list[str]:
+    """``subscription_secret_values`` and the values of every custom header: what someone who
+    may not see the webhook's settings (support staff) is never shown."""
+    values = _secrets_raw(subscription)
+    values += [
+        str(value) for value in (subscription.custom_headers or {}).values() if value != SECRET_MASK
+    ]
+    return secret_forms(values)
 
 
 def destination_policy() -> DestinationPolicy:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import ModelInputSerializer
+from common.api import DateTimeField, ModelInputSerializer
 
-from .models import EDITABLE_FIELDS, ContentType, Profile, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, ContentType, Profile, Subscription
 
 
 class SubscriptionOutput(serializers.ModelSerializer):
+    url = serializers.CharField(
+        help_text=f"The URL, each value of its query string reading {SECRET_MASK}."
+    )
+    custom_headers = serializers.DictField(
+        child=serializers.CharField(),
+        help_text=f"Name: value; a secret header's value reads {SECRET_MASK}.",
+    )
+    secret_headers = serializers.ListField(
+        child=serializers.CharField(), help_text="The headers marked secret."
+    )
+
     class Meta:
         model = Subscription
         fields = [
@@ -39,7 +50,10 @@ class SubscriptionInput(ModelInputSerializer):
     other check happens in the service, as in the admin. Fields not declared here are the
     model's, with its defaults."""
 
-    url = serializers.CharField(max_length=2000)  # the service checks it, with the admin's words
+    url = serializers.CharField(  # the service checks it, with the admin's words
+        max_length=2000,
+        help_text=f"A query value given as {SECRET_MASK} keeps the stored one.",
+    )
     topics = serializers.ListField(
         child=serializers.CharField(max_length=100),
         help_text="Event types or glob patterns (course.created, course.*, *).",
@@ -53,7 +67,20 @@ class SubscriptionInput(ModelInputSerializer):
         help_text="Stored encrypted, never returned. Omit to keep the current one.",
     )
     custom_headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=1000), default=dict
+        child=serializers.CharField(allow_blank=True, max_length=1000),
+        default=dict,
+        help_text=(
+            f"Name: value. Give a secret header's value as {SECRET_MASK} to keep the stored one."
+        ),
+    )
+    secret_headers = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        help_text=(
+            "Names of custom headers whose values are secret: stored encrypted, never returned, "
+            "left out of the delivery log. Names like X-Api-Key, X-Auth-Token or X-Signature are "
+            "secret without being listed."
+        ),
     )
 
     class Meta:
@@ -73,7 +100,7 @@ class TestInput(serializers.Serializer):
 
 
 class RecoverInput(serializers.Serializer):
-    since = serializers.DateTimeField(help_text="Re-send failed deliveries created since then.")
+    since = DateTimeField(help_text="Re-send failed deliveries created since then.")
 
 
 class CountOutput(serializers.Serializer):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import re
 import secrets
 import socket
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -28,6 +27,12 @@ from schools.selectors import school_admin_emails
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.destinations import DestinationBlocked, url_check
 from webhook_engine.envelope import envelope_build
+from webhook_engine.headers import (
+    header_name_looks_secret,
+    header_name_problem,
+    header_value_problem,
+)
+from webhook_engine.redaction import url_query_mask, url_query_secret, url_query_unmask
 from webhook_engine.render import (
     CONTENT_TYPES,
     SAMPLE_UNIX_TIMESTAMP,
@@ -36,8 +41,15 @@ from webhook_engine.render import (
 )
 from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES, PROFILES, STANDARD
 
-from .crypto import secret_encrypt, secret_reencrypt
-from .models import EDITABLE_FIELDS, SigningSecret, Subscription
+from .crypto import (
+    SecretUnreadable,
+    headers_decrypt,
+    headers_encrypt,
+    secret_encrypt,
+    secret_reencrypt,
+    url_decrypt,
+)
+from .models import EDITABLE_FIELDS, SECRET_MASK, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secret_current, signing_secrets_active
 from .topics import is_pattern, topic_matches, topic_pattern_errors
 
@@ -45,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 MAX_CUSTOM_HEADERS = 20
-MAX_HEADER_VALUE_CHARACTERS = 1000
+URL_MAX_CHARACTERS = 2000
 # Headers the product sets itself, or that would break or smuggle the request.
 RESERVED_HEADERS = frozenset(
     {
@@ -67,7 +79,6 @@ RESERVED_HEADERS = frozenset(
     }
 )
 RESERVED_HEADER_PREFIXES = PRODUCT_HEADER_PREFIXES
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def signing_secret_generate() -> str:
@@ -136,7 +147,8 @@ def _destination_blocked_text(exc: DestinationBlocked) -> str:
 
 
 def custom_headers_errors(headers: object) -> list[str]:
-    """What is wrong with a custom headers mapping (name: value)."""
+    """What is wrong with a custom headers mapping (name: value): names and values as RFC 9110
+    allows them (``webhook_engine.headers``), no header the webhook sets itself, none twice."""
     if not isinstance(headers, dict):
         return [_("Give the headers as an object of name: value.")]
     errors = []
@@ -144,9 +156,13 @@ def custom_headers_errors(headers: object) -> list[str]:
         errors.append(_("Use at most %(limit)s custom headers.") % {"limit": MAX_CUSTOM_HEADERS})
     seen: set[str] = set()
     for name, value in headers.items():
-        lowered = str(name).lower()
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            errors.append(_("%(name)r is not a valid header name.") % {"name": name})
+        if not isinstance(name, str):
+            errors.append(f"{name!r} is not a valid header name.")
+            continue
+        lowered = name.lower()
+        problem = header_name_problem(name)
+        if problem:
+            errors.append(problem)
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             errors.append(
                 _(
@@ -162,14 +178,9 @@ def custom_headers_errors(headers: object) -> list[str]:
             errors.append(_("%(name)s is given twice.") % {"name": name})
         seen.add(lowered)
         if not isinstance(value, str):
-            errors.append(_("The value of %(name)s must be text.") % {"name": name})
-        elif any(char in value for char in "\r\n\0"):
-            errors.append(_("The value of %(name)s cannot contain line breaks.") % {"name": name})
-        elif len(value) > MAX_HEADER_VALUE_CHARACTERS:
-            errors.append(
-                _("The value of %(name)s is longer than %(limit)s characters.")
-                % {"name": name, "limit": MAX_HEADER_VALUE_CHARACTERS}
-            )
+            errors.append(f"The value of {name} must be text.")
+        elif problem is None and (value_problem := header_value_problem(name, value)):
+            errors.append(value_problem)
     return errors
 
 
@@ -225,6 +236,72 @@ def subscription_profile_errors(
     return errors
 
 
+def secret_headers_errors(secret_headers: object, headers: object) -> list[str]:
+    """What is wrong with the names of the headers marked secret: each must be a custom header."""
+    if not isinstance(secret_headers, list) or not all(
+        isinstance(name, str) for name in secret_headers
+    ):
+        return ["Give the secret headers as a list of header names."]
+    names = {str(name).lower() for name in headers} if isinstance(headers, dict) else set()
+    return [
+        f"{name} is marked secret but is not one of the custom headers."
+        for name in secret_headers
+        if name.lower() not in names
+    ]
+
+
+def header_is_secret(name: str, secret_headers: list[str]) -> bool:
+    """Whether a custom header's value is secret: marked so, or named like a credential."""
+    return header_name_looks_secret(name) or name.lower() in {
+        str(marked).lower() for marked in secret_headers or []
+    }
+
+
+def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str], list[str]]:
+    """The webhook's custom headers with their real values, and what stops that: a value given
+    as ``SECRET_MASK`` keeps the stored secret value of that header."""
+    headers = subscription.custom_headers
+    if not isinstance(headers, dict) or SECRET_MASK not in headers.values():
+        return headers, []
+    try:
+        stored = headers_decrypt(subscription.custom_headers_encrypted)
+    except SecretUnreadable:
+        return headers, [
+            "The stored secret header values cannot be decrypted with "
+            "WEBHOOKS_ENCRYPTION_KEYS; enter them again."
+        ]
+    resolved: dict[str, str] = {}
+    errors = []
+    for name, value in headers.items():
+        if value == SECRET_MASK:
+            if name in stored:
+                resolved[name] = stored[name]
+            else:
+                errors.append(f"{name} has no stored value to keep; enter its value.")
+        else:
+            resolved[name] = value
+    return resolved, errors
+
+
+def _url_resolve(subscription: Subscription) -> tuple[str, list[str]]:
+    """The webhook's URL as it is to be used, and what stops that: a query value given as
+    ``SECRET_MASK`` keeps the stored value of that parameter."""
+    url = str(subscription.url or "")
+    if SECRET_MASK not in unquote_plus(url):
+        return url, []
+    try:
+        stored = url_decrypt(subscription.url_encrypted) if subscription.url_encrypted else ""
+    except SecretUnreadable:
+        return url, [
+            "The stored URL cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; enter it again."
+        ]
+    resolved, missing = url_query_unmask(url, stored, SECRET_MASK)
+    return resolved, [
+        f"The query parameter {name} has no stored value to keep; enter its value."
+        for name in missing
+    ]
+
+
 def subscription_body_errors(
     *, body_template: str, content_type: str, topics: list[str], school: School
 ) -> list[str]:
@@ -265,7 +342,9 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
     try:
         # The profile is checked below, with the settings it constrains and clearer words than
         # its database constraints'.
-        subscription.full_clean(exclude=["basic_auth_password_encrypted", "profile"])
+        subscription.full_clean(
+            exclude=["basic_auth_password_encrypted", "url_encrypted", "profile"]
+        )
     except ValidationError as exc:
         errors.update(exc.message_dict)
     add("topics", subscription_topics_errors(subscription.topics))
@@ -276,9 +355,15 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
         body_template=subscription.body_template,
     ).items():
         add(field, messages)
+    url, url_errors = _url_resolve(subscription)
+    add("url", url_errors)
     if "url" not in errors:
-        add("url", subscription_url_errors(subscription.url))
-    add("custom_headers", custom_headers_errors(subscription.custom_headers))
+        add("url", subscription_url_errors(url))
+    if "url" not in errors and len(url_query_mask(url, SECRET_MASK)) > URL_MAX_CHARACTERS:
+        add("url", [f"With its query values masked the URL is longer than {URL_MAX_CHARACTERS}."])
+    headers, resolve_errors = _custom_headers_resolve(subscription)
+    add("custom_headers", resolve_errors or custom_headers_errors(headers))
+    add("secret_headers", secret_headers_errors(subscription.secret_headers, headers))
     if subscription.basic_auth_enabled:
         if not subscription.basic_auth_username:
             add("basic_auth_username", [_("Enter the username for basic authentication.")])
@@ -317,6 +402,11 @@ def subscription_save(
 
     ``basic_auth_password`` replaces the stored password when given (``None`` keeps it); it is
     stored encrypted. Turning basic authentication off forgets the username and password.
+    Custom headers marked secret (``secret_headers``) or named like a credential have their
+    values stored encrypted, and read ``SECRET_MASK`` in ``custom_headers``; a header
+    given with that mask as its value keeps its stored value. A URL with a query string is
+    stored encrypted too, and reads with each query value masked in ``url``; a value given as
+    the mask keeps the stored one.
 
     Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
     type, a destination that is not allowed or does not resolve, a reserved or malformed custom
@@ -335,6 +425,8 @@ def subscription_save(
         subscription.basic_auth_password_encrypted = ""
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
+    _custom_headers_store(subscription)
+    _url_store(subscription)
     subscription.save()
     if created:
         _signing_secret_add(subscription, secret=signing_secret)
@@ -384,6 +476,37 @@ def _url_query_mask(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
 
 
+def _url_store(subscription: Subscription) -> None:
+    """A URL with query values goes encrypted into ``url_encrypted``, masked into ``url``."""
+    url, _ = _url_resolve(subscription)
+    if url_query_secret(url):
+        subscription.url_encrypted = secret_encrypt(url)
+        subscription.url = url_query_mask(url, SECRET_MASK)
+    else:
+        subscription.url_encrypted = ""
+        subscription.url = url
+
+
+def _custom_headers_store(subscription: Subscription) -> None:
+    """Split the (validated) custom headers: secret values into the encrypted column, the mask
+    in their place."""
+    headers, _ = _custom_headers_resolve(subscription)
+    by_lower = {name.lower(): name for name in headers}
+    marked = list(
+        dict.fromkeys(
+            by_lower[str(name).lower()]
+            for name in subscription.secret_headers
+            if str(name).lower() in by_lower
+        )
+    )
+    secret = {name: value for name, value in headers.items() if header_is_secret(name, marked)}
+    subscription.secret_headers = marked
+    subscription.custom_headers = {
+        name: SECRET_MASK if name in secret else value for name, value in headers.items()
+    }
+    subscription.custom_headers_encrypted = headers_encrypt(secret)
+
+
 def subscription_create(
     *,
     school: School,
@@ -416,6 +539,8 @@ def _fields_normalize(fields: dict[str, Any]) -> dict[str, Any]:
         normalized["topics"] = list(normalized["topics"] or [])
     if "custom_headers" in normalized:
         normalized["custom_headers"] = dict(normalized["custom_headers"] or {})
+    if "secret_headers" in normalized:
+        normalized["secret_headers"] = list(normalized["secret_headers"] or [])
     return normalized
 
 
@@ -434,6 +559,12 @@ def subscription_update(
     _fields_check(fields)
     for name, value in _fields_normalize(fields).items():
         setattr(subscription, name, value)
+    if "custom_headers" in fields and "secret_headers" not in fields:
+        # A header left out takes its mark with it; marks are only checked when given.
+        names = {str(name).lower() for name in subscription.custom_headers or {}}
+        subscription.secret_headers = [
+            mark for mark in subscription.secret_headers if str(mark).lower() in names
+        ]
     if fields.get("is_active"):
         subscription.disabled_reason = ""
         subscription.disabled_at = None
@@ -671,6 +802,18 @@ def secrets_reencrypt() -> int:
             subscription.basic_auth_password_encrypted
         )
         subscription.save(update_fields=["basic_auth_password_encrypted"])
+        count += 1
+    for subscription in Subscription.objects.select_for_update().exclude(url_encrypted=""):
+        subscription.url_encrypted = secret_reencrypt(subscription.url_encrypted)
+        subscription.save(update_fields=["url_encrypted"])
+        count += 1
+    for subscription in Subscription.objects.select_for_update().exclude(
+        custom_headers_encrypted=""
+    ):
+        subscription.custom_headers_encrypted = secret_reencrypt(
+            subscription.custom_headers_encrypted
+        )
+        subscription.save(update_fields=["custom_headers_encrypted"])
         count += 1
     return count
 

@@ -31,8 +31,10 @@ def metric_files_removed() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def lookups_cleared() -> Iterator[None]:
     """Each test starts without the per-process copies of schools and event types a rolled-back
-    earlier test may have left (a row that no longer exists)."""
+    earlier test may have left (a row that no longer exists), and without the failure counters
+    (API keys, admin logins) earlier tests ran up."""
     caches["lookups"].clear()
+    caches["default"].clear()
     yield
     caches["lookups"].clear()
 

@@ -88,6 +88,8 @@ def process_env(**overrides: str) -> dict[str, str]:
         "WEBHOOKS_RETRY_WINDOW_SECONDS": str(settings.WEBHOOKS_RETRY_WINDOW_SECONDS),
         "WEBHOOKS_RETRY_JITTER": str(settings.WEBHOOKS_RETRY_JITTER),
         "WEBHOOKS_TIMEOUT_SECONDS": str(settings.WEBHOOKS_TIMEOUT_SECONDS),
+        "WEBHOOKS_CIRCUIT_FAILURES": str(settings.WEBHOOKS_CIRCUIT_FAILURES),
+        "WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS": str(settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS),
         "PYTHONUNBUFFERED": "1",
     }
     env.update(overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -25,6 +26,9 @@ class Reply:
     delay_seconds: float = 0.0
     # Send the status line and headers one byte at a time, this many seconds apart.
     drip_seconds: float = 0.0
+    # Answer with the request itself, as httpbin or a request bin does: its path, headers and
+    # body as JSON, and each request header again as an X-Echo-<name> answer header.
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,23 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.time() when the request was read
+
+
+def _echo(received: Received, reply: Reply) -> Reply:
+    """The request as the answer (``Reply.echo``)."""
+    body = json.dumps(
+        {
+            "url": received.path,
+            "headers": received.headers,
+            "body": received.body.decode("utf-8", errors="replace"),
+        }
+    ).encode()
+    headers = {
+        **reply.headers,
+        **{f"X-Echo-{name}": value for name, value in received.headers.items()},
+        "X-Echo-Url": received.path,
+    }
+    return Reply(status=reply.status, body=body, headers=headers)
 
 
 class Receiver:
@@ -58,6 +79,8 @@ class Receiver:
                     at=time.time(),
                 )
                 reply = receiver._record(received)
+                if reply.echo:
+                    reply = _echo(received, reply)
                 if reply.delay_seconds:
                     time.sleep(reply.delay_seconds)
                 head = f"HTTP/1.1 {reply.status} Reply\r\n"

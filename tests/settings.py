@@ -29,6 +29,9 @@ os.environ.setdefault("WEBHOOKS_RETRY_WINDOW_SECONDS", "3")
 os.environ.setdefault("WEBHOOKS_RETRY_JITTER", "0")
 # Attempts give up after 2 s instead of 15 s, so timeouts are quick to show.
 os.environ.setdefault("WEBHOOKS_TIMEOUT_SECONDS", "2")
+# A shrunk circuit-breaker cool-down (0.5 s, doubling) so a dead receiver's deliveries still run
+# their whole schedule within a test.
+os.environ.setdefault("WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS", "0.5")
 
 # This run's metric files, shared with the workers it starts (tests/conftest.py removes them).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="webhooks-metrics-"))
@@ -38,3 +41,5 @@ os.environ.setdefault("WEBHOOKS_HEARTBEAT_SECONDS", "1")
 from webhooks_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Each test starts with an empty cache (tests/conftest.py clears it): never a shared server's.
+CACHES["default"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # noqa: F405

@@ -64,3 +64,14 @@ def test_with_https_plain_http_is_redirected_but_health_is_not(client, settings)
 
     assert (login.status_code, login["Location"]) == (301, "https://testserver/admin/login/")
     assert health.status_code == 200
+
+
+def test_check_deploy_warns_when_the_limits_would_be_counted_per_process():
+    environment = readme_deploy_environment()
+    del environment["DJANGO_CACHE_URL"]
+
+    result = check_deploy(environment)
+
+    assert result.returncode == 1
+    assert sorted(set(re.findall(r"\w+\.W\d+", result.stderr))) == ["webhooks.W001"]
+    assert "Set DJANGO_CACHE_URL to a Redis database" in result.stderr

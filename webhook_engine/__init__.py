@@ -7,6 +7,10 @@ One module per concern, each taking plain values (no models, no ORM, no settings
 - ``vendors``       what the seed vendors call our event types, and the delivery profiles that
                     speak as each of them (body, dates, names, headers and signature);
 - ``render``        the one render-and-check step: envelope + content type + template -> bytes;
+- ``inputs``        what input every way in refuses (NUL, lone surrogates, deep JSON, dates no
+                    school's zone can show);
+- ``headers``       custom header names and values as RFC 9110 allows, credential-like names;
+- ``redaction``     a webhook's secrets removed from what an attempt keeps;
 - ``destinations``  which addresses webhooks may go to (SSRF policy);
 - ``signing``       Standard Webhooks signatures (``v1`` HMAC, ``v1a`` Ed25519) and the vendors'
                     (Edusign's hex HMAC, edudip's ECDSA);

@@ -27,21 +27,44 @@ _AWARE_DATETIME = re.compile(
 )
 
 
+def aware_datetime_parse(value: str) -> dt.datetime | None:
+    """The datetime an ISO-8601 string with a UTC offset holds (the strings deliveries move into
+    the school's zone), or None for any other string."""
+    if not _AWARE_DATETIME.match(value):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
 def datetime_localize(value: dt.datetime, tz: ZoneInfo) -> str:
-    """ISO-8601 in ``tz`` with its UTC offset at that instant (DST-correct)."""
-    return value.astimezone(tz).isoformat()
+    """ISO-8601 in ``tz`` with its UTC offset at that instant (DST-correct).
+
+    An instant the zone's calendar cannot hold (within hours of year 1 or year 9999, which
+    publishing refuses since) is written in UTC, or as given if UTC cannot hold it either: a
+    delivery is never stuck on a date.
+    """
+    try:
+        return value.astimezone(tz).isoformat()
+    except OverflowError:
+        try:
+            return value.astimezone(dt.UTC).isoformat()
+        except OverflowError:
+            return value.isoformat()
 
 
 def datetimes_localize(value: Any, tz: ZoneInfo) -> Any:
-    """A copy of a JSON value with every aware ISO-8601 datetime string moved into ``tz``."""
+    """A copy of a JSON value with every aware ISO-8601 datetime string moved into ``tz``
+    (a string whose instant the zone cannot hold is left as it is)."""
     if isinstance(value, str):
-        if _AWARE_DATETIME.match(value):
-            try:
-                parsed = dt.datetime.fromisoformat(value)
-            except ValueError:
-                return value
-            return datetime_localize(parsed, tz)
-        return value
+        parsed = aware_datetime_parse(value)
+        if parsed is None:
+            return value
+        try:
+            return parsed.astimezone(tz).isoformat()
+        except OverflowError:
+            return value
     if isinstance(value, dict):
         return {key: datetimes_localize(item, tz) for key, item in value.items()}
     if isinstance(value, list):

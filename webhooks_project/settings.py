@@ -121,6 +121,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Oversized bodies (413) and parameters that cannot be stored (400), before anything else.
+    "common.middleware.RequestInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -240,18 +242,24 @@ LOGGING = {
 
 # --- Django REST framework ------------------------------------------------------------------
 
+# Reverse proxies in front of the web processes: with N, the client's address is the N-th from
+# the right of X-Forwarded-For (what the outermost proxy saw); with 0 the header is ignored,
+# since anyone can write it.
+WEBHOOKS_TRUSTED_PROXIES = env_int("WEBHOOKS_TRUSTED_PROXIES", 0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["schools.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["common.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "common.api.PageNumberPagination",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    # Behind this many reverse proxies the client's address is read from X-Forwarded-For.
-    "NUM_PROXIES": env_int("WEBHOOKS_TRUSTED_PROXIES", 0) or None,
+    # Behind this many reverse proxies the client's address is read from X-Forwarded-For;
+    # 0 (the default) reads the connection's address and ignores the header.
+    "NUM_PROXIES": WEBHOOKS_TRUSTED_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
         # Send Test and the body preview render and send on demand: a key gets this many.
         "webhook-test": env_str("WEBHOOKS_TEST_RATE", "30/minute"),
@@ -259,7 +267,9 @@ REST_FRAMEWORK = {
     },
 }
 
-# Throttle counters and other shared state: Redis when DJANGO_CACHE_URL is set, else per process.
+# Throttle counters (failed API authentications and admin logins, Send Test and preview rates):
+# Redis when DJANGO_CACHE_URL is set, shared by every process; else per process (check --deploy
+# warns).
 DJANGO_CACHE_URL = env_str("DJANGO_CACHE_URL")
 CACHES = {
     "default": (
@@ -292,6 +302,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.responses_complete",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
         "ContentTypeEnum": "subscriptions.models.ContentType",
@@ -395,10 +409,15 @@ WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
 
 # API keys a school may have active at once (Edusign: 5).
 WEBHOOKS_API_KEYS_PER_SCHOOL = env_int("WEBHOOKS_API_KEYS_PER_SCHOOL", 5)
-# Largest request body accepted by POST /api/v1/events/ (413 above it).
+# Largest request body the API accepts, POST /api/v1/events/ included (413 above it).
 WEBHOOKS_INGEST_MAX_BYTES = env_int("WEBHOOKS_INGEST_MAX_BYTES", 512 * 1024)
 # Failed API authentications allowed per client address per minute (429 beyond).
 WEBHOOKS_AUTH_FAILURES_PER_MINUTE = env_int("WEBHOOKS_AUTH_FAILURES_PER_MINUTE", 20)
+# Failed admin logins allowed per client address, and per username, in this many seconds
+# (counted from the first); past it, every login of that address or username is refused until
+# the window is over, the right password included.
+WEBHOOKS_ADMIN_LOGIN_FAILURES = env_int("WEBHOOKS_ADMIN_LOGIN_FAILURES", 10)
+WEBHOOKS_ADMIN_LOGIN_WINDOW_SECONDS = env_float("WEBHOOKS_ADMIN_LOGIN_WINDOW_SECONDS", 900.0)
 
 # Fernet keys that encrypt secrets at rest (basic-auth passwords, signing secrets): the first
 # encrypts, all decrypt. Without it, a key derived from DJANGO_SECRET_KEY is used, and only when

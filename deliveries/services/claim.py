@@ -96,8 +96,8 @@ class ClaimOutcome:
 
     ``waiting``: due deliveries its webhook's limits did not let go now (left without a
     message, see the module docstring); ``retry_at``: when a rate-limited webhook has budget
-    again; ``unclaimed``: due deliveries left only because ``capacity`` ran out (their message
-    is still the caller's).
+    again or an open circuit's probe is due, if soon enough for a message; ``unclaimed``: due
+    deliveries left only because ``capacity`` ran out (their message is still the caller's).
     """
 
     claims: list[Claim] = field(default_factory=list)
@@ -289,6 +289,7 @@ class _Plan:
         if probing is not None:
             # Open, or a probe in flight: only one probe, once its time has come.
             if probing.probe_at is not None and probing.probe_at > self.now:
+                self._wake_at(probing.probe_at)
                 return False
             concurrency = 1
         if info.in_flight >= concurrency:
@@ -316,11 +317,17 @@ class _Plan:
         self.changed[endpoint] = state
         if tokens < 1.0:
             state.rate_tokens = tokens
-            ready = self.now + dt.timedelta(seconds=(1.0 - tokens) / rate)
-            self.retry_at = ready if self.retry_at is None else min(self.retry_at, ready)
+            self._wake_at(self.now + dt.timedelta(seconds=(1.0 - tokens) / rate))
             return False
         state.rate_tokens = tokens - 1.0
         return True
+
+    def _wake_at(self, when: dt.datetime) -> None:
+        """Deliveries held back until ``when`` (a rate budget, a probe's time) get a message
+        for then, when it is near enough for one; later ones are the sweeper's."""
+        if (when - self.now).total_seconds() > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
+            return
+        self.retry_at = when if self.retry_at is None else min(self.retry_at, when)
 
     def circuit_of(self, endpoint: uuid.UUID) -> tuple[str, int]:
         info = self.endpoints.get(endpoint)

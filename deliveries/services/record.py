@@ -33,11 +33,11 @@ from ..models import (
     DeliveryStatus,
     EndpointState,
 )
+from ..redaction import attempt_redact
 from .claim import Claim
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
 from .redrive import retrigger_schedule_resume
-from .send import headers_redact
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def deliveries_record(
         delivery.next_trigger = AttemptTrigger.AUTOMATIC
         delivery.last_response_status = result.status
         delivery.last_error_kind = result.error_kind
-        delivery.last_error = storable(result.error_message)
+        delivery.last_error = attempts[-1].error_message  # redacted, as the attempt keeps it
         if result.ok:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.delivered_at = now
@@ -365,20 +365,23 @@ def receivers_gone_disable(claims: list[Claim], results: list[TransportResult]) 
 
 
 def _attempt_build(*, claim: Claim, result: TransportResult) -> DeliveryAttempt:
+    # The one place attempts are built: every known secret of the webhook is redacted from
+    # what is stored (deliveries/redaction.py).
+    kept = attempt_redact(subscription=claim.delivery.subscription, result=result)
     return DeliveryAttempt(
         delivery=claim.delivery,
         number=claim.number,
         trigger=claim.trigger,
         started_at=claim.started_at,
         duration_ms=result.duration_ms,
-        request_url=claim.delivery.subscription.url,
-        request_headers=storable(headers_redact(result.request_headers)),
+        request_url=kept.request_url,
+        request_headers=storable(kept.request_headers),
         response_status=result.status,
-        response_headers=storable(result.headers),
-        response_body=storable(result.body.decode("utf-8", errors="replace")),
+        response_headers=storable(kept.response_headers),
+        response_body=storable(kept.response_body),
         response_body_truncated=result.body_truncated,
         error_kind=result.error_kind,
-        error_message=storable(result.error_message),
+        error_message=storable(kept.error_message),
     )
 
 
@@ -437,6 +440,7 @@ def _circuits_update(
         return set()
     threshold = settings.WEBHOOKS_CIRCUIT_FAILURES
     opened: set[uuid.UUID] = set()
+    probes: list[tuple[uuid.UUID, dt.datetime | None]] = []
     with transaction.atomic():
         EndpointState.objects.bulk_create(
             [EndpointState(subscription_id=endpoint) for endpoint in touched],
@@ -480,6 +484,8 @@ def _circuits_update(
                 )
             if state.circuit_state != CircuitState.CLOSED:
                 opened.add(endpoint)
+                if reopen or trip:
+                    probes.append((endpoint, state.probe_at))
         EndpointState.objects.bulk_update(
             states,
             [
@@ -490,7 +496,27 @@ def _circuits_update(
                 "probe_at",
             ],
         )
+    for endpoint, probe_at in probes:
+        _probe_schedule(endpoint, probe_at, now)
     return opened
+
+
+def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:
+    """The oldest due delivery of a webhook whose circuit just opened gets a message for its
+    probe's time (when near enough for a message; the sweeper probes the others)."""
+    if probe_at is None:
+        return
+    wait = (probe_at - now).total_seconds()
+    if wait > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
+        return
+    oldest = (
+        Delivery.objects.filter(subscription_id=endpoint, status=DeliveryStatus.PENDING)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if oldest is not None:
+        after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
 
 
 def _waiting_pull(

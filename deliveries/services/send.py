@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
 from subscriptions.models import Subscription
+from subscriptions.selectors import subscription_custom_headers, subscription_url
 from webhook_engine.errors import ErrorKind
 from webhook_engine.signing import message_id
 from webhook_engine.transport import TransportResult
@@ -114,13 +115,16 @@ def request_build(claim: Claim) -> Request:
             if subscription.basic_auth_enabled
             else ""
         )
+        # The URL and the custom headers with their secret parts decrypted (subscriptions').
+        url = subscription_url(subscription=subscription)
+        custom_headers = subscription_custom_headers(subscription=subscription)
     except SecretUnreadable as exc:
         return Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, str(exc)))
     if not secrets:
         message = "The webhook has no signing secret; rotate its secret to create one."
         return Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
     body = bytes(delivery.body)
-    headers = dict(subscription.custom_headers)
+    headers = dict(custom_headers)
     # The product's headers and signatures for the webhook's delivery profile: made in one
     # place, webhook_engine.vendors.profile_headers.
     try:
@@ -149,7 +153,7 @@ def request_build(claim: Claim) -> Request:
     if subscription.basic_auth_enabled:
         credentials = f"{subscription.basic_auth_username}:{password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return Request(subscription.url, body, headers)
+    return Request(url, body, headers)
 
 
 def headers_redact(headers: dict[str, str]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from schools.models import School
+from webhook_engine.inputs import datetime_problem, json_problems, text_problem
 
 from ..models import Event, EventType
 from ..schemas import data_errors
@@ -68,13 +69,16 @@ def event_publish(
     first event and fans nothing out a second time. If the transaction rolls back, nothing is sent.
 
     ``data`` must validate against the type's JSON Schema. A deprecated type is accepted and a
-    warning is logged.
+    warning is logged. Every date must be one each school's zone can show (a UTC offset within
+    ±14:00, not within a day of year 1 or year 9999): ``occurred_at``, and the ISO-8601
+    datetimes with an offset inside ``data``, which deliveries move into the school's zone.
 
     Raises ``ValidationError`` with a field map (``type``, ``data``, ``occurred_at``,
     ``idempotency_key``) for an unknown event type, data that is not JSON or does not match the
     type's schema (each message names the failing path, e.g. ``data.course.id: 'id' is a
-    required property``), and ``EventIdempotencyConflict`` when the key was used for a
-    different event.
+    required property``), text that cannot be stored (NUL, lone surrogates), nesting deeper
+    than ``webhook_engine.inputs.MAX_JSON_DEPTH``, a date no zone can show, and
+    ``EventIdempotencyConflict`` when the key was used for a different event.
     """
     event_type = event_type_get(type)
     if event_type.deprecated:
@@ -121,6 +125,9 @@ def _fan_out_after_commit(event: Event) -> None:
 
 
 def event_type_get(key: str) -> EventType:
+    problem = text_problem(key) if isinstance(key, str) else "is not text"
+    if problem:
+        raise ValidationError({"type": [f"The event type {problem}."]})
     event_type = event_type_for_publish(key)
     if event_type is None:
         raise ValidationError(
@@ -160,6 +167,9 @@ def _occurred_at_validate(occurred_at: dt.datetime | None) -> dt.datetime:
         raise ValidationError(
             {"occurred_at": ["The datetime has no time zone; give an aware datetime."]}
         )
+    problem = datetime_problem(occurred_at)
+    if problem:
+        raise ValidationError({"occurred_at": [f"The datetime {problem}."]})
     return occurred_at
 
 
@@ -171,13 +181,20 @@ def _idempotency_key_validate(idempotency_key: str | None) -> str | None:
         return None
     if len(key) > 255:
         raise ValidationError({"idempotency_key": ["Use at most 255 characters."]})
+    problem = text_problem(key)
+    if problem:
+        raise ValidationError({"idempotency_key": [f"The key {problem}."]})
     return key
 
 
 def _event_data_normalize(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError({"data": [f"Give a JSON object, not {type(data).__name__}."]})
+    # Depth and text first (an explicit stack: any depth is safe), then the conversion, then
+    # the dates as deliveries will read them.
+    _json_problems_raise(json_problems(data, path="data"))
     normalized = _json_value(data, "data")
+    _json_problems_raise(json_problems(normalized, path="data", datetimes=True))
     size = len(json.dumps(normalized, separators=(",", ":")).encode())
     limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
     if size > limit:
@@ -185,6 +202,11 @@ def _event_data_normalize(data: Any) -> dict[str, Any]:
             {"data": [f"The data is {size} bytes of JSON; the limit is {limit} bytes."]}
         )
     return normalized
+
+
+def _json_problems_raise(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise ValidationError({"data": [f"{path} {message}." for path, message in problems]})
 
 
 def _json_value(value: Any, path: str) -> Any:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from schools.models import School
+from webhook_engine.inputs import datetime_problem, text_problem
 
 from ..models import Event, ScheduledEvent, ScheduledEventStatus
 from ..schedule import DailyRun, daily_run_latest
@@ -222,6 +223,9 @@ def _due_at_validate(due_at: dt.datetime) -> dt.datetime:
         raise ValidationError(
             {"due_at": ["The datetime has no time zone; give an aware datetime."]}
         )
+    problem = datetime_problem(due_at)
+    if problem:
+        raise ValidationError({"due_at": [f"The datetime {problem}."]})
     return due_at
 
 
@@ -233,6 +237,9 @@ def _scheduled_key_validate(key: str | None) -> str | None:
         return None
     if len(key) > 255:
         raise ValidationError({"key": ["Use at most 255 characters."]})
+    problem = text_problem(key)
+    if problem:
+        raise ValidationError({"key": [f"The key {problem}."]})
     return key
 
 

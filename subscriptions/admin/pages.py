@@ -43,7 +43,7 @@ from ..forms import RecoverForm, SendTestForm
 from ..models import SigningSecret, Subscription
 from ..selectors import (
     subscription_event_types,
-    subscription_secret_values,
+    subscription_hidden_values,
 )
 from ..services import (
     subscription_body_preview,
@@ -152,7 +152,7 @@ class WebhookPages(SchoolScopedAdmin):
                 secrets = (
                     None
                     if self.has_manage_secret_permission(request, subscription)
-                    else subscription_secret_values(subscription=subscription)
+                    else subscription_hidden_values(subscription=subscription)
                 )
                 shown = attempt_shown(attempt, secrets=secrets)
                 context.update(

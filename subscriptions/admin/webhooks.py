@@ -79,7 +79,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     list_display_links = ["name"]
     list_filter = [WebhookStateFilter, TopicFilter, "content_type", "profile", SchoolListFilter]
     list_select_related = ["school"]
-    search_fields = ["name", "url"]
+    search_fields = ["name", "url"]  # see get_search_results: never the URL's query string
     list_per_page = 50
     show_facets = admin.ShowFacets.NEVER
     readonly_fields = [
@@ -138,7 +138,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 _("Basic authentication"),
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},
             ),
-            (_("Custom headers"), {"fields": ["custom_headers"]}),
+            (_("Custom headers"), {"fields": ["custom_headers", "secret_headers"]}),
             (_("Webhook body"), {"fields": ["body_template"]}),
             (
                 _("Signature"),

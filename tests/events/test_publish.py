@@ -200,3 +200,78 @@ def test_idempotency_keys_are_per_school(school):
     second = event_publish(school=other, type="course.created", data=data, idempotency_key="k")
 
     assert first.pk != second.pk
+
+
+@pytest.mark.parametrize(
+    ("timezone", "change", "errors"),
+    [
+        (
+            "Pacific/Kiritimati",
+            {"occurred_at": dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC)},
+            {
+                "occurred_at": [
+                    "The datetime is outside the dates every time zone can show "
+                    "(0001-01-02 to 9999-12-30 UTC)."
+                ]
+            },
+        ),
+        (
+            "Etc/GMT+12",
+            {"data": {"course": {"id": "c1", "start": "0001-01-01T06:00:00Z"}}},
+            {
+                "data": [
+                    "data.course.start is outside the dates every time zone can show "
+                    "(0001-01-02 to 9999-12-30 UTC)."
+                ]
+            },
+        ),
+        (
+            "Europe/Paris",
+            {"data": {"course": {"id": "c1", "start": dt.datetime(9999, 12, 31, tzinfo=dt.UTC)}}},
+            {
+                "data": [
+                    "data.course.start is outside the dates every time zone can show "
+                    "(0001-01-02 to 9999-12-30 UTC)."
+                ]
+            },
+        ),
+        (
+            "Europe/Paris",
+            {"data": {"course": {"id": "c1\x00"}, "k\ud800": 1}},
+            {
+                "data": [
+                    "data has a key that contains an unpaired surrogate (U+D800), which is not "
+                    "valid Unicode.",
+                    "data.course.id contains a NUL character (U+0000), which cannot be stored.",
+                ]
+            },
+        ),
+    ],
+)
+def test_an_event_no_school_zone_can_show_or_no_database_can_store_is_refused(
+    school, timezone, change, errors
+):
+    school.timezone = timezone
+    school.save()
+    fields = {"type": "course.created", "data": {"course": {"id": "c1"}}, **change}
+
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, **fields)
+
+    assert raised.value.message_dict == errors
+    assert Event.objects.count() == 0
+
+
+def test_data_nested_deeper_than_the_limit_is_refused_without_recursing(school):
+    data: dict = {"course": {"id": "c1"}}
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    data["extra"] = deep
+
+    with pytest.raises(ValidationError) as raised:
+        event_publish(school=school, type="course.created", data=data)
+
+    [message] = raised.value.message_dict["data"]
+    assert message.endswith("is nested more than 32 levels deep; flatten it.")
+    assert Event.objects.count() == 0

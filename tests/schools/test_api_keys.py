@@ -133,7 +133,7 @@ def test_repeated_failed_authentication_is_throttled_but_valid_keys_still_get_in
 
 def test_behind_a_proxy_failures_are_counted_per_client_address(school, settings):
     settings.WEBHOOKS_AUTH_FAILURES_PER_MINUTE = 2
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.WEBHOOKS_TRUSTED_PROXIES = 1
     guess = _client("whk_guess0000guessguessguessguessguessguess")
     for _ in range(2):
         guess.get("/api/v1/subscriptions/", HTTP_X_FORWARDED_FOR="203.0.113.7")

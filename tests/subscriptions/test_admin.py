@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from subscriptions.crypto import secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
-from subscriptions.selectors import signing_secret_current
+from subscriptions.selectors import signing_secret_current, subscription_custom_headers
 from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -131,7 +131,12 @@ def test_a_school_admin_adds_a_webhook_with_types_a_pattern_xml_basic_auth_and_h
     assert subscription.content_type == "xml"
     assert (subscription.basic_auth_enabled, subscription.basic_auth_username) == (True, "crm")
     assert secret_decrypt(subscription.basic_auth_password_encrypted) == "s3cret-pw"
-    assert subscription.custom_headers == {"X-Api-Token": "abc", "X-Tenant": "lycee"}
+    # X-Api-Token is named like a credential: its value is stored encrypted.
+    assert subscription.custom_headers == {"X-Api-Token": "••••••••", "X-Tenant": "lycee"}
+    assert subscription_custom_headers(subscription=subscription) == {
+        "X-Api-Token": "abc",
+        "X-Tenant": "lycee",
+    }
     page = client.get(response["Location"]).content.decode()
     assert "The webhook “CRM” was added." in page
     assert signing_secret_current(subscription=subscription) not in page  # masked

@@ -250,3 +250,24 @@ def test_send_test_is_rate_limited_per_key(api, school, receiver, settings):
 
     assert codes == [200, 200, 429]
     assert len(receiver.received("/t")) == 2
+
+
+@pytest.mark.parametrize(
+    ("page_size", "status"), [("0", 400), ("-1", 400), ("abc", 400), ("1", 200), ("500", 200)]
+)
+def test_a_page_size_that_is_not_a_whole_number_of_at_least_one_is_refused(api, page_size, status):
+    response = api.get("/api/v1/subscriptions/", {"page_size": page_size})
+
+    assert response.status_code == status
+    if status == 400:
+        assert response.json() == {"errors": {"page_size": ["Give a whole number of at least 1."]}}
+
+
+def test_a_filter_given_empty_or_not_a_boolean_is_refused(api):
+    empty = api.get("/api/v1/deliveries/", {"subscription": ""})
+    boolean = api.get("/api/v1/deliveries/", {"is_test": "null"})
+
+    assert empty.json() == {
+        "errors": {"subscription": ["Give a value, or leave the parameter out."]}
+    }
+    assert boolean.json() == {"errors": {"is_test": ["Give true or false."]}}

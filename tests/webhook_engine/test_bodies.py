@@ -1,4 +1,5 @@
 import time
+import tracemalloc
 
 import pytest
 
@@ -9,6 +10,7 @@ from webhook_engine.bodies import (
     body_context,
     body_render,
 )
+from webhook_engine.bodies.library import MAX_VALUE_CHARACTERS, MAX_WORK_CHARACTERS
 from webhook_engine.render import body_check_samples
 
 ENVELOPE = {
@@ -139,3 +141,61 @@ def test_a_filter_failing_on_real_data_is_a_body_error_not_a_crash():
         body_render(compiled, body_context({**ENVELOPE, "data": {"score": None}}, 0))
 
     assert str(raised.value).startswith("The template failed on this event's data:")
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        "|json" * 40,  # each |json doubles the backslashes of the one before
+        "|addslashes" * 40,  # each doubles every backslash
+        "|escapejs|addslashes" * 20,
+    ],
+)
+def test_a_chain_of_filters_that_multiplies_a_value_stops_at_the_first_value_too_large(chain):
+    # A 4-character value, a template of a few hundred characters: without the value budget
+    # this grows to gigabytes before the output budget sees anything.
+    envelope = {**ENVELOPE, "data": {"note": '\\"\\"'}}
+    compiled = body_compile('{"a": {{ data.note' + chain + " }}}")
+    tracemalloc.start()
+    started = time.monotonic()
+
+    with pytest.raises(BodyTemplateError) as raised:
+        body_render(compiled, body_context(envelope, 0))
+
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(raised.value) == (
+        f"A value in the template grew past {MAX_VALUE_CHARACTERS} characters; chained "
+        "filters such as |json|json multiply a value's size."
+    )
+    assert time.monotonic() - started < 1
+    assert peak < 32 * 1024 * 1024
+
+
+def test_work_that_writes_little_is_budgeted_too():
+    # 10,000 iterations each upper-casing 200 kB and keeping one character: a tiny body, 4 GB
+    # of work. It stops when the characters worked through pass the budget.
+    envelope = {**ENVELOPE, "data": {"items": list(range(10_000)), "blob": "x" * 200_000}}
+    compiled = body_compile(
+        '{"a": "{% for i in data.items %}{{ data.blob|upper|first }}{% endfor %}"}'
+    )
+    started = time.monotonic()
+
+    with pytest.raises(BodyTemplateError) as raised:
+        body_render(compiled, body_context(envelope, 0))
+
+    assert str(raised.value) == (
+        f"The template worked through more than {MAX_WORK_CHARACTERS} characters; apply fewer "
+        "filters to large values, or fewer times."
+    )
+    assert time.monotonic() - started < 2
+
+
+def test_the_budget_is_per_render_and_filters_keep_their_arguments_checked():
+    compiled = body_compile('{"n": {{ data.course.name|truncatechars:3|json }}}')
+
+    bodies = [body_render(compiled, body_context(ENVELOPE, 0)) for _ in range(500)]
+
+    assert set(bodies) == {'{"n": "Ma…"}'}
+    with pytest.raises(BodyTemplateError, match="truncatechars requires 2 arguments, 1 provided"):
+        body_compile("{{ data.course.name|truncatechars }}")

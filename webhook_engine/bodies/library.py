@@ -7,7 +7,12 @@ Django's built-in tags: ``{% load %}``, ``{% include %}``, ``{% extends %}``, ``
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from django import template
@@ -75,12 +80,17 @@ ALLOWED_FILTERS = (
 MAX_LOOP_ITERATIONS = 10_000
 # A body may be this large; rendering stops as soon as it would grow past it.
 MAX_OUTPUT_CHARACTERS = 1024 * 1024
-
-for _name in ALLOWED_TAGS:
-    if _name != "for":
-        register.tag(_name, defaulttags.register.tags[_name])
-for _name in ALLOWED_FILTERS:
-    register.filter(_name, defaultfilters.register.filters[_name])
+# No value a filter makes may be larger than a whole body (so a chain such as
+# |json|json|json..., which doubles the backslashes at each step, stops at the first value past
+# it instead of growing to gigabytes), ...
+MAX_VALUE_CHARACTERS = MAX_OUTPUT_CHARACTERS
+# ... the filters and the output of one render may read and write this many characters in all
+# (the work: a loop applying |upper to a large value 10,000 times writes little but works much),
+# ...
+MAX_WORK_CHARACTERS = 16 * 1024 * 1024
+# ... and one render stops after this long whatever it does, in the web process (preview, the
+# check on save) as in the worker (fan-out).
+MAX_RENDER_SECONDS = 2.0
 
 
 class LoopBudgetExceeded(Exception):
@@ -89,6 +99,95 @@ class LoopBudgetExceeded(Exception):
 
 class OutputBudgetExceeded(Exception):
     """A body template produced more than ``MAX_OUTPUT_CHARACTERS``."""
+
+
+class WorkBudgetExceeded(Exception):
+    """A body template made a value too large, worked through too many characters, or ran
+    too long (``MAX_VALUE_CHARACTERS``, ``MAX_WORK_CHARACTERS``, ``MAX_RENDER_SECONDS``)."""
+
+
+class _RenderBudget:
+    """What one render has spent: characters read and written by filters and output nodes."""
+
+    def __init__(self, deadline: float) -> None:
+        self.work = 0
+        self.deadline = deadline
+
+    def charge(self, characters: int) -> None:
+        if characters > MAX_VALUE_CHARACTERS:
+            raise WorkBudgetExceeded(
+                f"A value in the template grew past {MAX_VALUE_CHARACTERS} characters; chained "
+                "filters such as |json|json multiply a value's size."
+            )
+        self.work += characters
+        if self.work > MAX_WORK_CHARACTERS:
+            raise WorkBudgetExceeded(
+                f"The template worked through more than {MAX_WORK_CHARACTERS} characters; "
+                "apply fewer filters to large values, or fewer times."
+            )
+        if time.monotonic() > self.deadline:
+            raise WorkBudgetExceeded(
+                f"Rendering the template took longer than {MAX_RENDER_SECONDS:g} seconds."
+            )
+
+
+_BUDGET: contextvars.ContextVar[_RenderBudget | None] = contextvars.ContextVar(
+    "webhook_body_budget", default=None
+)
+
+
+@contextmanager
+def render_budget() -> Iterator[None]:
+    """Count one render's work against the budget (``sandbox.body_render`` opens it)."""
+    token = _BUDGET.set(_RenderBudget(time.monotonic() + MAX_RENDER_SECONDS))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _size(value: Any) -> int:
+    """How many characters (or items) a value is, for the budget."""
+    if isinstance(value, str | list | tuple | dict):
+        return len(value)
+    return 1
+
+
+def budget_charge(*values: Any) -> None:
+    """Charge values read or written to the current render's budget (none outside a render)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        for value in values:
+            budget.charge(_size(value))
+
+
+def _budgeted(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that charges what it reads and what it makes to the render's budget."""
+
+    @functools.wraps(func)
+    def filter_budgeted(value: Any, *args: Any, **kwargs: Any) -> Any:
+        budget_charge(value)
+        result = func(value, *args, **kwargs)
+        budget_charge(result)
+        return result
+
+    return filter_budgeted
+
+
+def _register_filter(name: str, func: Callable[..., Any]) -> None:
+    flags = {
+        flag: getattr(func, flag)
+        for flag in ("is_safe", "needs_autoescape", "expects_localtime")
+        if hasattr(func, flag)
+    }
+    register.filter(name, _budgeted(func), **flags)
+
+
+for _name in ALLOWED_TAGS:
+    if _name != "for":
+        register.tag(_name, defaulttags.register.tags[_name])
+for _name in ALLOWED_FILTERS:
+    _register_filter(_name, defaultfilters.register.filters[_name])
 
 
 class BudgetedNode(Node):
@@ -106,6 +205,7 @@ class BudgetedNode(Node):
             raise OutputBudgetExceeded(
                 f"The body is larger than {MAX_OUTPUT_CHARACTERS} characters."
             )
+        budget_charge(output)
         context.render_context["output_characters"] = used
         return output
 
@@ -130,13 +230,11 @@ def do_for(parser: Parser, token: Token) -> Node:
     return node
 
 
-@register.filter("json")
 def json_filter(value: Any) -> str:
     """The value as JSON, for embedding in a JSON body: ``{"name": {{ data.name|json }}}``."""
     return json.dumps(value, ensure_ascii=False)
 
 
-@register.filter("xml")
 def xml_filter(value: Any) -> str:
     """The value as escaped XML text: ``<name>{{ data.name|xml }}</name>``."""
     if value is None:
@@ -146,20 +244,28 @@ def xml_filter(value: Any) -> str:
     return str(escape(value))
 
 
-@register.filter("xml_tree")
 def xml_tree_filter(value: Any, name: str = "item") -> str:
     """An object as XML elements named after its keys (a list or scalar as ``<name>`` items)."""
     return xml_fragment(value, name=name)
 
 
-@register.filter("entries")
 def entries_filter(value: Any) -> list[tuple[str, Any]]:
     """The key/value pairs of an object: ``{% for key, value in data|entries %}``."""
     return list(value.items()) if isinstance(value, dict) else []
 
 
-@register.filter("vendor")
 def vendor_filter(event_type: str, vendor: str) -> str:
     """The vendor's own name for an event type (``course.created|vendor:"edusign"`` gives
     ``on_course_created``), or the type itself when the vendor has no such event."""
     return vendor_type_name(event_type, vendor)
+
+
+_OWN_FILTERS: dict[str, Callable[..., Any]] = {
+    "json": json_filter,
+    "xml": xml_filter,
+    "xml_tree": xml_tree_filter,
+    "entries": entries_filter,
+    "vendor": vendor_filter,
+}
+for _name, _function in _OWN_FILTERS.items():
+    _register_filter(_name, _function)

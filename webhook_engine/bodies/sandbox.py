@@ -24,7 +24,14 @@ from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import FilterExpression, Node, NodeList, Variable
 from django.template.smartif import TokenBase
 
-from .library import ALLOWED_TAGS, BudgetedNode, LoopBudgetExceeded, OutputBudgetExceeded
+from .library import (
+    ALLOWED_TAGS,
+    BudgetedNode,
+    LoopBudgetExceeded,
+    OutputBudgetExceeded,
+    WorkBudgetExceeded,
+    render_budget,
+)
 
 CONTEXT_NAMES = (
     "id",
@@ -180,10 +187,16 @@ def body_context(envelope: dict[str, Any], unix_timestamp: int) -> dict[str, Any
 
 
 def body_render(compiled: CompiledBody, context: dict[str, Any]) -> str:
-    """Render a compiled body. Raises ``BodyTemplateError`` when it runs away."""
+    """Render a compiled body within its budget: loop iterations, output size, the size of any
+    value a filter makes, the characters filters work through, and time (``library``). Every
+    render goes through here, in the web process (preview, the check on save) as in the worker.
+
+    Raises ``BodyTemplateError`` when it runs away, or fails on this data.
+    """
     try:
-        output = compiled.template.render(Context(context, autoescape=False))
-    except (LoopBudgetExceeded, OutputBudgetExceeded) as exc:
+        with render_budget():
+            output = compiled.template.render(Context(context, autoescape=False))
+    except (LoopBudgetExceeded, OutputBudgetExceeded, WorkBudgetExceeded) as exc:
         raise BodyTemplateError(str(exc)) from exc
     except Exception as exc:
         # A filter given data it cannot take (divisibleby on null, ...): the template cannot be

@@ -1,0 +1,62 @@
+"""Date fields for query filters and admin forms: a date any school's zone can show, or a 400
+(API) / a form error (admin) naming the problem, never a database error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
+
+from webhook_engine.inputs import datetime_problem
+
+
+def datetime_check(value: dt.datetime | None) -> None:
+    """Raise a form ``ValidationError`` for a datetime no school's zone can show."""
+    problem = datetime_problem(value) if isinstance(value, dt.datetime) else None
+    if problem:
+        raise forms.ValidationError(f"This date {problem}.", code="out_of_range")
+
+
+class BoundedIsoDateTimeField(IsoDateTimeField):
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        datetime_check(value)
+
+
+class BoundedDateTimeField(forms.DateTimeField):
+    """A form's ``DateTimeField`` that refuses dates no school's zone can show."""
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        datetime_check(value)
+
+
+class DateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO-8601 datetime filter (``?created_after=...``) refusing out-of-range dates."""
+
+    field_class = BoundedIsoDateTimeField
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    """A filter set that refuses a filter given with no value (``?status=``): the client meant
+    something, and answering every row instead would hide the mistake."""
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            if name not in self.data:
+                continue
+            value = str(self.data.get(name) or "").strip()
+            if not value:
+                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                valid = False
+            elif isinstance(filter_, django_filters.BooleanFilter) and value not in _BOOLEANS:
+                self.form.add_error(name, "Give true or false.")
+                valid = False
+        return valid
+
+
+_BOOLEANS = {"true", "false", "True", "False", "1", "0"}

@@ -1,0 +1,91 @@
+import base64
+
+from webhook_engine.redaction import (
+    REDACTED,
+    headers_redact,
+    secret_forms,
+    text_redact,
+    url_query_mask,
+    url_query_secret,
+    url_query_unmask,
+    url_query_values,
+    url_redact,
+)
+
+
+def test_every_form_an_echo_returns_a_secret_in_is_redacted():
+    password = 'p@ss/wörd"+1'
+    credentials = base64.b64encode(f"lms:{password}".encode()).decode()
+    secrets = secret_forms([password, credentials, "abc"])  # "abc" is too short to hide
+    echoed = (
+        f'{{"auth": "Basic {credentials}", "raw": "{password}", '
+        f'"json": "p@ss/w\\u00f6rd\\"+1", "query": "p%40ss%2Fw%C3%B6rd%22%2B1", '
+        f'"form": "p%40ss%2Fw%C3%B6rd%22%2B1", "status": "abc"}}'
+    )
+
+    assert text_redact(echoed, secrets) == (
+        '{"auth": "Basic [redacted]", "raw": "[redacted]", "json": "[redacted]", '
+        '"query": "[redacted]", "form": "[redacted]", "status": "abc"}'
+    )
+
+
+def test_a_body_cut_in_the_middle_of_a_secret_loses_the_secrets_beginning_too():
+    secrets = secret_forms(["tok-7f3a9c-very-long"])
+
+    assert text_redact("echo: tok-7f3a9c-ve", secrets, truncated=True) == f"echo: {REDACTED}"
+    assert text_redact("echo: tok-7f3a9c-ve", secrets) == "echo: tok-7f3a9c-ve"
+
+
+def test_a_urls_query_values_are_redacted_and_its_names_kept():
+    url = "https://hooks.example/in/s3cr3t-path?token=a%2Bb&team=x&flag&empty=#frag"
+
+    assert url_query_values(url) == ["a%2Bb", "a+b", "x", "x"]
+    assert url_redact(url, secret_forms(["s3cr3t-path"])) == (
+        "https://hooks.example/in/[redacted]?token=[redacted]&team=[redacted]&flag&empty=#[redacted]"
+    )
+    assert url_redact("https://hooks.example/in") == "https://hooks.example/in"
+
+
+def test_request_headers_lose_credentials_by_name_and_secrets_by_value_answers_keep_their_names():
+    secrets = secret_forms(["k-123", "lycee-secret"])
+    sent = {
+        "Authorization": "Basic bG1zOnB3",
+        "X-Api-Key": "k-123",
+        "X-Receiver-Sig": "sig-value",
+        "X-Tenant": "lycee",
+        "X-Note": "with lycee-secret inside",
+        "webhook-signature": "v1,abc",
+    }
+    answered = {"WWW-Authenticate": 'Basic realm="x"', "X-Echo": "k-123"}
+
+    assert headers_redact(sent, secrets) == {
+        "Authorization": REDACTED,
+        "X-Api-Key": REDACTED,
+        "X-Receiver-Sig": REDACTED,
+        "X-Tenant": "lycee",
+        "X-Note": f"with {REDACTED} inside",
+        "webhook-signature": "v1,abc",
+    }
+    assert headers_redact(answered, secrets, by_name=False) == {
+        "WWW-Authenticate": 'Basic realm="x"',
+        "X-Echo": REDACTED,
+    }
+
+
+def test_a_urls_query_values_are_masked_and_the_mask_given_back_keeps_each_value():
+    stored = "https://h.example/in?token=a%2Bb&team=x&team=y&flag#top"
+    mask = "••••••••"
+
+    masked = url_query_mask(stored, mask)
+    kept, missing = url_query_unmask(
+        f"https://other.example/in?team={mask}&team=%E2%80%A2%E2%80%A2%E2%80%A2%E2%80%A2"
+        f"%E2%80%A2%E2%80%A2%E2%80%A2%E2%80%A2&token=new&key={mask}",
+        stored,
+        mask,
+    )
+
+    assert masked == f"https://h.example/in?token={mask}&team={mask}&team={mask}&flag#top"
+    assert url_query_secret(stored)
+    assert not url_query_secret("https://h.example/in?flag&empty=")
+    assert kept == f"https://other.example/in?team=x&team=y&token=new&key={mask}"
+    assert missing == ["key"]

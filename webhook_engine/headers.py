@@ -1,0 +1,91 @@
+"""Custom request headers: what RFC 9110 lets a header name and value be, and which names say
+they carry a credential. Pure functions.
+
+A header that passes these checks can be sent by the transport (``http.client`` encodes values
+as Latin-1 and refuses line breaks), so a webhook never saves a header every delivery would then
+fail on. The messages say what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .inputs import printable
+
+# RFC 9110 section 5.6.2: a field name is a token.
+TOKEN_CHARACTERS = "!#$%&'*+-.^_`|~"  # noqa: S105 - the RFC's token characters
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Servers commonly refuse header lines past 8 KB; names this long are never real.
+MAX_HEADER_NAME_CHARACTERS = 100
+MAX_HEADER_VALUE_CHARACTERS = 1000
+# Names that by themselves say the value is a credential (X-Api-Key, X-Auth-Token, X-Receiver-Sig,
+# X-Hub-Signature, ...): their values are kept secret whether or not the webhook says so.
+SECRET_HEADER_NAME = re.compile(
+    r"auth|token|secret|passw|pwd|api[-_]?key|(^|[-_])key($|[-_])|credential|cookie|session"
+    r"|(^|[-_])sig($|[-_])|signature|hmac|bearer|jwt|private",
+    re.IGNORECASE,
+)
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a header name, or None."""
+    if not name:
+        return "A header name cannot be empty."
+    if len(name) > MAX_HEADER_NAME_CHARACTERS:
+        return (
+            f"The header name {printable(name, 30)!r} has {len(name)} characters; the limit is "
+            f"{MAX_HEADER_NAME_CHARACTERS}."
+        )
+    if not _TOKEN.match(name):
+        bad = next(char for char in name if not _TOKEN.match(char))
+        return (
+            f"{printable(name, 40)!r} is not a valid header name: it contains "
+            f"{_character(bad)}. Use letters, digits and {TOKEN_CHARACTERS} (RFC 9110, 5.6.2)."
+        )
+    return None
+
+
+def header_value_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the value of header ``name``, or None.
+
+    RFC 9110 (5.5): visible ASCII, spaces and tabs, and the Latin-1 range U+0080 to U+00FF,
+    with no space at either end. Anything else (a line break, a control character, 日本語,
+    U+2028) cannot be written in an HTTP/1.1 header.
+    """
+    if len(value) > MAX_HEADER_VALUE_CHARACTERS:
+        return (
+            f"The value of {name} has {len(value)} characters; the limit is "
+            f"{MAX_HEADER_VALUE_CHARACTERS}."
+        )
+    for char in value:
+        code = ord(char)
+        if char in "\r\n":
+            return f"The value of {name} cannot contain line breaks."
+        if char == "\t" or 0x20 <= code <= 0x7E or 0x80 <= code <= 0xFF:
+            if 0x80 <= code < 0xA0:
+                return _value_refused(name, char)
+            continue
+        return _value_refused(name, char)
+    if value != value.strip(" \t"):
+        return f"The value of {name} starts or ends with a space; remove it."
+    return None
+
+
+def _value_refused(name: str, char: str) -> str:
+    return (
+        f"The value of {name} contains {_character(char)}, which an HTTP header cannot carry "
+        "(RFC 9110, 5.5: visible ASCII and Latin-1 letters only). Encode it, for example in "
+        "base64 or percent-encoding."
+    )
+
+
+def _character(char: str) -> str:
+    code = ord(char)
+    if char.isprintable() and not 0xD800 <= code <= 0xDFFF:
+        return f"{char!r} (U+{code:04X})"
+    return f"U+{code:04X}"
+
+
+def header_name_looks_secret(name: str) -> bool:
+    """Whether a header's name says it carries a credential (``SECRET_HEADER_NAME``)."""
+    return bool(SECRET_HEADER_NAME.search(name))

@@ -1,0 +1,159 @@
+"""What a value must be for the engine to carry it: the rules every way in applies to input.
+
+The API's JSON parser, its query-string and form checks, the admin's filters and
+``event_publish`` all refuse the same things with the same words, before anything reaches the
+database or a template:
+
+- text PostgreSQL cannot store (NUL, U+0000) or that is not Unicode at all (a lone surrogate such
+  as U+D800, which a JSON ``\\ud800`` escape produces and no encoder accepts);
+- JSON nested deeper than ``MAX_JSON_DEPTH`` (Python's parser, ``jsonb``, the XML writer and the
+  template engine all recurse), and numbers JSON cannot write (``1e400`` parses as infinity);
+- datetimes that cannot be shown in every school's time zone: a UTC offset beyond
+  ``MAX_UTC_OFFSET`` or an instant so close to year 1 or year 9999 that moving it into a zone
+  leaves the calendar (``OverflowError`` at delivery time).
+
+Pure functions over plain values; messages name the offending path so a caller can say which
+field to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from .envelope import aware_datetime_parse
+
+# Deep enough for any real payload (the catalog's deepest sample has 4 levels).
+MAX_JSON_DEPTH = 32
+# Real time zones lie between UTC-12:00 and UTC+14:00; an offset past either is a typo or a probe.
+MAX_UTC_OFFSET = dt.timedelta(hours=14)
+# Every instant in this range can be written in every zone (one day of margin either side).
+DATETIME_MIN = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+DATETIME_MAX = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
+# Problems reported at most per value: enough to act on, never a flood.
+MAX_PROBLEMS = 10
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None: a NUL character or a lone surrogate."""
+    if "\x00" in value:
+        return "contains a NUL character (U+0000), which cannot be stored"
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            return f"contains an unpaired surrogate (U+{ord(char):04X}), which is not valid Unicode"
+    return None
+
+
+def printable(value: str, limit: int = 60) -> str:
+    """``value`` for a message: control and surrogate characters escaped, long text cut."""
+    out = []
+    for char in value[:limit]:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF or 0x80 <= code < 0xA0:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out) + ("…" if len(value) > limit else "")
+
+
+def _key_path(path: str, key: str) -> str:
+    shown = printable(key, 40)
+    simple = shown and all(char.isalnum() or char in "_-" for char in shown)
+    step = f".{shown}" if simple else f'["{shown}"]'
+    return f"{path}{step}" if path else shown
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 120 else path[:117] + "…"
+
+
+def json_problems(
+    value: Any,
+    *,
+    path: str = "",
+    max_depth: int = MAX_JSON_DEPTH,
+    datetimes: bool = False,
+) -> list[tuple[str, str]]:
+    """Every reason (up to ``MAX_PROBLEMS``) a parsed JSON value cannot be carried, as
+    ``(path, message)``: text that cannot be stored (in keys and values), nesting deeper than
+    ``max_depth``, numbers that are not finite and, with ``datetimes``, ISO-8601 datetimes with
+    an offset (the ones deliveries move into the school's zone) that ``datetime_problem`` refuses.
+
+    ``path`` names the value itself (``data``); nested paths read ``data.course.id`` and
+    ``data.items[2]``. Walks with an explicit stack, so any depth is safe to inspect.
+    """
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack and len(problems) < MAX_PROBLEMS:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                problems.append(
+                    (_short(where), f"is nested more than {max_depth} levels deep; flatten it")
+                )
+                continue
+            children: Iterator[tuple[Any, str]]
+            if isinstance(item, dict):
+                for key in item:
+                    if isinstance(key, str) and (problem := text_problem(key)):
+                        problems.append((_short(where), f"has a key that {problem}"))
+                children = ((child, _key_path(where, str(key))) for key, child in item.items())
+            else:
+                children = ((child, f"{where}[{index}]") for index, child in enumerate(item))
+            # Reversed onto the stack, so problems come out in document order.
+            stack.extend(
+                (child, child_path, depth + 1) for child, child_path in reversed(list(children))
+            )
+        elif isinstance(item, str):
+            problem = text_problem(item)
+            if problem is None and datetimes:
+                parsed = aware_datetime_parse(item)
+                problem = datetime_problem(parsed) if parsed is not None else None
+            if problem:
+                problems.append((_short(where), problem))
+        elif isinstance(item, float) and not math.isfinite(item):
+            problems.append((_short(where), f"is {item}, which JSON cannot represent"))
+    return problems[:MAX_PROBLEMS]
+
+
+def datetime_problem(value: dt.datetime) -> str | None:
+    """Why an aware datetime cannot be shown in every school's zone, or None (naive: None; the
+    caller decides what a naive value means)."""
+    offset = value.utcoffset()
+    if offset is None:
+        return None
+    if abs(offset) > MAX_UTC_OFFSET:
+        sign = "-" if offset < dt.timedelta(0) else "+"
+        minutes = int(abs(offset).total_seconds() // 60)
+        return (
+            f"has the UTC offset {sign}{minutes // 60:02d}:{minutes % 60:02d}; the offsets of "
+            "time zones lie within ±14:00"
+        )
+    try:
+        utc = value.replace(tzinfo=None) - offset
+    except OverflowError:
+        utc = None
+    if utc is None or not DATETIME_MIN <= utc.replace(tzinfo=dt.UTC) <= DATETIME_MAX:
+        return (
+            f"is outside the dates every time zone can show ({_day(DATETIME_MIN)} to "
+            f"{_day(DATETIME_MAX)} UTC)"
+        )
+    return None
+
+
+def _day(value: dt.datetime) -> str:
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
+def query_problems(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(name, message)`` for each query-string or form parameter (name or value) that holds
+    text that cannot be stored."""
+    problems = []
+    for name, value in pairs:
+        if problem := text_problem(name):
+            problems.append((printable(name, 40), f"The parameter's name {problem}."))
+        elif problem := text_problem(value):
+            problems.append((name, f"The value {problem}."))
+    return problems[:MAX_PROBLEMS]
