@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from events.models import Event, EventType
 from subscriptions.models import Subscription
 from subscriptions.topics import topic_matches
 
-from .models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat
+from .models import Delivery, DeliveryAttempt, DeliveryStatus, EndpointState, Heartbeat
 
 
 def delivery_attempts(*, delivery_id: uuid.UUID) -> QuerySet[DeliveryAttempt]:
@@ -515,3 +516,11 @@ def subscriptions_last_failure(*, subscription_ids: list[uuid.UUID]) -> dict[uui
         if delivery is not None:
             found[subscription_id] = delivery
     return found
+
+
+def endpoint_states(*, subscription_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, EndpointState]:
+    """The circuit breaker and rate state of each of these webhooks that has one (a webhook
+    without a row has a closed circuit and no failures), in one query."""
+    return {
+        state.pk: state for state in EndpointState.objects.filter(pk__in=list(subscription_ids))
+    }

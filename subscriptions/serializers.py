@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.api import DateTimeField, ModelInputSerializer
@@ -9,7 +12,26 @@ from common.api import DateTimeField, ModelInputSerializer
 from .models import EDITABLE_FIELDS, SECRET_MASK, ContentType, Profile, Subscription
 
 
+class CircuitOutput(serializers.Serializer):
+    """The webhook's circuit breaker (``closed`` while deliveries flow)."""
+
+    state = serializers.ChoiceField(choices=["closed", "open", "half_open"])
+    since = serializers.DateTimeField(
+        allow_null=True, help_text="When it opened (or last closed); null if it never opened."
+    )
+    consecutive_failures = serializers.IntegerField(
+        help_text="Network failures in a row (timeouts, refused connections, DNS, TLS)."
+    )
+    next_probe_at = serializers.DateTimeField(
+        allow_null=True, help_text="While open: when one delivery is sent as a probe."
+    )
+
+
 class SubscriptionOutput(serializers.ModelSerializer):
+    circuit = serializers.SerializerMethodField(
+        help_text="While open, the webhook's deliveries wait and one probe goes at a time; "
+        "the first answer from the receiver closes it."
+    )
     url = serializers.CharField(
         help_text=f"The URL, each value of its query string reading {SECRET_MASK}."
     )
@@ -29,10 +51,30 @@ class SubscriptionOutput(serializers.ModelSerializer):
             "disabled_reason",
             "disabled_at",
             "failing_since",
+            "circuit",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(CircuitOutput)
+    def get_circuit(self, obj: Subscription) -> dict[str, Any]:
+        state = getattr(obj, "endpoint_state", None)
+        if state is None:
+            return {
+                "state": "closed",
+                "since": None,
+                "consecutive_failures": 0,
+                "next_probe_at": None,
+            }
+        return CircuitOutput(
+            {
+                "state": state.circuit_state,
+                "since": state.circuit_changed_at,
+                "consecutive_failures": state.consecutive_failures,
+                "next_probe_at": None if state.circuit_state == "closed" else state.probe_at,
+            }
+        ).data
 
 
 class SubscriptionCreatedOutput(SubscriptionOutput):

@@ -27,9 +27,10 @@ from django.utils.translation import gettext_lazy, ngettext
 from common.admin_display import datetime_in_zone
 from common.admin_lists import DropdownFilter
 from deliveries.display import STATUS_COLOURS, status_badge, url_query_mask
-from deliveries.models import DeliveryState
+from deliveries.models import CircuitState, DeliveryState, EndpointState
 from deliveries.selectors import (
     SubscriptionDeliveryStats,
+    endpoint_states,
     subscriptions_delivery_stats,
 )
 from events.models import EventType
@@ -89,6 +90,23 @@ class TopicFilter(DropdownFilter):
         )
 
 
+def circuit_text(state: EndpointState | None, zone: str) -> str:
+    """What a webhook's circuit breaker is doing, in words ("" when its circuit is closed)."""
+    if state is None or state.circuit_state == CircuitState.CLOSED:
+        return ""
+    since = datetime_in_zone(state.circuit_changed_at, zone) if state.circuit_changed_at else "—"
+    if state.circuit_state == CircuitState.HALF_OPEN:
+        return _(
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
+            "row); one is being sent as a probe."
+        ) % {"since": since, "failures": state.consecutive_failures}
+    probe = datetime_in_zone(state.probe_at, zone) if state.probe_at else "—"
+    return _(
+        "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
+        "row); one is sent as a probe at %(probe)s, and the first answer resumes them."
+    ) % {"since": since, "failures": state.consecutive_failures, "probe": probe}
+
+
 class WebhookChangeList(ChangeList):
     """The webhooks list, with each row's delivery figures read for the whole page at once."""
 
@@ -99,8 +117,10 @@ class WebhookChangeList(ChangeList):
             subscription_ids=[subscription.pk for subscription in self.result_list]
         )
         unmasked = administers_all_visible(request)
+        states = endpoint_states(subscription_ids=[s.pk for s in self.result_list])
         for subscription in self.result_list:
             subscription.delivery_stats = stats.get(subscription.pk, SubscriptionDeliveryStats())
+            subscription.circuit = states.get(subscription.pk)
             subscription.url_unmasked = unmasked
 
 
@@ -202,6 +222,22 @@ class WebhookListColumns(SchoolScopedAdmin):
                 static("admin/img/icon-no.svg"),
                 _("Disabled"),
                 obj.disabled_reason or _("Turned off."),
+            )
+        # The list reads every row's state at once; a webhook's own page reads its own.
+        state = (
+            obj.circuit
+            if hasattr(obj, "circuit")
+            else endpoint_states(subscription_ids=[obj.pk]).get(obj.pk)
+        )
+        circuit = circuit_text(state, obj.school.timezone)
+        if circuit:
+            return format_html(
+                '<img src="{}" alt=""> <strong class="webhook-state-circuit" style="color: {};">'
+                '{}</strong><br><span class="webhook-reason">{}</span>',
+                static("admin/img/icon-alert.svg"),
+                STATUS_COLOURS[DeliveryState.FAILED],
+                _("Receiver unreachable"),
+                circuit,
             )
         if obj.failing_since:
             return format_html(

@@ -124,6 +124,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 (_("Custom headers"), {"fields": ["custom_headers_display"]}),
                 (_("Webhook body"), {"fields": ["body_template"]}),
                 (_("Signature"), {"fields": [secret, "sign_ed25519"]}),
+                (_("Delivery limits"), {"fields": ["max_concurrency", "rate_limit_per_second"]}),
                 (_("Status"), {"fields": ["state_display", "deliveries_link"]}),
             ]
         main = ["name", "url", "topics", "content_type"]
@@ -146,6 +147,18 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             ),
         ]
         status = ["is_active"]
+        fieldsets.append(
+            (
+                _("Delivery limits"),
+                {
+                    "fields": ["max_concurrency", "rate_limit_per_second"],
+                    "description": _(
+                        "However slow or dead this receiver is, it never holds more than these "
+                        "of the workers: the deliveries beyond wait their turn."
+                    ),
+                },
+            )
+        )
         if obj is not None:
             status += ["state_display", "deliveries_link"]
         fieldsets.append((_("Status"), {"fields": status}))

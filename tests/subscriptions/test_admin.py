@@ -337,8 +337,9 @@ def test_the_list_shows_each_webhooks_health_in_a_fixed_number_of_queries(
     delivery_create(healthy)
     delivery_create(failing)
 
-    # 14 before, + the school's language and zone, + the recovered deliveries of the page.
-    with django_assert_max_num_queries(16):
+    # 14 before, + the school's language and zone, + the recovered deliveries of the page, + the
+    # circuit breakers of the page.
+    with django_assert_max_num_queries(17):
         page = client.get("/admin/subscriptions/subscription/").content.decode()
 
     assert page.count("webhook-state-failing") == 1

@@ -1,0 +1,266 @@
+"""Each webhook within its limits: concurrency, rate and circuit breaker, decided at claim time,
+with real receivers on 127.0.0.1."""
+
+import datetime as dt
+import socket
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
+from deliveries.services import deliveries_attempt, event_fan_out
+from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
+from events.services import event_publish
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _deliveries(school, url, count, **fields):
+    subscription = SubscriptionFactory(school=school, url=url, topics=["*"], **fields)
+    ids = []
+    for number in range(count):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += event_fan_out(event_id=event.id)
+    return subscription, [str(delivery_id) for delivery_id in ids]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_claim_takes_no_more_than_the_webhooks_concurrency_and_leaves_the_rest_waiting(school):
+    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 5, max_concurrency=2)
+
+    first = deliveries_claim(delivery_ids=ids)
+    second = deliveries_claim(delivery_ids=ids)
+
+    assert [str(claim.delivery.pk) for claim in first.claims] == ids[:2]
+    assert sorted(first.waiting) == sorted(ids[2:])
+    assert second.claims == []  # both slots are still in flight
+    waiting = Delivery.objects.filter(pk__in=ids[2:])
+    assert set(waiting.values_list("enqueued_at", flat=True)) == {None}  # no message: waiting
+    assert all(claim.waiting_behind for claim in first.claims)
+
+
+def test_the_platform_default_concurrency_applies_when_the_webhook_sets_none(school, settings):
+    settings.WEBHOOKS_ENDPOINT_CONCURRENCY = 3
+    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 5)
+
+    outcome = deliveries_claim(delivery_ids=ids)
+
+    assert len(outcome.claims) == 3
+    assert len(outcome.waiting) == 2
+
+
+def test_finished_attempts_hand_their_slots_to_the_deliveries_that_waited(school, receiver):
+    receiver.script("/ok", default=Reply(status=200))
+    _subscription, ids = _deliveries(school, receiver.url("/ok"), 4, max_concurrency=2)
+
+    deliveries_attempt(delivery_ids=ids)  # two sent; the two that waited get their message
+
+    assert len(receiver.received("/ok")) == 2
+    waited = Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.PENDING)
+    assert sorted(str(pk) for pk in waited.values_list("pk", flat=True)) == sorted(ids[2:])
+    assert None not in set(waited.values_list("enqueued_at", flat=True))
+
+
+def test_a_worker_takes_up_the_waiting_deliveries_of_the_webhooks_it_just_served(school):
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 4, max_concurrency=2)
+    first = deliveries_claim(delivery_ids=ids)
+    assert deliveries_claim_waiting(endpoints=[subscription.pk], capacity=10).claims == []
+    Delivery.objects.filter(pk__in=[c.delivery.pk for c in first.claims]).update(
+        status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+    )  # as their results are recorded
+
+    outcome = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=10)
+
+    assert sorted(str(claim.delivery.pk) for claim in outcome.claims) == sorted(ids[2:])
+    assert not any(claim.waiting_behind for claim in outcome.claims)
+
+
+def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
+    _subscription, ids = _deliveries(
+        school, "http://127.0.0.1:9/hook", 5, rate_limit_per_second=2, max_concurrency=10
+    )
+
+    outcome = deliveries_claim(delivery_ids=ids)
+
+    assert len(outcome.claims) == 2  # a full bucket: one second's worth
+    assert len(outcome.waiting) == 3
+    assert outcome.retry_at is not None
+    wait = (outcome.retry_at - timezone.now()).total_seconds()
+    assert 0 < wait <= 0.5
+    state = EndpointState.objects.get(pk=_subscription.pk)
+    assert state.rate_tokens == pytest.approx(0.0, abs=0.01)
+
+
+def test_network_failures_in_a_row_open_the_circuit_and_the_deliveries_then_wait(school, settings):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 3
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 30
+    subscription, ids = _deliveries(
+        school, f"http://127.0.0.1:{_closed_port()}/hook", 4, max_concurrency=10
+    )
+
+    attempts = deliveries_attempt(delivery_ids=ids[:3])
+    waiting = deliveries_claim(delivery_ids=ids[3:])
+
+    assert [attempt.error_kind for attempt in attempts] == ["connection"] * 3
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.consecutive_failures, state.opened_count) == (
+        CircuitState.OPEN,
+        3,
+        1,
+    )
+    assert 29 <= (state.probe_at - timezone.now()).total_seconds() <= 30
+    assert waiting.claims == []  # held back, no attempt spent
+    assert Delivery.objects.get(pk=ids[3]).attempts == 0
+
+
+def test_an_open_circuit_lets_one_probe_through_when_its_time_has_come(school, receiver):
+    receiver.script("/back", default=Reply(status=200))
+    subscription, ids = _deliveries(school, receiver.url("/back"), 3, max_concurrency=10)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=timezone.now() - dt.timedelta(minutes=5),
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    outcome = deliveries_claim(delivery_ids=ids)
+
+    assert len(outcome.claims) == 1
+    assert outcome.claims[0].probe
+    assert EndpointState.objects.get(pk=subscription.pk).circuit_state == CircuitState.HALF_OPEN
+    assert deliveries_claim(delivery_ids=ids).claims == []  # one probe at a time
+
+
+def test_an_answer_to_the_probe_closes_the_circuit(school, receiver):
+    receiver.script("/back", default=Reply(status=500))  # any answer proves it reachable
+    subscription, ids = _deliveries(school, receiver.url("/back"), 1)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        opened_count=2,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    [attempt] = deliveries_attempt(delivery_ids=ids)
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert attempt.response_status == 500
+    assert (state.circuit_state, state.consecutive_failures, state.opened_count) == (
+        CircuitState.CLOSED,
+        0,
+        0,
+    )
+    assert state.probe_at is None
+
+
+def test_a_failed_probe_opens_the_circuit_again_for_twice_as_long(school, settings):
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 10
+    subscription, ids = _deliveries(school, f"http://127.0.0.1:{_closed_port()}/hook", 1)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    deliveries_attempt(delivery_ids=ids)
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.opened_count, state.consecutive_failures) == (
+        CircuitState.OPEN,
+        2,
+        6,
+    )
+    assert 19 <= (state.probe_at - timezone.now()).total_seconds() <= 20
+
+
+def test_error_answers_do_not_open_the_circuit(school, receiver, settings):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    receiver.script("/broken", default=Reply(status=503))
+    subscription, ids = _deliveries(school, receiver.url("/broken"), 4, max_concurrency=10)
+
+    deliveries_attempt(delivery_ids=ids)
+
+    assert not EndpointState.objects.filter(pk=subscription.pk).exists()  # nothing to record
+    assert len(receiver.received("/broken")) == 4
+
+
+def test_send_test_and_manual_sends_go_whatever_the_limits(school, receiver):
+    receiver.script("/ok", default=Reply(status=200))
+    subscription, ids = _deliveries(school, receiver.url("/ok"), 3, max_concurrency=1)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=9,
+        opened_count=1,
+        probe_at=timezone.now() + dt.timedelta(hours=1),
+    )
+    Delivery.objects.filter(pk__in=ids).update(next_trigger=AttemptTrigger.MANUAL)
+
+    outcome = deliveries_claim(delivery_ids=ids)
+
+    assert len(outcome.claims) == 3
+    assert outcome.waiting == []
+
+
+def test_the_api_shows_the_circuit_of_each_webhook(api, school):
+    subscription = SubscriptionFactory(school=school, topics=["*"])
+    opened = timezone.now() - dt.timedelta(minutes=2)
+    probe = timezone.now() + dt.timedelta(seconds=30)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=opened,
+        consecutive_failures=7,
+        opened_count=1,
+        probe_at=probe,
+    )
+    other = SubscriptionFactory(school=school, topics=["*"])
+
+    listing = api.get("/api/v1/subscriptions/").json()["results"]
+
+    by_id = {row["id"]: row["circuit"] for row in listing}
+    assert by_id[str(subscription.pk)]["state"] == "open"
+    assert by_id[str(subscription.pk)]["consecutive_failures"] == 7
+    assert by_id[str(subscription.pk)]["next_probe_at"] is not None
+    assert by_id[str(other.pk)] == {
+        "state": "closed",
+        "since": None,
+        "consecutive_failures": 0,
+        "next_probe_at": None,
+    }
+
+
+def test_the_webhooks_list_says_when_a_receiver_is_unreachable(client, school, school_admin):
+    from tests.conftest import ADMIN_PASSWORD
+
+    subscription = SubscriptionFactory(school=school, topics=["*"], name="Grades")
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=timezone.now(),
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=timezone.now() + dt.timedelta(seconds=30),
+    )
+    client.login(username="ada", password=ADMIN_PASSWORD)
+
+    page = client.get("/admin/subscriptions/subscription/", HTTP_ACCEPT_LANGUAGE="en")
+
+    content = page.content.decode()
+    assert "Receiver unreachable" in content
+    assert "5 network failures in a row" in content
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 0
