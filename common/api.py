@@ -17,6 +17,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from webhook_engine.inputs import datetime_problem
 
+from .views import RETRY_AFTER_SECONDS, database_unreachable
+
 logger = logging.getLogger(__name__)
 
 
@@ -188,6 +190,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         code = getattr(exc, "http_status", status.HTTP_400_BAD_REQUEST)
         return Response({"errors": detail}, status=code)
+    if database_unreachable(exc):
+        logger.warning("API request refused, the database is unreachable: %s", exc)
+        unavailable = Response(
+            {"detail": _("The database cannot be reached; try again in a few seconds.")},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        unavailable["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return unavailable
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)

@@ -3,6 +3,8 @@
 Reads ``.env`` first. With no ``DATABASE_URL`` / ``CELERY_BROKER_URL`` the embedded default is used
 (SQLite and a filesystem broker under ``var/``). Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stop
 all three processes gracefully: in-flight deliveries get a grace period before anything is killed.
+A process that exits on its own is started again (after 1 s, then 2, 4, ... up to 30 s while it
+keeps exiting).
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ from dotenv import load_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 30.0
+RESTART_DELAY_MAX_SECONDS = 30.0
 
 
 class Child:
+    """One supervised process; ``restart`` starts it again after it exited."""
+
     def __init__(self, name: str, command: list[str]) -> None:
         self.name = name
+        self.command = command
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            command,
+            self.command,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -44,6 +55,15 @@ class Child:
 
     def running(self) -> bool:
         return self.process.poll() is None
+
+    def restart_delay(self) -> float:
+        """Seconds to wait before starting it again: 1, 2, 4, ... up to 30 while it keeps
+        exiting, 1 again once it had run for a minute."""
+        if time.monotonic() - self.started_at > 60:
+            self.restarts = 0
+        delay = min(RESTART_DELAY_MAX_SECONDS, 2.0**self.restarts)
+        self.restarts += 1
+        return delay
 
     def terminate(self) -> None:
         if self.running():
@@ -139,17 +159,28 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
 
-    exit_code = 0
     try:
         _wait_for_port(host, port, 60, children[0])
         subprocess.run([*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True)
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
+        restart_at: dict[str, float] = {}
         while not stop_signals:
-            exited = [child for child in children if not child.running()]
-            if exited:
-                print(f"{exited[0].name} exited with {exited[0].process.returncode}; stopping.")
-                exit_code = 1
-                break
+            # A process that exits (a crash, a worker losing its broker for good) is started
+            # again, with a growing delay while it keeps exiting.
+            for child in children:
+                if child.running() or stop_signals:
+                    continue
+                if child.name not in restart_at:
+                    delay = child.restart_delay()
+                    restart_at[child.name] = time.monotonic() + delay
+                    print(
+                        f"{child.name} exited with {child.process.returncode}; "
+                        f"starting it again in {delay:g} s.",
+                        flush=True,
+                    )
+                elif time.monotonic() >= restart_at[child.name]:
+                    del restart_at[child.name]
+                    child.start()
             time.sleep(0.5)
     finally:
         for child in children:
@@ -162,7 +193,7 @@ def main() -> None:
                 child.kill()
         for child in children:
             child.kill()  # prefork children left behind by a killed parent
-    sys.exit(exit_code)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

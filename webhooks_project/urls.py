@@ -14,6 +14,9 @@ from deliveries.views import (
     public_keys_jwks,
 )
 
+# A database that cannot be reached answers 503, not 500 (common/views.py).
+handler500 = "common.views.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),

@@ -74,6 +74,22 @@ def test_make_run_from_a_fresh_clone_serves_the_admin_with_delivered_demo_events
         assert delivered >= 3, "".join(output)[-3000:]
         assert "student.signed" in listing.text
         assert (clone / "var" / "db.sqlite3").exists()  # the embedded default was used
+
+        # A worker that dies is started again by the supervisor.
+        [worker] = [pid for pid in _processes_in(clone) if _is_worker_parent(pid)]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            "worker exited with -9; starting it again" in line for line in output
+        ):
+            time.sleep(0.5)
+        while time.monotonic() < deadline and not [
+            pid for pid in _processes_in(clone) if _is_worker_parent(pid) and pid != worker
+        ]:
+            time.sleep(0.5)
+        restarted = [pid for pid in _processes_in(clone) if _is_worker_parent(pid)]
+        assert restarted, "".join(output)[-3000:]
+        assert worker not in restarted
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)  # make and the supervisor, as Ctrl-C would
@@ -91,6 +107,20 @@ def test_make_run_from_a_fresh_clone_serves_the_admin_with_delivered_demo_events
     )
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+def _is_worker_parent(pid: int) -> bool:
+    """The Celery worker's main process (not one of its pool's children)."""
+    with contextlib.suppress(OSError):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent_command = Path(f"/proc/{parent}/cmdline").read_bytes()
+        return (
+            b"worker" in command
+            and b"celery" in b" ".join(command)
+            and b"worker" not in (parent_command)
+        )
+    return False
 
 
 def _processes_in(folder: Path) -> list[int]:
