@@ -384,11 +384,10 @@ WEBHOOKS_FAN_OUT_MAX_BYTES = env_int("WEBHOOKS_FAN_OUT_MAX_BYTES", 16 * 1024 * 1
 WEBHOOKS_FAN_OUT_CHUNK_SIZE = env_int("WEBHOOKS_FAN_OUT_CHUNK_SIZE", 1000)
 # Deliveries per task message; a task sends its deliveries concurrently.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 50)
-# How long a worker owns a delivery it claimed: the attempt's deadline plus time to record it.
-# A killed worker's deliveries are sent again this long after it claimed them.
-WEBHOOKS_LEASE_SECONDS = env_float(
-    "WEBHOOKS_LEASE_SECONDS", env_float("WEBHOOKS_TIMEOUT_SECONDS", 15.0) + 10.0
-)
+# How long a worker owns a delivery it claimed without renewing it: the worker renews the leases
+# of its deliveries in flight every third of this, so a killed worker's deliveries are sent again
+# within about this long. A synchronous attempt (Send Test) holds WEBHOOKS_TIMEOUT_SECONDS more.
+WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 10.0)
 # Requests in flight at once per worker process (threads that wait on receivers, not CPUs).
 WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 128)
 

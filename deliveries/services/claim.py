@@ -106,9 +106,14 @@ class ClaimOutcome:
     unclaimed: list[str] = field(default_factory=list)
 
 
-def deliveries_claim(*, delivery_ids: list[str], capacity: int | None = None) -> ClaimOutcome:
+def deliveries_claim(
+    *, delivery_ids: list[str], capacity: int | None = None, renewed: bool = False
+) -> ClaimOutcome:
     """Take the lease on the due, unclaimed deliveries among ``delivery_ids`` that their
     webhooks' limits let go now, at most ``capacity`` of them.
+
+    The lease lasts ``WEBHOOKS_LEASE_SECONDS`` for a caller that renews it while the attempt is
+    in flight (``renewed``: the dispatcher), the attempt's deadline more for one that does not.
 
     One conditional UPDATE marks the rows this call won with a fresh lease token; any number of
     workers racing for the same rows each win a disjoint set. A row whose previous lease ran out
@@ -124,7 +129,9 @@ def deliveries_claim(*, delivery_ids: list[str], capacity: int | None = None) ->
             .order_by("next_attempt_at", "id")
             .values_list("pk", "subscription_id", "next_trigger")
         )
-        outcome, rows, plan = _claim(candidates, now=now, capacity=capacity, park=True)
+        outcome, rows, plan = _claim(
+            candidates, now=now, capacity=capacity, park=True, lease=_lease_length(renewed)
+        )
     claims = _claims_build(rows, plan, now)
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
     outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
@@ -153,7 +160,9 @@ def deliveries_claim_waiting(
             .order_by("next_attempt_at", "id")
             .values_list("pk", "subscription_id", "next_trigger")[: capacity * 4]
         )
-        outcome, rows, plan = _claim(candidates, now=now, capacity=capacity, park=False)
+        outcome, rows, plan = _claim(
+            candidates, now=now, capacity=capacity, park=False, lease=_lease_length(True)
+        )
     outcome.claims = _claims_build(rows, plan, now)
     return outcome
 
@@ -164,6 +173,7 @@ def _claim(
     now: dt.datetime,
     capacity: int | None,
     park: bool,
+    lease: dt.timedelta,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
     """Decide and lease, inside the caller's transaction."""
     outcome = ClaimOutcome()
@@ -171,7 +181,7 @@ def _claim(
         return outcome, [], None
     endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
     _endpoints_lock(endpoints)
-    plan = _Plan(now=now, endpoints=endpoints)
+    plan = _Plan(now=now, endpoints=endpoints, lease=lease)
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
@@ -205,11 +215,19 @@ def _endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:
         )
 
 
+def _lease_length(renewed: bool) -> dt.timedelta:
+    """A renewed lease; or one that also covers a whole attempt without renewal."""
+    seconds = settings.WEBHOOKS_LEASE_SECONDS
+    if not renewed:
+        seconds += settings.WEBHOOKS_TIMEOUT_SECONDS
+    return dt.timedelta(seconds=seconds)
+
+
 def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tuple[Any, ...]]:
     """Lease the chosen rows; return them (``_COLUMNS``). A row whose previous lease expired
     gets a second token (``plan.token_after_lost_lease``), so its interrupted attempt can be
     told apart."""
-    lease = now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    lease = now + plan.lease
     token, token_after_lost_lease = uuid.uuid4(), plan.token_after_lost_lease
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -259,9 +277,9 @@ class _Endpoint:
 class _Plan:
     """The webhooks of one claim: what each one admits now (read under their locks)."""
 
-    def __init__(self, *, now: dt.datetime, endpoints: list[uuid.UUID]):
+    def __init__(self, *, now: dt.datetime, endpoints: list[uuid.UUID], lease: dt.timedelta):
         self.now = now
-        self.lease = dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+        self.lease = lease
         self.chosen: list[uuid.UUID] = []
         self.retry_at: dt.datetime | None = None
         self.endpoints = _endpoints_read(endpoints, now)
@@ -567,3 +585,14 @@ def deliveries_requeue_early(*, delivery_ids: list[str]) -> None:
     for delivery_id, due in early:
         if due is not None:
             deliveries_enqueue([delivery_id], countdown=(due - now).total_seconds())
+
+
+def leases_renew(*, leases: dict[uuid.UUID, uuid.UUID]) -> int:
+    """Extend by ``WEBHOOKS_LEASE_SECONDS`` the leases this worker still holds (delivery id:
+    its lease token); return how many. One statement, whatever their number."""
+    if not leases:
+        return 0
+    until = timezone.now() + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    return Delivery.objects.filter(
+        pk__in=list(leases), lease_token__in=set(leases.values()), status=DeliveryStatus.PENDING
+    ).update(leased_until=until)

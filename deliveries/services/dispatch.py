@@ -7,8 +7,10 @@ receiver takes its time: one school's dead receiver cannot starve another school
 the results in batches as they come in, across tasks (``record.py``), with one database
 connection.
 
-Nothing is lost if the process dies: a delivery stays leased (``WEBHOOKS_LEASE_SECONDS``)
-until its result is recorded, and the sweeper re-drives it when the lease runs out. The
+Nothing is lost if the process dies: a delivery stays leased until its result is recorded; a
+renewer thread extends the leases of the deliveries in flight every third of
+``WEBHOOKS_LEASE_SECONDS``, so the leases of a killed process run out within that time and the
+sweeper sends its deliveries again. The
 process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveries as there
 are free slots and waits for more, so claimed deliveries never queue up here past their lease.
 On a warm shutdown the process lets what is in flight finish and be recorded first.
@@ -32,7 +34,7 @@ from django.utils import timezone
 from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
-from .claim import Claim, deliveries_claim, deliveries_claim_waiting
+from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
 from .record import deliveries_record, receivers_gone_disable
 from .send import request_build, request_send, sender_pool
 
@@ -61,10 +63,13 @@ class Dispatcher:
         self._in_flight = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._held: dict[uuid.UUID, uuid.UUID] = {}  # in flight: delivery id -> lease token
+        self._stopped = threading.Event()
         self._recorder = threading.Thread(
             target=self._record_forever, name="webhook-recorder", daemon=True
         )
         self._recorder.start()
+        threading.Thread(target=self._renew_forever, name="webhook-leases", daemon=True).start()
 
     # --- Taking work ------------------------------------------------------------------------
 
@@ -84,7 +89,7 @@ class Dispatcher:
                 )
                 return sent
             try:
-                outcome = deliveries_claim(delivery_ids=remaining, capacity=slots)
+                outcome = deliveries_claim(delivery_ids=remaining, capacity=slots, renewed=True)
                 claims_followup(remaining, outcome)
             except BaseException:
                 self._slots_give(slots)
@@ -116,6 +121,8 @@ class Dispatcher:
 
     def _submit_one(self, claim: Claim) -> None:
         """Send one claim from the send threads; it holds a slot and counts as in flight."""
+        with self._lock:
+            self._held[claim.delivery.pk] = claim.token
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
@@ -138,6 +145,7 @@ class Dispatcher:
         while True:
             first = self._results.get()
             if first is None:
+                connection.close()  # this thread's own connection
                 return
             batch = [first]
             until = time.monotonic() + _RECORD_GATHER_SECONDS
@@ -155,6 +163,9 @@ class Dispatcher:
             except BaseException:
                 logger.exception("The recorder failed on %d results", len(batch))
                 continued = 0
+            with self._lock:
+                for item in batch:
+                    self._held.pop(item.claim.delivery.pk, None)
             self._done(len(batch) - continued)
 
     def _record(self, batch: list[_Result]) -> int:
@@ -168,8 +179,10 @@ class Dispatcher:
         """
         claims = [item.claim for item in batch]
         results = [item.result for item in batch]
-        lease_end = min(
-            claim.started_at.timestamp() + settings.WEBHOOKS_LEASE_SECONDS for claim in claims
+        # Past this the leases ran out for sure (they are not renewed while the database is
+        # unreachable): other workers send the deliveries again.
+        lease_end = min(claim.started_at.timestamp() for claim in claims) + (
+            settings.WEBHOOKS_TIMEOUT_SECONDS + settings.WEBHOOKS_LEASE_SECONDS
         )
         pause = 0.2
         while True:
@@ -229,7 +242,33 @@ class Dispatcher:
             if self._in_flight <= 0:
                 self._idle.notify_all()
 
+    # --- Keeping the leases -----------------------------------------------------------------
+
+    def _renew_forever(self) -> None:
+        while not self._stopped.wait(settings.WEBHOOKS_LEASE_SECONDS / 3):
+            with self._lock:
+                held = dict(self._held)
+            if not held:
+                continue
+            try:
+                leases_renew(leases=held)
+            except Exception:
+                # The database may be restarting: the recorder's retries cover the results; the
+                # leases run out and the deliveries are sent again (at least once, never lost).
+                logger.warning("Could not renew the leases of %d deliveries in flight", len(held))
+                connection.close_if_unusable_or_obsolete()
+        connection.close()
+
     # --- Shutting down ----------------------------------------------------------------------
+
+    def stop(self, timeout: float) -> bool:
+        """Drain (see ``drain``), then stop the recorder and the renewer and close their
+        database connections; return whether everything in flight was recorded."""
+        drained = self.drain(timeout)
+        self._stopped.set()
+        self._results.put(None)
+        self._recorder.join(timeout)
+        return drained
 
     def drain(self, timeout: float) -> bool:
         """Wait until every delivery sent off is recorded, up to ``timeout`` seconds; return

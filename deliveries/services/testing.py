@@ -148,7 +148,9 @@ def delivery_test_send_settings(
     with transaction.atomic():
         event.save(force_insert=True)
         delivery.lease_token = token
-        delivery.leased_until = now + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+        delivery.leased_until = now + dt.timedelta(
+            seconds=settings.WEBHOOKS_LEASE_SECONDS + settings.WEBHOOKS_TIMEOUT_SECONDS
+        )
         delivery.last_attempt_at = now
         delivery.save(force_insert=True)
     results = deliveries_send([claim])

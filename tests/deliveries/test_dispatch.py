@@ -1,0 +1,69 @@
+"""A worker process's sending engine: tasks hand over and return, the recorder writes results,
+and the leases of deliveries in flight are renewed."""
+
+import datetime as dt
+import time
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import event_fan_out
+from deliveries.services.dispatch import Dispatcher
+from events.services import event_publish
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def short_leases(settings):
+    settings.WEBHOOKS_LEASE_SECONDS = 0.6  # renewed every 0.2 s
+
+
+@pytest.fixture
+def engine():
+    dispatcher = Dispatcher(slots=4)
+    yield dispatcher
+    dispatcher.stop(timeout=10)
+
+
+def _delivery(school, url):
+    SubscriptionFactory(school=school, url=url, topics=["*"])
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    return str(delivery_id)
+
+
+def test_dispatch_returns_before_the_answer_and_the_recorder_writes_it(school, receiver, engine):
+    receiver.script("/slow", Reply(status=200, delay_seconds=1.0))
+    delivery_id = _delivery(school, receiver.url("/slow"))
+    started = time.monotonic()
+    sent = engine.dispatch([delivery_id])
+    returned_after = time.monotonic() - started
+    assert engine.drain(timeout=10)
+
+    assert sent == 1
+    assert returned_after < 0.9  # it did not wait for the receiver's answer
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        None,
+    )
+
+
+def test_the_leases_of_deliveries_in_flight_are_renewed(school, receiver, short_leases, engine):
+    receiver.script("/slow", Reply(status=200, delay_seconds=1.5))
+    delivery_id = _delivery(school, receiver.url("/slow"))
+    engine.dispatch([delivery_id])
+    time.sleep(1.0)  # past the first lease
+    still_held = Delivery.objects.get(pk=delivery_id).leased_until
+    assert engine.drain(timeout=10)
+
+    assert still_held is not None
+    # Claimed 1 s ago with a 0.6 s lease: it holds only because it was renewed.
+    assert still_held > timezone.now() - dt.timedelta(seconds=0.2)
+    assert len(receiver.received("/slow")) == 1
+    assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.DELIVERED
