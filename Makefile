@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: run test prerequisites bench lint format install clean
+.PHONY: run test prerequisites bench faults lint format install clean
 
 # Create the virtualenv and install the pinned dependencies; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,11 @@ prerequisites:
 test: install prerequisites lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Break the running system (workers killed, PostgreSQL and Redis restarted, receivers hanging) on
+# private servers of its own and count what arrives; exits non-zero on any loss. Not in `make test`.
+faults: install prerequisites
+	$(PY) -m faults $(FAULTS_ARGS)
+
 # Throughput and latency figures; asserts nothing.
 bench: install
 	$(PY) -m bench.deliveries $(BENCH_ARGS)
@@ -43,7 +48,7 @@ bench: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	DJANGO_DEBUG=true $(PY) -m mypy webhook_engine common audit schools events subscriptions deliveries webhooks_project
+	DJANGO_DEBUG=true $(PY) -m mypy webhook_engine common audit schools events subscriptions deliveries webhooks_project faults
 
 format: install
 	$(PY) -m ruff check --fix .

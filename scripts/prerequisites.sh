@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs outside the virtualenv, set up when it is missing:
 #  - Debian's Chromium (/usr/bin/chromium) for the browser tests in tests/e2e/, and Debian's PHP
-#    command line (php-cli) that runs the PHP receiver snippets of docs/receivers.md: installed
+#    command line (php-cli) that runs the PHP receiver snippets of docs/receivers.md, and
+#    systemd-analyze (package systemd) that checks the units of docs/deploy/: installed
 #    with apt-get when running as root; otherwise one line says what to install, and this fails.
 #    (Node.js, which runs the JavaScript snippets, is expected on the machine.)
 #  - PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379, started when they are installed but
@@ -55,6 +56,8 @@ debian_install() {
 # --- Chromium and PHP ------------------------------------------------------------------------
 [[ -x /usr/bin/chromium ]] || debian_install chromium /usr/bin/chromium "the browser tests"
 [[ -x /usr/bin/php ]] || debian_install php-cli /usr/bin/php "the PHP receiver snippets"
+[[ -x /usr/bin/systemd-analyze ]] ||
+  debian_install systemd /usr/bin/systemd-analyze "the check of the systemd units in docs/deploy/"
 command -v node >/dev/null ||
   fail "the JavaScript receiver snippets need Node.js (node): install it, then run make test again."
 
