@@ -15,6 +15,13 @@ class DeliveriesConfig(AppConfig):
         from .services.fan_out import fan_out_request
 
         event_published_hook_set(fan_out_request)
+        # Load the broker's transport and Celery's sending side (redis-py and Celery's result
+        # backend: about half a second of imports) when the process starts, not in the first
+        # request that publishes an event.
+        from celery import current_app
+
+        current_app.connection_for_write().release()
+        current_app.backend  # noqa: B018 - imported on first access
 
 
 class WebhooksAdminConfig(admin_apps.AdminConfig):

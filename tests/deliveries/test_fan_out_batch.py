@@ -243,3 +243,48 @@ def test_a_request_whose_message_could_not_be_sent_is_not_left_pending(monkeypat
 
     monkeypatch.undo()
     assert fan_out_request() is True
+
+
+def test_pieces_start_small_then_take_the_configured_size():
+    items = list(range(2350))
+    sizes = [len(piece) for piece in fan_out_module._pieces(items, 1000)]
+    assert sizes == [100, 1000, 1000, 250]
+    assert [x for piece in fan_out_module._pieces(items, 1000) for x in piece] == items
+    assert [len(piece) for piece in fan_out_module._pieces(items[:7], 3)] == [3, 3, 1]
+    assert list(fan_out_module._pieces([], 1000)) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_for_many_webhooks_is_committed_and_handed_off_a_piece_at_a_time(
+    catalog, settings
+):
+    """Each piece is committed and handed to the workers before the next is built, so the
+    first attempts start while the rest is being written; a piece written before a crash is
+    not written again."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
+    school = SchoolFactory()
+    webhooks = [SubscriptionFactory(school=school, topics=["*"]) for _ in range(10)]
+    event = _publish(school)
+    # A crash after the first piece left its deliveries (and nothing else) behind.
+    first = sorted(webhooks, key=lambda webhook: webhook.pk)[:3]
+    for webhook in first:
+        Delivery.objects.create(
+            school=school,
+            event=event,
+            subscription=webhook,
+            event_type=event.type_id,
+            status=DeliveryStatus.DELIVERED,
+        )
+    handed_off: list[tuple[int, int]] = []  # (piece size, deliveries committed by then)
+
+    def hand_off(ids):
+        committed = Delivery.objects.filter(event=event).count()
+        handed_off.append((len(ids), committed))
+
+    batch = fan_out_module._events_fan_out_batch(limit=10, passed_over=set(), hand_off=hand_off)
+
+    assert batch.fanned_out == [event.id]
+    assert handed_off == [(3, 6), (3, 9), (1, 10)]
+    pairs = Delivery.objects.filter(event=event).values_list("subscription_id", flat=True)
+    assert sorted(pairs) == sorted(webhook.pk for webhook in webhooks)
+    assert Event.objects.get(pk=event.pk).fanned_out_at is not None
