@@ -43,7 +43,8 @@ def _nested(depth: int) -> str:
             [
                 (
                     "data.a[1]",
-                    "data.a[1] contains an unpaired surrogate (U+D800), which is not valid Unicode.",
+                    "data.a[1] contains an unpaired surrogate (U+D800), which is not valid "
+                    "Unicode.",
                 )
             ],
         ),
