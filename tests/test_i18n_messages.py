@@ -231,3 +231,14 @@ def test_the_event_publish_service_called_by_code_speaks_english(db, school):
             "data.at is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC)."
         ]
     }
+
+
+@pytest.mark.django_db
+def test_a_page_that_does_not_exist_says_so_in_the_browsers_language():
+    page = Client(HTTP_ACCEPT_LANGUAGE="de-DE,de;q=0.9").get("/no-such-page/")
+    api = Client(HTTP_ACCEPT_LANGUAGE="fr").get("/api/no-such-endpoint/")
+
+    assert page.status_code == 404
+    assert "<h1>Nicht gefunden (404)</h1>" in page.content.decode()
+    assert api.status_code == 404
+    assert api.json() == {"detail": "Introuvable."}
