@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from .bodies import BodyTemplateError, CompiledBody, body_compile, body_context, body_output_check
 from .bodies import body_render as _template_render
@@ -73,7 +74,13 @@ def _vendor_render(
     try:
         value = profile_body(profile, envelope)
     except ProfileEventMissing as exc:
-        raise BodyTemplateError(str(exc)) from exc
+        raise BodyTemplateError(
+            gettext_noop(
+                "%(vendor)s has no event for %(type)s; a webhook with the %(vendor)s profile "
+                "receives only %(vendor)s's events."
+            ),
+            {"vendor": vendor.label, "type": envelope["type"]},
+        ) from exc
     if content_type == "xml":
         return to_xml(value), CONTENT_TYPES[content_type]
     return json_stringify(value), CONTENT_TYPES[content_type]
