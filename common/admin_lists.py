@@ -121,15 +121,17 @@ class DateRangeFilter(admin.ListFilter):
             if not value:
                 continue
             parsed = self._parse(value)
-            problem = _("is not a date") if parsed is None else datetime_problem(parsed)
+            subject = _("The filter %(name)s=%(value)r") % {"name": name, "value": value[:40]}
+            problem = None if parsed is None else datetime_problem(parsed, subject=subject)
             if parsed is not None and problem is None and name == self.parameter_to:
-                problem = datetime_problem(self._until(value, parsed))
+                problem = datetime_problem(self._until(value, parsed), subject=subject)
             if parsed is None or problem:
-                message = _("The filter %(name)s=%(value)r %(problem)s; it was not applied.") % {
-                    "name": name,
-                    "value": value[:40],
-                    "problem": problem,
-                }
+                if parsed is None:
+                    message = _(
+                        "The filter %(name)s=%(value)r is not a date; it was not applied."
+                    ) % {"name": name, "value": value[:40]}
+                else:
+                    message = _("%(problem)s The filter was not applied.") % {"problem": problem}
                 messages.error(request, message)
                 raise IncorrectLookupParameters(message)
             self.raw[name] = value

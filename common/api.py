@@ -88,11 +88,12 @@ class DateTimeField(serializers.DateTimeField):
     def to_internal_value(self, value: Any) -> dt.datetime:
         parsed = super().to_internal_value(value)
         original = value if isinstance(value, dt.datetime) else _offset_kept(value)
-        problem = datetime_problem(parsed)
+        subject = _("This datetime")
+        problem = datetime_problem(parsed, subject=subject)
         if problem is None and original is not None:
-            problem = datetime_problem(original)  # the offset as written
+            problem = datetime_problem(original, subject=subject)  # the offset as written
         if problem:
-            raise serializers.ValidationError(f"This datetime {problem}.")
+            raise serializers.ValidationError(problem)
         return parsed
 
 
@@ -202,7 +203,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)
         return Response(
-            {"detail": "Something went wrong on our side; it has been logged."},
+            {"detail": _("Something went wrong on our side; it has been logged.")},
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     if isinstance(exc, exceptions.ValidationError):
@@ -216,4 +217,4 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 @csrf_exempt  # nothing here acts on a session: a POST gets the JSON 404, not a CSRF page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer JSON, like the rest of the API."""
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return JsonResponse({"detail": _("Not found.")}, status=404)

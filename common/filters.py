@@ -8,6 +8,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.utils.translation import gettext as _
 from django_filters.fields import IsoDateTimeField
 
 from webhook_engine.inputs import datetime_problem
@@ -15,9 +16,11 @@ from webhook_engine.inputs import datetime_problem
 
 def datetime_check(value: dt.datetime | None) -> None:
     """Raise a form ``ValidationError`` for a datetime no school's zone can show."""
-    problem = datetime_problem(value) if isinstance(value, dt.datetime) else None
+    problem = (
+        datetime_problem(value, subject=_("This date")) if isinstance(value, dt.datetime) else None
+    )
     if problem:
-        raise forms.ValidationError(f"This date {problem}.", code="out_of_range")
+        raise forms.ValidationError(problem, code="out_of_range")
 
 
 class BoundedIsoDateTimeField(IsoDateTimeField):
@@ -51,10 +54,10 @@ class StrictFilterSet(django_filters.FilterSet):
                 continue
             value = str(self.data.get(name) or "").strip()
             if not value:
-                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                self.form.add_error(name, _("Give a value, or leave the parameter out."))
                 valid = False
             elif isinstance(filter_, django_filters.BooleanFilter) and value not in _BOOLEANS:
-                self.form.add_error(name, "Give true or false.")
+                self.form.add_error(name, _("Give true or false."))
                 valid = False
         return valid
 

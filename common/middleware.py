@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
 
 from webhook_engine.inputs import query_problems
 
@@ -37,11 +39,11 @@ def _is_api(request: HttpRequest) -> bool:
 
 
 def _too_large(request: HttpRequest, limit: int) -> HttpResponse:
-    message = f"The request body is larger than {limit} bytes."
+    message = _("The request body is larger than %(limit)s bytes.") % {"limit": limit}
     if _is_api(request):
         return JsonResponse({"detail": message}, status=413)
     return HttpResponse(
-        format_html("<h1>Request too large (413)</h1><p>{}</p>", message), status=413
+        format_html("<h1>{}</h1><p>{}</p>", _("Request too large (413)"), message), status=413
     )
 
 
@@ -54,8 +56,12 @@ def _bad_input(request: HttpRequest, problems: list[tuple[str, str]]) -> HttpRes
     items = format_html_join("", "<li><code>{}</code>: {}</li>", problems)
     return HttpResponse(
         format_html(
-            "<h1>Bad request (400)</h1><p>These parameters cannot be used; remove them from "
-            "the address or the form and try again:</p><ul>{}</ul>",
+            "<h1>{}</h1><p>{}</p><ul>{}</ul>",
+            _("Bad request (400)"),
+            _(
+                "These parameters cannot be used; remove them from the address or the form and "
+                "try again:"
+            ),
             items,
         ),
         status=400,
@@ -69,6 +75,21 @@ class RequestInputMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        response = self.get_response(request)
+        if request.path_info.startswith("/api/v1/"):
+            response["Cache-Control"] = "no-store"
+        return response
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """The 413 or 400 for this request, or None. This runs before the locale middleware,
+        so a refusal is worded in the language of the request's cookie or Accept-Language."""
+        with translation.override(translation.get_language_from_request(request)):
+            return self._check(request)
+
+    def _check(self, request: HttpRequest) -> HttpResponse | None:
         limit = request_body_limit(request.path_info)
         length = request.META.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > limit:
@@ -83,7 +104,4 @@ class RequestInputMiddleware:
         problems = query_problems(pairs)
         if problems:
             return _bad_input(request, problems)
-        response = self.get_response(request)
-        if request.path_info.startswith("/api/v1/"):
-            response["Cache-Control"] = "no-store"
-        return response
+        return None

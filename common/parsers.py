@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from rest_framework import exceptions, parsers
 
 from webhook_engine.inputs import MAX_JSON_DEPTH, json_problems
@@ -22,13 +23,18 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ValidationError(
-                {"__all__": [f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep."]}
+                {
+                    "__all__": [
+                        _("The JSON is nested more than %(limit)s levels deep.")
+                        % {"limit": MAX_JSON_DEPTH}
+                    ]
+                }
             ) from None
         problems = json_problems(data)
         if problems:
             errors: dict[str, list[str]] = {}
             for path, message in problems:
                 field = path.split(".", 1)[0].split("[", 1)[0] or "__all__"
-                errors.setdefault(field, []).append(f"{path or 'The body'} {message}.")
+                errors.setdefault(field, []).append(message)
             raise exceptions.ValidationError(errors)
         return data

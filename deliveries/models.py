@@ -88,7 +88,7 @@ class Delivery(models.Model):
     )
     event_type = models.CharField(_("event type"), max_length=100)
     is_test = models.BooleanField(_("test delivery"), default=False)
-    body = models.BinaryField()
+    body = models.BinaryField(_("body"))
     content_type = models.CharField("Content-Type", max_length=100)
     status = models.CharField(
         _("status"), max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
@@ -121,7 +121,7 @@ class Delivery(models.Model):
         blank=True,
         default=ErrorKind.NONE,
     )
-    last_error = models.TextField(blank=True)
+    last_error = models.TextField(_("last error message"), blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
 
     class Meta:
@@ -199,7 +199,10 @@ class DeliveryAttempt(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Attempt {self.number} of {self.delivery_id}"
+        return _("Attempt %(number)s of %(delivery)s") % {
+            "number": self.number,
+            "delivery": self.delivery_id,
+        }
 
     @property
     def succeeded(self) -> bool:
@@ -225,9 +228,9 @@ class FanOutRequest(models.Model):
 
 
 class CircuitState(models.TextChoices):
-    CLOSED = "closed", "Closed: delivering"
-    OPEN = "open", "Open: waiting to probe"
-    HALF_OPEN = "half_open", "Half-open: probing"
+    CLOSED = "closed", _("Closed: delivering")
+    OPEN = "open", _("Open: waiting to probe")
+    HALF_OPEN = "half_open", _("Half-open: probing")
 
 
 class EndpointState(models.Model):
@@ -244,22 +247,25 @@ class EndpointState(models.Model):
 
     subscription = models.OneToOneField(
         "subscriptions.Subscription",
+        verbose_name=_("webhook"),
         on_delete=models.CASCADE,
         primary_key=True,
         related_name="endpoint_state",
     )
     circuit_state = models.CharField(
-        max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED
+        _("circuit"), max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED
     )
-    circuit_changed_at = models.DateTimeField(null=True, blank=True)
-    consecutive_failures = models.PositiveIntegerField(default=0)
+    circuit_changed_at = models.DateTimeField(_("circuit changed at"), null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("network failures in a row"), default=0)
     # How many times it opened since the last answer: each cool-down is twice the last.
-    opened_count = models.PositiveIntegerField(default=0)
-    probe_at = models.DateTimeField(null=True, blank=True)
-    rate_tokens = models.FloatField(default=0.0)
-    rate_tokens_at = models.DateTimeField(null=True, blank=True)
+    opened_count = models.PositiveIntegerField(_("times opened since the last answer"), default=0)
+    probe_at = models.DateTimeField(_("next probe at"), null=True, blank=True)
+    rate_tokens = models.FloatField(_("rate tokens"), default=0.0)
+    rate_tokens_at = models.DateTimeField(_("rate tokens counted at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("endpoint state")
+        verbose_name_plural = _("endpoint states")
         indexes = [
             models.Index(
                 fields=["probe_at"],

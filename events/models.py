@@ -14,7 +14,7 @@ EVENT_TYPE_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
 validate_event_type_key = RegexValidator(
     regex=EVENT_TYPE_KEY_PATTERN,
-    message="Use a dotted lowercase key such as course.created.",
+    message=_("Use a dotted lowercase key such as course.created."),
     code="invalid_event_type_key",
 )
 

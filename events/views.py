@@ -9,6 +9,7 @@ from django.core.cache import caches
 from django.db import IntegrityError
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -146,13 +147,15 @@ class EventViewSet(
     def create(self, request: Request) -> Response:
         if not api_client(request).is_platform:
             return Response(
-                {"detail": "Publishing events needs the platform's key."},
+                {"detail": _("Publishing events needs the platform's key.")},
                 status=status.HTTP_403_FORBIDDEN,
             )
         limit = settings.WEBHOOKS_INGEST_MAX_BYTES
         length = request.META.get("CONTENT_LENGTH") or "0"
         if not length.isdigit() or int(length) > limit or len(request.body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            raise PayloadTooLarge(
+                _("The request body is larger than %(limit)s bytes.") % {"limit": limit}
+            )
         serializer = EventInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -169,7 +172,7 @@ class EventViewSet(
     def _accept(self, data: dict[str, Any], key: str | None) -> dict[str, Any]:
         school = school_by_slug(data["school"])
         if school is None:
-            raise NotFound(f"No school with the slug {data['school']!r}.")
+            raise NotFound(_("No school with the slug %(slug)s.") % {"slug": repr(data["school"])})
         started = timezone.now()
         deliver_at = data.get("deliver_at")
         if deliver_at is not None and deliver_at > started:
@@ -272,7 +275,12 @@ class ScheduledEventViewSet(
         if "status" in params:
             if params["status"] not in ScheduledEventStatus.values:
                 raise ValidationError(
-                    {"status": [f"Give one of {', '.join(ScheduledEventStatus.values)}."]}
+                    {
+                        "status": [
+                            _("Give one of %(values)s.")
+                            % {"values": ", ".join(ScheduledEventStatus.values)}
+                        ]
+                    }
                 )
             queryset = queryset.filter(status=params["status"])
         return queryset
@@ -280,7 +288,9 @@ class ScheduledEventViewSet(
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)
         if request.method != "GET" and not api_client(request).is_platform:
-            self.permission_denied(request, message="Scheduling events needs the platform's key.")
+            self.permission_denied(
+                request, message=_("Scheduling events needs the platform's key.")
+            )
 
     def create(self, request: Request) -> Response:
         serializer = ScheduledEventInput(data=request.data)
@@ -288,7 +298,7 @@ class ScheduledEventViewSet(
         data = serializer.validated_data
         school = School.objects.filter(slug=data["school"]).first()
         if school is None:
-            raise NotFound(f"No school with the slug {data['school']!r}.")
+            raise NotFound(_("No school with the slug %(slug)s.") % {"slug": repr(data["school"])})
         scheduled = scheduled_event_create(
             school=school,
             type=data["type"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -49,9 +50,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode(errors="replace")
         if not header:
             return None
-        scheme, _, key = header.partition(" ")
+        scheme, _separator, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise exceptions.AuthenticationFailed("Use the header Authorization: Bearer <API key>.")
+            raise exceptions.AuthenticationFailed(
+                _("Use the header Authorization: Bearer <API key>.")
+            )
         credential = credential_find(key=key.strip())
         if credential is None:
             idents = [client_address(request)]
@@ -66,9 +69,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 )
                 raise exceptions.Throttled(
                     wait=wait or window,
-                    detail="Too many failed authentications from this address; try again later.",
+                    detail=_("Too many failed authentications from this address; try again later."),
                 )
-            raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
+            raise exceptions.AuthenticationFailed(_("The API key is invalid or has been revoked."))
         credential_touch(credential=credential)
         school = credential.school if isinstance(credential, ApiKey) else None
         return ApiClient(credential=credential, school=school), credential

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
+from django.utils.translation import ngettext
 
 from .throttles import client_address, failure_record, failures_wait
 
@@ -31,8 +32,14 @@ class AdminLoginForm(AdminAuthenticationForm):
     def _throttled(self, wait: float) -> ValidationError:
         minutes = max(1, math.ceil(wait / 60))
         return ValidationError(
-            f"Too many failed logins for this account or from this address. Try again in "
-            f"{minutes} minute{'s' if minutes != 1 else ''}.",
+            ngettext(
+                "Too many failed logins for this account or from this address. Try again in "
+                "%(minutes)s minute.",
+                "Too many failed logins for this account or from this address. Try again in "
+                "%(minutes)s minutes.",
+                minutes,
+            )
+            % {"minutes": minutes},
             code="throttled",
         )
 

@@ -110,7 +110,11 @@ class Membership(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} ({self.get_role_display()} of {self.school})"
+        return _("%(user)s (%(role)s of %(school)s)") % {
+            "user": self.user,
+            "role": self.get_role_display(),
+            "school": self.school,
+        }
 
 
 class ApiKey(models.Model):

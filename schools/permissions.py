@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, permissions, throttling
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -31,14 +32,14 @@ def client_school(request: Request) -> School:
 class IsSchoolClient(permissions.BasePermission):
     """A school's API key (school data is only ever seen through its own school's key)."""
 
-    message = "This endpoint needs a school's API key."
+    message = gettext_lazy("This endpoint needs a school's API key.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return bool(getattr(request.user, "school", None))
 
 
 class IsPlatformClient(permissions.BasePermission):
-    message = "This endpoint needs the platform's key."
+    message = gettext_lazy("This endpoint needs the platform's key.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return bool(getattr(request.user, "is_platform", False))

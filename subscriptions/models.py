@@ -68,7 +68,10 @@ EDITABLE_FIELDS = (
 class Subscription(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     school = models.ForeignKey(
-        "schools.School", on_delete=models.CASCADE, related_name="subscriptions"
+        "schools.School",
+        verbose_name=_("school"),
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
     )
     name = models.CharField(_("name"), max_length=200)
     # The URL with each value of its query string (?token=...) replaced by SECRET_MASK when it
@@ -76,17 +79,19 @@ class Subscription(models.Model):
     url = models.URLField(_("URL"), max_length=2000)
     url_encrypted = models.TextField(blank=True, editable=False)
     topics = models.JSONField(
-        default=list, help_text=_("Event types or glob patterns such as course.* or *.")
+        _("topics"),
+        default=list,
+        help_text=_("Event types or glob patterns such as course.* or *."),
     )
     content_type = models.CharField(
         "Content-Type", max_length=8, choices=ContentType.choices, default=ContentType.JSON
     )
     profile = models.CharField(
-        "delivery profile",
+        _("delivery profile"),
         max_length=16,
         choices=Profile.choices,
         default=Profile.STANDARD,
-        help_text=(
+        help_text=_(
             "Standard Webhooks, or exactly as Edusign, BrainCert, eduMe or edudip send: their "
             "body, field names, dates, event names, headers and signature."
         ),
@@ -97,19 +102,25 @@ class Subscription(models.Model):
         help_text=_("A custom body (Django template language); empty sends the standard envelope."),
     )
     basic_auth_enabled = models.BooleanField(_("basic authentication"), default=False)
-    basic_auth_username = models.CharField(max_length=200, blank=True)
+    basic_auth_username = models.CharField(
+        _("basic-authentication username"), max_length=200, blank=True
+    )
     # Fernet ciphertext (subscriptions/crypto.py); never the password itself.
     basic_auth_password_encrypted = models.TextField(blank=True, editable=False)
     # Every custom header, name: value, except that a secret one's value is SECRET_MASK
     # here and its real value is in custom_headers_encrypted (selectors.subscription_custom_headers
     # gives them all).
     custom_headers = models.JSONField(
-        default=dict, blank=True, help_text=_("Extra request headers, as name: value.")
+        _("custom headers"),
+        default=dict,
+        blank=True,
+        help_text=_("Extra request headers, as name: value."),
     )
     secret_headers = models.JSONField(
+        _("secret headers"),
         default=list,
         blank=True,
-        help_text=(
+        help_text=_(
             "Names of custom headers whose values are secret. Headers named like a credential "
             "(Authorization-like, token, key, secret, password, signature, ...) are secret anyway."
         ),
@@ -143,7 +154,7 @@ class Subscription(models.Model):
     # Start of the current run of failed attempts; cleared by the next success.
     failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
         ordering = ["school", "name"]
@@ -191,14 +202,19 @@ class SigningSecret(models.Model):
     after a rotation the old one keeps signing until ``expires_at``, so receivers can switch."""
 
     subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="signing_secrets"
+        Subscription,
+        verbose_name=_("webhook"),
+        on_delete=models.CASCADE,
+        related_name="signing_secrets",
     )
     secret_encrypted = models.TextField(editable=False)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
 
     class Meta:
         ordering = ["subscription", "-created_at"]
+        verbose_name = _("signing secret")
+        verbose_name_plural = _("signing secrets")
         indexes = [
             models.Index(fields=["subscription", "-created_at"], name="signing_secret_sub_idx"),
         ]

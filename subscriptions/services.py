@@ -17,7 +17,6 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
@@ -96,54 +95,12 @@ def subscription_url_errors(url: str) -> list[str]:
     try:
         url_check(url, destination_policy())
     except ValueError as exc:
-        return [str(_URL_PROBLEMS.get(str(exc), str(exc)))]
+        return [str(exc)]
     except DestinationBlocked as exc:
-        return [_destination_blocked_text(exc)]
+        return [exc.message()]
     except (socket.gaierror, UnicodeError):
         return [_("The host name could not be resolved; check the URL.")]
     return []
-
-
-# The engine's words (webhook_engine.destinations, which knows no language) in the admin's.
-_URL_PROBLEMS = {
-    "Use an http:// or https:// URL.": gettext_lazy("Use an http:// or https:// URL."),
-    "The URL has no host name.": gettext_lazy("The URL has no host name."),
-    "Remove the user name and password from the URL and use basic authentication: "
-    "credentials in a URL end up in logs.": gettext_lazy(
-        "Remove the user name and password from the URL and use basic authentication: "
-        "credentials in a URL end up in logs."
-    ),
-    "The URL's port is not a number between 0 and 65535.": gettext_lazy(
-        "The URL's port is not a number between 0 and 65535."
-    ),
-}
-_ADDRESS_KINDS = {
-    "a loopback address": gettext_lazy("a loopback address"),
-    "a link-local address (where cloud metadata services live)": gettext_lazy(
-        "a link-local address (where cloud metadata services live)"
-    ),
-    "a multicast address": gettext_lazy("a multicast address"),
-    "an unspecified address": gettext_lazy("an unspecified address"),
-    "a private-network address": gettext_lazy("a private-network address"),
-    "a reserved address": gettext_lazy("a reserved address"),
-    "not a public address": gettext_lazy("not a public address"),
-}
-
-
-def _destination_blocked_text(exc: DestinationBlocked) -> str:
-    ipv6 = exc.reason.endswith(" in IPv6 form")
-    kind = str(_ADDRESS_KINDS.get(exc.reason.removesuffix(" in IPv6 form"), exc.reason))
-    if ipv6:
-        kind = _("%(kind)s in IPv6 form") % {"kind": kind}
-    if exc.host == exc.address:
-        return _("%(address)s is %(kind)s; webhooks are only sent to public addresses.") % {
-            "address": exc.address,
-            "kind": kind,
-        }
-    return _(
-        "%(host)s resolves to %(address)s, which is %(kind)s; webhooks are only sent to "
-        "public addresses."
-    ) % {"host": exc.host, "address": exc.address, "kind": kind}
 
 
 def custom_headers_errors(headers: object) -> list[str]:
@@ -157,7 +114,7 @@ def custom_headers_errors(headers: object) -> list[str]:
     seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str):
-            errors.append(f"{name!r} is not a valid header name.")
+            errors.append(_("%(name)s is not a valid header name.") % {"name": repr(name)})
             continue
         lowered = name.lower()
         problem = header_name_problem(name)
@@ -178,7 +135,7 @@ def custom_headers_errors(headers: object) -> list[str]:
             errors.append(_("%(name)s is given twice.") % {"name": name})
         seen.add(lowered)
         if not isinstance(value, str):
-            errors.append(f"The value of {name} must be text.")
+            errors.append(_("The value of %(name)s must be text.") % {"name": name})
         elif problem is None and (value_problem := header_value_problem(name, value)):
             errors.append(value_problem)
     return errors
@@ -197,20 +154,31 @@ def subscription_profile_errors(
     vendor = PROFILES.get(profile)
     if vendor is None:
         choices = ", ".join(PROFILES)
-        return {"profile": [f"{profile!r} is not a delivery profile; choose one of {choices}."]}
+        return {
+            "profile": [
+                _("%(profile)s is not a delivery profile; choose one of %(choices)s.")
+                % {"profile": repr(profile), "choices": choices}
+            ]
+        }
     if vendor.key == STANDARD or vendor.events is None:
         return {}
     label = vendor.label
     errors: dict[str, list[str]] = {}
     if body_template.strip():
         errors["body_template"] = [
-            f"The {label} profile sends {label}'s own body: clear the webhook body, or choose "
-            "the Standard Webhooks profile for a body of your own."
+            _(
+                "The %(vendor)s profile sends %(vendor)s's own body: clear the webhook body, or "
+                "choose the Standard Webhooks profile for a body of your own."
+            )
+            % {"vendor": label}
         ]
     if content_type not in vendor.content_types:
         errors["content_type"] = [
-            f"{label} sends JSON only: choose JSON, or the Standard Webhooks or BrainCert "
-            "profile for XML."
+            _(
+                "%(vendor)s sends JSON only: choose JSON, or the Standard Webhooks or BrainCert "
+                "profile for XML."
+            )
+            % {"vendor": label}
         ]
     if isinstance(topics, list):
         known = set(EventType.objects.values_list("key", flat=True))
@@ -221,17 +189,24 @@ def subscription_profile_errors(
             if not is_pattern(topic):
                 if topic in known and topic not in vendor_types:
                     errors.setdefault("topics", []).append(
-                        f"{label} has no event for {topic}: remove it, or choose the Standard "
-                        "Webhooks profile."
+                        _(
+                            "%(vendor)s has no event for %(topic)s: remove it, or choose the "
+                            "Standard Webhooks profile."
+                        )
+                        % {"vendor": label, "topic": topic}
                     )
             elif not any(topic_matches([topic], key) for key in vendor_types):
                 errors.setdefault("topics", []).append(
-                    f"{topic!r} matches none of {label}'s events ({', '.join(vendor_types)})."
+                    _("%(topic)s matches none of %(vendor)s's events (%(events)s).")
+                    % {"topic": repr(topic), "vendor": label, "events": ", ".join(vendor_types)}
                 )
     if vendor.needs_ecdsa_key and not settings.WEBHOOKS_ECDSA_KEY:
         errors["profile"] = [
-            f"The {label} profile signs with the platform's ECDSA key, and none is configured "
-            "(WEBHOOKS_ECDSA_KEY)."
+            _(
+                "The %(vendor)s profile signs with the platform's ECDSA key, and none is "
+                "configured (WEBHOOKS_ECDSA_KEY)."
+            )
+            % {"vendor": label}
         ]
     return errors
 
@@ -241,10 +216,10 @@ def secret_headers_errors(secret_headers: object, headers: object) -> list[str]:
     if not isinstance(secret_headers, list) or not all(
         isinstance(name, str) for name in secret_headers
     ):
-        return ["Give the secret headers as a list of header names."]
+        return [_("Give the secret headers as a list of header names.")]
     names = {str(name).lower() for name in headers} if isinstance(headers, dict) else set()
     return [
-        f"{name} is marked secret but is not one of the custom headers."
+        _("%(name)s is marked secret but is not one of the custom headers.") % {"name": name}
         for name in secret_headers
         if name.lower() not in names
     ]
@@ -267,8 +242,10 @@ def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str],
         stored = headers_decrypt(subscription.custom_headers_encrypted)
     except SecretUnreadable:
         return headers, [
-            "The stored secret header values cannot be decrypted with "
-            "WEBHOOKS_ENCRYPTION_KEYS; enter them again."
+            _(
+                "The stored secret header values cannot be decrypted with "
+                "WEBHOOKS_ENCRYPTION_KEYS; enter them again."
+            )
         ]
     resolved: dict[str, str] = {}
     errors = []
@@ -277,7 +254,9 @@ def _custom_headers_resolve(subscription: Subscription) -> tuple[dict[str, str],
             if name in stored:
                 resolved[name] = stored[name]
             else:
-                errors.append(f"{name} has no stored value to keep; enter its value.")
+                errors.append(
+                    _("%(name)s has no stored value to keep; enter its value.") % {"name": name}
+                )
         else:
             resolved[name] = value
     return resolved, errors
@@ -293,11 +272,12 @@ def _url_resolve(subscription: Subscription) -> tuple[str, list[str]]:
         stored = url_decrypt(subscription.url_encrypted) if subscription.url_encrypted else ""
     except SecretUnreadable:
         return url, [
-            "The stored URL cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; enter it again."
+            _("The stored URL cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS; enter it again.")
         ]
     resolved, missing = url_query_unmask(url, stored, SECRET_MASK)
     return resolved, [
-        f"The query parameter {name} has no stored value to keep; enter its value."
+        _("The query parameter %(name)s has no stored value to keep; enter its value.")
+        % {"name": name}
         for name in missing
     ]
 
@@ -360,7 +340,13 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
     if "url" not in errors:
         add("url", subscription_url_errors(url))
     if "url" not in errors and len(url_query_mask(url, SECRET_MASK)) > URL_MAX_CHARACTERS:
-        add("url", [f"With its query values masked the URL is longer than {URL_MAX_CHARACTERS}."])
+        add(
+            "url",
+            [
+                _("With its query values masked the URL is longer than %(limit)s.")
+                % {"limit": URL_MAX_CHARACTERS}
+            ],
+        )
     headers, resolve_errors = _custom_headers_resolve(subscription)
     add("custom_headers", resolve_errors or custom_headers_errors(headers))
     add("secret_headers", secret_headers_errors(subscription.secret_headers, headers))
@@ -779,7 +765,7 @@ def subscription_body_preview(
         )
     except BodyTemplateError as exc:
         field = "body_template" if profile == STANDARD else "event_type"
-        raise ValidationError({field: [str(exc)]}) from exc
+        raise ValidationError({field: [exc.message()]}) from exc
     return body.decode()
 
 

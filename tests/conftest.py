@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import caches
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from events.services import event_types_sync
 from tests.network import GUARD
@@ -26,6 +26,16 @@ def metric_files_removed() -> Iterator[None]:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if Path(directory).name.startswith("webhooks-metrics-"):
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def language_reset() -> Iterator[None]:
+    """Every test starts with no active language, as a worker does. Django's LocaleMiddleware
+    leaves a request's language active in the thread after the response, so a test that sent a
+    French request would otherwise make the next test's messages French."""
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)

@@ -453,5 +453,5 @@ def test_an_admin_date_filter_past_the_calendar_is_refused_with_the_reason(
     assert response.redirect_chain == [("/admin/deliveries/delivery/?e=1", 302)]
     assert (
         "The filter created_at_to=&#x27;9999-12-31&#x27; is outside the dates every time zone "
-        "can show (0001-01-02 to 9999-12-30 UTC); it was not applied."
+        "can show (0001-01-02 to 9999-12-30 UTC). The filter was not applied."
     ) in response.content.decode()

@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -44,8 +47,25 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: IPv4 in 
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
+# What kind of address a blocked one is: English in ``DestinationBlocked.reason`` and its str()
+# (stored with a delivery attempt), translated by ``DestinationBlocked.message()``.
+_IPV6_FORM = " in IPv6 form"
+_LOOPBACK = gettext_noop("a loopback address")
+_LINK_LOCAL = gettext_noop("a link-local address (where cloud metadata services live)")
+_MULTICAST = gettext_noop("a multicast address")
+_UNSPECIFIED = gettext_noop("an unspecified address")
+_PRIVATE = gettext_noop("a private-network address")
+_RESERVED = gettext_noop("a reserved address")
+_NOT_PUBLIC = gettext_noop("not a public address")
+_KINDS = {_LOOPBACK, _LINK_LOCAL, _MULTICAST, _UNSPECIFIED, _PRIVATE, _RESERVED, _NOT_PUBLIC}
+
+
 class DestinationBlocked(Exception):
-    """The destination resolves to an address the policy does not allow."""
+    """The destination resolves to an address the policy does not allow.
+
+    Its str() is English (it is stored with the attempt that was refused); ``message()`` says the
+    same in the active language, for a person reading it now.
+    """
 
     def __init__(self, host: str, address: str, reason: str) -> None:
         self.host = host
@@ -58,6 +78,22 @@ class DestinationBlocked(Exception):
                 f"{host} resolves to {address}, which is {reason}; "
                 "webhooks are only sent to public addresses."
             )
+
+    def message(self) -> str:
+        """The refusal in the active language (the reader's in the admin and the API)."""
+        base = self.reason.removesuffix(_IPV6_FORM)
+        kind = _(base) if base in _KINDS else base
+        if self.reason.endswith(_IPV6_FORM):
+            kind = _("%(kind)s in IPv6 form") % {"kind": kind}
+        if self.host == self.address:
+            return _("%(address)s is %(kind)s; webhooks are only sent to public addresses.") % {
+                "address": self.address,
+                "kind": kind,
+            }
+        return _(
+            "%(host)s resolves to %(address)s, which is %(kind)s; webhooks are only sent to "
+            "public addresses."
+        ) % {"host": self.host, "address": self.address, "kind": kind}
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -75,18 +111,18 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
 
 def _describe(address: IPAddress) -> str:
     if address.is_loopback:
-        return "a loopback address"
+        return _LOOPBACK
     if address.is_link_local:
-        return "a link-local address (where cloud metadata services live)"
+        return _LINK_LOCAL
     if address.is_multicast:
-        return "a multicast address"
+        return _MULTICAST
     if address.is_unspecified:
-        return "an unspecified address"
+        return _UNSPECIFIED
     if address.is_private:
-        return "a private-network address"
+        return _PRIVATE
     if address.is_reserved:
-        return "a reserved address"
-    return "not a public address"
+        return _RESERVED
+    return _NOT_PUBLIC
 
 
 @dataclass(frozen=True)
@@ -109,7 +145,7 @@ class DestinationPolicy:
             inner = embedded_ipv4(address)
             if inner is not None:
                 reason = self.blocked_reason(inner)
-                return None if reason is None else f"{reason} in IPv6 form"
+                return None if reason is None else f"{reason}{_IPV6_FORM}"
         if any(address in network for network in _EXTRA_BLOCKED):
             return _describe(address)
         if not address.is_global or address.is_multicast or address.is_reserved:
@@ -154,21 +190,24 @@ def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPA
 def url_check(url: str, policy: DestinationPolicy) -> None:
     """Check a webhook URL before it is saved.
 
-    Raises ``ValueError`` for a URL that is not http(s) with a host, ``DestinationBlocked`` for a
-    destination the policy refuses, ``socket.gaierror`` for a host name that does not resolve.
+    Raises ``ValueError`` for a URL that is not http(s) with a host (its message in the active
+    language: this runs while a person saves), ``DestinationBlocked`` for a destination the
+    policy refuses, ``socket.gaierror`` for a host name that does not resolve.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
-        raise ValueError("Use an http:// or https:// URL.")
+        raise ValueError(_("Use an http:// or https:// URL."))
     if not parts.hostname:
-        raise ValueError("The URL has no host name.")
+        raise ValueError(_("The URL has no host name."))
     if parts.username is not None or parts.password is not None:
         raise ValueError(
-            "Remove the user name and password from the URL and use basic authentication: "
-            "credentials in a URL end up in logs."
+            _(
+                "Remove the user name and password from the URL and use basic authentication: "
+                "credentials in a URL end up in logs."
+            )
         )
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise ValueError("The URL's port is not a number between 0 and 65535.") from exc
+        raise ValueError(_("The URL's port is not a number between 0 and 65535.")) from exc
     addresses_check(parts.hostname, port, policy)

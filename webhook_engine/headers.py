@@ -3,12 +3,15 @@ they carry a credential. Pure functions.
 
 A header that passes these checks can be sent by the transport (``http.client`` encodes values
 as Latin-1 and refuses line breaks), so a webhook never saves a header every delivery would then
-fail on. The messages say what is wrong and what to do.
+fail on. The messages say what is wrong and what to do, in the language active when they are
+made (the reader's in the admin and the API).
 """
 
 from __future__ import annotations
 
 import re
+
+from django.utils.translation import gettext as _
 
 from .inputs import printable
 
@@ -30,18 +33,23 @@ SECRET_HEADER_NAME = re.compile(
 def header_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a header name, or None."""
     if not name:
-        return "A header name cannot be empty."
+        return _("A header name cannot be empty.")
     if len(name) > MAX_HEADER_NAME_CHARACTERS:
-        return (
-            f"The header name {printable(name, 30)!r} has {len(name)} characters; the limit is "
-            f"{MAX_HEADER_NAME_CHARACTERS}."
-        )
+        return _("The header name %(name)s has %(count)s characters; the limit is %(limit)s.") % {
+            "name": repr(printable(name, 30)),
+            "count": len(name),
+            "limit": MAX_HEADER_NAME_CHARACTERS,
+        }
     if not _TOKEN.match(name):
         bad = next(char for char in name if not _TOKEN.match(char))
-        return (
-            f"{printable(name, 40)!r} is not a valid header name: it contains "
-            f"{_character(bad)}. Use letters, digits and {TOKEN_CHARACTERS} (RFC 9110, 5.6.2)."
-        )
+        return _(
+            "%(name)s is not a valid header name: it contains %(character)s. Use letters, "
+            "digits and %(allowed)s (RFC 9110, 5.6.2)."
+        ) % {
+            "name": repr(printable(name, 40)),
+            "character": _character(bad),
+            "allowed": TOKEN_CHARACTERS,
+        }
     return None
 
 
@@ -53,30 +61,31 @@ def header_value_problem(name: str, value: str) -> str | None:
     U+2028) cannot be written in an HTTP/1.1 header.
     """
     if len(value) > MAX_HEADER_VALUE_CHARACTERS:
-        return (
-            f"The value of {name} has {len(value)} characters; the limit is "
-            f"{MAX_HEADER_VALUE_CHARACTERS}."
-        )
+        return _("The value of %(name)s has %(count)s characters; the limit is %(limit)s.") % {
+            "name": name,
+            "count": len(value),
+            "limit": MAX_HEADER_VALUE_CHARACTERS,
+        }
     for char in value:
         code = ord(char)
         if char in "\r\n":
-            return f"The value of {name} cannot contain line breaks."
+            return _("The value of %(name)s cannot contain line breaks.") % {"name": name}
         if char == "\t" or 0x20 <= code <= 0x7E or 0x80 <= code <= 0xFF:
             if 0x80 <= code < 0xA0:
                 return _value_refused(name, char)
             continue
         return _value_refused(name, char)
     if value != value.strip(" \t"):
-        return f"The value of {name} starts or ends with a space; remove it."
+        return _("The value of %(name)s starts or ends with a space; remove it.") % {"name": name}
     return None
 
 
 def _value_refused(name: str, char: str) -> str:
-    return (
-        f"The value of {name} contains {_character(char)}, which an HTTP header cannot carry "
+    return _(
+        "The value of %(name)s contains %(character)s, which an HTTP header cannot carry "
         "(RFC 9110, 5.5: visible ASCII and Latin-1 letters only). Encode it, for example in "
         "base64 or percent-encoding."
-    )
+    ) % {"name": name, "character": _character(char)}
 
 
 def _character(char: str) -> str:

@@ -12,8 +12,9 @@ database or a template:
   ``MAX_UTC_OFFSET`` or an instant so close to year 1 or year 9999 that moving it into a zone
   leaves the calendar (``OverflowError`` at delivery time).
 
-Pure functions over plain values; messages name the offending path so a caller can say which
-field to fix.
+Pure functions over plain values. Each problem is a whole sentence whose subject the caller
+names (a path such as ``data.course.id``, or words such as "The key"), in the language active
+when it is made: the reader's in the admin and the API.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import datetime as dt
 import math
 from collections.abc import Iterator
 from typing import Any
+
+from django.utils.translation import gettext as _
 
 from .envelope import aware_datetime_parse
 
@@ -36,14 +39,41 @@ DATETIME_MAX = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
 MAX_PROBLEMS = 10
 
 
-def text_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored as text, or None: a NUL character or a lone surrogate."""
+def _text_issue(value: str) -> str | None:
+    """``"nul"`` or the code point (``U+D800``) of a lone surrogate, or None."""
     if "\x00" in value:
-        return "contains a NUL character (U+0000), which cannot be stored"
+        return "nul"
     for char in value:
         if "\ud800" <= char <= "\udfff":
-            return f"contains an unpaired surrogate (U+{ord(char):04X}), which is not valid Unicode"
+            return f"U+{ord(char):04X}"
     return None
+
+
+def text_problem(value: str, *, subject: str) -> str | None:
+    """Why ``value`` cannot be stored as text, as a sentence about ``subject``, or None: a NUL
+    character or a lone surrogate."""
+    issue = _text_issue(value)
+    if issue is None:
+        return None
+    if issue == "nul":
+        return _("%(subject)s contains a NUL character (U+0000), which cannot be stored.") % {
+            "subject": subject
+        }
+    return _(
+        "%(subject)s contains an unpaired surrogate (%(code)s), which is not valid Unicode."
+    ) % {"subject": subject, "code": issue}
+
+
+def _key_problem(key: str, subject: str) -> str:
+    issue = _text_issue(key)
+    if issue == "nul":
+        return _(
+            "%(subject)s has a key that contains a NUL character (U+0000), which cannot be stored."
+        ) % {"subject": subject}
+    return _(
+        "%(subject)s has a key that contains an unpaired surrogate (%(code)s), which is not "
+        "valid Unicode."
+    ) % {"subject": subject, "code": issue}
 
 
 def printable(value: str, limit: int = 60) -> str:
@@ -65,6 +95,11 @@ def _key_path(path: str, key: str) -> str:
     return f"{path}{step}" if path else shown
 
 
+def _subject(path: str) -> str:
+    """A path as the subject of a sentence: the value itself is "The body"."""
+    return _short(path) or _("The body")
+
+
 def _short(path: str) -> str:
     return path if len(path) <= 120 else path[:117] + "…"
 
@@ -77,9 +112,10 @@ def json_problems(
     datetimes: bool = False,
 ) -> list[tuple[str, str]]:
     """Every reason (up to ``MAX_PROBLEMS``) a parsed JSON value cannot be carried, as
-    ``(path, message)``: text that cannot be stored (in keys and values), nesting deeper than
-    ``max_depth``, numbers that are not finite and, with ``datetimes``, ISO-8601 datetimes with
-    an offset (the ones deliveries move into the school's zone) that ``datetime_problem`` refuses.
+    ``(path, sentence)``, the sentence's subject the path (or "The body" for the root): text
+    that cannot be stored (in keys and values), nesting deeper than ``max_depth``, numbers that
+    are not finite and, with ``datetimes``, ISO-8601 datetimes with an offset (the ones
+    deliveries move into the school's zone) that ``datetime_problem`` refuses.
 
     ``path`` names the value itself (``data``); nested paths read ``data.course.id`` and
     ``data.items[2]``. Walks with an explicit stack, so any depth is safe to inspect.
@@ -91,14 +127,18 @@ def json_problems(
         if isinstance(item, dict | list | tuple):
             if depth >= max_depth:
                 problems.append(
-                    (_short(where), f"is nested more than {max_depth} levels deep; flatten it")
+                    (
+                        _short(where),
+                        _("%(subject)s is nested more than %(limit)s levels deep; flatten it.")
+                        % {"subject": _subject(where), "limit": max_depth},
+                    )
                 )
                 continue
             children: Iterator[tuple[Any, str]]
             if isinstance(item, dict):
                 for key in item:
-                    if isinstance(key, str) and (problem := text_problem(key)):
-                        problems.append((_short(where), f"has a key that {problem}"))
+                    if isinstance(key, str) and _text_issue(key):
+                        problems.append((_short(where), _key_problem(key, _subject(where))))
                 children = ((child, _key_path(where, str(key))) for key, child in item.items())
             else:
                 children = ((child, f"{where}[{index}]") for index, child in enumerate(item))
@@ -107,39 +147,45 @@ def json_problems(
                 (child, child_path, depth + 1) for child, child_path in reversed(list(children))
             )
         elif isinstance(item, str):
-            problem = text_problem(item)
+            problem = text_problem(item, subject=_subject(where)) if _text_issue(item) else None
             if problem is None and datetimes:
                 parsed = aware_datetime_parse(item)
-                problem = datetime_problem(parsed) if parsed is not None else None
+                if parsed is not None and datetime_problem(parsed, subject=""):
+                    problem = datetime_problem(parsed, subject=_subject(where))
             if problem:
                 problems.append((_short(where), problem))
         elif isinstance(item, float) and not math.isfinite(item):
-            problems.append((_short(where), f"is {item}, which JSON cannot represent"))
+            problems.append(
+                (
+                    _short(where),
+                    _("%(subject)s is %(value)s, which JSON cannot represent.")
+                    % {"subject": _subject(where), "value": item},
+                )
+            )
     return problems[:MAX_PROBLEMS]
 
 
-def datetime_problem(value: dt.datetime) -> str | None:
-    """Why an aware datetime cannot be shown in every school's zone, or None (naive: None; the
-    caller decides what a naive value means)."""
+def datetime_problem(value: dt.datetime, *, subject: str) -> str | None:
+    """Why an aware datetime cannot be shown in every school's zone, as a sentence about
+    ``subject``, or None (naive: None; the caller decides what a naive value means)."""
     offset = value.utcoffset()
     if offset is None:
         return None
     if abs(offset) > MAX_UTC_OFFSET:
         sign = "-" if offset < dt.timedelta(0) else "+"
         minutes = int(abs(offset).total_seconds() // 60)
-        return (
-            f"has the UTC offset {sign}{minutes // 60:02d}:{minutes % 60:02d}; the offsets of "
-            "time zones lie within ±14:00"
-        )
+        return _(
+            "%(subject)s has the UTC offset %(offset)s; the offsets of time zones lie within "
+            "±14:00."
+        ) % {"subject": subject, "offset": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"}
     try:
         utc = value.replace(tzinfo=None) - offset
     except OverflowError:
         utc = None
     if utc is None or not DATETIME_MIN <= utc.replace(tzinfo=dt.UTC) <= DATETIME_MAX:
-        return (
-            f"is outside the dates every time zone can show ({_day(DATETIME_MIN)} to "
-            f"{_day(DATETIME_MAX)} UTC)"
-        )
+        return _(
+            "%(subject)s is outside the dates every time zone can show (%(first)s to %(last)s UTC)."
+        ) % {"subject": subject, "first": _day(DATETIME_MIN), "last": _day(DATETIME_MAX)}
     return None
 
 
@@ -152,8 +198,8 @@ def query_problems(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     text that cannot be stored."""
     problems = []
     for name, value in pairs:
-        if problem := text_problem(name):
-            problems.append((printable(name, 40), f"The parameter's name {problem}."))
-        elif problem := text_problem(value):
-            problems.append((name, f"The value {problem}."))
+        if problem := text_problem(name, subject=_("The parameter's name")):
+            problems.append((printable(name, 40), problem))
+        elif problem := text_problem(value, subject=_("The value")):
+            problems.append((name, problem))
     return problems[:MAX_PROBLEMS]

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
 from .bodies import BodyTemplateError, CompiledBody, body_compile, body_context, body_output_check
 from .bodies import body_render as _template_render
+from .bodies.sandbox import JSON_INVALID, XML_INVALID
 from .envelope import json_stringify, to_json, to_xml
 from .vendors import STANDARD, ProfileEventMissing, profile_body, profile_get
 
@@ -70,7 +74,13 @@ def _vendor_render(
     try:
         value = profile_body(profile, envelope)
     except ProfileEventMissing as exc:
-        raise BodyTemplateError(str(exc)) from exc
+        raise BodyTemplateError(
+            gettext_noop(
+                "%(vendor)s has no event for %(type)s; a webhook with the %(vendor)s profile "
+                "receives only %(vendor)s's events."
+            ),
+            {"vendor": vendor.label, "type": envelope["type"]},
+        ) from exc
     if content_type == "xml":
         return to_xml(value), CONTENT_TYPES[content_type]
     return json_stringify(value), CONTENT_TYPES[content_type]
@@ -101,14 +111,15 @@ def render_with_template(
 def body_check_samples(
     source: str, content_type: str, samples: Iterable[tuple[str, dict[str, Any]]]
 ) -> list[str]:
-    """Messages for a template that fails to compile, or fails for any (event type, envelope).
+    """Messages for a template that fails to compile, or fails for any (event type, envelope),
+    in the active language (this runs while a person saves or previews).
 
     An empty list means the template is usable for every sample.
     """
     try:
         compiled = body_compile(source)
     except BodyTemplateError as exc:
-        return [str(exc)]
+        return [exc.message()]
     errors = []
     for event_type, envelope in samples:
         try:
@@ -119,5 +130,29 @@ def body_check_samples(
                 unix_timestamp=SAMPLE_UNIX_TIMESTAMP,
             )
         except BodyTemplateError as exc:
-            errors.append(f"With the sample payload of {event_type}, {exc}")
+            errors.append(_sample_problem(event_type, exc))
     return errors
+
+
+def _sample_problem(event_type: str, exc: BodyTemplateError) -> str:
+    params = {**exc.params, "type": event_type}
+    if exc.text == JSON_INVALID:
+        return (
+            _(
+                "With the sample payload of %(type)s, the body is not valid JSON: %(error)s "
+                "at line %(line)s column %(column)s%(quote)s"
+            )
+            % params
+        )
+    if exc.text == XML_INVALID:
+        return (
+            _(
+                "With the sample payload of %(type)s, the body is not valid XML: %(error)s "
+                "at line %(line)s column %(column)s%(quote)s"
+            )
+            % params
+        )
+    return _("With the sample payload of %(type)s: %(problem)s") % {
+        "type": event_type,
+        "problem": exc.message(),
+    }

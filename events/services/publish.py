@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from schools.models import School
 from webhook_engine.inputs import datetime_problem, json_problems, text_problem
@@ -125,13 +126,20 @@ def _fan_out_after_commit(event: Event) -> None:
 
 
 def event_type_get(key: str) -> EventType:
-    problem = text_problem(key) if isinstance(key, str) else "is not text"
+    if not isinstance(key, str):
+        raise ValidationError({"type": [_("The event type is not text.")]})
+    problem = text_problem(key, subject=_("The event type"))
     if problem:
-        raise ValidationError({"type": [f"The event type {problem}."]})
+        raise ValidationError({"type": [problem]})
     event_type = event_type_for_publish(key)
     if event_type is None:
         raise ValidationError(
-            {"type": [f"Unknown event type {key!r}: it is not in the event catalog."]}
+            {
+                "type": [
+                    _("Unknown event type %(type)s: it is not in the event catalog.")
+                    % {"type": repr(key)}
+                ]
+            }
         )
     return event_type
 
@@ -151,8 +159,11 @@ def _event_same_or_conflict(existing: Event, *, type: str, data: Any) -> Event:
     raise EventIdempotencyConflict(
         {
             "idempotency_key": [
-                f"This idempotency key was already used for event {existing.id} "
-                "with a different type or data."
+                _(
+                    "This idempotency key was already used for event %(event)s with a different "
+                    "type or data."
+                )
+                % {"event": existing.id}
             ]
         }
     )
@@ -162,14 +173,14 @@ def _occurred_at_validate(occurred_at: dt.datetime | None) -> dt.datetime:
     if occurred_at is None:
         return timezone.now()
     if not isinstance(occurred_at, dt.datetime):
-        raise ValidationError({"occurred_at": ["Give a datetime."]})
+        raise ValidationError({"occurred_at": [_("Give a datetime.")]})
     if timezone.is_naive(occurred_at):
         raise ValidationError(
-            {"occurred_at": ["The datetime has no time zone; give an aware datetime."]}
+            {"occurred_at": [_("The datetime has no time zone; give an aware datetime.")]}
         )
-    problem = datetime_problem(occurred_at)
+    problem = datetime_problem(occurred_at, subject=_("The datetime"))
     if problem:
-        raise ValidationError({"occurred_at": [f"The datetime {problem}."]})
+        raise ValidationError({"occurred_at": [problem]})
     return occurred_at
 
 
@@ -180,16 +191,18 @@ def _idempotency_key_validate(idempotency_key: str | None) -> str | None:
     if not key:
         return None
     if len(key) > 255:
-        raise ValidationError({"idempotency_key": ["Use at most 255 characters."]})
-    problem = text_problem(key)
+        raise ValidationError({"idempotency_key": [_("Use at most 255 characters.")]})
+    problem = text_problem(key, subject=_("The key"))
     if problem:
-        raise ValidationError({"idempotency_key": [f"The key {problem}."]})
+        raise ValidationError({"idempotency_key": [problem]})
     return key
 
 
 def _event_data_normalize(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise ValidationError({"data": [f"Give a JSON object, not {type(data).__name__}."]})
+        raise ValidationError(
+            {"data": [_("Give a JSON object, not %(type)s.") % {"type": type(data).__name__}]}
+        )
     # Depth and text first (an explicit stack: any depth is safe), then the conversion, then
     # the dates as deliveries will read them.
     _json_problems_raise(json_problems(data, path="data"))
@@ -199,14 +212,19 @@ def _event_data_normalize(data: Any) -> dict[str, Any]:
     limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
     if size > limit:
         raise ValidationError(
-            {"data": [f"The data is {size} bytes of JSON; the limit is {limit} bytes."]}
+            {
+                "data": [
+                    _("The data is %(size)s bytes of JSON; the limit is %(limit)s bytes.")
+                    % {"size": size, "limit": limit}
+                ]
+            }
         )
     return normalized
 
 
 def _json_problems_raise(problems: list[tuple[str, str]]) -> None:
     if problems:
-        raise ValidationError({"data": [f"{path} {message}." for path, message in problems]})
+        raise ValidationError({"data": [message for _path, message in problems]})
 
 
 def _json_value(value: Any, path: str) -> Any:
@@ -217,14 +235,19 @@ def _json_value(value: Any, path: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError({"data": [f"{path} is {value}, which JSON cannot represent."]})
+            raise ValidationError({"data": [_not_representable(path, value)]})
         return value
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
-                    {"data": [f"{path} has the key {key!r}; JSON object keys must be strings."]}
+                    {
+                        "data": [
+                            _("%(path)s has the key %(key)s; JSON object keys must be strings.")
+                            % {"path": path, "key": repr(key)}
+                        ]
+                    }
                 )
             result[key] = _json_value(item, f"{path}.{key}")
         return result
@@ -233,7 +256,12 @@ def _json_value(value: Any, path: str) -> Any:
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
             raise ValidationError(
-                {"data": [f"{path} is a datetime without a time zone; give an aware datetime."]}
+                {
+                    "data": [
+                        _("%(path)s is a datetime without a time zone; give an aware datetime.")
+                        % {"path": path}
+                    ]
+                }
             )
         return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, dt.date | dt.time):
@@ -242,8 +270,20 @@ def _json_value(value: Any, path: str) -> Any:
         return str(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValidationError({"data": [f"{path} is {value}, which JSON cannot represent."]})
+            raise ValidationError({"data": [_not_representable(path, value)]})
         return str(value)
     raise ValidationError(
-        {"data": [f"{path} is a {type(value).__name__}, which is not JSON-serializable."]}
+        {
+            "data": [
+                _("%(path)s is a %(type)s, which is not JSON-serializable.")
+                % {"path": path, "type": type(value).__name__}
+            ]
+        }
     )
+
+
+def _not_representable(path: str, value: object) -> str:
+    return _("%(subject)s is %(value)s, which JSON cannot represent.") % {
+        "subject": path,
+        "value": value,
+    }

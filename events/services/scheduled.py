@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from schools.models import School
 from webhook_engine.inputs import datetime_problem, text_problem
@@ -195,37 +196,60 @@ def _scheduled_same_or_conflict(
     raise ScheduledEventConflict(
         {
             "key": [
-                f"The key {existing.key!r} is already used by a {existing.status} "
-                f"{existing.type_id} event due at {existing.due_at.isoformat()}, with a "
-                "different type, data or time: move or cancel that one instead."
+                _(
+                    "The key %(key)s is already used by a %(status)s %(type)s event due at "
+                    "%(due)s, with a different type, data or time: move or cancel that one "
+                    "instead."
+                )
+                % {
+                    "key": repr(existing.key),
+                    "status": existing.status,
+                    "type": existing.type_id,
+                    "due": existing.due_at.isoformat(),
+                }
             ]
         }
     )
 
 
 def _scheduled_require_pending(row: ScheduledEvent, action: str) -> None:
+    """Raise ``ScheduledEventNotPending`` unless the row is still scheduled; ``action`` is
+    ``"moved"`` or ``"cancelled"`` (each refusal is its own sentence, for translation)."""
     if row.status == ScheduledEventStatus.SCHEDULED:
         return
+    moved = action == "moved"
     if row.status == ScheduledEventStatus.PUBLISHED:
         assert row.published_at is not None  # noqa: S101 - a database check constraint
-        reason = f"it was already published at {row.published_at.isoformat()}"
+        message = (
+            _("This event cannot be moved: it was already published at %(when)s.")
+            if moved
+            else _("This event cannot be cancelled: it was already published at %(when)s.")
+        ) % {"when": row.published_at.isoformat()}
     elif row.status == ScheduledEventStatus.CANCELLED:
-        reason = "it was cancelled"
+        message = (
+            _("This event cannot be moved: it was cancelled.")
+            if moved
+            else _("This event cannot be cancelled: it was cancelled.")
+        )
     else:
-        reason = f"it could not be published ({row.error})"
-    raise ScheduledEventNotPending({"status": [f"This event cannot be {action}: {reason}."]})
+        message = (
+            _("This event cannot be moved: it could not be published (%(error)s).")
+            if moved
+            else _("This event cannot be cancelled: it could not be published (%(error)s).")
+        ) % {"error": row.error}
+    raise ScheduledEventNotPending({"status": [message]})
 
 
 def _due_at_validate(due_at: dt.datetime) -> dt.datetime:
     if not isinstance(due_at, dt.datetime):
-        raise ValidationError({"due_at": ["Give a datetime."]})
+        raise ValidationError({"due_at": [_("Give a datetime.")]})
     if timezone.is_naive(due_at):
         raise ValidationError(
-            {"due_at": ["The datetime has no time zone; give an aware datetime."]}
+            {"due_at": [_("The datetime has no time zone; give an aware datetime.")]}
         )
-    problem = datetime_problem(due_at)
+    problem = datetime_problem(due_at, subject=_("The datetime"))
     if problem:
-        raise ValidationError({"due_at": [f"The datetime {problem}."]})
+        raise ValidationError({"due_at": [problem]})
     return due_at
 
 
@@ -236,10 +260,10 @@ def _scheduled_key_validate(key: str | None) -> str | None:
     if not key:
         return None
     if len(key) > 255:
-        raise ValidationError({"key": ["Use at most 255 characters."]})
-    problem = text_problem(key)
+        raise ValidationError({"key": [_("Use at most 255 characters.")]})
+    problem = text_problem(key, subject=_("The key"))
     if problem:
-        raise ValidationError({"key": [f"The key {problem}."]})
+        raise ValidationError({"key": [problem]})
     return key
 
 
@@ -292,10 +316,10 @@ def daily_events_publish_due(*, now: dt.datetime | None = None) -> list[Event]:
 def _daily_runs_publish(runs: list[tuple[School, DailyRun]]) -> list[Event]:
     if not runs:
         return []
-    keys = {f"{DAILY_IDEMPOTENCY_PREFIX}{run.day.isoformat()}" for _, run in runs}
+    keys = {f"{DAILY_IDEMPOTENCY_PREFIX}{run.day.isoformat()}" for _school, run in runs}
     done = set(
         Event.objects.filter(
-            school_id__in=[school.id for school, _ in runs], idempotency_key__in=keys
+            school_id__in=[school.id for school, _run in runs], idempotency_key__in=keys
         ).values_list("school_id", "idempotency_key")
     )
     events = []

@@ -95,16 +95,23 @@ def circuit_text(state: EndpointState | None, zone: str) -> str:
     if state is None or state.circuit_state == CircuitState.CLOSED:
         return ""
     since = datetime_in_zone(state.circuit_changed_at, zone) if state.circuit_changed_at else "—"
+    failures = state.consecutive_failures
     if state.circuit_state == CircuitState.HALF_OPEN:
-        return _(
+        return ngettext(
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
+            "row); one is being sent as a probe.",
             "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
-            "row); one is being sent as a probe."
-        ) % {"since": since, "failures": state.consecutive_failures}
+            "row); one is being sent as a probe.",
+            failures,
+        ) % {"since": since, "failures": failures}
     probe = datetime_in_zone(state.probe_at, zone) if state.probe_at else "—"
-    return _(
+    return ngettext(
+        "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
+        "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
         "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
-        "row); one is sent as a probe at %(probe)s, and the first answer resumes them."
-    ) % {"since": since, "failures": state.consecutive_failures, "probe": probe}
+        "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
+        failures,
+    ) % {"since": since, "failures": failures, "probe": probe}
 
 
 class WebhookChangeList(ChangeList):

@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy, ngettext, pgettext
 
 from audit.selectors import audit_entries_for
 from audit.services import actor_user
@@ -210,13 +210,18 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         secret_url = reverse("admin:subscriptions_subscription_secret", args=[obj.pk])
         rotate_url = reverse("admin:subscriptions_subscription_rotate_secret", args=[obj.pk])
         return format_html(
-            '<span class="webhook-secret" data-url="{}"><code class="webhook-secret-value">'
+            '<span class="webhook-secret" data-url="{}" data-reveal="{}" data-hide="{}" '
+            'data-copy="{}" data-copied="{}"><code class="webhook-secret-value">'
             "whsec_{}</code> "
             '<a class="button webhook-secret-reveal" href="{}">{}</a> '
             '<a class="button webhook-secret-copy" href="#" hidden>{}</a> '
             '<a class="button webhook-secret-rotate" href="{}">{}</a></span>'
             '<div class="help">{}</div>',
             secret_url,
+            _("Reveal"),
+            pgettext("hide a secret", "Hide"),
+            _("Copy"),
+            _("Copied"),
             MASK * 3,
             secret_url,
             _("Reveal"),

@@ -195,7 +195,7 @@ def test_the_preview_of_a_type_the_vendor_lacks_says_so(school):
 
     assert raised.value.message_dict == {
         "event_type": [
-            "eduMe has no event for webinar.created: a webhook with the eduMe profile receives "
+            "eduMe has no event for webinar.created; a webhook with the eduMe profile receives "
             "only eduMe's events."
         ]
     }

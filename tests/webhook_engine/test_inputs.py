@@ -26,23 +26,36 @@ def _nested(depth: int) -> str:
     [
         (
             '{"a": "x\\u0000y"}',
-            [("data.a", "contains a NUL character (U+0000), which cannot be stored")],
+            [("data.a", "data.a contains a NUL character (U+0000), which cannot be stored.")],
         ),
         (
             '{"k\\u0000": 1}',
-            [("data", "has a key that contains a NUL character (U+0000), which cannot be stored")],
+            [
+                (
+                    "data",
+                    "data has a key that contains a NUL character (U+0000), which cannot be "
+                    "stored.",
+                )
+            ],
         ),
         (
             '{"a": ["ok", "\\ud800"]}',
-            [("data.a[1]", "contains an unpaired surrogate (U+D800), which is not valid Unicode")],
+            [
+                (
+                    "data.a[1]",
+                    "data.a[1] contains an unpaired surrogate (U+D800), which is not valid "
+                    "Unicode.",
+                )
+            ],
         ),
-        ('{"a": 1e400}', [("data.a", "is inf, which JSON cannot represent")]),
+        ('{"a": 1e400}', [("data.a", "data.a is inf, which JSON cannot represent.")]),
         (
             '{"a": {"b c": "\\udfff"}}',
             [
                 (
                     'data.a["b c"]',
-                    "contains an unpaired surrogate (U+DFFF), which is not valid Unicode",
+                    'data.a["b c"] contains an unpaired surrogate (U+DFFF), which is not valid '
+                    "Unicode.",
                 )
             ],
         ),
@@ -62,7 +75,7 @@ def test_nesting_is_refused_past_the_limit_at_any_depth_without_recursing():
     assert json_problems(at_limit) == []
     [(path, message)] = json_problems(deep, path="data")
     assert path.startswith("data[0][0]")
-    assert message == f"is nested more than {MAX_JSON_DEPTH} levels deep; flatten it"
+    assert message == f"{path} is nested more than {MAX_JSON_DEPTH} levels deep; flatten it."
 
 
 @pytest.mark.parametrize(
@@ -73,30 +86,30 @@ def test_nesting_is_refused_past_the_limit_at_any_depth_without_recursing():
         ("2026-03-29T01:30:00-14:00", None),
         (
             "2020-01-01T00:00:00+16:00",
-            "has the UTC offset +16:00; the offsets of time zones lie within ±14:00",
+            "It has the UTC offset +16:00; the offsets of time zones lie within ±14:00.",
         ),
         (
             "2020-01-01T00:00:00-23:59",
-            "has the UTC offset -23:59; the offsets of time zones lie within ±14:00",
+            "It has the UTC offset -23:59; the offsets of time zones lie within ±14:00.",
         ),
         (
             "9999-12-31T23:00:00+00:00",
-            "is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC)",
+            "It is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC).",
         ),
         (
             "0001-01-01T12:00:00+00:00",
-            "is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC)",
+            "It is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC).",
         ),
         (
             "0001-01-01T00:00:00+01:00",
-            "is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC)",
+            "It is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC).",
         ),
         ("9999-12-30T23:59:59+00:00", None),
         ("0001-01-02T00:00:00+00:00", None),
     ],
 )
 def test_a_date_must_be_one_every_school_zone_can_show(value, problem):
-    assert datetime_problem(dt.datetime.fromisoformat(value)) == problem
+    assert datetime_problem(dt.datetime.fromisoformat(value), subject="It") == problem
 
 
 def test_every_date_refused_would_have_failed_in_some_zone_and_every_accepted_one_works():
@@ -104,10 +117,10 @@ def test_every_date_refused_would_have_failed_in_some_zone_and_every_accepted_on
         moment = dt.datetime.fromisoformat(value)
         with pytest.raises(OverflowError):
             moment.astimezone(KIRITIMATI if moment.year == 9999 else BAKER)
-        assert datetime_problem(moment) is not None
+        assert datetime_problem(moment, subject="It") is not None
     for value in ["9999-12-30T23:59:59+00:00", "0001-01-02T00:00:00+00:00"]:
         moment = dt.datetime.fromisoformat(value)
-        assert datetime_problem(moment) is None
+        assert datetime_problem(moment, subject="It") is None
         moment.astimezone(KIRITIMATI).isoformat()
         moment.astimezone(BAKER).isoformat()
 
@@ -119,7 +132,8 @@ def test_dates_inside_data_are_checked_when_asked():
     assert json_problems(data, path="data", datetimes=True) == [
         (
             "data.course.starts",
-            "is outside the dates every time zone can show (0001-01-02 to 9999-12-30 UTC)",
+            "data.course.starts is outside the dates every time zone can show (0001-01-02 to "
+            "9999-12-30 UTC).",
         )
     ]
 
@@ -150,8 +164,11 @@ def test_an_event_stored_with_a_date_no_zone_can_hold_is_still_enveloped():
 
 
 def test_text_and_parameters_that_cannot_be_stored():
-    assert text_problem("ok ✓ \U0001f600") is None
-    assert text_problem("a\x00") == "contains a NUL character (U+0000), which cannot be stored"
+    assert text_problem("ok ✓ \U0001f600", subject="The key") is None
+    assert (
+        text_problem("a\x00", subject="The key")
+        == "The key contains a NUL character (U+0000), which cannot be stored."
+    )
     assert query_problems([("school", "\x00"), ("ok", "fine"), ("\x00x", "v")]) == [
         ("school", "The value contains a NUL character (U+0000), which cannot be stored."),
         (

@@ -98,7 +98,7 @@ def test_a_profile_refuses_an_event_type_its_vendor_does_not_have():
         render(_envelope("student.signed"), content_type="json", profile="braincert")
 
     assert str(raised.value) == (
-        "BrainCert has no event for student.signed: a webhook with the BrainCert profile "
+        "BrainCert has no event for student.signed; a webhook with the BrainCert profile "
         "receives only BrainCert's events."
     )
 

@@ -19,6 +19,7 @@ from django import template
 from django.template import defaultfilters, defaulttags
 from django.template.base import FilterExpression, Node, Parser, Token
 from django.utils.html import escape
+from django.utils.translation import gettext_noop
 
 from ..envelope import xml_fragment
 from ..vendors import vendor_type_name
@@ -93,15 +94,25 @@ MAX_WORK_CHARACTERS = 16 * 1024 * 1024
 MAX_RENDER_SECONDS = 2.0
 
 
-class LoopBudgetExceeded(Exception):
+class BudgetExceeded(Exception):
+    """A render went over one of its budgets. ``text`` is an English message marked for
+    translation (``gettext_noop``) and ``params`` its values; str() is the English sentence."""
+
+    def __init__(self, text: str, params: dict[str, Any]) -> None:
+        self.text = text
+        self.params = params
+        super().__init__(text % params)
+
+
+class LoopBudgetExceeded(BudgetExceeded):
     """A body template ran more loop iterations than ``MAX_LOOP_ITERATIONS``."""
 
 
-class OutputBudgetExceeded(Exception):
+class OutputBudgetExceeded(BudgetExceeded):
     """A body template produced more than ``MAX_OUTPUT_CHARACTERS``."""
 
 
-class WorkBudgetExceeded(Exception):
+class WorkBudgetExceeded(BudgetExceeded):
     """A body template made a value too large, worked through too many characters, or ran
     too long (``MAX_VALUE_CHARACTERS``, ``MAX_WORK_CHARACTERS``, ``MAX_RENDER_SECONDS``)."""
 
@@ -116,18 +127,25 @@ class _RenderBudget:
     def charge(self, characters: int) -> None:
         if characters > MAX_VALUE_CHARACTERS:
             raise WorkBudgetExceeded(
-                f"A value in the template grew past {MAX_VALUE_CHARACTERS} characters; chained "
-                "filters such as |json|json multiply a value's size."
+                gettext_noop(
+                    "A value in the template grew past %(limit)s characters; chained filters "
+                    "such as |json|json multiply a value's size."
+                ),
+                {"limit": MAX_VALUE_CHARACTERS},
             )
         self.work += characters
         if self.work > MAX_WORK_CHARACTERS:
             raise WorkBudgetExceeded(
-                f"The template worked through more than {MAX_WORK_CHARACTERS} characters; "
-                "apply fewer filters to large values, or fewer times."
+                gettext_noop(
+                    "The template worked through more than %(limit)s characters; apply fewer "
+                    "filters to large values, or fewer times."
+                ),
+                {"limit": MAX_WORK_CHARACTERS},
             )
         if time.monotonic() > self.deadline:
             raise WorkBudgetExceeded(
-                f"Rendering the template took longer than {MAX_RENDER_SECONDS:g} seconds."
+                gettext_noop("Rendering the template took longer than %(limit)s seconds."),
+                {"limit": f"{MAX_RENDER_SECONDS:g}"},
             )
 
 
@@ -203,7 +221,8 @@ class BudgetedNode(Node):
         used = int(context.render_context.get("output_characters") or 0) + len(output)
         if used > MAX_OUTPUT_CHARACTERS:
             raise OutputBudgetExceeded(
-                f"The body is larger than {MAX_OUTPUT_CHARACTERS} characters."
+                gettext_noop("The body is larger than %(limit)s characters."),
+                {"limit": MAX_OUTPUT_CHARACTERS},
             )
         budget_charge(output)
         context.render_context["output_characters"] = used
@@ -217,7 +236,8 @@ class _BudgetedForNode(defaulttags.ForNode):
         used = int(context.render_context.get("loop_iterations") or 0) + size
         if used > MAX_LOOP_ITERATIONS:
             raise LoopBudgetExceeded(
-                f"The template's loops ran more than {MAX_LOOP_ITERATIONS} times."
+                gettext_noop("The template's loops ran more than %(limit)s times."),
+                {"limit": MAX_LOOP_ITERATIONS},
             )
         context.render_context["loop_iterations"] = used
         return super().render(context)

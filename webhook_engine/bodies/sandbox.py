@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import FilterExpression, Node, NodeList, Variable
 from django.template.smartif import TokenBase
+from django.utils.translation import gettext, gettext_noop
 
 from .library import (
     ALLOWED_TAGS,
@@ -47,7 +48,22 @@ MAX_TEMPLATE_CHARACTERS = 20_000
 
 
 class BodyTemplateError(ValueError):
-    """A body template that cannot be used, with a message a school admin can act on."""
+    """A body template that cannot be used, with a message a school admin can act on.
+
+    ``text`` is an English message marked for translation (``gettext_noop``), ``params`` its
+    values. str() is the English sentence (a delivery that failed stores it); ``message()`` is
+    the same in the active language, for the person saving or previewing the template.
+    """
+
+    def __init__(self, text: str, params: dict[str, Any] | None = None) -> None:
+        self.text = text
+        self.params = params or {}
+        super().__init__(text % self.params if params else text)
+
+    def message(self) -> str:
+        """The message in the active language."""
+        translated = gettext(self.text)
+        return translated % self.params if self.params else translated
 
 
 class _SandboxEngine(Engine):
@@ -79,20 +95,21 @@ def body_compile(source: str) -> CompiledBody:
     """
     if len(source) > MAX_TEMPLATE_CHARACTERS:
         raise BodyTemplateError(
-            f"The template has {len(source)} characters; the limit is {MAX_TEMPLATE_CHARACTERS}."
+            gettext_noop("The template has %(count)s characters; the limit is %(limit)s."),
+            {"count": len(source), "limit": MAX_TEMPLATE_CHARACTERS},
         )
     try:
         template = _ENGINE.from_string(source)
     except TemplateSyntaxError as exc:
-        raise BodyTemplateError(_syntax_message(exc)) from exc
+        raise _syntax_error(exc) from exc
     bound = {"forloop", "block"}
     names: list[tuple[str, int]] = []
     _names_collect(template.nodelist, names, bound)
     for name, line in names:
         if name not in CONTEXT_NAMES and name not in bound:
             raise BodyTemplateError(
-                f"Line {line}: {name!r} is not available; a body can use "
-                f"{', '.join(CONTEXT_NAMES)}."
+                gettext_noop("Line %(line)s: %(name)s is not available; a body can use %(names)s."),
+                {"line": line, "name": repr(name), "names": ", ".join(CONTEXT_NAMES)},
             )
     _budget_leaves(template.nodelist)
     return CompiledBody(source=source, template=template)
@@ -118,21 +135,41 @@ def _budget_leaves(nodelist: NodeList) -> None:
             nodelist[index] = BudgetedNode(node)
 
 
-def _syntax_message(exc: TemplateSyntaxError) -> str:
+def _syntax_error(exc: TemplateSyntaxError) -> BodyTemplateError:
     info = getattr(exc, "template_debug", None) or {}
     line = info.get("line")
-    where = f"Line {line}: " if line else ""
     message = str(exc)
     invalid = re.match(r"Invalid block tag on line \d+: '([^']+)'", message)
     if invalid:
-        return (
-            f"{where}the tag {{% {invalid.group(1)} %}} cannot be used in a webhook body; "
-            f"the tags are {', '.join(ALLOWED_TAGS)}."
+        params = {"line": line, "tag": invalid.group(1), "tags": ", ".join(ALLOWED_TAGS)}
+        if line:
+            return BodyTemplateError(
+                gettext_noop(
+                    "Line %(line)s: the tag {%% %(tag)s %%} cannot be used in a webhook body; "
+                    "the tags are %(tags)s."
+                ),
+                params,
+            )
+        return BodyTemplateError(
+            gettext_noop(
+                "The tag {%% %(tag)s %%} cannot be used in a webhook body; the tags are %(tags)s."
+            ),
+            params,
         )
     invalid_filter = re.match(r"Invalid filter: '([^']+)'", message)
     if invalid_filter:
-        return f"{where}there is no filter named {invalid_filter.group(1)!r}."
-    return f"{where}{message}"
+        params = {"line": line, "name": repr(invalid_filter.group(1))}
+        if line:
+            return BodyTemplateError(
+                gettext_noop("Line %(line)s: there is no filter named %(name)s."), params
+            )
+        return BodyTemplateError(gettext_noop("There is no filter named %(name)s."), params)
+    # Django's own words for other syntax errors (an unclosed tag, ...).
+    if line:
+        return BodyTemplateError(
+            gettext_noop("Line %(line)s: %(message)s"), {"line": line, "message": message}
+        )
+    return BodyTemplateError(message)
 
 
 def _names_collect(node: Any, names: list[tuple[str, int]], bound: set[str], line: int = 1) -> None:
@@ -197,12 +234,22 @@ def body_render(compiled: CompiledBody, context: dict[str, Any]) -> str:
         with render_budget():
             output = compiled.template.render(Context(context, autoescape=False))
     except (LoopBudgetExceeded, OutputBudgetExceeded, WorkBudgetExceeded) as exc:
-        raise BodyTemplateError(str(exc)) from exc
+        raise BodyTemplateError(exc.text, exc.params) from exc
     except Exception as exc:
         # A filter given data it cannot take (divisibleby on null, ...): the template cannot be
         # rendered for this event, which is this delivery's failure and nobody else's.
-        raise BodyTemplateError(f"The template failed on this event's data: {exc}") from exc
+        raise BodyTemplateError(
+            gettext_noop("The template failed on this event's data: %(error)s"), {"error": exc}
+        ) from exc
     return output
+
+
+JSON_INVALID = gettext_noop(
+    "the body is not valid JSON: %(error)s at line %(line)s column %(column)s%(quote)s"
+)
+XML_INVALID = gettext_noop(
+    "the body is not valid XML: %(error)s at line %(line)s column %(column)s%(quote)s"
+)
 
 
 def body_output_check(output: str, content_type: str) -> None:
@@ -212,8 +259,13 @@ def body_output_check(output: str, content_type: str) -> None:
             json.loads(output)
         except json.JSONDecodeError as exc:
             raise BodyTemplateError(
-                f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-                f"{_quote_line(output, exc.lineno)}"
+                JSON_INVALID,
+                {
+                    "error": exc.msg,
+                    "line": exc.lineno,
+                    "column": exc.colno,
+                    "quote": _quote_line(output, exc.lineno),
+                },
             ) from exc
     elif content_type == "xml":
         parser = xml.parsers.expat.ParserCreate()
@@ -222,8 +274,13 @@ def body_output_check(output: str, content_type: str) -> None:
         except xml.parsers.expat.ExpatError as exc:
             message = xml.parsers.expat.ErrorString(exc.code)
             raise BodyTemplateError(
-                f"the body is not valid XML: {message} at line {exc.lineno} column "
-                f"{exc.offset + 1}{_quote_line(output, exc.lineno)}"
+                XML_INVALID,
+                {
+                    "error": message,
+                    "line": exc.lineno,
+                    "column": exc.offset + 1,
+                    "quote": _quote_line(output, exc.lineno),
+                },
             ) from exc
 
 

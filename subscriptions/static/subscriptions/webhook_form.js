@@ -39,9 +39,10 @@
       picker.disabled = vendor;
       if (vendorNote) {
         vendorNote.hidden = !vendor;
+        // The sentence comes translated from the page (data-template), the profile's name here.
         vendorNote.textContent = vendor && select
-          ? "The " + select.options[select.selectedIndex].text + " profile sends its own " +
-            "body; the preview shows it." : "";
+          ? vendorNote.dataset.template.replace(
+            "{profile}", select.options[select.selectedIndex].text) : "";
       }
     }
     const profileSelect = document.querySelector("select[name=profile]");
@@ -129,14 +130,14 @@
       if (code.dataset.revealed) {
         code.textContent = code.dataset.masked;
         delete code.dataset.revealed;
-        reveal.textContent = "Reveal";
+        reveal.textContent = field.dataset.reveal;
         return;
       }
       load().then(function (value) {
         code.dataset.masked = code.textContent;
         code.textContent = value;
         code.dataset.revealed = "1";
-        reveal.textContent = "Hide";
+        reveal.textContent = field.dataset.hide;
       });
     });
 
@@ -146,8 +147,8 @@
       load().then(function (value) {
         return navigator.clipboard.writeText(value);
       }).then(function () {
-        copy.textContent = "Copied";
-        setTimeout(function () { copy.textContent = "Copy"; }, 2000);
+        copy.textContent = field.dataset.copied;
+        setTimeout(function () { copy.textContent = field.dataset.copy; }, 2000);
       });
     });
   }
