@@ -157,7 +157,6 @@ def test_a_chain_of_filters_that_multiplies_a_value_stops_at_the_first_value_too
     envelope = {**ENVELOPE, "data": {"note": '\\"\\"'}}
     compiled = body_compile('{"a": {{ data.note' + chain + " }}}")
     tracemalloc.start()
-    started = time.monotonic()
 
     with pytest.raises(BodyTemplateError) as raised:
         body_render(compiled, body_context(envelope, 0))
@@ -168,8 +167,7 @@ def test_a_chain_of_filters_that_multiplies_a_value_stops_at_the_first_value_too
         f"A value in the template grew past {MAX_VALUE_CHARACTERS} characters; chained "
         "filters such as |json|json multiply a value's size."
     )
-    assert time.monotonic() - started < 1
-    assert peak < 32 * 1024 * 1024
+    assert peak < 32 * 1024 * 1024  # stopped at the first value too large, not gigabytes later
 
 
 def test_work_that_writes_little_is_budgeted_too():
@@ -179,7 +177,6 @@ def test_work_that_writes_little_is_budgeted_too():
     compiled = body_compile(
         '{"a": "{% for i in data.items %}{{ data.blob|upper|first }}{% endfor %}"}'
     )
-    started = time.monotonic()
 
     with pytest.raises(BodyTemplateError) as raised:
         body_render(compiled, body_context(envelope, 0))
@@ -188,7 +185,6 @@ def test_work_that_writes_little_is_budgeted_too():
         f"The template worked through more than {MAX_WORK_CHARACTERS} characters; apply fewer "
         "filters to large values, or fewer times."
     )
-    assert time.monotonic() - started < 2
 
 
 def test_the_budget_is_per_render_and_filters_keep_their_arguments_checked():
