@@ -93,6 +93,14 @@ def _fan_out_request_claim(now_ms: int, *, stale_before: int) -> bool:
         row = cursor.fetchone()
         if row is not None and row[0] is not None and row[0] >= stale_before:
             return False
+    # The request only coalesces messages: if a database crash loses it, the events are
+    # committed and the sweeper fans them out. So its commit does not wait for the disk
+    # (about 1.7 ms of each publish that finds no request pending). Never inside a caller's
+    # transaction, whose own writes must wait for the disk.
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and own_transaction:
+            cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(
             f"INSERT INTO {table} (id, requested_at_ms) VALUES (1, %s) "  # noqa: S608
             "ON CONFLICT (id) DO UPDATE SET requested_at_ms = excluded.requested_at_ms "

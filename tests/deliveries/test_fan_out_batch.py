@@ -7,7 +7,7 @@ import time
 
 import pytest
 from celery import current_app
-from django.db import connection
+from django.db import connection, transaction
 
 from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
 from deliveries.services import events_fan_out_pending
@@ -288,3 +288,22 @@ def test_an_event_for_many_webhooks_is_committed_and_handed_off_a_piece_at_a_tim
     pairs = Delivery.objects.filter(event=event).values_list("subscription_id", flat=True)
     assert sorted(pairs) == sorted(webhook.pk for webhook in webhooks)
     assert Event.objects.get(pk=event.pk).fanned_out_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_inside_a_callers_transaction_leaves_its_commit_durable():
+    """The request's own commit does not wait for the disk (it only coalesces messages); a
+    caller's transaction that asks for fan-out keeps waiting for its writes to be on disk."""
+    with transaction.atomic():
+        assert fan_out_request(force=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    assert FanOutRequest.objects.get(pk=1).requested_at_ms is not None
+
+    fan_out_request_take()
+    assert fan_out_request()  # outside any transaction: its own, committed
+    assert FanOutRequest.objects.get(pk=1).requested_at_ms is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # SET LOCAL ended with its transaction
