@@ -375,3 +375,42 @@ def test_deleting_a_webhook_counts_its_delivery_log_instead_of_listing_it(
     assert not confirmation.context["perms_lacking"]
     assert not Subscription.objects.filter(pk=subscription.pk).exists()
     assert Delivery.objects.count() == 0
+
+
+def test_a_webhooks_page_shows_its_chart_its_recent_deliveries_and_its_audit_trail(
+    client, school, school_admin
+):
+    from audit.models import AuditAction
+    from audit.services import Actor, audit_record
+    from deliveries.models import DeliveryStatus
+    from tests.deliveries.factories import delivery_create
+
+    webhook = SubscriptionFactory(school=school, name="CRM")
+    other = SubscriptionFactory(school=school, name="LMS")
+    delivered = delivery_create(webhook, status=DeliveryStatus.DELIVERED, event_type="user.created")
+    failed = delivery_create(webhook, event_type="course.created")
+    elsewhere = delivery_create(other, event_type="course.updated")
+    audit_record(
+        actor=Actor(label="grace"),
+        action=AuditAction.SECRET_ROTATED,
+        school_id=school.pk,
+        object_type="webhook",
+        object_id=webhook.pk,
+        object_repr=str(webhook),
+    )
+    client.force_login(school_admin)
+
+    page = client.get(f"/admin/subscriptions/subscription/{webhook.pk}/change/").text
+
+    lower = page[page.index('id="webhook-deliveries"') :]
+    assert "<svg" in lower  # the chart of its deliveries
+    recent = lower[lower.index('class="recent-deliveries"') :]
+    recent = recent[: recent.index("</table>")]
+    assert f"/admin/deliveries/delivery/{delivered.pk}/change/" in recent
+    assert f"/admin/deliveries/delivery/{failed.pk}/change/" in recent
+    assert f"/admin/deliveries/delivery/{elsewhere.pk}/change/" not in recent
+    assert "Delivered" in recent
+    assert "Failed" in recent
+    trail = lower[lower.index('class="audit-entries"') :]
+    assert "grace" in trail
+    assert "Signing secret rotated" in trail
