@@ -164,6 +164,8 @@ def main() -> None:
     school_admin_grant(user=school_admin, school=school)
     log = "/admin/deliveries/delivery/"
     pages = [
+        ("admin list, superuser, no filter", superuser, log),
+        ("admin list, school admin, no filter", school_admin, log),
         ("admin list, superuser, payload=c-42", superuser, f"{log}?payload=c-42"),
         ("admin list, superuser, payload=physics", superuser, f"{log}?payload=physics"),
         ("admin list, school admin, payload=c-42", school_admin, f"{log}?payload=c-42"),

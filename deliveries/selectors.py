@@ -299,26 +299,21 @@ def deliveries_search_q(*, term: str, webhooks: QuerySet[Subscription]) -> Q:
     return found
 
 
-# Up to this many matching events are handed to the delivery query as a list of ids (an index
-# lookup each on the deliveries' (event, ...) index); past it, as a subquery the planner joins.
-PAYLOAD_SEARCH_ID_LIST_MAX = 2000
-
-
 def deliveries_payload_q(*, term: str, school_ids: Iterable[int] | None) -> Q:
     """The deliveries whose event's data mentions ``term`` (``events.search``: every text and
     number value, whole words, ``"a phrase"``), among the events of ``school_ids`` (every
     school for None). Test deliveries' sample events are searched too.
 
-    Runs the event search first, on its GIN index: when it finds few events, their ids go to
-    the delivery query as a list, so the log's usual ordering and paging stay index scans.
+    One semi-join on the events' GIN index, which lets PostgreSQL pick per term: for a rare
+    value, the few matching events (a bitmap scan of the index) then their deliveries (the
+    event index), then the newest first; for a common one, the log's newest rows, each
+    checked against its event until a page is full. (A list of the matching event ids made
+    it walk the log checking each row against the whole list: 100 ms against 10 at 1M.)
     """
     events = Event.objects.all()
     if school_ids is not None:
         events = events.filter(school_id__in=list(school_ids))
     matching = events_payload_matching(events, term=term, vendor=connection.vendor).order_by()
-    ids = list(matching.values_list("pk", flat=True)[: PAYLOAD_SEARCH_ID_LIST_MAX + 1])
-    if len(ids) <= PAYLOAD_SEARCH_ID_LIST_MAX:
-        return Q(event_id__in=ids)
     return Q(event_id__in=matching.values("pk"))
 
 

@@ -3,7 +3,7 @@
 ``manage.py deliveries_generate --count 1000000`` adds bench schools (``bench-01``, ...) with a
 few webhooks each, then events fanned out to every webhook of their school, each delivery with
 one attempt, spread over the last days (95 % delivered, 5 % failed with a 500). Event ``g`` has
-the data ``{"course": {"id": "c-<g % 1000>", "name": "<subject> <number>"}, "student": {"id":
+the data ``{"course": {"id": "c-<0..999>", "name": "<subject> <number>"}, "student": {"id":
 "s-<g>", ...}, "grade": <g % 100>, "status": "active"}``: a student id belongs to one event, a
 course id to one event in a thousand, a subject to one in five (the payload search bench).
 Rows are made by PostgreSQL itself (``INSERT ... SELECT generate_series``), a batch per
@@ -44,9 +44,10 @@ WITH new_events AS (
                                %% cardinality(%(types)s::text[])],
            jsonb_build_object(
                'course', jsonb_build_object(
-                   'id', 'c-' || (g %% 1000),
+                   'id', 'c-' || (abs(hashtext('c' || g)) %% 1000),
                    'name', (ARRAY['Mathematics', 'Physics', 'History', 'Biology', 'French'])
-                           [1 + g %% 5] || ' ' || (100 + g %% 1000 / 5)),
+                           [1 + abs(hashtext('n' || g)) %% 5]
+                           || ' ' || (100 + abs(hashtext('c' || g)) %% 1000 / 5)),
                'student', jsonb_build_object(
                    'id', 's-' || g, 'name', 'Student ' || g,
                    'email', 'student' || g || '@school.example'),
