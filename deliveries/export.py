@@ -121,11 +121,16 @@ def deliveries_export_rows(queryset: QuerySet[Delivery]) -> Iterator[dict[str, A
         delivered_at,
     ) in rows:
         if subscription_id not in webhooks:
-            webhook = Subscription.objects.get(pk=subscription_id)
+            webhook = Subscription.objects.filter(pk=subscription_id).first()
+            # Deleted while the file streams: its rows go out without its name and URL.
             webhooks[subscription_id] = (
-                webhook.name,
-                url_export(webhook.url),
-                subscription_hidden_values(subscription=webhook),
+                ("", "", [])
+                if webhook is None
+                else (
+                    webhook.name,
+                    url_export(webhook.url),
+                    subscription_hidden_values(subscription=webhook),
+                )
             )
         name, url, hidden = webhooks[subscription_id]
         zone = zone_get(zone_name)
