@@ -226,6 +226,7 @@ _LIST_FIELDS = [
     "subscription__name",
     "event_type",
     "is_test",
+    "replay_number",
     "status",
     "attempts",
     "next_trigger",
@@ -282,6 +283,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
                     "school",
                     "event",
                     "is_test",
+                    "replay_number",
                     "created_in_zone",
                     "delivered_in_zone",
                     "last_response_status",
@@ -292,6 +294,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         (gettext_lazy("Body as sent"), {"fields": ["content_type", "body_text"]}),
     ]
     readonly_fields = [
+        "replay_number",
         "status_detail",
         "webhook_id",
         "subscription_link",
@@ -380,6 +383,12 @@ class DeliveryAdmin(SchoolScopedAdmin):
         if obj.is_test:
             return format_html(
                 '{} <span class="delivery-test-tag">{}</span>', obj.event_type, _("Test")
+            )
+        if obj.replay_number:
+            return format_html(
+                '{} <span class="delivery-test-tag">{}</span>',
+                obj.event_type,
+                _("Replay %(number)s") % {"number": obj.replay_number},
             )
         return obj.event_type
 

@@ -13,7 +13,7 @@ import events.search
 
 INDEX = "event_data_search_idx"
 CREATE = (
-    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON events_event USING gin "
+    "CREATE INDEX {concurrently} IF NOT EXISTS " + INDEX + " ON events_event USING gin "
     """(jsonb_to_tsvector('simple'::regconfig, data, '["string", "numeric"]'::jsonb))"""
 )
 
@@ -29,12 +29,16 @@ def forwards(apps, schema_editor):
                 END IF;
             END $$"""
         )
-        schema_editor.execute(CREATE)
+        # CONCURRENTLY cannot run in a transaction: a caller's (a test migrating back and
+        # forth) gets a plain build.
+        in_transaction = schema_editor.connection.in_atomic_block
+        schema_editor.execute(CREATE.format(concurrently="" if in_transaction else "CONCURRENTLY"))
 
 
 def backwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
+        concurrently = "" if schema_editor.connection.in_atomic_block else "CONCURRENTLY"
+        schema_editor.execute(f"DROP INDEX {concurrently} IF EXISTS {INDEX}")
 
 
 class Migration(migrations.Migration):
