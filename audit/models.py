@@ -23,6 +23,7 @@ class AuditAction(models.TextChoices):
     SECRET_ROTATED = "secret.rotated", _("Signing secret rotated")
     DELIVERY_RETRIGGERED = "delivery.retriggered", _("Delivery sent again")
     DELIVERIES_RECOVERED = "deliveries.recovered", _("Failed deliveries recovered")
+    DELIVERIES_REPLAYED = "deliveries.replayed", _("Events replayed")
     API_KEY_CREATED = "api_key.created", _("API key created")
     API_KEY_REVOKED = "api_key.revoked", _("API key revoked")
 

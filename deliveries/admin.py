@@ -11,10 +11,19 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -26,7 +35,13 @@ from audit.services import actor_user
 from common.admin_display import datetime_in_zone
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from events.models import EventType
-from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin, administers
+from events.search import PAYLOAD_SEARCH_MAX_LENGTH
+from schools.admin_scoping import (
+    SchoolListFilter,
+    SchoolScopedAdmin,
+    administers,
+    request_school_ids,
+)
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_hidden_values
 from subscriptions.services import subscription_enable
@@ -34,6 +49,7 @@ from webhook_engine.signing import message_id
 
 from .display import STATUS_COLOURS, attempt_shown, state_badge, text_scrub, url_query_mask
 from .explanations import failure_explain
+from .export import EXPORT_FORMATS, deliveries_export_response
 from .models import (
     AttemptTrigger,
     Delivery,
@@ -42,7 +58,7 @@ from .models import (
     DeliveryStatus,
     delivery_state,
 )
-from .selectors import deliveries_search_q, delivery_attempts
+from .selectors import deliveries_payload_q, deliveries_search_q, delivery_attempts
 from .services import RetriggerOutcome, deliveries_retrigger, delivery_retrigger
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
@@ -141,6 +157,61 @@ class TestFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PayloadFilter(admin.ListFilter):
+    """ "Payload contains": deliveries whose event data mentions a word, value or "phrase"
+    (``deliveries_payload_q``, on the events' GIN index), among the user's schools."""
+
+    title = gettext_lazy("payload contains")
+    parameter_name = "payload"
+    template = "admin/filter_text.html"
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        super().__init__(request, params, model, model_admin)
+        self.value = ""
+        if self.parameter_name in params:
+            value = params.pop(self.parameter_name)
+            value = (value[-1] if isinstance(value, list) else value).strip()
+            if len(value) > PAYLOAD_SEARCH_MAX_LENGTH:
+                message = _(
+                    "Search the payload for at most %(limit)s characters; the filter was not "
+                    "applied."
+                ) % {"limit": PAYLOAD_SEARCH_MAX_LENGTH}
+                messages.error(request, message)
+                raise IncorrectLookupParameters(message)
+            if value:
+                self.value = value
+                self.used_parameters[self.parameter_name] = value
+        self.school_ids = request_school_ids(request)
+
+    def has_output(self) -> bool:
+        return True
+
+    def expected_parameters(self) -> list[str | None]:
+        return [self.parameter_name]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if not self.value:
+            return queryset
+        return queryset.filter(deliveries_payload_q(term=self.value, school_ids=self.school_ids))
+
+    def choices(self, changelist: Any) -> Any:
+        # The form keeps every other filter of the page.
+        self.hidden = [
+            (name, value)
+            for name, value in changelist.params.items()
+            if name not in (self.parameter_name, PAGE_VAR)
+        ]
+        return iter(
+            [
+                {
+                    "selected": not self.value,
+                    "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+                    "display": _("Any payload"),
+                }
+            ]
+        )
+
+
 class CreatedFilter(DateRangeFilter):
     title = gettext_lazy("date")
     field_path = "created_at"
@@ -155,6 +226,7 @@ _LIST_FIELDS = [
     "subscription__name",
     "event_type",
     "is_test",
+    "replay_number",
     "status",
     "attempts",
     "next_trigger",
@@ -183,6 +255,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         SubscriptionFilter,
         EventTypeFilter,
         CreatedFilter,
+        PayloadFilter,
         TestFilter,
         "last_error_kind",
         SchoolListFilter,
@@ -210,6 +283,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
                     "school",
                     "event",
                     "is_test",
+                    "replay_number",
                     "created_in_zone",
                     "delivered_in_zone",
                     "last_response_status",
@@ -220,6 +294,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         (gettext_lazy("Body as sent"), {"fields": ["content_type", "body_text"]}),
     ]
     readonly_fields = [
+        "replay_number",
         "status_detail",
         "webhook_id",
         "subscription_link",
@@ -308,6 +383,12 @@ class DeliveryAdmin(SchoolScopedAdmin):
         if obj.is_test:
             return format_html(
                 '{} <span class="delivery-test-tag">{}</span>', obj.event_type, _("Test")
+            )
+        if obj.replay_number:
+            return format_html(
+                '{} <span class="delivery-test-tag">{}</span>',
+                obj.event_type,
+                _("Replay %(number)s") % {"number": obj.replay_number},
             )
         return obj.event_type
 
@@ -495,12 +576,33 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def get_urls(self) -> list[URLPattern]:
         return [
             path(
+                "export/<str:export_format>/",
+                self.admin_site.admin_view(self.export_view),
+                name="deliveries_delivery_export",
+            ),
+            path(
                 "<path:object_id>/retrigger/",
                 self.admin_site.admin_view(self.retrigger_view),
                 name="deliveries_delivery_retrigger",
             ),
             *super().get_urls(),
         ]
+
+    def export_view(self, request: HttpRequest, export_format: str) -> HttpResponseBase:
+        """The list as it is filtered and searched now (same query string), as a streamed CSV
+        or JSON file: the user's schools only, no secrets (``deliveries/export.py``)."""
+        if export_format not in EXPORT_FORMATS:
+            raise Http404
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            # The filters' own messages say what was wrong; the list shows them.
+            url = reverse("admin:deliveries_delivery_changelist")
+            return HttpResponseRedirect(f"{url}?{request.GET.urlencode()}")
+        queryset = changelist.get_queryset(request).order_by("-created_at", "-pk")
+        return deliveries_export_response(queryset, export_format=export_format)
 
     def retrigger_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST: send this delivery now, whatever its state; with ``enable``, re-enable its

@@ -123,6 +123,11 @@ class Delivery(models.Model):
     )
     last_error = models.TextField(_("last error message"), blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    # 0 for the delivery fan-out made; a replay of the event to the same webhook is a new
+    # delivery numbered one past the highest so far (``services/replay.py``).
+    replay_number = models.PositiveIntegerField(
+        _("replay number"), default=0, db_default=0, editable=False
+    )
 
     class Meta:
         verbose_name = _("delivery")
@@ -131,7 +136,8 @@ class Delivery(models.Model):
         permissions = [("retrigger_delivery", "Can retrigger deliveries")]
         constraints = [
             models.UniqueConstraint(
-                fields=["event", "subscription"], name="delivery_one_per_event_and_subscription"
+                fields=["event", "subscription", "replay_number"],
+                name="delivery_one_per_event_and_subscription",
             ),
             models.CheckConstraint(
                 condition=~Q(status="pending") | Q(next_attempt_at__isnull=False),

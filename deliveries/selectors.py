@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import caches
+from django.db import connection
 from django.db.models import Avg, Count, Max, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from events.models import Event, EventType
+from events.search import events_payload_matching
 from subscriptions.models import Subscription
 from subscriptions.topics import topic_matches
 
@@ -295,6 +297,24 @@ def deliveries_search_q(*, term: str, webhooks: QuerySet[Subscription]) -> Q:
     if named:
         found |= Q(subscription_id__in=named)
     return found
+
+
+def deliveries_payload_q(*, term: str, school_ids: Iterable[int] | None) -> Q:
+    """The deliveries whose event's data mentions ``term`` (``events.search``: every text and
+    number value, whole words, ``"a phrase"``), among the events of ``school_ids`` (every
+    school for None). Test deliveries' sample events are searched too.
+
+    One semi-join on the events' GIN index, which lets PostgreSQL pick per term: for a rare
+    value, the few matching events (a bitmap scan of the index) then their deliveries (the
+    event index), then the newest first; for a common one, the log's newest rows, each
+    checked against its event until a page is full. (A list of the matching event ids made
+    it walk the log checking each row against the whole list: 100 ms against 10 at 1M.)
+    """
+    events = Event.objects.all()
+    if school_ids is not None:
+        events = events.filter(school_id__in=list(school_ids))
+    matching = events_payload_matching(events, term=term, vendor=connection.vendor).order_by()
+    return Q(event_id__in=matching.values("pk"))
 
 
 # --- The home page and a webhook's page: how deliveries are going ----------------------------

@@ -45,6 +45,7 @@ class DeliveryOutput(serializers.ModelSerializer):
             "last_error_kind",
             "last_error",
             "delivered_at",
+            "replay_number",
         ]
         read_only_fields = fields
 
@@ -73,3 +74,25 @@ class RetriggerOutput(serializers.Serializer):
             "in_flight: a worker is sending it right now; webhook_disabled: nothing is sent."
         ),
     )
+
+
+class ExportRowOutput(serializers.Serializer):
+    """One row of a delivery export (``deliveries/export.py``), for the schema."""
+
+    id = serializers.UUIDField()
+    school = serializers.CharField(help_text="The school's slug.")
+    webhook_id = serializers.UUIDField()
+    webhook_name = serializers.CharField()
+    webhook_url = serializers.CharField(help_text="Query values masked, no user-info.")
+    event_id = serializers.UUIDField()
+    event_type = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending", "retrying", "delivered", "failed"])
+    is_test = serializers.BooleanField()
+    replay_number = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    last_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_response_status = serializers.IntegerField(allow_null=True)
+    last_error_kind = serializers.CharField()
+    last_error = serializers.CharField(help_text="The webhook's secret values removed.")
+    delivered_at = serializers.DateTimeField(allow_null=True)

@@ -7,19 +7,30 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST, require_safe
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -39,11 +50,17 @@ from subscriptions.selectors import signing_secrets_active
 from webhook_engine import signing
 from webhook_engine.signing import sign_v1
 
+from .export import EXPORT_FORMATS, deliveries_export_response
 from .filters import DeliveryFilter
 from .metrics import metrics_render
 from .models import Delivery
 from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
-from .serializers import DeliveryDetailOutput, DeliveryOutput, RetriggerOutput
+from .serializers import (
+    DeliveryDetailOutput,
+    DeliveryOutput,
+    ExportRowOutput,
+    RetriggerOutput,
+)
 from .services import RetriggerOutcome, delivery_retrigger
 from .services.config import ecdsa_key, ed25519_keys
 
@@ -115,6 +132,22 @@ def public_keys_jwks(request: HttpRequest) -> JsonResponse:
     return response
 
 
+class ExportRenderer(BaseRenderer):
+    """Chosen by ``?format=csv``; the export streams its own bytes, so it renders nothing."""
+
+    media_type = "text/csv"
+    format = "csv"
+
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> Any:
+        return b""
+
+
+class ExportJSONRenderer(JSONRenderer):
+    format = "json"
+
+
 ERRORS = {
     400: OpenApiResponse(ErrorsSerializer, description="An invalid filter, by parameter."),
     401: UNAUTHENTICATED,
@@ -147,7 +180,59 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return delivery_with_attempts(school_id=school_id)
 
     def get_serializer_class(self) -> type[BaseSerializer]:
-        return DeliveryOutput if self.action == "list" else DeliveryDetailOutput
+        return DeliveryOutput if self.action in ("list", "export") else DeliveryDetailOutput
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The export's ?format= picks the file's format; anything else is a 400, not DRF's 404.
+        if self.action == "export" and not force:
+            chosen = request.query_params.get("format", "")
+            if chosen not in EXPORT_FORMATS:
+                raise ValidationError({"format": [_("Choose csv or json.")]})
+        return super().perform_content_negotiation(request, force=force)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self.action == "export" and isinstance(response, Response):
+            # An error of the export (a bad filter) is JSON, like every other error.
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    @extend_schema(
+        summary="Export the filtered delivery log",
+        description=(
+            "Every delivery the list's filters select (`payload` included), newest first, as a "
+            "streamed CSV file or JSON array: id, school, webhook (id, name, URL with its query "
+            "values masked), event id and type, state, test, replay number, attempts, created, "
+            "last attempt, last response status, last error kind and message (the webhook's "
+            "secrets removed), delivered at; times in the school's zone. No body, no request "
+            "headers, no credentials."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "format", str, enum=list(EXPORT_FORMATS), required=True, description="File format."
+            )
+        ],
+        filters=True,
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, one header."),
+            (200, "application/json"): ExportRowOutput(many=True),
+            **ERRORS,
+        },
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        renderer_classes=[ExportRenderer, ExportJSONRenderer],
+        pagination_class=None,
+    )
+    def export(self, request: Request) -> HttpResponseBase:
+        school_id = client_school(request).pk
+        queryset = self.filter_queryset(deliveries_for_school(school_id=school_id))
+        return deliveries_export_response(
+            queryset.order_by("-created_at", "-id"),
+            export_format=request.query_params["format"],
+        )
 
     @extend_schema(
         summary="Retrigger a delivery",

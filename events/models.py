@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from .search import PayloadVector
 
 EVENT_TYPE_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
@@ -108,6 +111,9 @@ class Event(models.Model):
                 condition=Q(fanned_out_at__isnull=True),
                 name="event_awaiting_fan_out_idx",
             ),
+            # Payload search (search.py): every text and number value of the data. Built by
+            # migration 0011, on PostgreSQL only.
+            GinIndex(PayloadVector(F("data")), name="event_data_search_idx"),
         ]
 
     def __str__(self) -> str:

@@ -378,3 +378,47 @@ class RecoverForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
     )
+
+
+_DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+def _datetime_local() -> forms.DateTimeInput:
+    return forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+
+class ReplayForm(forms.Form):
+    """What to replay to a webhook: event types (none ticked: every type it receives) and a
+    range of publication times, in the time zone active while it is bound (the school's)."""
+
+    event_types = forms.MultipleChoiceField(
+        label=gettext_lazy("Event types"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=gettext_lazy("None ticked: every type the webhook receives."),
+    )
+    since = BoundedDateTimeField(
+        label=gettext_lazy("Published since"),
+        required=False,
+        widget=_datetime_local(),
+        input_formats=_DATETIME_FORMATS,
+    )
+    until = BoundedDateTimeField(
+        label=gettext_lazy("Published before"),
+        required=False,
+        widget=_datetime_local(),
+        input_formats=_DATETIME_FORMATS,
+    )
+
+    def __init__(self, *args: Any, event_types: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["event_types"]
+        if isinstance(field, forms.MultipleChoiceField):
+            field.choices = [(key, key) for key in event_types]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            self.add_error("until", _("“Until” must be after “since”."))
+        return cleaned

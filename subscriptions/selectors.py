@@ -92,6 +92,13 @@ def subscription_event_types(*, subscription: Subscription) -> list[str]:
     return [key for key in keys if subscription.matches(key)]
 
 
+def replay_event_types(*, subscription: Subscription) -> list[str]:
+    """The event types whose events can be replayed to the webhook: every catalog type its
+    topics match, deprecated ones included (old events of them are still in the log)."""
+    keys = EventType.objects.order_by("key").values_list("key", flat=True)
+    return [key for key in keys if subscription.matches(key)]
+
+
 def subscription_ids_receiving(
     *, subscriptions: QuerySet[Subscription], event_type: str
 ) -> list[uuid.UUID]:

@@ -149,6 +149,37 @@ class CountOutput(serializers.Serializer):
     count = serializers.IntegerField()
 
 
+class ReplayInput(serializers.Serializer):
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=500,
+        help_text="Replay events of these types; empty or left out: every type the webhook "
+        "receives.",
+    )
+    since = DateTimeField(
+        required=False, help_text="Events published at or after this time (all if left out)."
+    )
+    until = DateTimeField(
+        required=False, help_text="Events published before this time (up to now if left out)."
+    )
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Only count the deliveries a replay would make; send nothing."
+    )
+
+
+class ReplayOutput(serializers.Serializer):
+    count = serializers.IntegerField(
+        help_text="Deliveries made (or, in a dry run, that a replay would make now)."
+    )
+    queued = serializers.IntegerField(
+        help_text="Of those, being sent (the others could not be rendered with the webhook's "
+        "body template and failed at once); 0 in a dry run."
+    )
+    dry_run = serializers.BooleanField()
+    max_events = serializers.IntegerField(help_text="The most events one replay may send.")
+
+
 class PreviewInput(serializers.Serializer):
     event_type = serializers.CharField(max_length=100)
     body_template = serializers.CharField(

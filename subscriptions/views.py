@@ -16,7 +16,13 @@ from rest_framework.response import Response
 from audit.services import actor_api_key
 from common.api import NOT_A_SCHOOL_KEY, UNAUTHENTICATED, DetailSerializer, ErrorsSerializer
 from deliveries.serializers import AttemptOutput
-from deliveries.services import deliveries_recover, delivery_test_send
+from deliveries.services import (
+    deliveries_recover,
+    deliveries_replay,
+    delivery_test_send,
+    events_replay_count,
+    replay_plan,
+)
 from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 
 from .models import Profile, Subscription
@@ -26,6 +32,8 @@ from .serializers import (
     PreviewInput,
     PreviewOutput,
     RecoverInput,
+    ReplayInput,
+    ReplayOutput,
     SecretOutput,
     SubscriptionCreatedOutput,
     SubscriptionInput,
@@ -189,6 +197,43 @@ class SubscriptionViewSet(
             subscription=subscription, since=data["since"], actor=actor_api_key(request.auth)
         )
         return Response(CountOutput({"count": count}).data)
+
+    @extend_schema(
+        summary="Replay events to the webhook",
+        description=(
+            "Re-sends the school's events of `event_types` (default: every type the webhook "
+            "receives) published in [`since`, `until`) to this webhook, whatever happened to "
+            "them before (delivered, failed, or never sent to it): each becomes a new delivery "
+            "of its event (`replay_number` 1, 2, ...), its body rendered now with the webhook's "
+            "current settings. Ask with `dry_run: true` first for the count. More than "
+            "`max_events` matching events is refused whole (400): narrow the range."
+        ),
+        request=ReplayInput,
+        responses={200: ReplayOutput, 202: ReplayOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        data = _validated(ReplayInput(data=request.data))
+        plan = replay_plan(
+            subscription=subscription,
+            event_types=data.get("event_types"),
+            since=data.get("since"),
+            until=data.get("until"),
+        )
+        limit = settings.WEBHOOKS_REPLAY_MAX_EVENTS
+        if data["dry_run"]:
+            count = events_replay_count(plan=plan)
+            output = {"count": count, "queued": 0, "dry_run": True, "max_events": limit}
+            return Response(ReplayOutput(output).data)
+        result = deliveries_replay(plan=plan, actor=actor_api_key(request.auth))
+        output = {
+            "count": result.count,
+            "queued": result.queued,
+            "dry_run": False,
+            "max_events": limit,
+        }
+        return Response(ReplayOutput(output).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Preview the body",

@@ -382,6 +382,9 @@ WEBHOOKS_FAN_OUT_MAX_BYTES = env_int("WEBHOOKS_FAN_OUT_MAX_BYTES", 16 * 1024 * 1
 # An event for more webhooks than this is fanned out in pieces of this size, each committed and
 # handed to the workers at once, so the first attempts start while the rest is being built.
 WEBHOOKS_FAN_OUT_CHUNK_SIZE = env_int("WEBHOOKS_FAN_OUT_CHUNK_SIZE", 1000)
+# A replay (re-sending a webhook's events of some types or a time range) refuses to make more
+# deliveries than this in one request: narrow the range and replay in parts.
+WEBHOOKS_REPLAY_MAX_EVENTS = env_int("WEBHOOKS_REPLAY_MAX_EVENTS", 10_000)
 # Deliveries per task message; a task sends its deliveries concurrently.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 50)
 # How long a worker owns a delivery it claimed without renewing it: the worker renews the leases

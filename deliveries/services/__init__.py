@@ -22,11 +22,22 @@ from .redrive import (
     deliveries_sweep,
     delivery_retrigger,
 )
+from .replay import (
+    ReplayPlan,
+    ReplayResult,
+    ReplayTooLarge,
+    deliveries_replay,
+    events_replay_count,
+    replay_plan,
+)
 from .send import headers_redact
 from .testing import delivery_test_send, delivery_test_send_settings
 
 __all__ = [
     "DELIVER_TASK",
+    "ReplayPlan",
+    "ReplayResult",
+    "ReplayTooLarge",
     "RetriggerOutcome",
     "RetriggerResult",
     "SweepResult",
@@ -34,6 +45,7 @@ __all__ = [
     "deliveries_enqueue",
     "deliveries_prune",
     "deliveries_recover",
+    "deliveries_replay",
     "deliveries_retrigger",
     "deliveries_sweep",
     "delivery_attempt",
@@ -43,11 +55,13 @@ __all__ = [
     "event_fan_out",
     "events_fan_out_pending",
     "events_fan_out_waiting",
+    "events_replay_count",
     "fan_out_request",
     "fan_out_request_take",
     "headers_redact",
     "heartbeat_record",
     "heartbeat_remove",
+    "replay_plan",
     "retry_policy",
     "transport_get",
 ]

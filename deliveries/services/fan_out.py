@@ -258,7 +258,7 @@ def _events_fan_out_batch(
                 matching = [
                     subscription
                     for subscription in by_school.get(event.school_id, [])
-                    if subscription.matches(event.type_id)
+                    if delivery_wanted(event=event, subscription=subscription)
                 ]
                 if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
                     large.append((event, matching))
@@ -440,6 +440,12 @@ class _Bodies:
         if isinstance(rendered, BodyTemplateError):
             raise rendered
         return rendered
+
+
+def delivery_wanted(*, event: Event, subscription: Subscription) -> bool:
+    """Whether ``subscription`` gets a delivery of ``event``: the one rule fan-out and replay
+    (``replay.py``) share."""
+    return subscription.matches(event.type_id)
 
 
 def delivery_build(

@@ -31,7 +31,14 @@ from deliveries.explanations import failure_explain
 from deliveries.selectors import (
     deliveries_failed_count,
 )
-from deliveries.services import deliveries_recover, delivery_test_send
+from deliveries.services import (
+    ReplayResult,
+    deliveries_recover,
+    deliveries_replay,
+    delivery_test_send,
+    events_replay_count,
+    replay_plan,
+)
 from schools.admin_scoping import (
     SchoolScopedAdmin,
     administers,
@@ -39,9 +46,10 @@ from schools.admin_scoping import (
 )
 
 from ..crypto import SecretUnreadable
-from ..forms import RecoverForm, SendTestForm
+from ..forms import RecoverForm, ReplayForm, SendTestForm
 from ..models import SigningSecret, Subscription
 from ..selectors import (
+    replay_event_types,
     subscription_event_types,
     subscription_hidden_values,
 )
@@ -80,6 +88,9 @@ class WebhookPages(SchoolScopedAdmin):
             request, obj
         )
 
+    def has_replay_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_recover_permission(request, obj)
+
     # --- Pages of one webhook -------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
@@ -105,6 +116,11 @@ class WebhookPages(SchoolScopedAdmin):
                 "<path:object_id>/recover/",
                 view(self.recover_view),
                 name="subscriptions_subscription_recover",
+            ),
+            path(
+                "<path:object_id>/replay/",
+                view(self.replay_view),
+                name="subscriptions_subscription_replay",
             ),
             path(
                 "<path:object_id>/enable/",
@@ -272,6 +288,46 @@ class WebhookPages(SchoolScopedAdmin):
         )
         return TemplateResponse(request, "admin/subscriptions/subscription/recover.html", context)
 
+    def replay_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Re-send the webhook's events of some types and/or a time range: the form, then the
+        count to confirm, then the replay (``deliveries_replay``). Times in the school's zone."""
+        subscription = self.get_object(request, unquote(object_id))
+        if not self.has_replay_permission(request, subscription):
+            raise PermissionDenied
+        with timezone.override(subscription.school.tzinfo):
+            return self._replay_page(request, subscription)
+
+    def _replay_page(self, request: HttpRequest, subscription: Subscription) -> HttpResponse:
+        form = ReplayForm(
+            request.POST or None, event_types=replay_event_types(subscription=subscription)
+        )
+        context = self._page_context(request, subscription, _("Replay events"))
+        context.update({"form": form, "max_events": settings.WEBHOOKS_REPLAY_MAX_EVENTS})
+        if request.method == "POST" and form.is_valid():
+            try:
+                plan = replay_plan(
+                    subscription=subscription,
+                    event_types=form.cleaned_data["event_types"],
+                    since=form.cleaned_data["since"],
+                    until=form.cleaned_data["until"],
+                )
+                if request.POST.get("confirm") != "yes":
+                    context.update({"count": events_replay_count(plan=plan), "plan": plan})
+                else:
+                    result = deliveries_replay(plan=plan, actor=actor_user(request.user))
+                    self.message_user(request, _replay_message(result), messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+                    )
+            except ValidationError as exc:
+                if hasattr(exc, "error_dict"):
+                    for field, errors in exc.message_dict.items():
+                        form.add_error(field if field in form.fields else None, errors)
+                else:
+                    form.add_error(None, exc.messages)
+        context["school_zone"] = subscription.school.timezone
+        return TemplateResponse(request, "admin/subscriptions/subscription/replay.html", context)
+
     def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST: turn a disabled webhook back on (from the home page's "Needs attention")."""
         if request.method != "POST":
@@ -315,6 +371,23 @@ class WebhookPages(SchoolScopedAdmin):
         except ValidationError as exc:
             return JsonResponse({"error": " ".join(exc.messages)}, status=400)
         return JsonResponse({"body": body})
+
+
+def _replay_message(result: ReplayResult) -> str:
+    message = ngettext(
+        "%(count)s event is being sent again to the webhook, each as a new delivery.",
+        "%(count)s events are being sent again to the webhook, each as a new delivery.",
+        result.queued,
+    ) % {"count": result.queued}
+    if result.failed:
+        message += " " + ngettext(
+            "%(count)s could not be rendered with the webhook's body template; see its "
+            "delivery for why.",
+            "%(count)s could not be rendered with the webhook's body template; see their "
+            "deliveries for why.",
+            result.failed,
+        ) % {"count": result.failed}
+    return message
 
 
 def _grace_text() -> str:

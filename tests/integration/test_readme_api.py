@@ -1,6 +1,8 @@
 """The curl examples of the README's "Use the API" section, run verbatim against a live server
 with a real worker: the webhook is created, the event published, delivered, listed, retriggered."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -66,6 +68,8 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         "publish an event",
         "list deliveries",
         "retrigger the newest delivery",
+        "replay a webhook's events",
+        "export the deliveries that mention a course",
     ]
 
     created = json.loads(_run(examples["create a webhook"], env))
@@ -84,3 +88,25 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
     _wait(lambda: DeliveryAttempt.objects.filter(trigger="manual").exists())
     first, second = receiver.received("/readme")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+    counted, replayed = [
+        json.loads(line) for line in _run(examples["replay a webhook's events"], env).splitlines()
+    ]
+    third = receiver.wait_for(3, path="/readme")[2]
+    _wait(
+        lambda: Delivery.objects.filter(replay_number=1, status=DeliveryStatus.DELIVERED).exists()
+    )
+    exported = list(
+        csv.DictReader(
+            io.StringIO(_run(examples["export the deliveries that mention a course"], env))
+        )
+    )
+
+    assert counted == {"count": 1, "queued": 0, "dry_run": True, "max_events": 10000}
+    assert replayed == {"count": 1, "queued": 1, "dry_run": False, "max_events": 10000}
+    assert json.loads(third.body)["id"] == published["id"]
+    assert third.headers["webhook-id"] != first.headers["webhook-id"]
+    assert sorted((row["event_id"], row["replay_number"], row["state"]) for row in exported) == [
+        (published["id"], "0", "delivered"),
+        (published["id"], "1", "delivered"),
+    ]

@@ -2,9 +2,12 @@
 
 ``manage.py deliveries_generate --count 1000000`` adds bench schools (``bench-01``, ...) with a
 few webhooks each, then events fanned out to every webhook of their school, each delivery with
-one attempt, spread over the last days (95 % delivered, 5 % failed with a 500). Rows are made
-by PostgreSQL itself (``INSERT ... SELECT generate_series``), a batch per transaction; nothing
-is sent and no task is queued. PostgreSQL only. Not for a production database.
+one attempt, spread over the last days (95 % delivered, 5 % failed with a 500). Event ``g`` has
+the data ``{"course": {"id": "c-<0..999>", "name": "<subject> <number>"}, "student": {"id":
+"s-<g>", ...}, "grade": <g % 100>, "status": "active"}``: a student id belongs to one event, a
+course id to one event in a thousand, a subject to one in five (the payload search bench).
+Rows are made by PostgreSQL itself (``INSERT ... SELECT generate_series``), a batch per
+transaction; nothing is sent and no task is queued. PostgreSQL only. Not for a production database.
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ WITH new_events AS (
            (%(school_ids)s::bigint[])[1 + g %% cardinality(%(school_ids)s::bigint[])],
            (%(types)s::text[])[1 + (g / cardinality(%(school_ids)s::bigint[]))
                                %% cardinality(%(types)s::text[])],
-           '{}'::jsonb, at, at, NULL, at, false
+           jsonb_build_object(
+               'course', jsonb_build_object(
+                   'id', 'c-' || (abs(hashtext('c' || g)) %% 1000),
+                   'name', (ARRAY['Mathematics', 'Physics', 'History', 'Biology', 'French'])
+                           [1 + abs(hashtext('n' || g)) %% 5]
+                           || ' ' || (100 + abs(hashtext('c' || g)) %% 1000 / 5)),
+               'student', jsonb_build_object(
+                   'id', 's-' || g, 'name', 'Student ' || g,
+                   'email', 'student' || g || '@school.example'),
+               'grade', g %% 100,
+               'status', 'active'),
+           at, at, NULL, at, false
     FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g,
          LATERAL (SELECT %(now)s::timestamptz - g * %(step)s * interval '1 millisecond' AS at) AS t
     RETURNING id, school_id, type, created_at
