@@ -271,6 +271,9 @@ class SubscriptionForm(forms.ModelForm):
             "profile": forms.Select(attrs={"class": "webhook-profile"}),
             "body_template": BodyTemplateWidget,
             "basic_auth_username": forms.TextInput(attrs={"autocomplete": "off"}),
+            "payload_filter": forms.Textarea(
+                attrs={"rows": 6, "class": "vLargeTextField webhook-payload-filter"}
+            ),
         }
         labels = {
             "school": gettext_lazy("School"),
@@ -281,6 +284,7 @@ class SubscriptionForm(forms.ModelForm):
             "sign_ed25519": gettext_lazy("Asymmetric signature (v1a)"),
             "is_active": gettext_lazy("Active"),
             "profile": gettext_lazy("Delivery profile"),
+            "payload_filter": gettext_lazy("Payload filter"),
         }
         help_texts = {
             "name": gettext_lazy("A name to recognise it by, such as the system it feeds."),
@@ -290,6 +294,14 @@ class SubscriptionForm(forms.ModelForm):
                 "action, timestamp, unix_timestamp, school and data)."
             ),
             "is_active": gettext_lazy("Only active webhooks receive events."),
+            "payload_filter": gettext_lazy(
+                "Empty: every event of the topics. Or JSON that the event's data must pass, "
+                'such as {"all": [{"field": "course.group.id", "op": "eq", "value": 12}, '
+                '{"field": "student.class", "op": "in", "value": ["5A", "5B"]}]}. Comparisons: '
+                "eq, ne, in, not_in, gt, gte, lt, lte, contains, starts_with, ends_with, exists; "
+                "groups all and any, 3 levels, 20 conditions. A field the event lacks fails its "
+                "comparison. The README's Payload filters section has the details."
+            ),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ from .fan_out import (
     events_fan_out_waiting,
     fan_out_request,
     fan_out_request_take,
+    subscriptions_receiving,
 )
 from .heartbeats import heartbeat_record, heartbeat_remove
 from .redrive import (
@@ -49,5 +50,6 @@ __all__ = [
     "heartbeat_record",
     "heartbeat_remove",
     "retry_policy",
+    "subscriptions_receiving",
     "transport_get",
 ]
