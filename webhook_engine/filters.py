@@ -297,31 +297,64 @@ def _ordered(left: Any, right: Any) -> bool:
     )
 
 
+def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """``path_get`` for one path, made once: a key of one or two parts (most fields) is read
+    without the loop."""
+    if any(segment.isdigit() for segment in path) or len(path) > 2:
+        return lambda data: path_get(data, path)
+    if len(path) == 1:
+        (first,) = path
+
+        def one(data: Any) -> Any:
+            return data.get(first, _MISSING) if type(data) is dict else _MISSING
+
+        return one
+    first, second = path
+
+    def two(data: Any) -> Any:
+        if type(data) is not dict:
+            return _MISSING
+        inner = data.get(first, _MISSING)
+        return inner.get(second, _MISSING) if type(inner) is dict else _MISSING
+
+    return two
+
+
+def _equals(value: Any) -> Callable[[Any], bool]:
+    """``_same(found, value)`` for one value, made once: JSON texts, booleans and null compare
+    by themselves, numbers with numbers only (``True == 1`` in Python, not in JSON)."""
+    if isinstance(value, str):
+        return lambda found: found == value
+    if value is None or isinstance(value, bool):
+        return lambda found: found is value
+    return lambda found: (type(found) is int or type(found) is float) and found == value
+
+
 def _comparison(condition: Condition) -> Predicate:
     """The predicate of one condition over an event's ``data``."""
-    path, op, value = condition.path, condition.op, condition.value
+    get, op, value = _getter(condition.path), condition.op, condition.value
     if op == "exists":
         wanted = bool(value)
-        return lambda data: (path_get(data, path) is not _MISSING) is wanted
+        return lambda data: (get(data) is not _MISSING) is wanted
 
     test: Callable[[Any], bool]
-    if op == "eq":
-        test = lambda found: _same(found, value)  # noqa: E731
-    elif op == "ne":
-        test = lambda found: not _same(found, value)  # noqa: E731
+    if op in ("eq", "ne"):
+        equals = _equals(value)
+        if op == "eq":
+            return lambda data: equals(get(data))  # _MISSING equals nothing
+        test = lambda found: not equals(found)  # noqa: E731
     elif op in ("in", "not_in"):
-        members = list(value)
-        hashable = {
-            member for member in members if isinstance(member, str) and not isinstance(member, bool)
-        }
-        others = [member for member in members if not isinstance(member, str)]
+        texts = frozenset(member for member in value if isinstance(member, str))
+        others = [_equals(member) for member in value if not isinstance(member, str)]
 
         def member_of(found: Any) -> bool:
-            if isinstance(found, str):
-                return found in hashable
-            return any(_same(found, member) for member in others)
+            if type(found) is str:
+                return found in texts
+            return any(equals(found) for equals in others)
 
-        test = member_of if op == "in" else (lambda found: not member_of(found))
+        if op == "in":
+            return lambda data: member_of(get(data))
+        test = lambda found: not member_of(found)  # noqa: E731
     elif op in ("gt", "gte", "lt", "lte"):
         compare = {
             "gt": lambda a, b: a > b,
@@ -340,12 +373,12 @@ def _comparison(condition: Condition) -> Predicate:
             return False
 
     elif op == "starts_with":
-        test = lambda found: isinstance(found, str) and found.startswith(value)  # noqa: E731
+        test = lambda found: type(found) is str and found.startswith(value)  # noqa: E731
     else:  # ends_with
-        test = lambda found: isinstance(found, str) and found.endswith(value)  # noqa: E731
+        test = lambda found: type(found) is str and found.endswith(value)  # noqa: E731
 
     def predicate(data: Any) -> bool:
-        found = path_get(data, path)
+        found = get(data)
         return found is not _MISSING and test(found)
 
     return predicate
@@ -354,10 +387,25 @@ def _comparison(condition: Condition) -> Predicate:
 def _compiled(spec: Mapping[str, Any]) -> Predicate:
     if "all" in spec:
         members = [_compiled(member) for member in spec["all"]]
-        return lambda data: all(member(data) for member in members)
+
+        # A loop, not all() over a generator: this runs a thousand times per event.
+        def every(data: Any) -> bool:
+            for member in members:  # noqa: SIM110
+                if not member(data):
+                    return False
+            return True
+
+        return every
     if "any" in spec:
         members = [_compiled(member) for member in spec["any"]]
-        return lambda data: any(member(data) for member in members)
+
+        def some(data: Any) -> bool:
+            for member in members:  # noqa: SIM110
+                if member(data):
+                    return True
+            return False
+
+        return some
     (condition,) = filter_conditions(spec)
     return _comparison(condition)
 
