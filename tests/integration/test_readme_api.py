@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from events.services import event_types_sync
+from events.models import Event
+from events.services import event_publish, event_types_sync
 from schools.services import api_key_create, platform_key_create
 from tests.schools.factories import SchoolFactory
 
@@ -66,6 +67,7 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         "publish an event",
         "list deliveries",
         "retrigger the newest delivery",
+        "create a webhook with a payload filter",
     ]
 
     created = json.loads(_run(examples["create a webhook"], env))
@@ -84,3 +86,14 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
     _wait(lambda: DeliveryAttempt.objects.filter(trigger="manual").exists())
     first, second = receiver.received("/readme")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+    filtered = json.loads(_run(examples["create a webhook with a payload filter"], env))
+    assert filtered["payload_filter"]["all"][0] == {"field": "group.id", "op": "eq", "value": 12}
+    maths = {"course": {"id": "c-1", "name": "Mathematics 101"}, "group": {"id": 12}}
+    other = {"course": {"id": "c-2", "name": "Mathematics 102"}, "group": {"id": 7}}
+    published = [
+        event_publish(school=school, type="course.created", data=data) for data in (maths, other)
+    ]
+    _wait(lambda: not Event.objects.filter(fanned_out_at__isnull=True).exists())
+    to_filtered = Delivery.objects.filter(subscription_id=filtered["id"])
+    assert list(to_filtered.values_list("event_id", flat=True)) == [published[0].id]
