@@ -296,8 +296,8 @@ class SubscriptionForm(forms.ModelForm):
             "is_active": gettext_lazy("Only active webhooks receive events."),
             "payload_filter": gettext_lazy(
                 "Empty: every event of the topics. Or JSON that the event's data must pass, "
-                'such as {"all": [{"field": "course.group.id", "op": "eq", "value": 12}, '
-                '{"field": "student.class", "op": "in", "value": ["5A", "5B"]}]}. Comparisons: '
+                'such as {"all": [{"field": "group.id", "op": "eq", "value": 12}, '
+                '{"field": "course.payment_type", "op": "in", "value": ["free"]}]}. Comparisons: '
                 "eq, ne, in, not_in, gt, gte, lt, lte, contains, starts_with, ends_with, exists; "
                 "groups all and any, 3 levels, 20 conditions. A field the event lacks fails its "
                 "comparison. The README's Payload filters section has the details."

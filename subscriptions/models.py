@@ -93,7 +93,7 @@ class Subscription(models.Model):
         default=None,
         help_text=_(
             "Only events whose data pass this filter, e.g. "
-            '{"field": "course.group.id", "op": "eq", "value": 12}. '
+            '{"field": "group.id", "op": "eq", "value": 12}. '
             "Empty: every event of the selected types."
         ),
     )

@@ -29,7 +29,7 @@ class CircuitOutput(serializers.Serializer):
 
 _PAYLOAD_FILTER_HELP = (
     "Only events whose data pass this filter; null: every event of the topics. One condition "
-    '{"field": "course.group.id", "op": "eq", "value": 12} or a group {"all": [...]} / '
+    '{"field": "group.id", "op": "eq", "value": 12} or a group {"all": [...]} / '
     '{"any": [...]} of them (3 levels, 20 conditions). op: eq, ne, in, not_in, gt, gte, lt, lte, '
     "contains, starts_with, ends_with, exists. A field the event lacks fails its comparison. "
     "Checked against the topics' schemas and samples."
@@ -43,7 +43,7 @@ _PAYLOAD_FILTER_HELP = (
         "additionalProperties": True,
         "example": {
             "all": [
-                {"field": "course.group.id", "op": "eq", "value": 12},
+                {"field": "group.id", "op": "eq", "value": 12},
                 {"field": "course.payment_type", "op": "in", "value": ["free"]},
             ]
         },
@@ -68,7 +68,9 @@ class SubscriptionOutput(serializers.ModelSerializer):
     secret_headers = serializers.ListField(
         child=serializers.CharField(), help_text="The headers marked secret."
     )
-    payload_filter = PayloadFilterField(allow_null=True, help_text=_PAYLOAD_FILTER_HELP)
+    payload_filter = PayloadFilterField(
+        allow_null=True, read_only=True, help_text=_PAYLOAD_FILTER_HELP
+    )
 
     class Meta:
         model = Subscription

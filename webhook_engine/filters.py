@@ -3,13 +3,13 @@
 A filter is JSON, small enough to read and safe to run (no code, no regular expressions, a
 bounded size). It is either one condition or a group::
 
-    {"field": "course.group.id", "op": "eq", "value": 12}
+    {"field": "group.id", "op": "eq", "value": 12}
     {"all": [{"field": "student.class", "op": "in", "value": ["5A", "5B"]},
              {"any": [{"field": "student.email", "op": "ends_with", "value": "@school.org"},
                       {"field": "student.external_id", "op": "exists"}]}]}
 
 - ``field`` is a dotted path into the event's ``data`` (what the event carries, before any body
-  template or vendor profile reshapes it): ``course.group.id``. A segment made of digits picks
+  template or vendor profile reshapes it): ``group.id``. A segment made of digits picks
   that element (from 0) of a list: ``course.instructors.0.id``. Nothing else: no wildcards, no
   expressions. A key that itself contains a dot cannot be named.
 - ``op`` is one of ``OPERATORS``; ``value`` is what the field is compared with (see
@@ -167,14 +167,14 @@ def _value_problem(op: str, value: Any, has_value: bool) -> str | None:
 
 def _field_problem(field: Any) -> str | None:
     if not isinstance(field, str) or not field:
-        return _("A condition needs a field: a dotted path such as course.group.id.")
+        return _("A condition needs a field: a dotted path such as course.name.")
     if len(field) > MAX_PATH_CHARACTERS:
         return _("A field path has at most %(limit)s characters.") % {"limit": MAX_PATH_CHARACTERS}
     path = path_split(field)
     if len(path) > MAX_PATH_SEGMENTS:
         return _("A field path has at most %(limit)s parts.") % {"limit": MAX_PATH_SEGMENTS}
     if any(not segment or segment != segment.strip() for segment in path):
-        return _("%(field)s is not a dotted path such as course.group.id.") % {
+        return _("%(field)s is not a dotted path such as course.name.") % {
             "field": json.dumps(field, ensure_ascii=False)
         }
     return None

@@ -142,13 +142,13 @@ def test_every_problem_of_a_bad_shape_is_reported_at_once():
     }
 
     assert filter_errors(spec) == [
-        "all[0]: A condition needs a field: a dotted path such as course.group.id.",
+        "all[0]: A condition needs a field: a dotted path such as course.name.",
         'all[0]: "equals" is not a comparison; use one of eq, ne, in, not_in, gt, gte, lt, lte, '
         "contains, starts_with, ends_with, exists.",
         "all[1]: any needs a non-empty list of conditions.",
         "all[2]: give a condition (field, op, value) or a group (all or any).",
         "all[3]: The value of in and not_in must be a non-empty list.",
-        'all[4]: "group..id" is not a dotted path such as course.group.id.',
+        'all[4]: "group..id" is not a dotted path such as course.name.',
         "all[4]: An order comparison needs a number or a text.",
         "all[5]: A comparison needs a value.",
         "all[6]: The value of exists must be true or false.",
