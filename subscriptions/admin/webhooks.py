@@ -222,7 +222,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         passing = [key for key, passes in samples if passes]
         failing = [key for key, passes in samples if not passes]
         return format_html(
-            '<div class="webhook-filter-words">{}</div><div class="help">{}</div>',
+            '<div class="webhook-filter-words">{}</div>'
+            '<div class="webhook-filter-samples">{}</div>',
             format_html_join(
                 "",
                 '<div class="webhook-filter-depth-{}">{}</div>',
