@@ -344,13 +344,18 @@ def _comparison(condition: Condition) -> Predicate:
             return lambda data: equals(get(data))  # _MISSING equals nothing
         test = lambda found: not equals(found)  # noqa: E731
     elif op in ("in", "not_in"):
+        # Sets by kind: 12 and 12.0 hash alike, as JSON's equality wants; true is no number.
         texts = frozenset(member for member in value if isinstance(member, str))
-        others = [_equals(member) for member in value if not isinstance(member, str)]
+        numbers = frozenset(member for member in value if _is_number(member))
+        singletons = [member for member in value if member is None or isinstance(member, bool)]
 
         def member_of(found: Any) -> bool:
-            if type(found) is str:
+            kind = type(found)
+            if kind is str:
                 return found in texts
-            return any(equals(found) for equals in others)
+            if kind is int or kind is float:
+                return found in numbers
+            return any(found is member for member in singletons)
 
         if op == "in":
             return lambda data: member_of(get(data))

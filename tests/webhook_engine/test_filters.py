@@ -50,6 +50,10 @@ def c(field, op, value=None, **extra):
         (c("group.id", "in", [11, 12]), True),
         (c("group.id", "in", ["12"]), False),
         (c("course.name", "in", ["Introduction to Webhooks", "Other"]), True),
+        (c("group.id", "in", [True, 12.0]), True),
+        (c("course.free", "in", [0, "false"]), False),  # a boolean is no number nor text
+        (c("course.free", "in", [0, False]), True),
+        (c("course.subtitle", "in", [None]), True),
         (c("group.id", "not_in", [11, 13]), True),
         (c("group.id", "not_in", [12]), False),
         (c("course.price", "gt", 12), True),
