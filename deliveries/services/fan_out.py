@@ -318,10 +318,11 @@ def subscriptions_receiving(
     (the rules tightened since it was saved) passes nothing, and is logged: sending a school's
     data to a receiver that asked to see only some of it is worse than sending none.
     """
+    event_type, data = event.type_id, event.data
     return [
         subscription
         for subscription in subscriptions
-        if subscription.matches(event.type_id) and _payload_predicate(subscription)(event.data)
+        if subscription.matches(event_type) and _payload_predicate(subscription)(data)
     ]
 
 
