@@ -7,6 +7,7 @@ checks run through ``subscription_validate``.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -204,6 +205,38 @@ class BodyTemplateWidget(forms.Textarea):
         return context
 
 
+class PayloadFilterField(forms.JSONField):
+    """A payload filter as JSON to read: a condition per line with its keys as written (field,
+    op, value; the database keeps an object's keys in its own order), groups indented."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput) or value is None:
+            return super().prepare_value(value)
+        return _filter_shown(value, 0)
+
+
+_CONDITION_KEYS = ("field", "op", "value")
+
+
+def _filter_shown(node: Any, depth: int) -> str:
+    group = (
+        next((key for key in ("all", "any") if key in node), None)
+        if isinstance(node, dict)
+        else None
+    )
+    if group is None or len(node) != 1 or not isinstance(node[group], list):
+        if isinstance(node, dict):
+            node = dict(sorted(node.items(), key=lambda item: _key_rank(item[0])))
+        return json.dumps(node, ensure_ascii=False)
+    inner = "  " * (depth + 1)
+    members = f",\n{inner}".join(_filter_shown(member, depth + 1) for member in node[group])
+    return f'{{"{group}": [\n{inner}{members}\n{"  " * depth}]}}'
+
+
+def _key_rank(key: str) -> tuple[int, str]:
+    return (_CONDITION_KEYS.index(key) if key in _CONDITION_KEYS else len(_CONDITION_KEYS), key)
+
+
 class SubscriptionForm(forms.ModelForm):
     url = forms.URLField(
         label=gettext_lazy("URL"),
@@ -223,6 +256,19 @@ class SubscriptionForm(forms.ModelForm):
         ),
     )
     topics = TopicsField(label=gettext_lazy("Topics"))
+    payload_filter = PayloadFilterField(
+        label=gettext_lazy("Payload filter"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField webhook-payload-filter"}),
+        help_text=gettext_lazy(
+            "Empty: every event of the topics. Or JSON that the event's data must pass, "
+            'such as {"all": [{"field": "group.id", "op": "eq", "value": 12}, '
+            '{"field": "course.payment_type", "op": "in", "value": ["free"]}]}. Comparisons: '
+            "eq, ne, in, not_in, gt, gte, lt, lte, contains, starts_with, ends_with, exists; "
+            "groups all and any, 3 levels, 20 conditions. A field the event lacks fails its "
+            "comparison. The README's Payload filters section has the details."
+        ),
+    )
     basic_auth_enabled = forms.TypedChoiceField(
         label=gettext_lazy("Basic authentication"),
         choices=YES_NO,

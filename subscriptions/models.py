@@ -51,6 +51,7 @@ EDITABLE_FIELDS = (
     "name",
     "url",
     "topics",
+    "payload_filter",
     "content_type",
     "profile",
     "basic_auth_enabled",
@@ -82,6 +83,19 @@ class Subscription(models.Model):
         _("topics"),
         default=list,
         help_text=_("Event types or glob patterns such as course.* or *."),
+    )
+    # None: every event of the topics. Else a filter over the event's data
+    # (webhook_engine.filters), checked on save against the topics' schemas and samples.
+    payload_filter = models.JSONField(
+        _("payload filter"),
+        null=True,
+        blank=True,
+        default=None,
+        help_text=_(
+            "Only events whose data pass this filter, e.g. "
+            '{"field": "group.id", "op": "eq", "value": 12}. '
+            "Empty: every event of the selected types."
+        ),
     )
     content_type = models.CharField(
         "Content-Type", max_length=8, choices=ContentType.choices, default=ContentType.JSON

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
+from webhook_engine.filters import FilterInvalid, filter_compile
 from webhook_engine.redaction import secret_forms, url_query_values
 from webhook_engine.vendors import PROFILES
 
@@ -21,12 +22,14 @@ from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt, url_decry
 from .models import SECRET_MASK, SigningSecret, Subscription
 from .topics import topic_matches
 
-# What fan-out reads of a webhook: matching (topics, profile) and rendering the body.
+# What fan-out reads of a webhook: matching (topics, profile, payload filter) and rendering
+# the body.
 FAN_OUT_FIELDS = (
     "id",
     "school_id",
     "is_active",
     "topics",
+    "payload_filter",
     "profile",
     "content_type",
     "body_template",
@@ -97,6 +100,23 @@ def replay_event_types(*, subscription: Subscription) -> list[str]:
     topics match, deprecated ones included (old events of them are still in the log)."""
     keys = EventType.objects.order_by("key").values_list("key", flat=True)
     return [key for key in keys if subscription.matches(key)]
+
+
+def subscription_filter_samples(*, subscription: Subscription) -> list[tuple[str, bool]]:
+    """Whether the sample payload of each current event type the webhook receives passes its
+    payload filter, by key: what the settings page shows beside the filter. A filter that does
+    not compile passes no sample."""
+    try:
+        predicate = filter_compile(subscription.payload_filter)
+    except FilterInvalid:
+        predicate = None
+    return [
+        (key, predicate is not None and predicate(sample))
+        for key, sample in EventType.objects.filter(deprecated=False)
+        .order_by("key")
+        .values_list("key", "sample_payload")
+        if subscription.matches(key)
+    ]
 
 
 def subscription_ids_receiving(

@@ -27,6 +27,32 @@ class CircuitOutput(serializers.Serializer):
     )
 
 
+_PAYLOAD_FILTER_HELP = (
+    "Only events whose data pass this filter; null: every event of the topics. One condition "
+    '{"field": "group.id", "op": "eq", "value": 12} or a group {"all": [...]} / '
+    '{"any": [...]} of them (3 levels, 20 conditions). op: eq, ne, in, not_in, gt, gte, lt, lte, '
+    "contains, starts_with, ends_with, exists. A field the event lacks fails its comparison. "
+    "Checked against the topics' schemas and samples."
+)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": True,
+        "example": {
+            "all": [
+                {"field": "group.id", "op": "eq", "value": 12},
+                {"field": "course.payment_type", "op": "in", "value": ["free"]},
+            ]
+        },
+    }
+)
+class PayloadFilterField(serializers.JSONField):
+    """A webhook's payload filter (``webhook_engine.filters``): JSON, checked by the service."""
+
+
 class SubscriptionOutput(serializers.ModelSerializer):
     circuit = serializers.SerializerMethodField(
         help_text="While open, the webhook's deliveries wait and one probe goes at a time; "
@@ -41,6 +67,9 @@ class SubscriptionOutput(serializers.ModelSerializer):
     )
     secret_headers = serializers.ListField(
         child=serializers.CharField(), help_text="The headers marked secret."
+    )
+    payload_filter = PayloadFilterField(
+        allow_null=True, read_only=True, help_text=_PAYLOAD_FILTER_HELP
     )
 
     class Meta:
@@ -101,6 +130,9 @@ class SubscriptionInput(ModelInputSerializer):
         help_text="Event types or glob patterns (course.created, course.*, *).",
     )
     body_template = serializers.CharField(allow_blank=True, default="", max_length=20_000)
+    payload_filter = PayloadFilterField(
+        allow_null=True, required=False, default=None, help_text=_PAYLOAD_FILTER_HELP
+    )
     basic_auth_password = serializers.CharField(
         write_only=True,
         required=False,

@@ -26,6 +26,7 @@ from schools.selectors import school_admin_emails
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.destinations import DestinationBlocked, url_check
 from webhook_engine.envelope import envelope_build
+from webhook_engine.filters import filter_errors, filter_schema_errors
 from webhook_engine.headers import (
     header_name_looks_secret,
     header_name_problem,
@@ -295,6 +296,22 @@ def subscription_body_errors(
     return body_check_samples(body_template, content_type, samples)[:3]
 
 
+def subscription_payload_filter_errors(*, subscription: Subscription) -> list[str]:
+    """Every problem of the webhook's payload filter: its shape (``webhook_engine.filters``),
+    then each condition against the JSON Schema and sample of every current event type the
+    webhook receives (a field none of them has, a value its field can never have)."""
+    payload_filter = subscription.payload_filter
+    errors = filter_errors(payload_filter)
+    if errors or not payload_filter:
+        return errors
+    event_types = {
+        event_type.key: (event_type.json_schema, event_type.sample_payload)
+        for event_type in EventType.objects.filter(deprecated=False).order_by("key")
+        if subscription.matches(event_type.key)
+    }
+    return filter_schema_errors(payload_filter, event_types)
+
+
 def body_sample_envelope(event_type: EventType, school: School) -> dict[str, Any]:
     """The envelope a school would get for an event type's sample payload."""
     return envelope_build(
@@ -362,6 +379,8 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
             "sign_ed25519",
             [_("The platform has no Ed25519 key configured (WEBHOOKS_ED25519_KEYS).")],
         )
+    if "topics" not in errors and "profile" not in errors:
+        add("payload_filter", subscription_payload_filter_errors(subscription=subscription))
     if "topics" not in errors and "body_template" not in errors and subscription.school_id:
         add(
             "body_template",

@@ -10,6 +10,7 @@ from .fan_out import (
     events_fan_out_waiting,
     fan_out_request,
     fan_out_request_take,
+    subscriptions_receiving,
 )
 from .heartbeats import heartbeat_record, heartbeat_remove
 from .redrive import (
@@ -63,5 +64,6 @@ __all__ = [
     "heartbeat_remove",
     "replay_plan",
     "retry_policy",
+    "subscriptions_receiving",
     "transport_get",
 ]

@@ -37,6 +37,7 @@ from subscriptions.selectors import subscriptions_active_by_school
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.envelope import envelope_build
 from webhook_engine.errors import ErrorKind
+from webhook_engine.filters import FilterInvalid, Predicate, filter_compile
 from webhook_engine.render import CONTENT_TYPES, render_with_template
 
 from ..metrics import events_fan_out_observe
@@ -255,11 +256,9 @@ def _events_fan_out_batch(
                 more = True  # the rest stay waiting, for the next task
                 break
             try:
-                matching = [
-                    subscription
-                    for subscription in by_school.get(event.school_id, [])
-                    if delivery_wanted(event=event, subscription=subscription)
-                ]
+                matching = subscriptions_receiving(
+                    event=event, subscriptions=by_school.get(event.school_id, [])
+                )
                 if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
                     large.append((event, matching))
                     continue
@@ -303,6 +302,50 @@ def _events_fan_out_batch(
         more=more,
         deliveries=[delivery.id for delivery in deliveries],
     )
+
+
+def subscriptions_receiving(
+    *, event: Event, subscriptions: Iterable[Subscription]
+) -> list[Subscription]:
+    """The webhooks among ``subscriptions`` that receive ``event``, in their order: the one
+    place fan-out decides it.
+
+    A webhook receives an event when one of its topics matches the type and its profile's
+    vendor has it (``Subscription.matches``), and its payload filter passes the event's
+    ``data`` (``webhook_engine.filters``). No query: the filter is read from the loaded
+    webhook (``FAN_OUT_FIELDS``) and compiled once per loaded instance, so a batch of events
+    for a school's webhooks compiles each filter once. A stored filter that no longer compiles
+    (the rules tightened since it was saved) passes nothing, and is logged: sending a school's
+    data to a receiver that asked to see only some of it is worse than sending none.
+    """
+    event_type, data = event.type_id, event.data
+    return [
+        subscription
+        for subscription in subscriptions
+        if subscription.matches(event_type) and _payload_predicate(subscription)(data)
+    ]
+
+
+def _payload_predicate(subscription: Subscription) -> Predicate:
+    """The webhook's compiled payload filter, cached on the instance for as long as its
+    ``payload_filter`` is the same object."""
+    spec = subscription.payload_filter
+    cached = subscription.__dict__.get("_payload_predicate")
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    try:
+        predicate = filter_compile(spec)
+    except FilterInvalid as exc:
+        logger.error(
+            "Payload filter of webhook %s is invalid, it passes nothing: %s", subscription.pk, exc
+        )
+        predicate = _nothing
+    subscription.__dict__["_payload_predicate"] = (spec, predicate)
+    return predicate
+
+
+def _nothing(data: object) -> bool:
+    return False
 
 
 def _event_fan_out_in_pieces(
@@ -444,8 +487,8 @@ class _Bodies:
 
 def delivery_wanted(*, event: Event, subscription: Subscription) -> bool:
     """Whether ``subscription`` gets a delivery of ``event``: the one rule fan-out and replay
-    (``replay.py``) share."""
-    return subscription.matches(event.type_id)
+    (``replay.py``) share (``subscriptions_receiving``: topics, profile, payload filter)."""
+    return bool(subscriptions_receiving(event=event, subscriptions=[subscription]))
 
 
 def delivery_build(

@@ -41,12 +41,14 @@ from schools.admin_scoping import (
     SchoolListFilter,
     schools_visible,
 )
+from webhook_engine.filters import filter_describe, filter_errors
 
 from ..crypto import secret_decrypt, secret_encrypt
 from ..forms import SendTestForm, SubscriptionForm
 from ..models import EDITABLE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
+    subscription_filter_samples,
 )
 from ..services import (
     signing_secret_generate,
@@ -96,6 +98,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "topics_display",
         "basic_auth_display",
         "custom_headers_display",
+        "payload_filter_display",
         "deliveries_link",
     ]
     actions = ["send_test", "enable_selected", "rotate_secrets"]
@@ -120,6 +123,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                     None,
                     {"fields": ["school_display", "name", "url_masked_display", "topics_display"]},
                 ),
+                (_("Payload filter"), {"fields": ["payload_filter_display"]}),
                 (_("Delivery"), {"fields": ["content_type", "profile", "basic_auth_display"]}),
                 (_("Custom headers"), {"fields": ["custom_headers_display"]}),
                 (_("Webhook body"), {"fields": ["body_template"]}),
@@ -134,6 +138,14 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             main.insert(0, "school_display")
         fieldsets: list[tuple[Any, Any]] = [
             (None, {"fields": main}),
+            (
+                _("Payload filter"),
+                {
+                    "fields": ["payload_filter"]
+                    if obj is None
+                    else ["payload_filter", "payload_filter_display"]
+                },
+            ),
             ("Profile", {"fields": ["profile"]}),
             (
                 _("Basic authentication"),
@@ -199,6 +211,29 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             return "—"
         return format_html_join(
             "\n", "<div><code>{}: {}</code></div>", ((name, MASK) for name in obj.custom_headers)
+        )
+
+    @admin.display(description=gettext_lazy("In plain words"))
+    def payload_filter_display(self, obj: Subscription) -> str:
+        if filter_errors(obj.payload_filter):
+            return _("This filter is not valid: it lets no event through. Correct it.")
+        lines = filter_describe(obj.payload_filter)
+        samples = subscription_filter_samples(subscription=obj)
+        passing = [key for key, passes in samples if passes]
+        failing = [key for key, passes in samples if not passes]
+        return format_html(
+            '<div class="webhook-filter-words">{}</div>'
+            '<div class="webhook-filter-samples">{}</div>',
+            format_html_join(
+                "",
+                '<div class="webhook-filter-depth-{}">{}</div>',
+                ((depth, text) for depth, text in lines),
+            ),
+            format_html(
+                "{}<br>{}",
+                _("Samples that pass: %(types)s.") % {"types": ", ".join(passing) or "—"},
+                _("Samples that do not: %(types)s.") % {"types": ", ".join(failing) or "—"},
+            ),
         )
 
     @admin.display(description=gettext_lazy("Signing secret"))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from events.services import event_types_sync
+from events.models import Event
+from events.services import event_publish, event_types_sync
 from schools.services import api_key_create, platform_key_create
 from tests.schools.factories import SchoolFactory
 
@@ -70,6 +71,7 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         "retrigger the newest delivery",
         "replay a webhook's events",
         "export the deliveries that mention a course",
+        "create a webhook with a payload filter",
     ]
 
     created = json.loads(_run(examples["create a webhook"], env))
@@ -110,3 +112,14 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         (published["id"], "0", "delivered"),
         (published["id"], "1", "delivered"),
     ]
+
+    filtered = json.loads(_run(examples["create a webhook with a payload filter"], env))
+    assert filtered["payload_filter"]["all"][0] == {"field": "group.id", "op": "eq", "value": 12}
+    maths = {"course": {"id": "c-1", "name": "Mathematics 101"}, "group": {"id": 12}}
+    other = {"course": {"id": "c-2", "name": "Mathematics 102"}, "group": {"id": 7}}
+    published = [
+        event_publish(school=school, type="course.created", data=data) for data in (maths, other)
+    ]
+    _wait(lambda: not Event.objects.filter(fanned_out_at__isnull=True).exists())
+    to_filtered = Delivery.objects.filter(subscription_id=filtered["id"])
+    assert list(to_filtered.values_list("event_id", flat=True)) == [published[0].id]
