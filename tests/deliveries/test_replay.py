@@ -294,3 +294,18 @@ def test_the_admin_page_of_another_schools_webhook_is_not_found(client, school_a
 
     assert response.status_code == 404
     assert Delivery.objects.count() == 0
+
+
+def test_a_replay_sends_only_the_events_that_pass_the_webhooks_payload_filter(school, webhook):
+    kept = _event(school, hours_ago=1)  # data {"course": {"id": "c-1"}}
+    _event(school, hours_ago=2)  # c-2: the filter leaves it out
+    webhook.payload_filter = {"field": "course.id", "op": "eq", "value": "c-1"}
+    webhook.save(update_fields=["payload_filter"])
+    plan = replay_plan(subscription=webhook, since=NOW - dt.timedelta(hours=3))
+
+    result = deliveries_replay(plan=plan, actor=None)
+
+    assert result.queued == 1
+    assert list(
+        Delivery.objects.filter(pk__in=result.delivery_ids).values_list("event_id", flat=True)
+    ) == [kept.pk]
