@@ -502,7 +502,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def last_error_explained(self, obj: Delivery) -> str:
         return self._last_error(obj, obj.last_error)
 
-    @admin.display(description="Last error")
+    @admin.display(description=gettext_lazy("Last error"))
     def last_error_explained_masked(self, obj: Delivery) -> str:
         hidden = subscription_hidden_values(subscription=obj.subscription)
         return self._last_error(obj, text_scrub(obj.last_error, hidden))
@@ -759,7 +759,7 @@ class DeliveryAttemptAdmin(SchoolScopedAdmin):
     list_filter = ["trigger", "error_kind"]
     list_select_related = ["delivery"]
     search_fields = ["=delivery__id"]  # see get_search_results
-    search_help_text = "A delivery id or webhook-id (msg_…)."
+    search_help_text = gettext_lazy("A delivery id or webhook-id (msg_…).")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
