@@ -58,6 +58,7 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
             next_attempt_at__lte=now,
             leased_until__isnull=True,
             is_test=False,
+            subscription__paused_at__isnull=True,  # held by a pause, not late
         )
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
@@ -215,7 +216,8 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     partial indexes; the webhook counts read the webhooks table, a few thousand rows).
 
     - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
-      claimed, or whose lease ran out), on the partial index of due deliveries.
+      claimed, or whose lease ran out), on the partial index of due deliveries; a paused
+      webhook's are held, not due.
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
       (active, in a streak) and ``disabled``.
@@ -224,7 +226,10 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
     """
     due = Delivery.objects.filter(
-        status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__lte=now,
+        is_test=False,
+        subscription__paused_at__isnull=True,  # held by a pause, not late
     ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
     awaiting = Event.objects.filter(fanned_out_at__isnull=True)
     webhooks = Subscription.objects.aggregate(

@@ -21,11 +21,13 @@ from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt, url_decry
 from .models import SECRET_MASK, SigningSecret, Subscription
 from .topics import topic_matches
 
-# What fan-out reads of a webhook: matching (topics, profile) and rendering the body.
+# What fan-out reads of a webhook: matching (topics, profile), rendering the body, and whether
+# its deliveries are held (paused).
 FAN_OUT_FIELDS = (
     "id",
     "school_id",
     "is_active",
+    "paused_at",
     "topics",
     "profile",
     "content_type",

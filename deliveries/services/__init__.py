@@ -12,6 +12,7 @@ from .fan_out import (
     fan_out_request_take,
 )
 from .heartbeats import heartbeat_record, heartbeat_remove
+from .pausing import ResumeResult, subscription_pause, subscription_resume
 from .redrive import (
     RetriggerOutcome,
     RetriggerResult,
@@ -27,6 +28,7 @@ from .testing import delivery_test_send, delivery_test_send_settings
 
 __all__ = [
     "DELIVER_TASK",
+    "ResumeResult",
     "RetriggerOutcome",
     "RetriggerResult",
     "SweepResult",
@@ -49,5 +51,7 @@ __all__ = [
     "heartbeat_record",
     "heartbeat_remove",
     "retry_policy",
+    "subscription_pause",
+    "subscription_resume",
     "transport_get",
 ]
