@@ -69,6 +69,13 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
     return max(lag, 0.0), waiting
 
 
+def deliveries_held_count(*, subscription_id: uuid.UUID) -> int:
+    """How many deliveries a paused webhook holds: pending, not tests (sent when it resumes)."""
+    return Delivery.objects.filter(
+        subscription_id=subscription_id, status=DeliveryStatus.PENDING, is_test=False
+    ).count()
+
+
 @dataclass(frozen=True)
 class SubscriptionDeliveryStats:
     """How a webhook's real (not test) deliveries went, for the webhooks list."""
