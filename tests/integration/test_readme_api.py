@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from events.services import event_types_sync
+from events.services import event_publish, event_types_sync
 from schools.services import api_key_create, platform_key_create
 from tests.schools.factories import SchoolFactory
 
@@ -66,6 +67,8 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         "publish an event",
         "list deliveries",
         "retrigger the newest delivery",
+        "pause a webhook",
+        "resume a webhook",
     ]
 
     created = json.loads(_run(examples["create a webhook"], env))
@@ -84,3 +87,17 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
     _wait(lambda: DeliveryAttempt.objects.filter(trigger="manual").exists())
     first, second = receiver.received("/readme")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+    env["WEBHOOK_ID"] = created["id"]
+    paused = json.loads(_run(examples["pause a webhook"], env))
+    assert paused["paused_at"] is not None
+    assert paused["resume_at"] == "2030-09-01T05:00:00Z"
+    with transaction.atomic():
+        event_publish(school=school, type="course.created", data={"course": {"id": "held"}})
+    _wait(lambda: Delivery.objects.filter(event__data__course__id="held").exists())
+    time.sleep(0.5)
+    assert len(receiver.received("/readme")) == 2  # held
+    resumed = json.loads(_run(examples["resume a webhook"], env))
+    assert (resumed["paused_at"], resumed["resume_at"]) == (None, None)
+    receiver.wait_for(3, path="/readme")
+    assert json.loads(receiver.received("/readme")[2].body)["data"]["course"]["id"] == "held"
