@@ -49,6 +49,14 @@ def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
     )
 
 
+# Deliveries that wait by a school's choice, not for lack of workers: a paused webhook's, and
+# those a catching-up webhook sends one at a time (deliveries/services/pausing.py; the sweeper
+# restarts a catch-up that stalls).
+_HELD_Q = Q(subscription__paused_at__isnull=False) | Q(
+    subscription__catching_up_since__isnull=False, enqueued_at__isnull=True
+)
+
+
 def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
     """Seconds the oldest due, unclaimed delivery has waited, and how many events await fan-out
     (an old one means workers are not consuming)."""
@@ -58,8 +66,8 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
             next_attempt_at__lte=now,
             leased_until__isnull=True,
             is_test=False,
-            subscription__paused_at__isnull=True,  # held by a pause, not late
         )
+        .exclude(_HELD_Q)
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
@@ -224,7 +232,7 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
 
     - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
       claimed, or whose lease ran out), on the partial index of due deliveries; a paused
-      webhook's are held, not due.
+      webhook's are held, not due, and a catching-up webhook's waiting ones go one at a time.
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
       (active, in a streak) and ``disabled``.
@@ -232,12 +240,15 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
       streak's start, longest streak first.
     - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
     """
-    due = Delivery.objects.filter(
-        status=DeliveryStatus.PENDING,
-        next_attempt_at__lte=now,
-        is_test=False,
-        subscription__paused_at__isnull=True,  # held by a pause, not late
-    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    due = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(_HELD_Q)
+    )
     awaiting = Event.objects.filter(fanned_out_at__isnull=True)
     webhooks = Subscription.objects.aggregate(
         healthy=Count("pk", filter=Q(is_active=True, failing_since__isnull=True)),

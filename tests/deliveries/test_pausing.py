@@ -268,3 +268,17 @@ def test_held_deliveries_are_not_a_backlog_for_health_or_metrics(client, school,
     response = client.get("/health/")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+def test_a_long_catch_up_is_not_a_backlog_for_health_either(client, school, settings):
+    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+    webhook = SubscriptionFactory(school=school)
+    subscription_pause(subscription=webhook, actor=None)
+    _publish(school, 3)
+    subscription_resume(subscription=webhook, actor=None)
+    Delivery.objects.filter(subscription=webhook).update(
+        next_attempt_at=timezone.now() - dt.timedelta(hours=1)
+    )  # an hour into a slow catch-up
+
+    assert delivery_backlog(now=timezone.now())[0] == 0.0
+    assert client.get("/health/").status_code == 200
