@@ -175,6 +175,8 @@ def _base_body(method: str, path: str, world: dict[str, Any]) -> dict[str, Any] 
         return {"event_type": "course.created"}
     if path.endswith("/recover/"):
         return {"since": "2020-01-01T00:00:00Z"}
+    if path.endswith("/pause/"):
+        return {"resume_at": future}
     if path == "/api/v1/events/":
         return {
             "school": world["school"].slug,
