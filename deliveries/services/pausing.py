@@ -5,7 +5,7 @@ is the system's or an admin's "disabled", which creates nothing), its events sti
 deliveries, and those are held: the claim (``claim.py``) sends none of them automatically (Send
 Test and "send now" still go). Resuming, by hand or at ``resume_at`` (the sweeper), releases
 what was held in the order the events were published: each held delivery's ``next_attempt_at``
-is set, just before the resume, in that order, and the webhook catches up one delivery at a
+is set, just before the pause began, in that order, and the webhook catches up one delivery at a
 time, its head first, under its rate limit. When nothing waits any more the catch-up ends and
 the webhook's concurrency applies again.
 
@@ -117,7 +117,7 @@ def subscription_resume(*, subscription: Subscription, actor: Actor | None = Non
         if paused_at is None:
             return ResumeResult(resumed=False)
         _retry_windows_move(subscription.pk, paused_at=paused_at, now=now)
-        head, held = _held_order(subscription.pk, now=now)
+        head, held = _held_order(subscription.pk, now=now, start=paused_at)
         Subscription.objects.filter(pk=subscription.pk).update(
             paused_at=None,
             resume_at=None,
@@ -165,9 +165,10 @@ def _retry_windows_move(
 
 
 # Due held deliveries of one webhook, in their events' publication order, each due a
-# microsecond after the one before it and the last one just before the resume: the claim's
-# order (``next_attempt_at``) is then the events' order, and anything published later sorts
-# after them.
+# microsecond after the one before it and the last one just before the pause began: the claim's
+# order (``next_attempt_at``) is then the events' order, and anything that becomes a delivery
+# later sorts after them (even one fanned out while the resume committed, which was due when
+# it was made, after the pause began).
 _HELD_ORDER_SQL = """
 WITH held AS (
     SELECT d.id, row_number() OVER (ORDER BY e.created_at DESC, e.id DESC) AS place
@@ -177,18 +178,22 @@ WITH held AS (
       AND (d.leased_until IS NULL OR d.leased_until < %(now)s)
 )
 UPDATE deliveries_delivery AS d
-SET next_attempt_at = %(now)s - held.place * interval '1 microsecond', enqueued_at = NULL
+SET next_attempt_at = %(start)s - held.place * interval '1 microsecond', enqueued_at = NULL
 FROM held WHERE d.id = held.id
 RETURNING d.id, held.place
 """
 
 
-def _held_order(subscription_id: uuid.UUID, *, now: dt.datetime) -> tuple[uuid.UUID | None, int]:
-    """Line up the webhook's held deliveries (see ``_HELD_ORDER_SQL``) without a message each;
-    return the first of them and how many there are."""
+def _held_order(
+    subscription_id: uuid.UUID, *, now: dt.datetime, start: dt.datetime
+) -> tuple[uuid.UUID | None, int]:
+    """Line up the webhook's held deliveries before ``start`` (see ``_HELD_ORDER_SQL``) without
+    a message each; return the first of them and how many there are."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_HELD_ORDER_SQL, {"webhook": subscription_id, "now": now})
+            cursor.execute(
+                _HELD_ORDER_SQL, {"webhook": subscription_id, "now": now, "start": start}
+            )
             rows = cursor.fetchall()
         if not rows:
             return None, 0
@@ -207,7 +212,7 @@ def _held_order(subscription_id: uuid.UUID, *, now: dt.datetime) -> tuple[uuid.U
         .only("pk")
     )
     for place, delivery in enumerate(held):
-        delivery.next_attempt_at = now - dt.timedelta(microseconds=len(held) - place)
+        delivery.next_attempt_at = start - dt.timedelta(microseconds=len(held) - place)
         delivery.enqueued_at = None
     Delivery.objects.bulk_update(held, ["next_attempt_at", "enqueued_at"], batch_size=500)
     return (held[0].pk if held else None), len(held)

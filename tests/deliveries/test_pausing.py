@@ -20,9 +20,12 @@ from deliveries.services import (
     subscription_resume,
 )
 from deliveries.services.claim import deliveries_claim
+from deliveries.services.fan_out import deliveries_insert, delivery_build
 from deliveries.services.pausing import catch_ups_drive
+from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
+from subscriptions.selectors import FAN_OUT_FIELDS
 from subscriptions.services import subscriptions_auto_disable
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
@@ -99,6 +102,27 @@ def test_an_event_published_during_the_catch_up_goes_after_the_held_ones(school,
     assert receiver.received("/hook") == []  # the held ones go first
     for _ in range(3):
         deliveries_attempt(delivery_ids=held + later)
+
+    assert _course_ids(receiver) == ["c0", "c1", "c2"]
+
+
+def test_a_delivery_fanned_out_while_the_resume_committed_still_goes_after_the_held_ones(
+    school, receiver
+):
+    webhook = _paused_webhook(school, receiver)
+    held = _publish(school, 2)
+    # A fan-out that read the webhook while it was paused and wrote after the resume.
+    stale = Subscription.objects.only(*FAN_OUT_FIELDS).get(pk=webhook.pk)
+    started = timezone.now()
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c2"}})
+    subscription_resume(subscription=webhook, actor=None)
+    racing = delivery_build(event=event, subscription=stale, now=started)
+    deliveries_insert([racing])
+    Event.objects.filter(pk=event.pk).update(fanned_out_at=timezone.now())
+    assert racing.enqueued_at is None  # held, as the fan-out saw the webhook
+
+    for _ in range(3):
+        deliveries_attempt(delivery_ids=[str(racing.pk), *held])
 
     assert _course_ids(receiver) == ["c0", "c1", "c2"]
 
