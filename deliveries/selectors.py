@@ -235,7 +235,7 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
       webhook's are held, not due, and a catching-up webhook's waiting ones go one at a time.
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
-      (active, in a streak) and ``disabled``.
+      (active, in a streak), ``paused`` (by its school: nothing is sent) and ``disabled``.
     - ``failing_by_school``: per school with a failing webhook, how many and the oldest
       streak's start, longest streak first.
     - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
@@ -251,12 +251,19 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     )
     awaiting = Event.objects.filter(fanned_out_at__isnull=True)
     webhooks = Subscription.objects.aggregate(
-        healthy=Count("pk", filter=Q(is_active=True, failing_since__isnull=True)),
-        failing=Count("pk", filter=Q(is_active=True, failing_since__isnull=False)),
+        healthy=Count(
+            "pk", filter=Q(is_active=True, paused_at__isnull=True, failing_since__isnull=True)
+        ),
+        failing=Count(
+            "pk", filter=Q(is_active=True, paused_at__isnull=True, failing_since__isnull=False)
+        ),
+        paused=Count("pk", filter=Q(is_active=True, paused_at__isnull=False)),
         disabled=Count("pk", filter=Q(is_active=False)),
     )
     failing = (
-        Subscription.objects.filter(is_active=True, failing_since__isnull=False)
+        Subscription.objects.filter(
+            is_active=True, paused_at__isnull=True, failing_since__isnull=False
+        )
         .order_by()
         .values("school__slug")
         .annotate(failing=Count("pk"), since=Min("failing_since"))

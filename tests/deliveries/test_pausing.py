@@ -288,7 +288,9 @@ def test_held_deliveries_are_not_a_backlog_for_health_or_metrics(client, school,
     )
 
     assert delivery_backlog(now=timezone.now())[0] == 0.0
-    assert operations_state(now=timezone.now()).due.count == 0
+    state = operations_state(now=timezone.now())
+    assert state.due.count == 0
+    assert state.webhooks == {"healthy": 0, "failing": 0, "paused": 1, "disabled": 0}
     response = client.get("/health/")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
@@ -306,3 +308,16 @@ def test_a_long_catch_up_is_not_a_backlog_for_health_either(client, school, sett
 
     assert delivery_backlog(now=timezone.now())[0] == 0.0
     assert client.get("/health/").status_code == 200
+
+
+def test_a_catch_up_keeps_to_the_webhooks_rate_limit(school, receiver):
+    webhook = _paused_webhook(school, receiver, rate_limit_per_second=1)
+    ids = _publish(school, 3)
+    subscription_resume(subscription=webhook, actor=None)
+
+    deliveries_attempt(delivery_ids=ids)
+    outcome = deliveries_claim(delivery_ids=ids)  # the next one, within the same second
+
+    assert _course_ids(receiver) == ["c0"]
+    assert outcome.claims == []
+    assert outcome.retry_at is not None  # it goes when the webhook has budget again
