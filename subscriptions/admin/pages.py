@@ -289,7 +289,14 @@ class WebhookPages(SchoolScopedAdmin):
         if subscription is None or not self.has_change_permission(request, subscription):
             raise PermissionDenied
         change_url = reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
-        form = PauseForm(request.POST if "_pause" in request.POST else None)
+        form = PauseForm(
+            request.POST if "_pause" in request.POST else None,
+            initial={
+                "resume_at": timezone.localtime(subscription.resume_at)
+                if subscription.resume_at
+                else None
+            },
+        )
         actor = actor_user(request.user)
         if request.method == "POST" and "_resume" in request.POST:
             result = subscription_resume(subscription=subscription, actor=actor)
