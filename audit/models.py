@@ -19,6 +19,8 @@ class AuditAction(models.TextChoices):
     WEBHOOK_DELETED = "webhook.deleted", _("Webhook deleted")
     WEBHOOK_DISABLED = "webhook.disabled", _("Webhook disabled")
     WEBHOOK_ENABLED = "webhook.enabled", _("Webhook re-enabled")
+    WEBHOOK_PAUSED = "webhook.paused", _("Webhook paused")
+    WEBHOOK_RESUMED = "webhook.resumed", _("Webhook resumed")
     SECRET_REVEALED = "secret.revealed", _("Signing secret revealed")
     SECRET_ROTATED = "secret.rotated", _("Signing secret rotated")
     DELIVERY_RETRIGGERED = "delivery.retriggered", _("Delivery sent again")

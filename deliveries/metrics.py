@@ -250,10 +250,10 @@ class StateCollector(Collector):
         webhooks = GaugeMetricFamily(
             "webhooks_webhooks",
             "Webhooks by state: healthy (active, not in a failure streak), failing (active, "
-            "its attempts failing since failing_since), disabled.",
+            "its attempts failing since failing_since), paused (by its school), disabled.",
             labels=["state"],
         )
-        for name in ("healthy", "failing", "disabled"):
+        for name in ("healthy", "failing", "paused", "disabled"):
             webhooks.add_metric([name], state.webhooks.get(name, 0))
         yield webhooks
 

@@ -107,6 +107,9 @@ class Delivery(models.Model):
     # Set by a "send now" of a delivery that was waiting for an automatic attempt: when that
     # attempt was due. If the manual attempt fails, the schedule resumes here (redrive.py).
     resume_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When its retry window began, if not at creation: a delivery held while its webhook was
+    # paused does not spend its window during the pause (pausing.py).
+    retry_window_start_at = models.DateTimeField(null=True, blank=True, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)

@@ -51,6 +51,14 @@ def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
     )
 
 
+# Deliveries that wait by a school's choice, not for lack of workers: a paused webhook's, and
+# those a catching-up webhook sends one at a time (deliveries/services/pausing.py; the sweeper
+# restarts a catch-up that stalls).
+_HELD_Q = Q(subscription__paused_at__isnull=False) | Q(
+    subscription__catching_up_since__isnull=False, enqueued_at__isnull=True
+)
+
+
 def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
     """Seconds the oldest due, unclaimed delivery has waited, and how many events await fan-out
     (an old one means workers are not consuming)."""
@@ -61,6 +69,7 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
             leased_until__isnull=True,
             is_test=False,
         )
+        .exclude(_HELD_Q)
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
@@ -68,6 +77,13 @@ def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
     lag = (now - oldest).total_seconds() if oldest else 0.0
     waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now).count()
     return max(lag, 0.0), waiting
+
+
+def deliveries_held_count(*, subscription_id: uuid.UUID) -> int:
+    """How many deliveries a paused webhook holds: pending, not tests (sent when it resumes)."""
+    return Delivery.objects.filter(
+        subscription_id=subscription_id, status=DeliveryStatus.PENDING, is_test=False
+    ).count()
 
 
 @dataclass(frozen=True)
@@ -217,25 +233,39 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     partial indexes; the webhook counts read the webhooks table, a few thousand rows).
 
     - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
-      claimed, or whose lease ran out), on the partial index of due deliveries.
+      claimed, or whose lease ran out), on the partial index of due deliveries; a paused
+      webhook's are held, not due, and a catching-up webhook's waiting ones go one at a time.
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
-      (active, in a streak) and ``disabled``.
+      (active, in a streak), ``paused`` (by its school: nothing is sent) and ``disabled``.
     - ``failing_by_school``: per school with a failing webhook, how many and the oldest
       streak's start, longest streak first.
     - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
     """
-    due = Delivery.objects.filter(
-        status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False
-    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    due = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(_HELD_Q)
+    )
     awaiting = Event.objects.filter(fanned_out_at__isnull=True)
     webhooks = Subscription.objects.aggregate(
-        healthy=Count("pk", filter=Q(is_active=True, failing_since__isnull=True)),
-        failing=Count("pk", filter=Q(is_active=True, failing_since__isnull=False)),
+        healthy=Count(
+            "pk", filter=Q(is_active=True, paused_at__isnull=True, failing_since__isnull=True)
+        ),
+        failing=Count(
+            "pk", filter=Q(is_active=True, paused_at__isnull=True, failing_since__isnull=False)
+        ),
+        paused=Count("pk", filter=Q(is_active=True, paused_at__isnull=False)),
         disabled=Count("pk", filter=Q(is_active=False)),
     )
     failing = (
-        Subscription.objects.filter(is_active=True, failing_since__isnull=False)
+        Subscription.objects.filter(
+            is_active=True, paused_at__isnull=True, failing_since__isnull=False
+        )
         .order_by()
         .values("school__slug")
         .annotate(failing=Count("pk"), since=Min("failing_since"))

@@ -418,6 +418,16 @@ class SendTestForm(forms.Form):
             field.choices = [(key, key) for key in event_types]
 
 
+class PauseForm(forms.Form):
+    resume_at = BoundedDateTimeField(
+        label=gettext_lazy("Resume automatically at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        help_text=gettext_lazy("Empty: it stays paused until someone resumes it."),
+    )
+
+
 class RecoverForm(forms.Form):
     since = BoundedDateTimeField(
         label=gettext_lazy("Failed since"),

@@ -167,6 +167,16 @@ class Subscription(models.Model):
     disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
     # Start of the current run of failed attempts; cleared by the next success.
     failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    # Paused by the school (deliveries/services/pausing.py): still active, its deliveries are
+    # created and held until it resumes, by hand or at resume_at. Not "disabled" (is_active).
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True, editable=False)
+    resume_at = models.DateTimeField(
+        _("resumes automatically at"), null=True, blank=True, editable=False
+    )
+    # Since it resumed, while the deliveries it held go out one at a time, oldest first.
+    catching_up_since = models.DateTimeField(
+        _("catching up since"), null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -192,6 +202,14 @@ class Subscription(models.Model):
                 condition=~Q(profile__in=JSON_ONLY_PROFILES, content_type=ContentType.XML),
                 name="subscription_vendor_profile_content_type",
             ),
+            models.CheckConstraint(
+                condition=Q(resume_at__isnull=True) | Q(paused_at__isnull=False),
+                name="subscription_resume_only_when_paused",
+            ),
+            models.CheckConstraint(
+                condition=Q(paused_at__isnull=True) | Q(catching_up_since__isnull=True),
+                name="subscription_paused_or_catching_up",
+            ),
         ]
         indexes = [
             models.Index(fields=["school", "is_active"], name="subscription_school_active_idx"),
@@ -199,6 +217,17 @@ class Subscription(models.Model):
                 fields=["failing_since"],
                 condition=Q(is_active=True, failing_since__isnull=False),
                 name="subscription_failing_idx",
+            ),
+            # The sweeper's: webhooks to resume, and catch-ups to drive.
+            models.Index(
+                fields=["paused_at"],
+                condition=Q(paused_at__isnull=False),
+                name="subscription_paused_idx",
+            ),
+            models.Index(
+                fields=["catching_up_since"],
+                condition=Q(catching_up_since__isnull=False),
+                name="subscription_catching_up_idx",
             ),
         ]
 

@@ -22,12 +22,13 @@ from .crypto import SecretUnreadable, headers_decrypt, secret_decrypt, url_decry
 from .models import SECRET_MASK, SigningSecret, Subscription
 from .topics import topic_matches
 
-# What fan-out reads of a webhook: matching (topics, profile, payload filter) and rendering
-# the body.
+# What fan-out reads of a webhook: matching (topics, profile, payload filter), rendering the
+# body, and whether its deliveries are held (paused).
 FAN_OUT_FIELDS = (
     "id",
     "school_id",
     "is_active",
+    "paused_at",
     "topics",
     "payload_filter",
     "profile",

@@ -80,6 +80,9 @@ class SubscriptionOutput(serializers.ModelSerializer):
             "disabled_reason",
             "disabled_at",
             "failing_since",
+            "paused_at",
+            "resume_at",
+            "catching_up_since",
             "circuit",
             "created_at",
             "updated_at",
@@ -171,6 +174,14 @@ class SecretOutput(serializers.Serializer):
 
 class TestInput(serializers.Serializer):
     event_type = serializers.CharField(max_length=100, help_text="Whose sample payload to send.")
+
+
+class PauseInput(serializers.Serializer):
+    resume_at = DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Resume automatically then (in the future); omit or null to resume by hand.",
+    )
 
 
 class RecoverInput(serializers.Serializer):

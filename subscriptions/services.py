@@ -697,8 +697,9 @@ def subscriptions_auto_disable() -> list[Subscription]:
     period = dt.timedelta(seconds=settings.WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS)
     cutoff = timezone.now() - period
     disabled = []
+    # A paused webhook is not disabled for failures: nothing is being sent to it.
     candidates = Subscription.objects.filter(
-        is_active=True, failing_since__lt=cutoff
+        is_active=True, paused_at__isnull=True, failing_since__lt=cutoff
     ).select_related("school")
     for subscription in candidates:
         since = subscription.failing_since

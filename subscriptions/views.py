@@ -22,6 +22,8 @@ from deliveries.services import (
     delivery_test_send,
     events_replay_count,
     replay_plan,
+    subscription_pause,
+    subscription_resume,
 )
 from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 
@@ -29,6 +31,7 @@ from .models import Profile, Subscription
 from .selectors import signing_secret_current, subscriptions_for_school
 from .serializers import (
     CountOutput,
+    PauseInput,
     PreviewInput,
     PreviewOutput,
     RecoverInput,
@@ -234,6 +237,43 @@ class SubscriptionViewSet(
             "max_events": limit,
         }
         return Response(ReplayOutput(output).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Pause the webhook",
+        description=(
+            "Its events are held, not lost, until it resumes (by hand, or at `resume_at`); then "
+            "they go oldest first, one at a time. Send Test still works. Pausing a paused "
+            "webhook only changes `resume_at`."
+        ),
+        request=PauseInput,
+        responses={200: SubscriptionOutput, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        data = _validated(PauseInput(data=request.data))
+        subscription_pause(
+            subscription=subscription,
+            until=data.get("resume_at"),
+            actor=actor_api_key(request.auth),
+        )
+        return Response(SubscriptionOutput(self.get_object()).data)
+
+    @extend_schema(
+        summary="Resume the webhook",
+        description=(
+            "The events held while it was paused go out in the order they were published, one "
+            "at a time within its rate limit (`catching_up_since` is set meanwhile). Resuming a "
+            "webhook that is not paused changes nothing."
+        ),
+        request=None,
+        responses={200: SubscriptionOutput, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        subscription_resume(subscription=subscription, actor=actor_api_key(request.auth))
+        return Response(SubscriptionOutput(self.get_object()).data)
 
     @extend_schema(
         summary="Preview the body",

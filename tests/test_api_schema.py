@@ -31,7 +31,7 @@ def test_every_operation_is_described_with_its_errors_and_the_bearer_scheme(clie
         for path, methods in schema["paths"].items()
         for method, operation in methods.items()
     ]
-    assert len(operations) == 25
+    assert len(operations) == 27
     for path, method, operation in operations:
         assert operation.get("summary"), (path, method)
         assert {"bearerAuth": []} in operation["security"], (path, method)

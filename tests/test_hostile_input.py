@@ -177,6 +177,8 @@ def _base_body(method: str, path: str, world: dict[str, Any]) -> dict[str, Any] 
         return {"since": "2020-01-01T00:00:00Z"}
     if path.endswith("/replay/"):
         return {"since": "2020-01-01T00:00:00Z", "dry_run": True}
+    if path.endswith("/pause/"):
+        return {"resume_at": future}
     if path == "/api/v1/events/":
         return {
             "school": world["school"].slug,

@@ -13,6 +13,7 @@ from .fan_out import (
     subscriptions_receiving,
 )
 from .heartbeats import heartbeat_record, heartbeat_remove
+from .pausing import ResumeResult, subscription_pause, subscription_resume
 from .redrive import (
     RetriggerOutcome,
     RetriggerResult,
@@ -39,6 +40,7 @@ __all__ = [
     "ReplayPlan",
     "ReplayResult",
     "ReplayTooLarge",
+    "ResumeResult",
     "RetriggerOutcome",
     "RetriggerResult",
     "SweepResult",
@@ -64,6 +66,8 @@ __all__ = [
     "heartbeat_remove",
     "replay_plan",
     "retry_policy",
+    "subscription_pause",
+    "subscription_resume",
     "subscriptions_receiving",
     "transport_get",
 ]

@@ -10,6 +10,12 @@ budget, and takes only what fits. The rest is left waiting without a task messag
 nobody will (``redrive.py``). Send Test and manual retriggers are asked for by a person: they go
 whatever the limits.
 
+A paused webhook's automatic deliveries are all held (left waiting). A webhook catching up after
+a pause (``pausing.py``) sends one at a time, and only its head: the waiting delivery due first
+(``next_attempt_at``, which resuming set in the events' order), so the held deliveries arrive
+oldest first and nothing overtakes them. A claim that finds the head left behind, with nothing
+of the webhook in flight, sends it a message; one that finds no head ends the catch-up.
+
 On PostgreSQL a claim is a handful of statements whatever its size: the candidates, the lock,
 one read of the webhooks' limits and state, and one ``UPDATE ... RETURNING`` that hands back
 the rows. What a request needs of a webhook (URL, headers, credentials, secrets) is kept per
@@ -31,6 +37,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Count, F, Prefetch, Q, UUIDField, Value, When
 from django.utils import timezone
 
+from common.transactions import after_commit
 from subscriptions.models import SigningSecret, Subscription
 from webhook_engine.errors import ErrorKind
 
@@ -67,6 +74,7 @@ _COLUMNS = (
     "lease_token",
     "last_attempt_at",
     "resume_attempt_at",
+    "retry_window_start_at",
 )
 
 
@@ -185,7 +193,7 @@ def _claim(
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
-        elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id):
+        elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id, pk):
             plan.chosen.append(pk)
             if not park:  # taking up deliveries that waited: fewer wait now
                 plan.waiting_taken[subscription_id] = plan.waiting_taken.get(subscription_id, 0) + 1
@@ -197,6 +205,7 @@ def _claim(
     if park and outcome.waiting:
         Delivery.objects.filter(pk__in=outcome.waiting).update(enqueued_at=None)
     plan.states_save()
+    plan.catch_ups_follow()
     return outcome, rows, plan
 
 
@@ -272,6 +281,9 @@ class _Endpoint:
     in_flight: int
     waiting: int  # due or not, without a message and not in flight
     state: EndpointState | None
+    paused: bool = False
+    catching_up: bool = False
+    head: uuid.UUID | None = None  # catching up: the waiting delivery that goes next
 
 
 class _Plan:
@@ -287,6 +299,8 @@ class _Plan:
         self.token_after_lost_lease = uuid.uuid4()
         self.left: set[uuid.UUID] = set()
         self.waiting_taken: dict[uuid.UUID, int] = {}
+        self.kicked: set[uuid.UUID] = set()  # heads of catch-ups left behind: a message each
+        self.caught_up: set[uuid.UUID] = set()  # catch-ups with nothing left waiting
 
     def waiting_behind(self, endpoint: uuid.UUID) -> bool:
         """Whether deliveries of ``endpoint`` still wait for its slots after this claim."""
@@ -294,12 +308,23 @@ class _Plan:
         waiting = 0 if info is None else info.waiting - self.waiting_taken.get(endpoint, 0)
         return endpoint in self.left or waiting > 0
 
-    def admits(self, endpoint: uuid.UUID) -> bool:
-        """Whether one more automatic delivery to ``endpoint`` may go now (and count it)."""
+    def admits(self, endpoint: uuid.UUID, delivery: uuid.UUID | None = None) -> bool:
+        """Whether one more automatic delivery (``delivery``) to ``endpoint`` may go now (and
+        count it)."""
         info = self.endpoints.get(endpoint)
         if info is None:
             return False  # the webhook was deleted; its deliveries go with it
+        if info.paused:
+            return False  # held until it resumes
         concurrency = info.concurrency
+        if info.catching_up:
+            concurrency = 1
+            if info.head is None and info.in_flight == 0:
+                self.caught_up.add(endpoint)
+            elif info.head is not None and delivery != info.head:
+                if info.in_flight == 0 and info.head not in self.chosen:
+                    self.kicked.add(info.head)
+                return False
         state = info.state
         probing = (
             state if state is not None and state.circuit_state != CircuitState.CLOSED else None
@@ -347,6 +372,15 @@ class _Plan:
             return
         self.retry_at = when if self.retry_at is None else min(self.retry_at, when)
 
+    def catch_ups_follow(self) -> None:
+        """Send the left-behind heads their message (after commit); end finished catch-ups."""
+        if self.kicked:
+            after_commit(deliveries_enqueue, sorted(self.kicked - set(self.chosen), key=str))
+        if self.caught_up:
+            Subscription.objects.filter(
+                pk__in=self.caught_up, catching_up_since__isnull=False
+            ).update(catching_up_since=None)
+
     def circuit_of(self, endpoint: uuid.UUID) -> tuple[str, int]:
         info = self.endpoints.get(endpoint)
         if info is None or info.state is None:
@@ -370,6 +404,15 @@ class _Plan:
             ],
         )
 
+
+# A catching-up webhook's head: its waiting (no message) delivery due first, on the index of
+# waiting deliveries.
+_HEAD_SQL = (
+    "SELECT h.id FROM deliveries_delivery AS h WHERE h.subscription_id = s.id AND "
+    "h.status = 'pending' AND h.enqueued_at IS NULL AND h.next_attempt_at <= %s AND "
+    "(h.leased_until IS NULL OR h.leased_until < %s) AND NOT h.is_test AND "
+    "h.next_trigger = 'automatic' ORDER BY h.next_attempt_at, h.id LIMIT 1"
+)
 
 _STATE_FIELDS = (
     "circuit_state",
@@ -399,16 +442,21 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                 "WHERE k.subscription_id = s.id AND (k.expires_at IS NULL OR k.expires_at > %s)), "
                 "st.subscription_id, "
                 + ", ".join(f"st.{name}" for name in _STATE_FIELDS)
-                + " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
+                + ", s.paused_at IS NOT NULL, s.catching_up_since IS NOT NULL, CASE WHEN "
+                "s.catching_up_since IS NOT NULL THEN (" + _HEAD_SQL + ") END"
+                " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
                 "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])",
-                [now, now, now, endpoints],
+                [now, now, now, now, now, endpoints],
             )
+            width = len(_STATE_FIELDS)
             for row in cursor.fetchall():
                 state = None
                 if row[9] is not None:
                     state = EndpointState(
-                        subscription_id=row[9], **dict(zip(_STATE_FIELDS, row[10:], strict=True))
+                        subscription_id=row[9],
+                        **dict(zip(_STATE_FIELDS, row[10 : 10 + width], strict=True)),
                     )
+                paused, catching_up, head = row[10 + width :]
                 found[row[0]] = _Endpoint(
                     version=(row[1], row[8]),
                     waiting=row[7],
@@ -418,6 +466,9 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                     rate=row[5],
                     in_flight=row[6],
                     state=state,
+                    paused=paused,
+                    catching_up=catching_up,
+                    head=head,
                 )
         return found
     in_flight = dict(
@@ -445,17 +496,37 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
         .annotate(count=Count("pk"))
         .values_list("subscription_id", "count")
     )
-    for pk, updated_at, is_active, failing_since, concurrency, rate in Subscription.objects.filter(
-        pk__in=endpoints
-    ).values_list(
+    rows = Subscription.objects.filter(pk__in=endpoints).values_list(
         "pk",
         "updated_at",
         "is_active",
         "failing_since",
         "max_concurrency",
         "rate_limit_per_second",
-    ):
+        "paused_at",
+        "catching_up_since",
+    )
+    for pk, updated_at, is_active, failing_since, concurrency, rate, paused_at, catching in rows:
+        head = None
+        if catching is not None:
+            head = (
+                Delivery.objects.filter(
+                    subscription_id=pk,
+                    status=DeliveryStatus.PENDING,
+                    enqueued_at__isnull=True,
+                    next_attempt_at__lte=now,
+                    is_test=False,
+                    next_trigger=AttemptTrigger.AUTOMATIC,
+                )
+                .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+                .order_by("next_attempt_at", "id")
+                .values_list("pk", flat=True)
+                .first()
+            )
         found[pk] = _Endpoint(
+            paused=paused_at is not None,
+            catching_up=catching is not None,
+            head=head,
             version=(updated_at, secrets.get(pk, 0)),
             waiting=waiting.get(pk, 0),
             is_active=is_active,

@@ -280,7 +280,7 @@ def _events_fan_out_batch(
             size += sum(len(delivery.body) for delivery in built)
         deliveries_insert(deliveries)
         Event.objects.filter(pk__in=fanned_out).update(fanned_out_at=now)
-        pending = [d.id for d in deliveries if d.status == DeliveryStatus.PENDING]
+        pending = [d.id for d in deliveries if d.enqueued_at is not None]
         if pending:
             after_commit(hand_off, pending)
     for event, matching in large:
@@ -374,7 +374,7 @@ def _event_fan_out_in_pieces(
             ]
             with transaction.atomic():
                 deliveries_insert(piece)
-                pending = [d.id for d in piece if d.status == DeliveryStatus.PENDING]
+                pending = [d.id for d in piece if d.enqueued_at is not None]
                 if pending:
                     after_commit(hand_off, pending)
             created += len(piece)
@@ -497,7 +497,8 @@ def delivery_build(
     """The delivery of ``event`` to ``subscription``, its body rendered (unsaved).
 
     A body template that cannot be rendered for the event gives a failed delivery with the
-    reason (nothing will be sent); anything else is pending and due ``now``. ``bodies`` shares
+    reason (nothing will be sent); anything else is pending and due ``now`` (held, without a
+    message, if the webhook is paused). ``bodies`` shares
     the renderings between the deliveries of one event.
     """
     delivery = Delivery(
@@ -521,7 +522,8 @@ def delivery_build(
         return delivery
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now
-    delivery.enqueued_at = now
+    # A paused webhook's delivery is held: no message until it resumes (pausing.py).
+    delivery.enqueued_at = None if subscription.paused_at else now
     return delivery
 
 

@@ -64,7 +64,8 @@ def _next_attempt_at(
     if not is_retryable(error_kind=result.error_kind, status=result.status):
         return None
     policy = retry_policy()
-    created_at = claim.delivery.created_at
+    # The window starts at creation, or later for a delivery held by a pause (pausing.py).
+    created_at = claim.delivery.retry_window_start_at or claim.delivery.created_at
     next_at = policy.next_attempt_at(created_at=created_at, attempts_made=claim.number, now=now)
     if next_at is None or result.status not in (429, 503):
         return next_at
@@ -549,5 +550,9 @@ def _waiting_pull(
             .values_list("pk", flat=True)[: sum(freed.values())]
         )
         if waiting:
-            Delivery.objects.filter(pk__in=waiting).update(enqueued_at=now)
+            # A catching-up webhook's stay marked waiting: its next is the first of those
+            # (pausing.py); the messages only wake the claim.
+            Delivery.objects.filter(
+                pk__in=waiting, subscription__catching_up_since__isnull=True
+            ).update(enqueued_at=now)
             after_commit(deliveries_enqueue, waiting)

@@ -34,6 +34,7 @@ from ..models import (
 from .claim import Claim
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
+from .pausing import catch_ups_drive, subscriptions_resume_due
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,15 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     claimed by a worker whose lease has expired, or waiting for their webhook while nothing of
     that webhook is in flight to wake them. A webhook whose circuit is open gets one probe when
     its time has come, and nothing else. Rows locked by another sweeper are skipped.
+
+    Paused webhooks whose resume time has come are resumed; a paused webhook's held deliveries
+    are left alone, and a catching-up webhook's waiting ones are driven by ``catch_ups_drive``
+    (pausing.py), one at a time.
     """
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
+    subscriptions_resume_due(now=now)
+    catch_ups_drive()  # at its own now: a resume just now lined its deliveries up before it
     try:
         fanned_out = events_fan_out_waiting(created_before=stale, limit=limit)
     except Exception:
@@ -70,6 +77,8 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
         leased_until__gte=now,
     )
     broken = EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
+    paused = Subscription.objects.filter(paused_at__isnull=False).values("pk")
+    catching_up = Subscription.objects.filter(catching_up_since__isnull=False).values("pk")
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
@@ -77,6 +86,8 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
             .filter(Q(enqueued_at__lt=stale) | (Q(enqueued_at__isnull=True) & ~Exists(in_flight)))
             .exclude(subscription_id__in=broken)
+            .exclude(subscription_id__in=paused)
+            .exclude(Q(subscription_id__in=catching_up) & Q(enqueued_at__isnull=True))
             .order_by("next_attempt_at")
             .values_list("id", flat=True)[:limit]
         )
@@ -118,7 +129,7 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     delivery (the claim lets exactly one through)."""
     endpoints = list(
         EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
-        .filter(probe_at__lte=now)
+        .filter(probe_at__lte=now, subscription__paused_at__isnull=True)
         .order_by("probe_at")
         .values_list("pk", flat=True)[:limit]
     )

@@ -24,7 +24,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from common.admin_display import datetime_in_zone
+from common.admin_display import datetime_in_zone, datetime_text
 from common.admin_lists import DropdownFilter
 from deliveries.display import STATUS_COLOURS, status_badge, url_query_mask
 from deliveries.models import CircuitState, DeliveryState, EndpointState
@@ -58,7 +58,12 @@ class WebhookStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("healthy", _("Active")), ("failing", _("Failing")), ("disabled", _("Disabled"))]
+        return [
+            ("healthy", _("Active")),
+            ("failing", _("Failing")),
+            ("paused", _("Paused")),
+            ("disabled", _("Disabled")),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
@@ -66,6 +71,8 @@ class WebhookStateFilter(admin.SimpleListFilter):
             return queryset.filter(is_active=True, failing_since__isnull=True)
         if value == "failing":
             return queryset.filter(is_active=True, failing_since__isnull=False)
+        if value == "paused":
+            return queryset.filter(is_active=True, paused_at__isnull=False)
         if value == "disabled":
             return queryset.filter(is_active=False)
         return queryset
@@ -230,6 +237,21 @@ class WebhookListColumns(SchoolScopedAdmin):
                 _("Disabled"),
                 obj.disabled_reason or _("Turned off."),
             )
+        if obj.paused_at:
+            until = (
+                _("until %(time)s") % {"time": datetime_text(obj.resume_at, obj.school.timezone)}
+                if obj.resume_at
+                else _("until resumed")
+            )
+            return format_html(
+                # Two bars (a pause sign) drawn in CSS: not every font has the character.
+                '<span aria-hidden="true" style="display: inline-block; width: 3px; height: '
+                '11px; border: solid #5b6770; border-width: 0 3px; vertical-align: -1px;">'
+                '</span> <strong class="webhook-state-paused">{}</strong><br>'
+                '<span class="webhook-reason">{}</span>',
+                _("Paused"),
+                until,
+            )
         # The list reads every row's state at once; a webhook's own page reads its own.
         state = (
             obj.circuit
@@ -254,6 +276,14 @@ class WebhookListColumns(SchoolScopedAdmin):
                 STATUS_COLOURS[DeliveryState.FAILED],
                 _("Failing"),
                 _("for %(duration)s") % {"duration": timesince(obj.failing_since)},
+            )
+        if obj.catching_up_since:
+            return format_html(
+                '<img src="{}" alt=""> <span class="webhook-state-active">{}</span>'
+                '<br><span class="webhook-reason">{}</span>',
+                static("admin/img/icon-yes.svg"),
+                _("Active"),
+                _("Catching up: sending what it held while paused, oldest first."),
             )
         return format_html(
             '<img src="{}" alt=""> <span class="webhook-state-active">{}</span>',

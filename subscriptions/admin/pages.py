@@ -30,6 +30,7 @@ from deliveries.display import attempt_shown, url_query_mask
 from deliveries.explanations import failure_explain
 from deliveries.selectors import (
     deliveries_failed_count,
+    deliveries_held_count,
 )
 from deliveries.services import (
     ReplayResult,
@@ -38,6 +39,8 @@ from deliveries.services import (
     delivery_test_send,
     events_replay_count,
     replay_plan,
+    subscription_pause,
+    subscription_resume,
 )
 from schools.admin_scoping import (
     SchoolScopedAdmin,
@@ -46,7 +49,7 @@ from schools.admin_scoping import (
 )
 
 from ..crypto import SecretUnreadable
-from ..forms import RecoverForm, ReplayForm, SendTestForm
+from ..forms import PauseForm, RecoverForm, ReplayForm, SendTestForm
 from ..models import SigningSecret, Subscription
 from ..selectors import (
     replay_event_types,
@@ -121,6 +124,11 @@ class WebhookPages(SchoolScopedAdmin):
                 "<path:object_id>/replay/",
                 view(self.replay_view),
                 name="subscriptions_subscription_replay",
+            ),
+            path(
+                "<path:object_id>/pause/",
+                view(self.pause_view),
+                name="subscriptions_subscription_pause",
             ),
             path(
                 "<path:object_id>/enable/",
@@ -328,6 +336,55 @@ class WebhookPages(SchoolScopedAdmin):
         context["school_zone"] = subscription.school.timezone
         return TemplateResponse(request, "admin/subscriptions/subscription/replay.html", context)
 
+    def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Pause the webhook (until a time, or until resumed), or resume a paused one."""
+        subscription = self.get_object(request, unquote(object_id))
+        if subscription is None or not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        change_url = reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        form = PauseForm(
+            request.POST if "_pause" in request.POST else None,
+            initial={
+                "resume_at": timezone.localtime(subscription.resume_at)
+                if subscription.resume_at
+                else None
+            },
+        )
+        actor = actor_user(request.user)
+        if request.method == "POST" and "_resume" in request.POST:
+            result = subscription_resume(subscription=subscription, actor=actor)
+            if result.resumed:
+                message = ngettext(
+                    "The webhook “%(webhook)s” is resumed: %(count)s delivery held while it was "
+                    "paused is being sent.",
+                    "The webhook “%(webhook)s” is resumed: %(count)s deliveries held while it was "
+                    "paused are being sent, oldest first.",
+                    result.held,
+                ) % {"webhook": subscription.name, "count": result.held}
+                self.message_user(request, message, messages.SUCCESS)
+            return HttpResponseRedirect(change_url)
+        if request.method == "POST" and form.is_valid():
+            until = form.cleaned_data["resume_at"]
+            try:
+                subscription_pause(subscription=subscription, until=until, actor=actor)
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                self.message_user(request, _pause_text(subscription), messages.SUCCESS)
+                return HttpResponseRedirect(change_url)
+        title = _("Resume the webhook") if subscription.paused_at else _("Pause the webhook")
+        context = self._page_context(request, subscription, title)
+        context.update(
+            {
+                "form": form,
+                "held_count": deliveries_held_count(subscription_id=subscription.pk)
+                if subscription.paused_at
+                else 0,
+            }
+        )
+        return TemplateResponse(request, "admin/subscriptions/subscription/pause.html", context)
+
     def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST: turn a disabled webhook back on (from the home page's "Needs attention")."""
         if request.method != "POST":
@@ -388,6 +445,20 @@ def _replay_message(result: ReplayResult) -> str:
             result.failed,
         ) % {"count": result.failed}
     return message
+
+
+def _pause_text(subscription: Subscription) -> str:
+    """What pausing did, for the message after it."""
+    if subscription.resume_at is None:
+        return _(
+            "The webhook “%(webhook)s” is paused: its events are kept and sent when you resume it."
+        ) % {"webhook": subscription.name}
+    return _(
+        "The webhook “%(webhook)s” is paused until %(time)s: its events are kept and sent then."
+    ) % {
+        "webhook": subscription.name,
+        "time": datetime_text(subscription.resume_at, subscription.school.timezone),
+    }
 
 
 def _grace_text() -> str:

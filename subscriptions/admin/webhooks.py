@@ -36,7 +36,11 @@ from deliveries.display import attempt_shown
 from deliveries.explanations import failure_explain
 from deliveries.models import Delivery, delivery_state
 from deliveries.selectors import deliveries_recent, deliveries_timeline
-from deliveries.services import delivery_test_send_settings
+from deliveries.services import (
+    delivery_test_send_settings,
+    subscription_pause,
+    subscription_resume,
+)
 from schools.admin_scoping import (
     SchoolListFilter,
     schools_visible,
@@ -93,6 +97,9 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "disabled_reason",
         "disabled_at",
         "failing_since",
+        "paused_at",
+        "resume_at",
+        "catching_up_since",
         "created_at",
         "updated_at",
         "topics_display",
@@ -101,7 +108,13 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "payload_filter_display",
         "deliveries_link",
     ]
-    actions = ["send_test", "enable_selected", "rotate_secrets"]
+    actions = [
+        "send_test",
+        "enable_selected",
+        "pause_selected",
+        "resume_selected",
+        "rotate_secrets",
+    ]
 
     class Media:
         js = ["subscriptions/webhook_form.js", "common/admin_lists.js"]
@@ -450,6 +463,9 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             **self._send_test_context(request, subscription),
             "can_send_test": self.has_send_test_permission(request, subscription),
             "can_recover": self.has_recover_permission(request, subscription),
+            "can_pause": subscription is not None
+            and subscription.is_active
+            and self.has_change_permission(request, subscription),
             **self._page_extras(request, subscription),
             **(extra_context or {}),
         }
@@ -533,6 +549,39 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             request,
             ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
             % {"count": count},
+        )
+
+    @admin.action(description=gettext_lazy("Pause the selected webhooks"), permissions=["change"])
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        count = 0
+        for subscription in queryset.filter(paused_at__isnull=True):
+            count += subscription_pause(subscription=subscription, actor=actor_user(request.user))
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)s webhook paused: its events are kept until it is resumed.",
+                "%(count)s webhooks paused: their events are kept until they are resumed.",
+                count,
+            )
+            % {"count": count},
+        )
+
+    @admin.action(description=gettext_lazy("Resume the selected webhooks"), permissions=["change"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        resumed = held = 0
+        for subscription in queryset.filter(paused_at__isnull=False):
+            result = subscription_resume(subscription=subscription, actor=actor_user(request.user))
+            resumed += result.resumed
+            held += result.held
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)s webhook resumed; %(held)s held deliveries are being sent, oldest first.",
+                "%(count)s webhooks resumed; %(held)s held deliveries are being sent, oldest "
+                "first.",
+                resumed,
+            )
+            % {"count": resumed, "held": held},
         )
 
     @admin.action(

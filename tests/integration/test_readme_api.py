@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from events.models import Event
@@ -71,6 +72,8 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         "retrigger the newest delivery",
         "replay a webhook's events",
         "export the deliveries that mention a course",
+        "pause a webhook",
+        "resume a webhook",
         "create a webhook with a payload filter",
     ]
 
@@ -112,6 +115,20 @@ def test_the_readme_curl_examples_work_as_written(live_server, worker_process, r
         (published["id"], "0", "delivered"),
         (published["id"], "1", "delivered"),
     ]
+
+    env["WEBHOOK_ID"] = created["id"]
+    paused = json.loads(_run(examples["pause a webhook"], env))
+    assert paused["paused_at"] is not None
+    assert paused["resume_at"] == "2030-09-01T05:00:00Z"
+    with transaction.atomic():
+        event_publish(school=school, type="course.created", data={"course": {"id": "held"}})
+    _wait(lambda: Delivery.objects.filter(event__data__course__id="held").exists())
+    time.sleep(0.5)
+    assert len(receiver.received("/readme")) == 3  # held
+    resumed = json.loads(_run(examples["resume a webhook"], env))
+    assert (resumed["paused_at"], resumed["resume_at"]) == (None, None)
+    receiver.wait_for(4, path="/readme")
+    assert json.loads(receiver.received("/readme")[3].body)["data"]["course"]["id"] == "held"
 
     filtered = json.loads(_run(examples["create a webhook with a payload filter"], env))
     assert filtered["payload_filter"]["all"][0] == {"field": "group.id", "op": "eq", "value": 12}

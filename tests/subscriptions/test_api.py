@@ -116,14 +116,17 @@ def test_another_schools_webhook_is_a_404_everywhere(api, catalog):
         api.post(base + "test/", {"event_type": "course.created"}, format="json"),
         api.post(base + "recover/", {"since": "2026-01-01T00:00:00Z"}, format="json"),
         api.post(base + "preview/", {"event_type": "course.created"}, format="json"),
+        api.post(base + "pause/"),
+        api.post(base + "resume/"),
     ]
 
-    assert [r.status_code for r in responses] == [404] * 8
+    assert [r.status_code for r in responses] == [404] * 10
     assert {json.dumps(r.json()) for r in responses} == {
         '{"detail": "No Subscription matches the given query."}'
     }
     assert api.get("/api/v1/subscriptions/").json()["results"] == []
     assert Subscription.objects.get(pk=theirs.pk).name != "Mine now"
+    assert Subscription.objects.get(pk=theirs.pk).paused_at is None
 
 
 def test_partial_update_keeps_the_password_unless_one_is_given(api, school):
@@ -271,3 +274,42 @@ def test_a_filter_given_empty_or_not_a_boolean_is_refused(api):
         "errors": {"subscription": ["Give a value, or leave the parameter out."]}
     }
     assert boolean.json() == {"errors": {"is_test": ["Give true or false."]}}
+
+
+def test_pause_with_a_resume_time_then_resume_shows_in_the_webhook(api, school):
+    subscription = SubscriptionFactory(school=school, url="https://crm.example.org/")
+    base = f"/api/v1/subscriptions/{subscription.pk}/"
+    until = (timezone.now() + dt.timedelta(hours=4)).replace(microsecond=0)
+
+    paused = api.post(base + "pause/", {"resume_at": until.isoformat()}, format="json")
+
+    assert paused.status_code == 200
+    assert paused.json()["paused_at"] is not None
+    assert dt.datetime.fromisoformat(paused.json()["resume_at"]) == until
+    assert paused.json()["is_active"] is True
+    assert api.get(base).json()["resume_at"] == paused.json()["resume_at"]
+
+    resumed = api.post(base + "resume/")
+
+    assert resumed.status_code == 200
+    assert (resumed.json()["paused_at"], resumed.json()["resume_at"]) == (None, None)
+    assert api.post(base + "resume/").status_code == 200  # idempotent
+
+
+def test_pause_refuses_a_resume_time_that_is_past_or_not_a_time(api, school):
+    subscription = SubscriptionFactory(school=school, url="https://crm.example.org/")
+    base = f"/api/v1/subscriptions/{subscription.pk}/"
+    past = (timezone.now() - dt.timedelta(minutes=5)).isoformat()
+
+    responses = [
+        api.post(base + "pause/", {"resume_at": past}, format="json"),
+        api.post(base + "pause/", {"resume_at": "tomorrow"}, format="json"),
+    ]
+
+    assert [r.status_code for r in responses] == [400, 400]
+    assert responses[0].json() == {
+        "errors": {"resume_at": ["The time to resume must be in the future."]}
+    }
+    assert list(responses[1].json()["errors"]) == ["resume_at"]
+    subscription.refresh_from_db()
+    assert subscription.paused_at is None

@@ -1,0 +1,40 @@
+"""A school admin pauses a webhook for a maintenance window and resumes it, in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from subscriptions.models import Subscription
+from tests.e2e.conftest import log_in
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_school_admin_pauses_a_webhook_from_its_page_then_resumes_it(
+    live_server, page, school, school_admin, screenshots
+):
+    webhook = SubscriptionFactory(school=school, name="CRM")
+    log_in(page, live_server, "ada")
+    page.goto(f"{live_server.url}/admin/subscriptions/subscription/{webhook.pk}/change/")
+
+    page.get_by_role("link", name="Pause", exact=True).click()
+    expect(page.get_by_label("Resume automatically at")).to_be_empty()
+    page.get_by_role("button", name="Pause", exact=True).click()
+
+    expect(page.locator(".messagelist")).to_contain_text("The webhook “CRM” is paused")
+    expect(page.locator(".webhook-state-paused")).to_have_text("Paused")
+    assert Subscription.objects.get(pk=webhook.pk).paused_at is not None
+
+    page.goto(f"{live_server.url}/admin/subscriptions/subscription/")
+    expect(page.locator(".webhook-state-paused")).to_have_text("Paused")
+    page.screenshot(path=screenshots / "webhooks-paused.png")
+    page.goto(f"{live_server.url}/admin/subscriptions/subscription/{webhook.pk}/change/")
+    page.get_by_role("link", name="Resume", exact=True).click()
+    page.screenshot(path=screenshots / "webhook-resume-page.png")
+    page.get_by_role("button", name="Resume now").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("The webhook “CRM” is resumed")
+    expect(page.get_by_role("link", name="Pause", exact=True)).to_be_visible()
+    assert Subscription.objects.get(pk=webhook.pk).paused_at is None
