@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from deliveries.models import DeliveryStatus
 from subscriptions.models import Subscription
+from tests.deliveries.factories import delivery_create
 from tests.e2e.conftest import log_in
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -26,12 +28,15 @@ def test_a_school_admin_pauses_a_webhook_from_its_page_then_resumes_it(
     expect(page.locator(".messagelist")).to_contain_text("The webhook “CRM” is paused")
     expect(page.locator(".webhook-state-paused")).to_have_text("Paused")
     assert Subscription.objects.get(pk=webhook.pk).paused_at is not None
+    for _ in range(3):  # events published during the maintenance window, held
+        delivery_create(webhook, status=DeliveryStatus.PENDING, attempts=0, enqueued_at=None)
 
     page.goto(f"{live_server.url}/admin/subscriptions/subscription/")
     expect(page.locator(".webhook-state-paused")).to_have_text("Paused")
     page.screenshot(path=screenshots / "webhooks-paused.png")
     page.goto(f"{live_server.url}/admin/subscriptions/subscription/{webhook.pk}/change/")
     page.get_by_role("link", name="Resume", exact=True).click()
+    expect(page.get_by_text("3 deliveries are held.")).to_be_visible()
     page.screenshot(path=screenshots / "webhook-resume-page.png")
     page.get_by_role("button", name="Resume now").click()
 
