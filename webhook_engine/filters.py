@@ -97,6 +97,12 @@ def path_split(field: str) -> tuple[str, ...]:
     return tuple(field.split("."))
 
 
+def _is_index(segment: str) -> bool:
+    """Whether a path segment picks a list element: ASCII digits only (``"²"`` is a digit to
+    ``str.isdigit`` but no number to ``int``; it names a key like any other text)."""
+    return segment.isascii() and segment.isdigit()
+
+
 def path_get(data: Any, path: tuple[str, ...]) -> Any:
     """The value at ``path`` in ``data``, or ``_MISSING``: a segment names a key of an object,
     or, made of digits, an element of a list (from 0)."""
@@ -106,7 +112,7 @@ def path_get(data: Any, path: tuple[str, ...]) -> Any:
             value = value.get(segment, _MISSING)
             if value is _MISSING:
                 return _MISSING
-        elif isinstance(value, list) and segment.isdigit():
+        elif isinstance(value, list) and _is_index(segment):
             index = int(segment)
             if index >= len(value):
                 return _MISSING
@@ -300,7 +306,7 @@ def _ordered(left: Any, right: Any) -> bool:
 def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
     """``path_get`` for one path, made once: a key of one or two parts (most fields) is read
     without the loop."""
-    if any(segment.isdigit() for segment in path) or len(path) > 2:
+    if any(_is_index(segment) for segment in path) or len(path) > 2:
         return lambda data: path_get(data, path)
     if len(path) == 1:
         (first,) = path
@@ -558,7 +564,7 @@ def _schema_field(schema: Any, path: tuple[str, ...]) -> Mapping[str, Any] | str
         if isinstance(properties, Mapping) and segment in properties:
             current = properties[segment]
             continue
-        if isinstance(current.get("items"), Mapping) and segment.isdigit():
+        if isinstance(current.get("items"), Mapping) and _is_index(segment):
             current = current["items"]
             continue
         if types is not None and not types & {"object", "array"}:

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
@@ -322,8 +323,23 @@ def subscriptions_receiving(
     return [
         subscription
         for subscription in subscriptions
-        if subscription.matches(event_type) and _payload_predicate(subscription)(data)
+        if subscription.matches(event_type) and _payload_passes(subscription, event, data)
     ]
+
+
+def _payload_passes(subscription: Subscription, event: Event, data: Any) -> bool:
+    """Whether the event's data passes the webhook's filter. A compiled filter does not raise;
+    if one ever did, that webhook gets nothing (logged) and the event still reaches the
+    school's other webhooks."""
+    try:
+        return bool(_payload_predicate(subscription)(data))
+    except Exception:
+        logger.exception(
+            "Payload filter of webhook %s failed on event %s; the event is not sent to it",
+            subscription.pk,
+            event.pk,
+        )
+        return False
 
 
 def _payload_predicate(subscription: Subscription) -> Predicate:

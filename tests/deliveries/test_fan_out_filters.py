@@ -113,3 +113,28 @@ def test_send_test_ignores_the_filter(school, receiver):
 
     assert attempt.response_status == 200
     assert len(receiver.requests) == 1
+
+
+def test_a_filter_that_fails_on_an_event_costs_only_its_own_webhook_that_event(
+    school, settings, monkeypatch, caplog
+):
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 1000
+    broken = SubscriptionFactory(school=school, topics=["course.*"], payload_filter=GROUP_12)
+    everything = SubscriptionFactory(school=school, topics=["course.*"])
+    from deliveries.services import fan_out
+
+    def predicate_that_raises(subscription):
+        if subscription.pk == broken.pk:
+            return lambda data: 1 / 0
+        return lambda data: True
+
+    monkeypatch.setattr(fan_out, "_payload_predicate", predicate_that_raises)
+    event = _publish(school, 12)
+
+    assert events_fan_out_pending() == 1
+
+    assert list(Delivery.objects.values_list("event_id", "subscription_id")) == [
+        (event.id, everything.id)
+    ]
+    assert Event.objects.get(pk=event.pk).fanned_out_at is not None
+    assert f"Payload filter of webhook {broken.pk} failed on event {event.pk}" in caplog.text

@@ -274,3 +274,13 @@ def test_a_field_of_one_selected_type_is_enough_and_a_type_without_schema_accept
     assert filter_schema_errors(spec, TYPES) == [
         '“student.class is "5A"”: the selected event types have no field student.class.'
     ]
+
+
+@pytest.mark.parametrize("segment", ["²", "①", "٣"])
+def test_a_digit_that_is_not_ascii_names_a_key_not_a_list_index(segment):
+    spec = {"field": f"course.tags.{segment}", "op": "exists"}
+
+    assert filter_errors(spec) == []
+    assert filter_matches(spec, DATA) is False  # a list has no such key; nothing raises
+    assert filter_matches({"field": f"k.{segment}", "op": "eq", "value": 1}, {"k": {segment: 1}})
+    assert filter_schema_errors(spec, {"course.created": ({"type": "object"}, DATA)}) == []
