@@ -405,11 +405,13 @@ class _Plan:
         )
 
 
-# A catching-up webhook's head: its waiting (no message) delivery due first, on the index of
-# waiting deliveries.
+# A catching-up webhook's head: its waiting (no message) held delivery due first, on the index
+# of waiting deliveries. Held ones were lined up before the resume (``pausing._held_order``);
+# what became due later is not part of the catch-up, so steady new traffic cannot keep one going.
 _HEAD_SQL = (
     "SELECT h.id FROM deliveries_delivery AS h WHERE h.subscription_id = s.id AND "
     "h.status = 'pending' AND h.enqueued_at IS NULL AND h.next_attempt_at <= %s AND "
+    "h.next_attempt_at < s.catching_up_since AND "
     "(h.leased_until IS NULL OR h.leased_until < %s) AND NOT h.is_test AND "
     "h.next_trigger = 'automatic' ORDER BY h.next_attempt_at, h.id LIMIT 1"
 )
@@ -515,6 +517,7 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                     status=DeliveryStatus.PENDING,
                     enqueued_at__isnull=True,
                     next_attempt_at__lte=now,
+                    next_attempt_at__lt=catching,
                     is_test=False,
                     next_trigger=AttemptTrigger.AUTOMATIC,
                 )

@@ -260,6 +260,7 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
                 status=DeliveryStatus.PENDING,
                 enqueued_at__isnull=True,
                 next_attempt_at__lte=now,
+                next_attempt_at__lt=since,  # held before the resume; later ones are not
                 is_test=False,
                 next_trigger=AttemptTrigger.AUTOMATIC,
             )

@@ -106,6 +106,25 @@ def test_an_event_published_during_the_catch_up_goes_after_the_held_ones(school,
     assert _course_ids(receiver) == ["c0", "c1", "c2"]
 
 
+def test_events_published_after_the_resume_do_not_keep_a_catch_up_going(school, receiver):
+    webhook = _paused_webhook(school, receiver, max_concurrency=10)
+    held = _publish(school, 2)
+    subscription_resume(subscription=webhook, actor=None)
+    later = _publish(school, 4, start=2)  # steady traffic meanwhile
+    assert deliveries_claim(delivery_ids=later).claims == []  # they wait behind the held ones
+
+    for _ in range(2):
+        deliveries_attempt(delivery_ids=held)
+    assert _course_ids(receiver) == ["c0", "c1"]
+    first = deliveries_claim(delivery_ids=later).claims
+
+    # The held ones are out: the catch-up is over though new deliveries wait, and they go side
+    # by side again, up to the webhook's concurrency.
+    webhook.refresh_from_db()
+    assert webhook.catching_up_since is None
+    assert len(first) + len(deliveries_claim(delivery_ids=later).claims) == 4
+
+
 def test_a_delivery_fanned_out_while_the_resume_committed_still_goes_after_the_held_ones(
     school, receiver
 ):
