@@ -17,6 +17,41 @@ NEW = models.UniqueConstraint(
     name="delivery_one_per_event_and_subscription",
 )
 BUILDING = "delivery_event_subscription_replay_uniq"
+FIELD = models.PositiveIntegerField(
+    default=0, db_default=0, editable=False, verbose_name="replay number"
+)
+
+
+def column_add(apps, schema_editor):
+    """The column, unless a run that failed later (the migration is not atomic) added it."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "ALTER TABLE deliveries_delivery ADD COLUMN IF NOT EXISTS replay_number integer "
+            "DEFAULT 0 NOT NULL CONSTRAINT deliveries_delivery_replay_number_check "
+            "CHECK (replay_number >= 0)"
+        )
+        return
+    delivery = apps.get_model("deliveries", "Delivery")
+    with schema_editor.connection.cursor() as cursor:
+        columns = schema_editor.connection.introspection.get_table_description(
+            cursor, delivery._meta.db_table
+        )
+    if "replay_number" not in {column.name for column in columns}:
+        schema_editor.add_field(delivery, _field())
+
+
+def _field() -> models.Field:
+    """The column's field, for a historical model that does not have it yet (or any more)."""
+    field = FIELD.clone()
+    field.set_attributes_from_name("replay_number")
+    return field
+
+
+def column_remove(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE deliveries_delivery DROP COLUMN IF EXISTS replay_number")
+        return
+    schema_editor.remove_field(apps.get_model("deliveries", "Delivery"), _field())
 
 
 def forwards(apps, schema_editor):
@@ -58,12 +93,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name="delivery",
-            name="replay_number",
-            field=models.PositiveIntegerField(
-                default=0, db_default=0, editable=False, verbose_name="replay number"
-            ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddField(model_name="delivery", name="replay_number", field=FIELD)
+            ],
+            database_operations=[migrations.RunPython(column_add, column_remove)],
         ),
         migrations.SeparateDatabaseAndState(
             state_operations=[

@@ -309,3 +309,37 @@ def test_a_replay_sends_only_the_events_that_pass_the_webhooks_payload_filter(sc
     assert list(
         Delivery.objects.filter(pk__in=result.delivery_ids).values_list("event_id", flat=True)
     ) == [kept.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_replay_number_migration_can_run_again_after_its_index_build_failed(
+    catalog, monkeypatch
+):
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.migrations.operations.special import RunPython
+
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    call_command("migrate", "deliveries", "0011", verbosity=0)
+    build = RunPython.database_forwards
+
+    def cancelled(self, app_label, schema_editor, from_state, to_state):
+        if app_label == "deliveries" and self.code.__name__ == "forwards":
+            raise RuntimeError("canceling statement due to lock timeout")  # after the column
+        return build(self, app_label, schema_editor, from_state, to_state)
+
+    monkeypatch.setattr(RunPython, "database_forwards", cancelled)
+    with pytest.raises(RuntimeError):
+        call_command("migrate", "deliveries", "0012", verbosity=0)
+    monkeypatch.setattr(RunPython, "database_forwards", build)
+
+    call_command("migrate", "deliveries", "0012", verbosity=0)  # run again: it completes
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname = 'delivery_one_per_event_and_subscription'"
+        )
+        assert cursor.fetchone() == ("UNIQUE (event_id, subscription_id, replay_number)",)
+    MigrationExecutor(connection).migrate(latest)
