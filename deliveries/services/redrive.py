@@ -62,8 +62,17 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     """
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
-    subscriptions_resume_due(now=now)
-    catch_ups_drive()  # at its own now: a resume just now lined its deliveries up before it
+    for step in (
+        lambda: subscriptions_resume_due(now=now),
+        catch_ups_drive,  # at its own now: a resume just now lined its deliveries up before it
+    ):
+        try:
+            step()
+        except Exception:
+            # A pause that cannot be ended now must not hold up the rest of the sweep.
+            logger.exception(
+                "Resuming paused webhooks or driving their catch-ups failed; tried again next sweep"
+            )
     try:
         fanned_out = events_fan_out_waiting(created_before=stale, limit=limit)
     except Exception:
