@@ -266,6 +266,8 @@ def _day(words, live_server, browser, worker_process, receiver, school, screensh
     ):
         page.goto(f"{live_server.url}{path}")
         _screenshot(page, screenshots, name, words, 390)
+        # Nothing makes the page scroll sideways on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
     first_card = page.locator("#result_list tbody tr").first
     expect(first_card.locator("td").first).to_be_visible()
     context.close()
