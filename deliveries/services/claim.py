@@ -50,6 +50,7 @@ from ..models import (
     EndpointState,
 )
 from .fan_out import deliveries_enqueue
+from .pausing import catch_up_head
 
 # The advisory lock space of per-webhook claims (any int4 that nothing else uses).
 _ENDPOINT_LOCK_CLASS = 0x57484B
@@ -511,21 +512,7 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
     for pk, updated_at, is_active, failing_since, concurrency, rate, paused_at, catching in rows:
         head = None
         if catching is not None:
-            head = (
-                Delivery.objects.filter(
-                    subscription_id=pk,
-                    status=DeliveryStatus.PENDING,
-                    enqueued_at__isnull=True,
-                    next_attempt_at__lte=now,
-                    next_attempt_at__lt=catching,
-                    is_test=False,
-                    next_trigger=AttemptTrigger.AUTOMATIC,
-                )
-                .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-                .order_by("next_attempt_at", "id")
-                .values_list("pk", flat=True)
-                .first()
-            )
+            head = catch_up_head(subscription_id=pk, since=catching, now=now)
         found[pk] = _Endpoint(
             paused=paused_at is not None,
             catching_up=catching is not None,

@@ -254,21 +254,7 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     heads: list[uuid.UUID] = []
     ended: list[uuid.UUID] = []
     for pk, since, has_recent in idle:
-        head = (
-            Delivery.objects.filter(
-                subscription_id=pk,
-                status=DeliveryStatus.PENDING,
-                enqueued_at__isnull=True,
-                next_attempt_at__lte=now,
-                next_attempt_at__lt=since,  # held before the resume; later ones are not
-                is_test=False,
-                next_trigger=AttemptTrigger.AUTOMATIC,
-            )
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at", "id")
-            .values_list("pk", flat=True)
-            .first()
-        )
+        head = None if since is None else catch_up_head(subscription_id=pk, since=since, now=now)
         if head is None:
             ended.append(pk)
         elif since is not None and since < stale and not has_recent:
@@ -279,3 +265,27 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
         logger.info("Restarting %d stalled catch-ups", len(heads))
         deliveries_enqueue(heads)
     return len(heads) + len(ended)
+
+
+def catch_up_head(
+    *, subscription_id: uuid.UUID, since: dt.datetime, now: dt.datetime
+) -> uuid.UUID | None:
+    """The delivery a webhook catching up since ``since`` sends next: of those it held (lined
+    up before the resume, ``_held_order``; what became due later is not part of the catch-up),
+    the waiting one due first. The claim's PostgreSQL query (``claim._HEAD_SQL``) says the
+    same in SQL."""
+    return (
+        Delivery.objects.filter(
+            subscription_id=subscription_id,
+            status=DeliveryStatus.PENDING,
+            enqueued_at__isnull=True,
+            next_attempt_at__lte=now,
+            next_attempt_at__lt=since,
+            is_test=False,
+            next_trigger=AttemptTrigger.AUTOMATIC,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", flat=True)
+        .first()
+    )
