@@ -34,7 +34,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Prefetch, Q, UUIDField, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    F,
+    Prefetch,
+    Q,
+    UUIDField,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from common.transactions import after_commit
@@ -236,7 +246,8 @@ def _lease_length(renewed: bool) -> dt.timedelta:
 def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tuple[Any, ...]]:
     """Lease the chosen rows; return them (``_COLUMNS``). A row whose previous lease expired
     gets a second token (``plan.token_after_lost_lease``), so its interrupted attempt can be
-    told apart."""
+    told apart. A delivery held by a pause (``retry_window_start_at`` set) starts its retry
+    window at its first attempt, however long the catch-up made it wait."""
     lease = now + plan.lease
     token, token_after_lost_lease = uuid.uuid4(), plan.token_after_lost_lease
     if connection.vendor == "postgresql":
@@ -244,9 +255,11 @@ def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tu
             cursor.execute(
                 f"UPDATE deliveries_delivery SET attempts = attempts + 1, "  # noqa: S608
                 "leased_until = %s, last_attempt_at = %s, lease_token = CASE WHEN "
-                "leased_until IS NULL THEN %s::uuid ELSE %s::uuid END "
+                "leased_until IS NULL THEN %s::uuid ELSE %s::uuid END, "
+                "retry_window_start_at = CASE WHEN attempts = 0 AND retry_window_start_at < %s "
+                "THEN %s ELSE retry_window_start_at END "
                 f"WHERE id = ANY(%s::uuid[]) RETURNING {', '.join(_COLUMNS)}",
-                [lease, now, token, token_after_lost_lease, chosen],
+                [lease, now, token, token_after_lost_lease, now, now, chosen],
             )
             return [
                 (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:])
@@ -261,6 +274,11 @@ def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tu
             output_field=UUIDField(),
         ),
         last_attempt_at=now,
+        retry_window_start_at=Case(
+            When(attempts=0, retry_window_start_at__lt=now, then=Value(now)),
+            default=F("retry_window_start_at"),
+            output_field=DateTimeField(),
+        ),
     )
     return [
         (*row[:6], bytes(row[6]), *row[7:])

@@ -11,8 +11,9 @@ the webhook's concurrency applies again.
 
 "In order" is the order of first attempts: a held delivery whose attempt fails is retried on
 its schedule while the next ones go, so one bad event does not hold the others back. Each held
-delivery's retry window does not run while it is held: it starts at the resume, or moves by the
-pause's length for one that was already retrying when the pause began.
+delivery's retry window does not run while it is held: it starts at its first attempt (the
+claim sets it; a long catch-up does not eat into it), or moves by the pause's length for one
+that was already retrying when the pause began.
 """
 
 from __future__ import annotations

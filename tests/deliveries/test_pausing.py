@@ -180,6 +180,23 @@ def test_a_held_deliverys_retry_window_starts_at_the_resume_not_at_its_creation(
     assert delivery.next_attempt_at < timezone.now() + dt.timedelta(minutes=1)
 
 
+def test_a_held_delivery_that_waited_long_in_a_catch_up_still_gets_its_retries(school, receiver):
+    webhook = _paused_webhook(school, receiver)
+    [delivery_id] = _publish(school, 1)
+    subscription_resume(subscription=webhook, actor=None)
+    # A catch-up of a large backlog under a tight rate limit: its turn comes 30 hours later.
+    long_ago = timezone.now() - dt.timedelta(hours=30)
+    Delivery.objects.filter(pk=delivery_id).update(retry_window_start_at=long_ago)
+    receiver.script("/hook", Reply(status=503), default=Reply(status=200))
+
+    deliveries_attempt(delivery_ids=[delivery_id])
+
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert delivery.retry_window_start_at > timezone.now() - dt.timedelta(minutes=1)
+    assert delivery.status == DeliveryStatus.PENDING  # its window starts at this first attempt
+    assert delivery.next_attempt_at is not None
+
+
 def test_a_pause_only_moves_the_window_of_a_delivery_that_was_retrying_when_it_began(
     school, receiver
 ):
