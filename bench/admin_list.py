@@ -13,28 +13,12 @@ Options: ``--rows`` (1,000,000), ``--loads`` (15 timed loads per page, after 3 w
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 
-from bench.deliveries import _database_create
+from bench.common import deliveries_ensure, environment_in_process
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_admin"
-
-
-def _environment() -> str:
-    url = os.environ.get("BENCH_ADMIN_DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ.setdefault(
-        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
-    )
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
-    return url
 
 
 def _timed(client, url: str, loads: int) -> tuple[float, float, int]:
@@ -58,14 +42,12 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=15)
     options = parser.parse_args()
 
-    url = _environment()
-    _database_create(url)
+    environment_in_process(variable="BENCH_ADMIN_DATABASE_URL", default_url=DEFAULT_DATABASE_URL)
     import django
 
     django.setup()
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from django.db import connection
     from django.test import Client
 
     from deliveries.models import Delivery
@@ -73,14 +55,7 @@ def main() -> None:
     from schools.services import admin_groups_sync, school_admin_grant
 
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM deliveries_delivery")
-        existing = cursor.fetchone()[0]
-    if existing < options.rows:
-        print(f"Generating {options.rows - existing:,} deliveries (once; kept for later runs)…")
-        call_command("deliveries_generate", count=options.rows - existing)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE deliveries_delivery")
+    deliveries_ensure(options.rows)
     total = Delivery.objects.count()
 
     admin_groups_sync()

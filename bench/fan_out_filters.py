@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
-import uuid
 from typing import Any
 
-from bench.deliveries import _database_create
+from bench.common import environment_in_process
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_fan_out_filters"
 
@@ -56,20 +54,6 @@ SCENARIOS = [
 ]
 
 
-def _environment() -> str:
-    url = os.environ.get("BENCH_FILTERS_DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ.setdefault(
-        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
-    )
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
-    return url
-
-
 def _data(n: int) -> dict[str, Any]:
     return {
         "course": {
@@ -89,8 +73,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="fan-out runs per kind (fastest)")
     options = parser.parse_args()
 
-    url = _environment()
-    _database_create(url)
+    environment_in_process(variable="BENCH_FILTERS_DATABASE_URL", default_url=DEFAULT_DATABASE_URL)
     import django
 
     django.setup()

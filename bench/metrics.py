@@ -27,26 +27,16 @@ import tempfile
 import time
 import uuid
 
-from bench.deliveries import _database_create
+from bench.common import environment_in_process
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_metrics"
 TOKEN = "bench-metrics-token-0123456789"  # noqa: S105
 
 
-def _environment() -> str:
-    url = os.environ.get("BENCH_METRICS_DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ.setdefault(
-        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
-    )
+def _environment() -> None:
+    environment_in_process(variable="BENCH_METRICS_DATABASE_URL", default_url=DEFAULT_DATABASE_URL)
     os.environ["WEBHOOKS_METRICS_TOKEN"] = TOKEN
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webhooks-bench-metrics-")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
-    return url
 
 
 def _batch(size: int) -> list:
@@ -179,7 +169,7 @@ def _fill(webhooks: int, schools: int, due: int, awaiting: int) -> None:
                 )
                 for index in range(due)
             ),
-            batch_size=5000,
+            batch_size=1000,  # PostgreSQL takes at most 65,535 parameters a statement
         )
         for name in ("beat", "sweeper", "worker:bench@host"):
             Heartbeat.objects.update_or_create(name=name, defaults={"seen_at": now})
@@ -196,8 +186,7 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=30)
     options = parser.parse_args()
 
-    url = _environment()
-    _database_create(url)
+    _environment()
     import django
 
     django.setup()

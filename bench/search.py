@@ -20,30 +20,14 @@ Options: ``--rows`` (1,000,000), ``--runs`` (15 timed runs after 3 warm-up runs)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.deliveries import _database_create
+from bench.common import deliveries_ensure, environment_in_process
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_search"
-
-
-def _environment() -> str:
-    url = os.environ.get("BENCH_SEARCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-bench-{uuid.uuid4().hex[:8]}")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ.setdefault(
-        "WEBHOOKS_ENCRYPTION_KEYS", "vV4DqoQqzgOcdG2Ct1f2vuL8K3Mqb1fNoOb4W4FqcZQ="
-    )
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webhooks_project.settings"
-    return url
 
 
 def _timed(work: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
@@ -70,8 +54,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     options = parser.parse_args()
 
-    url = _environment()
-    _database_create(url)
+    environment_in_process(variable="BENCH_SEARCH_DATABASE_URL", default_url=DEFAULT_DATABASE_URL)
     import django
 
     django.setup()
@@ -87,17 +70,7 @@ def main() -> None:
     from schools.services import admin_groups_sync, school_admin_grant
 
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM deliveries_delivery")
-        existing = cursor.fetchone()[0]
-    if existing < options.rows:
-        print(f"Generating {options.rows - existing:,} deliveries (once; kept for later runs)…")
-        started = time.monotonic()
-        call_command("deliveries_generate", count=options.rows - existing)
-        print(f"  generated in {time.monotonic() - started:.0f} s")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE events_event")
-        cursor.execute("ANALYZE deliveries_delivery")
+    deliveries_ensure(options.rows)
     deliveries, events = Delivery.objects.count(), Event.objects.count()
     school = School.objects.get(slug="bench-01")
 
