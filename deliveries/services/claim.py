@@ -167,6 +167,10 @@ def deliveries_claim_waiting(
     if not endpoints or capacity <= 0:
         return ClaimOutcome()
     with transaction.atomic():
+        # The webhooks' locks first: a claim that is leaving deliveries of one of them
+        # waiting (it saw the slots these attempts just freed still taken) commits before
+        # this reads, so its deliveries are seen here rather than skipped as locked rows.
+        _endpoints_lock(sorted(endpoints))
         candidates = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(
@@ -320,12 +324,15 @@ class _Plan:
         self.waiting_taken: dict[uuid.UUID, int] = {}
         self.kicked: set[uuid.UUID] = set()  # heads of catch-ups left behind: a message each
         self.caught_up: set[uuid.UUID] = set()  # catch-ups with nothing left waiting
+        self.filled: set[uuid.UUID] = set()  # webhooks this claim took to their limit
 
     def waiting_behind(self, endpoint: uuid.UUID) -> bool:
-        """Whether deliveries of ``endpoint`` still wait for its slots after this claim."""
+        """Whether deliveries of ``endpoint`` may wait for its slots after this claim: some
+        do, or this claim filled its last slot, so the next claim (in any process) leaves
+        its deliveries waiting for the attempts of this one to finish."""
         info = self.endpoints.get(endpoint)
         waiting = 0 if info is None else info.waiting - self.waiting_taken.get(endpoint, 0)
-        return endpoint in self.left or waiting > 0
+        return endpoint in self.left or endpoint in self.filled or waiting > 0
 
     def admits(self, endpoint: uuid.UUID, delivery: uuid.UUID | None = None) -> bool:
         """Whether one more automatic delivery (``delivery``) to ``endpoint`` may go now (and
@@ -363,6 +370,8 @@ class _Plan:
             probing.probe_at = self.now + self.lease  # another probe if this one never reports
             self.changed[endpoint] = probing
         info.in_flight += 1
+        if info.in_flight >= concurrency:
+            self.filled.add(endpoint)
         return True
 
     def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:

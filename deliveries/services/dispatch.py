@@ -222,7 +222,7 @@ class Dispatcher:
             {claim.delivery.subscription_id for claim in claims if claim.waiting_behind}
         )
         if not endpoints:
-            return 0  # nothing waited when they were claimed (the sweeper covers a race)
+            return 0  # nothing waited, and they left a slot free: nobody waits for them
         try:
             outcome = deliveries_claim_waiting(endpoints=endpoints, capacity=len(claims))
         except Exception:

@@ -81,7 +81,27 @@ def test_a_worker_takes_up_the_waiting_deliveries_of_the_webhooks_it_just_served
     outcome = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=10)
 
     assert sorted(str(claim.delivery.pk) for claim in outcome.claims) == sorted(ids[2:])
-    assert not any(claim.waiting_behind for claim in outcome.claims)
+    assert outcome.waiting == []
+    # They fill both slots again: whatever a later claim leaves waiting is theirs to take up.
+    assert all(claim.waiting_behind for claim in outcome.claims)
+
+
+def test_a_claim_that_fills_the_last_slot_takes_up_what_later_claims_leave_waiting(school):
+    # Another worker's claim can find the webhook full after this one, with nothing waiting yet
+    # when this one was made: its deliveries wait for this claim's attempts to finish.
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 4, max_concurrency=3)
+    first = deliveries_claim(delivery_ids=ids[:2])
+    second = deliveries_claim(delivery_ids=ids[2:3])
+    third = deliveries_claim(delivery_ids=ids[3:])
+
+    assert (first.waiting, second.waiting, third.waiting) == ([], [], ids[3:])
+    assert not any(claim.waiting_behind for claim in first.claims)  # a slot was still free
+    assert [claim.waiting_behind for claim in second.claims] == [True]  # it took the last one
+    Delivery.objects.filter(pk=second.claims[0].delivery.pk).update(
+        status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+    )  # as its result is recorded, the dispatcher takes up what waits behind it
+    taken = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=1)
+    assert [str(claim.delivery.pk) for claim in taken.claims] == ids[3:]
 
 
 def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
