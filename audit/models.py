@@ -69,4 +69,6 @@ class AuditEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label}: {self.action}"
+        # The action as people read it, in their language (the breadcrumbs, the page's title).
+        action = self.get_action_display()
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label}: {action}"

@@ -156,3 +156,16 @@ def test_a_new_webhook_records_the_settings_it_was_given_and_not_the_empty_ones(
         "sign_ed25519": [None, False],
         "is_active": [None, True],
     }
+
+
+def test_an_entrys_page_names_its_action_in_the_readers_language(client, school, admin_user):
+    subscription = SubscriptionFactory(school=school)
+    subscription_disable(subscription=subscription, reason="off")
+    entry = AuditEntry.objects.get()
+    client.force_login(admin_user)
+
+    french = client.get(f"{AUDIT}{entry.pk}/change/", HTTP_ACCEPT_LANGUAGE="fr-FR").content.decode()
+
+    title = french.split("<title>")[1].split("</title>")[0]
+    assert "Webhook désactivé" in title
+    assert entry.action not in title  # not the stored value ("webhook.disabled")
