@@ -2,7 +2,7 @@
 
 The transport reports network and HTTP outcomes; the other stages add their own (a disabled
 webhook, a body template that cannot be rendered, a secret no key can read). The delivery and
-attempt models store the value; ``ERROR_KIND_LABELS`` names it for people.
+attempt models store the value and name it for people, in their language (``deliveries.models``).
 """
 
 from __future__ import annotations
@@ -27,24 +27,6 @@ class ErrorKind(StrEnum):
     CONFIGURATION = "configuration"
     INTERNAL = "internal"
 
-
-ERROR_KIND_LABELS: dict[ErrorKind, str] = {
-    ErrorKind.NONE: "None",
-    ErrorKind.HTTP_STATUS: "HTTP error status",
-    ErrorKind.REDIRECT: "Redirect (not followed)",
-    ErrorKind.TIMEOUT: "Timeout",
-    ErrorKind.CONNECTION: "Connection failed",
-    ErrorKind.DNS: "DNS lookup failed",
-    ErrorKind.TLS: "TLS error",
-    ErrorKind.BLOCKED: "Destination not allowed",
-    ErrorKind.INVALID_URL: "Invalid URL",
-    ErrorKind.RESPONSE: "Malformed response",
-    ErrorKind.INTERRUPTED: "Attempt interrupted",
-    ErrorKind.DISABLED: "Subscription disabled",
-    ErrorKind.TEMPLATE: "Body template error",
-    ErrorKind.CONFIGURATION: "Configuration error",
-    ErrorKind.INTERNAL: "Internal error",
-}
 
 # Failures that network conditions cause: an endpoint that keeps answering with them is down.
 NETWORK_FAILURES = frozenset(
