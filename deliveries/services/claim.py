@@ -101,7 +101,7 @@ class Claim:
     # The webhook's circuit breaker as this claim left it, and its network failures in a row.
     circuit: str = CircuitState.CLOSED
     failures: int = 0
-    # Other deliveries of the webhook wait for its slots: take them up when this one is done.
+    # Other deliveries of the webhook may wait for its slots: take them up when this one is done.
     waiting_behind: bool = False
 
     @property
@@ -170,7 +170,7 @@ def deliveries_claim_waiting(
         # The webhooks' locks first: a claim that is leaving deliveries of one of them
         # waiting (it saw the slots these attempts just freed still taken) commits before
         # this reads, so its deliveries are seen here rather than skipped as locked rows.
-        _endpoints_lock(sorted(endpoints))
+        endpoints_lock(list(endpoints))
         candidates = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(
@@ -203,12 +203,14 @@ def _claim(
     if not candidates:
         return outcome, [], None
     endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
-    _endpoints_lock(endpoints)
+    endpoints_lock(endpoints)
     plan = _Plan(now=now, endpoints=endpoints, lease=lease)
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
         elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id, pk):
+            if trigger in _BYPASS_LIMITS:
+                plan.count(subscription_id)  # it goes whatever the limits, but holds a slot
             plan.chosen.append(pk)
             if not park:  # taking up deliveries that waited: fewer wait now
                 plan.waiting_taken[subscription_id] = plan.waiting_taken.get(subscription_id, 0) + 1
@@ -224,7 +226,7 @@ def _claim(
     return outcome, rows, plan
 
 
-def _endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:
+def endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:
     """Serialise claims per webhook until the transaction ends (in one order: no deadlock).
 
     SQLite (the embedded default) runs one writing transaction at a time anyway.
@@ -369,10 +371,18 @@ class _Plan:
             probing.circuit_state = CircuitState.HALF_OPEN
             probing.probe_at = self.now + self.lease  # another probe if this one never reports
             self.changed[endpoint] = probing
-        info.in_flight += 1
-        if info.in_flight >= concurrency:
-            self.filled.add(endpoint)
+        self.count(endpoint, concurrency)
         return True
+
+    def count(self, endpoint: uuid.UUID, concurrency: int | None = None) -> None:
+        """Count one more attempt in flight to ``endpoint`` (at most ``concurrency``, by
+        default the webhook's), and whether it took the last slot."""
+        info = self.endpoints.get(endpoint)
+        if info is None:
+            return
+        info.in_flight += 1
+        if info.in_flight >= (concurrency or info.concurrency):
+            self.filled.add(endpoint)
 
     def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:
         """Take one token of the webhook's bucket (``rate`` per second, bursts of ``rate``)."""

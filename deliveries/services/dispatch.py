@@ -187,9 +187,10 @@ class Dispatcher:
         pause = 0.2
         while True:
             try:
-                deliveries_record(claims=claims, results=results, pull_waiting=False)
+                opened: set[uuid.UUID] = set()
+                deliveries_record(claims=claims, results=results, pull_waiting=False, opened=opened)
                 receivers_gone_disable(claims, results)
-                return self._continue(claims)
+                return self._continue(claims, opened)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = timezone.now().timestamp() + pause > lease_end + 60
@@ -215,11 +216,16 @@ class Dispatcher:
                 logger.exception("Recording %d attempts failed", len(batch))
                 return 0
 
-    def _continue(self, claims: list[Claim]) -> int:
+    def _continue(self, claims: list[Claim], opened: set[uuid.UUID]) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
-        slots, and send them with the slots just freed; return how many."""
+        slots, and send them with the slots just freed; return how many. A webhook whose
+        circuit is open (``opened``) is left alone: its waiting deliveries wait for its probe."""
         endpoints = sorted(
-            {claim.delivery.subscription_id for claim in claims if claim.waiting_behind}
+            {
+                claim.delivery.subscription_id
+                for claim in claims
+                if claim.waiting_behind and claim.delivery.subscription_id not in opened
+            }
         )
         if not endpoints:
             return 0  # nothing waited, and they left a slot free: nobody waits for them

@@ -34,7 +34,7 @@ from ..models import (
     EndpointState,
 )
 from ..redaction import attempt_redact
-from .claim import Claim
+from .claim import Claim, endpoints_lock
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
 from .redrive import retrigger_schedule_resume
@@ -82,7 +82,11 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 
 def deliveries_record(
-    *, claims: list[Claim], results: list[TransportResult], pull_waiting: bool = True
+    *,
+    claims: list[Claim],
+    results: list[TransportResult],
+    pull_waiting: bool = True,
+    opened: set[uuid.UUID] | None = None,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -92,7 +96,9 @@ def deliveries_record(
     the batch cannot be written as a whole, each result is written on its own.
 
     ``pull_waiting`` enqueues, for each webhook, as many of the deliveries that waited for its
-    slots as finished here; a caller that takes them up itself (the dispatcher) passes False.
+    slots as finished here; a caller that takes them up itself (the dispatcher) passes False,
+    and an ``opened`` set, which gets the webhooks whose circuit is open after this batch (their
+    waiting deliveries wait for the probe).
     """
     now = timezone.now()
     attempts: list[DeliveryAttempt] = []
@@ -141,9 +147,11 @@ def deliveries_record(
             owned |= _result_write_alone(claim, attempt, now)
     for countdown, delivery_ids in _by_countdown(soon, owned).items():
         after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
-    opened = _circuits_update(claims, results, now)
+    circuits_open = _circuits_update(claims, results, now)
+    if opened is not None:
+        opened |= circuits_open
     if pull_waiting:
-        _waiting_pull(claims, owned, opened, now)
+        _waiting_pull(claims, owned, circuits_open, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
         _late_attempts_record(lost)
@@ -537,6 +545,9 @@ def _waiting_pull(
     if not freed:
         return
     with transaction.atomic():
+        # The webhooks' locks first, as ``deliveries_claim_waiting`` takes them: a claim that
+        # is leaving deliveries waiting commits before this reads them.
+        endpoints_lock(list(freed))
         waiting = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(

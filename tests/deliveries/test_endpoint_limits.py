@@ -3,16 +3,22 @@ with real receivers on 127.0.0.1."""
 
 import datetime as dt
 import socket
+import threading
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import deliveries_attempt, event_fan_out
-from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
+from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting, endpoints_lock
+from deliveries.services.dispatch import dispatcher
+from deliveries.services.record import deliveries_record
 from events.services import event_publish
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
+from webhook_engine.transport import TransportResult
 
 pytestmark = pytest.mark.django_db
 
@@ -104,6 +110,46 @@ def test_a_claim_that_fills_the_last_slot_takes_up_what_later_claims_leave_waiti
     assert [str(claim.delivery.pk) for claim in taken.claims] == ids[3:]
 
 
+def test_a_manual_send_holds_a_slot_and_takes_up_what_waits_behind_it(school):
+    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 2, max_concurrency=1)
+    Delivery.objects.filter(pk=ids[0]).update(next_trigger=AttemptTrigger.MANUAL)
+
+    manual = deliveries_claim(delivery_ids=ids[:1])  # goes whatever the limits
+    automatic = deliveries_claim(delivery_ids=ids[1:])
+
+    assert [str(claim.delivery.pk) for claim in manual.claims] == ids[:1]
+    assert automatic.waiting == ids[1:]  # the manual attempt holds the only slot
+    assert [claim.waiting_behind for claim in manual.claims] == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_taking_up_waiting_deliveries_sees_those_a_concurrent_claim_is_leaving_waiting(school):
+    # A claim that leaves a delivery waiting holds its webhook's lock until it commits; taking
+    # up that webhook's waiting deliveries waits for it and then sees the delivery, instead of
+    # passing over a row another transaction has locked.
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 1, max_concurrency=1)
+    locked, release = threading.Event(), threading.Event()
+
+    def parking_claim():
+        try:
+            with transaction.atomic():
+                endpoints_lock([subscription.pk])
+                Delivery.objects.filter(pk=ids[0]).update(enqueued_at=None)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=parking_claim)
+    thread.start()
+    assert locked.wait(10)
+    threading.Timer(0.3, release.set).start()
+    taken = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=1)
+    thread.join(10)
+
+    assert [str(claim.delivery.pk) for claim in taken.claims] == ids
+
+
 def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
     _subscription, ids = _deliveries(
         school, "http://127.0.0.1:9/hook", 5, rate_limit_per_second=2, max_concurrency=10
@@ -140,6 +186,28 @@ def test_network_failures_in_a_row_open_the_circuit_and_the_deliveries_then_wait
     assert 29 <= (state.probe_at - timezone.now()).total_seconds() <= 30
     assert waiting.claims == []  # held back, no attempt spent
     assert Delivery.objects.get(pk=ids[3]).attempts == 0
+
+
+def test_the_recorder_learns_which_circuits_it_opened_and_takes_up_nothing_behind_them(
+    school, settings, django_assert_num_queries
+):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=2)
+    claims = deliveries_claim(delivery_ids=ids).claims  # two go, the third waits behind them
+    refused = TransportResult(
+        request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+    )
+    opened: set = set()
+
+    deliveries_record(
+        claims=claims, results=[refused] * len(claims), pull_waiting=False, opened=opened
+    )
+
+    assert opened == {subscription.pk}
+    assert all(claim.waiting_behind for claim in claims)
+    with django_assert_num_queries(0):  # not even a look: the third waits for the probe
+        assert dispatcher()._continue(claims, opened) == 0
+    assert Delivery.objects.get(pk=ids[2]).attempts == 0
 
 
 def test_an_open_circuit_lets_one_probe_through_when_its_time_has_come(school, receiver):
