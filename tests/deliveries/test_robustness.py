@@ -170,3 +170,25 @@ def test_a_send_test_that_never_finished_is_failed_by_the_sweeper_and_not_a_back
     assert health["oldest_due_delivery_seconds"] == 0.0
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.last_error == "The Send Test did not finish: the process sending it stopped."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_result_the_database_refuses_does_not_lose_the_rest_of_its_batch(school):
+    SubscriptionFactory(school=school, url="http://127.0.0.1:9/good")
+    SubscriptionFactory(school=school, url="http://127.0.0.1:9/bad")
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    good, bad = Delivery.objects.filter(pk__in=event_fan_out(event_id=event.id))
+    claims = deliveries_claim(delivery_ids=[str(good.pk), str(bad.pk)]).claims
+    by_pk = {claim.delivery.pk: claim for claim in claims}
+    results = {
+        good.pk: TransportResult(request_headers={}, status=200, duration_ms=12),
+        bad.pk: TransportResult(request_headers={}, status=200, duration_ms=2**40),  # no int4
+    }
+
+    deliveries_record(
+        claims=[by_pk[good.pk], by_pk[bad.pk]], results=[results[good.pk], results[bad.pk]]
+    )
+
+    # The batch failed as a whole; its results were then written one by one.
+    assert Delivery.objects.get(pk=good.pk).status == DeliveryStatus.DELIVERED
+    assert DeliveryAttempt.objects.get(delivery=good).duration_ms == 12
