@@ -14,7 +14,14 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import Q
 from django.utils import timezone
 
@@ -139,6 +146,8 @@ def deliveries_record(
 
     try:
         owned = _results_write(claims, attempts, now)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unreachable, not refusing a row: the caller retries the batch
     except DatabaseError:
         # One row the database refuses must not lose the others' results (their leases would
         # run out and they would be sent again): write them one by one.
@@ -346,6 +355,8 @@ def _result_write_alone(claim: Claim, attempt: DeliveryAttempt, now: dt.datetime
             claim.delivery.last_error = attempt.error_message
         try:
             return _results_write([claim], [attempt], now)
+        except (OperationalError, InterfaceError):
+            raise
         except DatabaseError:
             logger.exception("Recording attempt %s of %s failed", claim.number, claim.delivery.pk)
     return set()

@@ -2,7 +2,9 @@
 
 import datetime as dt
 
+import psycopg
 import pytest
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
@@ -192,3 +194,25 @@ def test_a_result_the_database_refuses_does_not_lose_the_rest_of_its_batch(schoo
     # The batch failed as a whole; its results were then written one by one.
     assert Delivery.objects.get(pk=good.pk).status == DeliveryStatus.DELIVERED
     assert DeliveryAttempt.objects.get(delivery=good).duration_ms == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_database_connection_is_raised_for_a_retry_not_taken_for_refused_rows(
+    school, caplog
+):
+    delivery = _delivery(school, "http://127.0.0.1:9/x")
+    claims = deliveries_claim(delivery_ids=[str(delivery.pk)]).claims
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # as a database restart does
+
+    with pytest.raises((OperationalError, InterfaceError)):
+        deliveries_record(claims=claims, results=[TransportResult(request_headers={}, status=200)])
+
+    assert "recording one by one" not in caplog.text
+    assert "Recording attempt" not in caplog.text
+    connection.close()
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.PENDING  # retried later
