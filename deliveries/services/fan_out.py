@@ -263,7 +263,7 @@ def _events_fan_out_batch(
                 if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
                     large.append((event, matching))
                     continue
-                bodies = _Bodies(event)
+                bodies = Bodies(event)
                 built = [
                     delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
                     for subscription in matching
@@ -377,7 +377,7 @@ def _event_fan_out_in_pieces(
     with _event_lock(event.pk) as locked:
         if not locked:
             return None
-        bodies = _Bodies(event)
+        bodies = Bodies(event)
         # Pieces written before a crash are not written again.
         done = set(Delivery.objects.filter(event=event).values_list("subscription_id", flat=True))
         remaining = [subscription for subscription in subscriptions if subscription.pk not in done]
@@ -463,7 +463,7 @@ def _events_fan_out_one_by_one(
     return fanned_out
 
 
-class _Bodies:
+class Bodies:
     """The bodies of one event, rendered once per content type, template and profile: the
     webhooks of a school mostly share them, so a thousand deliveries cost one rendering."""
 
@@ -508,7 +508,7 @@ def delivery_wanted(*, event: Event, subscription: Subscription) -> bool:
 
 
 def delivery_build(
-    *, event: Event, subscription: Subscription, now: dt.datetime, bodies: _Bodies | None = None
+    *, event: Event, subscription: Subscription, now: dt.datetime, bodies: Bodies | None = None
 ) -> Delivery:
     """The delivery of ``event`` to ``subscription``, its body rendered (unsaved).
 
@@ -526,7 +526,7 @@ def delivery_build(
         created_at=now,
     )
     try:
-        delivery.body, delivery.content_type = (bodies or _Bodies(event)).render(
+        delivery.body, delivery.content_type = (bodies or Bodies(event)).render(
             subscription.content_type, subscription.body_template, subscription.profile
         )
     except BodyTemplateError as exc:

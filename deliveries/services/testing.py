@@ -15,12 +15,13 @@ from events.models import Event, EventType
 from subscriptions.crypto import secret_encrypt
 from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secrets_active
+from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.vendors import profile_get
 
-from ..models import AttemptTrigger, DeliveryAttempt, DeliveryStatus
+from ..models import AttemptTrigger, DeliveryAttempt
 from .attempts import deliveries_attempt
 from .claim import Claim
-from .fan_out import delivery_build
+from .fan_out import Bodies, delivery_build
 from .record import deliveries_record
 from .send import deliveries_send, headers_redact
 
@@ -62,15 +63,33 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
             fanned_out_at=now,
             is_test=True,
         )
-        delivery = delivery_build(event=event, subscription=subscription, now=now)
-        if delivery.status == DeliveryStatus.FAILED:
-            raise ValidationError({"body_template": [delivery.last_error]})
+        delivery = delivery_build(
+            event=event, subscription=subscription, now=now, bodies=_bodies(event, subscription)
+        )
         delivery.is_test = True
         delivery.next_trigger = AttemptTrigger.TEST
         delivery.enqueued_at = None  # sent right here, never by a worker
         delivery.save(force_insert=True)
     [attempt] = deliveries_attempt(delivery_ids=[delivery.pk])
     return attempt
+
+
+def _bodies(event: Event, subscription: Subscription) -> Bodies:
+    """The event's bodies, the webhook's rendered; raises ``ValidationError`` (``body_template``)
+    in the reader's language when its template cannot be rendered for the sample."""
+    bodies = Bodies(event)
+    try:
+        bodies.render(subscription.content_type, subscription.body_template, subscription.profile)
+    except BodyTemplateError as exc:
+        raise ValidationError(
+            {
+                "body_template": [
+                    _("The webhook body could not be rendered for this event: %(reason)s")
+                    % {"reason": exc.message()}
+                ]
+            }
+        ) from exc
+    return bodies
 
 
 def delivery_test_send_settings(
@@ -116,9 +135,9 @@ def delivery_test_send_settings(
         fanned_out_at=now,
         is_test=True,
     )
-    delivery = delivery_build(event=event, subscription=subscription, now=now)
-    if delivery.status == DeliveryStatus.FAILED:
-        raise ValidationError({"body_template": [delivery.last_error]})
+    delivery = delivery_build(
+        event=event, subscription=subscription, now=now, bodies=_bodies(event, subscription)
+    )
     delivery.school = subscription.school
     delivery.is_test = True
     delivery.next_trigger = AttemptTrigger.TEST

@@ -2,6 +2,7 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 from standardwebhooks.webhooks import Webhook
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryStatus
@@ -54,4 +55,27 @@ def test_send_test_with_an_unknown_event_type_is_refused(school):
         delivery_test_send(subscription=subscription, event_type="course.exploded")
 
     assert raised.value.message_dict == {"event_type": ["Unknown event type 'course.exploded'."]}
+    assert Delivery.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "sentence"),
+    [
+        ("en", "The webhook body could not be rendered for this event: the body is not valid JSON"),
+        ("fr", "Le corps du webhook n’a pas pu être produit pour cet événement : le corps n’est"),
+    ],
+)
+def test_send_test_with_a_body_that_cannot_be_rendered_says_why_in_the_readers_language(
+    school, receiver, language, sentence
+):
+    subscription = SubscriptionFactory(
+        school=school, url=receiver.url("/t"), body_template='{"course": {{ data.course.name }}}'
+    )
+
+    with translation.override(language), pytest.raises(ValidationError) as raised:
+        delivery_test_send(subscription=subscription, event_type="course.created")
+
+    [message] = raised.value.message_dict["body_template"]
+    assert message.startswith(sentence)
+    assert receiver.received("/t") == []
     assert Delivery.objects.count() == 0
