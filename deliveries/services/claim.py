@@ -28,7 +28,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,36 +158,71 @@ def deliveries_claim(
 
 
 def deliveries_claim_waiting(
-    *, endpoints: Sequence[uuid.UUID], capacity: int, now: dt.datetime | None = None
+    *, freed: Mapping[uuid.UUID, int], now: dt.datetime | None = None
 ) -> ClaimOutcome:
-    """Take up deliveries that waited for a slot of one of ``endpoints`` (oldest first), as
-    their limits allow, at most ``capacity``: what a worker does when its attempts to those
-    webhooks have just finished, instead of waiting for a message."""
+    """Take up deliveries that waited for a slot of the webhooks in ``freed`` (each with how
+    many of its attempts just finished), oldest first, as their limits allow: at most that
+    many per webhook. What a worker does when its attempts to those webhooks are done,
+    instead of waiting for a message.
+
+    Each webhook gets its own share: the oldest waiting deliveries of another webhook in the
+    same batch cannot use up the candidates or the slots, which would leave this webhook's
+    waiting deliveries with no attempt in flight to take them up (only the sweeper would).
+    """
     now = now or timezone.now()
-    if not endpoints or capacity <= 0:
+    freed = {endpoint: count for endpoint, count in freed.items() if count > 0}
+    if not freed:
         return ClaimOutcome()
     with transaction.atomic():
         # The webhooks' locks first: a claim that is leaving deliveries of one of them
         # waiting (it saw the slots these attempts just freed still taken) commits before
         # this reads, so its deliveries are seen here rather than skipped as locked rows.
-        endpoints_lock(list(endpoints))
-        candidates = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(
-                subscription_id__in=list(endpoints),
-                status=DeliveryStatus.PENDING,
-                enqueued_at__isnull=True,
-                next_attempt_at__lte=now,
-            )
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at", "id")
-            .values_list("pk", "subscription_id", "next_trigger")[: capacity * 4]
-        )
+        endpoints_lock(list(freed))
+        candidates = _waiting_candidates(freed, now)
         outcome, rows, plan = _claim(
-            candidates, now=now, capacity=capacity, park=False, lease=_lease_length(True)
+            candidates,
+            now=now,
+            capacity=sum(freed.values()),
+            park=False,
+            lease=_lease_length(True),
+            locked=True,
+            quota=freed,
         )
     outcome.claims = _claims_build(rows, plan, now)
     return outcome
+
+
+def _waiting_candidates(
+    freed: Mapping[uuid.UUID, int], now: dt.datetime
+) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """Up to four times its share of each webhook's waiting deliveries (some may not go: a
+    rate limit, a probe), locked, oldest first; rows another worker holds are passed over."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.id, c.subscription_id, c.next_trigger FROM "
+                "unnest(%s::uuid[], %s::integer[]) AS e(id, share) CROSS JOIN LATERAL ("
+                "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
+                "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
+                "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
+                "AND (d.leased_until IS NULL OR d.leased_until < %s) "
+                "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
+                "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id",
+                [list(freed), list(freed.values()), now, now],
+            )
+            return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+    waiting = (
+        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .order_by("next_attempt_at", "id")
+    )
+    found: list[tuple[Any, ...]] = []
+    for endpoint, share in freed.items():
+        found += waiting.filter(subscription_id=endpoint).values_list(
+            "next_attempt_at", "id", "pk", "subscription_id", "next_trigger"
+        )[: share * 4]
+    return [row[2:] for row in sorted(found, key=lambda row: row[:2])]
 
 
 def _claim(
@@ -197,17 +232,26 @@ def _claim(
     capacity: int | None,
     park: bool,
     lease: dt.timedelta,
+    locked: bool = False,
+    quota: Mapping[uuid.UUID, int] | None = None,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
-    """Decide and lease, inside the caller's transaction."""
+    """Decide and lease, inside the caller's transaction; ``locked``: the caller already holds
+    the locks of the candidates' webhooks; ``quota``: at most this many per webhook (the
+    others stay as they are, waiting)."""
     outcome = ClaimOutcome()
     if not candidates:
         return outcome, [], None
     endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
-    endpoints_lock(endpoints)
+    if not locked:
+        endpoints_lock(endpoints)
     plan = _Plan(now=now, endpoints=endpoints, lease=lease)
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
+        elif quota is not None and plan.waiting_taken.get(subscription_id, 0) >= quota.get(
+            subscription_id, 0
+        ):
+            continue  # this webhook's share is taken; the rest go on waiting
         elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id, pk):
             if trigger in _BYPASS_LIMITS:
                 plan.count(subscription_id)  # it goes whatever the limits, but holds a slot

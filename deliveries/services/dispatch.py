@@ -220,19 +220,17 @@ class Dispatcher:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
         slots, and send them with the slots just freed; return how many. A webhook whose
         circuit is open (``opened``) is left alone: its waiting deliveries wait for its probe."""
-        endpoints = sorted(
-            {
-                claim.delivery.subscription_id
-                for claim in claims
-                if claim.waiting_behind and claim.delivery.subscription_id not in opened
-            }
-        )
-        if not endpoints:
+        freed: dict[uuid.UUID, int] = {}
+        for claim in claims:
+            endpoint = claim.delivery.subscription_id
+            if claim.waiting_behind and endpoint not in opened:
+                freed[endpoint] = freed.get(endpoint, 0) + 1
+        if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
         try:
-            outcome = deliveries_claim_waiting(endpoints=endpoints, capacity=len(claims))
+            outcome = deliveries_claim_waiting(freed=freed)
         except Exception:
-            logger.exception("Taking up deliveries waiting for %d webhooks failed", len(endpoints))
+            logger.exception("Taking up deliveries waiting for %d webhooks failed", len(freed))
             return 0
         if outcome.retry_at is not None and outcome.waiting:
             claims_followup(outcome.waiting, outcome)

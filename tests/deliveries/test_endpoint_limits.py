@@ -79,12 +79,12 @@ def test_finished_attempts_hand_their_slots_to_the_deliveries_that_waited(school
 def test_a_worker_takes_up_the_waiting_deliveries_of_the_webhooks_it_just_served(school):
     subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 4, max_concurrency=2)
     first = deliveries_claim(delivery_ids=ids)
-    assert deliveries_claim_waiting(endpoints=[subscription.pk], capacity=10).claims == []
+    assert deliveries_claim_waiting(freed={subscription.pk: 10}).claims == []
     Delivery.objects.filter(pk__in=[c.delivery.pk for c in first.claims]).update(
         status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
     )  # as their results are recorded
 
-    outcome = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=10)
+    outcome = deliveries_claim_waiting(freed={subscription.pk: 10})
 
     assert sorted(str(claim.delivery.pk) for claim in outcome.claims) == sorted(ids[2:])
     assert outcome.waiting == []
@@ -106,8 +106,35 @@ def test_a_claim_that_fills_the_last_slot_takes_up_what_later_claims_leave_waiti
     Delivery.objects.filter(pk=second.claims[0].delivery.pk).update(
         status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
     )  # as its result is recorded, the dispatcher takes up what waits behind it
-    taken = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=1)
+    taken = deliveries_claim_waiting(freed={subscription.pk: 1})
     assert [str(claim.delivery.pk) for claim in taken.claims] == ids[3:]
+
+
+def test_each_webhook_takes_up_its_own_waiting_deliveries_whatever_waits_longer_elsewhere(
+    school,
+):
+    # One recorded batch finished attempts of two webhooks. The other webhook's deliveries have
+    # waited longer, and more of them than the batch freed slots: they must not take this
+    # webhook's share, or its waiting deliveries would be left with nothing in flight.
+    busy, _ids = _deliveries(school, "http://127.0.0.1:9/busy", 9, max_concurrency=1)
+    quiet, _ids = _deliveries(school, "http://127.0.0.1:9/quiet", 2, max_concurrency=1)
+    every = [str(pk) for pk in Delivery.objects.order_by("created_at").values_list("pk", flat=True)]
+    first = deliveries_claim(delivery_ids=every)
+    assert sorted(claim.delivery.subscription_id for claim in first.claims) == sorted(
+        [busy.pk, quiet.pk]
+    )
+    Delivery.objects.filter(pk__in=[c.delivery.pk for c in first.claims]).update(
+        status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+    )  # as their results are recorded
+
+    taken = deliveries_claim_waiting(freed={busy.pk: 1, quiet.pk: 1})
+
+    assert sorted(claim.delivery.subscription_id for claim in taken.claims) == sorted(
+        [busy.pk, quiet.pk]
+    )
+    assert all(
+        claim.waiting_behind for claim in taken.claims if claim.delivery.subscription_id == busy.pk
+    )
 
 
 def test_a_manual_send_holds_a_slot_and_takes_up_what_waits_behind_it(school):
@@ -144,7 +171,7 @@ def test_taking_up_waiting_deliveries_sees_those_a_concurrent_claim_is_leaving_w
     thread.start()
     assert locked.wait(10)
     threading.Timer(0.3, release.set).start()
-    taken = deliveries_claim_waiting(endpoints=[subscription.pk], capacity=1)
+    taken = deliveries_claim_waiting(freed={subscription.pk: 1})
     thread.join(10)
 
     assert [str(claim.delivery.pk) for claim in taken.claims] == ids
