@@ -213,38 +213,40 @@ def _results_write(
 ) -> set[uuid.UUID]:
     """Write the batch atomically; return the deliveries whose lease was still ours.
 
-    On PostgreSQL one statement writes both the deliveries' new state (where this worker's
-    lease still holds) and their attempt rows; elsewhere (the embedded SQLite) the rows are
-    locked, read, bulk-updated and the attempts inserted in a transaction.
+    On PostgreSQL one statement writes the deliveries' new state (where this worker's lease
+    still holds), their attempt rows and their webhooks' failure streaks; elsewhere (the
+    embedded SQLite) the rows are locked, read, bulk-updated and the attempts inserted in a
+    transaction, then the streaks updated.
     """
     if connection.vendor == "postgresql":
-        owned = _results_write_statement(claims, attempts)
-    else:
-        with transaction.atomic():
-            owned = set(
-                Delivery.objects.select_for_update()
-                .filter(pk__in=[claim.delivery.pk for claim in claims])
-                .filter(lease_token__in={claim.token for claim in claims})
-                .values_list("pk", flat=True)
+        return _results_write_statement(claims, attempts, now)
+    with transaction.atomic():
+        owned = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[claim.delivery.pk for claim in claims])
+            .filter(lease_token__in={claim.token for claim in claims})
+            .values_list("pk", flat=True)
+        )
+        if owned:
+            Delivery.objects.bulk_update(
+                [claim.delivery for claim in claims if claim.delivery.pk in owned],
+                _RECORDED_FIELDS,
             )
-            if owned:
-                Delivery.objects.bulk_update(
-                    [claim.delivery for claim in claims if claim.delivery.pk in owned],
-                    _RECORDED_FIELDS,
-                )
-                DeliveryAttempt.objects.bulk_create(
-                    [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
-                )
+            DeliveryAttempt.objects.bulk_create(
+                [a for a, c in zip(attempts, claims, strict=True) if c.delivery.pk in owned]
+            )
     if owned:
         _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
     return owned
 
 
 def _results_write_statement(
-    claims: list[Claim], attempts: list[DeliveryAttempt]
+    claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime
 ) -> set[uuid.UUID]:
-    """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, and ``INSERT`` their
-    attempts from it, in one statement (atomic on its own, one round trip).
+    """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, ``INSERT`` their
+    attempts from it, and end or start their webhooks' failure streaks as
+    ``_failure_streaks_update`` does, in one statement (atomic on its own, one round trip).
+    A webhook whose streak does not change is not written (the usual path: no row locked).
 
     The statement is written with PostgreSQL's own placeholders (``$1``) and sent through a
     raw cursor: a batch's statement is new text of up to tens of kilobytes, and converting
@@ -253,7 +255,7 @@ def _results_write_statement(
     delivery_rows: list[str] = []
     attempt_rows: list[str] = []
     params: list[Any] = []
-    for claim in claims:
+    for claim, attempt in zip(claims, attempts, strict=True):
         delivery = claim.delivery
         delivery_rows.append(_row(_DELIVERY_ROW, len(params)))
         params += [
@@ -266,6 +268,7 @@ def _results_write_statement(
             delivery.last_error_kind,
             delivery.last_error,
             delivery.delivered_at,
+            _outcome(attempt),
         ]
     for attempt in attempts:
         attempt_rows.append(_row(_ATTEMPT_ROW, len(params)))
@@ -284,8 +287,9 @@ def _results_write_statement(
             attempt.error_kind,
             attempt.error_message,
         ]
+    params.append(now)
     sql = _RESULTS_WRITE.format(
-        deliveries=", ".join(delivery_rows), attempts=", ".join(attempt_rows)
+        deliveries=", ".join(delivery_rows), attempts=", ".join(attempt_rows), now=len(params)
     )
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
@@ -304,7 +308,7 @@ def _numbered(row: str) -> tuple[str, int]:
 
 _DELIVERY_ROW = _numbered(
     "(%s::uuid, %s::uuid, %s::varchar, %s::timestamptz, %s::timestamptz, %s::integer, "
-    "%s::varchar, %s::text, %s::timestamptz)"
+    "%s::varchar, %s::text, %s::timestamptz, %s::boolean)"
 )
 _ATTEMPT_ROW = _numbered(
     "(%s::uuid, %s::integer, %s::varchar, %s::timestamptz, %s::integer, %s::varchar, "
@@ -327,9 +331,20 @@ WITH owned AS (
         last_error = v.last_error, delivered_at = v.delivered_at
     FROM (VALUES {deliveries}) AS v(id, token, status, next_attempt_at, enqueued_at,
                                     last_response_status, last_error_kind, last_error,
-                                    delivered_at)
+                                    delivered_at, succeeded)
     WHERE d.id = v.id AND d.lease_token = v.token
-    RETURNING d.id
+    RETURNING d.id, d.subscription_id, v.succeeded
+),
+streaks_ended AS (
+    UPDATE subscriptions_subscription AS s SET failing_since = NULL
+    WHERE s.id IN (SELECT subscription_id FROM owned WHERE succeeded)
+      AND s.failing_since IS NOT NULL
+),
+streaks_started AS (
+    UPDATE subscriptions_subscription AS s SET failing_since = ${now}
+    WHERE s.id IN (SELECT subscription_id FROM owned WHERE NOT succeeded)
+      AND s.id NOT IN (SELECT subscription_id FROM owned WHERE succeeded)
+      AND s.failing_since IS NULL
 )
 INSERT INTO deliveries_deliveryattempt
     (delivery_id, number, trigger, started_at, duration_ms, request_url, request_headers,

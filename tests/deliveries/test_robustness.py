@@ -18,6 +18,7 @@ from deliveries.services.claim import deliveries_claim
 from deliveries.services.record import deliveries_record
 from events.models import Event
 from events.services import event_publish
+from subscriptions.models import Subscription
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -216,3 +217,36 @@ def test_a_lost_database_connection_is_raised_for_a_retry_not_taken_for_refused_
     assert "Recording attempt" not in caplog.text
     connection.close()
     assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.PENDING  # retried later
+
+
+def test_one_batch_ends_and_starts_failure_streaks_and_a_success_wins_over_a_failure(school):
+    long_ago = timezone.now() - dt.timedelta(days=2)
+    recovered = SubscriptionFactory(
+        school=school, url="http://127.0.0.1:9/a", failing_since=long_ago
+    )
+    breaking = SubscriptionFactory(school=school, url="http://127.0.0.1:9/b")
+    mixed = SubscriptionFactory(school=school, url="http://127.0.0.1:9/c")
+    still = SubscriptionFactory(school=school, url="http://127.0.0.1:9/d", failing_since=long_ago)
+    events = [
+        event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
+        for n in range(2)
+    ]
+    ids = [str(pk) for event in events for pk in event_fan_out(event_id=event.id)]
+    claims = deliveries_claim(delivery_ids=ids).claims
+    ok, failed = (
+        TransportResult(request_headers={}, status=200),
+        TransportResult(request_headers={}, status=500, error_kind=ErrorKind.HTTP_STATUS),
+    )
+    outcome = {recovered.pk: [ok, ok], breaking.pk: [failed, failed], mixed.pk: [failed, ok]}
+    outcome[still.pk] = [failed, failed]
+    results = [outcome[claim.delivery.subscription_id].pop() for claim in claims]
+
+    before = timezone.now()
+    deliveries_record(claims=claims, results=results)
+
+    streaks = dict(Subscription.objects.filter(school=school).values_list("pk", "failing_since"))
+    assert streaks[recovered.pk] is None
+    assert streaks[breaking.pk] is not None
+    assert streaks[breaking.pk] >= before
+    assert streaks[mixed.pk] is None  # a success in the batch ends what a failure would start
+    assert streaks[still.pk] == long_ago  # a running streak keeps its start
