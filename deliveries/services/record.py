@@ -247,6 +247,8 @@ def _results_write_statement(
     attempts from it, and end or start their webhooks' failure streaks as
     ``_failure_streaks_update`` does, in one statement (atomic on its own, one round trip).
     A webhook whose streak does not change is not written (the usual path: no row locked).
+    The webhooks are looked up as arrays (``= ANY(ARRAY(...))``), which PostgreSQL reads
+    through the primary key; ``IN (SELECT ...)`` read the whole webhooks table every batch.
 
     The statement is written with PostgreSQL's own placeholders (``$1``) and sent through a
     raw cursor: a batch's statement is new text of up to tens of kilobytes, and converting
@@ -337,13 +339,13 @@ WITH owned AS (
 ),
 streaks_ended AS (
     UPDATE subscriptions_subscription AS s SET failing_since = NULL
-    WHERE s.id IN (SELECT subscription_id FROM owned WHERE succeeded)
+    WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM owned WHERE succeeded))
       AND s.failing_since IS NOT NULL
 ),
 streaks_started AS (
     UPDATE subscriptions_subscription AS s SET failing_since = ${now}
-    WHERE s.id IN (SELECT subscription_id FROM owned WHERE NOT succeeded)
-      AND s.id NOT IN (SELECT subscription_id FROM owned WHERE succeeded)
+    WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM owned WHERE NOT succeeded))
+      AND s.id <> ALL(ARRAY(SELECT subscription_id FROM owned WHERE succeeded))
       AND s.failing_since IS NULL
 )
 INSERT INTO deliveries_deliveryattempt
