@@ -27,7 +27,7 @@ from typing import Any
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from common.transactions import after_commit
@@ -157,8 +157,8 @@ def events_fan_out_waiting(
                 created_before=created_before,
                 hand_off=hand_off,
             )
-        except SoftTimeLimitExceeded:
-            raise
+        except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
+            raise  # a time limit, or the database unreachable: the task is retried as a whole
         except Exception:
             logger.exception("Batch fan-out failed; fanning out its events one by one")
             return fanned_out + _events_fan_out_one_by_one(

@@ -13,6 +13,7 @@ from deliveries.services import (
     delivery_attempt,
     delivery_retrigger,
     event_fan_out,
+    events_fan_out_waiting,
 )
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.record import deliveries_record
@@ -250,3 +251,25 @@ def test_one_batch_ends_and_starts_failure_streaks_and_a_success_wins_over_a_fai
     assert streaks[breaking.pk] >= before
     assert streaks[mixed.pk] is None  # a success in the batch ends what a failure would start
     assert streaks[still.pk] == long_ago  # a running streak keeps its start
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fan_out_raises_a_lost_database_connection_for_a_retry_instead_of_going_one_by_one(
+    school, caplog
+):
+    SubscriptionFactory(school=school, url="http://127.0.0.1:9/x")
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # as a database restart does
+
+    with pytest.raises((OperationalError, InterfaceError)):
+        events_fan_out_waiting()
+
+    assert "one by one" not in caplog.text
+    connection.close()
+    assert Event.objects.get(pk=event.pk).fanned_out_at is None  # the task's retry fans it out
+    assert events_fan_out_waiting() == 1
