@@ -35,6 +35,16 @@ def _delivery(school, url, **fields):
     return Delivery.objects.get(pk=delivery_id)
 
 
+def _connection_lose() -> None:
+    """End this test's database session from another one, as a database restart does."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
 def test_a_nul_byte_in_the_answer_is_stored_replaced_and_the_delivery_is_final(school, receiver):
     receiver.script("/nul", Reply(status=200, body=b"ok\x00binary", headers={"X-Odd": "a\x00b"}))
     delivery = _delivery(school, receiver.url("/nul"))
@@ -204,12 +214,7 @@ def test_a_lost_database_connection_is_raised_for_a_retry_not_taken_for_refused_
 ):
     delivery = _delivery(school, "http://127.0.0.1:9/x")
     claims = deliveries_claim(delivery_ids=[str(delivery.pk)]).claims
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        [pid] = cursor.fetchone()
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
-    with psycopg.connect(**params, autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # as a database restart does
+    _connection_lose()
 
     with pytest.raises((OperationalError, InterfaceError)):
         deliveries_record(claims=claims, results=[TransportResult(request_headers={}, status=200)])
@@ -259,12 +264,7 @@ def test_fan_out_raises_a_lost_database_connection_for_a_retry_instead_of_going_
 ):
     SubscriptionFactory(school=school, url="http://127.0.0.1:9/x")
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        [pid] = cursor.fetchone()
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
-    with psycopg.connect(**params, autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # as a database restart does
+    _connection_lose()
 
     with pytest.raises((OperationalError, InterfaceError)):
         events_fan_out_waiting()
