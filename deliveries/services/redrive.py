@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -68,6 +68,8 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     ):
         try:
             step()
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: the whole sweep is retried (tasks.py)
         except Exception:
             # A pause that cannot be ended now must not hold up the rest of the sweep.
             logger.exception(
@@ -75,6 +77,8 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             )
     try:
         fanned_out = events_fan_out_waiting(created_before=stale, limit=limit)
+    except (OperationalError, InterfaceError):
+        raise
     except Exception:
         # Events that cannot be fanned out must not hold up the deliveries.
         logger.exception("Re-driving events awaiting fan-out failed; they will be tried again")

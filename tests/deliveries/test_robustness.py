@@ -273,3 +273,17 @@ def test_fan_out_raises_a_lost_database_connection_for_a_retry_instead_of_going_
     connection.close()
     assert Event.objects.get(pk=event.pk).fanned_out_at is None  # the task's retry fans it out
     assert events_fan_out_waiting() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_raises_a_lost_database_connection_for_a_retry_without_logging_errors(
+    school, caplog
+):
+    _connection_lose()
+
+    with pytest.raises((OperationalError, InterfaceError)):
+        deliveries_sweep()
+
+    assert [record.message for record in caplog.records if record.levelname == "ERROR"] == []
+    connection.close()
+    assert deliveries_sweep().events_fanned_out == 0  # the retry runs as a sweep always does
