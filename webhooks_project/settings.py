@@ -280,7 +280,8 @@ CACHES = {
     # Per-process copies of rarely changed rows read on every ingest (a school by its slug, an
     # event type): a change made in another process is seen within this many seconds.
     "lookups": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        # Schools and event types read on every published event, kept unpickled per process.
+        "BACKEND": "common.cache.ObjectCache",
         "LOCATION": "webhooks-lookups",
         "TIMEOUT": env_float("WEBHOOKS_LOOKUP_CACHE_SECONDS", 10.0),
         "OPTIONS": {"MAX_ENTRIES": 20_000},
