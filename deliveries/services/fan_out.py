@@ -29,6 +29,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from common.transactions import after_commit
 from events.models import Event
@@ -507,6 +508,10 @@ def delivery_wanted(*, event: Event, subscription: Subscription) -> bool:
     return bool(subscriptions_receiving(event=event, subscriptions=[subscription]))
 
 
+# Why a delivery was not sent: stored in English; Send Test words it in the reader's language.
+TEMPLATE_FAILURE = gettext_noop("The webhook body could not be rendered for this event: %(reason)s")
+
+
 def delivery_build(
     *, event: Event, subscription: Subscription, now: dt.datetime, bodies: Bodies | None = None
 ) -> Delivery:
@@ -533,7 +538,7 @@ def delivery_build(
         delivery.body = b""
         delivery.status = DeliveryStatus.FAILED
         delivery.last_error_kind = ErrorKind.TEMPLATE
-        delivery.last_error = f"The webhook body could not be rendered for this event: {exc}"
+        delivery.last_error = TEMPLATE_FAILURE % {"reason": exc}  # stored: in English
         logger.warning("Delivery of %s to %s not sent: %s", event.id, subscription.pk, exc)
         return delivery
     delivery.status = DeliveryStatus.PENDING

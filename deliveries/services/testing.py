@@ -21,7 +21,7 @@ from webhook_engine.vendors import profile_get
 from ..models import AttemptTrigger, DeliveryAttempt
 from .attempts import deliveries_attempt
 from .claim import Claim
-from .fan_out import Bodies, delivery_build
+from .fan_out import TEMPLATE_FAILURE, Bodies, delivery_build
 from .record import deliveries_record
 from .send import deliveries_send, headers_redact
 
@@ -82,12 +82,7 @@ def _bodies(event: Event, subscription: Subscription) -> Bodies:
         bodies.render(subscription.content_type, subscription.body_template, subscription.profile)
     except BodyTemplateError as exc:
         raise ValidationError(
-            {
-                "body_template": [
-                    _("The webhook body could not be rendered for this event: %(reason)s")
-                    % {"reason": exc.message()}
-                ]
-            }
+            {"body_template": [_(TEMPLATE_FAILURE) % {"reason": exc.message()}]}
         ) from exc
     return bodies
 
