@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import current_app
+from django.conf import settings
 from django.core.cache import caches
 from django.utils import timezone, translation
 
@@ -89,15 +91,37 @@ def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("process-logs")
 
 
+def _shared_worker_queue() -> str:
+    return f"{settings.CELERY_TASK_DEFAULT_QUEUE}-shared"
+
+
 @pytest.fixture(scope="session")
 def worker_process(
     django_db_setup: None, django_db_blocker, process_logs: Path
 ) -> Iterator[ManagedProcess]:
-    """One real Celery worker process (prefork, 2 children) on this run's queue and database."""
+    """One real Celery worker process (prefork, 2 children) on this run's database, shared by
+    the tests that ask for it. It consumes a queue of its own, which only those tests send to
+    (``shared_worker_queue``): once started it keeps running, and the tests that publish
+    without a worker must find their events and deliveries where they left them."""
     with django_db_blocker.unblock():
-        worker = start_worker(process_logs)
+        worker = start_worker(process_logs, CELERY_TASK_DEFAULT_QUEUE=_shared_worker_queue())
     yield worker
     worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def shared_worker_queue(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the shared worker sends its tasks to that worker's queue; every other
+    test sends to the run's queue, which only the workers such tests start themselves consume."""
+    if "worker_process" not in request.fixturenames:
+        yield
+        return
+    default_queue = current_app.conf.task_default_queue
+    current_app.conf.task_default_queue = _shared_worker_queue()
+    try:
+        yield
+    finally:
+        current_app.conf.task_default_queue = default_queue
 
 
 @pytest.fixture
