@@ -9,8 +9,11 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
+from jsonschema import Draft202012Validator
 
+from .schemas import schema_validator
 from .search import PayloadVector
 
 EVENT_TYPE_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -59,6 +62,13 @@ class EventType(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    @cached_property
+    def data_validator(self) -> Draft202012Validator:
+        """The compiled validator of ``json_schema``, found once per instance: the per-process
+        copies publishing reads (``selectors.event_type_for_publish``) are replaced when the
+        type changes, never changed in place."""
+        return schema_validator(self.json_schema)
 
 
 class Event(models.Model):

@@ -97,16 +97,28 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json), format_checker=FORMAT_CHECKER)
 
 
-def data_errors(schema: dict[str, Any], data: Any, *, root: str = "data") -> list[str]:
+def schema_validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """The compiled validator of ``schema`` (one per distinct schema in this process)."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def data_errors(
+    schema: dict[str, Any],
+    data: Any,
+    *,
+    root: str = "data",
+    validator: Draft202012Validator | None = None,
+) -> list[str]:
     """Messages for every way ``data`` fails ``schema``, each naming its path, sorted by path.
 
     At most ``MAX_MESSAGES`` are returned (the first ones in path order); an empty list means the
     data is valid. An empty schema accepts anything. ``schema`` must itself be valid
-    (see ``schema_errors``).
+    (see ``schema_errors``). ``validator``: ``schema``'s, compiled already (finding it costs
+    encoding the schema).
     """
     if not schema:
         return []
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = validator or schema_validator(schema)
     located = sorted(
         (_located(error, root) for error in validator.iter_errors(data)),
         key=lambda item: ([str(part) for part in item[0]], item[1]),

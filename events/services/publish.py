@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -103,12 +103,12 @@ def event_publish(
     }
     if key is None:
         # A new UUID cannot collide: one INSERT, no savepoint or transaction of its own.
-        event = Event.objects.create(**fields)
+        event = _event_insert(Event(**fields))
         _fan_out_after_commit(event)
         return event
     try:
         with transaction.atomic():
-            event = Event.objects.create(**fields)
+            event = _event_insert(Event(**fields))
     except IntegrityError:
         # Another publisher committed the same key between our lookup and our insert.
         existing = Event.objects.filter(school=school, idempotency_key=key).first()
@@ -117,6 +117,35 @@ def event_publish(
         return _event_same_or_conflict(existing, type=type, data=normalized)
 
     _fan_out_after_commit(event)
+    return event
+
+
+_INSERT_FIELDS = tuple(
+    field for field in Event._meta.concrete_fields if not getattr(field, "db_returning", False)
+)
+# Made of the model's own table and column names, once.
+_INSERT = "INSERT INTO {table} ({columns}) VALUES ({values})".format(  # noqa: S608
+    table=Event._meta.db_table,
+    columns=", ".join(str(field.column) for field in _INSERT_FIELDS),
+    values=", ".join(["%s"] * len(_INSERT_FIELDS)),
+)
+
+
+def _event_insert(event: Event) -> Event:
+    """Insert ``event`` (its id and defaults already set) with one fixed statement.
+
+    What ``Model.save`` would send, each value prepared by its field as the ORM prepares it,
+    without compiling the statement anew for every event (``Event.objects.create`` cost about
+    85 µs more of the roughly 400 µs of CPU a publish takes). Raises ``IntegrityError`` as
+    ``save`` does.
+    """
+    params = [
+        field.get_db_prep_save(field.pre_save(event, True), connection) for field in _INSERT_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, params)
+    event._state.adding = False
+    event._state.db = connection.alias
     return event
 
 
@@ -147,7 +176,7 @@ def event_type_get(key: str) -> EventType:
 def event_data_validate(event_type: EventType, data: Any) -> dict[str, Any]:
     """``data`` as plain JSON, checked against the type's schema; raises ``ValidationError``."""
     normalized = _event_data_normalize(data)
-    errors = data_errors(event_type.json_schema, normalized)
+    errors = data_errors(event_type.json_schema, normalized, validator=event_type.data_validator)
     if errors:
         raise ValidationError({"data": errors})
     return normalized

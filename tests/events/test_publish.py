@@ -275,3 +275,41 @@ def test_data_nested_deeper_than_the_limit_is_refused_without_recursing(school):
     [message] = raised.value.message_dict["data"]
     assert message.endswith("is nested more than 32 levels deep; flatten it.")
     assert Event.objects.count() == 0
+
+
+def test_a_published_event_is_stored_exactly_as_returned_and_saves_again_as_an_update(school):
+    event = event_publish(
+        school=school, type="course.created", data={"course": {"id": "c1"}}, idempotency_key="k-9"
+    )
+
+    stored = Event.objects.get(pk=event.pk)
+    for field in Event._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(event, field.attname), field.name
+    # The instance knows it is stored: saving it updates the row instead of inserting another.
+    event.fanned_out_at = event.created_at
+    event.save()
+    assert Event.objects.count() == 1
+    assert Event.objects.get(pk=event.pk).fanned_out_at == event.created_at
+
+
+def test_a_second_insert_with_a_used_key_raises_the_integrity_error_the_race_relies_on(school):
+    from django.db import IntegrityError, transaction
+    from django.utils import timezone
+
+    from events.services.publish import _event_insert
+
+    event_publish(
+        school=school, type="course.created", data={"course": {"id": "c1"}}, idempotency_key="k"
+    )
+    # What a publisher that lost the race between its lookup and its insert runs into.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _event_insert(
+            Event(
+                school=school,
+                type_id="course.created",
+                data={"course": {"id": "c1"}},
+                occurred_at=timezone.now(),
+                idempotency_key="k",
+            )
+        )
+    assert Event.objects.count() == 1
