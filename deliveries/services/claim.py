@@ -141,13 +141,7 @@ def deliveries_claim(
     """
     now = timezone.now()
     with transaction.atomic():
-        candidates = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at", "id")
-            .values_list("pk", "subscription_id", "next_trigger")
-        )
+        candidates = _due_candidates(delivery_ids, now)
         outcome, rows, plan = _claim(
             candidates, now=now, capacity=capacity, park=True, lease=_lease_length(renewed)
         )
@@ -155,6 +149,31 @@ def deliveries_claim(
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
     outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
     return outcome
+
+
+def _due_candidates(
+    delivery_ids: list[str], now: dt.datetime
+) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """The due, unclaimed deliveries among ``delivery_ids``, locked, due first; rows another
+    worker holds are passed over. On PostgreSQL one fixed statement: building the same query
+    with the ORM cost about as much as the rest of a one-delivery claim."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, subscription_id, next_trigger FROM deliveries_delivery "
+                "WHERE id = ANY(%s::uuid[]) AND status = %s AND next_attempt_at <= %s "
+                "AND (leased_until IS NULL OR leased_until < %s) "
+                "ORDER BY next_attempt_at, id FOR UPDATE SKIP LOCKED",
+                [[str(pk) for pk in delivery_ids], DeliveryStatus.PENDING.value, now, now],
+            )
+            return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+    return list(
+        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", "subscription_id", "next_trigger")
+    )
 
 
 def deliveries_claim_waiting(
