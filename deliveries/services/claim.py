@@ -158,15 +158,13 @@ def _due_candidates(
     worker holds are passed over. On PostgreSQL one fixed statement: building the same query
     with the ORM cost about as much as the rest of a one-delivery claim."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, subscription_id, next_trigger FROM deliveries_delivery "
-                "WHERE id = ANY(%s::uuid[]) AND status = %s AND next_attempt_at <= %s "
-                "AND (leased_until IS NULL OR leased_until < %s) "
-                "ORDER BY next_attempt_at, id FOR UPDATE SKIP LOCKED",
-                [[str(pk) for pk in delivery_ids], DeliveryStatus.PENDING.value, now, now],
-            )
-            return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+        return _candidates_fetch(
+            "SELECT id, subscription_id, next_trigger FROM deliveries_delivery "
+            "WHERE id = ANY(%s::uuid[]) AND status = %s AND next_attempt_at <= %s "
+            "AND (leased_until IS NULL OR leased_until < %s) "
+            "ORDER BY next_attempt_at, id FOR UPDATE SKIP LOCKED",
+            [[str(pk) for pk in delivery_ids], DeliveryStatus.PENDING.value, now, now],
+        )
     return list(
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
@@ -174,6 +172,13 @@ def _due_candidates(
         .order_by("next_attempt_at", "id")
         .values_list("pk", "subscription_id", "next_trigger")
     )
+
+
+def _candidates_fetch(sql: str, params: list[Any]) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """Rows of (delivery id, webhook id, trigger) from a fixed statement (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
 
 
 def deliveries_claim_waiting(
@@ -217,19 +222,17 @@ def _waiting_candidates(
     """Up to four times its share of each webhook's waiting deliveries (some may not go: a
     rate limit, a probe), locked, oldest first; rows another worker holds are passed over."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.id, c.subscription_id, c.next_trigger FROM "
-                "unnest(%s::uuid[], %s::integer[]) AS e(id, share) CROSS JOIN LATERAL ("
-                "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
-                "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
-                "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
-                "AND (d.leased_until IS NULL OR d.leased_until < %s) "
-                "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
-                "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id",
-                [list(freed), list(freed.values()), now, now],
-            )
-            return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+        return _candidates_fetch(
+            "SELECT c.id, c.subscription_id, c.next_trigger FROM "
+            "unnest(%s::uuid[], %s::integer[]) AS e(id, share) CROSS JOIN LATERAL ("
+            "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
+            "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
+            "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
+            "AND (d.leased_until IS NULL OR d.leased_until < %s) "
+            "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
+            "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id",
+            [list(freed), list(freed.values()), now, now],
+        )
     waiting = (
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
