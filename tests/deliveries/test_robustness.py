@@ -2,7 +2,6 @@
 
 import datetime as dt
 
-import psycopg
 import pytest
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
@@ -20,6 +19,7 @@ from deliveries.services.record import deliveries_record
 from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
+from tests.database import connection_lose
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -33,16 +33,6 @@ def _delivery(school, url, **fields):
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
     [delivery_id] = event_fan_out(event_id=event.id)
     return Delivery.objects.get(pk=delivery_id)
-
-
-def _connection_lose() -> None:
-    """End this test's database session from another one, as a database restart does."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        [pid] = cursor.fetchone()
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
-    with psycopg.connect(**params, autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def test_a_nul_byte_in_the_answer_is_stored_replaced_and_the_delivery_is_final(school, receiver):
@@ -214,7 +204,7 @@ def test_a_lost_database_connection_is_raised_for_a_retry_not_taken_for_refused_
 ):
     delivery = _delivery(school, "http://127.0.0.1:9/x")
     claims = deliveries_claim(delivery_ids=[str(delivery.pk)]).claims
-    _connection_lose()
+    connection_lose()
 
     with pytest.raises((OperationalError, InterfaceError)):
         deliveries_record(claims=claims, results=[TransportResult(request_headers={}, status=200)])
@@ -264,7 +254,7 @@ def test_fan_out_raises_a_lost_database_connection_for_a_retry_instead_of_going_
 ):
     SubscriptionFactory(school=school, url="http://127.0.0.1:9/x")
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
-    _connection_lose()
+    connection_lose()
 
     with pytest.raises((OperationalError, InterfaceError)):
         events_fan_out_waiting()
@@ -279,7 +269,7 @@ def test_fan_out_raises_a_lost_database_connection_for_a_retry_instead_of_going_
 def test_the_sweep_raises_a_lost_database_connection_for_a_retry_without_logging_errors(
     school, caplog
 ):
-    _connection_lose()
+    connection_lose()
 
     with pytest.raises((OperationalError, InterfaceError)):
         deliveries_sweep()

@@ -285,3 +285,25 @@ def test_concurrent_publishers_publish_each_due_event_exactly_once(catalog):
     assert len(ids) == len(set(ids)) == 40
     assert Event.objects.count() == 40
     assert set(ScheduledEvent.objects.values_list("status", flat=True)) == {"published"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_beat_run_without_the_database_warns_and_the_next_run_publishes(school, caplog):
+    from events import tasks
+    from tests.database import connection_lose
+
+    scheduled = _schedule(school, due_at=dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC))
+    connection_lose()
+
+    tasks.scheduled_events_publish_due()  # returns: beat runs it again in a second
+
+    assert [r.levelname for r in caplog.records if r.name == "events.tasks"] == ["WARNING"]
+    assert "database is unreachable; scheduled events wait" in caplog.text
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == []
+    connection.close()
+    assert ScheduledEvent.objects.get(pk=scheduled.pk).status == ScheduledEventStatus.SCHEDULED
+
+    tasks.scheduled_events_publish_due()
+
+    assert ScheduledEvent.objects.get(pk=scheduled.pk).status == ScheduledEventStatus.PUBLISHED
+    assert Event.objects.filter(school=school, type_id="course.started").count() == 1
