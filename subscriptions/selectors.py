@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -46,13 +47,33 @@ def subscriptions_active_by_school(*, school_ids: Iterable[int]) -> dict[int, li
     when touched): for 10,000 webhooks that halves the time before the first piece is built.
     """
     by_school: dict[int, list[Subscription]] = {}
-    for subscription in (
-        Subscription.objects.filter(school_id__in=list(school_ids), is_active=True)
-        .only(*FAN_OUT_FIELDS)
-        .order_by("id")
-    ):
+    found: Iterable[Subscription]
+    if connection.vendor == "postgresql":
+        # One fixed statement (a raw query loads the same deferred instances as ``only``):
+        # building the ORM query cost more than running it, once per fan-out batch.
+        found = Subscription.objects.raw(_ACTIVE_BY_SCHOOL, [list(school_ids)])
+    else:
+        found = (
+            Subscription.objects.filter(school_id__in=list(school_ids), is_active=True)
+            .only(*FAN_OUT_FIELDS)
+            .order_by("id")
+        )
+    for subscription in found:
         by_school.setdefault(subscription.school_id, []).append(subscription)
     return by_school
+
+
+_ACTIVE_BY_SCHOOL = (
+    "SELECT {columns} FROM {table} WHERE school_id = ANY(%s) AND is_active ORDER BY id".format(  # noqa: S608
+        columns=", ".join(
+            str(field.column)
+            for name in FAN_OUT_FIELDS
+            for field in Subscription._meta.concrete_fields
+            if field.attname == name
+        ),
+        table=Subscription._meta.db_table,
+    )
+)
 
 
 def signing_secrets_active_q(at: dt.datetime | None = None) -> Q:
