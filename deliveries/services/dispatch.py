@@ -40,7 +40,8 @@ from .send import request_build, request_send, sender_pool
 
 logger = logging.getLogger(__name__)
 
-# The recorder writes what arrived within this long of the first result together.
+# The recorder writes what arrived within this long of the first result together (it stops
+# waiting as soon as every attempt in flight in this process has reported).
 _RECORD_GATHER_SECONDS = 0.005
 _RECORD_BATCH_MAX = 200
 # A claim waits this long at most for a free send slot before giving up on the rest of its ids.
@@ -150,6 +151,9 @@ class Dispatcher:
             batch = [first]
             until = time.monotonic() + _RECORD_GATHER_SECONDS
             while len(batch) < _RECORD_BATCH_MAX:
+                with self._lock:
+                    if len(batch) >= self._in_flight:
+                        break  # every attempt in flight here has reported: nothing to wait for
                 try:
                     item = self._results.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
