@@ -28,9 +28,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    # The backlog is passed to listen() in the constructor: set before it, not after.
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
-    server.request_queue_size = 1024
     print("ready", flush=True)
     server.serve_forever()
 

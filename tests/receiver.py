@@ -12,6 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # The listen backlog (socketserver's default is 5): a burst of concurrent attempts, such as
+    # two webhooks' 8 hanging requests each with a fast one's, must not find it full.
+    request_queue_size = 1024
+
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients hanging up mid-request is what the deadline and body-cap tests do on purpose.
         if not isinstance(sys.exc_info()[1], ConnectionError):
