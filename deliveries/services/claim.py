@@ -47,6 +47,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
+from common.sql import rows_update
 from common.transactions import after_commit
 from subscriptions.models import SigningSecret, Subscription
 from webhook_engine.errors import ErrorKind
@@ -286,22 +287,10 @@ def _claim(
     outcome.retry_at = plan.retry_at
     rows = _lease(plan.chosen, now=now, plan=plan) if plan.chosen else []
     if park and outcome.waiting:
-        _messages_clear(outcome.waiting)
+        rows_update(Delivery, outcome.waiting, enqueued_at=None)  # no message: waiting
     plan.states_save()
     plan.catch_ups_follow()
     return outcome, rows, plan
-
-
-def _messages_clear(delivery_ids: list[str]) -> None:
-    """Mark deliveries left waiting as having no task message (``enqueued_at`` cleared)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE deliveries_delivery SET enqueued_at = NULL WHERE id = ANY(%s::uuid[])",
-                [delivery_ids],
-            )
-        return
-    Delivery.objects.filter(pk__in=delivery_ids).update(enqueued_at=None)
 
 
 def endpoints_lock(endpoint_ids: list[uuid.UUID]) -> None:

@@ -31,6 +31,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
+from common.sql import rows_update
 from common.transactions import after_commit
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
@@ -116,10 +117,7 @@ def _fan_out_request_claim(now_ms: int, *, stale_before: int) -> bool:
 
 def fan_out_request_take() -> None:
     """Clear the pending request; a fan-out task does this before it reads the events."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {FanOutRequest._meta.db_table} SET requested_at_ms = NULL WHERE id = 1"  # noqa: S608
-        )
+    rows_update(FanOutRequest, [1], requested_at_ms=None)
 
 
 # --- Entry points ---------------------------------------------------------------------------
@@ -284,7 +282,7 @@ def _events_fan_out_batch(
             fanned_out.append(event.id)
             size += sum(len(delivery.body) for delivery in built)
         deliveries_insert(deliveries)
-        _events_mark_fanned_out(fanned_out, now)
+        rows_update(Event, fanned_out, fanned_out_at=now)
         pending = [d.id for d in deliveries if d.enqueued_at is not None]
         if pending:
             after_commit(hand_off, pending)
@@ -307,20 +305,6 @@ def _events_fan_out_batch(
         more=more,
         deliveries=[delivery.id for delivery in deliveries],
     )
-
-
-def _events_mark_fanned_out(event_ids: list[uuid.UUID], now: dt.datetime) -> None:
-    if not event_ids:
-        return
-    if connection.vendor == "postgresql":
-        # One fixed statement: the ORM's update cost more to build than to run.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE events_event SET fanned_out_at = %s WHERE id = ANY(%s::uuid[])",
-                [now, event_ids],
-            )
-        return
-    Event.objects.filter(pk__in=event_ids).update(fanned_out_at=now)
 
 
 def subscriptions_receiving(

@@ -1,0 +1,36 @@
+import pytest
+from django.utils import timezone
+
+from common.sql import rows_update
+from events.models import Event
+from events.services import event_publish
+from schools.models import School
+from tests.schools.factories import SchoolFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_only_the_rows_named_are_updated_with_each_value_prepared_by_its_field(school):
+    events = [
+        event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
+        for n in range(3)
+    ]
+    now = timezone.now()
+
+    # Primary keys as text, as task messages carry them.
+    rows_update(Event, [str(events[0].pk), str(events[2].pk)], fanned_out_at=now)
+
+    stored = {event.pk: event.fanned_out_at for event in Event.objects.all()}
+    assert stored == {events[0].pk: now, events[1].pk: None, events[2].pk: now}
+
+
+def test_several_fields_and_no_rows(catalog):
+    first, second = SchoolFactory(), SchoolFactory(name="Untouched")
+
+    rows_update(School, [first.pk], name="Renamed", timezone="Europe/Berlin")
+    rows_update(School, [], name="Nobody")
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.name, first.timezone) == ("Renamed", "Europe/Berlin")
+    assert second.name == "Untouched"
