@@ -267,7 +267,9 @@ def _claim(
     endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
     if not locked:
         endpoints_lock(endpoints)
-    plan = _Plan(now=now, endpoints=endpoints, lease=lease)
+    # A claim takes at most one waiting delivery per candidate: counting that many more is
+    # enough to tell whether some still wait after it (``_Plan.waiting_behind``).
+    plan = _Plan(now=now, endpoints=endpoints, lease=lease, waiting_cap=len(candidates) + 1)
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
@@ -371,7 +373,7 @@ class _Endpoint:
     concurrency: int
     rate: int | None
     in_flight: int
-    waiting: int  # due or not, without a message and not in flight
+    waiting: int  # due or not, without a message and not in flight (counted up to a cap)
     state: EndpointState | None
     paused: bool = False
     catching_up: bool = False
@@ -381,12 +383,19 @@ class _Endpoint:
 class _Plan:
     """The webhooks of one claim: what each one admits now (read under their locks)."""
 
-    def __init__(self, *, now: dt.datetime, endpoints: list[uuid.UUID], lease: dt.timedelta):
+    def __init__(
+        self,
+        *,
+        now: dt.datetime,
+        endpoints: list[uuid.UUID],
+        lease: dt.timedelta,
+        waiting_cap: int,
+    ):
         self.now = now
         self.lease = lease
         self.chosen: list[uuid.UUID] = []
         self.retry_at: dt.datetime | None = None
-        self.endpoints = _endpoints_read(endpoints, now)
+        self.endpoints = _endpoints_read(endpoints, now, waiting_cap=waiting_cap)
         self.changed: dict[uuid.UUID, EndpointState] = {}
         self.token_after_lost_lease = uuid.uuid4()
         self.left: set[uuid.UUID] = set()
@@ -532,8 +541,13 @@ _STATE_FIELDS = (
 )
 
 
-def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.UUID, _Endpoint]:
-    """The limits, deliveries in flight and state of each webhook (one query on PostgreSQL)."""
+def _endpoints_read(
+    endpoints: list[uuid.UUID], now: dt.datetime, *, waiting_cap: int
+) -> dict[uuid.UUID, _Endpoint]:
+    """The limits, deliveries in flight and state of each webhook (one query on PostgreSQL).
+
+    Its waiting deliveries are counted up to ``waiting_cap`` only: a webhook with a backlog
+    of thousands would otherwise be counted whole by every claim, under its lock."""
     default = settings.WEBHOOKS_ENDPOINT_CONCURRENCY
     found: dict[uuid.UUID, _Endpoint] = {}
     if connection.vendor == "postgresql":
@@ -542,9 +556,9 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                 "SELECT s.id, s.updated_at, s.is_active, s.failing_since, s.max_concurrency, "  # noqa: S608 - column names only
                 "s.rate_limit_per_second, (SELECT count(*) FROM deliveries_delivery AS d "
                 "WHERE d.subscription_id = s.id AND d.status = 'pending' AND "
-                "d.leased_until >= %s), (SELECT count(*) FROM deliveries_delivery AS w "
-                "WHERE w.subscription_id = s.id AND w.status = 'pending' AND w.enqueued_at IS "
-                "NULL AND (w.leased_until IS NULL OR w.leased_until < %s)), "
+                "d.leased_until >= %s), (SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery "
+                "AS w WHERE w.subscription_id = s.id AND w.status = 'pending' AND w.enqueued_at "
+                "IS NULL AND (w.leased_until IS NULL OR w.leased_until < %s) LIMIT %s) AS w), "
                 "(SELECT count(*) FROM subscriptions_signingsecret AS k "
                 "WHERE k.subscription_id = s.id AND (k.expires_at IS NULL OR k.expires_at > %s)), "
                 "st.subscription_id, "
@@ -553,7 +567,7 @@ def _endpoints_read(endpoints: list[uuid.UUID], now: dt.datetime) -> dict[uuid.U
                 "s.catching_up_since IS NOT NULL THEN (" + _HEAD_SQL + ") END"
                 " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
                 "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])",
-                [now, now, now, now, now, endpoints],
+                [now, now, waiting_cap, now, now, now, endpoints],
             )
             width = len(_STATE_FIELDS)
             for row in cursor.fetchall():

@@ -208,6 +208,19 @@ def test_a_claim_passes_over_deliveries_another_worker_holds_without_waiting_for
     assert Delivery.objects.get(pk=ids[1]).leased_until is None  # still the other worker's
 
 
+def test_an_attempt_taken_up_knows_whether_deliveries_still_wait_behind_it(school):
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=10)
+    Delivery.objects.filter(pk__in=ids).update(enqueued_at=None)  # all three waiting
+
+    first = deliveries_claim_waiting(freed={subscription.pk: 1})
+    rest = deliveries_claim_waiting(freed={subscription.pk: 2})
+
+    # Two still wait after the first: when it ends, it takes the next one up.
+    assert [claim.waiting_behind for claim in first.claims] == [True]
+    # Nothing waits after the last two, and they leave slots free: nobody waits for them.
+    assert [claim.waiting_behind for claim in rest.claims] == [False, False]
+
+
 def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
     _subscription, ids = _deliveries(
         school, "http://127.0.0.1:9/hook", 5, rate_limit_per_second=2, max_concurrency=10
