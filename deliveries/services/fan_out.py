@@ -35,6 +35,7 @@ from common.sql import rows_update
 from common.transactions import after_commit
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
+from schools.models import School
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscriptions_active_by_school
 from webhook_engine.bodies import BodyTemplateError
@@ -237,17 +238,12 @@ def _events_fan_out_batch(
             # until the next vacuum.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_bitmapscan = off")
-        waiting = (
-            Event.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("school")
-            .filter(fanned_out_at__isnull=True)
-            .exclude(pk__in=passed_over)
+        events = _events_waiting(
+            limit=limit,
+            passed_over=passed_over,
+            event_ids=event_ids,
+            created_before=created_before,
         )
-        if event_ids is not None:
-            waiting = waiting.filter(pk__in=event_ids)
-        if created_before is not None:
-            waiting = waiting.filter(created_at__lt=created_before)
-        events = list(waiting.order_by("created_at", "id")[:limit])
         more = len(events) >= limit and event_ids is None
         by_school = subscriptions_active_by_school(school_ids={event.school_id for event in events})
         deliveries: list[Delivery] = []
@@ -305,6 +301,64 @@ def _events_fan_out_batch(
         more=more,
         deliveries=[delivery.id for delivery in deliveries],
     )
+
+
+def _events_waiting(
+    *,
+    limit: int,
+    passed_over: set[uuid.UUID],
+    event_ids: list[uuid.UUID | str] | None,
+    created_before: dt.datetime | None,
+) -> list[Event]:
+    """Up to ``limit`` events awaiting fan-out, oldest first, locked, with their school; rows
+    another worker holds, and ``passed_over``, are skipped.
+
+    The task's read (no ``event_ids``) on PostgreSQL is one fixed statement: building the ORM
+    query cost more CPU than the rest of a small batch's reads, once per batch.
+    """
+    if connection.vendor == "postgresql" and event_ids is None:
+        events = list(
+            Event.objects.raw(
+                _EVENTS_WAITING,
+                [list(passed_over), created_before, created_before, limit],
+            )
+        )
+        for event in events:
+            values = [getattr(event, alias) for alias in _SCHOOL_ALIASES]
+            event.school = School.from_db(connection.alias, _SCHOOL_FIELDS, values)
+        return events
+    waiting = (
+        Event.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("school")
+        .filter(fanned_out_at__isnull=True)
+        .exclude(pk__in=passed_over)
+    )
+    if event_ids is not None:
+        waiting = waiting.filter(pk__in=event_ids)
+    if created_before is not None:
+        waiting = waiting.filter(created_at__lt=created_before)
+    return list(waiting.order_by("created_at", "id")[:limit])
+
+
+# What fan-out reads of an event's school (the rest is loaded if ever touched).
+_SCHOOL_FIELDS = ["id", "slug", "timezone"]
+_SCHOOL_ALIASES = [f"school__{name}" for name in _SCHOOL_FIELDS]
+_EVENTS_WAITING = (  # noqa: S608 - column and table names only
+    "SELECT {events}, {schools} FROM {event_table} AS e JOIN {school_table} AS s ON "
+    "s.id = e.school_id WHERE e.fanned_out_at IS NULL AND NOT (e.id = ANY(%s::uuid[])) AND "
+    "(%s::timestamptz IS NULL OR e.created_at < %s) ORDER BY e.created_at, e.id LIMIT %s "
+    "FOR UPDATE OF e SKIP LOCKED"
+).format(
+    events=", ".join(f"e.{field.column}" for field in Event._meta.concrete_fields),
+    schools=", ".join(
+        f"s.{field.column} AS {alias}"
+        for field in School._meta.concrete_fields
+        for name, alias in zip(_SCHOOL_FIELDS, _SCHOOL_ALIASES, strict=True)
+        if field.attname == name
+    ),
+    event_table=Event._meta.db_table,
+    school_table=School._meta.db_table,
+)
 
 
 def subscriptions_receiving(

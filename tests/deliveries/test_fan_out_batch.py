@@ -1,6 +1,7 @@
 """Fan-out in batches: publishing asks for it once, a task turns every waiting event into
 deliveries, and a bad event or a second worker does not disturb the rest."""
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -8,6 +9,7 @@ import time
 import pytest
 from celery import current_app
 from django.db import connection, transaction
+from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
 from deliveries.services import events_fan_out_pending
@@ -15,6 +17,7 @@ from deliveries.services import fan_out as fan_out_module
 from deliveries.services.fan_out import (
     FAN_OUT_REQUEST_RESEND_SECONDS,
     FAN_OUT_TASK,
+    events_fan_out_waiting,
     fan_out_request,
     fan_out_request_take,
 )
@@ -307,3 +310,52 @@ def test_a_request_inside_a_callers_transaction_leaves_its_commit_durable():
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"  # SET LOCAL ended with its transaction
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_passes_over_an_event_another_worker_holds_without_waiting_for_it(school):
+    SubscriptionFactory(school=school, topics=["*"])
+    events = [_publish(school, course=f"c{n}") for n in range(3)]
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        try:
+            with transaction.atomic():
+                list(Event.objects.select_for_update().filter(pk=events[1].pk))
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # waiting would fail the batch instead
+        fanned_out = events_fan_out_pending()
+    finally:
+        release.set()
+        thread.join(10)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    assert fanned_out == 2
+    assert set(Delivery.objects.values_list("event_id", flat=True)) == {
+        events[0].pk,
+        events[2].pk,
+    }
+    assert Event.objects.get(pk=events[1].pk).fanned_out_at is None  # still the other's
+
+
+@pytest.mark.django_db
+def test_the_sweeper_fans_out_only_the_events_older_than_its_limit(school):
+    SubscriptionFactory(school=school, topics=["*"])
+    old, new = _publish(school, course="old"), _publish(school, course="new")
+    Event.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(minutes=5))
+
+    fanned_out = events_fan_out_waiting(created_before=timezone.now() - dt.timedelta(minutes=1))
+
+    assert fanned_out == 1
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [old.pk]
+    assert Event.objects.get(pk=new.pk).fanned_out_at is None
