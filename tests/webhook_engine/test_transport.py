@@ -132,6 +132,22 @@ def test_an_unusable_url_is_an_invalid_url_error(transport):
     assert result.error_kind == ErrorKind.INVALID_URL
 
 
+def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent(
+    transport, receiver
+):
+    result = transport.send(
+        url=receiver.url("/hook"),
+        body=b"{}",
+        headers={"X-Course": "c1\r\nX-Injected: 1"},
+        timeout_seconds=5.0,
+        max_body_bytes=65536,
+    )
+
+    assert not result.ok
+    assert "return character" in result.error_message
+    assert receiver.received() == []
+
+
 def test_a_cookie_a_receiver_sets_never_travels_with_later_requests(transport, receiver):
     receiver.script("/set", Reply(status=200, headers={"Set-Cookie": "session=abc; Path=/"}))
     receiver.script("/next", Reply(status=200))
