@@ -74,17 +74,29 @@ class Delivery(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No single-column index on the three keys: an index of Meta begins with each of them
+    # (school_created, the one-per-event constraint, subscription), and every other one would
+    # be written again at each of a delivery's updates.
     school = models.ForeignKey(
-        "schools.School", verbose_name=_("school"), on_delete=models.CASCADE, related_name="+"
+        "schools.School",
+        verbose_name=_("school"),
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     event = models.ForeignKey(
-        "events.Event", verbose_name=_("event"), on_delete=models.CASCADE, related_name="deliveries"
+        "events.Event",
+        verbose_name=_("event"),
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
     )
     subscription = models.ForeignKey(
         "subscriptions.Subscription",
         verbose_name=_("webhook"),
         on_delete=models.CASCADE,
         related_name="deliveries",
+        db_index=False,
     )
     event_type = models.CharField(_("event type"), max_length=100)
     is_test = models.BooleanField(_("test delivery"), default=False)
@@ -181,8 +193,13 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP attempt of a delivery, as sent and as answered (secrets redacted, body capped)."""
 
+    # Indexed by the (delivery, number) constraint.
     delivery = models.ForeignKey(
-        Delivery, on_delete=models.CASCADE, related_name="attempt_log", verbose_name=_("delivery")
+        Delivery,
+        on_delete=models.CASCADE,
+        related_name="attempt_log",
+        verbose_name=_("delivery"),
+        db_index=False,
     )
     number = models.PositiveIntegerField(_("number"))
     trigger = models.CharField(_("trigger"), max_length=16, choices=AttemptTrigger.choices)

@@ -79,11 +79,13 @@ class Event(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No single-column index on the two keys: school_created and type_created begin with them.
     school = models.ForeignKey(
         "schools.School",
         verbose_name=_("school"),
         on_delete=models.CASCADE,
         related_name="events",
+        db_index=False,
     )
     type = models.ForeignKey(
         EventType,
@@ -91,6 +93,7 @@ class Event(models.Model):
         db_column="type",
         related_name="events",
         verbose_name=_("event type"),
+        db_index=False,
     )
     data = models.JSONField(_("data"), default=dict)
     occurred_at = models.DateTimeField(_("occurred at"))
