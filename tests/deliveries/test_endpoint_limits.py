@@ -15,6 +15,7 @@ from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
 from deliveries.services.dispatch import dispatcher
 from deliveries.services.record import deliveries_record
 from events.services import event_publish
+from tests.database import rows_held_elsewhere
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -180,29 +181,9 @@ def test_taking_up_waiting_deliveries_sees_those_a_concurrent_claim_is_leaving_w
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_passes_over_deliveries_another_worker_holds_without_waiting_for_it(school):
     _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3)
-    locked, release = threading.Event(), threading.Event()
 
-    def other_worker():
-        try:
-            with transaction.atomic():
-                list(Delivery.objects.select_for_update().filter(pk=ids[1]))
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=other_worker)
-    thread.start()
-    try:
-        assert locked.wait(10)
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '2s'")  # waiting would fail the claim instead
-        outcome = deliveries_claim(delivery_ids=ids)
-    finally:
-        release.set()
-        thread.join(10)
-        with connection.cursor() as cursor:
-            cursor.execute("RESET lock_timeout")
+    with rows_held_elsewhere(Delivery.objects.filter(pk=ids[1])):
+        outcome = deliveries_claim(delivery_ids=ids)  # waiting for the held row would fail it
 
     assert [str(claim.delivery.pk) for claim in outcome.claims] == [ids[0], ids[2]]
     assert Delivery.objects.get(pk=ids[1]).leased_until is None  # still the other worker's

@@ -23,6 +23,7 @@ from deliveries.services.fan_out import (
 )
 from events.models import Event
 from events.services import event_publish
+from tests.database import rows_held_elsewhere
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -316,29 +317,9 @@ def test_a_request_inside_a_callers_transaction_leaves_its_commit_durable():
 def test_a_batch_passes_over_an_event_another_worker_holds_without_waiting_for_it(school):
     SubscriptionFactory(school=school, topics=["*"])
     events = [_publish(school, course=f"c{n}") for n in range(3)]
-    locked, release = threading.Event(), threading.Event()
 
-    def other_worker():
-        try:
-            with transaction.atomic():
-                list(Event.objects.select_for_update().filter(pk=events[1].pk))
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=other_worker)
-    thread.start()
-    try:
-        assert locked.wait(10)
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '2s'")  # waiting would fail the batch instead
-        fanned_out = events_fan_out_pending()
-    finally:
-        release.set()
-        thread.join(10)
-        with connection.cursor() as cursor:
-            cursor.execute("RESET lock_timeout")
+    with rows_held_elsewhere(Event.objects.filter(pk=events[1].pk)):
+        fanned_out = events_fan_out_pending()  # waiting for the held row would fail it
 
     assert fanned_out == 2
     assert set(Delivery.objects.values_list("event_id", flat=True)) == {
