@@ -15,6 +15,13 @@ from typing import Any
 from django.db import connection, models
 
 
+def columns_of(model: type[models.Model], attnames: Iterable[str]) -> list[str]:
+    """The database columns of ``model``'s concrete fields named ``attnames``, in that order
+    (for fixed statements built once from the model)."""
+    by_attname = {field.attname: str(field.column) for field in model._meta.concrete_fields}
+    return [by_attname[name] for name in attnames]
+
+
 def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) -> None:
     """``UPDATE`` the rows of ``model`` whose primary key is in ``pks``, setting ``values``
     (field name: value), each value prepared by its field as the ORM prepares it."""

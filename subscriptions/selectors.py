@@ -13,6 +13,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from common.sql import columns_of
 from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
 from webhook_engine.filters import FilterInvalid, filter_compile
@@ -65,12 +66,7 @@ def subscriptions_active_by_school(*, school_ids: Iterable[int]) -> dict[int, li
 
 _ACTIVE_BY_SCHOOL = (
     "SELECT {columns} FROM {table} WHERE school_id = ANY(%s) AND is_active ORDER BY id".format(  # noqa: S608
-        columns=", ".join(
-            str(field.column)
-            for name in FAN_OUT_FIELDS
-            for field in Subscription._meta.concrete_fields
-            if field.attname == name
-        ),
+        columns=", ".join(columns_of(Subscription, FAN_OUT_FIELDS)),
         table=Subscription._meta.db_table,
     )
 )

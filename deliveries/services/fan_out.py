@@ -31,7 +31,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from common.sql import rows_update
+from common.sql import columns_of, rows_update
 from common.transactions import after_commit
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
@@ -351,10 +351,8 @@ _EVENTS_WAITING = (  # noqa: S608 - column and table names only
 ).format(
     events=", ".join(f"e.{field.column}" for field in Event._meta.concrete_fields),
     schools=", ".join(
-        f"s.{field.column} AS {alias}"
-        for field in School._meta.concrete_fields
-        for name, alias in zip(_SCHOOL_FIELDS, _SCHOOL_ALIASES, strict=True)
-        if field.attname == name
+        f"s.{column} AS {alias}"
+        for column, alias in zip(columns_of(School, _SCHOOL_FIELDS), _SCHOOL_ALIASES, strict=True)
     ),
     event_table=Event._meta.db_table,
     school_table=School._meta.db_table,

@@ -1,7 +1,7 @@
 import pytest
 from django.utils import timezone
 
-from common.sql import rows_update
+from common.sql import columns_of, rows_update
 from events.models import Event
 from events.services import event_publish
 from schools.models import School
@@ -34,3 +34,10 @@ def test_several_fields_and_no_rows(catalog):
     second.refresh_from_db()
     assert (first.name, first.timezone) == ("Renamed", "Europe/Berlin")
     assert second.name == "Untouched"
+
+
+def test_columns_are_found_by_attribute_name_in_the_order_asked():
+    # ``type`` is a foreign key stored in a column of another name than its attribute.
+    assert columns_of(Event, ["type_id", "id", "school_id"]) == ["type", "id", "school_id"]
+    with pytest.raises(KeyError):
+        columns_of(Event, ["type"])  # the relation's name, not a column's attribute
