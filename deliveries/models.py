@@ -177,11 +177,13 @@ class Delivery(models.Model):
                 name="delivery_leased_idx",
             ),
             # Pending with no live message: waiting for their webhook (its concurrency, rate or
-            # circuit breaker), or for a retry too far off for a message.
+            # circuit breaker), or for a retry too far off for a message. In the order they are
+            # taken up (``claim.py``), so taking up the next few reads a few entries, not the
+            # webhook's whole backlog.
             models.Index(
-                fields=["subscription", "next_attempt_at"],
+                fields=["subscription", "next_attempt_at", "id"],
                 condition=Q(status="pending", enqueued_at__isnull=True),
-                name="delivery_waiting_idx",
+                name="delivery_waiting_in_order_idx",
             ),
         ]
 

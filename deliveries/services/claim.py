@@ -223,17 +223,7 @@ def _waiting_candidates(
     """Up to four times its share of each webhook's waiting deliveries (some may not go: a
     rate limit, a probe), locked, oldest first; rows another worker holds are passed over."""
     if connection.vendor == "postgresql":
-        return _candidates_fetch(
-            "SELECT c.id, c.subscription_id, c.next_trigger FROM "
-            "unnest(%s::uuid[], %s::integer[]) AS e(id, share) CROSS JOIN LATERAL ("
-            "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
-            "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
-            "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
-            "AND (d.leased_until IS NULL OR d.leased_until < %s) "
-            "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
-            "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id",
-            [list(freed), list(freed.values()), now, now],
-        )
+        return _candidates_fetch(_WAITING_SQL, [list(freed), list(freed.values()), now, now])
     waiting = (
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
@@ -246,6 +236,20 @@ def _waiting_candidates(
             "next_attempt_at", "id", "pk", "subscription_id", "next_trigger"
         )[: share * 4]
     return [row[2:] for row in sorted(found, key=lambda row: row[:2])]
+
+
+# Each webhook's waiting deliveries in the order of ``delivery_waiting_in_order_idx``, which
+# the scan follows: it reads the few it takes, whatever the backlog behind them.
+_WAITING_SQL = (
+    "SELECT c.id, c.subscription_id, c.next_trigger FROM "
+    "unnest(%s::uuid[], %s::integer[]) AS e(id, share) CROSS JOIN LATERAL ("
+    "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
+    "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
+    "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
+    "AND (d.leased_until IS NULL OR d.leased_until < %s) "
+    "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
+    "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id"
+)
 
 
 def _claim(
