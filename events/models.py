@@ -119,10 +119,12 @@ class Event(models.Model):
             models.Index(fields=["-created_at"], name="event_created_idx"),
             models.Index(fields=["school", "-created_at"], name="event_school_created_idx"),
             models.Index(fields=["type", "-created_at"], name="event_type_created_idx"),
+            # The outbox, in the order fan-out takes it: a batch reads the events it takes,
+            # however many wait behind them.
             models.Index(
-                fields=["created_at"],
+                fields=["created_at", "id"],
                 condition=Q(fanned_out_at__isnull=True),
-                name="event_awaiting_fan_out_idx",
+                name="event_outbox_in_order_idx",
             ),
             # Payload search (search.py): every text and number value of the data. Built by
             # migration 0011, on PostgreSQL only.

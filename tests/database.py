@@ -1,13 +1,15 @@
-"""Helpers for tests that break the database connection or hold rows from another one."""
+"""Helpers for tests that break the database connection, hold rows from another one, or need
+many rows and the plan PostgreSQL reads them with."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import psycopg
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
 
@@ -49,3 +51,30 @@ def rows_held_elsewhere(rows: QuerySet) -> Iterator[None]:
         thread.join(10)
         with connection.cursor() as cursor:
             cursor.execute("RESET lock_timeout")
+
+
+def rows_clone(model: type[models.Model], pk: Any, count: int, varied: Mapping[str, str]) -> None:
+    """Insert ``count`` copies of ``model``'s row ``pk`` in one statement; ``varied`` gives
+    the columns that differ as SQL expressions of ``n`` (1 to ``count``), e.g. the id."""
+    columns = [field.column for field in model._meta.concrete_fields]
+    table, key = model._meta.db_table, model._meta.pk.column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT "  # noqa: S608 - names only
+            + ", ".join(varied.get(column, f"r.{column}") for column in columns)
+            + f" FROM {table} AS r, generate_series(1, %s) AS n WHERE r.{key} = %s",
+            [count, pk],
+        )
+
+
+def rows_read(sql: str, params: list[Any]) -> int:
+    """The most rows any step of ``sql``'s plan read (``EXPLAIN ANALYZE``: it runs)."""
+
+    def read(node: dict[str, Any]) -> Iterator[int]:
+        yield node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        for child in node.get("Plans", []):
+            yield from read(child)
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        return max(read(cursor.fetchone()[0][0]["Plan"]))

@@ -23,7 +23,7 @@ from deliveries.services.fan_out import (
 )
 from events.models import Event
 from events.services import event_publish
-from tests.database import rows_held_elsewhere
+from tests.database import rows_clone, rows_held_elsewhere, rows_read
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -340,3 +340,38 @@ def test_the_sweeper_fans_out_only_the_events_older_than_its_limit(school):
     assert fanned_out == 1
     assert list(Delivery.objects.values_list("event_id", flat=True)) == [old.pk]
     assert Event.objects.get(pk=new.pk).fanned_out_at is None
+
+
+@pytest.mark.django_db
+def test_a_batch_reads_the_events_it_takes_not_the_whole_outbox(school):
+    SubscriptionFactory(school=school, topics=["*"])
+    first = _publish(school, course="c0")
+    # 3,000 events fanned out long ago, and statistics of that time (as after the workers were
+    # stopped for a while); then 3,000 more wait behind the first.
+    rows_clone(
+        Event,
+        first.pk,
+        3000,
+        {
+            "id": "gen_random_uuid()",
+            "created_at": "r.created_at - interval '1 day' + n * interval '1 ms'",
+            "fanned_out_at": "r.created_at",
+        },
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE events_event")
+    rows_clone(
+        Event,
+        first.pk,
+        3000,
+        {"id": "gen_random_uuid()", "created_at": "r.created_at + n * interval '1 ms'"},
+    )
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_bitmapscan = off")  # as the batch does
+        read = rows_read(fan_out_module._EVENTS_WAITING, [[], None, None, 10])
+    fanned_out = events_fan_out_waiting(limit=10)
+
+    assert read <= 10  # the batch, not 3,001
+    assert fanned_out == 10
+    assert Event.objects.get(pk=first.pk).fanned_out_at is not None  # the oldest first
