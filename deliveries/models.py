@@ -185,6 +185,13 @@ class Delivery(models.Model):
                 condition=Q(status="pending", enqueued_at__isnull=True),
                 name="delivery_waiting_in_order_idx",
             ),
+            # Send Tests not finished: the sweeper fails those a stopped process left behind
+            # (redrive.py). A handful at most, whatever the backlog of other deliveries.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(is_test=True, status="pending"),
+                name="delivery_test_pending_idx",
+            ),
         ]
 
     def __str__(self) -> str:

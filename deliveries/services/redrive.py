@@ -108,16 +108,7 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
             after_commit(deliveries_enqueue, ids)
     probes = _probes_send(now=now, limit=limit)
-    # A Send Test is sent in the request that made it (or, sent again, by the worker its
-    # retrigger enqueued); one still pending long after lost it.
-    lost_before = now - dt.timedelta(minutes=5)
-    Delivery.objects.filter(
-        is_test=True,
-        status=DeliveryStatus.PENDING,
-        created_at__lt=lost_before,
-    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=lost_before)
-    ).update(
+    send_tests_lost(now=now).update(
         status=DeliveryStatus.FAILED,
         next_attempt_at=None,
         leased_until=None,
@@ -134,6 +125,23 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     heartbeat_record(name=SWEEPER, now=now)
     return SweepResult(
         events_fanned_out=fanned_out, deliveries_enqueued=len(ids), probes_sent=probes
+    )
+
+
+def send_tests_lost(*, now: dt.datetime) -> QuerySet[Delivery]:
+    """Send Tests still pending long after they were made: the process sending them stopped.
+
+    A Send Test is sent in the request that made it (or, sent again, by the worker its
+    retrigger enqueued). Read through ``delivery_test_pending_idx``: a handful of rows, however
+    many other deliveries wait.
+    """
+    lost_before = now - dt.timedelta(minutes=5)
+    return (
+        Delivery.objects.filter(
+            is_test=True, status=DeliveryStatus.PENDING, created_at__lt=lost_before
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=lost_before))
     )
 
 

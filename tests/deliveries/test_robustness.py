@@ -16,10 +16,11 @@ from deliveries.services import (
 )
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.record import deliveries_record
+from deliveries.services.redrive import send_tests_lost
 from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
-from tests.database import connection_lose
+from tests.database import connection_lose, rows_clone, rows_read
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -174,6 +175,28 @@ def test_a_send_test_that_never_finished_is_failed_by_the_sweeper_and_not_a_back
     assert health["oldest_due_delivery_seconds"] == 0.0
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.last_error == "The Send Test did not finish: the process sending it stopped."
+
+
+def test_the_sweeper_finds_the_lost_send_tests_without_reading_every_waiting_delivery(school):
+    delivery = _delivery(school, "http://127.0.0.1:9/x")
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    Delivery.objects.filter(pk=delivery.pk).update(created_at=long_ago, enqueued_at=None)
+    # 3,000 deliveries waiting for a broken receiver for an hour, and one lost Send Test.
+    rows_clone(Delivery, delivery.pk, 3000, {"id": "gen_random_uuid()", "replay_number": "n"})
+    rows_clone(
+        Delivery,
+        delivery.pk,
+        1,
+        {"id": "gen_random_uuid()", "replay_number": "3001", "is_test": "true"},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+    lost = send_tests_lost(now=timezone.now())
+
+    read = rows_read(*lost.values("pk").query.sql_with_params())
+
+    assert read <= 2
+    assert list(lost.values_list("replay_number", flat=True)) == [3001]
 
 
 @pytest.mark.django_db(transaction=True)
