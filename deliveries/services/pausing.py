@@ -236,29 +236,30 @@ def subscriptions_resume_due(*, now: dt.datetime | None = None) -> int:
 def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     """Keep catch-ups going (the sweeper); return how many were restarted or ended.
 
-    A catch-up with nothing in flight and no attempt for ``WEBHOOKS_REDRIVE_AFTER_SECONDS``
-    lost its chain of attempts (a worker stopped, a message was lost): its head gets a message.
-    One with nothing in flight and nothing waiting is over.
+    A catch-up older than ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` with nothing in flight lost its
+    chain of attempts (a worker stopped, a message was lost): its head gets a message. One
+    that is only between two attempts may get one too, which costs a message and nothing else:
+    the claim lets only the head through, one at a time. (Telling the two apart by a recent
+    attempt read the webhook's whole delivery log at every sweep: no index has the time of
+    the last attempt.) One with nothing in flight and nothing waiting is over.
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
     )
-    recent = Delivery.objects.filter(subscription_id=OuterRef("pk"), last_attempt_at__gte=stale)
     idle = (
         Subscription.objects.filter(catching_up_since__isnull=False)
         .filter(~Exists(in_flight))
-        .annotate(recent=Exists(recent))
-        .values_list("pk", "catching_up_since", "recent")[:500]
+        .values_list("pk", "catching_up_since")[:500]
     )
     heads: list[uuid.UUID] = []
     ended: list[uuid.UUID] = []
-    for pk, since, has_recent in idle:
+    for pk, since in idle:
         head = None if since is None else catch_up_head(subscription_id=pk, since=since, now=now)
         if head is None:
             ended.append(pk)
-        elif since is not None and since < stale and not has_recent:
+        elif since is not None and since < stale:
             heads.append(head)
     if ended:
         Subscription.objects.filter(pk__in=ended).update(catching_up_since=None)

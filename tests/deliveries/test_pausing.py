@@ -6,6 +6,8 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
@@ -27,6 +29,7 @@ from events.services import event_publish
 from subscriptions.models import Subscription
 from subscriptions.selectors import FAN_OUT_FIELDS
 from subscriptions.services import subscriptions_auto_disable
+from tests.database import rows_clone, rows_read
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -252,6 +255,43 @@ def test_the_sweeper_restarts_a_stalled_catch_up_with_its_oldest_delivery(
     assert catch_ups_drive() == 1
 
     deliveries_attempt(delivery_ids=[ids[0]])  # the message it sent
+    assert _course_ids(receiver) == ["c0"]
+
+
+def test_keeping_a_catch_up_going_reads_no_more_than_its_head_whatever_the_log_holds(
+    school, receiver, settings
+):
+    settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
+    webhook = _paused_webhook(school, receiver)
+    ids = _publish(school, 1)
+    # 3,000 deliveries of the webhook sent an hour ago, before the pause.
+    rows_clone(
+        Delivery,
+        ids[0],
+        3000,
+        {
+            "id": "gen_random_uuid()",
+            "replay_number": "n",
+            "status": "'delivered'",
+            "next_attempt_at": "NULL",
+            "last_attempt_at": "now() - interval '1 hour'",
+        },
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+    subscription_resume(subscription=webhook, actor=None)  # nothing sent it since
+
+    with CaptureQueriesContext(connection) as queries:
+        assert catch_ups_drive() == 1  # its head gets a message
+    reads = [
+        rows_read(query["sql"], [])
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT")
+    ]
+
+    assert max(reads) <= 2
+    assert Subscription.objects.get(pk=webhook.pk).catching_up_since is not None  # still on
+    deliveries_attempt(delivery_ids=ids)
     assert _course_ids(receiver) == ["c0"]
 
 
