@@ -6,9 +6,9 @@ backlog built up (after an outage autovacuum has usually not analysed the table 
 Celery worker sends them to a fast local receiver within the webhook's concurrency limit, and
 the sweeper runs every 2 s as beat runs it. Prints the drain time and rate; asserts nothing.
 
-Uses its own database (``webhooks_bench_backlog``, created if missing and emptied on each run),
-Redis database 13 and a queue name of its own. Options: ``--backlog``, ``--delivered``,
-``--concurrency`` (of the worker).
+Uses its own database (``webhooks_bench_backlog``, or ``BENCH_BACKLOG_DATABASE_URL``; created if
+missing and emptied on each run), Redis database 13 and a queue name of its own. Options:
+``--backlog``, ``--delivered``, ``--concurrency`` (of the worker).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 
 from bench.deliveries import (
     Child,
-    _database_create,
     _environment,
     _free_port,
+    django_start_on_empty_database,
     stop_on_signals,
     worker_command,
 )
@@ -41,15 +41,7 @@ def main() -> None:
     stop_on_signals()
     os.environ["DATABASE_URL"] = os.environ.get("BENCH_BACKLOG_DATABASE_URL", DEFAULT_DATABASE_URL)
     env = _environment()
-    _database_create(env["DATABASE_URL"])
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
-
-    call_command("migrate", verbosity=0)
+    django_start_on_empty_database(env)
 
     from deliveries.models import Delivery, DeliveryStatus
     from deliveries.services import deliveries_sweep, event_fan_out
@@ -57,11 +49,6 @@ def main() -> None:
     from schools.models import School
     from subscriptions.services import subscription_create
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, events_event, "
-            "subscriptions_subscription CASCADE"
-        )
     port = _free_port()
     receiver = Child("receiver", [sys.executable, "-m", "bench.receiver", str(port)], env, "ready")
     workers: list[Child] = []

@@ -65,6 +65,24 @@ def _database_create(url: str) -> None:
             connection.execute(f'CREATE DATABASE "{name}"')
 
 
+def django_start_on_empty_database(env: dict[str, str]) -> None:
+    """Create the bench's database if missing, set Django up, migrate, and empty the tables of
+    webhooks, events and deliveries."""
+    _database_create(env["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, events_event, "
+            "subscriptions_subscription CASCADE"
+        )
+
+
 class Child:
     def __init__(self, name: str, command: list[str], env: dict[str, str], marker: str) -> None:
         self.name = name
@@ -149,15 +167,7 @@ def main() -> None:
 
     stop_on_signals()
     env = _environment()
-    _database_create(env["DATABASE_URL"])
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
-
-    call_command("migrate", verbosity=0)
+    django_start_on_empty_database(env)
 
     from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
     from events.models import Event
@@ -165,12 +175,6 @@ def main() -> None:
     from schools.models import School
     from subscriptions.models import Subscription
     from subscriptions.services import subscription_create
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, events_event, "
-            "subscriptions_subscription CASCADE"
-        )
 
     port = _free_port()
     receiver = Child(
