@@ -3,6 +3,10 @@
 On PostgreSQL each statement runs ``CONCURRENTLY``: the table is written meanwhile (a build
 scans it). A migration run inside a transaction (a test migrating back and forth) gets the
 plain statements. Elsewhere the usual statements.
+
+Each step looks first at what is there, so a run interrupted at any point (these migrations
+are not atomic) can simply be run again: a valid index is kept, an invalid one (a
+``CONCURRENTLY`` build that did not finish) is dropped and built again.
 """
 
 from __future__ import annotations
@@ -13,23 +17,20 @@ from django.db import models
 
 
 def index_build(schema_editor: Any, model: type[models.Model], index: models.Index) -> None:
-    """Build ``index``. An interrupted build leaves an invalid index behind, which the next
-    run drops and builds again."""
-    concurrently = _concurrently(schema_editor)
-    if concurrently is None:
-        schema_editor.add_index(model, index)
+    """Build ``index`` unless a valid one of that name is there."""
+    found = _index_valid(schema_editor, model, index.name)
+    if found:
         return
-    schema_editor.remove_index(model, index, concurrently=concurrently)  # IF EXISTS
-    schema_editor.add_index(model, index, concurrently=concurrently)
+    concurrently = _concurrently(schema_editor)
+    if found is False:
+        schema_editor.remove_index(model, index, **concurrently)
+    schema_editor.add_index(model, index, **concurrently)
 
 
 def index_drop(schema_editor: Any, model: type[models.Model], index: models.Index) -> None:
-    """Drop ``index``."""
-    concurrently = _concurrently(schema_editor)
-    if concurrently is None:
-        schema_editor.remove_index(model, index)
-        return
-    schema_editor.remove_index(model, index, concurrently=concurrently)
+    """Drop ``index`` if it is there."""
+    if _index_valid(schema_editor, model, index.name) is not None:
+        schema_editor.remove_index(model, index, **_concurrently(schema_editor))
 
 
 def index_replace(
@@ -40,8 +41,24 @@ def index_replace(
     index_drop(schema_editor, model, drop)
 
 
-def _concurrently(schema_editor: Any) -> bool | None:
-    """Whether to build ``CONCURRENTLY`` on PostgreSQL; None elsewhere."""
+def _index_valid(schema_editor: Any, model: type[models.Model], name: str) -> bool | None:
+    """Whether the index ``name`` of ``model``'s table is valid; None if there is none."""
+    connection = schema_editor.connection
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON "
+                "c.oid = i.indexrelid WHERE c.relname = %s AND i.indrelid = %s::regclass",
+                [name, model._meta.db_table],
+            )
+            row = cursor.fetchone()
+            return None if row is None else bool(row[0])
+        constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    return True if name in constraints else None
+
+
+def _concurrently(schema_editor: Any) -> dict[str, bool]:
+    """``CONCURRENTLY`` on PostgreSQL outside a transaction (the keyword the editor takes)."""
     if schema_editor.connection.vendor != "postgresql":
-        return None
-    return not schema_editor.connection.in_atomic_block
+        return {}
+    return {"concurrently": not schema_editor.connection.in_atomic_block}

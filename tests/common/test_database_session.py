@@ -1,36 +1,52 @@
 """What each new database session is set up with (common/apps.py)."""
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from django.db import connections
 
 pytestmark = pytest.mark.django_db
 
 
-def _new_session_setting(name: str) -> str:
+@contextlib.contextmanager
+def _session() -> Iterator:
+    """A new session of the test database, apart from the test's own (in autocommit)."""
     wrapper = connections.create_connection("default")
     try:
         with wrapper.cursor() as cursor:
-            cursor.execute(f"SHOW {name}")
-            return cursor.fetchone()[0]
+            yield cursor
     finally:
         wrapper.close()
 
 
-def _server_default(name: str) -> str:
-    wrapper = connections.create_connection("default")
+@contextlib.contextmanager
+def _jit_on_for_new_sessions() -> Iterator[None]:
+    """New sessions of the test database start with ``jit = on``, whatever the server says."""
+    with _session() as cursor:
+        cursor.execute("SELECT current_database()")
+        name = cursor.fetchone()[0]
+        cursor.execute(f'ALTER DATABASE "{name}" SET jit = on')
     try:
-        with wrapper.cursor() as cursor:
-            cursor.execute("SELECT reset_val FROM pg_settings WHERE name = %s", [name])
-            return cursor.fetchone()[0]
+        yield
     finally:
-        wrapper.close()
+        with _session() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" RESET jit')
+
+
+def _new_session_jit() -> str:
+    with _session() as cursor:
+        cursor.execute("SHOW jit")
+        return cursor.fetchone()[0]
 
 
 def test_a_new_session_compiles_no_query_just_in_time():
-    assert _new_session_setting("jit") == "off"
+    with _jit_on_for_new_sessions():
+        assert _new_session_jit() == "off"
 
 
-def test_the_server_decides_when_jit_is_wanted(settings):
+def test_the_database_decides_when_jit_is_wanted(settings):
     settings.DATABASE_JIT = True
 
-    assert _new_session_setting("jit") == _server_default("jit")
+    with _jit_on_for_new_sessions():
+        assert _new_session_jit() == "on"

@@ -374,4 +374,7 @@ def test_a_batch_reads_the_events_it_takes_not_the_whole_outbox(school):
 
     assert read <= 10  # the batch, not 3,001
     assert fanned_out == 10
-    assert Event.objects.get(pk=first.pk).fanned_out_at is not None  # the oldest first
+    waiting_before = Event.objects.filter(created_at__gte=first.created_at).order_by("created_at")
+    oldest = list(waiting_before.values_list("pk", flat=True)[:10])
+    done = Event.objects.filter(fanned_out_at__isnull=False, created_at__gte=first.created_at)
+    assert sorted(done.values_list("pk", flat=True)) == sorted(oldest)  # the oldest ten
