@@ -36,7 +36,7 @@ from audit.services import Actor, audit_record
 from common.transactions import after_commit
 from subscriptions.models import Subscription
 
-from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
 from .fan_out import deliveries_enqueue
 
 logger = logging.getLogger(__name__)
@@ -241,16 +241,20 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     that is only between two attempts may get one too, which costs a message and nothing else:
     the claim lets only the head through, one at a time. (Telling the two apart by a recent
     attempt read the webhook's whole delivery log at every sweep: no index has the time of
-    the last attempt.) One with nothing in flight and nothing waiting is over.
+    the last attempt.) One with nothing in flight and nothing waiting is over. A webhook whose
+    circuit is open is left to its probe (``redrive._probes_send``): a message would only be
+    refused until then.
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
     )
+    broken = EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
     idle = (
         Subscription.objects.filter(catching_up_since__isnull=False)
         .filter(~Exists(in_flight))
+        .exclude(pk__in=broken)
         .values_list("pk", "catching_up_since")[:500]
     )
     heads: list[uuid.UUID] = []

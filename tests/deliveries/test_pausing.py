@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.selectors import delivery_backlog, operations_state
 from deliveries.services import (
     deliveries_attempt,
@@ -293,6 +293,25 @@ def test_keeping_a_catch_up_going_reads_no_more_than_its_head_whatever_the_log_h
     assert Subscription.objects.get(pk=webhook.pk).catching_up_since is not None  # still on
     deliveries_attempt(delivery_ids=ids)
     assert _course_ids(receiver) == ["c0"]
+
+
+def test_a_catch_up_whose_circuit_is_open_is_left_to_its_probe(school, receiver, settings):
+    settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
+    webhook = _paused_webhook(school, receiver)
+    _publish(school, 2)
+    subscription_resume(subscription=webhook, actor=None)
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=timezone.now(),
+        probe_at=timezone.now() + dt.timedelta(minutes=1),
+    )
+
+    assert catch_ups_drive() == 0  # no message the claim would refuse, and not over
+
+    EndpointState.objects.filter(pk=webhook.pk).update(circuit_state=CircuitState.CLOSED)
+    assert catch_ups_drive() == 1  # closed again: its head gets its message
+    assert Subscription.objects.get(pk=webhook.pk).catching_up_since is not None
 
 
 def test_pausing_is_idempotent_and_audited_and_resume_of_a_running_webhook_does_nothing(school):
