@@ -231,13 +231,6 @@ def _events_fan_out_batch(
     now = timezone.now()
     large: list[tuple[Event, list[Subscription]]] = []
     with transaction.atomic():
-        if connection.vendor == "postgresql" and event_ids is None:
-            # Walk the partial index in order: the entries of events fanned out earlier are
-            # marked dead as the scan passes them, and later batches skip them. A bitmap scan
-            # (the planner's choice when few events wait) would read every one of them again
-            # until the next vacuum.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_bitmapscan = off")
         events = _events_waiting(
             limit=limit,
             passed_over=passed_over,
@@ -311,12 +304,18 @@ def _events_waiting(
     created_before: dt.datetime | None,
 ) -> list[Event]:
     """Up to ``limit`` events awaiting fan-out, oldest first, locked, with their school; rows
-    another worker holds, and ``passed_over``, are skipped.
+    another worker holds, and ``passed_over``, are skipped. In the caller's transaction.
 
     The task's read (no ``event_ids``) on PostgreSQL is one fixed statement: building the ORM
     query cost more CPU than the rest of a small batch's reads, once per batch.
     """
     if connection.vendor == "postgresql" and event_ids is None:
+        # Walk the partial index in order: the entries of events fanned out earlier are marked
+        # dead as the scan passes them, and later batches skip them. A bitmap scan (the
+        # planner's choice when few events wait) would read every one of them again until the
+        # next vacuum.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
         events = list(
             Event.objects.raw(
                 _EVENTS_WAITING,
@@ -347,13 +346,12 @@ _SCHOOL_ALIASES = [f"school__{name}" for name in _SCHOOL_FIELDS]
 # batch it takes and stops, whatever the statistics say of the outbox (joined first, a stale
 # estimate of a few waiting events had PostgreSQL join and sort all of them).
 _EVENTS_WAITING = (  # noqa: S608 - column and table names only
-    "SELECT {outer}, {schools} FROM (SELECT {events} FROM {event_table} WHERE "
+    "SELECT e.*, {schools} FROM (SELECT {events} FROM {event_table} WHERE "
     "fanned_out_at IS NULL AND NOT (id = ANY(%s::uuid[])) AND "
     "(%s::timestamptz IS NULL OR created_at < %s) ORDER BY created_at, id LIMIT %s "
     "FOR UPDATE SKIP LOCKED) AS e JOIN {school_table} AS s ON s.id = e.school_id "
     "ORDER BY e.created_at, e.id"
 ).format(
-    outer=", ".join(f"e.{field.column}" for field in Event._meta.concrete_fields),
     events=", ".join(str(field.column) for field in Event._meta.concrete_fields),
     schools=", ".join(
         f"s.{column} AS {alias}"

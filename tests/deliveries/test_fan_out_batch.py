@@ -9,6 +9,7 @@ import time
 import pytest
 from celery import current_app
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
@@ -367,9 +368,17 @@ def test_a_batch_reads_the_events_it_takes_not_the_whole_outbox(school):
         {"id": "gen_random_uuid()", "created_at": "r.created_at + n * interval '1 ms'"},
     )
 
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        fan_out_module._events_waiting(
+            limit=10, passed_over=set(), event_ids=None, created_before=None
+        )
+        transaction.set_rollback(True)
+    # The read as the batch makes it, its settings included, run again under EXPLAIN.
+    [setting] = [query["sql"] for query in queries.captured_queries if query["sql"][:3] == "SET"]
+    [select] = [query["sql"] for query in queries.captured_queries if query["sql"][:6] == "SELECT"]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_bitmapscan = off")  # as the batch does
-        read = rows_read(fan_out_module._EVENTS_WAITING, [[], None, None, 10])
+        cursor.execute(setting)
+        read = rows_read(select, [])
     fanned_out = events_fan_out_waiting(limit=10)
 
     assert read <= 10  # the batch, not 3,001
