@@ -185,6 +185,13 @@ class Delivery(models.Model):
                 condition=Q(status="pending", enqueued_at__isnull=True),
                 name="delivery_waiting_in_order_idx",
             ),
+            # Pending with a message out: the sweeper finds those whose message was lost among
+            # them (redrive.py), a queue's worth, not among every delivery waiting without one.
+            models.Index(
+                fields=["enqueued_at"],
+                condition=Q(status="pending", enqueued_at__isnull=False),
+                name="delivery_messaged_idx",
+            ),
             # Send Tests not finished: the sweeper fails those a stopped process left behind
             # (redrive.py). A handful at most, whatever the backlog of other deliveries.
             models.Index(

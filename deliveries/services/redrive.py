@@ -8,9 +8,10 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -53,7 +54,9 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     have no live message: enqueued longer ago than ``WEBHOOKS_REDRIVE_AFTER_SECONDS`` without
     being picked up (a broker that lost its queue, a worker killed with messages in hand), or
     claimed by a worker whose lease has expired, or waiting for their webhook while nothing of
-    that webhook is in flight to wake them. A webhook whose circuit is open gets one probe when
+    that webhook is in flight to wake them (as many as its concurrency: the attempts they start
+    take up the rest). Each read walks the few rows it takes, however large a paused, broken
+    or busy webhook's backlog. A webhook whose circuit is open gets one probe when
     its time has come, and nothing else. Rows locked by another sweeper are skipped.
 
     Paused webhooks whose resume time has come are resumed; a paused webhook's held deliveries
@@ -84,26 +87,9 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
         logger.exception("Re-driving events awaiting fan-out failed; they will be tried again")
         fanned_out = 0
 
-    in_flight = Delivery.objects.filter(
-        subscription_id=OuterRef("subscription_id"),
-        status=DeliveryStatus.PENDING,
-        leased_until__gte=now,
-    )
-    broken = EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
-    paused = Subscription.objects.filter(paused_at__isnull=False).values("pk")
-    catching_up = Subscription.objects.filter(catching_up_since__isnull=False).values("pk")
     with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, is_test=False)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .filter(Q(enqueued_at__lt=stale) | (Q(enqueued_at__isnull=True) & ~Exists(in_flight)))
-            .exclude(subscription_id__in=broken)
-            .exclude(subscription_id__in=paused)
-            .exclude(Q(subscription_id__in=catching_up) & Q(enqueued_at__isnull=True))
-            .order_by("next_attempt_at")
-            .values_list("id", flat=True)[:limit]
-        )
+        ids = _messages_lost(now=now, stale=stale, limit=limit)
+        ids += _waiting_unattended(now=now, limit=limit - len(ids))
         if ids:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
             after_commit(deliveries_enqueue, ids)
@@ -126,6 +112,120 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     return SweepResult(
         events_fanned_out=fanned_out, deliveries_enqueued=len(ids), probes_sent=probes
     )
+
+
+def _broken() -> QuerySet[EndpointState, Any]:
+    """The webhooks whose circuit is open or probing: their deliveries wait for the probe."""
+    return EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
+
+
+def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Due deliveries whose message went out before ``stale`` and that no worker holds (a
+    broker that lost its queue, a worker killed with messages in hand or mid-attempt), oldest
+    message first; none of a paused webhook or one whose circuit is open. Locked.
+
+    Read through ``delivery_messaged_idx``: the deliveries with a message out, a queue's
+    worth, however many wait without one.
+    """
+    return list(
+        Delivery.objects.select_for_update(skip_locked=True)
+        .filter(
+            status=DeliveryStatus.PENDING,
+            enqueued_at__lt=stale,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(subscription_id__in=_broken())
+        .exclude(
+            subscription_id__in=Subscription.objects.filter(paused_at__isnull=False).values("pk")
+        )
+        .order_by("enqueued_at")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def _waiting_unattended(*, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Due deliveries waiting (no message) for a webhook with nothing in flight, which no
+    finishing attempt will take up: as many per webhook as its concurrency, due first (the
+    attempts they start take up the rest). None of a paused webhook, of one whose circuit is
+    open (its probe goes first) or of one catching up (``catch_ups_drive``). Locked.
+    """
+    if limit <= 0:
+        return []
+    concurrency = settings.WEBHOOKS_ENDPOINT_CONCURRENCY
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _WAITING_UNATTENDED_SQL, {"now": now, "concurrency": concurrency, "limit": limit}
+            )
+            return [row[0] for row in cursor.fetchall()]
+    # Elsewhere (the embedded SQLite, a few rows): the same rule in one query.
+    in_flight = Delivery.objects.filter(
+        subscription_id=OuterRef("subscription_id"),
+        status=DeliveryStatus.PENDING,
+        leased_until__gte=now,
+    )
+    rows = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING,
+            enqueued_at__isnull=True,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .exclude(Exists(in_flight))
+        .exclude(subscription_id__in=_broken())
+        .filter(subscription__paused_at__isnull=True, subscription__catching_up_since__isnull=True)
+        .order_by("next_attempt_at", "id")
+        .values_list("id", "subscription_id", "subscription__max_concurrency")
+    )
+    ids: list[uuid.UUID] = []
+    taken: dict[uuid.UUID, int] = {}
+    for pk, endpoint, share in rows:
+        if taken.get(endpoint, 0) < (share or concurrency):
+            taken[endpoint] = taken.get(endpoint, 0) + 1
+            ids.append(pk)
+            if len(ids) >= limit:
+                break
+    return ids
+
+
+# The webhooks with waiting deliveries, found by skipping through
+# ``delivery_waiting_in_order_idx`` (one descent per webhook, not one step per delivery); those
+# that may send and have nothing in flight (materialized: filtered before any row is locked);
+# then the first few of each from the same index, in order. A paused, broken or busy webhook's
+# backlog is not read at all.
+_WAITING_UNATTENDED_SQL = """
+WITH RECURSIVE waiting(id) AS (
+    (SELECT subscription_id FROM deliveries_delivery
+     WHERE status = 'pending' AND enqueued_at IS NULL ORDER BY subscription_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.subscription_id FROM deliveries_delivery AS d
+            WHERE d.status = 'pending' AND d.enqueued_at IS NULL AND d.subscription_id > w.id
+            ORDER BY d.subscription_id LIMIT 1)
+    FROM waiting AS w WHERE w.id IS NOT NULL
+),
+unattended AS MATERIALIZED (
+    SELECT s.id, COALESCE(s.max_concurrency, %(concurrency)s) AS share
+    FROM waiting AS w JOIN subscriptions_subscription AS s ON s.id = w.id
+    WHERE s.paused_at IS NULL AND s.catching_up_since IS NULL
+      AND NOT EXISTS (SELECT 1 FROM deliveries_endpointstate AS b
+                      WHERE b.subscription_id = s.id AND b.circuit_state <> 'closed')
+      AND NOT EXISTS (SELECT 1 FROM deliveries_delivery AS f
+                      WHERE f.subscription_id = s.id AND f.status = 'pending'
+                        AND f.leased_until >= %(now)s)
+)
+SELECT c.id FROM unattended AS u CROSS JOIN LATERAL (
+    SELECT d.id FROM deliveries_delivery AS d
+    WHERE d.subscription_id = u.id AND d.status = 'pending' AND d.enqueued_at IS NULL
+      AND d.next_attempt_at <= %(now)s AND NOT d.is_test
+      AND (d.leased_until IS NULL OR d.leased_until < %(now)s)
+    ORDER BY d.next_attempt_at, d.id LIMIT u.share
+    FOR UPDATE OF d SKIP LOCKED
+) AS c
+LIMIT %(limit)s
+"""
 
 
 def send_tests_lost(*, now: dt.datetime) -> QuerySet[Delivery]:

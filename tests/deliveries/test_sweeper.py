@@ -1,0 +1,113 @@
+"""The sweeper's re-drive: what it sends again, what it leaves to others, and what it reads."""
+
+import datetime as dt
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from deliveries.models import CircuitState, Delivery, EndpointState
+from deliveries.services import deliveries_sweep, event_fan_out
+from events.services import event_publish
+from subscriptions.models import Subscription
+from tests.database import rows_clone, rows_read
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _waiting(school, count, **fields):
+    """A webhook with ``count`` deliveries waiting (no message), due one after another."""
+    webhook = SubscriptionFactory(school=school, url="http://127.0.0.1:9/hook", **fields)
+    ids = []
+    for number in range(count):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [
+            delivery
+            for delivery in event_fan_out(event_id=event.id)
+            if Delivery.objects.get(pk=delivery).subscription_id == webhook.pk
+        ]
+    due = timezone.now() - dt.timedelta(minutes=10)
+    for number, delivery in enumerate(ids):
+        Delivery.objects.filter(pk=delivery).update(
+            enqueued_at=None, next_attempt_at=due + dt.timedelta(seconds=number)
+        )
+    return webhook, ids
+
+
+def _re_driven(ids):
+    re_driven = Delivery.objects.filter(pk__in=ids, enqueued_at__isnull=False)
+    return set(re_driven.values_list("pk", flat=True))
+
+
+def test_a_webhook_with_nothing_in_flight_gets_as_many_as_its_concurrency_oldest_first(school):
+    _webhook, ids = _waiting(school, 5, max_concurrency=2, topics=["course.created"])
+
+    result = deliveries_sweep()
+
+    assert result.deliveries_enqueued == 2
+    assert _re_driven(ids) == set(ids[:2])  # the attempts they start take up the other three
+
+
+def test_the_sweeper_leaves_waiting_deliveries_to_whoever_will_send_them(school):
+    _busy, busy_ids = _waiting(school, 2, topics=["course.created"])
+    paused, paused_ids = _waiting(school, 2, topics=["course.created"])
+    broken, broken_ids = _waiting(school, 2, topics=["course.created"])
+    catching_up, catching_up_ids = _waiting(school, 2, topics=["course.created"])
+    now = timezone.now()
+    # An attempt of the busy webhook in flight: when it ends, it takes up what waits behind it.
+    Delivery.objects.filter(pk=busy_ids[0]).update(
+        leased_until=now + dt.timedelta(minutes=1), enqueued_at=now
+    )
+    Subscription.objects.filter(pk=paused.pk).update(paused_at=now)
+    EndpointState.objects.create(
+        subscription=broken, circuit_state=CircuitState.OPEN, probe_at=now + dt.timedelta(hours=1)
+    )
+    Subscription.objects.filter(pk=catching_up.pk).update(catching_up_since=now)
+    # A message sent long ago that nobody took: lost, whatever else the webhook has in flight.
+    lost = busy_ids[1]
+    Delivery.objects.filter(pk=lost).update(enqueued_at=now - dt.timedelta(minutes=5))
+
+    result = deliveries_sweep()
+
+    assert result.deliveries_enqueued == 1
+    assert Delivery.objects.get(pk=lost).enqueued_at > now - dt.timedelta(seconds=5)
+    held = paused_ids + broken_ids + catching_up_ids
+    assert Delivery.objects.filter(pk__in=held, enqueued_at__isnull=False).count() == 0
+
+
+def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_webhooks(school):
+    now = timezone.now()
+    paused, paused_ids = _waiting(school, 1, topics=["course.created"])
+    broken, broken_ids = _waiting(school, 1, topics=["course.created"])
+    _busy, busy_ids = _waiting(school, 2, topics=["course.created"])
+    _idle, idle_ids = _waiting(school, 1, topics=["course.created"])
+    Subscription.objects.filter(pk=paused.pk).update(paused_at=now)
+    EndpointState.objects.create(
+        subscription=broken, circuit_state=CircuitState.OPEN, probe_at=now + dt.timedelta(hours=1)
+    )
+    Delivery.objects.filter(pk=busy_ids[1]).update(
+        leased_until=now + dt.timedelta(minutes=1), enqueued_at=now
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")  # statistics of before the backlog
+    # 3,000 due deliveries waiting behind each of the paused, the broken and the busy webhook.
+    for delivery in (paused_ids[0], broken_ids[0], busy_ids[0]):
+        rows_clone(Delivery, delivery, 3000, {"id": "gen_random_uuid()", "replay_number": "n"})
+
+    with CaptureQueriesContext(connection) as sweep:
+        result = deliveries_sweep()
+
+    assert result.deliveries_enqueued == 1
+    assert _re_driven(idle_ids) == set(idle_ids)
+    reads = {
+        " ".join(query["sql"].split())[:90]: rows_read(query["sql"], [])
+        for query in sweep.captured_queries
+        if re.match(r"\s*(WITH|SELECT)", query["sql"]) and "deliveries_delivery" in query["sql"]
+    }
+    assert len(reads) >= 2  # the lost messages and the unattended waiting deliveries at least
+    assert max(reads.values()) <= 20, reads  # not 3,000 or 9,000
