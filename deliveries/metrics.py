@@ -227,13 +227,14 @@ class StateCollector(Collector):
 
         yield _gauge(
             "webhooks_deliveries_due",
-            "Deliveries due for an attempt that no worker is making (Send Tests aside); "
-            f"counted up to {BACKLOG_COUNT_CAP}.",
+            "Deliveries sent to the workers that none has taken yet: the queue and the work of "
+            "workers that died, not deliveries waiting for their webhook's limits, circuit "
+            f"breaker or pause (Send Tests aside); counted up to {BACKLOG_COUNT_CAP}.",
             state.due.count,
         )
         yield _gauge(
             "webhooks_deliveries_due_oldest_age_seconds",
-            "How long the oldest due delivery no worker is attempting has waited (0: none).",
+            "How long the oldest delivery sent to the workers has waited for one (0: none).",
             _age(now, state.due.oldest) if state.due.oldest else 0.0,
         )
         yield _gauge(

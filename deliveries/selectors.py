@@ -51,29 +51,33 @@ def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
     )
 
 
-# Deliveries that wait by a school's choice, not for lack of workers: a paused webhook's, and
-# those a catching-up webhook sends one at a time (deliveries/services/pausing.py; the sweeper
-# restarts a catch-up that stalls).
-_HELD_Q = Q(subscription__paused_at__isnull=False) | Q(
-    subscription__catching_up_since__isnull=False, enqueued_at__isnull=True
-)
+def deliveries_not_taken(*, now: dt.datetime) -> QuerySet[Delivery]:
+    """Deliveries sent to the workers that no worker has taken: due, with a message out
+    (``enqueued_at``) and no live lease, Send Tests aside. The queue, and the work of workers
+    that died; oldest message first, on ``delivery_messaged_idx``.
+
+    Deliveries that wait by design have no message and are not among them: for their
+    webhook's concurrency or rate, for its circuit breaker's probe, for its school's pause or
+    one at a time in a catch-up (the attempts in flight, the probe, the resume or the sweeper
+    send them). One school's dead or slow receiver is not a backlog of the deployment.
+    """
+    return (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING,
+            enqueued_at__lte=now,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .order_by("enqueued_at")
+    )
 
 
 def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
-    """Seconds the oldest due, unclaimed delivery has waited, and how many events await fan-out
-    (an old one means workers are not consuming)."""
-    oldest = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__lte=now,
-            leased_until__isnull=True,
-            is_test=False,
-        )
-        .exclude(_HELD_Q)
-        .order_by("next_attempt_at")
-        .values_list("next_attempt_at", flat=True)
-        .first()
-    )
+    """Seconds the oldest delivery sent to the workers has waited for one to take it
+    (``deliveries_not_taken``), and how many events await fan-out (an old one means workers
+    are not consuming)."""
+    oldest = deliveries_not_taken(now=now).values_list("enqueued_at", flat=True).first()
     lag = (now - oldest).total_seconds() if oldest else 0.0
     waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now).count()
     return max(lag, 0.0), waiting
@@ -232,9 +236,8 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     """The deployment's state for /metrics, in seven small queries (the backlogs walk their
     partial indexes; the webhook counts read the webhooks table, a few thousand rows).
 
-    - ``due``: pending deliveries (Send Tests aside) due at ``now`` that no worker holds (never
-      claimed, or whose lease ran out), on the partial index of due deliveries; a paused
-      webhook's are held, not due, and a catching-up webhook's waiting ones go one at a time.
+    - ``due``: deliveries sent to the workers that none has taken (``deliveries_not_taken``):
+      the queue and a dead worker's work, not what waits for its webhook by design.
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
       (active, in a streak), ``paused`` (by its school: nothing is sent) and ``disabled``.
@@ -242,15 +245,6 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
       streak's start, longest streak first.
     - ``heartbeats``: every heartbeat row (beat, sweeper, ``worker:<hostname>``).
     """
-    due = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__lte=now,
-            is_test=False,
-        )
-        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-        .exclude(_HELD_Q)
-    )
     awaiting = Event.objects.filter(fanned_out_at__isnull=True)
     webhooks = Subscription.objects.aggregate(
         healthy=Count(
@@ -272,7 +266,7 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
         .order_by("since", "school__slug")
     )
     return OperationsState(
-        due=_backlog(due.order_by("next_attempt_at"), "next_attempt_at"),
+        due=_backlog(deliveries_not_taken(now=now), "enqueued_at"),
         awaiting_fan_out=_backlog(awaiting.order_by("created_at"), "created_at"),
         webhooks=webhooks,
         failing_by_school=[

@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from deliveries.models import Delivery
+from deliveries.models import CircuitState, Delivery, EndpointState
 from deliveries.services import event_fan_out
 from events.services import event_publish
 from tests.subscriptions.factories import SubscriptionFactory
@@ -29,8 +29,10 @@ def test_health_is_503_when_due_deliveries_are_not_picked_up(client, school, set
     SubscriptionFactory(school=school)
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
     [delivery_id] = event_fan_out(event_id=event.id)
+    ten_minutes_ago = timezone.now() - dt.timedelta(minutes=10)
+    # Its message went out ten minutes ago and no worker took it.
     Delivery.objects.filter(pk=delivery_id).update(
-        next_attempt_at=timezone.now() - dt.timedelta(minutes=10)
+        next_attempt_at=ten_minutes_ago, enqueued_at=ten_minutes_ago
     )
 
     response = client.get("/health/")
@@ -40,3 +42,37 @@ def test_health_is_503_when_due_deliveries_are_not_picked_up(client, school, set
     assert body["status"] == "unhealthy"
     assert body["deliveries"] == "due deliveries are not being picked up: are workers running?"
     assert body["oldest_due_delivery_seconds"] >= 600
+
+
+def test_deliveries_waiting_for_a_dead_or_busy_receiver_are_not_the_deployments_backlog(
+    client, school, settings
+):
+    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+    dead = SubscriptionFactory(school=school, url="http://127.0.0.1:9/dead")
+    busy = SubscriptionFactory(school=school, url="http://127.0.0.1:9/slow", max_concurrency=1)
+    ids = []
+    for number in range(3):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += event_fan_out(event_id=event.id)
+    now = timezone.now()
+    an_hour_ago = now - dt.timedelta(hours=1)
+    # For an hour: the dead receiver's circuit open, its deliveries waiting for the probe; the
+    # slow one's deliveries waiting behind its attempt in flight.
+    EndpointState.objects.create(
+        subscription=dead,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=an_hour_ago,
+        probe_at=now + dt.timedelta(minutes=10),
+    )
+    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=an_hour_ago, enqueued_at=None)
+    in_flight = Delivery.objects.filter(subscription=busy).first()
+    Delivery.objects.filter(pk=in_flight.pk).update(
+        enqueued_at=now, leased_until=now + dt.timedelta(minutes=1)
+    )
+
+    response = client.get("/health/")
+
+    assert response.status_code == 200
+    assert response.json()["oldest_due_delivery_seconds"] == 0.0

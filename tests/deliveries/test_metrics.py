@@ -143,14 +143,31 @@ def test_the_state_gauges_report_the_database_exactly(client, settings, school):
     SubscriptionFactory(school=school, is_active=False, failing_since=ago(9000))
     SubscriptionFactory(school=other, failing_since=ago(3600))
     pending = DeliveryStatus.PENDING
-    # Due and waiting for a worker: never claimed (2), or claimed by a worker whose lease ran out.
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(120))
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(5))
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(30), leased_until=ago(1))
-    # Not waiting: being attempted, not due yet, a Send Test, final.
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(300), leased_until=ago(-60))
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(-60))
-    delivery_create(failing_long, status=pending, next_attempt_at=ago(400), is_test=True)
+    # Sent to the workers and not taken: never claimed (2), or claimed by a worker whose lease
+    # ran out.
+    delivery_create(failing_long, status=pending, next_attempt_at=ago(120), enqueued_at=ago(120))
+    delivery_create(failing_long, status=pending, next_attempt_at=ago(5), enqueued_at=ago(5))
+    delivery_create(
+        failing_long,
+        status=pending,
+        next_attempt_at=ago(30),
+        enqueued_at=ago(30),
+        leased_until=ago(1),
+    )
+    # Not for a worker to take: waiting for its webhook (no message), being attempted, not due
+    # yet, a Send Test, final.
+    delivery_create(failing_long, status=pending, next_attempt_at=ago(900), enqueued_at=None)
+    delivery_create(
+        failing_long,
+        status=pending,
+        next_attempt_at=ago(300),
+        enqueued_at=ago(300),
+        leased_until=ago(-60),
+    )
+    delivery_create(failing_long, status=pending, next_attempt_at=ago(-60), enqueued_at=ago(-60))
+    delivery_create(
+        failing_long, status=pending, next_attempt_at=ago(400), enqueued_at=ago(400), is_test=True
+    )
     delivery_create(failing_long, status=DeliveryStatus.DELIVERED)
     for seconds in (50, 10):  # published, not fanned out yet
         Event.objects.create(
