@@ -127,7 +127,11 @@ class ClaimOutcome:
 
 
 def deliveries_claim(
-    *, delivery_ids: list[str], capacity: int | None = None, renewed: bool = False
+    *,
+    delivery_ids: list[str],
+    capacity: int | None = None,
+    renewed: bool = False,
+    waiting: bool = False,
 ) -> ClaimOutcome:
     """Take the lease on the due, unclaimed deliveries among ``delivery_ids`` that their
     webhooks' limits let go now, at most ``capacity`` of them.
@@ -139,12 +143,20 @@ def deliveries_claim(
     workers racing for the same rows each win a disjoint set. A row whose previous lease ran out
     without a result gets that lost attempt logged as interrupted. Claims are returned in the
     order of ``delivery_ids``.
+
+    ``waiting``: the deliveries wait without a message already (fan-out stores those it sends
+    from its own process so): what the limits hold back stays as it is, and what goes counts
+    as taken up, not as a delivery with a message of its own.
     """
     now = timezone.now()
     with transaction.atomic():
         candidates = _due_candidates(delivery_ids, now)
         outcome, rows, plan = _claim(
-            candidates, now=now, capacity=capacity, park=True, lease=_lease_length(renewed)
+            candidates,
+            now=now,
+            capacity=capacity,
+            park=not waiting,
+            lease=_lease_length(renewed),
         )
     claims = _claims_build(rows, plan, now)
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}

@@ -74,9 +74,10 @@ class Dispatcher:
 
     # --- Taking work ------------------------------------------------------------------------
 
-    def dispatch(self, delivery_ids: list[str]) -> int:
+    def dispatch(self, delivery_ids: list[str], *, waiting: bool = False) -> int:
         """Claim and send the deliveries among ``delivery_ids`` that may go now; return how
-        many were sent off. Returns once they are in flight, not when they are answered."""
+        many were sent off. Returns once they are in flight, not when they are answered.
+        ``waiting``: they wait without a message already (``deliveries_claim``)."""
         remaining = list(delivery_ids)
         sent = 0
         deadline = time.monotonic() + _SLOT_WAIT_SECONDS
@@ -90,7 +91,9 @@ class Dispatcher:
                 )
                 return sent
             try:
-                outcome = deliveries_claim(delivery_ids=remaining, capacity=slots, renewed=True)
+                outcome = deliveries_claim(
+                    delivery_ids=remaining, capacity=slots, renewed=True, waiting=waiting
+                )
                 claims_followup(remaining, outcome)
             except BaseException:
                 self._slots_give(slots)
@@ -308,11 +311,14 @@ def dispatcher() -> Dispatcher:
     return found
 
 
-def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str]) -> int:
+def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str], waiting: bool = False) -> int:
     """Claim the deliveries among ``delivery_ids`` that may go now and send them from this
     process's sending engine; return how many went out. Returns before they are answered: the
-    results are recorded as they arrive. Idempotent, as ``deliveries_attempt``."""
-    return dispatcher().dispatch([str(delivery_id) for delivery_id in delivery_ids])
+    results are recorded as they arrive. Idempotent, as ``deliveries_attempt``. ``waiting``:
+    they wait without a message already (``deliveries_claim``)."""
+    return dispatcher().dispatch(
+        [str(delivery_id) for delivery_id in delivery_ids], waiting=waiting
+    )
 
 
 def dispatcher_drain(*, timeout: float) -> bool:

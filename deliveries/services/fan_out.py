@@ -150,6 +150,7 @@ def events_fan_out_waiting(
     """
     limit = limit or settings.WEBHOOKS_FAN_OUT_BATCH_SIZE
     hand_off = _deliveries_hand_off if dispatch else deliveries_enqueue
+    dispatched = settings.WEBHOOKS_DELIVERY_BATCH_SIZE if dispatch else 0
     passed_over: set[uuid.UUID] = set()
     fanned_out = 0
     while True:
@@ -159,6 +160,7 @@ def events_fan_out_waiting(
                 passed_over=passed_over,
                 created_before=created_before,
                 hand_off=hand_off,
+                dispatched=dispatched,
             )
         except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
             raise  # a time limit, or the database unreachable: the task is retried as a whole
@@ -189,12 +191,27 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
 
 
 def _deliveries_hand_off(ids: list[uuid.UUID]) -> None:
-    """Send the first deliveries from this process at once, enqueue the rest for any worker."""
+    """Send the first deliveries from this process at once, enqueue the rest for any worker.
+
+    The first ``WEBHOOKS_DELIVERY_BATCH_SIZE`` were stored waiting, without a message
+    (``_hand_off_prepare``): what their webhooks' limits do not let go now stays so, with no
+    second write, and if this process dies first the sweeper sends them.
+    """
     from .dispatch import deliveries_dispatch
 
     first = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     deliveries_enqueue(ids[first:])
-    deliveries_dispatch(delivery_ids=ids[:first])
+    deliveries_dispatch(delivery_ids=ids[:first], waiting=True)
+
+
+def _hand_off_prepare(deliveries: list[Delivery], dispatched: int) -> list[uuid.UUID]:
+    """The ids of the pending deliveries, for the hand-off after commit. The first
+    ``dispatched`` of them, which the hand-off sends from this process, are stored waiting
+    (no ``enqueued_at``: no message), as the claim leaves what it does not take."""
+    pending = [delivery for delivery in deliveries if delivery.enqueued_at is not None]
+    for delivery in pending[:dispatched]:
+        delivery.enqueued_at = None
+    return [delivery.id for delivery in pending]
 
 
 # --- The one implementation -----------------------------------------------------------------
@@ -219,13 +236,14 @@ def _events_fan_out_batch(
     created_before: dt.datetime | None = None,
     strict: bool = False,
     hand_off: HandOff | None = None,
+    dispatched: int = 0,
 ) -> _Batch:
     """Claim up to ``limit`` waiting events and turn them into deliveries in one transaction.
 
     An event for more than ``WEBHOOKS_FAN_OUT_CHUNK_SIZE`` webhooks is fanned out after the
     transaction, in pieces (``_event_fan_out_in_pieces``). ``strict`` raises the first event's
     failure instead of passing the event over. ``hand_off`` takes the pending deliveries after
-    commit (default: enqueue them).
+    commit (default: enqueue them); it sends the first ``dispatched`` from this process.
     """
     hand_off = hand_off or deliveries_enqueue
     now = timezone.now()
@@ -270,14 +288,14 @@ def _events_fan_out_batch(
             deliveries += built
             fanned_out.append(event.id)
             size += sum(len(delivery.body) for delivery in built)
+        pending = _hand_off_prepare(deliveries, dispatched)
         deliveries_insert(deliveries)
         rows_update(Event, fanned_out, fanned_out_at=now)
-        pending = [d.id for d in deliveries if d.enqueued_at is not None]
         if pending:
             after_commit(hand_off, pending)
     for event, matching in large:
         try:
-            created = _event_fan_out_in_pieces(event, matching, hand_off)
+            created = _event_fan_out_in_pieces(event, matching, hand_off, dispatched)
         except SoftTimeLimitExceeded:
             raise
         except Exception:
@@ -422,7 +440,7 @@ def _nothing(data: object) -> bool:
 
 
 def _event_fan_out_in_pieces(
-    event: Event, subscriptions: list[Subscription], hand_off: HandOff
+    event: Event, subscriptions: list[Subscription], hand_off: HandOff, dispatched: int = 0
 ) -> int | None:
     """Fan out an event for many webhooks a piece at a time, each piece committed and handed
     to the workers at once, so the first attempts start while the rest is being built.
@@ -446,8 +464,8 @@ def _event_fan_out_in_pieces(
                 for subscription in piece_of
             ]
             with transaction.atomic():
+                pending = _hand_off_prepare(piece, dispatched)
                 deliveries_insert(piece)
-                pending = [d.id for d in piece if d.enqueued_at is not None]
                 if pending:
                     after_commit(hand_off, pending)
             created += len(piece)

@@ -387,3 +387,35 @@ def test_a_batch_reads_the_events_it_takes_not_the_whole_outbox(school):
     oldest = list(waiting_before.values_list("pk", flat=True)[:10])
     done = Event.objects.filter(fanned_out_at__isnull=False, created_at__gte=first.created_at)
     assert sorted(done.values_list("pk", flat=True)) == sorted(oldest)  # the oldest ten
+
+
+@pytest.mark.django_db
+def test_deliveries_sent_from_the_fan_out_process_are_stored_waiting_and_written_once(
+    school, django_capture_on_commit_callbacks
+):
+    from deliveries.services.claim import deliveries_claim
+
+    SubscriptionFactory(school=school, topics=["*"], max_concurrency=2)
+    with transaction.atomic():
+        for number in range(5):
+            _publish(school, course=f"c{number}")
+    handed_off: list = []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        fan_out_module._events_fan_out_batch(
+            limit=10, passed_over=set(), hand_off=handed_off.extend, dispatched=4
+        )
+    with CaptureQueriesContext(connection) as claim:
+        outcome = deliveries_claim(delivery_ids=[str(pk) for pk in handed_off[:4]], waiting=True)
+
+    deliveries = {d.pk: d for d in Delivery.objects.all()}
+    # The four sent from this process wait without a message; the fifth has one.
+    assert len(handed_off) == 5
+    assert deliveries[handed_off[4]].enqueued_at is not None
+    # Two go (the webhook's concurrency), two stay waiting: not written again.
+    taken = {claim.delivery.pk for claim in outcome.claims}
+    assert len(taken) == 2
+    left = [deliveries[pk] for pk in handed_off[:4] if pk not in taken]
+    assert [(d.enqueued_at, d.leased_until) for d in left] == [(None, None)] * 2
+    assert not [q for q in claim.captured_queries if "SET enqueued_at" in q["sql"]]
+    assert all(claim.waiting_behind for claim in outcome.claims)  # they take up the two

@@ -74,7 +74,10 @@ def test_a_hanging_receiver_does_not_delay_a_healthy_one(patient_worker, catalog
     hanging_sent = [r for r in receiver.received() if r.path.startswith("/hang")]
     assert len(hanging_sent) == 16  # 8 each, the default concurrency; the rest wait their turn
     waiting = Delivery.objects.filter(
-        subscription__url__contains="/hang", status=DeliveryStatus.PENDING, enqueued_at=None
+        subscription__url__contains="/hang",
+        status=DeliveryStatus.PENDING,
+        enqueued_at=None,
+        leased_until=None,
     )
     assert waiting.count() == 40 - 16
 
