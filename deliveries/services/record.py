@@ -45,7 +45,7 @@ from ..redaction import attempt_redact
 from .claim import Claim, endpoints_lock
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
-from .redrive import retrigger_schedule_resume
+from .redrive import probe_delivery, retrigger_schedule_resume
 
 logger = logging.getLogger(__name__)
 
@@ -566,12 +566,7 @@ def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.d
     wait = (probe_at - now).total_seconds()
     if wait > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
         return
-    oldest = (
-        Delivery.objects.filter(subscription_id=endpoint, status=DeliveryStatus.PENDING)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    oldest = probe_delivery(endpoint=endpoint, due_by=None)
     if oldest is not None:
         after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
 

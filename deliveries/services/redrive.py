@@ -256,20 +256,34 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     )
     probes = []
     for endpoint in endpoints:
-        oldest = (
-            Delivery.objects.filter(
-                subscription_id=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
-            )
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)
-            .first()
-        )
+        oldest = probe_delivery(endpoint=endpoint, due_by=now)
         if oldest is not None:
             probes.append(oldest)
     if probes:
         deliveries_enqueue(probes)
     return len(probes)
+
+
+def probe_delivery(*, endpoint: uuid.UUID, due_by: dt.datetime | None) -> uuid.UUID | None:
+    """The delivery a webhook's probe sends: its oldest pending one (due by ``due_by`` and held
+    by no worker then, if given). Its waiting ones are read first, from
+    ``delivery_waiting_in_order_idx`` in order (a few entries, however long the backlog of a
+    receiver that has been dead for days); only if none waits, those with a message out."""
+    pending = Delivery.objects.filter(subscription_id=endpoint, status=DeliveryStatus.PENDING)
+    if due_by is not None:
+        pending = pending.filter(next_attempt_at__lte=due_by).filter(
+            Q(leased_until__isnull=True) | Q(leased_until__lt=due_by)
+        )
+    for messaged in (False, True):
+        found = (
+            pending.filter(enqueued_at__isnull=not messaged)
+            .order_by("next_attempt_at", "id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if found is not None:
+            return found
+    return None
 
 
 class RetriggerOutcome(enum.StrEnum):

@@ -87,8 +87,9 @@ def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_w
     _busy, busy_ids = _waiting(school, 2, topics=["course.created"])
     _idle, idle_ids = _waiting(school, 1, topics=["course.created"])
     Subscription.objects.filter(pk=paused.pk).update(paused_at=now)
+    # The broken webhook's probe is due: its oldest delivery goes, found among its own.
     EndpointState.objects.create(
-        subscription=broken, circuit_state=CircuitState.OPEN, probe_at=now + dt.timedelta(hours=1)
+        subscription=broken, circuit_state=CircuitState.OPEN, probe_at=now - dt.timedelta(seconds=1)
     )
     Delivery.objects.filter(pk=busy_ids[1]).update(
         leased_until=now + dt.timedelta(minutes=1), enqueued_at=now
@@ -102,7 +103,7 @@ def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_w
     with CaptureQueriesContext(connection) as sweep:
         result = deliveries_sweep()
 
-    assert result.deliveries_enqueued == 1
+    assert (result.deliveries_enqueued, result.probes_sent) == (1, 1)
     assert _re_driven(idle_ids) == set(idle_ids)
     reads = {
         " ".join(query["sql"].split())[:90]: rows_read(query["sql"], [])
@@ -111,3 +112,18 @@ def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_w
     }
     assert len(reads) >= 2  # the lost messages and the unattended waiting deliveries at least
     assert max(reads.values()) <= 20, reads  # not 3,000 or 9,000
+
+
+def test_a_broken_webhook_whose_deliveries_all_have_a_message_out_still_gets_its_probe(school):
+    broken, ids = _waiting(school, 2, topics=["course.created"])
+    now = timezone.now()
+    lost_at = now - dt.timedelta(minutes=5)
+    # Messages sent before the circuit opened and lost with the broker's queue: nothing waits.
+    Delivery.objects.filter(pk__in=ids).update(enqueued_at=lost_at)
+    EndpointState.objects.create(
+        subscription=broken, circuit_state=CircuitState.OPEN, probe_at=now - dt.timedelta(seconds=1)
+    )
+
+    result = deliveries_sweep()
+
+    assert (result.deliveries_enqueued, result.probes_sent) == (0, 1)
