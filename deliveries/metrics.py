@@ -234,7 +234,8 @@ class StateCollector(Collector):
         )
         yield _gauge(
             "webhooks_deliveries_due_oldest_age_seconds",
-            "How long the oldest delivery sent to the workers has waited for one (0: none).",
+            "How long the oldest delivery sent to the workers and not taken has been due "
+            "(0: none).",
             _age(now, state.due.oldest) if state.due.oldest else 0.0,
         )
         yield _gauge(

@@ -51,18 +51,27 @@ def delivery_with_attempts(*, school_id: int) -> QuerySet[Delivery]:
     )
 
 
-def deliveries_not_taken(*, now: dt.datetime) -> QuerySet[Delivery]:
+def deliveries_not_taken(*, now: dt.datetime) -> Backlog:
     """Deliveries sent to the workers that no worker has taken: due, with a message out
     (``enqueued_at``) and no live lease, Send Tests aside. The queue, and the work of workers
-    that died; oldest message first, on ``delivery_messaged_idx``.
+    that died or take messages without sending (a failing deploy). How many (up to
+    ``BACKLOG_COUNT_CAP``) and the oldest's due time, which the sweeper's sending them again
+    does not reset. Read on ``delivery_messaged_idx``, in one statement on PostgreSQL.
 
     Deliveries that wait by design have no message and are not among them: for their
     webhook's concurrency or rate, for its circuit breaker's probe, for its school's pause or
     one at a time in a catch-up (the attempts in flight, the probe, the resume or the sweeper
-    send them). One school's dead or slow receiver is not a backlog of the deployment.
+    send them). One school's dead or slow receiver is not a backlog of the deployment. Those
+    only the sweeper sends are its to send: its heartbeat says whether it runs.
     """
-    return (
-        Delivery.objects.filter(
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_NOT_TAKEN_SQL, {"now": now, "cap": BACKLOG_COUNT_CAP})
+            oldest, count = cursor.fetchone()
+        return Backlog(count=count, oldest=oldest)
+    due_times = [
+        due
+        for due in Delivery.objects.filter(
             status=DeliveryStatus.PENDING,
             enqueued_at__lte=now,
             next_attempt_at__lte=now,
@@ -70,17 +79,41 @@ def deliveries_not_taken(*, now: dt.datetime) -> QuerySet[Delivery]:
         )
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .order_by("enqueued_at")
-    )
+        .values_list("next_attempt_at", flat=True)[:BACKLOG_COUNT_CAP]
+        if due is not None
+    ]
+    return Backlog(count=len(due_times), oldest=min(due_times, default=None))
+
+
+# In the order of ``delivery_messaged_idx`` (materialized: the oldest due time is taken of the
+# rows with a message out, never by walking every due delivery in due order).
+_NOT_TAKEN_SQL = """
+WITH messaged AS MATERIALIZED (
+    SELECT next_attempt_at FROM deliveries_delivery
+    WHERE status = 'pending' AND enqueued_at IS NOT NULL AND enqueued_at <= %(now)s
+      AND next_attempt_at <= %(now)s AND NOT is_test
+      AND (leased_until IS NULL OR leased_until < %(now)s)
+    ORDER BY enqueued_at LIMIT %(cap)s
+)
+SELECT min(next_attempt_at), count(*) FROM messaged
+"""
 
 
 def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:
-    """Seconds the oldest delivery sent to the workers has waited for one to take it
+    """Seconds the oldest delivery sent to the workers and not taken has been due
     (``deliveries_not_taken``), and how many events await fan-out (an old one means workers
     are not consuming)."""
-    oldest = deliveries_not_taken(now=now).values_list("enqueued_at", flat=True).first()
+    oldest = deliveries_not_taken(now=now).oldest
     lag = (now - oldest).total_seconds() if oldest else 0.0
     waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now).count()
     return max(lag, 0.0), waiting
+
+
+def sweeper_last_run() -> dt.datetime | None:
+    """When the sweeper last ran (its heartbeat), or None if it never has."""
+    return (
+        Heartbeat.objects.filter(name=Heartbeat.SWEEPER).values_list("seen_at", flat=True).first()
+    )
 
 
 def deliveries_held_count(*, subscription_id: uuid.UUID) -> int:
@@ -266,7 +299,7 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
         .order_by("since", "school__slug")
     )
     return OperationsState(
-        due=_backlog(deliveries_not_taken(now=now), "enqueued_at"),
+        due=deliveries_not_taken(now=now),
         awaiting_fan_out=_backlog(awaiting.order_by("created_at"), "created_at"),
         webhooks=webhooks,
         failing_by_school=[

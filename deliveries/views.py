@@ -54,7 +54,12 @@ from .export import EXPORT_FORMATS, deliveries_export_response
 from .filters import DeliveryFilter
 from .metrics import metrics_render
 from .models import Delivery
-from .selectors import deliveries_for_school, delivery_backlog, delivery_with_attempts
+from .selectors import (
+    deliveries_for_school,
+    delivery_backlog,
+    delivery_with_attempts,
+    sweeper_last_run,
+)
 from .serializers import (
     DeliveryDetailOutput,
     DeliveryOutput,
@@ -275,6 +280,14 @@ def health(request: HttpRequest) -> JsonResponse:
         if lag > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
             checks["deliveries"] = "due deliveries are not being picked up: are workers running?"
             healthy = False
+        # What waits without a message is the sweeper's to send (beat runs it every 2 s).
+        swept = sweeper_last_run()
+        if swept is not None:
+            since = (timezone.now() - swept).total_seconds()
+            checks["sweeper_last_run_seconds"] = round(max(since, 0.0), 1)
+            if since > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
+                checks["sweeper"] = "the sweeper has not run: is beat running?"
+                healthy = False
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         healthy = False

@@ -3,8 +3,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from deliveries.models import CircuitState, Delivery, EndpointState
-from deliveries.services import event_fan_out
+from deliveries.models import CircuitState, Delivery, EndpointState, Heartbeat
+from deliveries.services import deliveries_sweep, event_fan_out
 from events.services import event_publish
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -72,7 +72,44 @@ def test_deliveries_waiting_for_a_dead_or_busy_receiver_are_not_the_deployments_
         enqueued_at=now, leased_until=now + dt.timedelta(minutes=1)
     )
 
+    deliveries_sweep()  # the sweeper leaves them to the probe and to the attempt in flight
     response = client.get("/health/")
 
     assert response.status_code == 200
     assert response.json()["oldest_due_delivery_seconds"] == 0.0
+    re_driven = Delivery.objects.filter(pk__in=ids, enqueued_at__isnull=False)
+    assert re_driven.exclude(pk=in_flight.pk).count() == 0
+
+
+def test_health_stays_503_while_workers_take_messages_without_sending(client, school, settings):
+    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+    SubscriptionFactory(school=school)
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    ten_minutes_ago = timezone.now() - dt.timedelta(minutes=10)
+    Delivery.objects.filter(pk=delivery_id).update(
+        next_attempt_at=ten_minutes_ago, enqueued_at=ten_minutes_ago
+    )
+
+    deliveries_sweep()  # it sends the message again; a broken deploy takes it and sends nothing
+    response = client.get("/health/")
+
+    assert Delivery.objects.get(pk=delivery_id).enqueued_at > ten_minutes_ago
+    assert response.status_code == 503
+    assert response.json()["oldest_due_delivery_seconds"] >= 600
+
+
+def test_health_is_503_when_the_sweeper_has_not_run(client, catalog, settings):
+    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+    Heartbeat.objects.update_or_create(
+        name=Heartbeat.SWEEPER, defaults={"seen_at": timezone.now() - dt.timedelta(minutes=10)}
+    )
+
+    response = client.get("/health/")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["sweeper"] == "the sweeper has not run: is beat running?"
+    assert body["sweeper_last_run_seconds"] >= 600
+    deliveries_sweep()
+    assert client.get("/health/").status_code == 200

@@ -154,8 +154,8 @@ def test_the_state_gauges_report_the_database_exactly(client, settings, school):
         enqueued_at=ago(30),
         leased_until=ago(1),
     )
-    # Not for a worker to take: waiting for its webhook (no message), being attempted, not due
-    # yet, a Send Test, final.
+    # Not for a worker to take: without a message (waiting for its webhook, or for the sweeper,
+    # whose heartbeat is its own gauge), being attempted, not due yet, a Send Test, final.
     delivery_create(failing_long, status=pending, next_attempt_at=ago(900), enqueued_at=None)
     delivery_create(
         failing_long,
