@@ -87,3 +87,30 @@ def rows_read(sql: str, params: list[Any]) -> int:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
         return max(read(cursor.fetchone()[0][0]["Plan"]))
+
+
+class RowsFetched:
+    """Rows of a table read so far in the block (``rows_fetched``)."""
+
+    count = 0
+
+
+@contextlib.contextmanager
+def rows_fetched(model: type[models.Model]) -> Iterator[RowsFetched]:
+    """How many rows of ``model``'s table the statements in the block read, by whatever plan
+    and session settings they ran with: sequential scans and index fetches, from this
+    transaction's statistics (``pg_stat_xact_user_tables``). Use inside a transaction."""
+
+    def fetched() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0) "
+                "FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
+                [model._meta.db_table],
+            )
+            return int(cursor.fetchone()[0])
+
+    result = RowsFetched()
+    before = fetched()
+    yield result
+    result.count = fetched() - before

@@ -566,7 +566,7 @@ def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.d
     wait = (probe_at - now).total_seconds()
     if wait > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
         return
-    oldest = probe_delivery(endpoint=endpoint, due_by=None)
+    oldest = probe_delivery(endpoint=endpoint, now=now, due=False)
     if oldest is not None:
         after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
 

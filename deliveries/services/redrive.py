@@ -207,7 +207,7 @@ WITH RECURSIVE waiting(id) AS (
     FROM waiting AS w WHERE w.id IS NOT NULL
 ),
 unattended AS MATERIALIZED (
-    SELECT s.id, COALESCE(s.max_concurrency, %(concurrency)s) AS share
+    SELECT s.id, COALESCE(NULLIF(s.max_concurrency, 0), %(concurrency)s) AS share
     FROM waiting AS w JOIN subscriptions_subscription AS s ON s.id = w.id
     WHERE s.paused_at IS NULL AND s.catching_up_since IS NULL
       AND NOT EXISTS (SELECT 1 FROM deliveries_endpointstate AS b
@@ -256,7 +256,7 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     )
     probes = []
     for endpoint in endpoints:
-        oldest = probe_delivery(endpoint=endpoint, due_by=now)
+        oldest = probe_delivery(endpoint=endpoint, now=now, due=True)
         if oldest is not None:
             probes.append(oldest)
     if probes:
@@ -264,26 +264,43 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     return len(probes)
 
 
-def probe_delivery(*, endpoint: uuid.UUID, due_by: dt.datetime | None) -> uuid.UUID | None:
-    """The delivery a webhook's probe sends: its oldest pending one (due by ``due_by`` and held
-    by no worker then, if given). Its waiting ones are read first, from
+def probe_delivery(*, endpoint: uuid.UUID, now: dt.datetime, due: bool) -> uuid.UUID | None:
+    """The delivery a webhook's probe sends: its oldest pending one that no worker holds (due
+    by ``now`` if ``due``), Send Tests aside. Its waiting ones are read first, from
     ``delivery_waiting_in_order_idx`` in order (a few entries, however long the backlog of a
     receiver that has been dead for days); only if none waits, those with a message out."""
-    pending = Delivery.objects.filter(subscription_id=endpoint, status=DeliveryStatus.PENDING)
-    if due_by is not None:
-        pending = pending.filter(next_attempt_at__lte=due_by).filter(
-            Q(leased_until__isnull=True) | Q(leased_until__lt=due_by)
-        )
-    for messaged in (False, True):
-        found = (
-            pending.filter(enqueued_at__isnull=not messaged)
-            .order_by("next_attempt_at", "id")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if found is not None:
-            return found
-    return None
+    pending = Delivery.objects.filter(
+        subscription_id=endpoint, status=DeliveryStatus.PENDING, is_test=False
+    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    if due:
+        pending = pending.filter(next_attempt_at__lte=now)
+    postgresql = connection.vendor == "postgresql"
+    found = None
+    with transaction.atomic():
+        if postgresql:
+            # In index order, whatever the statistics say: with an estimate of a few rows (a
+            # new webhook, dead from the start) PostgreSQL read all of them through the
+            # webhook's index and sorted them.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; "
+                    "SET LOCAL enable_incremental_sort = off"
+                )
+        for messaged in (False, True):
+            found = (
+                pending.filter(enqueued_at__isnull=not messaged)
+                .order_by("next_attempt_at", "id")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if found is not None:
+                break
+        if postgresql:  # inside a caller's transaction the settings would outlive this read
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "RESET enable_bitmapscan; RESET enable_sort; RESET enable_incremental_sort"
+                )
+    return found
 
 
 class RetriggerOutcome(enum.StrEnum):
