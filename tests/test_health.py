@@ -24,16 +24,18 @@ def test_health_is_ok_when_the_database_and_the_broker_answer(client, catalog):
     }
 
 
-def test_health_is_503_when_due_deliveries_are_not_picked_up(client, school, settings):
-    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+def _delivery_not_taken(school, *, since):
+    """A delivery due, and its message sent, at ``since``, that no worker took."""
     SubscriptionFactory(school=school)
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
     [delivery_id] = event_fan_out(event_id=event.id)
-    ten_minutes_ago = timezone.now() - dt.timedelta(minutes=10)
-    # Its message went out ten minutes ago and no worker took it.
-    Delivery.objects.filter(pk=delivery_id).update(
-        next_attempt_at=ten_minutes_ago, enqueued_at=ten_minutes_ago
-    )
+    Delivery.objects.filter(pk=delivery_id).update(next_attempt_at=since, enqueued_at=since)
+    return delivery_id
+
+
+def test_health_is_503_when_due_deliveries_are_not_picked_up(client, school, settings):
+    settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
+    _delivery_not_taken(school, since=timezone.now() - dt.timedelta(minutes=10))
 
     response = client.get("/health/")
 
@@ -83,13 +85,8 @@ def test_deliveries_waiting_for_a_dead_or_busy_receiver_are_not_the_deployments_
 
 def test_health_stays_503_while_workers_take_messages_without_sending(client, school, settings):
     settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
-    SubscriptionFactory(school=school)
-    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
-    [delivery_id] = event_fan_out(event_id=event.id)
     ten_minutes_ago = timezone.now() - dt.timedelta(minutes=10)
-    Delivery.objects.filter(pk=delivery_id).update(
-        next_attempt_at=ten_minutes_ago, enqueued_at=ten_minutes_ago
-    )
+    delivery_id = _delivery_not_taken(school, since=ten_minutes_ago)
 
     deliveries_sweep()  # it sends the message again; a broken deploy takes it and sends nothing
     response = client.get("/health/")
