@@ -11,8 +11,9 @@ Two kinds, exposed together at ``GET /metrics`` (``views.metrics``):
   can serve its host's sum on its own port (``WEBHOOKS_WORKER_METRICS_PORT``,
   ``worker_metrics_server_start``) for hosts without a web process.
 - **State gauges**, computed at scrape time from PostgreSQL by ``StateCollector``: the due
-  backlog and its age, events awaiting fan-out, webhooks in a failure streak per school, beat,
-  sweeper and worker liveness. They are the same whichever process or host answers.
+  backlog and its age, what waits by design per reason, events awaiting fan-out, webhooks in
+  a failure streak per school, beat, sweeper and worker liveness. They are the same whichever
+  process or host answers.
 
 Recording never raises: a metrics problem (an unwritable directory) is logged once and the
 deliveries go on.
@@ -238,6 +239,28 @@ class StateCollector(Collector):
             "(0: none).",
             _age(now, state.due.oldest) if state.due.oldest else 0.0,
         )
+        waiting = GaugeMetricFamily(
+            "webhooks_deliveries_waiting",
+            "Deliveries that wait by design, without a message, Send Tests aside, by the first "
+            "reason that applies: paused (by its school), disabled (their webhook is), "
+            "catching_up (sent one at a time after a pause), circuit_open (waiting for the "
+            "probe), scheduled (a retry not due yet), limit (due, waiting for the webhook's "
+            f"concurrency or rate); counted up to {BACKLOG_COUNT_CAP} in all.",
+            labels=["reason"],
+        )
+        waiting_age = GaugeMetricFamily(
+            "webhooks_deliveries_waiting_oldest_age_seconds",
+            "How long the oldest delivery waiting for each reason has been due (0: none due).",
+            labels=["reason"],
+        )
+        for reason, backlog in state.waiting.items():
+            waiting.add_metric([reason], backlog.count)
+            oldest = backlog.oldest
+            waiting_age.add_metric(
+                [reason], _age(now, oldest) if oldest is not None and oldest <= now else 0.0
+            )
+        yield waiting
+        yield waiting_age
         yield _gauge(
             "webhooks_events_awaiting_fan_out",
             f"Published events not yet turned into deliveries; counted up to {BACKLOG_COUNT_CAP}.",

@@ -21,7 +21,14 @@ from events.search import events_payload_matching
 from subscriptions.models import Subscription
 from subscriptions.topics import topic_matches
 
-from .models import Delivery, DeliveryAttempt, DeliveryStatus, EndpointState, Heartbeat
+from .models import (
+    CircuitState,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EndpointState,
+    Heartbeat,
+)
 
 
 def delivery_attempts(*, delivery_id: uuid.UUID) -> QuerySet[DeliveryAttempt]:
@@ -96,6 +103,113 @@ WITH messaged AS MATERIALIZED (
     ORDER BY enqueued_at LIMIT %(cap)s
 )
 SELECT min(next_attempt_at), count(*) FROM messaged
+"""
+
+
+# Why a delivery waits without a message, first reason first (``deliveries_waiting``).
+WAITING_REASONS = ("paused", "disabled", "catching_up", "circuit_open", "scheduled", "limit")
+
+
+def deliveries_waiting(*, now: dt.datetime) -> dict[str, Backlog]:
+    """Deliveries that wait by design, without a message, by reason; Send Tests and
+    deliveries in flight aside. Counted up to ``BACKLOG_COUNT_CAP`` in all (the first rows of
+    ``delivery_waiting_in_order_idx``, in webhook order), with the oldest due time of each
+    reason. The first that applies, in the order of ``WAITING_REASONS``:
+
+    - ``paused``: their school paused the webhook (it holds them, whatever else);
+    - ``disabled``: their webhook is disabled (the next sweep fails them with that reason);
+    - ``catching_up``: it resumed and sends what it held one at a time, oldest first;
+    - ``circuit_open``: its circuit breaker is open or probing: they wait for the probe;
+    - ``scheduled``: a retry not due yet (the sweeper sends it when it is);
+    - ``limit``: due, waiting for a slot of the webhook's concurrency or for its rate (the
+      attempts in flight take them up, the sweeper sends them if none is).
+
+    Every reason is in the result, with a zero count when nothing waits for it.
+    """
+    found = {reason: Backlog(count=0, oldest=None) for reason in WAITING_REASONS}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_WAITING_SQL, {"now": now, "cap": BACKLOG_COUNT_CAP})
+            rows = cursor.fetchall()
+    else:
+        rows = _waiting_rows(now)
+    for reason, count, oldest in rows:
+        found[reason] = Backlog(count=count, oldest=oldest)
+    return found
+
+
+def _waiting_rows(now: dt.datetime) -> list[tuple[str, int, dt.datetime | None]]:
+    """``_WAITING_SQL`` for the embedded SQLite, with the ORM."""
+    waiting = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING, enqueued_at__isnull=True, is_test=False
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .values_list("subscription_id", "next_attempt_at")[:BACKLOG_COUNT_CAP]
+    )
+    rows = list(waiting)
+    webhooks = {
+        pk: (is_active, paused_at, catching_up_since)
+        for pk, is_active, paused_at, catching_up_since in Subscription.objects.filter(
+            pk__in={subscription_id for subscription_id, _due in rows}
+        ).values_list("pk", "is_active", "paused_at", "catching_up_since")
+    }
+    open_circuits = set(
+        EndpointState.objects.filter(pk__in=webhooks)
+        .exclude(circuit_state=CircuitState.CLOSED)
+        .values_list("pk", flat=True)
+    )
+    counts: dict[str, list[Any]] = {}
+    for subscription_id, due in rows:
+        if subscription_id not in webhooks:
+            continue
+        is_active, paused_at, catching_up_since = webhooks[subscription_id]
+        if paused_at is not None:
+            reason = "paused"
+        elif not is_active:
+            reason = "disabled"
+        elif catching_up_since is not None:
+            reason = "catching_up"
+        elif subscription_id in open_circuits:
+            reason = "circuit_open"
+        elif due is not None and due > now:
+            reason = "scheduled"
+        else:
+            reason = "limit"
+        entry = counts.setdefault(reason, [0, None])
+        entry[0] += 1
+        if due is not None and (entry[1] is None or due < entry[1]):
+            entry[1] = due
+    return [(reason, count, oldest) for reason, (count, oldest) in counts.items()]
+
+
+# Up to the cap of the rows ``delivery_waiting_in_order_idx`` holds, counted per webhook as they
+# are read, then per reason with each webhook's state: a dead receiver's backlog of a million
+# rows costs one capped scan, not a join per row.
+_WAITING_SQL = """
+WITH per_webhook AS (
+    SELECT subscription_id, next_attempt_at > %(now)s AS later, count(*) AS n,
+           min(next_attempt_at) AS oldest
+    FROM (
+        SELECT subscription_id, next_attempt_at FROM deliveries_delivery
+        WHERE status = 'pending' AND enqueued_at IS NULL AND NOT is_test
+          AND (leased_until IS NULL OR leased_until < %(now)s)
+        LIMIT %(cap)s
+    ) AS waiting
+    GROUP BY 1, 2
+)
+SELECT CASE
+        WHEN s.paused_at IS NOT NULL THEN 'paused'
+        WHEN NOT s.is_active THEN 'disabled'
+        WHEN s.catching_up_since IS NOT NULL THEN 'catching_up'
+        WHEN st.circuit_state IS NOT NULL AND st.circuit_state <> 'closed' THEN 'circuit_open'
+        WHEN w.later THEN 'scheduled'
+        ELSE 'limit'
+    END AS reason, sum(w.n)::int, min(w.oldest)
+FROM per_webhook AS w
+JOIN subscriptions_subscription AS s ON s.id = w.subscription_id
+LEFT JOIN deliveries_endpointstate AS st ON st.subscription_id = s.id
+GROUP BY 1
 """
 
 
@@ -259,6 +373,7 @@ class OperationsState:
     """What /metrics reports about the deployment as a whole, read from the database."""
 
     due: Backlog
+    waiting: dict[str, Backlog]
     awaiting_fan_out: Backlog
     webhooks: dict[str, int]
     failing_by_school: list[SchoolFailures]
@@ -266,11 +381,12 @@ class OperationsState:
 
 
 def operations_state(*, now: dt.datetime) -> OperationsState:
-    """The deployment's state for /metrics, in seven small queries (the backlogs walk their
+    """The deployment's state for /metrics, in eight small queries (the backlogs walk their
     partial indexes; the webhook counts read the webhooks table, a few thousand rows).
 
     - ``due``: deliveries sent to the workers that none has taken (``deliveries_not_taken``):
       the queue and a dead worker's work, not what waits for its webhook by design.
+    - ``waiting``: what waits by design, by reason (``deliveries_waiting``).
     - ``awaiting_fan_out``: events not yet turned into deliveries, on their partial index.
     - ``webhooks``: webhooks by state: ``healthy`` (active, no failure streak), ``failing``
       (active, in a streak), ``paused`` (by its school: nothing is sent) and ``disabled``.
@@ -300,6 +416,7 @@ def operations_state(*, now: dt.datetime) -> OperationsState:
     )
     return OperationsState(
         due=deliveries_not_taken(now=now),
+        waiting=deliveries_waiting(now=now),
         awaiting_fan_out=_backlog(awaiting.order_by("created_at"), "created_at"),
         webhooks=webhooks,
         failing_by_school=[

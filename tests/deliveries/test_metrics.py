@@ -10,8 +10,14 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from deliveries import metrics
-from deliveries.models import Delivery, DeliveryStatus, Heartbeat
+from deliveries import metrics, selectors
+from deliveries.models import (
+    CircuitState,
+    Delivery,
+    DeliveryStatus,
+    EndpointState,
+    Heartbeat,
+)
 from deliveries.services import delivery_attempt, event_fan_out
 from events.models import Event
 from events.services import event_publish
@@ -203,6 +209,88 @@ def test_the_state_gauges_report_the_database_exactly(client, settings, school):
     assert age("webhooks_sweeper_last_run_age_seconds", 4)
 
 
+def test_deliveries_waiting_by_design_are_counted_by_their_first_reason(client, settings, school):
+    settings.WEBHOOKS_METRICS_TOKEN = TOKEN
+    now = timezone.now()
+    ago = lambda seconds: now - dt.timedelta(seconds=seconds)  # noqa: E731
+    pending = DeliveryStatus.PENDING
+    disabled = SubscriptionFactory(school=school, is_active=False)
+    paused = SubscriptionFactory(school=school, is_active=False, paused_at=ago(50))
+    catching_up = SubscriptionFactory(school=school, catching_up_since=ago(20))
+    broken = SubscriptionFactory(school=school, failing_since=ago(600))
+    probing = SubscriptionFactory(school=school, failing_since=ago(600))
+    busy = SubscriptionFactory(school=school)
+    for webhook, state in ((broken, CircuitState.OPEN), (probing, CircuitState.HALF_OPEN)):
+        EndpointState.objects.create(
+            subscription=webhook, circuit_state=state, circuit_changed_at=ago(300)
+        )
+    EndpointState.objects.create(subscription=busy, circuit_state=CircuitState.CLOSED)
+
+    def waiting(webhook, seconds_due, **fields):
+        fields = {"enqueued_at": None, **fields}
+        delivery_create(webhook, status=pending, next_attempt_at=ago(seconds_due), **fields)
+
+    waiting(disabled, 70)
+    waiting(paused, 60)  # paused first: the pause holds them, disabled or not
+    waiting(paused, -3600)  # a retry due later is held by the pause all the same
+    waiting(catching_up, 40)
+    waiting(broken, 300)
+    waiting(broken, -30)  # not due yet, and its circuit open: it waits for the probe too
+    waiting(probing, 200)
+    waiting(busy, -90)  # a retry, for the sweeper when it is due
+    waiting(busy, 25)
+    waiting(busy, 15)
+    # Not waiting by design: with a message (for the workers), in flight (a fan-out's own
+    # deliveries have no message), a Send Test, final.
+    waiting(busy, 500, enqueued_at=ago(500))
+    waiting(busy, 400, leased_until=ago(-60))
+    waiting(busy, 400, is_test=True)
+    delivery_create(busy, status=DeliveryStatus.DELIVERED)
+
+    found = samples(scrape(client))
+    after = timezone.now()
+
+    counts = {
+        dict(labels)["reason"]: number
+        for (name, labels), number in found.items()
+        if name == "webhooks_deliveries_waiting"
+    }
+    assert counts == {
+        "disabled": 1,
+        "paused": 2,
+        "catching_up": 1,
+        "circuit_open": 3,
+        "scheduled": 1,
+        "limit": 2,
+    }
+    ages = {
+        dict(labels)["reason"]: number
+        for (name, labels), number in found.items()
+        if name == "webhooks_deliveries_waiting_oldest_age_seconds"
+    }
+    slack = (after - now).total_seconds() + 0.01
+    expected = {"disabled": 70, "paused": 60, "catching_up": 40, "circuit_open": 300, "limit": 25}
+    for reason, seconds in expected.items():
+        assert seconds <= ages[reason] <= seconds + slack, reason
+    assert ages["scheduled"] == 0  # nothing in it is due
+    assert value(found, "webhooks_deliveries_due") == 1  # the one with a message
+    # The embedded database's reading of the same rows agrees.
+    assert {reason: count for reason, count, _oldest in selectors._waiting_rows(now)} == counts
+
+
+def test_waiting_deliveries_are_counted_up_to_the_cap(client, settings, school, monkeypatch):
+    settings.WEBHOOKS_METRICS_TOKEN = TOKEN
+    monkeypatch.setattr(selectors, "BACKLOG_COUNT_CAP", 3)
+    busy = SubscriptionFactory(school=school)
+    for _ in range(5):
+        delivery_create(busy, status=DeliveryStatus.PENDING, enqueued_at=None)
+
+    found = samples(scrape(client))
+
+    assert value(found, "webhooks_deliveries_waiting", reason="limit") == 3
+    assert value(found, "webhooks_deliveries_waiting", reason="paused") == 0
+
+
 def test_an_empty_deployment_reports_no_backlog_and_liveness_never_seen(client, settings, db):
     settings.WEBHOOKS_METRICS_TOKEN = TOKEN
     Heartbeat.objects.filter(name__in=["beat", "sweeper"]).delete()
@@ -211,6 +299,8 @@ def test_an_empty_deployment_reports_no_backlog_and_liveness_never_seen(client, 
 
     assert value(found, "webhooks_deliveries_due") == 0
     assert value(found, "webhooks_deliveries_due_oldest_age_seconds") == 0
+    for reason in selectors.WAITING_REASONS:  # every reason is reported, at zero
+        assert found[("webhooks_deliveries_waiting", (("reason", reason),))] == 0
     assert value(found, "webhooks_events_awaiting_fan_out_oldest_age_seconds") == 0
     assert value(found, "webhooks_beat_last_tick_age_seconds") == float("inf")
     assert value(found, "webhooks_sweeper_last_run_age_seconds") == float("inf")
