@@ -107,24 +107,29 @@ SELECT min(next_attempt_at), count(*) FROM messaged
 
 
 # Why a delivery waits without a message, first reason first (``deliveries_waiting``).
-WAITING_REASONS = ("paused", "disabled", "catching_up", "circuit_open", "scheduled", "limit")
+WAITING_REASONS = ("paused", "circuit_open", "disabled", "catching_up", "scheduled", "limit")
 
 
 def deliveries_waiting(*, now: dt.datetime) -> dict[str, Backlog]:
-    """Deliveries that wait by design, without a message, by reason; Send Tests and
-    deliveries in flight aside. Counted up to ``BACKLOG_COUNT_CAP`` in all (the first rows of
-    ``delivery_waiting_in_order_idx``, in webhook order), with the oldest due time of each
-    reason. The first that applies, in the order of ``WAITING_REASONS``:
+    """Deliveries that wait by design, without a message, by reason, with the oldest due time
+    of each reason; deliveries in flight aside. Each webhook's deliveries take the first reason
+    that applies, in the order of ``WAITING_REASONS``:
 
-    - ``paused``: their school paused the webhook (it holds them, whatever else);
-    - ``disabled``: their webhook is disabled (the next sweep fails them with that reason);
-    - ``catching_up``: it resumed and sends what it held one at a time, oldest first;
-    - ``circuit_open``: its circuit breaker is open or probing: they wait for the probe;
+    - ``paused``: their school paused the webhook (the pause holds them, whatever else);
+    - ``circuit_open``: its circuit breaker is open or probing: they go one at a time, as its
+      probes (a disabled webhook's too: each probe fails one with that reason);
+    - ``disabled``: it is disabled: the sweeper and the attempts that finish take them up to
+      fail them with that reason;
+    - ``catching_up``: it resumed, and sends what it held one at a time, oldest first;
     - ``scheduled``: a retry not due yet (the sweeper sends it when it is);
     - ``limit``: due, waiting for a slot of the webhook's concurrency or for its rate (the
       attempts in flight take them up, the sweeper sends them if none is).
 
-    Every reason is in the result, with a zero count when nothing waits for it.
+    Counted per webhook, up to ``BACKLOG_COUNT_CAP`` due and as many not due: whatever the
+    backlogs, every webhook that has one is seen, and each costs a few descents of
+    ``delivery_waiting_in_order_idx`` and a count of its entries. A Send Test left waiting by a
+    process that died before sending it counts too, until the sweeper ends it. Every reason is
+    in the result, with a zero count when nothing waits for it.
     """
     found = {reason: Backlog(count=0, oldest=None) for reason in WAITING_REASONS}
     if connection.vendor == "postgresql":
@@ -139,77 +144,112 @@ def deliveries_waiting(*, now: dt.datetime) -> dict[str, Backlog]:
 
 
 def _waiting_rows(now: dt.datetime) -> list[tuple[str, int, dt.datetime | None]]:
-    """``_WAITING_SQL`` for the embedded SQLite, with the ORM."""
-    waiting = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, enqueued_at__isnull=True, is_test=False
-        )
-        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-        .values_list("subscription_id", "next_attempt_at")[:BACKLOG_COUNT_CAP]
-    )
-    rows = list(waiting)
-    webhooks = {
-        pk: (is_active, paused_at, catching_up_since)
-        for pk, is_active, paused_at, catching_up_since in Subscription.objects.filter(
-            pk__in={subscription_id for subscription_id, _due in rows}
-        ).values_list("pk", "is_active", "paused_at", "catching_up_since")
-    }
+    """``_WAITING_SQL`` with the ORM, for the embedded SQLite: the same counts, webhook by
+    webhook."""
+    waiting = Delivery.objects.filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True)
+    webhooks = Subscription.objects.filter(
+        pk__in=waiting.order_by().values("subscription_id")
+    ).values_list("pk", "is_active", "paused_at", "catching_up_since")
     open_circuits = set(
-        EndpointState.objects.filter(pk__in=webhooks)
-        .exclude(circuit_state=CircuitState.CLOSED)
-        .values_list("pk", flat=True)
+        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values_list(
+            "pk", flat=True
+        )
     )
-    counts: dict[str, list[Any]] = {}
-    for subscription_id, due in rows:
-        if subscription_id not in webhooks:
-            continue
-        is_active, paused_at, catching_up_since = webhooks[subscription_id]
-        if paused_at is not None:
-            reason = "paused"
-        elif not is_active:
-            reason = "disabled"
-        elif catching_up_since is not None:
-            reason = "catching_up"
-        elif subscription_id in open_circuits:
-            reason = "circuit_open"
-        elif due is not None and due > now:
-            reason = "scheduled"
-        else:
-            reason = "limit"
-        entry = counts.setdefault(reason, [0, None])
-        entry[0] += 1
-        if due is not None and (entry[1] is None or due < entry[1]):
-            entry[1] = due
-    return [(reason, count, oldest) for reason, (count, oldest) in counts.items()]
+    totals: dict[str, list[Any]] = {}
+    for pk, is_active, paused_at, catching_up_since in webhooks:
+        mine = waiting.filter(subscription_id=pk).order_by()
+        due = mine.filter(next_attempt_at__lte=now)[:BACKLOG_COUNT_CAP].count()
+        later = mine.filter(next_attempt_at__gt=now)[:BACKLOG_COUNT_CAP].count()
+        in_flight = mine.filter(leased_until__gte=now).count()
+        oldest = (
+            mine.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("next_attempt_at", "id")
+            .values_list("next_attempt_at", flat=True)
+            .first()
+        )
+        state = _waiting_reason(
+            paused=paused_at is not None,
+            circuit_open=pk in open_circuits,
+            disabled=not is_active,
+            catching_up=catching_up_since is not None,
+        )
+        parts = (
+            (state or "limit", max(due - in_flight, 0), oldest),
+            (state or "scheduled", later, None),
+        )
+        for reason, count, when in parts:
+            entry = totals.setdefault(reason, [0, None])
+            entry[0] += count
+            if count and when is not None and (entry[1] is None or when < entry[1]):
+                entry[1] = when
+    return [(reason, count, oldest) for reason, (count, oldest) in totals.items()]
 
 
-# Up to the cap of the rows ``delivery_waiting_in_order_idx`` holds, counted per webhook as they
-# are read, then per reason with each webhook's state: a dead receiver's backlog of a million
-# rows costs one capped scan, not a join per row.
+def _waiting_reason(
+    *, paused: bool, circuit_open: bool, disabled: bool, catching_up: bool
+) -> str | None:
+    """The reason a webhook's deliveries wait, from its state; None: due or not (``limit`` or
+    ``scheduled``)."""
+    for reason, applies in (
+        ("paused", paused),
+        ("circuit_open", circuit_open),
+        ("disabled", disabled),
+        ("catching_up", catching_up),
+    ):
+        if applies:
+            return reason
+    return None
+
+
+# One descent of ``delivery_waiting_in_order_idx`` per webhook that has waiting deliveries (a
+# skip scan, as the sweeper's), then for each: its due and later entries counted up to the
+# cap, its deliveries in flight (on ``delivery_leased_idx``: a few) and its oldest waiting
+# one, in index order. The webhooks' reasons come from their rows, a few thousand at most.
 _WAITING_SQL = """
-WITH per_webhook AS (
-    SELECT subscription_id, next_attempt_at > %(now)s AS later, count(*) AS n,
-           min(next_attempt_at) AS oldest
-    FROM (
-        SELECT subscription_id, next_attempt_at FROM deliveries_delivery
-        WHERE status = 'pending' AND enqueued_at IS NULL AND NOT is_test
-          AND (leased_until IS NULL OR leased_until < %(now)s)
-        LIMIT %(cap)s
-    ) AS waiting
-    GROUP BY 1, 2
+WITH RECURSIVE webhooks(id) AS (
+    (SELECT subscription_id FROM deliveries_delivery
+     WHERE status = 'pending' AND enqueued_at IS NULL ORDER BY subscription_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.subscription_id FROM deliveries_delivery AS d
+            WHERE d.status = 'pending' AND d.enqueued_at IS NULL AND d.subscription_id > w.id
+            ORDER BY d.subscription_id LIMIT 1)
+    FROM webhooks AS w WHERE w.id IS NOT NULL
+),
+per_webhook AS MATERIALIZED (
+    SELECT w.id,
+        (SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery AS d
+            WHERE d.subscription_id = w.id AND d.status = 'pending' AND d.enqueued_at IS NULL
+              AND d.next_attempt_at <= %(now)s LIMIT %(cap)s) AS x) AS due,
+        (SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery AS d
+            WHERE d.subscription_id = w.id AND d.status = 'pending' AND d.enqueued_at IS NULL
+              AND d.next_attempt_at > %(now)s LIMIT %(cap)s) AS x) AS later,
+        (SELECT count(*) FROM deliveries_delivery AS f
+            WHERE f.subscription_id = w.id AND f.status = 'pending'
+              AND f.leased_until >= %(now)s AND f.enqueued_at IS NULL) AS in_flight,
+        (SELECT d.next_attempt_at FROM deliveries_delivery AS d
+            WHERE d.subscription_id = w.id AND d.status = 'pending' AND d.enqueued_at IS NULL
+              AND (d.leased_until IS NULL OR d.leased_until < %(now)s)
+            ORDER BY d.next_attempt_at, d.id LIMIT 1) AS oldest
+    FROM webhooks AS w WHERE w.id IS NOT NULL
+),
+reasons AS (
+    SELECT p.*, CASE
+            WHEN s.paused_at IS NOT NULL THEN 'paused'
+            WHEN st.circuit_state IS NOT NULL AND st.circuit_state <> 'closed'
+                THEN 'circuit_open'
+            WHEN NOT s.is_active THEN 'disabled'
+            WHEN s.catching_up_since IS NOT NULL THEN 'catching_up'
+        END AS reason
+    FROM per_webhook AS p
+    JOIN subscriptions_subscription AS s ON s.id = p.id
+    LEFT JOIN deliveries_endpointstate AS st ON st.subscription_id = p.id
 )
-SELECT CASE
-        WHEN s.paused_at IS NOT NULL THEN 'paused'
-        WHEN NOT s.is_active THEN 'disabled'
-        WHEN s.catching_up_since IS NOT NULL THEN 'catching_up'
-        WHEN st.circuit_state IS NOT NULL AND st.circuit_state <> 'closed' THEN 'circuit_open'
-        WHEN w.later THEN 'scheduled'
-        ELSE 'limit'
-    END AS reason, sum(w.n)::int, min(w.oldest)
-FROM per_webhook AS w
-JOIN subscriptions_subscription AS s ON s.id = w.subscription_id
-LEFT JOIN deliveries_endpointstate AS st ON st.subscription_id = s.id
-GROUP BY 1
+SELECT part.reason, sum(part.n)::int, min(part.oldest) FILTER (WHERE part.n > 0)
+FROM reasons AS r CROSS JOIN LATERAL (VALUES
+    (COALESCE(r.reason, 'limit'), GREATEST(r.due - r.in_flight, 0), r.oldest),
+    (COALESCE(r.reason, 'scheduled'), r.later, NULL::timestamptz)
+) AS part(reason, n, oldest)
+GROUP BY part.reason
 """
 
 

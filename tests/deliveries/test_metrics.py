@@ -209,86 +209,128 @@ def test_the_state_gauges_report_the_database_exactly(client, settings, school):
     assert age("webhooks_sweeper_last_run_age_seconds", 4)
 
 
+def _waiting_scraped(found):
+    """({reason: count}, {reason: oldest age}) of a scrape's waiting gauges."""
+    counts, ages = {}, {}
+    for (name, labels), number in found.items():
+        if name == "webhooks_deliveries_waiting":
+            counts[dict(labels)["reason"]] = number
+        elif name == "webhooks_deliveries_waiting_oldest_age_seconds":
+            ages[dict(labels)["reason"]] = number
+    return counts, ages
+
+
+def _waiting_read_by_the_orm(now):
+    """What the embedded database's reading (``_waiting_rows``) makes of the same rows."""
+    rows = selectors._waiting_rows(now)
+    return (
+        {reason: count for reason, count, _oldest in rows if count},
+        {reason: (now - oldest).total_seconds() for reason, count, oldest in rows if oldest},
+    )
+
+
 def test_deliveries_waiting_by_design_are_counted_by_their_first_reason(client, settings, school):
     settings.WEBHOOKS_METRICS_TOKEN = TOKEN
     now = timezone.now()
     ago = lambda seconds: now - dt.timedelta(seconds=seconds)  # noqa: E731
     pending = DeliveryStatus.PENDING
-    disabled = SubscriptionFactory(school=school, is_active=False)
     paused = SubscriptionFactory(school=school, is_active=False, paused_at=ago(50))
-    catching_up = SubscriptionFactory(school=school, catching_up_since=ago(20))
     broken = SubscriptionFactory(school=school, failing_since=ago(600))
+    disabled_broken = SubscriptionFactory(school=school, is_active=False)
+    catching_up_broken = SubscriptionFactory(school=school, catching_up_since=ago(20))
     probing = SubscriptionFactory(school=school, failing_since=ago(600))
+    disabled = SubscriptionFactory(school=school, is_active=False, catching_up_since=ago(20))
+    catching_up = SubscriptionFactory(school=school, catching_up_since=ago(20))
     busy = SubscriptionFactory(school=school)
-    for webhook, state in ((broken, CircuitState.OPEN), (probing, CircuitState.HALF_OPEN)):
+    for webhook in (broken, disabled_broken, catching_up_broken):
         EndpointState.objects.create(
-            subscription=webhook, circuit_state=state, circuit_changed_at=ago(300)
+            subscription=webhook, circuit_state=CircuitState.OPEN, circuit_changed_at=ago(300)
         )
+    EndpointState.objects.create(subscription=probing, circuit_state=CircuitState.HALF_OPEN)
     EndpointState.objects.create(subscription=busy, circuit_state=CircuitState.CLOSED)
 
     def waiting(webhook, seconds_due, **fields):
         fields = {"enqueued_at": None, **fields}
         delivery_create(webhook, status=pending, next_attempt_at=ago(seconds_due), **fields)
 
-    waiting(disabled, 70)
-    waiting(paused, 60)  # paused first: the pause holds them, disabled or not
+    waiting(paused, 60)  # the pause holds them, disabled or not
     waiting(paused, -3600)  # a retry due later is held by the pause all the same
-    waiting(catching_up, 40)
     waiting(broken, 300)
     waiting(broken, -30)  # not due yet, and its circuit open: it waits for the probe too
+    waiting(disabled_broken, 310)  # disabled, but its probes are what fail them
+    waiting(catching_up_broken, 320)  # the catch-up waits for the probe
     waiting(probing, 200)
+    waiting(disabled, 70)  # disabled first, then catching up
+    waiting(catching_up, 40)
     waiting(busy, -90)  # a retry, for the sweeper when it is due
     waiting(busy, 25)
     waiting(busy, 15)
     # Not waiting by design: with a message (for the workers), in flight (a fan-out's own
-    # deliveries have no message), a Send Test, final.
+    # deliveries and the deliveries taken up have no message), a Send Test in flight, final.
     waiting(busy, 500, enqueued_at=ago(500))
     waiting(busy, 400, leased_until=ago(-60))
-    waiting(busy, 400, is_test=True)
+    waiting(busy, 450, leased_until=ago(-60), is_test=True)
     delivery_create(busy, status=DeliveryStatus.DELIVERED)
 
     found = samples(scrape(client))
     after = timezone.now()
 
-    counts = {
-        dict(labels)["reason"]: number
-        for (name, labels), number in found.items()
-        if name == "webhooks_deliveries_waiting"
-    }
-    assert counts == {
-        "disabled": 1,
+    counts, ages = _waiting_scraped(found)
+    expected_counts = {
         "paused": 2,
+        "circuit_open": 5,
+        "disabled": 1,
         "catching_up": 1,
-        "circuit_open": 3,
         "scheduled": 1,
         "limit": 2,
     }
-    ages = {
-        dict(labels)["reason"]: number
-        for (name, labels), number in found.items()
-        if name == "webhooks_deliveries_waiting_oldest_age_seconds"
+    expected_ages = {
+        "paused": 60,
+        "circuit_open": 320,
+        "disabled": 70,
+        "catching_up": 40,
+        "limit": 25,
     }
+    assert counts == expected_counts
     slack = (after - now).total_seconds() + 0.01
-    expected = {"disabled": 70, "paused": 60, "catching_up": 40, "circuit_open": 300, "limit": 25}
-    for reason, seconds in expected.items():
+    for reason, seconds in expected_ages.items():
         assert seconds <= ages[reason] <= seconds + slack, reason
     assert ages["scheduled"] == 0  # nothing in it is due
     assert value(found, "webhooks_deliveries_due") == 1  # the one with a message
     # The embedded database's reading of the same rows agrees.
-    assert {reason: count for reason, count, _oldest in selectors._waiting_rows(now)} == counts
+    orm_counts, orm_ages = _waiting_read_by_the_orm(now)
+    assert orm_counts == expected_counts
+    assert {reason: round(age) for reason, age in orm_ages.items()} == expected_ages
 
 
-def test_waiting_deliveries_are_counted_up_to_the_cap(client, settings, school, monkeypatch):
+def test_each_webhook_is_counted_up_to_the_cap_whatever_the_others_hold(
+    client, settings, school, monkeypatch
+):
     settings.WEBHOOKS_METRICS_TOKEN = TOKEN
     monkeypatch.setattr(selectors, "BACKLOG_COUNT_CAP", 3)
+    now = timezone.now()
+    ago = lambda seconds: now - dt.timedelta(seconds=seconds)  # noqa: E731
+    paused = SubscriptionFactory(school=school, paused_at=ago(50))
     busy = SubscriptionFactory(school=school)
-    for _ in range(5):
-        delivery_create(busy, status=DeliveryStatus.PENDING, enqueued_at=None)
+    for seconds in (100, 90, 80, 70, 60):  # more than the cap, the oldest first
+        delivery_create(
+            paused, status=DeliveryStatus.PENDING, next_attempt_at=ago(seconds), enqueued_at=None
+        )
+    for seconds in (30, 20):
+        delivery_create(
+            busy, status=DeliveryStatus.PENDING, next_attempt_at=ago(seconds), enqueued_at=None
+        )
 
-    found = samples(scrape(client))
+    counts, ages = _waiting_scraped(samples(scrape(client)))
 
-    assert value(found, "webhooks_deliveries_waiting", reason="limit") == 3
-    assert value(found, "webhooks_deliveries_waiting", reason="paused") == 0
+    # The paused webhook's five stop at the cap; the busy one's two are counted all the same.
+    assert counts["paused"] == 3
+    assert counts["limit"] == 2
+    assert 100 <= ages["paused"] < 101
+    assert 30 <= ages["limit"] < 31
+    orm_counts, orm_ages = _waiting_read_by_the_orm(now)
+    assert orm_counts == {"paused": 3, "limit": 2}
+    assert {reason: round(age) for reason, age in orm_ages.items()} == {"paused": 100, "limit": 30}
 
 
 def test_an_empty_deployment_reports_no_backlog_and_liveness_never_seen(client, settings, db):
