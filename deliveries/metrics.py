@@ -242,11 +242,12 @@ class StateCollector(Collector):
         waiting = GaugeMetricFamily(
             "webhooks_deliveries_waiting",
             "Deliveries that wait by design, without a message, in flight aside, each "
-            "webhook's by the first reason that applies: paused (by its school), circuit_open "
-            "(open or probing: they go one at a time as its probes), disabled (taken up to be "
-            "failed), catching_up (sent one at a time after a pause), scheduled (a retry not "
-            "due yet), limit (due, waiting for the webhook's concurrency or rate); counted up "
-            f"to {BACKLOG_COUNT_CAP} due and as many not due per webhook.",
+            "webhook's by the first reason that applies: paused (by its school), disabled "
+            "(taken up to be failed, whatever the circuit), circuit_open (open or probing: they "
+            "go one at a time as its probes), catching_up (sent one at a time after a pause), "
+            "scheduled (a retry not due yet), limit (due, waiting for the webhook's "
+            f"concurrency or rate); counted up to {BACKLOG_COUNT_CAP} due and as many not due "
+            "per webhook.",
             labels=["reason"],
         )
         waiting_age = GaugeMetricFamily(

@@ -107,7 +107,7 @@ SELECT min(next_attempt_at), count(*) FROM messaged
 
 
 # Why a delivery waits without a message, first reason first (``deliveries_waiting``).
-WAITING_REASONS = ("paused", "circuit_open", "disabled", "catching_up", "scheduled", "limit")
+WAITING_REASONS = ("paused", "disabled", "circuit_open", "catching_up", "scheduled", "limit")
 
 
 def deliveries_waiting(*, now: dt.datetime) -> dict[str, Backlog]:
@@ -116,10 +116,10 @@ def deliveries_waiting(*, now: dt.datetime) -> dict[str, Backlog]:
     that applies, in the order of ``WAITING_REASONS``:
 
     - ``paused``: their school paused the webhook (the pause holds them, whatever else);
+    - ``disabled``: it is disabled: the sweeper and the attempts that finish take them up, at
+      its concurrency whatever its circuit, to fail them with that reason (nothing is sent);
     - ``circuit_open``: its circuit breaker is open or probing: they go one at a time, as its
-      probes (a disabled webhook's too: each probe fails one with that reason);
-    - ``disabled``: it is disabled: the sweeper and the attempts that finish take them up to
-      fail them with that reason;
+      probes;
     - ``catching_up``: it resumed, and sends what it held one at a time, oldest first;
     - ``scheduled``: a retry not due yet (the sweeper sends it when it is);
     - ``limit``: due, waiting for a slot of the webhook's concurrency or for its rate (the
@@ -192,8 +192,8 @@ def _waiting_reason(
     ``scheduled``)."""
     for reason, applies in (
         ("paused", paused),
-        ("circuit_open", circuit_open),
         ("disabled", disabled),
+        ("circuit_open", circuit_open),
         ("catching_up", catching_up),
     ):
         if applies:
@@ -235,9 +235,9 @@ per_webhook AS MATERIALIZED (
 reasons AS (
     SELECT p.*, CASE
             WHEN s.paused_at IS NOT NULL THEN 'paused'
+            WHEN NOT s.is_active THEN 'disabled'
             WHEN st.circuit_state IS NOT NULL AND st.circuit_state <> 'closed'
                 THEN 'circuit_open'
-            WHEN NOT s.is_active THEN 'disabled'
             WHEN s.catching_up_since IS NOT NULL THEN 'catching_up'
         END AS reason
     FROM per_webhook AS p

@@ -446,8 +446,12 @@ class _Plan:
                     self.kicked.add(info.head)
                 return False
         state = info.state
+        # A disabled webhook's deliveries are refused without a request (send.py): its circuit
+        # holds none of them back, or its backlog would be failed one probe at a time.
         probing = (
-            state if state is not None and state.circuit_state != CircuitState.CLOSED else None
+            state
+            if state is not None and state.circuit_state != CircuitState.CLOSED and info.is_active
+            else None
         )
         if probing is not None:
             # Open, or a probe in flight: only one probe, once its time has come.

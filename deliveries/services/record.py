@@ -470,7 +470,8 @@ def _circuits_update(
     claims: list[Claim], results: list[TransportResult], now: dt.datetime
 ) -> set[uuid.UUID]:
     """Count each webhook's network failures in a row and open or close its circuit; return
-    the webhooks whose circuit is open after this batch.
+    the webhooks whose circuit is open after this batch, disabled ones aside (nothing is sent
+    to those: their waiting deliveries are taken up, to be failed, whatever the circuit).
 
     Any answer from the receiver (whatever its status) proves it reachable and closes the
     circuit; timeouts and connection, DNS, TLS and response failures count towards opening
@@ -555,7 +556,12 @@ def _circuits_update(
         )
     for endpoint, probe_at in probes:
         _probe_schedule(endpoint, probe_at, now)
-    return opened
+    disabled = {
+        claim.delivery.subscription_id
+        for claim in claims
+        if not claim.delivery.subscription.is_active
+    }
+    return opened - disabled
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:

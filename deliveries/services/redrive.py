@@ -115,8 +115,13 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
 
 
 def _broken() -> QuerySet[EndpointState, Any]:
-    """The webhooks whose circuit is open or probing: their deliveries wait for the probe."""
-    return EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
+    """The webhooks whose circuit is open or probing: their deliveries wait for the probe. A
+    disabled webhook's do not: they are refused without a request, whatever the circuit."""
+    return (
+        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
+        .filter(subscription__is_active=True)
+        .values("pk")
+    )
 
 
 def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[uuid.UUID]:
@@ -148,8 +153,8 @@ def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[
 def _waiting_unattended(*, now: dt.datetime, limit: int) -> list[uuid.UUID]:
     """Due deliveries waiting (no message) for a webhook with nothing in flight, which no
     finishing attempt will take up: as many per webhook as its concurrency, due first (the
-    attempts they start take up the rest). None of a paused webhook, of one whose circuit is
-    open (its probe goes first) or of one catching up (``catch_ups_drive``). Locked.
+    attempts they start take up the rest). None of a paused webhook, of an active one whose
+    circuit is open (its probe goes first) or of one catching up (``catch_ups_drive``). Locked.
     """
     if limit <= 0:
         return []
@@ -210,8 +215,8 @@ unattended AS MATERIALIZED (
     SELECT s.id, COALESCE(NULLIF(s.max_concurrency, 0), %(concurrency)s) AS share
     FROM waiting AS w JOIN subscriptions_subscription AS s ON s.id = w.id
     WHERE s.paused_at IS NULL AND s.catching_up_since IS NULL
-      AND NOT EXISTS (SELECT 1 FROM deliveries_endpointstate AS b
-                      WHERE b.subscription_id = s.id AND b.circuit_state <> 'closed')
+      AND (NOT s.is_active OR NOT EXISTS (SELECT 1 FROM deliveries_endpointstate AS b
+                      WHERE b.subscription_id = s.id AND b.circuit_state <> 'closed'))
       AND NOT EXISTS (SELECT 1 FROM deliveries_delivery AS f
                       WHERE f.subscription_id = s.id AND f.status = 'pending'
                         AND f.leased_until >= %(now)s)
@@ -250,7 +255,11 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
     delivery (the claim lets exactly one through)."""
     endpoints = list(
         EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
-        .filter(probe_at__lte=now, subscription__paused_at__isnull=True)
+        .filter(
+            probe_at__lte=now,
+            subscription__paused_at__isnull=True,
+            subscription__is_active=True,  # a disabled one's go without probes
+        )
         .order_by("probe_at")
         .values_list("pk", flat=True)[:limit]
     )

@@ -6,13 +6,16 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deliveries.models import CircuitState, Delivery, EndpointState
+from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import deliveries_sweep, event_fan_out
-from deliveries.services.claim import deliveries_claim
+from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
+from deliveries.services.record import deliveries_record
+from deliveries.services.send import request_build, request_send
 from events.services import event_publish
 from subscriptions.models import Subscription
 from tests.database import rows_clone, rows_fetched
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
 
 pytestmark = pytest.mark.django_db
 
@@ -134,3 +137,50 @@ def test_a_broken_webhook_whose_deliveries_all_have_a_message_out_still_gets_its
     result = deliveries_sweep()
 
     assert (result.deliveries_enqueued, result.probes_sent) == (0, 1)
+
+
+def test_a_disabled_webhooks_backlog_is_failed_at_its_concurrency_whatever_its_circuit(school):
+    """Nothing is sent for a disabled webhook (its attempts are refused), so its open circuit
+    holds nothing back: its backlog is failed at its concurrency, not one probe at a time."""
+    webhook, ids = _waiting(school, 5, max_concurrency=2, topics=["course.created"])
+    now = timezone.now()
+    Subscription.objects.filter(pk=webhook.pk).update(
+        is_active=False, disabled_reason="Disabled after 5 days of failures"
+    )
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=now - dt.timedelta(days=1),
+        probe_at=now + dt.timedelta(hours=1),
+    )
+
+    result = deliveries_sweep()
+
+    # The sweeper sends as many as its concurrency, not nothing until the probe an hour away.
+    assert (result.deliveries_enqueued, result.probes_sent) == (2, 0)
+    assert _re_driven(ids) == set(ids[:2])
+    claims = deliveries_claim(delivery_ids=[str(pk) for pk in ids[:2]]).claims
+    assert len(claims) == 2
+    assert EndpointState.objects.get(pk=webhook.pk).circuit_state == CircuitState.OPEN
+    results = [request_send(request_build(claim)) for claim in claims]
+    assert {result.error_kind for result in results} == {ErrorKind.DISABLED}
+
+    opened: set = set()
+    deliveries_record(claims=claims, results=results, pull_waiting=False, opened=opened)
+
+    assert opened == set()  # so the slots they free take up the next ones
+    assert Delivery.objects.filter(pk__in=ids[:2], status=DeliveryStatus.FAILED).count() == 2
+    taken = deliveries_claim_waiting(freed={webhook.pk: 2}).claims
+    assert {claim.delivery.pk for claim in taken} == set(ids[2:4])  # the oldest of the rest
+
+
+def test_an_active_webhooks_open_circuit_still_holds_its_backlog_for_the_probe(school):
+    webhook, _ids = _waiting(school, 3, max_concurrency=2, topics=["course.created"])
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        probe_at=timezone.now() + dt.timedelta(hours=1),
+    )
+
+    assert deliveries_sweep().deliveries_enqueued == 0
+    assert deliveries_claim_waiting(freed={webhook.pk: 2}).claims == []
