@@ -201,20 +201,30 @@ def _waiting_reason(
     return None
 
 
-# One descent of ``delivery_waiting_in_order_idx`` per webhook that has waiting deliveries (a
-# skip scan, as the sweeper's), then for each: its due and later entries counted up to the
-# cap, its deliveries in flight (on ``delivery_leased_idx``: a few) and its oldest waiting
-# one, in index order. The webhooks' reasons come from their rows, a few thousand at most.
-_WAITING_SQL = """
-WITH RECURSIVE webhooks(id) AS (
+# The webhooks that have deliveries waiting without a message, as ``webhooks_waiting(id)``: a
+# skip scan of ``delivery_waiting_in_order_idx``, one descent per webhook however long its
+# backlog. The recursion ends on a NULL id, which readers filter out. Read by the sweeper
+# (``services/redrive.py``) and by ``deliveries_waiting``.
+WEBHOOKS_WAITING_CTE = """
+webhooks_waiting(id) AS (
     (SELECT subscription_id FROM deliveries_delivery
      WHERE status = 'pending' AND enqueued_at IS NULL ORDER BY subscription_id LIMIT 1)
     UNION ALL
     SELECT (SELECT d.subscription_id FROM deliveries_delivery AS d
             WHERE d.status = 'pending' AND d.enqueued_at IS NULL AND d.subscription_id > w.id
             ORDER BY d.subscription_id LIMIT 1)
-    FROM webhooks AS w WHERE w.id IS NOT NULL
-),
+    FROM webhooks_waiting AS w WHERE w.id IS NOT NULL
+)"""
+
+
+# The webhooks that have waiting deliveries (``WEBHOOKS_WAITING_CTE``), then for each: its
+# due and later entries counted up to the
+# cap, its deliveries in flight (on ``delivery_leased_idx``: a few) and its oldest waiting
+# one, in index order. The webhooks' reasons come from their rows, a few thousand at most.
+_WAITING_SQL = (
+    "WITH RECURSIVE "  # noqa: S608 - fixed text, no value
+    + WEBHOOKS_WAITING_CTE
+    + """,
 per_webhook AS MATERIALIZED (
     SELECT w.id,
         (SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery AS d
@@ -230,7 +240,7 @@ per_webhook AS MATERIALIZED (
             WHERE d.subscription_id = w.id AND d.status = 'pending' AND d.enqueued_at IS NULL
               AND (d.leased_until IS NULL OR d.leased_until < %(now)s)
             ORDER BY d.next_attempt_at, d.id LIMIT 1) AS oldest
-    FROM webhooks AS w WHERE w.id IS NOT NULL
+    FROM webhooks_waiting AS w WHERE w.id IS NOT NULL
 ),
 reasons AS (
     SELECT p.*, CASE
@@ -251,6 +261,7 @@ FROM reasons AS r CROSS JOIN LATERAL (VALUES
 ) AS part(reason, n, oldest)
 GROUP BY part.reason
 """
+)
 
 
 def delivery_backlog(*, now: dt.datetime) -> tuple[float, int]:

@@ -32,6 +32,7 @@ from ..models import (
     EndpointState,
     delivery_state,
 )
+from ..selectors import WEBHOOKS_WAITING_CTE
 from .claim import Claim
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
@@ -196,24 +197,18 @@ def _waiting_unattended(*, now: dt.datetime, limit: int) -> list[uuid.UUID]:
     return ids
 
 
-# The webhooks with waiting deliveries, found by skipping through
-# ``delivery_waiting_in_order_idx`` (one descent per webhook, not one step per delivery); those
+# The webhooks with waiting deliveries (``WEBHOOKS_WAITING_CTE``: one descent of
+# ``delivery_waiting_in_order_idx`` per webhook, not one step per delivery); those
 # that may send and have nothing in flight (materialized: filtered before any row is locked);
 # then the first few of each from the same index, in order. A paused, broken or busy webhook's
 # backlog is not read at all.
-_WAITING_UNATTENDED_SQL = """
-WITH RECURSIVE waiting(id) AS (
-    (SELECT subscription_id FROM deliveries_delivery
-     WHERE status = 'pending' AND enqueued_at IS NULL ORDER BY subscription_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT d.subscription_id FROM deliveries_delivery AS d
-            WHERE d.status = 'pending' AND d.enqueued_at IS NULL AND d.subscription_id > w.id
-            ORDER BY d.subscription_id LIMIT 1)
-    FROM waiting AS w WHERE w.id IS NOT NULL
-),
+_WAITING_UNATTENDED_SQL = (
+    "WITH RECURSIVE "  # noqa: S608 - fixed text, no value
+    + WEBHOOKS_WAITING_CTE
+    + """,
 unattended AS MATERIALIZED (
     SELECT s.id, COALESCE(NULLIF(s.max_concurrency, 0), %(concurrency)s) AS share
-    FROM waiting AS w JOIN subscriptions_subscription AS s ON s.id = w.id
+    FROM webhooks_waiting AS w JOIN subscriptions_subscription AS s ON s.id = w.id
     WHERE s.paused_at IS NULL AND s.catching_up_since IS NULL
       AND (NOT s.is_active OR NOT EXISTS (SELECT 1 FROM deliveries_endpointstate AS b
                       WHERE b.subscription_id = s.id AND b.circuit_state <> 'closed'))
@@ -231,6 +226,7 @@ SELECT c.id FROM unattended AS u CROSS JOIN LATERAL (
 ) AS c
 LIMIT %(limit)s
 """
+)
 
 
 def send_tests_lost(*, now: dt.datetime) -> QuerySet[Delivery]:
