@@ -243,14 +243,21 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     attempt read the webhook's whole delivery log at every sweep: no index has the time of
     the last attempt.) One with nothing in flight and nothing waiting is over. A webhook whose
     circuit is open is left to its probe (``redrive._probes_send``): a message would only be
-    refused until then.
+    refused until then; unless it is disabled (it gets no probe; its deliveries are refused
+    without a request).
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
     )
-    broken = EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED).values("pk")
+    # A disabled webhook's deliveries are refused without a request whatever its circuit, and
+    # it gets no probes (redrive._probes_send): its catch-up is driven like any other.
+    broken = (
+        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
+        .filter(subscription__is_active=True)
+        .values("pk")
+    )
     idle = (
         Subscription.objects.filter(catching_up_since__isnull=False)
         .filter(~Exists(in_flight))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEntry
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.selectors import delivery_backlog, operations_state
+from deliveries.services import claim as claim_module
 from deliveries.services import (
     deliveries_attempt,
     deliveries_sweep,
@@ -21,6 +22,9 @@ from deliveries.services import (
     subscription_pause,
     subscription_resume,
 )
+from deliveries.services import pausing as pausing_module
+from deliveries.services import record as record_module
+from deliveries.services import redrive as redrive_module
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.fan_out import deliveries_insert, delivery_build
 from deliveries.services.pausing import catch_ups_drive
@@ -28,7 +32,7 @@ from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
 from subscriptions.selectors import FAN_OUT_FIELDS
-from subscriptions.services import subscriptions_auto_disable
+from subscriptions.services import subscription_disable, subscriptions_auto_disable
 from tests.database import rows_clone, rows_read
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
@@ -416,3 +420,42 @@ def test_a_catch_up_keeps_to_the_webhooks_rate_limit(school, receiver):
     assert _course_ids(receiver) == ["c0"]
     assert outcome.claims == []
     assert outcome.retry_at is not None  # it goes when the webhook has budget again
+
+
+def test_a_catch_up_whose_circuit_is_open_is_failed_by_the_sweeper_once_the_webhook_is_disabled(
+    school, receiver, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A disabled webhook's deliveries are refused without a request, whatever its circuit: a
+    catch-up left to a probe that never comes (no probes for a disabled webhook) must not hold
+    them pending for ever."""
+    settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
+    webhook = _paused_webhook(school, receiver)
+    ids = _publish(school, 3)
+    subscription_resume(subscription=webhook, actor=None)
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=timezone.now() - dt.timedelta(days=5),
+        opened_count=12,
+        probe_at=timezone.now() + dt.timedelta(minutes=15),
+    )
+    subscription_disable(subscription=webhook, reason="The receiver is gone.")
+    messages: list[str] = []
+
+    def enqueue(delivery_ids, countdown=None):
+        messages.extend(str(pk) for pk in delivery_ids)
+
+    for module in (claim_module, pausing_module, record_module, redrive_module):
+        monkeypatch.setattr(module, "deliveries_enqueue", enqueue)
+    for _ in range(5):  # sweeps, and a worker for whatever they send
+        with django_capture_on_commit_callbacks(execute=True):
+            deliveries_sweep()
+        while messages:
+            sent, messages[:] = list(messages), []
+            with django_capture_on_commit_callbacks(execute=True):
+                deliveries_attempt(delivery_ids=sent)
+
+    assert receiver.received("/hook") == []
+    held = Delivery.objects.filter(pk__in=ids)
+    assert set(held.values_list("status", flat=True)) == {DeliveryStatus.FAILED}
+    assert set(held.values_list("last_error_kind", flat=True)) == {"disabled"}
