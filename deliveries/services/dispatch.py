@@ -132,16 +132,23 @@ class Dispatcher:
             sender_pool().submit(self._send, claim, request)
         except Exception:
             logger.exception("Could not send delivery %s", claim.delivery.pk)
-            self._done(1)  # its lease runs out and the sweeper sends it again
+            self._give_up(claim)
 
     def _send(self, claim: Claim, request: object) -> None:
         try:
             result = request_send(request)  # type: ignore[arg-type]
         except BaseException:
             logger.exception("Sending delivery %s failed unexpectedly", claim.delivery.pk)
-            self._done(1)
+            self._give_up(claim)
             return
         self._results.put(_Result(claim, result))
+
+    def _give_up(self, claim: Claim) -> None:
+        """Free the slot of a claim that will have no result, and stop renewing its lease: it
+        runs out and the delivery is sent again (the sweeper)."""
+        with self._lock:
+            self._held.pop(claim.delivery.pk, None)
+        self._done(1)
 
     # --- Recording --------------------------------------------------------------------------
 

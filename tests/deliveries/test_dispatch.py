@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import dispatch as dispatch_module
 from deliveries.services import event_fan_out
 from deliveries.services.dispatch import Dispatcher
 from events.services import event_publish
@@ -67,3 +68,23 @@ def test_the_leases_of_deliveries_in_flight_are_renewed(school, receiver, short_
     assert still_held > timezone.now() - dt.timedelta(seconds=0.2)
     assert len(receiver.received("/slow")) == 1
     assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.DELIVERED
+
+
+@pytest.mark.parametrize("stage", ["request_build", "request_send"])
+def test_a_delivery_that_could_not_be_sent_lets_its_lease_run_out(
+    school, short_leases, engine, monkeypatch, stage
+):
+    """An unexpected error while building or sending a request gives the delivery back: its
+    lease is no longer renewed, so it runs out and the delivery is sent again."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(dispatch_module, stage, broken)
+    delivery_id = _delivery(school, "http://127.0.0.1:9/hook")
+
+    assert engine.dispatch([delivery_id]) == 1
+    assert engine.drain(timeout=5)
+    time.sleep(1.5)  # more than two 0.6 s leases
+
+    assert Delivery.objects.get(pk=delivery_id).leased_until < timezone.now()
