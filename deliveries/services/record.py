@@ -500,6 +500,10 @@ def _circuits_update(
     opened: set[uuid.UUID] = set()
     probes: list[tuple[uuid.UUID, dt.datetime | None]] = []
     with transaction.atomic():
+        # The webhooks' claim locks first: a claim reads the breaker and its rate budget under
+        # them and writes them back (``claim._Plan.states_save``); without them it could write
+        # back a circuit this opened or closed meanwhile.
+        endpoints_lock(touched)
         EndpointState.objects.bulk_create(
             [EndpointState(subscription_id=endpoint) for endpoint in touched],
             ignore_conflicts=True,

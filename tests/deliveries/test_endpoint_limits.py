@@ -10,7 +10,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
+from deliveries.services import claim as claim_module
 from deliveries.services import deliveries_attempt, event_fan_out
+from deliveries.services import record as record_module
 from deliveries.services.claim import (
     _WAITING_SQL,
     deliveries_claim,
@@ -446,3 +448,52 @@ def test_the_webhooks_list_says_when_a_receiver_is_unreachable(client, school, s
     assert "Receiver unreachable" in content
     assert "5 network failures in a row" in content
     assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
+    school, settings, monkeypatch
+):
+    """A claim that takes a rate token writes the webhook's state back; a circuit that results
+    recorded meanwhile (in another process) opened stays open."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 5
+    subscription, ids = _deliveries(
+        school, "http://127.0.0.1:9/hook", 2, max_concurrency=10, rate_limit_per_second=100
+    )
+    EndpointState.objects.create(
+        subscription=subscription,
+        consecutive_failures=4,
+        rate_tokens=100,
+        rate_tokens_at=timezone.now(),
+    )
+    [in_flight] = deliveries_claim(delivery_ids=ids[:1]).claims  # its fifth failure comes next
+    refused = TransportResult(
+        request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+    )
+    recorded = threading.Event()
+
+    def record_elsewhere():
+        try:
+            record_module._circuits_update([in_flight], [refused], timezone.now())
+            recorded.set()
+        finally:
+            connection.close()
+
+    states_save = claim_module._Plan.states_save
+    threads = []
+
+    def states_save_after_a_record(plan):
+        thread = threading.Thread(target=record_elsewhere)
+        thread.start()
+        threads.append(thread)
+        recorded.wait(1)  # a recorder that waits for this claim's webhook lock waits less
+        states_save(plan)
+
+    monkeypatch.setattr(claim_module._Plan, "states_save", states_save_after_a_record)
+    deliveries_claim(delivery_ids=ids[1:])  # read the circuit closed, takes a rate token
+    for thread in threads:
+        thread.join(10)
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.consecutive_failures) == (CircuitState.OPEN, 5)
+    assert state.probe_at is not None
