@@ -702,7 +702,7 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
         )
     interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]
     if interrupted:
-        _attempts_interrupted_record(interrupted)
+        attempts_interrupted_record([(delivery, delivery.attempts - 1) for delivery in interrupted])
     return claims
 
 
@@ -748,21 +748,21 @@ def signing_secrets_of(subscription: Subscription, now: dt.datetime) -> list[Sig
     return [s for s in secrets if s.expires_at is None or s.expires_at > now]
 
 
-def _attempts_interrupted_record(deliveries: list[Delivery]) -> None:
-    """Log the attempts whose worker stopped before recording them (the number before this one);
-    a record that the late worker did write is kept."""
+def attempts_interrupted_record(lost: list[tuple[Delivery, int]]) -> None:
+    """Log the attempts whose worker stopped before recording them (each delivery with the
+    number of its lost attempt); a record that the late worker did write is kept."""
     DeliveryAttempt.objects.bulk_create(
         [
             DeliveryAttempt(
                 delivery=delivery,
-                number=delivery.attempts - 1,
+                number=number,
                 trigger=AttemptTrigger.AUTOMATIC,
                 started_at=delivery.last_attempt_at or timezone.now(),
                 request_url=delivery.subscription.url,
                 error_kind=ErrorKind.INTERRUPTED,
                 error_message="The worker stopped before this attempt finished; it was retried.",
             )
-            for delivery in deliveries
+            for delivery, number in lost
         ],
         ignore_conflicts=True,
     )

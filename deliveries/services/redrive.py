@@ -33,7 +33,7 @@ from ..models import (
     delivery_state,
 )
 from ..selectors import WEBHOOKS_WAITING_CTE
-from .claim import Claim
+from .claim import Claim, attempts_interrupted_record
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
 from .pausing import catch_ups_drive, subscriptions_resume_due
@@ -364,9 +364,12 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
                 "status",
                 "is_test",
                 "next_trigger",
+                "attempts",
                 "leased_until",
+                "last_attempt_at",
                 "last_error_kind",
                 "subscription__name",
+                "subscription__url",
                 "subscription__is_active",
             )
         )
@@ -389,6 +392,17 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
         if not queued:
             return RetriggerResult(counts)
         ids = [row.pk for row in queued]
+        # A lease that ran out without a result is an attempt a worker lost: logged as the
+        # claim would have logged it, since clearing the lease here hides it from the claim.
+        attempts_interrupted_record(
+            [
+                (row, row.attempts)
+                for row in queued
+                if row.status == DeliveryStatus.PENDING
+                and row.leased_until is not None
+                and row.attempts > 0
+            ]
+        )
         Delivery.objects.filter(pk__in=ids).update(
             # A waiting delivery keeps its schedule for after a failed manual attempt.
             resume_attempt_at=Case(

@@ -5,12 +5,13 @@ nothing and the attempt number does not move."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
-from deliveries.models import AttemptTrigger, Delivery, DeliveryStatus
+from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import RetriggerOutcome, delivery_attempt, delivery_retrigger
 from tests.deliveries.factories import delivery_create
 from tests.receiver import Reply
@@ -123,3 +124,27 @@ def test_sending_now_twice_queues_it_once_and_the_audit_trail_says_who(school, s
     assert (entry.object_type, entry.object_id) == ("delivery", str(delivery.pk))
     assert entry.object_repr == "course.created → CRM"
     assert entry.changes == {"state": ["failed", "sending now"]}
+
+
+def test_sending_now_a_delivery_whose_worker_died_still_logs_the_attempt_it_lost(school, receiver):
+    receiver.script("/hook", default=Reply(status=200))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"))
+    delivery = _retrying(subscription, dt.timedelta(seconds=0))
+    # A worker claimed attempt 3 and vanished: its lease ran out with no result written.
+    expired = timezone.now() - dt.timedelta(seconds=1)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        attempts=3, leased_until=expired, last_attempt_at=expired, lease_token=uuid.uuid4()
+    )
+
+    assert delivery_retrigger(delivery=delivery) == RetriggerOutcome.QUEUED
+    delivery_attempt(delivery_id=delivery.pk)
+
+    logged = list(
+        DeliveryAttempt.objects.filter(delivery=delivery)
+        .order_by("number")
+        .values_list("number", "trigger", "error_kind")
+    )
+    assert logged[1:] == [
+        (3, AttemptTrigger.AUTOMATIC, ErrorKind.INTERRUPTED),
+        (4, AttemptTrigger.MANUAL, ErrorKind.NONE),
+    ]
