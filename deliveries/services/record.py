@@ -504,8 +504,11 @@ def _circuits_update(
         # them and writes them back (``claim._Plan.states_save``); without them it could write
         # back a circuit this opened or closed meanwhile.
         endpoints_lock(touched)
+        # Not for a webhook deleted while its attempts were in flight: its state would violate
+        # its foreign key at commit and fail the whole batch (the other webhooks' 410s too).
+        existing = Subscription.objects.filter(pk__in=touched).values_list("pk", flat=True)
         EndpointState.objects.bulk_create(
-            [EndpointState(subscription_id=endpoint) for endpoint in touched],
+            [EndpointState(subscription_id=endpoint) for endpoint in existing],
             ignore_conflicts=True,
         )
         states = list(EndpointState.objects.select_for_update().filter(pk__in=touched))

@@ -15,6 +15,7 @@ from deliveries.services import (
     events_fan_out_waiting,
 )
 from deliveries.services.claim import deliveries_claim
+from deliveries.services.dispatch import _Result, dispatcher
 from deliveries.services.record import deliveries_record
 from deliveries.services.redrive import send_tests_lost
 from events.models import Event
@@ -300,3 +301,27 @@ def test_the_sweep_raises_a_lost_database_connection_for_a_retry_without_logging
     assert [record.message for record in caplog.records if record.levelname == "ERROR"] == []
     connection.close()
     assert deliveries_sweep().events_fanned_out == 0  # the retry runs as a sweep always does
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_deleted_mid_attempt_does_not_fail_the_recording_of_the_others(school):
+    """Its network failure would have counted towards its circuit; its state row cannot be
+    created any more, and the batch it shares with another webhook's 410 is still recorded
+    in full: that webhook is disabled."""
+    deleted = SubscriptionFactory(school=school, url="http://127.0.0.1:9/a", topics=["*"])
+    gone = SubscriptionFactory(school=school, url="http://127.0.0.1:9/b", topics=["*"])
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    claims = deliveries_claim(delivery_ids=event_fan_out(event_id=event.id)).claims
+    Subscription.objects.filter(pk=deleted.pk).delete()  # while its attempt was in flight
+    results = {
+        deleted.pk: TransportResult(
+            request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+        ),
+        gone.pk: TransportResult(request_headers={}, status=410, error_kind=ErrorKind.HTTP_STATUS),
+    }
+    batch = [_Result(claim, results[claim.delivery.subscription_id]) for claim in claims]
+
+    dispatcher()._record(batch)
+
+    assert Subscription.objects.get(pk=gone.pk).is_active is False
+    assert Delivery.objects.get(subscription=gone).status == DeliveryStatus.FAILED
