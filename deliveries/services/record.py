@@ -494,6 +494,16 @@ def _circuits_update(
         for endpoint, (circuit, failures) in known.items()
         if trailing.get(endpoint) or circuit != CircuitState.CLOSED or failures
     ]
+    # An answer from a webhook that was closed without failures when its attempt was claimed:
+    # other attempts may have failed meanwhile, even opened its circuit, and this answer ends
+    # that (one read by primary key per batch; nothing is written while it is still clean).
+    clean = [endpoint for endpoint in answered if answered[endpoint] and endpoint not in touched]
+    if clean:
+        touched += (
+            EndpointState.objects.filter(pk__in=clean)
+            .exclude(circuit_state=CircuitState.CLOSED, consecutive_failures=0)
+            .values_list("pk", flat=True)
+        )
     if not touched:
         return set()
     threshold = settings.WEBHOOKS_CIRCUIT_FAILURES

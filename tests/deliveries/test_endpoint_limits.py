@@ -497,3 +497,36 @@ def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.circuit_state, state.consecutive_failures) == (CircuitState.OPEN, 5)
     assert state.probe_at is not None
+
+
+_REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
+_ANSWERED = TransportResult(request_headers={}, status=200)
+
+
+def test_an_answer_closes_a_circuit_that_opened_while_its_attempt_was_in_flight(school, settings):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=10)
+    claims = deliveries_claim(delivery_ids=ids).claims  # all three in flight, circuit closed
+
+    deliveries_record(claims=claims[:2], results=[_REFUSED] * 2)  # the circuit opens
+    assert EndpointState.objects.get(pk=subscription.pk).circuit_state == CircuitState.OPEN
+    deliveries_record(claims=claims[2:], results=[_ANSWERED])  # then the receiver answers
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.consecutive_failures) == (CircuitState.CLOSED, 0)
+    assert state.probe_at is None
+
+
+def test_an_answer_ends_the_failures_in_a_row_that_began_while_its_attempt_was_in_flight(
+    school, settings
+):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 3
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 4, max_concurrency=10)
+    claims = deliveries_claim(delivery_ids=ids).claims
+
+    deliveries_record(claims=claims[:2], results=[_REFUSED] * 2)  # two failures
+    deliveries_record(claims=claims[2:3], results=[_ANSWERED])  # an answer: the row ends
+    deliveries_record(claims=claims[3:], results=[_REFUSED])  # one failure
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.consecutive_failures) == (CircuitState.CLOSED, 1)
