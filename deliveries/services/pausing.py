@@ -9,8 +9,9 @@ is set, just before the pause began, in that order, and the webhook catches up o
 time, its head first, under its rate limit. When nothing waits any more the catch-up ends and
 the webhook's concurrency applies again.
 
-"In order" is the order of first attempts: a held delivery whose attempt fails is retried on
-its schedule while the next ones go, so one bad event does not hold the others back. Each held
+"In order" is the order of first attempts: a held delivery whose attempt fails does not hold
+the others back; they go on, one at a time, and its retry goes once the held ones have all gone
+(the catch-up lets only its head through, whatever else is due). Each held
 delivery's retry window does not run while it is held: it starts at its first attempt (the
 claim sets it; a long catch-up does not eat into it), or moves by the pause's length for one
 that was already retrying when the pause began.

@@ -153,21 +153,27 @@ def test_a_delivery_fanned_out_while_the_resume_committed_still_goes_after_the_h
     assert _course_ids(receiver) == ["c0", "c1", "c2"]
 
 
-def test_a_failed_held_delivery_is_retried_on_its_schedule_while_the_next_ones_go(school, receiver):
+def test_a_failed_held_delivery_is_retried_once_the_next_ones_have_gone(school, receiver):
     receiver.script("/hook", default=Reply(status=200))
     webhook = _paused_webhook(school, receiver)
     ids = _publish(school, 3)
     receiver.script("/hook", Reply(status=500), default=Reply(status=200))
     subscription_resume(subscription=webhook, actor=None)
 
-    for _ in range(3):
-        deliveries_attempt(delivery_ids=ids)
-
-    assert _course_ids(receiver) == ["c0", "c1", "c2"]
+    deliveries_attempt(delivery_ids=ids)  # c0 fails: its retry is scheduled
     first = Delivery.objects.get(pk=ids[0])
     assert first.status == DeliveryStatus.PENDING  # retrying
     assert first.next_attempt_at > timezone.now()
-    assert Delivery.objects.filter(pk__in=ids[1:], status=DeliveryStatus.DELIVERED).count() == 2
+    Delivery.objects.filter(pk=ids[0]).update(next_attempt_at=timezone.now())  # its retry is due
+    deliveries_attempt(delivery_ids=ids[:1])  # the held ones still go first
+    assert _course_ids(receiver) == ["c0"]
+
+    for _ in range(3):
+        deliveries_attempt(delivery_ids=ids)
+
+    assert _course_ids(receiver) == ["c0", "c1", "c2", "c0"]
+    assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 3
+    assert Subscription.objects.get(pk=webhook.pk).catching_up_since is None
 
 
 def test_a_held_deliverys_retry_window_starts_at_the_resume_not_at_its_creation(school, receiver):
