@@ -94,13 +94,15 @@ class Dispatcher:
                 outcome = deliveries_claim(
                     delivery_ids=remaining, capacity=slots, renewed=True, waiting=waiting
                 )
-                claims_followup(remaining, outcome)
             except BaseException:
                 self._slots_give(slots)
                 raise
             self._slots_give(slots - len(outcome.claims))
             self._submit(outcome.claims)
             sent += len(outcome.claims)
+            # After the claims are in flight: if this fails (the broker or the database gone),
+            # what it left goes to the sweeper, and what was claimed is still sent.
+            claims_followup(remaining, outcome)
             remaining = outcome.unclaimed
         return sent
 

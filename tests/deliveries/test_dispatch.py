@@ -88,3 +88,27 @@ def test_a_delivery_that_could_not_be_sent_lets_its_lease_run_out(
     time.sleep(1.5)  # more than two 0.6 s leases
 
     assert Delivery.objects.get(pk=delivery_id).leased_until < timezone.now()
+
+
+def test_what_was_claimed_is_sent_even_if_the_claims_follow_up_fails(
+    school, receiver, engine, monkeypatch
+):
+    """The broker gone just after a claim committed: the follow-up (messages for what the
+    claim left) fails, and the task with it, but the claimed delivery is still sent and
+    recorded instead of waiting for its lease to run out."""
+    receiver.script("/hook", default=Reply(status=200))
+    delivery_id = _delivery(school, receiver.url("/hook"))
+
+    def broker_gone(ids, outcome):
+        raise ConnectionError("the broker is unreachable")
+
+    monkeypatch.setattr(dispatch_module, "claims_followup", broker_gone)
+
+    with pytest.raises(ConnectionError):
+        engine.dispatch([delivery_id])
+    assert engine.drain(timeout=10)
+
+    assert len(receiver.received("/hook")) == 1
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
+    assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
