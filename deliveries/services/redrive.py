@@ -128,11 +128,13 @@ def _broken() -> QuerySet[EndpointState, Any]:
 def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[uuid.UUID]:
     """Due deliveries whose message went out before ``stale`` and that no worker holds (a
     broker that lost its queue, a worker killed with messages in hand or mid-attempt), oldest
-    message first; none of a paused webhook or one whose circuit is open. Locked.
+    message first; no automatic one of a paused webhook or one whose circuit is open ("send
+    now" goes whatever holds the others). Locked.
 
     Read through ``delivery_messaged_idx``: the deliveries with a message out, a queue's
     worth, however many wait without one.
     """
+    paused = Subscription.objects.filter(paused_at__isnull=False).values("pk")
     return list(
         Delivery.objects.select_for_update(skip_locked=True)
         .filter(
@@ -142,9 +144,10 @@ def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[
             is_test=False,
         )
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-        .exclude(subscription_id__in=_broken())
         .exclude(
-            subscription_id__in=Subscription.objects.filter(paused_at__isnull=False).values("pk")
+            # "Send now" goes whatever the pause or the circuit: its lost message too.
+            Q(next_trigger=AttemptTrigger.AUTOMATIC)
+            & (Q(subscription_id__in=_broken()) | Q(subscription_id__in=paused))
         )
         .order_by("enqueued_at")
         .values_list("id", flat=True)[:limit]

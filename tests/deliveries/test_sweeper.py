@@ -184,3 +184,30 @@ def test_an_active_webhooks_open_circuit_still_holds_its_backlog_for_the_probe(s
 
     assert deliveries_sweep().deliveries_enqueued == 0
     assert deliveries_claim_waiting(freed={webhook.pk: 2}).claims == []
+
+
+@pytest.mark.parametrize("held_by", ["pause", "open circuit"])
+def test_a_lost_send_now_message_is_sent_again_whatever_holds_the_webhooks_other_deliveries(
+    school, held_by
+):
+    """Sending now bypasses the pause and the circuit breaker; when its message is lost, the
+    sweeper sends it again rather than leaving it until the webhook resumes or its circuit
+    closes (a second "send now" is refused: it is already queued)."""
+    webhook, [held, manual] = _waiting(school, 2, topics=["course.created"])
+    if held_by == "pause":
+        Subscription.objects.filter(pk=webhook.pk).update(paused_at=timezone.now())
+    else:
+        EndpointState.objects.create(
+            subscription=webhook,
+            circuit_state=CircuitState.OPEN,
+            circuit_changed_at=timezone.now(),
+            probe_at=timezone.now() + dt.timedelta(hours=1),
+        )
+    lost_at = timezone.now() - dt.timedelta(minutes=5)  # its message never reached a worker
+    Delivery.objects.filter(pk=manual).update(next_trigger="manual", enqueued_at=lost_at)
+
+    result = deliveries_sweep()
+
+    assert result.deliveries_enqueued == 1
+    assert Delivery.objects.get(pk=manual).enqueued_at > lost_at
+    assert Delivery.objects.get(pk=held).enqueued_at is None  # the others still wait
