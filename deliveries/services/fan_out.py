@@ -171,8 +171,9 @@ def events_fan_out_waiting(
             )
         fanned_out += len(batch.fanned_out)
         passed_over.update(batch.failed)
+        passed_over.update(batch.busy)  # the worker splitting them marks them fanned out
         if batch.more and not batch.fanned_out:
-            continue  # a whole batch of events that failed: look past them now
+            continue  # a whole batch of events that failed or are busy: look past them now
         if batch.more:
             fan_out_request(force=True)
         return fanned_out
@@ -223,6 +224,8 @@ class _Batch:
     failed: list[uuid.UUID]
     more: bool  # events may be waiting beyond this batch
     deliveries: list[uuid.UUID] = field(default_factory=list)
+    # Events for many webhooks that another worker is fanning out in pieces right now.
+    busy: list[uuid.UUID] = field(default_factory=list)
 
 
 HandOff = Callable[[list[uuid.UUID]], None]
@@ -293,6 +296,7 @@ def _events_fan_out_batch(
         rows_update(Event, fanned_out, fanned_out_at=now)
         if pending:
             after_commit(hand_off, pending)
+    busy: list[uuid.UUID] = []
     for event, matching in large:
         try:
             created = _event_fan_out_in_pieces(event, matching, hand_off, dispatched)
@@ -302,7 +306,9 @@ def _events_fan_out_batch(
             logger.exception("Fan-out of event %s failed; it will be tried again", event.id)
             failed.append(event.id)
             continue
-        if created is not None:
+        if created is None:
+            busy.append(event.id)
+        else:
             fanned_out.append(event.id)
     # Metrics: the one place fan-out is measured (deliveries/metrics.py).
     events_fan_out_observe(events=events, fanned_out=fanned_out, now=now)
@@ -311,6 +317,7 @@ def _events_fan_out_batch(
         failed=failed,
         more=more,
         deliveries=[delivery.id for delivery in deliveries],
+        busy=busy,
     )
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+import psycopg
 import pytest
 from celery import current_app
 from django.db import connection, transaction
@@ -419,3 +420,36 @@ def test_deliveries_sent_from_the_fan_out_process_are_stored_waiting_and_written
     assert [(d.enqueued_at, d.leased_until) for d in left] == [(None, None)] * 2
     assert not [q for q in claim.captured_queries if "SET enqueued_at" in q["sql"]]
     assert all(claim.waiting_behind for claim in outcome.claims)  # they take up the two
+
+
+@pytest.mark.django_db
+def test_a_batch_of_large_events_another_worker_is_splitting_is_passed_over_not_spun_on(
+    catalog, settings
+):
+    """An event for many webhooks is fanned out in pieces by one worker at a time; another
+    worker whose whole batch is such events moves past them instead of reading them again
+    until the first is done."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 2
+    school = SchoolFactory()
+    for _ in range(3):
+        SubscriptionFactory(school=school, topics=["*"])
+    event = _publish(school)
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    key = [fan_out_module._EVENT_LOCK_CLASS, str(event.pk)]
+    with psycopg.connect(**params, autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+        # Bounds the test if the batch does spin: the other worker lets go after 5 s.
+        timer = threading.Timer(
+            5, lambda: other_worker.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+        )
+        timer.start()
+        started = time.monotonic()
+        try:
+            fanned_out = events_fan_out_waiting(limit=1)
+        finally:
+            elapsed = time.monotonic() - started
+            timer.cancel()
+            timer.join()
+
+    assert (fanned_out, elapsed < 2) == (0, True)
+    assert Event.objects.get(pk=event.pk).fanned_out_at is None  # the other worker's to finish
