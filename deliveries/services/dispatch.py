@@ -35,7 +35,7 @@ from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
 from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
-from .record import deliveries_record, receivers_gone_disable
+from .record import deliveries_record, probes_widen, receivers_gone_disable
 from .send import request_build, request_send, sender_pool
 
 logger = logging.getLogger(__name__)
@@ -234,8 +234,9 @@ class Dispatcher:
 
     def _continue(self, claims: list[Claim], opened: set[uuid.UUID]) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
-        slots, and send them with the slots just freed; return how many. A webhook whose
-        circuit is open (``opened``) is left alone: its waiting deliveries wait for its probe."""
+        slots, and send them with the slots just freed (and more after a probe that answered);
+        return how many of the freed slots went on. A webhook whose circuit is open
+        (``opened``) is left alone: its waiting deliveries wait for its probe."""
         freed: dict[uuid.UUID, int] = {}
         for claim in claims:
             endpoint = claim.delivery.subscription_id
@@ -243,17 +244,36 @@ class Dispatcher:
                 freed[endpoint] = freed.get(endpoint, 0) + 1
         if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
+        passed = sum(freed.values())
+        probes_widen(freed, claims)
+        # A probe that answered closed its circuit: the deliveries that waited behind it may
+        # take the webhook's other slots too, as far as this process has send slots free.
+        extra = self._slots_take_now(sum(freed.values()) - passed)
+        freed = _quotas_fit(freed, claims, passed + extra)
         try:
             outcome = deliveries_claim_waiting(freed=freed)
         except Exception:
             logger.exception("Taking up deliveries waiting for %d webhooks failed", len(freed))
+            self._slots_give(extra)
             return 0
         if outcome.retry_at is not None and outcome.waiting:
             claims_followup(outcome.waiting, outcome)
-        # The finished attempts' slots (and their count in flight) pass to these.
+        # The finished attempts' slots (and their count in flight) pass to these, then the
+        # extra ones, which count as more in flight; what the take-up left of those goes back.
+        used = max(0, len(outcome.claims) - passed)
+        self._slots_give(extra - used)
+        with self._lock:
+            self._in_flight += used
         for claim in outcome.claims:
             self._submit_one(claim)
-        return len(outcome.claims)
+        return len(outcome.claims) - used
+
+    def _slots_take_now(self, wanted: int) -> int:
+        """Up to ``wanted`` free slots, without waiting for any."""
+        taken = 0
+        while taken < wanted and self._free.acquire(blocking=False):
+            taken += 1
+        return taken
 
     def _done(self, count: int) -> None:
         self._slots_give(count)
@@ -301,6 +321,27 @@ class Dispatcher:
                     return False
                 self._idle.wait(left)
         return True
+
+
+def _quotas_fit(
+    freed: dict[uuid.UUID, int], claims: list[Claim], slots: int
+) -> dict[uuid.UUID, int]:
+    """``freed`` cut down to ``slots`` in all: each webhook keeps the slots its own finished
+    attempts pass on, and what is left goes to the others' extra shares in turn."""
+    if sum(freed.values()) <= slots:
+        return freed
+    own: dict[uuid.UUID, int] = {}
+    for claim in claims:
+        endpoint = claim.delivery.subscription_id
+        if claim.waiting_behind and endpoint in freed:
+            own[endpoint] = own.get(endpoint, 0) + 1
+    fitted = dict(own)
+    left = slots - sum(own.values())
+    for endpoint, share in freed.items():
+        more = min(share - own[endpoint], max(0, left))
+        fitted[endpoint] += more
+        left -= more
+    return fitted
 
 
 _dispatchers: dict[int, Dispatcher] = {}

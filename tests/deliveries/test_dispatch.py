@@ -7,7 +7,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import dispatch as dispatch_module
 from deliveries.services import event_fan_out
 from deliveries.services.dispatch import Dispatcher
@@ -112,3 +112,41 @@ def test_what_was_claimed_is_sent_even_if_the_claims_follow_up_fails(
     delivery = Delivery.objects.get(pk=delivery_id)
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
     assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
+
+
+def test_after_a_probe_answers_the_backlog_goes_at_the_webhooks_concurrency(
+    school, receiver, engine
+):
+    """The circuit closes on the probe's answer; the deliveries that waited behind it then use
+    every slot of the webhook (3), not one at a time behind the probe's."""
+    receiver.script("/hook", default=Reply(status=200, delay_seconds=0.4))
+    webhook = SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=3)
+    ids = []
+    for number in range(7):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    due = timezone.now() - dt.timedelta(minutes=10)
+    for number, delivery_id in enumerate(ids):  # waiting behind the open circuit, in order
+        Delivery.objects.filter(pk=delivery_id).update(
+            enqueued_at=None, next_attempt_at=due + dt.timedelta(seconds=number)
+        )
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=due,
+        consecutive_failures=5,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    assert engine.dispatch(ids[:1]) == 1  # the probe
+    receiver.wait_for(7, path="/hook", timeout=20)
+    assert engine.drain(timeout=10)
+
+    arrivals = sorted(request.at for request in receiver.received("/hook"))
+    overlapping = max(sum(1 for other in arrivals if other <= at < other + 0.4) for at in arrivals)
+    assert overlapping == 3  # after the probe, three at a time, never more
+    assert engine._slots_take_now(engine.slots + 1) == engine.slots  # every slot given back
+    assert EndpointState.objects.get(pk=webhook.pk).circuit_state == CircuitState.CLOSED
+    assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 7

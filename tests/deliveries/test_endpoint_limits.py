@@ -4,6 +4,8 @@ with real receivers on 127.0.0.1."""
 import datetime as dt
 import socket
 import threading
+import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
@@ -19,7 +21,7 @@ from deliveries.services.claim import (
     deliveries_claim_waiting,
     endpoints_lock,
 )
-from deliveries.services.dispatch import dispatcher
+from deliveries.services.dispatch import _quotas_fit, dispatcher
 from deliveries.services.record import deliveries_record
 from events.services import event_publish
 from tests.database import rows_clone, rows_held_elsewhere, rows_read
@@ -347,6 +349,43 @@ def test_an_answer_to_the_probe_closes_the_circuit(school, receiver):
         0,
     )
     assert state.probe_at is None
+
+
+def test_after_a_probe_answers_the_waiting_deliveries_get_messages_for_every_slot(
+    school, receiver, django_capture_on_commit_callbacks
+):
+    receiver.script("/back", default=Reply(status=200))
+    subscription, ids = _deliveries(school, receiver.url("/back"), 6, max_concurrency=3)
+    Delivery.objects.filter(pk__in=ids).update(enqueued_at=None)  # waiting behind the circuit
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    with django_capture_on_commit_callbacks():
+        [attempt] = deliveries_attempt(delivery_ids=ids[:1])  # the probe answers
+
+    assert attempt.response_status == 200
+    messaged = Delivery.objects.filter(pk__in=ids[1:], enqueued_at__isnull=False)
+    assert sorted(map(str, messaged.values_list("pk", flat=True))) == sorted(ids[1:4])
+
+
+def test_the_take_up_after_a_probe_fits_the_send_slots_this_process_has_free():
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    def claim(endpoint, waiting_behind=True):
+        return SimpleNamespace(
+            delivery=SimpleNamespace(subscription_id=endpoint), waiting_behind=waiting_behind
+        )
+
+    claims = [claim(first), claim(second), claim(second), claim(second, waiting_behind=False)]
+    freed = {first: 8, second: 5}  # the first's probe answered: up to its concurrency
+
+    assert _quotas_fit(freed, claims, 20) == freed
+    assert _quotas_fit(freed, claims, 7) == {first: 5, second: 2}
+    assert _quotas_fit(freed, claims, 3) == {first: 1, second: 2}  # its own slots at least
 
 
 def test_a_failed_probe_opens_the_circuit_again_for_twice_as_long(school, settings):
