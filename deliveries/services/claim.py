@@ -104,6 +104,8 @@ class Claim:
     failures: int = 0
     # Other deliveries of the webhook may wait for its slots: take them up when this one is done.
     waiting_behind: bool = False
+    # Its webhook was catching up after a pause (one at a time) when this was claimed.
+    catching_up: bool = False
 
     @property
     def probe(self) -> bool:
@@ -698,6 +700,7 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
                 circuit=circuit,
                 failures=failures,
                 waiting_behind=plan.waiting_behind(delivery.subscription_id),
+                catching_up=info.catching_up,
             )
         )
     interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]

@@ -35,7 +35,7 @@ from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
 from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
-from .record import deliveries_record, probes_widen, receivers_gone_disable
+from .record import deliveries_record, receivers_gone_disable, shares_widen
 from .send import request_build, request_send, sender_pool
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,8 @@ class Dispatcher:
 
     def _continue(self, claims: list[Claim], opened: set[uuid.UUID]) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
-        slots, and send them with the slots just freed (and more after a probe that answered);
+        slots, and send them with the slots just freed (and more after a probe that answered or
+        a catch-up);
         return how many of the freed slots went on. A webhook whose circuit is open
         (``opened``) is left alone: its waiting deliveries wait for its probe."""
         freed: dict[uuid.UUID, int] = {}
@@ -245,8 +246,8 @@ class Dispatcher:
         if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
         passed = sum(freed.values())
-        probes_widen(freed, claims)
-        # A probe that answered closed its circuit: the deliveries that waited behind it may
+        shares_widen(freed, claims)
+        # After a probe that answered or a catch-up, the deliveries that waited behind it may
         # take the webhook's other slots too, as far as this process has send slots free.
         extra = self._slots_take_now(sum(freed.values()) - passed)
         freed = _quotas_fit(freed, claims, passed + extra)

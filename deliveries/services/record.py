@@ -594,13 +594,14 @@ def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.d
         after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
 
 
-def probes_widen(freed: dict[uuid.UUID, int], claims: list[Claim]) -> None:
-    """After a probe that answered (its circuit closed: the webhook is in ``freed``), the
-    deliveries waiting behind it may take all of the webhook's slots again, not only the
-    probe's: raise its share in ``freed`` to its concurrency."""
+def shares_widen(freed: dict[uuid.UUID, int], claims: list[Claim]) -> None:
+    """After an attempt that went one at a time, a probe that answered (its circuit closed:
+    the webhook is in ``freed``) or a catch-up's (it may be over), the deliveries waiting
+    behind it may take all of the webhook's slots again, not only its one: raise the webhook's
+    share in ``freed`` to its concurrency. The claim still admits no more than its limits do."""
     for claim in claims:
         endpoint = claim.delivery.subscription_id
-        if claim.probe and endpoint in freed:
+        if (claim.probe or claim.catching_up) and endpoint in freed:
             concurrency = (
                 claim.delivery.subscription.max_concurrency
                 or settings.WEBHOOKS_ENDPOINT_CONCURRENCY
@@ -624,7 +625,7 @@ def _waiting_pull(
             freed[endpoint] = freed.get(endpoint, 0) + 1
     if not freed:
         return
-    probes_widen(freed, claims)
+    shares_widen(freed, claims)
     with transaction.atomic():
         # The webhooks' locks first, as ``deliveries_claim_waiting`` takes them: a claim that
         # is leaving deliveries waiting commits before this reads them.

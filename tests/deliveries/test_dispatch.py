@@ -2,6 +2,7 @@
 and the leases of deliveries in flight are renewed."""
 
 import datetime as dt
+import json
 import time
 
 import pytest
@@ -9,9 +10,10 @@ from django.utils import timezone
 
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import dispatch as dispatch_module
-from deliveries.services import event_fan_out
+from deliveries.services import event_fan_out, subscription_pause, subscription_resume
 from deliveries.services.dispatch import Dispatcher
 from events.services import event_publish
+from subscriptions.models import Subscription
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -150,3 +152,40 @@ def test_after_a_probe_answers_the_backlog_goes_at_the_webhooks_concurrency(
     assert engine._slots_take_now(engine.slots + 1) == engine.slots  # every slot given back
     assert EndpointState.objects.get(pk=webhook.pk).circuit_state == CircuitState.CLOSED
     assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 7
+
+
+def test_after_a_catch_up_what_waited_behind_it_goes_at_the_webhooks_concurrency(
+    school, receiver, engine
+):
+    """A resumed webhook sends what it held one at a time; the events published meanwhile
+    wait behind them, then use every slot of the webhook (3), not one at a time."""
+    receiver.script("/hook", default=Reply(status=200, delay_seconds=0.4))
+    webhook = SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=3)
+    subscription_pause(subscription=webhook, actor=None)
+
+    def publish(numbers):
+        ids = []
+        for number in numbers:
+            event = event_publish(
+                school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+            )
+            ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+        return ids
+
+    held = publish(range(2))
+    subscription_resume(subscription=webhook, actor=None)
+    later = publish(range(2, 8))
+    Delivery.objects.filter(pk__in=held + later).update(enqueued_at=None)  # no messages
+
+    engine.dispatch(held[:1])  # the catch-up's head (the resume's message)
+    receiver.wait_for(8, path="/hook", timeout=20)
+    assert engine.drain(timeout=10)
+
+    requests = sorted(receiver.received("/hook"), key=lambda request: request.at)
+    order = [json.loads(request.body)["data"]["course"]["id"] for request in requests]
+    assert order[:2] == ["c0", "c1"]  # the held ones first, one at a time
+    arrivals = [request.at for request in requests]
+    overlapping = max(sum(1 for other in arrivals if other <= at < other + 0.4) for at in arrivals)
+    assert overlapping == 3
+    assert Subscription.objects.get(pk=webhook.pk).catching_up_since is None
+    assert engine._slots_take_now(engine.slots + 1) == engine.slots
