@@ -35,7 +35,12 @@ from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
 from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
-from .record import deliveries_record, receivers_gone_disable, shares_widen
+from .record import (
+    CircuitChanges,
+    deliveries_record,
+    receivers_gone_disable,
+    shares_widen,
+)
 from .send import request_build, request_send, sender_pool
 
 logger = logging.getLogger(__name__)
@@ -203,10 +208,12 @@ class Dispatcher:
         pause = 0.2
         while True:
             try:
-                opened: set[uuid.UUID] = set()
-                deliveries_record(claims=claims, results=results, pull_waiting=False, opened=opened)
+                circuits = CircuitChanges()
+                deliveries_record(
+                    claims=claims, results=results, pull_waiting=False, circuits=circuits
+                )
                 receivers_gone_disable(claims, results)
-                return self._continue(claims, opened)
+                return self._continue(claims, circuits)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = timezone.now().timestamp() + pause > lease_end + 60
@@ -232,22 +239,21 @@ class Dispatcher:
                 logger.exception("Recording %d attempts failed", len(batch))
                 return 0
 
-    def _continue(self, claims: list[Claim], opened: set[uuid.UUID]) -> int:
+    def _continue(self, claims: list[Claim], circuits: CircuitChanges) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
-        slots, and send them with the slots just freed (and more after a probe that answered or
-        a catch-up);
-        return how many of the freed slots went on. A webhook whose circuit is open
-        (``opened``) is left alone: its waiting deliveries wait for its probe."""
+        slots, and send them with the slots just freed (and more after a circuit closed or a
+        catch-up); return how many of the freed slots went on. A webhook whose circuit is open
+        (``circuits.opened``) is left alone: its waiting deliveries wait for its probe."""
         freed: dict[uuid.UUID, int] = {}
         for claim in claims:
             endpoint = claim.delivery.subscription_id
-            if claim.waiting_behind and endpoint not in opened:
+            if claim.waiting_behind and endpoint not in circuits.opened:
                 freed[endpoint] = freed.get(endpoint, 0) + 1
         if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
         passed = sum(freed.values())
-        shares_widen(freed, claims)
-        # After a probe that answered or a catch-up, the deliveries that waited behind it may
+        shares_widen(freed, claims, circuits.closed)
+        # After a circuit closed or a catch-up, the deliveries that waited behind it may
         # take the webhook's other slots too, as far as this process has send slots free.
         extra = self._slots_take_now(sum(freed.values()) - passed)
         freed = _quotas_fit(freed, claims, passed + extra)

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -94,7 +95,7 @@ def deliveries_record(
     claims: list[Claim],
     results: list[TransportResult],
     pull_waiting: bool = True,
-    opened: set[uuid.UUID] | None = None,
+    circuits: CircuitChanges | None = None,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -105,8 +106,8 @@ def deliveries_record(
 
     ``pull_waiting`` enqueues, for each webhook, as many of the deliveries that waited for its
     slots as finished here; a caller that takes them up itself (the dispatcher) passes False,
-    and an ``opened`` set, which gets the webhooks whose circuit is open after this batch (their
-    waiting deliveries wait for the probe).
+    and ``circuits``, which gets the webhooks whose circuit is open after this batch (their
+    waiting deliveries wait for the probe) and those an answer closed.
     """
     now = timezone.now()
     attempts: list[DeliveryAttempt] = []
@@ -157,11 +158,12 @@ def deliveries_record(
             owned |= _result_write_alone(claim, attempt, now)
     for countdown, delivery_ids in _by_countdown(soon, owned).items():
         after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
-    circuits_open = _circuits_update(claims, results, now)
-    if opened is not None:
-        opened |= circuits_open
+    changes = _circuits_update(claims, results, now)
+    if circuits is not None:
+        circuits.opened |= changes.opened
+        circuits.closed |= changes.closed
     if pull_waiting:
-        _waiting_pull(claims, owned, circuits_open, now)
+        _waiting_pull(claims, owned, changes, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost:
         _late_attempts_record(lost)
@@ -466,12 +468,22 @@ def _by_countdown(
     return groups
 
 
+@dataclass
+class CircuitChanges:
+    """What a batch of results did to its webhooks' circuit breakers."""
+
+    # Open after the batch, disabled webhooks aside (nothing is sent to those: their waiting
+    # deliveries are taken up, to be failed, whatever the circuit).
+    opened: set[uuid.UUID] = field(default_factory=set)
+    # Closed by an answer in the batch.
+    closed: set[uuid.UUID] = field(default_factory=set)
+
+
 def _circuits_update(
     claims: list[Claim], results: list[TransportResult], now: dt.datetime
-) -> set[uuid.UUID]:
+) -> CircuitChanges:
     """Count each webhook's network failures in a row and open or close its circuit; return
-    the webhooks whose circuit is open after this batch, disabled ones aside (nothing is sent
-    to those: their waiting deliveries are taken up, to be failed, whatever the circuit).
+    what changed (``CircuitChanges``).
 
     Any answer from the receiver (whatever its status) proves it reachable and closes the
     circuit; timeouts and connection, DNS, TLS and response failures count towards opening
@@ -505,9 +517,10 @@ def _circuits_update(
             .values_list("pk", flat=True)
         )
     if not touched:
-        return set()
+        return CircuitChanges()
     threshold = settings.WEBHOOKS_CIRCUIT_FAILURES
     opened: set[uuid.UUID] = set()
+    closed: set[uuid.UUID] = set()
     probes: list[tuple[uuid.UUID, dt.datetime | None]] = []
     with transaction.atomic():
         # The webhooks' claim locks first: a claim reads the breaker and its rate budget under
@@ -528,6 +541,7 @@ def _circuits_update(
                 state.consecutive_failures = trailing.get(endpoint, 0)
                 if state.circuit_state != CircuitState.CLOSED:
                     logger.info("Circuit of webhook %s closed: the receiver answered", endpoint)
+                    closed.add(endpoint)
                     state.circuit_state = CircuitState.CLOSED
                     state.circuit_changed_at = now
                     state.opened_count = 0
@@ -578,7 +592,7 @@ def _circuits_update(
         for claim in claims
         if not claim.delivery.subscription.is_active
     }
-    return opened - disabled
+    return CircuitChanges(opened=opened - disabled, closed=closed)
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:
@@ -594,14 +608,15 @@ def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.d
         after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
 
 
-def shares_widen(freed: dict[uuid.UUID, int], claims: list[Claim]) -> None:
-    """After an attempt that went one at a time, a probe that answered (its circuit closed:
-    the webhook is in ``freed``) or a catch-up's (it may be over), the deliveries waiting
-    behind it may take all of the webhook's slots again, not only its one: raise the webhook's
-    share in ``freed`` to its concurrency. The claim still admits no more than its limits do."""
+def shares_widen(freed: dict[uuid.UUID, int], claims: list[Claim], closed: set[uuid.UUID]) -> None:
+    """After attempts to a webhook whose circuit they closed (a probe's answer, or one to an
+    attempt sent before it opened) or that was catching up after a pause (it may be over),
+    the deliveries waiting behind them may take all of its slots again, not one per attempt:
+    raise the webhook's share in ``freed`` to its concurrency. The claim still admits no more
+    than its limits do."""
     for claim in claims:
         endpoint = claim.delivery.subscription_id
-        if (claim.probe or claim.catching_up) and endpoint in freed:
+        if (endpoint in closed or claim.catching_up) and endpoint in freed:
             concurrency = (
                 claim.delivery.subscription.max_concurrency
                 or settings.WEBHOOKS_ENDPOINT_CONCURRENCY
@@ -610,7 +625,7 @@ def shares_widen(freed: dict[uuid.UUID, int], claims: list[Claim]) -> None:
 
 
 def _waiting_pull(
-    claims: list[Claim], owned: set[uuid.UUID], opened: set[uuid.UUID], now: dt.datetime
+    claims: list[Claim], owned: set[uuid.UUID], circuits: CircuitChanges, now: dt.datetime
 ) -> None:
     """Hand the slots this batch freed to deliveries that waited for them.
 
@@ -621,11 +636,11 @@ def _waiting_pull(
     freed: dict[uuid.UUID, int] = {}
     for claim in claims:
         endpoint = claim.delivery.subscription_id
-        if claim.delivery.pk in owned and endpoint not in opened:
+        if claim.delivery.pk in owned and endpoint not in circuits.opened:
             freed[endpoint] = freed.get(endpoint, 0) + 1
     if not freed:
         return
-    shares_widen(freed, claims)
+    shares_widen(freed, claims, circuits.closed)
     with transaction.atomic():
         # The webhooks' locks first, as ``deliveries_claim_waiting`` takes them: a claim that
         # is leaving deliveries waiting commits before this reads them.

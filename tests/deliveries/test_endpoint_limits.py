@@ -22,7 +22,7 @@ from deliveries.services.claim import (
     endpoints_lock,
 )
 from deliveries.services.dispatch import _quotas_fit, dispatcher
-from deliveries.services.record import deliveries_record
+from deliveries.services.record import CircuitChanges, deliveries_record
 from events.services import event_publish
 from tests.database import rows_clone, rows_held_elsewhere, rows_read
 from tests.receiver import Reply
@@ -31,6 +31,10 @@ from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
 
 pytestmark = pytest.mark.django_db
+
+
+_REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
+_ANSWERED = TransportResult(request_headers={}, status=200)
 
 
 def _deliveries(school, url, count, **fields):
@@ -295,16 +299,16 @@ def test_the_recorder_learns_which_circuits_it_opened_and_takes_up_nothing_behin
     refused = TransportResult(
         request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
     )
-    opened: set = set()
+    circuits = CircuitChanges()
 
     deliveries_record(
-        claims=claims, results=[refused] * len(claims), pull_waiting=False, opened=opened
+        claims=claims, results=[refused] * len(claims), pull_waiting=False, circuits=circuits
     )
 
-    assert opened == {subscription.pk}
+    assert (circuits.opened, circuits.closed) == ({subscription.pk}, set())
     assert all(claim.waiting_behind for claim in claims)
     with django_assert_num_queries(0):  # not even a look: the third waits for the probe
-        assert dispatcher()._continue(claims, opened) == 0
+        assert dispatcher()._continue(claims, circuits) == 0
     assert Delivery.objects.get(pk=ids[2]).attempts == 0
 
 
@@ -370,6 +374,23 @@ def test_after_a_probe_answers_the_waiting_deliveries_get_messages_for_every_slo
     assert attempt.response_status == 200
     messaged = Delivery.objects.filter(pk__in=ids[1:], enqueued_at__isnull=False)
     assert sorted(map(str, messaged.values_list("pk", flat=True))) == sorted(ids[1:4])
+
+
+def test_an_answer_that_closes_the_circuit_gives_the_waiting_deliveries_every_slot(
+    school, settings, django_capture_on_commit_callbacks
+):
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 6, max_concurrency=3)
+    claims = deliveries_claim(delivery_ids=ids).claims  # three go, three wait behind them
+    Delivery.objects.filter(pk__in=ids[3:]).update(enqueued_at=None)
+
+    with django_capture_on_commit_callbacks():
+        deliveries_record(claims=claims[:2], results=[_REFUSED] * 2)  # the circuit opens
+        deliveries_record(claims=claims[2:], results=[_ANSWERED])  # and the third closes it
+
+    assert EndpointState.objects.get(pk=subscription.pk).circuit_state == CircuitState.CLOSED
+    messaged = Delivery.objects.filter(pk__in=ids[3:], enqueued_at__isnull=False)
+    assert messaged.count() == 3  # not one: the two that failed freed their slots too
 
 
 def test_the_take_up_after_a_probe_fits_the_send_slots_this_process_has_free():
@@ -536,10 +557,6 @@ def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.circuit_state, state.consecutive_failures) == (CircuitState.OPEN, 5)
     assert state.probe_at is not None
-
-
-_REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
-_ANSWERED = TransportResult(request_headers={}, status=200)
 
 
 def test_an_answer_closes_a_circuit_that_opened_while_its_attempt_was_in_flight(school, settings):

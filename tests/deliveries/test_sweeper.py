@@ -9,7 +9,7 @@ from django.utils import timezone
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import deliveries_sweep, event_fan_out
 from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
-from deliveries.services.record import deliveries_record
+from deliveries.services.record import CircuitChanges, deliveries_record
 from deliveries.services.send import request_build, request_send
 from events.services import event_publish
 from subscriptions.models import Subscription
@@ -165,10 +165,10 @@ def test_a_disabled_webhooks_backlog_is_failed_at_its_concurrency_whatever_its_c
     results = [request_send(request_build(claim)) for claim in claims]
     assert {result.error_kind for result in results} == {ErrorKind.DISABLED}
 
-    opened: set = set()
-    deliveries_record(claims=claims, results=results, pull_waiting=False, opened=opened)
+    circuits = CircuitChanges()
+    deliveries_record(claims=claims, results=results, pull_waiting=False, circuits=circuits)
 
-    assert opened == set()  # so the slots they free take up the next ones
+    assert circuits.opened == set()  # so the slots they free take up the next ones
     assert Delivery.objects.filter(pk__in=ids[:2], status=DeliveryStatus.FAILED).count() == 2
     taken = deliveries_claim_waiting(freed={webhook.pk: 2}).claims
     assert {claim.delivery.pk for claim in taken} == set(ids[2:4])  # the oldest of the rest
