@@ -145,8 +145,12 @@ def deliveries_record(
         else:
             delivery.enqueued_at = None  # the sweeper sends it when it is due
 
+    # Webhooks that answered and looked closed and clean at claim time: the statement that
+    # writes the results also reads whether their circuit moved since (``_circuits_update``).
+    clean = _circuit_outcomes(claims, results).clean
+    dirty: set[uuid.UUID] | None = None
     try:
-        owned = _results_write(claims, attempts, now)
+        owned, dirty = _results_write(claims, attempts, now, clean)
     except (OperationalError, InterfaceError):
         raise  # the database is unreachable, not refusing a row: the caller retries the batch
     except DatabaseError:
@@ -158,7 +162,7 @@ def deliveries_record(
             owned |= _result_write_alone(claim, attempt, now)
     for countdown, delivery_ids in _by_countdown(soon, owned).items():
         after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
-    changes = _circuits_update(claims, results, now)
+    changes = _circuits_update(claims, results, now, dirty=dirty)
     if circuits is not None:
         circuits.opened |= changes.opened
         circuits.closed |= changes.closed
@@ -211,9 +215,13 @@ _ATTEMPT_RESULT_FIELDS = [
 
 
 def _results_write(
-    claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime
-) -> set[uuid.UUID]:
-    """Write the batch atomically; return the deliveries whose lease was still ours.
+    claims: list[Claim],
+    attempts: list[DeliveryAttempt],
+    now: dt.datetime,
+    clean: list[uuid.UUID] | None = None,
+) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
+    """Write the batch atomically; return the deliveries whose lease was still ours, and which
+    of the webhooks in ``clean`` have a circuit that is not closed and clean (None: not read).
 
     On PostgreSQL one statement writes the deliveries' new state (where this worker's lease
     still holds), their attempt rows and their webhooks' failure streaks; elsewhere (the
@@ -221,7 +229,7 @@ def _results_write(
     transaction, then the streaks updated.
     """
     if connection.vendor == "postgresql":
-        return _results_write_statement(claims, attempts, now)
+        return _results_write_statement(claims, attempts, now, clean or [])
     with transaction.atomic():
         owned = set(
             Delivery.objects.select_for_update()
@@ -239,12 +247,12 @@ def _results_write(
             )
     if owned:
         _failure_streaks_update(claims, [_outcome(a) for a in attempts], owned, now)
-    return owned
+    return owned, None
 
 
 def _results_write_statement(
-    claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime
-) -> set[uuid.UUID]:
+    claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime, clean: list[uuid.UUID]
+) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
     """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, ``INSERT`` their
     attempts from it, and end or start their webhooks' failure streaks as
     ``_failure_streaks_update`` does, in one statement (atomic on its own, one round trip).
@@ -291,18 +299,22 @@ def _results_write_statement(
             attempt.error_kind,
             attempt.error_message,
         ]
-    params.append(now)
+    params += [now, clean]
     sql = _RESULTS_WRITE.format(
-        deliveries=", ".join(delivery_rows), attempts=", ".join(attempt_rows), now=len(params)
+        deliveries=", ".join(delivery_rows),
+        attempts=", ".join(attempt_rows),
+        now=len(params) - 1,
+        clean=len(params),
     )
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
         cursor.execute(sql, params)
-        written = dict(cursor.fetchall())
+        rows = cursor.fetchall()
+    written = {delivery_id: attempt_id for delivery_id, attempt_id, _dirty in rows}
     for attempt in attempts:
         if attempt.delivery_id in written:
             attempt.pk = written[attempt.delivery_id]
-    return set(written)
+    return set(written), (set(rows[0][2]) if rows else None)
 
 
 def _numbered(row: str) -> tuple[str, int]:
@@ -359,7 +371,11 @@ SELECT a.* FROM (VALUES {attempts}) AS a(delivery_id, number, trigger, started_a
                                          response_headers, response_body,
                                          response_body_truncated, error_kind, error_message)
 JOIN owned ON owned.id = a.delivery_id
-RETURNING delivery_id, id
+RETURNING delivery_id, id, ARRAY(
+    SELECT e.subscription_id FROM deliveries_endpointstate AS e
+    WHERE e.subscription_id = ANY(${clean}::uuid[])
+      AND (e.circuit_state <> 'closed' OR e.consecutive_failures > 0)
+)
 """
 
 
@@ -373,7 +389,8 @@ def _result_write_alone(claim: Claim, attempt: DeliveryAttempt, now: dt.datetime
             attempt.error_message = "The attempt's answer could not be stored."
             claim.delivery.last_error = attempt.error_message
         try:
-            return _results_write([claim], [attempt], now)
+            owned, _dirty = _results_write([claim], [attempt], now)
+            return owned
         except (OperationalError, InterfaceError):
             raise
         except DatabaseError:
@@ -479,16 +496,17 @@ class CircuitChanges:
     closed: set[uuid.UUID] = field(default_factory=set)
 
 
-def _circuits_update(
-    claims: list[Claim], results: list[TransportResult], now: dt.datetime
-) -> CircuitChanges:
-    """Count each webhook's network failures in a row and open or close its circuit; return
-    what changed (``CircuitChanges``).
+@dataclass
+class _CircuitOutcomes:
+    answered: dict[uuid.UUID, bool]  # per webhook: whether any attempt got an answer
+    trailing: dict[uuid.UUID, int]  # network failures after its last answer in the batch
+    touched: list[uuid.UUID]  # whose state this batch changes, as the claims saw it
+    # Answered, and closed without failures when claimed: other attempts may have failed
+    # since, or opened its circuit, which this answer ends.
+    clean: list[uuid.UUID]
 
-    Any answer from the receiver (whatever its status) proves it reachable and closes the
-    circuit; timeouts and connection, DNS, TLS and response failures count towards opening
-    it. Nothing is written while a webhook stays closed without failures (the usual path).
-    """
+
+def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _CircuitOutcomes:
     answered: dict[uuid.UUID, bool] = {}
     trailing: dict[uuid.UUID, int] = {}
     known: dict[uuid.UUID, tuple[str, int]] = {}
@@ -506,16 +524,35 @@ def _circuits_update(
         for endpoint, (circuit, failures) in known.items()
         if trailing.get(endpoint) or circuit != CircuitState.CLOSED or failures
     ]
-    # An answer from a webhook that was closed without failures when its attempt was claimed:
-    # other attempts may have failed meanwhile, even opened its circuit, and this answer ends
-    # that (one read by primary key per batch; nothing is written while it is still clean).
     clean = [endpoint for endpoint in answered if answered[endpoint] and endpoint not in touched]
-    if clean:
-        touched += (
-            EndpointState.objects.filter(pk__in=clean)
-            .exclude(circuit_state=CircuitState.CLOSED, consecutive_failures=0)
-            .values_list("pk", flat=True)
-        )
+    return _CircuitOutcomes(answered=answered, trailing=trailing, touched=touched, clean=clean)
+
+
+def _circuits_update(
+    claims: list[Claim],
+    results: list[TransportResult],
+    now: dt.datetime,
+    *,
+    dirty: set[uuid.UUID] | None = None,
+) -> CircuitChanges:
+    """Count each webhook's network failures in a row and open or close its circuit; return
+    what changed (``CircuitChanges``). ``dirty``: those of the webhooks that answered and
+    looked clean at claim time whose circuit is not closed and clean now, if already read.
+
+    Any answer from the receiver (whatever its status) proves it reachable and closes the
+    circuit; timeouts and connection, DNS, TLS and response failures count towards opening
+    it. Nothing is written while a webhook stays closed without failures (the usual path).
+    """
+    outcomes = _circuit_outcomes(claims, results)
+    answered, trailing, touched = outcomes.answered, outcomes.trailing, list(outcomes.touched)
+    if outcomes.clean:
+        if dirty is None:
+            dirty = set(
+                EndpointState.objects.filter(pk__in=outcomes.clean)
+                .exclude(circuit_state=CircuitState.CLOSED, consecutive_failures=0)
+                .values_list("pk", flat=True)
+            )
+        touched += [endpoint for endpoint in outcomes.clean if endpoint in dirty]
     if not touched:
         return CircuitChanges()
     threshold = settings.WEBHOOKS_CIRCUIT_FAILURES

@@ -573,6 +573,21 @@ def test_an_answer_closes_a_circuit_that_opened_while_its_attempt_was_in_flight(
     assert state.probe_at is None
 
 
+def test_recording_answers_reads_the_circuits_in_the_statement_that_writes_them(
+    school, django_assert_num_queries
+):
+    """The usual path: answers from a webhook whose circuit was closed and clean. Whether it
+    moved meanwhile is read by the one statement that writes the results (on a raw cursor,
+    which Django does not count), not by a query of its own."""
+    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=10)
+    claims = deliveries_claim(delivery_ids=ids).claims
+
+    with django_assert_num_queries(0):
+        deliveries_record(claims=claims, results=[_ANSWERED] * 3, pull_waiting=False)
+
+    assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 3
+
+
 def test_an_answer_ends_the_failures_in_a_row_that_began_while_its_attempt_was_in_flight(
     school, settings
 ):
