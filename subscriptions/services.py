@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -413,9 +413,11 @@ def subscription_save(
     stored encrypted too, and reads with each query value masked in ``url``; a value given as
     the mask keeps the stored one.
 
-    Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
-    type, a destination that is not allowed or does not resolve, a reserved or malformed custom
-    header, or a body template that fails for the sample payload of a selected event type.
+    Raises ``ValidationError`` with a field map: an invalid field, a name another webhook of the
+    school has (also when it took the name while this one was being checked), a topic that
+    matches no event type, a destination that is not allowed or does not resolve, a reserved or
+    malformed custom header, or a body template that fails for the sample payload of a selected
+    event type.
 
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
@@ -432,7 +434,14 @@ def subscription_save(
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
     _custom_headers_store(subscription)
     _url_store(subscription)
-    subscription.save()
+    try:
+        with transaction.atomic():
+            subscription.save()
+    except IntegrityError:
+        # Another request took the name between the check above and this write: the same
+        # answer as the check's.
+        subscription.validate_constraints()
+        raise
     if created:
         _signing_secret_add(subscription, secret=signing_secret)
     after = _audited_fields(subscription)

@@ -5,6 +5,7 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from audit.models import AuditAction, AuditEntry
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import event_fan_out
 from events.services import event_publish
@@ -143,6 +144,56 @@ def test_partial_update_keeps_the_password_unless_one_is_given(api, school):
     assert renamed.json()["name"] == "CRM v2"
     assert encrypted
     assert subscription.basic_auth_password_encrypted != encrypted
+
+
+def test_a_name_another_request_takes_while_a_webhook_is_checked_is_a_400(api, school, monkeypatch):
+    # Given another request that creates "CRM" just after this one checked the name was free
+    check = Subscription.validate_constraints
+    rivals = []
+
+    def check_then_rival_commits(self, *args, **kwargs):
+        check(self, *args, **kwargs)
+        if not rivals:
+            rivals.append(SubscriptionFactory(school=school, name="CRM"))
+
+    monkeypatch.setattr(Subscription, "validate_constraints", check_then_rival_commits)
+
+    # When this request creates its own "CRM"
+    response = api.post("/api/v1/subscriptions/", NEW, format="json")
+
+    # Then it gets the answer the check gives, and nothing of it is written
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"__all__": ["Webhook with this School and Name already exists."]}
+    }
+    assert not Subscription.objects.exclude(pk=rivals[0].pk).exists()
+    assert not AuditEntry.objects.filter(action=AuditAction.WEBHOOK_CREATED).exists()
+
+
+def test_a_rename_to_a_name_another_request_takes_meanwhile_is_a_400(api, school, monkeypatch):
+    # Given a webhook, and another request that renames a second one to "CRM v2" just after
+    # this one checked that the name was free
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    other = SubscriptionFactory(school=school, name="Other")
+    check = Subscription.validate_constraints
+
+    def check_then_rival_commits(self, *args, **kwargs):
+        check(self, *args, **kwargs)
+        Subscription.objects.filter(pk=other.pk).update(name="CRM v2")
+
+    monkeypatch.setattr(Subscription, "validate_constraints", check_then_rival_commits)
+
+    # When this request renames the first one to "CRM v2"
+    response = api.patch(
+        f"/api/v1/subscriptions/{created['id']}/", {"name": "CRM v2"}, format="json"
+    )
+
+    # Then it is refused as the check refuses it, and the webhook keeps its name
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"__all__": ["Webhook with this School and Name already exists."]}
+    }
+    assert Subscription.objects.get(pk=created["id"]).name == "CRM"
 
 
 def test_delete_removes_the_webhook(api, school):
