@@ -569,23 +569,32 @@ def subscription_update(
 
     ``fields`` are among ``EDITABLE_FIELDS``; ``ValueError`` for any other name. Turning
     ``is_active`` back on clears the disabled reason and the failure streak.
+
+    The row is locked and ``subscription`` read afresh before the fields are applied, so what
+    changed since the caller read it (another update's fields, a pause, a disable) is kept,
+    not written back as it was. Raises ``Subscription.DoesNotExist`` when the webhook was
+    deleted meanwhile (nothing is written).
     """
     _fields_check(fields)
-    for name, value in _fields_normalize(fields).items():
-        setattr(subscription, name, value)
-    if "custom_headers" in fields and "secret_headers" not in fields:
-        # A header left out takes its mark with it; marks are only checked when given.
-        names = {str(name).lower() for name in subscription.custom_headers or {}}
-        subscription.secret_headers = [
-            mark for mark in subscription.secret_headers if str(mark).lower() in names
-        ]
-    if fields.get("is_active"):
-        subscription.disabled_reason = ""
-        subscription.disabled_at = None
-        subscription.failing_since = None
-    return subscription_save(
-        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
-    )
+    with transaction.atomic():
+        subscription.refresh_from_db(
+            from_queryset=Subscription.objects.select_for_update(of=("self",))
+        )
+        for name, value in _fields_normalize(fields).items():
+            setattr(subscription, name, value)
+        if "custom_headers" in fields and "secret_headers" not in fields:
+            # A header left out takes its mark with it; marks are only checked when given.
+            names = {str(name).lower() for name in subscription.custom_headers or {}}
+            subscription.secret_headers = [
+                mark for mark in subscription.secret_headers if str(mark).lower() in names
+            ]
+        if fields.get("is_active"):
+            subscription.disabled_reason = ""
+            subscription.disabled_at = None
+            subscription.failing_since = None
+        return subscription_save(
+            subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+        )
 
 
 def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -131,12 +132,15 @@ class SubscriptionViewSet(
         subscription = self.get_object()
         data = _validated(SubscriptionInput(data=request.data, partial=partial))
         password = data.pop("basic_auth_password", None)
-        subscription = subscription_update(
-            subscription=subscription,
-            basic_auth_password=password,
-            actor=actor_api_key(request.auth),
-            **data,
-        )
+        try:
+            subscription = subscription_update(
+                subscription=subscription,
+                basic_auth_password=password,
+                actor=actor_api_key(request.auth),
+                **data,
+            )
+        except Subscription.DoesNotExist:
+            raise NotFound from None  # deleted since it was looked up
         return Response(SubscriptionOutput(subscription).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:

@@ -7,8 +7,9 @@ from standardwebhooks.webhooks import Webhook
 
 from audit.models import AuditAction, AuditEntry
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services import event_fan_out
+from deliveries.services import event_fan_out, subscription_pause
 from events.services import event_publish
+from subscriptions import views as subscriptions_views
 from subscriptions.models import Subscription
 from subscriptions.selectors import signing_secret_current
 from tests.receiver import Reply
@@ -194,6 +195,60 @@ def test_a_rename_to_a_name_another_request_takes_meanwhile_is_a_400(api, school
         "errors": {"__all__": ["Webhook with this School and Name already exists."]}
     }
     assert Subscription.objects.get(pk=created["id"]).name == "CRM"
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_an_update_of_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, method
+):
+    # Given a webhook that another request deletes right after this one looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    update = subscriptions_views.subscription_update
+
+    def deleted_first(*, subscription, **kwargs):
+        Subscription.objects.filter(pk=subscription.pk).delete()
+        return update(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "subscription_update", deleted_first)
+
+    # When this request changes it
+    response = getattr(api, method)(
+        f"/api/v1/subscriptions/{created['id']}/", {**NEW, "name": "CRM v2"}, format="json"
+    )
+
+    # Then the webhook is not found, and it stays deleted
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert not Subscription.objects.exists()
+
+
+def test_an_update_keeps_what_changed_since_the_webhook_was_looked_up(api, school, monkeypatch):
+    # Given a webhook that, right after this request looked it up, another request pauses and
+    # a third one gives a concurrency limit
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    update = subscriptions_views.subscription_update
+
+    def changed_meanwhile(*, subscription, **kwargs):
+        subscription_pause(subscription=Subscription.objects.get(pk=subscription.pk))
+        update(subscription=Subscription.objects.get(pk=subscription.pk), max_concurrency=3)
+        return update(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "subscription_update", changed_meanwhile)
+
+    # When this request renames it
+    response = api.patch(
+        f"/api/v1/subscriptions/{created['id']}/", {"name": "CRM v2"}, format="json"
+    )
+
+    # Then the rename lands and the pause and the limit are kept, in the answer as in the row
+    assert response.status_code == 200
+    subscription = Subscription.objects.get(pk=created["id"])
+    assert (subscription.name, subscription.max_concurrency) == ("CRM v2", 3)
+    assert subscription.paused_at is not None
+    assert (response.json()["max_concurrency"], response.json()["paused_at"]) == (
+        3,
+        subscription.paused_at.isoformat().replace("+00:00", "Z"),
+    )
 
 
 def test_delete_removes_the_webhook(api, school):
