@@ -187,7 +187,10 @@ class SubscriptionViewSet(
     def test(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
         data = _validated(TestInput(data=request.data))
-        attempt = delivery_test_send(subscription=subscription, event_type=data["event_type"])
+        try:
+            attempt = delivery_test_send(subscription=subscription, event_type=data["event_type"])
+        except Subscription.DoesNotExist:
+            raise NotFound from None  # deleted since it was looked up
         return Response(AttemptOutput(attempt).data)
 
     @extend_schema(

@@ -8,6 +8,7 @@ from standardwebhooks.webhooks import Webhook
 from audit.models import AuditAction, AuditEntry
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import event_fan_out, subscription_pause
+from events.models import Event
 from events.services import event_publish
 from subscriptions import views as subscriptions_views
 from subscriptions.models import Subscription
@@ -294,6 +295,34 @@ def test_send_test_returns_the_receivers_answer(api, school, receiver):
     assert body["trigger"] == "test"
     assert body["duration_ms"] >= 0
     assert Webhook(created["signing_secret"]).verify(received.body, received.headers)
+
+
+def test_send_test_to_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, connects
+):
+    # Given a webhook that another request deletes right after Send Test looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    send = subscriptions_views.delivery_test_send
+
+    def deleted_first(*, subscription, **kwargs):
+        Subscription.objects.filter(pk=subscription.pk).delete()
+        return send(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "delivery_test_send", deleted_first)
+
+    # When the test is sent
+    response = api.post(
+        f"/api/v1/subscriptions/{created['id']}/test/",
+        {"event_type": "course.created"},
+        format="json",
+    )
+
+    # Then the webhook is not found, and nothing is sent or written
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert connects == []
+    assert not Delivery.objects.exists()
+    assert not Event.objects.exists()
 
 
 def test_send_test_with_an_unknown_type_is_a_400(api, school):
