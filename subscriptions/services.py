@@ -611,7 +611,11 @@ def subscription_secret_rotate(
 
     During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
     delivery carries a signature with each secret, so receivers can switch at their pace.
+    Raises ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it.
     """
+    # Locked while its secrets change: a webhook deleted since the caller read it is found gone
+    # here, not by the new secret's foreign key at commit.
+    Subscription.objects.select_for_update().get(pk=subscription.pk)
     grace = (
         settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
     )

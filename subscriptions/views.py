@@ -99,6 +99,13 @@ class SubscriptionViewSet(
     throttle_scope: str | None = None  # set per action (Send Test, preview)
     lookup_value_regex = "[0-9a-f-]{36}"
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # A webhook deleted by another request between this one's lookup and its service's
+        # write: the 404 the lookup would have given a moment later.
+        if isinstance(exc, Subscription.DoesNotExist):
+            exc = NotFound()
+        return super().handle_exception(exc)
+
     def get_queryset(self) -> QuerySet[Subscription]:
         # With each webhook's circuit breaker (the deliveries app's), read in the same query.
         return subscriptions_for_school(school_id=client_school(self.request).pk).select_related(
@@ -132,15 +139,12 @@ class SubscriptionViewSet(
         subscription = self.get_object()
         data = _validated(SubscriptionInput(data=request.data, partial=partial))
         password = data.pop("basic_auth_password", None)
-        try:
-            subscription = subscription_update(
-                subscription=subscription,
-                basic_auth_password=password,
-                actor=actor_api_key(request.auth),
-                **data,
-            )
-        except Subscription.DoesNotExist:
-            raise NotFound from None  # deleted since it was looked up
+        subscription = subscription_update(
+            subscription=subscription,
+            basic_auth_password=password,
+            actor=actor_api_key(request.auth),
+            **data,
+        )
         return Response(SubscriptionOutput(subscription).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
@@ -187,10 +191,7 @@ class SubscriptionViewSet(
     def test(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
         data = _validated(TestInput(data=request.data))
-        try:
-            attempt = delivery_test_send(subscription=subscription, event_type=data["event_type"])
-        except Subscription.DoesNotExist:
-            raise NotFound from None  # deleted since it was looked up
+        attempt = delivery_test_send(subscription=subscription, event_type=data["event_type"])
         return Response(AttemptOutput(attempt).data)
 
     @extend_schema(

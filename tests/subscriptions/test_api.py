@@ -11,7 +11,7 @@ from deliveries.services import event_fan_out, subscription_pause
 from events.models import Event
 from events.services import event_publish
 from subscriptions import views as subscriptions_views
-from subscriptions.models import Subscription
+from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
@@ -250,6 +250,39 @@ def test_an_update_keeps_what_changed_since_the_webhook_was_looked_up(api, schoo
         3,
         subscription.paused_at.isoformat().replace("+00:00", "Z"),
     )
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "body"),
+    [
+        ("subscription_secret_rotate", "rotate-secret/", None),
+        ("deliveries_replay", "replay/", {"dry_run": False}),
+    ],
+)
+def test_an_action_on_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, service, path, body
+):
+    # Given a webhook with a published event, which another request deletes right after this
+    # one looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    event_publish(school=school, type="course.created", data={"course": {"id": "c-1"}})
+    act = getattr(subscriptions_views, service)
+
+    def deleted_first(**kwargs):
+        Subscription.objects.filter(pk=created["id"]).delete()
+        return act(**kwargs)
+
+    monkeypatch.setattr(subscriptions_views, service, deleted_first)
+
+    # When this request acts on it
+    response = api.post(f"/api/v1/subscriptions/{created['id']}/{path}", body, format="json")
+
+    # Then the webhook is not found, and nothing of it is written back
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert not Subscription.objects.exists()
+    assert not SigningSecret.objects.exists()
+    assert not Delivery.objects.exists()
 
 
 def test_delete_removes_the_webhook(api, school):
