@@ -424,7 +424,18 @@ def test_send_test_is_rate_limited_per_key(api, school, receiver, settings):
 
 
 @pytest.mark.parametrize(
-    ("page_size", "status"), [("0", 400), ("-1", 400), ("abc", 400), ("1", 200), ("500", 200)]
+    ("page_size", "status"),
+    [
+        ("0", 400),
+        ("00", 400),
+        ("-1", 400),
+        ("abc", 400),
+        ("\uff11", 400),
+        ("1", 200),
+        ("500", 200),
+        ("9999999999", 200),
+        ("9" * 5000, 200),
+    ],
 )
 def test_a_page_size_that_is_not_a_whole_number_of_at_least_one_is_refused(api, page_size, status):
     response = api.get("/api/v1/subscriptions/", {"page_size": page_size})
@@ -432,6 +443,21 @@ def test_a_page_size_that_is_not_a_whole_number_of_at_least_one_is_refused(api, 
     assert response.status_code == status
     if status == 400:
         assert response.json() == {"errors": {"page_size": ["Give a whole number of at least 1."]}}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/subscriptions/", "/api/v1/event-types/"])
+@pytest.mark.parametrize(
+    "number", ["3", "9999999999", "173762466897443965581926277840896", "9" * 5000]
+)
+def test_a_page_past_the_last_is_a_404_however_large_its_number(api, path, number):
+    # Given a list with one page
+    # When a page past it is asked for, with a number of any length
+    response = api.get(path, {"page": number, "page_size": 200})
+
+    # Then it is not found, as DRF answers any page past the last, not a 400 saying the
+    # number is not a whole number of at least 1
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
 
 
 def test_a_filter_given_empty_or_not_a_boolean_is_refused(api):
