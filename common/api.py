@@ -35,12 +35,13 @@ class StrictPageSize:
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        size = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
-        if size < 1:
+        digits = _whole_number_digits(raw)
+        if digits is None:
             raise exceptions.ValidationError(
                 {self.page_size_query_param: [_("Give a whole number of at least 1.")]}
             )
-        return min(size, self.max_page_size)
+        # Past ten digits it is past any maximum: no need to read it (nor int()'s digit limit).
+        return self.max_page_size if len(digits) > 9 else min(int(digits), self.max_page_size)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)  # type: ignore[misc]
@@ -53,6 +54,13 @@ class StrictPageSize:
             elif parameter["name"] == "page":
                 parameter["schema"] = {"type": "integer", "minimum": 1}
         return parameters
+
+
+def _whole_number_digits(raw: str) -> str | None:
+    """The digits of ``raw`` without leading zeros when it is a whole number of at least 1
+    written in ASCII digits, else None."""
+    digits = raw.lstrip("0")
+    return digits if raw.isascii() and raw.isdigit() and digits else None
 
 
 class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
@@ -73,12 +81,14 @@ class PageNumberPagination(StrictPageSize, pagination.PageNumberPagination):
         """``page`` a whole number of at least 1 (or ``last``), or a 400 that says so: DRF
         would take an empty value for the first page, which the schema does not allow."""
         raw = request.query_params.get(self.page_query_param)
-        whole = raw is not None and raw.isascii() and raw.isdigit() and 0 < len(raw) < 10
-        if raw is not None and raw not in self.last_page_strings and not (whole and int(raw) >= 1):
+        if raw is None or raw in self.last_page_strings:
+            return super().get_page_number(request, paginator)
+        digits = _whole_number_digits(raw)
+        if digits is None:
             raise exceptions.ValidationError(
                 {self.page_query_param: [_("Give a whole number of at least 1.")]}
             )
-        return super().get_page_number(request, paginator)
+        return digits  # however long: a page past the last one is DRF's 404, like any other
 
 
 class DateTimeField(serializers.DateTimeField):

@@ -4,7 +4,8 @@
   limit is ``WEBHOOKS_INGEST_MAX_BYTES``, the admin's Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
 - A query-string parameter (and, outside the API, a form field) whose name or value holds text
   that cannot be stored (NUL, a lone surrogate) is answered 400 naming the parameter, instead of
-  reaching a filter and failing in the database.
+  reaching a filter and failing in the database. So is a request with more parameters than
+  Django reads (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): a JSON 400 on the API, not Django's page.
 - API answers are never stored by caches (``Cache-Control: no-store``): they carry a school's
   data, and some carry a signing secret.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import translation
 from django.utils.html import format_html, format_html_join
@@ -94,13 +96,20 @@ class RequestInputMiddleware:
         length = request.META.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > limit:
             return _too_large(request, limit)
-        pairs = [(name, value) for name, values in request.GET.lists() for value in values]
-        if (
-            not _is_api(request)
-            and request.method == "POST"
-            and request.content_type in _FORM_TYPES
-        ):
-            pairs += [(name, value) for name, values in request.POST.lists() for value in values]
+        try:
+            pairs = [(name, value) for name, values in request.GET.lists() for value in values]
+            if (
+                not _is_api(request)
+                and request.method == "POST"
+                and request.content_type in _FORM_TYPES
+            ):
+                pairs += [
+                    (name, value) for name, values in request.POST.lists() for value in values
+                ]
+        except TooManyFieldsSent:
+            limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+            message = _("The request has more than %(limit)s parameters.") % {"limit": limit}
+            return _bad_input(request, [("__all__", message)])
         problems = query_problems(pairs)
         if problems:
             return _bad_input(request, problems)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.http import HttpResponse
 from django.utils import translation
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -37,6 +38,21 @@ class SchemaView(SpectacularAPIView):
         return Response(
             data=schema, headers={"Content-Disposition": f'inline; filename="{filename}"'}
         )
+
+
+class SwaggerView(SpectacularSwaggerView):
+    """``GET /api/docs/``: Swagger UI over ``/api/schema/``.
+
+    drf-spectacular's view answers OPTIONS with DRF's metadata (a dict), which its only renderer,
+    an HTML template made for the page, cannot render: every OPTIONS was a 500. It answers as a
+    plain Django view does instead, with the methods in ``Allow`` and no body.
+    """
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]  # not DRF's Response: nothing to render
+        response = HttpResponse()
+        response["Allow"] = ", ".join(self.allowed_methods)
+        response["Content-Length"] = "0"
+        return response
 
 
 # Answers any operation can give besides the ones it documents itself.

@@ -197,8 +197,12 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        if self.action == "export" and isinstance(response, Response):
-            # An error of the export (a bad filter) is JSON, like every other error.
+        exporting = self.action == "export" or isinstance(
+            getattr(response, "accepted_renderer", None), ExportRenderer
+        )
+        if exporting and isinstance(response, Response):
+            # An error of the export (a bad filter, a method it does not take) is JSON, like
+            # every other error: the CSV renderer renders nothing.
             response.accepted_renderer = JSONRenderer()
             response.accepted_media_type = JSONRenderer.media_type
         return response

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -413,9 +413,11 @@ def subscription_save(
     stored encrypted too, and reads with each query value masked in ``url``; a value given as
     the mask keeps the stored one.
 
-    Raises ``ValidationError`` with a field map: an invalid field, a topic that matches no event
-    type, a destination that is not allowed or does not resolve, a reserved or malformed custom
-    header, or a body template that fails for the sample payload of a selected event type.
+    Raises ``ValidationError`` with a field map: an invalid field, a name another webhook of the
+    school has (also when it took the name while this one was being checked), a topic that
+    matches no event type, a destination that is not allowed or does not resolve, a reserved or
+    malformed custom header, or a body template that fails for the sample payload of a selected
+    event type.
 
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
@@ -432,7 +434,14 @@ def subscription_save(
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
     _custom_headers_store(subscription)
     _url_store(subscription)
-    subscription.save()
+    try:
+        with transaction.atomic():
+            subscription.save()
+    except IntegrityError:
+        # Another request took the name between the check above and this write: the same
+        # answer as the check's.
+        subscription.validate_constraints()
+        raise
     if created:
         _signing_secret_add(subscription, secret=signing_secret)
     after = _audited_fields(subscription)
@@ -560,23 +569,32 @@ def subscription_update(
 
     ``fields`` are among ``EDITABLE_FIELDS``; ``ValueError`` for any other name. Turning
     ``is_active`` back on clears the disabled reason and the failure streak.
+
+    The row is locked and ``subscription`` read afresh before the fields are applied, so what
+    changed since the caller read it (another update's fields, a pause, a disable) is kept,
+    not written back as it was. Raises ``Subscription.DoesNotExist`` when the webhook was
+    deleted meanwhile (nothing is written).
     """
     _fields_check(fields)
-    for name, value in _fields_normalize(fields).items():
-        setattr(subscription, name, value)
-    if "custom_headers" in fields and "secret_headers" not in fields:
-        # A header left out takes its mark with it; marks are only checked when given.
-        names = {str(name).lower() for name in subscription.custom_headers or {}}
-        subscription.secret_headers = [
-            mark for mark in subscription.secret_headers if str(mark).lower() in names
-        ]
-    if fields.get("is_active"):
-        subscription.disabled_reason = ""
-        subscription.disabled_at = None
-        subscription.failing_since = None
-    return subscription_save(
-        subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
-    )
+    with transaction.atomic():
+        subscription.refresh_from_db(
+            from_queryset=Subscription.objects.select_for_update(of=("self",))
+        )
+        for name, value in _fields_normalize(fields).items():
+            setattr(subscription, name, value)
+        if "custom_headers" in fields and "secret_headers" not in fields:
+            # A header left out takes its mark with it; marks are only checked when given.
+            names = {str(name).lower() for name in subscription.custom_headers or {}}
+            subscription.secret_headers = [
+                mark for mark in subscription.secret_headers if str(mark).lower() in names
+            ]
+        if fields.get("is_active"):
+            subscription.disabled_reason = ""
+            subscription.disabled_at = None
+            subscription.failing_since = None
+        return subscription_save(
+            subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+        )
 
 
 def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:
@@ -593,7 +611,11 @@ def subscription_secret_rotate(
 
     During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
     delivery carries a signature with each secret, so receivers can switch at their pace.
+    Raises ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it.
     """
+    # Locked while its secrets change: a webhook deleted since the caller read it is found gone
+    # here, not by the new secret's foreign key at commit.
+    Subscription.objects.select_for_update().get(pk=subscription.pk)
     grace = (
         settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
     )

@@ -10,6 +10,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -97,6 +98,13 @@ class SubscriptionViewSet(
     serializer_class = SubscriptionOutput
     throttle_scope: str | None = None  # set per action (Send Test, preview)
     lookup_value_regex = "[0-9a-f-]{36}"
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # A webhook deleted by another request between this one's lookup and its service's
+        # write: the 404 the lookup would have given a moment later.
+        if isinstance(exc, Subscription.DoesNotExist):
+            exc = NotFound()
+        return super().handle_exception(exc)
 
     def get_queryset(self) -> QuerySet[Subscription]:
         # With each webhook's circuit breaker (the deliveries app's), read in the same query.

@@ -50,3 +50,14 @@ def test_the_docs_page_is_served_with_local_assets(client):
     assert page.status_code == 200
     assert b"swagger-ui" in page.content
     assert b"cdn.jsdelivr.net" not in page.content
+
+
+def test_an_options_request_to_the_docs_page_lists_its_methods(client):
+    # Given the docs page, whose only renderer is its HTML template
+    # When a client asks which methods it takes
+    response = client.options("/api/docs/")
+
+    # Then it says so, with no body, instead of failing to render DRF's metadata as the page
+    assert response.status_code == 200
+    assert response.content == b""
+    assert set(response["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

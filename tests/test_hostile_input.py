@@ -426,6 +426,23 @@ def test_oversized_bodies_and_unknown_paths_answer_json(world, url, body, status
     assert _counts() == before
 
 
+def test_more_query_parameters_than_django_reads_is_a_json_400(world):
+    # Given a query string with one parameter more than Django reads
+    query = "&".join(f"p{number}=1" for number in range(1001))
+
+    # When the API is asked with it
+    response = Client().get(
+        f"/api/v1/deliveries/?{query}", HTTP_AUTHORIZATION=f"Bearer {world['school_key']}"
+    )
+
+    # Then it is a 400 in the API's shape, not Django's HTML page
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "errors": {"__all__": ["The request has more than 1000 parameters."]}
+    }
+
+
 def test_an_admin_form_with_text_that_cannot_be_stored_is_refused_naming_the_field(
     client, world, admin_user
 ):

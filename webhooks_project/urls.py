@@ -1,10 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularSwaggerView
 
 from common.api import api_not_found
-from common.schema import SchemaView
+from common.schema import SchemaView, SwaggerView
 from deliveries.views import (
     demo_receiver,
     ecdsa_public_key_pem,
@@ -25,7 +24,7 @@ urlpatterns = [
     path("api/v1/", include("deliveries.urls")),
     path("api/v1/", include("events.urls")),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
     path("health/", health, name="health"),
     path("metrics", metrics, name="metrics"),

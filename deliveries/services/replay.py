@@ -177,7 +177,8 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
     Not idempotent by design: each call re-sends (replay numbers 1, 2, ...). Replays of one
     webhook run one at a time (its row is locked), so numbers never collide. Raises
     ``ValidationError`` for a disabled webhook (nothing is sent to it: re-enable it first) and
-    ``ReplayTooLarge`` past the cap; in both cases nothing is written. One audit entry.
+    ``ReplayTooLarge`` past the cap, and ``Subscription.DoesNotExist`` for a webhook deleted
+    since the plan was made; in each case nothing is written. One audit entry.
     """
     subscription = plan.subscription
     with transaction.atomic():

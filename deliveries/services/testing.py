@@ -35,7 +35,9 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
     it never retries and does not count towards the webhook's failure streak.
 
     Raises ``ValidationError``: ``event_type`` unknown or not one of the profile's vendor's,
-    or a body template that cannot be rendered for the sample (``body_template``).
+    or a body template that cannot be rendered for the sample (``body_template``); and
+    ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it
+    (nothing is sent).
     """
     found = EventType.objects.filter(key=event_type).first()
     if found is None:
@@ -55,6 +57,9 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
         )
     now = timezone.now()
     with transaction.atomic():
+        # Locked while its test delivery is written: a webhook deleted since the caller read it
+        # is found gone here, not by the delivery's foreign key at commit.
+        Subscription.objects.select_for_update().get(pk=subscription.pk)
         event = Event.objects.create(
             school=subscription.school,
             type=found,
@@ -70,8 +75,11 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
         delivery.next_trigger = AttemptTrigger.TEST
         delivery.enqueued_at = None  # sent right here, never by a worker
         delivery.save(force_insert=True)
-    [attempt] = deliveries_attempt(delivery_ids=[delivery.pk])
-    return attempt
+    attempts = deliveries_attempt(delivery_ids=[delivery.pk])
+    if not attempts:
+        # Deleted, with its delivery log, between that commit and the claim.
+        raise Subscription.DoesNotExist
+    return attempts[0]
 
 
 def _bodies(event: Event, subscription: Subscription) -> Bodies:

@@ -148,6 +148,18 @@ def test_the_api_export_refuses_a_bad_format_or_filter_as_json(api, logs):
     assert set(bad_filter.json()["errors"]) == {"status"}
 
 
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_method_the_api_export_does_not_take_is_a_405_in_json(api, method):
+    # Given the export, which only reads
+    # When it is asked to write
+    response = getattr(api, method)("/api/v1/deliveries/export/?format=csv")
+
+    # Then the refusal says so in JSON, like every other error, not as an empty CSV
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": f'Method "{method.upper()}" not allowed.'}
+
+
 def test_an_export_never_holds_a_secret_and_neutralises_formula_cells(api, school, receiver):
     webhook = webhook_with_every_secret(school=school, receiver=receiver)
     webhook.name = '=HYPERLINK("http://evil.example")'

@@ -5,10 +5,13 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from audit.models import AuditAction, AuditEntry
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services import event_fan_out
+from deliveries.services import event_fan_out, subscription_pause
+from events.models import Event
 from events.services import event_publish
-from subscriptions.models import Subscription
+from subscriptions import views as subscriptions_views
+from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
@@ -145,6 +148,143 @@ def test_partial_update_keeps_the_password_unless_one_is_given(api, school):
     assert subscription.basic_auth_password_encrypted != encrypted
 
 
+def test_a_name_another_request_takes_while_a_webhook_is_checked_is_a_400(api, school, monkeypatch):
+    # Given another request that creates "CRM" just after this one checked the name was free
+    check = Subscription.validate_constraints
+    rivals = []
+
+    def check_then_rival_commits(self, *args, **kwargs):
+        check(self, *args, **kwargs)
+        if not rivals:
+            rivals.append(SubscriptionFactory(school=school, name="CRM"))
+
+    monkeypatch.setattr(Subscription, "validate_constraints", check_then_rival_commits)
+
+    # When this request creates its own "CRM"
+    response = api.post("/api/v1/subscriptions/", NEW, format="json")
+
+    # Then it gets the answer the check gives, and nothing of it is written
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"__all__": ["Webhook with this School and Name already exists."]}
+    }
+    assert not Subscription.objects.exclude(pk=rivals[0].pk).exists()
+    assert not AuditEntry.objects.filter(action=AuditAction.WEBHOOK_CREATED).exists()
+
+
+def test_a_rename_to_a_name_another_request_takes_meanwhile_is_a_400(api, school, monkeypatch):
+    # Given a webhook, and another request that renames a second one to "CRM v2" just after
+    # this one checked that the name was free
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    other = SubscriptionFactory(school=school, name="Other")
+    check = Subscription.validate_constraints
+
+    def check_then_rival_commits(self, *args, **kwargs):
+        check(self, *args, **kwargs)
+        Subscription.objects.filter(pk=other.pk).update(name="CRM v2")
+
+    monkeypatch.setattr(Subscription, "validate_constraints", check_then_rival_commits)
+
+    # When this request renames the first one to "CRM v2"
+    response = api.patch(
+        f"/api/v1/subscriptions/{created['id']}/", {"name": "CRM v2"}, format="json"
+    )
+
+    # Then it is refused as the check refuses it, and the webhook keeps its name
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"__all__": ["Webhook with this School and Name already exists."]}
+    }
+    assert Subscription.objects.get(pk=created["id"]).name == "CRM"
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_an_update_of_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, method
+):
+    # Given a webhook that another request deletes right after this one looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    update = subscriptions_views.subscription_update
+
+    def deleted_first(*, subscription, **kwargs):
+        Subscription.objects.filter(pk=subscription.pk).delete()
+        return update(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "subscription_update", deleted_first)
+
+    # When this request changes it
+    response = getattr(api, method)(
+        f"/api/v1/subscriptions/{created['id']}/", {**NEW, "name": "CRM v2"}, format="json"
+    )
+
+    # Then the webhook is not found, and it stays deleted
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert not Subscription.objects.exists()
+
+
+def test_an_update_keeps_what_changed_since_the_webhook_was_looked_up(api, school, monkeypatch):
+    # Given a webhook that, right after this request looked it up, another request pauses and
+    # a third one gives a concurrency limit
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    update = subscriptions_views.subscription_update
+
+    def changed_meanwhile(*, subscription, **kwargs):
+        subscription_pause(subscription=Subscription.objects.get(pk=subscription.pk))
+        update(subscription=Subscription.objects.get(pk=subscription.pk), max_concurrency=3)
+        return update(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "subscription_update", changed_meanwhile)
+
+    # When this request renames it
+    response = api.patch(
+        f"/api/v1/subscriptions/{created['id']}/", {"name": "CRM v2"}, format="json"
+    )
+
+    # Then the rename lands and the pause and the limit are kept, in the answer as in the row
+    assert response.status_code == 200
+    subscription = Subscription.objects.get(pk=created["id"])
+    assert (subscription.name, subscription.max_concurrency) == ("CRM v2", 3)
+    assert subscription.paused_at is not None
+    assert (response.json()["max_concurrency"], response.json()["paused_at"]) == (
+        3,
+        subscription.paused_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "body"),
+    [
+        ("subscription_secret_rotate", "rotate-secret/", None),
+        ("deliveries_replay", "replay/", {"dry_run": False}),
+    ],
+)
+def test_an_action_on_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, service, path, body
+):
+    # Given a webhook with a published event, which another request deletes right after this
+    # one looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    event_publish(school=school, type="course.created", data={"course": {"id": "c-1"}})
+    act = getattr(subscriptions_views, service)
+
+    def deleted_first(**kwargs):
+        Subscription.objects.filter(pk=created["id"]).delete()
+        return act(**kwargs)
+
+    monkeypatch.setattr(subscriptions_views, service, deleted_first)
+
+    # When this request acts on it
+    response = api.post(f"/api/v1/subscriptions/{created['id']}/{path}", body, format="json")
+
+    # Then the webhook is not found, and nothing of it is written back
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert not Subscription.objects.exists()
+    assert not SigningSecret.objects.exists()
+    assert not Delivery.objects.exists()
+
+
 def test_delete_removes_the_webhook(api, school):
     created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
 
@@ -188,6 +328,34 @@ def test_send_test_returns_the_receivers_answer(api, school, receiver):
     assert body["trigger"] == "test"
     assert body["duration_ms"] >= 0
     assert Webhook(created["signing_secret"]).verify(received.body, received.headers)
+
+
+def test_send_test_to_a_webhook_deleted_since_it_was_looked_up_is_a_404(
+    api, school, monkeypatch, connects
+):
+    # Given a webhook that another request deletes right after Send Test looked it up
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    send = subscriptions_views.delivery_test_send
+
+    def deleted_first(*, subscription, **kwargs):
+        Subscription.objects.filter(pk=subscription.pk).delete()
+        return send(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(subscriptions_views, "delivery_test_send", deleted_first)
+
+    # When the test is sent
+    response = api.post(
+        f"/api/v1/subscriptions/{created['id']}/test/",
+        {"event_type": "course.created"},
+        format="json",
+    )
+
+    # Then the webhook is not found, and nothing is sent or written
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert connects == []
+    assert not Delivery.objects.exists()
+    assert not Event.objects.exists()
 
 
 def test_send_test_with_an_unknown_type_is_a_400(api, school):
@@ -256,7 +424,18 @@ def test_send_test_is_rate_limited_per_key(api, school, receiver, settings):
 
 
 @pytest.mark.parametrize(
-    ("page_size", "status"), [("0", 400), ("-1", 400), ("abc", 400), ("1", 200), ("500", 200)]
+    ("page_size", "status"),
+    [
+        ("0", 400),
+        ("00", 400),
+        ("-1", 400),
+        ("abc", 400),
+        ("\uff11", 400),
+        ("1", 200),
+        ("500", 200),
+        ("9999999999", 200),
+        ("9" * 5000, 200),
+    ],
 )
 def test_a_page_size_that_is_not_a_whole_number_of_at_least_one_is_refused(api, page_size, status):
     response = api.get("/api/v1/subscriptions/", {"page_size": page_size})
@@ -264,6 +443,21 @@ def test_a_page_size_that_is_not_a_whole_number_of_at_least_one_is_refused(api, 
     assert response.status_code == status
     if status == 400:
         assert response.json() == {"errors": {"page_size": ["Give a whole number of at least 1."]}}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/subscriptions/", "/api/v1/event-types/"])
+@pytest.mark.parametrize(
+    "number", ["3", "9999999999", "173762466897443965581926277840896", "9" * 5000]
+)
+def test_a_page_past_the_last_is_a_404_however_large_its_number(api, path, number):
+    # Given a list with one page
+    # When a page past it is asked for, with a number of any length
+    response = api.get(path, {"page": number, "page_size": 200})
+
+    # Then it is not found, as DRF answers any page past the last, not a 400 saying the
+    # number is not a whole number of at least 1
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
 
 
 def test_a_filter_given_empty_or_not_a_boolean_is_refused(api):
