@@ -59,7 +59,8 @@ class SchoolListFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit():
+        # isdigit() alone admits digits int() refuses ("²"): ASCII digits only.
+        if not (value.isascii() and value.isdigit()):
             return queryset.none()
         return queryset.filter(**{self.model_admin_school_field: int(value)})
 
