@@ -1,5 +1,6 @@
 """Pages besides the lists, in a real browser: on a phone none scrolls sideways (the home page's
-slowest receivers, a webhook's recent deliveries and chart numbers, the event reference)."""
+slowest receivers, a webhook's recent deliveries and chart numbers, the event reference), and
+the body preview says why a body was refused before it reached the preview."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_pages_with_tables_do_not_scroll_sideways_on_a_phone(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     expect(page.locator("table.recent-deliveries")).to_have_count(0)  # on the reference page
     context.close()
+
+
+def test_the_body_preview_says_why_a_body_was_refused_before_the_preview(
+    live_server, page, school, school_admin
+):
+    log_in(page, live_server, "ada")
+    page.goto(f"{live_server.url}/admin/subscriptions/subscription/add/")
+
+    page.get_by_role("textbox", name="Webhook body").fill('{"id": "{{ id }}\x00"}')
+    page.get_by_role("button", name="Preview", exact=True).click()
+
+    output = page.locator(".webhook-body-preview-output")
+    expect(output).to_be_visible()
+    expect(output).to_contain_text("body_template: The value contains a NUL character")
