@@ -502,3 +502,21 @@ def test_an_admin_date_filter_past_the_calendar_is_refused_with_the_reason(
         "The filter created_at_to=&#x27;9999-12-31&#x27; is outside the dates every time zone "
         "can show (0001-01-02 to 9999-12-30 UTC). The filter was not applied."
     ) in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/subscriptions/subscription/add/", "/admin/schools/apikey/add/"]
+)
+@pytest.mark.parametrize("value", ["abc", "²", '{"a": 1}'])
+def test_a_form_posted_with_a_school_that_is_not_an_id_shows_the_error(
+    client, world, other_school, admin_user, url, value
+):
+    # Seeing several schools, the school is searched as you type (an autocomplete select).
+    client.force_login(admin_user)
+    before = _counts()
+
+    response = client.post(url, {"school": value, "name": "CRM"})
+
+    assert response.status_code == 200
+    assert "school" in response.context["adminform"].form.errors
+    assert _counts() == before
