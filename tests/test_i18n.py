@@ -99,7 +99,7 @@ def test_the_webhook_page_speaks_the_readers_language_around_the_vendors_names(
     )
 
     # The delivery profile's section, its help and the body presets.
-    assert '<h2 id="fieldset-0-2-heading" class="fieldset-heading">Profil d’envoi</h2>' in french
+    assert '<h2 id="fieldset-0-2-heading" class="fieldset-heading">Profil</h2>' in french
     assert f"le client ID est l’identifiant de ce webhook, <code>{subscription.pk}</code>" in (
         french
     )
