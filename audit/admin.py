@@ -19,8 +19,9 @@ from common.admin_display import datetime_in_zone, datetime_text
 from common.admin_lists import DateRangeFilter, EstimatedCountPaginator
 from deliveries.models import DeliveryState
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
+from subscriptions.models import Profile
 
-from .models import AuditEntry
+from .models import AuditAction, AuditEntry
 
 # Where each kind of object of the trail is shown in the admin.
 _OBJECT_PAGES = {
@@ -111,7 +112,7 @@ class AuditEntryAdmin(SchoolScopedAdmin):
             "",
             "<div>{}: {}</div>",
             (
-                (capfirst(str(_FIELD_LABELS.get(name, name))), _change_text(value))
+                (capfirst(str(_field_label(obj.action, name))), _change_text(name, value))
                 for name, value in obj.changes.items()
             ),
         )
@@ -135,6 +136,22 @@ _FIELD_LABELS: dict[str, Any] = {
     "since": gettext_lazy("Failed since"),
     "deliveries": gettext_lazy("Deliveries"),
     "previous_secrets_expire_at": gettext_lazy("previous secrets expire at"),
+    "payload_filter": gettext_lazy("Payload filter"),
+    "profile": gettext_lazy("Delivery profile"),
+    "secret_headers": gettext_lazy("Secret headers"),
+    "max_concurrency": gettext_lazy("concurrent deliveries"),
+    "rate_limit_per_second": gettext_lazy("deliveries per second"),
+    "paused": gettext_lazy("Paused"),
+    "resume_at": gettext_lazy("Resume automatically at"),
+    "held_deliveries": gettext_lazy("held deliveries"),
+    "event_types": gettext_lazy("Event types"),
+}
+# A key some actions record with another meaning: a replay's range is on publication times.
+_ACTION_FIELD_LABELS: dict[str, dict[str, Any]] = {
+    AuditAction.DELIVERIES_REPLAYED: {
+        "since": gettext_lazy("Published since"),
+        "until": gettext_lazy("Published before"),
+    },
 }
 _VALUES: dict[Any, Any] = {
     "changed": gettext_lazy("changed"),
@@ -143,22 +160,38 @@ _VALUES: dict[Any, Any] = {
 }
 
 
-def _change_text(value: Any) -> str:
-    if isinstance(value, list) and len(value) == 2:
+# Keys whose value is a list of its own, not a [before, after] pair.
+_LIST_FIELDS = frozenset({"event_types"})
+# Values a field stores as a key, shown as the form shows them.
+_FIELD_VALUES: dict[str, dict[str, Any]] = {
+    "profile": {profile.value: profile.label for profile in Profile},
+}
+
+
+def _field_label(action: str, name: str) -> Any:
+    """What the admin calls the key ``name`` of an entry of ``action``; the key itself if it
+    has no name."""
+    return _ACTION_FIELD_LABELS.get(action, {}).get(name) or _FIELD_LABELS.get(name, name)
+
+
+def _change_text(name: str, value: Any) -> str:
+    if isinstance(value, list) and len(value) == 2 and name not in _LIST_FIELDS:
         before, after = value
         if before is None:
-            return _short(after)
-        return f"{_short(before)} → {_short(after)}"
-    return _short(value)
+            return _short(name, after)
+        return f"{_short(name, before)} → {_short(name, after)}"
+    return _short(name, value)
 
 
-def _short(value: Any) -> str:
+def _short(name: str, value: Any) -> str:
     if value is True or value is False:
         return str(_("Yes") if value else _("No"))
     if value is None or value == "":
         return "—"
     if isinstance(value, list):
         text = ", ".join(map(str, value)) or "—"
+    elif isinstance(value, str) and value in _FIELD_VALUES.get(name, {}):
+        text = str(_FIELD_VALUES[name][value])
     elif isinstance(value, str) and value in _VALUES:
         text = str(_VALUES[value])
     else:

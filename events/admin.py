@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
+from webhook_engine.inputs import MAX_JSON_DEPTH, json_problems
 from webhook_engine.vendors import SEED_EVENT_NAMES
 
 from .models import Event, EventType, ScheduledEvent
@@ -35,7 +36,42 @@ def description_html(text: str) -> SafeString:
     return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped above
 
 
+class CatalogJSONField(forms.JSONField):
+    """JSON the catalog can store: an empty box is ``{}`` (the columns hold no null); nesting
+    Python's parser gives up on, text and numbers ``jsonb`` refuses are form errors, not a
+    database error."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            parsed = super().to_python(value)
+        except RecursionError:
+            raise ValidationError(
+                _("The JSON is nested more than %(limit)s levels deep.")
+                % {"limit": MAX_JSON_DEPTH},
+                code="invalid",
+            ) from None
+        if parsed is None:
+            return {}
+        problems = json_problems(parsed, path="data")
+        if problems:
+            raise ValidationError([message for _path, message in problems], code="invalid")
+        return parsed
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
+
+
 class EventTypeForm(forms.ModelForm):
+    sample_payload = CatalogJSONField(label=gettext_lazy("sample payload"), required=False)
+    json_schema = CatalogJSONField(
+        label=gettext_lazy("JSON Schema"),
+        required=False,
+        help_text=gettext_lazy("JSON Schema that event data must validate against."),
+    )
+
     class Meta:
         model = EventType
         fields = [*CATALOG_FIELDS, "deprecated"]

@@ -26,6 +26,7 @@ from common.admin_display import datetime_in_zone
 from .admin_scoping import (
     SchoolListFilter,
     SchoolScopedAdmin,
+    autocomplete_widget,
     school_ids_administered,
 )
 from .models import ApiKey, Membership, PlatformKey, School
@@ -78,6 +79,10 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
     verbose_name = gettext_lazy("school admin")
     verbose_name_plural = gettext_lazy("school admins")
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        autocomplete_widget(self, db_field, request, kwargs)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(School)

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.db.models.constants import LOOKUP_SEP
@@ -59,7 +60,8 @@ class SchoolListFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit():
+        # isdigit() alone admits digits int() refuses ("²"): ASCII digits only.
+        if not (value.isascii() and value.isdigit()):
             return queryset.none()
         return queryset.filter(**{self.model_admin_school_field: int(value)})
 
@@ -113,6 +115,34 @@ def administers_all_visible(request: HttpRequest) -> bool:
         return True
     visible = request_school_ids(request)
     return visible is not None and set(visible) <= set(administered)
+
+
+class IdAutocompleteSelect(AutocompleteSelect):
+    """Django's autocomplete select, drawing a posted value that is not an id (``school=abc``)
+    as no choice: the stock widget looks its label up in the database, where such a value
+    fails, so a form with that mistake answered 500 instead of showing its errors."""
+
+    def optgroups(self, name: str, value: Any, attr: Any = None) -> Any:
+        target = self.field.target_field
+        ids = []
+        for item in value:
+            try:
+                target.get_prep_value(item)
+            except (TypeError, ValueError):
+                continue
+            ids.append(item)
+        return super().optgroups(name, ids, attr)
+
+
+def autocomplete_widget(
+    model_admin: Any, db_field: Any, request: HttpRequest, kwargs: dict[str, Any]
+) -> None:
+    """Give ``db_field`` an ``IdAutocompleteSelect`` when the admin (or inline) searches it as
+    you type, as ``formfield_for_foreignkey`` would give Django's own."""
+    if "widget" not in kwargs and db_field.name in model_admin.get_autocomplete_fields(request):
+        kwargs["widget"] = IdAutocompleteSelect(
+            db_field, model_admin.admin_site, using=kwargs.get("using")
+        )
 
 
 class SchoolScopedAdmin(admin.ModelAdmin):
@@ -201,6 +231,7 @@ class SchoolScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         """Foreign-key choices: the user's schools, or the related admin's (scoped) rows."""
+        autocomplete_widget(self, db_field, request, kwargs)
         related = db_field.related_model
         if related is School:
             kwargs.setdefault("queryset", schools_visible(request))

@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy
 from common.filters import BoundedDateTimeField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
+from webhook_engine.inputs import MAX_JSON_DEPTH
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, Profile, Subscription
 from .services import subscription_topics_errors, subscription_validate
@@ -30,6 +31,17 @@ _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
 # Only these end a line: str.splitlines() also splits on U+2028 and other characters a header
 # value may not hold, which must be refused with the reason, not read as a new line.
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+# The presets as the page names them: the vendor's name and the shape of its body stay as they
+# are, the words around them are the reader's.
+PRESET_LABELS: dict[str, Any] = {
+    "braincert": gettext_lazy(
+        "BrainCert-like envelope: {id, resource, action, created_at, timestamp, payload}"
+    ),
+    "edusign": gettext_lazy("Edusign-like envelope: flat {type, appId, ...fields}"),
+    "edume": gettext_lazy("eduMe-like envelope: {type, payload, timestamp}"),
+}
 
 
 def topic_groups() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -189,9 +201,9 @@ class BodyTemplateWidget(forms.Textarea):
         context = super().get_context(name, value, attrs)
         context["widget"].update(
             {
-                # Vendor names and the shape of their bodies: the same in every language.
                 "presets": [
-                    {"key": key, "label": preset["label"]} for key, preset in PRESETS.items()
+                    {"key": key, "label": PRESET_LABELS.get(key, preset["label"])}
+                    for key, preset in PRESETS.items()
                 ],
                 "presets_data": {
                     key: {"json": p["json"], "xml": p["xml"]} for key, p in PRESETS.items()
@@ -213,6 +225,24 @@ class PayloadFilterField(forms.JSONField):
         if isinstance(value, forms.fields.InvalidJSONInput) or value is None:
             return super().prepare_value(value)
         return _filter_shown(value, 0)
+
+    # Python's parser gives up on deep nesting with RecursionError, which JSONField does not
+    # catch: refused as the API's parser refuses it, and shown back as typed.
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(
+                _("The JSON is nested more than %(limit)s levels deep.")
+                % {"limit": MAX_JSON_DEPTH},
+                code="invalid",
+            ) from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
 
 _CONDITION_KEYS = ("field", "op", "value")
@@ -372,21 +402,24 @@ class SubscriptionForm(forms.ModelForm):
 
     def _profile_help(self) -> str:
         client_id = (
-            format_html("this webhook's id, <code>{}</code>", self.instance.pk)
+            format_html(_("this webhook's id, <code>{}</code>"), self.instance.pk)
             if self.instance.pk and not self.instance._state.adding
-            else "this webhook's id (shown once it is saved)"
+            else _("this webhook's id (shown once it is saved)")
         )
         return format_html(
-            "Standard Webhooks (the envelope above, or your own body), or exactly as a vendor "
-            "sends: its body, field names, dates, event names, headers and signature, so a "
-            "receiver written for it works unchanged. A vendor profile sends only the vendor's "
-            "event types (<code>course.*</code> means its course events) and its own body. "
-            "Edusign: the client ID is {} and the client secret is the signing secret. "
-            'edudip: receivers verify with the <a href="{}" download>ECDSA public key (PEM)</a>. '
-            'What each profile sends: <a href="{}">event reference</a>.',
-            client_id,
-            reverse("webhooks-ecdsa-public-key"),
-            reverse("admin:events_eventtype_reference"),
+            _(
+                "Standard Webhooks (the envelope above, or your own body), or exactly as a vendor "
+                "sends: its body, field names, dates, event names, headers and signature, so a "
+                "receiver written for it works unchanged. A vendor profile sends only the "
+                "vendor's event types (<code>course.*</code> means its course events) and its own "
+                "body. Edusign: the client ID is {client_id} and the client secret is the signing "
+                'secret. edudip: receivers verify with the <a href="{ecdsa_key_url}" download>'
+                "ECDSA public key (PEM)</a>. What each profile sends: "
+                '<a href="{reference_url}">event reference</a>.'
+            ),
+            client_id=client_id,
+            ecdsa_key_url=reverse("webhooks-ecdsa-public-key"),
+            reference_url=reverse("admin:events_eventtype_reference"),
         )
 
     def _post_clean(self) -> None:

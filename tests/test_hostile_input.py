@@ -106,6 +106,7 @@ QUERY_VALUES = [
     "%00",
     "../../etc/passwd",
     "00000000-0000-0000-0000-000000000000",
+    "²",
 ]
 
 
@@ -387,6 +388,48 @@ def test_hostile_admin_list_filters_never_fail(world, admin_user, support_user, 
         assert response.status_code == 400, (url, query)
 
 
+# The lists with a school filter (shown to those who see several schools).
+SCHOOL_FILTERED_LISTS = [
+    "/admin/subscriptions/subscription/",
+    "/admin/deliveries/delivery/",
+    "/admin/events/event/",
+    "/admin/events/scheduledevent/",
+    "/admin/schools/apikey/",
+    "/admin/audit/auditentry/",
+]
+
+
+@pytest.mark.parametrize("digits", ["²", "٣", "１"])
+def test_a_school_filter_of_digits_other_than_0_to_9_shows_an_empty_list(
+    client, world, other_school, admin_user, digits
+):
+    # Python calls these digits (str.isdigit), and int() refuses "²".
+    client.force_login(admin_user)
+
+    responses = {url: client.get(url, {"school": digits}) for url in SCHOOL_FILTERED_LISTS}
+
+    assert {url: r.status_code for url, r in responses.items()} == dict.fromkeys(
+        SCHOOL_FILTERED_LISTS, 200
+    )
+    assert {url: r.context["cl"].result_count for url, r in responses.items()} == dict.fromkeys(
+        SCHOOL_FILTERED_LISTS, 0
+    )
+
+
+def test_the_body_preview_given_a_school_that_is_not_a_number_asks_for_the_school(
+    client, world, admin_user
+):
+    client.force_login(admin_user)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/preview/",
+        {"school": "²", "body_template": "", "event_type": "course.created"},
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "Choose the school first."}
+
+
 def test_admin_lists_cover_every_registered_model(admin_user, world):
     assert {url for url, _ in _admin_filters()} >= {
         "/admin/subscriptions/subscription/",
@@ -476,3 +519,21 @@ def test_an_admin_date_filter_past_the_calendar_is_refused_with_the_reason(
         "The filter created_at_to=&#x27;9999-12-31&#x27; is outside the dates every time zone "
         "can show (0001-01-02 to 9999-12-30 UTC). The filter was not applied."
     ) in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/subscriptions/subscription/add/", "/admin/schools/apikey/add/"]
+)
+@pytest.mark.parametrize("value", ["abc", "²", '{"a": 1}'])
+def test_a_form_posted_with_a_school_that_is_not_an_id_shows_the_error(
+    client, world, other_school, admin_user, url, value
+):
+    # Seeing several schools, the school is searched as you type (an autocomplete select).
+    client.force_login(admin_user)
+    before = _counts()
+
+    response = client.post(url, {"school": value, "name": "CRM"})
+
+    assert response.status_code == 200
+    assert "school" in response.context["adminform"].form.errors
+    assert _counts() == before

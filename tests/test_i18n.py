@@ -82,3 +82,88 @@ def test_an_action_on_an_id_that_is_not_one_answers_with_a_message_not_an_error(
     assert [str(m) for m in response.context["messages"]] == [
         "'not-a-uuid': not an id of this list; nothing was done."
     ]
+
+
+def test_the_webhook_page_speaks_the_readers_language_around_the_vendors_names(
+    school, school_admin
+):
+    subscription = SubscriptionFactory(school=school)
+
+    french = _page(
+        school_admin,
+        f"/admin/subscriptions/subscription/{subscription.pk}/change/",
+        HTTP_ACCEPT_LANGUAGE="fr-FR",
+    )
+    german = _page(
+        school_admin, "/admin/subscriptions/subscription/add/", HTTP_ACCEPT_LANGUAGE="de-DE"
+    )
+
+    # The delivery profile's section, its help and the body presets.
+    assert '<h2 id="fieldset-0-2-heading" class="fieldset-heading">Profil</h2>' in french
+    assert f"le client ID est l’identifiant de ce webhook, <code>{subscription.pk}</code>" in (
+        french
+    )
+    assert "clé publique ECDSA (PEM)</a>" in french
+    assert "Enveloppe à la BrainCert : {id, resource, action, created_at" in french
+    assert "Die Client-ID ist die ID dieses Webhooks (wird nach dem Speichern angezeigt)" in german
+    assert "Umschlag wie bei Edusign: flach {type, appId, ...Felder}" in german
+    for english in ("What each profile sends", "the client secret is", "-like envelope"):
+        assert english not in french
+        assert english not in german
+
+
+def test_the_audit_trail_names_every_setting_in_the_readers_language(school, school_admin):
+    from audit.models import AuditAction, AuditEntry
+
+    subscription = SubscriptionFactory(school=school)
+    AuditEntry.objects.all().delete()
+    for action, changes in (
+        (
+            AuditAction.WEBHOOK_CHANGED,
+            {
+                "profile": ["standard", "edusign"],
+                "payload_filter": [None, {"field": "group.id", "op": "eq", "value": 12}],
+                "secret_headers": [[], ["X-Receiver-Sig"]],
+                "max_concurrency": [None, 4],
+                "rate_limit_per_second": [None, 10],
+            },
+        ),
+        (AuditAction.WEBHOOK_PAUSED, {"resume_at": [None, None], "paused": [False, True]}),
+        (AuditAction.WEBHOOK_RESUMED, {"paused": [True, False], "held_deliveries": 3}),
+        (
+            AuditAction.DELIVERIES_REPLAYED,
+            {
+                "event_types": ["course.created", "student.signed"],
+                "since": None,
+                "until": None,
+                "deliveries": 2,
+            },
+        ),
+    ):
+        AuditEntry.objects.create(
+            school=school,
+            actor_label="ada",
+            action=action,
+            object_type="webhook",
+            object_id=str(subscription.pk),
+            object_repr=subscription.name,
+            changes=changes,
+        )
+
+    german = _page(school_admin, "/admin/audit/auditentry/", HTTP_ACCEPT_LANGUAGE="de-DE")
+
+    for shown in (
+        "<div>Zustellprofil: Standard Webhooks → Edusign</div>",
+        "<div>Datenfilter: ",
+        "<div>Geheime Header: — → X-Receiver-Sig</div>",
+        "<div>Gleichzeitige Zustellungen: 4</div>",
+        "<div>Zustellungen pro Sekunde: 10</div>",
+        "<div>Pausiert: Nein → Ja</div>",
+        "<div>Zurückgehaltene Zustellungen: 3</div>",
+        # A replay's two types are a list, not a change from one to the other.
+        "<div>Ereignistypen: course.created, student.signed</div>",
+        "<div>Veröffentlicht seit: —</div>",
+    ):
+        assert shown in german
+    for key in ("Profile:", "Payload_filter", "Secret_headers", "Held_deliveries", "Event_types"):
+        assert key not in german

@@ -414,7 +414,8 @@ class WebhookPages(SchoolScopedAdmin):
             raise PermissionDenied
         school_id = request.POST.get("school", "")
         schools = schools_visible(request)
-        school = schools.filter(pk=int(school_id)).first() if school_id.isdigit() else None
+        whole = school_id.isascii() and school_id.isdigit()  # int() refuses "²"
+        school = schools.filter(pk=int(school_id)).first() if whole else None
         if school is None:
             return JsonResponse({"error": _("Choose the school first.")}, status=400)
         try:

@@ -159,7 +159,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                     else ["payload_filter", "payload_filter_display"]
                 },
             ),
-            ("Profile", {"fields": ["profile"]}),
+            (_("Profile"), {"fields": ["profile"]}),
             (
                 _("Basic authentication"),
                 {"fields": ["basic_auth_enabled", "basic_auth_username", "basic_auth_password"]},

@@ -166,6 +166,44 @@ def test_a_type_with_an_invalid_schema_is_refused(admin_client):
     assert not EventType.objects.filter(key="grade.published").exists()
 
 
+def test_a_type_without_sample_or_schema_is_saved_with_empty_ones(admin_client):
+    response = admin_client.post(
+        "/admin/events/eventtype/add/",
+        {
+            "key": "grade.published",
+            "group": "Grades",
+            "sample_payload": "",
+            "json_schema": "",
+            "version": 1,
+        },
+    )
+
+    assert response.status_code == 302
+    row = EventType.objects.get(key="grade.published")
+    assert (row.sample_payload, row.json_schema) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("sample", "error"),
+    [
+        ("NaN", "data is nan, which JSON cannot represent."),
+        ('{"mark": 1e309}', "data.mark is inf, which JSON cannot represent."),
+        ("[" * 5000 + "]" * 5000, "The JSON is nested more than 32 levels deep."),
+        ('{"a": "\\u0000"}', "data.a contains a NUL character (U+0000), which cannot be stored."),
+    ],
+)
+def test_a_sample_the_database_cannot_store_is_a_form_error(admin_client, sample, error):
+    response = admin_client.post(
+        "/admin/events/eventtype/add/",
+        {"key": "grade.published", "group": "Grades", "sample_payload": sample, "version": 1},
+    )
+
+    assert response.status_code == 200
+    [message] = response.context["adminform"].form.errors["sample_payload"]
+    assert message.startswith(error)
+    assert not EventType.objects.filter(key="grade.published").exists()
+
+
 def test_shipped_types_are_read_only_in_the_admin(admin_client):
     response = admin_client.post(
         "/admin/events/eventtype/course.created/change/",

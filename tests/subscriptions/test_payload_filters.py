@@ -135,3 +135,28 @@ def test_the_settings_page_shows_the_filter_in_plain_words_and_which_samples_pas
     # The course.created sample's group is 12779; group.created's sample is another group.
     assert "Samples that pass: course.created." in text
     assert "Samples that do not: group.created." in text
+
+
+def test_a_filter_nested_past_what_json_can_read_is_a_form_error_kept_as_typed(
+    admin_client, school
+):
+    nested = "[" * 5000 + "]" * 5000
+
+    page = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            "school": school.pk,
+            "name": NEW["name"],
+            "url": "not a url",
+            "topics_patterns": " ".join(NEW["topics"]),
+            "content_type": "json",
+            "payload_filter": nested,
+        },
+    )
+
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "The JSON is nested more than 32 levels deep." in text
+    assert "Enter a valid URL." in text  # every problem at once
+    assert f">\n{nested}</textarea>" in text
+    assert not Subscription.objects.exists()

@@ -23,6 +23,19 @@
     return select ? select.value : "standard";
   }
 
+  // The preview's answer as {body} or {error}. A request refused before the view (text that
+  // cannot be stored, a body too large) is answered with a page, not JSON: its words.
+  function previewAnswer(response) {
+    const type = response.headers.get("Content-Type") || "";
+    if (type.indexOf("application/json") === 0) { return response.json(); }
+    return response.text().then(function (text) {
+      const page = new DOMParser().parseFromString(text, "text/html");
+      const words = page.body ? page.body.textContent.replace(/\s+/g, " ").trim() : "";
+      if (!words) { throw new Error(String(response.status)); }
+      return {error: words};
+    });
+  }
+
   function bodyEditor(editor) {
     const textarea = editor.querySelector("textarea");
     const presets = JSON.parse(document.getElementById(editor.dataset.presets).textContent);
@@ -89,7 +102,9 @@
         body: data,
         headers: {"X-CSRFToken": csrfToken(), "Accept": "application/json"},
         credentials: "same-origin",
-      }).then(function (response) { return response.json(); }).then(function (answer) {
+      }).then(previewAnswer).catch(function () {
+        return {error: editor.dataset.failed};
+      }).then(function (answer) {
         output.hidden = false;
         output.classList.toggle("errornote", Boolean(answer.error));
         output.textContent = answer.error || answer.body;
@@ -120,10 +135,13 @@
         headers: {"X-CSRFToken": csrfToken(), "Accept": "application/json"},
         credentials: "same-origin",
       }).then(function (response) { return response.json(); }).then(function (answer) {
+        if (!answer.secret) { throw new Error(answer.error || String(answer)); }
         secret = answer.secret;
         return secret;
       });
     }
+    // The secret page says what went wrong (an unreadable secret, no permission) in words.
+    function secretPage() { window.location.href = reveal.href; }
 
     reveal.addEventListener("click", function (event) {
       event.preventDefault();
@@ -138,7 +156,7 @@
         code.textContent = value;
         code.dataset.revealed = "1";
         reveal.textContent = field.dataset.hide;
-      });
+      }).catch(secretPage);
     });
 
     copy.hidden = false;
@@ -149,7 +167,7 @@
       }).then(function () {
         copy.textContent = field.dataset.copied;
         setTimeout(function () { copy.textContent = field.dataset.copy; }, 2000);
-      });
+      }, secretPage);
     });
   }
 
