@@ -78,6 +78,30 @@ def test_the_preview_explains_what_is_wrong(school):
     )
 
 
+def test_a_body_nested_deeper_than_json_can_be_read_is_a_clear_error_too(school):
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(ValidationError) as raised:
+        subscription_body_preview(
+            body_template=deep, content_type="json", event_type="course.created", school=school
+        )
+    with pytest.raises(ValidationError) as saving:
+        subscription_create(
+            school=school,
+            name="Deep",
+            url="https://lms.example.org/hooks",
+            topics=["course.created"],
+            body_template=deep,
+        )
+
+    assert raised.value.message_dict["body_template"] == [
+        "the body is nested too deeply to be read as JSON"
+    ]
+    assert saving.value.message_dict["body_template"] == [
+        "With the sample payload of course.created: the body is nested too deeply to be read "
+        "as JSON"
+    ]
+
+
 def test_rotating_the_encryption_key_re_encrypts_every_secret(school, settings):
     subscription = subscription_create(
         school=school,

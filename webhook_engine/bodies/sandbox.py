@@ -250,6 +250,7 @@ JSON_INVALID = gettext_noop(
 XML_INVALID = gettext_noop(
     "the body is not valid XML: %(error)s at line %(line)s column %(column)s%(quote)s"
 )
+JSON_TOO_DEEP = gettext_noop("the body is nested too deeply to be read as JSON")
 
 
 def body_output_check(output: str, content_type: str) -> None:
@@ -257,6 +258,9 @@ def body_output_check(output: str, content_type: str) -> None:
     if content_type == "json":
         try:
             json.loads(output)
+        except RecursionError:
+            # Python's parser gives up on deep nesting; no receiver would read it either.
+            raise BodyTemplateError(JSON_TOO_DEEP, {}) from None
         except json.JSONDecodeError as exc:
             raise BodyTemplateError(
                 JSON_INVALID,
