@@ -43,3 +43,7 @@ from webhooks_project.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Each test starts with an empty cache (tests/conftest.py clears it): never a shared server's.
 CACHES["default"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # noqa: F405
+# Nothing is collected for the suite: static files are looked up per request (from the apps when
+# DEBUG is on), not indexed at start-up from a DJANGO_STATIC_ROOT that does not exist.
+# tests/test_deploy_check.py collects them and serves them as a deployment does.
+WHITENOISE_AUTOREFRESH = True

@@ -1,4 +1,5 @@
-"""The production environment the README's Deploy section gives passes `check --deploy`."""
+"""The production environment the README's Deploy section gives passes `check --deploy`, and
+its web processes serve the admin's static files."""
 
 import os
 import re
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.test import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -75,3 +78,24 @@ def test_check_deploy_warns_when_the_limits_would_be_counted_per_process():
     assert result.returncode == 1
     assert sorted(set(re.findall(r"\w+\.W\d+", result.stderr))) == ["webhooks.W001"]
     assert "Set DJANGO_CACHE_URL to a Redis database" in result.stderr
+
+
+def test_the_web_processes_serve_the_collected_static_files(settings, tmp_path):
+    """With DEBUG off, as deployed: after ``collectstatic`` the admin's CSS and JavaScript are
+    served under /static/, compressed for browsers that accept it, with caching headers."""
+    settings.DEBUG = False
+    settings.WHITENOISE_AUTOREFRESH = False  # indexed once at start-up, as deployed
+    settings.STATIC_ROOT = tmp_path / "static"
+    call_command("collectstatic", interactive=False, verbosity=0)
+    client = Client()  # a new handler: its middleware reads the collected files
+
+    css = client.get("/static/admin/css/base.css")
+    script = client.get(
+        "/static/subscriptions/webhook_form.js", headers={"accept-encoding": "gzip"}
+    )
+
+    assert (css.status_code, css["Content-Type"]) == (200, 'text/css; charset="utf-8"')
+    assert "max-age" in css["Cache-Control"]
+    assert b"".join(css.streaming_content).startswith(b"/*")
+    assert (script.status_code, script["Content-Encoding"]) == (200, "gzip")
+    assert client.get("/static/admin/css/nothing-here.css").status_code == 404

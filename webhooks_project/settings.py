@@ -121,6 +121,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and JavaScript (``collectstatic`` into DJANGO_STATIC_ROOT), served by the
+    # web processes themselves, compressed and with caching headers: no web server in front.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # Oversized bodies (413) and parameters that cannot be stored (400), before anything else.
     "common.middleware.RequestInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -218,6 +221,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(WEBHOOKS_DATA_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # collectstatic also writes a gzip copy of each file, which WhiteNoise sends to browsers
+    # that accept it.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 LOGIN_URL = "admin:login"
 
