@@ -47,7 +47,9 @@ class Command(BaseCommand):
                 topics=["course.*"],
                 content_type="xml",
                 body_template=PRESETS["braincert"]["xml"],
-                sign_ed25519=True,
+                # Also signed with Ed25519 (v1a) where a key is configured: always in
+                # development, in production only with WEBHOOKS_ED25519_KEYS.
+                sign_ed25519=bool(settings.WEBHOOKS_ED25519_KEYS),
             )
             # Speaks as Edusign: Edusign's body, headers and x-edusign-hmac.
             self._subscription(
