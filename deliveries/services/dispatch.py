@@ -263,8 +263,6 @@ class Dispatcher:
             logger.exception("Taking up deliveries waiting for %d webhooks failed", len(freed))
             self._slots_give(extra)
             return 0
-        if outcome.retry_at is not None and outcome.waiting:
-            claims_followup(outcome.waiting, outcome)
         # The finished attempts' slots (and their count in flight) pass to these, then the
         # extra ones, which count as more in flight; what the take-up left of those goes back.
         used = max(0, len(outcome.claims) - passed)
@@ -273,6 +271,15 @@ class Dispatcher:
             self._in_flight += used
         for claim in outcome.claims:
             self._submit_one(claim)
+        if outcome.retry_at is not None and outcome.waiting:
+            try:
+                claims_followup(outcome.waiting, outcome)
+            except Exception:
+                # Only a message for when the rate allows more; without it they wait for the
+                # attempts in flight or the sweeper. What was claimed is on its way regardless.
+                logger.exception(
+                    "Could not schedule %d rate-limited deliveries", len(outcome.waiting)
+                )
         return len(outcome.claims) - used
 
     def _slots_take_now(self, wanted: int) -> int:

@@ -189,3 +189,43 @@ def test_after_a_catch_up_what_waited_behind_it_goes_at_the_webhooks_concurrency
     assert overlapping == 3
     assert Subscription.objects.get(pk=webhook.pk).catching_up_since is None
     assert engine._slots_take_now(engine.slots + 1) == engine.slots
+
+
+def test_what_a_take_up_claimed_is_sent_even_if_its_follow_up_fails(
+    school, receiver, engine, monkeypatch
+):
+    """The take-up after an attempt leaves rate-limited deliveries a message for later; if
+    that fails (the broker gone), what it claimed is still sent and every slot comes back."""
+    receiver.script("/hook", default=Reply(status=200))
+    SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=1)
+    ids = []
+    for number in range(2):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    Delivery.objects.filter(pk__in=ids).update(enqueued_at=None)
+    real_take_up = dispatch_module.deliveries_claim_waiting
+
+    def take_up_leaving_some_for_later(**kwargs):
+        outcome = real_take_up(**kwargs)
+        outcome.waiting, outcome.retry_at = ["left-for-later"], timezone.now()
+        return outcome
+
+    real_follow_up = dispatch_module.claims_followup
+
+    def broker_gone_for_the_take_up(ids, outcome):
+        if ids == ["left-for-later"]:
+            raise ConnectionError("the broker is unreachable")
+        real_follow_up(ids, outcome)
+
+    monkeypatch.setattr(dispatch_module, "deliveries_claim_waiting", take_up_leaving_some_for_later)
+    monkeypatch.setattr(dispatch_module, "claims_followup", broker_gone_for_the_take_up)
+
+    assert engine.dispatch(ids[:1]) == 1
+    receiver.wait_for(2, path="/hook", timeout=10)
+    assert engine.drain(timeout=10)
+
+    delivered = Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED)
+    assert delivered.count() == 2
+    assert engine._slots_take_now(engine.slots + 1) == engine.slots
