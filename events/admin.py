@@ -16,8 +16,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
+from common.forms import NestingSafeJSONField
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
-from webhook_engine.inputs import MAX_JSON_DEPTH, json_problems
+from webhook_engine.inputs import json_problems
 from webhook_engine.vendors import SEED_EVENT_NAMES
 
 from .models import Event, EventType, ScheduledEvent
@@ -36,32 +37,19 @@ def description_html(text: str) -> SafeString:
     return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped above
 
 
-class CatalogJSONField(forms.JSONField):
+class CatalogJSONField(NestingSafeJSONField):
     """JSON the catalog can store: an empty box is ``{}`` (the columns hold no null); nesting
     Python's parser gives up on, text and numbers ``jsonb`` refuses are form errors, not a
     database error."""
 
     def to_python(self, value: Any) -> Any:
-        try:
-            parsed = super().to_python(value)
-        except RecursionError:
-            raise ValidationError(
-                _("The JSON is nested more than %(limit)s levels deep.")
-                % {"limit": MAX_JSON_DEPTH},
-                code="invalid",
-            ) from None
+        parsed = super().to_python(value)
         if parsed is None:
             return {}
         problems = json_problems(parsed, path="data")
         if problems:
             raise ValidationError([message for _path, message in problems], code="invalid")
         return parsed
-
-    def bound_data(self, data: Any, initial: Any) -> Any:
-        try:
-            return super().bound_data(data, initial)
-        except RecursionError:
-            return forms.fields.InvalidJSONInput(data)
 
 
 class EventTypeForm(forms.ModelForm):

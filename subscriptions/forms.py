@@ -20,9 +20,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from common.filters import BoundedDateTimeField
+from common.forms import NestingSafeJSONField
 from events.models import EventType
 from webhook_engine.bodies import PRESETS
-from webhook_engine.inputs import MAX_JSON_DEPTH
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, Profile, Subscription
 from .services import subscription_topics_errors, subscription_validate
@@ -217,7 +217,7 @@ class BodyTemplateWidget(forms.Textarea):
         return context
 
 
-class PayloadFilterField(forms.JSONField):
+class PayloadFilterField(NestingSafeJSONField):
     """A payload filter as JSON to read: a condition per line with its keys as written (field,
     op, value; the database keeps an object's keys in its own order), groups indented."""
 
@@ -225,24 +225,6 @@ class PayloadFilterField(forms.JSONField):
         if isinstance(value, forms.fields.InvalidJSONInput) or value is None:
             return super().prepare_value(value)
         return _filter_shown(value, 0)
-
-    # Python's parser gives up on deep nesting with RecursionError, which JSONField does not
-    # catch: refused as the API's parser refuses it, and shown back as typed.
-    def to_python(self, value: Any) -> Any:
-        try:
-            return super().to_python(value)
-        except RecursionError:
-            raise ValidationError(
-                _("The JSON is nested more than %(limit)s levels deep.")
-                % {"limit": MAX_JSON_DEPTH},
-                code="invalid",
-            ) from None
-
-    def bound_data(self, data: Any, initial: Any) -> Any:
-        try:
-            return super().bound_data(data, initial)
-        except RecursionError:
-            return forms.fields.InvalidJSONInput(data)
 
 
 _CONDITION_KEYS = ("field", "op", "value")
