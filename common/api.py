@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -209,6 +209,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
         unavailable["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return unavailable
+    if isinstance(exc, Http404):
+        # Django's text names the model ("No Subscription matches the given query."), in
+        # English: the API's own words, the same for every resource it does not find.
+        exc = exceptions.NotFound(_("Not found."))
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)

@@ -241,3 +241,18 @@ def test_a_page_that_does_not_exist_says_so_in_the_browsers_language():
     assert "<h1>Nicht gefunden (404)</h1>" in page.content.decode()
     assert api.status_code == 404
     assert api.json() == {"detail": "Introuvable."}
+
+
+@pytest.mark.django_db
+def test_a_webhook_or_delivery_the_api_does_not_find_is_not_found_in_the_readers_language(
+    school_key,
+):
+    missing = "00000000-0000-4000-8000-000000000000"
+    french = _api(school_key, "fr")
+    german = _api(school_key, "de")
+
+    webhook = french.get(f"/api/v1/subscriptions/{missing}/")
+    delivery = german.get(f"/api/v1/deliveries/{missing}/")
+
+    assert (webhook.status_code, webhook.json()) == (404, {"detail": "Introuvable."})
+    assert (delivery.status_code, delivery.json()) == (404, {"detail": "Nicht gefunden."})
