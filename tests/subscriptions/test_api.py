@@ -196,19 +196,25 @@ def test_a_rename_to_a_name_another_request_takes_meanwhile_is_a_400(api, school
     assert Subscription.objects.get(pk=created["id"]).name == "CRM"
 
 
+def _deleted_before(monkeypatch, service: str, webhook_id: str) -> None:
+    """The view's ``service`` runs after another request deleted the webhook (which this one
+    had already looked up)."""
+    real = getattr(subscriptions_views, service)
+
+    def deleted_first(**kwargs):
+        Subscription.objects.filter(pk=webhook_id).delete()
+        return real(**kwargs)
+
+    monkeypatch.setattr(subscriptions_views, service, deleted_first)
+
+
 @pytest.mark.parametrize("method", ["put", "patch"])
 def test_an_update_of_a_webhook_deleted_since_it_was_looked_up_is_a_404(
     api, school, monkeypatch, method
 ):
     # Given a webhook that another request deletes right after this one looked it up
     created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
-    update = subscriptions_views.subscription_update
-
-    def deleted_first(*, subscription, **kwargs):
-        Subscription.objects.filter(pk=subscription.pk).delete()
-        return update(subscription=subscription, **kwargs)
-
-    monkeypatch.setattr(subscriptions_views, "subscription_update", deleted_first)
+    _deleted_before(monkeypatch, "subscription_update", created["id"])
 
     # When this request changes it
     response = getattr(api, method)(
@@ -264,13 +270,7 @@ def test_an_action_on_a_webhook_deleted_since_it_was_looked_up_is_a_404(
     # one looked it up
     created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
     event_publish(school=school, type="course.created", data={"course": {"id": "c-1"}})
-    act = getattr(subscriptions_views, service)
-
-    def deleted_first(**kwargs):
-        Subscription.objects.filter(pk=created["id"]).delete()
-        return act(**kwargs)
-
-    monkeypatch.setattr(subscriptions_views, service, deleted_first)
+    _deleted_before(monkeypatch, service, created["id"])
 
     # When this request acts on it
     response = api.post(f"/api/v1/subscriptions/{created['id']}/{path}", body, format="json")
@@ -333,13 +333,7 @@ def test_send_test_to_a_webhook_deleted_since_it_was_looked_up_is_a_404(
 ):
     # Given a webhook that another request deletes right after Send Test looked it up
     created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
-    send = subscriptions_views.delivery_test_send
-
-    def deleted_first(*, subscription, **kwargs):
-        Subscription.objects.filter(pk=subscription.pk).delete()
-        return send(subscription=subscription, **kwargs)
-
-    monkeypatch.setattr(subscriptions_views, "delivery_test_send", deleted_first)
+    _deleted_before(monkeypatch, "delivery_test_send", created["id"])
 
     # When the test is sent
     response = api.post(
