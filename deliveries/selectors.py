@@ -106,6 +106,17 @@ SELECT min(next_attempt_at), count(*) FROM messaged
 """
 
 
+def webhooks_held_by_circuit() -> QuerySet[EndpointState, Any]:
+    """The webhooks whose circuit is open or probing, as a subquery of ids: their deliveries
+    wait for the probe. Disabled ones aside: their deliveries are refused without a request,
+    whatever the circuit, so it holds none of them back."""
+    return (
+        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
+        .filter(subscription__is_active=True)
+        .values("pk")
+    )
+
+
 # Why a delivery waits without a message, first reason first (``deliveries_waiting``).
 WAITING_REASONS = ("paused", "disabled", "circuit_open", "catching_up", "scheduled", "limit")
 

@@ -37,7 +37,8 @@ from audit.services import Actor, audit_record
 from common.transactions import after_commit
 from subscriptions.models import Subscription
 
-from ..models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
+from ..models import AttemptTrigger, Delivery, DeliveryStatus
+from ..selectors import webhooks_held_by_circuit
 from .fan_out import deliveries_enqueue
 
 logger = logging.getLogger(__name__)
@@ -252,13 +253,9 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
     )
-    # A disabled webhook's deliveries are refused without a request whatever its circuit, and
-    # it gets no probes (redrive._probes_send): its catch-up is driven like any other.
-    broken = (
-        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
-        .filter(subscription__is_active=True)
-        .values("pk")
-    )
+    # A disabled webhook gets no probes (redrive._probes_send): its catch-up is driven like
+    # any other, its deliveries refused without a request.
+    broken = webhooks_held_by_circuit()
     idle = (
         Subscription.objects.filter(catching_up_since__isnull=False)
         .filter(~Exists(in_flight))

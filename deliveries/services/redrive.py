@@ -8,7 +8,6 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -32,7 +31,7 @@ from ..models import (
     EndpointState,
     delivery_state,
 )
-from ..selectors import WEBHOOKS_WAITING_CTE
+from ..selectors import WEBHOOKS_WAITING_CTE, webhooks_held_by_circuit
 from .claim import Claim, attempts_interrupted_record
 from .fan_out import deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
@@ -115,16 +114,6 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     )
 
 
-def _broken() -> QuerySet[EndpointState, Any]:
-    """The webhooks whose circuit is open or probing: their deliveries wait for the probe. A
-    disabled webhook's do not: they are refused without a request, whatever the circuit."""
-    return (
-        EndpointState.objects.exclude(circuit_state=CircuitState.CLOSED)
-        .filter(subscription__is_active=True)
-        .values("pk")
-    )
-
-
 def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[uuid.UUID]:
     """Due deliveries whose message went out before ``stale`` and that no worker holds (a
     broker that lost its queue, a worker killed with messages in hand or mid-attempt), oldest
@@ -147,7 +136,7 @@ def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[
         .exclude(
             # "Send now" goes whatever the pause or the circuit: its lost message too.
             Q(next_trigger=AttemptTrigger.AUTOMATIC)
-            & (Q(subscription_id__in=_broken()) | Q(subscription_id__in=paused))
+            & (Q(subscription_id__in=webhooks_held_by_circuit()) | Q(subscription_id__in=paused))
         )
         .order_by("enqueued_at")
         .values_list("id", flat=True)[:limit]
@@ -184,7 +173,7 @@ def _waiting_unattended(*, now: dt.datetime, limit: int) -> list[uuid.UUID]:
         )
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .exclude(Exists(in_flight))
-        .exclude(subscription_id__in=_broken())
+        .exclude(subscription_id__in=webhooks_held_by_circuit())
         .filter(subscription__paused_at__isnull=True, subscription__catching_up_since__isnull=True)
         .order_by("next_attempt_at", "id")
         .values_list("id", "subscription_id", "subscription__max_concurrency")
