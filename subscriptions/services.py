@@ -417,7 +417,8 @@ def subscription_save(
     school has (also when it took the name while this one was being checked), a topic that
     matches no event type, a destination that is not allowed or does not resolve, a reserved or
     malformed custom header, or a body template that fails for the sample payload of a selected
-    event type.
+    event type. Raises ``Subscription.DoesNotExist`` for a change to a webhook that was deleted
+    meanwhile (nothing is written).
 
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
@@ -426,7 +427,15 @@ def subscription_save(
     password_given = bool(basic_auth_password)
     subscription_validate(subscription, password_given=password_given)
     created = subscription._state.adding
-    before = {} if created else _audited_fields(Subscription.objects.get(pk=subscription.pk))
+    # Locked: a webhook another request deletes meanwhile raises DoesNotExist here rather than
+    # being written back (an update of no row becomes an insert) without its signing secrets.
+    before = (
+        {}
+        if created
+        else _audited_fields(
+            Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
+        )
+    )
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
         subscription.basic_auth_password_encrypted = ""

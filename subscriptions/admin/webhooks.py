@@ -19,6 +19,7 @@ from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
@@ -320,7 +321,23 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     ) -> Any:
         if request.method == "POST" and "_send_test" in request.POST:
             return self._send_test_settings_view(request, object_id, form_url, extra_context)
-        return super().changeform_view(request, object_id, form_url, extra_context)
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, Subscription.DoesNotExist):
+            if request.method != "POST":
+                raise
+        # Another request changed what this form's checks saw (took the name, deleted the
+        # webhook) before the save, which refused and wrote nothing: the page again, whose
+        # checks now see the change and say so.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except Subscription.DoesNotExist as exc:
+            raise Http404("This webhook no longer exists.") from exc
+        except ValidationError as exc:
+            # Changed again between those checks and that save: what was typed is lost.
+            for message in exc.messages:
+                self.message_user(request, message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def _new_secret(self, request: HttpRequest) -> str:
         """The signing secret of the webhook being added: made for its first Send Test, kept
@@ -475,13 +492,17 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         if change and "is_active" in form.changed_data and obj.is_active:
             # Turned back on: forget why it was off and its failure streak.
             obj.disabled_reason, obj.disabled_at, obj.failing_since = "", None, None
-        pending = None if change else request.session.pop(_NEW_SECRET_KEY, None)
+        pending = None if change else request.session.get(_NEW_SECRET_KEY)
         subscription_save(
             subscription=obj,
             basic_auth_password=form.cleaned_data.get("basic_auth_password"),
             actor=actor_user(request.user),
             signing_secret=secret_decrypt(pending) if pending else None,
         )
+        if pending:
+            # Only once saved: a save refused at the last moment keeps the secret that Send Test
+            # already used for the page shown again.
+            del request.session[_NEW_SECRET_KEY]
 
     def get_deleted_objects(
         self, objs: Any, request: HttpRequest

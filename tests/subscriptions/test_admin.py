@@ -1,10 +1,13 @@
 import datetime as dt
 import json
+import threading
 import zoneinfo
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from subscriptions.admin import webhooks as webhooks_admin
 from subscriptions.crypto import secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current, subscription_custom_headers
@@ -414,3 +417,64 @@ def test_a_webhooks_page_shows_its_chart_its_recent_deliveries_and_its_audit_tra
     trail = lower[lower.index('class="audit-entries"') :]
     assert "grace" in trail
     assert "Signing secret rotated" in trail
+
+
+def _saved_after(monkeypatch, meanwhile) -> None:
+    """The admin's save runs after another request did ``meanwhile`` (once, committed on its own
+    connection), past the checks this request's form already passed."""
+    real = webhooks_admin.subscription_save
+    calls = []
+
+    def other_request() -> None:
+        try:
+            meanwhile()
+        finally:
+            connection.close()
+
+    def other_request_first(**kwargs):
+        if not calls:
+            calls.append(1)
+            thread = threading.Thread(target=other_request)
+            thread.start()
+            thread.join()
+        return real(**kwargs)
+
+    monkeypatch.setattr(webhooks_admin, "subscription_save", other_request_first)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_name_another_admin_takes_meanwhile_is_a_form_error(
+    client, school, school_admin, monkeypatch
+):
+    # Given another admin who adds a webhook named "CRM" while this one's form is being saved
+    client.force_login(school_admin)
+    _saved_after(monkeypatch, lambda: SubscriptionFactory(school=school, name="CRM"))
+
+    # When this admin saves a new webhook with that name
+    response = client.post("/admin/subscriptions/subscription/add/", {**FORM, "school": school.pk})
+
+    # Then the page comes back with the name refused and what was typed kept; nothing is added
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "__all__": ["Webhook with this School and Name already exists."]
+    }
+    assert 'name="url" value="https://crm.example.org/hooks"' in response.content.decode()
+    assert Subscription.objects.filter(school=school, name="CRM").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_webhook_another_admin_deleted_meanwhile_is_a_404(
+    client, school, school_admin, monkeypatch
+):
+    # Given a webhook another admin deletes while this one's change is being saved
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM")
+    _saved_after(monkeypatch, lambda: Subscription.objects.filter(pk=webhook.pk).delete())
+    page = f"/admin/subscriptions/subscription/{webhook.pk}/change/"
+
+    # When this admin saves it
+    response = client.post(page, {**FORM, "school": school.pk, "name": "CRM 2"})
+
+    # Then the answer is the one its page now gives, and the webhook is not brought back
+    assert response.status_code == client.get(page).status_code == 404
+    assert not Subscription.objects.filter(pk=webhook.pk).exists()
