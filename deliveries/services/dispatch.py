@@ -37,6 +37,7 @@ from .attempts import claims_followup
 from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
 from .record import (
     CircuitChanges,
+    RecordProgress,
     deliveries_record,
     receivers_gone_disable,
     shares_widen,
@@ -206,11 +207,16 @@ class Dispatcher:
             settings.WEBHOOKS_TIMEOUT_SECONDS + settings.WEBHOOKS_LEASE_SECONDS
         )
         pause = 0.2
+        progress = RecordProgress()  # what is written is not written again by a retry
         while True:
             try:
                 circuits = CircuitChanges()
                 deliveries_record(
-                    claims=claims, results=results, pull_waiting=False, circuits=circuits
+                    claims=claims,
+                    results=results,
+                    pull_waiting=False,
+                    circuits=circuits,
+                    progress=progress,
                 )
                 receivers_gone_disable(claims, results)
                 return self._continue(claims, circuits)

@@ -96,6 +96,7 @@ def deliveries_record(
     results: list[TransportResult],
     pull_waiting: bool = True,
     circuits: CircuitChanges | None = None,
+    progress: RecordProgress | None = None,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -108,7 +109,12 @@ def deliveries_record(
     slots as finished here; a caller that takes them up itself (the dispatcher) passes False,
     and ``circuits``, which gets the webhooks whose circuit is open after this batch (their
     waiting deliveries wait for the probe) and those an answer closed.
+
+    A caller that tries again after the connection was lost (the dispatcher) passes the same
+    ``progress`` each time: the steps that were written are not written again (the results
+    would read as attempts whose lease ran out, and the failures would count twice).
     """
+    progress = progress or RecordProgress()
     now = timezone.now()
     attempts: list[DeliveryAttempt] = []
     soon: list[tuple[uuid.UUID, float]] = []
@@ -147,33 +153,56 @@ def deliveries_record(
 
     # Webhooks that answered and looked closed and clean at claim time: the statement that
     # writes the results also reads whether their circuit moved since (``_circuits_update``).
-    clean = _circuit_outcomes(claims, results).clean
-    dirty: set[uuid.UUID] | None = None
-    try:
-        owned, dirty = _results_write(claims, attempts, now, clean)
-    except (OperationalError, InterfaceError):
-        raise  # the database is unreachable, not refusing a row: the caller retries the batch
-    except DatabaseError:
-        # One row the database refuses must not lose the others' results (their leases would
-        # run out and they would be sent again): write them one by one.
-        logger.exception("Recording %d attempts at once failed; recording one by one", len(claims))
-        owned = set()
-        for claim, attempt in zip(claims, attempts, strict=True):
-            owned |= _result_write_alone(claim, attempt, now)
-    for countdown, delivery_ids in _by_countdown(soon, owned).items():
-        after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
-    changes = _circuits_update(claims, results, now, dirty=dirty)
+    if progress.written is None:
+        clean = _circuit_outcomes(claims, results).clean
+        dirty: set[uuid.UUID] | None = None
+        try:
+            owned, dirty = _results_write(claims, attempts, now, clean)
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable, not refusing a row: the caller retries
+        except DatabaseError:
+            # One row the database refuses must not lose the others' results (their leases
+            # would run out and they would be sent again): write them one by one.
+            logger.exception(
+                "Recording %d attempts at once failed; recording one by one", len(claims)
+            )
+            owned = set()
+            for claim, attempt in zip(claims, attempts, strict=True):
+                owned |= _result_write_alone(claim, attempt, now)
+        progress.written = (owned, dirty)
+        for countdown, delivery_ids in _by_countdown(soon, owned).items():
+            after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
+    owned, dirty = progress.written
+    if progress.changes is None:
+        progress.changes = _circuits_update(claims, results, now, dirty=dirty)
+    changes = progress.changes
     if circuits is not None:
         circuits.opened |= changes.opened
         circuits.closed |= changes.closed
     if pull_waiting:
         _waiting_pull(claims, owned, changes, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
-    if lost:
+    if lost and not progress.late_written:
         _late_attempts_record(lost)
-    # Metrics and the per-attempt log lines: the one place they are taken (deliveries/metrics.py).
-    attempts_observe(attempts)
+        progress.late_written = True
+    if not progress.observed:
+        # Metrics and the per-attempt log lines: the one place they are taken
+        # (deliveries/metrics.py).
+        attempts_observe(attempts)
+        progress.observed = True
     return attempts
+
+
+@dataclass
+class RecordProgress:
+    """What ``deliveries_record`` has written of one batch, across the caller's tries."""
+
+    # The deliveries whose lease was still ours, and the webhooks whose circuit moved since
+    # their claim (None: not read).
+    written: tuple[set[uuid.UUID], set[uuid.UUID] | None] | None = None
+    changes: CircuitChanges | None = None  # the circuits' counts were updated
+    late_written: bool = False
+    observed: bool = False
 
 
 def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:

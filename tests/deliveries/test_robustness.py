@@ -6,13 +6,20 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.models import (
+    AttemptTrigger,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EndpointState,
+)
 from deliveries.services import (
     deliveries_sweep,
     delivery_attempt,
     delivery_retrigger,
     event_fan_out,
     events_fan_out_waiting,
+    record,
 )
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.dispatch import _Result, dispatcher
@@ -325,3 +332,46 @@ def test_a_webhook_deleted_mid_attempt_does_not_fail_the_recording_of_the_others
 
     assert Subscription.objects.get(pk=gone.pk).is_active is False
     assert Delivery.objects.get(subscription=gone).status == DeliveryStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lost_in", ["_circuits_update", "_late_attempts_record"])
+def test_a_connection_lost_after_the_results_are_written_does_not_count_them_twice(
+    school, monkeypatch, caplog, lost_in
+):
+    """The recorder writes the results, then loses its connection (a database restart) before
+    the circuit's count or the rest; trying again must not write or count them a second time,
+    nor call attempts it made itself late."""
+    subscription = SubscriptionFactory(school=school, url="http://127.0.0.1:9/x", topics=["*"])
+    events = [
+        event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
+        for n in range(2)
+    ]
+    ids = [str(pk) for event in events for pk in event_fan_out(event_id=event.id)]
+    claims = deliveries_claim(delivery_ids=ids).claims
+    refused = TransportResult(
+        request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+    )
+    real = getattr(record, lost_in)
+    calls = []
+
+    def connection_lost_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            connection_lose()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(record, lost_in, connection_lost_first)
+    if lost_in == "_late_attempts_record":
+        # Reached when an attempt's lease ran out before it was recorded: one of the two.
+        Delivery.objects.filter(pk=ids[0]).update(lease_token=None)
+
+    dispatcher()._record([_Result(claim, refused) for claim in claims])
+
+    assert len(calls) == 2  # lost once, then done
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert state.consecutive_failures == 2
+    assert DeliveryAttempt.objects.filter(delivery__subscription=subscription).count() == 2
+    late = [r.message for r in caplog.records if "after their lease ran out" in r.message]
+    expected = 1 if lost_in == "_late_attempts_record" else 0
+    assert late == ["1 attempts finished after their lease ran out"] * expected
