@@ -402,6 +402,7 @@ def subscription_save(
     basic_auth_password: str | None = None,
     actor: Actor | None = None,
     signing_secret: str | None = None,
+    checked: bool = False,
 ) -> Subscription:
     """Validate and save a new or changed subscription; a new one gets its signing secret.
 
@@ -425,7 +426,8 @@ def subscription_save(
     the fields that changed (a password or header value as "changed", never its value).
     """
     password_given = bool(basic_auth_password)
-    subscription_validate(subscription, password_given=password_given)
+    if not checked:  # ``checked``: the caller just validated these very settings
+        subscription_validate(subscription, password_given=password_given)
     created = subscription._state.adding
     # Locked: a webhook another request deletes meanwhile raises DoesNotExist here rather than
     # being written back (an update of no row becomes an insert) without its signing secrets.
@@ -583,27 +585,61 @@ def subscription_update(
     changed since the caller read it (another update's fields, a pause, a disable) is kept,
     not written back as it was. Raises ``Subscription.DoesNotExist`` when the webhook was
     deleted meanwhile (nothing is written).
+
+    The result is checked before the row is locked: the URL's host name may take seconds to
+    resolve, and the engine writes this row meanwhile (a failure streak, a disable), which
+    must not wait for it. Checked again under the lock only if its settings changed meanwhile.
     """
     _fields_check(fields)
+    draft = Subscription.objects.get(pk=subscription.pk)
+    read = _checked_settings(draft)
+    _fields_apply(draft, fields)
+    subscription_validate(draft, password_given=bool(basic_auth_password))
     with transaction.atomic():
         subscription.refresh_from_db(
             from_queryset=Subscription.objects.select_for_update(of=("self",))
         )
-        for name, value in _fields_normalize(fields).items():
-            setattr(subscription, name, value)
-        if "custom_headers" in fields and "secret_headers" not in fields:
-            # A header left out takes its mark with it; marks are only checked when given.
-            names = {str(name).lower() for name in subscription.custom_headers or {}}
-            subscription.secret_headers = [
-                mark for mark in subscription.secret_headers if str(mark).lower() in names
-            ]
-        if fields.get("is_active"):
-            subscription.disabled_reason = ""
-            subscription.disabled_at = None
-            subscription.failing_since = None
+        unchanged = _checked_settings(subscription) == read
+        _fields_apply(subscription, fields)
+        if unchanged:
+            # The settings just checked, as the checks cleaned them.
+            for name in _CHECKED_FIELDS:
+                setattr(subscription, name, getattr(draft, name))
         return subscription_save(
-            subscription=subscription, basic_auth_password=basic_auth_password, actor=actor
+            subscription=subscription,
+            basic_auth_password=basic_auth_password,
+            actor=actor,
+            checked=unchanged,
         )
+
+
+def _fields_apply(subscription: Subscription, fields: dict[str, Any]) -> None:
+    for name, value in _fields_normalize(fields).items():
+        setattr(subscription, name, value)
+    if "custom_headers" in fields and "secret_headers" not in fields:
+        # A header left out takes its mark with it; marks are only checked when given.
+        names = {str(name).lower() for name in subscription.custom_headers or {}}
+        subscription.secret_headers = [
+            mark for mark in subscription.secret_headers if str(mark).lower() in names
+        ]
+    if fields.get("is_active"):
+        subscription.disabled_reason = ""
+        subscription.disabled_at = None
+        subscription.failing_since = None
+
+
+# What ``subscription_validate`` reads of a webhook, besides the other webhooks' names.
+_CHECKED_FIELDS = (
+    "school_id",
+    *EDITABLE_FIELDS,
+    "url_encrypted",
+    "basic_auth_password_encrypted",
+    "custom_headers_encrypted",
+)
+
+
+def _checked_settings(subscription: Subscription) -> list[Any]:
+    return [getattr(subscription, name) for name in _CHECKED_FIELDS]
 
 
 def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:

@@ -1,5 +1,9 @@
+import socket
+import threading
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection, transaction
 
 from subscriptions.models import Subscription
 from subscriptions.selectors import signing_secret_current
@@ -76,3 +80,73 @@ def test_re_enabling_clears_the_disabled_reason(school):
     subscription.refresh_from_db()
     assert subscription.is_active is True
     assert subscription.disabled_reason == ""
+
+
+def _during_lookup(resolver, monkeypatch, name: str, meanwhile) -> list:
+    """Run ``meanwhile`` on another connection while ``name`` is first resolved; returns what
+    it returned, then "again" for each later lookup of ``name``."""
+    real = resolver.getaddrinfo
+    seen: list = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == name and seen:
+            seen.append("again")
+        elif host == name:
+            result: list = []
+
+            def other_request() -> None:
+                try:
+                    result.append(meanwhile())
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=other_request)
+            thread.start()
+            thread.join(10)
+            seen.append(result[0] if result else None)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_update_does_not_hold_the_webhook_while_its_new_url_resolves(
+    school, resolver, monkeypatch
+):
+    """The engine writes a webhook's row (its failure streak, a disable) while it delivers: a
+    host name that takes seconds to resolve must not keep it waiting."""
+    subscription = SubscriptionFactory(school=school, url="https://crm.example.org/hooks")
+
+    def row_free() -> bool:
+        with transaction.atomic():
+            rows = Subscription.objects.select_for_update(nowait=True).filter(pk=subscription.pk)
+            try:
+                return rows.exists()
+            except DatabaseError:
+                return False
+
+    seen = _during_lookup(resolver, monkeypatch, "new.example.org", row_free)
+
+    subscription_update(subscription=subscription, url="https://new.example.org/hooks")
+
+    assert seen == [True]  # resolved once, the row free meanwhile
+    assert Subscription.objects.get(pk=subscription.pk).url == "https://new.example.org/hooks"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_settings_another_request_changes_meanwhile_are_kept_and_checked_again(
+    school, resolver, monkeypatch
+):
+    subscription = SubscriptionFactory(school=school, url="https://crm.example.org/hooks")
+
+    def renamed() -> int:
+        return Subscription.objects.filter(pk=subscription.pk).update(name="Renamed meanwhile")
+
+    seen = _during_lookup(resolver, monkeypatch, "new.example.org", renamed)
+
+    subscription_update(subscription=subscription, url="https://new.example.org/hooks")
+
+    stored = Subscription.objects.get(pk=subscription.pk)
+    assert (stored.name, stored.url) == ("Renamed meanwhile", "https://new.example.org/hooks")
+    assert seen == [1, "again"]  # checked again under the lock
