@@ -498,6 +498,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             basic_auth_password=form.cleaned_data.get("basic_auth_password"),
             actor=actor_user(request.user),
             signing_secret=secret_decrypt(pending) if pending else None,
+            checked=True,  # by the form, this request (its URL resolved once, not twice)
         )
         if pending:
             # Only once saved: a save refused at the last moment keeps the secret that Send Test

@@ -478,3 +478,13 @@ def test_saving_a_webhook_another_admin_deleted_meanwhile_is_a_404(
     # Then the answer is the one its page now gives, and the webhook is not brought back
     assert response.status_code == client.get(page).status_code == 404
     assert not Subscription.objects.filter(pk=webhook.pk).exists()
+
+
+def test_saving_resolves_the_urls_host_once(admin_client, school, resolver):
+    response = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**FORM, "school": school.pk, "url": "https://once.example.org/hooks"},
+    )
+
+    assert response.status_code == 302
+    assert resolver.lookups.count("once.example.org") == 1
