@@ -176,6 +176,10 @@ def deliveries_record(
     if progress.changes is None:
         progress.changes = _circuits_update(claims, results, now, dirty=dirty)
     changes = progress.changes
+    if not progress.probes_scheduled:
+        for endpoint, probe_at in changes.probes:
+            _probe_schedule(endpoint, probe_at, now)
+        progress.probes_scheduled = True
     if circuits is not None:
         circuits.opened |= changes.opened
         circuits.closed |= changes.closed
@@ -201,6 +205,7 @@ class RecordProgress:
     # their claim (None: not read).
     written: tuple[set[uuid.UUID], set[uuid.UUID] | None] | None = None
     changes: CircuitChanges | None = None  # the circuits' counts were updated
+    probes_scheduled: bool = False
     late_written: bool = False
     observed: bool = False
 
@@ -218,7 +223,6 @@ def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
         logger.info("%d attempts finished after their webhook was deleted", len(lost) - len(late))
     if not late:
         return
-    logger.warning("%d attempts finished after their lease ran out", len(late))
     try:
         with transaction.atomic():
             DeliveryAttempt.objects.bulk_create(
@@ -229,6 +233,9 @@ def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
             )
     except IntegrityError:
         logger.info("Late attempts not recorded: their deliveries were deleted meanwhile")
+        return
+    # Once written: a caller that tries again after a lost connection does not say it twice.
+    logger.warning("%d attempts finished after their lease ran out", len(late))
 
 
 _ATTEMPT_RESULT_FIELDS = [
@@ -523,6 +530,9 @@ class CircuitChanges:
     opened: set[uuid.UUID] = field(default_factory=set)
     # Closed by an answer in the batch.
     closed: set[uuid.UUID] = field(default_factory=set)
+    # Opened (again) by the batch, with the time of their probe: its message is sent once the
+    # counts are written (``_probe_schedule``).
+    probes: list[tuple[uuid.UUID, dt.datetime | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -651,14 +661,12 @@ def _circuits_update(
                 "probe_at",
             ],
         )
-    for endpoint, probe_at in probes:
-        _probe_schedule(endpoint, probe_at, now)
     disabled = {
         claim.delivery.subscription_id
         for claim in claims
         if not claim.delivery.subscription.is_active
     }
-    return CircuitChanges(opened=opened - disabled, closed=closed)
+    return CircuitChanges(opened=opened - disabled, closed=closed, probes=probes)
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:

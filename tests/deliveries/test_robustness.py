@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from deliveries.models import (
     AttemptTrigger,
+    CircuitState,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -335,13 +336,15 @@ def test_a_webhook_deleted_mid_attempt_does_not_fail_the_recording_of_the_others
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("lost_in", ["_circuits_update", "_late_attempts_record"])
+@pytest.mark.parametrize("lost_in", ["_circuits_update", "probe_delivery", "_late_attempts_record"])
 def test_a_connection_lost_after_the_results_are_written_does_not_count_them_twice(
-    school, monkeypatch, caplog, lost_in
+    school, monkeypatch, caplog, settings, lost_in
 ):
     """The recorder writes the results, then loses its connection (a database restart) before
-    the circuit's count or the rest; trying again must not write or count them a second time,
-    nor call attempts it made itself late."""
+    the circuit's count, after it (while it looks for the delivery to probe the circuit the
+    failures opened), or before the late attempts; trying again must not write or count them
+    a second time, nor call attempts it made itself late."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
     subscription = SubscriptionFactory(school=school, url="http://127.0.0.1:9/x", topics=["*"])
     events = [
         event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
@@ -370,7 +373,7 @@ def test_a_connection_lost_after_the_results_are_written_does_not_count_them_twi
 
     assert len(calls) == 2  # lost once, then done
     state = EndpointState.objects.get(pk=subscription.pk)
-    assert state.consecutive_failures == 2
+    assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.OPEN)
     assert DeliveryAttempt.objects.filter(delivery__subscription=subscription).count() == 2
     late = [r.message for r in caplog.records if "after their lease ran out" in r.message]
     expected = 1 if lost_in == "_late_attempts_record" else 0
