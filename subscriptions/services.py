@@ -421,6 +421,10 @@ def subscription_save(
     event type. Raises ``Subscription.DoesNotExist`` for a change to a webhook that was deleted
     meanwhile (nothing is written).
 
+    A change keeps the webhook's state (disabled, failing since, paused, catching up) as the
+    locked row has it, not as the caller read it; turning a disabled webhook back on forgets
+    why it was off and its failure streak.
+
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
     the fields that changed (a password or header value as "changed", never its value).
@@ -429,15 +433,14 @@ def subscription_save(
     if not checked:  # ``checked``: the caller just validated these very settings
         subscription_validate(subscription, password_given=password_given)
     created = subscription._state.adding
-    # Locked: a webhook another request deletes meanwhile raises DoesNotExist here rather than
-    # being written back (an update of no row becomes an insert) without its signing secrets.
-    before = (
-        {}
-        if created
-        else _audited_fields(
-            Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
-        )
-    )
+    before = {}
+    if not created:
+        # Locked: a webhook another request deletes meanwhile raises DoesNotExist here rather
+        # than being written back (an update of no row becomes an insert) without its signing
+        # secrets.
+        current = Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
+        before = _audited_fields(current)
+        _state_keep(subscription, current)
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
         subscription.basic_auth_password_encrypted = ""
@@ -532,6 +535,28 @@ def _custom_headers_store(subscription: Subscription) -> None:
     subscription.custom_headers_encrypted = headers_encrypt(secret)
 
 
+# The webhook's state, which the engine and the pause services own: a save writes it as the
+# locked row has it, never as the caller read it (a form's page may be seconds old by then).
+_STATE_FIELDS = (
+    "disabled_reason",
+    "disabled_at",
+    "failing_since",
+    "paused_at",
+    "resume_at",
+    "catching_up_since",
+)
+
+
+def _state_keep(subscription: Subscription, current: Subscription) -> None:
+    for name in _STATE_FIELDS:
+        setattr(subscription, name, getattr(current, name))
+    if subscription.is_active and not current.is_active:
+        # Turned back on: forget why it was off and its failure streak.
+        subscription.disabled_reason = ""
+        subscription.disabled_at = None
+        subscription.failing_since = None
+
+
 def subscription_create(
     *,
     school: School,
@@ -622,10 +647,6 @@ def _fields_apply(subscription: Subscription, fields: dict[str, Any]) -> None:
         subscription.secret_headers = [
             mark for mark in subscription.secret_headers if str(mark).lower() in names
         ]
-    if fields.get("is_active"):
-        subscription.disabled_reason = ""
-        subscription.disabled_at = None
-        subscription.failing_since = None
 
 
 # What ``subscription_validate`` reads of a webhook, besides the other webhooks' names.

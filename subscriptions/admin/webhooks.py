@@ -489,9 +489,6 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: Any, change: bool) -> None:
-        if change and "is_active" in form.changed_data and obj.is_active:
-            # Turned back on: forget why it was off and its failure streak.
-            obj.disabled_reason, obj.disabled_at, obj.failing_since = "", None, None
         pending = None if change else request.session.get(_NEW_SECRET_KEY)
         subscription_save(
             subscription=obj,

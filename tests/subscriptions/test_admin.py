@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import socket
 import threading
 import zoneinfo
 
@@ -488,3 +489,65 @@ def test_saving_resolves_the_urls_host_once(admin_client, school, resolver):
 
     assert response.status_code == 302
     assert resolver.lookups.count("once.example.org") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_the_form_keeps_the_state_the_engine_wrote_meanwhile(
+    client, school, school_admin, resolver, monkeypatch
+):
+    # Given a webhook whose receiver starts failing, and is paused by another admin, while this
+    # admin's save resolves its new URL
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM")
+    failing, paused = timezone.now() - dt.timedelta(minutes=5), timezone.now()
+    real = resolver.getaddrinfo
+
+    def engine_writes_meanwhile(host, *args, **kwargs):
+        if host == "new.example.org":
+            thread = threading.Thread(
+                target=lambda: (
+                    Subscription.objects.filter(pk=webhook.pk).update(
+                        failing_since=failing, paused_at=paused
+                    ),
+                    connection.close(),
+                )
+            )
+            thread.start()
+            thread.join(10)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", engine_writes_meanwhile)
+
+    # When the admin saves the webhook's page
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+        {**FORM, "school": school.pk, "url": "https://new.example.org/hooks"},
+    )
+
+    # Then the new settings are saved and the state written meanwhile is kept
+    assert response.status_code == 302
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert stored.url == "https://new.example.org/hooks"
+    assert (stored.failing_since, stored.paused_at) == (failing, paused)
+
+
+def test_turning_a_disabled_webhook_back_on_forgets_why_it_was_off(client, school, school_admin):
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(
+        school=school,
+        name="CRM",
+        is_active=False,
+        disabled_at=timezone.now(),
+        disabled_reason="The receiver answered 410 Gone.",
+        failing_since=timezone.now(),
+    )
+
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+        {**FORM, "school": school.pk, "is_active": "on"},
+    )
+
+    assert response.status_code == 302
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert stored.is_active is True
+    assert (stored.disabled_reason, stored.disabled_at, stored.failing_since) == ("", None, None)
