@@ -4,10 +4,13 @@ password included; Send Test sends the settings as they are on the page, saved o
 from __future__ import annotations
 
 import base64
+import threading
 
 import pytest
+from django.db import connection
 
 from deliveries.models import Delivery
+from subscriptions.admin import webhooks as webhooks_admin
 from subscriptions.models import Subscription
 from subscriptions.selectors import signing_secret_current
 from tests.receiver import Reply
@@ -128,3 +131,42 @@ def test_send_test_on_a_webhooks_page_sends_the_edits_not_yet_saved(
     assert subscription.url == receiver.url("/saved")
     test = Delivery.objects.get(is_test=True)
     assert test.attempt_log.get().request_url == receiver.url("/edited")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_refused_at_the_last_moment_keeps_the_secret_send_test_signed_with(
+    client, school, school_admin, receiver, monkeypatch
+):
+    # Given a Send Test from the add page, then another admin taking the name while this one's
+    # save runs: the save is refused
+    receiver.script("/new", default=Reply(status=202))
+    client.force_login(school_admin)
+    form = _form(school, url=receiver.url("/new"))
+    client.post(ADD, {**form, "send_test-event_type": "course.created", "_send_test": "1"})
+    real = webhooks_admin.subscription_save
+
+    def name_taken_first(**kwargs):
+        monkeypatch.setattr(webhooks_admin, "subscription_save", real)
+        thread = threading.Thread(
+            target=lambda: (SubscriptionFactory(school=school, name="CRM"), connection.close())
+        )
+        thread.start()
+        thread.join(10)
+        return real(**kwargs)
+
+    monkeypatch.setattr(webhooks_admin, "subscription_save", name_taken_first)
+    refused = client.post(ADD, form)
+
+    # When the admin saves again under another name
+    saved = client.post(ADD, {**form, "name": "CRM 2"})
+
+    # Then the webhook signs with the secret the test was signed with
+    assert (refused.status_code, saved.status_code) == (200, 302)
+    [request] = receiver.received("/new")
+    secret = signing_secret_current(subscription=Subscription.objects.get(name="CRM 2"))
+    assert request.headers["webhook-signature"] == sign_v1(
+        secret=secret,
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+    )
