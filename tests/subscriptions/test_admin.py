@@ -5,6 +5,7 @@ import threading
 import zoneinfo
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
@@ -551,3 +552,25 @@ def test_turning_a_disabled_webhook_back_on_forgets_why_it_was_off(client, schoo
     stored = Subscription.objects.get(pk=webhook.pk)
     assert stored.is_active is True
     assert (stored.disabled_reason, stored.disabled_at, stored.failing_since) == ("", None, None)
+
+
+def test_a_save_refused_twice_says_why_instead_of_failing(
+    client, school, school_admin, monkeypatch
+):
+    # Given a save that the service refuses even after the page's checks ran again
+    client.force_login(school_admin)
+
+    def refused(**kwargs):
+        raise ValidationError({"url": ["The host name could not be resolved; check the URL."]})
+
+    monkeypatch.setattr(webhooks_admin, "subscription_save", refused)
+
+    # When the admin saves a new webhook
+    response = client.post(
+        "/admin/subscriptions/subscription/add/", {**FORM, "school": school.pk}, follow=True
+    )
+
+    # Then they are back on the page with the reason, and nothing was added
+    assert response.redirect_chain == [("/admin/subscriptions/subscription/add/", 302)]
+    assert "The host name could not be resolved; check the URL." in response.content.decode()
+    assert not Subscription.objects.filter(name="CRM").exists()
