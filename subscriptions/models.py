@@ -65,6 +65,17 @@ EDITABLE_FIELDS = (
     "is_active",
 )
 
+# The webhook's state, which the engine and the pause services own: read-only in the admin and
+# the API, and a save writes it as the row has it (``subscription_save``).
+STATE_FIELDS = (
+    "disabled_reason",
+    "disabled_at",
+    "failing_since",
+    "paused_at",
+    "resume_at",
+    "catching_up_since",
+)
+
 
 class Subscription(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

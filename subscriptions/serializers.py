@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from common.api import DateTimeField, ModelInputSerializer
 
-from .models import EDITABLE_FIELDS, SECRET_MASK, ContentType, Profile, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, STATE_FIELDS, ContentType, Profile, Subscription
 
 
 class CircuitOutput(serializers.Serializer):
@@ -77,12 +77,7 @@ class SubscriptionOutput(serializers.ModelSerializer):
         fields = [
             "id",
             *EDITABLE_FIELDS,
-            "disabled_reason",
-            "disabled_at",
-            "failing_since",
-            "paused_at",
-            "resume_at",
-            "catching_up_since",
+            *STATE_FIELDS,
             "circuit",
             "created_at",
             "updated_at",

@@ -49,7 +49,7 @@ from .crypto import (
     secret_reencrypt,
     url_decrypt,
 )
-from .models import EDITABLE_FIELDS, SECRET_MASK, SigningSecret, Subscription
+from .models import EDITABLE_FIELDS, SECRET_MASK, STATE_FIELDS, SigningSecret, Subscription
 from .selectors import destination_policy, signing_secret_current, signing_secrets_active
 from .topics import is_pattern, topic_matches, topic_pattern_errors
 
@@ -535,20 +535,10 @@ def _custom_headers_store(subscription: Subscription) -> None:
     subscription.custom_headers_encrypted = headers_encrypt(secret)
 
 
-# The webhook's state, which the engine and the pause services own: a save writes it as the
-# locked row has it, never as the caller read it (a form's page may be seconds old by then).
-_STATE_FIELDS = (
-    "disabled_reason",
-    "disabled_at",
-    "failing_since",
-    "paused_at",
-    "resume_at",
-    "catching_up_since",
-)
-
-
 def _state_keep(subscription: Subscription, current: Subscription) -> None:
-    for name in _STATE_FIELDS:
+    """The webhook's state as the locked row has it, never as the caller read it (a form's page
+    may be seconds old by then)."""
+    for name in STATE_FIELDS:
         setattr(subscription, name, getattr(current, name))
     if subscription.is_active and not current.is_active:
         # Turned back on: forget why it was off and its failure streak.

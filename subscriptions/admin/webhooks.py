@@ -50,7 +50,7 @@ from webhook_engine.filters import filter_describe, filter_errors
 
 from ..crypto import secret_decrypt, secret_encrypt
 from ..forms import SendTestForm, SubscriptionForm
-from ..models import EDITABLE_FIELDS, Subscription
+from ..models import EDITABLE_FIELDS, STATE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
     subscription_filter_samples,
@@ -95,12 +95,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         "signing_secret",
         "signing_secret_hidden",
         "state_display",
-        "disabled_reason",
-        "disabled_at",
-        "failing_since",
-        "paused_at",
-        "resume_at",
-        "catching_up_since",
+        *STATE_FIELDS,
         "created_at",
         "updated_at",
         "topics_display",
