@@ -43,6 +43,12 @@ def schools_visible(request: HttpRequest) -> QuerySet[School]:
     return schools if school_ids is None else schools.filter(pk__in=school_ids)
 
 
+def school_id_parse(value: str) -> int | None:
+    """The school id a request parameter gives, or None when it is not one: ASCII digits only
+    (``isdigit()`` alone admits digits ``int()`` refuses, such as "²")."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 class SchoolListFilter(admin.SimpleListFilter):
     """Filter by school, offering only the schools the user may see (and shown only when there
     is a choice to make)."""
@@ -60,10 +66,10 @@ class SchoolListFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        # isdigit() alone admits digits int() refuses ("²"): ASCII digits only.
-        if not (value.isascii() and value.isdigit()):
+        school_id = school_id_parse(value)
+        if school_id is None:
             return queryset.none()
-        return queryset.filter(**{self.model_admin_school_field: int(value)})
+        return queryset.filter(**{self.model_admin_school_field: school_id})
 
     def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
         self.model_admin_school_field = f"{model_admin.school_field}__pk"

@@ -45,6 +45,7 @@ from deliveries.services import (
 from schools.admin_scoping import (
     SchoolScopedAdmin,
     administers,
+    school_id_parse,
     schools_visible,
 )
 
@@ -412,10 +413,10 @@ class WebhookPages(SchoolScopedAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not (self.has_add_permission(request) or self.has_change_permission(request)):
             raise PermissionDenied
-        school_id = request.POST.get("school", "")
-        schools = schools_visible(request)
-        whole = school_id.isascii() and school_id.isdigit()  # int() refuses "²"
-        school = schools.filter(pk=int(school_id)).first() if whole else None
+        school_id = school_id_parse(request.POST.get("school", ""))
+        school = None
+        if school_id is not None:
+            school = schools_visible(request).filter(pk=school_id).first()
         if school is None:
             return JsonResponse({"error": _("Choose the school first.")}, status=400)
         try:
