@@ -253,8 +253,6 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
     )
-    # A disabled webhook gets no probes (redrive._probes_send): its catch-up is driven like
-    # any other, its deliveries refused without a request.
     broken = webhooks_held_by_circuit()
     idle = (
         Subscription.objects.filter(catching_up_since__isnull=False)

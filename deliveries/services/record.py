@@ -153,11 +153,11 @@ def deliveries_record(
 
     # Webhooks that answered and looked closed and clean at claim time: the statement that
     # writes the results also reads whether their circuit moved since (``_circuits_update``).
+    outcomes = _circuit_outcomes(claims, results)
     if progress.written is None:
-        clean = _circuit_outcomes(claims, results).clean
         dirty: set[uuid.UUID] | None = None
         try:
-            owned, dirty = _results_write(claims, attempts, now, clean)
+            owned, dirty = _results_write(claims, attempts, now, outcomes.clean)
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable, not refusing a row: the caller retries
         except DatabaseError:
@@ -174,7 +174,7 @@ def deliveries_record(
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
     owned, dirty = progress.written
     if progress.changes is None:
-        progress.changes = _circuits_update(claims, results, now, dirty=dirty)
+        progress.changes = _circuits_update(claims, results, now, dirty=dirty, outcomes=outcomes)
     changes = progress.changes
     if not progress.probes_scheduled:
         for endpoint, probe_at in changes.probes:
@@ -573,16 +573,18 @@ def _circuits_update(
     now: dt.datetime,
     *,
     dirty: set[uuid.UUID] | None = None,
+    outcomes: _CircuitOutcomes | None = None,
 ) -> CircuitChanges:
     """Count each webhook's network failures in a row and open or close its circuit; return
     what changed (``CircuitChanges``). ``dirty``: those of the webhooks that answered and
-    looked clean at claim time whose circuit is not closed and clean now, if already read.
+    looked clean at claim time whose circuit is not closed and clean now, if already read;
+    ``outcomes``: what ``_circuit_outcomes`` makes of the batch, if already made.
 
     Any answer from the receiver (whatever its status) proves it reachable and closes the
     circuit; timeouts and connection, DNS, TLS and response failures count towards opening
     it. Nothing is written while a webhook stays closed without failures (the usual path).
     """
-    outcomes = _circuit_outcomes(claims, results)
+    outcomes = outcomes or _circuit_outcomes(claims, results)
     answered, trailing, touched = outcomes.answered, outcomes.trailing, list(outcomes.touched)
     if outcomes.clean:
         if dirty is None:
