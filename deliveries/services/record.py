@@ -156,19 +156,28 @@ def deliveries_record(
     outcomes = _circuit_outcomes(claims, results)
     if progress.written is None:
         dirty: set[uuid.UUID] | None = None
+        # A write whose answer was lost with the connection may have committed: what it wrote
+        # is not written again (the leases it cleared would make it read as late).
+        owned = _results_found(claims, attempts) if progress.write_tried else set()
+        todo = [i for i, claim in enumerate(claims) if claim.delivery.pk not in owned]
+        progress.write_tried = True
         try:
-            owned, dirty = _results_write(claims, attempts, now, outcomes.clean)
+            if len(todo) == len(claims):
+                owned, dirty = _results_write(claims, attempts, now, outcomes.clean)
+            elif todo:
+                owned |= _results_write(
+                    [claims[i] for i in todo], [attempts[i] for i in todo], now
+                )[0]
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable, not refusing a row: the caller retries
         except DatabaseError:
             # One row the database refuses must not lose the others' results (their leases
             # would run out and they would be sent again): write them one by one.
             logger.exception(
-                "Recording %d attempts at once failed; recording one by one", len(claims)
+                "Recording %d attempts at once failed; recording one by one", len(todo)
             )
-            owned = set()
-            for claim, attempt in zip(claims, attempts, strict=True):
-                owned |= _result_write_alone(claim, attempt, now)
+            for i in todo:
+                owned |= _result_write_alone(claims[i], attempts[i], now)
         progress.written = (owned, dirty)
         for countdown, delivery_ids in _by_countdown(soon, owned).items():
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
@@ -204,10 +213,30 @@ class RecordProgress:
     # The deliveries whose lease was still ours, and the webhooks whose circuit moved since
     # their claim (None: not read).
     written: tuple[set[uuid.UUID], set[uuid.UUID] | None] | None = None
+    write_tried: bool = False  # a try began writing the results (it may have committed)
     changes: CircuitChanges | None = None  # the circuits' counts were updated
     probes_scheduled: bool = False
     late_written: bool = False
     observed: bool = False
+
+
+def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[uuid.UUID]:
+    """The deliveries whose result is written already, each attempt's id set from its row.
+
+    Only this worker writes an attempt with its claim's number; the one other row that can
+    have it is the "interrupted" entry a new owner writes once the lease ran out.
+    """
+    numbers = {claim.delivery.pk: claim.number for claim in claims}
+    rows = (
+        DeliveryAttempt.objects.filter(delivery_id__in=list(numbers))
+        .exclude(error_kind=ErrorKind.INTERRUPTED)
+        .values_list("delivery_id", "number", "pk")
+    )
+    found = {delivery: pk for delivery, number, pk in rows if numbers[delivery] == number}
+    for attempt in attempts:
+        if attempt.delivery_id in found:
+            attempt.pk = found[attempt.delivery_id]
+    return set(found)
 
 
 def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
@@ -220,7 +249,7 @@ def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
     )
     late = [attempt for attempt in lost if attempt.delivery_id in existing]
     if len(late) < len(lost):
-        logger.info("%d attempts finished after their webhook was deleted", len(lost) - len(late))
+        logger.info(_finished_after(len(lost) - len(late), "webhook was deleted"))
     if not late:
         return
     try:
@@ -235,7 +264,13 @@ def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
         logger.info("Late attempts not recorded: their deliveries were deleted meanwhile")
         return
     # Once written: a caller that tries again after a lost connection does not say it twice.
-    logger.warning("%d attempts finished after their lease ran out", len(late))
+    logger.warning(_finished_after(len(late), "lease ran out"))
+
+
+def _finished_after(count: int, what: str) -> str:
+    if count == 1:
+        return f"1 attempt finished after its {what}"
+    return f"{count} attempts finished after their {what}"
 
 
 _ATTEMPT_RESULT_FIELDS = [

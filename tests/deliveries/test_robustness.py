@@ -375,6 +375,68 @@ def test_a_connection_lost_after_the_results_are_written_does_not_count_them_twi
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.OPEN)
     assert DeliveryAttempt.objects.filter(delivery__subscription=subscription).count() == 2
-    late = [r.message for r in caplog.records if "after their lease ran out" in r.message]
+    late = [r.message for r in caplog.records if "lease ran out" in r.message]
     expected = 1 if lost_in == "_late_attempts_record" else 0
-    assert late == ["1 attempts finished after their lease ran out"] * expected
+    assert late == ["1 attempt finished after its lease ran out"] * expected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("committed", ["all", "the first"])
+def test_results_whose_write_committed_before_the_connection_was_lost_are_not_called_late(
+    school, monkeypatch, caplog, settings, committed
+):
+    """The statement that writes the results commits, then the connection drops before its
+    answer arrives (a database restart at that moment); or, recording one by one, the first
+    result is written and the connection drops. Trying again must see what was written: not
+    write it again or log it as finished after its lease ran out, write the rest, count the
+    failures once, and send the retries due soon their messages rather than leave them to
+    the sweeper."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    down = SubscriptionFactory(school=school, url="http://127.0.0.1:9/down", topics=["*"])
+    busy = SubscriptionFactory(school=school, url="http://127.0.0.1:9/busy", topics=["*"])
+    events = [
+        event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
+        for n in range(2)
+    ]
+    ids = [str(pk) for event in events for pk in event_fan_out(event_id=event.id)]
+    claims = deliveries_claim(delivery_ids=ids).claims
+    outcome = {
+        down.pk: TransportResult(
+            request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+        ),
+        busy.pk: TransportResult(request_headers={}, status=500, error_kind=ErrorKind.HTTP_STATUS),
+    }
+    real = record._results_write
+    writes = []
+
+    def reply_lost_first(claims, attempts, *args, **kwargs):
+        writes.append(len(claims))
+        if len(writes) == 1 and committed == "the first":
+            claims, attempts, args = claims[:1], attempts[:1], args[:1]
+        written = real(claims, attempts, *args, **kwargs)
+        if len(writes) == 1:
+            connection_lose()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")  # the reply that never comes
+        return written
+
+    enqueued = []
+    monkeypatch.setattr(record, "_results_write", reply_lost_first)
+    monkeypatch.setattr(
+        record, "deliveries_enqueue", lambda ids, countdown=None: enqueued.extend(ids)
+    )
+
+    dispatcher()._record(
+        [_Result(claim, outcome[claim.delivery.subscription_id]) for claim in claims]
+    )
+
+    assert writes == ([4] if committed == "all" else [4, 3])  # the rest written on the retry
+    assert [r.message for r in caplog.records if "lease ran out" in r.message] == []
+    attempts = DeliveryAttempt.objects.filter(delivery__school=school)
+    assert sorted(attempts.values_list("delivery__subscription_id", "number")) == sorted(
+        [(down.pk, 1), (down.pk, 1), (busy.pk, 1), (busy.pk, 1)]
+    )
+    state = EndpointState.objects.get(pk=down.pk)
+    assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.OPEN)
+    assert {str(pk) for pk in enqueued} == set(ids)  # the retries (and the circuit's probe)
+    assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.PENDING).count() == 4
