@@ -101,22 +101,25 @@ def subscription_pause(
     return True
 
 
-def subscription_resume(*, subscription: Subscription, actor: Actor | None = None) -> ResumeResult:
+def subscription_resume(
+    *, subscription: Subscription, actor: Actor | None = None, due_by: dt.datetime | None = None
+) -> ResumeResult:
     """Resume a paused webhook: what it held goes out, oldest event first, one at a time.
 
     The held deliveries (due, pending, automatic) are ordered by their events' publication and
     the first gets a message after commit; the webhook is marked catching up (if it held any)
     and its failure streak starts afresh. Idempotent: a webhook that is not paused is left as
-    it is (``resumed`` False). Audited.
+    it is (``resumed`` False). Audited. ``due_by`` (the sweeper): only if its resume time has
+    come by then, as the locked row has it (the school may have moved it meanwhile).
     """
     now = timezone.now()
     with transaction.atomic():
-        paused_at = (
-            Subscription.objects.select_for_update()
-            .filter(pk=subscription.pk, paused_at__isnull=False)
-            .values_list("paused_at", flat=True)
-            .first()
+        locked = Subscription.objects.select_for_update().filter(
+            pk=subscription.pk, paused_at__isnull=False
         )
+        if due_by is not None:
+            locked = locked.filter(resume_at__lte=due_by)
+        paused_at = locked.values_list("paused_at", flat=True).first()
         if paused_at is None:
             return ResumeResult(resumed=False)
         _retry_windows_move(subscription.pk, paused_at=paused_at, now=now)
@@ -230,7 +233,7 @@ def subscriptions_resume_due(*, now: dt.datetime | None = None) -> int:
     )
     resumed = 0
     for subscription in due[:500]:
-        if subscription_resume(subscription=subscription).resumed:
+        if subscription_resume(subscription=subscription, due_by=now).resumed:
             resumed += 1
     return resumed
 
@@ -268,12 +271,41 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
             ended.append(pk)
         elif since is not None and since < stale:
             heads.append(head)
-    if ended:
-        Subscription.objects.filter(pk__in=ended).update(catching_up_since=None)
+    over = _catch_ups_end(ended) if ended else 0
     if heads:
         logger.info("Restarting %d stalled catch-ups", len(heads))
         deliveries_enqueue(heads)
-    return len(heads) + len(ended)
+    return len(heads) + over
+
+
+def _catch_ups_end(candidates: list[uuid.UUID]) -> int:
+    """End the catch-ups among ``candidates`` that are over, checked again under the webhooks'
+    claim locks: a claim may have taken the last held delivery since they were read (it is in
+    flight: the catch-up goes on until it is done), or the webhook paused and resumed again."""
+    from .claim import endpoints_lock  # claim.py imports this module
+
+    with transaction.atomic():
+        endpoints_lock(candidates)
+        now = timezone.now()
+        in_flight = Delivery.objects.filter(
+            subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
+        )
+        rows = (
+            Subscription.objects.filter(pk__in=candidates, catching_up_since__isnull=False)
+            .filter(~Exists(in_flight))
+            .values_list("pk", "catching_up_since")
+        )
+        over = 0
+        for pk, since in rows:
+            if (
+                since is not None
+                and catch_up_head(subscription_id=pk, since=since, now=now) is None
+            ):
+                # Not a catch-up that a pause and resume began since the read.
+                over += Subscription.objects.filter(pk=pk, catching_up_since=since).update(
+                    catching_up_since=None
+                )
+    return over
 
 
 def catch_up_head(

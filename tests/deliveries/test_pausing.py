@@ -27,7 +27,7 @@ from deliveries.services import record as record_module
 from deliveries.services import redrive as redrive_module
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.fan_out import deliveries_insert, delivery_build
-from deliveries.services.pausing import catch_ups_drive
+from deliveries.services.pausing import catch_ups_drive, subscriptions_resume_due
 from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
@@ -465,3 +465,67 @@ def test_a_catch_up_whose_circuit_is_open_is_failed_by_the_sweeper_once_the_webh
     held = Delivery.objects.filter(pk__in=ids)
     assert set(held.values_list("status", flat=True)) == {DeliveryStatus.FAILED}
     assert set(held.values_list("last_error_kind", flat=True)) == {"disabled"}
+
+
+def test_the_sweeper_does_not_resume_a_webhook_whose_pause_was_extended_after_it_read_it_due(
+    school, receiver, monkeypatch
+):
+    """The sweeper reads up to 500 due webhooks, then resumes them one by one. A school that
+    extends its pause meanwhile ("until 09:00" instead of 07:00) was told it is paused until
+    09:00; the sweeper must not resume it anyway."""
+    webhook = _paused_webhook(school, receiver)
+    subscription_pause(
+        subscription=webhook, until=timezone.now() + dt.timedelta(minutes=1), actor=None
+    )
+    _publish(school, 2)
+    Subscription.objects.filter(pk=webhook.pk).update(
+        resume_at=timezone.now() - dt.timedelta(seconds=1)
+    )  # its time has come
+    extended = timezone.now() + dt.timedelta(hours=2)
+    real_resume = pausing_module.subscription_resume
+
+    def resume_after_the_school_extended_the_pause(*, subscription, **kwargs):
+        # The school's request, between the sweeper's read of the due list and this resume.
+        assert subscription_pause(
+            subscription=Subscription.objects.get(pk=subscription.pk), until=extended, actor=None
+        )
+        return real_resume(subscription=subscription, **kwargs)
+
+    monkeypatch.setattr(
+        pausing_module, "subscription_resume", resume_after_the_school_extended_the_pause
+    )
+
+    subscriptions_resume_due()
+
+    webhook.refresh_from_db()
+    assert webhook.paused_at is not None  # still paused, as the school asked
+    assert webhook.resume_at == extended
+
+
+def test_the_sweeper_does_not_end_a_catch_up_whose_last_held_delivery_went_out_meanwhile(
+    school, receiver, monkeypatch
+):
+    """``catch_ups_drive`` reads the idle catch-ups (nothing in flight), then each one's head.
+    A worker that claims the last held delivery between the two must not make the sweeper end
+    the catch-up: the webhook's concurrency would apply again while that delivery is in flight,
+    and a newer event would go side by side with it."""
+    webhook = _paused_webhook(school, receiver, max_concurrency=5)
+    [held] = _publish(school, 1)
+    subscription_resume(subscription=webhook, actor=None)
+    real_head = pausing_module.catch_up_head
+    in_flight = []
+
+    def head_after_a_worker_claimed_it(**kwargs):
+        # A worker takes the resume's message for the head meanwhile.
+        in_flight.extend(deliveries_claim(delivery_ids=[held]).claims)
+        return real_head(**kwargs)
+
+    monkeypatch.setattr(pausing_module, "catch_up_head", head_after_a_worker_claimed_it)
+
+    catch_ups_drive()
+
+    assert [str(claim.delivery.pk) for claim in in_flight] == [held]
+    assert Subscription.objects.get(pk=webhook.pk).catching_up_since is not None
+    # An event published now waits for the held delivery in flight (one at a time).
+    later = _publish(school, 1, start=1)
+    assert deliveries_claim(delivery_ids=later).claims == []
