@@ -158,8 +158,9 @@ def deliveries_record(
         dirty: set[uuid.UUID] | None = None
         # A write whose answer was lost with the connection may have committed: what it wrote
         # is not written again (the leases it cleared would make it read as late).
-        owned = _results_found(claims, attempts) if progress.write_tried else set()
-        todo = [i for i, claim in enumerate(claims) if claim.delivery.pk not in owned]
+        found = _results_found(claims, attempts) if progress.write_tried else set()
+        todo = [i for i in range(len(claims)) if i not in found]
+        owned = {claims[i].delivery.pk for i in found}
         progress.write_tried = True
         try:
             if len(todo) == len(claims):
@@ -182,8 +183,17 @@ def deliveries_record(
         for countdown, delivery_ids in _by_countdown(soon, owned).items():
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
     owned, dirty = progress.written
+    if progress.changes is None and progress.circuits_tried is not None:
+        # The connection was lost at the commit of the circuits' update: if it committed, its
+        # counts are not added a second time.
+        txid, tried = progress.circuits_tried
+        if _transaction_committed(txid):
+            progress.changes = tried
+        progress.circuits_tried = None
     if progress.changes is None:
-        progress.changes = _circuits_update(claims, results, now, dirty=dirty, outcomes=outcomes)
+        progress.changes = _circuits_update(
+            claims, results, now, dirty=dirty, outcomes=outcomes, progress=progress
+        )
     changes = progress.changes
     if not progress.probes_scheduled:
         for endpoint, probe_at in changes.probes:
@@ -215,28 +225,34 @@ class RecordProgress:
     written: tuple[set[uuid.UUID], set[uuid.UUID] | None] | None = None
     write_tried: bool = False  # a try began writing the results (it may have committed)
     changes: CircuitChanges | None = None  # the circuits' counts were updated
+    # The transaction that updates them and what it changes, until it is known to have
+    # committed (PostgreSQL: its commit's answer may be lost with the connection).
+    circuits_tried: tuple[int, CircuitChanges] | None = None
     probes_scheduled: bool = False
     late_written: bool = False
     observed: bool = False
 
 
-def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[uuid.UUID]:
-    """The deliveries whose result is written already, each attempt's id set from its row.
+def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[int]:
+    """The positions of the claims whose result is written already, each of their attempts'
+    id set from its row.
 
     Only this worker writes an attempt with its claim's number; the one other row that can
     have it is the "interrupted" entry a new owner writes once the lease ran out.
     """
-    numbers = {claim.delivery.pk: claim.number for claim in claims}
     rows = (
-        DeliveryAttempt.objects.filter(delivery_id__in=list(numbers))
+        DeliveryAttempt.objects.filter(delivery_id__in={claim.delivery.pk for claim in claims})
         .exclude(error_kind=ErrorKind.INTERRUPTED)
         .values_list("delivery_id", "number", "pk")
     )
-    found = {delivery: pk for delivery, number, pk in rows if numbers[delivery] == number}
-    for attempt in attempts:
-        if attempt.delivery_id in found:
-            attempt.pk = found[attempt.delivery_id]
-    return set(found)
+    written = {(delivery, number): pk for delivery, number, pk in rows}
+    found: set[int] = set()
+    for index, (claim, attempt) in enumerate(zip(claims, attempts, strict=True)):
+        pk = written.get((claim.delivery.pk, claim.number))
+        if pk is not None:
+            attempt.pk = pk
+            found.add(index)
+    return found
 
 
 def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
@@ -502,13 +518,16 @@ def receivers_gone_disable(claims: list[Claim], results: list[TransportResult]) 
     for claim, result in zip(claims, results, strict=True):
         if result.status == 410 and claim.trigger != AttemptTrigger.TEST:
             subscription = claim.delivery.subscription
-            subscription_disable(
-                subscription=subscription,
-                reason=(
-                    f"The receiver answered 410 Gone on {timezone.now():%Y-%m-%d %H:%M} UTC: it "
-                    "no longer accepts these webhooks."
-                ),
-            )
+            try:
+                subscription_disable(
+                    subscription=subscription,
+                    reason=(
+                        f"The receiver answered 410 Gone on {timezone.now():%Y-%m-%d %H:%M} UTC: "
+                        "it no longer accepts these webhooks."
+                    ),
+                )
+            except Subscription.DoesNotExist:
+                continue  # deleted while its attempt was in flight: nothing left to disable
 
 
 def _attempt_build(*, claim: Claim, result: TransportResult) -> DeliveryAttempt:
@@ -609,6 +628,7 @@ def _circuits_update(
     *,
     dirty: set[uuid.UUID] | None = None,
     outcomes: _CircuitOutcomes | None = None,
+    progress: RecordProgress | None = None,
 ) -> CircuitChanges:
     """Count each webhook's network failures in a row and open or close its circuit; return
     what changed (``CircuitChanges``). ``dirty``: those of the webhooks that answered and
@@ -698,12 +718,24 @@ def _circuits_update(
                 "probe_at",
             ],
         )
-    disabled = {
-        claim.delivery.subscription_id
-        for claim in claims
-        if not claim.delivery.subscription.is_active
-    }
-    return CircuitChanges(opened=opened - disabled, closed=closed, probes=probes)
+        disabled = {
+            claim.delivery.subscription_id
+            for claim in claims
+            if not claim.delivery.subscription.is_active
+        }
+        changes = CircuitChanges(opened=opened - disabled, closed=closed, probes=probes)
+        if progress is not None and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT txid_current()")
+                progress.circuits_tried = (cursor.fetchone()[0], changes)
+    return changes
+
+
+def _transaction_committed(txid: int) -> bool:
+    """Whether PostgreSQL transaction ``txid`` (``txid_current()``) committed."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_status(%s)", [txid])
+        return cursor.fetchone()[0] == "committed"
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:

@@ -6,16 +6,21 @@ import json
 import time
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import dispatch as dispatch_module
-from deliveries.services import event_fan_out, subscription_pause, subscription_resume
-from deliveries.services.dispatch import Dispatcher
+from deliveries.services import event_fan_out, record, subscription_pause, subscription_resume
+from deliveries.services.claim import deliveries_claim
+from deliveries.services.dispatch import Dispatcher, _Result
 from events.services import event_publish
 from subscriptions.models import Subscription
+from tests.database import connection_lose
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.errors import ErrorKind
+from webhook_engine.transport import TransportResult
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -229,3 +234,89 @@ def test_what_a_take_up_claimed_is_sent_even_if_its_follow_up_fails(
     delivered = Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED)
     assert delivered.count() == 2
     assert engine._slots_take_now(engine.slots + 1) == engine.slots
+
+
+def _published(school, count):
+    ids = []
+    for number in range(count):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    return ids
+
+
+_REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
+_GONE = TransportResult(request_headers={}, status=410, error_kind=ErrorKind.HTTP_STATUS)
+
+
+def test_a_410_from_a_webhook_deleted_mid_attempt_does_not_stop_the_batchs_410s_and_take_up(
+    school, receiver, engine
+):
+    """One batch: a webhook deleted while its attempt was in flight answered 410, another
+    webhook answered 410 too, and a third (concurrency 1) has a delivery waiting behind the
+    attempt that just finished. The other 410 must still disable its webhook, and the waiting
+    delivery must be taken up, not left to the sweeper."""
+    receiver.script("/busy", default=Reply(status=200))
+    deleted = SubscriptionFactory(school=school, url="http://127.0.0.1:9/deleted", topics=["*"])
+    gone = SubscriptionFactory(school=school, url="http://127.0.0.1:9/gone", topics=["*"])
+    busy = SubscriptionFactory(school=school, url=receiver.url("/busy"), max_concurrency=1)
+    ids = _published(school, 2)
+    by_webhook = {}
+    for delivery in Delivery.objects.filter(pk__in=ids).order_by("created_at"):
+        by_webhook.setdefault(delivery.subscription_id, []).append(str(delivery.pk))
+    order = by_webhook[deleted.pk][:1] + by_webhook[gone.pk][:1] + by_webhook[busy.pk]
+    outcome = deliveries_claim(delivery_ids=order)
+    assert outcome.waiting == by_webhook[busy.pk][1:]  # behind the busy webhook's one slot
+    claims = outcome.claims
+    assert [c.delivery.subscription_id for c in claims] == [deleted.pk, gone.pk, busy.pk]
+    Subscription.objects.filter(pk=deleted.pk).delete()  # while its attempt was in flight
+    results = {
+        deleted.pk: _GONE,
+        gone.pk: _GONE,
+        busy.pk: TransportResult(request_headers={}, status=200),
+    }
+    with engine._lock:
+        engine._in_flight += len(claims)  # in flight here, as dispatch counts them
+    batch = [_Result(claim, results[claim.delivery.subscription_id]) for claim in claims]
+
+    continued = engine._record(batch)
+    engine._done(len(batch) - continued)  # as the recorder thread does
+
+    assert Subscription.objects.get(pk=gone.pk).is_active is False
+    assert continued == 1  # the busy webhook's finished slot went to the one that waited
+    receiver.wait_for(1, path="/busy", timeout=10)
+
+
+def test_failures_are_counted_once_when_the_circuit_updates_commit_reply_is_lost(
+    school, monkeypatch, settings, engine, caplog
+):
+    """The circuit's count commits, then the connection drops before the reply to the COMMIT
+    arrives (a database restart at that moment). The recorder tries again: the two network
+    failures of the batch must count once, not twice."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 5
+    subscription = SubscriptionFactory(school=school, url="http://127.0.0.1:9/x", topics=["*"])
+    claims = deliveries_claim(delivery_ids=_published(school, 2)).claims
+    real = record.endpoints_lock
+    calls = []
+
+    def reply_lost(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+
+            def lose():
+                connection_lose()
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")  # the reply that never comes
+
+            transaction.on_commit(lose)  # after the COMMIT went through
+
+    monkeypatch.setattr(record, "endpoints_lock", reply_lost)
+
+    engine._record([_Result(claim, _REFUSED) for claim in claims])
+
+    assert calls  # the circuits' update ran, and its commit's reply was lost
+    assert "the database is unreachable" in caplog.text  # so the recorder tried again
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.CLOSED)
