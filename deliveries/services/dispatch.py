@@ -155,7 +155,7 @@ class Dispatcher:
         """Free the slot of a claim that will have no result, and stop renewing its lease: it
         runs out and the delivery is sent again (the sweeper)."""
         with self._lock:
-            self._held.pop(claim.delivery.pk, None)
+            self._release(claim)
         self._done(1)
 
     # --- Recording --------------------------------------------------------------------------
@@ -187,8 +187,14 @@ class Dispatcher:
                 continued = 0
             with self._lock:
                 for item in batch:
-                    self._held.pop(item.claim.delivery.pk, None)
+                    self._release(item.claim)
             self._done(len(batch) - continued)
+
+    def _release(self, claim: Claim) -> None:
+        """Stop renewing ``claim``'s lease (under ``_lock``); a later claim of the same
+        delivery in this process (its lease ran out meanwhile) keeps its own."""
+        if self._held.get(claim.delivery.pk) == claim.token:
+            del self._held[claim.delivery.pk]
 
     def _record(self, batch: list[_Result]) -> int:
         """Write a batch of results, retrying while the database is unreachable; then hand the

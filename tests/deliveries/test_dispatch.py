@@ -236,6 +236,41 @@ def test_what_a_take_up_claimed_is_sent_even_if_its_follow_up_fails(
     assert engine._slots_take_now(engine.slots + 1) == engine.slots
 
 
+@pytest.fixture
+def leases_of_a_second(settings):
+    settings.WEBHOOKS_LEASE_SECONDS = 1.2  # renewed every 0.4 s
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 6
+
+
+def test_a_late_result_does_not_stop_the_lease_renewal_of_the_same_deliverys_new_attempt(
+    school, receiver, leases_of_a_second, engine
+):
+    """A delivery's lease ran out mid-attempt and this same process claimed it again (the
+    sweeper's message came here). When the first, late attempt is recorded, the second one is
+    still in flight: its lease must go on being renewed, or it runs out too and the delivery
+    goes a third time, with the webhook's slot counted free while its request is in flight."""
+    receiver.script(
+        "/hook", Reply(status=200, delay_seconds=0.3), Reply(status=200, delay_seconds=3.5)
+    )
+    delivery_id = _delivery(school, receiver.url("/hook"))
+    assert engine.dispatch([delivery_id]) == 1
+    receiver.wait_for(1, path="/hook", timeout=5)
+    # Its lease runs out (the renewer could not reach the database for a while) ...
+    Delivery.objects.filter(pk=delivery_id).update(
+        leased_until=timezone.now() - dt.timedelta(seconds=1)
+    )
+    # ... and the sweeper's message for it reaches this process.
+    assert engine.dispatch([delivery_id]) == 1
+    receiver.wait_for(2, path="/hook", timeout=5)
+    time.sleep(2.0)  # the first attempt is recorded (late); the second is still in flight
+
+    leased_until = Delivery.objects.get(pk=delivery_id).leased_until
+    assert leased_until is not None
+    assert leased_until > timezone.now()  # still held: renewed
+    assert engine.drain(timeout=10)
+    assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.DELIVERED
+
+
 def _published(school, count):
     ids = []
     for number in range(count):
