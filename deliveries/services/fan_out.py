@@ -260,6 +260,11 @@ def _events_fan_out_batch(
         )
         more = len(events) >= limit and event_ids is None
         by_school = subscriptions_active_by_school(school_ids={event.school_id for event in events})
+        # Webhooks an event already has its delivery for: pieces committed before a crash
+        # (``_event_fan_out_in_pieces``), if fewer webhooks match it now. Looked up one event
+        # at a time only (``strict``): a batch that meets such an event fails on the unique
+        # delivery per event and webhook, and its events are then fanned out one by one.
+        made = _deliveries_made([event.pk for event in events]) if strict else {}
         deliveries: list[Delivery] = []
         fanned_out: list[uuid.UUID] = []
         failed: list[uuid.UUID] = []
@@ -272,6 +277,8 @@ def _events_fan_out_batch(
                 matching = subscriptions_receiving(
                     event=event, subscriptions=by_school.get(event.school_id, [])
                 )
+                if event.pk in made:
+                    matching = [sub for sub in matching if sub.pk not in made[event.pk]]
                 if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
                     large.append((event, matching))
                     continue
@@ -300,8 +307,8 @@ def _events_fan_out_batch(
     for event, matching in large:
         try:
             created = _event_fan_out_in_pieces(event, matching, hand_off, dispatched)
-        except SoftTimeLimitExceeded:
-            raise
+        except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
+            raise  # as for a batch: the task is retried, the pieces written are kept
         except Exception:
             logger.exception("Fan-out of event %s failed; it will be tried again", event.id)
             failed.append(event.id)
@@ -362,6 +369,20 @@ def _events_waiting(
     if created_before is not None:
         waiting = waiting.filter(created_at__lt=created_before)
     return list(waiting.order_by("created_at", "id")[:limit])
+
+
+def _deliveries_made(event_ids: list[uuid.UUID]) -> dict[uuid.UUID, set[uuid.UUID]]:
+    """The webhooks each of ``event_ids`` already has its fan-out delivery for (none, unless
+    a fan-out in pieces stopped part-way): one look-up in the one-per-event index."""
+    if not event_ids:
+        return {}
+    made: dict[uuid.UUID, set[uuid.UUID]] = {}
+    rows = Delivery.objects.filter(event_id__in=event_ids, replay_number=0).values_list(
+        "event_id", "subscription_id"
+    )
+    for event_id, subscription_id in rows:
+        made.setdefault(event_id, set()).add(subscription_id)
+    return made
 
 
 # What fan-out reads of an event's school (the rest is loaded if ever touched).

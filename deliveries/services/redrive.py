@@ -249,13 +249,20 @@ def _probes_send(*, now: dt.datetime, limit: int) -> int:
             subscription__is_active=True,  # a disabled one's go without probes
         )
         .order_by("probe_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "probe_at")[:limit]
     )
     probes = []
-    for endpoint in endpoints:
+    idle = dt.timedelta(seconds=settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS)
+    for endpoint, probe_at in endpoints:
         oldest = probe_delivery(endpoint=endpoint, now=now, due=True)
         if oldest is not None:
             probes.append(oldest)
+        else:
+            # Nothing to probe with now (its deliveries ended, or are not due yet): looked at
+            # again after a cooldown, so that such webhooks do not fill every sweep's
+            # ``limit`` and leave those with a backlog without a probe. Unless a claim or a
+            # result moved its probe meanwhile.
+            EndpointState.objects.filter(pk=endpoint, probe_at=probe_at).update(probe_at=now + idle)
     if probes:
         deliveries_enqueue(probes)
     return len(probes)
