@@ -242,6 +242,7 @@ def _waiting_candidates(
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .filter(is_test=False)  # a Send Test is sent by the request that made it
         .order_by("next_attempt_at", "id")
     )
     found: list[tuple[Any, ...]] = []
@@ -260,7 +261,7 @@ _WAITING_SQL = (
     "SELECT d.id, d.subscription_id, d.next_trigger, d.next_attempt_at "
     "FROM deliveries_delivery AS d WHERE d.subscription_id = e.id AND "
     "d.status = 'pending' AND d.enqueued_at IS NULL AND d.next_attempt_at <= %s "
-    "AND (d.leased_until IS NULL OR d.leased_until < %s) "
+    "AND (d.leased_until IS NULL OR d.leased_until < %s) AND NOT d.is_test "
     "ORDER BY d.next_attempt_at, d.id LIMIT e.share * 4 "
     "FOR UPDATE OF d SKIP LOCKED) AS c ORDER BY c.next_attempt_at, c.id"
 )
@@ -490,13 +491,17 @@ class _Plan:
             state = info.state = EndpointState(
                 subscription_id=endpoint, rate_tokens=float(rate), rate_tokens_at=self.now
             )
+        # A claim's clock is read before it waits for the webhook's lock: a claim that held
+        # the lock meanwhile may have counted the bucket at a later time. Never set it back,
+        # or the time between would be counted again (tokens already spent, spent twice).
+        counted_at = max(self.now, state.rate_tokens_at or self.now)
         elapsed = (self.now - (state.rate_tokens_at or self.now)).total_seconds()
         tokens = min(float(rate), state.rate_tokens + max(0.0, elapsed) * rate)
-        state.rate_tokens_at = self.now
+        state.rate_tokens_at = counted_at
         self.changed[endpoint] = state
         if tokens < 1.0:
             state.rate_tokens = tokens
-            self._wake_at(self.now + dt.timedelta(seconds=(1.0 - tokens) / rate))
+            self._wake_at(counted_at + dt.timedelta(seconds=(1.0 - tokens) / rate))
             return False
         state.rate_tokens = tokens - 1.0
         return True

@@ -259,7 +259,11 @@ class Dispatcher:
         freed: dict[uuid.UUID, int] = {}
         for claim in claims:
             endpoint = claim.delivery.subscription_id
-            if claim.waiting_behind and endpoint not in circuits.opened:
+            if endpoint in circuits.opened:
+                continue
+            # An answer that closed the circuit: deliveries may have been left waiting behind
+            # it since this attempt was claimed, even if nothing waited then.
+            if claim.waiting_behind or endpoint in circuits.closed:
                 freed[endpoint] = freed.get(endpoint, 0) + 1
         if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
@@ -268,7 +272,7 @@ class Dispatcher:
         # After a circuit closed or a catch-up, the deliveries that waited behind it may
         # take the webhook's other slots too, as far as this process has send slots free.
         extra = self._slots_take_now(sum(freed.values()) - passed)
-        freed = _quotas_fit(freed, claims, passed + extra)
+        freed = _quotas_fit(freed, claims, passed + extra, closed=circuits.closed)
         try:
             outcome = deliveries_claim_waiting(freed=freed)
         except Exception:
@@ -350,7 +354,10 @@ class Dispatcher:
 
 
 def _quotas_fit(
-    freed: dict[uuid.UUID, int], claims: list[Claim], slots: int
+    freed: dict[uuid.UUID, int],
+    claims: list[Claim],
+    slots: int,
+    closed: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(),
 ) -> dict[uuid.UUID, int]:
     """``freed`` cut down to ``slots`` in all: each webhook keeps the slots its own finished
     attempts pass on, and what is left goes to the others' extra shares in turn."""
@@ -359,7 +366,7 @@ def _quotas_fit(
     own: dict[uuid.UUID, int] = {}
     for claim in claims:
         endpoint = claim.delivery.subscription_id
-        if claim.waiting_behind and endpoint in freed:
+        if (claim.waiting_behind or endpoint in closed) and endpoint in freed:
             own[endpoint] = own.get(endpoint, 0) + 1
     fitted = dict(own)
     left = slots - sum(own.values())

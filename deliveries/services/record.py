@@ -788,18 +788,21 @@ def _waiting_pull(
         # The webhooks' locks first, as ``deliveries_claim_waiting`` takes them: a claim that
         # is leaving deliveries waiting commits before this reads them.
         endpoints_lock(list(freed))
-        waiting = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(
-                subscription_id__in=list(freed),
-                status=DeliveryStatus.PENDING,
-                enqueued_at__isnull=True,
-                next_attempt_at__lte=now,
+        waiting: list[uuid.UUID] = []
+        for endpoint, share in freed.items():  # each webhook its own share
+            waiting += (
+                Delivery.objects.select_for_update(skip_locked=True)
+                .filter(
+                    subscription_id=endpoint,
+                    status=DeliveryStatus.PENDING,
+                    enqueued_at__isnull=True,
+                    next_attempt_at__lte=now,
+                    is_test=False,  # a Send Test is sent by the request that made it
+                )
+                .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+                .order_by("next_attempt_at", "id")
+                .values_list("pk", flat=True)[:share]
             )
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[: sum(freed.values())]
-        )
         if waiting:
             # A catching-up webhook's stay marked waiting: its next is the first of those
             # (pausing.py); the messages only wake the claim.
