@@ -78,7 +78,11 @@ def retry_after_seconds(value: str | None, *, now: dt.datetime) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(min(int(value), _RETRY_AFTER_MAX_SECONDS))
+        # int() refuses more than 4300 digits (Python 3.11); past 7 digits the cap applies.
+        digits = value.lstrip("0") or "0"
+        if len(digits) > 7:
+            return float(_RETRY_AFTER_MAX_SECONDS)
+        return float(min(int(digits), _RETRY_AFTER_MAX_SECONDS))
     try:
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:

@@ -153,7 +153,10 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-_resolvers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook-dns")
+# Threads start only as needed. A name whose servers never answer holds its thread until the
+# system resolver gives up, long after its attempt ended: a small pool would let a couple of
+# such webhooks hold up every other webhook's name resolution.
+_resolvers = ThreadPoolExecutor(max_workers=256, thread_name_prefix="webhook-dns")
 
 
 def _resolve_in_time(host: str, port: int, deadline: _Deadline | None) -> list[Any]:
@@ -166,6 +169,7 @@ def _resolve_in_time(host: str, port: int, deadline: _Deadline | None) -> list[A
     try:
         return future.result(timeout=deadline.remaining())
     except FutureTimeout as exc:
+        future.cancel()  # still queued: nobody waits for its answer any more
         raise socket.gaierror(socket.EAI_AGAIN, "the name did not resolve in time") from exc
 
 
@@ -194,11 +198,17 @@ class _GuardedConnectionMixin:
             addresses = _resolve_in_time(self._dns_host, self.port, deadline)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
-        timeout = self.timeout
-        if deadline is not None and isinstance(timeout, int | float):
-            timeout = max(0.001, min(timeout, deadline.remaining()))
         last_error: OSError | None = None
         for address in addresses:
+            timeout = self.timeout
+            if deadline is not None and isinstance(timeout, int | float):
+                # What is left of the attempt's time, for each address in turn: a socket that
+                # is still connecting is not on the deadline's watch.
+                if deadline.remaining() <= 0:
+                    raise ConnectTimeoutError(
+                        self, f"Connection to {self.host} was not made in time."
+                    )
+                timeout = max(0.001, min(timeout, deadline.remaining()))
             try:
                 sock = urllib3_connection.create_connection(
                     (str(address), self.port),
@@ -337,6 +347,11 @@ class Transport:
                 prepared, timeout=(timeout_seconds, timeout_seconds), stream=True
             )
             content, truncated = _read_capped(response, max_body_bytes)
+            deadline.cancel()  # from here on, ``fired`` says whether the deadline cut the answer
+            if deadline.fired:
+                # The watchdog shut the socket down while the answer was read: an answer whose
+                # end is the connection's close then looks complete, but was cut off.
+                raise TimeoutError("the deadline passed while the answer was read")
             status = response.status_code
             kind, message = _status_outcome(response)
             return TransportResult(

@@ -57,7 +57,9 @@ def test_a_nul_byte_in_the_answer_is_stored_replaced_and_the_delivery_is_final(s
     assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.DELIVERED
 
 
-@pytest.mark.parametrize("retry_after", ["99999999999999999999", "\u00b2", "not a date"])
+@pytest.mark.parametrize(
+    "retry_after", ["99999999999999999999", "9" * 5000, "\u00b2", "not a date"]
+)
 def test_a_hostile_retry_after_is_recorded_not_a_crash(school, receiver, retry_after):
     receiver.script("/busy", Reply(status=503, headers={"Retry-After": retry_after}))
     delivery = _delivery(school, receiver.url("/busy"))

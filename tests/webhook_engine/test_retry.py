@@ -79,6 +79,8 @@ def test_nothing_is_scheduled_after_the_window():
     [
         ("120", 120.0),
         ("99999999999999999999", 7 * 86400.0),
+        ("9" * 5000, 7 * 86400.0),  # past the 4,300 digits int() reads; fits a header line
+        ("0" * 5000 + "120", 120.0),
         ("\u00b2", None),  # a digit to isdigit(), not to int()
         ("Wed, 21 Oct 2099 07:28:00 GMT", 7 * 86400.0),
         ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
