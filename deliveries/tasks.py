@@ -55,7 +55,7 @@ def sweep() -> None:
     services.deliveries_sweep()
 
 
-@shared_task(name="deliveries.prune")
+@shared_task(name="deliveries.prune", **_RETRY)
 def prune() -> None:
     """Delete final deliveries older than ``WEBHOOKS_RETENTION_DAYS``."""
     services.deliveries_prune(older_than_days=settings.WEBHOOKS_RETENTION_DAYS)

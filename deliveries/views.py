@@ -70,6 +70,8 @@ from .services import RetriggerOutcome, delivery_retrigger
 from .services.config import ecdsa_key, ed25519_keys
 
 TOLERANCE_SECONDS = 5 * 60
+# /health/ gives up on the broker after this many seconds.
+_BROKER_CHECK_SECONDS = 2.0
 
 
 @csrf_exempt
@@ -296,8 +298,17 @@ def health(request: HttpRequest) -> JsonResponse:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         healthy = False
     try:
-        with current_app.connection_for_write() as broker:
-            broker.ensure_connection(max_retries=1, timeout=2)
+        # Each socket operation bounded too: ensure_connection's timeout only bounds its
+        # retries, and a broker that accepts the connection but never answers would hold the
+        # request (and a web thread) for as long as it hangs.
+        with current_app.connection_for_write(
+            connect_timeout=_BROKER_CHECK_SECONDS,
+            transport_options={
+                "socket_timeout": _BROKER_CHECK_SECONDS,
+                "socket_connect_timeout": _BROKER_CHECK_SECONDS,
+            },
+        ) as broker:
+            broker.ensure_connection(max_retries=1, timeout=_BROKER_CHECK_SECONDS)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unreachable: {type(exc).__name__}"

@@ -169,15 +169,22 @@ DATABASE_JIT = env_bool("DATABASE_JIT", False)
 # "database is locked" when they write at the same time.
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL,
-            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-            # A SELECT 1 at the start of each request or task, so a connection the database
-            # dropped is replaced before it fails a request; off saves that round trip.
-            conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
+    _conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 60)
+    # A SELECT 1 at the start of each request or task, so a connection the database dropped
+    # is replaced before it fails a request; off saves that round trip.
+    _conn_health_checks = env_bool("DATABASE_CONN_HEALTH_CHECKS", True)
+    try:
+        _database = dj_database_url.parse(
+            DATABASE_URL, conn_max_age=_conn_max_age, conn_health_checks=_conn_health_checks
         )
-    }
+    except ValueError as exc:
+        # Not the URL itself in the message: it may hold the password.
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is not a database URL ({exc}); use "
+            "postgres://user:password@host:5432/name, with special characters in the password "
+            "percent-encoded."
+        ) from None
+    DATABASES = {"default": _database}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Parameters travel apart from the statement instead of being quoted into it by the
         # client: large inserts and the delivery engine's batch statements cost far less CPU.
@@ -238,6 +245,12 @@ if WEBHOOKS_LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(
         f"WEBHOOKS_LOG_FORMAT={WEBHOOKS_LOG_FORMAT!r} is not a log format (use plain or json)."
     )
+DJANGO_LOG_LEVEL = env_str("DJANGO_LOG_LEVEL", "INFO").strip().upper()
+if DJANGO_LOG_LEVEL not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_LOG_LEVEL={DJANGO_LOG_LEVEL!r} is not a log level "
+        "(use DEBUG, INFO, WARNING, ERROR or CRITICAL)."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -248,7 +261,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": DJANGO_LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
     },
@@ -423,6 +436,13 @@ WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS = env_float(
 
 # Destinations in these networks are allowed even though they are not public (CIDRs).
 WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS")
+for _network in WEBHOOKS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"WEBHOOKS_ALLOWED_NETWORKS: {_network!r} is not a network (use CIDRs)."
+        ) from None
 
 # API keys a school may have active at once (Edusign: 5).
 WEBHOOKS_API_KEYS_PER_SCHOOL = env_int("WEBHOOKS_API_KEYS_PER_SCHOOL", 5)

@@ -72,6 +72,9 @@ class Dispatcher:
         self._idle = threading.Condition(self._lock)
         self._held: dict[uuid.UUID, uuid.UUID] = {}  # in flight: delivery id -> lease token
         self._stopped = threading.Event()
+        # Set on a warm shutdown: finished attempts no longer take up the deliveries waiting
+        # behind them (the sweeper or another worker sends those), so the drain ends.
+        self._closing = threading.Event()
         self._recorder = threading.Thread(
             target=self._record_forever, name="webhook-recorder", daemon=True
         )
@@ -255,7 +258,10 @@ class Dispatcher:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
         slots, and send them with the slots just freed (and more after a circuit closed or a
         catch-up); return how many of the freed slots went on. A webhook whose circuit is open
-        (``circuits.opened``) is left alone: its waiting deliveries wait for its probe."""
+        (``circuits.opened``) is left alone: its waiting deliveries wait for its probe. Nothing
+        is taken up once the process is shutting down (``close``)."""
+        if self._closing.is_set():
+            return 0
         freed: dict[uuid.UUID, int] = {}
         for claim in claims:
             endpoint = claim.delivery.subscription_id
@@ -331,9 +337,15 @@ class Dispatcher:
 
     # --- Shutting down ----------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Take up no more work: the attempts that finish from now on free their slots
+        instead of sending the deliveries that wait behind them (a warm shutdown)."""
+        self._closing.set()
+
     def stop(self, timeout: float) -> bool:
         """Drain (see ``drain``), then stop the recorder and the renewer and close their
         database connections; return whether everything in flight was recorded."""
+        self.close()
         drained = self.drain(timeout)
         self._stopped.set()
         self._results.put(None)
@@ -405,6 +417,10 @@ def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str], waiting: boo
 
 
 def dispatcher_drain(*, timeout: float) -> bool:
-    """Let this process's deliveries in flight finish and be recorded (a warm shutdown)."""
+    """Let this process's deliveries in flight finish and be recorded (a warm shutdown),
+    taking up nothing new meanwhile."""
     found = _dispatchers.get(os.getpid())
-    return True if found is None else found.drain(timeout)
+    if found is None:
+        return True
+    found.close()
+    return found.drain(timeout)

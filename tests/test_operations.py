@@ -1,0 +1,145 @@
+"""What an operator relies on: task retries, the warm shutdown, /health/ with a hung broker,
+settings checked at start."""
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from celery import current_app
+from celery.exceptions import Retry
+from django.db import OperationalError, connection
+from django.test import Client
+
+from deliveries import tasks
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import deliveries_sweep, event_fan_out
+from deliveries.services import dispatch as dispatch_module
+from deliveries.services.dispatch import Dispatcher
+from events.services import event_publish
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+from tests.test_deploy_check import check_deploy, readme_deploy_environment
+
+
+def test_the_prune_task_retries_itself_when_the_database_is_unreachable(monkeypatch):
+    """As every other task of deliveries/tasks.py: a database restart at the hourly tick is a
+    retry a second later, not a failed task acknowledged and an hour without pruning."""
+
+    def unreachable(**kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(tasks.services, "deliveries_prune", unreachable)
+
+    with pytest.raises(Retry) as retry:
+        tasks.prune.apply(throw=True)
+    assert retry.value.when <= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_warm_shutdown_records_what_is_in_flight_without_taking_up_more(
+    school, receiver, settings, monkeypatch
+):
+    """The worker's shutdown signal drains this process's dispatcher. What was in flight when
+    it began is answered and recorded; the drain must not go on claiming the deliveries that
+    wait behind a busy webhook (the sweeper or another worker sends those), else it only ends
+    at its timeout, and the process exits with an attempt sent and never recorded (sent again
+    once its lease runs out: the receiver gets it twice)."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 1.0  # the drain waits 1 + 5 s
+    receiver.script("/busy", default=Reply(status=200, delay_seconds=0.5))
+    SubscriptionFactory(school=school, url=receiver.url("/busy"), max_concurrency=1, topics=["*"])
+    ids = []
+    for number in range(20):  # 10 s of work, one at a time
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    engine = Dispatcher(slots=4)
+    monkeypatch.setattr(dispatch_module, "_dispatchers", {os.getpid(): engine})
+    try:
+        assert engine.dispatch(ids) == 1  # one in flight, the rest wait behind it
+
+        started = time.monotonic()
+        tasks._deliveries_in_flight_finish(signal=None, sender=None)  # the warm shutdown
+        took = time.monotonic() - started
+        with engine._lock:
+            in_flight = engine._in_flight
+    finally:
+        engine.stop(timeout=15)
+
+    sent = len(receiver.received("/busy"))
+    recorded = Delivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING).count()
+    assert in_flight == 0, f"{in_flight} attempt(s) still in flight after {took:.1f} s"
+    assert took < 2.0
+    assert (sent, recorded) == (1, 1)
+    # What waited behind it is not lost: with nothing of the webhook in flight, the sweeper
+    # sends the next one (and its attempt takes up the rest).
+    assert deliveries_sweep().deliveries_enqueued == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_answers_503_within_seconds_when_the_broker_does_not_answer(catalog, monkeypatch):
+    """A broker that takes the connection and never answers (a hung Redis, a partition after
+    the handshake): the check gives up after its 2 s and /health/ says so, instead of holding
+    the request, and a web thread, for as long as the broker hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def accept_and_say_nothing():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    port = listener.getsockname()[1]
+    monkeypatch.setattr(current_app.conf, "broker_write_url", f"redis://127.0.0.1:{port}/0")
+    answers = []
+
+    def probe():
+        try:
+            answers.append(Client().get("/health/"))
+        finally:
+            connection.close()
+
+    started = time.monotonic()
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(15)
+    took = time.monotonic() - started
+    answered_in_time = bool(answers)
+    listener.close()  # a hung check, if any, ends
+    for sock in accepted:
+        sock.close()
+    thread.join(5)
+
+    assert answered_in_time, f"/health/ had not answered after {took:.0f} s"
+    assert took < 10
+    assert answers[0].status_code == 503
+    assert answers[0].json()["broker"].startswith("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WEBHOOKS_ALLOWED_NETWORKS", "10.0.0.0/33"),
+        ("WEBHOOKS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
+        ("DATABASE_URL", "postgres//webhooks@db.school.example/webhooks"),
+        ("DATABASE_URL", "postgres://webhooks@db.school.example:five432/webhooks"),
+        ("DJANGO_LOG_LEVEL", "verbose"),
+    ],
+)
+def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):
+    """As WEBHOOKS_METRICS_ALLOWED_NETWORKS is: one ImproperlyConfigured line that names the
+    variable when the process starts, not a traceback from inside a library (or, for the
+    allowed networks, a clean start, then every attempt and every webhook saved failing)."""
+    result = check_deploy({**readme_deploy_environment(), variable: value})
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: " + variable), last
+    assert "<password>" not in result.stderr  # a database URL's password is not echoed
