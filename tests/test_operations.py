@@ -131,6 +131,10 @@ def test_health_answers_503_within_seconds_when_the_broker_does_not_answer(catal
         ("DATABASE_URL", "postgres//webhooks@db.school.example/webhooks"),
         ("DATABASE_URL", "postgres://webhooks@db.school.example:five432/webhooks"),
         ("DJANGO_LOG_LEVEL", "verbose"),
+        ("WEBHOOKS_SEND_THREADS", "0"),
+        ("WEBHOOKS_DELIVERY_BATCH_SIZE", "-1"),
+        ("WEBHOOKS_LEASE_SECONDS", "0"),
+        ("WEBHOOKS_SWEEP_INTERVAL_SECONDS", "0"),
     ],
 )
 def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):

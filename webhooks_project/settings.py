@@ -545,8 +545,27 @@ WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)
 WEBHOOKS_WORKER_METRICS_ADDRESS = env_str("WEBHOOKS_WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104
 # Each worker and the sweeper note that they are alive this often (read by /metrics).
 WEBHOOKS_HEARTBEAT_SECONDS = env_float("WEBHOOKS_HEARTBEAT_SECONDS", 10.0)
-if WEBHOOKS_HEARTBEAT_SECONDS <= 0:
-    raise ImproperlyConfigured("WEBHOOKS_HEARTBEAT_SECONDS must be more than 0.")
+
+# Sizes, counts and periods of 0 or less would send nothing, refuse every batch or spin.
+for _name in (
+    "WEBHOOKS_TIMEOUT_SECONDS",
+    "WEBHOOKS_RESPONSE_BODY_MAX_BYTES",
+    "WEBHOOKS_EVENT_DATA_MAX_BYTES",
+    "WEBHOOKS_INGEST_MAX_BYTES",
+    "WEBHOOKS_SWEEP_INTERVAL_SECONDS",
+    "WEBHOOKS_REDRIVE_AFTER_SECONDS",
+    "WEBHOOKS_FAN_OUT_BATCH_SIZE",
+    "WEBHOOKS_FAN_OUT_MAX_BYTES",
+    "WEBHOOKS_FAN_OUT_CHUNK_SIZE",
+    "WEBHOOKS_DELIVERY_BATCH_SIZE",
+    "WEBHOOKS_LEASE_SECONDS",
+    "WEBHOOKS_SEND_THREADS",
+    "WEBHOOKS_ENDPOINT_CONCURRENCY",
+    "WEBHOOKS_CIRCUIT_FAILURES",
+    "WEBHOOKS_HEARTBEAT_SECONDS",
+):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be more than 0.")
 
 # Serve /demo/receiver/, an endpoint that verifies and accepts deliveries (for `make run`).
 WEBHOOKS_DEMO_RECEIVER = env_bool("WEBHOOKS_DEMO_RECEIVER", DEBUG)
