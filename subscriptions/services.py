@@ -711,17 +711,24 @@ def subscription_secret_reveal(*, subscription: Subscription, actor: Actor | Non
 
 
 def subscription_disable(
-    *, subscription: Subscription, reason: str, actor: Actor | None = None
+    *,
+    subscription: Subscription,
+    reason: str,
+    actor: Actor | None = None,
+    failing_since: dt.datetime | None = None,
 ) -> bool:
     """Turn a subscription off with the reason shown to its school; False if it already was off.
 
     Its pending deliveries fail at their next attempt with that reason. Its school's admins are
-    e-mailed (in the school's language) and the audit trail records it, once.
+    e-mailed (in the school's language) and the audit trail records it, once. ``failing_since``
+    (the automatic disable): only if its failure streak is still the one that began then and
+    it is not paused (a success or a pause may have come since it was read).
     """
     now = timezone.now()
-    updated = Subscription.objects.filter(pk=subscription.pk, is_active=True).update(
-        is_active=False, disabled_reason=reason, disabled_at=now, updated_at=now
-    )
+    row = Subscription.objects.filter(pk=subscription.pk, is_active=True)
+    if failing_since is not None:
+        row = row.filter(failing_since=failing_since, paused_at__isnull=True)
+    updated = row.update(is_active=False, disabled_reason=reason, disabled_at=now, updated_at=now)
     subscription.refresh_from_db(fields=["is_active", "disabled_reason", "disabled_at"])
     if updated:
         logger.warning(
@@ -789,7 +796,7 @@ def subscriptions_auto_disable() -> list[Subscription]:
             f"({period.days} days). Fix the endpoint, re-enable the webhook, then recover the "
             "failed deliveries."
         )
-        if subscription_disable(subscription=subscription, reason=reason):
+        if subscription_disable(subscription=subscription, reason=reason, failing_since=since):
             disabled.append(subscription)
     return disabled
 

@@ -18,6 +18,7 @@ from deliveries.services import (
 )
 from events.services import event_publish
 from schools.models import Membership
+from subscriptions import services as subscription_services
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_enable, subscriptions_auto_disable
 from tests.receiver import Reply
@@ -192,6 +193,31 @@ def test_a_manual_retrigger_that_fails_does_not_start_automatic_retries(school, 
     assert attempt.trigger == AttemptTrigger.MANUAL
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.next_attempt_at is None
+
+
+@pytest.mark.parametrize("meanwhile", ["a success", "a pause"])
+def test_a_webhook_that_recovered_or_paused_after_the_auto_disable_read_it_stays_on(
+    school, monkeypatch, meanwhile
+):
+    """The automatic disable reads the webhooks failing for the whole period, then disables
+    each; a success recorded (the streak ends) or a pause in between keeps it on."""
+    failing = SubscriptionFactory(
+        school=school, failing_since=timezone.now() - dt.timedelta(days=5, minutes=1)
+    )
+    real = subscription_services.subscription_disable
+
+    def changed_meanwhile(**kwargs):
+        row = Subscription.objects.filter(pk=kwargs["subscription"].pk)
+        if meanwhile == "a success":
+            row.update(failing_since=None)
+        else:
+            row.update(paused_at=timezone.now())
+        return real(**kwargs)
+
+    monkeypatch.setattr(subscription_services, "subscription_disable", changed_meanwhile)
+
+    assert subscriptions_auto_disable() == []
+    assert Subscription.objects.get(pk=failing.pk).is_active is True
 
 
 def test_pending_deliveries_are_sent_now_too_and_once(school):
