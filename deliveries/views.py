@@ -29,7 +29,7 @@ from drf_spectacular.utils import (
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -261,6 +261,12 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def retrigger(self, request: Request, pk: str | None = None) -> Response:
         delivery = self.get_object()
         outcome = delivery_retrigger(delivery=delivery, actor=actor_api_key(request.auth))
+        if (
+            outcome == RetriggerOutcome.IN_FLIGHT
+            and not self.get_queryset().filter(pk=delivery.pk).exists()
+        ):
+            # Deleted (with its webhook) since it was looked up: the 404 a moment later.
+            raise NotFound()
         return Response(
             RetriggerOutput(
                 {"retriggered": outcome == RetriggerOutcome.QUEUED, "outcome": outcome}

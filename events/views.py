@@ -33,9 +33,15 @@ from common.api import (
 from schools.models import School
 from schools.permissions import IsSchoolOrPlatformClient, api_client, client_school
 from schools.selectors import school_by_slug
+from webhook_engine.inputs import text_problem
 
 from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
-from .selectors import event_types_catalog, events_visible, scheduled_events_visible
+from .selectors import (
+    event_types_catalog,
+    events_visible,
+    scheduled_event_get,
+    scheduled_events_visible,
+)
 from .serializers import (
     EventAccepted,
     EventDetailOutput,
@@ -137,7 +143,7 @@ class EventViewSet(
         client = api_client(self.request)
         if client.is_platform:
             queryset = events_visible(school_id=None)
-            slug = self.request.query_params.get("school")
+            slug = _filter_value(self.request.query_params, "school")
             return queryset.filter(school__slug=slug) if slug else queryset
         return events_visible(school_id=client_school(self.request).pk)
 
@@ -175,7 +181,9 @@ class EventViewSet(
             raise NotFound(_("No school with the slug %(slug)s.") % {"slug": repr(data["school"])})
         started = timezone.now()
         deliver_at = data.get("deliver_at")
-        if deliver_at is not None and deliver_at > started:
+        # A retry of a scheduled publish (same key) stays one, even once its time has come:
+        # published now under the key it would be a second event.
+        if deliver_at is not None and (deliver_at > started or _scheduled_under_key(school, key)):
             scheduled = scheduled_event_create(
                 school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
             )
@@ -200,6 +208,28 @@ class EventViewSet(
                 "replayed": event.created_at < started,
             }
         return EventAccepted({**accepted, "school": school.slug, "type": data["type"]}).data
+
+
+def _scheduled_under_key(school: School, key: str | None) -> bool:
+    """Whether the school has a scheduled event under this Idempotency-Key."""
+    key = (key or "").strip()
+    if not key or len(key) > 255 or text_problem(key, subject=""):
+        return False  # no key, or one the scheduling refuses with its reason
+    try:
+        scheduled_event_get(school=school, key=key)
+    except ScheduledEvent.DoesNotExist:
+        return False
+    return True
+
+
+def _filter_value(params: Any, name: str) -> str | None:
+    """A query filter's value, None if not given; a 400 when it is given empty."""
+    if name not in params:
+        return None
+    value = params.get(name) or ""
+    if not value.strip():
+        raise ValidationError({name: [_("Give a value, or leave the parameter out.")]})
+    return value
 
 
 SCHEDULED_ERRORS = {
@@ -268,10 +298,12 @@ class ScheduledEventViewSet(
         school_id = None if client.is_platform else client_school(self.request).pk
         queryset = scheduled_events_visible(school_id=school_id)
         params = self.request.query_params
-        if client.is_platform and params.get("school"):
-            queryset = queryset.filter(school__slug=params["school"])
-        if params.get("key"):
-            queryset = queryset.filter(key=params["key"])
+        slug = _filter_value(params, "school") if client.is_platform else None
+        if slug:
+            queryset = queryset.filter(school__slug=slug)
+        key = _filter_value(params, "key")
+        if key:
+            queryset = queryset.filter(key=key)
         if "status" in params:
             if params["status"] not in ScheduledEventStatus.values:
                 raise ValidationError(

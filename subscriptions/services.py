@@ -520,11 +520,22 @@ def _custom_headers_store(subscription: Subscription) -> None:
     in their place."""
     headers, _ = _custom_headers_resolve(subscription)
     by_lower = {name.lower(): name for name in headers}
+    # A value kept with the mask is a stored secret: it stays one (never returned, never stored
+    # in clear), marked or not; giving the value anew is what unmarks it.
+    given = subscription.custom_headers if isinstance(subscription.custom_headers, dict) else {}
+    kept = [
+        name
+        for name, value in given.items()
+        if value == SECRET_MASK and name in headers and not header_name_looks_secret(name)
+    ]
     marked = list(
         dict.fromkeys(
-            by_lower[str(name).lower()]
-            for name in subscription.secret_headers
-            if str(name).lower() in by_lower
+            [
+                by_lower[str(name).lower()]
+                for name in subscription.secret_headers
+                if str(name).lower() in by_lower
+            ]
+            + kept
         )
     )
     secret = {name: value for name, value in headers.items() if header_is_secret(name, marked)}
