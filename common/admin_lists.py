@@ -13,6 +13,7 @@ the list is one index scan plus cheap lookups.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
@@ -21,10 +22,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import PAGE_VAR
+from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import DataError, connections, transaction
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -83,6 +85,56 @@ class EstimatedCountPaginator(Paginator):
         return max(capped, plan_row_estimate(queryset) or 0)
 
 
+class FilterRefused(IncorrectLookupParameters):
+    """A list filter refused its value and already said why (``messages.error``)."""
+
+
+class CheckedListAdmin(admin.ModelAdmin):
+    """A model admin whose list answers a query string it cannot apply with a message and the
+    list without it (Django's ``?e=1``), never a 500.
+
+    Django applies any lookup of a model's own fields given in the URL and only catches the
+    values it cannot build a query from (``?created_at__gte=garbage``), silently. A lookup it
+    builds but the database or its driver cannot run (``?name__regex=(``,
+    ``?attempts__in=99999999999999999999``, ``?created_at__year=99999999999999999999``,
+    ``?attempts__range=1``) failed the page. Only such a lookup (a parameter with ``__``) can
+    ask what the database refuses: then the list's queries run in a savepoint, so the failure
+    leaves the request's transaction usable; the plain list pays no extra query.
+    """
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        lookups = any(LOOKUP_SEP in name for name in request.GET)
+        try:
+            with (
+                transaction.atomic(using=self.model._default_manager.db)
+                if lookups
+                else contextlib.nullcontext()
+            ):
+                return super().get_changelist_instance(request)
+        except FilterRefused:
+            raise
+        except (IncorrectLookupParameters, DataError, OverflowError, ValueError, IndexError) as exc:
+            match = request.resolver_match
+            if (
+                match
+                and match.url_name == f"{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ):
+                # (An export goes back to the list, which says it.)
+                given = [
+                    f"{name}={value[:40]!r}"
+                    for name, value in request.GET.items()
+                    if name != ERROR_FLAG
+                ]
+                messages.error(
+                    request,
+                    _("The list cannot be shown with %(parameters)s; it is shown without them.")
+                    % {"parameters": ", ".join(given[:3]) or "?"},
+                )
+            if isinstance(exc, IncorrectLookupParameters):
+                raise
+            raise IncorrectLookupParameters(exc) from exc
+
+
 class DropdownFilter(admin.SimpleListFilter):
     """A SimpleListFilter drawn as one select (for long lists of choices)."""
 
@@ -133,7 +185,7 @@ class DateRangeFilter(admin.ListFilter):
                 else:
                     message = _("%(problem)s The filter was not applied.") % {"problem": problem}
                 messages.error(request, message)
-                raise IncorrectLookupParameters(message)
+                raise FilterRefused(message)
             self.raw[name] = value
             self.bounds[name] = parsed
             self.used_parameters[name] = value

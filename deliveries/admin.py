@@ -33,7 +33,12 @@ from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 
 from audit.services import actor_user
 from common.admin_display import datetime_in_zone
-from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
+from common.admin_lists import (
+    DateRangeFilter,
+    DropdownFilter,
+    EstimatedCountPaginator,
+    FilterRefused,
+)
 from events.models import EventType
 from events.search import PAYLOAD_SEARCH_MAX_LENGTH
 from schools.admin_scoping import (
@@ -177,7 +182,7 @@ class PayloadFilter(admin.ListFilter):
                     "applied."
                 ) % {"limit": PAYLOAD_SEARCH_MAX_LENGTH}
                 messages.error(request, message)
-                raise IncorrectLookupParameters(message)
+                raise FilterRefused(message)
             if value:
                 self.value = value
                 self.used_parameters[self.parameter_name] = value

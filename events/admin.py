@@ -15,7 +15,12 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
+from common.admin_lists import (
+    CheckedListAdmin,
+    DateRangeFilter,
+    DropdownFilter,
+    EstimatedCountPaginator,
+)
 from common.forms import NestingSafeJSONField
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 from webhook_engine.inputs import json_problems
@@ -85,7 +90,7 @@ class EventTypeForm(forms.ModelForm):
 
 
 @admin.register(EventType)
-class EventTypeAdmin(admin.ModelAdmin):
+class EventTypeAdmin(CheckedListAdmin):
     """The catalog. Shipped types are read-only (an upgrade rewrites them); platform operators
     (superusers) add their own types and edit those."""
 

@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from audit.services import actor_user
 from common.admin_display import datetime_in_zone
+from common.admin_lists import CheckedListAdmin
 
 from .admin_scoping import (
     SchoolListFilter,
@@ -200,7 +201,8 @@ class ApiKeyForm(forms.ModelForm):
         limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
         if school is not None and api_keys_active_count(school=school) >= limit:
             raise ValidationError(
-                f"{school.name} already has {limit} active API keys; revoke one first."
+                _("%(school)s already has %(limit)s active API keys; revoke one first.")
+                % {"school": school.name, "limit": limit}
             )
         return cleaned
 
@@ -276,7 +278,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
 
 
 @admin.register(PlatformKey)
-class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
+class PlatformKeyAdmin(KeyAdminMixin, CheckedListAdmin):
     """The platform's own keys (publish events for any school): superusers only, as no group
     has permissions on them."""
 
