@@ -294,6 +294,7 @@ class SubscriptionForm(forms.ModelForm):
     basic_auth_password = forms.CharField(
         label=gettext_lazy("Password"),
         required=False,
+        max_length=500,  # as the API's
         # What was typed comes back when the page shows errors, so it need not be typed again;
         # the stored password never reaches the page.
         widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "new-password"}),

@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from django.utils.translation import gettext as _
 
 _PATTERN_CHARACTERS = re.compile(r"^[a-z0-9_.*?\[\]!-]+$")
+MAX_TOPIC_CHARACTERS = 100  # as the API's
 
 
 def is_pattern(topic: str) -> bool:
@@ -33,6 +34,11 @@ def topic_pattern_errors(patterns: object, known_types: Iterable[str]) -> list[s
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern.strip():
             errors.append(_("A topic cannot be empty."))
+        elif len(pattern) > MAX_TOPIC_CHARACTERS:
+            errors.append(
+                _("A topic has at most %(limit)s characters; this one has %(count)s.")
+                % {"limit": MAX_TOPIC_CHARACTERS, "count": len(pattern)}
+            )
         elif not _PATTERN_CHARACTERS.match(pattern):
             errors.append(
                 _(

@@ -207,7 +207,10 @@ def url_check(url: str, policy: DestinationPolicy) -> None:
             )
         )
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise ValueError(_("The URL's port is not a number between 0 and 65535.")) from exc
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:  # out of range, or 0: nothing can be connected to there
+        raise ValueError(_("The URL's port is not a number between 1 and 65535."))
+    port = port or (443 if parts.scheme == "https" else 80)
     addresses_check(parts.hostname, port, policy)

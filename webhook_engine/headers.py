@@ -17,7 +17,7 @@ from .inputs import printable
 
 # RFC 9110 section 5.6.2: a field name is a token.
 TOKEN_CHARACTERS = "!#$%&'*+-.^_`|~"  # noqa: S105 - the RFC's token characters
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # whole names only: fullmatch
 # Servers commonly refuse header lines past 8 KB; names this long are never real.
 MAX_HEADER_NAME_CHARACTERS = 100
 MAX_HEADER_VALUE_CHARACTERS = 1000
@@ -40,8 +40,8 @@ def header_name_problem(name: str) -> str | None:
             "count": len(name),
             "limit": MAX_HEADER_NAME_CHARACTERS,
         }
-    if not _TOKEN.match(name):
-        bad = next(char for char in name if not _TOKEN.match(char))
+    if not _TOKEN.fullmatch(name):
+        bad = next(char for char in name if not _TOKEN.fullmatch(char))
         return _(
             "%(name)s is not a valid header name: it contains %(character)s. Use letters, "
             "digits and %(allowed)s (RFC 9110, 5.6.2)."

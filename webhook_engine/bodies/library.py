@@ -21,7 +21,7 @@ from django.template.base import FilterExpression, Node, Parser, Token
 from django.utils.html import escape
 from django.utils.translation import gettext_noop
 
-from ..envelope import xml_fragment
+from ..envelope import xml_fragment, xml_text
 from ..vendors import vendor_type_name
 
 register = template.Library()
@@ -256,12 +256,13 @@ def json_filter(value: Any) -> str:
 
 
 def xml_filter(value: Any) -> str:
-    """The value as escaped XML text: ``<name>{{ data.name|xml }}</name>``."""
+    """The value as escaped XML text: ``<name>{{ data.name|xml }}</name>``; characters XML 1.0
+    forbids become U+FFFD, as in the standard XML envelope."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(escape(value))
+    return str(escape(xml_text(str(value))))
 
 
 def xml_tree_filter(value: Any, name: str = "item") -> str:

@@ -251,13 +251,36 @@ XML_INVALID = gettext_noop(
     "the body is not valid XML: %(error)s at line %(line)s column %(column)s%(quote)s"
 )
 JSON_TOO_DEEP = gettext_noop("the body is nested too deeply to be read as JSON")
+JSON_CONSTANT = gettext_noop(
+    "the body is not valid JSON: %(constant)s is not a JSON value (write a number, or null)"
+)
+XML_ENCODING = gettext_noop(
+    'the XML declaration says encoding="%(encoding)s", but a webhook body is sent in UTF-8: '
+    'write encoding="utf-8"'
+)
+_XML_ENCODINGS = ("utf-8", "utf8")
+
+
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity: Python's parser reads them, JSON (RFC 8259) has none."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _json_constant_refuse(constant: str) -> Any:
+    raise _NotJson(constant)
 
 
 def body_output_check(output: str, content_type: str) -> None:
-    """Raise ``BodyTemplateError`` unless the output parses as the content type."""
+    """Raise ``BodyTemplateError`` unless the output parses as the content type (JSON as
+    RFC 8259 has it: no NaN or Infinity; XML in UTF-8, the encoding it is sent in)."""
     if content_type == "json":
         try:
-            json.loads(output)
+            json.loads(output, parse_constant=_json_constant_refuse)
+        except _NotJson as exc:
+            raise BodyTemplateError(JSON_CONSTANT, {"constant": exc.constant}) from None
         except RecursionError:
             # Python's parser gives up on deep nesting; no receiver would read it either.
             raise BodyTemplateError(JSON_TOO_DEEP, {}) from None
@@ -273,9 +296,14 @@ def body_output_check(output: str, content_type: str) -> None:
             ) from exc
     elif content_type == "xml":
         parser = xml.parsers.expat.ParserCreate()
+        declared: list[str] = []
+        parser.XmlDeclHandler = lambda _version, encoding, _standalone: declared.append(
+            encoding or ""
+        )
         try:
             parser.Parse(output.encode(), True)
         except xml.parsers.expat.ExpatError as exc:
+            _xml_encoding_check(declared)
             message = xml.parsers.expat.ErrorString(exc.code)
             raise BodyTemplateError(
                 XML_INVALID,
@@ -286,6 +314,13 @@ def body_output_check(output: str, content_type: str) -> None:
                     "quote": _quote_line(output, exc.lineno),
                 },
             ) from exc
+        _xml_encoding_check(declared)
+
+
+def _xml_encoding_check(declared: list[str]) -> None:
+    """Refuse an XML declaration naming another encoding than the UTF-8 the body is sent in."""
+    if declared and declared[0] and declared[0].lower() not in _XML_ENCODINGS:
+        raise BodyTemplateError(XML_ENCODING, {"encoding": declared[0]})
 
 
 def _quote_line(output: str, lineno: int) -> str:
