@@ -98,6 +98,11 @@ class DateTimeField(serializers.DateTimeField):
     def to_internal_value(self, value: Any) -> dt.datetime:
         parsed = super().to_internal_value(value)
         original = value if isinstance(value, dt.datetime) else _offset_kept(value)
+        if original is not None and original.utcoffset() is None:
+            # DRF would read it in the server's zone: a guess, off by hours for most schools.
+            raise serializers.ValidationError(
+                _("The datetime has no time zone; give an aware datetime.")
+            )
         subject = _("This datetime")
         problem = datetime_problem(parsed, subject=subject)
         if problem is None and original is not None:

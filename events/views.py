@@ -53,6 +53,7 @@ from .serializers import (
     ScheduledEventOutput,
 )
 from .services import (
+    EventIdempotencyConflict,
     event_publish,
     scheduled_event_cancel,
     scheduled_event_create,
@@ -183,7 +184,29 @@ class EventViewSet(
         deliver_at = data.get("deliver_at")
         # A retry of a scheduled publish (same key) stays one, even once its time has come:
         # published now under the key it would be a second event.
-        if deliver_at is not None and (deliver_at > started or _scheduled_under_key(school, key)):
+        scheduled_first = _scheduled_under_key(school, key)
+        if deliver_at is not None and (deliver_at > started or scheduled_first is not None):
+            if "occurred_at" in data:
+                raise ValidationError(
+                    {
+                        "occurred_at": [
+                            _("A scheduled event occurs at its deliver_at; leave occurred_at out.")
+                        ]
+                    }
+                )
+            published_first = _published_under_key(school, key)
+            if published_first is not None:
+                raise EventIdempotencyConflict(
+                    {
+                        "idempotency_key": [
+                            _(
+                                "This idempotency key was already used for event %(event)s, "
+                                "published at once: use another key to schedule one."
+                            )
+                            % {"event": published_first.id}
+                        ]
+                    }
+                )
             scheduled = scheduled_event_create(
                 school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
             )
@@ -194,6 +217,21 @@ class EventViewSet(
                 "replayed": scheduled.created_at < started,
             }
         else:
+            if scheduled_first is not None:
+                raise EventIdempotencyConflict(
+                    {
+                        "idempotency_key": [
+                            _(
+                                "This idempotency key was already used to schedule event "
+                                "%(event)s at %(due)s: use another key to publish one now."
+                            )
+                            % {
+                                "event": scheduled_first.id,
+                                "due": scheduled_first.due_at.isoformat(),
+                            }
+                        ]
+                    }
+                )
             event = event_publish(
                 school=school,
                 type=data["type"],
@@ -201,6 +239,19 @@ class EventViewSet(
                 occurred_at=data.get("occurred_at"),
                 idempotency_key=key,
             )
+            occurred_at = data.get("occurred_at")
+            if event.created_at < started and occurred_at not in (None, event.occurred_at):
+                raise EventIdempotencyConflict(
+                    {
+                        "idempotency_key": [
+                            _(
+                                "This idempotency key was already used for event %(event)s, "
+                                "which occurred at %(when)s, not at the time given."
+                            )
+                            % {"event": event.id, "when": event.occurred_at.isoformat()}
+                        ]
+                    }
+                )
             accepted = {
                 "id": event.id,
                 "status": "published",
@@ -210,16 +261,30 @@ class EventViewSet(
         return EventAccepted({**accepted, "school": school.slug, "type": data["type"]}).data
 
 
-def _scheduled_under_key(school: School, key: str | None) -> bool:
-    """Whether the school has a scheduled event under this Idempotency-Key."""
+def _usable_key(key: str | None) -> str | None:
     key = (key or "").strip()
     if not key or len(key) > 255 or text_problem(key, subject=""):
-        return False  # no key, or one the scheduling refuses with its reason
+        return None  # no key, or one publishing and scheduling refuse with their reason
+    return key
+
+
+def _scheduled_under_key(school: School, key: str | None) -> ScheduledEvent | None:
+    """The school's scheduled event under this Idempotency-Key, if any."""
+    key = _usable_key(key)
+    if key is None:
+        return None
     try:
-        scheduled_event_get(school=school, key=key)
+        return scheduled_event_get(school=school, key=key)
     except ScheduledEvent.DoesNotExist:
-        return False
-    return True
+        return None
+
+
+def _published_under_key(school: School, key: str | None) -> Event | None:
+    """The school's event published (not scheduled) under this Idempotency-Key, if any."""
+    key = _usable_key(key)
+    if key is None:
+        return None
+    return Event.objects.filter(school=school, idempotency_key=key).only("id").first()
 
 
 def _filter_value(params: Any, name: str) -> str | None:

@@ -182,8 +182,24 @@ def event_data_validate(event_type: EventType, data: Any) -> dict[str, Any]:
     return normalized
 
 
+def json_same(stored: Any, given: Any) -> bool:
+    """Whether JSON data read back from the database is the data given (normalized).
+
+    PostgreSQL keeps numbers as exact decimals: a float such as 1e23 comes back as the integer
+    100000000000000000000000, which Python finds unequal to the float. Compared as decimals
+    (as the database did), the same body is the same data.
+    """
+    if stored == given:
+        return True
+    return _as_decimals(stored) == _as_decimals(given)
+
+
+def _as_decimals(value: Any) -> Any:
+    return json.loads(json.dumps(value), parse_float=Decimal, parse_int=Decimal)
+
+
 def _event_same_or_conflict(existing: Event, *, type: str, data: Any) -> Event:
-    if existing.type_id == type and existing.data == data:
+    if existing.type_id == type and json_same(existing.data, data):
         return existing
     raise EventIdempotencyConflict(
         {

@@ -23,6 +23,7 @@ from .publish import (
     event_data_validate,
     event_publish,
     event_type_get,
+    json_same,
 )
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _scheduled_event_publish(row: ScheduledEvent, *, now: dt.datetime) -> Event 
 def _scheduled_same_or_conflict(
     existing: ScheduledEvent, *, type: str, data: Any, due_at: dt.datetime
 ) -> ScheduledEvent:
-    if existing.type_id == type and existing.data == data and existing.due_at == due_at:
+    if existing.type_id == type and json_same(existing.data, data) and existing.due_at == due_at:
         return existing
     raise ScheduledEventConflict(
         {
