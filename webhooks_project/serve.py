@@ -75,7 +75,11 @@ class Child:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether the web server can listen on the port. As servers do, the probe reuses an address
+    whose closed connections still wait out TIME-WAIT (a minute after the last run stopped);
+    a port something listens on stays refused."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
