@@ -29,6 +29,12 @@ _OBJECT_PAGES = {
     "delivery": "admin:deliveries_delivery_change",
     "api_key": "admin:schools_apikey_change",
 }
+# What each kind of object is called in the admin's language (the entries store the key).
+_OBJECT_TYPES: dict[str, Any] = {
+    "webhook": gettext_lazy("webhook"),
+    "delivery": gettext_lazy("delivery"),
+    "api_key": gettext_lazy("API key"),
+}
 
 
 class WhenFilter(DateRangeFilter):
@@ -52,7 +58,7 @@ class AuditEntryAdmin(SchoolScopedAdmin):
         "school",
         "actor_label",
         "action",
-        "object_type",
+        "object_type_display",
         "object_link",
         "changes_display",
     )
@@ -91,6 +97,11 @@ class AuditEntryAdmin(SchoolScopedAdmin):
     @admin.display(description=gettext_lazy("When"), ordering="created_at")
     def when(self, obj: AuditEntry) -> str:
         return datetime_in_zone(obj.created_at, obj.school.timezone if obj.school else None)
+
+    @admin.display(description=gettext_lazy("object type"))
+    def object_type_display(self, obj: AuditEntry) -> str:
+        name = _OBJECT_TYPES.get(obj.object_type)
+        return capfirst(str(name)) if name is not None else obj.object_type
 
     @admin.display(description=gettext_lazy("Object"))
     def object_link(self, obj: AuditEntry) -> str:

@@ -222,4 +222,9 @@ class ScheduledEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.type_id} at {self.due_at.isoformat()} ({self.status})"
+        # The admin's name of it (breadcrumbs, titles, messages), in the reader's language.
+        return _("%(type)s at %(due_at)s (%(status)s)") % {
+            "type": self.type_id,
+            "due_at": self.due_at.isoformat(),
+            "status": self.get_status_display(),
+        }

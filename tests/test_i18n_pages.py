@@ -1,0 +1,130 @@
+"""Admin pages a French or German reader sees in their language: the refusal pages (403, 400),
+a scheduled event's name (breadcrumbs, title) and an audit entry's object type. Each is rendered
+in French and German: the translation is there, the English is not."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.test import Client, RequestFactory
+from django.utils import timezone, translation
+from django.views.defaults import bad_request
+
+from audit.models import AuditAction, AuditEntry
+from events.models import ScheduledEvent
+from schools.services import api_key_create
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _get(user, path: str, language: str):
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(user)
+    return client.get(path)
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "explanation"),
+    [
+        ("fr", "Accès refusé (403)", "Vous n’avez pas le droit de voir cette page"),
+        ("de", "Zugriff verweigert (403)", "Sie dürfen diese Seite nicht sehen"),
+    ],
+)
+def test_a_refused_page_speaks_the_readers_language(
+    school, support_user, school_admin, language, title, explanation
+):
+    subscription = SubscriptionFactory(school=school)
+
+    # Support staff never see a signing secret; a school admin has no platform keys.
+    for user, path in (
+        (support_user, f"/admin/subscriptions/subscription/{subscription.pk}/secret/"),
+        (school_admin, "/admin/schools/platformkey/"),
+    ):
+        response = _get(user, path, language)
+        page = response.content.decode()
+
+        assert response.status_code == 403
+        assert "Forbidden" not in page
+        assert f'<html lang="{language}"' in page
+        assert title in page
+        assert explanation in page
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "explanation"),
+    [
+        ("fr", "Requête incorrecte (400)", "La requête n’a pas pu être comprise."),
+        ("de", "Ungültige Anfrage (400)", "Die Anfrage konnte nicht verstanden werden."),
+    ],
+)
+def test_a_bad_request_page_speaks_the_readers_language(language, title, explanation):
+    request = RequestFactory().get("/admin/")
+
+    with translation.override(language):
+        response = bad_request(request, Exception("no"))
+    page = response.content.decode()
+
+    assert response.status_code == 400
+    assert "Bad Request" not in page
+    assert title in page
+    assert explanation in page
+
+
+@pytest.mark.parametrize(
+    ("language", "name"),
+    [("fr", "course.started le {due} (Planifié)"), ("de", "course.started am {due} (Geplant)")],
+)
+def test_a_scheduled_events_name_speaks_the_readers_language(school, school_admin, language, name):
+    scheduled = ScheduledEvent.objects.create(
+        school=school,
+        type_id="course.started",
+        data={"course": {"id": "c-1"}},
+        due_at=timezone.now() + dt.timedelta(days=1),
+        key="c-1-start",
+    )
+
+    page = _get(
+        school_admin, f"/admin/events/scheduledevent/{scheduled.pk}/change/", language
+    ).content.decode()
+
+    assert f"course.started at {scheduled.due_at.isoformat()}" not in page
+    assert "(scheduled)" not in page
+    assert name.format(due=scheduled.due_at.isoformat()) in page
+
+
+@pytest.mark.parametrize(
+    ("language", "api_key", "webhook"),
+    [("fr", "Clé d’API", "Webhook"), ("de", "API-Schlüssel", "Webhook")],
+)
+def test_an_audit_entrys_object_type_speaks_the_readers_language(
+    school, school_admin, language, api_key, webhook
+):
+    AuditEntry.objects.all().delete()
+    api_key_create(school=school, name="CRM")
+    key_entry = AuditEntry.objects.get(action=AuditAction.API_KEY_CREATED)
+    SubscriptionFactory(school=school)
+    from audit.services import audit_record
+
+    webhook_entry = audit_record(
+        actor=None,
+        action=AuditAction.WEBHOOK_PAUSED,
+        school_id=school.pk,
+        object_type="webhook",
+        object_id="x",
+        object_repr="CRM",
+        changes={"paused": [False, True]},
+    )
+
+    key_page = _get(
+        school_admin, f"/admin/audit/auditentry/{key_entry.pk}/change/", language
+    ).content.decode()
+    webhook_page = _get(
+        school_admin, f"/admin/audit/auditentry/{webhook_entry.pk}/change/", language
+    ).content.decode()
+
+    assert '<div class="readonly">api_key</div>' not in key_page
+    assert f'<div class="readonly">{api_key}</div>' in key_page
+    assert '<div class="readonly">webhook</div>' not in webhook_page
+    assert f'<div class="readonly">{webhook}</div>' in webhook_page
