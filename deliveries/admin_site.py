@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
+from common.admin_lists import CheckedListAdmin
 from schools.forms import AdminLoginForm
 from schools.selectors import school_ids_visible_to
 from subscriptions.selectors import subscriptions_needing_attention
@@ -47,6 +48,14 @@ class WebhooksAdminSite(admin.AdminSite):
         if form is not None and form.is_bound and form.has_error("__all__", "throttled"):
             response.status_code = 429
         return response
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        """Every list, Django's own (users, groups) and Celery's scheduler's included, answers a
+        query string it cannot apply with a message instead of a 500 (``CheckedListAdmin``)."""
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, CheckedListAdmin):
+            admin_class = type(admin_class.__name__, (CheckedListAdmin, admin_class), {})
+        super().register(model_or_iterable, admin_class, **options)
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         apps = super().get_app_list(request, app_label)

@@ -91,3 +91,20 @@ def test_the_api_key_limit_error_of_the_form_is_in_the_readers_language(school, 
     assert "Lycée Victor Hugo a déjà 5 clés d’API actives" in text
     assert "already has 5 active API keys" not in text
     assert ApiKey.objects.count() == 5
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/auth/user/?username__regex=(",
+        "/admin/auth/group/?name__regex=(",
+        "/admin/django_celery_beat/periodictask/?name__regex=(",
+    ],
+)
+def test_djangos_own_lists_given_a_lookup_the_database_cannot_run_answer_without_a_500(
+    admin_client, url
+):
+    response = admin_client.get(url)
+
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
