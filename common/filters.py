@@ -53,8 +53,9 @@ class StrictFilterSet(django_filters.FilterSet):
             if name not in self.data:
                 continue
             value = str(self.data.get(name) or "").strip()
-            if not value:
-                self.form.add_error(name, _("Give a value, or leave the parameter out."))
+            problem = filter_value_problem(value)
+            if problem:
+                self.form.add_error(name, problem)
                 valid = False
             elif isinstance(filter_, django_filters.BooleanFilter) and value not in _BOOLEANS:
                 self.form.add_error(name, _("Give true or false."))
@@ -63,3 +64,10 @@ class StrictFilterSet(django_filters.FilterSet):
 
 
 _BOOLEANS = {"true", "false", "True", "False", "1", "0"}
+
+
+def filter_value_problem(value: object) -> str | None:
+    """Why a query filter given with ``value`` is refused: given empty (or blank)."""
+    if str(value or "").strip():
+        return None
+    return _("Give a value, or leave the parameter out.")

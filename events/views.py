@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -30,10 +31,10 @@ from common.api import (
     PageNumberPagination,
     PayloadTooLarge,
 )
+from common.filters import filter_value_problem
 from schools.models import School
 from schools.permissions import IsSchoolOrPlatformClient, api_client, client_school
 from schools.selectors import school_by_slug
-from webhook_engine.inputs import text_problem
 
 from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
 from .selectors import (
@@ -55,6 +56,7 @@ from .serializers import (
 from .services import (
     EventIdempotencyConflict,
     event_publish,
+    idempotency_key_validate,
     scheduled_event_cancel,
     scheduled_event_create,
     scheduled_event_move,
@@ -184,7 +186,8 @@ class EventViewSet(
         deliver_at = data.get("deliver_at")
         # A retry of a scheduled publish (same key) stays one, even once its time has come:
         # published now under the key it would be a second event.
-        scheduled_first = _scheduled_under_key(school, key)
+        usable_key = _usable_key(key)
+        scheduled_first = _scheduled_under_key(school, usable_key)
         if deliver_at is not None and (deliver_at > started or scheduled_first is not None):
             if "occurred_at" in data:
                 raise ValidationError(
@@ -194,7 +197,7 @@ class EventViewSet(
                         ]
                     }
                 )
-            published_first = _published_under_key(school, key)
+            published_first = _published_under_key(school, usable_key)
             if published_first is not None:
                 raise EventIdempotencyConflict(
                     {
@@ -262,15 +265,16 @@ class EventViewSet(
 
 
 def _usable_key(key: str | None) -> str | None:
-    key = (key or "").strip()
-    if not key or len(key) > 255 or text_problem(key, subject=""):
-        return None  # no key, or one publishing and scheduling refuse with their reason
-    return key
+    """The Idempotency-Key as publishing stores it; None for none, or for one publishing and
+    scheduling refuse (they answer with the reason)."""
+    try:
+        return idempotency_key_validate(key)
+    except DjangoValidationError:
+        return None
 
 
 def _scheduled_under_key(school: School, key: str | None) -> ScheduledEvent | None:
-    """The school's scheduled event under this Idempotency-Key, if any."""
-    key = _usable_key(key)
+    """The school's scheduled event under this (usable) Idempotency-Key, if any."""
     if key is None:
         return None
     try:
@@ -280,8 +284,7 @@ def _scheduled_under_key(school: School, key: str | None) -> ScheduledEvent | No
 
 
 def _published_under_key(school: School, key: str | None) -> Event | None:
-    """The school's event published (not scheduled) under this Idempotency-Key, if any."""
-    key = _usable_key(key)
+    """The school's event published at once under this (usable) Idempotency-Key, if any."""
     if key is None:
         return None
     return Event.objects.filter(school=school, idempotency_key=key).only("id").first()
@@ -292,8 +295,9 @@ def _filter_value(params: Any, name: str) -> str | None:
     if name not in params:
         return None
     value = params.get(name) or ""
-    if not value.strip():
-        raise ValidationError({name: [_("Give a value, or leave the parameter out.")]})
+    problem = filter_value_problem(value)
+    if problem:
+        raise ValidationError({name: [problem]})
     return value
 
 

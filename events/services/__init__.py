@@ -2,7 +2,12 @@
 events that fire on time (``scheduled``)."""
 
 from .catalog import event_types_sync
-from .publish import EventIdempotencyConflict, event_publish, event_published_hook_set
+from .publish import (
+    EventIdempotencyConflict,
+    event_publish,
+    event_published_hook_set,
+    idempotency_key_validate,
+)
 from .scheduled import (
     DAILY_EVENT_TYPE,
     DAILY_IDEMPOTENCY_PREFIX,
@@ -29,6 +34,7 @@ __all__ = [
     "event_publish",
     "event_published_hook_set",
     "event_types_sync",
+    "idempotency_key_validate",
     "scheduled_event_cancel",
     "scheduled_event_create",
     "scheduled_event_move",

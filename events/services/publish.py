@@ -87,7 +87,7 @@ def event_publish(
 
     normalized = event_data_validate(event_type, data)
     occurred_at = _occurred_at_validate(occurred_at)
-    key = _idempotency_key_validate(idempotency_key)
+    key = idempotency_key_validate(idempotency_key)
 
     if key is not None:
         existing = Event.objects.filter(school=school, idempotency_key=key).first()
@@ -229,7 +229,9 @@ def _occurred_at_validate(occurred_at: dt.datetime | None) -> dt.datetime:
     return occurred_at
 
 
-def _idempotency_key_validate(idempotency_key: str | None) -> str | None:
+def idempotency_key_validate(idempotency_key: str | None) -> str | None:
+    """The key as stored (stripped; None for none); raises ``ValidationError`` naming
+    ``idempotency_key`` for one too long or with text that cannot be stored."""
     if idempotency_key is None:
         return None
     key = str(idempotency_key).strip()
