@@ -631,7 +631,10 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 _("The webhook “%(webhook)s” is enabled again.") % {"webhook": subscription.name},
                 messages.SUCCESS,
             )
-        outcome = delivery_retrigger(delivery=delivery, actor=actor)
+        try:
+            outcome = delivery_retrigger(delivery=delivery, actor=actor)
+        except Delivery.DoesNotExist:
+            raise Http404 from None  # deleted with its webhook since the page was read
         level, text = _RETRIGGER_MESSAGES[outcome]
         self.message_user(request, str(text) % {"webhook": subscription.name}, level)
         return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))

@@ -260,13 +260,10 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @action(detail=True, methods=["post"])
     def retrigger(self, request: Request, pk: str | None = None) -> Response:
         delivery = self.get_object()
-        outcome = delivery_retrigger(delivery=delivery, actor=actor_api_key(request.auth))
-        if (
-            outcome == RetriggerOutcome.IN_FLIGHT
-            and not self.get_queryset().filter(pk=delivery.pk).exists()
-        ):
-            # Deleted (with its webhook) since it was looked up: the 404 a moment later.
-            raise NotFound()
+        try:
+            outcome = delivery_retrigger(delivery=delivery, actor=actor_api_key(request.auth))
+        except Delivery.DoesNotExist:
+            raise NotFound() from None  # deleted with its webhook since it was looked up
         return Response(
             RetriggerOutput(
                 {"retriggered": outcome == RetriggerOutcome.QUEUED, "outcome": outcome}

@@ -463,12 +463,14 @@ def delivery_retrigger(*, delivery: Delivery, actor: Actor | None = None) -> Ret
 
     The attempt is logged as manual and carries the same ``webhook-id``. A delivered or failed
     delivery that fails again stays failed (no automatic retries follow); one that was waiting
-    between automatic attempts keeps its schedule.
+    between automatic attempts keeps its schedule. Raises ``Delivery.DoesNotExist`` if it was
+    deleted (with its webhook) since it was read.
     """
     result = _redrive(Delivery.objects.filter(pk=delivery.pk), actor=actor)
-    [outcome] = [outcome for outcome, n in result.counts.items() if n] or [
-        RetriggerOutcome.IN_FLIGHT
-    ]
+    outcomes = [outcome for outcome, n in result.counts.items() if n]
+    if not outcomes:  # every row found has an outcome, in flight included
+        raise Delivery.DoesNotExist(f"Delivery {delivery.pk} no longer exists.")
+    [outcome] = outcomes
     return outcome
 
 
