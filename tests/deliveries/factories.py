@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.services import event_fan_out
 from events.models import Event
+from events.services import event_publish
 from webhook_engine.errors import ErrorKind
 
 
@@ -64,3 +66,15 @@ def delivery_create(subscription, *, event=None, status=DeliveryStatus.FAILED, *
         error_message=defaults["last_error"],
     )
     return delivery
+
+
+def deliveries_published(school, count, start=0):
+    """Publish ``count`` course.created events (courses c<start>, c<start+1>, ...) and fan each
+    out; return the ids of their deliveries, as strings, in publication order."""
+    ids = []
+    for number in range(start, start + count):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    return ids

@@ -17,6 +17,7 @@ from deliveries.services.dispatch import Dispatcher, _Result
 from events.services import event_publish
 from subscriptions.models import Subscription
 from tests.database import connection_lose
+from tests.deliveries.factories import deliveries_published
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -271,16 +272,6 @@ def test_a_late_result_does_not_stop_the_lease_renewal_of_the_same_deliverys_new
     assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.DELIVERED
 
 
-def _published(school, count):
-    ids = []
-    for number in range(count):
-        event = event_publish(
-            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
-        )
-        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
-    return ids
-
-
 _REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
 _GONE = TransportResult(request_headers={}, status=410, error_kind=ErrorKind.HTTP_STATUS)
 
@@ -296,7 +287,7 @@ def test_a_410_from_a_webhook_deleted_mid_attempt_does_not_stop_the_batchs_410s_
     deleted = SubscriptionFactory(school=school, url="http://127.0.0.1:9/deleted", topics=["*"])
     gone = SubscriptionFactory(school=school, url="http://127.0.0.1:9/gone", topics=["*"])
     busy = SubscriptionFactory(school=school, url=receiver.url("/busy"), max_concurrency=1)
-    ids = _published(school, 2)
+    ids = deliveries_published(school, 2)
     by_webhook = {}
     for delivery in Delivery.objects.filter(pk__in=ids).order_by("created_at"):
         by_webhook.setdefault(delivery.subscription_id, []).append(str(delivery.pk))
@@ -331,7 +322,7 @@ def test_failures_are_counted_once_when_the_circuit_updates_commit_reply_is_lost
     failures of the batch must count once, not twice."""
     settings.WEBHOOKS_CIRCUIT_FAILURES = 5
     subscription = SubscriptionFactory(school=school, url="http://127.0.0.1:9/x", topics=["*"])
-    claims = deliveries_claim(delivery_ids=_published(school, 2)).claims
+    claims = deliveries_claim(delivery_ids=deliveries_published(school, 2)).claims
     real = record.endpoints_lock
     calls = []
 

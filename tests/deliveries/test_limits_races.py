@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
-from deliveries.services import deliveries_attempt, event_fan_out
+from deliveries.services import deliveries_attempt
 from deliveries.services import testing as testing_module
 from deliveries.services.claim import (
     deliveries_claim,
@@ -17,7 +17,7 @@ from deliveries.services.claim import (
 from deliveries.services.dispatch import Dispatcher, _Result
 from deliveries.services.record import CircuitChanges, deliveries_record
 from deliveries.services.testing import delivery_test_send
-from events.services import event_publish
+from tests.deliveries.factories import deliveries_published
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -25,16 +25,6 @@ from webhook_engine.transport import TransportResult
 
 _REFUSED = TransportResult(request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="x")
 _ANSWERED = TransportResult(request_headers={}, status=200)
-
-
-def _publish(school, count, start=0):
-    ids = []
-    for number in range(start, start + count):
-        event = event_publish(
-            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
-        )
-        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
-    return ids
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def test_an_answer_that_closes_the_circuit_takes_up_what_waited_even_if_nothing_
     webhook = SubscriptionFactory(
         school=school, url=receiver.url("/hook"), topics=["*"], max_concurrency=10
     )
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     claims = deliveries_claim(delivery_ids=ids).claims
     assert len(claims) == 3
     assert not any(claim.waiting_behind for claim in claims)  # slots to spare, nothing waits
@@ -70,7 +60,7 @@ def test_an_answer_that_closes_the_circuit_takes_up_what_waited_even_if_nothing_
     )
     assert EndpointState.objects.get(pk=webhook.pk).circuit_state == CircuitState.OPEN
 
-    later = _publish(school, 1, start=3)
+    later = deliveries_published(school, 1, start=3)
     parked = deliveries_claim(delivery_ids=later)
     assert parked.claims == []
     assert parked.waiting == later  # behind the open circuit
@@ -103,7 +93,7 @@ def test_a_claim_that_waited_for_the_webhooks_lock_does_not_turn_its_rate_bucket
         max_concurrency=10,
         rate_limit_per_second=1,
     )
-    ids = _publish(school, 6)
+    ids = deliveries_published(school, 6)
     EndpointState.objects.create(
         subscription=webhook, rate_tokens=0.0, rate_tokens_at=timezone.now()
     )  # the bucket was just emptied
@@ -166,11 +156,11 @@ def test_recording_hands_each_webhook_its_own_freed_slots(
     receiver.script("/busy", default=Reply(status=200))
     receiver.script("/quiet", default=Reply(status=200))
     SubscriptionFactory(school=school, url=receiver.url("/busy"), topics=["*"], max_concurrency=1)
-    ids = _publish(school, 3)  # the busy webhook's, published first: they wait longer
+    ids = deliveries_published(school, 3)  # the busy webhook's, published first: they wait longer
     quiet = SubscriptionFactory(
         school=school, url=receiver.url("/quiet"), topics=["*"], max_concurrency=1
     )
-    ids += _publish(school, 2, start=3)  # to both webhooks
+    ids += deliveries_published(school, 2, start=3)  # to both webhooks
 
     with django_capture_on_commit_callbacks():
         deliveries_attempt(delivery_ids=ids)  # one each goes; the rest wait

@@ -18,7 +18,6 @@ from deliveries.services import (
     deliveries_attempt,
     deliveries_sweep,
     delivery_test_send,
-    event_fan_out,
     subscription_pause,
     subscription_resume,
 )
@@ -34,20 +33,11 @@ from subscriptions.models import Subscription
 from subscriptions.selectors import FAN_OUT_FIELDS
 from subscriptions.services import subscription_disable, subscriptions_auto_disable
 from tests.database import rows_clone, rows_read
+from tests.deliveries.factories import deliveries_published
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def _publish(school, count, start=0):
-    ids = []
-    for number in range(start, start + count):
-        event = event_publish(
-            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
-        )
-        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
-    return ids
 
 
 def _course_ids(receiver, path="/hook"):
@@ -66,7 +56,7 @@ def test_a_paused_webhooks_events_become_deliveries_that_are_held_and_nothing_is
 ):
     webhook = _paused_webhook(school, receiver)
 
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     deliveries_attempt(delivery_ids=ids)  # a message that came anyway sends nothing
 
     assert receiver.received("/hook") == []
@@ -83,7 +73,7 @@ def test_resuming_sends_the_held_deliveries_one_at_a_time_in_the_order_they_were
     school, receiver
 ):
     webhook = _paused_webhook(school, receiver, max_concurrency=10)
-    ids = _publish(school, 6)
+    ids = deliveries_published(school, 6)
 
     result = subscription_resume(subscription=webhook, actor=None)
 
@@ -101,10 +91,10 @@ def test_resuming_sends_the_held_deliveries_one_at_a_time_in_the_order_they_were
 
 def test_an_event_published_during_the_catch_up_goes_after_the_held_ones(school, receiver):
     webhook = _paused_webhook(school, receiver)
-    held = _publish(school, 2)
+    held = deliveries_published(school, 2)
     subscription_resume(subscription=webhook, actor=None)
 
-    later = _publish(school, 1, start=2)
+    later = deliveries_published(school, 1, start=2)
     deliveries_attempt(delivery_ids=later)
     assert receiver.received("/hook") == []  # the held ones go first
     for _ in range(3):
@@ -115,9 +105,9 @@ def test_an_event_published_during_the_catch_up_goes_after_the_held_ones(school,
 
 def test_events_published_after_the_resume_do_not_keep_a_catch_up_going(school, receiver):
     webhook = _paused_webhook(school, receiver, max_concurrency=10)
-    held = _publish(school, 2)
+    held = deliveries_published(school, 2)
     subscription_resume(subscription=webhook, actor=None)
-    later = _publish(school, 4, start=2)  # steady traffic meanwhile
+    later = deliveries_published(school, 4, start=2)  # steady traffic meanwhile
     assert deliveries_claim(delivery_ids=later).claims == []  # they wait behind the held ones
 
     for _ in range(2):
@@ -136,7 +126,7 @@ def test_a_delivery_fanned_out_while_the_resume_committed_still_goes_after_the_h
     school, receiver
 ):
     webhook = _paused_webhook(school, receiver)
-    held = _publish(school, 2)
+    held = deliveries_published(school, 2)
     # A fan-out that read the webhook while it was paused and wrote after the resume.
     stale = Subscription.objects.only(*FAN_OUT_FIELDS).get(pk=webhook.pk)
     started = timezone.now()
@@ -156,7 +146,7 @@ def test_a_delivery_fanned_out_while_the_resume_committed_still_goes_after_the_h
 def test_a_failed_held_delivery_is_retried_once_the_next_ones_have_gone(school, receiver):
     receiver.script("/hook", default=Reply(status=200))
     webhook = _paused_webhook(school, receiver)
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     receiver.script("/hook", Reply(status=500), default=Reply(status=200))
     subscription_resume(subscription=webhook, actor=None)
 
@@ -178,7 +168,7 @@ def test_a_failed_held_delivery_is_retried_once_the_next_ones_have_gone(school, 
 
 def test_a_held_deliverys_retry_window_starts_at_the_resume_not_at_its_creation(school, receiver):
     webhook = _paused_webhook(school, receiver)
-    [delivery_id] = _publish(school, 1)
+    [delivery_id] = deliveries_published(school, 1)
     weekend_ago = timezone.now() - dt.timedelta(days=3)
     Subscription.objects.filter(pk=webhook.pk).update(paused_at=weekend_ago)
     Delivery.objects.filter(pk=delivery_id).update(created_at=weekend_ago + dt.timedelta(hours=1))
@@ -195,7 +185,7 @@ def test_a_held_deliverys_retry_window_starts_at_the_resume_not_at_its_creation(
 
 def test_a_held_delivery_that_waited_long_in_a_catch_up_still_gets_its_retries(school, receiver):
     webhook = _paused_webhook(school, receiver)
-    [delivery_id] = _publish(school, 1)
+    [delivery_id] = deliveries_published(school, 1)
     subscription_resume(subscription=webhook, actor=None)
     # A catch-up of a large backlog under a tight rate limit: its turn comes 30 hours later.
     long_ago = timezone.now() - dt.timedelta(hours=30)
@@ -214,7 +204,7 @@ def test_a_pause_only_moves_the_window_of_a_delivery_that_was_retrying_when_it_b
     school, receiver
 ):
     webhook = SubscriptionFactory(school=school, url=receiver.url("/hook"))
-    [delivery_id] = _publish(school, 1)
+    [delivery_id] = deliveries_published(school, 1)
     created = timezone.now() - dt.timedelta(hours=5)
     Delivery.objects.filter(pk=delivery_id).update(created_at=created)
     subscription_pause(subscription=webhook, actor=None)
@@ -233,7 +223,7 @@ def test_the_sweeper_resumes_a_webhook_whose_resume_time_has_come(school, receiv
     webhook = SubscriptionFactory(school=school, url=receiver.url("/hook"))
     until = timezone.now() + dt.timedelta(hours=1)
     subscription_pause(subscription=webhook, until=until, actor=None)
-    ids = _publish(school, 2)
+    ids = deliveries_published(school, 2)
     deliveries_sweep()
     webhook.refresh_from_db()
     assert webhook.paused_at is not None  # not yet
@@ -256,7 +246,7 @@ def test_the_sweeper_restarts_a_stalled_catch_up_with_its_oldest_delivery(
 ):
     settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
     webhook = _paused_webhook(school, receiver)
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     subscription_resume(subscription=webhook, actor=None)
     Subscription.objects.filter(pk=webhook.pk).update(
         catching_up_since=timezone.now() - dt.timedelta(minutes=5)
@@ -273,7 +263,7 @@ def test_keeping_a_catch_up_going_reads_no_more_than_its_head_whatever_the_log_h
 ):
     settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
     webhook = _paused_webhook(school, receiver)
-    ids = _publish(school, 1)
+    ids = deliveries_published(school, 1)
     # 3,000 deliveries of the webhook sent an hour ago, before the pause.
     rows_clone(
         Delivery,
@@ -308,7 +298,7 @@ def test_keeping_a_catch_up_going_reads_no_more_than_its_head_whatever_the_log_h
 def test_a_catch_up_whose_circuit_is_open_is_left_to_its_probe(school, receiver, settings):
     settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
     webhook = _paused_webhook(school, receiver)
-    _publish(school, 2)
+    deliveries_published(school, 2)
     subscription_resume(subscription=webhook, actor=None)
     EndpointState.objects.create(
         subscription=webhook,
@@ -387,7 +377,7 @@ def test_held_deliveries_are_not_a_backlog_for_health_or_metrics(client, school,
     settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
     webhook = SubscriptionFactory(school=school)
     subscription_pause(subscription=webhook, actor=None)
-    ids = _publish(school, 2)
+    ids = deliveries_published(school, 2)
     Delivery.objects.filter(pk__in=ids).update(
         next_attempt_at=timezone.now() - dt.timedelta(hours=3)
     )
@@ -405,7 +395,7 @@ def test_a_long_catch_up_is_not_a_backlog_for_health_either(client, school, sett
     settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS = 60
     webhook = SubscriptionFactory(school=school)
     subscription_pause(subscription=webhook, actor=None)
-    _publish(school, 3)
+    deliveries_published(school, 3)
     subscription_resume(subscription=webhook, actor=None)
     Delivery.objects.filter(subscription=webhook).update(
         next_attempt_at=timezone.now() - dt.timedelta(hours=1)
@@ -417,7 +407,7 @@ def test_a_long_catch_up_is_not_a_backlog_for_health_either(client, school, sett
 
 def test_a_catch_up_keeps_to_the_webhooks_rate_limit(school, receiver):
     webhook = _paused_webhook(school, receiver, rate_limit_per_second=1)
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     subscription_resume(subscription=webhook, actor=None)
 
     deliveries_attempt(delivery_ids=ids)
@@ -436,7 +426,7 @@ def test_a_catch_up_whose_circuit_is_open_is_failed_by_the_sweeper_once_the_webh
     them pending for ever."""
     settings.WEBHOOKS_REDRIVE_AFTER_SECONDS = 0
     webhook = _paused_webhook(school, receiver)
-    ids = _publish(school, 3)
+    ids = deliveries_published(school, 3)
     subscription_resume(subscription=webhook, actor=None)
     EndpointState.objects.create(
         subscription=webhook,
@@ -477,7 +467,7 @@ def test_the_sweeper_does_not_resume_a_webhook_whose_pause_was_extended_after_it
     subscription_pause(
         subscription=webhook, until=timezone.now() + dt.timedelta(minutes=1), actor=None
     )
-    _publish(school, 2)
+    deliveries_published(school, 2)
     Subscription.objects.filter(pk=webhook.pk).update(
         resume_at=timezone.now() - dt.timedelta(seconds=1)
     )  # its time has come
@@ -510,7 +500,7 @@ def test_the_sweeper_does_not_end_a_catch_up_whose_last_held_delivery_went_out_m
     the catch-up: the webhook's concurrency would apply again while that delivery is in flight,
     and a newer event would go side by side with it."""
     webhook = _paused_webhook(school, receiver, max_concurrency=5)
-    [held] = _publish(school, 1)
+    [held] = deliveries_published(school, 1)
     subscription_resume(subscription=webhook, actor=None)
     real_head = pausing_module.catch_up_head
     in_flight = []
@@ -527,5 +517,5 @@ def test_the_sweeper_does_not_end_a_catch_up_whose_last_held_delivery_went_out_m
     assert [str(claim.delivery.pk) for claim in in_flight] == [held]
     assert Subscription.objects.get(pk=webhook.pk).catching_up_since is not None
     # An event published now waits for the held delivery in flight (one at a time).
-    later = _publish(school, 1, start=1)
+    later = deliveries_published(school, 1, start=1)
     assert deliveries_claim(delivery_ids=later).claims == []
