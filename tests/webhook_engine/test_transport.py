@@ -1,3 +1,4 @@
+import contextlib
 import socket
 import threading
 import time
@@ -182,17 +183,16 @@ def test_connections_are_reused_between_attempts(transport, receiver):
     assert len(receiver.received()) == 2
 
 
-@pytest.fixture
-def drip_tls_server():
-    """Accepts TCP and answers a TLS ClientHello with a handshake record, one byte every 0.2 s,
-    so the handshake never completes on its own."""
-    import threading
-    import time
-
+@contextlib.contextmanager
+def _raw_server(handle):
+    """A TCP server on a free loopback port that gives each connection it accepts to
+    ``handle(conn, stop)`` (in its accepting thread), until the block ends; yields the port.
+    ``handle`` owns the connection (closes it or keeps it); the server closes what it kept."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     stop = threading.Event()
+    kept = []
 
     def serve():
         server.settimeout(0.2)
@@ -201,23 +201,39 @@ def drip_tls_server():
                 conn, _ = server.accept()
             except OSError:
                 continue
-            with conn:
-                conn.recv(4096)
-                record = b"\x16\x03\x03\x40\x00" + b"\x02" * 64  # a long handshake record
-                for byte in record:
-                    if stop.is_set():
-                        break
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        break
-                    time.sleep(0.2)
+            kept.append(conn)
+            handle(conn, stop)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    server.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        server.close()
+        for conn in kept:
+            conn.close()
+
+
+@pytest.fixture
+def drip_tls_server():
+    """Accepts TCP and answers a TLS ClientHello with a handshake record, one byte every 0.2 s,
+    so the handshake never completes on its own."""
+
+    def drip(conn, stop):
+        conn.recv(4096)
+        record = b"\x16\x03\x03\x40\x00" + b"\x02" * 64  # a long handshake record
+        for byte in record:
+            if stop.is_set():
+                break
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+        conn.close()
+
+    with _raw_server(drip) as port:
+        yield port
 
 
 def test_a_tls_handshake_that_never_completes_ends_at_the_deadline(transport, drip_tls_server):
@@ -228,8 +244,6 @@ def test_a_tls_handshake_that_never_completes_ends_at_the_deadline(transport, dr
 
 
 def test_a_name_that_takes_forever_to_resolve_is_cut_off_at_the_deadline(transport, monkeypatch):
-    import time
-
     def slow(*args, **kwargs):
         time.sleep(4)
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
@@ -249,35 +263,22 @@ def test_a_name_that_takes_forever_to_resolve_is_cut_off_at_the_deadline(transpo
 def close_delimited_dripper():
     """Answers 200 with no Content-Length (the body ends when the connection closes) and then
     sends the body one byte every 0.1 s for 5 s."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    stop = threading.Event()
 
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.recv(65536)
-                try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-                    for _ in range(50):
-                        if stop.is_set():
-                            break
-                        conn.sendall(b"x")
-                        time.sleep(0.1)
-                except OSError:
-                    pass
+    def drip(conn, stop):
+        conn.recv(65536)
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+            for _ in range(50):
+                if stop.is_set():
+                    break
+                conn.sendall(b"x")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    server.close()
+    with _raw_server(drip) as port:
+        yield port
 
 
 def test_an_answer_still_being_read_at_the_deadline_is_a_timeout_not_a_success(
@@ -373,28 +374,8 @@ def test_several_addresses_that_each_fail_slowly_do_not_outlast_the_deadline(
 @pytest.fixture
 def never_reads():
     """Accepts connections and never reads from them."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    held = []
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    server.close()
-    for conn in held:
-        conn.close()
+    with _raw_server(lambda conn, stop: None) as port:
+        yield port
 
 
 def test_a_huge_body_to_a_receiver_that_does_not_read_ends_at_the_deadline(transport, never_reads):
