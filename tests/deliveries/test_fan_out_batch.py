@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 from celery import current_app
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from deliveries.services.fan_out import (
 )
 from events.models import Event
 from events.services import event_publish
+from subscriptions.models import Subscription
 from tests.database import rows_clone, rows_held_elsewhere, rows_read
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
@@ -453,3 +454,68 @@ def test_a_batch_of_large_events_another_worker_is_splitting_is_passed_over_not_
 
     assert (fanned_out, elapsed < 2) == (0, True)
     assert Event.objects.get(pk=event.pk).fanned_out_at is None  # the other worker's to finish
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_event_resumed_after_a_crash_is_fanned_out_when_fewer_webhooks_remain(
+    catalog, settings
+):
+    """A worker died after the first piece of an event for many webhooks. Before the event is
+    taken up again, a webhook was disabled (by hand or by the auto-disable), so the event now
+    matches no more than a piece's worth: it must still be fanned out, once per webhook."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
+    school = SchoolFactory()
+    webhooks = sorted(
+        (SubscriptionFactory(school=school, topics=["*"]) for _ in range(4)),
+        key=lambda webhook: webhook.pk,
+    )
+    event = _publish(school)
+    # The crash: the first piece (3 webhooks) was committed, nothing else.
+    for webhook in webhooks[:3]:
+        Delivery.objects.create(
+            school=school,
+            event=event,
+            subscription=webhook,
+            event_type=event.type_id,
+            status=DeliveryStatus.DELIVERED,
+        )
+    Subscription.objects.filter(pk=webhooks[0].pk).update(is_active=False)
+    other = _publish(school, course="c2")  # the school goes on publishing
+
+    events_fan_out_pending()
+    events_fan_out_pending()  # and once more, as the next task would
+
+    assert Event.objects.get(pk=event.pk).fanned_out_at is not None
+    pairs = list(Delivery.objects.filter(event=event).values_list("subscription_id", flat=True))
+    assert sorted(pairs) == sorted(webhook.pk for webhook in webhooks[:4])
+    assert Event.objects.get(pk=other.pk).fanned_out_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_error_while_splitting_a_large_event_retries_the_task(
+    catalog, settings, monkeypatch
+):
+    """The database became unreachable while an event for many webhooks was being written in
+    pieces: the task must raise it (Celery retries it within a second or two, as the README
+    and ``events_fan_out_waiting`` promise), not swallow it and leave the event to the
+    sweeper with nothing pending."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 2
+    school = SchoolFactory()
+    for _ in range(4):
+        SubscriptionFactory(school=school, topics=["*"])
+    event = _publish(school)
+    real = fan_out_module.deliveries_insert
+    pieces: list[int] = []
+
+    def insert(deliveries):
+        if deliveries:
+            pieces.append(len(deliveries))
+            if len(pieces) == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+        return real(deliveries)
+
+    monkeypatch.setattr(fan_out_module, "deliveries_insert", insert)
+
+    with pytest.raises(OperationalError):
+        events_fan_out_pending()
+    assert Event.objects.get(pk=event.pk).fanned_out_at is None

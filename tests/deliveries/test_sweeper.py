@@ -7,10 +7,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
-from deliveries.services import deliveries_sweep, event_fan_out
+from deliveries.services import deliveries_sweep, event_fan_out, redrive
 from deliveries.services.claim import deliveries_claim, deliveries_claim_waiting
 from deliveries.services.record import CircuitChanges, deliveries_record
 from deliveries.services.send import request_build, request_send
+from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
 from tests.database import rows_clone, rows_fetched
@@ -211,3 +212,44 @@ def test_a_lost_send_now_message_is_sent_again_whatever_holds_the_webhooks_other
     assert result.deliveries_enqueued == 1
     assert Delivery.objects.get(pk=manual).enqueued_at > lost_at
     assert Delivery.objects.get(pk=held).enqueued_at is None  # the others still wait
+
+
+def test_open_circuits_with_nothing_to_probe_do_not_starve_one_with_a_backlog(school, monkeypatch):
+    """Webhooks whose circuit opened long ago and whose deliveries have all ended (retry window
+    over, not yet auto-disabled) keep a due ``probe_at``. They must not take every place in the
+    sweeper's probe scan (``limit``, 2,000 in production, 2 here) forever, leaving a webhook
+    that has deliveries waiting for its probe without one."""
+    now = timezone.now()
+    for minutes in (60, 50):  # opened first: their probe_at is the oldest
+        idle = SubscriptionFactory(school=school, topics=["course.created"])
+        EndpointState.objects.create(
+            subscription=idle,
+            circuit_state=CircuitState.OPEN,
+            circuit_changed_at=now - dt.timedelta(days=2),
+            probe_at=now - dt.timedelta(minutes=minutes),
+        )
+    broken = SubscriptionFactory(school=school, topics=["course.created"])
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    Event.objects.filter(pk=event.pk).update(fanned_out_at=now)
+    delivery = Delivery.objects.create(
+        school=school,
+        event=event,
+        subscription=broken,
+        event_type=event.type_id,
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=now - dt.timedelta(minutes=5),
+    )
+    EndpointState.objects.create(
+        subscription=broken,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=now - dt.timedelta(minutes=30),
+        probe_at=now - dt.timedelta(minutes=1),
+    )
+
+    enqueued: list = []
+    monkeypatch.setattr(redrive, "deliveries_enqueue", lambda ids, **kw: enqueued.extend(ids))
+
+    probes = [deliveries_sweep(limit=2).probes_sent for _ in range(3)]
+
+    assert sum(probes) >= 1
+    assert delivery.pk in enqueued
