@@ -15,12 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from common.admin_lists import (
-    CheckedListAdmin,
-    DateRangeFilter,
-    DropdownFilter,
-    EstimatedCountPaginator,
-)
+from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from common.forms import NestingSafeJSONField
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
 from webhook_engine.inputs import json_problems
@@ -90,7 +85,7 @@ class EventTypeForm(forms.ModelForm):
 
 
 @admin.register(EventType)
-class EventTypeAdmin(CheckedListAdmin):
+class EventTypeAdmin(admin.ModelAdmin):
     """The catalog. Shipped types are read-only (an upgrade rewrites them); platform operators
     (superusers) add their own types and edit those."""
 

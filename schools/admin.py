@@ -22,7 +22,6 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from audit.services import actor_user
 from common.admin_display import datetime_in_zone
-from common.admin_lists import CheckedListAdmin
 
 from .admin_scoping import (
     SchoolListFilter,
@@ -278,7 +277,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
 
 
 @admin.register(PlatformKey)
-class PlatformKeyAdmin(KeyAdminMixin, CheckedListAdmin):
+class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
     """The platform's own keys (publish events for any school): superusers only, as no group
     has permissions on them."""
 

@@ -22,7 +22,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from common.admin_lists import CheckedListAdmin
 from schools.models import School
 from schools.selectors import school_ids_administered_by, school_ids_visible_to
 
@@ -152,7 +151,7 @@ def autocomplete_widget(
         )
 
 
-class SchoolScopedAdmin(CheckedListAdmin):
+class SchoolScopedAdmin(admin.ModelAdmin):
     """A model admin that shows the user only their schools' rows (see the module docstring).
 
     ``school_field`` is the lookup path from the model to its school (``"pk"`` for School).
