@@ -35,6 +35,18 @@ def _publish(school, type="course.created", course="c1"):
     return event_publish(school=school, type=type, data={"course": {"id": course}})
 
 
+def _piece_written(event, webhooks):
+    """The deliveries of one piece of ``event``'s fan-out, as a worker that then died left them."""
+    for webhook in webhooks:
+        Delivery.objects.create(
+            school=event.school,
+            event=event,
+            subscription=webhook,
+            event_type=event.type_id,
+            status=DeliveryStatus.DELIVERED,
+        )
+
+
 def _count_sends(monkeypatch) -> list[str]:
     """The names of the tasks sent from now on (sent for real, to the suite's own queue)."""
     sent: list[str] = []
@@ -274,14 +286,7 @@ def test_an_event_for_many_webhooks_is_committed_and_handed_off_a_piece_at_a_tim
     event = _publish(school)
     # A crash after the first piece left its deliveries (and nothing else) behind.
     first = sorted(webhooks, key=lambda webhook: webhook.pk)[:3]
-    for webhook in first:
-        Delivery.objects.create(
-            school=school,
-            event=event,
-            subscription=webhook,
-            event_type=event.type_id,
-            status=DeliveryStatus.DELIVERED,
-        )
+    _piece_written(event, first)
     handed_off: list[tuple[int, int]] = []  # (piece size, deliveries committed by then)
 
     def hand_off(ids):
@@ -471,14 +476,7 @@ def test_a_large_event_resumed_after_a_crash_is_fanned_out_when_fewer_webhooks_r
     )
     event = _publish(school)
     # The crash: the first piece (3 webhooks) was committed, nothing else.
-    for webhook in webhooks[:3]:
-        Delivery.objects.create(
-            school=school,
-            event=event,
-            subscription=webhook,
-            event_type=event.type_id,
-            status=DeliveryStatus.DELIVERED,
-        )
+    _piece_written(event, webhooks[:3])
     Subscription.objects.filter(pk=webhooks[0].pk).update(is_active=False)
     other = _publish(school, course="c2")  # the school goes on publishing
 
