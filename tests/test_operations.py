@@ -2,7 +2,10 @@
 settings checked at start."""
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +20,9 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import deliveries_sweep, event_fan_out
 from deliveries.services import dispatch as dispatch_module
 from deliveries.services.dispatch import Dispatcher
+from events.models import Event
 from events.services import event_publish
+from tests.processes import ROOT, process_env
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from tests.test_deploy_check import check_deploy, readme_deploy_environment
@@ -135,6 +140,7 @@ def test_health_answers_503_within_seconds_when_the_broker_does_not_answer(catal
         ("WEBHOOKS_DELIVERY_BATCH_SIZE", "-1"),
         ("WEBHOOKS_LEASE_SECONDS", "0"),
         ("WEBHOOKS_SWEEP_INTERVAL_SECONDS", "0"),
+        ("CELERY_BROKER_SOCKET_TIMEOUT", "0.5"),
     ],
 )
 def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):
@@ -147,3 +153,109 @@ def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("django.core.exceptions.ImproperlyConfigured: " + variable), last
     assert "<password>" not in result.stderr  # a database URL's password is not echoed
+
+
+_PUBLISHER = """
+import sys, time
+import django
+django.setup()
+from django.db import transaction
+from celery import current_app
+from events.services import event_publish
+from schools.models import School
+
+school = School.objects.get(pk=int(sys.argv[1]))
+with current_app.connection_for_write() as broker:
+    broker.ensure_connection(max_retries=1)
+print("ready", flush=True)
+sys.stdin.readline()  # the test stops the broker, then says go
+for number in range(2):
+    started = time.monotonic()
+    with transaction.atomic():
+        event = event_publish(school=school, type="course.created", data={"course": {"id": "c"}})
+    print(f"published {event.id} in {time.monotonic() - started:.2f}", flush=True)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishing_gives_up_on_a_broker_that_stopped_answering(school, tmp_path):
+    """A web process publishes an event, and Redis has stopped answering (paused, swapped out,
+    a partition after the connection was made). The event is committed, so the request must
+    not wait on the broker for as long as it hangs: it gives up within seconds and the
+    sweeper fans the event out. Publishes right after it do not each wait again."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    publisher = None
+    try:
+        _wait_until_listening(port)
+        publisher = subprocess.Popen(
+            [sys.executable, "-c", _PUBLISHER, str(school.pk)],
+            cwd=ROOT,
+            env=process_env(CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert publisher.stdout.readline().strip() == "ready"
+        os.kill(redis.pid, signal.SIGSTOP)
+        publisher.stdin.write("go\n")
+        publisher.stdin.flush()
+        lines = _lines_within(publisher, count=2, seconds=30)
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        os.kill(redis.pid, signal.SIGCONT)
+        redis.kill()
+        redis.wait()
+
+    assert len(lines) == 2, f"the publisher was still waiting on the broker after 30 s: {lines}"
+    took = [float(line.split()[-1]) for line in lines]
+    assert took[0] < 12, lines
+    assert took[1] < 1, lines
+    stored = Event.objects.filter(fanned_out_at__isnull=True).count()
+    assert stored == 2  # committed, waiting for the sweeper
+
+
+def _wait_until_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the private Redis did not start")
+
+
+def _lines_within(process: subprocess.Popen, *, count: int, seconds: float) -> list[str]:
+    """The ``published`` lines ``process`` prints within ``seconds``."""
+    lines: list[str] = []
+
+    def read():
+        for line in process.stdout:
+            if line.startswith("published"):
+                lines.append(line.strip())
+                if len(lines) == count:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return list(lines)

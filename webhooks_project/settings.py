@@ -347,7 +347,14 @@ if CELERY_BROKER_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         # gevent workers ack from many greenlets at once; kombu's default pool of 10 is too small.
         "max_connections": env_int("CELERY_BROKER_MAX_CONNECTIONS", 200),
+        # A Redis that takes the connection and stops answering (paused, partitioned) would
+        # otherwise hold a publish, and the web request behind it, for as long as it hangs.
+        # Above the worker's 1 s BRPOP, so an idle consumer never times out.
+        "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0),
+        "socket_connect_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0),
     }
+    if CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] <= 1:  # type: ignore[operator]
+        raise ImproperlyConfigured("CELERY_BROKER_SOCKET_TIMEOUT must be more than 1 (seconds).")
 else:
     # Embedded default: a filesystem broker that needs no server (see webhooks_project/fsbroker.py).
     _broker_dir = WEBHOOKS_DATA_DIR / "broker"

@@ -53,6 +53,10 @@ FAN_OUT_TASK = "deliveries.events_fan_out"
 DELIVER_TASK = "deliveries.deliver"
 # A fan-out request pending longer than this is sent again: its message may have been lost.
 FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
+# One retry (a connection the broker closed, as after its restart, is made again), not
+# Celery's three: messages are sent from web requests and tasks, and against a broker that
+# stopped answering each try costs CELERY_BROKER_SOCKET_TIMEOUT.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 
 
 # --- The hand-off ---------------------------------------------------------------------------
@@ -71,12 +75,19 @@ def fan_out_request(*, force: bool = False) -> bool:
     resend_ms = int(FAN_OUT_REQUEST_RESEND_SECONDS * 1000)
     if not _fan_out_request_claim(now_ms, stale_before=now_ms + 1 if force else now_ms - resend_ms):
         return False
+    started = time.monotonic()
     try:
-        current_app.send_task(FAN_OUT_TASK)
+        current_app.send_task(FAN_OUT_TASK, retry_policy=PUBLISH_RETRY_POLICY)
     except Exception:
         logger.exception("Could not enqueue fan-out; the next request or the sweeper will")
-        # Not pending after all: the next publish tries again instead of waiting it out.
-        FanOutRequest.objects.filter(pk=1, requested_at_ms=now_ms).update(requested_at_ms=None)
+        # Refused at once: not pending after all, the next publish tries again. The broker did
+        # not answer: pending from now, so the publishes of the next
+        # FAN_OUT_REQUEST_RESEND_SECONDS do not each wait for it again.
+        refused_at_once = time.monotonic() - started < 1
+        retry_from = None if refused_at_once else int(time.time() * 1000)
+        FanOutRequest.objects.filter(pk=1, requested_at_ms=now_ms).update(
+            requested_at_ms=retry_from
+        )
         return False
     return True
 
@@ -691,6 +702,7 @@ def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | Non
                     args=[ids[start : start + size]],
                     countdown=countdown,
                     producer=producer,
+                    retry_policy=PUBLISH_RETRY_POLICY,
                 )
     except Exception:
         logger.exception(
