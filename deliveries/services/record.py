@@ -597,12 +597,16 @@ class _CircuitOutcomes:
     # Answered, and closed without failures when claimed: other attempts may have failed
     # since, or opened its circuit, which this answer ends.
     clean: list[uuid.UUID]
+    # Whose probe ended here with neither an answer nor a network failure (a blocked
+    # destination, an unreadable secret, an unexpected error).
+    probes_unanswered: set[uuid.UUID] = field(default_factory=set)
 
 
 def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _CircuitOutcomes:
     answered: dict[uuid.UUID, bool] = {}
     trailing: dict[uuid.UUID, int] = {}
     known: dict[uuid.UUID, tuple[str, int]] = {}
+    probes_unanswered: set[uuid.UUID] = set()
     for claim, result in zip(claims, results, strict=True):
         endpoint = claim.delivery.subscription_id
         known.setdefault(endpoint, (claim.circuit, claim.failures))
@@ -612,13 +616,21 @@ def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _C
         elif result.error_kind in NETWORK_FAILURES:
             answered.setdefault(endpoint, False)
             trailing[endpoint] = trailing.get(endpoint, 0) + 1
+        elif claim.probe:
+            probes_unanswered.add(endpoint)
     touched = [
         endpoint
         for endpoint, (circuit, failures) in known.items()
         if trailing.get(endpoint) or circuit != CircuitState.CLOSED or failures
     ]
     clean = [endpoint for endpoint in answered if answered[endpoint] and endpoint not in touched]
-    return _CircuitOutcomes(answered=answered, trailing=trailing, touched=touched, clean=clean)
+    return _CircuitOutcomes(
+        answered=answered,
+        trailing=trailing,
+        touched=touched,
+        clean=clean,
+        probes_unanswered=probes_unanswered,
+    )
 
 
 def _circuits_update(
@@ -637,7 +649,11 @@ def _circuits_update(
 
     Any answer from the receiver (whatever its status) proves it reachable and closes the
     circuit; timeouts and connection, DNS, TLS and response failures count towards opening
-    it. Nothing is written while a webhook stays closed without failures (the usual path).
+    it. A probe that ends with neither (a blocked destination, a secret no key reads, an
+    unexpected error) counts no failure but is over all the same: the circuit opens again for the
+    next cooldown, as after a failed probe, rather than staying half-open (another probe
+    every lease). Nothing is written while a webhook stays closed without failures (the
+    usual path).
     """
     outcomes = outcomes or _circuit_outcomes(claims, results)
     answered, trailing, touched = outcomes.answered, outcomes.trailing, list(outcomes.touched)
@@ -681,9 +697,9 @@ def _circuits_update(
                     state.probe_at = None
             else:
                 state.consecutive_failures += trailing.get(endpoint, 0)
-            reopen = state.circuit_state == CircuitState.HALF_OPEN and not answered.get(
-                endpoint, True
-            )
+            unanswered = not answered.get(endpoint, True)
+            neutral = endpoint in outcomes.probes_unanswered and endpoint not in answered
+            reopen = state.circuit_state == CircuitState.HALF_OPEN and (unanswered or neutral)
             trip = (
                 state.circuit_state == CircuitState.CLOSED
                 and state.consecutive_failures >= threshold
@@ -697,13 +713,21 @@ def _circuits_update(
                 state.circuit_state = CircuitState.OPEN
                 state.circuit_changed_at = now if trip else state.circuit_changed_at or now
                 state.probe_at = now + dt.timedelta(seconds=cooldown)
-                logger.warning(
-                    "Circuit of webhook %s open after %d network failures in a row; next "
-                    "probe in %g s",
-                    endpoint,
-                    state.consecutive_failures,
-                    cooldown,
-                )
+                if unanswered or trip:
+                    logger.warning(
+                        "Circuit of webhook %s open after %d network failures in a row; next "
+                        "probe in %g s",
+                        endpoint,
+                        state.consecutive_failures,
+                        cooldown,
+                    )
+                else:
+                    logger.warning(
+                        "Circuit of webhook %s open again: its probe ended without an answer "
+                        "or a network failure; next probe in %g s",
+                        endpoint,
+                        cooldown,
+                    )
             if state.circuit_state != CircuitState.CLOSED:
                 opened.add(endpoint)
                 if reopen or trip:
