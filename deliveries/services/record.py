@@ -26,7 +26,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
-from common.transactions import after_commit
+from common.transactions import after_commit, transaction_committed
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disable
 from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
@@ -187,7 +187,7 @@ def deliveries_record(
         # The connection was lost at the commit of the circuits' update: if it committed, its
         # counts are not added a second time.
         txid, tried = progress.circuits_tried
-        if _transaction_committed(txid):
+        if transaction_committed(txid):
             progress.changes = tried
         progress.circuits_tried = None
     if progress.changes is None:
@@ -753,13 +753,6 @@ def _circuits_update(
                 cursor.execute("SELECT txid_current()")
                 progress.circuits_tried = (cursor.fetchone()[0], changes)
     return changes
-
-
-def _transaction_committed(txid: int) -> bool:
-    """Whether PostgreSQL transaction ``txid`` (``txid_current()``) committed."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_status(%s)", [txid])
-        return cursor.fetchone()[0] == "committed"
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:
