@@ -755,6 +755,35 @@ def _circuits_update(
     return changes
 
 
+def circuit_restart(subscription_id: uuid.UUID) -> None:
+    """Forget what a webhook's circuit breaker counted of its receiver: its URL changed or it
+    was turned back on (``subscriptions``' fresh-start hook, after that commit). Its network
+    failures and the openings that lengthen its cooldown start again from none; an open
+    circuit is not closed (the receiver has not answered yet) but probes it now. Nothing is
+    written for a webhook whose breaker counted nothing (the usual change).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        endpoints_lock([subscription_id])  # as every change of a breaker (``_circuits_update``)
+        state = (
+            EndpointState.objects.select_for_update()
+            .filter(pk=subscription_id)
+            .exclude(circuit_state=CircuitState.CLOSED, consecutive_failures=0, opened_count=0)
+            .first()
+        )
+        if state is None:
+            return
+        state.consecutive_failures = 0
+        state.opened_count = 0
+        if state.circuit_state == CircuitState.OPEN:
+            state.probe_at = now
+            _probe_schedule(subscription_id, now, now)
+        state.save(update_fields=["consecutive_failures", "opened_count", "probe_at"])
+    logger.info(
+        "Circuit of webhook %s starts afresh: its URL changed or it was turned on", subscription_id
+    )
+
+
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:
     """The oldest due delivery of a webhook whose circuit just opened gets a message for its
     probe's time (when near enough for a message; the sweeper probes the others)."""
