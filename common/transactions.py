@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 
 def after_commit(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -21,3 +21,11 @@ def after_commit(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
     call.__qualname__ = getattr(func, "__qualname__", repr(func))
     transaction.on_commit(call, robust=True)
+
+
+def transaction_committed(txid: int) -> bool:
+    """Whether PostgreSQL transaction ``txid`` (its ``txid_current()``) committed: for work
+    whose commit's answer was lost with the connection. Ask on a working connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_status(%s)", [txid])
+        return cursor.fetchone()[0] == "committed"

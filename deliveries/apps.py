@@ -15,6 +15,12 @@ class DeliveriesConfig(AppConfig):
         from .services.fan_out import fan_out_request
 
         event_published_hook_set(fan_out_request)
+        # A webhook with a new URL, or turned back on, starts its circuit breaker afresh.
+        from subscriptions.services import subscription_fresh_start_hook_set
+
+        from .services.record import circuit_restart
+
+        subscription_fresh_start_hook_set(circuit_restart)
         # Load the broker's transport and Celery's sending side (redis-py and Celery's result
         # backend: about half a second of imports) when the process starts, not in the first
         # request that publishes an event.

@@ -8,6 +8,7 @@ import logging
 import secrets
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -50,10 +51,36 @@ from .crypto import (
     url_decrypt,
 )
 from .models import EDITABLE_FIELDS, SECRET_MASK, STATE_FIELDS, SigningSecret, Subscription
-from .selectors import destination_policy, signing_secret_current, signing_secrets_active
+from .selectors import (
+    destination_policy,
+    signing_secret_current,
+    signing_secrets_active,
+    subscription_url,
+)
 from .topics import is_pattern, topic_matches, topic_pattern_errors
 
 logger = logging.getLogger(__name__)
+
+_fresh_start_hook: Callable[[uuid.UUID], object] | None = None
+
+
+def subscription_fresh_start_hook_set(hook: Callable[[uuid.UUID], object] | None) -> None:
+    """Register the callable run, with the webhook's id, after the commit of a change that
+    starts a webhook afresh: its URL changed, or it was turned back on. Its failure streak is
+    forgotten here; the app that sends to it forgets what it counted of the old receiver.
+
+    Called once at start-up by that app (``deliveries``: the circuit breaker's failures). It
+    must not raise (a failure is logged). ``None`` removes it.
+    """
+    global _fresh_start_hook
+    _fresh_start_hook = hook
+
+
+def _fresh_start_announce(subscription_id: uuid.UUID) -> None:
+    hook = _fresh_start_hook
+    if hook is not None:
+        transaction.on_commit(lambda: hook(subscription_id), robust=True)
+
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 MAX_CUSTOM_HEADERS = 20
@@ -423,7 +450,8 @@ def subscription_save(
 
     A change keeps the webhook's state (disabled, failing since, paused, catching up) as the
     locked row has it, not as the caller read it; turning a disabled webhook back on forgets
-    why it was off and its failure streak.
+    why it was off and its failure streak, and so does a new URL (the failures were the old
+    receiver's); either tells the sending app after commit (``subscription_fresh_start_hook_set``).
 
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
@@ -434,13 +462,14 @@ def subscription_save(
         subscription_validate(subscription, password_given=password_given)
     created = subscription._state.adding
     before = {}
+    afresh = False
     if not created:
         # Locked: a webhook another request deletes meanwhile raises DoesNotExist here rather
         # than being written back (an update of no row becomes an insert) without its signing
         # secrets.
         current = Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
         before = _audited_fields(current)
-        _state_keep(subscription, current)
+        afresh = _state_keep(subscription, current)
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
         subscription.basic_auth_password_encrypted = ""
@@ -458,6 +487,8 @@ def subscription_save(
         raise
     if created:
         _signing_secret_add(subscription, secret=signing_secret)
+    if afresh:
+        _fresh_start_announce(subscription.pk)
     after = _audited_fields(subscription)
     changed = [
         name
@@ -546,16 +577,30 @@ def _custom_headers_store(subscription: Subscription) -> None:
     subscription.custom_headers_encrypted = headers_encrypt(secret)
 
 
-def _state_keep(subscription: Subscription, current: Subscription) -> None:
+def _state_keep(subscription: Subscription, current: Subscription) -> bool:
     """The webhook's state as the locked row has it, never as the caller read it (a form's page
-    may be seconds old by then)."""
+    may be seconds old by then). Returns whether the change starts the webhook afresh (turned
+    back on, or a new URL): its failure streak is then forgotten, since failures against the
+    old URL or before it was fixed say nothing of what comes now."""
     for name in STATE_FIELDS:
         setattr(subscription, name, getattr(current, name))
+    afresh = _url_resolve(subscription)[0] != _url_stored(current)
     if subscription.is_active and not current.is_active:
-        # Turned back on: forget why it was off and its failure streak.
+        # Turned back on: forget why it was off.
         subscription.disabled_reason = ""
         subscription.disabled_at = None
+        afresh = True
+    if afresh:
         subscription.failing_since = None
+    return afresh
+
+
+def _url_stored(subscription: Subscription) -> str | None:
+    """The URL deliveries go to now (None if its stored value cannot be read)."""
+    try:
+        return subscription_url(subscription=subscription)
+    except SecretUnreadable:
+        return None
 
 
 def subscription_create(
@@ -605,7 +650,8 @@ def subscription_update(
     """Change the given fields and save after validating the result (see ``subscription_save``).
 
     ``fields`` are among ``EDITABLE_FIELDS``; ``ValueError`` for any other name. Turning
-    ``is_active`` back on clears the disabled reason and the failure streak.
+    ``is_active`` back on clears the disabled reason and the failure streak; a new URL clears
+    the failure streak.
 
     The row is locked and ``subscription`` read afresh before the fields are applied, so what
     changed since the caller read it (another update's fields, a pause, a disable) is kept,
@@ -772,6 +818,7 @@ def subscription_enable(*, subscription: Subscription, actor: Actor | None = Non
         fields=["is_active", "disabled_reason", "disabled_at", "failing_since"]
     )
     if updated:
+        _fresh_start_announce(subscription.pk)
         audit_record(
             actor=actor,
             action=AuditAction.WEBHOOK_ENABLED,

@@ -25,15 +25,16 @@ process and reloaded when the webhook's ``updated_at`` or its count of signing s
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -48,7 +49,7 @@ from django.db.models import (
 from django.utils import timezone
 
 from common.sql import rows_update
-from common.transactions import after_commit
+from common.transactions import after_commit, transaction_committed
 from subscriptions.models import SigningSecret, Subscription
 from webhook_engine.errors import ErrorKind
 
@@ -62,6 +63,8 @@ from ..models import (
 )
 from .fan_out import deliveries_enqueue
 from .pausing import catch_up_head
+
+logger = logging.getLogger(__name__)
 
 # The advisory lock space of per-webhook claims (any int4 that nothing else uses).
 _ENDPOINT_LOCK_CLASS = 0x57484B
@@ -151,15 +154,18 @@ def deliveries_claim(
     as taken up, not as a delivery with a message of its own.
     """
     now = timezone.now()
-    with transaction.atomic():
+
+    def decide() -> _Decided:
         candidates = _due_candidates(delivery_ids, now)
-        outcome, rows, plan = _claim(
+        return _claim(
             candidates,
             now=now,
             capacity=capacity,
             park=not waiting,
             lease=_lease_length(renewed),
         )
+
+    outcome, rows, plan = _claim_commit(decide)
     claims = _claims_build(rows, plan, now)
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
     outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
@@ -212,13 +218,14 @@ def deliveries_claim_waiting(
     freed = {endpoint: count for endpoint, count in freed.items() if count > 0}
     if not freed:
         return ClaimOutcome()
-    with transaction.atomic():
+
+    def decide() -> _Decided:
         # The webhooks' locks first: a claim that is leaving deliveries of one of them
         # waiting (it saw the slots these attempts just freed still taken) commits before
         # this reads, so its deliveries are seen here rather than skipped as locked rows.
         endpoints_lock(list(freed))
         candidates = _waiting_candidates(freed, now)
-        outcome, rows, plan = _claim(
+        return _claim(
             candidates,
             now=now,
             capacity=sum(freed.values()),
@@ -227,8 +234,56 @@ def deliveries_claim_waiting(
             locked=True,
             quota=freed,
         )
+
+    outcome, rows, plan = _claim_commit(decide)
     outcome.claims = _claims_build(rows, plan, now)
     return outcome
+
+
+# What a claim decided: its outcome, the rows it leased (``_COLUMNS``) and its plan.
+_Decided = tuple[ClaimOutcome, list[tuple[Any, ...]], "_Plan | None"]
+
+
+def _claim_commit(decide: Callable[[], _Decided]) -> _Decided:
+    """Run a claim (``decide``) in a transaction and commit it.
+
+    The connection may be lost at the commit (a database restart at that moment): the commit
+    may then have gone through with its answer lost. The claim finds out which from the
+    transaction's id (noted by the statement that leased the rows): if it committed, what it
+    leased is returned to be sent at once, rather than left leased and unsent until the lease
+    runs out and then logged as an interrupted attempt that was never made. Otherwise, or if
+    the database cannot tell yet, the error is raised (nothing was leased, or the lease runs
+    out as after a worker's death) and the caller's task retries.
+    """
+    own = connection.vendor == "postgresql" and not connection.in_atomic_block
+    decided: _Decided | None = None
+    try:
+        with transaction.atomic():
+            decided = decide()
+        return decided
+    except (OperationalError, InterfaceError):
+        if decided is None or not own:
+            raise  # lost before the commit, or the commit is the caller's
+        plan = decided[2]
+        if plan is None or plan.txid is None or not _committed_after_loss(plan.txid):
+            raise
+        logger.warning(
+            "The claim of %d deliveries committed but its answer was lost with the "
+            "connection; they are sent",
+            len(plan.chosen),
+        )
+        plan.after_commit_lost()
+        return decided
+
+
+def _committed_after_loss(txid: int) -> bool:
+    """Whether transaction ``txid`` committed, asked on a new connection (the old one is
+    lost); False if the database cannot be reached to tell."""
+    connection.close()
+    try:
+        return transaction_committed(txid)
+    except (OperationalError, InterfaceError):
+        return False
 
 
 def _waiting_candidates(
@@ -352,12 +407,14 @@ def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tu
                 "leased_until IS NULL THEN %s::uuid ELSE %s::uuid END, "
                 "retry_window_start_at = CASE WHEN attempts = 0 AND retry_window_start_at < %s "
                 "THEN %s ELSE retry_window_start_at END "
-                f"WHERE id = ANY(%s::uuid[]) RETURNING {', '.join(_COLUMNS)}",
+                f"WHERE id = ANY(%s::uuid[]) RETURNING {', '.join(_COLUMNS)}, txid_current()",
                 [lease, now, token, token_after_lost_lease, now, now, chosen],
             )
+            rows = cursor.fetchall()
+            if rows:
+                plan.txid = rows[0][-1]
             return [
-                (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:])
-                for row in cursor.fetchall()
+                (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:-1]) for row in rows
             ]
     Delivery.objects.filter(pk__in=chosen).update(
         attempts=F("attempts") + 1,
@@ -422,6 +479,8 @@ class _Plan:
         self.kicked: set[uuid.UUID] = set()  # heads of catch-ups left behind: a message each
         self.caught_up: set[uuid.UUID] = set()  # catch-ups with nothing left waiting
         self.filled: set[uuid.UUID] = set()  # webhooks this claim took to their limit
+        # The transaction that leased the chosen rows (PostgreSQL's ``txid_current()``).
+        self.txid: int | None = None
 
     def waiting_behind(self, endpoint: uuid.UUID) -> bool:
         """Whether deliveries of ``endpoint`` may wait for its slots after this claim: some
@@ -516,11 +575,20 @@ class _Plan:
     def catch_ups_follow(self) -> None:
         """Send the left-behind heads their message (after commit); end finished catch-ups."""
         if self.kicked:
-            after_commit(deliveries_enqueue, sorted(self.kicked - set(self.chosen), key=str))
+            after_commit(deliveries_enqueue, self._heads_kicked())
         if self.caught_up:
             Subscription.objects.filter(
                 pk__in=self.caught_up, catching_up_since__isnull=False
             ).update(catching_up_since=None)
+
+    def _heads_kicked(self) -> list[uuid.UUID]:
+        return sorted(self.kicked - set(self.chosen), key=str)
+
+    def after_commit_lost(self) -> None:
+        """What the claim had to do after its commit, when the commit's answer was lost (the
+        connection with it, and the work queued for after it)."""
+        if self.kicked:
+            deliveries_enqueue(self._heads_kicked())
 
     def circuit_of(self, endpoint: uuid.UUID) -> tuple[str, int]:
         info = self.endpoints.get(endpoint)

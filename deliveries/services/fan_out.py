@@ -261,7 +261,7 @@ def _events_fan_out_batch(
     """
     hand_off = hand_off or deliveries_enqueue
     now = timezone.now()
-    large: list[tuple[Event, list[Subscription]]] = []
+    large: list[tuple[Event, list[Subscription], Bodies]] = []
     with transaction.atomic():
         events = _events_waiting(
             limit=limit,
@@ -290,10 +290,12 @@ def _events_fan_out_batch(
                 )
                 if event.pk in made:
                     matching = [sub for sub in matching if sub.pk not in made[event.pk]]
-                if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
-                    large.append((event, matching))
-                    continue
                 bodies = Bodies(event)
+                if len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE and not strict:
+                    # Built after this transaction, but within this task's budget all the same.
+                    size += bodies.size_of(matching)
+                    large.append((event, matching, bodies))
+                    continue
                 built = [
                     delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
                     for subscription in matching
@@ -315,9 +317,9 @@ def _events_fan_out_batch(
         if pending:
             after_commit(hand_off, pending)
     busy: list[uuid.UUID] = []
-    for event, matching in large:
+    for event, matching, bodies in large:
         try:
-            created = _event_fan_out_in_pieces(event, matching, hand_off, dispatched)
+            created = _event_fan_out_in_pieces(event, matching, hand_off, dispatched, bodies)
         except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
             raise  # as for a batch: the task is retried, the pieces written are kept
         except Exception:
@@ -479,7 +481,11 @@ def _nothing(data: object) -> bool:
 
 
 def _event_fan_out_in_pieces(
-    event: Event, subscriptions: list[Subscription], hand_off: HandOff, dispatched: int = 0
+    event: Event,
+    subscriptions: list[Subscription],
+    hand_off: HandOff,
+    dispatched: int = 0,
+    bodies: Bodies | None = None,
 ) -> int | None:
     """Fan out an event for many webhooks a piece at a time, each piece committed and handed
     to the workers at once, so the first attempts start while the rest is being built.
@@ -491,7 +497,7 @@ def _event_fan_out_in_pieces(
     with _event_lock(event.pk) as locked:
         if not locked:
             return None
-        bodies = Bodies(event)
+        bodies = bodies or Bodies(event)
         # Pieces written before a crash are not written again.
         done = set(Delivery.objects.filter(event=event).values_list("subscription_id", flat=True))
         remaining = [subscription for subscription in subscriptions if subscription.pk not in done]
@@ -613,6 +619,20 @@ class Bodies:
         if isinstance(rendered, BodyTemplateError):
             raise rendered
         return rendered
+
+    def size_of(self, subscriptions: Iterable[Subscription]) -> int:
+        """The bytes of the bodies of this event's deliveries to ``subscriptions`` (each
+        distinct body rendered once; one that cannot be rendered is empty)."""
+        size = 0
+        for subscription in subscriptions:
+            try:
+                body, _content_type = self.render(
+                    subscription.content_type, subscription.body_template, subscription.profile
+                )
+            except BodyTemplateError:
+                continue
+            size += len(body)
+        return size
 
 
 def delivery_wanted(*, event: Event, subscription: Subscription) -> bool:

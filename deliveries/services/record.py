@@ -26,7 +26,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
-from common.transactions import after_commit
+from common.transactions import after_commit, transaction_committed
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disable
 from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
@@ -187,7 +187,7 @@ def deliveries_record(
         # The connection was lost at the commit of the circuits' update: if it committed, its
         # counts are not added a second time.
         txid, tried = progress.circuits_tried
-        if _transaction_committed(txid):
+        if transaction_committed(txid):
             progress.changes = tried
         progress.circuits_tried = None
     if progress.changes is None:
@@ -597,12 +597,16 @@ class _CircuitOutcomes:
     # Answered, and closed without failures when claimed: other attempts may have failed
     # since, or opened its circuit, which this answer ends.
     clean: list[uuid.UUID]
+    # Whose probe ended here with neither an answer nor a network failure (a blocked
+    # destination, an unreadable secret, an unexpected error).
+    probes_unanswered: set[uuid.UUID] = field(default_factory=set)
 
 
 def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _CircuitOutcomes:
     answered: dict[uuid.UUID, bool] = {}
     trailing: dict[uuid.UUID, int] = {}
     known: dict[uuid.UUID, tuple[str, int]] = {}
+    probes_unanswered: set[uuid.UUID] = set()
     for claim, result in zip(claims, results, strict=True):
         endpoint = claim.delivery.subscription_id
         known.setdefault(endpoint, (claim.circuit, claim.failures))
@@ -612,13 +616,21 @@ def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _C
         elif result.error_kind in NETWORK_FAILURES:
             answered.setdefault(endpoint, False)
             trailing[endpoint] = trailing.get(endpoint, 0) + 1
+        elif claim.probe:
+            probes_unanswered.add(endpoint)
     touched = [
         endpoint
         for endpoint, (circuit, failures) in known.items()
         if trailing.get(endpoint) or circuit != CircuitState.CLOSED or failures
     ]
     clean = [endpoint for endpoint in answered if answered[endpoint] and endpoint not in touched]
-    return _CircuitOutcomes(answered=answered, trailing=trailing, touched=touched, clean=clean)
+    return _CircuitOutcomes(
+        answered=answered,
+        trailing=trailing,
+        touched=touched,
+        clean=clean,
+        probes_unanswered=probes_unanswered,
+    )
 
 
 def _circuits_update(
@@ -637,7 +649,11 @@ def _circuits_update(
 
     Any answer from the receiver (whatever its status) proves it reachable and closes the
     circuit; timeouts and connection, DNS, TLS and response failures count towards opening
-    it. Nothing is written while a webhook stays closed without failures (the usual path).
+    it. A probe that ends with neither (a blocked destination, a secret no key reads, an
+    unexpected error) counts no failure but is over all the same: the circuit opens again for the
+    next cooldown, as after a failed probe, rather than staying half-open (another probe
+    every lease). Nothing is written while a webhook stays closed without failures (the
+    usual path).
     """
     outcomes = outcomes or _circuit_outcomes(claims, results)
     answered, trailing, touched = outcomes.answered, outcomes.trailing, list(outcomes.touched)
@@ -681,9 +697,9 @@ def _circuits_update(
                     state.probe_at = None
             else:
                 state.consecutive_failures += trailing.get(endpoint, 0)
-            reopen = state.circuit_state == CircuitState.HALF_OPEN and not answered.get(
-                endpoint, True
-            )
+            unanswered = not answered.get(endpoint, True)
+            neutral = endpoint in outcomes.probes_unanswered and endpoint not in answered
+            reopen = state.circuit_state == CircuitState.HALF_OPEN and (unanswered or neutral)
             trip = (
                 state.circuit_state == CircuitState.CLOSED
                 and state.consecutive_failures >= threshold
@@ -697,13 +713,21 @@ def _circuits_update(
                 state.circuit_state = CircuitState.OPEN
                 state.circuit_changed_at = now if trip else state.circuit_changed_at or now
                 state.probe_at = now + dt.timedelta(seconds=cooldown)
-                logger.warning(
-                    "Circuit of webhook %s open after %d network failures in a row; next "
-                    "probe in %g s",
-                    endpoint,
-                    state.consecutive_failures,
-                    cooldown,
-                )
+                if unanswered or trip:
+                    logger.warning(
+                        "Circuit of webhook %s open after %d network failures in a row; next "
+                        "probe in %g s",
+                        endpoint,
+                        state.consecutive_failures,
+                        cooldown,
+                    )
+                else:
+                    logger.warning(
+                        "Circuit of webhook %s open again: its probe ended without an answer "
+                        "or a network failure; next probe in %g s",
+                        endpoint,
+                        cooldown,
+                    )
             if state.circuit_state != CircuitState.CLOSED:
                 opened.add(endpoint)
                 if reopen or trip:
@@ -731,11 +755,33 @@ def _circuits_update(
     return changes
 
 
-def _transaction_committed(txid: int) -> bool:
-    """Whether PostgreSQL transaction ``txid`` (``txid_current()``) committed."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_status(%s)", [txid])
-        return cursor.fetchone()[0] == "committed"
+def circuit_restart(subscription_id: uuid.UUID) -> None:
+    """Forget what a webhook's circuit breaker counted of its receiver: its URL changed or it
+    was turned back on (``subscriptions``' fresh-start hook, after that commit). Its network
+    failures and the openings that lengthen its cooldown start again from none; an open
+    circuit is not closed (the receiver has not answered yet) but probes it now. Nothing is
+    written for a webhook whose breaker counted nothing (the usual change).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        endpoints_lock([subscription_id])  # as every change of a breaker (``_circuits_update``)
+        state = (
+            EndpointState.objects.select_for_update()
+            .filter(pk=subscription_id)
+            .exclude(circuit_state=CircuitState.CLOSED, consecutive_failures=0, opened_count=0)
+            .first()
+        )
+        if state is None:
+            return
+        state.consecutive_failures = 0
+        state.opened_count = 0
+        if state.circuit_state == CircuitState.OPEN:
+            state.probe_at = now
+            _probe_schedule(subscription_id, now, now)
+        state.save(update_fields=["consecutive_failures", "opened_count", "probe_at"])
+    logger.info(
+        "Circuit of webhook %s starts afresh: its URL changed or it was turned on", subscription_id
+    )
 
 
 def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:

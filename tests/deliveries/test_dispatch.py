@@ -6,10 +6,11 @@ import json
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointState
+from deliveries.services import claim as claim_module
 from deliveries.services import dispatch as dispatch_module
 from deliveries.services import event_fan_out, record, subscription_pause, subscription_resume
 from deliveries.services.claim import deliveries_claim
@@ -346,3 +347,61 @@ def test_failures_are_counted_once_when_the_circuit_updates_commit_reply_is_lost
     assert "the database is unreachable" in caplog.text  # so the recorder tried again
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.CLOSED)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_claim_whose_commit_reply_is_lost_sends_what_it_leased_once(
+    school, receiver, engine, monkeypatch, caplog, committed
+):
+    """The connection drops at the claim's COMMIT (a database restart at that moment): after
+    the commit went through, before its reply arrived; or before it went through. The claim
+    finds out which: what it leased is sent at once, not left leased and unsent until the
+    lease runs out and then logged as an interrupted attempt that never was; what it did not
+    lease is claimed again by the task's retry."""
+    receiver.script("/hook", default=Reply(status=200))
+    delivery_id = _delivery(school, receiver.url("/hook"))
+    real_lock, real_commit = claim_module.endpoints_lock, connection.commit
+    armed, fired = [], []
+
+    def commit_reply_lost():
+        armed.clear()
+        fired.append(1)
+        if not committed:
+            connection_lose()  # the COMMIT never arrives: the transaction is rolled back
+            real_commit()
+        real_commit()
+        connection_lose()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")  # the reply that never comes
+
+    def lock_then_arm(*args, **kwargs):
+        real_lock(*args, **kwargs)
+        if not fired:  # the first claim's commit only
+            armed.append(1)
+
+    monkeypatch.setattr(claim_module, "endpoints_lock", lock_then_arm)
+    monkeypatch.setattr(
+        connection, "commit", lambda: (commit_reply_lost if armed else real_commit)()
+    )
+
+    sent = 0
+    for _try in range(2):  # the task retries itself after a database error (tasks.py)
+        try:
+            sent += engine.dispatch([delivery_id])
+            break
+        except OperationalError:
+            connection.close()
+    assert engine.drain(timeout=10)
+
+    assert fired
+    assert sent == 1
+    assert len(receiver.received("/hook")) == 1
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        None,
+    )
+    assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
+    recovered = "committed but its answer was lost" in caplog.text
+    assert recovered is committed  # else the task's retry claimed it

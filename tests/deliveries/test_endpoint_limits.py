@@ -601,3 +601,32 @@ def test_an_answer_ends_the_failures_in_a_row_that_began_while_its_attempt_was_i
 
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.circuit_state, state.consecutive_failures) == (CircuitState.CLOSED, 1)
+
+
+def test_a_probe_refused_before_it_reached_the_receiver_opens_the_circuit_again(school, settings):
+    """The destination is refused at connect time (it now resolves to a private address): the
+    probe ends with neither an answer nor a network failure. It says nothing of the
+    receiver's health, but the probe is over: the circuit opens again for the next cooldown,
+    its failures uncounted, rather than staying half-open and probing again every lease."""
+    settings.WEBHOOKS_ALLOWED_NETWORKS = []  # the production default: loopback is refused
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 10
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 2)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    [attempt] = deliveries_attempt(delivery_ids=ids[:1])
+
+    assert attempt.error_kind == ErrorKind.BLOCKED
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.opened_count, state.consecutive_failures) == (
+        CircuitState.OPEN,
+        2,
+        5,
+    )
+    assert 19 <= (state.probe_at - timezone.now()).total_seconds() <= 20
+    assert deliveries_claim(delivery_ids=ids[1:]).claims == []  # no second probe before then

@@ -517,3 +517,24 @@ def test_a_database_error_while_splitting_a_large_event_retries_the_task(
     with pytest.raises(OperationalError):
         events_fan_out_pending()
     assert Event.objects.get(pk=event.pk).fanned_out_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_for_many_webhooks_count_against_the_batch_size_in_bytes(catalog, settings):
+    """An event for more webhooks than a piece holds is built after the batch's transaction,
+    but its deliveries count against the batch's bytes like any other's: a task takes no more
+    of them than its budget, and leaves the rest to the next task."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
+    school = SchoolFactory()
+    for _ in range(4):
+        SubscriptionFactory(school=school, topics=["*"])
+    events = [_publish(school, course=f"c{n}") for n in range(3)]
+    settings.WEBHOOKS_FAN_OUT_MAX_BYTES = 1  # the first event's deliveries pass it
+
+    batch = fan_out_module._events_fan_out_batch(limit=10, passed_over=set())
+
+    assert batch.fanned_out == [events[0].id]
+    assert batch.more is True
+    assert Delivery.objects.filter(event=events[0]).count() == 4
+    waiting = set(Event.objects.filter(fanned_out_at__isnull=True).values_list("id", flat=True))
+    assert waiting == {events[1].id, events[2].id}

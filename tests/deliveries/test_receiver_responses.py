@@ -7,9 +7,17 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.models import (
+    AttemptTrigger,
+    CircuitState,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EndpointState,
+)
 from deliveries.services import (
     RetriggerOutcome,
+    deliveries_attempt,
     deliveries_recover,
     deliveries_retrigger,
     delivery_attempt,
@@ -20,7 +28,11 @@ from events.services import event_publish
 from schools.models import Membership
 from subscriptions import services as subscription_services
 from subscriptions.models import Subscription
-from subscriptions.services import subscription_enable, subscriptions_auto_disable
+from subscriptions.services import (
+    subscription_enable,
+    subscription_update,
+    subscriptions_auto_disable,
+)
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -242,3 +254,74 @@ def test_users_without_an_email_or_inactive_are_not_emailed(school, mailoutbox):
     subscriptions_auto_disable()
 
     assert mailoutbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_whose_url_is_corrected_starts_its_failure_streak_and_circuit_afresh(
+    school, receiver, settings
+):
+    """Five days of failures against the old URL, the circuit open with a long cooldown: the
+    school corrects the URL. Those failures say nothing of the new receiver: the webhook is
+    not disabled for them, its circuit counts no failure from before and probes the new URL
+    at once rather than after the old cooldown."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 5
+    receiver.script("/new", default=Reply(status=200))
+    webhook = SubscriptionFactory(
+        school=school,
+        url="http://127.0.0.1:9/old",
+        failing_since=timezone.now() - dt.timedelta(days=5, minutes=1),
+    )
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=40,
+        opened_count=6,
+        probe_at=timezone.now() + dt.timedelta(minutes=15),
+    )
+    waiting = _delivery(webhook)
+    Delivery.objects.filter(pk=waiting.pk).update(enqueued_at=None)  # held by the circuit
+
+    subscription_update(subscription=webhook, url=receiver.url("/new"))
+
+    assert subscriptions_auto_disable() == []
+    webhook.refresh_from_db()
+    assert (webhook.is_active, webhook.failing_since) == (True, None)
+    state = EndpointState.objects.get(pk=webhook.pk)
+    assert (state.consecutive_failures, state.opened_count) == (0, 0)
+    assert state.probe_at <= timezone.now()  # its probe is due now
+    [probe] = deliveries_attempt(delivery_ids=[waiting.pk])
+    assert probe.response_status == 200
+    assert EndpointState.objects.get(pk=webhook.pk).circuit_state == CircuitState.CLOSED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_turned_back_on_starts_its_circuit_afresh(school):
+    webhook = SubscriptionFactory(school=school, is_active=False)
+    EndpointState.objects.create(
+        subscription=webhook,
+        circuit_state=CircuitState.CLOSED,
+        consecutive_failures=4,
+        opened_count=3,
+    )
+
+    subscription_enable(subscription=webhook)
+
+    state = EndpointState.objects.get(pk=webhook.pk)
+    assert (state.circuit_state, state.consecutive_failures, state.opened_count) == (
+        CircuitState.CLOSED,
+        0,
+        0,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_that_keeps_the_url_keeps_the_failure_streak(school):
+    since = timezone.now() - dt.timedelta(days=2)
+    webhook = SubscriptionFactory(school=school, failing_since=since)
+    EndpointState.objects.create(subscription=webhook, consecutive_failures=4)
+
+    subscription_update(subscription=webhook, name="Renamed")
+
+    webhook.refresh_from_db()
+    assert webhook.failing_since == since
+    assert EndpointState.objects.get(pk=webhook.pk).consecutive_failures == 4

@@ -497,9 +497,9 @@ def test_saving_the_form_keeps_the_state_the_engine_wrote_meanwhile(
     client, school, school_admin, resolver, monkeypatch
 ):
     # Given a webhook whose receiver starts failing, and is paused by another admin, while this
-    # admin's save resolves its new URL
+    # admin's save resolves its URL (the same: a new one would start its failure streak afresh)
     client.force_login(school_admin)
-    webhook = SubscriptionFactory(school=school, name="CRM")
+    webhook = SubscriptionFactory(school=school, name="CRM", url="https://new.example.org/hooks")
     failing, paused = timezone.now() - dt.timedelta(minutes=5), timezone.now()
     real = resolver.getaddrinfo
 
@@ -522,13 +522,13 @@ def test_saving_the_form_keeps_the_state_the_engine_wrote_meanwhile(
     # When the admin saves the webhook's page
     response = client.post(
         f"/admin/subscriptions/subscription/{webhook.pk}/change/",
-        {**FORM, "school": school.pk, "url": "https://new.example.org/hooks"},
+        {**FORM, "school": school.pk, "url": "https://new.example.org/hooks", "name": "CRM 2"},
     )
 
     # Then the new settings are saved and the state written meanwhile is kept
     assert response.status_code == 302
     stored = Subscription.objects.get(pk=webhook.pk)
-    assert stored.url == "https://new.example.org/hooks"
+    assert (stored.name, stored.url) == ("CRM 2", "https://new.example.org/hooks")
     assert (stored.failing_since, stored.paused_at) == (failing, paused)
 
 
