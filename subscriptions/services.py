@@ -475,8 +475,7 @@ def subscription_save(
         subscription.basic_auth_password_encrypted = ""
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
-    _custom_headers_store(subscription)
-    _url_store(subscription)
+    subscription_secrets_seal(subscription=subscription)
     try:
         with transaction.atomic():
             subscription.save()
@@ -533,6 +532,19 @@ def _url_query_mask(url: str) -> str:
         return url
     masked = urlencode([(name, "…") for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, ""))
+
+
+def subscription_secrets_seal(*, subscription: Subscription) -> None:
+    """Put the secret settings of ``subscription`` (validated, saved or not) in the form they
+    are stored in: the values of its secret custom headers and its URL as given encrypted, the
+    mask in their place. Writes nothing; idempotent.
+
+    ``subscription_save`` stores them so; Send Test on settings not yet saved sends them so,
+    that its request reads the values typed (not the stored ones) and its attempt log redacts
+    them as it redacts a saved webhook's.
+    """
+    _custom_headers_store(subscription)
+    _url_store(subscription)
 
 
 def _url_store(subscription: Subscription) -> None:

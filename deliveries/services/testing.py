@@ -15,6 +15,7 @@ from events.models import Event, EventType
 from subscriptions.crypto import secret_encrypt
 from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secrets_active
+from subscriptions.services import subscription_secrets_seal
 from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.vendors import profile_get
 
@@ -118,6 +119,9 @@ def delivery_test_send_settings(
         raise ValidationError({"event_type": [_("Unknown event type %r.") % event_type]})
     if basic_auth_password:
         subscription.basic_auth_password_encrypted = secret_encrypt(basic_auth_password)
+    # Header values and a URL typed on the page, as a save would store them: sent as typed,
+    # and redacted from the attempt log like the stored ones.
+    subscription_secrets_seal(subscription=subscription)
     saved = subscription.pk is not None and not subscription._state.adding
     if saved:
         subscription.signing_secrets_cached = list(  # type: ignore[attr-defined]

@@ -4,17 +4,18 @@ password included; Send Test sends the settings as they are on the page, saved o
 from __future__ import annotations
 
 import base64
+import json
 import threading
 
 import pytest
 from django.db import connection
 
-from deliveries.models import Delivery
+from deliveries.models import Delivery, DeliveryAttempt
 from subscriptions.admin import webhooks as webhooks_admin
-from subscriptions.models import Subscription
+from subscriptions.models import SECRET_MASK, Subscription
 from subscriptions.selectors import signing_secret_current
 from tests.receiver import Reply
-from tests.subscriptions.factories import SubscriptionFactory
+from tests.subscriptions.factories import SubscriptionFactory, webhook_with_every_secret
 from webhook_engine.signing import sign_v1
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +171,88 @@ def test_a_save_refused_at_the_last_moment_keeps_the_secret_send_test_signed_wit
         timestamp=int(request.headers["webhook-timestamp"]),
         body=request.body,
     )
+
+
+def test_send_test_of_secret_header_values_not_yet_saved_keeps_them_out_of_the_log(
+    client, school, school_admin, support_user, receiver
+):
+    # Given a webhook with secret headers, whose receiver echoes every request back
+    echo = webhook_with_every_secret(school=school, receiver=receiver)
+    new_pin, new_key = "pin-new-7d3e9a01", "key-new-2c8b4f66"
+    client.force_login(school_admin)
+
+    # When its admin types new values for a header marked secret and an X-Api-Key, and sends a
+    # test before saving
+    client.post(
+        f"/admin/subscriptions/subscription/{echo.pk}/change/",
+        {
+            **_form(
+                school,
+                name=echo.name,
+                url=echo.url,
+                topics=["*"],
+                basic_auth_username="lms",
+                basic_auth_password="",
+                custom_headers=(
+                    f"X-Receiver-Sig: {SECRET_MASK}\nX-Tenant-Pin: {new_pin}\n"
+                    f"X-Api-Key: {new_key}\nX-Tenant: lycee-public"
+                ),
+                secret_headers="X-Tenant-Pin",
+            ),
+            "send_test-event_type": "course.created",
+            "_send_test": "1",
+        },
+    )
+
+    # Then the receiver got them, but the test's attempt log keeps neither, and support staff
+    # reading the test delivery see neither
+    [request] = receiver.received()
+    assert (request.headers["x-tenant-pin"], request.headers["x-api-key"]) == (new_pin, new_key)
+    attempt = DeliveryAttempt.objects.get(delivery__is_test=True)
+    stored = json.dumps(
+        [
+            attempt.request_url,
+            attempt.request_headers,
+            attempt.response_headers,
+            attempt.response_body,
+            attempt.error_message,
+        ]
+    )
+    assert [value for value in (new_pin, new_key) if value in stored] == []
+    client.force_login(support_user)
+    page = client.get(f"/admin/deliveries/delivery/{attempt.delivery_id}/change/").content.decode()
+    assert [value for value in (new_pin, new_key) if value in page] == []
+
+
+def test_send_test_of_an_edited_url_with_a_token_goes_there_and_logs_no_token(
+    client, school, school_admin, receiver
+):
+    # Given a webhook whose URL carries a token (stored encrypted)
+    echo = webhook_with_every_secret(school=school, receiver=receiver)
+    receiver.script("/moved", default=Reply(echo=True))
+    client.force_login(school_admin)
+
+    # When its admin types another URL with another token and sends a test before saving
+    client.post(
+        f"/admin/subscriptions/subscription/{echo.pk}/change/",
+        {
+            **_form(
+                school,
+                name=echo.name,
+                url=receiver.url("/moved?token=qtok-new-31c4d5e6"),
+                topics=["*"],
+                basic_auth_username="lms",
+                basic_auth_password="",
+                custom_headers=f"X-Receiver-Sig: {SECRET_MASK}",
+                secret_headers="",
+            ),
+            "send_test-event_type": "course.created",
+            "_send_test": "1",
+        },
+    )
+
+    # Then the test went to the URL on the page, and its attempt log keeps no token
+    assert [r.path for r in receiver.received()] == ["/moved?token=qtok-new-31c4d5e6"]
+    attempt = DeliveryAttempt.objects.get(delivery__is_test=True)
+    assert attempt.request_url == receiver.url("/moved?token=[redacted]")
+    assert "qtok-new-31c4d5e6" not in attempt.response_body
