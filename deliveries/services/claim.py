@@ -76,6 +76,7 @@ _COLUMNS = (
     "is_test",
     "body",
     "content_type",
+    "profile",
     "status",
     "attempts",
     "next_trigger",
