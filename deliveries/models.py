@@ -66,7 +66,8 @@ class AttemptTrigger(models.TextChoices):
 class Delivery(models.Model):
     """One event to one subscription.
 
-    ``body`` holds the exact bytes sent, rendered once at fan-out and identical on every attempt.
+    ``body`` holds the exact bytes sent, rendered once at fan-out and identical on every attempt,
+    in the webhook's delivery profile of that moment (``profile``), which signs every attempt.
     Retry timing lives here: a pending delivery is due at ``next_attempt_at``; a worker that
     claims it owns it until ``leased_until`` and marks it with its ``lease_token``;
     ``enqueued_at`` is when a task message for it was last sent, so the sweeper can tell a lost
@@ -102,6 +103,16 @@ class Delivery(models.Model):
     is_test = models.BooleanField(_("test delivery"), default=False)
     body = models.BinaryField(_("body"))
     content_type = models.CharField("Content-Type", max_length=100)
+    # The delivery profile the body was rendered in: every attempt's headers and signatures are
+    # that profile's, so a webhook moved to another profile never sends one profile's body under
+    # another's headers (its later events get the new profile).
+    profile = models.CharField(
+        _("delivery profile"),
+        max_length=16,
+        default="standard",
+        db_default="standard",
+        editable=False,
+    )
     status = models.CharField(
         _("status"), max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )

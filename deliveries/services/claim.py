@@ -79,6 +79,7 @@ _COLUMNS = (
     "is_test",
     "body",
     "content_type",
+    "profile",
     "status",
     "attempts",
     "next_trigger",

@@ -661,6 +661,7 @@ def delivery_build(
         subscription=subscription,
         event_type=event.type_id,
         content_type=CONTENT_TYPES[subscription.content_type],
+        profile=subscription.profile,
         created_at=now,
     )
     try:

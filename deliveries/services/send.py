@@ -125,12 +125,13 @@ def request_build(claim: Claim) -> Request:
         return Request(subscription.url, b"", {}, _refusal(ErrorKind.CONFIGURATION, message))
     body = bytes(delivery.body)
     headers = dict(custom_headers)
-    # The product's headers and signatures for the webhook's delivery profile: made in one
-    # place, webhook_engine.vendors.profile_headers.
+    # The product's headers and signatures for the delivery profile the body was rendered in
+    # (the webhook's when the event fanned out): made in one place,
+    # webhook_engine.vendors.profile_headers.
     try:
         headers.update(
             profile_headers(
-                subscription.profile,
+                delivery.profile,
                 body=body,
                 content_type=delivery.content_type,
                 msg_id=message_id(delivery.id),
@@ -142,9 +143,7 @@ def request_build(claim: Claim) -> Request:
                 webhook_id=str(subscription.id),
                 secrets=secrets,
                 ed25519_keys=ed25519_keys() if subscription.sign_ed25519 else (),
-                ecdsa_key=ecdsa_key()
-                if profile_get(subscription.profile).needs_ecdsa_key
-                else None,
+                ecdsa_key=ecdsa_key() if profile_get(delivery.profile).needs_ecdsa_key else None,
             )
         )
     except ValueError as exc:  # a key missing or unreadable, or an unknown profile
