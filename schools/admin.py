@@ -11,6 +11,9 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -29,7 +32,7 @@ from .admin_scoping import (
     autocomplete_widget,
     school_ids_administered,
 )
-from .models import ApiKey, Membership, PlatformKey, School
+from .models import SCHOOL_ADMINS_GROUP, SUPPORT_GROUP, ApiKey, Membership, PlatformKey, School
 from .selectors import api_keys_active_count
 from .services import (
     api_key_create,
@@ -39,6 +42,7 @@ from .services import (
     school_admin_grant,
     school_admin_grant_check,
     school_admin_revoke,
+    support_staff_grant_check,
 )
 
 _CREATED_KEY = "_webhooks_created_key"
@@ -306,3 +310,35 @@ class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
             )
             % {"count": count},
         )
+
+
+class StaffUserChangeForm(UserChangeForm):
+    """Django's user form, refusing what ``staff_grant`` and the schools page refuse: one
+    account both support staff (who see every school) and a school admin (who change their
+    school's webhooks and manage its secrets), which would give the union of both over every
+    school."""
+
+    def clean_groups(self) -> Any:
+        groups = self.cleaned_data.get("groups")
+        names = {group.name for group in groups} if groups is not None else set()
+        if SUPPORT_GROUP in names:
+            if SCHOOL_ADMINS_GROUP in names:
+                raise forms.ValidationError(
+                    _(
+                        "Support staff and school admins must be different accounts: choose "
+                        "one of the two groups."
+                    )
+                )
+            try:
+                support_staff_grant_check(user=self.instance)
+            except ValidationError as exc:
+                raise forms.ValidationError(exc.messages) from exc
+        return groups
+
+
+class StaffUserAdmin(UserAdmin):
+    form = StaffUserChangeForm
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), StaffUserAdmin)

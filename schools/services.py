@@ -204,6 +204,19 @@ def school_admin_grant_check(*, user: User) -> None:
         )
 
 
+def support_staff_grant_check(*, user: User) -> None:
+    """Raise ``ValidationError`` if ``user`` may not become support staff (a school admin)."""
+    if user.pk is not None and Membership.objects.filter(user=user).exists():
+        raise ValidationError(
+            {
+                "user": [
+                    _("%(user)s administers a school; support staff must be another account.")
+                    % {"user": user}
+                ]
+            }
+        )
+
+
 @transaction.atomic
 def school_admin_revoke(*, membership: Membership) -> None:
     """End a user's admin role at one school; after their last school they leave the "School
@@ -240,15 +253,7 @@ def support_staff_grant(*, user: User) -> None:
 
     Raises ``ValidationError`` for a school admin (see ``school_admin_grant``).
     """
-    if Membership.objects.filter(user=user).exists():
-        raise ValidationError(
-            {
-                "user": [
-                    _("%(user)s administers a school; support staff must be another account.")
-                    % {"user": user}
-                ]
-            }
-        )
+    support_staff_grant_check(user=user)
     group = Group.objects.get(name=SUPPORT_GROUP)
     type(user)._default_manager.filter(pk=user.pk).update(is_staff=True)
     user.is_staff = True

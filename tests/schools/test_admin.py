@@ -129,3 +129,64 @@ def test_a_superuser_adds_a_school_admin_on_the_schools_page(
     assert user.is_staff
     assert user.groups.get() == Group.objects.get(name=SCHOOL_ADMINS_GROUP)
     assert Membership.objects.get(user=user).school == school
+
+
+def _user_page_post(admin_client, user, groups):
+    joined = user.date_joined
+    return admin_client.post(
+        f"/admin/auth/user/{user.pk}/change/",
+        {
+            "username": user.username,
+            "first_name": "",
+            "last_name": "",
+            "email": user.email,
+            "is_active": "on",
+            "is_staff": "on",
+            "groups": [group.pk for group in groups],
+            "date_joined_0": joined.strftime("%Y-%m-%d"),
+            "date_joined_1": joined.strftime("%H:%M:%S"),
+        },
+    )
+
+
+@pytest.mark.parametrize("who", ["school_admin", "support_user"])
+def test_the_user_page_refuses_to_make_one_account_both_support_staff_and_a_school_admin(
+    request, admin_client, who
+):
+    """As staff_grant and the schools page refuse: one account in both groups would see every
+    school (support) with a school admin's rights to change webhooks (every school's)."""
+    user = request.getfixturevalue(who)
+    before = sorted(user.groups.values_list("name", flat=True))
+    both = list(Group.objects.filter(name__in=[SUPPORT_GROUP, SCHOOL_ADMINS_GROUP]))
+
+    response = _user_page_post(admin_client, user, both)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["groups"] == [
+        "Support staff and school admins must be different accounts: choose one of the two groups."
+    ]
+    assert sorted(user.groups.values_list("name", flat=True)) == before
+
+
+def test_the_user_page_refuses_support_staff_for_an_account_that_administers_a_school(
+    admin_client, school_admin
+):
+    support = Group.objects.filter(name=SUPPORT_GROUP)
+
+    response = _user_page_post(admin_client, school_admin, support)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["groups"] == [
+        f"{school_admin} administers a school; support staff must be another account."
+    ]
+    assert list(school_admin.groups.values_list("name", flat=True)) == [SCHOOL_ADMINS_GROUP]
+
+
+def test_the_user_page_still_saves_a_change_within_one_role(admin_client, support_user):
+    support = Group.objects.filter(name=SUPPORT_GROUP)
+
+    response = _user_page_post(admin_client, support_user, support)
+
+    assert response.status_code == 302
+    assert list(support_user.groups.values_list("name", flat=True)) == [SUPPORT_GROUP]
