@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
 
 from .attempts import claims_followup
@@ -141,25 +142,17 @@ class Dispatcher:
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
-        except Exception:
+        except Exception as exc:
             logger.exception("Could not send delivery %s", claim.delivery.pk)
-            self._give_up(claim)
+            self._results.put(_Result(claim, _unexpected(exc)))
 
     def _send(self, claim: Claim, request: object) -> None:
         try:
             result = request_send(request)  # type: ignore[arg-type]
-        except BaseException:
+        except BaseException as exc:
             logger.exception("Sending delivery %s failed unexpectedly", claim.delivery.pk)
-            self._give_up(claim)
-            return
+            result = _unexpected(exc)
         self._results.put(_Result(claim, result))
-
-    def _give_up(self, claim: Claim) -> None:
-        """Free the slot of a claim that will have no result, and stop renewing its lease: it
-        runs out and the delivery is sent again (the sweeper)."""
-        with self._lock:
-            self._release(claim)
-        self._done(1)
 
     # --- Recording --------------------------------------------------------------------------
 
@@ -363,6 +356,17 @@ class Dispatcher:
                     return False
                 self._idle.wait(left)
         return True
+
+
+def _unexpected(exc: BaseException) -> TransportResult:
+    """The result of an attempt an unexpected error stopped (a defect: every expected failure
+    is a result of its own): recorded and retried on the schedule like any failure, rather
+    than left to its lease, which would log it as interrupted, as if its worker had died."""
+    return TransportResult(
+        request_headers={},
+        error_kind=ErrorKind.INTERNAL,
+        error_message=f"Unexpected error: {type(exc).__name__}: {exc}",
+    )
 
 
 def _quotas_fit(

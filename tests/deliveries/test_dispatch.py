@@ -80,11 +80,13 @@ def test_the_leases_of_deliveries_in_flight_are_renewed(school, receiver, short_
 
 
 @pytest.mark.parametrize("stage", ["request_build", "request_send"])
-def test_a_delivery_that_could_not_be_sent_lets_its_lease_run_out(
+def test_a_delivery_an_unexpected_error_stopped_is_recorded_as_such_and_retried(
     school, short_leases, engine, monkeypatch, stage
 ):
-    """An unexpected error while building or sending a request gives the delivery back: its
-    lease is no longer renewed, so it runs out and the delivery is sent again."""
+    """An unexpected error while building or sending a request (a defect: every expected
+    failure is a result) is recorded as an internal failure and the delivery retried on its
+    schedule, not left to its lease: that would log an "interrupted" attempt 10 s later, as if
+    a worker had died with the request in flight."""
 
     def broken(*args, **kwargs):
         raise RuntimeError("unexpected")
@@ -94,9 +96,17 @@ def test_a_delivery_that_could_not_be_sent_lets_its_lease_run_out(
 
     assert engine.dispatch([delivery_id]) == 1
     assert engine.drain(timeout=5)
-    time.sleep(1.5)  # more than two 0.6 s leases
 
-    assert Delivery.objects.get(pk=delivery_id).leased_until < timezone.now()
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
+        DeliveryStatus.PENDING,
+        1,
+        None,
+    )
+    assert delivery.next_attempt_at > timezone.now()
+    [attempt] = delivery.attempt_log.all()
+    assert attempt.error_kind == ErrorKind.INTERNAL
+    assert attempt.error_message == "Unexpected error: RuntimeError: unexpected"
 
 
 def test_what_was_claimed_is_sent_even_if_the_claims_follow_up_fails(
