@@ -2,6 +2,7 @@ import time
 import tracemalloc
 
 import pytest
+import xmltodict
 
 from webhook_engine.bodies import (
     MAX_OUTPUT_CHARACTERS,
@@ -61,6 +62,17 @@ def test_xml_output_is_checked_as_xml():
         "With the sample payload of course.created, the body is not valid XML: mismatched tag "
         "at line 1 column 17 (<course><id>c1</course>)"
     ]
+
+
+def test_the_xml_filters_keep_carriage_returns_through_an_xml_parser():
+    envelope = {**ENVELOPE, "data": {"note": "line 1\r\nline 2\r"}}
+    source = "<n><a>{{ data.note|xml }}</a><b>{{ data|xml_tree }}</b></n>"
+
+    output = body_render(body_compile(source), body_context(envelope, 0))
+
+    parsed = xmltodict.parse(output, strip_whitespace=False)["n"]
+    assert parsed["a"] == "line 1\r\nline 2\r"
+    assert parsed["b"]["note"] == "line 1\r\nline 2\r"
 
 
 def test_a_valid_template_sees_only_plain_data():
