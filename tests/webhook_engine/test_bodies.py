@@ -75,6 +75,17 @@ def test_the_xml_filters_keep_carriage_returns_through_an_xml_parser():
     assert parsed["b"]["note"] == "line 1\r\nline 2\r"
 
 
+def test_a_json_body_with_a_number_too_long_to_read_is_refused_with_the_reason():
+    source = '{"n": ' + "1" * 4301 + "}"
+
+    errors = body_check_samples(source, "json", SAMPLES)
+
+    assert errors == [
+        "With the sample payload of course.created: the body has a number of 4301 digits, "
+        "more than JSON parsers read (4300); write it as text"
+    ]
+
+
 def test_a_valid_template_sees_only_plain_data():
     source = (
         '{"event": {{ type|json }}, "what": {{ resource|json }}, "course": '
