@@ -190,9 +190,10 @@ def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPA
 def url_check(url: str, policy: DestinationPolicy) -> None:
     """Check a webhook URL before it is saved.
 
-    Raises ``ValueError`` for a URL that is not http(s) with a host (its message in the active
-    language: this runs while a person saves), ``DestinationBlocked`` for a destination the
-    policy refuses, ``socket.gaierror`` for a host name that does not resolve.
+    Raises ``ValueError`` for a URL that is not http(s) with a host, or whose host is no
+    possible DNS name (its message in the active language: this runs while a person saves),
+    ``DestinationBlocked`` for a destination the policy refuses, ``socket.gaierror`` for a host
+    name that does not resolve.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
@@ -213,4 +214,11 @@ def url_check(url: str, policy: DestinationPolicy) -> None:
     if port == 0:  # out of range, or 0: nothing can be connected to there
         raise ValueError(_("The URL's port is not a number between 1 and 65535."))
     port = port or (443 if parts.scheme == "https" else 80)
-    addresses_check(parts.hostname, port, policy)
+    try:
+        addresses_check(parts.hostname, port, policy)
+    except UnicodeError:
+        # The resolver's IDNA encoding refuses the name (an empty label, a label mixing left-to-
+        # right and right-to-left letters, a private-use character, ...): no DNS name is it.
+        raise ValueError(
+            _("%(host)s is not a valid host name; check the URL.") % {"host": parts.hostname}
+        ) from None

@@ -249,6 +249,16 @@ def xml_text(value: str) -> str:
     return _XML_INVALID_TEXT.sub("\ufffd", value)
 
 
+def xml_carriage_returns_escape(markup: str) -> str:
+    """Escaped XML text or elements with each carriage return written ``&#13;``.
+
+    A parser reads a raw CR, or CR LF, as LF (XML 1.0, 2.11), so a value typed in a textarea
+    (``line 1\r\nline 2``) would not arrive as sent; a character reference survives. Only text
+    can hold a CR here: names are encoded and no attribute is written.
+    """
+    return markup.replace("\r", "&#13;")
+
+
 def _xml_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {xml_name_encode(str(key)): _xml_value(item) for key, item in value.items()}
@@ -279,14 +289,16 @@ def to_xml(value: dict[str, Any], *, root: str = "webhook") -> bytes:
     so ``]]>`` and markup in values arrive as text.
     """
     document = {root: _xml_value(value)}
-    return xmltodict.unparse(document, encoding="utf-8").encode()
+    return xml_carriage_returns_escape(xmltodict.unparse(document, encoding="utf-8")).encode()
 
 
 def xml_fragment(value: Any, *, name: str = "item") -> str:
     """A JSON value as XML elements, for embedding in a body template (no declaration)."""
     if isinstance(value, dict):
-        return "".join(
+        markup = "".join(
             xmltodict.unparse({key: item}, full_document=False)
             for key, item in _xml_value(value).items()
         )
-    return xmltodict.unparse({name: _xml_value(value)}, full_document=False)
+    else:
+        markup = xmltodict.unparse({name: _xml_value(value)}, full_document=False)
+    return xml_carriage_returns_escape(markup)

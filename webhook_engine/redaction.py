@@ -59,18 +59,43 @@ def secret_forms(values: Iterable[str]) -> list[str]:
 def text_redact(text: str, secrets: list[str], *, truncated: bool = False) -> str:
     """``text`` with every occurrence of each secret (from ``secret_forms``) replaced.
 
+    Occurrences that overlap (two secrets where one ends as the other starts, a secret that
+    overlaps itself) are replaced together, as one: replacing one secret after another would
+    break the next one's occurrence and leave part of it visible.
+
     ``truncated``: the text was cut, so it may end with the beginning of a secret; that
     beginning is replaced too.
     """
+    spans: list[tuple[int, int]] = []
     for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    if truncated:
-        for secret in secrets:
+        if not secret:
+            continue
+        start = text.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+        if truncated:
             for length in range(len(secret) - 1, MIN_SECRET_CHARACTERS - 1, -1):
                 if text.endswith(secret[:length]):
-                    return text[:-length] + REDACTED
-    return text
+                    spans.append((len(text) - length, len(text)))
+                    break
+    if not spans:
+        return text
+    parts = []
+    done = 0  # text before this is written out
+    covered_to = -1  # the end of the span being merged
+    for start, end in sorted(spans):
+        if start < covered_to:
+            covered_to = max(covered_to, end)
+            continue
+        if covered_to >= 0:
+            parts.append(REDACTED)
+            done = covered_to
+        parts.append(text[done:start])
+        covered_to = end
+    parts.append(REDACTED)
+    parts.append(text[covered_to:])
+    return "".join(parts)
 
 
 def url_redact(url: str, secrets: Iterable[str] = ()) -> str:

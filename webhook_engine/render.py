@@ -10,6 +10,7 @@ body for the event type. Every XML body is a document with its ``<?xml ...?>`` d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,9 @@ from .envelope import json_stringify, to_json, to_xml
 from .vendors import STANDARD, ProfileEventMissing, profile_body, profile_get
 
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
+# A body that starts with its own declaration (not a processing instruction such as
+# ``<?xml-stylesheet ...?>``: XML 1.0, 2.8, the declaration is "<?xml" then white space).
+_XML_DECLARED = re.compile(r"<\?xml[ \t\r\n]")
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -54,8 +58,12 @@ def render(
         return _vendor_render(envelope, content_type=content_type, body=body, profile=profile)
     if body is not None:
         output = _template_render(body, body_context(envelope, unix_timestamp))
+        if content_type == "xml":
+            # A byte order mark (a pasted template's) would be text before the root once the
+            # declaration goes first; the body is UTF-8 either way.
+            output = output.removeprefix("\ufeff")
         body_output_check(output, content_type)
-        if content_type == "xml" and not output.lstrip().startswith("<?xml"):
+        if content_type == "xml" and not _XML_DECLARED.match(output):
             output = XML_DECLARATION + output
         return output.encode(), header
     if content_type == "xml":

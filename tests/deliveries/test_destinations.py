@@ -12,6 +12,7 @@ import ipaddress
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 
 from deliveries.services import delivery_attempt, event_fan_out
 from events.services import event_publish
@@ -176,6 +177,27 @@ def test_a_name_that_does_not_resolve_is_a_clear_error_on_save(strict, school):
     assert raised.value.message_dict["url"] == [
         "The host name could not be resolved; check the URL."
     ]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "crm\u05d0.example.org",  # left-to-right and right-to-left letters in one label
+        "\ue000.example.org",  # a private-use character
+        "\u3002.example.org",  # an ideographic full stop: an empty label
+    ],
+)
+def test_a_host_name_no_resolver_can_encode_is_a_clear_translated_error_on_save(
+    strict, school, host
+):
+    # Django's URL validator lets these through; the resolver's IDNA encoding refuses them.
+    with pytest.raises(ValidationError) as raised, translation.override("fr"):
+        subscription_create(school=school, name="Hook", url=f"https://{host}/hook", topics=["*"])
+
+    assert raised.value.message_dict["url"] == [
+        f"{host} n’est pas un nom d’hôte valide ; vérifiez l’URL."
+    ]
+    assert not Subscription.objects.exists()
 
 
 def test_trusted_networks_are_allowed_and_nothing_else_is(settings, school, receiver, connects):

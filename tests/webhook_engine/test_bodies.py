@@ -2,6 +2,7 @@ import time
 import tracemalloc
 
 import pytest
+import xmltodict
 
 from webhook_engine.bodies import (
     MAX_OUTPUT_CHARACTERS,
@@ -60,6 +61,28 @@ def test_xml_output_is_checked_as_xml():
     assert errors == [
         "With the sample payload of course.created, the body is not valid XML: mismatched tag "
         "at line 1 column 17 (<course><id>c1</course>)"
+    ]
+
+
+def test_the_xml_filters_keep_carriage_returns_through_an_xml_parser():
+    envelope = {**ENVELOPE, "data": {"note": "line 1\r\nline 2\r"}}
+    source = "<n><a>{{ data.note|xml }}</a><b>{{ data|xml_tree }}</b></n>"
+
+    output = body_render(body_compile(source), body_context(envelope, 0))
+
+    parsed = xmltodict.parse(output, strip_whitespace=False)["n"]
+    assert parsed["a"] == "line 1\r\nline 2\r"
+    assert parsed["b"]["note"] == "line 1\r\nline 2\r"
+
+
+def test_a_json_body_with_a_number_too_long_to_read_is_refused_with_the_reason():
+    source = '{"n": ' + "1" * 4301 + "}"
+
+    errors = body_check_samples(source, "json", SAMPLES)
+
+    assert errors == [
+        "With the sample payload of course.created: the body has a number of 4301 digits, "
+        "more than JSON parsers read (4300); write it as text"
     ]
 
 

@@ -15,6 +15,7 @@ from webhook_engine.envelope import (
     xml_fragment,
     xml_name_decode,
     xml_name_encode,
+    xml_text,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -153,6 +154,25 @@ def test_characters_xml_cannot_carry_are_replaced_not_dropped():
     body = to_xml({"text": "bell\x07 and nul\x00"})
 
     assert xmltodict.parse(body)["webhook"]["text"] == "bell\ufffd and nul\ufffd"
+
+
+def test_carriage_returns_in_text_arrive_as_sent_not_as_line_feeds():
+    # A textarea sends "line 1\r\nline 2"; an XML parser reads a raw CR (or CR LF) as LF.
+    note = "line 1\r\nline 2\rend"
+
+    body = to_xml({"note": note})
+    fragment = xml_fragment({"note": note})
+
+    assert xmltodict.parse(body)["webhook"]["note"] == note
+    assert xmltodict.parse(f"<r>{fragment}</r>")["r"]["note"] == note
+
+
+@given(st.text())
+def test_any_text_value_arrives_in_xml_as_the_xml_text_of_it(text):
+    body = to_xml({"value": text})
+
+    parsed = xmltodict.parse(body, strip_whitespace=False)["webhook"]["value"]
+    assert (parsed or "") == xml_text(text)
 
 
 @given(st.text(max_size=20))

@@ -126,3 +126,13 @@ def test_the_rows_of_a_spec_say_where_each_vendor_field_comes_from():
         Row("user.*", "every other property of `data.user`, its name in camelCase (not `id`)"),
         Row("when", "`event.occurred_at`, UTC to the second, `2024-02-14T12:00:00Z`"),
     ]
+
+
+def test_dates_before_the_year_1000_keep_four_digit_years_in_utc_formats():
+    root = {"data": {"born": "0500-03-01T10:30:00.125+01:00"}}
+    spec = {"ms": Field("data.born", UTC_MS), "s": Field("data.born", UTC_S)}
+
+    assert spec_apply(spec, root, Context(root=root, dates=UTC_MS)) == {
+        "ms": "0500-03-01T09:30:00.125Z",
+        "s": "0500-03-01T09:30:00Z",
+    }

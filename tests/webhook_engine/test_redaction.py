@@ -1,5 +1,8 @@
 import base64
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from webhook_engine.redaction import (
     REDACTED,
     headers_redact,
@@ -89,3 +92,37 @@ def test_a_urls_query_values_are_masked_and_the_mask_given_back_keeps_each_value
     assert not url_query_secret("https://h.example/in?flag&empty=")
     assert kept == f"https://other.example/in?team=x&team=y&token=new&key={mask}"
     assert missing == ["key"]
+
+
+def test_secrets_that_overlap_in_an_echo_are_hidden_whole_not_in_part():
+    first, second = "abcd1234", "1234wxyz"  # the end of one is the start of the other
+    secrets = secret_forms([first, second, "tok-tok-"])
+
+    assert text_redact("echo abcd1234wxyz.", secrets) == f"echo {REDACTED}."
+    assert text_redact("echo tok-tok-tok-.", secrets) == f"echo {REDACTED}."  # overlaps itself
+    assert text_redact("abcd1234 1234wxyz", secrets) == f"{REDACTED} {REDACTED}"
+
+
+def test_a_cut_body_ending_inside_overlapping_secrets_keeps_none_of_them():
+    secrets = secret_forms(["abcd1234", "1234wxyz"])
+
+    assert text_redact("echo abcd1234wx", secrets, truncated=True) == f"echo {REDACTED}"
+
+
+@given(
+    st.lists(st.text(alphabet="ab", min_size=4, max_size=8), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 7)), min_size=1, max_size=6),
+    st.text(alphabet="xy ", max_size=5),
+    st.text(alphabet="xy ", max_size=5),
+)
+def test_no_character_of_any_secret_occurrence_survives(secrets, chain, before, after):
+    # The text between the pads is made only of secret occurrences, overlapping where they can.
+    middle = ""
+    for index, overlap in chain:
+        secret = secrets[index % len(secrets)]
+        shared = min(overlap, len(secret) - 1)
+        middle += secret[shared:] if middle.endswith(secret[:shared]) else secret
+
+    redacted = text_redact(before + middle + after, secret_forms(secrets))
+
+    assert redacted.replace(REDACTED, "") == before + after

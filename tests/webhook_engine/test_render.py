@@ -146,3 +146,26 @@ def test_every_xml_preset_starts_with_its_declaration(vendor):
 
     assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<webhook>')
     assert body.count(b"<?xml") == 1
+
+
+def test_an_xml_template_pasted_with_a_byte_order_mark_is_still_one_well_formed_document():
+    body, _ = render(
+        _envelope("course.created", EDUSIGN_COURSE),
+        content_type="xml",
+        body=body_compile("\ufeff<course><id>{{ data.courseId|xml }}</id></course>"),
+    )
+
+    assert body == (
+        b'<?xml version="1.0" encoding="utf-8"?>\n<course><id>course_id_placeholder</id></course>'
+    )
+    assert xmltodict.parse(body) == {"course": {"id": "course_id_placeholder"}}
+
+
+def test_an_xml_template_that_starts_with_a_processing_instruction_still_gets_its_declaration():
+    source = '<?xml-stylesheet type="text/xsl" href="course.xsl"?><course/>'
+
+    body, _ = render(
+        _envelope("course.created", EDUSIGN_COURSE), content_type="xml", body=body_compile(source)
+    )
+
+    assert body == b'<?xml version="1.0" encoding="utf-8"?>\n' + source.encode()

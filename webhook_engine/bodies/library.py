@@ -21,7 +21,7 @@ from django.template.base import FilterExpression, Node, Parser, Token
 from django.utils.html import escape
 from django.utils.translation import gettext_noop
 
-from ..envelope import xml_fragment, xml_text
+from ..envelope import xml_carriage_returns_escape, xml_fragment, xml_text
 from ..vendors import vendor_type_name
 
 register = template.Library()
@@ -257,12 +257,12 @@ def json_filter(value: Any) -> str:
 
 def xml_filter(value: Any) -> str:
     """The value as escaped XML text: ``<name>{{ data.name|xml }}</name>``; characters XML 1.0
-    forbids become U+FFFD, as in the standard XML envelope."""
+    forbids become U+FFFD and a carriage return ``&#13;``, as in the standard XML envelope."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(escape(xml_text(str(value))))
+    return xml_carriage_returns_escape(str(escape(xml_text(str(value)))))
 
 
 def xml_tree_filter(value: Any, name: str = "item") -> str:

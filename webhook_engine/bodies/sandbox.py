@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.parsers.expat
 from dataclasses import dataclass
 from functools import lru_cache
@@ -254,6 +255,10 @@ JSON_TOO_DEEP = gettext_noop("the body is nested too deeply to be read as JSON")
 JSON_CONSTANT = gettext_noop(
     "the body is not valid JSON: %(constant)s is not a JSON value (write a number, or null)"
 )
+JSON_NUMBER_TOO_LONG = gettext_noop(
+    "the body has a number of %(digits)s digits, more than JSON parsers read (%(limit)s); "
+    "write it as text"
+)
 XML_ENCODING = gettext_noop(
     'the XML declaration says encoding="%(encoding)s", but a webhook body is sent in UTF-8: '
     'write encoding="utf-8"'
@@ -273,14 +278,35 @@ def _json_constant_refuse(constant: str) -> Any:
     raise _NotJson(constant)
 
 
+class _NumberTooLong(ValueError):
+    """An integer past Python's digit limit (``sys.get_int_max_str_digits``): ``int()`` refuses
+    it, as a Python receiver's parser would."""
+
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > sys.get_int_max_str_digits():
+        raise _NumberTooLong(digits)
+    return int(text)
+
+
 def body_output_check(output: str, content_type: str) -> None:
     """Raise ``BodyTemplateError`` unless the output parses as the content type (JSON as
     RFC 8259 has it: no NaN or Infinity; XML in UTF-8, the encoding it is sent in)."""
     if content_type == "json":
         try:
-            json.loads(output, parse_constant=_json_constant_refuse)
+            json.loads(output, parse_constant=_json_constant_refuse, parse_int=_json_int)
         except _NotJson as exc:
             raise BodyTemplateError(JSON_CONSTANT, {"constant": exc.constant}) from None
+        except _NumberTooLong as exc:
+            raise BodyTemplateError(
+                JSON_NUMBER_TOO_LONG,
+                {"digits": exc.digits, "limit": sys.get_int_max_str_digits()},
+            ) from None
         except RecursionError:
             # Python's parser gives up on deep nesting; no receiver would read it either.
             raise BodyTemplateError(JSON_TOO_DEEP, {}) from None

@@ -87,15 +87,17 @@ def _date_format(doc: str, render: Callable[[dt.datetime], Any]) -> Format:
     return Format(doc, convert, is_date=True)
 
 
-def _utc_ms(value: dt.datetime) -> str:
-    utc = value.astimezone(dt.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+def _utc(value: dt.datetime, timespec: str) -> str:
+    # isoformat, not strftime: "%Y" writes the year 500 as "500", which no ISO parser reads.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
-UTC_MS = _date_format("UTC with milliseconds, `2024-02-14T10:30:00.000Z`", _utc_ms)
+UTC_MS = _date_format(
+    "UTC with milliseconds, `2024-02-14T10:30:00.000Z`",
+    lambda value: _utc(value, "milliseconds"),
+)
 UTC_S = _date_format(
-    "UTC to the second, `2024-02-14T12:00:00Z`",
-    lambda value: value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "UTC to the second, `2024-02-14T12:00:00Z`", lambda value: _utc(value, "seconds")
 )
 LOCAL_S = _date_format(
     "the school's time zone to the second, `2026-03-26T09:00:00+02:00`",
