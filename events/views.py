@@ -238,14 +238,17 @@ class EventViewSet(
                         ]
                     }
                 )
+            # A deliver_at already past is when the event occurred, as it is for one that
+            # waited for its time: the same request must not give another occurred_at for
+            # arriving a moment later.
+            occurred_at = data.get("occurred_at", deliver_at)
             event = event_publish(
                 school=school,
                 type=data["type"],
                 data=data["data"],
-                occurred_at=data.get("occurred_at"),
+                occurred_at=occurred_at,
                 idempotency_key=key,
             )
-            occurred_at = data.get("occurred_at")
             if event.created_at < started and occurred_at not in (None, event.occurred_at):
                 raise EventIdempotencyConflict(
                     {
