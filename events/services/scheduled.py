@@ -204,7 +204,8 @@ def _scheduled_same_or_conflict(
                 )
                 % {
                     "key": repr(existing.key),
-                    "status": existing.status,
+                    # The reader's word for it; lowercase, as it stands mid-sentence.
+                    "status": existing.get_status_display().lower(),
                     "type": existing.type_id,
                     "due": existing.due_at.isoformat(),
                 }
