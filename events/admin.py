@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
@@ -15,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from common.admin_display import datetime_in_zone
 from common.admin_lists import DateRangeFilter, DropdownFilter, EstimatedCountPaginator
 from common.forms import NestingSafeJSONField
 from schools.admin_scoping import SchoolListFilter, SchoolScopedAdmin
@@ -27,6 +29,9 @@ from .schemas import data_errors, schema_errors
 from .selectors import event_types_catalog
 from .services import ScheduledEventNotPending, scheduled_event_cancel
 
+if TYPE_CHECKING:  # a development dependency: for the type checker only
+    from django_stubs_ext import StrOrPromise
+
 _CODE = re.compile(r"`([^`]+)`")
 
 CATALOG_FIELDS = ["key", "group", "description", "sample_payload", "json_schema", "version"]
@@ -35,6 +40,19 @@ CATALOG_FIELDS = ["key", "group", "description", "sample_payload", "json_schema"
 def description_html(text: str) -> SafeString:
     """A catalog description with its `code` spans as <code>."""
     return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped above
+
+
+def in_school_zone(field: str, description: StrOrPromise) -> Callable[[Any, Any], str]:
+    """An admin column or read-only field showing the datetime ``field`` of a row in its
+    school's zone, with seconds and the zone named, as every admin page shows times (the
+    stock rendering would show it in the reader's zone, UTC for support staff, unnamed)."""
+
+    @admin.display(description=description, ordering=field)
+    def display(model_admin: Any, obj: Any) -> str:
+        return datetime_in_zone(getattr(obj, field), obj.school.timezone)
+
+    display.__name__ = f"{field}_in_zone"
+    return display
 
 
 class CatalogJSONField(NestingSafeJSONField):
@@ -193,7 +211,14 @@ class CreatedFilter(DateRangeFilter):
 class EventAdmin(SchoolScopedAdmin):
     """The event log of the user's schools (Send Test samples are kept out of it)."""
 
-    list_display = ["id", "type_key", "school", "occurred_at", "created_at", "fanned_out_at"]
+    list_display = [
+        "id",
+        "type_key",
+        "school",
+        "occurred_at_in_zone",
+        "created_at_in_zone",
+        "fanned_out_at_in_zone",
+    ]
     list_filter = [EventTypeFilter, CreatedFilter, SchoolListFilter]
     list_select_related = ["school"]
     search_fields = ["=id", "=idempotency_key"]  # see get_search_results
@@ -206,11 +231,14 @@ class EventAdmin(SchoolScopedAdmin):
         "school",
         "type",
         "data",
-        "occurred_at",
-        "created_at",
+        "occurred_at_in_zone",
+        "created_at_in_zone",
         "idempotency_key",
-        "fanned_out_at",
+        "fanned_out_at_in_zone",
     ]
+    occurred_at_in_zone = in_school_zone("occurred_at", gettext_lazy("occurred at"))
+    created_at_in_zone = in_school_zone("created_at", gettext_lazy("created"))
+    fanned_out_at_in_zone = in_school_zone("fanned_out_at", gettext_lazy("fanned out at"))
 
     def get_queryset(self, request: HttpRequest) -> Any:
         queryset = super().get_queryset(request).filter(is_test=False)
@@ -247,7 +275,7 @@ class ScheduledEventAdmin(SchoolScopedAdmin):
     """Events waiting for their time (read-only: the platform schedules them); support staff can
     cancel one."""
 
-    list_display = ["due_at", "type", "school", "status", "key", "published_at"]
+    list_display = ["due_at_in_zone", "type", "school", "status", "key", "published_at_in_zone"]
     list_filter = ["status", "type", SchoolListFilter]
     list_select_related = ["school", "type"]
     search_fields = ["=id", "=key", "school__slug"]
@@ -259,16 +287,21 @@ class ScheduledEventAdmin(SchoolScopedAdmin):
         "school",
         "type",
         "data",
-        "due_at",
+        "due_at_in_zone",
         "key",
         "status",
-        "created_at",
-        "updated_at",
-        "published_at",
-        "cancelled_at",
+        "created_at_in_zone",
+        "updated_at_in_zone",
+        "published_at_in_zone",
+        "cancelled_at_in_zone",
         "event",
         "error",
     ]
+    due_at_in_zone = in_school_zone("due_at", gettext_lazy("due at"))
+    created_at_in_zone = in_school_zone("created_at", gettext_lazy("created"))
+    updated_at_in_zone = in_school_zone("updated_at", gettext_lazy("updated"))
+    published_at_in_zone = in_school_zone("published_at", gettext_lazy("published at"))
+    cancelled_at_in_zone = in_school_zone("cancelled_at", gettext_lazy("cancelled at"))
 
     def has_add_permission(self, request):
         return False

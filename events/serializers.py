@@ -33,13 +33,15 @@ class EventInput(serializers.Serializer):
     )
     data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
     occurred_at = DateTimeField(
-        required=False, help_text="When it happened (default: now). Give a time zone."
+        required=False,
+        help_text="When it happened (default: deliver_at if given, else now). Give a time zone.",
     )
     deliver_at = DateTimeField(
         required=False,
         help_text=(
             "Publish it at this instant instead of now (a course's start): it becomes a "
-            "scheduled event, whose key is the Idempotency-Key header if given."
+            "scheduled event, whose key is the Idempotency-Key header if given. One already "
+            "past is published now, as occurring at it."
         ),
     )
 

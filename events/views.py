@@ -56,6 +56,7 @@ from .serializers import (
 from .services import (
     EventIdempotencyConflict,
     event_publish,
+    idempotency_key_reserved_check,
     idempotency_key_validate,
     scheduled_event_cancel,
     scheduled_event_create,
@@ -94,7 +95,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description=(
         "Publishing again with the same key and body returns the first event (202, replayed); "
-        "the same key with another body is a 409."
+        "the same key with another body is a 409. Keys beginning with cron.midnight: or "
+        "scheduled-event: are the product's own (a 400)."
     ),
 )
 SCHOOL_FILTER = OpenApiParameter(
@@ -169,6 +171,7 @@ class EventViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         key = request.headers.get("Idempotency-Key")
+        idempotency_key_reserved_check(key=key)
         try:
             body = self._accept(data, key)
         except IntegrityError:
@@ -235,14 +238,17 @@ class EventViewSet(
                         ]
                     }
                 )
+            # A deliver_at already past is when the event occurred, as it is for one that
+            # waited for its time: the same request must not give another occurred_at for
+            # arriving a moment later.
+            occurred_at = data.get("occurred_at", deliver_at)
             event = event_publish(
                 school=school,
                 type=data["type"],
                 data=data["data"],
-                occurred_at=data.get("occurred_at"),
+                occurred_at=occurred_at,
                 idempotency_key=key,
             )
-            occurred_at = data.get("occurred_at")
             if event.created_at < started and occurred_at not in (None, event.occurred_at):
                 raise EventIdempotencyConflict(
                     {

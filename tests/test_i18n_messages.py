@@ -256,3 +256,45 @@ def test_a_webhook_or_delivery_the_api_does_not_find_is_not_found_in_the_readers
 
     assert (webhook.status_code, webhook.json()) == (404, {"detail": "Introuvable."})
     assert (delivery.status_code, delivery.json()) == (404, {"detail": "Nicht gefunden."})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        (
+            "fr",
+            "La clé 'c-1-start' est déjà utilisée par un événement course.started (annulé) "
+            "prévu le 2030-03-26T07:00:00+00:00, avec un autre type, d’autres données ou une "
+            "autre heure : déplacez ou annulez plutôt celui-là.",
+        ),
+        (
+            "de",
+            "Der Schlüssel 'c-1-start' wird bereits von einem Ereignis course.started "
+            "(abgebrochen) verwendet, fällig am 2030-03-26T07:00:00+00:00, mit anderem Typ, "
+            "anderen Daten oder anderer Zeit: Verschieben oder stornieren Sie stattdessen jenes.",
+        ),
+    ],
+)
+def test_a_scheduled_event_keys_conflict_names_its_status_in_the_readers_language(
+    platform_key, school, language, expected
+):
+    # Given a course start scheduled under a key, then cancelled
+    body = {
+        "school": school.slug,
+        "type": "course.started",
+        "data": {"course": {"id": "c-1"}},
+        "due_at": "2030-03-26T07:00:00+00:00",
+        "key": "c-1-start",
+    }
+    created = _api(platform_key, language).post("/api/v1/scheduled-events/", body, format="json")
+    _api(platform_key, language).delete(f"/api/v1/scheduled-events/{created.json()['id']}/")
+
+    # When the key is used again for another time
+    again = _api(platform_key, language).post(
+        "/api/v1/scheduled-events/", {**body, "due_at": "2030-03-26T08:00:00+00:00"}, format="json"
+    )
+
+    # Then the 409 says which state the first one is in, in the reader's words
+    assert again.status_code == 409
+    assert again.json() == {"errors": {"key": [expected]}}

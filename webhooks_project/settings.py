@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import math
 import os
 from datetime import time, timedelta
 from pathlib import Path
@@ -588,30 +589,36 @@ WEBHOOKS_SCHEDULED_EVENTS_BATCH_SIZE = env_int("WEBHOOKS_SCHEDULED_EVENTS_BATCH_
 WEBHOOKS_DAILY_EVENT_UTC_TIME = env_time("WEBHOOKS_DAILY_EVENT_UTC_TIME", "00:07")
 WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS = env_float("WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS", 30.0)
 
+# Each tick expires if no worker took it in time: the next tick does the same work, so while the
+# workers are down beat's messages do not pile up for them to run one after another on return.
+# django-celery-beat's DatabaseScheduler reads the option "expire_seconds" (whole seconds) and
+# drops Celery's "expires".
 CELERY_BEAT_SCHEDULE = {
     "deliveries-sweep": {
         "task": "deliveries.sweep",
         "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL_SECONDS),
-        "options": {"expires": WEBHOOKS_SWEEP_INTERVAL_SECONDS * 2},
+        "options": {"expire_seconds": math.ceil(WEBHOOKS_SWEEP_INTERVAL_SECONDS * 2)},
     },
     "deliveries-prune": {
         "task": "deliveries.prune",
         "schedule": timedelta(hours=1),
-        "options": {"expires": 3600},
+        "options": {"expire_seconds": 3600},
     },
     "subscriptions-auto-disable": {
         "task": "subscriptions.auto_disable",
         "schedule": timedelta(minutes=5),
-        "options": {"expires": 300},
+        "options": {"expire_seconds": 300},
     },
     "events-scheduled-publish-due": {
         "task": "events.scheduled_events_publish_due",
         "schedule": timedelta(seconds=WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS),
-        "options": {"expires": max(WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS * 2, 2.0)},
+        "options": {
+            "expire_seconds": math.ceil(max(WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS * 2, 2.0))
+        },
     },
     "events-daily-publish-due": {
         "task": "events.daily_events_publish_due",
         "schedule": timedelta(seconds=WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS),
-        "options": {"expires": WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS * 2},
+        "options": {"expire_seconds": math.ceil(WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS * 2)},
     },
 }

@@ -204,7 +204,8 @@ def _scheduled_same_or_conflict(
                 )
                 % {
                     "key": repr(existing.key),
-                    "status": existing.status,
+                    # The reader's word for it; lowercase, as it stands mid-sentence.
+                    "status": existing.get_status_display().lower(),
                     "type": existing.type_id,
                     "due": existing.due_at.isoformat(),
                 }
@@ -272,6 +273,33 @@ def _scheduled_key_validate(key: str | None) -> str | None:
 
 DAILY_EVENT_TYPE = "cron.midnight"
 DAILY_IDEMPOTENCY_PREFIX = "cron.midnight:"
+
+
+RESERVED_IDEMPOTENCY_PREFIXES = (DAILY_IDEMPOTENCY_PREFIX, SCHEDULED_IDEMPOTENCY_PREFIX)
+
+
+def idempotency_key_reserved_check(*, key: str | None) -> None:
+    """Refuse an API client's key that begins as the product's own keys do.
+
+    The daily event and published scheduled events take their idempotency keys, per school,
+    from the keys every event shares: a client's event under ``cron.midnight:<date>`` would
+    take that day's daily event's place (it would never be sent), one under
+    ``scheduled-event:<id>`` would make that scheduled event fail. Keys are compared as they
+    are stored (stripped). Raises ``ValidationError`` naming ``idempotency_key``.
+    """
+    if key is None or not str(key).strip().startswith(RESERVED_IDEMPOTENCY_PREFIXES):
+        return
+    raise ValidationError(
+        {
+            "idempotency_key": [
+                _(
+                    "Keys beginning with %(daily)s or %(scheduled)s are the product's own "
+                    "(daily and scheduled events); use another key."
+                )
+                % {"daily": DAILY_IDEMPOTENCY_PREFIX, "scheduled": SCHEDULED_IDEMPOTENCY_PREFIX}
+            ]
+        }
+    )
 
 
 def daily_event_schedule(*, school: School) -> tuple[dt.time, ZoneInfo]:

@@ -60,6 +60,32 @@ def test_deliver_at_in_the_past_publishes_now(platform_api, school, start_sample
     assert ScheduledEvent.objects.count() == 0
 
 
+def test_a_deliver_at_already_past_is_when_the_event_occurred_as_when_scheduled(
+    platform_api, school, start_sample
+):
+    # Given a course that started an hour ago, told to us late (a queue, a clock behind)
+    started = timezone.now().replace(microsecond=0) - dt.timedelta(hours=1)
+    body = {"school": school.slug, "type": "course.started", "data": start_sample}
+
+    # When the platform publishes it with that start as deliver_at, and again under a key
+    answers = [
+        platform_api.post(
+            "/api/v1/events/",
+            {**body, "deliver_at": started.isoformat()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=key,
+        )
+        for key in ("c-1-start", "c-1-start", "c-2-start")
+    ]
+
+    # Then it is published now and occurred at its deliver_at, as a scheduled one would have
+    assert [answer.json()["status"] for answer in answers] == ["published"] * 3
+    assert [answer.json()["replayed"] for answer in answers] == [False, True, False]
+    events = Event.objects.order_by("created_at")
+    assert [event.occurred_at for event in events] == [started, started]
+    assert ScheduledEvent.objects.count() == 0
+
+
 def test_the_platform_schedules_moves_and_cancels_by_key(platform_api, school, start_sample):
     created = platform_api.post(
         "/api/v1/scheduled-events/",

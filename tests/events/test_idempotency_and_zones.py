@@ -9,6 +9,9 @@ import pytest
 from django.utils import timezone
 
 from events.models import Event, EventType, ScheduledEvent
+from events.schedule import daily_run_latest
+from events.services import daily_event_schedule, daily_events_publish_due
+from tests.schools.factories import SchoolFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +63,44 @@ def test_a_key_used_by_a_scheduled_event_is_a_409_when_reused_to_publish_now(
     assert again.status_code == 409
     assert list(again.json()["errors"]) == ["idempotency_key"]
     assert Event.objects.count() == 0
+
+
+def test_a_key_shaped_like_the_products_own_is_a_400_and_takes_no_days_event(platform_api, catalog):
+    # Given a school on the 00:07 UTC daily event, and the key its run of today will use
+    school = SchoolFactory(created_at=timezone.now() - dt.timedelta(days=3))
+    today = daily_run_latest(timezone.now(), *daily_event_schedule(school=school))
+    body = {"school": school.slug, "type": "course.created", "data": {"course": {"id": "c-1"}}}
+
+    # When the platform publishes (or schedules) under keys shaped like the product's own
+    answers = [
+        platform_api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        for key in (f"cron.midnight:{today.day.isoformat()}", " scheduled-event:x")
+    ]
+    scheduled = platform_api.post(
+        "/api/v1/events/",
+        {**body, "deliver_at": _in(60)},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="cron.midnight:2099-01-01",
+    )
+
+    # Then each is refused naming the key, nothing is stored, and the day's event still goes
+    for answer in [*answers, scheduled]:
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "errors": {
+                "idempotency_key": [
+                    "Keys beginning with cron.midnight: or scheduled-event: are the product's "
+                    "own (daily and scheduled events); use another key."
+                ]
+            }
+        }
+    assert ScheduledEvent.objects.count() == 0
+    assert Event.objects.count() == 0
+    [daily] = daily_events_publish_due()
+    assert (daily.type_id, daily.idempotency_key) == (
+        "cron.midnight",
+        f"cron.midnight:{today.day.isoformat()}",
+    )
 
 
 # --- Naive datetimes ------------------------------------------------------------------------

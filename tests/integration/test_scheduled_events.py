@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -144,3 +145,32 @@ def test_two_beats_and_two_workers_send_each_scheduled_and_daily_event_once_on_t
     assert caught_up.idempotency_key == f"cron.midnight:{missed_due.day.isoformat()}"
     # The course school was created moments ago: no daily event for a run before it existed.
     assert Event.objects.filter(school=school, type="cron.midnight").count() == 0
+
+
+def test_beat_ticks_no_worker_took_expire_instead_of_piling_up(catalog, process_logs):
+    # Given beat ticking every second on a queue no worker reads (workers down, say)
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    beat = start_beat(
+        process_logs,
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS="1",
+        WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS="1",
+    )
+    try:
+        # When it has sent each of its periodic tasks a few times
+        _wait(lambda: client.llen(queue) >= 6, message="beat's messages")
+    finally:
+        beat.stop()
+        messages = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+        client.delete(queue)
+
+    # Then every message carries an expiry: a worker that comes back after an hour runs the
+    # next tick, not the 3,600 ticks beat sent meanwhile
+    expiries = {message["headers"]["task"]: message["headers"]["expires"] for message in messages}
+    assert {"events.scheduled_events_publish_due", "events.daily_events_publish_due"} <= set(
+        expiries
+    )
+    for task, expires in expiries.items():
+        assert expires is not None, task
+        assert dt.datetime.fromisoformat(expires) - timezone.now() <= dt.timedelta(seconds=60)
