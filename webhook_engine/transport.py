@@ -473,6 +473,10 @@ def _exception_outcome(exc: Exception, *, deadline: _Deadline, seconds: float) -
         return ErrorKind.DNS, "The host name could not be resolved."
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
         return ErrorKind.INVALID_URL, f"The URL cannot be used: {exc}"
+    if any(isinstance(cause, UnicodeError) for cause in causes):
+        # The resolver cannot encode the name (an empty label, one over 63 characters): no
+        # lookup is even possible, whatever the network does.
+        return ErrorKind.INVALID_URL, "The URL cannot be used: its host is not a valid host name."
     if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return ErrorKind.CONNECTION, "The connection was refused: nothing listens at that address."
     if isinstance(exc, requests.exceptions.ConnectionError) and any(

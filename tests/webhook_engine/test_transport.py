@@ -135,6 +135,17 @@ def test_an_unusable_url_is_an_invalid_url_error(transport):
     assert result.error_kind == ErrorKind.INVALID_URL
 
 
+@pytest.mark.parametrize("host", ["a..b.example.org", "a" * 64 + ".example.org"])
+def test_a_host_that_is_no_possible_dns_name_is_an_invalid_url_error(transport, host):
+    """A URL saved before such hosts were refused on save (an empty label, one over 63
+    characters) cannot even be looked up: the attempt is an unusable URL, as the form would
+    say, not an unexpected error with a traceback logged for every attempt."""
+    result = _send(transport, f"http://{host}/hook")
+
+    assert result.error_kind == ErrorKind.INVALID_URL
+    assert result.error_message == "The URL cannot be used: its host is not a valid host name."
+
+
 def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent(
     transport, receiver
 ):
