@@ -61,3 +61,20 @@ def test_an_options_request_to_the_docs_page_lists_its_methods(client):
     assert response.status_code == 200
     assert response.content == b""
     assert set(response["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_every_error_is_described_as_the_json_the_api_answers(client):
+    # Given the published description
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+
+    # When its error answers are listed with the media types it gives them
+    media_types = {
+        (path, method, status): sorted(response.get("content", {}))
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        for status, response in operation["responses"].items()
+        if int(status) >= 400
+    }
+
+    # Then every one is JSON, as every error is (the export's too: never a CSV file)
+    assert {key: types for key, types in media_types.items() if types != ["application/json"]} == {}
