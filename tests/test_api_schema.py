@@ -1,10 +1,15 @@
 """The OpenAPI description: generated without warnings, complete, served with its docs page."""
 
+import datetime as dt
 import io
 
 import pytest
 import yaml
 from django.core.management import call_command
+from django.utils import timezone
+
+from events.models import EventType
+from events.services import scheduled_event_create
 
 pytestmark = pytest.mark.django_db
 
@@ -78,3 +83,30 @@ def test_every_error_is_described_as_the_json_the_api_answers(client):
 
     # Then every one is JSON, as every error is (the export's too: never a CSV file)
     assert {key: types for key, types in media_types.items() if types != ["application/json"]} == {}
+
+
+def test_moving_a_scheduled_event_is_described_with_the_time_it_requires(
+    client, platform_api, school, catalog
+):
+    # Given a scheduled event
+    scheduled = scheduled_event_create(
+        school=school,
+        type="course.started",
+        data=EventType.objects.get(key="course.started").sample_payload,
+        due_at=timezone.now() + dt.timedelta(days=1),
+        key="schema-move",
+    )
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    move = schema["paths"]["/api/v1/scheduled-events/{id}/"]["patch"]["requestBody"]
+
+    # When it is moved without a time
+    response = platform_api.patch(f"/api/v1/scheduled-events/{scheduled.pk}/", {}, format="json")
+
+    # Then the API refuses it, as the published description says it will
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["due_at"]
+    body = schema["components"]["schemas"][
+        move["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    ]
+    assert move["required"] is True
+    assert body["required"] == ["due_at"]
