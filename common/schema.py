@@ -62,15 +62,20 @@ _ANSWERS_OF_EVERY_OPERATION = {
         "Invalid input, by field (a parameter that cannot be stored, such as one with a NUL, "
         "is refused before anything else).",
     ),
+    "406": ("Detail", "The Accept header allows none of the media types this operation answers."),
     "429": ("Detail", "Too many failed authentications from this address, or too many requests."),
 }
-_ANSWER_OF_A_BODY = {"413": ("Detail", "The request body is too large.")}
+_ANSWER_OF_A_BODY = {
+    "413": ("Detail", "The request body is too large."),
+    "415": ("Detail", "The body is not JSON (its Content-Type is not application/json)."),
+}
 
 
 def responses_complete(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: every operation documents what the request layer
-    answers for any of them (400 for parameters that cannot be stored, 429 past the limit of
-    failed authentications), and every operation with a body its 413."""
+    answers for any of them (400 for parameters that cannot be stored, 406 for an Accept header
+    it cannot satisfy, 429 past the limit of failed authentications), and every operation with
+    a body its 413 and 415 (a body that is not JSON)."""
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
             extra = dict(_ANSWERS_OF_EVERY_OPERATION)

@@ -110,3 +110,25 @@ def test_moving_a_scheduled_event_is_described_with_the_time_it_requires(
     ]
     assert move["required"] is True
     assert body["required"] == ["due_at"]
+
+
+def test_a_body_the_api_cannot_read_or_an_answer_it_cannot_give_is_documented(client, api, school):
+    # Given the published description
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    create = schema["paths"]["/api/v1/subscriptions/"]["post"]["responses"]
+    listing = schema["paths"]["/api/v1/subscriptions/"]["get"]["responses"]
+
+    # When a client sends a body that is not JSON, or accepts nothing but HTML
+    not_json = api.post("/api/v1/subscriptions/", "name=x", content_type="text/plain")
+    html_only = api.get("/api/v1/subscriptions/", HTTP_ACCEPT="text/html")
+
+    # Then the answers are JSON errors of statuses the description lists for those operations
+    assert (not_json.status_code, set(not_json.json())) == (415, {"detail"})
+    assert (html_only.status_code, set(html_only.json())) == (406, {"detail"})
+    assert create["415"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Detail"
+    }
+    assert listing["406"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Detail"
+    }
+    assert "415" not in listing
