@@ -95,3 +95,24 @@ def responses_complete(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                     },
                 )
     return result
+
+
+# Query parameters that are not filters: an empty cursor is the first page.
+_NOT_FILTERS = {"cursor", "page", "page_size"}
+
+
+def filters_not_empty(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every text filter of the query string says it takes
+    no empty value, as the API refuses one with a 400 naming it (``StrictFilterSet``, the
+    events' and scheduled events' filters) instead of answering every row."""
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if (
+                    parameter.get("in") == "query"
+                    and parameter.get("name") not in _NOT_FILTERS
+                    and schema.get("type") == "string"
+                ):
+                    schema.setdefault("minLength", 1)
+    return result

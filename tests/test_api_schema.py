@@ -132,3 +132,28 @@ def test_a_body_the_api_cannot_read_or_an_answer_it_cannot_give_is_documented(cl
         "$ref": "#/components/schemas/Detail"
     }
     assert "415" not in listing
+
+
+def test_every_filter_is_described_as_refusing_an_empty_value(client, api, platform_api):
+    # Given the published description's text filters (pagination apart)
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    filters = {
+        (path, parameter["name"]): parameter["schema"]
+        for path, methods in schema["paths"].items()
+        for parameter in methods.get("get", {}).get("parameters", [])
+        if parameter["in"] == "query"
+        and parameter["schema"]["type"] == "string"
+        and parameter["name"] not in {"cursor", "page", "page_size"}
+    }
+
+    # When one is given empty
+    empty_payload = api.get("/api/v1/deliveries/?payload=")
+    empty_key = platform_api.get("/api/v1/scheduled-events/?key=")
+
+    # Then the API refuses it naming it, and the description says it must not be empty
+    assert empty_payload.json() == {
+        "errors": {"payload": ["Give a value, or leave the parameter out."]}
+    }
+    assert list(empty_key.json()["errors"]) == ["key"]
+    assert ("/api/v1/deliveries/export/", "event_type") in filters
+    assert {key: s for key, s in filters.items() if s.get("minLength") != 1} == {}
