@@ -149,11 +149,16 @@ def test_every_filter_is_described_as_refusing_an_empty_value(client, api, platf
     # When one is given empty
     empty_payload = api.get("/api/v1/deliveries/?payload=")
     empty_key = platform_api.get("/api/v1/scheduled-events/?key=")
+    empty_school = [api.get(f"/api/v1/{path}/?school=") for path in ("events", "scheduled-events")]
 
     # Then the API refuses it naming it, and the description says it must not be empty
     assert empty_payload.json() == {
         "errors": {"payload": ["Give a value, or leave the parameter out."]}
     }
     assert list(empty_key.json()["errors"]) == ["key"]
+    assert [(r.status_code, list(r.json()["errors"])) for r in empty_school] == [
+        (400, ["school"]),
+        (400, ["school"]),
+    ]
     assert ("/api/v1/deliveries/export/", "event_type") in filters
     assert {key: s for key, s in filters.items() if s.get("minLength") != 1} == {}
