@@ -8,6 +8,8 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django_filters.fields import IsoDateTimeField
 
@@ -24,6 +26,22 @@ def datetime_check(value: dt.datetime | None) -> None:
 
 
 class BoundedIsoDateTimeField(IsoDateTimeField):
+    """An ISO-8601 datetime with its UTC offset, in the range every school's zone can show."""
+
+    def to_python(self, value: Any) -> dt.datetime | None:
+        # Django would read a date without its offset in the server's zone: a guess, hours off
+        # for most schools.
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None  # not a date at all: the parent says so
+            if parsed is not None and timezone.is_naive(parsed):
+                raise forms.ValidationError(
+                    _("The datetime has no time zone; give an aware datetime."), code="naive"
+                )
+        return super().to_python(value)
+
     def validate(self, value: Any) -> None:
         super().validate(value)
         datetime_check(value)

@@ -62,15 +62,20 @@ _ANSWERS_OF_EVERY_OPERATION = {
         "Invalid input, by field (a parameter that cannot be stored, such as one with a NUL, "
         "is refused before anything else).",
     ),
+    "406": ("Detail", "The Accept header allows none of the media types this operation answers."),
     "429": ("Detail", "Too many failed authentications from this address, or too many requests."),
 }
-_ANSWER_OF_A_BODY = {"413": ("Detail", "The request body is too large.")}
+_ANSWER_OF_A_BODY = {
+    "413": ("Detail", "The request body is too large."),
+    "415": ("Detail", "The body is not JSON (its Content-Type is not application/json)."),
+}
 
 
 def responses_complete(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: every operation documents what the request layer
-    answers for any of them (400 for parameters that cannot be stored, 429 past the limit of
-    failed authentications), and every operation with a body its 413."""
+    answers for any of them (400 for parameters that cannot be stored, 406 for an Accept header
+    it cannot satisfy, 429 past the limit of failed authentications), and every operation with
+    a body its 413 and 415 (a body that is not JSON)."""
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
             extra = dict(_ANSWERS_OF_EVERY_OPERATION)
@@ -89,4 +94,25 @@ def responses_complete(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                         "description": description,
                     },
                 )
+    return result
+
+
+# Query parameters that are not filters: an empty cursor is the first page.
+_NOT_FILTERS = {"cursor", "page", "page_size"}
+
+
+def filters_not_empty(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every text filter of the query string says it takes
+    no empty value, as the API refuses one with a 400 naming it (``StrictFilterSet``, the
+    events' and scheduled events' filters) instead of answering every row."""
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if (
+                    parameter.get("in") == "query"
+                    and parameter.get("name") not in _NOT_FILTERS
+                    and schema.get("type") == "string"
+                ):
+                    schema.setdefault("minLength", 1)
     return result

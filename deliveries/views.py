@@ -161,6 +161,11 @@ ERRORS = {
     403: NOT_A_SCHOOL_KEY,
     404: OpenApiResponse(DetailSerializer, description="No such delivery in this school."),
 }
+# The export's errors are JSON like every other (``finalize_response``), never its CSV; it names
+# no delivery, so it has no 404. drf-spectacular would offer each of its renderers' types.
+EXPORT_ERRORS = {
+    (status, "application/json"): response for status, response in ERRORS.items() if status != 404
+}
 
 
 @extend_schema_view(
@@ -228,7 +233,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, one header."),
             (200, "application/json"): ExportRowOutput(many=True),
-            **ERRORS,
+            **EXPORT_ERRORS,
         },
     )
     @action(

@@ -127,5 +127,15 @@ class ScheduledEventInput(serializers.Serializer):
 
 
 class ScheduledEventMoveInput(serializers.Serializer):
+    # A move's PATCH is not a partial update: due_at is always required. Never partial, so the
+    # schema says so too (drf-spectacular describes a partial body with every field optional).
+    @property
+    def partial(self) -> bool:
+        return False
+
+    @partial.setter
+    def partial(self, value: bool) -> None:
+        pass
+
     due_at = DateTimeField()
     data = serializers.DictField(required=False, help_text="New data, validated as on creation.")  # type: ignore[assignment]  # a field, not the property

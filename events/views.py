@@ -146,9 +146,11 @@ class EventViewSet(
 
     def get_queryset(self) -> QuerySet[Event]:
         client = api_client(self.request)
+        # Given empty it is refused whatever the key, as the schema says; a school key's is
+        # otherwise ignored (it reads its own school's).
+        slug = _filter_value(self.request.query_params, "school")
         if client.is_platform:
             queryset = events_visible(school_id=None)
-            slug = _filter_value(self.request.query_params, "school")
             return queryset.filter(school__slug=slug) if slug else queryset
         return events_visible(school_id=client_school(self.request).pk)
 
@@ -373,8 +375,8 @@ class ScheduledEventViewSet(
         school_id = None if client.is_platform else client_school(self.request).pk
         queryset = scheduled_events_visible(school_id=school_id)
         params = self.request.query_params
-        slug = _filter_value(params, "school") if client.is_platform else None
-        if slug:
+        slug = _filter_value(params, "school")  # refused empty whatever the key, as above
+        if slug and client.is_platform:
             queryset = queryset.filter(school__slug=slug)
         key = _filter_value(params, "key")
         if key:

@@ -334,6 +334,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "common.schema.responses_complete",
+        "common.schema.filters_not_empty",
     ],
     "ENUM_NAME_OVERRIDES": {
         "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",

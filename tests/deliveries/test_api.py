@@ -69,6 +69,22 @@ def test_an_invalid_filter_is_a_400_naming_it(api, school):
     assert list(response.json()["errors"]) == ["status"]
 
 
+@pytest.mark.parametrize("value", ["2026-01-01T09:00:00", "2026-01-01", "2026-01-01 09:00"])
+@pytest.mark.parametrize("path", ["/api/v1/deliveries/", "/api/v1/deliveries/export/?format=csv"])
+def test_a_date_filter_without_its_zone_is_a_400_naming_it(api, school, path, value):
+    # Given a date with no UTC offset, which the server could only read in a zone of its own
+    separator = "&" if "?" in path else "?"
+
+    # When the log is filtered by it
+    response = api.get(f"{path}{separator}created_after={value}")
+
+    # Then it is refused, as the README says, instead of a guess hours off for the school
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"created_after": ["The datetime has no time zone; give an aware datetime."]}
+    }
+
+
 def test_the_detail_shows_the_body_and_every_attempt(api, school, receiver):
     subscription = SubscriptionFactory(school=school, url=receiver.url("/r"))
     receiver.script("/r", Reply(status=500, body=b"boom"), Reply(status=200, body=b"ok"))
