@@ -176,6 +176,29 @@ def test_unknown_api_paths_answer_json(api):
     assert json.loads(response.content) == {"detail": "Not found."}
 
 
+def test_a_key_given_twice_in_one_object_is_a_400_naming_it(platform_api, school, other_school):
+    """JSON parsers disagree on which of two equal keys wins (Python's takes the last, others
+    the first): whatever checked the body on the way, the event must not go to a school or
+    carry data other than the one it saw. Refused, with the key named; nothing is stored."""
+    body = (
+        f'{{"school": "{school.slug}", "type": "course.created", "school": "{other_school.slug}", '
+        '"data": {"course": {"id": "c1", "id": "c2"}}}'
+    )
+
+    response = platform_api.post("/api/v1/events/", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {
+            "__all__": [
+                "The key id appears twice in one JSON object; give it once.",
+                "The key school appears twice in one JSON object; give it once.",
+            ]
+        }
+    }
+    assert Event.objects.count() == 0
+
+
 def test_data_failing_the_types_schema_is_a_400_naming_each_path(platform_api, school):
     response = platform_api.post(
         "/api/v1/events/",
