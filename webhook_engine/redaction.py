@@ -9,7 +9,9 @@ value, and the values of a URL's query string.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -21,6 +23,7 @@ REDACTED = "[redacted]"
 MIN_SECRET_CHARACTERS = 4
 # Request headers that carry a credential whatever their value.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_PERCENT_ESCAPE = re.compile("%[0-9A-F]{2}")
 
 
 def url_query_values(url: str) -> list[str]:
@@ -36,20 +39,22 @@ def url_query_values(url: str) -> list[str]:
 
 
 def secret_forms(values: Iterable[str]) -> list[str]:
-    """Every written form of each secret (as is, percent-encoded, JSON-escaped), longest first,
-    leaving out those shorter than ``MIN_SECRET_CHARACTERS``."""
+    """Every written form of each secret (as is; percent-encoded, with upper- or lower-case
+    escapes, or as JavaScript's ``encodeURIComponent`` writes it; JSON-escaped, also with the
+    ``\\/`` PHP writes; HTML-escaped), longest first, leaving out those shorter than
+    ``MIN_SECRET_CHARACTERS``."""
     forms: set[str] = set()
     for value in values:
         if not value:
             continue
+        encoded = {quote(value, safe=""), quote_plus(value, safe=""), quote(value, safe="!'()*~")}
+        escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
         forms.update(
-            {
-                value,
-                quote(value, safe=""),
-                quote_plus(value, safe=""),
-                json.dumps(value)[1:-1],
-                json.dumps(value, ensure_ascii=False)[1:-1],
-            }
+            {value, html.escape(value), html.escape(value).replace("&#x27;", "&#39;")}
+            | encoded
+            | {_PERCENT_ESCAPE.sub(lambda match: match.group(0).lower(), form) for form in encoded}
+            | escaped
+            | {form.replace("/", "\\/") for form in escaped}
         )
     return sorted(
         (form for form in forms if len(form) >= MIN_SECRET_CHARACTERS), key=lambda f: (-len(f), f)

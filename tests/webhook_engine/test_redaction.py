@@ -32,6 +32,33 @@ def test_every_form_an_echo_returns_a_secret_in_is_redacted():
     )
 
 
+def test_the_forms_other_echo_servers_write_a_secret_in_are_redacted_too():
+    """PHP's json_encode writes / as \\/ (base64 credentials hold slashes), many encoders write
+    percent-escapes in lower case, JavaScript's encodeURIComponent leaves !'()* as they are, and
+    a debug page escapes HTML."""
+    password = "Ab/c+d!e'f(g)*h&i<j?"
+    credentials = base64.b64encode(f"lms:{password}".encode()).decode()
+    assert credentials == "bG1zOkFiL2MrZCFlJ2YoZykqaCZpPGo/"
+    secrets = secret_forms([password, credentials])
+    echoes = [
+        '{"raw": "Ab\\/c+d!e\'f(g)*h&i<j?"}',  # PHP's json_encode
+        '{"auth": "Basic bG1zOkFiL2MrZCFlJ2YoZykqaCZpPGo\\/"}',
+        "q=Ab%2fc%2bd%21e%27f%28g%29%2ah%26i%3cj%3f",  # lower-case escapes
+        "q=Ab%2Fc%2Bd!e'f(g)*h%26i%3Cj%3F",  # encodeURIComponent
+        "<td>Ab/c+d!e&#x27;f(g)*h&amp;i&lt;j?</td>",  # html.escape
+        "<td>Ab/c+d!e&#39;f(g)*h&amp;i&lt;j?</td>",  # Django's escape
+    ]
+
+    assert [text_redact(echoed, secrets) for echoed in echoes] == [
+        '{"raw": "[redacted]"}',
+        '{"auth": "Basic [redacted]"}',
+        "q=[redacted]",
+        "q=[redacted]",
+        "<td>[redacted]</td>",
+        "<td>[redacted]</td>",
+    ]
+
+
 def test_a_body_cut_in_the_middle_of_a_secret_loses_the_secrets_beginning_too():
     secrets = secret_forms(["tok-7f3a9c-very-long"])
 
