@@ -55,6 +55,7 @@ from .selectors import (
     destination_policy,
     signing_secret_current,
     signing_secrets_active,
+    subscription_custom_headers,
     subscription_url,
 )
 from .topics import is_pattern, topic_matches, topic_pattern_errors
@@ -469,6 +470,7 @@ def subscription_save(
         # secrets.
         current = Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
         before = _audited_fields(current)
+        hidden_before = _audited_secret_values(current)
         afresh = _state_keep(subscription, current)
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
@@ -489,10 +491,16 @@ def subscription_save(
     if afresh:
         _fresh_start_announce(subscription.pk)
     after = _audited_fields(subscription)
+    hidden_after = {} if created else _audited_secret_values(subscription)
     changed = [
         name
         for name in after
-        if (after[name] not in ("", [], None) if created else before.get(name) != after[name])
+        if (
+            after[name] not in ("", [], None)
+            if created
+            else before.get(name) != after[name]
+            or hidden_before.get(name) != hidden_after.get(name)
+        )
     ]
     changes: dict[str, Any] = {
         name: "changed" if name in _SECRET_FIELDS else [before.get(name), after[name]]
@@ -522,6 +530,20 @@ def _audited_fields(subscription: Subscription) -> dict[str, Any]:
     values = {name: getattr(subscription, name) for name in EDITABLE_FIELDS}
     values["custom_headers"] = sorted(values.get("custom_headers") or {})
     values["url"] = _url_query_mask(str(values.get("url") or ""))
+    return values
+
+
+def _audited_secret_values(subscription: Subscription) -> dict[str, Any]:
+    """What the audit trail compares but never records: the custom headers' values and the URL
+    with its query values, which the recorded fields show masked (a new token is a change all
+    the same). ``None`` for what the configured keys cannot read, so a value entered again
+    counts as changed."""
+    values: dict[str, Any] = {}
+    try:
+        values["custom_headers"] = subscription_custom_headers(subscription=subscription)
+    except SecretUnreadable:
+        values["custom_headers"] = None
+    values["url"] = _url_stored(subscription)
     return values
 
 
