@@ -46,6 +46,7 @@ from .crypto import (
     SecretUnreadable,
     headers_decrypt,
     headers_encrypt,
+    secret_decrypt,
     secret_encrypt,
     secret_reencrypt,
     url_decrypt,
@@ -757,7 +758,9 @@ def subscription_secret_rotate(
     """Start signing with a new secret and return it; the current ones expire after a grace period.
 
     During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
-    delivery carries a signature with each secret, so receivers can switch at their pace.
+    delivery carries a signature with each secret, so receivers can switch at their pace. A
+    secret the configured keys cannot read signs nothing (its deliveries fail with that reason):
+    it stops at once, so rotating is the way out of a lost encryption key.
     Raises ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it.
     """
     # Locked while its secrets change: a webhook deleted since the caller read it is found gone
@@ -766,10 +769,12 @@ def subscription_secret_rotate(
     grace = (
         settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
     )
-    expires_at = timezone.now() + dt.timedelta(seconds=grace)
+    now = timezone.now()
+    expires_at = now + dt.timedelta(seconds=grace)
     for signing_secret in signing_secrets_active(subscription=subscription):
-        if signing_secret.expires_at is None or signing_secret.expires_at > expires_at:
-            signing_secret.expires_at = expires_at
+        ends = expires_at if _secret_readable(signing_secret.secret_encrypted) else now
+        if signing_secret.expires_at is None or signing_secret.expires_at > ends:
+            signing_secret.expires_at = ends
             signing_secret.save(update_fields=["expires_at"])
     # Workers keep a copy of each webhook until its updated_at moves: sign with the new secret.
     Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now())
@@ -783,6 +788,14 @@ def subscription_secret_rotate(
         changes={"previous_secrets_expire_at": expires_at.isoformat()},
     )
     return _signing_secret_add(subscription)
+
+
+def _secret_readable(ciphertext: str) -> bool:
+    try:
+        secret_decrypt(ciphertext)
+    except SecretUnreadable:
+        return False
+    return True
 
 
 def subscription_secret_reveal(*, subscription: Subscription, actor: Actor | None) -> str:
