@@ -574,3 +574,44 @@ def test_a_save_refused_twice_says_why_instead_of_failing(
     assert response.redirect_chain == [("/admin/subscriptions/subscription/add/", 302)]
     assert "The host name could not be resolved; check the URL." in response.content.decode()
     assert not Subscription.objects.filter(name="CRM").exists()
+
+
+def test_a_new_webhooks_secret_kept_under_a_key_since_removed_is_made_anew(
+    admin_client, school, settings
+):
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    # Send Test on the Add page kept the new webhook's secret in the session; then the
+    # encryption key it was kept under was rotated out.
+    current_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    lost = secret_encrypt("whsec_" + "A" * 43 + "=")
+    settings.WEBHOOKS_ENCRYPTION_KEYS = current_keys
+    session = admin_client.session
+    session[webhooks_admin._NEW_SECRET_KEY] = lost
+    session.save()
+    settings_page = {
+        "school": school.pk,
+        "name": "CRM",
+        "url": "https://crm.example.org/hooks",
+        "topics_patterns": "course.*",
+        "content_type": "json",
+        "is_active": "on",
+    }
+
+    tested = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**settings_page, "_send_test": "1", "send_test-event_type": "course.created"},
+    )
+    session = admin_client.session
+    session[webhooks_admin._NEW_SECRET_KEY] = lost
+    session.save()
+    saved = admin_client.post("/admin/subscriptions/subscription/add/", settings_page)
+
+    assert tested.status_code == 200
+    assert saved.status_code == 302
+    secret = signing_secret_current(subscription=Subscription.objects.get(name="CRM"))
+    assert secret.startswith("whsec_")
+    assert secret != "whsec_" + "A" * 43 + "="
