@@ -56,6 +56,7 @@ from .selectors import (
     destination_policy,
     signing_secret_current,
     signing_secrets_active,
+    signing_secrets_active_q,
     subscription_custom_headers,
     subscription_url,
 )
@@ -984,9 +985,14 @@ def secrets_reencrypt() -> int:
     """Re-encrypt every stored secret with the first of ``WEBHOOKS_ENCRYPTION_KEYS``; return how
     many. Run after putting a new key first; then the old key can be removed.
 
+    Signing secrets whose grace period is over are deleted instead: they never sign again, and
+    left under the old key they could not be read once it is dropped (nor block this, when the
+    key they were under is already lost).
+
     Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key.
     """
     count = 0
+    SigningSecret.objects.exclude(signing_secrets_active_q()).delete()
     for signing_secret in SigningSecret.objects.select_for_update():
         signing_secret.secret_encrypted = secret_reencrypt(signing_secret.secret_encrypted)
         signing_secret.save(update_fields=["secret_encrypted"])

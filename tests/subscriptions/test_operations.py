@@ -163,3 +163,28 @@ def test_the_home_page_charts_the_failures_and_names_the_slowest_receivers(
     assert "Slowest receivers, last 24 hours" in page
     assert ">CRM</a>" in page
     assert "Periodic tasks" not in page
+
+
+def test_a_key_rotation_is_not_blocked_by_a_signing_secret_that_no_longer_signs(school, settings):
+    from subscriptions.crypto import secret_encrypt
+    from subscriptions.services import subscription_secret_rotate
+
+    subscription = subscription_create(
+        school=school, name="LMS", url="https://lms.example.org/hooks", topics=["*"]
+    )
+    old_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    SigningSecret.objects.filter(subscription=subscription).update(
+        secret_encrypted=secret_encrypt("whsec_" + "A" * 43 + "=")
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = old_keys
+    secret = subscription_secret_rotate(subscription=subscription)  # the way out: a new secret
+    new_key = Fernet.generate_key().decode()
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key, *old_keys]
+
+    call_command("encryption_keys_rotate")
+
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    assert signing_secret_current(subscription=subscription) == secret
+    [kept] = SigningSecret.objects.filter(subscription=subscription)
+    assert Fernet(new_key.encode()).decrypt(kept.secret_encrypted.encode()).decode() == secret
