@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -989,35 +990,53 @@ def secrets_reencrypt() -> int:
     left under the old key they could not be read once it is dropped (nor block this, when the
     key they were under is already lost).
 
-    Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key.
+    Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key;
+    its message names every such secret and its webhook, to enter again or rotate.
     """
     count = 0
+    unreadable: list[str] = []
+
+    def reencrypt(ciphertext: str, what: str, subscription_id: object) -> str:
+        nonlocal count
+        try:
+            result = secret_reencrypt(ciphertext)
+        except SecretUnreadable:
+            unreadable.append(f"the {what} of webhook {subscription_id}")
+            return ciphertext
+        count += 1
+        return result
+
     SigningSecret.objects.exclude(signing_secrets_active_q()).delete()
-    for signing_secret in SigningSecret.objects.select_for_update():
-        signing_secret.secret_encrypted = secret_reencrypt(signing_secret.secret_encrypted)
+    for signing_secret in SigningSecret.objects.select_for_update().order_by("subscription_id"):
+        signing_secret.secret_encrypted = reencrypt(
+            signing_secret.secret_encrypted, "signing secret", signing_secret.subscription_id
+        )
         signing_secret.save(update_fields=["secret_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(
-        basic_auth_password_encrypted=""
-    ):
-        subscription.basic_auth_password_encrypted = secret_reencrypt(
-            subscription.basic_auth_password_encrypted
+    encrypted = Q()
+    for column, _what in _ENCRYPTED_COLUMNS:
+        encrypted |= ~Q(**{column: ""})
+    for subscription in Subscription.objects.select_for_update().filter(encrypted).order_by("pk"):
+        columns = [column for column, _what in _ENCRYPTED_COLUMNS if getattr(subscription, column)]
+        for column, what in _ENCRYPTED_COLUMNS:
+            if column in columns:
+                value = reencrypt(getattr(subscription, column), what, subscription.pk)
+                setattr(subscription, column, value)
+        subscription.save(update_fields=columns)
+    if unreadable:
+        raise SecretUnreadable(
+            "No configured key can read "
+            + "; ".join(unreadable)
+            + ". Enter those settings again (rotate a signing secret) and run this again."
         )
-        subscription.save(update_fields=["basic_auth_password_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(url_encrypted=""):
-        subscription.url_encrypted = secret_reencrypt(subscription.url_encrypted)
-        subscription.save(update_fields=["url_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(
-        custom_headers_encrypted=""
-    ):
-        subscription.custom_headers_encrypted = secret_reencrypt(
-            subscription.custom_headers_encrypted
-        )
-        subscription.save(update_fields=["custom_headers_encrypted"])
-        count += 1
     return count
+
+
+# The encrypted columns of a webhook, and what each holds (for operators' messages).
+_ENCRYPTED_COLUMNS = (
+    ("basic_auth_password_encrypted", "basic-auth password"),
+    ("url_encrypted", "URL"),
+    ("custom_headers_encrypted", "secret header values"),
+)
 
 
 @transaction.atomic
