@@ -247,6 +247,40 @@ def test_the_secret_page_shows_it_only_after_a_post(client, school, school_admin
     assert subscription.secret in shown
 
 
+def test_a_secret_no_key_can_read_is_explained_in_the_readers_language(
+    client, school, school_admin, settings
+):
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+    current_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    SigningSecret.objects.filter(subscription=subscription).update(
+        secret_encrypted=secret_encrypt(subscription.secret)
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = current_keys
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/secret/"
+
+    page = client.post(url, HTTP_ACCEPT_LANGUAGE="fr")
+    button = client.post(url, HTTP_ACCEPT_LANGUAGE="de", HTTP_ACCEPT="application/json")
+
+    assert page.status_code == 200
+    assert (
+        "Le secret de signature ne peut pas être déchiffré avec les clés de chiffrement de la "
+        "plateforme. Renouvelez-le pour en créer un nouveau, puis donnez-le au destinataire."
+    ) in page.content.decode()
+    assert "WEBHOOKS_ENCRYPTION_KEYS" not in page.content.decode()
+    assert button.status_code == 409
+    assert button.json() == {
+        "error": "Das Signaturgeheimnis kann mit den Verschlüsselungsschlüsseln der Plattform "
+        "nicht entschlüsselt werden. Erneuern Sie es, um ein neues zu erzeugen, und geben Sie "
+        "dieses dem Empfänger."
+    }
+
+
 def test_send_test_from_the_page_shows_the_receivers_answer(client, school, school_admin, receiver):
     from tests.receiver import Reply
 
