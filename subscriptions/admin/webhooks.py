@@ -603,8 +603,13 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         permissions=["manage_secret"],
     )
     def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        subscriptions = list(queryset.select_related("school"))
+        # What the rotate page asks of each webhook: being an admin of its school, not only
+        # seeing it. Nothing is rotated unless every selected one passes.
+        if not all(self.has_manage_secret_permission(request, obj) for obj in subscriptions):
+            raise PermissionDenied
         count = 0
-        for subscription in queryset:
+        for subscription in subscriptions:
             subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
             count += 1
         self.message_user(
