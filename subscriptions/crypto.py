@@ -2,8 +2,9 @@
 with Fernet.
 
 The keys come from ``WEBHOOKS_ENCRYPTION_KEYS`` (comma-separated Fernet keys): the first encrypts,
-every one decrypts, so a key is rotated by putting the new one first, running
-``manage.py encryption_keys_rotate`` and then dropping the old one. A value that none of the keys
+every one decrypts, so a key is rotated by adding the new one last, then putting it first,
+running ``manage.py encryption_keys_rotate`` and dropping the old one (every process restarted
+after each change: each can read what any other writes). A value that none of the keys
 decrypts raises ``SecretUnreadable``; it is never used as if it were the secret.
 """
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -46,6 +47,7 @@ from .crypto import (
     SecretUnreadable,
     headers_decrypt,
     headers_encrypt,
+    secret_decrypt,
     secret_encrypt,
     secret_reencrypt,
     url_decrypt,
@@ -55,6 +57,8 @@ from .selectors import (
     destination_policy,
     signing_secret_current,
     signing_secrets_active,
+    signing_secrets_active_q,
+    subscription_custom_headers,
     subscription_url,
 )
 from .topics import is_pattern, topic_matches, topic_pattern_errors
@@ -469,6 +473,7 @@ def subscription_save(
         # secrets.
         current = Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
         before = _audited_fields(current)
+        hidden_before = _audited_secret_values(current)
         afresh = _state_keep(subscription, current)
     if not subscription.basic_auth_enabled:
         subscription.basic_auth_username = ""
@@ -489,10 +494,16 @@ def subscription_save(
     if afresh:
         _fresh_start_announce(subscription.pk)
     after = _audited_fields(subscription)
+    hidden_after = {} if created else _audited_secret_values(subscription)
     changed = [
         name
         for name in after
-        if (after[name] not in ("", [], None) if created else before.get(name) != after[name])
+        if (
+            after[name] not in ("", [], None)
+            if created
+            else before.get(name) != after[name]
+            or hidden_before.get(name) != hidden_after.get(name)
+        )
     ]
     changes: dict[str, Any] = {
         name: "changed" if name in _SECRET_FIELDS else [before.get(name), after[name]]
@@ -522,6 +533,20 @@ def _audited_fields(subscription: Subscription) -> dict[str, Any]:
     values = {name: getattr(subscription, name) for name in EDITABLE_FIELDS}
     values["custom_headers"] = sorted(values.get("custom_headers") or {})
     values["url"] = _url_query_mask(str(values.get("url") or ""))
+    return values
+
+
+def _audited_secret_values(subscription: Subscription) -> dict[str, Any]:
+    """What the audit trail compares but never records: the custom headers' values and the URL
+    with its query values, which the recorded fields show masked (a new token is a change all
+    the same). ``None`` for what the configured keys cannot read, so a value entered again
+    counts as changed."""
+    values: dict[str, Any] = {}
+    try:
+        values["custom_headers"] = subscription_custom_headers(subscription=subscription)
+    except SecretUnreadable:
+        values["custom_headers"] = None
+    values["url"] = _url_stored(subscription)
     return values
 
 
@@ -735,7 +760,9 @@ def subscription_secret_rotate(
     """Start signing with a new secret and return it; the current ones expire after a grace period.
 
     During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
-    delivery carries a signature with each secret, so receivers can switch at their pace.
+    delivery carries a signature with each secret, so receivers can switch at their pace. A
+    secret the configured keys cannot read signs nothing (its deliveries fail with that reason):
+    it stops at once, so rotating is the way out of a lost encryption key.
     Raises ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it.
     """
     # Locked while its secrets change: a webhook deleted since the caller read it is found gone
@@ -744,10 +771,12 @@ def subscription_secret_rotate(
     grace = (
         settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
     )
-    expires_at = timezone.now() + dt.timedelta(seconds=grace)
+    now = timezone.now()
+    expires_at = now + dt.timedelta(seconds=grace)
     for signing_secret in signing_secrets_active(subscription=subscription):
-        if signing_secret.expires_at is None or signing_secret.expires_at > expires_at:
-            signing_secret.expires_at = expires_at
+        ends = expires_at if _secret_readable(signing_secret.secret_encrypted) else now
+        if signing_secret.expires_at is None or signing_secret.expires_at > ends:
+            signing_secret.expires_at = ends
             signing_secret.save(update_fields=["expires_at"])
     # Workers keep a copy of each webhook until its updated_at moves: sign with the new secret.
     Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now())
@@ -761,6 +790,14 @@ def subscription_secret_rotate(
         changes={"previous_secrets_expire_at": expires_at.isoformat()},
     )
     return _signing_secret_add(subscription)
+
+
+def _secret_readable(ciphertext: str) -> bool:
+    try:
+        secret_decrypt(ciphertext)
+    except SecretUnreadable:
+        return False
+    return True
 
 
 def subscription_secret_reveal(*, subscription: Subscription, actor: Actor | None) -> str:
@@ -949,34 +986,57 @@ def secrets_reencrypt() -> int:
     """Re-encrypt every stored secret with the first of ``WEBHOOKS_ENCRYPTION_KEYS``; return how
     many. Run after putting a new key first; then the old key can be removed.
 
-    Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key.
+    Signing secrets whose grace period is over are deleted instead: they never sign again, and
+    left under the old key they could not be read once it is dropped (nor block this, when the
+    key they were under is already lost).
+
+    Raises ``SecretUnreadable`` (and changes nothing) if a secret cannot be read with any key;
+    its message names every such secret and its webhook, to enter again or rotate.
     """
     count = 0
-    for signing_secret in SigningSecret.objects.select_for_update():
-        signing_secret.secret_encrypted = secret_reencrypt(signing_secret.secret_encrypted)
+    unreadable: list[str] = []
+
+    def reencrypt(ciphertext: str, what: str, subscription_id: object) -> str:
+        nonlocal count
+        try:
+            result = secret_reencrypt(ciphertext)
+        except SecretUnreadable:
+            unreadable.append(f"the {what} of webhook {subscription_id}")
+            return ciphertext
+        count += 1
+        return result
+
+    SigningSecret.objects.exclude(signing_secrets_active_q()).delete()
+    for signing_secret in SigningSecret.objects.select_for_update().order_by("subscription_id"):
+        signing_secret.secret_encrypted = reencrypt(
+            signing_secret.secret_encrypted, "signing secret", signing_secret.subscription_id
+        )
         signing_secret.save(update_fields=["secret_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(
-        basic_auth_password_encrypted=""
-    ):
-        subscription.basic_auth_password_encrypted = secret_reencrypt(
-            subscription.basic_auth_password_encrypted
+    encrypted = Q()
+    for column, _what in _ENCRYPTED_COLUMNS:
+        encrypted |= ~Q(**{column: ""})
+    for subscription in Subscription.objects.select_for_update().filter(encrypted).order_by("pk"):
+        columns = [column for column, _what in _ENCRYPTED_COLUMNS if getattr(subscription, column)]
+        for column, what in _ENCRYPTED_COLUMNS:
+            if column in columns:
+                value = reencrypt(getattr(subscription, column), what, subscription.pk)
+                setattr(subscription, column, value)
+        subscription.save(update_fields=columns)
+    if unreadable:
+        raise SecretUnreadable(
+            "No configured key can read "
+            + "; ".join(unreadable)
+            + ". Enter those settings again (rotate a signing secret) and run this again."
         )
-        subscription.save(update_fields=["basic_auth_password_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(url_encrypted=""):
-        subscription.url_encrypted = secret_reencrypt(subscription.url_encrypted)
-        subscription.save(update_fields=["url_encrypted"])
-        count += 1
-    for subscription in Subscription.objects.select_for_update().exclude(
-        custom_headers_encrypted=""
-    ):
-        subscription.custom_headers_encrypted = secret_reencrypt(
-            subscription.custom_headers_encrypted
-        )
-        subscription.save(update_fields=["custom_headers_encrypted"])
-        count += 1
     return count
+
+
+# The encrypted columns of a webhook, and what each holds (for operators' messages).
+_ENCRYPTED_COLUMNS = (
+    ("basic_auth_password_encrypted", "basic-auth password"),
+    ("url_encrypted", "URL"),
+    ("custom_headers_encrypted", "secret header values"),
+)
 
 
 @transaction.atomic

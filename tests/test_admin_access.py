@@ -368,3 +368,27 @@ def test_school_admins_and_support_read_the_event_catalog(
         assert "JSON Schema of <code>data</code>" in reference
         assert types.status_code == 200
         assert client.get("/admin/events/eventtype/add/").status_code == 403
+
+
+def test_the_rotate_action_needs_what_the_rotate_page_needs_an_admin_of_the_school(
+    client, world, support_user
+):
+    from django.contrib.auth.models import Permission
+
+    from subscriptions.models import SigningSecret
+
+    # Given the permission by hand (a superuser's slip on the user's page), support staff still
+    # administer no school: the rotate page refuses them, and so does the list's action.
+    support_user.user_permissions.add(Permission.objects.get(codename="manage_secret_subscription"))
+    client.force_login(support_user)
+    subscription = world["mine"]["subscription"]
+
+    page = client.post(f"/admin/subscriptions/subscription/{subscription.pk}/rotate-secret/")
+    action = client.post(
+        "/admin/subscriptions/subscription/",
+        {"action": "rotate_secrets", "_selected_action": [str(subscription.pk)]},
+    )
+
+    assert page.status_code == 403
+    assert action.status_code == 403
+    assert SigningSecret.objects.filter(subscription=subscription).count() == 1

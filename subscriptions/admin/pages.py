@@ -212,8 +212,13 @@ class WebhookPages(SchoolScopedAdmin):
                 secret = subscription_secret_reveal(
                     subscription=subscription, actor=actor_user(request.user)
                 )
-            except (SecretUnreadable, SigningSecret.DoesNotExist) as exc:
-                error = str(exc)
+            except SecretUnreadable:
+                error = _(
+                    "The signing secret cannot be decrypted with the platform's encryption keys. "
+                    "Rotate it to make a new one, then give that to the receiver."
+                )
+            except SigningSecret.DoesNotExist:
+                error = _("This webhook has no signing secret. Rotate it to make one.")
             else:
                 logger.info(
                     "Signing secret of webhook %s shown to user %s",

@@ -48,7 +48,7 @@ from schools.admin_scoping import (
 )
 from webhook_engine.filters import filter_describe, filter_errors
 
-from ..crypto import secret_decrypt, secret_encrypt
+from ..crypto import SecretUnreadable, secret_decrypt, secret_encrypt
 from ..forms import SendTestForm, SubscriptionForm
 from ..models import EDITABLE_FIELDS, STATE_FIELDS, Subscription
 from ..selectors import (
@@ -337,9 +337,9 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     def _new_secret(self, request: HttpRequest) -> str:
         """The signing secret of the webhook being added: made for its first Send Test, kept
         (encrypted) in the session, and used when it is saved."""
-        stored = request.session.get(_NEW_SECRET_KEY)
+        stored = _pending_secret(request)
         if stored:
-            return secret_decrypt(stored)
+            return stored
         secret = signing_secret_generate()
         request.session[_NEW_SECRET_KEY] = secret_encrypt(secret)
         return secret
@@ -484,18 +484,18 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: Any, change: bool) -> None:
-        pending = None if change else request.session.get(_NEW_SECRET_KEY)
+        pending = None if change else _pending_secret(request)
         subscription_save(
             subscription=obj,
             basic_auth_password=form.cleaned_data.get("basic_auth_password"),
             actor=actor_user(request.user),
-            signing_secret=secret_decrypt(pending) if pending else None,
+            signing_secret=pending,
             checked=True,  # by the form, this request (its URL resolved once, not twice)
         )
-        if pending:
+        if not change:
             # Only once saved: a save refused at the last moment keeps the secret that Send Test
             # already used for the page shown again.
-            del request.session[_NEW_SECRET_KEY]
+            request.session.pop(_NEW_SECRET_KEY, None)
 
     def get_deleted_objects(
         self, objs: Any, request: HttpRequest
@@ -603,8 +603,13 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         permissions=["manage_secret"],
     )
     def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        subscriptions = list(queryset.select_related("school"))
+        # What the rotate page asks of each webhook: being an admin of its school, not only
+        # seeing it. Nothing is rotated unless every selected one passes.
+        if not all(self.has_manage_secret_permission(request, obj) for obj in subscriptions):
+            raise PermissionDenied
         count = 0
-        for subscription in queryset:
+        for subscription in subscriptions:
             subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
             count += 1
         self.message_user(
@@ -621,3 +626,15 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
 
 
 _NEW_SECRET_KEY = "webhooks_new_webhook_secret"  # noqa: S105 - a session key name
+
+
+def _pending_secret(request: HttpRequest) -> str | None:
+    """The secret Send Test made for the webhook being added, if the session keeps one that the
+    configured keys can read (one kept under a key rotated out since is made anew)."""
+    stored = request.session.get(_NEW_SECRET_KEY)
+    if not stored:
+        return None
+    try:
+        return secret_decrypt(stored)
+    except SecretUnreadable:
+        return None

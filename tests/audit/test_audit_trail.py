@@ -169,3 +169,42 @@ def test_an_entrys_page_names_its_action_in_the_readers_language(client, school,
     title = french.split("<title>")[1].split("</title>")[0]
     assert "Webhook désactivé" in title
     assert entry.action not in title  # not the stored value ("webhook.disabled")
+
+
+def test_a_new_secret_header_value_or_url_token_is_recorded_as_a_change_never_its_value(
+    school, school_admin
+):
+    subscription = SubscriptionFactory(school=school, name="CRM", url="https://crm.example.org/h")
+    actor = actor_user(school_admin)
+    subscription_update(
+        subscription=subscription,
+        url="https://crm.example.org/h?token=old-t0ken",
+        custom_headers={"X-Api-Key": "old-k3y", "X-Tenant": "lycee"},
+    )
+
+    subscription_update(
+        subscription=subscription,
+        actor=actor,
+        custom_headers={"X-Api-Key": "new-k3y", "X-Tenant": "lycee"},
+    )
+    subscription_update(
+        subscription=subscription, actor=actor, url="https://crm.example.org/h?token=new-t0ken"
+    )
+    # Given back as the mask, the same values: nothing changed, nothing recorded.
+    subscription_update(
+        subscription=subscription,
+        actor=actor,
+        url="https://crm.example.org/h?token=••••••••",
+        custom_headers={"X-Api-Key": "••••••••", "X-Tenant": "lycee"},
+    )
+
+    entries = list(
+        AuditEntry.objects.filter(actor_label="ada")
+        .order_by("id")
+        .values_list("changes", flat=True)
+    )
+    masked = "https://crm.example.org/h?token=%E2%80%A6"
+    assert entries == [{"custom_headers": "changed"}, {"url": [masked, masked]}]
+    stored = json.dumps(list(AuditEntry.objects.values_list("changes", flat=True)))
+    assert "k3y" not in stored
+    assert "t0ken" not in stored

@@ -203,3 +203,27 @@ def test_a_secret_the_keys_cannot_read_fails_the_attempt_and_sends_nothing(
     assert attempt.error_kind == "configuration"
     assert "cannot be decrypted with WEBHOOKS_ENCRYPTION_KEYS" in attempt.error_message
     assert delivery.last_error_kind == "configuration"
+
+
+def test_rotating_a_secret_the_keys_cannot_read_lets_deliveries_go_at_once(
+    school, receiver, settings
+):
+    subscription = subscription_create(
+        school=school, name="CRM", url=receiver.url("/crm"), topics=["*"]
+    )
+    current_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    SigningSecret.objects.filter(subscription=subscription).update(
+        secret_encrypted=secret_encrypt("whsec_" + base64.b64encode(b"x" * 32).decode())
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = current_keys
+
+    new = subscription_secret_rotate(subscription=subscription)
+    delivery, attempt = _deliver(subscription)
+
+    # The unreadable secret can sign nothing: it stops at once, not after the grace period.
+    [received] = receiver.received("/crm")
+    assert (delivery.status, attempt.error_kind) == ("delivered", "")
+    assert len(_signatures(received, "v1")) == 1
+    assert Webhook(new).verify(received.body, received.headers)["type"] == "course.created"
+    assert signing_secret_current(subscription=subscription) == new

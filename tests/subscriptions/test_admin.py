@@ -247,6 +247,40 @@ def test_the_secret_page_shows_it_only_after_a_post(client, school, school_admin
     assert subscription.secret in shown
 
 
+def test_a_secret_no_key_can_read_is_explained_in_the_readers_language(
+    client, school, school_admin, settings
+):
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    client.force_login(school_admin)
+    subscription = SubscriptionFactory(school=school)
+    current_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    SigningSecret.objects.filter(subscription=subscription).update(
+        secret_encrypted=secret_encrypt(subscription.secret)
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = current_keys
+    url = f"/admin/subscriptions/subscription/{subscription.pk}/secret/"
+
+    page = client.post(url, HTTP_ACCEPT_LANGUAGE="fr")
+    button = client.post(url, HTTP_ACCEPT_LANGUAGE="de", HTTP_ACCEPT="application/json")
+
+    assert page.status_code == 200
+    assert (
+        "Le secret de signature ne peut pas être déchiffré avec les clés de chiffrement de la "
+        "plateforme. Renouvelez-le pour en créer un nouveau, puis donnez-le au destinataire."
+    ) in page.content.decode()
+    assert "WEBHOOKS_ENCRYPTION_KEYS" not in page.content.decode()
+    assert button.status_code == 409
+    assert button.json() == {
+        "error": "Das Signaturgeheimnis kann mit den Verschlüsselungsschlüsseln der Plattform "
+        "nicht entschlüsselt werden. Erneuern Sie es, um ein neues zu erzeugen, und geben Sie "
+        "dieses dem Empfänger."
+    }
+
+
 def test_send_test_from_the_page_shows_the_receivers_answer(client, school, school_admin, receiver):
     from tests.receiver import Reply
 
@@ -574,3 +608,44 @@ def test_a_save_refused_twice_says_why_instead_of_failing(
     assert response.redirect_chain == [("/admin/subscriptions/subscription/add/", 302)]
     assert "The host name could not be resolved; check the URL." in response.content.decode()
     assert not Subscription.objects.filter(name="CRM").exists()
+
+
+def test_a_new_webhooks_secret_kept_under_a_key_since_removed_is_made_anew(
+    admin_client, school, settings
+):
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    # Send Test on the Add page kept the new webhook's secret in the session; then the
+    # encryption key it was kept under was rotated out.
+    current_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    lost = secret_encrypt("whsec_" + "A" * 43 + "=")
+    settings.WEBHOOKS_ENCRYPTION_KEYS = current_keys
+    session = admin_client.session
+    session[webhooks_admin._NEW_SECRET_KEY] = lost
+    session.save()
+    settings_page = {
+        "school": school.pk,
+        "name": "CRM",
+        "url": "https://crm.example.org/hooks",
+        "topics_patterns": "course.*",
+        "content_type": "json",
+        "is_active": "on",
+    }
+
+    tested = admin_client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**settings_page, "_send_test": "1", "send_test-event_type": "course.created"},
+    )
+    session = admin_client.session
+    session[webhooks_admin._NEW_SECRET_KEY] = lost
+    session.save()
+    saved = admin_client.post("/admin/subscriptions/subscription/add/", settings_page)
+
+    assert tested.status_code == 200
+    assert saved.status_code == 302
+    secret = signing_secret_current(subscription=Subscription.objects.get(name="CRM"))
+    assert secret.startswith("whsec_")
+    assert secret != "whsec_" + "A" * 43 + "="

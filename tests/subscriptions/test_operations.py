@@ -163,3 +163,71 @@ def test_the_home_page_charts_the_failures_and_names_the_slowest_receivers(
     assert "Slowest receivers, last 24 hours" in page
     assert ">CRM</a>" in page
     assert "Periodic tasks" not in page
+
+
+def test_a_key_rotation_is_not_blocked_by_a_signing_secret_that_no_longer_signs(school, settings):
+    from subscriptions.crypto import secret_encrypt
+    from subscriptions.services import subscription_secret_rotate
+
+    subscription = subscription_create(
+        school=school, name="LMS", url="https://lms.example.org/hooks", topics=["*"]
+    )
+    old_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    SigningSecret.objects.filter(subscription=subscription).update(
+        secret_encrypted=secret_encrypt("whsec_" + "A" * 43 + "=")
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = old_keys
+    secret = subscription_secret_rotate(subscription=subscription)  # the way out: a new secret
+    new_key = Fernet.generate_key().decode()
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key, *old_keys]
+
+    call_command("encryption_keys_rotate")
+
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    assert signing_secret_current(subscription=subscription) == secret
+    [kept] = SigningSecret.objects.filter(subscription=subscription)
+    assert Fernet(new_key.encode()).decrypt(kept.secret_encrypted.encode()).decode() == secret
+
+
+def test_a_key_rotation_names_each_secret_no_key_can_read_and_changes_nothing(school, settings):
+    from django.core.management.base import CommandError
+
+    from subscriptions.crypto import secret_encrypt
+
+    readable = subscription_create(
+        school=school, name="CRM", url="https://crm.example.org/hooks?token=t0k", topics=["*"]
+    )
+    lost = subscription_create(
+        school=school,
+        name="LMS",
+        url="https://lms.example.org/hooks",
+        topics=["*"],
+        basic_auth_enabled=True,
+        basic_auth_username="lms",
+        basic_auth_password="pw-1",
+    )
+    old_keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    Subscription.objects.filter(pk=lost.pk).update(
+        basic_auth_password_encrypted=secret_encrypt("pw-1")
+    )
+    SigningSecret.objects.filter(subscription=lost).update(
+        secret_encrypted=secret_encrypt("whsec_" + "A" * 43 + "=")
+    )
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), *old_keys]
+    before = list(Subscription.objects.order_by("pk").values_list("url_encrypted", flat=True))
+
+    with pytest.raises(CommandError) as refused:
+        call_command("encryption_keys_rotate")
+
+    assert str(refused.value) == (
+        f"No configured key can read the signing secret of webhook {lost.pk}; the basic-auth "
+        f"password of webhook {lost.pk}. Enter those settings again (rotate a signing secret) "
+        "and run this again. Nothing was changed."
+    )
+    after = list(Subscription.objects.order_by("pk").values_list("url_encrypted", flat=True))
+    assert after == before
+    settings.WEBHOOKS_ENCRYPTION_KEYS = old_keys
+    readable.refresh_from_db()
+    assert secret_decrypt(readable.url_encrypted) == "https://crm.example.org/hooks?token=t0k"

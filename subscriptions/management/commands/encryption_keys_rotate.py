@@ -7,7 +7,8 @@ from subscriptions.services import secrets_reencrypt
 class Command(BaseCommand):
     help = (
         "Re-encrypt every stored secret with the first key of WEBHOOKS_ENCRYPTION_KEYS. "
-        "Rotate a key by putting the new one first, running this, then removing the old one."
+        "Rotate a key by adding the new one last, then putting it first, running this, then "
+        "removing the old one, restarting every process after each change of the list."
     )
 
     def handle(self, *args: object, **options: object) -> None:
