@@ -293,3 +293,36 @@ def test_the_upgrade_encrypts_the_values_of_existing_headers_named_like_a_creden
         "X-Receiver-Sig": "s-legacy-2",
         "X-Tenant": "t",
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_keeps_a_long_url_whose_masked_query_is_longer_than_the_column(catalog):
+    # The first release took any URL of up to 2,000 characters; the mask is longer than a
+    # short query value, so the masked form of this one does not fit in varchar(2000).
+    url = "https://x.example/h?" + "&".join(f"p{i}={i % 10}" for i in range(280))
+    assert len(url) <= 2000 < len(f"https://x.example/h?{MASK}") + 280 * len(MASK)
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("subscriptions", "0006_secret_headers")])
+    old = executor.loader.project_state([("subscriptions", "0006_secret_headers")]).apps
+    try:
+        school = old.get_model("schools", "School").objects.create(name="Old", slug="old")
+        row = old.get_model("subscriptions", "Subscription").objects.create(
+            school=school, name="Long", topics=["*"], url=url
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+
+    try:
+        subscription = Subscription.objects.get(pk=row.pk)
+        assert subscription.url == "https://x.example/h?" + "&".join(
+            f"p{i}={MASK}" for i in range(280)
+        )
+        assert subscription_url(subscription=subscription) == url
+    finally:  # the next tests get the column their migrations made
+        Subscription.objects.filter(pk=row.pk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE subscriptions_subscription ALTER COLUMN url TYPE varchar(2000)"
+            )
