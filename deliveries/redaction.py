@@ -16,6 +16,20 @@ from subscriptions.selectors import subscription_secret_values
 from webhook_engine.redaction import headers_redact, text_redact, url_redact
 from webhook_engine.transport import TransportResult
 
+from .models import DeliveryAttempt
+
+# "[redacted]" is longer than the mask a stored URL's query values read as: a URL that fits its
+# column masked can outgrow the attempt's once redacted, and a row that cannot be written would
+# leave its delivery to be sent again and again.
+REQUEST_URL_MAX_CHARACTERS = DeliveryAttempt._meta.get_field("request_url").max_length or 2000
+
+
+def request_url_capped(url: str) -> str:
+    """The URL as the attempt log can hold it: cut, with an ellipsis, past the column's length."""
+    if len(url) <= REQUEST_URL_MAX_CHARACTERS:
+        return url
+    return url[: REQUEST_URL_MAX_CHARACTERS - 1] + "…"
+
 
 @dataclass(frozen=True)
 class RedactedAttempt:
@@ -32,7 +46,7 @@ def attempt_redact(*, subscription: Subscription, result: TransportResult) -> Re
     headers sent, the answer's headers and body, and the error message."""
     secrets = subscription_secret_values(subscription=subscription)
     return RedactedAttempt(
-        request_url=url_redact(subscription.url, secrets),
+        request_url=request_url_capped(url_redact(subscription.url, secrets)),
         request_headers=headers_redact(result.request_headers, secrets),
         response_headers=headers_redact(result.headers, secrets, by_name=False),
         response_body=text_redact(

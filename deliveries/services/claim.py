@@ -61,6 +61,7 @@ from ..models import (
     DeliveryStatus,
     EndpointState,
 )
+from ..redaction import request_url_capped
 from .fan_out import deliveries_enqueue
 from .pausing import catch_up_head
 
@@ -835,7 +836,7 @@ def attempts_interrupted_record(lost: list[tuple[Delivery, int]]) -> None:
                 number=number,
                 trigger=AttemptTrigger.AUTOMATIC,
                 started_at=delivery.last_attempt_at or timezone.now(),
-                request_url=delivery.subscription.url,
+                request_url=request_url_capped(delivery.subscription.url),
                 error_kind=ErrorKind.INTERRUPTED,
                 error_message="The worker stopped before this attempt finished; it was retried.",
             )

@@ -6,6 +6,11 @@ Until now both were stored in clear. Custom headers whose name says they carry a
 encrypted with the first of ``WEBHOOKS_ENCRYPTION_KEYS``, to ``custom_headers_encrypted`` and
 read as the mask in ``custom_headers``; a URL with query values is encrypted into
 ``url_encrypted`` and reads with its query values masked in ``url``. Reversible.
+
+The mask is longer than a short query value, so a URL the first release accepted near its 2,000
+characters can be longer than that once masked: PostgreSQL's column is then widened for it (a
+catalog change, no table rewrite) instead of the whole upgrade stopping on "value too long".
+The webhook keeps sending; saving it again asks for a URL that fits, as for a new one.
 """
 
 import json
@@ -40,9 +45,25 @@ def _query_masked(url):
     return f"{base}?{masked}" + (f"#{fragment}" if hash_sign else "")
 
 
+URL_COLUMN_CHARACTERS = 2000
+
+
+def _url_column_fit(schema_editor, length):
+    """Widen the URL column when a masked URL would not fit in it (PostgreSQL only: SQLite
+    does not enforce a varchar's length)."""
+    if length > URL_COLUMN_CHARACTERS and schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "ALTER TABLE subscriptions_subscription ALTER COLUMN url TYPE varchar(%s)"
+            % max(length, 3 * URL_COLUMN_CHARACTERS)
+        )
+
+
 def encrypt_urls(apps, schema_editor):
     Subscription = apps.get_model("subscriptions", "Subscription")
     fernet = None
+    urls = Subscription.objects.filter(url__contains="?", url_encrypted="")
+    masked = (_query_masked(url) for url in urls.values_list("url", flat=True).iterator())
+    _url_column_fit(schema_editor, max((len(url) for url in masked if url), default=0))
     for subscription in Subscription.objects.filter(url__contains="?", url_encrypted="").iterator():
         masked = _query_masked(subscription.url)
         if masked is None:

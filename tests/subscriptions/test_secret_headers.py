@@ -10,12 +10,15 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import delivery_attempt, event_fan_out
+from deliveries.services.claim import attempts_interrupted_record
 from events.services import event_publish
 from subscriptions.crypto import headers_decrypt
 from subscriptions.models import SECRET_MASK, Subscription
 from subscriptions.selectors import subscription_custom_headers, subscription_url
 from subscriptions.services import subscription_create
+from tests.deliveries.factories import event_create
 
 pytestmark = pytest.mark.django_db
 
@@ -293,3 +296,75 @@ def test_the_upgrade_encrypts_the_values_of_existing_headers_named_like_a_creden
         "X-Receiver-Sig": "s-legacy-2",
         "X-Tenant": "t",
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_keeps_a_long_url_whose_masked_query_is_longer_than_the_column(catalog):
+    # The first release took any URL of up to 2,000 characters; the mask is longer than a
+    # short query value, so the masked form of this one does not fit in varchar(2000).
+    url = "https://x.example/h?" + "&".join(f"p{i}={i % 10}" for i in range(280))
+    assert len(url) <= 2000 < len(f"https://x.example/h?{MASK}") + 280 * len(MASK)
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("subscriptions", "0006_secret_headers")])
+    old = executor.loader.project_state([("subscriptions", "0006_secret_headers")]).apps
+    try:
+        school = old.get_model("schools", "School").objects.create(name="Old", slug="old")
+        row = old.get_model("subscriptions", "Subscription").objects.create(
+            school=school, name="Long", topics=["*"], url=url
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+
+    try:
+        subscription = Subscription.objects.get(pk=row.pk)
+        assert subscription.url == "https://x.example/h?" + "&".join(
+            f"p{i}={MASK}" for i in range(280)
+        )
+        assert subscription_url(subscription=subscription) == url
+        # An attempt its worker did not finish is logged under the masked URL, cut to fit.
+        event = event_create(subscription.school)
+        delivery = Delivery.objects.create(
+            school=subscription.school,
+            event=event,
+            subscription=subscription,
+            event_type=event.type_id,
+            body=b"{}",
+            content_type="application/json",
+            status=DeliveryStatus.PENDING,
+            attempts=2,
+            next_attempt_at=event.created_at,
+        )
+        attempts_interrupted_record([(delivery, 2)])
+        [interrupted] = DeliveryAttempt.objects.filter(delivery=delivery, number=2)
+        assert interrupted.request_url == subscription.url[:1999] + "…"
+    finally:  # the next tests get the column their migrations made
+        Subscription.objects.filter(pk=row.pk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE subscriptions_subscription ALTER COLUMN url TYPE varchar(2000)"
+            )
+
+
+def test_a_delivery_to_a_url_whose_redacted_query_is_longer_than_the_log_column_is_recorded(
+    school, receiver
+):
+    # Accepted (masked, it fits in 2,000 characters), but "[redacted]" is longer than the mask.
+    query = "&".join(f"q={i % 10}" for i in range(160))
+    subscription = subscription_create(
+        school=school, name="Many", url=receiver.url(f"/many?{query}"), topics=["*"]
+    )
+    assert len(subscription.url) <= 2000 < len(subscription.url) + 160 * 2
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+
+    attempt = delivery_attempt(delivery_id=delivery_id)
+
+    assert [r.path for r in receiver.received()] == [f"/many?{query}"]
+    assert attempt is not None
+    assert attempt.delivery.status == "delivered"
+    assert len(attempt.request_url) == 2000
+    assert attempt.request_url.startswith(receiver.url("/many?q=[redacted]&q=[redacted]&"))
+    assert attempt.request_url.endswith("…")
+    assert "=1&" not in attempt.request_url
