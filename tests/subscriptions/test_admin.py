@@ -174,6 +174,33 @@ def test_a_header_line_without_a_colon_is_refused(client, school, school_admin):
     assert Subscription.objects.count() == 0
 
 
+def test_every_wrong_header_line_is_named_at_once(client, school, school_admin):
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            **FORM,
+            "school": school.pk,
+            "custom_headers": "X-Api-Token abc\nContent-Type: text/plain\nX-Tenant 12\n"
+            "X-Room: 日本語\nX-Room: 5A",
+        },
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["custom_headers"]
+    assert errors == [
+        "Line 1: write each header as Name: value.",
+        "Line 3: write each header as Name: value.",
+        "X-Room is given twice.",
+        "Content-Type is set by the webhook itself and cannot be a custom header.",
+        "The value of X-Room contains '日' (U+65E5), which an HTTP header cannot carry "
+        "(RFC 9110, 5.5: visible ASCII and Latin-1 letters only). Encode it, for example in "
+        "base64 or percent-encoding.",
+    ]
+    assert Subscription.objects.count() == 0
+
+
 def test_basic_auth_no_forgets_the_username_and_password(client, school, school_admin):
     client.force_login(school_admin)
     client.post("/admin/subscriptions/subscription/add/", {**FORM, "school": school.pk})
