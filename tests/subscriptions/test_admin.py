@@ -7,6 +7,7 @@ import zoneinfo
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from subscriptions.admin import webhooks as webhooks_admin
@@ -198,6 +199,49 @@ def test_every_wrong_header_line_is_named_at_once(client, school, school_admin):
         "(RFC 9110, 5.5: visible ASCII and Latin-1 letters only). Encode it, for example in "
         "base64 or percent-encoding.",
     ]
+    assert Subscription.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "message"),
+    [
+        (
+            "fr",
+            "{% for x in data.tags %}",
+            "Ligne 1 : la balise {% for %} n’est pas fermée ; terminez-la par {% endfor %}.",
+        ),
+        (
+            "de",
+            "{{ }}",
+            "Zeile 1: {{ }} ist leer; schreiben Sie einen Wert hinein, zum Beispiel {{ data }}.",
+        ),
+        (
+            "fr",
+            "{\n{{ data|json:1 }}}",
+            "Ligne 2 : le filtre 'json' ne prend pas d’argument ; supprimez les deux-points et ce "
+            "qui les suit.",
+        ),
+        (
+            "de",
+            "{% if data.course %}\n{% for x in data.tags %}{% endif %}",
+            "Zeile 2: {% endif %} steht an der falschen Stelle; das offene Tag endet mit "
+            "{% endfor %}.",
+        ),
+    ],
+)
+def test_a_broken_body_template_is_explained_in_the_readers_language(
+    school, school_admin, language, source, message
+):
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**FORM, "school": school.pk, "content_type": "json", "body_template": source},
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["body_template"] == [message]
     assert Subscription.objects.count() == 0
 
 
