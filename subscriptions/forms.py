@@ -25,7 +25,7 @@ from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, Profile, Subscription
-from .services import subscription_topics_errors, subscription_validate
+from .services import custom_headers_errors, subscription_topics_errors, subscription_validate
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
 # Only these end a line: str.splitlines() also splits on U+2028 and other characters a header
@@ -138,17 +138,26 @@ class HeadersField(forms.CharField):
         if isinstance(value, dict):
             return value
         headers: dict[str, str] = {}
+        errors: list[str] = []
         for number, line in enumerate(_LINE_BREAKS.split(str(value or "")), start=1):
             if not line.strip():
                 continue
             name, colon, header = line.partition(":")
             if not colon or not name.strip():
-                raise ValidationError(
+                errors.append(
                     _("Line %(number)s: write each header as Name: value.") % {"number": number}
                 )
-            if name.strip() in headers:
-                raise ValidationError(_("%(name)s is given twice.") % {"name": name.strip()})
-            headers[name.strip()] = header.strip()
+            elif name.strip() in headers:
+                errors.append(_("%(name)s is given twice.") % {"name": name.strip()})
+            else:
+                headers[name.strip()] = header.strip()
+        if errors:
+            # The lines that could be read are checked too, so one submit shows every problem.
+            # A masked value stands for the stored one, which was checked when it was saved.
+            readable = {
+                name: "" if header == SECRET_MASK else header for name, header in headers.items()
+            }
+            raise ValidationError(errors + custom_headers_errors(readable))
         return headers
 
     def has_changed(self, initial: Any, data: Any) -> bool:

@@ -28,6 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -152,7 +153,7 @@ def _events_wanted(plan: ReplayPlan) -> list[Event]:
                         "Narrow the range (a later “since”, an earlier “until”, fewer types) "
                         "and replay it in parts."
                     )
-                    % {"limit": f"{limit:,}"}
+                    % {"limit": number_format(limit, force_grouping=True)}
                 ]
             }
         )

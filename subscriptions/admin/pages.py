@@ -21,6 +21,7 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -316,7 +317,14 @@ class WebhookPages(SchoolScopedAdmin):
             request.POST or None, event_types=replay_event_types(subscription=subscription)
         )
         context = self._page_context(request, subscription, _("Replay events"))
-        context.update({"form": form, "max_events": settings.WEBHOOKS_REPLAY_MAX_EVENTS})
+        context.update(
+            {
+                "form": form,
+                "max_events": number_format(
+                    settings.WEBHOOKS_REPLAY_MAX_EVENTS, force_grouping=True
+                ),
+            }
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 plan = replay_plan(

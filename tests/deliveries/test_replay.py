@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
@@ -284,6 +285,47 @@ def test_the_admin_form_shows_every_problem_at_once(client, school_admin, webhoo
     errors = response.context["form"].errors
     assert set(errors) == {"event_types", "until"}
     assert "Select a valid choice" in errors["event_types"][0]
+
+
+@pytest.mark.parametrize(
+    ("language", "cap"), [("en", "10,000"), ("fr", "10\xa0000"), ("de", "10.000")]
+)
+def test_the_admin_page_writes_the_cap_as_the_readers_language_writes_numbers(
+    school_admin, webhook, language, cap
+):
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(school_admin)
+
+    response = client.get(f"/admin/subscriptions/subscription/{webhook.pk}/replay/")
+
+    assert f" {cap} " in response.content.decode()
+
+
+def test_a_replay_past_the_cap_says_the_cap_as_the_readers_language_writes_it(
+    client, school, school_admin, webhook, settings
+):
+    settings.WEBHOOKS_REPLAY_MAX_EVENTS = 1000
+    first = _event(school, hours_ago=1)
+    Event.objects.bulk_create(
+        Event(
+            school=school,
+            type=first.type,
+            data=first.data,
+            created_at=first.created_at,
+            occurred_at=first.occurred_at,
+            fanned_out_at=first.fanned_out_at,
+        )
+        for _ in range(1000)
+    )
+    client = Client(HTTP_ACCEPT_LANGUAGE="de")
+    client.force_login(school_admin)
+
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/replay/", {"since": "", "until": ""}
+    )
+
+    [refusal] = response.context["form"].non_field_errors()
+    assert refusal.startswith("Mehr als 1.000 Ereignisse")
 
 
 def test_the_admin_page_of_another_schools_webhook_is_not_found(client, school_admin):

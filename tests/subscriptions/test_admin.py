@@ -7,6 +7,7 @@ import zoneinfo
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from subscriptions.admin import webhooks as webhooks_admin
@@ -171,6 +172,76 @@ def test_a_header_line_without_a_colon_is_refused(client, school, school_admin):
     )
 
     assert "Line 1: write each header as Name: value." in response.text
+    assert Subscription.objects.count() == 0
+
+
+def test_every_wrong_header_line_is_named_at_once(client, school, school_admin):
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {
+            **FORM,
+            "school": school.pk,
+            "custom_headers": "X-Api-Token abc\nContent-Type: text/plain\nX-Tenant 12\n"
+            "X-Room: 日本語\nX-Room: 5A",
+        },
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["custom_headers"]
+    assert errors == [
+        "Line 1: write each header as Name: value.",
+        "Line 3: write each header as Name: value.",
+        "X-Room is given twice.",
+        "Content-Type is set by the webhook itself and cannot be a custom header.",
+        "The value of X-Room contains '日' (U+65E5), which an HTTP header cannot carry "
+        "(RFC 9110, 5.5: visible ASCII and Latin-1 letters only). Encode it, for example in "
+        "base64 or percent-encoding.",
+    ]
+    assert Subscription.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "message"),
+    [
+        (
+            "fr",
+            "{% for x in data.tags %}",
+            "Ligne 1 : la balise {% for %} n’est pas fermée ; terminez-la par {% endfor %}.",
+        ),
+        (
+            "de",
+            "{{ }}",
+            "Zeile 1: {{ }} ist leer; schreiben Sie einen Wert hinein, zum Beispiel {{ data }}.",
+        ),
+        (
+            "fr",
+            "{\n{{ data|json:1 }}}",
+            "Ligne 2 : le filtre 'json' ne prend pas d’argument ; supprimez les deux-points et ce "
+            "qui les suit.",
+        ),
+        (
+            "de",
+            "{% if data.course %}\n{% for x in data.tags %}{% endif %}",
+            "Zeile 2: {% endif %} steht an der falschen Stelle; das offene Tag endet mit "
+            "{% endfor %}.",
+        ),
+    ],
+)
+def test_a_broken_body_template_is_explained_in_the_readers_language(
+    school, school_admin, language, source, message
+):
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/subscriptions/subscription/add/",
+        {**FORM, "school": school.pk, "content_type": "json", "body_template": source},
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["body_template"] == [message]
     assert Subscription.objects.count() == 0
 
 

@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import xml.parsers.expat
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -136,10 +137,108 @@ def _budget_leaves(nodelist: NodeList) -> None:
             nodelist[index] = BudgetedNode(node)
 
 
+# The syntax errors a body template most often has, in Django's words (its parser's messages
+# are not translated) and then in sentences of ours that are: (Django's message, ours, how the
+# parameters are made from the match). Any other syntax error keeps Django's words.
+_SYNTAX_ERRORS: tuple[
+    tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict[str, str]]], ...
+] = (
+    (
+        re.compile(
+            r"Unclosed tag on line \d+: '(?P<tag>[^']+)'\. Looking for one of: (?P<ends>.+)\."
+        ),
+        gettext_noop(
+            "Line %(line)s: the tag {%% %(tag)s %%} is not closed; end it with {%% %(end)s %%}."
+        ),
+        lambda match: {"tag": match["tag"], "end": match["ends"].split(", ")[-1]},
+    ),
+    (
+        re.compile(
+            r"Invalid block tag on line \d+: '(?P<tag>end\w*|else|elif|empty)', "
+            r"expected (?P<expected>.+)\. "
+        ),
+        gettext_noop(
+            "Line %(line)s: {%% %(tag)s %%} is out of place; the open tag ends with "
+            "{%% %(end)s %%}."
+        ),
+        lambda match: {"tag": match["tag"], "end": re.findall(r"'([^']+)'", match["expected"])[-1]},
+    ),
+    (
+        re.compile(r"Invalid block tag on line \d+: '(?P<tag>end\w*|else|elif|empty)'\. "),
+        gettext_noop("Line %(line)s: {%% %(tag)s %%} is out of place: no open tag ends with it."),
+        lambda match: {"tag": match["tag"]},
+    ),
+    (
+        re.compile(r"Empty variable tag on line \d+"),
+        gettext_noop("Line %(line)s: {{ }} is empty; write a value in it, such as {{ data }}."),
+        lambda match: {},
+    ),
+    (
+        re.compile(r"Empty block tag on line \d+"),
+        gettext_noop("Line %(line)s: {%% %%} is empty; write a tag in it or remove it."),
+        lambda match: {},
+    ),
+    (
+        re.compile(r"Variables and attributes may not begin with underscores: (?P<name>'.*')"),
+        gettext_noop(
+            "Line %(line)s: %(name)s cannot be used: a name in a body cannot begin with an "
+            "underscore."
+        ),
+        lambda match: {"name": match["name"]},
+    ),
+    (
+        re.compile(r"(?P<name>\w+) requires 1 arguments, 2 provided"),
+        gettext_noop(
+            "Line %(line)s: the filter %(name)s takes no argument; remove the colon and what "
+            "follows it."
+        ),
+        lambda match: {"name": repr(match["name"])},
+    ),
+    (
+        re.compile(r"(?P<name>\w+) requires 2 arguments, 1 provided"),
+        gettext_noop(
+            "Line %(line)s: the filter %(name)s needs an argument after a colon, as in %(example)s."
+        ),
+        lambda match: {"name": repr(match["name"]), "example": f'{match["name"]}:"..."'},
+    ),
+    (
+        re.compile(r"Could not parse the remainder: (?P<remainder>'.*') from (?P<expression>'.*')"),
+        gettext_noop(
+            "Line %(line)s: %(remainder)s cannot be read in %(expression)s; check the "
+            "spelling and the quotes."
+        ),
+        lambda match: {"remainder": match["remainder"], "expression": match["expression"]},
+    ),
+    (
+        re.compile(
+            r"'for' statements should (have at least four words|use the format 'for x in y')"
+        ),
+        gettext_noop("Line %(line)s: write the loop as {%% for course in data.courses %%}."),
+        lambda match: {},
+    ),
+    (
+        re.compile(
+            r"(Unexpected end of expression in if tag|Unused '.*' at end of if expression"
+            r"|Not expecting '.*' in this position in if tag)"
+        ),
+        gettext_noop(
+            "Line %(line)s: the condition of {%% if %%} cannot be read; write it as "
+            '{%% if data.course.id == "c-42" %%}.'
+        ),
+        lambda match: {},
+    ),
+)
+
+
 def _syntax_error(exc: TemplateSyntaxError) -> BodyTemplateError:
     info = getattr(exc, "template_debug", None) or {}
     line = info.get("line")
     message = str(exc)
+    if line:
+        for pattern, text, make_params in _SYNTAX_ERRORS:
+            match = pattern.match(message)
+            if match:
+                return BodyTemplateError(text, {"line": line, **make_params(match)})
     invalid = re.match(r"Invalid block tag on line \d+: '([^']+)'", message)
     if invalid:
         params = {"line": line, "tag": invalid.group(1), "tags": ", ".join(ALLOWED_TAGS)}
