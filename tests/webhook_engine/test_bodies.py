@@ -1,3 +1,4 @@
+import sys
 import time
 import tracemalloc
 
@@ -84,6 +85,19 @@ def test_a_json_body_with_a_number_too_long_to_read_is_refused_with_the_reason()
         "With the sample payload of course.created: the body has a number of 4301 digits, "
         "more than JSON parsers read (4300); write it as text"
     ]
+
+
+def test_numbers_are_read_when_the_interpreter_sets_no_digit_limit():
+    """PYTHONINTMAXSTRDIGITS=0 (or sys.set_int_max_str_digits(0)) lifts the limit: a limit of 0
+    means none, not that every number is too long."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        errors = body_check_samples('{"n": 42, "m": ' + "1" * 5000 + "}", "json", SAMPLES)
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+    assert errors == []
 
 
 def test_a_valid_template_sees_only_plain_data():

@@ -388,7 +388,8 @@ class _NumberTooLong(ValueError):
 
 def _json_int(text: str) -> int:
     digits = len(text.lstrip("-"))
-    if digits > sys.get_int_max_str_digits():
+    limit = sys.get_int_max_str_digits()  # 0: no limit
+    if limit and digits > limit:
         raise _NumberTooLong(digits)
     return int(text)
 
