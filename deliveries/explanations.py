@@ -124,9 +124,10 @@ _KIND: dict[str, Promise] = {
         "Webhook Body (the preview shows the result), then send it again."
     ),
     ErrorKind.CONFIGURATION: gettext_lazy(
-        "A secret of this webhook could not be used (its signing secret or basic-auth password "
-        "cannot be read with the platform's keys), so nothing was sent — rotate the signing "
-        "secret, re-enter the password, or ask the platform's operators."
+        "A setting of this webhook cannot be used (a secret the platform's keys cannot read, or "
+        "a custom header no HTTP request can carry), so nothing was sent — rotate the signing "
+        "secret, re-enter the password or the header the error names, or ask the platform's "
+        "operators."
     ),
     ErrorKind.INTERNAL: gettext_lazy(
         "An unexpected error on the platform stopped the attempt — retrigger it later; if it "

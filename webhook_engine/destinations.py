@@ -153,10 +153,16 @@ class DestinationPolicy:
         return None
 
 
+class HostNameInvalid(ValueError):
+    """A host name no resolver can look up: its IDNA encoding fails (an empty label, a label
+    over 63 characters, left-to-right and right-to-left letters mixed, ...)."""
+
+
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to, in resolver order, without duplicates.
 
-    Raises ``socket.gaierror`` when the name does not resolve.
+    Raises ``socket.gaierror`` when the name does not resolve, ``HostNameInvalid`` when it is
+    no possible DNS name.
     """
     literal = host.strip("[]")
     try:
@@ -164,9 +170,11 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     except ValueError:
         pass
     addresses: list[IPAddress] = []
-    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise HostNameInvalid(host) from exc
+    for _family, _type, _proto, _name, sockaddr in answers:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if address not in addresses:
             addresses.append(address)
@@ -216,7 +224,7 @@ def url_check(url: str, policy: DestinationPolicy) -> None:
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         addresses_check(parts.hostname, port, policy)
-    except UnicodeError:
+    except HostNameInvalid:
         # The resolver's IDNA encoding refuses the name (an empty label, a label mixing left-to-
         # right and right-to-left letters, a private-use character, ...): no DNS name is it.
         raise ValueError(

@@ -39,7 +39,12 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
-from .destinations import DestinationBlocked, DestinationPolicy, addresses_check
+from .destinations import (
+    DestinationBlocked,
+    DestinationPolicy,
+    HostNameInvalid,
+    addresses_check,
+)
 from .errors import ErrorKind
 
 logger = logging.getLogger(__name__)
@@ -327,6 +332,14 @@ class Transport:
                 error_kind=ErrorKind.INVALID_URL,
                 error_message="The URL holds a user name or password; use basic authentication.",
             )
+        for name, value in headers.items():
+            problem = _header_unsendable(name, value)
+            if problem is not None:
+                return TransportResult(
+                    request_headers=request_headers,
+                    error_kind=ErrorKind.CONFIGURATION,
+                    error_message=f"The custom header {name!r} cannot be sent: {problem}",
+                )
         try:
             prepared = _post_prepare(url, request_headers, body)
         except (requests.RequestException, ValueError) as exc:
@@ -379,6 +392,22 @@ class Transport:
             _context.deadline = None
             if response is not None:
                 response.close()
+
+
+def _header_unsendable(name: str, value: str) -> str | None:
+    """Why no HTTP request can carry this header (a webhook's custom header stored before the
+    checks on saving refused it), or None."""
+    try:
+        check_header_validity((name, value))
+    except requests.exceptions.InvalidHeader as exc:
+        return str(exc)
+    if not name.isascii():
+        return "its name has characters HTTP header names cannot carry (only ASCII)."
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "its value has characters HTTP headers cannot carry (only ISO-8859-1)."
+    return None
 
 
 def _post_prepare(url: str, headers: dict[str, str], body: bytes) -> PreparedRequest:
@@ -473,7 +502,7 @@ def _exception_outcome(exc: Exception, *, deadline: _Deadline, seconds: float) -
         return ErrorKind.DNS, "The host name could not be resolved."
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
         return ErrorKind.INVALID_URL, f"The URL cannot be used: {exc}"
-    if any(isinstance(cause, UnicodeError) for cause in causes):
+    if any(isinstance(cause, HostNameInvalid) for cause in causes):
         # The resolver cannot encode the name (an empty label, one over 63 characters): no
         # lookup is even possible, whatever the network does.
         return ErrorKind.INVALID_URL, "The URL cannot be used: its host is not a valid host name."

@@ -58,7 +58,7 @@ from webhook_engine.errors import ErrorKind
         (ErrorKind.INTERRUPTED, None, "The attempt was interrupted", "nothing to do"),
         (ErrorKind.DISABLED, None, "The webhook is disabled, so nothing was sent", "re-enable"),
         (ErrorKind.TEMPLATE, None, "The webhook body could not be rendered", "preview"),
-        (ErrorKind.CONFIGURATION, None, "A secret of this webhook could not be used", "rotate"),
+        (ErrorKind.CONFIGURATION, None, "A setting of this webhook cannot be used", "header"),
         (ErrorKind.INTERNAL, None, "An unexpected error on the platform", "retrigger"),
     ],
 )

@@ -146,6 +146,34 @@ def test_a_host_that_is_no_possible_dns_name_is_an_invalid_url_error(transport, 
     assert result.error_message == "The URL cannot be used: its host is not a valid host name."
 
 
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X-School": "日本語"}, "its value has characters HTTP headers cannot carry"),
+        ({"X-School": " leading"}, "Invalid leading whitespace"),
+        ({"X-Bad\n": "1"}, "Invalid leading whitespace, reserved character(s), or return"),
+    ],
+)
+def test_a_custom_header_http_cannot_carry_is_a_configuration_error_naming_it(
+    transport, receiver, headers, reason
+):
+    """Headers a first release stored before today's checks refused them: nothing can send
+    them, which is the webhook's setting to correct, not its URL nor an unexpected error."""
+    result = _send_with(transport, receiver.url("/hook"), headers)
+
+    assert result.error_kind == ErrorKind.CONFIGURATION
+    [name] = headers
+    assert result.error_message.startswith(f"The custom header {name!r} cannot be sent: ")
+    assert reason in result.error_message
+    assert receiver.received() == []
+
+
+def _send_with(transport, url, headers):
+    return transport.send(
+        url=url, body=b"{}", headers=headers, timeout_seconds=5.0, max_body_bytes=65536
+    )
+
+
 def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent(
     transport, receiver
 ):
