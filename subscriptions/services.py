@@ -426,6 +426,27 @@ def subscription_validate(subscription: Subscription, *, password_given: bool) -
         raise ValidationError(errors)
 
 
+def subscriptions_refused() -> list[tuple[Subscription, dict[str, list[str]]]]:
+    """Every stored webhook that ``subscription_validate`` refuses as it stands, with the
+    messages by field, ordered by school and name: settings an earlier release accepted
+    that the current rules do not (a header name over the limit, a header value HTTP cannot
+    carry, an XML template declaring another encoding than UTF-8, a URL port of 0, ...).
+
+    Read-only: nothing is changed or saved. The checks are those of a save, the URL's name
+    resolution included, so a host that does not resolve now is listed too. Messages are in
+    the active language.
+    """
+    refused = []
+    for subscription in Subscription.objects.select_related("school").order_by(
+        "school__slug", "name", "pk"
+    ):
+        try:
+            subscription_validate(subscription, password_given=False)
+        except ValidationError as exc:
+            refused.append((subscription, exc.message_dict))
+    return refused
+
+
 @transaction.atomic
 def subscription_save(
     *,
