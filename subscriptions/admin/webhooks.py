@@ -49,7 +49,7 @@ from schools.admin_scoping import (
 from webhook_engine.filters import filter_describe, filter_errors
 
 from ..crypto import SecretUnreadable, secret_decrypt, secret_encrypt
-from ..forms import SendTestForm, SubscriptionForm
+from ..forms import SendTestForm, SubscriptionForm, TopicsWidget
 from ..models import EDITABLE_FIELDS, STATE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
@@ -294,15 +294,22 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             allowed = self.has_add_permission(request) and request.user.has_perm(
                 "subscriptions.send_test_subscription"
             )
-            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
         else:
             allowed = self.has_send_test_permission(request, obj) and self.has_change_permission(
                 request, obj
             )
-            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        # Every type is on offer (the test sends the topics as they are on the page, saved or
+        # not); the first one those topics receive is chosen.
+        event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        if request.method == "POST":
+            topics = TopicsWidget().value_from_datadict(request.POST, None, "topics")
+        else:
+            topics = list(obj.topics) if obj is not None else []
+        received = subscription_event_types(subscription=Subscription(topics=topics))
         form = SendTestForm(
             request.POST if request.method == "POST" and "_send_test" in request.POST else None,
             event_types=event_types,
+            initial={"event_type": received[0]} if received else None,
             prefix="send_test",
         )
         return {"send_test_form": form, "can_send_test_settings": allowed}
