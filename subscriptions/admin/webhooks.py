@@ -26,6 +26,7 @@ from django.http import (
 )
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext
@@ -569,7 +570,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         self.message_user(
             request,
             ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
     @admin.action(description=gettext_lazy("Pause the selected webhooks"), permissions=["change"])
@@ -584,7 +585,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "%(count)s webhooks paused: their events are kept until they are resumed.",
                 count,
             )
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
     @admin.action(description=gettext_lazy("Resume the selected webhooks"), permissions=["change"])
@@ -602,7 +603,10 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "first.",
                 resumed,
             )
-            % {"count": resumed, "held": held},
+            % {
+                "count": number_format(resumed, force_grouping=True),
+                "held": number_format(held, force_grouping=True),
+            },
         )
 
     @admin.action(
@@ -628,7 +632,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "%(grace)s, so receivers can switch.",
                 count,
             )
-            % {"count": count, "grace": _grace_text()},
+            % {"count": number_format(count, force_grouping=True), "grace": _grace_text()},
         )
 
 
