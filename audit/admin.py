@@ -121,9 +121,15 @@ class AuditEntryAdmin(SchoolScopedAdmin):
             return "—"
         return format_html_join(
             "",
-            "<div>{}: {}</div>",
+            "<div>{}</div>",
             (
-                (capfirst(str(_field_label(obj.action, name))), _change_text(name, value))
+                (
+                    _("%(label)s: %(value)s")
+                    % {
+                        "label": capfirst(str(_field_label(obj.action, name))),
+                        "value": _change_text(name, value),
+                    },
+                )
                 for name, value in obj.changes.items()
             ),
         )

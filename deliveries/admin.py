@@ -27,6 +27,7 @@ from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
@@ -372,7 +373,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         elif obj.attempts > 1:
             detail = ngettext(
                 "after %(count)s attempt", "after %(count)s attempts", obj.attempts
-            ) % {"count": obj.attempts}
+            ) % {"count": number_format(obj.attempts, force_grouping=True)}
         else:
             detail = ""
         return format_html(
@@ -454,7 +455,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             text = _("A Send Test: it is never retried.")
         else:
             text = ngettext("%(count)s attempt made.", "%(count)s attempts made.", obj.attempts) % {
-                "count": obj.attempts
+                "count": number_format(obj.attempts, force_grouping=True)
             }
         return format_html("{}<br>{}", state_badge(state), text)
 
@@ -691,12 +692,17 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 "%(count)s deliveries are being sent now.",
                 result.queued,
             )
-            % {"count": result.queued}
+            % {"count": number_format(result.queued, force_grouping=True)}
         ]
         for outcome, reason in _SKIPPED_REASONS.items():
             number = result.count(outcome)
             if number:
-                parts.append(str(reason % {"count": number}))
+                parts.append(
+                    str(
+                        reason
+                        % {"count": number_format(number, force_grouping=True), "number": number}
+                    )
+                )
         self.message_user(
             request, " ".join(parts), messages.SUCCESS if result.queued else messages.WARNING
         )
@@ -733,21 +739,23 @@ _RETRIGGER_MESSAGES: dict[RetriggerOutcome, tuple[int, Any]] = {
     ),
 }
 
+# Plural chosen by the count ("number"), written grouped as the reader's language does
+# ("count").
 _SKIPPED_REASONS: dict[RetriggerOutcome, Any] = {
     RetriggerOutcome.WEBHOOK_DISABLED: ngettext_lazy(
         "%(count)s not sent: its webhook is disabled (re-enable it first).",
         "%(count)s not sent: their webhooks are disabled (re-enable them first).",
-        "count",
+        "number",
     ),
     RetriggerOutcome.IN_FLIGHT: ngettext_lazy(
         "%(count)s not sent again: it is being sent right now.",
         "%(count)s not sent again: they are being sent right now.",
-        "count",
+        "number",
     ),
     RetriggerOutcome.ALREADY_QUEUED: ngettext_lazy(
         "%(count)s was already waiting to be sent now.",
         "%(count)s were already waiting to be sent now.",
-        "count",
+        "number",
     ),
 }
 

@@ -66,7 +66,11 @@ class Chart:
 
 def _bucket_title(label: str, bucket: Bucket) -> str:
     parts = [
-        f"{state.label}: {number_format(getattr(bucket, state.value), force_grouping=True)}"
+        _("%(label)s: %(value)s")
+        % {
+            "label": state.label,
+            "value": number_format(getattr(bucket, state.value), force_grouping=True),
+        }
         for state in STATES
         if getattr(bucket, state.value)
     ]

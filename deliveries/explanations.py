@@ -136,6 +136,13 @@ _KIND: dict[str, Promise] = {
 }
 
 
+def _redirected(status: int) -> str:
+    return _("%(label)s: %(value)s") % {
+        "label": status,
+        "value": _lower_first(str(_KIND[ErrorKind.REDIRECT])),
+    }
+
+
 def failure_explain(
     *, error_kind: str, status: int | None, timeout_seconds: float = 15, retried: bool = True
 ) -> str:
@@ -150,21 +157,32 @@ def failure_explain(
         if status in _STATUS:
             clause = _RETRY_CLAUSE.get(status) if retried else None
             if clause:
-                return f"{status}: {_STATUS[status]}; {clause}."
-            return f"{status}: {_STATUS[status]}."
+                return _("%(status)s: %(reason)s; %(clause)s.") % {
+                    "status": status,
+                    "reason": _STATUS[status],
+                    "clause": clause,
+                }
+            return _("%(status)s: %(reason)s.") % {"status": status, "reason": _STATUS[status]}
         if 300 <= status < 400:
-            return f"{status}: {_lower_first(str(_KIND[ErrorKind.REDIRECT]))}"
+            return _redirected(status)
         if 400 <= status < 500:
-            return f"{status}: " + _(
-                "the receiver refused the request — its answer below usually says why; fix "
-                "that on the receiver or in the webhook's settings."
-            )
+            return _("%(label)s: %(value)s") % {
+                "label": status,
+                "value": _(
+                    "the receiver refused the request — its answer below usually says why; fix "
+                    "that on the receiver or in the webhook's settings."
+                ),
+            }
         text = _("the receiver had an error on its side — check the receiver's logs")
         if retried:
-            return f"{status}: {text}; " + _("retries continue automatically") + "."
-        return f"{status}: {text}."
+            return _("%(status)s: %(reason)s; %(clause)s.") % {
+                "status": status,
+                "reason": text,
+                "clause": _("retries continue automatically"),
+            }
+        return _("%(status)s: %(reason)s.") % {"status": status, "reason": text}
     if error_kind == ErrorKind.REDIRECT and status:
-        return f"{status}: {_lower_first(str(_KIND[ErrorKind.REDIRECT]))}"
+        return _redirected(status)
     if error_kind in _KIND:
         return (
             str(_KIND[error_kind]) % {"timeout": f"{timeout_seconds:g}"}

@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.formats import number_format
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
@@ -325,12 +326,12 @@ class ScheduledEventAdmin(SchoolScopedAdmin):
             else:
                 cancelled += 1
         message = ngettext("%(count)s cancelled.", "%(count)s cancelled.", cancelled) % {
-            "count": cancelled
+            "count": number_format(cancelled, force_grouping=True)
         }
         if not_pending:
             message += " " + ngettext(
                 "%(count)s could not be: already published or failed.",
                 "%(count)s could not be: already published or failed.",
                 not_pending,
-            ) % {"count": not_pending}
+            ) % {"count": number_format(not_pending, force_grouping=True)}
         self.message_user(request, message)

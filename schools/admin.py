@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -276,7 +277,7 @@ class ApiKeyAdmin(KeyAdminMixin, SchoolScopedAdmin):
                 "%(count)s keys revoked; requests with them now get a 401.",
                 count,
             )
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
 
@@ -308,7 +309,7 @@ class PlatformKeyAdmin(KeyAdminMixin, admin.ModelAdmin):
                 "%(count)s keys revoked; requests with them now get a 401.",
                 count,
             )
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
 

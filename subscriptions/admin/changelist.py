@@ -110,7 +110,7 @@ def circuit_text(state: EndpointState | None, zone: str) -> str:
             "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
             "row); one is being sent as a probe.",
             failures,
-        ) % {"since": since, "failures": failures}
+        ) % {"since": since, "failures": number_format(failures, force_grouping=True)}
     probe = datetime_in_zone(state.probe_at, zone) if state.probe_at else "—"
     return ngettext(
         "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
@@ -118,7 +118,7 @@ def circuit_text(state: EndpointState | None, zone: str) -> str:
         "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
         "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
         failures,
-    ) % {"since": since, "failures": failures, "probe": probe}
+    ) % {"since": since, "failures": number_format(failures, force_grouping=True), "probe": probe}
 
 
 class WebhookChangeList(ChangeList):
@@ -214,7 +214,8 @@ class WebhookListColumns(SchoolScopedAdmin):
             '<span title="{}">{} {}</span>',
             ", ".join(obj.topics),
             shown,
-            ngettext("+%(count)s more", "+%(count)s more", more) % {"count": more},
+            ngettext("+%(count)s more", "+%(count)s more", more)
+            % {"count": number_format(more, force_grouping=True)},
         )
 
     @admin.display(description=gettext_lazy("Type"), ordering="content_type")
@@ -321,11 +322,13 @@ class WebhookListColumns(SchoolScopedAdmin):
             return _("0 failures / 24 h")
         since = (timezone.localtime() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
         query = urlencode({"subscription": str(obj.pk), "created_at_from": since})
-        text = ngettext("%(count)s failure", "%(count)s failures", count) % {"count": count}
+        text = ngettext("%(count)s failure", "%(count)s failures", count) % {
+            "count": number_format(count, force_grouping=True)
+        }
         recovered = (
             " "
             + ngettext("(%(count)s recovered)", "(%(count)s recovered)", stats.recovered_24h)
-            % {"count": stats.recovered_24h}
+            % {"count": number_format(stats.recovered_24h, force_grouping=True)}
             if stats.recovered_24h
             else ""
         )

@@ -285,7 +285,10 @@ class WebhookPages(SchoolScopedAdmin):
                 "%(count)s failed delivery since %(since)s is being sent again.",
                 "%(count)s failed deliveries since %(since)s are being sent again.",
                 count,
-            ) % {"count": count, "since": datetime_text(since, subscription.school.timezone)}
+            ) % {
+                "count": number_format(count, force_grouping=True),
+                "since": datetime_text(since, subscription.school.timezone),
+            }
             self.message_user(request, message, messages.SUCCESS)
             return HttpResponseRedirect(
                 reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
@@ -374,7 +377,10 @@ class WebhookPages(SchoolScopedAdmin):
                     "The webhook “%(webhook)s” is resumed: %(count)s deliveries held while it was "
                     "paused are being sent, oldest first.",
                     result.held,
-                ) % {"webhook": subscription.name, "count": result.held}
+                ) % {
+                    "webhook": subscription.name,
+                    "count": number_format(result.held, force_grouping=True),
+                }
                 self.message_user(request, message, messages.SUCCESS)
             return HttpResponseRedirect(change_url)
         if request.method == "POST" and form.is_valid():
@@ -450,7 +456,7 @@ def _replay_message(result: ReplayResult) -> str:
         "%(count)s event is being sent again to the webhook, each as a new delivery.",
         "%(count)s events are being sent again to the webhook, each as a new delivery.",
         result.queued,
-    ) % {"count": result.queued}
+    ) % {"count": number_format(result.queued, force_grouping=True)}
     if result.failed:
         message += " " + ngettext(
             "%(count)s could not be rendered with the webhook's body template; see its "
@@ -458,7 +464,7 @@ def _replay_message(result: ReplayResult) -> str:
             "%(count)s could not be rendered with the webhook's body template; see their "
             "deliveries for why.",
             result.failed,
-        ) % {"count": result.failed}
+        ) % {"count": number_format(result.failed, force_grouping=True)}
     return message
 
 

@@ -26,6 +26,7 @@ from django.http import (
 )
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext
@@ -49,7 +50,7 @@ from schools.admin_scoping import (
 from webhook_engine.filters import filter_describe, filter_errors
 
 from ..crypto import SecretUnreadable, secret_decrypt, secret_encrypt
-from ..forms import SendTestForm, SubscriptionForm
+from ..forms import SendTestForm, SubscriptionForm, TopicsWidget
 from ..models import EDITABLE_FIELDS, STATE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
@@ -294,15 +295,22 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             allowed = self.has_add_permission(request) and request.user.has_perm(
                 "subscriptions.send_test_subscription"
             )
-            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
         else:
             allowed = self.has_send_test_permission(request, obj) and self.has_change_permission(
                 request, obj
             )
-            event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        # Every type is on offer (the test sends the topics as they are on the page, saved or
+        # not); the first one those topics receive is chosen.
+        event_types = subscription_event_types(subscription=Subscription(topics=["*"]))
+        if request.method == "POST":
+            topics = TopicsWidget().value_from_datadict(request.POST, None, "topics")
+        else:
+            topics = list(obj.topics) if obj is not None else []
+        received = subscription_event_types(subscription=Subscription(topics=topics))
         form = SendTestForm(
             request.POST if request.method == "POST" and "_send_test" in request.POST else None,
             event_types=event_types,
+            initial={"event_type": received[0]} if received else None,
             prefix="send_test",
         )
         return {"send_test_form": form, "can_send_test_settings": allowed}
@@ -562,7 +570,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         self.message_user(
             request,
             ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
     @admin.action(description=gettext_lazy("Pause the selected webhooks"), permissions=["change"])
@@ -577,7 +585,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "%(count)s webhooks paused: their events are kept until they are resumed.",
                 count,
             )
-            % {"count": count},
+            % {"count": number_format(count, force_grouping=True)},
         )
 
     @admin.action(description=gettext_lazy("Resume the selected webhooks"), permissions=["change"])
@@ -595,7 +603,10 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "first.",
                 resumed,
             )
-            % {"count": resumed, "held": held},
+            % {
+                "count": number_format(resumed, force_grouping=True),
+                "held": number_format(held, force_grouping=True),
+            },
         )
 
     @admin.action(
@@ -621,7 +632,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
                 "%(grace)s, so receivers can switch.",
                 count,
             )
-            % {"count": count, "grace": _grace_text()},
+            % {"count": number_format(count, force_grouping=True), "grace": _grace_text()},
         )
 
 

@@ -385,3 +385,39 @@ def test_the_replay_number_migration_can_run_again_after_its_index_build_failed(
         )
         assert cursor.fetchone() == ("UNIQUE (event_id, subscription_id, replay_number)",)
     MigrationExecutor(connection).migrate(latest)
+
+
+@pytest.mark.parametrize(
+    ("language", "counted", "button"),
+    [
+        ("en", "1,200 events will be sent again.", "Replay 1,200 events"),
+        ("fr", "1\xa0200 événements", "1\xa0200 événements"),
+        ("de", "1.200 Ereignisse", "1.200 Ereignisse"),
+    ],
+)
+def test_the_replay_count_is_written_as_the_readers_language_writes_numbers(
+    school, school_admin, webhook, language, counted, button
+):
+    first = _event(school, hours_ago=1)
+    Event.objects.bulk_create(
+        Event(
+            school=school,
+            type=first.type,
+            data=first.data,
+            created_at=first.created_at,
+            occurred_at=first.occurred_at,
+            fanned_out_at=first.fanned_out_at,
+        )
+        for _ in range(1199)
+    )
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(school_admin)
+
+    page = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/replay/", {"since": "", "until": ""}
+    ).content.decode()
+
+    status = page.split('class="replay-count" role="status">', 1)[1].split("</p>", 1)[0]
+    assert counted in status
+    confirm = page.split('name="confirm" value="yes">', 1)[1].split("</button>", 1)[0]
+    assert button in confirm

@@ -256,3 +256,27 @@ def test_send_test_of_an_edited_url_with_a_token_goes_there_and_logs_no_token(
     attempt = DeliveryAttempt.objects.get(delivery__is_test=True)
     assert attempt.request_url == receiver.url("/moved?token=[redacted]")
     assert "qtok-new-31c4d5e6" not in attempt.response_body
+
+
+def test_send_test_picks_the_first_type_the_webhooks_topics_match(client, school, school_admin):
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, topics=["course.created"])
+
+    page = client.get(f"/admin/subscriptions/subscription/{webhook.pk}/change/")
+
+    field = page.context["send_test_form"]["event_type"]
+    assert field.value() == "course.created"
+    # Every type stays on offer: the test sends the settings as they are on the page.
+    assert "absence.justified" in dict(field.field.choices)
+
+
+def test_send_test_on_the_add_page_picks_the_first_type_of_the_topics_chosen(
+    client, school, school_admin
+):
+    client.force_login(school_admin)
+
+    page = client.post(ADD, _form(school, name="", topics=[], topics_patterns="course.*"))
+
+    assert page.status_code == 200
+    field = page.context["send_test_form"]["event_type"]
+    assert field.value() == "course.completed"

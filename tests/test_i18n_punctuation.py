@@ -1,0 +1,62 @@
+"""French puts a no-break space before a colon: wherever the admin writes "label: value", the
+colon belongs to the translated text, so a French page reads "Échec : …" and an English or
+German one "Failed: …"."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.test import Client
+
+from deliveries.models import Delivery
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+NBSP = "\xa0"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _client(user, language: str) -> Client:
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("language", "failed", "error", "request_line"),
+    [
+        ("en", "Failed: course.created", "Connection failed: ", "Request: POST "),
+        ("de", "Fehlgeschlagen: course.created", "Verbindung fehlgeschlagen: ", "Anfrage: POST "),
+        (
+            "fr",
+            f"Échec{NBSP}: course.created",
+            f"Échec de connexion{NBSP}: ",
+            f"Requête{NBSP}: POST ",
+        ),
+    ],
+)
+def test_a_failed_send_test_and_its_attempt_put_the_colon_as_the_language_does(
+    school, school_admin, language, failed, error, request_line
+):
+    webhook = SubscriptionFactory(
+        school=school, url=f"http://127.0.0.1:{_closed_port()}/hook", topics=["course.*"]
+    )
+    client = _client(school_admin, language)
+
+    page = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/send-test/",
+        {"event_type": "course.created"},
+    ).content.decode()
+
+    assert failed in page
+    assert error in page
+    delivery = Delivery.objects.get(subscription=webhook)
+    detail = client.get(f"/admin/deliveries/delivery/{delivery.pk}/change/").content.decode()
+    assert request_line in detail
