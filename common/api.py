@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -120,6 +121,35 @@ def _offset_kept(value: Any) -> dt.datetime | None:
         return None
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string, or a 400 naming the field: DRF would take a number and store its str()
+    (a password ``0`` becoming ``"0"``), which the schema's ``type: string`` does not allow."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictSlugField(serializers.SlugField):
+    """A JSON string that is a slug (a number is refused, as ``StrictCharField`` refuses it)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true`` or ``false`` only: DRF would also read ``"yes"``, ``"1"``, ``1``, ``"on"``...
+    as true, a guess the schema's ``type: boolean`` does not promise."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class ModelInputSerializer(serializers.ModelSerializer):
     """An input serializer whose fields come from a model, for services that take them as
     keyword arguments (it is never saved).
@@ -127,8 +157,16 @@ class ModelInputSerializer(serializers.ModelSerializer):
     Contract for subclasses: list the writable names in ``Meta.fields`` and declare only the
     fields whose API shape differs from the model's. An optional field the client leaves out
     takes the model field's default, as a plain ``Serializer`` with ``default=`` would: a full
-    update (PUT) resets it, a partial one (PATCH) leaves it alone.
+    update (PUT) resets it, a partial one (PATCH) leaves it alone. Text and boolean model fields
+    take their JSON type only (``StrictCharField``, ``StrictBooleanField``).
     """
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.BooleanField: StrictBooleanField,
+    }
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import DateTimeField
+from common.api import DateTimeField, StrictCharField, StrictSlugField
 
 from .models import Event, EventType, ScheduledEvent
 
@@ -27,10 +27,8 @@ class EventTypeOutput(serializers.ModelSerializer):
 
 
 class EventInput(serializers.Serializer):
-    school = serializers.SlugField(help_text="The school's slug.")
-    type = serializers.CharField(
-        max_length=100, help_text="An event type key, e.g. course.created."
-    )
+    school = StrictSlugField(help_text="The school's slug.")
+    type = StrictCharField(max_length=100, help_text="An event type key, e.g. course.created.")
     data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
     occurred_at = DateTimeField(
         required=False,
@@ -114,11 +112,11 @@ class ScheduledEventOutput(serializers.ModelSerializer):
 
 
 class ScheduledEventInput(serializers.Serializer):
-    school = serializers.SlugField(help_text="The school's slug.")
-    type = serializers.CharField(max_length=100)
+    school = StrictSlugField(help_text="The school's slug.")
+    type = StrictCharField(max_length=100)
     data = serializers.DictField()  # type: ignore[assignment]  # a field, not the property
     due_at = DateTimeField(help_text="When to publish it. Give a time zone.")
-    key = serializers.CharField(
+    key = StrictCharField(
         max_length=255,
         required=False,
         allow_null=True,

@@ -499,3 +499,63 @@ def test_pause_refuses_a_resume_time_that_is_past_or_not_a_time(api, school):
     assert list(responses[1].json()["errors"]) == ["resume_at"]
     subscription.refresh_from_db()
     assert subscription.paused_at is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("basic_auth_password", 0),
+        ("basic_auth_username", 42),
+        ("name", 12.5),
+        ("url", 1),
+        ("body_template", False),
+        ("custom_headers", {"X-A": 1}),
+        ("custom_headers", {"X-A": True}),
+        ("topics", [1]),
+        ("secret_headers", [7]),
+        ("basic_auth_enabled", "yes"),
+        ("basic_auth_enabled", 1),
+        ("sign_ed25519", "1"),
+        ("is_active", "true"),
+        ("is_active", 0),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_naming_its_field(api, school, field, value):
+    # Given a webhook's settings with one value of another JSON type than the field's
+    # When it is created
+    response = api.post("/api/v1/subscriptions/", {**NEW, field: value}, format="json")
+
+    # Then it is refused naming that field, not stored as its str() or its truthiness
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["errors"]) == [field]
+    assert Subscription.objects.count() == 0
+
+
+@pytest.mark.parametrize("dry_run", ["yes", "1", 1, "true", "on"])
+def test_a_replay_dry_run_that_is_not_a_json_boolean_is_refused(api, school, dry_run):
+    subscription = SubscriptionFactory(school=school, topics=["course.*"])
+
+    response = api.post(
+        f"/api/v1/subscriptions/{subscription.pk}/replay/", {"dry_run": dry_run}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"errors": {"dry_run": ["Must be a valid boolean."]}}
+    assert Delivery.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("test/", {"event_type": 1}, "event_type"),
+        ("preview/", {"event_type": "course.created", "body_template": 0}, "body_template"),
+        ("replay/", {"event_types": [1]}, "event_types"),
+    ],
+)
+def test_an_action_refuses_a_number_for_a_text_naming_its_field(api, school, path, body, field):
+    subscription = SubscriptionFactory(school=school, topics=["course.*"])
+
+    response = api.post(f"/api/v1/subscriptions/{subscription.pk}/{path}", body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
