@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, JsonResponse
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -65,12 +66,58 @@ def _whole_number_digits(raw: str) -> str | None:
 
 
 class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
-    """For logs: stable under inserts, no COUNT(*), newest first."""
+    """For logs: stable under inserts, no COUNT(*), newest first. A ``cursor`` the API did not
+    give (tampered with, truncated, made up) is a 400 naming it: DRF answers 404 for one it
+    cannot decode, and a position that is not a time reached the query as a 400 about nothing."""
 
     ordering = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request: Any) -> pagination.Cursor | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or _cursor_position_valid(cursor.position)
+        if not valid:
+            raise exceptions.ValidationError(
+                {
+                    self.cursor_query_param: [
+                        _("This cursor is not one the API gave; start again without it.")
+                    ]
+                }
+            )
+        return cursor
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.cursor_query_param:
+                parameter["description"] = (
+                    "The pagination cursor, from a previous page's next or previous link; "
+                    "any other value is a 400."
+                )
+        return parameters
+
+
+def _cursor_position_valid(position: object) -> bool:
+    """Whether a cursor's position is what ``encode_cursor`` writes for ``created_at``: an
+    aware datetime every zone can show (or no position at all)."""
+    if position is None:
+        return True
+    try:
+        parsed = parse_datetime(str(position))
+    except ValueError:
+        return False
+    return (
+        parsed is not None
+        and parsed.utcoffset() is not None
+        and datetime_problem(parsed, subject="") is None
+    )
 
 
 class PageNumberPagination(StrictPageSize, pagination.PageNumberPagination):

@@ -108,7 +108,13 @@ SCHOOL_FILTER = OpenApiParameter(
     list=extend_schema(
         summary="List events, newest first",
         parameters=[SCHOOL_FILTER],
-        responses={200: EventOutput, **AUTH_ERRORS},
+        responses={
+            200: EventOutput,
+            400: OpenApiResponse(
+                ErrorsSerializer, description="An invalid filter or cursor, by parameter."
+            ),
+            401: AUTH_ERRORS[401],
+        },
     ),
     retrieve=extend_schema(
         summary="Get an event with the deliveries it produced",
