@@ -168,7 +168,9 @@ class SubscriptionInput(ModelInputSerializer):
 class SecretOutput(serializers.Serializer):
     signing_secret = serializers.CharField(help_text="The new whsec_ secret; shown only now.")
     previous_secrets_expire_at = serializers.DateTimeField(
-        help_text="Until then the previous secret keeps signing too."
+        allow_null=True,
+        help_text="Until then the previous secrets keep signing too (the latest of their "
+        "stored ends); null when none does (an unreadable secret stops at once).",
     )
 
 

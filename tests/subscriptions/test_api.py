@@ -302,6 +302,51 @@ def test_rotate_secret_returns_the_new_secret_once(api, school):
     assert rotated["signing_secret"] == signing_secret_current(subscription=subscription)
     expires = dt.datetime.fromisoformat(rotated["previous_secrets_expire_at"])
     assert dt.timedelta(hours=23) < expires - timezone.now() <= dt.timedelta(hours=24)
+    previous = subscription.signing_secrets.exclude(expires_at=None).get()
+    assert expires == previous.expires_at  # what was stored, not recomputed
+
+
+def _unreadable(subscription, settings):
+    """Make the webhook's current signing secret one no configured key can read."""
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    newest = subscription.signing_secrets.filter(expires_at=None).get()
+    newest.secret_encrypted = secret_encrypt("whsec_" + "A" * 43 + "=")
+    newest.save(update_fields=["secret_encrypted"])
+    settings.WEBHOOKS_ENCRYPTION_KEYS = keys
+
+
+def test_rotating_an_unreadable_secret_says_no_previous_secret_keeps_signing(api, school, settings):
+    # Given a webhook whose signing secret no configured key can read
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    _unreadable(Subscription.objects.get(pk=created["id"]), settings)
+
+    # When its secret is rotated (the way out of a lost key)
+    rotated = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+
+    # Then the answer says the previous secret stopped at once, as it did
+    assert rotated["previous_secrets_expire_at"] is None
+    subscription = Subscription.objects.get(pk=created["id"])
+    assert list(subscription.signing_secrets.filter(expires_at__gt=timezone.now())) == []
+
+
+def test_a_second_rotation_answers_the_expiry_of_the_secret_that_still_signs(api, school, settings):
+    # Given a webhook rotated once, whose new secret then became unreadable
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    first = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+    subscription = Subscription.objects.get(pk=created["id"])
+    _unreadable(subscription, settings)
+
+    # When it is rotated again, later
+    settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS = 48 * 3600
+    again = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+
+    # Then the previous secrets sign until the first secret's end: the unreadable one stopped
+    assert again["previous_secrets_expire_at"] == first["previous_secrets_expire_at"]
 
 
 def test_send_test_returns_the_receivers_answer(api, school, receiver):
