@@ -46,9 +46,15 @@ class EventInput(serializers.Serializer):
 
 class EventAccepted(serializers.Serializer):
     id = serializers.UUIDField(
-        help_text="The event's id, or the scheduled event's id when status is scheduled."
+        help_text="The event's id when it was published at once; the scheduled event's id "
+        "(/scheduled-events/{id}/) when deliver_at is set."
     )
-    status = serializers.ChoiceField(choices=["published", "scheduled"])
+    status = serializers.ChoiceField(
+        choices=["published", "scheduled", "cancelled", "failed"],
+        help_text="published: published at once. With deliver_at, the scheduled event's status "
+        "now (a retry of the request tells what became of it): scheduled, published, cancelled "
+        "or failed.",
+    )
     school = serializers.SlugField()
     type = serializers.CharField()
     deliver_at = serializers.DateTimeField(allow_null=True)
