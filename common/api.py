@@ -7,7 +7,9 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404, HttpRequest, JsonResponse
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -64,12 +66,58 @@ def _whole_number_digits(raw: str) -> str | None:
 
 
 class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
-    """For logs: stable under inserts, no COUNT(*), newest first."""
+    """For logs: stable under inserts, no COUNT(*), newest first. A ``cursor`` the API did not
+    give (tampered with, truncated, made up) is a 400 naming it: DRF answers 404 for one it
+    cannot decode, and a position that is not a time reached the query as a 400 about nothing."""
 
     ordering = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request: Any) -> pagination.Cursor | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or _cursor_position_valid(cursor.position)
+        if not valid:
+            raise exceptions.ValidationError(
+                {
+                    self.cursor_query_param: [
+                        _("This cursor is not one the API gave; start again without it.")
+                    ]
+                }
+            )
+        return cursor
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.cursor_query_param:
+                parameter["description"] = (
+                    "The pagination cursor, from a previous page's next or previous link; "
+                    "any other value is a 400."
+                )
+        return parameters
+
+
+def _cursor_position_valid(position: object) -> bool:
+    """Whether a cursor's position is what ``encode_cursor`` writes for ``created_at``: an
+    aware datetime every zone can show (or no position at all)."""
+    if position is None:
+        return True
+    try:
+        parsed = parse_datetime(str(position))
+    except ValueError:
+        return False
+    return (
+        parsed is not None
+        and parsed.utcoffset() is not None
+        and datetime_problem(parsed, subject="") is None
+    )
 
 
 class PageNumberPagination(StrictPageSize, pagination.PageNumberPagination):
@@ -120,6 +168,35 @@ def _offset_kept(value: Any) -> dt.datetime | None:
         return None
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string, or a 400 naming the field: DRF would take a number and store its str()
+    (a password ``0`` becoming ``"0"``), which the schema's ``type: string`` does not allow."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictSlugField(serializers.SlugField):
+    """A JSON string that is a slug (a number is refused, as ``StrictCharField`` refuses it)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true`` or ``false`` only: DRF would also read ``"yes"``, ``"1"``, ``1``, ``"on"``...
+    as true, a guess the schema's ``type: boolean`` does not promise."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class ModelInputSerializer(serializers.ModelSerializer):
     """An input serializer whose fields come from a model, for services that take them as
     keyword arguments (it is never saved).
@@ -127,8 +204,16 @@ class ModelInputSerializer(serializers.ModelSerializer):
     Contract for subclasses: list the writable names in ``Meta.fields`` and declare only the
     fields whose API shape differs from the model's. An optional field the client leaves out
     takes the model field's default, as a plain ``Serializer`` with ``default=`` would: a full
-    update (PUT) resets it, a partial one (PATCH) leaves it alone.
+    update (PUT) resets it, a partial one (PATCH) leaves it alone. Text and boolean model fields
+    take their JSON type only (``StrictCharField``, ``StrictBooleanField``).
     """
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.BooleanField: StrictBooleanField,
+    }
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

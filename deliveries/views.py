@@ -156,11 +156,15 @@ class ExportJSONRenderer(JSONRenderer):
 
 
 ERRORS = {
-    400: OpenApiResponse(ErrorsSerializer, description="An invalid filter, by parameter."),
+    400: OpenApiResponse(
+        ErrorsSerializer, description="An invalid filter or cursor, by parameter."
+    ),
     401: UNAUTHENTICATED,
     403: NOT_A_SCHOOL_KEY,
     404: OpenApiResponse(DetailSerializer, description="No such delivery in this school."),
 }
+# A list names no delivery: it has no 404 (a bad cursor is a 400 by parameter, as a bad filter).
+LIST_ERRORS = {status: response for status, response in ERRORS.items() if status != 404}
 # The export's errors are JSON like every other (``finalize_response``), never its CSV; it names
 # no delivery, so it has no 404. drf-spectacular would offer each of its renderers' types.
 EXPORT_ERRORS = {
@@ -171,7 +175,7 @@ EXPORT_ERRORS = {
 @extend_schema_view(
     list=extend_schema(
         summary="List deliveries, newest first",
-        responses={200: DeliveryOutput, **ERRORS},
+        responses={200: DeliveryOutput, **LIST_ERRORS},
     ),
     retrieve=extend_schema(
         summary="Get a delivery with every attempt",

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import DateTimeField
+from common.api import DateTimeField, StrictCharField, StrictSlugField
 
 from .models import Event, EventType, ScheduledEvent
 
@@ -27,10 +27,8 @@ class EventTypeOutput(serializers.ModelSerializer):
 
 
 class EventInput(serializers.Serializer):
-    school = serializers.SlugField(help_text="The school's slug.")
-    type = serializers.CharField(
-        max_length=100, help_text="An event type key, e.g. course.created."
-    )
+    school = StrictSlugField(help_text="The school's slug.")
+    type = StrictCharField(max_length=100, help_text="An event type key, e.g. course.created.")
     data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
     occurred_at = DateTimeField(
         required=False,
@@ -48,9 +46,15 @@ class EventInput(serializers.Serializer):
 
 class EventAccepted(serializers.Serializer):
     id = serializers.UUIDField(
-        help_text="The event's id, or the scheduled event's id when status is scheduled."
+        help_text="The event's id when it was published at once; the scheduled event's id "
+        "(/scheduled-events/{id}/) when deliver_at is set."
     )
-    status = serializers.ChoiceField(choices=["published", "scheduled"])
+    status = serializers.ChoiceField(
+        choices=["published", "scheduled", "cancelled", "failed"],
+        help_text="published: published at once. With deliver_at, the scheduled event's status "
+        "now (a retry of the request tells what became of it): scheduled, published, cancelled "
+        "or failed.",
+    )
     school = serializers.SlugField()
     type = serializers.CharField()
     deliver_at = serializers.DateTimeField(allow_null=True)
@@ -114,11 +118,11 @@ class ScheduledEventOutput(serializers.ModelSerializer):
 
 
 class ScheduledEventInput(serializers.Serializer):
-    school = serializers.SlugField(help_text="The school's slug.")
-    type = serializers.CharField(max_length=100)
+    school = StrictSlugField(help_text="The school's slug.")
+    type = StrictCharField(max_length=100)
     data = serializers.DictField()  # type: ignore[assignment]  # a field, not the property
     due_at = DateTimeField(help_text="When to publish it. Give a time zone.")
-    key = serializers.CharField(
+    key = StrictCharField(
         max_length=255,
         required=False,
         allow_null=True,

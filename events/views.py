@@ -94,9 +94,9 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     description=(
-        "Publishing again with the same key and body returns the first event (202, replayed); "
-        "the same key with another body is a 409. Keys beginning with cron.midnight: or "
-        "scheduled-event: are the product's own (a 400)."
+        "Publishing again with the same key and body returns the first event (202, replayed; "
+        "a scheduled one with its status now); the same key with another body is a 409. Keys "
+        "beginning with cron.midnight: or scheduled-event: are the product's own (a 400)."
     ),
 )
 SCHOOL_FILTER = OpenApiParameter(
@@ -108,7 +108,13 @@ SCHOOL_FILTER = OpenApiParameter(
     list=extend_schema(
         summary="List events, newest first",
         parameters=[SCHOOL_FILTER],
-        responses={200: EventOutput, **AUTH_ERRORS},
+        responses={
+            200: EventOutput,
+            400: OpenApiResponse(
+                ErrorsSerializer, description="An invalid filter or cursor, by parameter."
+            ),
+            401: AUTH_ERRORS[401],
+        },
     ),
     retrieve=extend_schema(
         summary="Get an event with the deliveries it produced",
@@ -220,7 +226,8 @@ class EventViewSet(
             )
             accepted = {
                 "id": scheduled.id,
-                "status": "scheduled",
+                # A retry answers what became of it since (cancelled, published, failed).
+                "status": scheduled.status,
                 "deliver_at": scheduled.due_at,
                 "replayed": scheduled.created_at < started,
             }
@@ -338,9 +345,19 @@ SCHEDULED_ERRORS = {
     ),
     create=extend_schema(
         summary="Schedule an event (platform key)",
-        description="Published at `due_at` (at most a few seconds late), exactly once.",
+        description=(
+            "Published at `due_at` (at most a few seconds late), exactly once. Scheduling again "
+            "with the same `key`, type, data and `due_at` creates nothing and answers 200 with "
+            "the first one, in its status now; the same `key` with another body is a 409."
+        ),
         request=ScheduledEventInput,
-        responses={201: ScheduledEventOutput, **SCHEDULED_ERRORS},
+        responses={
+            201: OpenApiResponse(ScheduledEventOutput, description="Scheduled."),
+            200: OpenApiResponse(
+                ScheduledEventOutput, description="Already scheduled under this key: the first."
+            ),
+            **SCHEDULED_ERRORS,
+        },
     ),
     partial_update=extend_schema(
         summary="Move a scheduled event (platform key)",
@@ -408,6 +425,7 @@ class ScheduledEventViewSet(
         school = School.objects.filter(slug=data["school"]).first()
         if school is None:
             raise NotFound(_("No school with the slug %(slug)s.") % {"slug": repr(data["school"])})
+        started = timezone.now()
         scheduled = scheduled_event_create(
             school=school,
             type=data["type"],
@@ -415,7 +433,12 @@ class ScheduledEventViewSet(
             due_at=data["due_at"],
             key=data.get("key"),
         )
-        return Response(ScheduledEventOutput(scheduled).data, status=status.HTTP_201_CREATED)
+        # The same key and body again returns the first one: nothing was created this time.
+        replayed = scheduled.created_at < started
+        return Response(
+            ScheduledEventOutput(scheduled).data,
+            status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED,
+        )
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         scheduled = self.get_object()

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from common.sql import columns_of
@@ -80,6 +80,17 @@ def signing_secrets_active_q(at: dt.datetime | None = None) -> Q:
 def signing_secrets_active(*, subscription: Subscription) -> QuerySet[SigningSecret]:
     """The secrets a subscription signs with now, newest first."""
     return subscription.signing_secrets.filter(signing_secrets_active_q()).order_by("-created_at")
+
+
+def signing_secrets_previous_expire_at(*, subscription: Subscription) -> dt.datetime | None:
+    """Until when the secrets that are being retired (an expiry set, still in the future) keep
+    signing: the latest of their stored expiries, or None when none signs any more (never
+    rotated, the grace over, or an unreadable secret stopped at once by its rotation)."""
+    expiries = subscription.signing_secrets.filter(
+        signing_secrets_active_q(), expires_at__isnull=False
+    ).aggregate(latest=Max("expires_at"))
+    latest: dt.datetime | None = expiries["latest"]
+    return latest
 
 
 def signing_secret_current(*, subscription: Subscription) -> str:

@@ -7,7 +7,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from common.api import DateTimeField, ModelInputSerializer
+from common.api import (
+    DateTimeField,
+    ModelInputSerializer,
+    StrictBooleanField,
+    StrictCharField,
+)
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, STATE_FIELDS, ContentType, Profile, Subscription
 
@@ -119,19 +124,19 @@ class SubscriptionInput(ModelInputSerializer):
     other check happens in the service, as in the admin. Fields not declared here are the
     model's, with its defaults."""
 
-    url = serializers.CharField(  # the service checks it, with the admin's words
+    url = StrictCharField(  # the service checks it, with the admin's words
         max_length=2000,
         help_text=f"A query value given as {SECRET_MASK} keeps the stored one.",
     )
     topics = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=StrictCharField(max_length=100),
         help_text="Event types or glob patterns (course.created, course.*, *).",
     )
-    body_template = serializers.CharField(allow_blank=True, default="", max_length=20_000)
+    body_template = StrictCharField(allow_blank=True, default="", max_length=20_000)
     payload_filter = PayloadFilterField(
         allow_null=True, required=False, default=None, help_text=_PAYLOAD_FILTER_HELP
     )
-    basic_auth_password = serializers.CharField(
+    basic_auth_password = StrictCharField(
         write_only=True,
         required=False,
         allow_blank=True,
@@ -139,14 +144,14 @@ class SubscriptionInput(ModelInputSerializer):
         help_text="Stored encrypted, never returned. Omit to keep the current one.",
     )
     custom_headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=1000),
+        child=StrictCharField(allow_blank=True, max_length=1000),
         default=dict,
         help_text=(
             f"Name: value. Give a secret header's value as {SECRET_MASK} to keep the stored one."
         ),
     )
     secret_headers = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=StrictCharField(max_length=100),
         required=False,
         help_text=(
             "Names of custom headers whose values are secret: stored encrypted, never returned, "
@@ -163,12 +168,14 @@ class SubscriptionInput(ModelInputSerializer):
 class SecretOutput(serializers.Serializer):
     signing_secret = serializers.CharField(help_text="The new whsec_ secret; shown only now.")
     previous_secrets_expire_at = serializers.DateTimeField(
-        help_text="Until then the previous secret keeps signing too."
+        allow_null=True,
+        help_text="Until then the previous secrets keep signing too (the latest of their "
+        "stored ends); null when none does (an unreadable secret stops at once).",
     )
 
 
 class TestInput(serializers.Serializer):
-    event_type = serializers.CharField(max_length=100, help_text="Whose sample payload to send.")
+    event_type = StrictCharField(max_length=100, help_text="Whose sample payload to send.")
 
 
 class PauseInput(serializers.Serializer):
@@ -189,7 +196,7 @@ class CountOutput(serializers.Serializer):
 
 class ReplayInput(serializers.Serializer):
     event_types = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=StrictCharField(max_length=100),
         required=False,
         max_length=500,
         help_text="Replay events of these types; empty or left out: every type the webhook "
@@ -201,7 +208,7 @@ class ReplayInput(serializers.Serializer):
     until = DateTimeField(
         required=False, help_text="Events published before this time (up to now if left out)."
     )
-    dry_run = serializers.BooleanField(
+    dry_run = StrictBooleanField(
         default=False, help_text="Only count the deliveries a replay would make; send nothing."
     )
 
@@ -219,8 +226,8 @@ class ReplayOutput(serializers.Serializer):
 
 
 class PreviewInput(serializers.Serializer):
-    event_type = serializers.CharField(max_length=100)
-    body_template = serializers.CharField(
+    event_type = StrictCharField(max_length=100)
+    body_template = StrictCharField(
         allow_blank=True,
         required=False,
         max_length=20_000,

@@ -58,6 +58,7 @@ from .selectors import (
     signing_secret_current,
     signing_secrets_active,
     signing_secrets_active_q,
+    signing_secrets_previous_expire_at,
     subscription_custom_headers,
     subscription_url,
 )
@@ -783,7 +784,8 @@ def subscription_secret_rotate(
     During the grace period (``WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS``, 24 h by default) every
     delivery carries a signature with each secret, so receivers can switch at their pace. A
     secret the configured keys cannot read signs nothing (its deliveries fail with that reason):
-    it stops at once, so rotating is the way out of a lost encryption key.
+    it stops at once, so rotating is the way out of a lost encryption key. Until when the
+    previous secrets keep signing is then ``signing_secrets_previous_expire_at``.
     Raises ``Subscription.DoesNotExist`` when the webhook was deleted since the caller read it.
     """
     # Locked while its secrets change: a webhook deleted since the caller read it is found gone
@@ -801,6 +803,8 @@ def subscription_secret_rotate(
             signing_secret.save(update_fields=["expires_at"])
     # Workers keep a copy of each webhook until its updated_at moves: sign with the new secret.
     Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now())
+    # What was stored: an unreadable secret stopped now, an earlier rotation's end stays.
+    previous_expire_at = signing_secrets_previous_expire_at(subscription=subscription)
     audit_record(
         actor=actor,
         action=AuditAction.SECRET_ROTATED,
@@ -808,7 +812,9 @@ def subscription_secret_rotate(
         object_type="webhook",
         object_id=subscription.pk,
         object_repr=subscription.name,
-        changes={"previous_secrets_expire_at": expires_at.isoformat()},
+        changes={
+            "previous_secrets_expire_at": previous_expire_at and previous_expire_at.isoformat()
+        },
     )
     return _signing_secret_add(subscription)
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.conf import settings
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -29,7 +26,11 @@ from deliveries.services import (
 from schools.permissions import IsSchoolClient, PerKeyRateThrottle, client_school
 
 from .models import Profile, Subscription
-from .selectors import signing_secret_current, subscriptions_for_school
+from .selectors import (
+    signing_secret_current,
+    signing_secrets_previous_expire_at,
+    subscriptions_for_school,
+)
 from .serializers import (
     CountOutput,
     PauseInput,
@@ -154,8 +155,10 @@ class SubscriptionViewSet(
     @extend_schema(
         summary="Rotate the signing secret",
         description=(
-            "A new secret signs from now on; the previous one keeps signing too until "
-            "`previous_secrets_expire_at` (24 h), so receivers can switch without losing any."
+            "A new secret signs from now on; the previous ones keep signing too until "
+            "`previous_secrets_expire_at` (24 h after the first rotation by default), so "
+            "receivers can switch without losing any. It is null when none keeps signing: a "
+            "secret the encryption keys cannot read stops at once."
         ),
         request=None,
         responses={200: SecretOutput, **READ_ERRORS},
@@ -166,9 +169,9 @@ class SubscriptionViewSet(
         secret = subscription_secret_rotate(
             subscription=subscription, actor=actor_api_key(request.auth)
         )
-        expires = timezone.now() + dt.timedelta(
-            seconds=settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS
-        )
+        # What the rotation stored (a rotation made meanwhile by another request only retires
+        # this secret in turn: the answer stays true of the secrets before it).
+        expires = signing_secrets_previous_expire_at(subscription=subscription)
         return Response(
             SecretOutput({"signing_secret": secret, "previous_secrets_expire_at": expires}).data
         )

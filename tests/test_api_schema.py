@@ -162,3 +162,20 @@ def test_every_filter_is_described_as_refusing_an_empty_value(client, api, platf
     ]
     assert ("/api/v1/deliveries/export/", "event_type") in filters
     assert {key: s for key, s in filters.items() if s.get("minLength") != 1} == {}
+
+
+def test_a_list_by_cursor_is_described_as_refusing_a_bad_cursor_with_a_400(client):
+    # Given the published description of the lists paginated by cursor
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    lists = {
+        path: schema["paths"][path]["get"] for path in ("/api/v1/deliveries/", "/api/v1/events/")
+    }
+
+    # Then each says a bad cursor is a 400 by field, and none promises a 404 it cannot give
+    for path, operation in lists.items():
+        cursor = next(p for p in operation["parameters"] if p["name"] == "cursor")
+        assert "400" in cursor["description"], path
+        assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Errors"
+        }, path
+        assert "404" not in operation["responses"], path

@@ -141,6 +141,7 @@ def test_health_answers_503_within_seconds_when_the_broker_does_not_answer(catal
         ("WEBHOOKS_LEASE_SECONDS", "0"),
         ("WEBHOOKS_SWEEP_INTERVAL_SECONDS", "0"),
         ("CELERY_BROKER_SOCKET_TIMEOUT", "0.5"),
+        ("WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS", "-3600"),
     ],
 )
 def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):

@@ -503,6 +503,9 @@ if not WEBHOOKS_ECDSA_KEY and DEBUG:
 WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS = env_float(
     "WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS", 24 * 3600.0
 )
+# 0 retires the old secret at once (a leaked one); a negative grace has no meaning: a typo.
+if WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS < 0:
+    raise ImproperlyConfigured("WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS must be 0 or more.")
 # A webhook whose every attempt has failed for this long is disabled and its admins e-mailed.
 WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS = env_float("WEBHOOKS_AUTO_DISABLE_AFTER_SECONDS", 5 * 86400.0)
 

@@ -1,3 +1,4 @@
+import base64
 import datetime as dt
 
 import pytest
@@ -127,3 +128,26 @@ def test_retrigger_re_sends_a_final_delivery_and_another_schools_is_a_404(api, s
     assert foreign.status_code == 404
     assert Delivery.objects.get(pk=delivery_id).status == DeliveryStatus.PENDING
     assert api.get(f"/api/v1/deliveries/{theirs}/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/v1/deliveries/", "/api/v1/events/"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-a-cursor",
+        base64.b64encode(b"o=x").decode(),
+        base64.b64encode(b"p=garbage").decode(),
+        base64.b64encode(b"p=2026-13-45 99:00:00%2B00:00").decode(),
+        "\u00e9t\u00e9",
+    ],
+)
+def test_a_cursor_the_api_did_not_give_is_a_400_naming_it(api, school, path, cursor):
+    # Given a cursor tampered with, truncated or made up
+    # When a list is asked for from it
+    response = api.get(path, {"cursor": cursor})
+
+    # Then the client is told its cursor is wrong, as for any other bad parameter
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {"cursor": ["This cursor is not one the API gave; start again without it."]}
+    }

@@ -216,3 +216,27 @@ def test_data_failing_the_types_schema_is_a_400_naming_each_path(platform_api, s
         }
     }
     assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/events/", {**EVENT, "type": 1}, "type"),
+        ("/api/v1/events/", {**EVENT, "school": 123}, "school"),
+        (
+            "/api/v1/scheduled-events/",
+            {**EVENT, "type": "course.created", "due_at": "2099-01-01T00:00:00Z", "key": 4711},
+            "key",
+        ),
+    ],
+)
+def test_a_number_given_for_a_text_is_refused_naming_its_field(
+    platform_api, school, path, body, field
+):
+    SchoolFactory(slug="123")
+
+    response = platform_api.post(path, body, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["errors"]) == [field]
+    assert Event.objects.count() == 0

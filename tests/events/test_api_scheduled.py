@@ -169,3 +169,56 @@ def test_schools_read_their_own_scheduled_events_and_cannot_schedule(
     assert api.get(f"/api/v1/scheduled-events/{theirs['id']}/").status_code == 404
     assert forbidden.status_code == 403
     assert api.delete(f"/api/v1/scheduled-events/{mine['id']}/").status_code == 403
+
+
+def test_scheduling_again_under_the_same_key_answers_200_with_the_first(
+    platform_api, school, start_sample
+):
+    # Given an event scheduled under a key
+    body = {
+        "school": school.slug,
+        "type": "course.started",
+        "data": start_sample,
+        "due_at": _in(60),
+        "key": "course-4711-start",
+    }
+    first = platform_api.post("/api/v1/scheduled-events/", body, format="json")
+
+    # When the platform retries the same request (a timeout on its side)
+    again = platform_api.post("/api/v1/scheduled-events/", body, format="json")
+
+    # Then nothing new is created, and the answer says so: 200 with the first one, not a 201
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert ScheduledEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize("then", ["cancelled", "published"])
+def test_retrying_a_scheduled_publish_answers_the_scheduled_events_status_now(
+    platform_api, school, start_sample, then
+):
+    # Given an event scheduled through POST /events/ under a key, since cancelled or published
+    body = {
+        "school": school.slug,
+        "type": "course.started",
+        "data": start_sample,
+        "deliver_at": _in(1),
+    }
+    first = platform_api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="c-9")
+    if then == "cancelled":
+        platform_api.delete(f"/api/v1/scheduled-events/{first.json()['id']}/")
+    else:
+        scheduled_events_publish_due(now=timezone.now() + dt.timedelta(minutes=2))
+
+    # When the platform retries the request
+    again = platform_api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="c-9")
+
+    # Then the answer is the same scheduled event, with what became of it
+    assert (first.json()["status"], first.json()["replayed"]) == ("scheduled", False)
+    assert again.status_code == 202
+    assert (again.json()["id"], again.json()["status"], again.json()["replayed"]) == (
+        first.json()["id"],
+        then,
+        True,
+    )
+    assert Event.objects.count() == (1 if then == "published" else 0)

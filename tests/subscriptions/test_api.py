@@ -302,6 +302,51 @@ def test_rotate_secret_returns_the_new_secret_once(api, school):
     assert rotated["signing_secret"] == signing_secret_current(subscription=subscription)
     expires = dt.datetime.fromisoformat(rotated["previous_secrets_expire_at"])
     assert dt.timedelta(hours=23) < expires - timezone.now() <= dt.timedelta(hours=24)
+    previous = subscription.signing_secrets.exclude(expires_at=None).get()
+    assert expires == previous.expires_at  # what was stored, not recomputed
+
+
+def _unreadable(subscription, settings):
+    """Make the webhook's current signing secret one no configured key can read."""
+    from cryptography.fernet import Fernet
+
+    from subscriptions.crypto import secret_encrypt
+
+    keys = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a key since lost
+    newest = subscription.signing_secrets.filter(expires_at=None).get()
+    newest.secret_encrypted = secret_encrypt("whsec_" + "A" * 43 + "=")
+    newest.save(update_fields=["secret_encrypted"])
+    settings.WEBHOOKS_ENCRYPTION_KEYS = keys
+
+
+def test_rotating_an_unreadable_secret_says_no_previous_secret_keeps_signing(api, school, settings):
+    # Given a webhook whose signing secret no configured key can read
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    _unreadable(Subscription.objects.get(pk=created["id"]), settings)
+
+    # When its secret is rotated (the way out of a lost key)
+    rotated = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+
+    # Then the answer says the previous secret stopped at once, as it did
+    assert rotated["previous_secrets_expire_at"] is None
+    subscription = Subscription.objects.get(pk=created["id"])
+    assert list(subscription.signing_secrets.filter(expires_at__gt=timezone.now())) == []
+
+
+def test_a_second_rotation_answers_the_expiry_of_the_secret_that_still_signs(api, school, settings):
+    # Given a webhook rotated once, whose new secret then became unreadable
+    created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    first = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+    subscription = Subscription.objects.get(pk=created["id"])
+    _unreadable(subscription, settings)
+
+    # When it is rotated again, later
+    settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS = 48 * 3600
+    again = api.post(f"/api/v1/subscriptions/{created['id']}/rotate-secret/").json()
+
+    # Then the previous secrets sign until the first secret's end: the unreadable one stopped
+    assert again["previous_secrets_expire_at"] == first["previous_secrets_expire_at"]
 
 
 def test_send_test_returns_the_receivers_answer(api, school, receiver):
@@ -499,3 +544,63 @@ def test_pause_refuses_a_resume_time_that_is_past_or_not_a_time(api, school):
     assert list(responses[1].json()["errors"]) == ["resume_at"]
     subscription.refresh_from_db()
     assert subscription.paused_at is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("basic_auth_password", 0),
+        ("basic_auth_username", 42),
+        ("name", 12.5),
+        ("url", 1),
+        ("body_template", False),
+        ("custom_headers", {"X-A": 1}),
+        ("custom_headers", {"X-A": True}),
+        ("topics", [1]),
+        ("secret_headers", [7]),
+        ("basic_auth_enabled", "yes"),
+        ("basic_auth_enabled", 1),
+        ("sign_ed25519", "1"),
+        ("is_active", "true"),
+        ("is_active", 0),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_naming_its_field(api, school, field, value):
+    # Given a webhook's settings with one value of another JSON type than the field's
+    # When it is created
+    response = api.post("/api/v1/subscriptions/", {**NEW, field: value}, format="json")
+
+    # Then it is refused naming that field, not stored as its str() or its truthiness
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["errors"]) == [field]
+    assert Subscription.objects.count() == 0
+
+
+@pytest.mark.parametrize("dry_run", ["yes", "1", 1, "true", "on"])
+def test_a_replay_dry_run_that_is_not_a_json_boolean_is_refused(api, school, dry_run):
+    subscription = SubscriptionFactory(school=school, topics=["course.*"])
+
+    response = api.post(
+        f"/api/v1/subscriptions/{subscription.pk}/replay/", {"dry_run": dry_run}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"errors": {"dry_run": ["Must be a valid boolean."]}}
+    assert Delivery.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("test/", {"event_type": 1}, "event_type"),
+        ("preview/", {"event_type": "course.created", "body_template": 0}, "body_template"),
+        ("replay/", {"event_types": [1]}, "event_types"),
+    ],
+)
+def test_an_action_refuses_a_number_for_a_text_naming_its_field(api, school, path, body, field):
+    subscription = SubscriptionFactory(school=school, topics=["course.*"])
+
+    response = api.post(f"/api/v1/subscriptions/{subscription.pk}/{path}", body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
