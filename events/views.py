@@ -348,8 +348,18 @@ SCHEDULED_ERRORS = {
         description=(
             "Published at `due_at` (at most a few seconds late), exactly once. Scheduling again "
             "with the same `key`, type, data and `due_at` creates nothing and answers 200 with "
-            "the first one, in its status now; the same `key` with another body is a 409."
+            "the first one, in its status now; the same `key` with another body is a 409. An "
+            "`Idempotency-Key` header is the `key` when the body has none (a different one is a "
+            "400)."
         ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="The scheduled event's `key`, when the body gives none.",
+            )
+        ],
         request=ScheduledEventInput,
         responses={
             201: OpenApiResponse(ScheduledEventOutput, description="Scheduled."),
@@ -425,13 +435,29 @@ class ScheduledEventViewSet(
         school = School.objects.filter(slug=data["school"]).first()
         if school is None:
             raise NotFound(_("No school with the slug %(slug)s.") % {"slug": repr(data["school"])})
+        key = data.get("key")
+        header = request.headers.get("Idempotency-Key")
+        if header is not None:
+            # The header every POST may carry makes a retry safe here too: it is the key.
+            if key is not None and key != header:
+                raise ValidationError(
+                    {
+                        "key": [
+                            _(
+                                "The key differs from the Idempotency-Key header; give one of "
+                                "them, or the same in both."
+                            )
+                        ]
+                    }
+                )
+            key = header
         started = timezone.now()
         scheduled = scheduled_event_create(
             school=school,
             type=data["type"],
             data=data["data"],
             due_at=data["due_at"],
-            key=data.get("key"),
+            key=key,
         )
         # The same key and body again returns the first one: nothing was created this time.
         replayed = scheduled.created_at < started

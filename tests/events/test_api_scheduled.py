@@ -193,6 +193,41 @@ def test_scheduling_again_under_the_same_key_answers_200_with_the_first(
     assert ScheduledEvent.objects.count() == 1
 
 
+def test_the_idempotency_key_header_is_the_scheduled_events_key_when_the_body_has_none(
+    platform_api, school, start_sample
+):
+    """A client that sends Idempotency-Key on every POST (as /events/ asks) and retries a
+    scheduling after a timeout must not get the event scheduled twice."""
+    body = {"school": school.slug, "type": "course.started", "data": start_sample}
+    body["due_at"] = _in(60)
+
+    answers = [
+        platform_api.post(
+            "/api/v1/scheduled-events/", body, format="json", HTTP_IDEMPOTENCY_KEY="c-9-start"
+        )
+        for _ in range(2)
+    ]
+    other = platform_api.post(
+        "/api/v1/scheduled-events/",
+        {**body, "key": "c-9-end"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="c-9-start",
+    )
+
+    assert [answer.status_code for answer in answers] == [201, 200]
+    assert ScheduledEvent.objects.get().key == "c-9-start"
+    assert other.status_code == 400
+    assert other.json() == {
+        "errors": {
+            "key": [
+                "The key differs from the Idempotency-Key header; give one of them, or the "
+                "same in both."
+            ]
+        }
+    }
+    assert ScheduledEvent.objects.count() == 1
+
+
 @pytest.mark.parametrize("then", ["cancelled", "published"])
 def test_retrying_a_scheduled_publish_answers_the_scheduled_events_status_now(
     platform_api, school, start_sample, then
