@@ -128,3 +128,26 @@ def test_an_audit_entrys_object_type_speaks_the_readers_language(
     assert f'<div class="readonly">{api_key}</div>' in key_page
     assert '<div class="readonly">webhook</div>' not in webhook_page
     assert f'<div class="readonly">{webhook}</div>' in webhook_page
+
+
+@pytest.mark.parametrize(
+    ("language", "yes", "no", "search"),
+    [
+        ("en", "True", "False", "Search"),
+        ("fr", "Oui", "Non", "Rechercher"),
+        ("de", "Ja", "Nein", "Suchen"),
+    ],
+)
+def test_a_lists_yes_no_icons_and_search_box_are_named_in_the_readers_language(
+    school_admin, language, yes, no, search
+):
+    # The catalog's list has two yes/no columns (deprecated, shipped) and a search box.
+    page = _get(school_admin, "/admin/events/eventtype/?q=course", language).content.decode()
+
+    assert f'src="/static/admin/img/icon-yes.svg" alt="{yes}"' in page
+    assert f'src="/static/admin/img/icon-no.svg" alt="{no}"' in page
+    assert f'src="/static/admin/img/search.svg" alt="{search}"' in page
+    if language != "en":
+        assert 'alt="True"' not in page
+        assert 'alt="False"' not in page
+        assert 'alt="Search"' not in page
