@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.formats import date_format, time_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.translation import pgettext
+from django.utils.translation import gettext_noop, pgettext
 
 
 def zone_get(name: str | None) -> dt.tzinfo:
@@ -70,3 +70,9 @@ def boolean_icon(value: bool | None) -> SafeString:
         None: pgettext("a yes/no icon's alt text", "None"),
     }[value]
     return format_html('<img src="{}" alt="{}">', static(f"admin/img/icon-{icon}.svg"), text)
+
+
+# Django's title of a read-only object page, marked so that our catalogs word it for our models'
+# names as they do "Add %s" and "Change %s" (subscriptions/admin/webhooks.py): French elides
+# before a vowel, and Django's "Affichage de %s" would read "Affichage de envoi".
+VIEW_TITLE = gettext_noop("View %s")

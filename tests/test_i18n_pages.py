@@ -151,3 +151,39 @@ def test_a_lists_yes_no_icons_and_search_box_are_named_in_the_readers_language(
         assert 'alt="True"' not in page
         assert 'alt="False"' not in page
         assert 'alt="Search"' not in page
+
+
+@pytest.mark.parametrize(
+    ("language", "list_title", "page_title"),
+    [
+        ("en", "Select scheduled event to view", "View scheduled event"),
+        (
+            "fr",
+            "Sélectionnez l’objet événement planifié à afficher",
+            "Affichage de l’objet événement planifié",
+        ),
+        ("de", "Geplantes Ereignis zum Ansehen auswählen", "Geplantes Ereignis ansehen"),
+    ],
+)
+def test_a_models_name_at_the_start_of_a_title_reads_as_the_language_does(
+    school, school_admin, language, list_title, page_title
+):
+    # French elides before a vowel ("de événement" is wrong); a German heading starts with a
+    # capital even when the model's name starts with an adjective ("geplantes Ereignis").
+    scheduled = ScheduledEvent.objects.create(
+        school=school,
+        type_id="course.started",
+        data={"course": {"id": "c-1"}},
+        due_at=timezone.now() + dt.timedelta(days=1),
+        key="c-1-start",
+    )
+
+    listing = _get(school_admin, "/admin/events/scheduledevent/", language).content.decode()
+    page = _get(
+        school_admin, f"/admin/events/scheduledevent/{scheduled.pk}/change/", language
+    ).content.decode()
+
+    assert f"<title>{list_title} | " in listing
+    assert f"<h1>{list_title}</h1>" in listing
+    assert f"| {page_title} | " in page
+    assert f"<h1>{page_title}</h1>" in page
