@@ -2,6 +2,8 @@
 always with seconds and the zone named, so every page shows times one way.
 
 ``<time datetime="2026-03-29T01:30:00+01:00" title="Europe/Paris">29/03/2026 01:30:00 CET</time>``
+
+And how it shows a yes/no value: Django's icon, named in the reader's language.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
+from django.templatetags.static import static
 from django.utils import timezone
 from django.utils.formats import date_format, time_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext_noop, pgettext
 
 
 def zone_get(name: str | None) -> dt.tzinfo:
@@ -49,3 +53,26 @@ def datetime_in_zone(value: dt.datetime | None, zone: str | None = None) -> Safe
         str(tz),
         datetime_text(value, zone),
     )
+
+
+def boolean_icon(value: bool | None) -> SafeString:
+    """Django's yes/no/unknown icon with its alt text in the active language.
+
+    Django's own (``admin_list._boolean_icon``, for every boolean column and read-only boolean
+    field) writes ``alt="True"``/``"False"``/``"None"`` whatever the language, so a screen
+    reader says "False" on a French page. ``CommonConfig.ready`` puts this one in its place;
+    English reads as before.
+    """
+    icon = {True: "yes", False: "no", None: "unknown"}[value]
+    text = {
+        True: pgettext("a yes/no icon's alt text", "True"),
+        False: pgettext("a yes/no icon's alt text", "False"),
+        None: pgettext("a yes/no icon's alt text", "None"),
+    }[value]
+    return format_html('<img src="{}" alt="{}">', static(f"admin/img/icon-{icon}.svg"), text)
+
+
+# Django's title of a read-only object page, marked so that our catalogs word it for our models'
+# names as they do "Add %s" and "Change %s" (subscriptions/admin/webhooks.py): French elides
+# before a vowel, and Django's "Affichage de %s" would read "Affichage de envoi".
+VIEW_TITLE = gettext_noop("View %s")

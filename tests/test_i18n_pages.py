@@ -128,3 +128,62 @@ def test_an_audit_entrys_object_type_speaks_the_readers_language(
     assert f'<div class="readonly">{api_key}</div>' in key_page
     assert '<div class="readonly">webhook</div>' not in webhook_page
     assert f'<div class="readonly">{webhook}</div>' in webhook_page
+
+
+@pytest.mark.parametrize(
+    ("language", "yes", "no", "search"),
+    [
+        ("en", "True", "False", "Search"),
+        ("fr", "Oui", "Non", "Rechercher"),
+        ("de", "Ja", "Nein", "Suchen"),
+    ],
+)
+def test_a_lists_yes_no_icons_and_search_box_are_named_in_the_readers_language(
+    school_admin, language, yes, no, search
+):
+    # The catalog's list has two yes/no columns (deprecated, shipped) and a search box.
+    page = _get(school_admin, "/admin/events/eventtype/?q=course", language).content.decode()
+
+    assert f'src="/static/admin/img/icon-yes.svg" alt="{yes}"' in page
+    assert f'src="/static/admin/img/icon-no.svg" alt="{no}"' in page
+    assert f'src="/static/admin/img/search.svg" alt="{search}"' in page
+    if language != "en":
+        assert 'alt="True"' not in page
+        assert 'alt="False"' not in page
+        assert 'alt="Search"' not in page
+
+
+@pytest.mark.parametrize(
+    ("language", "list_title", "page_title"),
+    [
+        ("en", "Select scheduled event to view", "View scheduled event"),
+        (
+            "fr",
+            "Sélectionnez l’objet événement planifié à afficher",
+            "Affichage de l’objet événement planifié",
+        ),
+        ("de", "Geplantes Ereignis zum Ansehen auswählen", "Geplantes Ereignis ansehen"),
+    ],
+)
+def test_a_models_name_at_the_start_of_a_title_reads_as_the_language_does(
+    school, school_admin, language, list_title, page_title
+):
+    # French elides before a vowel ("de événement" is wrong); a German heading starts with a
+    # capital even when the model's name starts with an adjective ("geplantes Ereignis").
+    scheduled = ScheduledEvent.objects.create(
+        school=school,
+        type_id="course.started",
+        data={"course": {"id": "c-1"}},
+        due_at=timezone.now() + dt.timedelta(days=1),
+        key="c-1-start",
+    )
+
+    listing = _get(school_admin, "/admin/events/scheduledevent/", language).content.decode()
+    page = _get(
+        school_admin, f"/admin/events/scheduledevent/{scheduled.pk}/change/", language
+    ).content.decode()
+
+    assert f"<title>{list_title} | " in listing
+    assert f"<h1>{list_title}</h1>" in listing
+    assert f"| {page_title} | " in page
+    assert f"<h1>{page_title}</h1>" in page

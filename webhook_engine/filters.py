@@ -189,30 +189,26 @@ def _field_problem(field: Any) -> str | None:
 def _walk_errors(node: Any, where: str, depth: int, errors: list[str], count: list[int]) -> None:
     """Append the problems of ``node`` (at ``where``, a position such as ``all[1]``)."""
     if not isinstance(node, dict):
-        errors.append(
-            _("%(where)s: give a condition (field, op, value) or a group (all or any).")
-            % {"where": where}
-        )
+        errors.append(_at(where, _("give a condition (field, op, value) or a group (all or any).")))
         return
     groups = [key for key in GROUPS if key in node]
     if groups:
         if len(node) != 1:
-            errors.append(
-                _("%(where)s: a group has exactly one key, all or any.") % {"where": where}
-            )
+            errors.append(_at(where, _("a group has exactly one key, all or any.")))
             return
         key = groups[0]
         members = node[key]
         if depth >= MAX_DEPTH:
             errors.append(
-                _("%(where)s: groups nest at most %(limit)s levels deep.")
-                % {"where": where, "limit": MAX_DEPTH}
+                _at(
+                    where,
+                    _("groups nest at most %(limit)s levels deep.") % {"limit": MAX_DEPTH},
+                )
             )
             return
         if not isinstance(members, list) or not members:
             errors.append(
-                _("%(where)s: %(group)s needs a non-empty list of conditions.")
-                % {"where": where, "group": key}
+                _at(where, _("%(group)s needs a non-empty list of conditions.") % {"group": key})
             )
             return
         prefix = key if where == _top() else f"{where}.{key}"
@@ -223,30 +219,43 @@ def _walk_errors(node: Any, where: str, depth: int, errors: list[str], count: li
     unknown = sorted(set(node) - {"field", "op", "value"})
     if unknown:
         errors.append(
-            _("%(where)s: unknown keys %(keys)s; a condition has field, op and value.")
-            % {"where": where, "keys": ", ".join(unknown)}
+            _at(
+                where,
+                _("unknown keys %(keys)s; a condition has field, op and value.")
+                % {"keys": ", ".join(unknown)},
+            )
         )
     problem = _field_problem(node.get("field"))
     if problem:
-        errors.append(f"{where}: {problem}")
+        errors.append(_at(where, problem))
     op = node.get("op")
     if op not in OPERATORS:
         errors.append(
-            _("%(where)s: %(op)s is not a comparison; use one of %(choices)s.")
-            % {
-                "where": where,
-                "op": json.dumps(op, ensure_ascii=False) if op is not None else "op",
-                "choices": ", ".join(OPERATORS),
-            }
+            _at(
+                where,
+                _("%(op)s is not a comparison; use one of %(choices)s.")
+                % {
+                    "op": json.dumps(op, ensure_ascii=False) if op is not None else "op",
+                    "choices": ", ".join(OPERATORS),
+                },
+            )
         )
         return
     problem = _value_problem(op, node.get("value"), "value" in node)
     if problem:
-        errors.append(f"{where}: {problem}")
+        errors.append(_at(where, problem))
 
 
 def _top() -> str:
     return _("The filter")
+
+
+def _at(where: str, problem: str) -> str:
+    """A problem named by its place (``all[1]``, or "The filter" for the whole): one
+    translated form, so each language punctuates every such message alike."""
+    # Translators: where is a place in the filter (all[1], any[0].all[2], The filter); the
+    # problem a sentence. French puts a no-break space before the colon.
+    return _("%(where)s: %(problem)s") % {"where": where, "problem": problem}
 
 
 def filter_errors(spec: Any) -> list[str]:
