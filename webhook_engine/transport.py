@@ -332,7 +332,9 @@ class Transport:
                 error_kind=ErrorKind.INVALID_URL,
                 error_message="The URL holds a user name or password; use basic authentication.",
             )
-        for name, value in headers.items():
+        # Every header is checked here once (``_post_prepare`` does not again); only a
+        # webhook's custom header can fail: the product's own are always sendable.
+        for name, value in request_headers.items():
             problem = _header_unsendable(name, value)
             if problem is not None:
                 return TransportResult(
@@ -412,14 +414,13 @@ def _header_unsendable(name: str, value: str) -> str | None:
 
 def _post_prepare(url: str, headers: dict[str, str], body: bytes) -> PreparedRequest:
     """The request ``PreparedRequest.prepare`` makes of a POST of ``body`` with ``headers`` and
-    no authentication, cookies or hooks, with the same checks (it raises what ``prepare``
-    raises). The URL's preparation (parsing, IDNA, quoting) is kept per URL: it was most of
-    the CPU of preparing, and a webhook's URL is the same for each of its attempts."""
+    no authentication, cookies or hooks, with the same checks of the URL (it raises what
+    ``prepare`` raises); the headers were checked before (``_header_unsendable``). The URL's
+    preparation (parsing, IDNA, quoting) is kept per URL: it was most of the CPU of preparing,
+    and a webhook's URL is the same for each of its attempts."""
     prepared = PreparedRequest()
     prepared.method = "POST"
     prepared.url = _url_prepare(url)
-    for header in headers.items():
-        check_header_validity(header)
     prepared.headers = CaseInsensitiveDict(headers)
     prepared.headers["Content-Length"] = str(len(body))
     prepared.body = body
