@@ -22,6 +22,7 @@ from deliveries.services import dispatch as dispatch_module
 from deliveries.services.dispatch import Dispatcher
 from events.models import Event
 from events.services import event_publish
+from faults.harness import PrivateRedis
 from tests.processes import ROOT, process_env
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
@@ -179,43 +180,26 @@ for number in range(2):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_publishing_gives_up_on_a_broker_that_stopped_answering(school, tmp_path):
+def test_publishing_gives_up_on_a_broker_that_stopped_answering(school):
     """A web process publishes an event, and Redis has stopped answering (paused, swapped out,
     a partition after the connection was made). The event is committed, so the request must
     not wait on the broker for as long as it hangs: it gives up within seconds and the
     sweeper fans the event out. Publishes right after it do not each wait again."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    redis = PrivateRedis()  # its own, on a port of its own: stopping it harms no one
     publisher = None
     try:
-        _wait_until_listening(port)
+        redis.start()
         publisher = subprocess.Popen(
             [sys.executable, "-c", _PUBLISHER, str(school.pk)],
             cwd=ROOT,
-            env=process_env(CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"),
+            env=process_env(CELERY_BROKER_URL=redis.url),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         assert publisher.stdout.readline().strip() == "ready"
-        os.kill(redis.pid, signal.SIGSTOP)
+        os.kill(redis.process.pid, signal.SIGSTOP)
         publisher.stdin.write("go\n")
         publisher.stdin.flush()
         lines = _lines_within(publisher, count=2, seconds=30)
@@ -223,9 +207,9 @@ def test_publishing_gives_up_on_a_broker_that_stopped_answering(school, tmp_path
         if publisher is not None:
             publisher.kill()
             publisher.wait()
-        os.kill(redis.pid, signal.SIGCONT)
+        if redis.process is not None:
+            os.kill(redis.process.pid, signal.SIGCONT)
         redis.kill()
-        redis.wait()
 
     assert len(lines) == 2, f"the publisher was still waiting on the broker after 30 s: {lines}"
     took = [float(line.split()[-1]) for line in lines]
@@ -233,16 +217,6 @@ def test_publishing_gives_up_on_a_broker_that_stopped_answering(school, tmp_path
     assert took[1] < 1, lines
     stored = Event.objects.filter(fanned_out_at__isnull=True).count()
     assert stored == 2  # committed, waiting for the sweeper
-
-
-def _wait_until_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the private Redis did not start")
 
 
 def _lines_within(process: subprocess.Popen, *, count: int, seconds: float) -> list[str]:

@@ -34,6 +34,21 @@ def _event(school, *, hours_ago, type="course.created", **fields):
     return event
 
 
+def _events_alike(event, count):
+    """``count`` more events like ``event`` (same school, type, data and times), in one go."""
+    Event.objects.bulk_create(
+        Event(
+            school=event.school,
+            type=event.type,
+            data=event.data,
+            created_at=event.created_at,
+            occurred_at=event.occurred_at,
+            fanned_out_at=event.fanned_out_at,
+        )
+        for _ in range(count)
+    )
+
+
 @pytest.fixture
 def webhook(school):
     return SubscriptionFactory(school=school, topics=["course.*"])
@@ -305,18 +320,7 @@ def test_a_replay_past_the_cap_says_the_cap_as_the_readers_language_writes_it(
     client, school, school_admin, webhook, settings
 ):
     settings.WEBHOOKS_REPLAY_MAX_EVENTS = 1000
-    first = _event(school, hours_ago=1)
-    Event.objects.bulk_create(
-        Event(
-            school=school,
-            type=first.type,
-            data=first.data,
-            created_at=first.created_at,
-            occurred_at=first.occurred_at,
-            fanned_out_at=first.fanned_out_at,
-        )
-        for _ in range(1000)
-    )
+    _events_alike(_event(school, hours_ago=1), 1000)
     client = Client(HTTP_ACCEPT_LANGUAGE="de")
     client.force_login(school_admin)
 
@@ -398,18 +402,7 @@ def test_the_replay_number_migration_can_run_again_after_its_index_build_failed(
 def test_the_replay_count_is_written_as_the_readers_language_writes_numbers(
     school, school_admin, webhook, language, counted, button
 ):
-    first = _event(school, hours_ago=1)
-    Event.objects.bulk_create(
-        Event(
-            school=school,
-            type=first.type,
-            data=first.data,
-            created_at=first.created_at,
-            occurred_at=first.occurred_at,
-            fanned_out_at=first.fanned_out_at,
-        )
-        for _ in range(1199)
-    )
+    _events_alike(_event(school, hours_ago=1), 1199)
     client = Client(HTTP_ACCEPT_LANGUAGE=language)
     client.force_login(school_admin)
 
