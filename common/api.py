@@ -197,6 +197,16 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: DRF would also read ``"4"`` and ``4.0`` (and ``true`` as 1), which
+    the schema's ``type: integer`` does not promise."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class ModelInputSerializer(serializers.ModelSerializer):
     """An input serializer whose fields come from a model, for services that take them as
     keyword arguments (it is never saved).
@@ -204,8 +214,9 @@ class ModelInputSerializer(serializers.ModelSerializer):
     Contract for subclasses: list the writable names in ``Meta.fields`` and declare only the
     fields whose API shape differs from the model's. An optional field the client leaves out
     takes the model field's default, as a plain ``Serializer`` with ``default=`` would: a full
-    update (PUT) resets it, a partial one (PATCH) leaves it alone. Text and boolean model fields
-    take their JSON type only (``StrictCharField``, ``StrictBooleanField``).
+    update (PUT) resets it, a partial one (PATCH) leaves it alone. Text, boolean and integer model
+    fields take their JSON type only (``StrictCharField``, ``StrictBooleanField``,
+    ``StrictIntegerField``).
     """
 
     serializer_field_mapping = {
@@ -213,6 +224,12 @@ class ModelInputSerializer(serializers.ModelSerializer):
         models.CharField: StrictCharField,
         models.TextField: StrictCharField,
         models.BooleanField: StrictBooleanField,
+        models.IntegerField: StrictIntegerField,
+        models.SmallIntegerField: StrictIntegerField,
+        models.BigIntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField,
+        models.PositiveBigIntegerField: StrictIntegerField,
     }
 
     def get_fields(self) -> dict[str, serializers.Field]:

@@ -563,6 +563,10 @@ def test_pause_refuses_a_resume_time_that_is_past_or_not_a_time(api, school):
         ("sign_ed25519", "1"),
         ("is_active", "true"),
         ("is_active", 0),
+        ("max_concurrency", "4"),
+        ("max_concurrency", 4.0),
+        ("max_concurrency", True),
+        ("rate_limit_per_second", "10"),
     ],
 )
 def test_a_value_of_the_wrong_json_type_is_refused_naming_its_field(api, school, field, value):
