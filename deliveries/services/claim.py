@@ -114,7 +114,14 @@ class Claim:
 
     @property
     def probe(self) -> bool:
-        return self.circuit == CircuitState.HALF_OPEN
+        """Whether this attempt is its circuit's probe: claimed while the circuit is half-open,
+        through the limits. A Send Test or a manual send goes whatever the circuit, and a
+        disabled webhook's deliveries are refused without a request: neither is the probe."""
+        return (
+            self.circuit == CircuitState.HALF_OPEN
+            and self.trigger not in _BYPASS_LIMITS
+            and self.delivery.subscription.is_active
+        )
 
 
 @dataclass

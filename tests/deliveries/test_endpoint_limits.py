@@ -630,3 +630,30 @@ def test_a_probe_refused_before_it_reached_the_receiver_opens_the_circuit_again(
     )
     assert 19 <= (state.probe_at - timezone.now()).total_seconds() <= 20
     assert deliveries_claim(delivery_ids=ids[1:]).claims == []  # no second probe before then
+
+
+def test_a_manual_send_while_the_probe_is_in_flight_does_not_end_the_probe(school, settings):
+    """A manual send goes whatever the circuit; refused before it reached the receiver, it is
+    not the probe: the circuit stays half-open with the real probe's time, its cooldown not
+    doubled while that probe is still out."""
+    settings.WEBHOOKS_ALLOWED_NETWORKS = []  # loopback refused
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 1)
+    probe_at = timezone.now() + dt.timedelta(seconds=8)
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.HALF_OPEN,
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=probe_at,
+    )
+    Delivery.objects.filter(pk__in=ids).update(next_trigger=AttemptTrigger.MANUAL)
+
+    [attempt] = deliveries_attempt(delivery_ids=ids)
+
+    assert (attempt.trigger, attempt.error_kind) == (AttemptTrigger.MANUAL, ErrorKind.BLOCKED)
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert (state.circuit_state, state.opened_count, state.probe_at) == (
+        CircuitState.HALF_OPEN,
+        1,
+        probe_at,
+    )
