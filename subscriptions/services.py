@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
+from common.transactions import after_commit
 from events.models import EventType
 from schools.models import School
 from schools.selectors import school_admin_emails
@@ -82,9 +83,8 @@ def subscription_fresh_start_hook_set(hook: Callable[[uuid.UUID], object] | None
 
 
 def _fresh_start_announce(subscription_id: uuid.UUID) -> None:
-    hook = _fresh_start_hook
-    if hook is not None:
-        transaction.on_commit(lambda: hook(subscription_id), robust=True)
+    if _fresh_start_hook is not None:
+        after_commit(_fresh_start_hook, subscription_id)
 
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
@@ -131,7 +131,7 @@ def subscription_url_errors(url: str) -> list[str]:
         return [str(exc)]
     except DestinationBlocked as exc:
         return [exc.message()]
-    except (socket.gaierror, UnicodeError):
+    except socket.gaierror:
         return [_("The host name could not be resolved; check the URL.")]
     return []
 
