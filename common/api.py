@@ -178,13 +178,8 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
-class StrictSlugField(serializers.SlugField):
+class StrictSlugField(StrictCharField, serializers.SlugField):
     """A JSON string that is a slug (a number is refused, as ``StrictCharField`` refuses it)."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return str(super().to_internal_value(data))
 
 
 class StrictBooleanField(serializers.BooleanField):
