@@ -104,7 +104,7 @@ def test_the_webhook_page_speaks_the_readers_language_around_the_vendors_names(
         french
     )
     assert "clé publique ECDSA (PEM)</a>" in french
-    assert "Enveloppe à la BrainCert : {id, resource, action, created_at" in french
+    assert "Enveloppe à la BrainCert\xa0: {id, resource, action, created_at" in french
     assert "Die Client-ID ist die ID dieses Webhooks (wird nach dem Speichern angezeigt)" in german
     assert "Umschlag wie bei Edusign: flach {type, appId, ...Felder}" in german
     for english in ("What each profile sends", "the client secret is", "-like envelope"):

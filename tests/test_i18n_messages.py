@@ -68,7 +68,7 @@ def test_a_blocked_destination_is_refused_in_the_readers_language(school_key):
     )
 
     assert french.json()["errors"]["url"] == [
-        "10.0.0.1 est une adresse de réseau privé ; les webhooks ne sont envoyés qu’à des "
+        "10.0.0.1 est une adresse de réseau privé\xa0; les webhooks ne sont envoyés qu’à des "
         "adresses publiques."
     ]
     assert german.json()["errors"]["url"] == [
@@ -89,7 +89,7 @@ def test_a_blocked_destination_keeps_an_english_str_for_the_attempt_log():
         "webhooks are only sent to public addresses."
     )
     assert shown == (
-        "intranet.example.org pointe vers 10.0.0.1, qui est une adresse de réseau privé ; "
+        "intranet.example.org pointe vers 10.0.0.1, qui est une adresse de réseau privé\xa0; "
         "les webhooks ne sont envoyés qu’à des adresses publiques."
     )
 
@@ -123,7 +123,7 @@ def test_publish_refusals_and_the_413_speak_french(platform_key, school, setting
 
     assert unknown.status_code == 400
     assert unknown.json()["errors"]["type"] == [
-        "Type d’événement inconnu 'grade.given' : il n’est pas dans le catalogue des événements."
+        "Type d’événement inconnu 'grade.given'\xa0: il n’est pas dans le catalogue des événements."
     ]
     assert too_large.status_code == 413
     assert too_large.json() == {"detail": "Le corps de la requête dépasse 1000 octets."}
@@ -211,7 +211,7 @@ def test_a_worker_stores_english_while_the_api_shows_the_same_problem_in_french(
     )
     assert preview.status_code == 400
     [message] = preview.json()["errors"]["body_template"]
-    assert message.startswith("Le modèle a échoué sur les données de cet événement : ")
+    assert message.startswith("Le modèle a échoué sur les données de cet événement\xa0: ")
 
 
 def _api_for_school(school, language: str) -> APIClient:
@@ -266,7 +266,7 @@ def test_a_webhook_or_delivery_the_api_does_not_find_is_not_found_in_the_readers
             "fr",
             "La clé 'c-1-start' est déjà utilisée par un événement course.started (annulé) "
             "prévu le 2030-03-26T07:00:00+00:00, avec un autre type, d’autres données ou une "
-            "autre heure : déplacez ou annulez plutôt celui-là.",
+            "autre heure\xa0: déplacez ou annulez plutôt celui-là.",
         ),
         (
             "de",

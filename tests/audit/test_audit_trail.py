@@ -87,7 +87,7 @@ def test_a_disabled_webhook_e_mails_its_school_admins_in_the_schools_language(
     assert (disabled, again) == (True, False)
     [message] = mail.outbox
     assert message.to == ["ada@lycee.example.org"]
-    assert message.subject == "Webhook désactivé : CRM (Lycée Victor Hugo)"
+    assert message.subject == "Webhook désactivé\xa0: CRM (Lycée Victor Hugo)"
     assert "The receiver answered 410 Gone." in message.body
     assert "réactivez le webhook" in message.body
 

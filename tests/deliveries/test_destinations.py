@@ -195,7 +195,7 @@ def test_a_host_name_no_resolver_can_encode_is_a_clear_translated_error_on_save(
         subscription_create(school=school, name="Hook", url=f"https://{host}/hook", topics=["*"])
 
     assert raised.value.message_dict["url"] == [
-        f"{host} n’est pas un nom d’hôte valide ; vérifiez l’URL."
+        f"{host} n’est pas un nom d’hôte valide\xa0; vérifiez l’URL."
     ]
     assert not Subscription.objects.exists()
 

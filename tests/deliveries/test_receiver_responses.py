@@ -156,7 +156,7 @@ def test_a_webhook_failing_for_the_whole_period_is_disabled_and_its_admins_email
     assert Subscription.objects.get(pk=healthy.pk).is_active is True
     [mail] = mailoutbox
     assert mail.to == ["ada@lycee.example.org"]
-    assert mail.subject == f"Webhook désactivé : CRM ({school.name})"  # the school's language
+    assert mail.subject == f"Webhook désactivé\xa0: CRM ({school.name})"  # the school's language
     assert "https://crm.example.org/hooks" in mail.body
     assert failing.disabled_reason in mail.body
 

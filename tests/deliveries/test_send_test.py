@@ -62,7 +62,10 @@ def test_send_test_with_an_unknown_event_type_is_refused(school):
     ("language", "sentence"),
     [
         ("en", "The webhook body could not be rendered for this event: the body is not valid JSON"),
-        ("fr", "Le corps du webhook n’a pas pu être produit pour cet événement : le corps n’est"),
+        (
+            "fr",
+            "Le corps du webhook n’a pas pu être produit pour cet événement\xa0: le corps n’est",
+        ),
     ],
 )
 def test_send_test_with_a_body_that_cannot_be_rendered_says_why_in_the_readers_language(

@@ -104,7 +104,7 @@ FRENCH = Words(
     audit="Entrées du journal d’audit",
     sent_again="Envoi renvoyé",
     created="Webhook créé",
-    secret_hidden="Masqué : seuls les administrateurs",
+    secret_hidden="Masqué\xa0: seuls les administrateurs",
 )
 
 GERMAN = Words(

@@ -208,7 +208,7 @@ def test_every_wrong_header_line_is_named_at_once(client, school, school_admin):
         (
             "fr",
             "{% for x in data.tags %}",
-            "Ligne 1 : la balise {% for %} n’est pas fermée ; terminez-la par {% endfor %}.",
+            "Ligne 1\xa0: la balise {% for %} n’est pas fermée\xa0; terminez-la par {% endfor %}.",
         ),
         (
             "de",
@@ -218,8 +218,8 @@ def test_every_wrong_header_line_is_named_at_once(client, school, school_admin):
         (
             "fr",
             "{\n{{ data|json:1 }}}",
-            "Ligne 2 : le filtre 'json' ne prend pas d’argument ; supprimez les deux-points et ce "
-            "qui les suit.",
+            "Ligne 2\xa0: le filtre 'json' ne prend pas d’argument\xa0; supprimez les deux-points "
+            "et ce qui les suit.",
         ),
         (
             "de",

@@ -198,7 +198,7 @@ def test_plain_words_are_in_the_readers_language():
     with translation.override("fr"):
         words = filter_describe({"any": [c("group.id", "eq", 12)]})
 
-    assert words == [(0, "Au moins une de ces conditions est vraie :"), (1, "group.id vaut 12")]
+    assert words == [(0, "Au moins une de ces conditions est vraie\xa0:"), (1, "group.id vaut 12")]
 
 
 COURSE_SCHEMA = {
