@@ -13,6 +13,8 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 from jsonschema import Draft202012Validator
 
+from common.admin_display import datetime_text
+
 from .schemas import schema_validator
 from .search import PayloadVector
 
@@ -222,9 +224,10 @@ class ScheduledEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        # The admin's name of it (breadcrumbs, titles, messages), in the reader's language.
+        # The admin's name of it (breadcrumbs, titles, messages), in the reader's language, its
+        # time as every admin page shows times: in the school's zone, to the second, named.
         return _("%(type)s at %(due_at)s (%(status)s)") % {
             "type": self.type_id,
-            "due_at": self.due_at.isoformat(),
+            "due_at": datetime_text(self.due_at, self.school.timezone),
             "status": self.get_status_display(),
         }

@@ -12,6 +12,7 @@ from django.utils import timezone, translation
 from django.views.defaults import bad_request
 
 from audit.models import AuditAction, AuditEntry
+from common.admin_display import datetime_text
 from events.models import ScheduledEvent
 from schools.services import api_key_create
 from tests.subscriptions.factories import SubscriptionFactory
@@ -89,9 +90,13 @@ def test_a_scheduled_events_name_speaks_the_readers_language(school, school_admi
         school_admin, f"/admin/events/scheduledevent/{scheduled.pk}/change/", language
     ).content.decode()
 
-    assert f"course.started at {scheduled.due_at.isoformat()}" not in page
+    with translation.override(language):
+        due = datetime_text(scheduled.due_at, school.timezone)
+    assert scheduled.due_at.isoformat() not in page
     assert "(scheduled)" not in page
-    assert name.format(due=scheduled.due_at.isoformat()) in page
+    assert '<div class="breadcrumbs">' in page
+    breadcrumbs = page[page.index('<div class="breadcrumbs">') :]
+    assert name.format(due=due) in breadcrumbs[: breadcrumbs.index("</div>")]
 
 
 @pytest.mark.parametrize(
