@@ -12,6 +12,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from common.admin_display import datetime_text
+
 
 class AuditAction(models.TextChoices):
     WEBHOOK_CREATED = "webhook.created", _("Webhook created")
@@ -69,6 +71,12 @@ class AuditEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        # The action as people read it, in their language (the breadcrumbs, the page's title).
+        # The action as people read it, in their language (the breadcrumbs, the page's title),
+        # its time as every admin page shows times: in the school's zone, named.
         action = self.get_action_display()
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label}: {action}"
+        zone = self.school.timezone if self.school is not None else None
+        return _("%(when)s %(who)s: %(action)s") % {
+            "when": datetime_text(self.created_at, zone),
+            "who": self.actor_label,
+            "action": action,
+        }

@@ -7,9 +7,11 @@ import json
 
 import pytest
 from django.core import mail
+from django.utils import translation
 
 from audit.models import AuditAction, AuditEntry
 from audit.services import actor_user
+from common.admin_display import datetime_text
 from deliveries.services import delivery_retrigger
 from subscriptions.services import (
     subscription_disable,
@@ -208,3 +210,25 @@ def test_a_new_secret_header_value_or_url_token_is_recorded_as_a_change_never_it
     stored = json.dumps(list(AuditEntry.objects.values_list("changes", flat=True)))
     assert "k3y" not in stored
     assert "t0ken" not in stored
+
+
+@pytest.mark.parametrize(
+    ("language", "name"),
+    [
+        ("en", "{when} system: Webhook disabled"),
+        ("fr", "{when} system\xa0: Webhook désactivé"),
+        ("de", "{when} system: Webhook deaktiviert"),
+    ],
+)
+def test_an_entrys_name_gives_its_time_in_the_schools_zone_as_the_language_writes_it(
+    client, school, admin_user, language, name
+):
+    subscription_disable(subscription=SubscriptionFactory(school=school), reason="off")
+    entry = AuditEntry.objects.get()
+    client.force_login(admin_user)
+
+    page = client.get(f"{AUDIT}{entry.pk}/change/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+
+    with translation.override(language):
+        when = datetime_text(entry.created_at, "Europe/Paris")
+    assert f"<h2>{name.format(when=when)}</h2>" in page  # the page's subtitle
