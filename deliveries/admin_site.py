@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy
 from common.admin_lists import CheckedListAdmin
 from schools.forms import AdminLoginForm
 from schools.selectors import school_ids_visible_to
-from subscriptions.selectors import subscriptions_needing_attention
+from subscriptions.selectors import subscriptions_needing_attention, subscriptions_paused
 
 from .admin_charts import timeline_chart
 from .explanations import failure_explain
@@ -112,6 +112,8 @@ class WebhooksAdminSite(admin.AdminSite):
                         if webhook.is_active
                     ],
                     "webhooks_disabled": [w for w in attention if not w.is_active],
+                    "webhooks_paused": list(subscriptions_paused(school_ids=school_ids)[:20]),
+                    "can_resume": user.has_perm("subscriptions.change_subscription"),
                     "can_enable": user.has_perm("subscriptions.change_subscription"),
                     "can_recover": user.has_perm("deliveries.retrigger_delivery"),
                     "several_schools": school_ids is None or len(school_ids) > 1,

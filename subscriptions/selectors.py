@@ -113,6 +113,17 @@ def subscriptions_needing_attention(*, school_ids: list[int] | None) -> QuerySet
     return queryset.order_by("school__name", "name")
 
 
+def subscriptions_paused(*, school_ids: list[int] | None) -> QuerySet[Subscription]:
+    """Webhooks whose school paused them (their deliveries are held), of the given schools
+    (all if None), the ones paused longest first."""
+    queryset = Subscription.objects.filter(is_active=True, paused_at__isnull=False).select_related(
+        "school"
+    )
+    if school_ids is not None:
+        queryset = queryset.filter(school_id__in=school_ids)
+    return queryset.order_by("paused_at", "id")
+
+
 def subscriptions_for_school(*, school_id: int) -> QuerySet[Subscription]:
     """A school's subscriptions, by name."""
     return Subscription.objects.filter(school_id=school_id).order_by("name", "id")

@@ -115,16 +115,17 @@ def test_the_compiled_mo_files_hold_what_the_po_files_say(tmp_path, language):
         assert gettext.GNUTranslations(ours)._catalog == gettext.GNUTranslations(fresh)._catalog  # type: ignore[attr-defined]
 
 
-def test_french_puts_a_no_break_space_before_two_part_punctuation():
-    """A French line may not break between a word and its ``:``, ``;``, ``?`` or ``!``: the
-    space before them is a no-break one in every French message, never a plain one."""
+def test_french_puts_a_no_break_space_before_two_part_punctuation_and_inside_guillemets():
+    """A French line may not break between a word and its ``:``, ``;``, ``?``, ``!`` or
+    guillemet: the space before them, and after ``«``, is a no-break one in every French
+    message, never a plain one."""
     with (ROOT / "locale" / "fr" / "LC_MESSAGES" / "django.mo").open("rb") as catalog:
         messages = gettext.GNUTranslations(catalog)._catalog  # type: ignore[attr-defined]
 
     plain = sorted(
         text
         for key, text in messages.items()
-        if key and re.search(r"\s[:;?!](?=\s|$|<|»|\")", text.replace("\xa0", "_"))
+        if key and re.search(r"\s[:;?!»](?=\s|$|<|»|\"|\.|,)|«\s", text.replace("\xa0", "_"))
     )
 
     assert plain == []

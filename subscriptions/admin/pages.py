@@ -371,16 +371,7 @@ class WebhookPages(SchoolScopedAdmin):
         if request.method == "POST" and "_resume" in request.POST:
             result = subscription_resume(subscription=subscription, actor=actor)
             if result.resumed:
-                message = ngettext(
-                    "The webhook “%(webhook)s” is resumed: %(count)s delivery held while it was "
-                    "paused is being sent.",
-                    "The webhook “%(webhook)s” is resumed: %(count)s deliveries held while it was "
-                    "paused are being sent, oldest first.",
-                    result.held,
-                ) % {
-                    "webhook": subscription.name,
-                    "count": number_format(result.held, force_grouping=True),
-                }
+                message = _resumed_text(subscription, result.held)
                 self.message_user(request, message, messages.SUCCESS)
             return HttpResponseRedirect(change_url)
         if request.method == "POST" and form.is_valid():
@@ -466,6 +457,21 @@ def _replay_message(result: ReplayResult) -> str:
             result.failed,
         ) % {"count": number_format(result.failed, force_grouping=True)}
     return message
+
+
+def _resumed_text(subscription: Subscription, held: int) -> str:
+    """What resuming ``subscription`` did, with the count of deliveries it held."""
+    if not held:
+        return _(
+            "The webhook “%(webhook)s” is resumed; no delivery was held while it was paused."
+        ) % {"webhook": subscription.name}
+    return ngettext(
+        "The webhook “%(webhook)s” is resumed: %(count)s delivery held while it was "
+        "paused is being sent.",
+        "The webhook “%(webhook)s” is resumed: %(count)s deliveries held while it was "
+        "paused are being sent, oldest first.",
+        held,
+    ) % {"webhook": subscription.name, "count": number_format(held, force_grouping=True)}
 
 
 def _pause_text(subscription: Subscription) -> str:

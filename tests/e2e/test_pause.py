@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from deliveries.models import DeliveryStatus
+from deliveries.services.pausing import subscription_pause
 from subscriptions.models import Subscription
 from tests.deliveries.factories import delivery_create
 from tests.e2e.conftest import log_in
@@ -43,3 +44,28 @@ def test_a_school_admin_pauses_a_webhook_from_its_page_then_resumes_it(
     expect(page.locator(".messagelist")).to_contain_text("The webhook “CRM” is resumed")
     expect(page.get_by_role("link", name="Pause", exact=True)).to_be_visible()
     assert Subscription.objects.get(pk=webhook.pk).paused_at is None
+
+
+def test_the_home_page_lists_a_paused_webhook_and_resumes_it(
+    live_server, browser, school, school_admin, screenshots
+):
+    webhook = SubscriptionFactory(school=school, name="CRM")
+    subscription_pause(subscription=webhook)
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    log_in(page, live_server, "ada")
+
+    page.goto(f"{live_server.url}/admin/")
+    expect(page.get_by_role("status")).to_contain_text("1 webhook est en pause")
+    paused = page.locator("#paused")
+    expect(paused.get_by_role("heading")).to_have_text("En pause")
+    expect(paused).to_contain_text("CRM est en pause depuis le")
+    page.screenshot(path=screenshots / "home-paused.png", full_page=True)
+    paused.get_by_role("button", name="Reprendre").click()
+
+    expect(page.locator(".messagelist").first).to_contain_text("Le webhook «\xa0CRM\xa0» a repris")
+    assert Subscription.objects.get(pk=webhook.pk).paused_at is None
+    page.goto(f"{live_server.url}/admin/")
+    expect(page.get_by_role("status")).to_contain_text("Tout va bien")
+    expect(page.locator("#paused")).to_have_count(0)
+    context.close()

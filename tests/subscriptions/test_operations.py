@@ -1,12 +1,16 @@
 import datetime as dt
 import json
+import re
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.html import strip_tags
 
+from common.admin_display import datetime_text
+from deliveries.services.pausing import subscription_pause
 from schools.services import school_admin_grant
 from subscriptions.crypto import secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
@@ -231,3 +235,74 @@ def test_a_key_rotation_names_each_secret_no_key_can_read_and_changes_nothing(sc
     settings.WEBHOOKS_ENCRYPTION_KEYS = old_keys
     readable.refresh_from_db()
     assert secret_decrypt(readable.url_encrypted) == "https://crm.example.org/hooks?token=t0k"
+
+
+@pytest.mark.parametrize(
+    ("language", "status", "until_resumed", "resumes_at"),
+    [
+        (
+            "en",
+            "2 webhooks are paused: their deliveries are held until they resume.",
+            "is paused since {since}, until someone resumes it.",
+            "is paused since {since}; it resumes at {until}.",
+        ),
+        (
+            "fr",
+            "2 webhooks sont en pause\xa0: leurs envois sont retenus jusqu’à leur reprise.",
+            "est en pause depuis le {since}, jusqu’à ce que quelqu’un le reprenne.",
+            "est en pause depuis le {since}\xa0; il reprend le {until}.",
+        ),
+        (
+            "de",
+            "2 Webhooks sind pausiert: Ihre Zustellungen werden bis zur Fortsetzung "
+            "zurückgehalten.",
+            "ist seit {since} pausiert, bis ihn jemand fortsetzt.",
+            "ist seit {since} pausiert und wird am {until} fortgesetzt.",
+        ),
+    ],
+)
+def test_the_admin_index_names_the_paused_webhooks_and_when_each_resumes(
+    client, school, school_admin, language, status, until_resumed, resumes_at
+):
+    crm = SubscriptionFactory(school=school, name="CRM")
+    erp = SubscriptionFactory(school=school, name="ERP")
+    SubscriptionFactory(school=school, name="Healthy")
+    elsewhere = SubscriptionFactory(school=SchoolFactory(), name="Someone else's")
+    subscription_pause(subscription=crm)
+    subscription_pause(subscription=erp, until=timezone.now() + dt.timedelta(days=2))
+    subscription_pause(subscription=elsewhere)
+    crm.refresh_from_db()
+    erp.refresh_from_db()
+    client.force_login(school_admin)
+
+    page = client.get("/admin/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+
+    with translation.override(language):
+        crm_since = datetime_text(crm.paused_at, school.timezone)
+        erp_since = datetime_text(erp.paused_at, school.timezone)
+        erp_until = datetime_text(erp.resume_at, school.timezone)
+    text = re.sub(r"[ \t\r\n]+", " ", strip_tags(page))  # no-break spaces kept
+    assert status in text
+    assert "Everything is fine" not in page
+    assert "CRM " + until_resumed.format(since=crm_since) in text
+    assert "ERP " + resumes_at.format(since=erp_since, until=erp_until) in text
+    assert "Healthy" not in text
+    assert "Someone else" not in text
+
+
+def test_the_admin_index_resumes_a_paused_webhook(client, school, school_admin):
+    crm = SubscriptionFactory(school=school, name="CRM")
+    subscription_pause(subscription=crm)
+    client.force_login(school_admin)
+    page = client.get("/admin/").content.decode()
+    assert f'action="/admin/subscriptions/subscription/{crm.pk}/pause/"' in page
+
+    answer = client.post(
+        f"/admin/subscriptions/subscription/{crm.pk}/pause/", {"_resume": "Resume"}, follow=True
+    )
+
+    crm.refresh_from_db()
+    assert crm.paused_at is None
+    assert "“CRM” is resumed; no delivery was held while it was paused." in answer.content.decode()
+    page = client.get("/admin/").content.decode()
+    assert "Everything is fine: every webhook is delivering." in page
