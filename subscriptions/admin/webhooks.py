@@ -182,7 +182,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             )
         )
         if obj is not None:
-            status += ["state_display", "deliveries_link"]
+            status += ["state_display", "deliveries_link", "settings_version"]
         fieldsets.append((_("Status"), {"fields": status}))
         # A setting the layout above does not place yet still shows, after the main ones.
         placed = {name for _title, options in fieldsets for name in options["fields"]}
@@ -499,6 +499,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             actor=actor_user(request.user),
             signing_secret=pending,
             checked=True,  # by the form, this request (its URL resolved once, not twice)
+            # The page's settings are still the stored ones, checked again under the lock.
+            version=(form.cleaned_data.get("settings_version") or None) if change else None,
         )
         if not change:
             # Only once saved: a save refused at the last moment keeps the secret that Send Test
