@@ -55,11 +55,11 @@ from .serializers import (
 )
 from .services import (
     EventIdempotencyConflict,
-    event_publish,
+    event_publish_or_get,
     idempotency_key_reserved_check,
     idempotency_key_validate,
     scheduled_event_cancel,
-    scheduled_event_create,
+    scheduled_event_create_or_get,
     scheduled_event_move,
 )
 
@@ -221,7 +221,7 @@ class EventViewSet(
                         ]
                     }
                 )
-            scheduled = scheduled_event_create(
+            scheduled, created = scheduled_event_create_or_get(
                 school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
             )
             accepted = {
@@ -229,7 +229,7 @@ class EventViewSet(
                 # A retry answers what became of it since (cancelled, published, failed).
                 "status": scheduled.status,
                 "deliver_at": scheduled.due_at,
-                "replayed": scheduled.created_at < started,
+                "replayed": not created,
             }
         else:
             if scheduled_first is not None:
@@ -251,14 +251,14 @@ class EventViewSet(
             # waited for its time: the same request must not give another occurred_at for
             # arriving a moment later.
             occurred_at = data.get("occurred_at", deliver_at)
-            event = event_publish(
+            event, created = event_publish_or_get(
                 school=school,
                 type=data["type"],
                 data=data["data"],
                 occurred_at=occurred_at,
                 idempotency_key=key,
             )
-            if event.created_at < started and occurred_at not in (None, event.occurred_at):
+            if not created and occurred_at not in (None, event.occurred_at):
                 raise EventIdempotencyConflict(
                     {
                         "idempotency_key": [
@@ -274,7 +274,7 @@ class EventViewSet(
                 "id": event.id,
                 "status": "published",
                 "deliver_at": None,
-                "replayed": event.created_at < started,
+                "replayed": not created,
             }
         return EventAccepted({**accepted, "school": school.slug, "type": data["type"]}).data
 
@@ -451,19 +451,18 @@ class ScheduledEventViewSet(
                     }
                 )
             key = header
-        started = timezone.now()
-        scheduled = scheduled_event_create(
+        scheduled, created = scheduled_event_create_or_get(
             school=school,
             type=data["type"],
             data=data["data"],
             due_at=data["due_at"],
             key=key,
         )
-        # The same key and body again returns the first one: nothing was created this time.
-        replayed = scheduled.created_at < started
+        # The same key and body again returns the first one: nothing was created this time
+        # (also when another request with the key created it while this one was at it).
         return Response(
             ScheduledEventOutput(scheduled).data,
-            status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:

@@ -61,6 +61,26 @@ def event_publish(
     occurred_at: dt.datetime | None = None,
     idempotency_key: str | None = None,
 ) -> Event:
+    """Store an event in the caller's transaction and hand it to fan-out after commit; see
+    ``event_publish_or_get``, which also says whether this call stored it."""
+    event, _created = event_publish_or_get(
+        school=school,
+        type=type,
+        data=data,
+        occurred_at=occurred_at,
+        idempotency_key=idempotency_key,
+    )
+    return event
+
+
+def event_publish_or_get(
+    *,
+    school: School,
+    type: str,
+    data: Any,
+    occurred_at: dt.datetime | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Event, bool]:
     """Store an event in the caller's transaction and hand it to fan-out after commit.
 
     ``data`` is a JSON object; aware datetimes, dates, UUIDs and Decimals in it are stored as
@@ -80,6 +100,9 @@ def event_publish(
     required property``), text that cannot be stored (NUL, lone surrogates), nesting deeper
     than ``webhook_engine.inputs.MAX_JSON_DEPTH``, a date no zone can show, and
     ``EventIdempotencyConflict`` when the key was used for a different event.
+
+    Returns the event and whether this call stored it: False for the key's first event, also
+    when another caller stored it while this one was publishing (a retry in flight at once).
     """
     event_type = event_type_get(type)
     if event_type.deprecated:
@@ -92,7 +115,7 @@ def event_publish(
     if key is not None:
         existing = Event.objects.filter(school=school, idempotency_key=key).first()
         if existing is not None:
-            return _event_same_or_conflict(existing, type=type, data=normalized)
+            return _event_same_or_conflict(existing, type=type, data=normalized), False
 
     fields = {
         "school": school,
@@ -105,7 +128,7 @@ def event_publish(
         # A new UUID cannot collide: one INSERT, no savepoint or transaction of its own.
         event = _event_insert(Event(**fields))
         _fan_out_after_commit(event)
-        return event
+        return event, True
     try:
         with transaction.atomic():
             event = _event_insert(Event(**fields))
@@ -114,10 +137,10 @@ def event_publish(
         existing = Event.objects.filter(school=school, idempotency_key=key).first()
         if existing is None:
             raise
-        return _event_same_or_conflict(existing, type=type, data=normalized)
+        return _event_same_or_conflict(existing, type=type, data=normalized), False
 
     _fan_out_after_commit(event)
-    return event
+    return event, True
 
 
 _INSERT_FIELDS = tuple(
