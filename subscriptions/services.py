@@ -879,18 +879,23 @@ def subscription_disable(
     reason: str,
     actor: Actor | None = None,
     failing_since: dt.datetime | None = None,
+    settings_at: dt.datetime | None = None,
 ) -> bool:
     """Turn a subscription off with the reason shown to its school; False if it already was off.
 
     Its pending deliveries fail at their next attempt with that reason. Its school's admins are
     e-mailed (in the school's language) and the audit trail records it, once. ``failing_since``
     (the automatic disable): only if its failure streak is still the one that began then and
-    it is not paused (a success or a pause may have come since it was read).
+    it is not paused (a success or a pause may have come since it was read). ``settings_at``
+    (a receiver's answer): only if the webhook is as it was then (its ``updated_at``): an
+    answer to an attempt made before its URL changed is the old receiver's.
     """
     now = timezone.now()
     row = Subscription.objects.filter(pk=subscription.pk, is_active=True)
     if failing_since is not None:
         row = row.filter(failing_since=failing_since, paused_at__isnull=True)
+    if settings_at is not None:
+        row = row.filter(updated_at=settings_at)
     updated = row.update(is_active=False, disabled_reason=reason, disabled_at=now, updated_at=now)
     subscription.refresh_from_db(fields=["is_active", "disabled_reason", "disabled_at"])
     if updated:
