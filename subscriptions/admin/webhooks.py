@@ -568,7 +568,12 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     def enable_selected(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         count = 0
         for subscription in queryset:
-            count += subscription_enable(subscription=subscription, actor=actor_user(request.user))
+            try:
+                count += subscription_enable(
+                    subscription=subscription, actor=actor_user(request.user)
+                )
+            except Subscription.DoesNotExist:
+                continue  # deleted by another request since the list was read
         self.message_user(
             request,
             ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
@@ -623,7 +628,12 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             raise PermissionDenied
         count = 0
         for subscription in subscriptions:
-            subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
+            try:
+                subscription_secret_rotate(
+                    subscription=subscription, actor=actor_user(request.user)
+                )
+            except Subscription.DoesNotExist:
+                continue  # deleted by another request since the list was read
             count += 1
         self.message_user(
             request,
