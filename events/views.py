@@ -40,7 +40,6 @@ from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
 from .selectors import (
     event_types_catalog,
     events_visible,
-    scheduled_event_get,
     scheduled_events_visible,
 )
 from .serializers import (
@@ -182,9 +181,10 @@ class EventViewSet(
         idempotency_key_reserved_check(key=key)
         try:
             body = self._accept(data, key)
-        except IntegrityError:
-            # A school or event type deleted a moment ago can still be in this process's
-            # lookups; read them afresh, which answers 404 or 400 if that is what happened.
+        except (IntegrityError, School.DoesNotExist):
+            # A school or event type deleted (or a slug moved) a moment ago can still be in
+            # this process's lookups; read them afresh, which answers 404 or 400 if that is
+            # what happened.
             caches["lookups"].clear()
             body = self._accept(data, key)
         return Response(body, status=status.HTTP_202_ACCEPTED)
@@ -198,7 +198,9 @@ class EventViewSet(
         # A retry of a scheduled publish (same key) stays one, even once its time has come:
         # published now under the key it would be a second event.
         usable_key = _usable_key(key)
-        scheduled_first = _scheduled_under_key(school, usable_key)
+        # Looked up by the slug, as the event is stored (``school_slug``): another process may
+        # have given it to another school since this process kept its copy.
+        scheduled_first = _scheduled_under_key(data["school"], usable_key)
         if deliver_at is not None and (deliver_at > started or scheduled_first is not None):
             if "occurred_at" in data:
                 raise ValidationError(
@@ -208,7 +210,7 @@ class EventViewSet(
                         ]
                     }
                 )
-            published_first = _published_under_key(school, usable_key)
+            published_first = _published_under_key(data["school"], usable_key)
             if published_first is not None:
                 raise EventIdempotencyConflict(
                     {
@@ -221,6 +223,9 @@ class EventViewSet(
                         ]
                     }
                 )
+            school = School.objects.filter(slug=data["school"]).first()  # this very one
+            if school is None:
+                raise School.DoesNotExist
             scheduled, created = scheduled_event_create_or_get(
                 school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
             )
@@ -257,6 +262,7 @@ class EventViewSet(
                 data=data["data"],
                 occurred_at=occurred_at,
                 idempotency_key=key,
+                school_slug=data["school"],
             )
             if not created and occurred_at not in (None, event.occurred_at):
                 raise EventIdempotencyConflict(
@@ -288,21 +294,20 @@ def _usable_key(key: str | None) -> str | None:
         return None
 
 
-def _scheduled_under_key(school: School, key: str | None) -> ScheduledEvent | None:
-    """The school's scheduled event under this (usable) Idempotency-Key, if any."""
+def _scheduled_under_key(slug: str, key: str | None) -> ScheduledEvent | None:
+    """The scheduled event under this (usable) Idempotency-Key of the school with this slug,
+    if any."""
     if key is None:
         return None
-    try:
-        return scheduled_event_get(school=school, key=key)
-    except ScheduledEvent.DoesNotExist:
-        return None
+    return ScheduledEvent.objects.filter(school__slug=slug, key=key).first()
 
 
-def _published_under_key(school: School, key: str | None) -> Event | None:
-    """The school's event published at once under this (usable) Idempotency-Key, if any."""
+def _published_under_key(slug: str, key: str | None) -> Event | None:
+    """The event published at once under this (usable) Idempotency-Key of the school with
+    this slug, if any."""
     if key is None:
         return None
-    return Event.objects.filter(school=school, idempotency_key=key).only("id").first()
+    return Event.objects.filter(school__slug=slug, idempotency_key=key).only("id").first()
 
 
 def _filter_value(params: Any, name: str) -> str | None:
