@@ -626,7 +626,10 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 and administers(request, delivery.school_id)
             ):
                 raise PermissionDenied
-            subscription_enable(subscription=subscription, actor=actor)
+            try:
+                subscription_enable(subscription=subscription, actor=actor)
+            except Subscription.DoesNotExist:
+                raise Http404 from None  # deleted since the page was read, its log with it
             self.message_user(
                 request,
                 _("The webhook “%(webhook)s” is enabled again.") % {"webhook": subscription.name},

@@ -40,7 +40,6 @@ from .models import Event, EventType, ScheduledEvent, ScheduledEventStatus
 from .selectors import (
     event_types_catalog,
     events_visible,
-    scheduled_event_get,
     scheduled_events_visible,
 )
 from .serializers import (
@@ -55,11 +54,11 @@ from .serializers import (
 )
 from .services import (
     EventIdempotencyConflict,
-    event_publish,
+    event_publish_or_get,
     idempotency_key_reserved_check,
     idempotency_key_validate,
     scheduled_event_cancel,
-    scheduled_event_create,
+    scheduled_event_create_or_get,
     scheduled_event_move,
 )
 
@@ -182,9 +181,10 @@ class EventViewSet(
         idempotency_key_reserved_check(key=key)
         try:
             body = self._accept(data, key)
-        except IntegrityError:
-            # A school or event type deleted a moment ago can still be in this process's
-            # lookups; read them afresh, which answers 404 or 400 if that is what happened.
+        except (IntegrityError, School.DoesNotExist):
+            # A school or event type deleted (or a slug moved) a moment ago can still be in
+            # this process's lookups; read them afresh, which answers 404 or 400 if that is
+            # what happened.
             caches["lookups"].clear()
             body = self._accept(data, key)
         return Response(body, status=status.HTTP_202_ACCEPTED)
@@ -198,7 +198,9 @@ class EventViewSet(
         # A retry of a scheduled publish (same key) stays one, even once its time has come:
         # published now under the key it would be a second event.
         usable_key = _usable_key(key)
-        scheduled_first = _scheduled_under_key(school, usable_key)
+        # Looked up by the slug, as the event is stored (``school_slug``): another process may
+        # have given it to another school since this process kept its copy.
+        scheduled_first = _scheduled_under_key(data["school"], usable_key)
         if deliver_at is not None and (deliver_at > started or scheduled_first is not None):
             if "occurred_at" in data:
                 raise ValidationError(
@@ -208,7 +210,7 @@ class EventViewSet(
                         ]
                     }
                 )
-            published_first = _published_under_key(school, usable_key)
+            published_first = _published_under_key(data["school"], usable_key)
             if published_first is not None:
                 raise EventIdempotencyConflict(
                     {
@@ -221,7 +223,10 @@ class EventViewSet(
                         ]
                     }
                 )
-            scheduled = scheduled_event_create(
+            school = School.objects.filter(slug=data["school"]).first()  # this very one
+            if school is None:
+                raise School.DoesNotExist
+            scheduled, created = scheduled_event_create_or_get(
                 school=school, type=data["type"], data=data["data"], due_at=deliver_at, key=key
             )
             accepted = {
@@ -229,7 +234,7 @@ class EventViewSet(
                 # A retry answers what became of it since (cancelled, published, failed).
                 "status": scheduled.status,
                 "deliver_at": scheduled.due_at,
-                "replayed": scheduled.created_at < started,
+                "replayed": not created,
             }
         else:
             if scheduled_first is not None:
@@ -251,14 +256,15 @@ class EventViewSet(
             # waited for its time: the same request must not give another occurred_at for
             # arriving a moment later.
             occurred_at = data.get("occurred_at", deliver_at)
-            event = event_publish(
+            event, created = event_publish_or_get(
                 school=school,
                 type=data["type"],
                 data=data["data"],
                 occurred_at=occurred_at,
                 idempotency_key=key,
+                school_slug=data["school"],
             )
-            if event.created_at < started and occurred_at not in (None, event.occurred_at):
+            if not created and occurred_at not in (None, event.occurred_at):
                 raise EventIdempotencyConflict(
                     {
                         "idempotency_key": [
@@ -274,7 +280,7 @@ class EventViewSet(
                 "id": event.id,
                 "status": "published",
                 "deliver_at": None,
-                "replayed": event.created_at < started,
+                "replayed": not created,
             }
         return EventAccepted({**accepted, "school": school.slug, "type": data["type"]}).data
 
@@ -288,21 +294,20 @@ def _usable_key(key: str | None) -> str | None:
         return None
 
 
-def _scheduled_under_key(school: School, key: str | None) -> ScheduledEvent | None:
-    """The school's scheduled event under this (usable) Idempotency-Key, if any."""
+def _scheduled_under_key(slug: str, key: str | None) -> ScheduledEvent | None:
+    """The scheduled event under this (usable) Idempotency-Key of the school with this slug,
+    if any."""
     if key is None:
         return None
-    try:
-        return scheduled_event_get(school=school, key=key)
-    except ScheduledEvent.DoesNotExist:
-        return None
+    return ScheduledEvent.objects.filter(school__slug=slug, key=key).first()
 
 
-def _published_under_key(school: School, key: str | None) -> Event | None:
-    """The school's event published at once under this (usable) Idempotency-Key, if any."""
+def _published_under_key(slug: str, key: str | None) -> Event | None:
+    """The event published at once under this (usable) Idempotency-Key of the school with
+    this slug, if any."""
     if key is None:
         return None
-    return Event.objects.filter(school=school, idempotency_key=key).only("id").first()
+    return Event.objects.filter(school__slug=slug, idempotency_key=key).only("id").first()
 
 
 def _filter_value(params: Any, name: str) -> str | None:
@@ -451,19 +456,18 @@ class ScheduledEventViewSet(
                     }
                 )
             key = header
-        started = timezone.now()
-        scheduled = scheduled_event_create(
+        scheduled, created = scheduled_event_create_or_get(
             school=school,
             type=data["type"],
             data=data["data"],
             due_at=data["due_at"],
             key=key,
         )
-        # The same key and body again returns the first one: nothing was created this time.
-        replayed = scheduled.created_at < started
+        # The same key and body again returns the first one: nothing was created this time
+        # (also when another request with the key created it while this one was at it).
         return Response(
             ScheduledEventOutput(scheduled).data,
-            status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:

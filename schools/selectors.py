@@ -17,7 +17,9 @@ def school_by_slug(slug: str) -> School | None:
     """The school with this slug, or None; the API's ingest reads it on every event.
 
     Kept per process for ``WEBHOOKS_LOOKUP_CACHE_SECONDS`` (saving or deleting a school drops
-    this process's copy at once, ``schools.signals``); unknown slugs are not kept.
+    this process's copy at once, ``schools.signals``); unknown slugs are not kept. Another
+    process's change shows only then: what is stored for "the school with this slug" names it
+    by the slug (``event_publish_or_get``'s ``school_slug``), not by this copy's id.
     """
     if not SLUG.fullmatch(slug):
         return None  # not a slug a school can have

@@ -25,7 +25,13 @@ from events.models import EventType
 from webhook_engine.bodies import PRESETS
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, Profile, Subscription
-from .services import custom_headers_errors, subscription_topics_errors, subscription_validate
+from .services import (
+    custom_headers_errors,
+    settings_changed_message,
+    subscription_settings_version,
+    subscription_topics_errors,
+    subscription_validate,
+)
 
 _PATTERN_SEPARATORS = re.compile(r"[\s,]+")
 # Only these end a line: str.splitlines() also splits on U+2028 and other characters a header
@@ -331,6 +337,10 @@ class SubscriptionForm(forms.ModelForm):
         ),
     )
 
+    # The settings the page was opened with (``subscription_settings_version``): saving a page
+    # older than a change made since would write the change back.
+    settings_version = forms.CharField(required=False, widget=forms.HiddenInput)
+
     class Meta:
         model = Subscription
         fields = ["school", *EDITABLE_FIELDS]
@@ -362,6 +372,10 @@ class SubscriptionForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.stored_version = (
+            None if self.instance._state.adding else subscription_settings_version(self.instance)
+        )
+        self.initial["settings_version"] = self.stored_version
         groups = topic_groups()
         if "topics" in self.fields:
             self.fields["topics"].widget.groups = groups
@@ -388,6 +402,19 @@ class SubscriptionForm(forms.ModelForm):
             self.fields["basic_auth_password"].help_text = _(
                 "A password is set; leave empty to keep it. Stored encrypted, never shown."
             )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or self.cleaned_data
+        given = cleaned.get("settings_version")
+        # Send Test with the page's settings saves nothing: it may try them whatever changed.
+        if given and given != self.stored_version and "_send_test" not in self.data:
+            self.add_error(None, settings_changed_message())
+            # Shown again with what was typed and the settings' version now: saving that page
+            # again replaces them knowingly.
+            data = self.data.copy()  # type: ignore[attr-defined]
+            data[self.add_prefix("settings_version")] = self.stored_version
+            self.data = data
+        return cleaned
 
     def clean_profile(self) -> str:
         return self.cleaned_data.get("profile") or Profile.STANDARD

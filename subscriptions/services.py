@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
+import json
 import logging
 import secrets
 import socket
@@ -13,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -456,6 +458,7 @@ def subscription_save(
     actor: Actor | None = None,
     signing_secret: str | None = None,
     checked: bool = False,
+    version: str | None = None,
 ) -> Subscription:
     """Validate and save a new or changed subscription; a new one gets its signing secret.
 
@@ -479,6 +482,11 @@ def subscription_save(
     why it was off and its failure streak, and so does a new URL (the failures were the old
     receiver's); either tells the sending app after commit (``subscription_fresh_start_hook_set``).
 
+    ``version``: the ``subscription_settings_version`` of the settings the change was made
+    from (a form's page); if the stored settings are no longer those (another person changed
+    them, or the webhook was disabled), nothing is written and ``ValidationError`` says so
+    (``settings_changed_message``): a page opened before would write them back.
+
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
     the fields that changed (a password or header value as "changed", never its value).
@@ -494,6 +502,8 @@ def subscription_save(
         # than being written back (an update of no row becomes an insert) without its signing
         # secrets.
         current = Subscription.objects.select_for_update(of=("self",)).get(pk=subscription.pk)
+        if version is not None and version != subscription_settings_version(current):
+            raise ValidationError({NON_FIELD_ERRORS: [settings_changed_message()]})
         before = _audited_fields(current)
         hidden_before = _audited_secret_values(current)
         afresh = _state_keep(subscription, current)
@@ -769,6 +779,26 @@ def _checked_settings(subscription: Subscription) -> list[Any]:
     return [getattr(subscription, name) for name in _CHECKED_FIELDS]
 
 
+def subscription_settings_version(subscription: Subscription) -> str:
+    """A fingerprint of the webhook's settings as ``subscription`` holds them (read from its
+    row): every editable one, ``is_active`` included, and the encrypted values. What the
+    engine and the pause services write (its state, its secrets) is not part of it.
+
+    A form's page carries the one of the settings it shows, so that saving it cannot write
+    back what was changed since (``subscription_save``'s ``version``).
+    """
+    text = json.dumps(_checked_settings(subscription), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def settings_changed_message() -> str:
+    return _(
+        "This webhook was changed since this page was opened (by someone else, or disabled by "
+        "the system): saving would undo that. Open the page again to see its settings now, or "
+        "save again to replace them with these."
+    )
+
+
 def _signing_secret_add(subscription: Subscription, secret: str | None = None) -> str:
     secret = secret or signing_secret_generate()
     subscription.signing_secrets.create(secret_encrypted=secret_encrypt(secret))
@@ -849,18 +879,23 @@ def subscription_disable(
     reason: str,
     actor: Actor | None = None,
     failing_since: dt.datetime | None = None,
+    settings_at: dt.datetime | None = None,
 ) -> bool:
     """Turn a subscription off with the reason shown to its school; False if it already was off.
 
     Its pending deliveries fail at their next attempt with that reason. Its school's admins are
     e-mailed (in the school's language) and the audit trail records it, once. ``failing_since``
     (the automatic disable): only if its failure streak is still the one that began then and
-    it is not paused (a success or a pause may have come since it was read).
+    it is not paused (a success or a pause may have come since it was read). ``settings_at``
+    (a receiver's answer): only if the webhook is as it was then (its ``updated_at``): an
+    answer to an attempt made before its URL changed is the old receiver's.
     """
     now = timezone.now()
     row = Subscription.objects.filter(pk=subscription.pk, is_active=True)
     if failing_since is not None:
         row = row.filter(failing_since=failing_since, paused_at__isnull=True)
+    if settings_at is not None:
+        row = row.filter(updated_at=settings_at)
     updated = row.update(is_active=False, disabled_reason=reason, disabled_at=now, updated_at=now)
     subscription.refresh_from_db(fields=["is_active", "disabled_reason", "disabled_at"])
     if updated:

@@ -514,7 +514,9 @@ def _failure_streaks_update(
 
 
 def receivers_gone_disable(claims: list[Claim], results: list[TransportResult]) -> None:
-    """A receiver that answers 410 Gone asked to stop: its webhook is disabled (not on a test)."""
+    """A receiver that answers 410 Gone asked to stop: its webhook is disabled (not on a test),
+    unless it changed since the attempt was made with it (a new URL: the old receiver's answer
+    says nothing of the new one; any other change: the next 410 disables it)."""
     for claim, result in zip(claims, results, strict=True):
         if result.status == 410 and claim.trigger != AttemptTrigger.TEST:
             subscription = claim.delivery.subscription
@@ -525,6 +527,7 @@ def receivers_gone_disable(claims: list[Claim], results: list[TransportResult]) 
                         f"The receiver answered 410 Gone on {timezone.now():%Y-%m-%d %H:%M} UTC: "
                         "it no longer accepts these webhooks."
                     ),
+                    settings_at=subscription.updated_at,
                 )
             except Subscription.DoesNotExist:
                 continue  # deleted while its attempt was in flight: nothing left to disable
@@ -654,6 +657,10 @@ def _circuits_update(
     next cooldown, as after a failed probe, rather than staying half-open (another probe
     every lease). Nothing is written while a webhook stays closed without failures (the
     usual path).
+
+    An attempt made with settings the webhook no longer has (its ``updated_at`` moved since:
+    above all a new URL, whose breaker started afresh) counts for nothing: its receiver may
+    not be the webhook's any more. Such a probe is over, and the next is due at once.
     """
     outcomes = outcomes or _circuit_outcomes(claims, results)
     answered, trailing, touched = outcomes.answered, outcomes.trailing, list(outcomes.touched)
@@ -678,11 +685,27 @@ def _circuits_update(
         endpoints_lock(touched)
         # Not for a webhook deleted while its attempts were in flight: its state would violate
         # its foreign key at commit and fail the whole batch (the other webhooks' 410s too).
-        existing = Subscription.objects.filter(pk__in=touched).values_list("pk", flat=True)
+        existing = dict(Subscription.objects.filter(pk__in=touched).values_list("pk", "updated_at"))
         EndpointState.objects.bulk_create(
             [EndpointState(subscription_id=endpoint) for endpoint in existing],
             ignore_conflicts=True,
         )
+        current = [
+            index
+            for index, claim in enumerate(claims)
+            if existing.get(claim.delivery.subscription_id, claim.delivery.subscription.updated_at)
+            == claim.delivery.subscription.updated_at
+        ]
+        # Probes of the webhook as it was: over, and the next is due (a new URL's at once).
+        probes_gone: set[uuid.UUID] = set()
+        if len(current) < len(claims):
+            # Attempts to the webhook as it was (its old URL) say nothing of its receiver now.
+            probes_gone = {claim.delivery.subscription_id for claim in claims if claim.probe}
+            outcomes = _circuit_outcomes(
+                [claims[index] for index in current], [results[index] for index in current]
+            )
+            answered, trailing = outcomes.answered, outcomes.trailing
+            probes_gone -= {claims[index].delivery.subscription_id for index in current}
         states = list(EndpointState.objects.select_for_update().filter(pk__in=touched))
         for state in states:
             endpoint = state.subscription_id
@@ -697,6 +720,10 @@ def _circuits_update(
                     state.probe_at = None
             else:
                 state.consecutive_failures += trailing.get(endpoint, 0)
+            if endpoint in probes_gone and state.circuit_state == CircuitState.HALF_OPEN:
+                state.circuit_state = CircuitState.OPEN
+                state.probe_at = now
+                probes.append((endpoint, now))
             unanswered = not answered.get(endpoint, True)
             neutral = endpoint in outcomes.probes_unanswered and endpoint not in answered
             reopen = state.circuit_state == CircuitState.HALF_OPEN and (unanswered or neutral)

@@ -5,6 +5,7 @@ from .catalog import event_types_sync
 from .publish import (
     EventIdempotencyConflict,
     event_publish,
+    event_publish_or_get,
     event_published_hook_set,
     idempotency_key_validate,
 )
@@ -19,6 +20,7 @@ from .scheduled import (
     idempotency_key_reserved_check,
     scheduled_event_cancel,
     scheduled_event_create,
+    scheduled_event_create_or_get,
     scheduled_event_move,
     scheduled_events_publish_due,
 )
@@ -33,12 +35,14 @@ __all__ = [
     "daily_event_schedule",
     "daily_events_publish_due",
     "event_publish",
+    "event_publish_or_get",
     "event_published_hook_set",
     "event_types_sync",
     "idempotency_key_reserved_check",
     "idempotency_key_validate",
     "scheduled_event_cancel",
     "scheduled_event_create",
+    "scheduled_event_create_or_get",
     "scheduled_event_move",
     "scheduled_events_publish_due",
 ]

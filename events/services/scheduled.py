@@ -52,6 +52,22 @@ def scheduled_event_create(
     due_at: dt.datetime,
     key: str | None = None,
 ) -> ScheduledEvent:
+    """Schedule an event of ``type`` to be published for ``school`` at ``due_at``; see
+    ``scheduled_event_create_or_get``, which also says whether this call scheduled it."""
+    scheduled, _created = scheduled_event_create_or_get(
+        school=school, type=type, data=data, due_at=due_at, key=key
+    )
+    return scheduled
+
+
+def scheduled_event_create_or_get(
+    *,
+    school: School,
+    type: str,
+    data: Any,
+    due_at: dt.datetime,
+    key: str | None = None,
+) -> tuple[ScheduledEvent, bool]:
     """Schedule an event of ``type`` to be published for ``school`` at ``due_at``.
 
     The data is validated now, as ``event_publish`` would (JSON, the type's schema), so a
@@ -64,6 +80,9 @@ def scheduled_event_create(
     Raises ``ValidationError`` with a field map (``type``, ``data``, ``due_at``, ``key``), and
     ``ScheduledEventConflict`` when the key is used by one with another type, data or time
     (move or cancel it instead).
+
+    Returns the scheduled event and whether this call scheduled it: False for the key's
+    existing one, also when another caller scheduled it while this one was at it.
     """
     event_type = event_type_get(type)
     if event_type.deprecated:
@@ -75,18 +94,21 @@ def scheduled_event_create(
     if key is not None:
         existing = ScheduledEvent.objects.filter(school=school, key=key).first()
         if existing is not None:
-            return _scheduled_same_or_conflict(existing, type=type, data=normalized, due_at=due_at)
+            same = _scheduled_same_or_conflict(existing, type=type, data=normalized, due_at=due_at)
+            return same, False
     try:
         with transaction.atomic():
-            return ScheduledEvent.objects.create(
+            created = ScheduledEvent.objects.create(
                 school=school, type_id=type, data=normalized, due_at=due_at, key=key
             )
+        return created, True
     except IntegrityError:
         # Another caller scheduled the same key between our lookup and our insert.
         existing = ScheduledEvent.objects.filter(school=school, key=key).first()
         if existing is None:
             raise
-        return _scheduled_same_or_conflict(existing, type=type, data=normalized, due_at=due_at)
+        same = _scheduled_same_or_conflict(existing, type=type, data=normalized, due_at=due_at)
+        return same, False
 
 
 def scheduled_event_move(

@@ -4,7 +4,9 @@ rotate), recovering failed deliveries, and the body preview the settings page ca
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +14,7 @@ from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseNotAllowed,
@@ -99,7 +102,9 @@ class WebhookPages(SchoolScopedAdmin):
     # --- Pages of one webhook -------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view
+        def view(page: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+            return self.admin_site.admin_view(_gone_is_404(page))
+
         return [
             path("preview/", view(self.preview_view), name="subscriptions_subscription_preview"),
             path(
@@ -491,3 +496,17 @@ def _pause_text(subscription: Subscription) -> str:
 def _grace_text() -> str:
     hours = settings.WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS / 3600
     return ngettext("%(hours)s hour", "%(hours)s hours", round(hours)) % {"hours": f"{hours:g}"}
+
+
+def _gone_is_404(page: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A webhook another request deletes after this page looked it up, before its service
+    acts on it (which then raises ``DoesNotExist``): the 404 the page gives a moment later."""
+
+    @functools.wraps(page)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return page(request, *args, **kwargs)
+        except Subscription.DoesNotExist as exc:
+            raise Http404("This webhook no longer exists.") from exc
+
+    return wrapped

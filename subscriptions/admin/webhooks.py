@@ -182,7 +182,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             )
         )
         if obj is not None:
-            status += ["state_display", "deliveries_link"]
+            status += ["state_display", "deliveries_link", "settings_version"]
         fieldsets.append((_("Status"), {"fields": status}))
         # A setting the layout above does not place yet still shows, after the main ones.
         placed = {name for _title, options in fieldsets for name in options["fields"]}
@@ -499,6 +499,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             actor=actor_user(request.user),
             signing_secret=pending,
             checked=True,  # by the form, this request (its URL resolved once, not twice)
+            # The page's settings are still the stored ones, checked again under the lock.
+            version=(form.cleaned_data.get("settings_version") or None) if change else None,
         )
         if not change:
             # Only once saved: a save refused at the last moment keeps the secret that Send Test
@@ -566,7 +568,12 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
     def enable_selected(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         count = 0
         for subscription in queryset:
-            count += subscription_enable(subscription=subscription, actor=actor_user(request.user))
+            try:
+                count += subscription_enable(
+                    subscription=subscription, actor=actor_user(request.user)
+                )
+            except Subscription.DoesNotExist:
+                continue  # deleted by another request since the list was read
         self.message_user(
             request,
             ngettext("%(count)s webhook re-enabled.", "%(count)s webhooks re-enabled.", count)
@@ -621,7 +628,12 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             raise PermissionDenied
         count = 0
         for subscription in subscriptions:
-            subscription_secret_rotate(subscription=subscription, actor=actor_user(request.user))
+            try:
+                subscription_secret_rotate(
+                    subscription=subscription, actor=actor_user(request.user)
+                )
+            except Subscription.DoesNotExist:
+                continue  # deleted by another request since the list was read
             count += 1
         self.message_user(
             request,

@@ -14,9 +14,16 @@ from subscriptions.admin import webhooks as webhooks_admin
 from subscriptions.crypto import secret_decrypt
 from subscriptions.models import SigningSecret, Subscription
 from subscriptions.selectors import signing_secret_current, subscription_custom_headers
+from subscriptions.services import subscription_disable, subscription_update
 from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
+
+CHANGED_MEANWHILE = (
+    "This webhook was changed since this page was opened (by someone else, or disabled by the "
+    "system): saving would undo that. Open the page again to see its settings now, or save "
+    "again to replace them with these."
+)
 
 
 def test_a_webhook_added_in_the_admin_gets_a_signing_secret(admin_client, school):
@@ -635,6 +642,122 @@ def test_saving_the_form_keeps_the_state_the_engine_wrote_meanwhile(
     stored = Subscription.objects.get(pk=webhook.pk)
     assert (stored.name, stored.url) == ("CRM 2", "https://new.example.org/hooks")
     assert (stored.failing_since, stored.paused_at) == (failing, paused)
+
+
+def _page_version(client, webhook) -> dict:
+    """What the webhook's page, opened now, sends back with its form besides the settings."""
+    page = client.get(f"/admin/subscriptions/subscription/{webhook.pk}/change/")
+    version = page.context["adminform"].form.initial.get("settings_version")
+    return {} if version is None else {"settings_version": version}
+
+
+def test_saving_a_page_opened_before_another_admins_change_does_not_undo_it(
+    client, school, school_admin
+):
+    # Given an admin who opens a webhook's page, and another admin who then moves the webhook
+    # to a new receiver
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM", url="https://crm.example.org/hooks")
+    opened = _page_version(client, webhook)
+    subscription_update(subscription=webhook, url="https://new.example.org/hooks")
+
+    # When the first admin renames it from the page as it was
+    page = f"/admin/subscriptions/subscription/{webhook.pk}/change/"
+    form = {**FORM, "school": school.pk, "url": "https://crm.example.org/hooks", **opened}
+    response = client.post(page, {**form, "name": "CRM 2"})
+
+    # Then the save is refused with the reason and nothing is written: the new receiver stays
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.non_field_errors()
+    assert [str(error) for error in errors] == [CHANGED_MEANWHILE]
+    assert 'name="name" value="CRM 2"' in response.content.decode()  # what was typed is kept
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert (stored.name, stored.url) == ("CRM", "https://new.example.org/hooks")
+
+    # And saving that page again, now knowing, replaces the settings with those typed
+    again = response.context["adminform"].form["settings_version"].value()
+    response = client.post(page, {**form, "name": "CRM 2", "settings_version": again})
+    assert response.status_code == 302
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert (stored.name, stored.url) == ("CRM 2", "https://crm.example.org/hooks")
+
+
+def test_saving_a_page_opened_before_the_webhook_was_disabled_does_not_turn_it_back_on(
+    client, school, school_admin
+):
+    # Given a webhook's page opened while it was active, and its receiver answering 410 Gone
+    # since (the engine disabled it)
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM", url="https://crm.example.org/hooks")
+    opened = _page_version(client, webhook)
+    subscription_disable(subscription=webhook, reason="The receiver answered 410 Gone.")
+
+    # When the admin saves a new name from that page (its Active box still ticked)
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+        {**FORM, "school": school.pk, "url": webhook.url, "name": "CRM 2", **opened},
+    )
+
+    # Then the save is refused: the webhook stays disabled, with its reason
+    assert response.status_code == 200
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert (stored.is_active, stored.disabled_reason, stored.name) == (
+        False,
+        "The receiver answered 410 Gone.",
+        "CRM",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_another_admin_saves_while_this_page_is_being_saved_is_not_undone(
+    client, school, school_admin, monkeypatch
+):
+    # Given a webhook's page, and another admin who changes its URL after this page's checks
+    # passed, before its save
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM", url="https://crm.example.org/hooks")
+    opened = _page_version(client, webhook)
+    _saved_after(
+        monkeypatch,
+        lambda: subscription_update(subscription=webhook, url="https://new.example.org/hooks"),
+    )
+
+    # When this admin saves a new name
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+        {**FORM, "school": school.pk, "url": webhook.url, "name": "CRM 2", **opened},
+    )
+
+    # Then the page comes back saying so, and the other admin's change stands
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.non_field_errors()
+    assert [str(error) for error in errors] == [CHANGED_MEANWHILE]
+    stored = Subscription.objects.get(pk=webhook.pk)
+    assert (stored.name, stored.url) == ("CRM", "https://new.example.org/hooks")
+
+
+def test_send_test_from_a_page_opened_before_a_change_still_sends(client, school, school_admin):
+    # Send Test saves nothing: a page older than the webhook's settings may still try its own
+    client.force_login(school_admin)
+    webhook = SubscriptionFactory(school=school, name="CRM", url="http://127.0.0.1:9/hooks")
+    opened = _page_version(client, webhook)
+    subscription_update(subscription=webhook, name="CRM renamed")
+
+    response = client.post(
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+        {
+            **FORM,
+            "school": school.pk,
+            "url": webhook.url,
+            "basic_auth_enabled": "False",
+            "_send_test": "1",
+            "send_test-event_type": "course.created",
+            **opened,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "send_test_errors" not in response.context
 
 
 def test_turning_a_disabled_webhook_back_on_forgets_why_it_was_off(client, school, school_admin):
