@@ -172,3 +172,14 @@ def test_create_school_and_create_platform_key_commands(db):
     assert out.getvalue().strip().splitlines()[-1].startswith("whp_")
     with pytest.raises(CommandError, match="timezone: Mars/Olympus is not an IANA time zone"):
         call_command("create_school", "--slug=x", "--name=X", "--timezone=Mars/Olympus")
+
+
+def test_the_key_commands_refuse_a_name_too_long_with_a_clear_error(school):
+    """An operator's typo is a one-line error, not the database's DataError and a traceback."""
+    too_long = "x" * 101
+    message = "name: Ensure this value has at most 100 characters"
+    with pytest.raises(CommandError, match=message):
+        call_command("create_api_key", "--school", school.slug, "--name", too_long)
+    with pytest.raises(CommandError, match=message):
+        call_command("create_platform_key", "--name", too_long)
+    assert not ApiKey.objects.exists()
