@@ -231,3 +231,22 @@ def test_a_key_rotation_names_each_secret_no_key_can_read_and_changes_nothing(sc
     settings.WEBHOOKS_ENCRYPTION_KEYS = old_keys
     readable.refresh_from_db()
     assert secret_decrypt(readable.url_encrypted) == "https://crm.example.org/hooks?token=t0k"
+
+
+def test_a_key_rotation_with_a_malformed_key_says_so_and_changes_nothing(school, settings):
+    """A key pasted wrong in the environment (cut short) is the operator's to correct: a
+    one-line error, not a traceback."""
+    from django.core.management.base import CommandError
+
+    subscription_create(
+        school=school, name="CRM", url="https://crm.example.org/hooks?token=t0k", topics=["*"]
+    )
+    before = list(SigningSecret.objects.values_list("secret_encrypted", flat=True))
+    good = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()[:40], *good]
+
+    with pytest.raises(CommandError, match="holds a value that is not a Fernet key"):
+        call_command("encryption_keys_rotate")
+
+    settings.WEBHOOKS_ENCRYPTION_KEYS = good
+    assert list(SigningSecret.objects.values_list("secret_encrypted", flat=True)) == before
