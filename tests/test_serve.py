@@ -56,13 +56,13 @@ class Supervisor:
     """``python -m webhooks_project.serve`` on the embedded default, with its own data directory
     and port, its output collected; ``stop()`` ends it as Ctrl-C would, then anything it left."""
 
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, **settings: str) -> None:
         self.data = data
         ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
         env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
         # Marks this supervisor's processes (its children inherit it), to find what it left.
         self.mark = f"WEBHOOKS_TEST_SUPERVISOR={uuid.uuid4().hex}"
-        env.update(WEBHOOKS_DATA_DIR=str(data), WEBHOOKS_PORT=str(port))
+        env.update(WEBHOOKS_DATA_DIR=str(data), WEBHOOKS_PORT=str(port), **settings)
         env.update([self.mark.split("=")])
         self.output: list[str] = []
         self.process = subprocess.Popen(
@@ -173,3 +173,17 @@ def test_ctrl_c_while_it_starts_stops_it_without_a_traceback(tmp_path):
     assert starting.stop() == 0, starting.text()[-3000:]
     assert "Traceback" not in starting.text(), starting.text()[-3000:]
     assert starting.processes() == []
+
+
+@pytest.mark.integration
+def test_listening_on_every_address_the_demo_receiver_is_reached_on_loopback(tmp_path):
+    """WEBHOOKS_HOST=0.0.0.0 (the admin reachable from outside a VM or a container): the demo
+    webhooks and the printed address are on loopback, not 0.0.0.0, which no webhook may use."""
+    port = _free_port()
+    everywhere = Supervisor(tmp_path / "data", port, WEBHOOKS_HOST="0.0.0.0")
+    try:
+        everywhere.wait_for(f"The admin is at http://127.0.0.1:{port}/admin/")
+        everywhere.wait_for('"POST /demo/receiver/ HTTP/1.1" 200', timeout=60)
+    finally:
+        assert everywhere.stop() == 0
+    assert "Traceback" not in everywhere.text(), everywhere.text()[-3000:]

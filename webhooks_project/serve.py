@@ -174,7 +174,11 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     host = os.environ.get("WEBHOOKS_HOST", "127.0.0.1")
     port = int(os.environ.get("WEBHOOKS_PORT", "8000"))
-    base_url = f"http://{host}:{port}"
+    # Where this machine reaches the server: a server listening on every address (0.0.0.0,
+    # to be reached from outside a VM or a container) is reached on loopback; 0.0.0.0 itself
+    # is no address a webhook may be sent to.
+    local = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
+    base_url = f"http://{local}:{port}"
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
     data = _data_directory()
@@ -221,7 +225,7 @@ def main() -> None:
     ]
 
     try:
-        _wait_for_port(host, port, 60, children[0], stop_signals)
+        _wait_for_port(local, port, 60, children[0], stop_signals)
         if stop_signals or not _step([*manage, "demo_setup", "--base-url", base_url], stop_signals):
             return
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
