@@ -43,3 +43,34 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class BrokerOutageFilter(logging.Filter):
+    """Celery beat's ``Message Error`` while the broker cannot be reached (a Redis restart or
+    outage): one line with the cause, instead of the stack and the traceback Celery logs with
+    each tick it could not send (about 150 lines a second). Other errors are left whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.exc_info
+            and str(record.msg).startswith("Message Error")
+            and _broker_unreachable(record.exc_info[1])
+        ):
+            record.msg = "Message Error: %s"
+            record.args = (record.exc_info[1],)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _broker_unreachable(exc: BaseException | None) -> bool:
+    """Whether an exception was caused by a connection to the broker failing."""
+    from kombu.exceptions import OperationalError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OperationalError | ConnectionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

@@ -259,12 +259,15 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "common.logging.JsonFormatter"},
     },
+    # Beat's ticks it could not send while the broker is down: one line each, no traceback.
+    "filters": {"broker_outage": {"()": "common.logging.BrokerOutageFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": DJANGO_LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "celery.beat": {"filters": ["broker_outage"]},
     },
 }
 

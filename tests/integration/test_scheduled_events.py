@@ -21,6 +21,7 @@ from events.services import (
     scheduled_event_create,
     scheduled_event_move,
 )
+from faults.harness import PrivateRedis
 from tests.processes import start_beat, start_worker
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
@@ -174,3 +175,36 @@ def test_beat_ticks_no_worker_took_expire_instead_of_piling_up(catalog, process_
     for task, expires in expiries.items():
         assert expires is not None, task
         assert dt.datetime.fromisoformat(expires) - timezone.now() <= dt.timedelta(seconds=60)
+
+
+def test_beat_says_in_one_line_per_tick_that_the_broker_is_unreachable(catalog, process_logs):
+    """Redis restarted or gone while beat runs: beat cannot send its ticks. Celery logs each
+    failure with the stack and the traceback, about 150 lines a second; one line per tick says
+    as much."""
+    broker = PrivateRedis()
+    broker.start()
+    try:
+        beat = start_beat(
+            process_logs,
+            CELERY_BROKER_URL=broker.url,
+            CELERY_BROKER_SOCKET_TIMEOUT="1.5",
+            WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS="1",
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "Sending due task" not in beat.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            broker.kill()
+            while beat.log().count("Message Error") < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            beat.stop()
+    finally:
+        broker.kill()
+
+    log = beat.log()
+    errors = [line for line in log.splitlines() if "Message Error" in line]
+    assert len(errors) >= 3, log[-3000:]
+    assert "Connection refused" in errors[-1], errors[-1]
+    assert "Traceback" not in log, log[-3000:]
+    assert 'File "' not in log, log[-3000:]
