@@ -45,7 +45,7 @@ from common.api import (
     NewestFirstCursorPagination,
 )
 from common.metrics import NOT_CONFIGURED, client_address, metrics_access_refusal
-from common.views import first_line
+from common.views import database_unreachable, first_line, unavailable_response
 from schools.permissions import IsSchoolClient, client_school
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
@@ -365,6 +365,20 @@ def metrics(request: HttpRequest) -> HttpResponse:
         for name, value in refusal.headers:
             response[name] = value
         return response
-    response = HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)
+    try:
+        body = metrics_render()
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        # Answered here, not by handler500, which Django skips with DEBUG on (`make run`).
+        logger.warning(
+            "%s /metrics refused, the database is unreachable: %s",
+            request.method,
+            first_line(exc),
+        )
+        unavailable = unavailable_response(request)
+        unavailable._has_been_logged = True  # type: ignore[attr-defined]  # by log_response
+        return unavailable
+    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response

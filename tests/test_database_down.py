@@ -44,12 +44,14 @@ def _request_logs(caplog) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
+@pytest.mark.parametrize("debug", [False, True])  # True: `make run`
 def test_metrics_answer_503_with_one_line_that_says_why_while_the_database_is_unreachable(
-    database_unreachable, settings, caplog
+    database_unreachable, settings, caplog, debug
 ):
     """Prometheus scrapes every 15 s: an outage must not write a traceback at each scrape."""
     from django.test import Client
 
+    settings.DEBUG = debug
     settings.WEBHOOKS_METRICS_TOKEN = "metrics-token-0123456789"
     with caplog.at_level(logging.WARNING):
         response = Client(raise_request_exception=False).get(
