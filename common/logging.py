@@ -45,31 +45,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class BrokerOutageFilter(logging.Filter):
-    """Celery beat's ``Message Error`` while the broker cannot be reached (a Redis restart or
-    outage): one line with the cause, instead of the stack and the traceback Celery logs with
-    each tick it could not send (about 150 lines a second). Other errors are left whole."""
+class OutageFilter(logging.Filter):
+    """A failure caused by the broker or the database being unreachable (a restart, an
+    outage) is logged in one line that says why, without the traceback (and, for Celery beat's
+    ``Message Error``, the stack) the logger added: beat's scheduler, its ticks and the
+    heartbeats log one at every turn, hundreds of lines a second for as long as it lasts.
+    Other errors keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if (
-            record.exc_info
-            and str(record.msg).startswith("Message Error")
-            and _broker_unreachable(record.exc_info[1])
-        ):
-            record.msg = "Message Error: %s"
-            record.args = (record.exc_info[1],)
+        if record.exc_info and _outage(record.exc_info[1]):
+            exc = record.exc_info[1]
+            message = record.getMessage().split("\n")[0].rstrip()
+            lines = str(exc).strip().splitlines()
+            if not lines or lines[0] not in message:  # say why, once
+                message = f"{message}: {type(exc).__name__}: {lines[0] if lines else ''}"
+            record.msg = message
+            record.args = None
             record.exc_info = None
             record.exc_text = None
         return True
 
 
-def _broker_unreachable(exc: BaseException | None) -> bool:
-    """Whether an exception was caused by a connection to the broker failing."""
-    from kombu.exceptions import OperationalError
+def _outage(exc: BaseException | None) -> bool:
+    """Whether an exception was caused by a connection to the broker or the database failing."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
 
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, OperationalError | ConnectionError):
+        if isinstance(exc, BrokerError | ConnectionError | OperationalError | InterfaceError):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

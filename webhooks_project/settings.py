@@ -259,15 +259,18 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "common.logging.JsonFormatter"},
     },
-    # Beat's ticks it could not send while the broker is down: one line each, no traceback.
-    "filters": {"broker_outage": {"()": "common.logging.BrokerOutageFilter"}},
+    # What beat and the heartbeats could not do while the broker or the database is down: one
+    # line each, no traceback.
+    "filters": {"outage": {"()": "common.logging.OutageFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": DJANGO_LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        "celery.beat": {"filters": ["broker_outage"]},
+        "celery.beat": {"filters": ["outage"]},
+        "django_celery_beat.schedulers": {"filters": ["outage"]},
+        "webhooks_project.celery": {"filters": ["outage"]},
     },
 }
 
