@@ -10,6 +10,7 @@ keeps exiting). Everything a run keeps (database, broker, metric files, beat's p
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -31,6 +32,23 @@ RESTART_DELAY_MAX_SECONDS = 30.0
 _locks_held: list[IO[str]] = []
 
 
+def _stop_with_the_supervisor() -> None:
+    """Run in a child before its command (Linux): SIGTERM it when the supervisor ends, however
+    it ends. Otherwise a supervisor killed outright (``kill -9``, the OOM killer) would leave
+    the three processes running without it, holding the port and the data directory."""
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != _SUPERVISOR:  # it ended before the request was made
+        os._exit(1)
+
+
+# Looked up once, here: the function above runs between fork and exec, where little is safe.
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+_SUPERVISOR = os.getpid()
+
+
 class Child:
     """One supervised process; ``restart`` starts it again after it exited."""
 
@@ -48,6 +66,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # terminal signals reach the supervisor only
+            preexec_fn=_stop_with_the_supervisor,
             text=True,
             bufsize=1,
         )
@@ -113,7 +132,9 @@ def _step(command: list[str], stop_signals: list[int]) -> bool:
     False when a stop was asked meanwhile (the step is ended with SIGTERM). Like the children,
     it runs in a session of its own, so Ctrl-C reaches the supervisor only and the step does not
     print a KeyboardInterrupt's traceback."""
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, preexec_fn=_stop_with_the_supervisor
+    )
     while process.poll() is None:
         if stop_signals:
             process.terminate()
