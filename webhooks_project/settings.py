@@ -121,6 +121,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /health/ for load balancers, which probe by address: before the host check and redirect.
+    "webhooks_project.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JavaScript (``collectstatic`` into DJANGO_STATIC_ROOT), served by the
     # web processes themselves, compressed and with caching headers: no web server in front.
