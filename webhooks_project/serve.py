@@ -207,9 +207,9 @@ def main() -> None:
     if not _port_free(host, port):
         raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")
     _metrics_directory_empty(data)
-    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite (var/)"
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite"
     broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
-    print(f"Starting with {database} and {broker}.", flush=True)
+    print(f"Starting with {database} and {broker}; data in {data}.", flush=True)
     stop_signals: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
