@@ -261,8 +261,8 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "common.logging.JsonFormatter"},
     },
-    # What beat and the heartbeats could not do while the broker or the database is down: one
-    # line each, no traceback.
+    # What could not be done while the broker, the database or the cache is down: one line
+    # each, with its cause, no traceback.
     "filters": {"outage": {"()": "common.logging.OutageFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
@@ -273,6 +273,9 @@ LOGGING = {
         "celery.beat": {"filters": ["outage"]},
         "django_celery_beat.schedulers": {"filters": ["outage"]},
         "webhooks_project.celery": {"filters": ["outage"]},
+        # ... and what a web request could not do: ask for a fan-out, count a failed login.
+        "deliveries.services.fan_out": {"filters": ["outage"]},
+        "schools.throttles": {"filters": ["outage"]},
     },
 }
 
