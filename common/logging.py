@@ -43,3 +43,42 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class OutageFilter(logging.Filter):
+    """A failure caused by the broker, the database or the cache being unreachable (a restart,
+    an outage) is logged in one line that says why, without the traceback (and, for Celery
+    beat's ``Message Error``, the stack) the logger added. Beat's scheduler, its ticks and the
+    heartbeats log one at every turn, the web one per publish or failed login: hundreds of
+    lines a second for as long as it lasts. Other errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _outage(record.exc_info[1]):
+            exc = record.exc_info[1]
+            try:
+                message = record.getMessage().split("\n")[0].rstrip()
+            except Exception:  # a message its arguments do not fit: left for the handler
+                return True
+            lines = str(exc).strip().splitlines()
+            if not lines or lines[0] not in message:  # say why, once
+                message = f"{message}: {type(exc).__name__}: {lines[0] if lines else ''}"
+            record.msg = message
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _outage(exc: BaseException | None) -> bool:
+    """Whether an exception was caused by a connection to the broker, the database or the
+    cache failing (the cache's Redis client raises from the builtin ``ConnectionError``)."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, BrokerError | ConnectionError | OperationalError | InterfaceError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

@@ -5,6 +5,7 @@ public keys (Ed25519 for ``v1a``, ECDSA for the edudip profile), the demo receiv
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 import uuid
 from typing import Any
@@ -44,6 +45,7 @@ from common.api import (
     NewestFirstCursorPagination,
 )
 from common.metrics import NOT_CONFIGURED, client_address, metrics_access_refusal
+from common.views import database_unreachable, first_line, unavailable_response
 from schools.permissions import IsSchoolClient, client_school
 from subscriptions.crypto import secret_decrypt
 from subscriptions.selectors import signing_secrets_active
@@ -68,6 +70,8 @@ from .serializers import (
 )
 from .services import RetriggerOutcome, delivery_retrigger
 from .services.config import ecdsa_key, ed25519_keys
+
+logger = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 5 * 60
 # /health/ gives up on the broker after this many seconds.
@@ -287,6 +291,7 @@ def health(request: HttpRequest) -> JsonResponse:
     200 when the database and the broker answer and due deliveries are being picked up;
     503 otherwise, with what is wrong. Reveals counts only, nothing about any school."""
     checks: dict[str, object] = {}
+    failures: dict[str, object] = {}
     healthy = True
     try:
         with connection.cursor() as cursor:
@@ -297,6 +302,7 @@ def health(request: HttpRequest) -> JsonResponse:
         checks["events_awaiting_fan_out"] = awaiting
         if lag > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
             checks["deliveries"] = "due deliveries are not being picked up: are workers running?"
+            failures["deliveries"] = f"due for {lag:.0f} s, not picked up"
             healthy = False
         # What waits without a message is the sweeper's to send (beat runs it every 2 s).
         swept = sweeper_last_run()
@@ -305,9 +311,11 @@ def health(request: HttpRequest) -> JsonResponse:
             checks["sweeper_last_run_seconds"] = round(max(since, 0.0), 1)
             if since > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
                 checks["sweeper"] = "the sweeper has not run: is beat running?"
+                failures["sweeper"] = f"last run {since:.0f} s ago"
                 healthy = False
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
+        failures["database"] = f"unreachable ({first_line(exc)})"
         healthy = False
     try:
         # Each socket operation bounded too: ensure_connection's timeout only bounds its
@@ -324,9 +332,18 @@ def health(request: HttpRequest) -> JsonResponse:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unreachable: {type(exc).__name__}"
+        failures["broker"] = f"unreachable ({first_line(exc)})"
         healthy = False
     checks["status"] = "ok" if healthy else "unhealthy"
-    return JsonResponse(checks, status=200 if healthy else 503)
+    response = JsonResponse(checks, status=200 if healthy else 503)
+    if not healthy:
+        # One line that says why, instead of Django's "Service Unavailable: /health/".
+        logger.warning(
+            "Health check failed: %s",
+            "; ".join(f"{name} {value}" for name, value in failures.items()),
+        )
+        response._has_been_logged = True  # type: ignore[attr-defined]  # by Django's log_response
+    return response
 
 
 @require_safe
@@ -348,6 +365,20 @@ def metrics(request: HttpRequest) -> HttpResponse:
         for name, value in refusal.headers:
             response[name] = value
         return response
-    response = HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)
+    try:
+        body = metrics_render()
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        # Answered here, not by handler500, which Django skips with DEBUG on (`make run`).
+        logger.warning(
+            "%s /metrics refused, the database is unreachable: %s",
+            request.method,
+            first_line(exc),
+        )
+        unavailable = unavailable_response(request)
+        unavailable._has_been_logged = True  # type: ignore[attr-defined]  # by log_response
+        return unavailable
+    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response

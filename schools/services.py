@@ -67,6 +67,7 @@ def api_key_create(*, school: School, name: str, actor: Actor | None = None) -> 
         raise ValidationError(
             {"name": [_("Give the key a name, such as the integration using it.")]}
         )
+    _key_name_check(ApiKey, name)
     School.objects.select_for_update().get(pk=school.pk)  # one creation at a time per school
     limit = settings.WEBHOOKS_API_KEYS_PER_SCHOOL
     if ApiKey.objects.filter(school=school, revoked_at__isnull=True).count() >= limit:
@@ -82,6 +83,15 @@ def api_key_create(*, school: School, name: str, actor: Actor | None = None) -> 
     api_key = ApiKey.objects.create(school=school, name=name, prefix=prefix, key_hash=key_hash(key))
     _api_key_audit(api_key, AuditAction.API_KEY_CREATED, actor)
     return api_key, key
+
+
+def _key_name_check(model: type[ApiKey] | type[PlatformKey], name: str) -> None:
+    """The name's length, which the column limits: refused with the field's message rather
+    than by the database."""
+    try:
+        model._meta.get_field("name").run_validators(name)
+    except ValidationError as exc:
+        raise ValidationError({"name": exc.messages}) from None
 
 
 def api_key_revoke(*, api_key: ApiKey, actor: Actor | None = None) -> None:
@@ -110,6 +120,7 @@ def platform_key_create(*, name: str) -> tuple[PlatformKey, str]:
     name = name.strip()
     if not name:
         raise ValidationError({"name": [_("Give the key a name, such as the service using it.")]})
+    _key_name_check(PlatformKey, name)
     key, prefix = _key_generate(PLATFORM_KEY_PREFIX)
     return PlatformKey.objects.create(name=name, prefix=prefix, key_hash=key_hash(key)), key
 

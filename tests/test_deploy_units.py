@@ -67,3 +67,14 @@ def test_systemd_accepts_the_unit_and_its_command_runs_here(unit, tmp_path):
     command = re.search(r"ExecStart=(\S+)", text)
     assert command is not None
     assert Path(command.group(1)).is_file()
+
+
+def test_the_web_and_the_workers_share_one_metrics_directory_that_is_theirs():
+    """Without it each process writes its counters under the code's folder (var/metrics), which
+    the service user may not be able to create (every scrape then fails) and nothing ever
+    empties. The directory is on tmpfs, emptied at boot, and kept while any of them runs."""
+    for name in ("webhooks-web.service", "webhooks-worker@.service"):
+        service = _unit(ROOT / "docs" / "deploy" / name)["Service"]
+        assert service["Environment"] == "PROMETHEUS_MULTIPROC_DIR=/run/webhooks-metrics", name
+        assert service["RuntimeDirectory"] == "webhooks-metrics", name
+        assert service["RuntimeDirectoryPreserve"] == "yes", name

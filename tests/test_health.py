@@ -1,4 +1,5 @@
 import datetime as dt
+import logging
 
 import pytest
 from django.utils import timezone
@@ -110,3 +111,23 @@ def test_health_is_503_when_the_sweeper_has_not_run(client, catalog, settings):
     assert body["sweeper_last_run_seconds"] >= 600
     deliveries_sweep()
     assert client.get("/health/").status_code == 200
+
+
+def test_health_answers_a_probe_by_address_whatever_the_allowed_hosts(
+    client, catalog, settings, caplog
+):
+    """Load balancers and monitors probe an instance by its address (Host: 10.0.0.5:8000, or
+    127.0.0.1:8000 on the host itself, where the web unit listens), not by the site's name:
+    with the README's DJANGO_ALLOWED_HOSTS they got a 400 and an ERROR line per probe, so the
+    deployment looked down. /health/ builds no URL from the Host header; other pages still
+    refuse a host that is not allowed."""
+    settings.ALLOWED_HOSTS = ["webhooks.school.example"]
+    settings.SECURE_SSL_REDIRECT = True  # DJANGO_HTTPS=true: probes come over plain HTTP
+
+    with caplog.at_level(logging.WARNING):
+        probes = [client.get("/health/", HTTP_HOST=host) for host in ("10.0.0.5:8000", "127.0.0.1")]
+
+    assert [probe.status_code for probe in probes] == [200, 200]
+    assert probes[0].json()["status"] == "ok"
+    assert caplog.records == []
+    assert client.get("/admin/login/", HTTP_HOST="10.0.0.5:8000").status_code == 400

@@ -234,3 +234,33 @@ def _lines_within(process: subprocess.Popen, *, count: int, seconds: float) -> l
     reader.start()
     reader.join(seconds)
     return list(lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishing_while_the_broker_is_down_says_so_in_one_line(school):
+    """Every publish (each POST /api/v1/events/) while Redis is down logs that its fan-out
+    could not be asked for: one line with the cause, not a 60-line traceback per request."""
+    published = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "publish_event",
+            "--school",
+            school.slug,
+            "--type",
+            "course.created",
+            "--data",
+            '{"course": {"id": "c1"}}',
+        ],
+        cwd=ROOT,
+        env=process_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0"),  # nothing listens there
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert published.returncode == 0, published.stderr
+    [line] = [line for line in published.stderr.splitlines() if line.strip()]
+    assert "Could not enqueue fan-out" in line
+    assert "Connection refused" in line
+    assert Event.objects.filter(fanned_out_at__isnull=True).count() == 1  # for the sweeper

@@ -1,7 +1,22 @@
-"""`make run`'s supervisor: whether the web server's port can be used."""
+"""`make run`'s supervisor: whether the web server's port can be used, and what a second start,
+another data directory or Ctrl-C during the start do to real supervisors."""
 
+import contextlib
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+
+from tests.processes import ROOT
 from webhooks_project.serve import _port_free
 
 
@@ -26,3 +41,166 @@ def test_a_port_something_listens_on_is_busy():
         server.bind(("127.0.0.1", 0))
         server.listen()
         assert not _port_free("127.0.0.1", server.getsockname()[1])
+
+
+# --- The supervisor itself, as `make run` starts it ------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Supervisor:
+    """``python -m webhooks_project.serve`` on the embedded default, with its own data directory
+    and port, its output collected; ``stop()`` ends it as Ctrl-C would, then anything it left."""
+
+    def __init__(self, data: Path, port: int, **settings: str) -> None:
+        self.data = data
+        ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+        env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+        # Marks this supervisor's processes (its children inherit it), to find what it left.
+        self.mark = f"WEBHOOKS_TEST_SUPERVISOR={uuid.uuid4().hex}"
+        env.update(WEBHOOKS_DATA_DIR=str(data), WEBHOOKS_PORT=str(port), **settings)
+        env.update([self.mark.split("=")])
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "webhooks_project.serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=lambda: self.output.extend(self.process.stdout), daemon=True
+        ).start()
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def wait_for(self, marker: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in self.text():
+            assert self.process.poll() is None, f"it exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {marker!r}:\n{self.text()[-3000:]}"
+            time.sleep(0.2)
+
+    def processes(self) -> list[int]:
+        """This supervisor's processes: itself and its children."""
+        found = []
+        needle = f"{self.mark}\0".encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if needle in (entry / "environ").read_bytes():
+                        found.append(int(entry.name))
+        return found
+
+    def stop(self) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGINT)  # the terminal's Ctrl-C
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(60)
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
+    supervisor = Supervisor(tmp_path_factory.mktemp("make-run") / "data", _free_port())
+    supervisor.wait_for("The admin is at")
+    yield supervisor
+    supervisor.stop()
+
+
+@pytest.mark.integration
+def test_a_second_start_on_the_same_data_directory_leaves_the_running_one_alone(running):
+    """Started twice in one folder, the second must not empty the first one's metric files (its
+    counters would be lost until it restarts), nor run a second worker and beat on its files."""
+    metrics = running.data / "metrics"
+    deadline = time.monotonic() + 60
+    while not list(metrics.glob("counter_*.db")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the demo deliveries' counters
+    files = list(metrics.glob("*.db"))
+    assert files, running.text()[-3000:]
+    port = _port_of(running)
+
+    for second_port in (port, _free_port()):
+        second = Supervisor(running.data, second_port)
+        try:
+            assert second.process.wait(60) != 0
+        finally:
+            second.stop()
+        assert set(files) <= set(metrics.glob("*.db")), second.text()  # none removed
+        assert "already running" in second.text(), second.text()
+    assert running.process.poll() is None
+
+
+def _port_of(supervisor: Supervisor) -> int:
+    match = re.search(r"The admin is at http://127\.0\.0\.1:(\d+)/", supervisor.text())
+    assert match, supervisor.text()[-3000:]
+    return int(match.group(1))
+
+
+@pytest.mark.integration
+def test_a_start_on_another_data_directory_runs_its_own_beat(running, tmp_path):
+    """Everything a run keeps is under its WEBHOOKS_DATA_DIR, beat's pidfile too: a second run
+    with a data directory of its own starts its beat instead of finding the first one's."""
+    other = Supervisor(tmp_path / "data", _free_port())
+    try:
+        other.wait_for("The admin is at")
+        other.wait_for("beat: Starting", timeout=60)
+        time.sleep(3)
+        assert "beat exited" not in other.text(), other.text()[-3000:]
+        assert (tmp_path / "data" / "beat.pid").exists()
+    finally:
+        assert other.stop() == 0
+    assert other.processes() == []
+
+
+@pytest.mark.integration
+def test_ctrl_c_while_it_starts_stops_it_without_a_traceback(tmp_path):
+    """Ctrl-C during the migrations (or the demo data) stops the start quietly: nothing left
+    running, no KeyboardInterrupt traceback from the supervisor or the step it was running."""
+    starting = Supervisor(tmp_path / "data", _free_port())
+    starting.wait_for("Starting with")
+    time.sleep(1)  # migrating the fresh database
+    assert starting.stop() == 0, starting.text()[-3000:]
+    assert "Traceback" not in starting.text(), starting.text()[-3000:]
+    assert starting.processes() == []
+
+
+@pytest.mark.integration
+def test_listening_on_every_address_the_demo_receiver_is_reached_on_loopback(tmp_path):
+    """WEBHOOKS_HOST=0.0.0.0 (the admin reachable from outside a VM or a container): the demo
+    webhooks and the printed address are on loopback, not 0.0.0.0, which no webhook may use."""
+    port = _free_port()
+    everywhere = Supervisor(tmp_path / "data", port, WEBHOOKS_HOST="0.0.0.0")
+    try:
+        everywhere.wait_for(f"The admin is at http://127.0.0.1:{port}/admin/")
+        everywhere.wait_for('"POST /demo/receiver/ HTTP/1.1" 200', timeout=60)
+    finally:
+        assert everywhere.stop() == 0
+    assert "Traceback" not in everywhere.text(), everywhere.text()[-3000:]
+
+
+@pytest.mark.integration
+def test_a_supervisor_killed_outright_takes_its_children_with_it(tmp_path):
+    """SIGKILL (the OOM killer, `kill -9`) gives the supervisor no chance to stop anything:
+    its children must not run on without it, holding the port and the data directory."""
+    supervisor = Supervisor(tmp_path / "data", _free_port())
+    try:
+        supervisor.wait_for("The admin is at")
+        os.kill(supervisor.process.pid, signal.SIGKILL)
+        supervisor.process.wait()
+        deadline = time.monotonic() + 45  # the worker's warm shutdown
+        while supervisor.processes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert supervisor.processes() == [], supervisor.text()[-3000:]
+    finally:
+        supervisor.stop()

@@ -4,11 +4,14 @@ Reads ``.env`` first. With no ``DATABASE_URL`` / ``CELERY_BROKER_URL`` the embed
 (SQLite and a filesystem broker under ``var/``). Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stop
 all three processes gracefully: in-flight deliveries get a grace period before anything is killed.
 A process that exits on its own is started again (after 1 s, then 2, 4, ... up to 30 s while it
-keeps exiting).
+keeps exiting). Everything a run keeps (database, broker, metric files, beat's pidfile) is under
+``WEBHOOKS_DATA_DIR``, which one run at a time may use: a second start on it is refused.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import signal
 import socket
@@ -18,12 +21,32 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from dotenv import load_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 30.0
 RESTART_DELAY_MAX_SECONDS = 30.0
+# Open files whose locks this process holds until it exits.
+_locks_held: list[IO[str]] = []
+
+
+def _stop_with_the_supervisor() -> None:
+    """Run in a child before its command (Linux): SIGTERM it when the supervisor ends, however
+    it ends. Otherwise a supervisor killed outright (``kill -9``, the OOM killer) would leave
+    the three processes running without it, holding the port and the data directory."""
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != _SUPERVISOR:  # it ended before the request was made
+        os._exit(1)
+
+
+# Looked up once, here: the function above runs between fork and exec, where little is safe.
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+_SUPERVISOR = os.getpid()
 
 
 class Child:
@@ -43,6 +66,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # terminal signals reach the supervisor only
+            preexec_fn=_stop_with_the_supervisor,
             text=True,
             bufsize=1,
         )
@@ -87,9 +111,11 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _wait_for_port(host: str, port: int, timeout: float, web: Child) -> None:
+def _wait_for_port(
+    host: str, port: int, timeout: float, web: Child, stop_signals: list[int]
+) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop_signals:
         if not web.running():
             raise SystemExit("The web server exited; see its output above.")
         with socket.socket() as probe:
@@ -97,14 +123,64 @@ def _wait_for_port(host: str, port: int, timeout: float, web: Child) -> None:
             if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.2)
-    raise SystemExit(f"The web server did not start listening on {host}:{port}.")
+    if not stop_signals:
+        raise SystemExit(f"The web server did not start listening on {host}:{port}.")
 
 
-def _metrics_directory_empty() -> None:
+def _step(command: list[str], stop_signals: list[int]) -> bool:
+    """Run one step of the start (migrate, the demo data) to its end: True when it succeeded,
+    False when a stop was asked meanwhile (the step is ended with SIGTERM). Like the children,
+    it runs in a session of its own, so Ctrl-C reaches the supervisor only and the step does not
+    print a KeyboardInterrupt's traceback."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, preexec_fn=_stop_with_the_supervisor
+    )
+    while process.poll() is None:
+        if stop_signals:
+            process.terminate()
+            process.wait()
+            return False
+        time.sleep(0.1)
+    if stop_signals:
+        return False
+    if process.returncode != 0:
+        raise SystemExit(f"`manage.py {command[2]}` failed; see its output above.")
+    return True
+
+
+def _data_directory() -> Path:
+    """``WEBHOOKS_DATA_DIR`` as the three processes read it (relative to the repository, where
+    they run), created if need be."""
+    data = ROOT / (os.environ.get("WEBHOOKS_DATA_DIR") or "var")
+    data.mkdir(parents=True, exist_ok=True)
+    return data
+
+
+def _data_directory_lock(data: Path) -> None:
+    """Refuse to start a second supervisor on the same data directory: it would share the
+    first one's database and broker files, empty its metric files and start a second beat.
+    The lock is held until this process exits (the file stays; the lock goes with the process,
+    however it ends)."""
+    lock = (data / "serve.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        raise SystemExit(
+            f"`make run` is already running on {data} (process {holder}); stop it first, "
+            "or give this one another WEBHOOKS_DATA_DIR."
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    _locks_held.append(lock)
+
+
+def _metrics_directory_empty(data: Path) -> None:
     """Start the counters from zero: the metric files of earlier runs are removed (only those),
     and the three processes are told the one directory they share."""
-    data = Path(os.environ.get("WEBHOOKS_DATA_DIR") or ROOT / "var")
-    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data / "metrics")
+    directory = ROOT / (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data / "metrics")
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("*.db"):
         old.unlink()
@@ -119,18 +195,34 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     host = os.environ.get("WEBHOOKS_HOST", "127.0.0.1")
     port = int(os.environ.get("WEBHOOKS_PORT", "8000"))
-    base_url = f"http://{host}:{port}"
+    # Where this machine reaches the server: a server listening on every address (0.0.0.0,
+    # to be reached from outside a VM or a container) is reached on loopback; 0.0.0.0 itself
+    # is no address a webhook may be sent to.
+    local = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
+    base_url = f"http://{local}:{port}"
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
-    _metrics_directory_empty()
-
+    data = _data_directory()
+    _data_directory_lock(data)
     if not _port_free(host, port):
         raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")
-    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite (var/)"
+    _metrics_directory_empty(data)
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite"
     broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
-    print(f"Starting with {database} and {broker}.", flush=True)
-    subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, check=True)
+    print(f"Starting with {database} and {broker}; data in {data}.", flush=True)
+    stop_signals: list[int] = []
 
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        # Only note it. A handler runs between two bytecodes of the main thread, which may be
+        # holding a lock at that moment (a threading.Event's, while it waits on it); taking
+        # that lock here would hang the supervisor for good.
+        stop_signals.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
+
+    if not _step([*manage, "migrate", "--noinput"], stop_signals):
+        sys.exit(0)
     children = [
         Child("web", [*manage, "runserver", "--noreload", f"{host}:{port}"]),
         Child(
@@ -148,24 +240,15 @@ def main() -> None:
                 "beat",
                 "-l",
                 "INFO",
-                f"--pidfile={ROOT / 'var' / 'beat.pid'}",
+                f"--pidfile={data / 'beat.pid'}",
             ],
         ),
     ]
-    stop_signals: list[int] = []
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        # Only note it. A handler runs between two bytecodes of the main thread, which may be
-        # holding a lock at that moment (a threading.Event's, while it waits on it); taking
-        # that lock here would hang the supervisor for good.
-        stop_signals.append(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, request_stop)
 
     try:
-        _wait_for_port(host, port, 60, children[0])
-        subprocess.run([*manage, "demo_setup", "--base-url", base_url], cwd=ROOT, check=True)
+        _wait_for_port(local, port, 60, children[0], stop_signals)
+        if stop_signals or not _step([*manage, "demo_setup", "--base-url", base_url], stop_signals):
+            return
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
         restart_at: dict[str, float] = {}
         while not stop_signals:

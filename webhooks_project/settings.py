@@ -121,6 +121,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /health/ for load balancers, which probe by address: before the host check and redirect.
+    "webhooks_project.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JavaScript (``collectstatic`` into DJANGO_STATIC_ROOT), served by the
     # web processes themselves, compressed and with caching headers: no web server in front.
@@ -259,12 +261,21 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "common.logging.JsonFormatter"},
     },
+    # What could not be done while the broker, the database or the cache is down: one line
+    # each, with its cause, no traceback.
+    "filters": {"outage": {"()": "common.logging.OutageFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": DJANGO_LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "celery.beat": {"filters": ["outage"]},
+        "django_celery_beat.schedulers": {"filters": ["outage"]},
+        "webhooks_project.celery": {"filters": ["outage"]},
+        # ... and what a web request could not do: ask for a fan-out, count a failed login.
+        "deliveries.services.fan_out": {"filters": ["outage"]},
+        "schools.throttles": {"filters": ["outage"]},
     },
 }
 

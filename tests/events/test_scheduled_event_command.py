@@ -133,3 +133,30 @@ def test_support_staff_cancel_scheduled_events_from_the_admin(admin_client, scho
     assert [str(m) for m in response.context["messages"]] == ["1 cancelled."]
     assert ScheduledEvent.objects.get(pk=row.pk).status == ScheduledEventStatus.CANCELLED
     assert ScheduledEvent.objects.get(key="course-4711-end").status == "scheduled"
+
+
+def test_a_data_file_that_cannot_be_read_is_reported(school, tmp_path):
+    """A wrong path, a folder or a file that is not UTF-8 text: one line, no traceback."""
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b'{"course": "\xd0\xff"}')
+    cases = {
+        tmp_path / "missing.json": "No such file or directory",
+        tmp_path: "Is a directory",
+        binary: "is not UTF-8 text",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(CommandError) as refused:
+            _run(
+                "create",
+                "--school",
+                school.slug,
+                "--type",
+                "course.started",
+                "--at",
+                "2026-03-26T09:00",
+                "--data-file",
+                str(path),
+            )
+        assert str(refused.value).startswith(f"--data-file {str(path)!r} cannot be read: ")
+        assert reason in str(refused.value)
+    assert ScheduledEvent.objects.count() == 0

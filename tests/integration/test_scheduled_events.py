@@ -3,6 +3,8 @@
 import contextlib
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,8 @@ from events.services import (
     scheduled_event_create,
     scheduled_event_move,
 )
-from tests.processes import start_beat, start_worker
+from faults.harness import PrivatePostgres, PrivateRedis
+from tests.processes import ROOT, process_env, start_beat, start_worker
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -174,3 +177,74 @@ def test_beat_ticks_no_worker_took_expire_instead_of_piling_up(catalog, process_
     for task, expires in expiries.items():
         assert expires is not None, task
         assert dt.datetime.fromisoformat(expires) - timezone.now() <= dt.timedelta(seconds=60)
+
+
+def test_beat_says_in_one_line_per_tick_that_the_broker_is_unreachable(catalog, process_logs):
+    """Redis restarted or gone while beat runs: beat cannot send its ticks. Celery logs each
+    failure with the stack and the traceback, about 150 lines a second; one line per tick says
+    as much."""
+    broker = PrivateRedis()
+    broker.start()
+    try:
+        beat = start_beat(
+            process_logs,
+            CELERY_BROKER_URL=broker.url,
+            CELERY_BROKER_SOCKET_TIMEOUT="1.5",
+            WEBHOOKS_SCHEDULED_EVENTS_INTERVAL_SECONDS="1",
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "Sending due task" not in beat.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            broker.kill()
+            while beat.log().count("Message Error") < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            beat.stop()
+    finally:
+        broker.kill()
+
+    log = beat.log()
+    errors = [line for line in log.splitlines() if "Message Error" in line]
+    assert len(errors) >= 3, log[-3000:]
+    assert "Connection refused" in errors[-1], errors[-1]
+    assert "Traceback" not in log, log[-3000:]
+    assert 'File "' not in log, log[-3000:]
+
+
+def test_beat_says_in_one_line_each_time_that_the_database_is_unreachable(catalog, process_logs):
+    """PostgreSQL restarted or gone while beat runs: its scheduler and its heartbeat log each
+    failure with a traceback, about 280 lines a second; one line each says as much."""
+    database = PrivatePostgres()
+    try:
+        database.start()
+        database.create_database()
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=process_env(DATABASE_URL=database.url),
+            check=True,
+        )
+        beat = start_beat(process_logs, DATABASE_URL=database.url)
+        try:
+            deadline = time.monotonic() + 30
+            while "Sending due task" not in beat.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            database.stop()
+            while (
+                not ("Database gave error" in beat.log() and "heartbeat not recorded" in beat.log())
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+        finally:
+            beat.stop()
+    finally:
+        database.remove()
+
+    log = beat.log()
+    [scheduler, *_] = [line for line in log.splitlines() if "Database gave error" in line]
+    [heartbeat, *_] = [line for line in log.splitlines() if "heartbeat not recorded" in line]
+    assert "Connection refused" in scheduler or "shutting down" in scheduler, scheduler
+    assert "OperationalError" in heartbeat, heartbeat
+    assert "Traceback" not in log, log[-3000:]
+    assert 'File "' not in log, log[-3000:]

@@ -106,6 +106,25 @@ def test_staff_grant_makes_a_school_admin_or_support_staff(school, admin_groups,
         call_command("staff_grant", "ada")
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["ada lovelace!"], "username: Enter a valid username"),
+        (["a" * 151], "username: Ensure this value has at most 150 characters"),
+        (["ada", "--email", "ada-at-example.org"], "email: Enter a valid email address"),
+    ],
+)
+def test_staff_grant_refuses_a_username_or_email_the_admin_would_refuse(
+    school, admin_groups, django_user_model, arguments, message
+):
+    """No user the admin could not save again (nor failure notices sent to no address), and no
+    traceback from the database."""
+    with pytest.raises(CommandError, match=message):
+        call_command("staff_grant", *arguments, "--school", school.slug)
+
+    assert not django_user_model.objects.exists()
+
+
 def test_a_superuser_adds_a_school_admin_on_the_schools_page(
     admin_client, school, admin_groups, django_user_model
 ):

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import logging
 
 import pytest
 from django.core.cache import cache
@@ -172,3 +173,35 @@ def test_create_school_and_create_platform_key_commands(db):
     assert out.getvalue().strip().splitlines()[-1].startswith("whp_")
     with pytest.raises(CommandError, match="timezone: Mars/Olympus is not an IANA time zone"):
         call_command("create_school", "--slug=x", "--name=X", "--timezone=Mars/Olympus")
+
+
+def test_the_key_commands_refuse_a_name_too_long_with_a_clear_error(school):
+    """An operator's typo is a one-line error, not the database's DataError and a traceback."""
+    too_long = "x" * 101
+    message = "name: Ensure this value has at most 100 characters"
+    with pytest.raises(CommandError, match=message):
+        call_command("create_api_key", "--school", school.slug, "--name", too_long)
+    with pytest.raises(CommandError, match=message):
+        call_command("create_platform_key", "--name", too_long)
+    assert not ApiKey.objects.exists()
+
+
+def test_a_failed_authentication_during_a_cache_outage_is_one_line(school, settings, caplog):
+    """DJANGO_CACHE_URL's Redis down: each failed API authentication still answers 401 and
+    says in one line that it could not be counted, not with a traceback per request."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        },
+    }
+
+    with caplog.at_level(logging.ERROR, logger="schools.throttles"):
+        response = _client("whk_not_a_key_0123456789abcdef").get("/api/v1/subscriptions/")
+
+    assert response.status_code == 401
+    [line] = [record for record in caplog.records if record.name == "schools.throttles"]
+    assert "cannot be counted" in line.getMessage()
+    assert "Connection refused" in line.getMessage()
+    assert line.exc_info is None

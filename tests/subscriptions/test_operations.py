@@ -306,3 +306,22 @@ def test_the_admin_index_resumes_a_paused_webhook(client, school, school_admin):
     assert "“CRM” is resumed; no delivery was held while it was paused." in answer.content.decode()
     page = client.get("/admin/").content.decode()
     assert "Everything is fine: every webhook is delivering." in page
+
+
+def test_a_key_rotation_with_a_malformed_key_says_so_and_changes_nothing(school, settings):
+    """A key pasted wrong in the environment (cut short) is the operator's to correct: a
+    one-line error, not a traceback."""
+    from django.core.management.base import CommandError
+
+    subscription_create(
+        school=school, name="CRM", url="https://crm.example.org/hooks?token=t0k", topics=["*"]
+    )
+    before = list(SigningSecret.objects.values_list("secret_encrypted", flat=True))
+    good = settings.WEBHOOKS_ENCRYPTION_KEYS
+    settings.WEBHOOKS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()[:40], *good]
+
+    with pytest.raises(CommandError, match="holds a value that is not a Fernet key"):
+        call_command("encryption_keys_rotate")
+
+    settings.WEBHOOKS_ENCRYPTION_KEYS = good
+    assert list(SigningSecret.objects.values_list("secret_encrypted", flat=True)) == before

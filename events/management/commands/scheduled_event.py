@@ -130,7 +130,18 @@ class Command(BaseCommand):
     def _data(self, options: dict[str, Any]) -> Any:
         raw = options["data"]
         if options["data_file"] is not None:
-            raw = options["data_file"].read_text(encoding="utf-8")
+            path = options["data_file"]
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise CommandError(
+                    f"--data-file {str(path)!r} cannot be read: {reason}."
+                ) from error
+            except UnicodeDecodeError as error:
+                raise CommandError(
+                    f"--data-file {str(path)!r} cannot be read: it is not UTF-8 text ({error})."
+                ) from error
         if raw is None:
             return None
         try:

@@ -1,6 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from common.errors import validation_message
 from schools.models import School
@@ -33,19 +34,25 @@ class Command(BaseCommand):
                 raise CommandError(f"No school with the slug {slug!r}.")
             schools.append(school)
         user_model = get_user_model()
-        user, created = user_model.objects.get_or_create(
-            username=str(options["username"]), defaults={"email": str(options["email"])}
-        )
-        if created:
-            user.set_unusable_password()
-            user.save(update_fields=["password"])
+        username = str(options["username"])
         try:
-            if options["support"]:
-                support_staff_grant(user=user)
-                self.stdout.write(f"{user.username} is support staff: sees every school.")
-            for school in schools:
-                school_admin_grant(user=user, school=school)
-                self.stdout.write(f"{user.username} administers {school.name}.")
+            # One transaction: a refused grant leaves no new user behind.
+            with transaction.atomic():
+                user = user_model.objects.filter(username=username).first()
+                created = user is None
+                if user is None:
+                    # Checked as the admin's user form checks them: a name it could not save
+                    # again, or an address failure notices could not be sent to, is refused.
+                    user = user_model(username=username, email=str(options["email"]))
+                    user.set_unusable_password()
+                    user.full_clean()
+                    user.save()
+                if options["support"]:
+                    support_staff_grant(user=user)
+                    self.stdout.write(f"{user.username} is support staff: sees every school.")
+                for school in schools:
+                    school_admin_grant(user=user, school=school)
+                    self.stdout.write(f"{user.username} administers {school.name}.")
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from exc
         if created:

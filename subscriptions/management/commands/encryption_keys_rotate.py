@@ -1,3 +1,4 @@
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from subscriptions.crypto import SecretUnreadable
@@ -14,6 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         try:
             count = secrets_reencrypt()
-        except SecretUnreadable as exc:
+        except (SecretUnreadable, ImproperlyConfigured) as exc:
+            # ImproperlyConfigured: a key that is not a Fernet key, the operator's to correct.
             raise CommandError(f"{exc} Nothing was changed.") from exc
         self.stdout.write(f"Re-encrypted {count} secrets with the first key.")
