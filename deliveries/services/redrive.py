@@ -576,7 +576,8 @@ def _prune_events_batch(cutoff: dt.datetime, batch_size: int) -> int:
         )
         if not ids:
             return 0
-        ScheduledEvent.objects.filter(event_id__in=ids).update(event=None)
-        # Checked again by the delete itself: an event replayed since it was read keeps its new
+        # Checked again by each statement: an event replayed since it was read keeps its new
         # delivery (the database's cascade would take that delivery with the event).
-        return Event.objects.filter(without_deliveries, pk__in=ids)._raw_delete(connection.alias)
+        gone = Event.objects.filter(without_deliveries, pk__in=ids)
+        ScheduledEvent.objects.filter(event_id__in=gone.values("pk")).update(event=None)
+        return gone._raw_delete(connection.alias)

@@ -177,3 +177,38 @@ def test_pruning_keeps_old_events_with_a_pending_delivery_or_awaiting_fan_out(sc
 
     assert set(Event.objects.values_list("pk", flat=True)) == {pending.event_id, waiting.pk}
     assert DeliveryAttempt.objects.filter(delivery=pending).exists()
+
+
+def test_an_event_replayed_while_it_is_pruned_keeps_its_delivery_and_its_scheduled_event(
+    school, monkeypatch
+):
+    """A delivery made for the event after the batch read it (a replay) keeps the event, and
+    the scheduled event that became it keeps its link."""
+    from deliveries.services import redrive
+
+    event = event_create(school, created_at=_long_ago())
+    scheduled = ScheduledEvent.objects.create(
+        school=school,
+        type_id="course.created",
+        data={},
+        due_at=_long_ago(),
+        status=ScheduledEventStatus.PUBLISHED,
+        published_at=_long_ago(),
+        event=event,
+    )
+    subscription = SubscriptionFactory(school=school)
+    real = redrive.ScheduledEvent.objects
+
+    class ReplayedMeanwhile:
+        def filter(self, *args, **kwargs):
+            if not Delivery.objects.exists():
+                delivery_create(subscription, event=event)  # committed just after the read
+            return real.filter(*args, **kwargs)
+
+    monkeypatch.setattr(redrive.ScheduledEvent, "objects", ReplayedMeanwhile())
+
+    assert deliveries_prune(older_than_days=30).events == 0
+
+    scheduled.refresh_from_db()
+    assert scheduled.event_id == event.pk
+    assert Delivery.objects.filter(event=event).exists()
