@@ -7,6 +7,7 @@ and recorded in the database.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
@@ -17,6 +18,8 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from . import services
 from .services.dispatch import deliveries_dispatch, dispatcher_drain
+
+logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, BrokerError)
 _RETRY = {
@@ -55,10 +58,29 @@ def sweep() -> None:
     services.deliveries_sweep()
 
 
+# The prune stops this long before the task's soft time limit, between two batches.
+PRUNE_MARGIN_SECONDS = 15.0
+
+
 @shared_task(name="deliveries.prune", **_RETRY)
 def prune() -> None:
-    """Delete final deliveries older than ``WEBHOOKS_RETENTION_DAYS``."""
-    services.deliveries_prune(older_than_days=settings.WEBHOOKS_RETENTION_DAYS)
+    """Delete final deliveries older than ``WEBHOOKS_RETENTION_DAYS`` and the events left
+    without deliveries, for at most the task's time limit minus a margin; while more remains
+    (the first prune after an upgrade, or after the retention was lowered) it sends itself
+    again, so a backlog goes in one run of back-to-back tasks instead of one slice an hour."""
+    seconds = max(1.0, settings.CELERY_TASK_SOFT_TIME_LIMIT - PRUNE_MARGIN_SECONDS)
+    result = services.deliveries_prune(
+        older_than_days=settings.WEBHOOKS_RETENTION_DAYS, seconds=seconds
+    )
+    logger.info(
+        "Pruned %s deliveries and %s events older than %s days%s",
+        result.deliveries,
+        result.events,
+        settings.WEBHOOKS_RETENTION_DAYS,
+        "" if result.finished else "; more remain, continuing",
+    )
+    if not result.finished:
+        prune.apply_async()
 
 
 @worker_process_shutdown.connect

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import UserChangeForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -26,6 +27,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from audit.services import actor_user
 from common.admin_display import datetime_in_zone
+from common.deletion import deleted_objects_counted, dependents_delete
 
 from .admin_scoping import (
     SchoolListFilter,
@@ -98,6 +100,24 @@ class SchoolAdmin(SchoolScopedAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        """What deleting schools removes, counted per kind of row: the stock page read and
+        listed every event, delivery and attempt of the school (a school with 400,000 events
+        took 40 s and 1.7 GB, then failed)."""
+        return deleted_objects_counted(objs, request, self.admin_site)
+
+    def delete_model(self, request: HttpRequest, obj: School) -> None:
+        with transaction.atomic():
+            dependents_delete(School.objects.filter(pk=obj.pk))
+            obj.delete()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[School]) -> None:
+        with transaction.atomic():
+            dependents_delete(queryset)
+            queryset.delete()
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -175,8 +176,14 @@ def events_fan_out_waiting(
             )
         except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
             raise  # a time limit, or the database unreachable: the task is retried as a whole
-        except Exception:
-            logger.exception("Batch fan-out failed; fanning out its events one by one")
+        except Exception as exc:
+            if _deleted_meanwhile(exc):
+                logger.info(
+                    "Batch fan-out wrote deliveries for a webhook or event deleted meanwhile; "
+                    "fanning out its events again one by one"
+                )
+            else:
+                logger.exception("Batch fan-out failed; fanning out its events one by one")
             return fanned_out + _events_fan_out_one_by_one(
                 limit=limit, passed_over=passed_over, created_before=created_before
             )
@@ -554,6 +561,18 @@ def _event_lock(event_id: uuid.UUID) -> Iterator[bool]:
 
 
 _EVENT_LOCK_CLASS = 0x57484C
+
+
+def _deleted_meanwhile(exc: BaseException) -> bool:
+    """Whether a fan-out's commit failed because a webhook (or an event) its deliveries refer to
+    was deleted after it read them: the foreign keys are checked at commit. Nothing is wrong;
+    its events are fanned out again, to the webhooks that exist then."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, IntegrityError)
+        and isinstance(cause, psycopg.errors.ForeignKeyViolation)
+        and cause.diag.table_name == Delivery._meta.db_table
+    )
 
 
 def _events_fan_out_one_by_one(

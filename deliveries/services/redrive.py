@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import Actor, audit_record, audit_record_many
 from common.transactions import after_commit
-from events.models import Event
+from events.models import Event, ScheduledEvent
 from subscriptions.models import Subscription
 from webhook_engine.errors import ErrorKind
 from webhook_engine.retry import is_retryable
@@ -27,6 +28,7 @@ from ..models import (
     AttemptTrigger,
     CircuitState,
     Delivery,
+    DeliveryAttempt,
     DeliveryStatus,
     EndpointState,
     delivery_state,
@@ -511,28 +513,71 @@ def deliveries_recover(
     return result.queued
 
 
-def deliveries_prune(*, older_than_days: float, batch_size: int = 5000) -> int:
-    """Delete final deliveries (with their attempts) created more than ``older_than_days`` ago,
-    and the events left without deliveries; return how many deliveries went.
+@dataclass(frozen=True)
+class PruneResult:
+    deliveries: int
+    events: int
+    finished: bool  # False: the time was up with more to delete
 
-    Works in batches so the log can be pruned while it is in use; pending deliveries are kept
-    whatever their age.
+
+def deliveries_prune(
+    *, older_than_days: float, batch_size: int = 5000, seconds: float | None = None
+) -> PruneResult:
+    """Delete final deliveries (with their attempts) created more than ``older_than_days`` ago,
+    and the events left without deliveries, oldest first, ``batch_size`` rows per transaction.
+
+    Pending deliveries are kept whatever their age, and so are their events and the events not
+    fanned out yet. Rows are deleted by their ids, without loading them (a delivery's body, an
+    event's data) and with each cascade written out: a delivery's attempts, a scheduled event's
+    link to the event it became (emptied, as ``SET_NULL`` says). Deliveries and events go in
+    turns, so both keep up however much waits. With ``seconds``, stops between batches once
+    that time is up (``finished`` is then False if rows remain): the task calls it again.
+    Rows another pruner holds are skipped.
     """
     cutoff = timezone.now() - dt.timedelta(days=older_than_days)
-    deleted = 0
+    deadline = None if seconds is None else time.monotonic() + seconds
+    deliveries = events = 0
     while True:
+        batch_deliveries = _prune_deliveries_batch(cutoff, batch_size)
+        batch_events = _prune_events_batch(cutoff, batch_size)
+        deliveries += batch_deliveries
+        events += batch_events
+        if not batch_deliveries and not batch_events:
+            return PruneResult(deliveries, events, finished=True)
+        if deadline is not None and time.monotonic() >= deadline:
+            return PruneResult(deliveries, events, finished=False)
+
+
+def _prune_deliveries_batch(cutoff: dt.datetime, batch_size: int) -> int:
+    with transaction.atomic():
+        # Locked until the batch commits: one retriggered meanwhile waits, then finds it gone.
         ids = list(
             Delivery.objects.filter(created_at__lt=cutoff)
             .exclude(status=DeliveryStatus.PENDING)
+            .order_by("created_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if ids:
+            DeliveryAttempt.objects.filter(delivery_id__in=ids)._raw_delete(connection.alias)
+            Delivery.objects.filter(pk__in=ids)._raw_delete(connection.alias)
+    return len(ids)
+
+
+def _prune_events_batch(cutoff: dt.datetime, batch_size: int) -> int:
+    without_deliveries = ~Exists(Delivery.objects.filter(event_id=OuterRef("pk")))
+    with transaction.atomic():
+        ids = list(
+            Event.objects.filter(created_at__lt=cutoff, fanned_out_at__isnull=False)
+            .filter(without_deliveries)
+            .order_by("created_at")
+            .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)[:batch_size]
         )
         if not ids:
-            break
-        with transaction.atomic():
-            # Re-checked here: one retriggered since it was selected is kept.
-            Delivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING).delete()
-        deleted += len(ids)
-    Event.objects.filter(
-        created_at__lt=cutoff, fanned_out_at__isnull=False, deliveries=None
-    ).delete()
-    return deleted
+            return 0
+        # Checked again by each statement: an event replayed since it was read keeps its new
+        # delivery (the database's cascade would take that delivery with the event).
+        gone = Event.objects.filter(without_deliveries, pk__in=ids)
+        ScheduledEvent.objects.filter(event_id__in=gone.values("pk")).update(event=None)
+        return gone._raw_delete(connection.alias)

@@ -538,3 +538,45 @@ def test_events_for_many_webhooks_count_against_the_batch_size_in_bytes(catalog,
     assert Delivery.objects.filter(event=events[0]).count() == 4
     waiting = set(Event.objects.filter(fanned_out_at__isnull=True).values_list("id", flat=True))
     assert waiting == {events[1].id, events[2].id}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_deleted_while_its_deliveries_are_written_is_not_an_error(
+    school, monkeypatch, caplog
+):
+    """The batch's deliveries for it fail their foreign key at commit: the batch's events are
+    fanned out again one by one, to the webhooks that exist then, and nothing is logged as an
+    error (a busy platform fans out all the time: each webhook deleted made an ERROR with its
+    traceback)."""
+    from subscriptions.services import subscription_delete
+
+    gone = SubscriptionFactory(school=school, topics=["*"])
+    kept = SubscriptionFactory(school=school, topics=["*"])
+    event = _publish(school)
+    real = fan_out_module.deliveries_insert
+    deleted = threading.Event()
+
+    def delete_elsewhere():
+        try:
+            subscription_delete(subscription=Subscription.objects.get(pk=gone.pk))
+        finally:
+            connection.close()
+
+    def insert(deliveries):
+        real(deliveries)
+        if not deleted.is_set():  # another process deletes it before this batch commits
+            deleted.set()
+            thread = threading.Thread(target=delete_elsewhere)
+            thread.start()
+            thread.join()
+
+    monkeypatch.setattr(fan_out_module, "deliveries_insert", insert)
+
+    with caplog.at_level(logging.INFO):
+        assert events_fan_out_pending() == 1
+
+    assert deleted.is_set()
+    assert [record.message for record in caplog.records if record.levelno >= logging.ERROR] == []
+    assert "deleted meanwhile" in caplog.text
+    assert list(Delivery.objects.values_list("subscription_id", flat=True)) == [kept.pk]
+    assert Event.objects.get(pk=event.pk).fanned_out_at is not None
