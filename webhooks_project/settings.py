@@ -533,6 +533,10 @@ EMAIL_HOST_USER = env_str("DJANGO_EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("DJANGO_EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "webhooks@localhost")
+# Seconds to connect to the mail server and for each of its answers. Django waits for ever by
+# default: a server that takes the connection and never answers held the process that
+# disabled a webhook (a worker's recorder after a 410, the sweeper) for good.
+EMAIL_TIMEOUT = env_float("DJANGO_EMAIL_TIMEOUT", 10.0)
 
 # Delivered and failed deliveries (and their attempts) are deleted after this many days.
 WEBHOOKS_RETENTION_DAYS = env_float("WEBHOOKS_RETENTION_DAYS", 30.0)

@@ -4,6 +4,9 @@ read their school's entries, support staff and superusers every school's."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 
 import pytest
 from django.core import mail
@@ -232,3 +235,36 @@ def test_an_entrys_name_gives_its_time_in_the_schools_zone_as_the_language_write
     with translation.override(language):
         when = datetime_text(entry.created_at, "Europe/Paris")
     assert f"<h2>{name.format(when=when)}</h2>" in page  # the page's subtitle
+
+
+def test_a_mail_server_that_never_answers_does_not_hold_the_disable_for_ever(
+    school, school_admin, settings, django_capture_on_commit_callbacks, caplog
+):
+    # A server that takes the connection and then says nothing: no SMTP greeting ever comes.
+    # (It hangs up after 30 s, so that a test of a disable that waits for ever ends.)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+
+    def hold() -> None:
+        connection, _address = silent.accept()
+        time.sleep(30)
+        connection.close()
+
+    threading.Thread(target=hold, daemon=True).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
+    subscription = SubscriptionFactory(school=school, name="CRM")
+
+    started = time.monotonic()
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription_disable(subscription=subscription, reason="The receiver answered 410 Gone.")
+    waited = time.monotonic() - started
+    silent.close()
+
+    subscription.refresh_from_db()
+    assert not subscription.is_active
+    assert "Could not e-mail ['ada@lycee.example.org']" in caplog.text
+    # The deployment's own timeout (settings.py), not the server's hanging up.
+    assert settings.EMAIL_TIMEOUT is not None
+    assert waited < min(settings.EMAIL_TIMEOUT + 2, 29)
