@@ -657,8 +657,20 @@ class DeliveryAdmin(SchoolScopedAdmin):
                     "More than %(limit)s deliveries selected: narrow the filters, or use "
                     "“Recover failed deliveries” on the webhook."
                 )
-                % {"limit": RETRIGGER_LIMIT},
+                % {"limit": number_format(RETRIGGER_LIMIT, force_grouping=True)},
                 messages.ERROR,
+            )
+            return None
+        if not ids:
+            # Gone since the list was read (deleted with their webhook, pruned), or never among
+            # the user's schools: there is nothing to ask about, nor to send.
+            self.message_user(
+                request,
+                _(
+                    "None of the selected deliveries is in the log any more (deleted with their "
+                    "webhook, or pruned): nothing was sent."
+                ),
+                messages.WARNING,
             )
             return None
         if request.POST.get("confirm") != "yes":

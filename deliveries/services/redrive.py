@@ -336,7 +336,9 @@ class RetriggerResult:
         return self.counts.get(outcome, 0)
 
 
-def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerResult:
+def _redrive(
+    queryset: QuerySet[Delivery], *, actor: Actor | None, audit_each: bool = True
+) -> RetriggerResult:
     """Make the deliveries of the queryset due now for one manual attempt ("send now").
 
     Any state: delivered, failed, or pending (waiting for its first or next automatic attempt).
@@ -344,7 +346,8 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
     the automatic attempts go on from there (``retrigger_schedule_resume``). Not queued: a
     delivery of a disabled webhook (test deliveries excepted: a Send Test may check a disabled
     webhook), one a worker is sending right now, one already waiting to be sent now. Each
-    queued delivery gets an audit entry.
+    queued delivery gets an audit entry, unless ``audit_each`` is False (the caller records
+    the whole action once).
     """
     now = timezone.now()
     counts: dict[RetriggerOutcome, int] = {}
@@ -419,25 +422,26 @@ def _redrive(queryset: QuerySet[Delivery], *, actor: Actor | None) -> RetriggerR
             leased_until=None,
             lease_token=None,
         )
-        audit_record_many(
-            actor=actor,
-            action=AuditAction.DELIVERY_RETRIGGERED,
-            entries=[
-                (
-                    row.school_id,
-                    "delivery",
-                    row.pk,
-                    f"{row.event_type} → {row.subscription.name}",
-                    {
-                        "state": [
-                            str(delivery_state(row.status, row.last_error_kind).value),
-                            "sending now",
-                        ]
-                    },
-                )
-                for row in queued
-            ],
-        )
+        if audit_each:
+            audit_record_many(
+                actor=actor,
+                action=AuditAction.DELIVERY_RETRIGGERED,
+                entries=[
+                    (
+                        row.school_id,
+                        "delivery",
+                        row.pk,
+                        f"{row.event_type} → {row.subscription.name}",
+                        {
+                            "state": [
+                                str(delivery_state(row.status, row.last_error_kind).value),
+                                "sending now",
+                            ]
+                        },
+                    )
+                    for row in queued
+                ],
+            )
         after_commit(deliveries_enqueue, ids)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts)
@@ -491,25 +495,27 @@ def deliveries_recover(
     For after an outage: fix the endpoint, re-enable the webhook, recover (a disabled webhook
     gets nothing: 0). Test deliveries are not re-sent. One audit entry for the recovery.
     """
-    result = _redrive(
-        Delivery.objects.filter(
-            subscription=subscription,
-            status=DeliveryStatus.FAILED,
-            created_at__gte=since,
-            is_test=False,
-        ),
-        actor=actor,
-    )
-    if result.queued:
-        audit_record(
+    with transaction.atomic():  # the deliveries and their one audit entry together
+        result = _redrive(
+            Delivery.objects.filter(
+                subscription=subscription,
+                status=DeliveryStatus.FAILED,
+                created_at__gte=since,
+                is_test=False,
+            ),
             actor=actor,
-            action=AuditAction.DELIVERIES_RECOVERED,
-            school_id=subscription.school_id,
-            object_type="webhook",
-            object_id=subscription.pk,
-            object_repr=subscription.name,
-            changes={"since": since.isoformat(), "deliveries": result.queued},
+            audit_each=False,
         )
+        if result.queued:
+            audit_record(
+                actor=actor,
+                action=AuditAction.DELIVERIES_RECOVERED,
+                school_id=subscription.school_id,
+                object_type="webhook",
+                object_id=subscription.pk,
+                object_repr=subscription.name,
+                changes={"since": since.isoformat(), "deliveries": result.queued},
+            )
     return result.queued
 
 
