@@ -31,7 +31,7 @@ from common.api import (
     PageNumberPagination,
     PayloadTooLarge,
 )
-from common.filters import filter_value_problem
+from common.filters import filter_repeated_problem, filter_value_problem
 from schools.models import School
 from schools.permissions import IsSchoolOrPlatformClient, api_client, client_school
 from schools.selectors import school_by_slug
@@ -311,11 +311,11 @@ def _published_under_key(slug: str, key: str | None) -> Event | None:
 
 
 def _filter_value(params: Any, name: str) -> str | None:
-    """A query filter's value, None if not given; a 400 when it is given empty."""
+    """A query filter's value, None if not given; a 400 when it is given empty or twice."""
     if name not in params:
         return None
     value = params.get(name) or ""
-    problem = filter_value_problem(value)
+    problem = filter_repeated_problem(params, name) or filter_value_problem(value)
     if problem:
         raise ValidationError({name: [problem]})
     return value
@@ -414,6 +414,9 @@ class ScheduledEventViewSet(
         if key:
             queryset = queryset.filter(key=key)
         if "status" in params:
+            repeated = filter_repeated_problem(params, "status")
+            if repeated:
+                raise ValidationError({"status": [repeated]})
             if params["status"] not in ScheduledEventStatus.values:
                 raise ValidationError(
                     {

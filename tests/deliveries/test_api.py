@@ -188,3 +188,23 @@ def test_a_row_added_between_pages_repeats_none_that_share_a_time(api, school):
     listed = [d["id"] for d in first["results"] + second["results"]]
     assert sorted(listed) == sorted(str(i) for i in ids)
     assert api.get(second["previous"]).json()["results"] == first["results"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "query"),
+    [
+        ("/api/v1/deliveries/", "status", "status=failed&status=pending"),
+        ("/api/v1/events/", "school", "school=lycee-victor-hugo&school=other"),
+        ("/api/v1/scheduled-events/", "status", "status=scheduled&status=cancelled"),
+    ],
+)
+def test_a_filter_given_twice_is_a_400_naming_it(api, platform_api, school, path, name, query):
+    # Given a filter repeated, which a client may mean as "either" (only one was ever used)
+    client = api if path == "/api/v1/deliveries/" else platform_api
+
+    # When a list is asked for with it
+    response = client.get(f"{path}?{query}")
+
+    # Then the client is told to give it once rather than answered for one value of the two
+    assert response.status_code == 400
+    assert response.json() == {"errors": {name: ["Give this parameter once."]}}
