@@ -19,6 +19,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -399,7 +400,7 @@ class ScheduledEventViewSet(
     queryset = ScheduledEvent.objects.none()  # for the schema; requests use get_queryset
     serializer_class = ScheduledEventOutput
     permission_classes = [IsSchoolOrPlatformClient]
-    http_method_names = ["get", "post", "patch", "delete"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]  # no PUT
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[ScheduledEvent]:
@@ -431,7 +432,7 @@ class ScheduledEventViewSet(
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)
-        if request.method != "GET" and not api_client(request).is_platform:
+        if request.method not in SAFE_METHODS and not api_client(request).is_platform:
             self.permission_denied(
                 request, message=_("Scheduling events needs the platform's key.")
             )

@@ -282,3 +282,13 @@ def test_scheduled_events_due_together_are_each_listed_once_across_pages(api, sc
 
     # Then each is listed once: the order does not change from one page to the next
     assert sorted(listed) == sorted(ids)
+
+
+@pytest.mark.parametrize("method", ["head", "options"])
+def test_scheduled_events_answer_head_and_options_as_every_other_list(api, school, method):
+    # Given the school's scheduled events, which it reads with GET
+    # When a client (a proxy, a browser's preflight, a health probe) asks with HEAD or OPTIONS
+    response = getattr(api, method)("/api/v1/scheduled-events/")
+
+    # Then it is answered as for the other lists, not refused as a method the list lacks
+    assert response.status_code == 200
