@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -75,6 +76,53 @@ class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any] | None:
+        """DRF's, but past a cursor by ``(created_at, id)`` rather than ``created_at`` and an
+        offset: rows that share a time (a fan-out's) are then neither skipped nor repeated
+        when rows are added or deleted between pages."""
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        self.cursor = self.decode_cursor(request)
+        offset, reverse, raw = self.cursor or (0, False, None)
+        position = None if raw is None else str(raw)  # DRF's stubs say an int
+        ordering: Any = self.ordering  # fixed: the keyset below is by these two columns
+        queryset = queryset.order_by(
+            *(pagination._reverse_ordering(ordering) if reverse else ordering)
+        )
+        if position is not None:
+            created_at, _sep, pk = position.partition(POSITION_SEPARATOR)
+            before = not reverse  # newest first: the next page is older
+            lookup = "lt" if before else "gt"
+            bound = {f"created_at__{lookup}e": created_at}
+            if pk:
+                queryset = queryset.filter(**bound).filter(
+                    models.Q(**{f"created_at__{lookup}": created_at})
+                    | models.Q(**{f"id__{lookup}": pk})
+                )
+            else:  # a cursor given before ties were broken by id
+                queryset = queryset.filter(**{f"created_at__{lookup}": created_at})
+        results = list(queryset[offset : offset + self.page_size + 1])
+        self.page = results[: self.page_size]
+        following = (
+            self._get_position_from_instance(results[-1], self.ordering)
+            if len(results) > len(self.page)
+            else None
+        )
+        if reverse:
+            self.page.reverse()
+            self.has_next = position is not None or offset > 0
+            self.has_previous = following is not None
+            self.next_position, self.previous_position = position, following
+        else:
+            self.has_next = following is not None
+            self.has_previous = position is not None or offset > 0
+            self.next_position, self.previous_position = following, position
+        return self.page
+
+    def _get_position_from_instance(self, instance: Any, ordering: Any) -> str:
+        return f"{instance.created_at.isoformat()}{POSITION_SEPARATOR}{instance.pk}"
+
     def decode_cursor(self, request: Any) -> pagination.Cursor | None:
         try:
             cursor = super().decode_cursor(request)
@@ -104,13 +152,22 @@ class NewestFirstCursorPagination(StrictPageSize, pagination.CursorPagination):
         return parameters
 
 
+POSITION_SEPARATOR = " "
+
+
 def _cursor_position_valid(position: object) -> bool:
-    """Whether a cursor's position is what ``encode_cursor`` writes for ``created_at``: an
-    aware datetime every zone can show (or no position at all)."""
+    """Whether a cursor's position is what ``encode_cursor`` writes: an aware ``created_at``
+    every zone can show, then the row's id (or no position at all)."""
     if position is None:
         return True
+    created_at, _sep, pk = str(position).partition(POSITION_SEPARATOR)
+    if pk:
+        try:
+            uuid.UUID(pk)
+        except ValueError:
+            return False
     try:
-        parsed = parse_datetime(str(position))
+        parsed = parse_datetime(created_at)
     except ValueError:
         return False
     return (

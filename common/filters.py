@@ -62,8 +62,9 @@ class DateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class StrictFilterSet(django_filters.FilterSet):
-    """A filter set that refuses a filter given with no value (``?status=``): the client meant
-    something, and answering every row instead would hide the mistake."""
+    """A filter set that refuses a filter given with no value (``?status=``) or more than once
+    (``?status=failed&status=pending``): the client meant something, and answering every row,
+    or the rows of one value, instead would hide the mistake."""
 
     def is_valid(self) -> bool:
         valid = super().is_valid()
@@ -71,7 +72,7 @@ class StrictFilterSet(django_filters.FilterSet):
             if name not in self.data:
                 continue
             value = str(self.data.get(name) or "").strip()
-            problem = filter_value_problem(value)
+            problem = filter_repeated_problem(self.data, name) or filter_value_problem(value)
             if problem:
                 self.form.add_error(name, problem)
                 valid = False
@@ -82,6 +83,15 @@ class StrictFilterSet(django_filters.FilterSet):
 
 
 _BOOLEANS = {"true", "false", "True", "False", "1", "0"}
+
+
+def filter_repeated_problem(params: Any, name: str) -> str | None:
+    """Why a query filter given more than once is refused: only one of its values would be
+    used, and a client meaning "either" would be answered for one of them without a word."""
+    getlist = getattr(params, "getlist", None)
+    if getlist is not None and len(getlist(name)) > 1:
+        return _("Give this parameter once.")
+    return None
 
 
 def filter_value_problem(value: object) -> str | None:

@@ -78,13 +78,15 @@ def scheduled_events_for_school(
     *, school: School, status: str | None = None
 ) -> QuerySet[ScheduledEvent]:
     """A school's scheduled events, the next due first, optionally of one status."""
-    events = ScheduledEvent.objects.filter(school=school).order_by("due_at", "created_at")
+    events = ScheduledEvent.objects.filter(school=school).order_by("due_at", "created_at", "id")
     return events if status is None else events.filter(status=status)
 
 
 def scheduled_events_visible(*, school_id: int | None) -> QuerySet[ScheduledEvent]:
     """Scheduled events of a school, or of every school for None; the next due first."""
-    queryset = ScheduledEvent.objects.select_related("school").order_by("due_at", "created_at")
+    queryset = ScheduledEvent.objects.select_related("school").order_by(
+        "due_at", "created_at", "id"
+    )
     if school_id is not None:
         queryset = queryset.filter(school_id=school_id)
     return queryset

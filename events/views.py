@@ -19,6 +19,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -31,7 +32,7 @@ from common.api import (
     PageNumberPagination,
     PayloadTooLarge,
 )
-from common.filters import filter_value_problem
+from common.filters import filter_repeated_problem, filter_value_problem
 from schools.models import School
 from schools.permissions import IsSchoolOrPlatformClient, api_client, client_school
 from schools.selectors import school_by_slug
@@ -311,11 +312,11 @@ def _published_under_key(slug: str, key: str | None) -> Event | None:
 
 
 def _filter_value(params: Any, name: str) -> str | None:
-    """A query filter's value, None if not given; a 400 when it is given empty."""
+    """A query filter's value, None if not given; a 400 when it is given empty or twice."""
     if name not in params:
         return None
     value = params.get(name) or ""
-    problem = filter_value_problem(value)
+    problem = filter_repeated_problem(params, name) or filter_value_problem(value)
     if problem:
         raise ValidationError({name: [problem]})
     return value
@@ -399,7 +400,7 @@ class ScheduledEventViewSet(
     queryset = ScheduledEvent.objects.none()  # for the schema; requests use get_queryset
     serializer_class = ScheduledEventOutput
     permission_classes = [IsSchoolOrPlatformClient]
-    http_method_names = ["get", "post", "patch", "delete"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]  # no PUT
     lookup_value_regex = "[0-9a-f-]{36}"
 
     def get_queryset(self) -> QuerySet[ScheduledEvent]:
@@ -414,6 +415,9 @@ class ScheduledEventViewSet(
         if key:
             queryset = queryset.filter(key=key)
         if "status" in params:
+            repeated = filter_repeated_problem(params, "status")
+            if repeated:
+                raise ValidationError({"status": [repeated]})
             if params["status"] not in ScheduledEventStatus.values:
                 raise ValidationError(
                     {
@@ -428,7 +432,7 @@ class ScheduledEventViewSet(
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)
-        if request.method != "GET" and not api_client(request).is_platform:
+        if request.method not in SAFE_METHODS and not api_client(request).is_platform:
             self.permission_denied(
                 request, message=_("Scheduling events needs the platform's key.")
             )

@@ -151,3 +151,60 @@ def test_a_cursor_the_api_did_not_give_is_a_400_naming_it(api, school, path, cur
     assert response.json() == {
         "errors": {"cursor": ["This cursor is not one the API gave; start again without it."]}
     }
+
+
+def test_a_row_deleted_between_pages_skips_none_that_share_its_time(api, school):
+    # Given five deliveries written at the same instant (one fan-out's), two to a page
+    ids = _deliveries(school, SubscriptionFactory(school=school), 5)
+    Delivery.objects.filter(pk__in=ids).update(created_at=timezone.now())
+    first = api.get("/api/v1/deliveries/?page_size=2").json()
+    shown = [d["id"] for d in first["results"]]
+
+    # When one row of the first page is pruned before the next page is read
+    Delivery.objects.filter(pk=shown[0]).delete()
+    rest = []
+    link = first["next"]
+    while link:
+        page = api.get(link).json()
+        rest += [d["id"] for d in page["results"]]
+        link = page["next"]
+
+    # Then every other row is still listed once
+    assert sorted(shown[1:] + rest) == sorted(str(i) for i in ids if str(i) != shown[0])
+
+
+def test_a_row_added_between_pages_repeats_none_that_share_a_time(api, school):
+    # Given three deliveries written at the same instant, two to a page
+    subscription = SubscriptionFactory(school=school)
+    ids = _deliveries(school, subscription, 3)
+    Delivery.objects.filter(pk__in=ids).update(created_at=timezone.now() - dt.timedelta(minutes=1))
+    first = api.get("/api/v1/deliveries/?page_size=2").json()
+
+    # When a new delivery is made before the next page is read
+    _deliveries(school, subscription, 1)
+    second = api.get(first["next"]).json()
+
+    # Then the next page holds the one row not yet shown, not a row of the first page again
+    listed = [d["id"] for d in first["results"] + second["results"]]
+    assert sorted(listed) == sorted(str(i) for i in ids)
+    assert api.get(second["previous"]).json()["results"] == first["results"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "query"),
+    [
+        ("/api/v1/deliveries/", "status", "status=failed&status=pending"),
+        ("/api/v1/events/", "school", "school=lycee-victor-hugo&school=other"),
+        ("/api/v1/scheduled-events/", "status", "status=scheduled&status=cancelled"),
+    ],
+)
+def test_a_filter_given_twice_is_a_400_naming_it(api, platform_api, school, path, name, query):
+    # Given a filter repeated, which a client may mean as "either" (only one was ever used)
+    client = api if path == "/api/v1/deliveries/" else platform_api
+
+    # When a list is asked for with it
+    response = client.get(f"{path}?{query}")
+
+    # Then the client is told to give it once rather than answered for one value of the two
+    assert response.status_code == 400
+    assert response.json() == {"errors": {name: ["Give this parameter once."]}}

@@ -257,3 +257,38 @@ def test_retrying_a_scheduled_publish_answers_the_scheduled_events_status_now(
         True,
     )
     assert Event.objects.count() == (1 if then == "published" else 0)
+
+
+def test_scheduled_events_due_together_are_each_listed_once_across_pages(api, school, start_sample):
+    # Given scheduled events due at the same instant and written at the same instant
+    from events.services import scheduled_event_create
+
+    due = timezone.now() + dt.timedelta(days=1)
+    ids = {
+        str(
+            scheduled_event_create(
+                school=school, type="course.started", data=start_sample, due_at=due, key=f"k{n}"
+            ).pk
+        )
+        for n in range(40)
+    }
+    ScheduledEvent.objects.update(due_at=due, created_at=timezone.now())
+
+    # When the school reads the list page by page
+    listed = []
+    for page in range(1, 7):
+        body = api.get(f"/api/v1/scheduled-events/?page_size=7&page={page}").json()
+        listed += [item["id"] for item in body["results"]]
+
+    # Then each is listed once: the order does not change from one page to the next
+    assert sorted(listed) == sorted(ids)
+
+
+@pytest.mark.parametrize("method", ["head", "options"])
+def test_scheduled_events_answer_head_and_options_as_every_other_list(api, school, method):
+    # Given the school's scheduled events, which it reads with GET
+    # When a client (a proxy, a browser's preflight, a health probe) asks with HEAD or OPTIONS
+    response = getattr(api, method)("/api/v1/scheduled-events/")
+
+    # Then it is answered as for the other lists, not refused as a method the list lacks
+    assert response.status_code == 200
