@@ -111,6 +111,22 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
             raise CommandError("deliveries_generate needs PostgreSQL.")
+        problems = [
+            f"--{name.replace('_', '-')} must be at least {least} (got {options[name]})."
+            for name, least in (
+                ("count", 1),
+                ("schools", 1),
+                ("webhooks", 1),
+                ("batch", 1),
+            )
+            if options[name] < least
+        ]
+        if not options["days"] > 0:
+            problems.append(f"--days must be more than 0 (got {options['days']}).")
+        if not 0 <= options["failed_share"] <= 1:
+            problems.append(f"--failed-share must be from 0 to 1 (got {options['failed_share']}).")
+        if problems:
+            raise CommandError(" ".join(problems))
         started = time.monotonic()
         subscriptions = self._subscriptions(options["schools"], options["webhooks"])
         school_ids = sorted({subscription.school_id for subscription in subscriptions})
