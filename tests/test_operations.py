@@ -264,3 +264,39 @@ def test_publishing_while_the_broker_is_down_says_so_in_one_line(school):
     assert "Could not enqueue fan-out" in line
     assert "Connection refused" in line
     assert Event.objects.filter(fanned_out_at__isnull=True).count() == 1  # for the sweeper
+
+
+# The SystemExit ignored in the finaliser is the case under test; Python reports it as it would.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_beat_stops_even_when_its_sigterm_lands_in_a_finaliser(tmp_path):
+    """Beat drops the result object of each task it sends. Celery's SIGTERM handler raises
+    SystemExit; when the signal is handled while such an object's ``__del__`` runs, Python prints
+    the exception and ignores it, and beat would tick on until a supervisor's SIGKILL."""
+    from celery.apps.beat import Beat
+    from celery.beat import Service
+
+    from webhooks_project.celery import beat_stop_on_signal
+
+    service = Service(
+        app=current_app,
+        scheduler_cls="celery.beat:PersistentScheduler",
+        schedule_filename=str(tmp_path / "schedule"),
+    )
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # Given beat's handlers, Celery's and ours, installed as `celery beat` installs them
+        Beat(app=current_app).install_sync_handler(service)
+        beat_stop_on_signal(sender=service)
+
+        # When SIGTERM is handled inside a finaliser
+        class Dropped:
+            def __del__(self) -> None:
+                signal.raise_signal(signal.SIGTERM)
+
+        Dropped()
+
+        # Then the SystemExit went nowhere, but beat's loop ends at its next pass
+        assert service._is_shutdown.is_set()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -95,6 +96,25 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 app.steps["worker"].add(WorkerHeartbeat)
 
 _beat_last_heartbeat = 0.0
+
+
+@beat_init.connect
+def beat_stop_on_signal(sender: Any, **kwargs: Any) -> None:
+    """Make SIGTERM and SIGINT stop beat for certain. Celery's handler saves the schedule and
+    raises SystemExit; beat drops the result object of every task it sends, and when the signal
+    is handled while that object's ``__del__`` runs, Python prints the SystemExit and ignores it:
+    beat ticked on until its supervisor's SIGKILL. Marking the service as stopping first ends
+    its loop at the next pass (at most its max interval) even then."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        celery_handler = signal.getsignal(signum)
+        if not callable(celery_handler):
+            continue
+
+        def handler(signum: int, frame: Any, celery_handler: Any = celery_handler) -> None:
+            sender.stop(wait=False)
+            celery_handler(signum, frame)
+
+        signal.signal(signum, handler)
 
 
 @beat_init.connect
