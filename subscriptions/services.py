@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.mail import send_mail
@@ -911,8 +912,22 @@ def subscription_disable(
             object_repr=subscription.name,
             changes={"is_active": [True, False], "reason": reason},
         )
-        transaction.on_commit(lambda: _disabled_notify(subscription, reason), robust=True)
+        transaction.on_commit(lambda: _disabled_notify_enqueue(subscription, reason), robust=True)
     return bool(updated)
+
+
+DISABLED_NOTIFY_TASK = "subscriptions.disabled_notify"
+
+
+def _disabled_notify_enqueue(subscription: Subscription, reason: str) -> None:
+    """The e-mail goes from a task of its own: a webhook is disabled by a worker's recorder
+    (a 410) or by the sweeper, which a slow mail server would hold for up to
+    ``EMAIL_TIMEOUT`` while every other school's results wait behind it."""
+    current_app.send_task(
+        DISABLED_NOTIFY_TASK,
+        args=[str(subscription.pk), reason],
+        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+    )
 
 
 def subscription_enable(*, subscription: Subscription, actor: Actor | None = None) -> bool:
@@ -970,9 +985,17 @@ def subscriptions_auto_disable() -> list[Subscription]:
     return disabled
 
 
-def _disabled_notify(subscription: Subscription, reason: str) -> None:
-    """E-mail the school's admins that the webhook was disabled, in the school's language."""
-    school = School.objects.get(pk=subscription.school_id)
+def subscription_disabled_notify(*, subscription_id: uuid.UUID | str, reason: str) -> None:
+    """E-mail the school's admins that the webhook was disabled, in the school's language. A
+    mail server that fails or times out is logged: the webhook is disabled either way and the
+    admin shows it."""
+    subscription = Subscription.objects.filter(pk=subscription_id).select_related("school").first()
+    if subscription is None:
+        logger.info(
+            "Webhook %s was deleted before its admins were told it was disabled", subscription_id
+        )
+        return
+    school = subscription.school
     recipients = school_admin_emails(school=school)
     if not recipients:
         logger.warning("No admin to tell that webhook %s was disabled", subscription.pk)

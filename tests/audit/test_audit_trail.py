@@ -18,6 +18,7 @@ from common.admin_display import datetime_text
 from deliveries.services import delivery_retrigger
 from subscriptions.services import (
     subscription_disable,
+    subscription_disabled_notify,
     subscription_enable,
     subscription_secret_reveal,
     subscription_secret_rotate,
@@ -83,13 +84,19 @@ def test_a_disabled_webhook_e_mails_its_school_admins_in_the_schools_language(
 ):
     subscription = SubscriptionFactory(school=school, name="CRM")
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
         disabled = subscription_disable(
             subscription=subscription, reason="The receiver answered 410 Gone."
         )
         again = subscription_disable(subscription=subscription, reason="again")
 
+    # Disabling only queues the e-mail's task (once); the task sends it
     assert (disabled, again) == (True, False)
+    assert len(callbacks) == 1
+    assert mail.outbox == []
+    subscription_disabled_notify(
+        subscription_id=subscription.pk, reason="The receiver answered 410 Gone."
+    )
     [message] = mail.outbox
     assert message.to == ["ada@lycee.example.org"]
     assert message.subject == "Webhook désactivé\xa0: CRM (Lycée Victor Hugo)"
@@ -237,7 +244,7 @@ def test_an_entrys_name_gives_its_time_in_the_schools_zone_as_the_language_write
     assert f"<h2>{name.format(when=when)}</h2>" in page  # the page's subtitle
 
 
-def test_a_mail_server_that_never_answers_does_not_hold_the_disable_for_ever(
+def test_a_mail_server_that_never_answers_does_not_hold_the_notice_for_ever(
     school, school_admin, settings, django_capture_on_commit_callbacks, caplog
 ):
     # A server that takes the connection and then says nothing: no SMTP greeting ever comes.
@@ -255,10 +262,13 @@ def test_a_mail_server_that_never_answers_does_not_hold_the_disable_for_ever(
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
     subscription = SubscriptionFactory(school=school, name="CRM")
-
-    started = time.monotonic()
     with django_capture_on_commit_callbacks(execute=True):
         subscription_disable(subscription=subscription, reason="The receiver answered 410 Gone.")
+
+    started = time.monotonic()
+    subscription_disabled_notify(
+        subscription_id=subscription.pk, reason="The receiver answered 410 Gone."
+    )
     waited = time.monotonic() - started
     silent.close()
 

@@ -29,6 +29,7 @@ from schools.models import Membership
 from subscriptions import services as subscription_services
 from subscriptions.models import Subscription
 from subscriptions.services import (
+    subscription_disabled_notify,
     subscription_enable,
     subscription_update,
     subscriptions_auto_disable,
@@ -143,9 +144,13 @@ def test_a_webhook_failing_for_the_whole_period_is_disabled_and_its_admins_email
     )
     healthy = SubscriptionFactory(school=school)
 
-    with django_capture_on_commit_callbacks(execute=True):  # e-mailed once it is committed
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
         disabled = subscriptions_auto_disable()
         again = subscriptions_auto_disable()
+    # once committed, the e-mail's task is queued (once); it sends the e-mail
+    assert len(callbacks) == 1
+    assert mailoutbox == []
+    subscription_disabled_notify(subscription_id=failing.pk, reason=disabled[0].disabled_reason)
 
     assert [s.pk for s in disabled] == [failing.pk]
     assert again == []  # announced once
