@@ -796,6 +796,7 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
 _CACHE_SECONDS = 60.0
 _cache: dict[uuid.UUID, tuple[tuple[dt.datetime, int], float, Subscription]] = {}
 _cache_lock = threading.Lock()
+_cache_pruned_at = 0.0
 
 
 def _subscriptions_get(
@@ -805,6 +806,8 @@ def _subscriptions_get(
     and their count of signing secrets), from this process's copies; missing or outdated ones
     are read, in two queries for all of them. A copy is also read again after a minute."""
     fresh = time.monotonic()
+    if fresh - _cache_pruned_at > _CACHE_SECONDS:
+        _cache_prune(fresh)
     found: dict[uuid.UUID, Subscription] = {}
     missing: list[uuid.UUID] = []
     for pk, version in wanted.items():
@@ -825,6 +828,19 @@ def _subscriptions_get(
                 _cache[subscription.pk] = (wanted[subscription.pk], fresh, subscription)
                 found[subscription.pk] = subscription
     return found
+
+
+def _cache_prune(now: float) -> None:
+    """Forget the copies older than a minute (they would be read again before use anyway): a
+    long-lived process holds the webhooks it sent to lately, not every one since it started,
+    deleted ones included."""
+    global _cache_pruned_at
+    with _cache_lock:
+        _cache_pruned_at = now
+        for pk in [
+            pk for pk, (_v, read_at, _s) in _cache.items() if now - read_at >= _CACHE_SECONDS
+        ]:
+            del _cache[pk]
 
 
 def signing_secrets_of(subscription: Subscription, now: dt.datetime) -> list[SigningSecret]:

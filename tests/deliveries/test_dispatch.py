@@ -415,3 +415,21 @@ def test_a_claim_whose_commit_reply_is_lost_sends_what_it_leased_once(
     assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
     recovered = "committed but its answer was lost" in caplog.text
     assert recovered is committed  # else the task's retry claimed it
+
+
+def test_a_process_keeps_copies_only_of_the_webhooks_it_sent_to_lately(school, monkeypatch):
+    # Given a process that read a webhook more than a minute ago, then never again (deleted since,
+    # say), and one it reads now
+    forgotten, current = SubscriptionFactory(school=school), SubscriptionFactory(school=school)
+    version = {pk: (row.updated_at, 1) for pk, row in ((s.pk, s) for s in (forgotten, current))}
+    claim_module._subscriptions_get({forgotten.pk: version[forgotten.pk]})
+    version_read, read_at, copy = claim_module._cache[forgotten.pk]
+    claim_module._cache[forgotten.pk] = (version_read, read_at - 61, copy)
+    monkeypatch.setattr(claim_module, "_cache_pruned_at", time.monotonic() - 61)
+
+    # When the process reads another webhook a minute later
+    claim_module._subscriptions_get({current.pk: version[current.pk]})
+
+    # Then the old copy is gone: its memory is not held for the life of the process
+    assert forgotten.pk not in claim_module._cache
+    assert current.pk in claim_module._cache
