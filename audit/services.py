@@ -65,7 +65,8 @@ def audit_record_many(
     entries: list[tuple[int | None, str, object, str, dict[str, Any]]],
 ) -> None:
     """``audit_record`` for many objects at once: ``(school_id, object_type, object_id,
-    object_repr, changes)`` each, written in one INSERT."""
+    object_repr, changes)`` each, written in INSERTs of a thousand (PostgreSQL takes at most
+    65,535 parameters in one statement)."""
     actor = actor or SYSTEM
     AuditEntry.objects.bulk_create(
         [
@@ -80,5 +81,6 @@ def audit_record_many(
                 changes=changes,
             )
             for school_id, object_type, object_id, object_repr, changes in entries
-        ]
+        ],
+        batch_size=1000,
     )

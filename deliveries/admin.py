@@ -363,7 +363,9 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def status_display(self, obj: Delivery) -> str:
         state = delivery_state(obj.status, obj.last_error_kind)
         maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
-        if obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
+        if obj.status == DeliveryStatus.PENDING and obj.next_trigger == AttemptTrigger.RECOVERY:
+            detail = _("recovered, waiting for its turn")
+        elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
             detail = _("sending now")
         elif state == DeliveryState.RETRYING:
             detail = _("attempt %(number)s of %(maximum)s failed") % {
@@ -422,6 +424,8 @@ class DeliveryAdmin(SchoolScopedAdmin):
     def next_attempt_display(self, obj: Delivery) -> str:
         if obj.status != DeliveryStatus.PENDING or obj.next_attempt_at is None:
             return "—"
+        if obj.next_trigger == AttemptTrigger.RECOVERY:
+            return _("in turn")
         if obj.next_trigger != AttemptTrigger.AUTOMATIC:
             return _("now")
         return datetime_in_zone(obj.next_attempt_at, obj.school.timezone)
@@ -440,6 +444,11 @@ class DeliveryAdmin(SchoolScopedAdmin):
             and obj.leased_until > (timezone.now())
         ):
             text = _("Attempt %(number)s is being sent right now.") % {"number": obj.attempts}
+        elif obj.status == DeliveryStatus.PENDING and obj.next_trigger == AttemptTrigger.RECOVERY:
+            text = _(
+                "Recovered: waiting for its turn within the webhook's limits, oldest first "
+                "(attempt %(number)s)."
+            ) % {"number": obj.attempts + 1}
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
             text = _("Waiting for a worker to send it now (attempt %(number)s).") % {
                 "number": obj.attempts + 1

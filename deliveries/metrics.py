@@ -115,8 +115,9 @@ def _instruments_make() -> _Instruments:
     directory.mkdir(parents=True, exist_ok=True)
     attempts = Counter(
         "webhooks_delivery_attempts",
-        "Delivery attempts, by trigger (automatic, manual, test), outcome (delivered, retrying: "
-        "failed and scheduled again, failed: failed for good) and error kind (none on success).",
+        "Delivery attempts, by trigger (automatic, manual, test, recovery), outcome (delivered, "
+        "retrying: failed and scheduled again, failed: failed for good) and error kind (none on "
+        "success).",
         ["trigger", "outcome", "error_kind"],
         registry=None,
     )

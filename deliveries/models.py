@@ -61,6 +61,8 @@ class AttemptTrigger(models.TextChoices):
     AUTOMATIC = "automatic", _("Automatic")
     MANUAL = "manual", _("Sent now by hand")
     TEST = "test", _("Send Test")
+    # "Recover failed deliveries": sent again once each, within the webhook's limits.
+    RECOVERY = "recovery", _("Recovered by hand")
 
 
 class Delivery(models.Model):

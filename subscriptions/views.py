@@ -199,7 +199,11 @@ class SubscriptionViewSet(
 
     @extend_schema(
         summary="Recover failed deliveries",
-        description="Re-sends every failed delivery of the webhook created since `since`.",
+        description=(
+            "Re-sends every failed delivery of the webhook created since `since`, once each, "
+            "oldest first, within the webhook's concurrency, rate limit and circuit breaker "
+            "(attempts with `trigger` `recovery`); `count` is how many."
+        ),
         request=RecoverInput,
         responses={200: CountOutput, **ERRORS},
     )

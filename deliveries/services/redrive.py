@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -137,7 +138,7 @@ def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .exclude(
             # "Send now" goes whatever the pause or the circuit: its lost message too.
-            Q(next_trigger=AttemptTrigger.AUTOMATIC)
+            Q(next_trigger__in=[AttemptTrigger.AUTOMATIC, AttemptTrigger.RECOVERY])
             & (Q(subscription_id__in=webhooks_held_by_circuit()) | Q(subscription_id__in=paused))
         )
         .order_by("enqueued_at")
@@ -337,17 +338,17 @@ class RetriggerResult:
 
 
 def _redrive(
-    queryset: QuerySet[Delivery], *, actor: Actor | None, audit_each: bool = True
+    queryset: QuerySet[Delivery] | list[uuid.UUID | str], *, actor: Actor | None
 ) -> RetriggerResult:
-    """Make the deliveries of the queryset due now for one manual attempt ("send now").
+    """Make the deliveries of the queryset (or of these ids) due now for one manual attempt
+    ("send now"), however many (every page of the delivery log selected, say).
 
     Any state: delivered, failed, or pending (waiting for its first or next automatic attempt).
     A pending one remembers its schedule in ``resume_attempt_at``: if the manual attempt fails,
     the automatic attempts go on from there (``retrigger_schedule_resume``). Not queued: a
     delivery of a disabled webhook (test deliveries excepted: a Send Test may check a disabled
     webhook), one a worker is sending right now, one already waiting to be sent now. Each
-    queued delivery gets an audit entry, unless ``audit_each`` is False (the caller records
-    the whole action once).
+    queued delivery gets an audit entry.
     """
     now = timezone.now()
     counts: dict[RetriggerOutcome, int] = {}
@@ -356,10 +357,19 @@ def _redrive(
         counts[outcome] = counts.get(outcome, 0) + number
 
     with transaction.atomic():
-        wanted = list(queryset.order_by().values_list("pk", flat=True))
-        rows = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk__in=wanted)
+        if isinstance(queryset, QuerySet):
+            wanted = list(queryset.order_by().values_list("pk", flat=True))
+        else:
+            wanted = [
+                pk
+                for piece in _pieces(queryset)
+                for pk in Delivery.objects.filter(pk__in=piece).values_list("pk", flat=True)
+            ]
+        rows = [
+            row
+            for piece in _pieces(wanted)
+            for row in Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=piece)
             .select_related("subscription")
             .only(
                 "pk",
@@ -376,7 +386,7 @@ def _redrive(
                 "subscription__url",
                 "subscription__is_active",
             )
-        )
+        ]
         add(RetriggerOutcome.IN_FLIGHT, len(wanted) - len(rows))  # locked: being recorded
         queued: list[Delivery] = []
         for row in rows:
@@ -407,44 +417,52 @@ def _redrive(
                 and row.attempts > 0
             ]
         )
-        Delivery.objects.filter(pk__in=ids).update(
-            # A waiting delivery keeps its schedule for after a failed manual attempt.
-            resume_attempt_at=Case(
-                When(status=DeliveryStatus.PENDING, then=F("next_attempt_at")), default=None
-            ),
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-            next_trigger=Case(
-                When(is_test=True, then=Value(AttemptTrigger.TEST)),
-                default=Value(AttemptTrigger.MANUAL),
-            ),
-            enqueued_at=now,
-            leased_until=None,
-            lease_token=None,
-        )
-        if audit_each:
-            audit_record_many(
-                actor=actor,
-                action=AuditAction.DELIVERY_RETRIGGERED,
-                entries=[
-                    (
-                        row.school_id,
-                        "delivery",
-                        row.pk,
-                        f"{row.event_type} → {row.subscription.name}",
-                        {
-                            "state": [
-                                str(delivery_state(row.status, row.last_error_kind).value),
-                                "sending now",
-                            ]
-                        },
-                    )
-                    for row in queued
-                ],
+        for piece in _pieces(ids):
+            Delivery.objects.filter(pk__in=piece).update(
+                # A waiting delivery keeps its schedule for after a failed manual attempt.
+                resume_attempt_at=Case(
+                    When(status=DeliveryStatus.PENDING, then=F("next_attempt_at")), default=None
+                ),
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now,
+                next_trigger=Case(
+                    When(is_test=True, then=Value(AttemptTrigger.TEST)),
+                    default=Value(AttemptTrigger.MANUAL),
+                ),
+                enqueued_at=now,
+                leased_until=None,
+                lease_token=None,
             )
+        audit_record_many(
+            actor=actor,
+            action=AuditAction.DELIVERY_RETRIGGERED,
+            entries=[
+                (
+                    row.school_id,
+                    "delivery",
+                    row.pk,
+                    f"{row.event_type} → {row.subscription.name}",
+                    {
+                        "state": [
+                            str(delivery_state(row.status, row.last_error_kind).value),
+                            "sending now",
+                        ]
+                    },
+                )
+                for row in queued
+            ],
+        )
         after_commit(deliveries_enqueue, ids)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts)
+
+
+# Ids per statement: PostgreSQL takes at most 65,535 parameters in one.
+_PIECE = 10_000
+
+
+def _pieces(ids: list[Any]) -> Iterable[list[Any]]:
+    return (ids[start : start + _PIECE] for start in range(0, len(ids), _PIECE))
 
 
 def retrigger_schedule_resume(
@@ -484,29 +502,55 @@ def deliveries_retrigger(
     *, delivery_ids: Iterable[uuid.UUID | str], actor: Actor | None = None
 ) -> RetriggerResult:
     """``delivery_retrigger`` for many; returns the count of each outcome."""
-    return _redrive(Delivery.objects.filter(pk__in=list(delivery_ids)), actor=actor)
+    return _redrive(list(delivery_ids), actor=actor)
+
+
+# The webhook's failed deliveries since a time, pending again, due in their creation order (a
+# microsecond apart, the oldest first, all just before now) and waiting (no message): the
+# claim, the take-up and the sweeper send them as the webhook's limits allow. ``status`` is
+# checked again by the UPDATE itself: a row sent now meanwhile is left as it is.
+_RECOVER_SQL = """
+WITH failed AS (
+    SELECT d.id, row_number() OVER (ORDER BY d.created_at DESC, d.id DESC) AS place
+    FROM deliveries_delivery AS d
+    WHERE d.subscription_id = %(webhook)s AND d.status = 'failed' AND NOT d.is_test
+      AND d.created_at >= %(since)s
+)
+UPDATE deliveries_delivery AS d
+SET status = 'pending', next_trigger = 'recovery', enqueued_at = NULL, leased_until = NULL,
+    lease_token = NULL, resume_attempt_at = NULL,
+    next_attempt_at = %(now)s - failed.place * interval '1 microsecond'
+FROM failed WHERE d.id = failed.id AND d.status = 'failed'
+RETURNING d.id, failed.place
+"""
 
 
 def deliveries_recover(
     *, subscription: Subscription, since: dt.datetime, actor: Actor | None = None
 ) -> int:
-    """Re-send every failed delivery of the webhook created at or after ``since``; return how many.
+    """Send again every failed delivery of the webhook created at or after ``since``; return how
+    many.
 
     For after an outage: fix the endpoint, re-enable the webhook, recover (a disabled webhook
-    gets nothing: 0). Test deliveries are not re-sent. One audit entry for the recovery.
+    gets nothing: 0). Each gets one more attempt, as a "send now" does, but they go as the
+    webhook's own deliveries do: oldest first, within its concurrency, rate limit and circuit
+    breaker. Sent all at once, thousands of them would flood a receiver that just came back
+    and take every worker's send slots from the other schools' webhooks. However many there
+    are, a few statements. Test deliveries are not re-sent. One audit entry for the recovery.
     """
+    now = timezone.now()
     with transaction.atomic():  # the deliveries and their one audit entry together
-        result = _redrive(
-            Delivery.objects.filter(
-                subscription=subscription,
-                status=DeliveryStatus.FAILED,
-                created_at__gte=since,
-                is_test=False,
-            ),
-            actor=actor,
-            audit_each=False,
-        )
-        if result.queued:
+        if not Subscription.objects.filter(pk=subscription.pk, is_active=True).exists():
+            return 0
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _RECOVER_SQL, {"webhook": subscription.pk, "since": since, "now": now}
+                )
+                recovered = [pk for pk, _place in sorted(cursor.fetchall(), key=lambda r: -r[1])]
+        else:
+            recovered = _recover_elsewhere(subscription, since=since, now=now)
+        if recovered:
             audit_record(
                 actor=actor,
                 action=AuditAction.DELIVERIES_RECOVERED,
@@ -514,9 +558,39 @@ def deliveries_recover(
                 object_type="webhook",
                 object_id=subscription.pk,
                 object_repr=subscription.name,
-                changes={"since": since.isoformat(), "deliveries": result.queued},
+                changes={"since": since.isoformat(), "deliveries": len(recovered)},
             )
-    return result.queued
+            # The oldest get a message; the claim takes what the limits allow and the rest
+            # are taken up as attempts finish (or by the sweeper).
+            after_commit(deliveries_enqueue, recovered[: settings.WEBHOOKS_DELIVERY_BATCH_SIZE])
+    return len(recovered)
+
+
+def _recover_elsewhere(
+    subscription: Subscription, *, since: dt.datetime, now: dt.datetime
+) -> list[uuid.UUID]:
+    """``_RECOVER_SQL`` for the embedded SQLite (a demo's few rows)."""
+    ids = list(
+        Delivery.objects.filter(
+            subscription=subscription,
+            status=DeliveryStatus.FAILED,
+            created_at__gte=since,
+            is_test=False,
+        )
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)
+    )
+    for place, pk in enumerate(reversed(ids), start=1):
+        Delivery.objects.filter(pk=pk, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING,
+            next_trigger=AttemptTrigger.RECOVERY,
+            enqueued_at=None,
+            leased_until=None,
+            lease_token=None,
+            resume_attempt_at=None,
+            next_attempt_at=now - dt.timedelta(microseconds=place),
+        )
+    return ids
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,29 @@ def test_re_enabling_and_recovering_re_sends_the_failed_deliveries_since_a_time(
         recent_two.pk: DeliveryStatus.DELIVERED,
     }
     attempt = DeliveryAttempt.objects.get(delivery=recent_one)
-    assert (attempt.number, attempt.trigger) == (6, AttemptTrigger.MANUAL)
+    assert (attempt.number, attempt.trigger) == (6, AttemptTrigger.RECOVERY)
+
+
+def test_a_recovered_delivery_that_fails_again_is_failed_without_automatic_retries(
+    school, receiver
+):
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/still-down"))
+    receiver.script("/still-down", default=Reply(status=500))
+    delivery = _delivery(subscription)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.FAILED, next_attempt_at=None, attempts=17
+    )
+
+    deliveries_recover(subscription=subscription, since=timezone.now() - dt.timedelta(days=1))
+    delivery_attempt(delivery_id=delivery.id)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at, delivery.attempts) == (
+        DeliveryStatus.FAILED,
+        None,
+        18,
+    )
+    assert delivery.next_trigger == AttemptTrigger.AUTOMATIC
 
 
 def test_a_manual_retrigger_that_fails_does_not_start_automatic_retries(school, receiver):

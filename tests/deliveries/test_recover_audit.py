@@ -4,12 +4,20 @@ how many deliveries went, not once more per delivery (thousands of entries after
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import AttemptTrigger, Delivery, DeliveryStatus
+from deliveries.services import redrive
+from deliveries.services.redrive import (
+    RetriggerOutcome,
+    deliveries_recover,
+    deliveries_retrigger,
+)
 from tests.deliveries.factories import delivery_create
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -40,4 +48,74 @@ def test_support_staff_recovering_a_webhook_leaves_one_audit_entry(client, schoo
             str(subscription.pk),
             {"since": since.replace(second=0, microsecond=0).isoformat(), "deliveries": 3},
         )
+    ]
+
+
+def _failed_copies(delivery: Delivery, count: int) -> None:
+    """``count`` more failed deliveries like ``delivery`` (replays of its event)."""
+    columns = [
+        field.column
+        for field in Delivery._meta.concrete_fields
+        if field.column not in ("id", "replay_number")
+    ]
+    listed = ", ".join(columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO deliveries_delivery (id, replay_number, {listed}) "  # noqa: S608
+            f"SELECT gen_random_uuid(), n, {listed} FROM deliveries_delivery, "
+            "generate_series(1, %s) AS n WHERE id = %s",
+            [count, delivery.pk],
+        )
+
+
+def test_a_webhook_with_more_failed_deliveries_than_a_statement_takes_parameters_recovers_them(
+    school,
+):
+    # Given a webhook whose receiver was down long enough for 70,001 deliveries to fail (more
+    # than PostgreSQL's 65,535 parameters of one statement)
+    subscription = SubscriptionFactory(school=school)
+    _failed_copies(delivery_create(subscription), 70_000)
+
+    # When they are recovered
+    recovered = deliveries_recover(
+        subscription=subscription, since=timezone.now() - dt.timedelta(days=1)
+    )
+
+    # Then every one of them goes again, as the webhook's limits allow
+    assert recovered == 70_001
+    assert set(Delivery.objects.values_list("status", "next_trigger", "enqueued_at")) == {
+        (DeliveryStatus.PENDING, AttemptTrigger.RECOVERY, None)
+    }
+
+
+def test_sending_now_a_selection_larger_than_a_statement_takes_goes_in_pieces(school, monkeypatch):
+    monkeypatch.setattr(redrive, "_PIECE", 10)
+    subscription = SubscriptionFactory(school=school)
+    ids = [delivery_create(subscription).pk for _ in range(25)]
+
+    sent_now = deliveries_retrigger(delivery_ids=[*ids, uuid.uuid4()])
+
+    assert sent_now.counts[RetriggerOutcome.QUEUED] == 25
+    assert sum(sent_now.counts.values()) == 25  # the unknown id is no delivery at all
+    assert set(Delivery.objects.values_list("status", "next_trigger")) == {
+        (DeliveryStatus.PENDING, AttemptTrigger.MANUAL)
+    }
+    assert AuditEntry.objects.filter(action=AuditAction.DELIVERY_RETRIGGERED).count() == 25
+
+
+def test_the_embedded_databases_recovery_leaves_the_same_rows_as_postgresqls(school):
+    subscription = SubscriptionFactory(school=school)
+    failed = [delivery_create(subscription) for _ in range(3)]
+    since, now = timezone.now() - dt.timedelta(days=1), timezone.now()
+
+    ids = redrive._recover_elsewhere(subscription, since=since, now=now)
+
+    assert ids == [delivery.pk for delivery in failed]  # oldest first
+    rows = list(
+        Delivery.objects.order_by("next_attempt_at").values_list(
+            "pk", "status", "next_trigger", "enqueued_at"
+        )
+    )
+    assert rows == [
+        (delivery.pk, DeliveryStatus.PENDING, AttemptTrigger.RECOVERY, None) for delivery in failed
     ]
