@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 from django.utils.formats import number_format
@@ -172,6 +172,31 @@ def events_replay_count(*, plan: ReplayPlan) -> int:
     return len(_events_wanted(plan))
 
 
+_REPLAY_LOCK_CLASS = 0x57484D
+
+
+def _webhook_hold(pk: uuid.UUID) -> Subscription:
+    """The webhook, held until the transaction ends: its replays one at a time (an advisory
+    lock: their numbers never collide) and the row kept (``FOR KEY SHARE``: it cannot be
+    deleted under the new deliveries). Not ``FOR UPDATE``: rendering thousands of bodies takes
+    a while, and the recorder, which starts and ends failure streaks on webhook rows for every
+    school's results in one statement, would wait for it. Raises ``DoesNotExist``."""
+    if connection.vendor != "postgresql":
+        return Subscription.objects.select_for_update().get(pk=pk)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s::text))", [_REPLAY_LOCK_CLASS, pk]
+        )
+    rows = list(
+        Subscription.objects.raw(
+            "SELECT * FROM subscriptions_subscription WHERE id = %s FOR KEY SHARE", [pk]
+        )
+    )
+    if not rows:
+        raise Subscription.DoesNotExist(f"Webhook {pk} no longer exists.")
+    return rows[0]
+
+
 def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
     """Replay the plan's events to its webhook: one new delivery per event, enqueued after commit.
 
@@ -183,7 +208,7 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
     """
     subscription = plan.subscription
     with transaction.atomic():
-        locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        locked = _webhook_hold(subscription.pk)
         if not locked.is_active:
             raise ValidationError(
                 _("The webhook is disabled: re-enable it, then replay its events.")

@@ -168,3 +168,50 @@ def test_recording_hands_each_webhook_its_own_freed_slots(
     assert len(receiver.received("/quiet")) == 1
     [waiting] = Delivery.objects.filter(subscription=quiet, status=DeliveryStatus.PENDING)
     assert waiting.enqueued_at is not None  # its webhook's finished attempt gave it a message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_being_built_does_not_hold_the_recorder(school, monkeypatch):
+    """A replay of thousands of events renders their bodies inside its transaction. The
+    recorder writes every school's results in one statement per batch, which starts or ends
+    failure streaks on the webhooks' rows: a replay holding its webhook's row would hold that
+    whole batch until the replay committed."""
+    from deliveries.services import replay as replay_module
+
+    webhook = SubscriptionFactory(school=school, topics=["*"])
+    ids = deliveries_published(school, 2)
+    claims = deliveries_claim(delivery_ids=ids[:1]).claims
+    building, release = threading.Event(), threading.Event()
+    build = replay_module.delivery_build
+
+    def slow_build(**kwargs):
+        building.set()
+        release.wait(10)
+        return build(**kwargs)
+
+    monkeypatch.setattr(replay_module, "delivery_build", slow_build)
+
+    def replay() -> None:
+        try:
+            replay_module.deliveries_replay(
+                plan=replay_module.replay_plan(subscription=webhook), actor=None
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    try:
+        assert building.wait(10)
+        # While the replay builds its deliveries, a failed attempt starts the webhook's streak
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            deliveries_record(claims=claims, results=[_REFUSED], pull_waiting=False)
+    finally:
+        release.set()
+        thread.join()
+
+    webhook.refresh_from_db()
+    assert webhook.failing_since is not None
+    assert Delivery.objects.filter(subscription=webhook, replay_number=1).count() == 2
