@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
-from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from common.clock import db_now
 from common.metrics import metrics_access_refusal, metrics_enabled
 
 from .logs import attempts_log
@@ -224,7 +224,7 @@ class StateCollector(Collector):
     """The deployment's state, read from the database at each scrape (``operations_state``)."""
 
     def collect(self) -> Iterator[Metric]:
-        now = timezone.now()
+        now = db_now()
         state = operations_state(now=now)
 
         yield _gauge(

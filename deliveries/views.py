@@ -16,7 +16,6 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST, require_safe
@@ -44,6 +43,7 @@ from common.api import (
     ErrorsSerializer,
     NewestFirstCursorPagination,
 )
+from common.clock import db_now
 from common.metrics import NOT_CONFIGURED, client_address, metrics_access_refusal
 from common.views import database_unreachable, first_line, unavailable_response
 from schools.permissions import IsSchoolClient, client_school
@@ -297,7 +297,7 @@ def health(request: HttpRequest) -> JsonResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         checks["database"] = "ok"
-        lag, awaiting = delivery_backlog(now=timezone.now())
+        lag, awaiting = delivery_backlog(now=db_now())
         checks["oldest_due_delivery_seconds"] = round(lag, 1)
         checks["events_awaiting_fan_out"] = awaiting
         if lag > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
@@ -307,7 +307,7 @@ def health(request: HttpRequest) -> JsonResponse:
         # What waits without a message is the sweeper's to send (beat runs it every 2 s).
         swept = sweeper_last_run()
         if swept is not None:
-            since = (timezone.now() - swept).total_seconds()
+            since = (db_now() - swept).total_seconds()
             checks["sweeper_last_run_seconds"] = round(max(since, 0.0), 1)
             if since > settings.WEBHOOKS_HEALTH_MAX_LAG_SECONDS:
                 checks["sweeper"] = "the sweeper has not run: is beat running?"

@@ -32,6 +32,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -50,9 +51,15 @@ class ManagedProcess:
             time.sleep(0.1)
         raise AssertionError(f"{self.name} did not print {marker!r}:\n{self.log()[-4000:]}")
 
+    def terminate(self) -> None:
+        """SIGTERM (a warm shutdown), without waiting: ``stop()`` waits."""
+        if self.process.poll() is None and not self._terminated:
+            os.kill(self.pid, signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, grace_seconds: float = 15.0) -> None:
         if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
+            self.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(grace_seconds)
         # Whatever the process left behind (prefork children) goes with its session.
@@ -97,30 +104,47 @@ def process_env(**overrides: str) -> dict[str, str]:
 
 
 def start_worker(log_dir: Path, *, concurrency: int = 2, **env: str) -> ManagedProcess:
+    return start_workers(log_dir, 1, concurrency=concurrency, **env)[0]
+
+
+def start_workers(
+    log_dir: Path, count: int, *, concurrency: int = 2, **env: str
+) -> list[ManagedProcess]:
+    """``count`` worker processes on the same queue, each under a hostname of its own (``-n``),
+    as on as many hosts; started together, returned once each is ready."""
     environment = process_env(**env)
-    worker = ManagedProcess(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
+    workers = [
+        ManagedProcess(
             "worker",
-            "--loglevel=INFO",
-            f"--concurrency={concurrency}",
-            "--pool=prefork",
-            f"--queues={environment['CELERY_TASK_DEFAULT_QUEUE']}",
-            f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        environment,
-        log_dir,
-    )
-    worker.wait_for_log(" ready.", timeout=60)
-    return worker
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webhooks_project",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                f"--queues={environment['CELERY_TASK_DEFAULT_QUEUE']}",
+                f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            environment,
+            log_dir,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for worker in workers:
+            worker.wait_for_log(" ready.", timeout=60)
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+    return workers
 
 
 def start_beat(log_dir: Path, **env: str) -> ManagedProcess:

@@ -1,4 +1,5 @@
-"""A real HTTP receiver on 127.0.0.1: a test scripts its answers; it records every request."""
+"""A real HTTP receiver on 127.0.0.1: a test scripts its answers; it records every request and
+counts, per path, how many were in flight at once."""
 
 from __future__ import annotations
 
@@ -61,13 +62,19 @@ def _echo(received: Received, reply: Reply) -> Reply:
 
 
 class Receiver:
-    """Answers each path from its own script of replies, then with its default reply."""
+    """Answers each path from its own script of replies, then with its default reply.
 
-    def __init__(self) -> None:
+    ``port``: listen there (a receiver that comes back where a dead one was); any free one by
+    default. ``max_in_flight(path)``: the most requests to ``path`` it held at once, from
+    reading a request to having written its answer."""
+
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
         self._scripts: dict[str, deque[Reply]] = {}
         self._defaults: dict[str, Reply] = {}
         self._lock = threading.Condition()
+        self._in_flight: dict[str, int] = {}
+        self._max_in_flight: dict[str, int] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,6 +90,12 @@ class Receiver:
                     at=time.time(),
                 )
                 reply = receiver._record(received)
+                try:
+                    self._answer(received, reply)
+                finally:
+                    receiver._finished(received.path)
+
+            def _answer(self, received: Received, reply: Reply) -> None:
                 if reply.echo:
                     reply = _echo(received, reply)
                 if reply.delay_seconds:
@@ -109,7 +122,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -134,11 +147,24 @@ class Receiver:
     def _record(self, received: Received) -> Reply:
         with self._lock:
             self.requests.append(received)
+            count = self._in_flight[received.path] = self._in_flight.get(received.path, 0) + 1
+            self._max_in_flight[received.path] = max(
+                count, self._max_in_flight.get(received.path, 0)
+            )
             self._lock.notify_all()
             script = self._scripts.get(received.path)
             if script:
                 return script.popleft()
             return self._defaults.get(received.path, Reply())
+
+    def _finished(self, path: str) -> None:
+        with self._lock:
+            self._in_flight[path] -= 1
+
+    def max_in_flight(self, path: str) -> int:
+        """The most requests to ``path`` held at once so far."""
+        with self._lock:
+            return self._max_in_flight.get(path, 0)
 
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 
-from django.utils import timezone
+from common.clock import db_now
 
 from ..models import DeliveryAttempt
 from .claim import ClaimOutcome, deliveries_claim, deliveries_requeue_early
@@ -61,5 +61,5 @@ def claims_followup(ids: list[str], outcome: ClaimOutcome) -> None:
     if len(held) < len(ids):
         deliveries_requeue_early(delivery_ids=[i for i in ids if i not in held])
     if outcome.retry_at is not None and outcome.waiting:
-        wait = max(0.0, (outcome.retry_at - timezone.now()) / dt.timedelta(seconds=1))
+        wait = max(0.0, (outcome.retry_at - db_now()) / dt.timedelta(seconds=1))
         deliveries_enqueue(outcome.waiting, countdown=wait)

@@ -46,8 +46,8 @@ from django.db.models import (
     Value,
     When,
 )
-from django.utils import timezone
 
+from common.clock import db_now
 from common.sql import rows_update
 from common.transactions import after_commit, transaction_committed
 from subscriptions.models import SigningSecret, Subscription
@@ -162,7 +162,7 @@ def deliveries_claim(
     from its own process so): what the limits hold back stays as it is, and what goes counts
     as taken up, not as a delivery with a message of its own.
     """
-    now = timezone.now()
+    now = db_now()
 
     def decide() -> _Decided:
         candidates = _due_candidates(delivery_ids, now)
@@ -223,7 +223,7 @@ def deliveries_claim_waiting(
     same batch cannot use up the candidates or the slots, which would leave this webhook's
     waiting deliveries with no attempt in flight to take them up (only the sweeper would).
     """
-    now = now or timezone.now()
+    now = now or db_now()
     freed = {endpoint: count for endpoint, count in freed.items() if count > 0}
     if not freed:
         return ClaimOutcome()
@@ -818,7 +818,7 @@ def _subscriptions_get(
             missing.append(pk)
     if missing:
         secrets = SigningSecret.objects.filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+            Q(expires_at__isnull=True) | Q(expires_at__gt=db_now())
         ).order_by("-created_at")
         loaded = Subscription.objects.select_related("school").prefetch_related(
             Prefetch("signing_secrets", queryset=secrets, to_attr="signing_secrets_cached")
@@ -858,7 +858,7 @@ def attempts_interrupted_record(lost: list[tuple[Delivery, int]]) -> None:
                 delivery=delivery,
                 number=number,
                 trigger=AttemptTrigger.AUTOMATIC,
-                started_at=delivery.last_attempt_at or timezone.now(),
+                started_at=delivery.last_attempt_at or db_now(),
                 request_url=request_url_capped(delivery.subscription.url),
                 error_kind=ErrorKind.INTERRUPTED,
                 error_message="The worker stopped before this attempt finished; it was retried.",
@@ -873,7 +873,7 @@ def deliveries_requeue_early(*, delivery_ids: list[str]) -> None:
     """Messages that arrive just before their delivery is due (clock skew) are sent again."""
     if not delivery_ids:
         return
-    now = timezone.now()
+    now = db_now()
     horizon = now + dt.timedelta(seconds=settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS)
     early = Delivery.objects.filter(
         pk__in=delivery_ids,
@@ -892,7 +892,7 @@ def leases_renew(*, leases: dict[uuid.UUID, uuid.UUID]) -> int:
     its lease token); return how many. One statement, whatever their number."""
     if not leases:
         return 0
-    until = timezone.now() + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    until = db_now() + dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
     return Delivery.objects.filter(
         pk__in=list(leases), lease_token__in=set(leases.values()), status=DeliveryStatus.PENDING
     ).update(leased_until=until)

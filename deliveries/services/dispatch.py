@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
-from django.utils import timezone
 
+from common.clock import db_now
 from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
 
@@ -224,7 +224,7 @@ class Dispatcher:
                 return self._continue(claims, circuits)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
-                waited_out = timezone.now().timestamp() + pause > lease_end + 60
+                waited_out = db_now(measure=False).timestamp() + pause > lease_end + 60
                 if waited_out:
                     logger.error(
                         "The database was unreachable for longer than the leases of %d "

@@ -29,9 +29,9 @@ from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.utils import timezone
 from django.utils.translation import gettext_noop
 
+from common.clock import db_now
 from common.sql import columns_of, rows_update
 from common.transactions import after_commit
 from events.models import Event
@@ -72,7 +72,8 @@ def fan_out_request(*, force: bool = False) -> bool:
     A failure is logged, not raised: the events are committed, and the next request or the
     sweeper fans them out.
     """
-    now_ms = int(time.time() * 1000)
+    # The database's clock: the request's time is compared with those other hosts wrote.
+    now_ms = int(db_now().timestamp() * 1000)
     resend_ms = int(FAN_OUT_REQUEST_RESEND_SECONDS * 1000)
     if not _fan_out_request_claim(now_ms, stale_before=now_ms + 1 if force else now_ms - resend_ms):
         return False
@@ -85,7 +86,7 @@ def fan_out_request(*, force: bool = False) -> bool:
         # not answer: pending from now, so the publishes of the next
         # FAN_OUT_REQUEST_RESEND_SECONDS do not each wait for it again.
         refused_at_once = time.monotonic() - started < 1
-        retry_from = None if refused_at_once else int(time.time() * 1000)
+        retry_from = None if refused_at_once else int(db_now().timestamp() * 1000)
         FanOutRequest.objects.filter(pk=1, requested_at_ms=now_ms).update(
             requested_at_ms=retry_from
         )
@@ -267,7 +268,7 @@ def _events_fan_out_batch(
     commit (default: enqueue them); it sends the first ``dispatched`` from this process.
     """
     hand_off = hand_off or deliveries_enqueue
-    now = timezone.now()
+    now = db_now()
     large: list[tuple[Event, list[Subscription], Bodies]] = []
     with transaction.atomic():
         events = _events_waiting(
@@ -510,7 +511,7 @@ def _event_fan_out_in_pieces(
         remaining = [subscription for subscription in subscriptions if subscription.pk not in done]
         created = 0
         for piece_of in _pieces(remaining, settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE):
-            now = timezone.now()
+            now = db_now()
             piece = [
                 delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
                 for subscription in piece_of
@@ -521,9 +522,7 @@ def _event_fan_out_in_pieces(
                 if pending:
                     after_commit(hand_off, pending)
             created += len(piece)
-        Event.objects.filter(pk=event.pk, fanned_out_at__isnull=True).update(
-            fanned_out_at=timezone.now()
-        )
+        Event.objects.filter(pk=event.pk, fanned_out_at__isnull=True).update(fanned_out_at=db_now())
         logger.info("Event %s fanned out to %d webhooks in pieces", event.pk, created)
         return created
 
@@ -582,7 +581,7 @@ def _events_fan_out_one_by_one(
     event_ids = [
         event_id
         for event_id in events_awaiting_fan_out(
-            created_before=created_before or timezone.now(), limit=limit
+            created_before=created_before or db_now(), limit=limit
         )
         if event_id not in passed_over
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.utils import timezone
+from common.clock import db_now
 
 from ..models import Heartbeat
 
@@ -21,7 +21,7 @@ def heartbeat_record(*, name: str, now: dt.datetime | None = None) -> None:
     The sweeper's heartbeat also forgets workers not seen for a day (hosts that went away
     without stopping cleanly), so the table stays as small as the fleet.
     """
-    now = now or timezone.now()
+    now = now or db_now()
     Heartbeat.objects.bulk_create(
         [Heartbeat(name=name, seen_at=now)],
         update_conflicts=True,

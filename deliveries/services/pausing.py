@@ -29,11 +29,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
+from common.clock import db_now
 from common.transactions import after_commit
 from subscriptions.models import Subscription
 
@@ -64,7 +64,7 @@ def subscription_pause(
     where it is and starts again at the next resume. Audited. Raises ``ValidationError``
     (``resume_at``) for an ``until`` that is not in the future.
     """
-    now = timezone.now()
+    now = db_now()
     if until is not None and until <= now:
         raise ValidationError({"resume_at": [_("The time to resume must be in the future.")]})
     with transaction.atomic():
@@ -112,7 +112,7 @@ def subscription_resume(
     it is (``resumed`` False). Audited. ``due_by`` (the sweeper): only if its resume time has
     come by then, as the locked row has it (the school may have moved it meanwhile).
     """
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():
         locked = Subscription.objects.select_for_update().filter(
             pk=subscription.pk, paused_at__isnull=False
@@ -227,7 +227,7 @@ def _held_order(
 def subscriptions_resume_due(*, now: dt.datetime | None = None) -> int:
     """Resume every webhook whose automatic resume time has come (the sweeper); return how
     many resumed. Safe to run from several sweepers at once (``subscription_resume`` is)."""
-    now = now or timezone.now()
+    now = now or db_now()
     due = Subscription.objects.filter(paused_at__isnull=False, resume_at__lte=now).order_by(
         "resume_at"
     )
@@ -251,7 +251,7 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     refused until then; unless it is disabled (it gets no probe; its deliveries are refused
     without a request).
     """
-    now = now or timezone.now()
+    now = now or db_now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     in_flight = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
@@ -286,7 +286,7 @@ def _catch_ups_end(candidates: list[uuid.UUID]) -> int:
 
     with transaction.atomic():
         endpoints_lock(candidates)
-        now = timezone.now()
+        now = db_now()
         in_flight = Delivery.objects.filter(
             subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
         )

@@ -26,6 +26,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
+from common.clock import db_now
 from common.transactions import after_commit, transaction_committed
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disable
@@ -115,7 +116,7 @@ def deliveries_record(
     would read as attempts whose lease ran out, and the failures would count twice).
     """
     progress = progress or RecordProgress()
-    now = timezone.now()
+    now = db_now()
     attempts: list[DeliveryAttempt] = []
     soon: list[tuple[uuid.UUID, float]] = []
     for claim, result in zip(claims, results, strict=True):
@@ -789,7 +790,7 @@ def circuit_restart(subscription_id: uuid.UUID) -> None:
     circuit is not closed (the receiver has not answered yet) but probes it now. Nothing is
     written for a webhook whose breaker counted nothing (the usual change).
     """
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():
         endpoints_lock([subscription_id])  # as every change of a breaker (``_circuits_update``)
         state = (

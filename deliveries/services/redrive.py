@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record, audit_record_many
+from common.clock import db_now
 from common.transactions import after_commit
 from events.models import Event, ScheduledEvent
 from subscriptions.models import Subscription
@@ -66,7 +67,7 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     are left alone, and a catching-up webhook's waiting ones are driven by ``catch_ups_drive``
     (pausing.py), one at a time.
     """
-    now = timezone.now()
+    now = db_now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     for step in (
         lambda: subscriptions_resume_due(now=now),
@@ -350,7 +351,7 @@ def _redrive(
     webhook), one a worker is sending right now, one already waiting to be sent now. Each
     queued delivery gets an audit entry.
     """
-    now = timezone.now()
+    now = db_now()
     counts: dict[RetriggerOutcome, int] = {}
 
     def add(outcome: RetriggerOutcome, number: int = 1) -> None:

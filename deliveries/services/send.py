@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from common.clock import db_now
 from subscriptions.crypto import SecretUnreadable, secret_decrypt
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_custom_headers, subscription_url
@@ -108,7 +109,7 @@ def request_build(claim: Claim) -> Request:
         )
     try:
         # Prefetched by deliveries_claim (only the secrets that still sign).
-        active = signing_secrets_of(subscription, timezone.now())
+        active = signing_secrets_of(subscription, db_now(measure=False))
         secrets = [secret_decrypt(s.secret_encrypted) for s in active]
         password = (
             secret_decrypt(subscription.basic_auth_password_encrypted)

@@ -8,9 +8,9 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.clock import db_now
 from events.models import Event, EventType
 from subscriptions.crypto import secret_encrypt
 from subscriptions.models import SigningSecret, Subscription
@@ -56,7 +56,7 @@ def delivery_test_send(*, subscription: Subscription, event_type: str) -> Delive
                 ]
             }
         )
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():
         # Locked while its test delivery is written: a webhook deleted since the caller read it
         # is found gone here, not by the delivery's foreign key at commit.
@@ -133,7 +133,7 @@ def delivery_test_send_settings(
         ]
     else:
         raise ValidationError({"__all__": [_("A new webhook needs its signing secret first.")]})
-    now = timezone.now()
+    now = db_now()
     event = Event(
         school=subscription.school,
         type=found,

@@ -25,6 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.clock import db_now
 from schools.models import School
 from webhook_engine.inputs import datetime_problem, json_problems, text_problem
 
@@ -133,6 +134,9 @@ def event_publish_or_get(
         "data": normalized,
         "occurred_at": occurred_at,
         "idempotency_key": key,
+        # The database's clock: events published on several hosts keep their order (a
+        # catch-up after a pause sends them in it), whatever the hosts' clocks say.
+        "created_at": db_now(),
     }
     if key is None:
         # A new UUID cannot collide: one INSERT, no savepoint or transaction of its own.
@@ -284,7 +288,7 @@ def _event_same_or_conflict(existing: Event, *, type: str, data: Any) -> Event:
 
 def _occurred_at_validate(occurred_at: dt.datetime | None) -> dt.datetime:
     if occurred_at is None:
-        return timezone.now()
+        return db_now()
     if not isinstance(occurred_at, dt.datetime):
         raise ValidationError({"occurred_at": [_("Give a datetime.")]})
     if timezone.is_naive(occurred_at):

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.clock import db_now
 from schools.models import School
 from webhook_engine.inputs import datetime_problem, text_problem
 
@@ -148,7 +149,7 @@ def scheduled_event_cancel(*, scheduled_event: ScheduledEvent) -> ScheduledEvent
         if row.status == ScheduledEventStatus.CANCELLED:
             return row
         _scheduled_require_pending(row, "cancelled")
-        now = timezone.now()
+        now = db_now()
         row.status = ScheduledEventStatus.CANCELLED
         row.cancelled_at = now
         row.updated_at = now
@@ -170,7 +171,7 @@ def scheduled_events_publish_due(
     size = batch_size or settings.WEBHOOKS_SCHEDULED_EVENTS_BATCH_SIZE
     published: list[Event] = []
     while True:
-        current = now or timezone.now()
+        current = now or db_now()
         with transaction.atomic():
             rows = list(
                 ScheduledEvent.objects.select_for_update(skip_locked=True, of=("self",))
@@ -347,7 +348,7 @@ def daily_events_publish_due(*, now: dt.datetime | None = None) -> list[Event]:
 
     Returns the events of the runs found due (a concurrent caller may have published some).
     """
-    now = now or timezone.now()
+    now = now or db_now()
     events: list[Event] = []
     schools = School.objects.only(
         "id", "slug", "timezone", "daily_event_time", "created_at"
