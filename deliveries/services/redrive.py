@@ -539,7 +539,7 @@ def deliveries_recover(
     and take every worker's send slots from the other schools' webhooks. However many there
     are, a few statements. Test deliveries are not re-sent. One audit entry for the recovery.
     """
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():  # the deliveries and their one audit entry together
         if not Subscription.objects.filter(pk=subscription.pk, is_active=True).exists():
             return 0

@@ -27,13 +27,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Max, QuerySet
-from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
+from common.clock import db_now
 from common.transactions import after_commit
 from events.models import Event, EventType
 from subscriptions.models import Subscription
@@ -221,7 +221,7 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
             .annotate(last=Max("replay_number"))
             .values_list("event_id", "last")
         )
-        now = timezone.now()
+        now = db_now()
         deliveries = []
         for event in events:
             delivery = delivery_build(event=event, subscription=locked, now=now)
