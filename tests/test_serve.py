@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import ROOT
-from webhooks_project.serve import _port_free
+from webhooks_project.serve import _listen_problem
 
 
 def test_a_port_whose_last_connections_wait_out_time_wait_is_free_to_listen_on_again():
@@ -33,14 +33,46 @@ def test_a_port_whose_last_connections_wait_out_time_wait_is_free_to_listen_on_a
         accepted.close()  # the server side closes first: its end waits in TIME-WAIT
         client.recv(1)
         client.close()
-    assert _port_free("127.0.0.1", port)
+    assert _listen_problem("127.0.0.1", port) is None
 
 
 def test_a_port_something_listens_on_is_busy():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        assert not _port_free("127.0.0.1", server.getsockname()[1])
+        port = server.getsockname()[1]
+        assert _listen_problem("127.0.0.1", port) == (
+            f"127.0.0.1:{port} is in use; set WEBHOOKS_PORT to another port."
+        )
+
+
+def test_a_host_that_is_no_address_of_this_machine_is_named_as_such_not_as_a_busy_port():
+    """WEBHOOKS_HOST set to another machine's address (or a mistyped one): the port is not
+    what is wrong, and saying it is in use sends the reader after the wrong setting."""
+    assert _listen_problem("192.0.2.1", _free_port()) == (
+        "192.0.2.1 is not an address of this machine; set WEBHOOKS_HOST to one "
+        "(127.0.0.1, or 0.0.0.0 for every address)."
+    )
+
+
+@pytest.mark.parametrize("port", ["eighty", "0", "70000", "-1"])
+def test_a_port_setting_that_is_no_port_number_is_refused_with_a_message(tmp_path, port):
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+    env.update(WEBHOOKS_DATA_DIR=str(tmp_path / "data"), WEBHOOKS_PORT=port)
+
+    run = subprocess.run(
+        [sys.executable, "-m", "webhooks_project.serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 1
+    assert run.stderr == f"WEBHOOKS_PORT must be a port number (1 to 65535), not {port!r}.\n"
+    assert not (tmp_path / "data").exists()  # refused before anything was written
 
 
 # --- The supervisor itself, as `make run` starts it ------------------------------------------

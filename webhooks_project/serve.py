@@ -11,6 +11,7 @@ keeps exiting). Everything a run keeps (database, broker, metric files, beat's p
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -98,17 +99,38 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether the web server can listen on the port. As servers do, the probe reuses an address
-    whose closed connections still wait out TIME-WAIT (a minute after the last run stopped);
-    a port something listens on stays refused."""
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the web server could not listen on the port, as a message for the person who ran
+    ``make run`` (None when it can). As servers do, the probe reuses an address whose closed
+    connections still wait out TIME-WAIT (a minute after the last run stopped); a port
+    something listens on stays refused."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is in use; set WEBHOOKS_PORT to another port."
+            if exc.errno == errno.EACCES:
+                return (
+                    f"Listening on port {port} needs more rights than this user has; "
+                    "set WEBHOOKS_PORT to a port above 1023."
+                )
+            if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+                return (
+                    f"{host} is not an address of this machine; set WEBHOOKS_HOST to one "
+                    "(127.0.0.1, or 0.0.0.0 for every address)."
+                )
+            return f"Cannot listen on {host}:{port} ({exc.strerror or exc})."
+    return None
+
+
+def _port_setting() -> int:
+    """``WEBHOOKS_PORT``, refused with a message when it is no port number."""
+    text = os.environ.get("WEBHOOKS_PORT") or "8000"
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise SystemExit(f"WEBHOOKS_PORT must be a port number (1 to 65535), not {text!r}.")
+    return int(text)
 
 
 def _wait_for_port(
@@ -194,7 +216,7 @@ def main() -> None:
     os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     host = os.environ.get("WEBHOOKS_HOST", "127.0.0.1")
-    port = int(os.environ.get("WEBHOOKS_PORT", "8000"))
+    port = _port_setting()
     # Where this machine reaches the server: a server listening on every address (0.0.0.0,
     # to be reached from outside a VM or a container) is reached on loopback; 0.0.0.0 itself
     # is no address a webhook may be sent to.
@@ -204,8 +226,9 @@ def main() -> None:
     manage = [python, str(ROOT / "manage.py")]
     data = _data_directory()
     _data_directory_lock(data)
-    if not _port_free(host, port):
-        raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")
+    problem = _listen_problem(host, port)
+    if problem:
+        raise SystemExit(problem)
     _metrics_directory_empty(data)
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite"
     broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
