@@ -4,6 +4,7 @@ another data directory or Ctrl-C during the start do to real supervisors."""
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -236,3 +237,25 @@ def test_a_supervisor_killed_outright_takes_its_children_with_it(tmp_path):
         assert supervisor.processes() == [], supervisor.text()[-3000:]
     finally:
         supervisor.stop()
+
+
+@pytest.mark.integration
+def test_a_data_directory_deleted_while_it_runs_stops_it_with_a_message(tmp_path):
+    """`rm -rf var` (or `make clean`) while `make run` runs takes its database and broker: the
+    three processes would go on against an empty database the next query creates, failing every
+    page and task, and the lock would no longer keep a second start out. It stops instead, and
+    says why."""
+    data = tmp_path / "data"
+    supervisor = Supervisor(data, _free_port())
+    try:
+        supervisor.wait_for("The admin is at")
+        shutil.rmtree(data, ignore_errors=True)  # the worker may be writing in it
+        assert supervisor.process.wait(60) == 1, supervisor.text()[-3000:]
+    finally:
+        supervisor.stop()
+    assert (
+        f"The data directory {data} was deleted while `make run` ran, and its database and "
+        "broker with it: stopping. `make run` starts afresh."
+    ) in supervisor.text()
+    assert "Traceback" not in supervisor.text(), supervisor.text()[-3000:]
+    assert supervisor.processes() == []

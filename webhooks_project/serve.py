@@ -178,7 +178,7 @@ def _data_directory() -> Path:
     return data
 
 
-def _data_directory_lock(data: Path) -> None:
+def _data_directory_lock(data: Path) -> IO[str]:
     """Refuse to start a second supervisor on the same data directory: it would share the
     first one's database and broker files, empty its metric files and start a second beat.
     The lock is held until this process exits (the file stays; the lock goes with the process,
@@ -197,6 +197,18 @@ def _data_directory_lock(data: Path) -> None:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     _locks_held.append(lock)
+    return lock
+
+
+def _data_directory_gone(data: Path, lock: IO[str]) -> bool:
+    """Whether the data directory was deleted (or replaced) since this run took its lock: its
+    database and broker files went with it, and the lock no longer keeps a second start out."""
+    held = os.fstat(lock.fileno())
+    try:
+        found = (data / "serve.lock").stat()
+    except OSError:
+        return True
+    return (found.st_dev, found.st_ino) != (held.st_dev, held.st_ino)
 
 
 def _metrics_directory_empty(data: Path) -> None:
@@ -225,7 +237,7 @@ def main() -> None:
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
     data = _data_directory()
-    _data_directory_lock(data)
+    lock = _data_directory_lock(data)
     problem = _listen_problem(host, port)
     if problem:
         raise SystemExit(problem)
@@ -234,6 +246,7 @@ def main() -> None:
     broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
     print(f"Starting with {database} and {broker}; data in {data}.", flush=True)
     stop_signals: list[int] = []
+    exit_code = 0
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         # Only note it. A handler runs between two bytecodes of the main thread, which may be
@@ -275,6 +288,14 @@ def main() -> None:
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
         restart_at: dict[str, float] = {}
         while not stop_signals:
+            if _data_directory_gone(data, lock):
+                print(
+                    f"\nThe data directory {data} was deleted while `make run` ran, and its "
+                    "database and broker with it: stopping. `make run` starts afresh.",
+                    flush=True,
+                )
+                exit_code = 1
+                break
             # A process that exits (a crash, a worker losing its broker for good) is started
             # again, with a growing delay while it keeps exiting.
             for child in children:
@@ -303,7 +324,7 @@ def main() -> None:
                 child.kill()
         for child in children:
             child.kill()  # prefork children left behind by a killed parent
-    sys.exit(0)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":
