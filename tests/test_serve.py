@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import ROOT
-from webhooks_project.serve import _listen_problem
+from webhooks_project.serve import Child, _listen_problem, _stop
 
 
 def test_a_port_whose_last_connections_wait_out_time_wait_is_free_to_listen_on_again():
@@ -74,6 +74,34 @@ def test_a_port_setting_that_is_no_port_number_is_refused_with_a_message(tmp_pat
     assert run.returncode == 1
     assert run.stderr == f"WEBHOOKS_PORT must be a port number (1 to 65535), not {port!r}.\n"
     assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
+def test_ctrl_c_stops_the_web_server_after_the_worker_has_finished_its_deliveries(tmp_path):
+    """The web server serves the demo receiver: stopped with the worker, it refused the
+    deliveries the worker was finishing, and the demo webhooks showed failures after a Ctrl-C
+    in the middle of work."""
+    stopped = tmp_path / "stopped"
+
+    def process(name: str, seconds_to_finish: float) -> Child:
+        code = (
+            "import signal, sys, time\n"
+            "def stop(*args):\n"
+            f"    time.sleep({seconds_to_finish})\n"
+            f"    open({str(stopped)!r}, 'a').write({name!r} + '\\n')\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        return Child(name, [sys.executable, "-c", code])
+
+    children = [process("web", 0), process("worker", 1), process("beat", 0)]
+    time.sleep(1)  # their SIGTERM handlers are in place
+
+    _stop(children)
+
+    assert stopped.read_text().splitlines()[-1] == "web"
+    assert sorted(stopped.read_text().splitlines()) == ["beat", "web", "worker"]
 
 
 # --- The supervisor itself, as `make run` starts it ------------------------------------------

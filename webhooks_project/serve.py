@@ -221,6 +221,25 @@ def _metrics_directory_empty(data: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
+def _stop(children: list[Child]) -> None:
+    """Stop the worker and beat, giving in-flight deliveries up to ``GRACE_SECONDS`` to finish,
+    then the web server: it serves the demo receiver, which those deliveries may be posting to
+    (stopped with them, it refused them and the demo webhooks showed failures after every
+    Ctrl-C in the middle of work). Whatever is still running at the end is killed."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    web = [child for child in children if child.name == "web"]
+    for group in ([child for child in children if child not in web], web):
+        for child in group:
+            child.terminate()
+        for child in group:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    for child in children:
+        child.kill()  # prefork children left behind by a killed parent
+
+
 def main() -> None:
     load_dotenv(ROOT / ".env")
     os.environ.setdefault("DJANGO_DEBUG", "true")
@@ -314,16 +333,7 @@ def main() -> None:
                     child.start()
             time.sleep(0.5)
     finally:
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + GRACE_SECONDS
-        for child in children:
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        for child in children:
-            child.kill()  # prefork children left behind by a killed parent
+        _stop(children)
     sys.exit(exit_code)
 
 
