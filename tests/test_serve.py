@@ -76,6 +76,30 @@ def test_a_port_setting_that_is_no_port_number_is_refused_with_a_message(tmp_pat
     assert not (tmp_path / "data").exists()  # refused before anything was written
 
 
+def test_a_data_directory_that_cannot_be_made_is_refused_with_a_message(tmp_path):
+    """WEBHOOKS_DATA_DIR naming a file (or a folder this user may not write in)."""
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+    env.update(WEBHOOKS_DATA_DIR=str(taken), WEBHOOKS_PORT=str(_free_port()))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "webhooks_project.serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"The data directory {taken} cannot be made (File exists); "
+        "set WEBHOOKS_DATA_DIR to a folder this user may write in.\n"
+    )
+
+
 def test_ctrl_c_stops_the_web_server_after_the_worker_has_finished_its_deliveries(tmp_path):
     """The web server serves the demo receiver: stopped with the worker, it refused the
     deliveries the worker was finishing, and the demo webhooks showed failures after a Ctrl-C

@@ -174,7 +174,13 @@ def _data_directory() -> Path:
     """``WEBHOOKS_DATA_DIR`` as the three processes read it (relative to the repository, where
     they run), created if need be."""
     data = ROOT / (os.environ.get("WEBHOOKS_DATA_DIR") or "var")
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"The data directory {data} cannot be made ({exc.strerror or exc}); "
+            "set WEBHOOKS_DATA_DIR to a folder this user may write in."
+        ) from None
     return data
 
 
