@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # The attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -82,3 +83,41 @@ def _outage(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+class RoutineTickFilter(logging.Filter):
+    """Beat's frequent ticks (``tasks``: the sweeper every 2 s, scheduled events every second,
+    the daily event every 30 s) are logged once per process as they go well: beat sending one,
+    a worker receiving it, the task succeeding. Every later one said nothing new, about five
+    lines a second for as long as the processes run, and buried what did say something
+    (`make run`'s login within a second of being printed). A tick that fails or is retried is
+    logged every time, as is every other task."""
+
+    def __init__(self, tasks: Iterable[str] = ()) -> None:
+        from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
+
+        super().__init__()
+        self.tasks = frozenset(tasks)
+        # What Celery's worker and beat write for a tick that goes well.
+        self.messages = frozenset({LOG_RECEIVED, LOG_SUCCESS, _BEAT_SENDING})
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in self.messages:
+            return True
+        args = record.args
+        if isinstance(args, Mapping):
+            task = args.get("name")
+        else:
+            task = args[1] if isinstance(args, tuple) and len(args) == 2 else None
+        if task not in self.tasks:
+            return True
+        seen = (record.msg, task)
+        if seen in self._seen:
+            return False
+        self._seen.add(seen)
+        return True
+
+
+# celery.beat.Scheduler.apply_entry's line, with the entry's name and its task's.
+_BEAT_SENDING = "Scheduler: Sending due task %s (%s)"

@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.formats import number_format
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
@@ -193,7 +194,7 @@ class KeyAdminMixin:
             )
         context = {
             **self.admin_site.each_context(request),
-            "title": _("%(kind)s created") % {"kind": str(self.opts.verbose_name).capitalize()},
+            "title": _("%(kind)s created") % {"kind": capfirst(self.opts.verbose_name)},
             "opts": self.opts,
             "original": obj,
             "key": key,

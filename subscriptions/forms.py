@@ -237,7 +237,9 @@ class PayloadFilterField(NestingSafeJSONField):
     op, value; the database keeps an object's keys in its own order), groups indented."""
 
     def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, forms.fields.InvalidJSONInput) or value is None:
+        if value is None:  # no filter: an empty box, as the help says (Django writes null)
+            return ""
+        if isinstance(value, forms.fields.InvalidJSONInput):
             return super().prepare_value(value)
         return _filter_shown(value, 0)
 

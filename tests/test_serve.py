@@ -4,6 +4,7 @@ another data directory or Ctrl-C during the start do to real supervisors."""
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import ROOT
-from webhooks_project.serve import _port_free
+from webhooks_project.serve import Child, _listen_problem, _stop
 
 
 def test_a_port_whose_last_connections_wait_out_time_wait_is_free_to_listen_on_again():
@@ -33,14 +34,98 @@ def test_a_port_whose_last_connections_wait_out_time_wait_is_free_to_listen_on_a
         accepted.close()  # the server side closes first: its end waits in TIME-WAIT
         client.recv(1)
         client.close()
-    assert _port_free("127.0.0.1", port)
+    assert _listen_problem("127.0.0.1", port) is None
 
 
 def test_a_port_something_listens_on_is_busy():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        assert not _port_free("127.0.0.1", server.getsockname()[1])
+        port = server.getsockname()[1]
+        assert _listen_problem("127.0.0.1", port) == (
+            f"127.0.0.1:{port} is in use; set WEBHOOKS_PORT to another port."
+        )
+
+
+def test_a_host_that_is_no_address_of_this_machine_is_named_as_such_not_as_a_busy_port():
+    """WEBHOOKS_HOST set to another machine's address (or a mistyped one): the port is not
+    what is wrong, and saying it is in use sends the reader after the wrong setting."""
+    assert _listen_problem("192.0.2.1", _free_port()) == (
+        "192.0.2.1 is not an address of this machine; set WEBHOOKS_HOST to one "
+        "(127.0.0.1, or 0.0.0.0 for every address)."
+    )
+
+
+@pytest.mark.parametrize("port", ["eighty", "0", "70000", "-1"])
+def test_a_port_setting_that_is_no_port_number_is_refused_with_a_message(tmp_path, port):
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+    env.update(WEBHOOKS_DATA_DIR=str(tmp_path / "data"), WEBHOOKS_PORT=port)
+
+    run = subprocess.run(
+        [sys.executable, "-m", "webhooks_project.serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 1
+    assert run.stderr == f"WEBHOOKS_PORT must be a port number (1 to 65535), not {port!r}.\n"
+    assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
+def test_a_data_directory_that_cannot_be_made_is_refused_with_a_message(tmp_path):
+    """WEBHOOKS_DATA_DIR naming a file (or a folder this user may not write in)."""
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+    env.update(WEBHOOKS_DATA_DIR=str(taken), WEBHOOKS_PORT=str(_free_port()))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "webhooks_project.serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"The data directory {taken} cannot be made (File exists); "
+        "set WEBHOOKS_DATA_DIR to a folder this user may write in.\n"
+    )
+
+
+def test_ctrl_c_stops_the_web_server_after_the_worker_has_finished_its_deliveries(tmp_path):
+    """The web server serves the demo receiver: stopped with the worker, it refused the
+    deliveries the worker was finishing, and the demo webhooks showed failures after a Ctrl-C
+    in the middle of work."""
+    stopped = tmp_path / "stopped"
+
+    def process(name: str, seconds_to_finish: float) -> Child:
+        code = (
+            "import signal, sys, time\n"
+            "def stop(*args):\n"
+            f"    time.sleep({seconds_to_finish})\n"
+            f"    open({str(stopped)!r}, 'a').write({name!r} + '\\n')\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        return Child(name, [sys.executable, "-c", code])
+
+    children = [process("web", 0), process("worker", 1), process("beat", 0)]
+    time.sleep(1)  # their SIGTERM handlers are in place
+
+    _stop(children)
+
+    assert stopped.read_text().splitlines()[-1] == "web"
+    assert sorted(stopped.read_text().splitlines()) == ["beat", "web", "worker"]
 
 
 # --- The supervisor itself, as `make run` starts it ------------------------------------------
@@ -204,3 +289,25 @@ def test_a_supervisor_killed_outright_takes_its_children_with_it(tmp_path):
         assert supervisor.processes() == [], supervisor.text()[-3000:]
     finally:
         supervisor.stop()
+
+
+@pytest.mark.integration
+def test_a_data_directory_deleted_while_it_runs_stops_it_with_a_message(tmp_path):
+    """`rm -rf var` (or `make clean`) while `make run` runs takes its database and broker: the
+    three processes would go on against an empty database the next query creates, failing every
+    page and task, and the lock would no longer keep a second start out. It stops instead, and
+    says why."""
+    data = tmp_path / "data"
+    supervisor = Supervisor(data, _free_port())
+    try:
+        supervisor.wait_for("The admin is at")
+        shutil.rmtree(data, ignore_errors=True)  # the worker may be writing in it
+        assert supervisor.process.wait(60) == 1, supervisor.text()[-3000:]
+    finally:
+        supervisor.stop()
+    assert (
+        f"The data directory {data} was deleted while `make run` ran, and its database and "
+        "broker with it: stopping. `make run` starts afresh."
+    ) in supervisor.text()
+    assert "Traceback" not in supervisor.text(), supervisor.text()[-3000:]
+    assert supervisor.processes() == []

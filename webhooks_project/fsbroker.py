@@ -49,7 +49,13 @@ class Channel(filesystem.Channel):
 
     def _get(self, queue: Any, timeout: Any = None) -> Any:
         suffix = f".{queue}.msg"
-        for name in sorted(os.listdir(self.data_folder_in)):
+        try:
+            names = sorted(os.listdir(self.data_folder_in))
+        except FileNotFoundError:
+            # The folder was deleted under a running worker (`rm -rf var`): nothing to read.
+            # Raised, it would stop the worker with an unrecoverable error and its traceback.
+            raise Empty() from None
+        for name in names:
             if name.startswith(".") or not name.endswith(suffix):
                 continue
             if name.partition(".")[2] != suffix[1:]:

@@ -11,6 +11,7 @@ keeps exiting). Everything a run keeps (database, broker, metric files, beat's p
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -98,17 +99,38 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether the web server can listen on the port. As servers do, the probe reuses an address
-    whose closed connections still wait out TIME-WAIT (a minute after the last run stopped);
-    a port something listens on stays refused."""
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the web server could not listen on the port, as a message for the person who ran
+    ``make run`` (None when it can). As servers do, the probe reuses an address whose closed
+    connections still wait out TIME-WAIT (a minute after the last run stopped); a port
+    something listens on stays refused."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is in use; set WEBHOOKS_PORT to another port."
+            if exc.errno == errno.EACCES:
+                return (
+                    f"Listening on port {port} needs more rights than this user has; "
+                    "set WEBHOOKS_PORT to a port above 1023."
+                )
+            if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+                return (
+                    f"{host} is not an address of this machine; set WEBHOOKS_HOST to one "
+                    "(127.0.0.1, or 0.0.0.0 for every address)."
+                )
+            return f"Cannot listen on {host}:{port} ({exc.strerror or exc})."
+    return None
+
+
+def _port_setting() -> int:
+    """``WEBHOOKS_PORT``, refused with a message when it is no port number."""
+    text = os.environ.get("WEBHOOKS_PORT") or "8000"
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise SystemExit(f"WEBHOOKS_PORT must be a port number (1 to 65535), not {text!r}.")
+    return int(text)
 
 
 def _wait_for_port(
@@ -152,11 +174,17 @@ def _data_directory() -> Path:
     """``WEBHOOKS_DATA_DIR`` as the three processes read it (relative to the repository, where
     they run), created if need be."""
     data = ROOT / (os.environ.get("WEBHOOKS_DATA_DIR") or "var")
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"The data directory {data} cannot be made ({exc.strerror or exc}); "
+            "set WEBHOOKS_DATA_DIR to a folder this user may write in."
+        ) from None
     return data
 
 
-def _data_directory_lock(data: Path) -> None:
+def _data_directory_lock(data: Path) -> IO[str]:
     """Refuse to start a second supervisor on the same data directory: it would share the
     first one's database and broker files, empty its metric files and start a second beat.
     The lock is held until this process exits (the file stays; the lock goes with the process,
@@ -175,6 +203,18 @@ def _data_directory_lock(data: Path) -> None:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     _locks_held.append(lock)
+    return lock
+
+
+def _data_directory_gone(data: Path, lock: IO[str]) -> bool:
+    """Whether the data directory was deleted (or replaced) since this run took its lock: its
+    database and broker files went with it, and the lock no longer keeps a second start out."""
+    held = os.fstat(lock.fileno())
+    try:
+        found = (data / "serve.lock").stat()
+    except OSError:
+        return True
+    return (found.st_dev, found.st_ino) != (held.st_dev, held.st_ino)
 
 
 def _metrics_directory_empty(data: Path) -> None:
@@ -187,6 +227,25 @@ def _metrics_directory_empty(data: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
+def _stop(children: list[Child]) -> None:
+    """Stop the worker and beat, giving in-flight deliveries up to ``GRACE_SECONDS`` to finish,
+    then the web server: it serves the demo receiver, which those deliveries may be posting to
+    (stopped with them, it refused them and the demo webhooks showed failures after every
+    Ctrl-C in the middle of work). Whatever is still running at the end is killed."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    web = [child for child in children if child.name == "web"]
+    for group in ([child for child in children if child not in web], web):
+        for child in group:
+            child.terminate()
+        for child in group:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    for child in children:
+        child.kill()  # prefork children left behind by a killed parent
+
+
 def main() -> None:
     load_dotenv(ROOT / ".env")
     os.environ.setdefault("DJANGO_DEBUG", "true")
@@ -194,7 +253,7 @@ def main() -> None:
     os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     host = os.environ.get("WEBHOOKS_HOST", "127.0.0.1")
-    port = int(os.environ.get("WEBHOOKS_PORT", "8000"))
+    port = _port_setting()
     # Where this machine reaches the server: a server listening on every address (0.0.0.0,
     # to be reached from outside a VM or a container) is reached on loopback; 0.0.0.0 itself
     # is no address a webhook may be sent to.
@@ -203,14 +262,16 @@ def main() -> None:
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
     data = _data_directory()
-    _data_directory_lock(data)
-    if not _port_free(host, port):
-        raise SystemExit(f"{host}:{port} is in use; set WEBHOOKS_PORT to another port.")
+    lock = _data_directory_lock(data)
+    problem = _listen_problem(host, port)
+    if problem:
+        raise SystemExit(problem)
     _metrics_directory_empty(data)
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "embedded SQLite"
     broker = "Redis" if os.environ.get("CELERY_BROKER_URL") else "embedded filesystem broker"
     print(f"Starting with {database} and {broker}; data in {data}.", flush=True)
     stop_signals: list[int] = []
+    exit_code = 0
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         # Only note it. A handler runs between two bytecodes of the main thread, which may be
@@ -252,6 +313,14 @@ def main() -> None:
         print(f"\nThe admin is at {base_url}/admin/ (Ctrl-C stops everything).\n", flush=True)
         restart_at: dict[str, float] = {}
         while not stop_signals:
+            if _data_directory_gone(data, lock):
+                print(
+                    f"\nThe data directory {data} was deleted while `make run` ran, and its "
+                    "database and broker with it: stopping. `make run` starts afresh.",
+                    flush=True,
+                )
+                exit_code = 1
+                break
             # A process that exits (a crash, a worker losing its broker for good) is started
             # again, with a growing delay while it keeps exiting.
             for child in children:
@@ -270,17 +339,8 @@ def main() -> None:
                     child.start()
             time.sleep(0.5)
     finally:
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + GRACE_SECONDS
-        for child in children:
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        for child in children:
-            child.kill()  # prefork children left behind by a killed parent
-    sys.exit(0)
+        _stop(children)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

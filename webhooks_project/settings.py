@@ -15,6 +15,7 @@ import math
 import os
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -254,7 +255,7 @@ if DJANGO_LOG_LEVEL not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
         f"DJANGO_LOG_LEVEL={DJANGO_LOG_LEVEL!r} is not a log level "
         "(use DEBUG, INFO, WARNING, ERROR or CRITICAL)."
     )
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
@@ -263,14 +264,20 @@ LOGGING = {
     },
     # What could not be done while the broker, the database or the cache is down: one line
     # each, with its cause, no traceback.
-    "filters": {"outage": {"()": "common.logging.OutageFilter"}},
+    "filters": {
+        "outage": {"()": "common.logging.OutageFilter"},
+        # Beat's ticks of a minute or less (set below, with the schedule) are logged once.
+        "routine_ticks": {"()": "common.logging.RoutineTickFilter", "tasks": []},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": WEBHOOKS_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": DJANGO_LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        "celery.beat": {"filters": ["outage"]},
+        "celery.beat": {"filters": ["outage", "routine_ticks"]},
+        "celery.worker.strategy": {"filters": ["routine_ticks"]},
+        "celery.app.trace": {"filters": ["routine_ticks"]},
         "django_celery_beat.schedulers": {"filters": ["outage"]},
         "webhooks_project.celery": {"filters": ["outage"]},
         # ... and what a web request could not do: ask for a fan-out, count a failed login.
@@ -612,7 +619,7 @@ WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS = env_float("WEBHOOKS_DAILY_EVENTS_INTERV
 # workers are down beat's messages do not pile up for them to run one after another on return.
 # django-celery-beat's DatabaseScheduler reads the option "expire_seconds" (whole seconds) and
 # drops Celery's "expires".
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "deliveries-sweep": {
         "task": "deliveries.sweep",
         "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL_SECONDS),
@@ -641,3 +648,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expire_seconds": math.ceil(WEBHOOKS_DAILY_EVENTS_INTERVAL_SECONDS * 2)},
     },
 }
+LOGGING["filters"]["routine_ticks"]["tasks"] = [
+    entry["task"]
+    for entry in CELERY_BEAT_SCHEDULE.values()
+    if entry["schedule"] <= timedelta(minutes=1)
+]

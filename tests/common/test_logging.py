@@ -91,3 +91,54 @@ def test_metrics_settings_refuse_a_short_token_and_a_network_that_is_not_one():
         "WEBHOOKS_METRICS_ALLOWED_NETWORKS: 'intranet' is not a network (use CIDRs)."
         in bad_network.stderr
     )
+
+
+def _through(logger_name, message, *args):
+    """What a logger configured by the settings lets through of one INFO record."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        logger.info(message, *args)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_beats_frequent_ticks_are_logged_once_then_only_when_they_fail():
+    """`make run` wrote about five lines a second for as long as it ran (beat sending the
+    sweeper and the scheduled events' tick, the worker receiving each and its success), and its
+    login scrolled out of sight within a second. Now each is said once, then only what fails or
+    is not a routine tick."""
+    from celery.app.trace import LOG_RECEIVED, LOG_RETRY, LOG_SUCCESS
+
+    def tick(name, number):
+        return {"id": f"t-{number}", "name": name, "runtime": 0.01, "return_value": None}
+
+    said = []
+    for number in range(3):
+        said.append(
+            _through(
+                "celery.beat",
+                "Scheduler: Sending due task %s (%s)",
+                "deliveries-sweep",
+                "deliveries.sweep",
+            )
+        )
+        said.append(
+            _through("celery.worker.strategy", LOG_RECEIVED, tick("deliveries.sweep", number))
+        )
+        said.append(_through("celery.app.trace", LOG_SUCCESS, tick("deliveries.sweep", number)))
+    said = [line for line in said if line]
+
+    assert said == [
+        "Scheduler: Sending due task deliveries-sweep (deliveries.sweep)\n",
+        "Task deliveries.sweep[t-0] received\n",
+        "Task deliveries.sweep[t-0] succeeded in 0.01s: None\n",
+    ]
+    retry = {**tick("deliveries.sweep", 4), "exc": "OperationalError()"}
+    assert _through("celery.app.trace", LOG_RETRY, retry)
+    for _ in range(2):  # not a routine tick: every time
+        assert _through("celery.app.trace", LOG_SUCCESS, tick("deliveries.prune", 5))
+        assert _through("celery.worker.strategy", LOG_RECEIVED, tick("deliveries.deliver", 6))

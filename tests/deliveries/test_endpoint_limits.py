@@ -510,6 +510,39 @@ def test_the_webhooks_list_says_when_a_receiver_is_unreachable(client, school, s
     assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 0
 
 
+def test_an_unreachable_receivers_times_are_shown_as_times_not_as_markup(
+    client, school, school_admin
+):
+    """The reason under "Receiver unreachable" holds two times: each is a <time> element in the
+    page, in every language, never its markup written out as text."""
+    from tests.conftest import ADMIN_PASSWORD
+
+    subscription = SubscriptionFactory(school=school, topics=["*"], name="Grades")
+    EndpointState.objects.create(
+        subscription=subscription,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=timezone.now(),
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=timezone.now() + dt.timedelta(seconds=30),
+    )
+    client.login(username="ada", password=ADMIN_PASSWORD)
+
+    for language in ("en", "fr", "de"):
+        listing = client.get("/admin/subscriptions/subscription/", HTTP_ACCEPT_LANGUAGE=language)
+        change = client.get(
+            f"/admin/subscriptions/subscription/{subscription.pk}/change/",
+            HTTP_ACCEPT_LANGUAGE=language,
+        )
+
+        for page in (listing, change):
+            reason = (
+                page.content.decode().split('class="webhook-reason">', 1)[1].split("</span>")[0]
+            )
+            assert "&lt;" not in reason, (language, reason)
+            assert reason.count("<time datetime=") == 2, (language, reason)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
     school, settings, monkeypatch

@@ -31,6 +31,27 @@ def test_a_school_admin_creates_a_key_and_sees_it_once(client, school, school_ad
     assert key not in client.get(f"/admin/schools/apikey/{api_key.pk}/change/").content.decode()
 
 
+@pytest.mark.parametrize(
+    ("language", "title"),
+    [("en", "API key created"), ("fr", "Clé d’API créée"), ("de", "API-Schlüssel angelegt")],
+)
+def test_the_page_of_a_new_key_writes_its_kind_as_the_language_does(
+    client, school, school_admin, language, title
+):
+    """Only the first letter is made a capital: "API" stays as it is written ("Api key
+    created", "Api-schlüssel angelegt" before)."""
+    client.force_login(school_admin)
+
+    response = client.post(
+        "/admin/schools/apikey/add/",
+        {"school": school.pk, "name": "CRM"},
+        HTTP_ACCEPT_LANGUAGE=language,
+    )
+
+    assert response.context["title"] == title
+    assert f"<h1>{title}</h1>" in response.text
+
+
 def test_the_sixth_active_key_is_refused_in_the_form(client, school, school_admin):
     client.force_login(school_admin)
     for number in range(5):

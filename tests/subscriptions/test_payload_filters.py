@@ -160,3 +160,17 @@ def test_a_filter_nested_past_what_json_can_read_is_a_form_error_kept_as_typed(
     assert "Enter a valid URL." in text  # every problem at once
     assert f">\n{nested}</textarea>" in text
     assert not Subscription.objects.exists()
+
+
+def test_a_webhook_without_a_filter_shows_an_empty_box_not_null(admin_client, school):
+    """The help says "Empty: every event of the topics": the box is empty on the Add page and
+    on the page of a webhook that has no filter, not the JSON word null."""
+    webhook = SubscriptionFactory(school=school, topics=["course.created"])
+
+    for url in (
+        "/admin/subscriptions/subscription/add/",
+        f"/admin/subscriptions/subscription/{webhook.pk}/change/",
+    ):
+        text = admin_client.get(url).content.decode()
+        box = text.split('name="payload_filter"', 1)[1].split("</textarea>", 1)[0]
+        assert box.rstrip().endswith(">"), (url, box)  # nothing typed in it
