@@ -761,6 +761,14 @@ _RETRIGGER_MESSAGES: dict[RetriggerOutcome, tuple[int, Any]] = {
             "this delivery again."
         ),
     ),
+    RetriggerOutcome.TEMPLATE_ERROR: (
+        messages.ERROR,
+        gettext_lazy(
+            "Nothing was sent: the body template of the webhook “%(webhook)s” still cannot "
+            "render this event. Correct it (the preview shows the result), then send this "
+            "delivery again."
+        ),
+    ),
 }
 
 # Plural chosen by the count ("number"), written grouped as the reader's language does
@@ -769,6 +777,13 @@ _SKIPPED_REASONS: dict[RetriggerOutcome, Any] = {
     RetriggerOutcome.WEBHOOK_DISABLED: ngettext_lazy(
         "%(count)s not sent: its webhook is disabled (re-enable it first).",
         "%(count)s not sent: their webhooks are disabled (re-enable them first).",
+        "number",
+    ),
+    RetriggerOutcome.TEMPLATE_ERROR: ngettext_lazy(
+        "%(count)s not sent: its webhook's body template still cannot render it (correct it "
+        "first).",
+        "%(count)s not sent: their webhooks' body templates still cannot render them (correct "
+        "them first).",
         "number",
     ),
     RetriggerOutcome.IN_FLIGHT: ngettext_lazy(

@@ -68,10 +68,12 @@ class RetriggerOutput(serializers.Serializer):
         help_text="True when the delivery is being sent now; see `outcome` otherwise."
     )
     outcome = serializers.ChoiceField(
-        choices=["queued", "already_queued", "in_flight", "webhook_disabled"],
+        choices=["queued", "already_queued", "in_flight", "webhook_disabled", "template_error"],
         help_text=(
             "queued: sent now; already_queued: an earlier retrigger is about to send it; "
-            "in_flight: a worker is sending it right now; webhook_disabled: nothing is sent."
+            "in_flight: a worker is sending it right now; webhook_disabled: nothing is sent; "
+            "template_error: nothing is sent, the webhook's body template still cannot render "
+            "the event (correct it first)."
         ),
     )
 

@@ -264,8 +264,12 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             "Sends a delivery now, whatever its state, as soon as a worker takes it (same "
             "webhook-id; the attempt is logged as manual). A delivery waiting between automatic "
             "attempts keeps its schedule if this attempt fails. `outcome` says what happened: "
-            "`queued`, `already_queued`, `in_flight` (being sent right now) or "
-            "`webhook_disabled` (nothing is sent; re-enable the webhook first)."
+            "`queued`, `already_queued`, `in_flight` (being sent right now), "
+            "`webhook_disabled` (nothing is sent; re-enable the webhook first) or "
+            "`template_error` (nothing is sent: the body was never rendered, the webhook's "
+            "template failed on the event, and it still does; correct the template first). A "
+            "delivery whose template failed is rendered with the webhook's current settings "
+            "when it is sent again."
         ),
         request=None,
         responses={202: RetriggerOutput, **ERRORS},

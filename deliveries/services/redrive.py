@@ -22,6 +22,7 @@ from common.clock import db_now
 from common.transactions import after_commit
 from events.models import Event, ScheduledEvent
 from subscriptions.models import Subscription
+from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.errors import ErrorKind
 from webhook_engine.retry import is_retryable
 from webhook_engine.transport import TransportResult
@@ -37,7 +38,7 @@ from ..models import (
 )
 from ..selectors import WEBHOOKS_WAITING_CTE, webhooks_held_by_circuit
 from .claim import Claim, attempts_interrupted_record
-from .fan_out import deliveries_enqueue, events_fan_out_waiting
+from .fan_out import TEMPLATE_FAILURE, Bodies, deliveries_enqueue, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
 from .pausing import catch_ups_drive, subscriptions_resume_due
 
@@ -318,6 +319,9 @@ class RetriggerOutcome(enum.StrEnum):
     ALREADY_QUEUED = "already_queued"  # an earlier "send now" is still waiting for a worker
     IN_FLIGHT = "in_flight"  # a worker is sending it right now
     WEBHOOK_DISABLED = "webhook_disabled"  # nothing is sent to a disabled webhook
+    # Its body was never rendered (its webhook's template failed on the event) and the
+    # template still fails: nothing is sent, the delivery keeps the reason of now.
+    TEMPLATE_ERROR = "template_error"
 
 
 @dataclass(frozen=True)
@@ -348,8 +352,10 @@ def _redrive(
     A pending one remembers its schedule in ``resume_attempt_at``: if the manual attempt fails,
     the automatic attempts go on from there (``retrigger_schedule_resume``). Not queued: a
     delivery of a disabled webhook (test deliveries excepted: a Send Test may check a disabled
-    webhook), one a worker is sending right now, one already waiting to be sent now. Each
-    queued delivery gets an audit entry.
+    webhook), one a worker is sending right now, one already waiting to be sent now. A
+    delivery whose template failed at fan-out (nothing rendered, nothing sent) is rendered
+    with its webhook's current settings first (``bodies_render_again``); if that still fails
+    it is not queued (``TEMPLATE_ERROR``). Each queued delivery gets an audit entry.
     """
     now = db_now()
     counts: dict[RetriggerOutcome, int] = {}
@@ -404,6 +410,9 @@ def _redrive(
                 add(RetriggerOutcome.ALREADY_QUEUED)
             else:
                 queued.append(row)
+        unrendered = bodies_render_again([row.pk for row in queued if _never_rendered(row)])
+        add(RetriggerOutcome.TEMPLATE_ERROR, len(unrendered))
+        queued = [row for row in queued if row.pk not in unrendered]
         if not queued:
             return RetriggerResult(counts)
         ids = [row.pk for row in queued]
@@ -466,6 +475,58 @@ def _pieces(ids: list[Any]) -> Iterable[list[Any]]:
     return (ids[start : start + _PIECE] for start in range(0, len(ids), _PIECE))
 
 
+# A delivery whose webhook's body template failed on its event at fan-out: its body is empty
+# and nothing of it was ever sent.
+_NEVER_RENDERED = Q(status=DeliveryStatus.FAILED, last_error_kind=ErrorKind.TEMPLATE, attempts=0)
+
+
+def _never_rendered(delivery: Delivery) -> bool:
+    return (
+        delivery.status == DeliveryStatus.FAILED
+        and delivery.last_error_kind == ErrorKind.TEMPLATE
+        and delivery.attempts == 0
+    )
+
+
+def bodies_render_again(ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Render the body of each of these deliveries whose template failed at fan-out, with its
+    webhook's settings of now, as fan-out does (the template was corrected, and the delivery is
+    sent again); return the ids of those whose template still fails, their reason brought up
+    to date. Call in the transaction that sends them again, the rows locked.
+
+    Without this a delivery sent again after its template was corrected went out with its
+    empty body, signed, and a receiver that accepted it made it "delivered". One rendering per
+    delivery (each has its own event), so a cost only for deliveries that failed so.
+    """
+    failed: set[uuid.UUID] = set()
+    for piece in _pieces(list(ids)):
+        rows = list(
+            Delivery.objects.filter(_NEVER_RENDERED, pk__in=piece)
+            .select_related("event__school", "subscription")
+            .defer("body")
+        )
+        rendered: list[Delivery] = []
+        for row in rows:
+            subscription = row.subscription
+            try:
+                row.body, row.content_type = Bodies(row.event).render(
+                    subscription.content_type, subscription.body_template, subscription.profile
+                )
+            except BodyTemplateError as exc:
+                failed.add(row.pk)
+                row.last_error = TEMPLATE_FAILURE % {"reason": exc}  # stored: in English
+            else:
+                row.profile = subscription.profile
+                row.last_error_kind = ErrorKind.NONE
+                row.last_error = ""
+                rendered.append(row)
+        Delivery.objects.bulk_update(
+            rendered, ["body", "content_type", "profile", "last_error_kind", "last_error"]
+        )
+        Delivery.objects.bulk_update([row for row in rows if row.pk in failed], ["last_error"])
+    return failed
+
+
 def retrigger_schedule_resume(
     *, claim: Claim, result: TransportResult, now: dt.datetime
 ) -> dt.datetime | None:
@@ -516,6 +577,7 @@ WITH failed AS (
     FROM deliveries_delivery AS d
     WHERE d.subscription_id = %(webhook)s AND d.status = 'failed' AND NOT d.is_test
       AND d.created_at >= %(since)s
+      AND NOT (d.last_error_kind = 'template' AND d.attempts = 0)
 )
 UPDATE deliveries_delivery AS d
 SET status = 'pending', next_trigger = 'recovery', enqueued_at = NULL, leased_until = NULL,
@@ -543,6 +605,17 @@ def deliveries_recover(
     with transaction.atomic():  # the deliveries and their one audit entry together
         if not Subscription.objects.filter(pk=subscription.pk, is_active=True).exists():
             return 0
+        # Those its template failed on are rendered with the template of now; any it still
+        # fails on stay failed (their reason brought up to date) and are left out below.
+        bodies_render_again(
+            list(
+                Delivery.objects.select_for_update(of=("self",))
+                .filter(
+                    _NEVER_RENDERED, subscription=subscription, created_at__gte=since, is_test=False
+                )
+                .values_list("pk", flat=True)
+            )
+        )
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -578,6 +651,7 @@ def _recover_elsewhere(
             created_at__gte=since,
             is_test=False,
         )
+        .exclude(_NEVER_RENDERED)
         .order_by("created_at", "id")
         .values_list("pk", flat=True)
     )

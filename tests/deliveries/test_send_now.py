@@ -12,7 +12,15 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.services import RetriggerOutcome, delivery_attempt, delivery_retrigger
+from deliveries.services import (
+    RetriggerOutcome,
+    deliveries_recover,
+    delivery_attempt,
+    delivery_retrigger,
+    event_fan_out,
+)
+from events.services import event_publish
+from subscriptions.services import subscription_update
 from tests.deliveries.factories import delivery_create
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
@@ -148,3 +156,116 @@ def test_sending_now_a_delivery_whose_worker_died_still_logs_the_attempt_it_lost
         (3, AttemptTrigger.AUTOMATIC, ErrorKind.INTERRUPTED),
         (4, AttemptTrigger.MANUAL, ErrorKind.NONE),
     ]
+
+
+# A template an earlier release accepted and this one refuses (webhooks_check lists it): every
+# delivery of its webhook fails at fan-out with nothing rendered, nothing sent.
+LATIN1_TEMPLATE = '<?xml version="1.0" encoding="ISO-8859-1"?><e><t>{{ type }}</t></e>'
+UTF8_TEMPLATE = '<?xml version="1.0" encoding="utf-8"?><e><t>{{ type }}</t></e>'
+
+
+def _unrendered(school, receiver) -> Delivery:
+    receiver.script("/xml", default=Reply(status=200))
+    SubscriptionFactory(
+        school=school,
+        url=receiver.url("/xml"),
+        content_type="xml",
+        topics=["course.created"],
+        body_template=LATIN1_TEMPLATE,
+    )
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    [delivery_id] = event_fan_out(event_id=event.id)
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.last_error_kind, bytes(delivery.body)) == (
+        DeliveryStatus.FAILED,
+        ErrorKind.TEMPLATE,
+        b"",
+    )
+    return delivery
+
+
+def test_a_delivery_whose_template_failed_is_rendered_when_sent_again_after_the_fix(
+    school, receiver
+):
+    # The README's upgrade notes: correct the template, then send the failed deliveries again.
+    delivery = _unrendered(school, receiver)
+    subscription_update(subscription=delivery.subscription, body_template=UTF8_TEMPLATE)
+
+    outcome = delivery_retrigger(delivery=delivery)
+    attempt = delivery_attempt(delivery_id=delivery.pk)
+
+    assert outcome == RetriggerOutcome.QUEUED
+    assert (attempt.number, attempt.trigger, attempt.response_status) == (1, "manual", 200)
+    expected = b'<?xml version="1.0" encoding="utf-8"?><e><t>course.created</t></e>'
+    [received] = receiver.received("/xml")
+    assert received.body == expected
+    delivery.refresh_from_db()
+    assert (delivery.status, bytes(delivery.body), delivery.last_error_kind) == (
+        DeliveryStatus.DELIVERED,
+        expected,
+        ErrorKind.NONE,
+    )
+
+
+def test_a_delivery_whose_template_still_fails_is_not_sent_again_and_says_why(school, receiver):
+    delivery = _unrendered(school, receiver)
+
+    outcome = delivery_retrigger(delivery=delivery)
+
+    assert outcome == RetriggerOutcome.TEMPLATE_ERROR
+    assert delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.received("/xml") == []
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error_kind) == (
+        DeliveryStatus.FAILED,
+        0,
+        ErrorKind.TEMPLATE,
+    )
+    assert 'encoding="ISO-8859-1"' in delivery.last_error
+    assert not AuditEntry.objects.filter(action=AuditAction.DELIVERY_RETRIGGERED).exists()
+
+
+def test_recovering_a_webhook_renders_the_deliveries_its_template_failed_on(school, receiver):
+    delivery = _unrendered(school, receiver)
+    subscription_update(subscription=delivery.subscription, body_template=UTF8_TEMPLATE)
+
+    recovered = deliveries_recover(
+        subscription=delivery.subscription, since=timezone.now() - dt.timedelta(hours=1)
+    )
+    delivery_attempt(delivery_id=delivery.pk)
+
+    assert recovered == 1
+    [received] = receiver.received("/xml")
+    assert received.body == b'<?xml version="1.0" encoding="utf-8"?><e><t>course.created</t></e>'
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
+
+
+def test_recovering_leaves_failed_the_deliveries_its_template_still_fails_on(school, receiver):
+    delivery = _unrendered(school, receiver)
+
+    recovered = deliveries_recover(
+        subscription=delivery.subscription, since=timezone.now() - dt.timedelta(hours=1)
+    )
+
+    assert recovered == 0
+    assert delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.received("/xml") == []
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error_kind) == (
+        DeliveryStatus.FAILED,
+        0,
+        ErrorKind.TEMPLATE,
+    )
+
+
+def test_the_api_says_a_delivery_whose_template_still_fails_was_not_sent(api, school, receiver):
+    delivery = _unrendered(school, receiver)
+
+    response = api.post(f"/api/v1/deliveries/{delivery.pk}/retrigger/")
+
+    assert (response.status_code, response.json()) == (
+        202,
+        {"retriggered": False, "outcome": "template_error"},
+    )
+    assert receiver.received("/xml") == []
