@@ -58,10 +58,12 @@ from .explanations import failure_explain
 from .export import EXPORT_FORMATS, deliveries_export_response
 from .models import (
     AttemptTrigger,
+    CircuitState,
     Delivery,
     DeliveryAttempt,
     DeliveryState,
     DeliveryStatus,
+    EndpointState,
     delivery_state,
 )
 from .selectors import deliveries_payload_q, deliveries_search_q, delivery_attempts
@@ -453,6 +455,8 @@ class DeliveryAdmin(SchoolScopedAdmin):
             text = _("Waiting for a worker to send it now (attempt %(number)s).") % {
                 "number": obj.attempts + 1
             }
+        elif obj.status == DeliveryStatus.PENDING and (held := self._held_because(obj)):
+            text = held
         elif obj.status == DeliveryStatus.PENDING:
             text = format_html(
                 _("Attempt {number} of {maximum} at {when}."),
@@ -467,6 +471,38 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 "count": number_format(obj.attempts, force_grouping=True)
             }
         return format_html("{}<br>{}", state_badge(state), text)
+
+    @staticmethod
+    def _held_because(obj: Delivery) -> str:
+        """What a due delivery that has not gone waits for, if its webhook holds it back (a
+        pause, an open circuit); "" otherwise. Without it the page read "attempt n of N at" a
+        time already past."""
+        if obj.next_attempt_at is None or obj.next_attempt_at > timezone.now():
+            return ""
+        subscription = obj.subscription
+        number = obj.attempts + 1
+        if subscription.paused_at is not None:
+            return _(
+                "Held while the webhook is paused; it goes when the webhook resumes "
+                "(attempt %(number)s)."
+            ) % {"number": number}
+        state = EndpointState.objects.filter(pk=subscription.pk).first()
+        if (
+            not subscription.is_active
+            or state is None
+            or state.circuit_state == CircuitState.CLOSED
+        ):
+            return ""
+        zone = obj.school.timezone
+        return format_html(
+            _(
+                "Waiting for the receiver: the webhook's circuit is open since {since}; a probe "
+                "goes at {probe}, and the first answer resumes its deliveries (attempt {number})."
+            ),
+            since=datetime_in_zone(state.circuit_changed_at, zone),
+            probe=datetime_in_zone(state.probe_at, zone) if state.probe_at else _("any moment"),
+            number=number,
+        )
 
     @admin.display(description=gettext_lazy("Created"))
     def created_in_zone(self, obj: Delivery) -> str:

@@ -242,3 +242,31 @@ def test_send_now_on_a_disabled_webhook_sends_nothing_and_offers_to_re_enable(lo
     crm.refresh_from_db()
     assert crm.is_active is True
     assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.PENDING
+
+
+def test_a_due_delivery_held_back_says_why_on_its_page(log):
+    """A delivery due an hour ago that has not gone: its page says what it waits for, not
+    "attempt n of N at" a time already past."""
+    from deliveries.models import CircuitState, EndpointState
+
+    client, rows, crm, erp = log
+    hour_ago = timezone.now() - dt.timedelta(hours=1)
+    behind_circuit, paused = rows["retrying"], delivery_create(crm, status=DeliveryStatus.PENDING)
+    Delivery.objects.filter(pk__in=[behind_circuit.pk, paused.pk]).update(next_attempt_at=hour_ago)
+    EndpointState.objects.create(
+        subscription=erp,
+        circuit_state=CircuitState.OPEN,
+        circuit_changed_at=hour_ago,
+        consecutive_failures=7,
+        probe_at=timezone.now() + dt.timedelta(minutes=4),
+    )
+    crm.paused_at = hour_ago
+    crm.save()
+
+    circuit_page = client.get(f"{LOG}{behind_circuit.pk}/change/").content.decode()
+    paused_page = client.get(f"{LOG}{paused.pk}/change/").content.decode()
+
+    assert "Waiting for the receiver: the webhook's circuit is open since" in circuit_page
+    assert "a probe goes at" in circuit_page
+    assert "Held while the webhook is paused" in paused_page
+    assert " of 17 at " not in circuit_page + paused_page

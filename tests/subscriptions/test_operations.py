@@ -45,7 +45,7 @@ def test_the_admin_index_names_failing_and_disabled_webhooks_of_the_users_school
     page = client.get("/admin/").content.decode()
 
     assert "CRM</a></strong>\n        has been failing since" in page
-    assert "ERP</a></strong>\n        is disabled since" in page
+    assert "ERP</a></strong>\n        has been disabled since" in page
     assert "The receiver answered 410 Gone." in page
     assert "re-enable the webhook" in page
     assert "Healthy" not in page
