@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -391,3 +392,34 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer JSON, like the rest of the API."""
     return JsonResponse({"detail": _("Not found.")}, status=404)
+
+
+class UnknownFieldsRefused:
+    """For input serializers (mixed in first): a top-level name the API does not know is a
+    400 that names it, with the other problems of the input, instead of being ignored: a typo
+    (``max_concurrenccy``) would otherwise read as accepted. ``also_accepted()``: names a
+    client may send back from what it read (output fields), which are ignored as before."""
+
+    def also_accepted(self) -> set[str]:
+        return set()
+
+    def to_internal_value(self, data: Any) -> Any:
+        fields: Any = self.fields  # type: ignore[attr-defined]
+        unknown = (
+            sorted(set(data) - set(fields) - self.also_accepted())
+            if isinstance(data, Mapping)
+            else []
+        )
+        errors: dict[str, Any] = {}
+        value = None
+        try:
+            value = super().to_internal_value(data)  # type: ignore[misc]
+        except serializers.ValidationError as exc:
+            if not unknown or not isinstance(exc.detail, dict):
+                raise
+            errors = dict(exc.detail)
+        for name in unknown:
+            errors[name] = [_("Unknown field.")]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value

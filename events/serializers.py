@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import DateTimeField, StrictCharField, StrictSlugField
+from common.api import DateTimeField, StrictCharField, StrictSlugField, UnknownFieldsRefused
 
 from .models import Event, EventType, ScheduledEvent
 
@@ -26,7 +26,7 @@ class EventTypeOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EventInput(serializers.Serializer):
+class EventInput(UnknownFieldsRefused, serializers.Serializer):
     school = StrictSlugField(help_text="The school's slug.")
     type = StrictCharField(max_length=100, help_text="An event type key, e.g. course.created.")
     data = serializers.DictField(help_text="The event's data; validated against the type's schema.")  # type: ignore[assignment]  # a field, not the property
@@ -117,7 +117,7 @@ class ScheduledEventOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ScheduledEventInput(serializers.Serializer):
+class ScheduledEventInput(UnknownFieldsRefused, serializers.Serializer):
     school = StrictSlugField(help_text="The school's slug.")
     type = StrictCharField(max_length=100)
     data = serializers.DictField()  # type: ignore[assignment]  # a field, not the property
@@ -130,7 +130,7 @@ class ScheduledEventInput(serializers.Serializer):
     )
 
 
-class ScheduledEventMoveInput(serializers.Serializer):
+class ScheduledEventMoveInput(UnknownFieldsRefused, serializers.Serializer):
     # A move's PATCH is not a partial update: due_at is always required. Never partial, so the
     # schema says so too (drf-spectacular describes a partial body with every field optional).
     @property

@@ -12,6 +12,7 @@ from common.api import (
     ModelInputSerializer,
     StrictBooleanField,
     StrictCharField,
+    UnknownFieldsRefused,
 )
 
 from .models import EDITABLE_FIELDS, SECRET_MASK, STATE_FIELDS, ContentType, Profile, Subscription
@@ -119,7 +120,7 @@ class SubscriptionCreatedOutput(SubscriptionOutput):
         read_only_fields = fields
 
 
-class SubscriptionInput(ModelInputSerializer):
+class SubscriptionInput(UnknownFieldsRefused, ModelInputSerializer):
     """The settings a client may set (``EDITABLE_FIELDS``) and the write-only password; every
     other check happens in the service, as in the admin. Fields not declared here are the
     model's, with its defaults."""
@@ -164,6 +165,10 @@ class SubscriptionInput(ModelInputSerializer):
         model = Subscription
         fields = [*EDITABLE_FIELDS, "basic_auth_password"]
 
+    def also_accepted(self) -> set[str]:
+        """A webhook as the API shows it may be sent back (GET, change, PUT)."""
+        return set(SubscriptionCreatedOutput().fields)
+
 
 class SecretOutput(serializers.Serializer):
     signing_secret = serializers.CharField(help_text="The new whsec_ secret; shown only now.")
@@ -174,11 +179,11 @@ class SecretOutput(serializers.Serializer):
     )
 
 
-class TestInput(serializers.Serializer):
+class TestInput(UnknownFieldsRefused, serializers.Serializer):
     event_type = StrictCharField(max_length=100, help_text="Whose sample payload to send.")
 
 
-class PauseInput(serializers.Serializer):
+class PauseInput(UnknownFieldsRefused, serializers.Serializer):
     resume_at = DateTimeField(
         required=False,
         allow_null=True,
@@ -186,7 +191,7 @@ class PauseInput(serializers.Serializer):
     )
 
 
-class RecoverInput(serializers.Serializer):
+class RecoverInput(UnknownFieldsRefused, serializers.Serializer):
     since = DateTimeField(help_text="Re-send failed deliveries created since then.")
 
 
@@ -194,7 +199,7 @@ class CountOutput(serializers.Serializer):
     count = serializers.IntegerField()
 
 
-class ReplayInput(serializers.Serializer):
+class ReplayInput(UnknownFieldsRefused, serializers.Serializer):
     event_types = serializers.ListField(
         child=StrictCharField(max_length=100),
         required=False,
@@ -225,7 +230,7 @@ class ReplayOutput(serializers.Serializer):
     max_events = serializers.IntegerField(help_text="The most events one replay may send.")
 
 
-class PreviewInput(serializers.Serializer):
+class PreviewInput(UnknownFieldsRefused, serializers.Serializer):
     event_type = StrictCharField(max_length=100)
     body_template = StrictCharField(
         allow_blank=True,

@@ -240,3 +240,12 @@ def test_a_number_given_for_a_text_is_refused_naming_its_field(
     assert response.status_code == 400, response.json()
     assert list(response.json()["errors"]) == [field]
     assert Event.objects.count() == 0
+
+
+def test_an_event_with_a_field_the_api_does_not_know_is_a_400_naming_it(platform_api, school):
+    response = platform_api.post(
+        "/api/v1/events/", {**EVENT, "ocurred_at": "2026-03-26T07:00:00Z"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"ocurred_at": ["Unknown field."]}

@@ -608,3 +608,31 @@ def test_an_action_refuses_a_number_for_a_text_naming_its_field(api, school, pat
 
     assert response.status_code == 400
     assert list(response.json()["errors"]) == [field]
+
+
+def test_a_field_the_api_does_not_know_is_a_400_naming_it_not_ignored(api, school):
+    webhook = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    url = f"/api/v1/subscriptions/{webhook['id']}/"
+
+    typo = api.patch(url, {"max_concurrenccy": 3, "max_concurrency": "three"}, format="json")
+    created = api.post("/api/v1/subscriptions/", {**NEW, "name": "ERP", "topic": ["*"]}, "json")
+
+    assert typo.status_code == 400
+    assert typo.json()["errors"] == {
+        "max_concurrenccy": ["Unknown field."],
+        "max_concurrency": ["A valid integer is required."],
+    }
+    assert created.status_code == 400
+    assert created.json()["errors"] == {"topic": ["Unknown field."]}
+    assert Subscription.objects.count() == 1
+
+
+def test_a_webhook_read_from_the_api_can_be_sent_back_with_a_change(api, school):
+    webhook = api.post("/api/v1/subscriptions/", NEW, format="json").json()
+    url = f"/api/v1/subscriptions/{webhook['id']}/"
+    read = api.get(url).json()
+
+    saved = api.put(url, {**read, "name": "CRM v2", "basic_auth_password": "s3cret"}, "json")
+
+    assert saved.status_code == 200, saved.json()
+    assert saved.json()["name"] == "CRM v2"
