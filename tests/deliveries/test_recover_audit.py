@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEntry
@@ -18,6 +17,7 @@ from deliveries.services.redrive import (
     deliveries_recover,
     deliveries_retrigger,
 )
+from tests.database import rows_clone
 from tests.deliveries.factories import delivery_create
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -51,30 +51,18 @@ def test_support_staff_recovering_a_webhook_leaves_one_audit_entry(client, schoo
     ]
 
 
-def _failed_copies(delivery: Delivery, count: int) -> None:
-    """``count`` more failed deliveries like ``delivery`` (replays of its event)."""
-    columns = [
-        field.column
-        for field in Delivery._meta.concrete_fields
-        if field.column not in ("id", "replay_number")
-    ]
-    listed = ", ".join(columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO deliveries_delivery (id, replay_number, {listed}) "  # noqa: S608
-            f"SELECT gen_random_uuid(), n, {listed} FROM deliveries_delivery, "
-            "generate_series(1, %s) AS n WHERE id = %s",
-            [count, delivery.pk],
-        )
-
-
 def test_a_webhook_with_more_failed_deliveries_than_a_statement_takes_parameters_recovers_them(
     school,
 ):
     # Given a webhook whose receiver was down long enough for 70,001 deliveries to fail (more
     # than PostgreSQL's 65,535 parameters of one statement)
     subscription = SubscriptionFactory(school=school)
-    _failed_copies(delivery_create(subscription), 70_000)
+    rows_clone(
+        Delivery,
+        delivery_create(subscription).pk,
+        70_000,
+        {"id": "gen_random_uuid()", "replay_number": "n"},  # replays of its event
+    )
 
     # When they are recovered
     recovered = deliveries_recover(
