@@ -53,20 +53,30 @@ from subscriptions.selectors import subscription_hidden_values
 from subscriptions.services import subscription_enable
 from webhook_engine.signing import message_id
 
-from .display import STATUS_COLOURS, attempt_shown, state_badge, text_scrub, url_query_mask
+from .display import (
+    STATUS_COLOURS,
+    attempt_shown,
+    circuit_text,
+    state_badge,
+    text_scrub,
+    url_query_mask,
+)
 from .explanations import failure_explain
 from .export import EXPORT_FORMATS, deliveries_export_response
 from .models import (
     AttemptTrigger,
-    CircuitState,
     Delivery,
     DeliveryAttempt,
     DeliveryState,
     DeliveryStatus,
-    EndpointState,
     delivery_state,
 )
-from .selectors import deliveries_payload_q, deliveries_search_q, delivery_attempts
+from .selectors import (
+    deliveries_payload_q,
+    deliveries_search_q,
+    delivery_attempts,
+    endpoint_states,
+)
 from .services import RetriggerOutcome, deliveries_retrigger, delivery_retrigger
 
 # At most this many deliveries are retriggered by one bulk action (narrow the filters, or use
@@ -486,22 +496,17 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 "Held while the webhook is paused; it goes when the webhook resumes "
                 "(attempt %(number)s)."
             ) % {"number": number}
-        state = EndpointState.objects.filter(pk=subscription.pk).first()
-        if (
-            not subscription.is_active
-            or state is None
-            or state.circuit_state == CircuitState.CLOSED
-        ):
+        circuit = circuit_text(
+            endpoint_states(subscription_ids=[subscription.pk]).get(subscription.pk),
+            obj.school.timezone,
+        )
+        if not subscription.is_active or not circuit:
             return ""
-        zone = obj.school.timezone
+        # A disabled webhook's circuit holds nothing back: its deliveries are refused.
         return format_html(
-            _(
-                "Waiting for the receiver: the webhook's circuit is open since {since}; a probe "
-                "goes at {probe}, and the first answer resumes its deliveries (attempt {number})."
-            ),
-            since=datetime_in_zone(state.circuit_changed_at, zone),
-            probe=datetime_in_zone(state.probe_at, zone) if state.probe_at else _("any moment"),
-            number=number,
+            "{} {}",
+            _("Waiting for the receiver (attempt %(number)s).") % {"number": number},
+            circuit,
         )
 
     @admin.display(description=gettext_lazy("Created"))

@@ -11,12 +11,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from django.utils.html import format_html
+from django.utils.formats import number_format
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import mark_safe
+from django.utils.translation import ngettext
 
+from common.admin_display import datetime_in_zone
 from webhook_engine.redaction import CREDENTIAL_HEADERS
 from webhook_engine.vendors import PRODUCT_HEADER_PREFIXES
 
-from .models import DeliveryState, delivery_state
+from .models import CircuitState, DeliveryState, EndpointState, delivery_state
 from .services.send import headers_custom_hide
 
 HIDDEN = "[hidden]"
@@ -104,3 +108,36 @@ def status_badge(status: str | None, last_error_kind: str = "") -> str:
     if not status:
         return "—"
     return state_badge(delivery_state(status, last_error_kind))
+
+
+def circuit_text(state: EndpointState | None, zone: str) -> str:
+    """What a webhook's circuit breaker is doing, in words ("" when its circuit is closed): HTML,
+    its times as ``<time>`` elements."""
+    if state is None or state.circuit_state == CircuitState.CLOSED:
+        return ""
+    since = datetime_in_zone(state.circuit_changed_at, zone) if state.circuit_changed_at else "—"
+    failures = state.consecutive_failures
+    values = {"since": since, "failures": number_format(failures, force_grouping=True)}
+    if state.circuit_state == CircuitState.HALF_OPEN:
+        sentence = ngettext(
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
+            "row); one is being sent as a probe.",
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
+            "row); one is being sent as a probe.",
+            failures,
+        )
+    else:
+        values["probe"] = datetime_in_zone(state.probe_at, zone) if state.probe_at else "—"
+        sentence = ngettext(
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
+            "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
+            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
+            "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
+            failures,
+        )
+    # The times are HTML already: interpolated into the escaped sentence, not escaped again
+    # (format_html would show their markup as text).
+    return mark_safe(  # noqa: S308
+        conditional_escape(sentence)
+        % {name: conditional_escape(value) for name, value in values.items()}
+    )

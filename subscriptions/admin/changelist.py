@@ -18,17 +18,16 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import number_format
-from django.utils.html import conditional_escape, format_html, format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from common.admin_display import datetime_in_zone, datetime_text
 from common.admin_lists import DropdownFilter
-from deliveries.display import STATUS_COLOURS, status_badge, url_query_mask
-from deliveries.models import CircuitState, DeliveryState, EndpointState
+from deliveries.display import STATUS_COLOURS, circuit_text, status_badge, url_query_mask
+from deliveries.models import DeliveryState
 from deliveries.selectors import (
     SubscriptionDeliveryStats,
     endpoint_states,
@@ -96,39 +95,6 @@ class TopicFilter(DropdownFilter):
         return queryset.filter(
             pk__in=subscription_ids_receiving(subscriptions=queryset, event_type=value)
         )
-
-
-def circuit_text(state: EndpointState | None, zone: str) -> str:
-    """What a webhook's circuit breaker is doing, in words ("" when its circuit is closed): HTML,
-    its times as ``<time>`` elements."""
-    if state is None or state.circuit_state == CircuitState.CLOSED:
-        return ""
-    since = datetime_in_zone(state.circuit_changed_at, zone) if state.circuit_changed_at else "—"
-    failures = state.consecutive_failures
-    values = {"since": since, "failures": number_format(failures, force_grouping=True)}
-    if state.circuit_state == CircuitState.HALF_OPEN:
-        sentence = ngettext(
-            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
-            "row); one is being sent as a probe.",
-            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
-            "row); one is being sent as a probe.",
-            failures,
-        )
-    else:
-        values["probe"] = datetime_in_zone(state.probe_at, zone) if state.probe_at else "—"
-        sentence = ngettext(
-            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failure in a "
-            "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
-            "Its deliveries wait (circuit open since %(since)s, %(failures)s network failures in a "
-            "row); one is sent as a probe at %(probe)s, and the first answer resumes them.",
-            failures,
-        )
-    # The times are HTML already: interpolated into the escaped sentence, not escaped again
-    # (format_html would show their markup as text).
-    return mark_safe(  # noqa: S308
-        conditional_escape(sentence)
-        % {name: conditional_escape(value) for name, value in values.items()}
-    )
 
 
 class WebhookChangeList(ChangeList):

@@ -266,7 +266,8 @@ def test_a_due_delivery_held_back_says_why_on_its_page(log):
     circuit_page = client.get(f"{LOG}{behind_circuit.pk}/change/").content.decode()
     paused_page = client.get(f"{LOG}{paused.pk}/change/").content.decode()
 
-    assert "Waiting for the receiver: the webhook's circuit is open since" in circuit_page
-    assert "a probe goes at" in circuit_page
+    assert "Waiting for the receiver (attempt 2)." in circuit_page
+    assert "circuit open since" in circuit_page
+    assert "one is sent as a probe at" in circuit_page
     assert "Held while the webhook is paused" in paused_page
     assert " of 17 at " not in circuit_page + paused_page
