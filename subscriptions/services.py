@@ -926,7 +926,7 @@ def _disabled_notify_enqueue(subscription: Subscription, reason: str) -> None:
     current_app.send_task(
         DISABLED_NOTIFY_TASK,
         args=[str(subscription.pk), reason],
-        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        retry_policy=settings.WEBHOOKS_PUBLISH_RETRY_POLICY,
     )
 
 

@@ -388,6 +388,11 @@ else:
     }
 
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "webhooks")
+# The product's own messages (fan-out, deliveries, the disabled webhook's e-mail) retry their
+# publish once (a connection the broker closed, as after its restart, is made again), not
+# Celery's three times: they are sent from web requests and tasks, and against a broker that
+# stopped answering each try costs CELERY_BROKER_SOCKET_TIMEOUT.
+WEBHOOKS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -54,10 +54,6 @@ FAN_OUT_TASK = "deliveries.events_fan_out"
 DELIVER_TASK = "deliveries.deliver"
 # A fan-out request pending longer than this is sent again: its message may have been lost.
 FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
-# One retry (a connection the broker closed, as after its restart, is made again), not
-# Celery's three: messages are sent from web requests and tasks, and against a broker that
-# stopped answering each try costs CELERY_BROKER_SOCKET_TIMEOUT.
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 
 
 # --- The hand-off ---------------------------------------------------------------------------
@@ -79,7 +75,7 @@ def fan_out_request(*, force: bool = False) -> bool:
         return False
     started = time.monotonic()
     try:
-        current_app.send_task(FAN_OUT_TASK, retry_policy=PUBLISH_RETRY_POLICY)
+        current_app.send_task(FAN_OUT_TASK, retry_policy=settings.WEBHOOKS_PUBLISH_RETRY_POLICY)
     except Exception:
         logger.exception("Could not enqueue fan-out; the next request or the sweeper will")
         # Refused at once: not pending after all, the next publish tries again. The broker did
@@ -741,7 +737,7 @@ def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | Non
                     args=[ids[start : start + size]],
                     countdown=countdown,
                     producer=producer,
-                    retry_policy=PUBLISH_RETRY_POLICY,
+                    retry_policy=settings.WEBHOOKS_PUBLISH_RETRY_POLICY,
                 )
     except Exception:
         logger.exception(
