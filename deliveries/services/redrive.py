@@ -22,7 +22,6 @@ from common.clock import db_now
 from common.transactions import after_commit
 from events.models import Event, ScheduledEvent
 from subscriptions.models import Subscription
-from webhook_engine.bodies import BodyTemplateError
 from webhook_engine.errors import ErrorKind
 from webhook_engine.retry import is_retryable
 from webhook_engine.transport import TransportResult
@@ -38,7 +37,7 @@ from ..models import (
 )
 from ..selectors import WEBHOOKS_WAITING_CTE, webhooks_held_by_circuit
 from .claim import Claim, attempts_interrupted_record
-from .fan_out import TEMPLATE_FAILURE, Bodies, deliveries_enqueue, events_fan_out_waiting
+from .fan_out import deliveries_enqueue, delivery_build, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
 from .pausing import catch_ups_drive, subscriptions_resume_due
 
@@ -506,17 +505,19 @@ def bodies_render_again(ids: list[uuid.UUID]) -> set[uuid.UUID]:
             .defer("body")
         )
         rendered: list[Delivery] = []
+        now = db_now()
         for row in rows:
-            subscription = row.subscription
-            try:
-                row.body, row.content_type = Bodies(row.event).render(
-                    subscription.content_type, subscription.body_template, subscription.profile
-                )
-            except BodyTemplateError as exc:
+            # Fan-out's own build: the same body, content type and profile, or the same reason.
+            built = delivery_build(event=row.event, subscription=row.subscription, now=now)
+            if built.status == DeliveryStatus.FAILED:
                 failed.add(row.pk)
-                row.last_error = TEMPLATE_FAILURE % {"reason": exc}  # stored: in English
+                row.last_error = built.last_error
             else:
-                row.profile = subscription.profile
+                row.body, row.content_type, row.profile = (
+                    built.body,
+                    built.content_type,
+                    built.profile,
+                )
                 row.last_error_kind = ErrorKind.NONE
                 row.last_error = ""
                 rendered.append(row)
