@@ -58,18 +58,7 @@ def test_a_host_that_is_no_address_of_this_machine_is_named_as_such_not_as_a_bus
 
 @pytest.mark.parametrize("port", ["eighty", "0", "70000", "-1"])
 def test_a_port_setting_that_is_no_port_number_is_refused_with_a_message(tmp_path, port):
-    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
-    env.update(WEBHOOKS_DATA_DIR=str(tmp_path / "data"), WEBHOOKS_PORT=port)
-
-    run = subprocess.run(
-        [sys.executable, "-m", "webhooks_project.serve"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = _serve_until_it_exits(WEBHOOKS_DATA_DIR=str(tmp_path / "data"), WEBHOOKS_PORT=port)
 
     assert run.returncode == 1
     assert run.stderr == f"WEBHOOKS_PORT must be a port number (1 to 65535), not {port!r}.\n"
@@ -80,18 +69,7 @@ def test_a_data_directory_that_cannot_be_made_is_refused_with_a_message(tmp_path
     """WEBHOOKS_DATA_DIR naming a file (or a folder this user may not write in)."""
     taken = tmp_path / "a-file"
     taken.write_text("")
-    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
-    env.update(WEBHOOKS_DATA_DIR=str(taken), WEBHOOKS_PORT=str(_free_port()))
-
-    run = subprocess.run(
-        [sys.executable, "-m", "webhooks_project.serve"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = _serve_until_it_exits(WEBHOOKS_DATA_DIR=str(taken), WEBHOOKS_PORT=str(_free_port()))
 
     assert run.returncode == 1
     assert run.stderr == (
@@ -131,6 +109,28 @@ def test_ctrl_c_stops_the_web_server_after_the_worker_has_finished_its_deliverie
 # --- The supervisor itself, as `make run` starts it ------------------------------------------
 
 
+def _serve_environment(**settings: str) -> dict[str, str]:
+    """This environment without the test run's own settings (the embedded default), plus
+    ``settings``."""
+    ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+    env.update(settings)
+    return env
+
+
+def _serve_until_it_exits(**settings: str) -> subprocess.CompletedProcess[str]:
+    """``python -m webhooks_project.serve`` with ``settings``, when it is expected to refuse
+    them and exit at once."""
+    return subprocess.run(
+        [sys.executable, "-m", "webhooks_project.serve"],
+        cwd=ROOT,
+        env=_serve_environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -143,11 +143,9 @@ class Supervisor:
 
     def __init__(self, data: Path, port: int, **settings: str) -> None:
         self.data = data
-        ours = ("DATABASE_", "CELERY_", "WEBHOOKS_", "DJANGO_", "PROMETHEUS_")
-        env = {name: value for name, value in os.environ.items() if not name.startswith(ours)}
+        env = _serve_environment(WEBHOOKS_DATA_DIR=str(data), WEBHOOKS_PORT=str(port), **settings)
         # Marks this supervisor's processes (its children inherit it), to find what it left.
         self.mark = f"WEBHOOKS_TEST_SUPERVISOR={uuid.uuid4().hex}"
-        env.update(WEBHOOKS_DATA_DIR=str(data), WEBHOOKS_PORT=str(port), **settings)
         env.update([self.mark.split("=")])
         self.output: list[str] = []
         self.process = subprocess.Popen(
