@@ -376,7 +376,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
         state = delivery_state(obj.status, obj.last_error_kind)
         maximum = settings.WEBHOOKS_RETRY_MAX_ATTEMPTS
         if obj.status == DeliveryStatus.PENDING and obj.next_trigger == AttemptTrigger.RECOVERY:
-            detail = _("recovered, waiting for its turn")
+            detail = _("sent again, waiting for its turn")
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:
             detail = _("sending now")
         elif state == DeliveryState.RETRYING:
@@ -458,7 +458,7 @@ class DeliveryAdmin(SchoolScopedAdmin):
             text = _("Attempt %(number)s is being sent right now.") % {"number": obj.attempts}
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger == AttemptTrigger.RECOVERY:
             text = _(
-                "Recovered: waiting for its turn within the webhook's limits, oldest first "
+                "Sent again: waiting for its turn within the webhook's limits, oldest first "
                 "(attempt %(number)s)."
             ) % {"number": obj.attempts + 1}
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger != AttemptTrigger.AUTOMATIC:

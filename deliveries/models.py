@@ -61,8 +61,9 @@ class AttemptTrigger(models.TextChoices):
     AUTOMATIC = "automatic", _("Automatic")
     MANUAL = "manual", _("Sent now by hand")
     TEST = "test", _("Send Test")
-    # "Recover failed deliveries": sent again once each, within the webhook's limits.
-    RECOVERY = "recovery", _("Recovered by hand")
+    # Sent again once each, in turn within the webhook's limits: "Recover failed deliveries",
+    # and the rest of a "send now" selection larger than the webhook's concurrency.
+    RECOVERY = "recovery", _("Sent again by hand, in turn")
 
 
 class Delivery(models.Model):

@@ -355,6 +355,9 @@ def _redrive(
     delivery whose template failed at fan-out (nothing rendered, nothing sent) is rendered
     with its webhook's current settings first (``bodies_render_again``); if that still fails
     it is not queued (``TEMPLATE_ERROR``). Each queued delivery gets an audit entry.
+
+    Each webhook gets at once as many as its concurrency; the rest of a larger selection follow
+    within its limits (``_at_once_and_later``).
     """
     now = db_now()
     counts: dict[RetriggerOutcome, int] = {}
@@ -383,14 +386,20 @@ def _redrive(
                 "event_type",
                 "status",
                 "is_test",
+                "created_at",
                 "next_trigger",
+                "next_attempt_at",
+                "resume_attempt_at",
+                "enqueued_at",
                 "attempts",
                 "leased_until",
+                "lease_token",
                 "last_attempt_at",
                 "last_error_kind",
                 "subscription__name",
                 "subscription__url",
                 "subscription__is_active",
+                "subscription__max_concurrency",
             )
         ]
         add(RetriggerOutcome.IN_FLIGHT, len(wanted) - len(rows))  # locked: being recorded
@@ -414,7 +423,6 @@ def _redrive(
         queued = [row for row in queued if row.pk not in unrendered]
         if not queued:
             return RetriggerResult(counts)
-        ids = [row.pk for row in queued]
         # A lease that ran out without a result is an attempt a worker lost: logged as the
         # claim would have logged it, since clearing the lease here hides it from the claim.
         attempts_interrupted_record(
@@ -426,7 +434,8 @@ def _redrive(
                 and row.attempts > 0
             ]
         )
-        for piece in _pieces(ids):
+        now_ids, later = _at_once_and_later(queued)
+        for piece in _pieces(now_ids):
             Delivery.objects.filter(pk__in=piece).update(
                 # A waiting delivery keeps its schedule for after a failed manual attempt.
                 resume_attempt_at=Case(
@@ -442,6 +451,7 @@ def _redrive(
                 leased_until=None,
                 lease_token=None,
             )
+        _later_wait(later, now=now)
         audit_record_many(
             actor=actor,
             action=AuditAction.DELIVERY_RETRIGGERED,
@@ -461,9 +471,89 @@ def _redrive(
                 for row in queued
             ],
         )
-        after_commit(deliveries_enqueue, ids)
+        after_commit(deliveries_enqueue, now_ids)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts)
+
+
+def _at_once_and_later(queued: list[Delivery]) -> tuple[list[uuid.UUID], list[Delivery]]:
+    """Split a "send now" into the deliveries that go at once and those that follow.
+
+    Each webhook gets at once as many as its concurrency, oldest first; the rest of its share
+    of the selection follow as its own deliveries go (``_later_wait``). Sent all at once, a
+    selection of thousands would flood the receiver and, if it is dead, hold every worker's
+    send slots for the timeout, whatever the other schools' webhooks are waiting for. Send
+    Tests go at once: they are never sent within the limits.
+    """
+    default = settings.WEBHOOKS_ENDPOINT_CONCURRENCY
+    at_once: list[uuid.UUID] = []
+    later: list[Delivery] = []
+    taken: dict[uuid.UUID, int] = {}
+    for row in sorted(queued, key=lambda row: (row.created_at, str(row.pk))):
+        endpoint = row.subscription_id
+        if row.is_test or taken.get(endpoint, 0) < (row.subscription.max_concurrency or default):
+            taken[endpoint] = taken.get(endpoint, 0) + 1
+            at_once.append(row.pk)
+        else:
+            later.append(row)
+    return at_once, later
+
+
+# ``_later_wait`` on PostgreSQL: one statement however many (two array parameters).
+_LATER_SQL = """
+UPDATE deliveries_delivery AS d
+SET resume_attempt_at = CASE WHEN d.status = 'pending' THEN d.next_attempt_at END,
+    status = 'pending', next_trigger = 'recovery', enqueued_at = NULL, leased_until = NULL,
+    lease_token = NULL, next_attempt_at = %(now)s - later.place * interval '1 microsecond'
+FROM unnest(%(ids)s::uuid[], %(places)s::integer[]) AS later(id, place)
+WHERE d.id = later.id
+"""
+
+
+def _later_wait(later: list[Delivery], *, now: dt.datetime) -> None:
+    """Make ``later`` (oldest first) wait for their webhooks' slots, as a recovery's deliveries
+    do (``deliveries_recover``): pending, due just before ``now`` in their order, no message,
+    one attempt each within the concurrency, rate limit, circuit breaker and pause. The
+    attempts in flight take them up as they finish (the sweeper, if none is). One that was
+    waiting between automatic attempts keeps its schedule if this attempt fails
+    (``retrigger_schedule_resume``)."""
+    if not later:
+        return
+    places = list(range(len(later), 0, -1))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _LATER_SQL, {"now": now, "ids": [row.pk for row in later], "places": places}
+            )
+        return
+    _later_wait_elsewhere(later, places, now=now)
+
+
+def _later_wait_elsewhere(later: list[Delivery], places: list[int], *, now: dt.datetime) -> None:
+    """``_LATER_SQL`` for the embedded SQLite (a demo's few rows)."""
+    for row, place in zip(later, places, strict=True):
+        row.resume_attempt_at = (
+            row.next_attempt_at if row.status == DeliveryStatus.PENDING else None
+        )
+        row.status = DeliveryStatus.PENDING
+        row.next_trigger = AttemptTrigger.RECOVERY
+        row.next_attempt_at = now - dt.timedelta(microseconds=place)
+        row.enqueued_at = None
+        row.leased_until = None
+        row.lease_token = None
+    Delivery.objects.bulk_update(
+        later,
+        [
+            "resume_attempt_at",
+            "status",
+            "next_trigger",
+            "next_attempt_at",
+            "enqueued_at",
+            "leased_until",
+            "lease_token",
+        ],
+        batch_size=500,
+    )
 
 
 # Ids per statement: PostgreSQL takes at most 65,535 parameters in one.
@@ -528,6 +618,11 @@ def bodies_render_again(ids: list[uuid.UUID]) -> set[uuid.UUID]:
     return failed
 
 
+# Attempts asked for by a person: "send now" (at once, or within the limits for the rest of a
+# large selection) and a recovery.
+_BY_HAND = frozenset({AttemptTrigger.MANUAL, AttemptTrigger.RECOVERY})
+
+
 def retrigger_schedule_resume(
     *, claim: Claim, result: TransportResult, now: dt.datetime
 ) -> dt.datetime | None:
@@ -538,7 +633,7 @@ def retrigger_schedule_resume(
     (at the time it had, or now if that has passed), unless the failure is not worth retrying.
     """
     resume_at = claim.delivery.resume_attempt_at
-    if claim.trigger != AttemptTrigger.MANUAL or resume_at is None:
+    if claim.trigger not in _BY_HAND or resume_at is None:
         return None
     if not is_retryable(error_kind=result.error_kind, status=result.status):
         return None

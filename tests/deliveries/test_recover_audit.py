@@ -18,7 +18,7 @@ from deliveries.services.redrive import (
     deliveries_recover,
     deliveries_retrigger,
 )
-from tests.database import rows_clone
+from tests.database import rows_clone, rows_fetched
 from tests.deliveries.factories import delivery_create
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -89,15 +89,20 @@ def test_a_webhook_with_more_failed_deliveries_than_a_statement_takes_parameters
 
 def test_sending_now_a_selection_larger_than_a_statement_takes_goes_in_pieces(school, monkeypatch):
     monkeypatch.setattr(redrive, "_PIECE", 10)
-    subscription = SubscriptionFactory(school=school)
+    subscription = SubscriptionFactory(school=school, max_concurrency=22)
     ids = [delivery_create(subscription).pk for _ in range(25)]
 
     sent_now = deliveries_retrigger(delivery_ids=[*ids, uuid.uuid4()])
 
     assert sent_now.counts[RetriggerOutcome.QUEUED] == 25
     assert sum(sent_now.counts.values()) == 25  # the unknown id is no delivery at all
+    # 22 at once (in three pieces), the 3 beyond the webhook's concurrency in turn
+    assert set(
+        Delivery.objects.filter(next_trigger=AttemptTrigger.MANUAL).values_list("pk", flat=True)
+    ) == set(ids[:22])
     assert set(Delivery.objects.values_list("status", "next_trigger")) == {
-        (DeliveryStatus.PENDING, AttemptTrigger.MANUAL)
+        (DeliveryStatus.PENDING, AttemptTrigger.MANUAL),
+        (DeliveryStatus.PENDING, AttemptTrigger.RECOVERY),
     }
     assert AuditEntry.objects.filter(action=AuditAction.DELIVERY_RETRIGGERED).count() == 25
 
@@ -118,3 +123,58 @@ def test_the_embedded_databases_recovery_leaves_the_same_rows_as_postgresqls(sch
     assert rows == [
         (delivery.pk, DeliveryStatus.PENDING, AttemptTrigger.RECOVERY, None) for delivery in failed
     ]
+
+
+def test_the_embedded_databases_send_now_in_turn_leaves_the_same_rows_as_postgresqls(school):
+    subscription = SubscriptionFactory(school=school)
+    due = timezone.now() + dt.timedelta(hours=1)
+
+    def selection() -> list[Delivery]:
+        made = [
+            delivery_create(subscription),
+            delivery_create(subscription, status=DeliveryStatus.PENDING, next_attempt_at=due),
+            delivery_create(subscription, status=DeliveryStatus.DELIVERED),
+        ]
+        return list(Delivery.objects.filter(pk__in=[row.pk for row in made]).order_by("created_at"))
+
+    def state(rows: list[Delivery]) -> list[tuple]:
+        by_pk = {row.pk: row for row in Delivery.objects.filter(pk__in=[row.pk for row in rows])}
+        return [
+            (
+                by_pk[row.pk].status,
+                by_pk[row.pk].next_trigger,
+                by_pk[row.pk].next_attempt_at,
+                by_pk[row.pk].resume_attempt_at,
+                by_pk[row.pk].enqueued_at,
+            )
+            for row in rows
+        ]
+
+    now = timezone.now()
+    on_postgresql, elsewhere = selection(), selection()
+    redrive._later_wait(on_postgresql, now=now)
+    redrive._later_wait_elsewhere(elsewhere, [3, 2, 1], now=now)
+
+    assert state(on_postgresql) == state(elsewhere)
+    assert [row[2] for row in state(elsewhere)] == [
+        now - dt.timedelta(microseconds=place) for place in (3, 2, 1)
+    ]  # due just before now, oldest first
+    assert [row[3] for row in state(elsewhere)] == [None, due, None]  # a schedule is kept
+
+
+def test_a_large_selection_sent_now_is_made_to_wait_in_one_pass_whatever_the_statistics(school):
+    # Given 5,000 failed deliveries, more than the table's statistics say it holds
+    subscription = SubscriptionFactory(school=school, max_concurrency=1)
+    first = delivery_create(subscription)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+    rows_clone(Delivery, first.pk, 4_999, {"id": "gen_random_uuid()", "replay_number": "n"})
+    later = list(Delivery.objects.order_by("created_at", "id"))
+
+    # When they are made to wait in turn
+    with rows_fetched(Delivery) as fetched:
+        redrive._later_wait(later, now=timezone.now())
+
+    # Then each row is read about once, not once for every other one
+    assert fetched.count <= 3 * len(later)
+    assert Delivery.objects.filter(next_trigger=AttemptTrigger.RECOVERY).count() == 5_000

@@ -15,6 +15,7 @@ from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, Deliver
 from deliveries.services import (
     RetriggerOutcome,
     deliveries_recover,
+    deliveries_retrigger,
     delivery_attempt,
     delivery_retrigger,
     event_fan_out,
@@ -269,3 +270,56 @@ def test_the_api_says_a_delivery_whose_template_still_fails_was_not_sent(api, sc
         {"retriggered": False, "outcome": "template_error"},
     )
     assert receiver.received("/xml") == []
+
+
+def test_a_selection_larger_than_the_concurrency_sends_the_first_at_once_and_the_rest_waiting(
+    school,
+):
+    subscription = SubscriptionFactory(school=school, max_concurrency=2)
+    failed = [delivery_create(subscription) for _ in range(3)]
+    retrying = _retrying(subscription, dt.timedelta(hours=2))
+    scheduled = retrying.next_attempt_at
+
+    result = deliveries_retrigger(delivery_ids=[retrying.pk, *[d.pk for d in failed]])
+
+    assert result.queued == 4
+    rows = {d.pk: d for d in Delivery.objects.filter(subscription=subscription)}
+    # the two oldest go now, each with a message
+    for delivery in failed[:2]:
+        row = rows[delivery.pk]
+        assert (row.status, row.next_trigger) == (DeliveryStatus.PENDING, AttemptTrigger.MANUAL)
+        assert row.enqueued_at is not None
+    # the others wait for a slot, due now and in their order; the retrying one keeps its schedule
+    later = [rows[failed[2].pk], rows[retrying.pk]]
+    for row in later:
+        assert (row.status, row.next_trigger, row.enqueued_at) == (
+            DeliveryStatus.PENDING,
+            AttemptTrigger.RECOVERY,
+            None,
+        )
+        assert row.next_attempt_at <= timezone.now()
+    assert later[0].next_attempt_at < later[1].next_attempt_at
+    assert (later[0].resume_attempt_at, later[1].resume_attempt_at) == (None, scheduled)
+
+
+def test_a_retrying_delivery_sent_within_the_limits_keeps_its_schedule_when_it_fails(
+    school, receiver
+):
+    receiver.script("/hook", default=Reply(status=500, body=b"still down"))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=1)
+    first = delivery_create(subscription)
+    retrying = _retrying(subscription, dt.timedelta(hours=2))
+    scheduled = retrying.next_attempt_at
+    deliveries_retrigger(delivery_ids=[first.pk, retrying.pk])
+    Delivery.objects.filter(pk=first.pk).update(status=DeliveryStatus.FAILED)  # its slot freed
+
+    attempt = delivery_attempt(delivery_id=retrying.pk)
+
+    assert attempt is not None
+    assert (attempt.trigger, attempt.response_status) == (AttemptTrigger.RECOVERY, 500)
+    retrying.refresh_from_db()
+    assert (retrying.status, retrying.next_attempt_at, retrying.next_trigger) == (
+        DeliveryStatus.PENDING,
+        scheduled,
+        AttemptTrigger.AUTOMATIC,
+    )

@@ -1,0 +1,51 @@
+"""A "send now" of a large selection: each webhook gets at once as many as its concurrency, and the
+rest follow within its limits. Sent all at once, thousands of them would flood a receiver and,
+on a dead one, hold every worker's send slots from the other schools' webhooks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.services import deliveries_retrigger
+from tests.deliveries.factories import delivery_create
+from tests.integration.test_recover_limits import ANSWER_SECONDS, _most_at_once
+from tests.receiver import Reply
+from tests.subscriptions.factories import SubscriptionFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_selection_sent_now_goes_within_the_webhooks_concurrency_oldest_first(
+    worker_process, school, receiver
+):
+    # Given a webhook of concurrency 2 and 12 of its failed deliveries
+    receiver.script("/back", default=Reply(status=200, delay_seconds=ANSWER_SECONDS))
+    subscription = SubscriptionFactory(school=school, url=receiver.url("/back"), max_concurrency=2)
+    failed = [delivery_create(subscription) for _ in range(12)]
+
+    # When a support engineer selects them all and sends them now
+    result = deliveries_retrigger(delivery_ids=[delivery.pk for delivery in reversed(failed)])
+    deadline = time.monotonic() + 60
+    while (
+        Delivery.objects.filter(subscription=subscription, status=DeliveryStatus.DELIVERED).count()
+        < 12
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+
+    # Then every one is delivered, never more than two at a time, the oldest first
+    assert result.queued == 12
+    assert set(
+        Delivery.objects.filter(subscription=subscription).values_list("status", flat=True)
+    ) == {DeliveryStatus.DELIVERED}
+    arrivals = [request.at for request in receiver.received("/back")]
+    assert len(arrivals) == 12
+    assert _most_at_once(arrivals) <= 2
+    first_two = DeliveryAttempt.objects.filter(number=2).order_by("started_at")[:2]
+    assert {attempt.delivery_id for attempt in first_two} == {failed[0].pk, failed[1].pk}
+    # the first two by hand at once, the rest within the webhook's limits
+    triggers = list(DeliveryAttempt.objects.filter(number=2).values_list("trigger", flat=True))
+    assert sorted(triggers) == [AttemptTrigger.MANUAL] * 2 + [AttemptTrigger.RECOVERY] * 10
