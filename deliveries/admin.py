@@ -751,14 +751,24 @@ class DeliveryAdmin(SchoolScopedAdmin):
                 request, "admin/deliveries/delivery/retrigger_confirmation.html", context
             )
         result = deliveries_retrigger(delivery_ids=ids, actor=actor_user(request.user))
+        at_once = result.queued - result.in_turn
         parts = [
             ngettext(
                 "%(count)s delivery is being sent now.",
                 "%(count)s deliveries are being sent now.",
-                result.queued,
+                at_once,
             )
-            % {"count": number_format(result.queued, force_grouping=True)}
+            % {"count": number_format(at_once, force_grouping=True)}
         ]
+        if result.in_turn:
+            parts.append(
+                ngettext(
+                    "%(count)s more waits for its turn within its webhook's limits.",
+                    "%(count)s more wait for their turn within their webhooks' limits.",
+                    result.in_turn,
+                )
+                % {"count": number_format(result.in_turn, force_grouping=True)}
+            )
         for outcome, reason in _SKIPPED_REASONS.items():
             number = result.count(outcome)
             if number:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -314,7 +314,9 @@ def probe_delivery(*, endpoint: uuid.UUID, now: dt.datetime, due: bool) -> uuid.
 class RetriggerOutcome(enum.StrEnum):
     """What asking to send a delivery now did to it."""
 
-    QUEUED = "queued"  # it goes out now (a worker takes it within moments)
+    # It goes out now (a worker takes it within moments), or, beyond its webhook's free slots
+    # in a selection, in turn within the webhook's limits (``RetriggerResult.in_turn``).
+    QUEUED = "queued"
     ALREADY_QUEUED = "already_queued"  # an earlier "send now" is still waiting for a worker
     IN_FLIGHT = "in_flight"  # a worker is sending it right now
     WEBHOOK_DISABLED = "webhook_disabled"  # nothing is sent to a disabled webhook
@@ -328,6 +330,8 @@ class RetriggerResult:
     """How many deliveries each outcome had."""
 
     counts: dict[RetriggerOutcome, int]
+    # Of the queued ones, how many wait for their turn within their webhooks' limits.
+    in_turn: int = 0
 
     @property
     def queued(self) -> int:
@@ -411,10 +415,7 @@ def _redrive(
                 row.status == DeliveryStatus.PENDING and row.leased_until and row.leased_until > now
             ):
                 add(RetriggerOutcome.IN_FLIGHT)
-            elif (
-                row.status == DeliveryStatus.PENDING
-                and row.next_trigger != AttemptTrigger.AUTOMATIC
-            ):
+            elif row.status == DeliveryStatus.PENDING and row.next_trigger not in _IN_TURN:
                 add(RetriggerOutcome.ALREADY_QUEUED)
             else:
                 queued.append(row)
@@ -434,12 +435,19 @@ def _redrive(
                 and row.attempts > 0
             ]
         )
-        now_ids, later = _at_once_and_later(queued)
+        now_ids, later = _at_once_and_later(queued, now=now)
         for piece in _pieces(now_ids):
             Delivery.objects.filter(pk__in=piece).update(
-                # A waiting delivery keeps its schedule for after a failed manual attempt.
+                # A waiting delivery keeps its schedule for after a failed manual attempt (one
+                # waiting in turn already holds it).
                 resume_attempt_at=Case(
-                    When(status=DeliveryStatus.PENDING, then=F("next_attempt_at")), default=None
+                    When(
+                        status=DeliveryStatus.PENDING,
+                        next_trigger=AttemptTrigger.RECOVERY,
+                        then=F("resume_attempt_at"),
+                    ),
+                    When(status=DeliveryStatus.PENDING, then=F("next_attempt_at")),
+                    default=None,
                 ),
                 status=DeliveryStatus.PENDING,
                 next_attempt_at=now,
@@ -452,6 +460,7 @@ def _redrive(
                 lease_token=None,
             )
         _later_wait(later, now=now)
+        waiting = {row.pk for row in later}
         audit_record_many(
             actor=actor,
             action=AuditAction.DELIVERY_RETRIGGERED,
@@ -464,7 +473,7 @@ def _redrive(
                     {
                         "state": [
                             str(delivery_state(row.status, row.last_error_kind).value),
-                            "sending now",
+                            "sending in turn" if row.pk in waiting else "sending now",
                         ]
                     },
                 )
@@ -473,68 +482,120 @@ def _redrive(
         )
         after_commit(deliveries_enqueue, now_ids)
     add(RetriggerOutcome.QUEUED, len(queued))
-    return RetriggerResult(counts)
+    return RetriggerResult(counts, in_turn=len(later))
 
 
-def _at_once_and_later(queued: list[Delivery]) -> tuple[list[uuid.UUID], list[Delivery]]:
+# Pending with these, a delivery is not yet on its way: "send now" sends it.
+_IN_TURN = frozenset({AttemptTrigger.AUTOMATIC, AttemptTrigger.RECOVERY})
+
+
+def _at_once_and_later(
+    queued: list[Delivery], *, now: dt.datetime
+) -> tuple[list[uuid.UUID], list[Delivery]]:
     """Split a "send now" into the deliveries that go at once and those that follow.
 
-    Each webhook gets at once as many as its concurrency, oldest first; the rest of its share
-    of the selection follow as its own deliveries go (``_later_wait``). Sent all at once, a
-    selection of thousands would flood the receiver and, if it is dead, hold every worker's
-    send slots for the timeout, whatever the other schools' webhooks are waiting for. Send
-    Tests go at once: they are never sent within the limits.
+    Each webhook gets at once as many of its slots as are free (its concurrency less what is
+    in flight or already on its way by hand), oldest first, and at least one: a person's
+    "send now" of one delivery goes. The rest of its share of the selection follow as its own
+    deliveries go (``_later_wait``). Sent all at once, a selection of thousands would flood
+    the receiver and, if it is dead, hold every worker's send slots for the timeout, whatever
+    the other schools' webhooks are waiting for. Send Tests go at once and take no slot here:
+    they are never sent within the limits.
     """
     default = settings.WEBHOOKS_ENDPOINT_CONCURRENCY
+    taken = _slots_taken({row.subscription_id for row in queued if not row.is_test}, now=now)
     at_once: list[uuid.UUID] = []
     later: list[Delivery] = []
-    taken: dict[uuid.UUID, int] = {}
+    sent: dict[uuid.UUID, int] = {}
     for row in sorted(queued, key=lambda row: (row.created_at, str(row.pk))):
         endpoint = row.subscription_id
-        if row.is_test or taken.get(endpoint, 0) < (row.subscription.max_concurrency or default):
-            taken[endpoint] = taken.get(endpoint, 0) + 1
+        free = (row.subscription.max_concurrency or default) - taken.get(endpoint, 0)
+        if row.is_test:
+            at_once.append(row.pk)
+        elif sent.get(endpoint, 0) < max(1, free):
+            sent[endpoint] = sent.get(endpoint, 0) + 1
             at_once.append(row.pk)
         else:
             later.append(row)
     return at_once, later
 
 
-# ``_later_wait`` on PostgreSQL: one statement however many (two array parameters).
-_LATER_SQL = """
+def _slots_taken(endpoints: set[uuid.UUID], *, now: dt.datetime) -> dict[uuid.UUID, int]:
+    """How many of each webhook's slots are taken: attempts in flight, and deliveries sent now
+    by hand that a worker has not taken up yet (read through ``delivery_leased_idx`` and
+    ``delivery_messaged_idx``, not the webhooks' backlogs)."""
+    if not endpoints:
+        return {}
+    rows = (
+        Delivery.objects.filter(subscription_id__in=endpoints, status=DeliveryStatus.PENDING)
+        .filter(
+            Q(leased_until__gte=now)
+            | Q(
+                enqueued_at__isnull=False,
+                next_trigger__in=[AttemptTrigger.MANUAL, AttemptTrigger.TEST],
+            )
+        )
+        .order_by()
+        .values("subscription_id")
+        .annotate(taken=Count("pk"))
+    )
+    return {row["subscription_id"]: row["taken"] for row in rows}
+
+
+# Deliveries (``ids``, oldest first) made to wait in turn, as recovered ones and the rest of a
+# large "send now" do: pending, due a microsecond apart just before ``now`` in their order, no
+# message, one attempt each within the webhook's limits; a pending one that was waiting between
+# automatic attempts keeps that schedule (``resume_attempt_at``) for if this attempt fails.
+# Only rows whose status is among ``statuses`` (checked again here: a row sent now meanwhile is
+# left as it is). One statement however many, each row found by its key whatever the table's
+# statistics say (an outage fills the table faster than they follow).
+_IN_TURN_SQL = """
 UPDATE deliveries_delivery AS d
-SET resume_attempt_at = CASE WHEN d.status = 'pending' THEN d.next_attempt_at END,
+SET resume_attempt_at = CASE
+        WHEN d.status = 'pending' AND d.next_trigger = 'recovery' THEN d.resume_attempt_at
+        WHEN d.status = 'pending' THEN d.next_attempt_at END,
     status = 'pending', next_trigger = 'recovery', enqueued_at = NULL, leased_until = NULL,
     lease_token = NULL, next_attempt_at = %(now)s - later.place * interval '1 microsecond'
 FROM unnest(%(ids)s::uuid[], %(places)s::integer[]) AS later(id, place)
-WHERE d.id = later.id
+WHERE d.id = later.id AND d.id = ANY(%(ids)s::uuid[]) AND d.status = ANY(%(statuses)s)
+RETURNING d.id
 """
 
 
+def _in_turn_wait(ids: list[uuid.UUID], *, now: dt.datetime, statuses: list[str]) -> set[uuid.UUID]:
+    """``_IN_TURN_SQL`` (PostgreSQL); return the ids it changed."""
+    if not ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _IN_TURN_SQL,
+            {
+                "now": now,
+                "ids": ids,
+                "places": list(range(len(ids), 0, -1)),
+                "statuses": statuses,
+            },
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _later_wait(later: list[Delivery], *, now: dt.datetime) -> None:
-    """Make ``later`` (oldest first) wait for their webhooks' slots, as a recovery's deliveries
-    do (``deliveries_recover``): pending, due just before ``now`` in their order, no message,
-    one attempt each within the concurrency, rate limit, circuit breaker and pause. The
-    attempts in flight take them up as they finish (the sweeper, if none is). One that was
-    waiting between automatic attempts keeps its schedule if this attempt fails
-    (``retrigger_schedule_resume``)."""
-    if not later:
-        return
-    places = list(range(len(later), 0, -1))
+    """Make ``later`` (oldest first) wait for their webhooks' slots (``_IN_TURN_SQL``), as a
+    recovery's deliveries do (``deliveries_recover``). The attempts in flight take them up as
+    they finish (the sweeper, if none is)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _LATER_SQL, {"now": now, "ids": [row.pk for row in later], "places": places}
-            )
+        _in_turn_wait([row.pk for row in later], now=now, statuses=list(DeliveryStatus.values))
         return
-    _later_wait_elsewhere(later, places, now=now)
+    _later_wait_elsewhere(later, list(range(len(later), 0, -1)), now=now)
 
 
 def _later_wait_elsewhere(later: list[Delivery], places: list[int], *, now: dt.datetime) -> None:
-    """``_LATER_SQL`` for the embedded SQLite (a demo's few rows)."""
+    """``_IN_TURN_SQL`` for the embedded SQLite (a demo's few rows)."""
     for row, place in zip(later, places, strict=True):
-        row.resume_attempt_at = (
-            row.next_attempt_at if row.status == DeliveryStatus.PENDING else None
-        )
+        if row.status != DeliveryStatus.PENDING:
+            row.resume_attempt_at = None
+        elif row.next_trigger != AttemptTrigger.RECOVERY:
+            row.resume_attempt_at = row.next_attempt_at
         row.status = DeliveryStatus.PENDING
         row.next_trigger = AttemptTrigger.RECOVERY
         row.next_attempt_at = now - dt.timedelta(microseconds=place)
@@ -663,27 +724,6 @@ def deliveries_retrigger(
     return _redrive(list(delivery_ids), actor=actor)
 
 
-# The webhook's failed deliveries since a time, pending again, due in their creation order (a
-# microsecond apart, the oldest first, all just before now) and waiting (no message): the
-# claim, the take-up and the sweeper send them as the webhook's limits allow. ``status`` is
-# checked again by the UPDATE itself: a row sent now meanwhile is left as it is.
-_RECOVER_SQL = """
-WITH failed AS (
-    SELECT d.id, row_number() OVER (ORDER BY d.created_at DESC, d.id DESC) AS place
-    FROM deliveries_delivery AS d
-    WHERE d.subscription_id = %(webhook)s AND d.status = 'failed' AND NOT d.is_test
-      AND d.created_at >= %(since)s
-      AND NOT (d.last_error_kind = 'template' AND d.attempts = 0)
-)
-UPDATE deliveries_delivery AS d
-SET status = 'pending', next_trigger = 'recovery', enqueued_at = NULL, leased_until = NULL,
-    lease_token = NULL, resume_attempt_at = NULL,
-    next_attempt_at = %(now)s - failed.place * interval '1 microsecond'
-FROM failed WHERE d.id = failed.id AND d.status = 'failed'
-RETURNING d.id, failed.place
-"""
-
-
 def deliveries_recover(
     *, subscription: Subscription, since: dt.datetime, actor: Actor | None = None
 ) -> int:
@@ -713,17 +753,9 @@ def deliveries_recover(
             )
         )
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                # An outage fills the table faster than its statistics follow: on statistics
-                # that say it holds a few rows, the planner joins the failed deliveries to
-                # themselves in a nested loop, hours for tens of thousands. A hash join reads
-                # each once, whatever they say.
-                cursor.execute("SET LOCAL enable_nestloop = off")
-                cursor.execute(
-                    _RECOVER_SQL, {"webhook": subscription.pk, "since": since, "now": now}
-                )
-                recovered = [pk for pk, _place in sorted(cursor.fetchall(), key=lambda r: -r[1])]
-                cursor.execute("SET LOCAL enable_nestloop TO DEFAULT")
+            ids = _failed_since(subscription, since)
+            changed = _in_turn_wait(ids, now=now, statuses=[DeliveryStatus.FAILED])
+            recovered = [pk for pk in ids if pk in changed]
         else:
             recovered = _recover_elsewhere(subscription, since=since, now=now)
         if recovered:
@@ -742,11 +774,10 @@ def deliveries_recover(
     return len(recovered)
 
 
-def _recover_elsewhere(
-    subscription: Subscription, *, since: dt.datetime, now: dt.datetime
-) -> list[uuid.UUID]:
-    """``_RECOVER_SQL`` for the embedded SQLite (a demo's few rows)."""
-    ids = list(
+def _failed_since(subscription: Subscription, since: dt.datetime) -> list[uuid.UUID]:
+    """The ids of the webhook's failed deliveries created at or after ``since``, oldest first:
+    those a recovery sends again (not Send Tests, nor those its template still fails on)."""
+    return list(
         Delivery.objects.filter(
             subscription=subscription,
             status=DeliveryStatus.FAILED,
@@ -757,6 +788,13 @@ def _recover_elsewhere(
         .order_by("created_at", "id")
         .values_list("pk", flat=True)
     )
+
+
+def _recover_elsewhere(
+    subscription: Subscription, *, since: dt.datetime, now: dt.datetime
+) -> list[uuid.UUID]:
+    """``_IN_TURN_SQL`` for the embedded SQLite (a demo's few rows)."""
+    ids = _failed_since(subscription, since)
     for place, pk in enumerate(reversed(ids), start=1):
         Delivery.objects.filter(pk=pk, status=DeliveryStatus.FAILED).update(
             status=DeliveryStatus.PENDING,

@@ -282,7 +282,7 @@ def test_a_selection_larger_than_the_concurrency_sends_the_first_at_once_and_the
 
     result = deliveries_retrigger(delivery_ids=[retrying.pk, *[d.pk for d in failed]])
 
-    assert result.queued == 4
+    assert (result.queued, result.in_turn) == (4, 2)
     rows = {d.pk: d for d in Delivery.objects.filter(subscription=subscription)}
     # the two oldest go now, each with a message
     for delivery in failed[:2]:
@@ -310,8 +310,7 @@ def test_a_retrying_delivery_sent_within_the_limits_keeps_its_schedule_when_it_f
     first = delivery_create(subscription)
     retrying = _retrying(subscription, dt.timedelta(hours=2))
     scheduled = retrying.next_attempt_at
-    deliveries_retrigger(delivery_ids=[first.pk, retrying.pk])
-    Delivery.objects.filter(pk=first.pk).update(status=DeliveryStatus.FAILED)  # its slot freed
+    deliveries_retrigger(delivery_ids=[first.pk, retrying.pk])  # the first goes at once
 
     attempt = delivery_attempt(delivery_id=retrying.pk)
 
@@ -323,3 +322,72 @@ def test_a_retrying_delivery_sent_within_the_limits_keeps_its_schedule_when_it_f
         scheduled,
         AttemptTrigger.AUTOMATIC,
     )
+
+
+def _in_flight(subscription) -> Delivery:
+    return delivery_create(
+        subscription,
+        status=DeliveryStatus.PENDING,
+        leased_until=timezone.now() + dt.timedelta(seconds=30),
+    )
+
+
+def test_a_webhook_with_its_slots_taken_gets_one_delivery_at_once_and_the_rest_in_turn(school):
+    subscription = SubscriptionFactory(school=school, max_concurrency=2)
+    _in_flight(subscription), _in_flight(subscription)
+    failed = [delivery_create(subscription) for _ in range(3)]
+
+    first = deliveries_retrigger(delivery_ids=[d.pk for d in failed])
+    # A second selection while the first one's delivery has not been taken up yet
+    more = [delivery_create(subscription) for _ in range(2)]
+    second = deliveries_retrigger(delivery_ids=[d.pk for d in more])
+
+    assert (first.queued, first.in_turn, second.queued, second.in_turn) == (3, 2, 2, 1)
+    triggers = dict(
+        Delivery.objects.filter(pk__in=[d.pk for d in failed + more]).values_list(
+            "pk", "next_trigger"
+        )
+    )
+    assert [triggers[d.pk] for d in failed + more] == [
+        AttemptTrigger.MANUAL,
+        AttemptTrigger.RECOVERY,
+        AttemptTrigger.RECOVERY,
+        AttemptTrigger.MANUAL,
+        AttemptTrigger.RECOVERY,
+    ]
+
+
+def test_send_tests_in_a_selection_take_no_slot_of_their_webhook(school):
+    subscription = SubscriptionFactory(school=school, max_concurrency=2)
+    tests = [delivery_create(subscription, is_test=True) for _ in range(2)]
+    failed = [delivery_create(subscription) for _ in range(2)]
+
+    result = deliveries_retrigger(delivery_ids=[d.pk for d in tests + failed])
+
+    assert (result.queued, result.in_turn) == (4, 0)
+    assert set(
+        Delivery.objects.filter(pk__in=[d.pk for d in failed]).values_list(
+            "next_trigger", flat=True
+        )
+    ) == {AttemptTrigger.MANUAL}
+
+
+def test_a_delivery_waiting_in_turn_sent_now_on_its_own_goes_at_once_and_keeps_its_schedule(
+    school,
+):
+    subscription = SubscriptionFactory(school=school, max_concurrency=1)
+    first = delivery_create(subscription)
+    retrying = _retrying(subscription, dt.timedelta(hours=2))
+    scheduled = retrying.next_attempt_at
+    deliveries_retrigger(delivery_ids=[first.pk, retrying.pk])  # the retrying one waits in turn
+    Delivery.objects.filter(pk=first.pk).update(status=DeliveryStatus.DELIVERED)
+
+    outcome = delivery_retrigger(delivery=retrying)
+
+    assert outcome == RetriggerOutcome.QUEUED
+    retrying.refresh_from_db()
+    assert (retrying.next_trigger, retrying.resume_attempt_at) == (
+        AttemptTrigger.MANUAL,
+        scheduled,
+    )
+    assert retrying.enqueued_at is not None  # with a message: it goes now
