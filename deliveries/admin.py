@@ -456,6 +456,12 @@ class DeliveryAdmin(SchoolScopedAdmin):
             and obj.leased_until > (timezone.now())
         ):
             text = _("Attempt %(number)s is being sent right now.") % {"number": obj.attempts}
+        elif (
+            obj.status == DeliveryStatus.PENDING
+            and obj.next_trigger in (AttemptTrigger.AUTOMATIC, AttemptTrigger.RECOVERY)
+            and (held := self._held_because(obj))
+        ):
+            text = held  # what goes within the webhook's limits waits for a pause or circuit
         elif obj.status == DeliveryStatus.PENDING and obj.next_trigger == AttemptTrigger.RECOVERY:
             text = _(
                 "Sent again: waiting for its turn within the webhook's limits, oldest first "
@@ -465,8 +471,6 @@ class DeliveryAdmin(SchoolScopedAdmin):
             text = _("Waiting for a worker to send it now (attempt %(number)s).") % {
                 "number": obj.attempts + 1
             }
-        elif obj.status == DeliveryStatus.PENDING and (held := self._held_because(obj)):
-            text = held
         elif obj.status == DeliveryStatus.PENDING:
             text = format_html(
                 _("Attempt {number} of {maximum} at {when}."),

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from common import admin_lists
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import AttemptTrigger, Delivery, DeliveryStatus
 from tests.deliveries.factories import delivery_create, event_create
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -271,3 +271,21 @@ def test_a_due_delivery_held_back_says_why_on_its_page(log):
     assert "one is sent as a probe at" in circuit_page
     assert "Held while the webhook is paused" in paused_page
     assert " of 17 at " not in circuit_page + paused_page
+
+
+def test_a_delivery_waiting_in_turn_on_a_paused_webhook_says_it_is_held(log):
+    """Sent again in turn (a recovery, the rest of a "send now"), it goes within the limits,
+    so a pause holds it too: its page says so, not only that it waits for its turn."""
+    client, _rows, crm, _erp = log
+    waiting = delivery_create(
+        crm,
+        status=DeliveryStatus.PENDING,
+        next_trigger=AttemptTrigger.RECOVERY,
+        next_attempt_at=timezone.now() - dt.timedelta(minutes=5),
+    )
+    crm.paused_at = timezone.now() - dt.timedelta(hours=1)
+    crm.save()
+
+    page = client.get(f"{LOG}{waiting.pk}/change/").content.decode()
+
+    assert "Held while the webhook is paused" in page
