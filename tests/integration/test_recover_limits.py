@@ -31,6 +31,19 @@ def _most_at_once(arrivals: list[float]) -> int:
     )
 
 
+def statuses_once_delivered(subscription, count: int, timeout: float = 60) -> set[str]:
+    """The statuses of the webhook's deliveries once ``count`` are delivered (or after
+    ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while (
+        Delivery.objects.filter(subscription=subscription, status=DeliveryStatus.DELIVERED).count()
+        < count
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    return set(Delivery.objects.filter(subscription=subscription).values_list("status", flat=True))
+
+
 def test_recovered_deliveries_go_within_the_webhooks_concurrency_oldest_first(
     worker_process, school, receiver
 ):
@@ -43,19 +56,11 @@ def test_recovered_deliveries_go_within_the_webhooks_concurrency_oldest_first(
     recovered = deliveries_recover(
         subscription=subscription, since=timezone.now() - dt.timedelta(days=1)
     )
-    deadline = time.monotonic() + 60
-    while (
-        Delivery.objects.filter(subscription=subscription, status=DeliveryStatus.DELIVERED).count()
-        < 12
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
+    statuses = statuses_once_delivered(subscription, 12)
 
     # Then every one is delivered, never more than two at a time, the oldest first
     assert recovered == 12
-    assert set(
-        Delivery.objects.filter(subscription=subscription).values_list("status", flat=True)
-    ) == {DeliveryStatus.DELIVERED}
+    assert statuses == {DeliveryStatus.DELIVERED}
     arrivals = [request.at for request in receiver.received("/back")]
     assert len(arrivals) == 12
     assert _most_at_once(arrivals) <= 2
