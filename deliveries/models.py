@@ -62,7 +62,7 @@ class AttemptTrigger(models.TextChoices):
     MANUAL = "manual", _("Sent now by hand")
     TEST = "test", _("Send Test")
     # Sent again once each, in turn within the webhook's limits: "Recover failed deliveries",
-    # and the rest of a "send now" selection larger than the webhook's concurrency.
+    # and the rest of a "send now" selection larger than the webhook's free slots.
     RECOVERY = "recovery", _("Sent again by hand, in turn")
 
 

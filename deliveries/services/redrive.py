@@ -360,8 +360,8 @@ def _redrive(
     with its webhook's current settings first (``bodies_render_again``); if that still fails
     it is not queued (``TEMPLATE_ERROR``). Each queued delivery gets an audit entry.
 
-    Each webhook gets at once as many as its concurrency; the rest of a larger selection follow
-    within its limits (``_at_once_and_later``).
+    Each webhook gets at once as many as it has free slots (at least one); the rest of a larger
+    selection follow in turn within its limits (``_at_once_and_later``).
     """
     now = db_now()
     counts: dict[RetriggerOutcome, int] = {}
