@@ -794,18 +794,13 @@ def _recover_elsewhere(
     subscription: Subscription, *, since: dt.datetime, now: dt.datetime
 ) -> list[uuid.UUID]:
     """``_IN_TURN_SQL`` for the embedded SQLite (a demo's few rows)."""
-    ids = _failed_since(subscription, since)
-    for place, pk in enumerate(reversed(ids), start=1):
-        Delivery.objects.filter(pk=pk, status=DeliveryStatus.FAILED).update(
-            status=DeliveryStatus.PENDING,
-            next_trigger=AttemptTrigger.RECOVERY,
-            enqueued_at=None,
-            leased_until=None,
-            lease_token=None,
-            resume_attempt_at=None,
-            next_attempt_at=now - dt.timedelta(microseconds=place),
+    rows = list(
+        Delivery.objects.filter(pk__in=_failed_since(subscription, since)).order_by(
+            "created_at", "id"
         )
-    return ids
+    )
+    _later_wait_elsewhere(rows, list(range(len(rows), 0, -1)), now=now)
+    return [row.pk for row in rows]
 
 
 @dataclass(frozen=True)
