@@ -708,6 +708,10 @@ def _circuits_update(
             answered, trailing = outcomes.answered, outcomes.trailing
             probes_gone -= {claims[index].delivery.subscription_id for index in current}
         states = list(EndpointState.objects.select_for_update().filter(pk__in=touched))
+        # A circuit changes now, under the locks, not when the batch's results came in: a claim
+        # that reads it after this time waits for the locks and sees the change, and a
+        # cooldown counts from the moment the claims could see the circuit open.
+        changed = db_now()
         for state in states:
             endpoint = state.subscription_id
             if answered.get(endpoint):
@@ -716,15 +720,15 @@ def _circuits_update(
                     logger.info("Circuit of webhook %s closed: the receiver answered", endpoint)
                     closed.add(endpoint)
                     state.circuit_state = CircuitState.CLOSED
-                    state.circuit_changed_at = now
+                    state.circuit_changed_at = changed
                     state.opened_count = 0
                     state.probe_at = None
             else:
                 state.consecutive_failures += trailing.get(endpoint, 0)
             if endpoint in probes_gone and state.circuit_state == CircuitState.HALF_OPEN:
                 state.circuit_state = CircuitState.OPEN
-                state.probe_at = now
-                probes.append((endpoint, now))
+                state.probe_at = changed
+                probes.append((endpoint, changed))
             unanswered = not answered.get(endpoint, True)
             neutral = endpoint in outcomes.probes_unanswered and endpoint not in answered
             reopen = state.circuit_state == CircuitState.HALF_OPEN and (unanswered or neutral)
@@ -739,8 +743,8 @@ def _circuits_update(
                     settings.WEBHOOKS_CIRCUIT_COOLDOWN_MAX_SECONDS,
                 )
                 state.circuit_state = CircuitState.OPEN
-                state.circuit_changed_at = now if trip else state.circuit_changed_at or now
-                state.probe_at = now + dt.timedelta(seconds=cooldown)
+                state.circuit_changed_at = changed if trip else state.circuit_changed_at or changed
+                state.probe_at = changed + dt.timedelta(seconds=cooldown)
                 if unanswered or trip:
                     logger.warning(
                         "Circuit of webhook %s open after %d network failures in a row; next "

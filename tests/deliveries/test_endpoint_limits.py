@@ -4,6 +4,7 @@ with real receivers on 127.0.0.1."""
 import datetime as dt
 import socket
 import threading
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.clock import db_now
 from deliveries.models import AttemptTrigger, CircuitState, Delivery, DeliveryStatus, EndpointState
 from deliveries.services import claim as claim_module
 from deliveries.services import deliveries_attempt, event_fan_out
@@ -590,6 +592,43 @@ def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
     state = EndpointState.objects.get(pk=subscription.pk)
     assert (state.circuit_state, state.consecutive_failures) == (CircuitState.OPEN, 5)
     assert state.probe_at is not None
+
+
+@pytest.mark.django_db(transaction=True)  # the claim's lock is released at its commit
+def test_a_circuit_opens_at_the_time_claims_can_see_it_not_when_the_results_came_in(
+    school, settings
+):
+    """Another host's claim holds the webhook's lock while the results are recorded: the
+    circuit's opening (and its cooldown) is timed once the recorder has the lock. A claim that
+    starts after that time waits for the lock and finds the circuit open; one timed before it
+    (the results' arrival) would read as claimed behind an open circuit."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 30
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 2, max_concurrency=10)
+    claims = deliveries_claim(delivery_ids=ids).claims
+    locked = threading.Event()
+    released: list[dt.datetime] = []
+
+    def claim_elsewhere():
+        try:
+            with transaction.atomic():
+                endpoints_lock([subscription.pk])
+                locked.set()
+                time.sleep(0.5)
+                released.append(db_now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=claim_elsewhere)
+    thread.start()
+    assert locked.wait(10)
+    deliveries_record(claims=claims, results=[_REFUSED] * 2)
+    thread.join(10)
+
+    state = EndpointState.objects.get(pk=subscription.pk)
+    assert state.circuit_state == CircuitState.OPEN
+    assert state.circuit_changed_at >= released[0]
+    assert state.probe_at == state.circuit_changed_at + dt.timedelta(seconds=30)
 
 
 def test_an_answer_closes_a_circuit_that_opened_while_its_attempt_was_in_flight(school, settings):

@@ -122,9 +122,9 @@ def _busiest_seconds(times: list[float]) -> tuple[int, int]:
     return max(count for _at, count in counts), max(steady)
 
 
-# The time of a circuit's opening is read as its results began to be written: attempts claimed
-# in the milliseconds after, while it was still closed, start after it. Its first probe is
-# half a second (the suite's cooldown) after it.
+# A circuit's opening is timed under the webhook's claim lock: a claim that starts after it
+# waits for the lock and finds the circuit open. The margin is for the hosts' readings of the
+# database's clock. Its first probe is half a second (the suite's cooldown) after it.
 _RACE = dt.timedelta(seconds=0.25)
 
 
