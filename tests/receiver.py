@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -66,7 +67,7 @@ class Receiver:
 
     ``port``: listen there (a receiver that comes back where a dead one was); any free one by
     default. ``max_in_flight(path)``: the most requests to ``path`` it held at once, from
-    reading a request to having written its answer."""
+    reading a request to starting to write its answer."""
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
@@ -90,12 +91,20 @@ class Receiver:
                     at=time.time(),
                 )
                 reply = receiver._record(received)
-                try:
-                    self._answer(received, reply)
-                finally:
-                    receiver._finished(received.path)
+                finished = False
 
-            def _answer(self, received: Received, reply: Reply) -> None:
+                def finish() -> None:
+                    nonlocal finished
+                    if not finished:
+                        finished = True
+                        receiver._finished(received.path)
+
+                try:
+                    self._answer(received, reply, finish)
+                finally:
+                    finish()
+
+            def _answer(self, received: Received, reply: Reply, finish: Callable[[], None]) -> None:
                 if reply.echo:
                     reply = _echo(received, reply)
                 if reply.delay_seconds:
@@ -103,6 +112,9 @@ class Receiver:
                 head = f"HTTP/1.1 {reply.status} Reply\r\n"
                 headers = {**reply.headers, "Content-Length": str(len(reply.body))}
                 head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+                # No longer held once the answer starts on its way: the sender may have it (and
+                # send its next request) before this thread runs again.
+                finish()
                 try:
                     if reply.drip_seconds:
                         for byte in head.encode():
