@@ -193,7 +193,7 @@ def deliveries_record(
         progress.circuits_tried = None
     if progress.changes is None:
         progress.changes = _circuits_update(
-            claims, results, now, dirty=dirty, outcomes=outcomes, progress=progress
+            claims, results, dirty=dirty, outcomes=outcomes, progress=progress
         )
     changes = progress.changes
     if not progress.probes_scheduled:
@@ -640,7 +640,6 @@ def _circuit_outcomes(claims: list[Claim], results: list[TransportResult]) -> _C
 def _circuits_update(
     claims: list[Claim],
     results: list[TransportResult],
-    now: dt.datetime,
     *,
     dirty: set[uuid.UUID] | None = None,
     outcomes: _CircuitOutcomes | None = None,

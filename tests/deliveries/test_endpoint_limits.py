@@ -569,7 +569,7 @@ def test_a_claim_does_not_undo_a_circuit_the_recorder_opened_while_it_decided(
 
     def record_elsewhere():
         try:
-            record_module._circuits_update([in_flight], [refused], timezone.now())
+            record_module._circuits_update([in_flight], [refused])
             recorded.set()
         finally:
             connection.close()
