@@ -753,7 +753,7 @@ def deliveries_recover(
             )
         )
         if connection.vendor == "postgresql":
-            ids = _failed_since(subscription, since)
+            ids = list(_failed_since(subscription, since).values_list("pk", flat=True))
             changed = _in_turn_wait(ids, now=now, statuses=[DeliveryStatus.FAILED])
             recovered = [pk for pk in ids if pk in changed]
         else:
@@ -774,10 +774,10 @@ def deliveries_recover(
     return len(recovered)
 
 
-def _failed_since(subscription: Subscription, since: dt.datetime) -> list[uuid.UUID]:
-    """The ids of the webhook's failed deliveries created at or after ``since``, oldest first:
-    those a recovery sends again (not Send Tests, nor those its template still fails on)."""
-    return list(
+def _failed_since(subscription: Subscription, since: dt.datetime) -> QuerySet[Delivery]:
+    """The webhook's failed deliveries created at or after ``since``, oldest first: those a
+    recovery sends again (not Send Tests, nor those its template still fails on)."""
+    return (
         Delivery.objects.filter(
             subscription=subscription,
             status=DeliveryStatus.FAILED,
@@ -786,7 +786,6 @@ def _failed_since(subscription: Subscription, since: dt.datetime) -> list[uuid.U
         )
         .exclude(_NEVER_RENDERED)
         .order_by("created_at", "id")
-        .values_list("pk", flat=True)
     )
 
 
@@ -794,11 +793,7 @@ def _recover_elsewhere(
     subscription: Subscription, *, since: dt.datetime, now: dt.datetime
 ) -> list[uuid.UUID]:
     """``_IN_TURN_SQL`` for the embedded SQLite (a demo's few rows)."""
-    rows = list(
-        Delivery.objects.filter(pk__in=_failed_since(subscription, since)).order_by(
-            "created_at", "id"
-        )
-    )
+    rows = list(_failed_since(subscription, since))
     _later_wait_elsewhere(rows, list(range(len(rows), 0, -1)), now=now)
     return [row.pk for row in rows]
 
