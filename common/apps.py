@@ -20,9 +20,25 @@ class CommonConfig(AppConfig):
         admin_list._boolean_icon = boolean_icon  # type: ignore[attr-defined]
 
 
+_prepare_threshold: int | None = None
+
+
+def statements_prepare(threshold: int) -> None:
+    """In a process that runs the same statements over and over (a delivery worker): each
+    PostgreSQL session it opens from now on prepares a statement once it has run ``threshold``
+    times (psycopg's ``prepare_threshold``; 0: never, Django's default)."""
+    global _prepare_threshold
+    _prepare_threshold = threshold or None
+
+
 def session_configure(sender: Any, connection: Any, **kwargs: Any) -> None:
     """Set up each new database session: on PostgreSQL, JIT compilation off unless
-    ``DATABASE_JIT`` (``settings.py`` says why)."""
-    if connection.vendor == "postgresql" and not settings.DATABASE_JIT:
+    ``DATABASE_JIT`` (``settings.py`` says why), and statements prepared where
+    ``statements_prepare`` asked for it."""
+    if connection.vendor != "postgresql":
+        return
+    if _prepare_threshold is not None:
+        connection.connection.prepare_threshold = _prepare_threshold
+    if not settings.DATABASE_JIT:
         with connection.cursor() as cursor:
             cursor.execute("SET jit = off")

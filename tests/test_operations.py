@@ -143,6 +143,8 @@ def test_health_answers_503_within_seconds_when_the_broker_does_not_answer(catal
         ("WEBHOOKS_SWEEP_INTERVAL_SECONDS", "0"),
         ("CELERY_BROKER_SOCKET_TIMEOUT", "0.5"),
         ("WEBHOOKS_SECRET_ROTATION_GRACE_SECONDS", "-3600"),
+        ("DATABASE_WORKER_PREPARE_THRESHOLD", "-1"),
+        ("DATABASE_WORKER_PREPARE_THRESHOLD", "often"),
     ],
 )
 def test_a_bad_value_is_refused_at_start_naming_its_variable(variable, value):

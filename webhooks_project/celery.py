@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import after_task_publish, beat_init, task_prerun
+from celery.signals import after_task_publish, beat_init, task_prerun, worker_init
 from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
@@ -31,6 +31,18 @@ def _database_connections_refresh(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+def _statements_prepare(**kwargs: Any) -> None:
+    """In a worker (before its pool starts): its database sessions prepare the statements they
+    run over and over (``DATABASE_WORKER_PREPARE_THRESHOLD``; ``settings.py`` says why only
+    here)."""
+    from django.conf import settings
+
+    from common.apps import statements_prepare
+
+    statements_prepare(settings.DATABASE_WORKER_PREPARE_THRESHOLD)
 
 
 # --- Liveness and metrics -------------------------------------------------------------------

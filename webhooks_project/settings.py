@@ -168,6 +168,19 @@ WEBHOOKS_DATA_DIR = Path(env_str("WEBHOOKS_DATA_DIR", str(BASE_DIR / "var")))
 # CPU in a sweep (every 2 s) that runs in 30 ms without it, with a million deliveries stored.
 DATABASE_JIT = env_bool("DATABASE_JIT", False)
 
+# In the delivery workers (webhooks_project/celery.py), a statement run this many times on one
+# PostgreSQL session is prepared once, and PostgreSQL may then keep its plan instead of parsing
+# and planning it at every run: the engine runs the same few statements thousands of times.
+# Not in the web processes, where a kept plan can be wrong for the admin's varied filters
+# (a list filtered on a rare status took 15 % longer). 0 turns it off, as a connection pooler
+# that does not keep prepared statements needs.
+DATABASE_WORKER_PREPARE_THRESHOLD = env_int("DATABASE_WORKER_PREPARE_THRESHOLD", 5)
+if DATABASE_WORKER_PREPARE_THRESHOLD < 0:
+    raise ImproperlyConfigured(
+        f"DATABASE_WORKER_PREPARE_THRESHOLD={DATABASE_WORKER_PREPARE_THRESHOLD} must be 0 (off) "
+        "or more."
+    )
+
 # PostgreSQL through psycopg 3 when DATABASE_URL is set; otherwise the embedded SQLite file.
 # The SQLite options are the ones that keep web, worker and beat from failing with
 # "database is locked" when they write at the same time.
