@@ -190,6 +190,13 @@ class Delivery(models.Model):
                 condition=Q(status="pending", leased_until__isnull=False),
                 name="delivery_leased_idx",
             ),
+            # Sent now by hand ("send now"): until a worker takes one up, it holds a slot of
+            # its webhook's concurrency all the same (``claim.py``). A handful at most.
+            models.Index(
+                fields=["subscription"],
+                condition=Q(status="pending", next_trigger="manual"),
+                name="delivery_sent_now_idx",
+            ),
             # Pending with no live message: waiting for their webhook (its concurrency, rate or
             # circuit breaker), or for a retry too far off for a message. In the order they are
             # taken up (``claim.py``), so taking up the next few reads a few entries, not the

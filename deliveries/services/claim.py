@@ -8,7 +8,8 @@ budget, and takes only what fits. The rest is left waiting without a task messag
 (``enqueued_at`` cleared): the attempts in flight take it up when they finish
 (``deliveries_claim_waiting``), a probe reopens a broken circuit, and the sweeper re-drives what
 nobody will (``redrive.py``). Send Test and manual retriggers are asked for by a person: they go
-whatever the limits.
+whatever the limits, and a delivery sent now by hand counts as in flight from the moment it is
+sent (``redrive.py`` gives it a free slot), not only once a worker takes it up.
 
 A paused webhook's automatic deliveries are all held (left waiting). A webhook catching up after
 a pause (``pausing.py``) sends one at a time, and only its head: the waiting delivery due first
@@ -362,7 +363,10 @@ def _claim(
             continue  # this webhook's share is taken; the rest go on waiting
         elif trigger in _BYPASS_LIMITS or plan.admits(subscription_id, pk):
             if trigger in _BYPASS_LIMITS:
-                plan.count(subscription_id)  # it goes whatever the limits, but holds a slot
+                # It goes whatever the limits, but holds a slot: a delivery sent now by hand
+                # from the moment it was sent, which the read of the webhook counted already
+                # (``_endpoints_read``).
+                plan.count(subscription_id, counted=trigger == AttemptTrigger.MANUAL)
             plan.chosen.append(pk)
             if not park:  # taking up deliveries that waited: fewer wait now
                 plan.waiting_taken[subscription_id] = plan.waiting_taken.get(subscription_id, 0) + 1
@@ -541,13 +545,17 @@ class _Plan:
         self.count(endpoint, concurrency)
         return True
 
-    def count(self, endpoint: uuid.UUID, concurrency: int | None = None) -> None:
+    def count(
+        self, endpoint: uuid.UUID, concurrency: int | None = None, *, counted: bool = False
+    ) -> None:
         """Count one more attempt in flight to ``endpoint`` (at most ``concurrency``, by
-        default the webhook's), and whether it took the last slot."""
+        default the webhook's; ``counted``: the read counted it already), and whether it took
+        the last slot."""
         info = self.endpoints.get(endpoint)
         if info is None:
             return
-        info.in_flight += 1
+        if not counted:
+            info.in_flight += 1
         if info.in_flight >= (concurrency or info.concurrency):
             self.filled.add(endpoint)
 
@@ -645,10 +653,23 @@ _STATE_FIELDS = (
 )
 
 
+def _slot_holders(now: dt.datetime) -> Q:
+    """A pending delivery that holds one of its webhook's slots: in flight (leased), or sent now
+    by hand and not yet taken up by a worker."""
+    return Q(leased_until__gte=now) | (
+        Q(next_trigger=AttemptTrigger.MANUAL)
+        & (Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    )
+
+
 def _endpoints_read(
     endpoints: list[uuid.UUID], now: dt.datetime, *, waiting_cap: int
 ) -> dict[uuid.UUID, _Endpoint]:
     """The limits, deliveries in flight and state of each webhook (one query on PostgreSQL).
+
+    In flight counts the deliveries sent now by hand that no worker has taken up yet: a person's
+    "send now" goes whatever the limits, within the slots that were free when it was sent
+    (``redrive.py``), and the automatic deliveries claimed meanwhile must not take them too.
 
     Its waiting deliveries are counted up to ``waiting_cap`` only: a webhook with a backlog
     of thousands would otherwise be counted whole by every claim, under its lock."""
@@ -660,7 +681,10 @@ def _endpoints_read(
                 "SELECT s.id, s.updated_at, s.is_active, s.failing_since, s.max_concurrency, "  # noqa: S608 - column names only
                 "s.rate_limit_per_second, (SELECT count(*) FROM deliveries_delivery AS d "
                 "WHERE d.subscription_id = s.id AND d.status = 'pending' AND "
-                "d.leased_until >= %s), (SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery "
+                "d.leased_until >= %s) + (SELECT count(*) FROM deliveries_delivery AS m "
+                "WHERE m.subscription_id = s.id AND m.status = 'pending' AND "
+                "m.next_trigger = 'manual' AND (m.leased_until IS NULL OR m.leased_until < %s)), "
+                "(SELECT count(*) FROM (SELECT 1 FROM deliveries_delivery "
                 "AS w WHERE w.subscription_id = s.id AND w.status = 'pending' AND w.enqueued_at "
                 "IS NULL AND (w.leased_until IS NULL OR w.leased_until < %s) LIMIT %s) AS w), "
                 "(SELECT count(*) FROM subscriptions_signingsecret AS k "
@@ -671,7 +695,7 @@ def _endpoints_read(
                 "s.catching_up_since IS NOT NULL THEN (" + _HEAD_SQL + ") END"
                 " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
                 "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])",
-                [now, now, waiting_cap, now, now, now, endpoints],
+                [now, now, now, waiting_cap, now, now, now, endpoints],
             )
             width = len(_STATE_FIELDS)
             for row in cursor.fetchall():
@@ -697,9 +721,8 @@ def _endpoints_read(
                 )
         return found
     in_flight = dict(
-        Delivery.objects.filter(
-            subscription_id__in=endpoints, status=DeliveryStatus.PENDING, leased_until__gte=now
-        )
+        Delivery.objects.filter(subscription_id__in=endpoints, status=DeliveryStatus.PENDING)
+        .filter(_slot_holders(now))
         .values("subscription_id")
         .annotate(count=Count("pk"))
         .values_list("subscription_id", "count")

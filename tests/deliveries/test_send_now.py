@@ -20,6 +20,7 @@ from deliveries.services import (
     delivery_retrigger,
     event_fan_out,
 )
+from deliveries.services.claim import deliveries_claim
 from events.services import event_publish
 from subscriptions.services import subscription_update
 from tests.deliveries.factories import delivery_create
@@ -311,6 +312,7 @@ def test_a_retrying_delivery_sent_within_the_limits_keeps_its_schedule_when_it_f
     retrying = _retrying(subscription, dt.timedelta(hours=2))
     scheduled = retrying.next_attempt_at
     deliveries_retrigger(delivery_ids=[first.pk, retrying.pk])  # the first goes at once
+    delivery_attempt(delivery_id=first.pk)  # and holds the one slot until it is answered
 
     attempt = delivery_attempt(delivery_id=retrying.pk)
 
@@ -355,6 +357,38 @@ def test_a_webhook_with_its_slots_taken_gets_one_delivery_at_once_and_the_rest_i
         AttemptTrigger.MANUAL,
         AttemptTrigger.RECOVERY,
     ]
+
+
+def test_deliveries_sent_now_hold_their_slots_until_a_worker_takes_them_up(school):
+    subscription = SubscriptionFactory(school=school, max_concurrency=2)
+    failed = [delivery_create(subscription) for _ in range(2)]
+    deliveries_retrigger(delivery_ids=[d.pk for d in failed])  # two free slots: both at once
+    due = [delivery_create(subscription, status=DeliveryStatus.PENDING) for _ in range(2)]
+
+    # Automatic deliveries claimed before a worker takes up the ones sent now
+    automatic = deliveries_claim(delivery_ids=[str(d.pk) for d in due])
+    sent_now = deliveries_claim(delivery_ids=[str(d.pk) for d in failed])
+    then = deliveries_claim(delivery_ids=[str(d.pk) for d in due])
+
+    assert automatic.claims == []
+    assert sorted(automatic.waiting) == sorted(str(d.pk) for d in due)
+    assert {claim.delivery.pk for claim in sent_now.claims} == {d.pk for d in failed}
+    assert then.claims == []
+    in_flight = Delivery.objects.filter(subscription=subscription, leased_until__gte=timezone.now())
+    assert in_flight.count() == 2
+
+
+def test_a_delivery_sent_now_takes_one_slot_not_two_when_claimed_with_automatic_ones(school):
+    subscription = SubscriptionFactory(school=school, max_concurrency=2)
+    failed = delivery_create(subscription)
+    deliveries_retrigger(delivery_ids=[failed.pk])
+    due = [delivery_create(subscription, status=DeliveryStatus.PENDING) for _ in range(2)]
+
+    outcome = deliveries_claim(delivery_ids=[str(failed.pk), *(str(d.pk) for d in due)])
+
+    assert len(outcome.claims) == 2  # the one sent now and one automatic: the two slots
+    assert failed.pk in {claim.delivery.pk for claim in outcome.claims}
+    assert len(outcome.waiting) == 1
 
 
 def test_send_tests_in_a_selection_take_no_slot_of_their_webhook(school):
