@@ -172,7 +172,7 @@ DATABASE_JIT = env_bool("DATABASE_JIT", False)
 # PostgreSQL session is prepared once, and PostgreSQL may then keep its plan instead of parsing
 # and planning it at every run: the engine runs the same few statements thousands of times.
 # Not in the web processes, where a kept plan can be wrong for the admin's varied filters
-# (a list filtered on a rare status took 15 % longer). 0 turns it off, as a connection pooler
+# (a list filtered on a rare status took 15-20 % longer). 0 turns it off, as a connection pooler
 # that does not keep prepared statements needs.
 DATABASE_WORKER_PREPARE_THRESHOLD = env_int("DATABASE_WORKER_PREPARE_THRESHOLD", 5)
 if DATABASE_WORKER_PREPARE_THRESHOLD < 0:
