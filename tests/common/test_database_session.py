@@ -52,17 +52,6 @@ def test_the_database_decides_when_jit_is_wanted(settings):
         assert _new_session_jit() == "on"
 
 
-@contextlib.contextmanager
-def _prepared_from(threshold: int) -> Iterator[None]:
-    from common.apps import statements_prepare
-
-    statements_prepare(threshold)
-    try:
-        yield
-    finally:
-        statements_prepare(0)
-
-
 def _prepared_after(runs: int) -> list[str]:
     """The statements a new session holds prepared after running one query ``runs`` times."""
     with _session() as cursor:
@@ -72,11 +61,18 @@ def _prepared_after(runs: int) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _worker_init() -> None:
-    """What a Celery worker runs at start (``worker_init``), before its pool."""
+@contextlib.contextmanager
+def _as_a_worker() -> Iterator[None]:
+    """This process set up as a Celery worker is at its start (``worker_init``, before its
+    pool), then set back as a web process."""
+    from common.apps import statements_prepare
     from webhooks_project.celery import _statements_prepare
 
     _statements_prepare()
+    try:
+        yield
+    finally:
+        statements_prepare(0)
 
 
 def test_a_web_process_plans_each_statement_anew():
@@ -86,8 +82,7 @@ def test_a_web_process_plans_each_statement_anew():
 def test_a_worker_prepares_a_statement_once_it_has_run_often(settings):
     settings.DATABASE_WORKER_PREPARE_THRESHOLD = 3
 
-    with _prepared_from(0):
-        _worker_init()
+    with _as_a_worker():
         assert _prepared_after(3) == []
         assert _prepared_after(4) == ["SELECT $1::int + 1"]
 
@@ -95,6 +90,5 @@ def test_a_worker_prepares_a_statement_once_it_has_run_often(settings):
 def test_a_worker_can_be_told_to_prepare_nothing(settings):
     settings.DATABASE_WORKER_PREPARE_THRESHOLD = 0
 
-    with _prepared_from(0):
-        _worker_init()
+    with _as_a_worker():
         assert _prepared_after(20) == []
