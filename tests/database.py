@@ -67,9 +67,13 @@ def rows_clone(model: type[models.Model], pk: Any, count: int, varied: Mapping[s
         )
 
 
-def rows_read(sql: str, params: list[Any]) -> int:
+def rows_read(sql: str, params: list[Any], *, generic: bool = False) -> int:
     """The most rows any step of ``sql``'s plan read over all its loops, filtered out or not
-    (``EXPLAIN ANALYZE``: the statement runs)."""
+    (``EXPLAIN ANALYZE``: the statement runs).
+
+    ``generic``: by the plan PostgreSQL makes for any parameters (as it may keep for a
+    statement a worker prepared, ``DATABASE_WORKER_PREPARE_THRESHOLD``), not for these ones.
+    """
 
     removed = (
         "Rows Removed by Filter",
@@ -84,9 +88,27 @@ def rows_read(sql: str, params: list[Any]) -> int:
         for child in node.get("Plans", []):
             yield from read(child)
 
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
-        return max(read(cursor.fetchone()[0][0]["Plan"]))
+    if not generic:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            return max(read(cursor.fetchone()[0][0]["Plan"]))
+    numbered = sql.replace("%s", "${}").format(*range(1, len(params) + 1))
+    # A client-side cursor: the statement's own placeholders go to PREPARE as written, and the
+    # arguments to EXECUTE as literals (PostgreSQL infers no type for a bound one there).
+    connection.ensure_connection()
+    with psycopg.ClientCursor(connection.connection) as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute("PREPARE rows_read_generic AS " + numbered)
+        try:
+            arguments = ", ".join(["%s"] * len(params))
+            cursor.execute(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE rows_read_generic({arguments})",
+                [str(p) if isinstance(p, str) else p for p in params],
+            )
+            return max(read(cursor.fetchone()[0][0]["Plan"]))
+        finally:
+            cursor.execute("DEALLOCATE rows_read_generic")
+            cursor.execute("RESET plan_cache_mode")
 
 
 class RowsFetched:

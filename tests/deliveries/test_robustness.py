@@ -205,8 +205,12 @@ def test_the_sweeper_finds_the_lost_send_tests_without_reading_every_waiting_del
     lost = send_tests_lost(now=timezone.now())
 
     read = rows_read(*lost.values("pk").query.sql_with_params())
+    # The sweeper runs in a worker, whose sessions prepare what they run over and over: the
+    # plan PostgreSQL may keep for any parameters reads as few.
+    read_by_any_plan = rows_read(*lost.values("pk").query.sql_with_params(), generic=True)
 
     assert read <= 2
+    assert read_by_any_plan <= 2
     assert list(lost.values_list("replay_number", flat=True)) == [3001]
 
 
