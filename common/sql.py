@@ -1,4 +1,4 @@
-"""Fixed statements for the hottest simple writes.
+"""Fixed statements for the hottest simple writes, and constants written into statements.
 
 Building an ORM update costs more CPU than PostgreSQL takes to run it (an
 ``objects.filter(pk__in=...).update(...)`` about 350 µs, the same text sent as is about
@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, models
+from django.db.models.expressions import Expression
 
 
 def columns_of(model: type[models.Model], attnames: Iterable[str]) -> list[str]:
@@ -46,3 +47,20 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
             f"UPDATE {meta.db_table} SET {assignments} WHERE {pk.column} = ANY(%s)",  # noqa: S608
             params,
         )
+
+
+class Written(Expression):
+    """A text constant of the code written into the statement, not sent as a parameter.
+
+    For a condition a partial index is made on (``status = 'pending'``): a worker's session
+    prepares the statements it runs over and over, and PostgreSQL may keep one plan for any
+    value of a parameter (a generic plan), which cannot use such an index and reads every row
+    of that status instead. Only for the code's own constants, never for input.
+    """
+
+    def __init__(self, value: str) -> None:
+        super().__init__(output_field=models.CharField())
+        self.value = str(value)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str | int, ...]]:
+        return "'" + self.value.replace("'", "''") + "'", ()

@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from audit.models import AuditAction
 from audit.services import Actor, audit_record
 from common.clock import db_now
+from common.sql import Written
 from common.transactions import after_commit
 from subscriptions.models import Subscription
 
@@ -254,7 +255,9 @@ def catch_ups_drive(*, now: dt.datetime | None = None) -> int:
     now = now or db_now()
     stale = now - dt.timedelta(seconds=settings.WEBHOOKS_REDRIVE_AFTER_SECONDS)
     in_flight = Delivery.objects.filter(
-        subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
+        subscription_id=OuterRef("pk"),
+        status=Written(DeliveryStatus.PENDING),
+        leased_until__gte=now,
     )
     broken = webhooks_held_by_circuit()
     idle = (
@@ -288,7 +291,9 @@ def _catch_ups_end(candidates: list[uuid.UUID]) -> int:
         endpoints_lock(candidates)
         now = db_now()
         in_flight = Delivery.objects.filter(
-            subscription_id=OuterRef("pk"), status=DeliveryStatus.PENDING, leased_until__gte=now
+            subscription_id=OuterRef("pk"),
+            status=Written(DeliveryStatus.PENDING),
+            leased_until__gte=now,
         )
         rows = (
             Subscription.objects.filter(pk__in=candidates, catching_up_since__isnull=False)
@@ -318,7 +323,7 @@ def catch_up_head(
     return (
         Delivery.objects.filter(
             subscription_id=subscription_id,
-            status=DeliveryStatus.PENDING,
+            status=Written(DeliveryStatus.PENDING),  # the index's condition: any plan uses it
             enqueued_at__isnull=True,
             next_attempt_at__lte=now,
             next_attempt_at__lt=since,

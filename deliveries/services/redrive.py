@@ -13,24 +13,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import (
-    BooleanField,
-    Case,
-    Count,
-    Exists,
-    F,
-    OuterRef,
-    Q,
-    QuerySet,
-    Value,
-    When,
-)
-from django.db.models.expressions import RawSQL
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import Actor, audit_record, audit_record_many
 from common.clock import db_now
+from common.sql import Written
 from common.transactions import after_commit
 from events.models import Event, ScheduledEvent
 from subscriptions.models import Subscription
@@ -143,7 +132,7 @@ def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[
     return list(
         Delivery.objects.select_for_update(skip_locked=True)
         .filter(
-            status=DeliveryStatus.PENDING,
+            status=Written(DeliveryStatus.PENDING),  # the index's condition: any plan uses it
             enqueued_at__lt=stale,
             next_attempt_at__lte=now,
             is_test=False,
@@ -237,18 +226,6 @@ LIMIT %(limit)s
 )
 
 
-# The status of the index's condition written into the statement, not passed as a parameter:
-# the sweeper runs in a worker, whose sessions prepare the statements they run over and over,
-# and a plan PostgreSQL keeps for any status could not use the index (it would read every
-# waiting delivery).
-_PENDING_WRITTEN_OUT = RawSQL(  # noqa: S611 - a table name and a constant only
-    f"{connection.ops.quote_name(Delivery._meta.db_table)}.status = "
-    f"'{DeliveryStatus.PENDING.value}'",
-    (),
-    output_field=BooleanField(),
-)
-
-
 def send_tests_lost(*, now: dt.datetime) -> QuerySet[Delivery]:
     """Send Tests still pending long after they were made: the process sending them stopped.
 
@@ -258,7 +235,9 @@ def send_tests_lost(*, now: dt.datetime) -> QuerySet[Delivery]:
     """
     lost_before = now - dt.timedelta(minutes=5)
     return (
-        Delivery.objects.filter(_PENDING_WRITTEN_OUT, is_test=True, created_at__lt=lost_before)
+        Delivery.objects.filter(
+            is_test=True, status=Written(DeliveryStatus.PENDING), created_at__lt=lost_before
+        )
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=lost_before))
     )
@@ -300,7 +279,7 @@ def probe_delivery(*, endpoint: uuid.UUID, now: dt.datetime, due: bool) -> uuid.
     ``delivery_waiting_in_order_idx`` in order (a few entries, however long the backlog of a
     receiver that has been dead for days); only if none waits, those with a message out."""
     pending = Delivery.objects.filter(
-        subscription_id=endpoint, status=DeliveryStatus.PENDING, is_test=False
+        subscription_id=endpoint, status=Written(DeliveryStatus.PENDING), is_test=False
     ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
     if due:
         pending = pending.filter(next_attempt_at__lte=now)
@@ -549,7 +528,9 @@ def _slots_taken(endpoints: set[uuid.UUID], *, now: dt.datetime) -> dict[uuid.UU
     if not endpoints:
         return {}
     rows = (
-        Delivery.objects.filter(subscription_id__in=endpoints, status=DeliveryStatus.PENDING)
+        Delivery.objects.filter(
+            subscription_id__in=endpoints, status=Written(DeliveryStatus.PENDING)
+        )
         .filter(
             Q(leased_until__gte=now)
             | Q(

@@ -1,6 +1,8 @@
 """The sweeper's re-drive: what it sends again, what it leaves to others, and what it reads."""
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
 from django.db import connection, transaction
@@ -93,7 +95,30 @@ def test_the_sweeper_leaves_waiting_deliveries_to_whoever_will_send_them(school)
     assert Delivery.objects.filter(pk__in=held, enqueued_at__isnull=False).count() == 0
 
 
-def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_webhooks(school):
+@contextlib.contextmanager
+def _plans_for_any_values() -> Iterator[None]:
+    """Inside the block, this session prepares a statement the second time it runs it, and
+    PostgreSQL plans a prepared one for any values of its parameters (a generic plan): what it
+    may keep for a worker's session (``DATABASE_WORKER_PREPARE_THRESHOLD``)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 1
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = threshold
+        with connection.cursor() as cursor:
+            cursor.execute("RESET plan_cache_mode")
+            cursor.execute("DEALLOCATE ALL")
+
+
+@pytest.mark.parametrize("any_values", [False, True], ids=["custom plans", "generic plans"])
+def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_webhooks(
+    school, any_values
+):
     now = timezone.now()
     paused, paused_ids = _waiting(school, 1, topics=["course.created"])
     broken, broken_ids = _waiting(school, 1, topics=["course.created"])
@@ -113,11 +138,17 @@ def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_w
     for delivery in (paused_ids[0], broken_ids[0], busy_ids[0]):
         rows_clone(Delivery, delivery, 3000, {"id": "gen_random_uuid()", "replay_number": "n"})
 
-    with transaction.atomic():
-        with rows_fetched(Delivery) as sweep:
-            result = deliveries_sweep()
-        re_driven = _re_driven(idle_ids)
-        transaction.set_rollback(True)
+    with contextlib.ExitStack() as stack:
+        if any_values:
+            stack.enter_context(_plans_for_any_values())
+            with transaction.atomic():
+                deliveries_sweep()  # each statement once: the sweep below runs them prepared
+                transaction.set_rollback(True)
+        with transaction.atomic():
+            with rows_fetched(Delivery) as sweep:
+                result = deliveries_sweep()
+            re_driven = _re_driven(idle_ids)
+            transaction.set_rollback(True)
 
     assert (result.deliveries_enqueued, result.probes_sent) == (1, 1)
     assert re_driven == set(idle_ids)
