@@ -371,6 +371,11 @@ def _events_waiting(
                 [list(passed_over), created_before, created_before, limit],
             )
         )
+        if len(connection.atomic_blocks) > 1:
+            # Inside a caller's transaction the setting would outlive this read (the caller's
+            # reads could not use the bitmap scans they plan for).
+            with connection.cursor() as cursor:
+                cursor.execute("RESET enable_bitmapscan")
         for event in events:
             values = [getattr(event, alias) for alias in _SCHOOL_ALIASES]
             event.school = School.from_db(connection.alias, _SCHOOL_FIELDS, values)

@@ -117,6 +117,20 @@ def test_a_full_batch_takes_the_oldest_and_asks_for_another_task(school):
 
 
 @pytest.mark.django_db
+def test_a_fan_out_inside_a_callers_transaction_leaves_its_planner_settings_as_they_were(school):
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school)
+
+    with transaction.atomic():
+        assert events_fan_out_waiting() == 1
+        with connection.cursor() as cursor:
+            # The read of the outbox walks its index without bitmap scans; the caller's next
+            # reads (the sweeper's, in the same transaction) plan as usual.
+            cursor.execute("SHOW enable_bitmapscan")
+            assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db
 def test_requests_are_coalesced_until_a_task_takes_them():
     assert fan_out_request() is True
     assert fan_out_request() is False
