@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -47,6 +46,12 @@ def _text_issue(value: str) -> str | None:
         if "\ud800" <= char <= "\udfff":
             return f"U+{ord(char):04X}"
     return None
+
+
+def text_storable(value: str) -> bool:
+    """Whether ``value`` can be stored as text (``text_problem`` says why not): a check that
+    costs no sentence when it can."""
+    return _text_issue(value) is None
 
 
 def text_problem(value: str, *, subject: str) -> str | None:
@@ -95,6 +100,19 @@ def _key_path(path: str, key: str) -> str:
     return f"{path}{step}" if path else shown
 
 
+def _path_of(place: Any) -> str:
+    """The path of a place in ``json_problems``' walk: a path, or (the parent's place, a key or
+    an index)."""
+    steps: list[str | int] = []
+    while isinstance(place, tuple):
+        place, step = place
+        steps.append(step)
+    path: str = place
+    for step in reversed(steps):
+        path = f"{path}[{step}]" if isinstance(step, int) else _key_path(path, step)
+    return path
+
+
 def _subject(path: str) -> str:
     """A path as the subject of a sentence: the value itself is "The body"."""
     return _short(path) or _("The body")
@@ -121,11 +139,14 @@ def json_problems(
     ``data.items[2]``. Walks with an explicit stack, so any depth is safe to inspect.
     """
     problems: list[tuple[str, str]] = []
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    # A value's place: its path, or (its parent's place, its key or index), the path written
+    # out only for a value with a problem (``_path_of``).
+    stack: list[tuple[Any, Any, int]] = [(value, path, 0)]
     while stack and len(problems) < MAX_PROBLEMS:
-        item, where, depth = stack.pop()
+        item, place, depth = stack.pop()
         if isinstance(item, dict | list | tuple):
             if depth >= max_depth:
+                where = _path_of(place)
                 problems.append(
                     (
                         _short(where),
@@ -134,27 +155,30 @@ def json_problems(
                     )
                 )
                 continue
-            children: Iterator[tuple[Any, str]]
+            children: list[tuple[Any, Any, int]]
             if isinstance(item, dict):
                 for key in item:
                     if isinstance(key, str) and _text_issue(key):
+                        where = _path_of(place)
                         problems.append((_short(where), _key_problem(key, _subject(where))))
-                children = ((child, _key_path(where, str(key))) for key, child in item.items())
+                children = [(child, (place, str(key)), depth + 1) for key, child in item.items()]
             else:
-                children = ((child, f"{where}[{index}]") for index, child in enumerate(item))
+                children = [(child, (place, index), depth + 1) for index, child in enumerate(item)]
             # Reversed onto the stack, so problems come out in document order.
-            stack.extend(
-                (child, child_path, depth + 1) for child, child_path in reversed(list(children))
-            )
+            children.reverse()
+            stack.extend(children)
         elif isinstance(item, str):
-            problem = text_problem(item, subject=_subject(where)) if _text_issue(item) else None
+            problem = None
+            if _text_issue(item):
+                problem = text_problem(item, subject=_subject(_path_of(place)))
             if problem is None and datetimes:
                 parsed = aware_datetime_parse(item)
                 if parsed is not None and datetime_problem(parsed, subject=""):
-                    problem = datetime_problem(parsed, subject=_subject(where))
+                    problem = datetime_problem(parsed, subject=_subject(_path_of(place)))
             if problem:
-                problems.append((_short(where), problem))
+                problems.append((_short(_path_of(place)), problem))
         elif isinstance(item, float) and not math.isfinite(item):
+            where = _path_of(place)
             problems.append(
                 (
                     _short(where),

@@ -27,7 +27,7 @@ from django.utils.translation import gettext as _
 
 from common.clock import db_now
 from schools.models import School
-from webhook_engine.inputs import datetime_problem, json_problems, text_problem
+from webhook_engine.inputs import datetime_problem, json_problems, text_problem, text_storable
 
 from ..models import Event, EventType
 from ..schemas import data_errors
@@ -122,9 +122,8 @@ def event_publish_or_get(
     occurred_at = _occurred_at_validate(occurred_at)
     key = idempotency_key_validate(idempotency_key)
 
-    owner = Q(school=school) if school_slug is None else Q(school__slug=school_slug)
     if key is not None:
-        existing = Event.objects.filter(owner, idempotency_key=key).first()
+        existing = Event.objects.filter(_owner(school, school_slug), idempotency_key=key).first()
         if existing is not None:
             return _event_same_or_conflict(existing, type=type, data=normalized), False
 
@@ -148,13 +147,18 @@ def event_publish_or_get(
             event = _event_insert(Event(**fields), school_slug=school_slug)
     except IntegrityError:
         # Another publisher committed the same key between our lookup and our insert.
-        existing = Event.objects.filter(owner, idempotency_key=key).first()
+        existing = Event.objects.filter(_owner(school, school_slug), idempotency_key=key).first()
         if existing is None:
             raise
         return _event_same_or_conflict(existing, type=type, data=normalized), False
 
     _fan_out_after_commit(event)
     return event, True
+
+
+def _owner(school: School, school_slug: str | None) -> Q:
+    """The events of the publishing school (by its slug, when given one)."""
+    return Q(school=school) if school_slug is None else Q(school__slug=school_slug)
 
 
 _INSERT_FIELDS = tuple(
@@ -229,9 +233,8 @@ def _fan_out_after_commit(event: Event) -> None:
 def event_type_get(key: str) -> EventType:
     if not isinstance(key, str):
         raise ValidationError({"type": [_("The event type is not text.")]})
-    problem = text_problem(key, subject=_("The event type"))
-    if problem:
-        raise ValidationError({"type": [problem]})
+    if not text_storable(key):
+        raise ValidationError({"type": [text_problem(key, subject=_("The event type"))]})
     event_type = event_type_for_publish(key)
     if event_type is None:
         raise ValidationError(
@@ -311,9 +314,8 @@ def idempotency_key_validate(idempotency_key: str | None) -> str | None:
         return None
     if len(key) > 255:
         raise ValidationError({"idempotency_key": [_("Use at most 255 characters.")]})
-    problem = text_problem(key, subject=_("The key"))
-    if problem:
-        raise ValidationError({"idempotency_key": [problem]})
+    if not text_storable(key):
+        raise ValidationError({"idempotency_key": [text_problem(key, subject=_("The key"))]})
     return key
 
 
@@ -346,15 +348,18 @@ def _json_problems_raise(problems: list[tuple[str, str]]) -> None:
         raise ValidationError({"data": [message for _path, message in problems]})
 
 
-def _json_value(value: Any, path: str) -> Any:
-    """Return ``value`` as plain JSON, or raise a ValidationError naming the offending path."""
+def _json_value(value: Any, place: Any) -> Any:
+    """Return ``value`` as plain JSON, or raise a ValidationError naming the offending path.
+
+    ``place``: the value's path, or (its parent's place, its key or index), written out only
+    for an error (``_path_of``)."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError({"data": [_not_representable(path, value)]})
+            raise ValidationError({"data": [_not_representable(_path_of(place), value)]})
         return value
     if isinstance(value, dict):
         result = {}
@@ -364,21 +369,21 @@ def _json_value(value: Any, path: str) -> Any:
                     {
                         "data": [
                             _("%(path)s has the key %(key)s; JSON object keys must be strings.")
-                            % {"path": path, "key": repr(key)}
+                            % {"path": _path_of(place), "key": repr(key)}
                         ]
                     }
                 )
-            result[key] = _json_value(item, f"{path}.{key}")
+            result[key] = _json_value(item, (place, key))
         return result
     if isinstance(value, list | tuple):
-        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [_json_value(item, (place, index)) for index, item in enumerate(value)]
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
             raise ValidationError(
                 {
                     "data": [
                         _("%(path)s is a datetime without a time zone; give an aware datetime.")
-                        % {"path": path}
+                        % {"path": _path_of(place)}
                     ]
                 }
             )
@@ -389,16 +394,28 @@ def _json_value(value: Any, path: str) -> Any:
         return str(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValidationError({"data": [_not_representable(path, value)]})
+            raise ValidationError({"data": [_not_representable(_path_of(place), value)]})
         return str(value)
     raise ValidationError(
         {
             "data": [
                 _("%(path)s is a %(type)s, which is not JSON-serializable.")
-                % {"path": path, "type": type(value).__name__}
+                % {"path": _path_of(place), "type": type(value).__name__}
             ]
         }
     )
+
+
+def _path_of(place: Any) -> str:
+    """A place of ``_json_value`` as a path: ``data.course.id``, ``data.items[2]``."""
+    steps: list[str | int] = []
+    while isinstance(place, tuple):
+        place, step = place
+        steps.append(step)
+    path: str = place
+    for step in reversed(steps):
+        path = f"{path}[{step}]" if isinstance(step, int) else f"{path}.{step}"
+    return path
 
 
 def _not_representable(path: str, value: object) -> str:
