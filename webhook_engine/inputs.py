@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -100,16 +101,18 @@ def _key_path(path: str, key: str) -> str:
     return f"{path}{step}" if path else shown
 
 
-def _path_of(place: Any) -> str:
-    """The path of a place in ``json_problems``' walk: a path, or (the parent's place, a key or
-    an index)."""
+def place_path(place: Any, *, key_step: Callable[[str, str], str] | None = None) -> str:
+    """The path of a place in a walk of JSON that writes paths out only when it needs one: a
+    path, or (the parent's place, a key or an index). An index reads ``[2]``; a key as
+    ``key_step(path, key)`` says, by default ``.id`` or ``["odd key"]``."""
+    key_step = key_step or _key_path
     steps: list[str | int] = []
     while isinstance(place, tuple):
         place, step = place
         steps.append(step)
     path: str = place
     for step in reversed(steps):
-        path = f"{path}[{step}]" if isinstance(step, int) else _key_path(path, step)
+        path = f"{path}[{step}]" if isinstance(step, int) else key_step(path, step)
     return path
 
 
@@ -140,13 +143,13 @@ def json_problems(
     """
     problems: list[tuple[str, str]] = []
     # A value's place: its path, or (its parent's place, its key or index), the path written
-    # out only for a value with a problem (``_path_of``).
+    # out only for a value with a problem (``place_path``).
     stack: list[tuple[Any, Any, int]] = [(value, path, 0)]
     while stack and len(problems) < MAX_PROBLEMS:
         item, place, depth = stack.pop()
         if isinstance(item, dict | list | tuple):
             if depth >= max_depth:
-                where = _path_of(place)
+                where = place_path(place)
                 problems.append(
                     (
                         _short(where),
@@ -159,7 +162,7 @@ def json_problems(
             if isinstance(item, dict):
                 for key in item:
                     if isinstance(key, str) and _text_issue(key):
-                        where = _path_of(place)
+                        where = place_path(place)
                         problems.append((_short(where), _key_problem(key, _subject(where))))
                 children = [(child, (place, str(key)), depth + 1) for key, child in item.items()]
             else:
@@ -170,15 +173,15 @@ def json_problems(
         elif isinstance(item, str):
             problem = None
             if _text_issue(item):
-                problem = text_problem(item, subject=_subject(_path_of(place)))
+                problem = text_problem(item, subject=_subject(place_path(place)))
             if problem is None and datetimes:
                 parsed = aware_datetime_parse(item)
                 if parsed is not None and datetime_problem(parsed, subject=""):
-                    problem = datetime_problem(parsed, subject=_subject(_path_of(place)))
+                    problem = datetime_problem(parsed, subject=_subject(place_path(place)))
             if problem:
-                problems.append((_short(_path_of(place)), problem))
+                problems.append((_short(place_path(place)), problem))
         elif isinstance(item, float) and not math.isfinite(item):
-            where = _path_of(place)
+            where = place_path(place)
             problems.append(
                 (
                     _short(where),

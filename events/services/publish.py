@@ -27,7 +27,13 @@ from django.utils.translation import gettext as _
 
 from common.clock import db_now
 from schools.models import School
-from webhook_engine.inputs import datetime_problem, json_problems, text_problem, text_storable
+from webhook_engine.inputs import (
+    datetime_problem,
+    json_problems,
+    place_path,
+    text_problem,
+    text_storable,
+)
 
 from ..models import Event, EventType
 from ..schemas import data_errors
@@ -408,14 +414,11 @@ def _json_value(value: Any, place: Any) -> Any:
 
 def _path_of(place: Any) -> str:
     """A place of ``_json_value`` as a path: ``data.course.id``, ``data.items[2]``."""
-    steps: list[str | int] = []
-    while isinstance(place, tuple):
-        place, step = place
-        steps.append(step)
-    path: str = place
-    for step in reversed(steps):
-        path = f"{path}[{step}]" if isinstance(step, int) else f"{path}.{step}"
-    return path
+    return place_path(place, key_step=_key_step)
+
+
+def _key_step(path: str, key: str) -> str:
+    return f"{path}.{key}"
 
 
 def _not_representable(path: str, value: object) -> str:
