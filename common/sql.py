@@ -9,10 +9,11 @@ default).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.expressions import Expression
 
 
@@ -47,6 +48,33 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
             f"UPDATE {meta.db_table} SET {assignments} WHERE {pk.column} = ANY(%s)",  # noqa: S608
             params,
         )
+
+
+@contextlib.contextmanager
+def plans_in_index_order() -> Iterator[None]:
+    """Inside the block, in a transaction of its own (a savepoint inside a caller's),
+    PostgreSQL reads by walking indexes in order, whatever its statistics say: no bitmap
+    scans, no sorts.
+
+    For reads that must take the few rows they need from a long backlog: with statistics
+    older than the backlog (a receiver dead since the last ``ANALYZE``), PostgreSQL estimates a
+    few rows, reads all of them through a bitmap and sorts them, as many rows as the backlog
+    holds. The settings end with the block, inside a caller's transaction too.
+    """
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            yield
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; "
+                "SET LOCAL enable_incremental_sort = off"
+            )
+        yield  # an error rolls the block back, the settings with it
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "RESET enable_bitmapscan; RESET enable_sort; RESET enable_incremental_sort"
+            )
 
 
 class Written(Expression):
