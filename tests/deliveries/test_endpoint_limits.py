@@ -18,6 +18,7 @@ from deliveries.services import claim as claim_module
 from deliveries.services import deliveries_attempt, event_fan_out
 from deliveries.services import record as record_module
 from deliveries.services.claim import (
+    _ENDPOINTS_SQL,
     _WAITING_SQL,
     deliveries_claim,
     deliveries_claim_waiting,
@@ -248,10 +249,56 @@ def test_taking_up_reads_the_few_deliveries_it_takes_not_the_whole_backlog(schoo
     )
 
     read = rows_read(_WAITING_SQL, [[subscription.pk], [2], now, now])
+    # The plans a claim keeps for any values (``endpoints_lock``) read no more.
+    read_kept = rows_read(_WAITING_SQL, [[subscription.pk], [2], now, now], generic=True)
+    endpoints = [now, now, now, 3, now, now, now, [subscription.pk]]
+    counted = rows_read(_ENDPOINTS_SQL, endpoints)
+    counted_kept = rows_read(_ENDPOINTS_SQL, endpoints, generic=True)
     taken = deliveries_claim_waiting(freed={subscription.pk: 2}, now=now)
 
     assert read <= 2 * 4  # its share, four times over: not 3,001
+    assert read_kept <= 2 * 4
+    assert counted <= 3  # the waiting ones up to the cap: not 3,001
+    assert counted_kept <= 3
     assert sorted(claim.delivery.pk for claim in taken.claims) == sorted(oldest)
+
+
+@pytest.mark.django_db(transaction=True)  # each claim its own transaction, as a worker's
+def test_a_claim_plans_its_statements_once_and_leaves_the_session_as_it_was(school):
+    """In a worker's session, which prepares what it runs over and over, the claim's statements
+    after its lock keep one plan instead of being planned at every claim; the setting ends with
+    the claim's transaction, and a claim inside a caller's transaction does not set it."""
+    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 7, max_concurrency=8)
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 1  # prepared from its second run
+    try:
+        for delivery_id in ids[:6]:
+            assert len(deliveries_claim(delivery_ids=[delivery_id]).claims) == 1
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE %s",
+                ["SELECT s.id, s.updated_at,%"],
+            )
+            [(generic, custom)] = cursor.fetchall()
+            cursor.execute("SHOW plan_cache_mode")
+            [after_own] = cursor.fetchone()
+        with transaction.atomic():
+            assert len(deliveries_claim(delivery_ids=[ids[6]]).claims) == 1
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW plan_cache_mode")
+                [inside_callers] = cursor.fetchone()
+    finally:
+        raw.prepare_threshold = threshold
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+
+    # Five prepared runs, planned once (PostgreSQL would plan the first five afresh).
+    assert (generic, custom) == (5, 0)
+    assert after_own == "auto"
+    assert inside_callers == "auto"
 
 
 def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
