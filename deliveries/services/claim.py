@@ -414,7 +414,10 @@ _LOCK_SQL = (
 # statement (``status = 'pending'``): the plan for any values is the same plan, kept, without
 # the 0.2 to 0.3 ms of planning each of them took at every claim (the webhooks' read, with its
 # five subqueries over the deliveries' thirteen indexes, the most). Until the transaction ends,
-# set in the lock's own statement rather than by one more round trip.
+# set in the lock's own statement rather than by one more round trip. It applies to every
+# statement with parameters that follows, prepared or not (a web process's Send Test, a
+# worker's first runs, the foreign-key checks at the commit): unprepared ones are still planned
+# once per run, by the same plan.
 _LOCK_CLAIMING_SQL = (
     "WITH plans AS (SELECT set_config('plan_cache_mode', 'force_generic_plan', true)) "
     + _LOCK_SQL

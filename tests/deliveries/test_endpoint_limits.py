@@ -266,39 +266,54 @@ def test_taking_up_reads_the_few_deliveries_it_takes_not_the_whole_backlog(schoo
 @pytest.mark.django_db(transaction=True)  # each claim its own transaction, as a worker's
 def test_a_claim_plans_its_statements_once_and_leaves_the_session_as_it_was(school):
     """In a worker's session, which prepares what it runs over and over, the claim's statements
-    after its lock keep one plan instead of being planned at every claim; the setting ends with
-    the claim's transaction, and a claim inside a caller's transaction does not set it."""
-    _subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 7, max_concurrency=8)
+    after its lock keep one plan instead of being planned at every claim, on both paths (a
+    claim of given deliveries, the take-up of waiting ones); the setting ends with the claim's
+    transaction, and a claim inside a caller's transaction does not set it."""
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 13, max_concurrency=20)
     connection.ensure_connection()
     raw = connection.connection
     threshold = raw.prepare_threshold
-    raw.prepare_threshold = 1  # prepared from its second run
-    try:
-        for delivery_id in ids[:6]:
-            assert len(deliveries_claim(delivery_ids=[delivery_id]).claims) == 1
+
+    def plans(statement: str) -> tuple[int, int]:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
                 "WHERE statement LIKE %s",
-                ["SELECT s.id, s.updated_at,%"],
+                [statement + "%"],
             )
-            [(generic, custom)] = cursor.fetchall()
+            [counts] = cursor.fetchall()
+            return counts
+
+    def plan_mode() -> str:
+        with connection.cursor() as cursor:
             cursor.execute("SHOW plan_cache_mode")
-            [after_own] = cursor.fetchone()
+            return cursor.fetchone()[0]
+
+    before = plan_mode()
+    raw.prepare_threshold = 1  # prepared from its second run
+    try:
+        for delivery_id in ids[:6]:
+            assert len(deliveries_claim(delivery_ids=[delivery_id]).claims) == 1
+        claimed = plans("SELECT s.id, s.updated_at,")
+        after_own = plan_mode()
+        Delivery.objects.filter(pk__in=ids[6:12]).update(enqueued_at=None)  # waiting
+        for _ in range(6):
+            taken = deliveries_claim_waiting(freed={subscription.pk: 1})
+            assert len(taken.claims) == 1
+        taken_up = plans("SELECT c.id, c.subscription_id,")
         with transaction.atomic():
-            assert len(deliveries_claim(delivery_ids=[ids[6]]).claims) == 1
-            with connection.cursor() as cursor:
-                cursor.execute("SHOW plan_cache_mode")
-                [inside_callers] = cursor.fetchone()
+            assert len(deliveries_claim(delivery_ids=[ids[12]]).claims) == 1
+            inside_callers = plan_mode()
     finally:
         raw.prepare_threshold = threshold
         with connection.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
 
-    # Five prepared runs, planned once (PostgreSQL would plan the first five afresh).
-    assert (generic, custom) == (5, 0)
-    assert after_own == "auto"
-    assert inside_callers == "auto"
+    # Five prepared runs each, planned once (PostgreSQL would plan the first five afresh).
+    assert claimed == (5, 0)
+    assert taken_up == (5, 0)
+    assert after_own == before
+    assert inside_callers == before
 
 
 def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
