@@ -5,10 +5,12 @@ that already holds ``--delivered`` older deliveries, with planner statistics tak
 backlog built up (after an outage autovacuum has usually not analysed the table again). A real
 Celery worker sends them to a fast local receiver within the webhook's concurrency limit, and
 the sweeper runs every 2 s as beat runs it. Prints the drain time and rate; asserts nothing.
+``--statistics after`` takes the statistics once the backlog is there instead (as once
+autovacuum has analysed the table during the drain).
 
 Uses its own database (``webhooks_bench_backlog``, or ``BENCH_BACKLOG_DATABASE_URL``; created if
 missing and emptied on each run), Redis database 13 and a queue name of its own. Options:
-``--backlog``, ``--delivered``, ``--concurrency`` (of the worker).
+``--backlog``, ``--delivered``, ``--concurrency`` (of the worker), ``--statistics``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--delivered", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--statistics", choices=["before", "after"], default="before")
     args = parser.parse_args()
 
     stop_on_signals()
@@ -63,7 +66,7 @@ def main() -> None:
             school=school, type="course.created", data={"course": {"id": "c-1", "name": "Maths"}}
         )
         [delivery_id] = event_fan_out(event_id=event.id)
-        _rows_add(Delivery, delivery_id, args.delivered, args.backlog)
+        _rows_add(Delivery, delivery_id, args.delivered, args.backlog, args.statistics)
         workers.append(
             Child(
                 "worker",
@@ -94,7 +97,7 @@ def main() -> None:
     print("Backlog drain (a real worker process, PostgreSQL, Redis, local receiver)")
     print(
         f"  {total:,} deliveries waiting for one webhook, {args.delivered:,} older ones stored, "
-        f"worker concurrency {args.concurrency}"
+        f"worker concurrency {args.concurrency}, statistics taken {args.statistics} the backlog"
     )
     if left:
         print(f"  not drained after {seconds:.0f} s: {left:,} still pending")
@@ -102,9 +105,12 @@ def main() -> None:
     print(f"  drained in {seconds:.1f} s: {total / seconds:,.0f} deliveries/s")
 
 
-def _rows_add(delivery_model: type, delivery_id: object, delivered: int, backlog: int) -> None:
+def _rows_add(
+    delivery_model: type, delivery_id: object, delivered: int, backlog: int, statistics: str
+) -> None:
     """``delivered`` old delivered copies of the delivery, the planner's statistics, then
-    ``backlog`` waiting copies (no message, due one after another) and the delivery itself."""
+    ``backlog`` waiting copies (no message, due one after another) and the delivery itself;
+    with ``statistics`` "after", the statistics are taken again once the backlog is there."""
     from django.db import connection
 
     columns = [field.column for field in delivery_model._meta.concrete_fields]
@@ -142,6 +148,9 @@ def _rows_add(delivery_model: type, delivery_id: object, delivered: int, backlog
             "next_attempt_at": "d.next_attempt_at - interval '1 hour' + n * interval '1 ms'",
         },
     )
+    if statistics == "after":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE deliveries_delivery")
 
 
 if __name__ == "__main__":
