@@ -1,4 +1,4 @@
-"""Work to do once the current transaction commits."""
+"""Work to do once the current transaction commits, and which transaction is whose."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ def transaction_committed(txid: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT txid_status(%s)", [txid])
         return cursor.fetchone()[0] == "committed"
+
+
+def transaction_own() -> bool:
+    """Whether the innermost ``atomic`` block is the transaction itself, not a savepoint in a
+    caller's: a ``SET LOCAL`` made in it ends at its commit, not in the caller's statements."""
+    return len(connection.atomic_blocks) == 1

@@ -50,7 +50,7 @@ from django.db.models import (
 
 from common.clock import db_now
 from common.sql import rows_update
-from common.transactions import after_commit, transaction_committed
+from common.transactions import after_commit, transaction_committed, transaction_own
 from subscriptions.models import SigningSecret, Subscription
 from webhook_engine.errors import ErrorKind
 
@@ -394,7 +394,7 @@ def endpoints_lock(endpoint_ids: list[uuid.UUID], *, claiming: bool = False) -> 
         return
     # Only in the claim's own transaction: the setting lasts until the transaction ends, and a
     # caller's statements after the claim were not written for it.
-    plans = claiming and len(connection.atomic_blocks) == 1
+    plans = claiming and transaction_own()
     with connection.cursor() as cursor:
         cursor.execute(
             _LOCK_CLAIMING_SQL if plans else _LOCK_SQL,

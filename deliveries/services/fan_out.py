@@ -33,7 +33,7 @@ from django.utils.translation import gettext_noop
 
 from common.clock import db_now
 from common.sql import columns_of, rows_update
-from common.transactions import after_commit
+from common.transactions import after_commit, transaction_own
 from events.models import Event
 from events.selectors import events_awaiting_fan_out
 from schools.models import School
@@ -373,7 +373,7 @@ def _events_waiting(
                 [list(passed_over), created_before, created_before, limit],
             )
         )
-        if len(connection.atomic_blocks) > 1:
+        if not transaction_own():
             # Inside a caller's transaction the setting would outlive this read (the caller's
             # reads could not use the bitmap scans they plan for).
             with connection.cursor() as cursor:
