@@ -111,6 +111,29 @@ def rows_read(sql: str, params: list[Any], *, generic: bool = False) -> int:
             cursor.execute("RESET plan_cache_mode")
 
 
+@contextlib.contextmanager
+def statements_prepared_early(*, any_values: bool = False) -> Iterator[None]:
+    """Inside the block, this session prepares a statement the second time it runs it, as a
+    worker's session does after ``DATABASE_WORKER_PREPARE_THRESHOLD`` runs; with
+    ``any_values``, PostgreSQL also plans every prepared one for any values of its parameters
+    (a generic plan), as it may keep for a worker. The statements prepared are let go after."""
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = 1
+    if any_values:
+        with connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = threshold
+        with connection.cursor() as cursor:
+            if any_values:
+                cursor.execute("RESET plan_cache_mode")
+            cursor.execute("DEALLOCATE ALL")
+
+
 class RowsFetched:
     """Rows of a table read so far in the block (``rows_fetched``)."""
 

@@ -27,7 +27,12 @@ from deliveries.services.claim import (
 from deliveries.services.dispatch import _quotas_fit, dispatcher
 from deliveries.services.record import CircuitChanges, deliveries_record
 from events.services import event_publish
-from tests.database import rows_clone, rows_held_elsewhere, rows_read
+from tests.database import (
+    rows_clone,
+    rows_held_elsewhere,
+    rows_read,
+    statements_prepared_early,
+)
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -270,9 +275,6 @@ def test_a_claim_plans_its_statements_once_and_leaves_the_session_as_it_was(scho
     claim of given deliveries, the take-up of waiting ones); the setting ends with the claim's
     transaction, and a claim inside a caller's transaction does not set it."""
     subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 13, max_concurrency=20)
-    connection.ensure_connection()
-    raw = connection.connection
-    threshold = raw.prepare_threshold
 
     def plans(statement: str) -> tuple[int, int]:
         with connection.cursor() as cursor:
@@ -290,8 +292,7 @@ def test_a_claim_plans_its_statements_once_and_leaves_the_session_as_it_was(scho
             return cursor.fetchone()[0]
 
     before = plan_mode()
-    raw.prepare_threshold = 1  # prepared from its second run
-    try:
+    with statements_prepared_early():
         for delivery_id in ids[:6]:
             assert len(deliveries_claim(delivery_ids=[delivery_id]).claims) == 1
         claimed = plans("SELECT s.id, s.updated_at,")
@@ -304,10 +305,6 @@ def test_a_claim_plans_its_statements_once_and_leaves_the_session_as_it_was(scho
         with transaction.atomic():
             assert len(deliveries_claim(delivery_ids=[ids[12]]).claims) == 1
             inside_callers = plan_mode()
-    finally:
-        raw.prepare_threshold = threshold
-        with connection.cursor() as cursor:
-            cursor.execute("DEALLOCATE ALL")
 
     # Five prepared runs each, planned once (PostgreSQL would plan the first five afresh).
     assert claimed == (5, 0)

@@ -2,7 +2,6 @@
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from django.db import connection, transaction
@@ -16,7 +15,7 @@ from deliveries.services.send import request_build, request_send
 from events.models import Event
 from events.services import event_publish
 from subscriptions.models import Subscription
-from tests.database import rows_clone, rows_fetched
+from tests.database import rows_clone, rows_fetched, statements_prepared_early
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
 
@@ -95,26 +94,6 @@ def test_the_sweeper_leaves_waiting_deliveries_to_whoever_will_send_them(school)
     assert Delivery.objects.filter(pk__in=held, enqueued_at__isnull=False).count() == 0
 
 
-@contextlib.contextmanager
-def _plans_for_any_values() -> Iterator[None]:
-    """Inside the block, this session prepares a statement the second time it runs it, and
-    PostgreSQL plans a prepared one for any values of its parameters (a generic plan): what it
-    may keep for a worker's session (``DATABASE_WORKER_PREPARE_THRESHOLD``)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    threshold = raw.prepare_threshold
-    raw.prepare_threshold = 1
-    with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-    try:
-        yield
-    finally:
-        raw.prepare_threshold = threshold
-        with connection.cursor() as cursor:
-            cursor.execute("RESET plan_cache_mode")
-            cursor.execute("DEALLOCATE ALL")
-
-
 @pytest.mark.parametrize("any_values", [False, True], ids=["custom plans", "generic plans"])
 def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_webhooks(
     school, any_values
@@ -140,7 +119,7 @@ def test_a_sweep_reads_a_few_rows_whatever_waits_behind_paused_broken_and_busy_w
 
     with contextlib.ExitStack() as stack:
         if any_values:
-            stack.enter_context(_plans_for_any_values())
+            stack.enter_context(statements_prepared_early(any_values=True))
             with transaction.atomic():
                 deliveries_sweep()  # each statement once: the sweep below runs them prepared
                 transaction.set_rollback(True)
