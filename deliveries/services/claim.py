@@ -139,6 +139,8 @@ class ClaimOutcome:
     waiting: list[str] = field(default_factory=list)
     retry_at: dt.datetime | None = None
     unclaimed: list[str] = field(default_factory=list)
+    # The claim's plan, for a claim whose commit is its caller's (``claim_committed_after_loss``).
+    plan: _Plan | None = field(default=None, repr=False)
 
 
 def deliveries_claim(
@@ -180,6 +182,43 @@ def deliveries_claim(
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
     outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
     return outcome
+
+
+def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> ClaimOutcome:
+    """Lease, in the caller's transaction that has just inserted ``deliveries`` (the fan-out's),
+    those their webhooks' limits let go now, at most ``capacity``: what ``deliveries_claim``
+    with ``waiting`` does after that commit, without a transaction of its own (its commit, and
+    the flush to the disk that comes with it) and without reading back the rows the caller
+    has in hand. What the limits hold back stays waiting, as it was stored.
+
+    The caller commits before anything is sent. If the answer to its commit is lost with the
+    connection, ``claim_committed_after_loss`` tells whether it went through.
+    """
+    now = db_now()
+    candidates = [
+        (delivery.pk, delivery.subscription_id, delivery.next_trigger) for delivery in deliveries
+    ]
+    outcome, rows, plan = _claim(
+        candidates, now=now, capacity=capacity, park=False, lease=_lease_length(True)
+    )
+    order = {delivery.pk: index for index, delivery in enumerate(deliveries)}
+    claims = _claims_build(rows, plan, now)
+    outcome.claims = sorted(claims, key=lambda claim: order.get(claim.delivery.pk, 0))
+    outcome.plan = plan
+    return outcome
+
+
+def claim_committed_after_loss(outcome: ClaimOutcome) -> bool:
+    """Whether the caller's transaction that made a claim (``deliveries_claim_inserted``)
+    committed, when the answer to its commit was lost with the connection (asked on a new
+    one); if it did, what the claim had to do after the commit is done now. False when nothing
+    was leased, or when the database cannot tell yet: the leases then run out, as after a
+    worker's death."""
+    plan = outcome.plan
+    if plan is None or plan.txid is None or not _committed_after_loss(plan.txid):
+        return False
+    plan.after_commit_lost()
+    return True
 
 
 def _due_candidates(

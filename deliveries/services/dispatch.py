@@ -34,8 +34,17 @@ from common.clock import db_now
 from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
 
+from ..models import Delivery
 from .attempts import claims_followup
-from .claim import Claim, deliveries_claim, deliveries_claim_waiting, leases_renew
+from .claim import (
+    Claim,
+    ClaimOutcome,
+    claim_committed_after_loss,
+    deliveries_claim,
+    deliveries_claim_inserted,
+    deliveries_claim_waiting,
+    leases_renew,
+)
 from .record import (
     CircuitChanges,
     RecordProgress,
@@ -115,6 +124,20 @@ class Dispatcher:
             claims_followup(remaining, outcome)
             remaining = outcome.unclaimed
         return sent
+
+    def dispatch_inserted(self, deliveries: list[Delivery]) -> InsertedClaim | None:
+        """Claim, in the caller's transaction that has just inserted them, the deliveries among
+        ``deliveries`` that may go now, with the send slots free now; None when none is (the
+        caller dispatches them after its commit instead). See ``InsertedClaim``."""
+        slots = self._slots_take_now(len(deliveries))
+        if not slots:
+            return None
+        try:
+            outcome = deliveries_claim_inserted(deliveries=deliveries, capacity=slots)
+        except BaseException:
+            self._slots_give(slots)
+            raise
+        return InsertedClaim(self, outcome, slots, [str(delivery.pk) for delivery in deliveries])
 
     def _slots_take(self, wanted: int, deadline: float) -> int:
         """At least one free slot (waiting for it until ``deadline``), and more if free."""
@@ -358,6 +381,45 @@ class Dispatcher:
         return True
 
 
+@dataclass
+class InsertedClaim:
+    """A claim made in the transaction that inserted its deliveries (``dispatch_inserted``):
+    once that commits, ``send`` sends what it leased; if it does not, ``abandon`` gives its
+    send slots back."""
+
+    dispatcher: Dispatcher
+    outcome: ClaimOutcome
+    slots: int
+    ids: list[str]
+
+    def send(self) -> None:
+        """After the commit: send what was leased; what the slots did not cover is dispatched
+        as the hand-off dispatches (waiting for slots to free)."""
+        outcome, dispatcher = self.outcome, self.dispatcher
+        dispatcher._slots_give(self.slots - len(outcome.claims))
+        dispatcher._submit(outcome.claims)
+        try:
+            claims_followup(self.ids, outcome)
+            if outcome.unclaimed:
+                dispatcher.dispatch(outcome.unclaimed, waiting=True)
+        except Exception:
+            # As a hand-off after a commit: what was committed stays so, and what this left
+            # waiting is the sweeper's. What was claimed is on its way regardless.
+            logger.exception(
+                "Could not hand off %d deliveries after their fan-out; the sweeper sends them",
+                len(self.ids) - len(outcome.claims),
+            )
+
+    def abandon(self) -> None:
+        """The transaction did not commit: nothing was leased."""
+        self.dispatcher._slots_give(self.slots)
+
+    def committed_after_loss(self) -> bool:
+        """Whether the transaction committed, when its commit's answer was lost with the
+        connection (``claim_committed_after_loss``)."""
+        return claim_committed_after_loss(self.outcome)
+
+
 def _unexpected(exc: BaseException) -> TransportResult:
     """The result of an attempt an unexpected error stopped (a defect: every expected failure
     is a result of its own): recorded and retried on the schedule like any failure, rather
@@ -418,6 +480,14 @@ def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str], waiting: boo
     return dispatcher().dispatch(
         [str(delivery_id) for delivery_id in delivery_ids], waiting=waiting
     )
+
+
+def deliveries_dispatch_inserted(*, deliveries: list[Delivery]) -> InsertedClaim | None:
+    """Claim, in the caller's transaction that has just inserted ``deliveries`` (the
+    fan-out's), those that may go now, to be sent from this process's sending engine once it
+    commits: ``InsertedClaim.send`` after the commit, ``abandon`` if it rolls back. None: no
+    send slot is free now; dispatch them after the commit (``deliveries_dispatch``)."""
+    return dispatcher().dispatch_inserted(deliveries)
 
 
 def dispatcher_drain(*, timeout: float) -> bool:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from celery import current_app
@@ -47,6 +47,9 @@ from webhook_engine.render import CONTENT_TYPES, render_with_template
 
 from ..metrics import events_fan_out_observe
 from ..models import Delivery, DeliveryStatus, FanOutRequest
+
+if TYPE_CHECKING:
+    from .dispatch import InsertedClaim
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +223,64 @@ def _deliveries_hand_off(ids: list[uuid.UUID]) -> None:
     deliveries_dispatch(delivery_ids=ids[:first], waiting=True)
 
 
+class _HandOffWithin:
+    """The hand-off's claim of the first deliveries a fan-out sends from its own process, made
+    in the transaction that inserts them (``deliveries_dispatch_inserted``): one commit, and
+    one flush to the disk, where a claim of its own after that commit made two.
+
+    ``claim`` makes it, inside the transaction; ``committing`` wraps the transaction: if that
+    fails, the claim's send slots are given back, and if only the answer to its commit was
+    lost, the transaction's id tells whether it went through (the claim's, as
+    ``claim._claim_commit`` does for its own). ``send``, after the commit, sends what it
+    leased and enqueues the rest as the hand-off does (``_deliveries_hand_off``).
+    """
+
+    def __init__(self) -> None:
+        self.sending: InsertedClaim | None = None
+
+    def claim(self, deliveries: list[Delivery], pending: list[uuid.UUID], dispatched: int) -> bool:
+        """Claim the first ``dispatched`` of ``pending``; False where it is not done here
+        (SQLite, a caller's transaction, no send slot free): the hand-off claims them after
+        the commit."""
+        if not dispatched or connection.vendor != "postgresql" or not transaction_own():
+            return False
+        from .dispatch import deliveries_dispatch_inserted
+
+        first = set(pending[:dispatched])
+        self.sending = deliveries_dispatch_inserted(
+            deliveries=[delivery for delivery in deliveries if delivery.pk in first]
+        )
+        return self.sending is not None
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[None]:
+        try:
+            yield
+        except (OperationalError, InterfaceError):
+            if self.sending is None or not self.sending.committed_after_loss():
+                self._abandon()
+                raise
+            logger.warning(
+                "A fan-out committed but its answer was lost with the connection; the %d "
+                "deliveries it claimed are sent",
+                len(self.sending.outcome.claims),
+            )
+        except BaseException:
+            self._abandon()  # rolled back: nothing was leased
+            raise
+
+    def _abandon(self) -> None:
+        if self.sending is not None:
+            self.sending.abandon()
+            self.sending = None
+
+    def send(self, rest: list[uuid.UUID]) -> None:
+        """After the commit: send what was claimed, and enqueue ``rest`` for any worker."""
+        if self.sending is not None:
+            deliveries_enqueue(rest)
+            self.sending.send()
+
+
 def _hand_off_prepare(deliveries: list[Delivery], dispatched: int) -> list[uuid.UUID]:
     """The ids of the pending deliveries, for the hand-off after commit. The first
     ``dispatched`` of them, which the hand-off sends from this process, are stored waiting
@@ -266,7 +327,8 @@ def _events_fan_out_batch(
     hand_off = hand_off or deliveries_enqueue
     now = db_now()
     large: list[tuple[Event, list[Subscription], Bodies]] = []
-    with transaction.atomic():
+    within = _HandOffWithin()
+    with within.committing(), transaction.atomic():
         events = _events_waiting(
             limit=limit,
             passed_over=passed_over,
@@ -318,8 +380,9 @@ def _events_fan_out_batch(
         pending = _hand_off_prepare(deliveries, dispatched)
         deliveries_insert(deliveries)
         rows_update(Event, fanned_out, fanned_out_at=now)
-        if pending:
+        if pending and not within.claim(deliveries, pending, dispatched):
             after_commit(hand_off, pending)
+    within.send(pending[dispatched:])
     busy: list[uuid.UUID] = []
     for event, matching, bodies in large:
         try:

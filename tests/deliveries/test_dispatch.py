@@ -3,6 +3,7 @@ and the leases of deliveries in flight are renewed."""
 
 import datetime as dt
 import json
+import os
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from deliveries.services import dispatch as dispatch_module
 from deliveries.services import event_fan_out, record, subscription_pause, subscription_resume
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.dispatch import Dispatcher, _Result
+from deliveries.services.fan_out import events_fan_out_waiting
 from events.services import event_publish
 from subscriptions.models import Subscription
 from tests.database import connection_lose
@@ -433,3 +435,129 @@ def test_a_process_keeps_copies_only_of_the_webhooks_it_sent_to_lately(school, m
     # Then the old copy is gone: its memory is not held for the life of the process
     assert forgotten.pk not in claim_module._cache
     assert current.pk in claim_module._cache
+
+
+@pytest.fixture
+def process_engine(engine, monkeypatch):
+    """The test's engine as this process's sending engine (what the fan-out task hands to)."""
+    monkeypatch.setattr(dispatch_module, "_dispatchers", {os.getpid(): engine})
+    return engine
+
+
+def _published(school, url):
+    """An event for a new webhook at ``url``, awaiting its fan-out."""
+    SubscriptionFactory(school=school, url=url, topics=["*"])
+    return event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+
+
+def _xmin(table, pk):
+    """The transaction that last wrote the row."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT xmin::text FROM {table} WHERE id = %s", [pk])  # noqa: S608
+        return cursor.fetchone()[0]
+
+
+def test_the_fan_out_claims_what_it_sends_itself_in_its_own_transaction(
+    school, receiver, process_engine
+):
+    """The deliveries a fan-out task sends from its own process are leased by the transaction
+    that inserts them: one commit, and one flush to the disk, where there were two. Nothing
+    goes before that commit."""
+    receiver.script("/hook", default=Reply(status=200, delay_seconds=1.0))
+    event = _published(school, receiver.url("/hook"))
+
+    assert events_fan_out_waiting(dispatch=True) == 1
+    receiver.wait_for(1, path="/hook", timeout=10)  # in flight, its answer slow
+
+    delivery = Delivery.objects.get(event=event)
+    assert (delivery.attempts, delivery.leased_until is not None) == (1, True)
+    assert _xmin("deliveries_delivery", delivery.pk) == _xmin("events_event", event.pk)
+    assert process_engine.drain(timeout=10)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
+    assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_fan_out_whose_commit_reply_is_lost_sends_what_it_claimed_once(
+    school, receiver, process_engine, monkeypatch, caplog, committed
+):
+    """The connection drops at the commit of a fan-out that claimed the deliveries it sends
+    itself: after the commit went through, before its reply arrived; or before it went
+    through. If it went through, what it leased is sent at once, not left leased and unsent
+    until the lease runs out and then logged as an interrupted attempt that never was; if not,
+    the task's retry fans the event out again. The delivery goes once either way."""
+    receiver.script("/hook", default=Reply(status=200))
+    event = _published(school, receiver.url("/hook"))
+    real_claim, real_commit = dispatch_module.deliveries_dispatch_inserted, connection.commit
+    armed, fired = [], []
+
+    def commit_reply_lost():
+        armed.clear()
+        fired.append(1)
+        if not committed:
+            connection_lose()  # the COMMIT never arrives: the transaction is rolled back
+            real_commit()
+        real_commit()
+        connection_lose()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")  # the reply that never comes
+
+    def claim_then_arm(**kwargs):
+        claimed = real_claim(**kwargs)
+        if not fired:  # the first fan-out's commit only
+            armed.append(1)
+        return claimed
+
+    monkeypatch.setattr(dispatch_module, "deliveries_dispatch_inserted", claim_then_arm)
+    monkeypatch.setattr(
+        connection, "commit", lambda: (commit_reply_lost if armed else real_commit)()
+    )
+
+    fanned_out = 0
+    for _try in range(2):  # the task retries itself after a database error (tasks.py)
+        try:
+            fanned_out += events_fan_out_waiting(dispatch=True)
+            break
+        except OperationalError:
+            connection.close()
+    receiver.wait_for(1, path="/hook", timeout=10)
+    assert process_engine.drain(timeout=10)
+
+    assert fired
+    assert fanned_out == 1
+    assert len(receiver.received("/hook")) == 1
+    delivery = Delivery.objects.get(event=event)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        None,
+    )
+    assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
+    recovered = "A fan-out committed but its answer was lost" in caplog.text
+    assert recovered is committed  # else the task's retry fanned it out
+    assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
+
+
+def test_with_no_send_slot_free_the_fan_out_leaves_the_hand_off_until_after_its_commit(
+    school, receiver, process_engine, monkeypatch, caplog
+):
+    """Every send slot of the process is taken: the fan-out leases nothing itself, and the
+    hand-off after its commit waits for a slot as before (here in vain: the delivery is left,
+    unleased, to the sweeper)."""
+    receiver.script("/hook", default=Reply(status=200))
+    event = _published(school, receiver.url("/hook"))
+    monkeypatch.setattr(dispatch_module, "_SLOT_WAIT_SECONDS", 0.2)
+    taken = process_engine._slots_take_now(process_engine.slots)
+
+    assert events_fan_out_waiting(dispatch=True) == 1
+
+    delivery = Delivery.objects.get(event=event)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
+        DeliveryStatus.PENDING,
+        0,
+        None,
+    )
+    assert "No send slot free" in caplog.text
+    process_engine._slots_give(taken)
+    assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
