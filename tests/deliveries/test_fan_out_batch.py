@@ -594,3 +594,39 @@ def test_a_webhook_deleted_while_its_deliveries_are_written_is_not_an_error(
     assert "deleted meanwhile" in caplog.text
     assert list(Delivery.objects.values_list("subscription_id", flat=True)) == [kept.pk]
     assert Event.objects.get(pk=event.pk).fanned_out_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fan_out_task_takes_the_events_published_meanwhile_without_a_message_each(
+    school, monkeypatch
+):
+    """While its batches find events, the task marks the request pending again and reads on:
+    what is published meanwhile needs no message of its own. It ends by taking the request
+    and reading once more, so an event whose publisher saw the request still pending just
+    before that is not left waiting."""
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="first")
+    sent = _count_sends(monkeypatch)
+    real_hold, real_take = fan_out_module.fan_out_request_hold, fan_out_module.fan_out_request_take
+    published = []
+
+    def hold_then_publish():
+        real_hold()
+        if not published:
+            published.append(_publish(school, course="meanwhile"))
+
+    def publish_then_take():
+        if len(published) == 1:  # the task's last take: a publisher got in just before it
+            published.append(_publish(school, course="just-before-the-end"))
+        real_take()
+
+    monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_publish)
+    monkeypatch.setattr(fan_out_module, "fan_out_request_take", publish_then_take)
+
+    assert events_fan_out_pending() == 3
+
+    assert len(published) == 2
+    assert FAN_OUT_TASK not in sent  # both publishers saw the request pending
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+    assert Delivery.objects.count() == 3
+    assert FanOutRequest.objects.get().requested_at_ms is None
