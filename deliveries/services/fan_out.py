@@ -57,10 +57,13 @@ FAN_OUT_TASK = "deliveries.events_fan_out"
 DELIVER_TASK = "deliveries.deliver"
 # A fan-out request pending longer than this is sent again: its message may have been lost.
 FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
-# A fan-out task goes on reading the events published meanwhile for this long at most (well
-# within FAN_OUT_REQUEST_RESEND_SECONDS, which its marks of the request must not outlast), then
+# A fan-out task goes on reading the events published meanwhile for this long at most, then
 # leaves the worker process to other tasks.
 FAN_OUT_LOOP_SECONDS = 1.0
+# Its mark of the request, after each batch, holds the publishers' messages back for this long
+# only: a task that stalls (a lock, a slow statement, a paused host) leaves the events published
+# after that to a task of their own, not waiting for it. It marks again after every batch.
+FAN_OUT_HOLD_SECONDS = 0.1
 
 
 # --- The hand-off ---------------------------------------------------------------------------
@@ -138,19 +141,21 @@ def fan_out_request_take() -> None:
 
 
 def fan_out_request_hold() -> None:
-    """Mark the request pending (now) while a fan-out task goes on reading: publishers send no
-    message meanwhile (``events_fan_out_pending``). As for a publisher's request, the commit
+    """Mark the request pending while a fan-out task goes on reading: for the next
+    ``FAN_OUT_HOLD_SECONDS``, publishers send no message (``events_fan_out_pending``). Written
+    as a request made that long before it goes stale. As for a publisher's request, the commit
     does not wait for the disk; one statement on PostgreSQL."""
-    now_ms = int(db_now().timestamp() * 1000)
+    stale_ms = int((FAN_OUT_REQUEST_RESEND_SECONDS - FAN_OUT_HOLD_SECONDS) * 1000)
+    held_ms = int(db_now().timestamp() * 1000) - stale_ms
     if connection.vendor != "postgresql":
-        rows_update(FanOutRequest, [1], requested_at_ms=now_ms)
+        rows_update(FanOutRequest, [1], requested_at_ms=held_ms)
         return
     table = FanOutRequest._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             "WITH commits AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
             f"UPDATE {table} SET requested_at_ms = %s FROM commits WHERE id = 1",
-            [now_ms],
+            [held_ms],
         )
 
 

@@ -630,3 +630,31 @@ def test_a_fan_out_task_takes_the_events_published_meanwhile_without_a_message_e
     assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
     assert Delivery.objects.count() == 3
     assert FanOutRequest.objects.get().requested_at_ms is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fan_out_task_that_stalls_holds_the_publishers_messages_back_only_briefly(
+    school, monkeypatch
+):
+    """A task's mark of the request holds the publishers' messages back for
+    ``FAN_OUT_HOLD_SECONDS`` only: events published while it is stalled longer than that
+    (a lock, a slow statement, a paused host) get a task of their own, not its wait."""
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="first")
+    sent = _count_sends(monkeypatch)
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_HOLD_SECONDS", 0.1)
+    real_hold = fan_out_module.fan_out_request_hold
+    published = []
+
+    def hold_then_stall():
+        real_hold()
+        if not published:
+            published.append(_publish(school, course="held back"))  # within the hold
+            time.sleep(0.3)  # stalled past it
+            published.append(_publish(school, course="on its own"))
+
+    monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_stall)
+
+    assert events_fan_out_pending() == 3  # the stalled task still reads both, in the end
+
+    assert sent.count(FAN_OUT_TASK) == 1  # the second publisher's, after the hold ran out
