@@ -361,18 +361,11 @@ def test_failures_are_counted_once_when_the_circuit_updates_commit_reply_is_lost
     assert (state.consecutive_failures, state.circuit_state) == (2, CircuitState.CLOSED)
 
 
-@pytest.mark.parametrize("committed", [True, False])
-def test_a_claim_whose_commit_reply_is_lost_sends_what_it_leased_once(
-    school, receiver, engine, monkeypatch, caplog, committed
-):
-    """The connection drops at the claim's COMMIT (a database restart at that moment): after
-    the commit went through, before its reply arrived; or before it went through. The claim
-    finds out which: what it leased is sent at once, not left leased and unsent until the
-    lease runs out and then logged as an interrupted attempt that never was; what it did not
-    lease is claimed again by the task's retry."""
-    receiver.script("/hook", default=Reply(status=200))
-    delivery_id = _delivery(school, receiver.url("/hook"))
-    real_lock, real_commit = claim_module.endpoints_lock, connection.commit
+def _commit_reply_lost_after(monkeypatch, module, name, committed):
+    """The connection drops at the first COMMIT after ``module.name`` first ran (a database
+    restart at that moment): after the commit went through (``committed``), before its reply
+    arrived; or before it went through. Returns a list that gets an item when it happened."""
+    real, real_commit = getattr(module, name), connection.commit
     armed, fired = [], []
 
     def commit_reply_lost():
@@ -386,35 +379,60 @@ def test_a_claim_whose_commit_reply_is_lost_sends_what_it_leased_once(
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")  # the reply that never comes
 
-    def lock_then_arm(*args, **kwargs):
-        real_lock(*args, **kwargs)
-        if not fired:  # the first claim's commit only
+    def run_then_arm(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not fired:  # the first commit after it only
             armed.append(1)
+        return result
 
-    monkeypatch.setattr(claim_module, "endpoints_lock", lock_then_arm)
+    monkeypatch.setattr(module, name, run_then_arm)
     monkeypatch.setattr(
         connection, "commit", lambda: (commit_reply_lost if armed else real_commit)()
     )
+    return fired
 
-    sent = 0
-    for _try in range(2):  # the task retries itself after a database error (tasks.py)
-        try:
-            sent += engine.dispatch([delivery_id])
-            break
-        except OperationalError:
-            connection.close()
-    assert engine.drain(timeout=10)
 
-    assert fired
-    assert sent == 1
+def _as_a_task(work):
+    """``work()``, run again once after a database error, as a task retries itself
+    (tasks.py); what the run that got through returned."""
+    try:
+        return work()
+    except OperationalError:
+        connection.close()
+        return work()
+
+
+def _delivered_once(delivery, receiver):
+    """Received once, delivered by its first attempt, its lease cleared, that attempt logged
+    once."""
     assert len(receiver.received("/hook")) == 1
-    delivery = Delivery.objects.get(pk=delivery_id)
     assert (delivery.status, delivery.attempts, delivery.leased_until) == (
         DeliveryStatus.DELIVERED,
         1,
         None,
     )
     assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_claim_whose_commit_reply_is_lost_sends_what_it_leased_once(
+    school, receiver, engine, monkeypatch, caplog, committed
+):
+    """The connection drops at the claim's COMMIT (a database restart at that moment): after
+    the commit went through, before its reply arrived; or before it went through. The claim
+    finds out which: what it leased is sent at once, not left leased and unsent until the
+    lease runs out and then logged as an interrupted attempt that never was; what it did not
+    lease is claimed again by the task's retry."""
+    receiver.script("/hook", default=Reply(status=200))
+    delivery_id = _delivery(school, receiver.url("/hook"))
+    fired = _commit_reply_lost_after(monkeypatch, claim_module, "endpoints_lock", committed)
+
+    sent = _as_a_task(lambda: engine.dispatch([delivery_id]))
+    assert engine.drain(timeout=10)
+
+    assert fired
+    assert sent == 1
+    _delivered_once(Delivery.objects.get(pk=delivery_id), receiver)
     recovered = "committed but its answer was lost" in caplog.text
     assert recovered is committed  # else the task's retry claimed it
 
@@ -489,51 +507,17 @@ def test_a_fan_out_whose_commit_reply_is_lost_sends_what_it_claimed_once(
     the task's retry fans the event out again. The delivery goes once either way."""
     receiver.script("/hook", default=Reply(status=200))
     event = _published(school, receiver.url("/hook"))
-    real_claim, real_commit = dispatch_module.deliveries_dispatch_inserted, connection.commit
-    armed, fired = [], []
-
-    def commit_reply_lost():
-        armed.clear()
-        fired.append(1)
-        if not committed:
-            connection_lose()  # the COMMIT never arrives: the transaction is rolled back
-            real_commit()
-        real_commit()
-        connection_lose()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")  # the reply that never comes
-
-    def claim_then_arm(**kwargs):
-        claimed = real_claim(**kwargs)
-        if not fired:  # the first fan-out's commit only
-            armed.append(1)
-        return claimed
-
-    monkeypatch.setattr(dispatch_module, "deliveries_dispatch_inserted", claim_then_arm)
-    monkeypatch.setattr(
-        connection, "commit", lambda: (commit_reply_lost if armed else real_commit)()
+    fired = _commit_reply_lost_after(
+        monkeypatch, dispatch_module, "deliveries_dispatch_inserted", committed
     )
 
-    fanned_out = 0
-    for _try in range(2):  # the task retries itself after a database error (tasks.py)
-        try:
-            fanned_out += events_fan_out_waiting(dispatch=True)
-            break
-        except OperationalError:
-            connection.close()
+    fanned_out = _as_a_task(lambda: events_fan_out_waiting(dispatch=True))
     receiver.wait_for(1, path="/hook", timeout=10)
     assert process_engine.drain(timeout=10)
 
     assert fired
     assert fanned_out == 1
-    assert len(receiver.received("/hook")) == 1
-    delivery = Delivery.objects.get(event=event)
-    assert (delivery.status, delivery.attempts, delivery.leased_until) == (
-        DeliveryStatus.DELIVERED,
-        1,
-        None,
-    )
-    assert list(delivery.attempt_log.values_list("number", "error_kind")) == [(1, "")]
+    _delivered_once(Delivery.objects.get(event=event), receiver)
     recovered = "A fan-out committed but its answer was lost" in caplog.text
     assert recovered is committed  # else the task's retry fanned it out
     assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
