@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,10 +178,14 @@ def deliveries_claim(
         )
 
     outcome, rows, plan = _claim_commit(decide)
-    claims = _claims_build(rows, plan, now)
-    order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
-    outcome.claims = sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
+    outcome.claims = _in_order(_claims_build(rows, plan, now), delivery_ids)
     return outcome
+
+
+def _in_order(claims: list[Claim], delivery_ids: Sequence[uuid.UUID | str]) -> list[Claim]:
+    """``claims`` in the order of their deliveries in ``delivery_ids``."""
+    order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
+    return sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
 
 
 def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> ClaimOutcome:
@@ -201,9 +205,8 @@ def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> C
     outcome, rows, plan = _claim(
         candidates, now=now, capacity=capacity, park=False, lease=_lease_length(True)
     )
-    order = {delivery.pk: index for index, delivery in enumerate(deliveries)}
     claims = _claims_build(rows, plan, now)
-    outcome.claims = sorted(claims, key=lambda claim: order.get(claim.delivery.pk, 0))
+    outcome.claims = _in_order(claims, [delivery.pk for delivery in deliveries])
     outcome.plan = plan
     return outcome
 
@@ -214,11 +217,7 @@ def claim_committed_after_loss(outcome: ClaimOutcome) -> bool:
     one); if it did, what the claim had to do after the commit is done now. False when nothing
     was leased, or when the database cannot tell yet: the leases then run out, as after a
     worker's death."""
-    plan = outcome.plan
-    if plan is None or plan.txid is None or not _committed_after_loss(plan.txid):
-        return False
-    plan.after_commit_lost()
-    return True
+    return _plan_committed_after_loss(outcome.plan)
 
 
 def _due_candidates(
@@ -314,15 +313,24 @@ def _claim_commit(decide: Callable[[], _Decided]) -> _Decided:
         if decided is None or not own:
             raise  # lost before the commit, or the commit is the caller's
         plan = decided[2]
-        if plan is None or plan.txid is None or not _committed_after_loss(plan.txid):
+        if not _plan_committed_after_loss(plan):
             raise
         logger.warning(
             "The claim of %d deliveries committed but its answer was lost with the "
             "connection; they are sent",
-            len(plan.chosen),
+            len(plan.chosen) if plan else 0,
         )
-        plan.after_commit_lost()
         return decided
+
+
+def _plan_committed_after_loss(plan: _Plan | None) -> bool:
+    """Whether the transaction that leased ``plan``'s deliveries committed, when its commit's
+    answer was lost with the connection; if it did, what the claim had to do after the commit
+    is done now. False when nothing was leased, or when the database cannot tell yet."""
+    if plan is None or plan.txid is None or not _committed_after_loss(plan.txid):
+        return False
+    plan.after_commit_lost()
+    return True
 
 
 def _committed_after_loss(txid: int) -> bool:
