@@ -10,13 +10,18 @@ PostgreSQL and Redis, and prints what it measured. It asserts nothing.
 
 Uses its own database (``webhooks_bench``, created if missing), Redis database 13 and a queue
 name of its own. Options: ``--events``, ``--subscriptions``, ``--workers``, ``--concurrency``,
-``--paced-rate``, ``--paced-seconds``.
+``--paced-rate``, ``--paced-seconds``, ``--slow-ms``.
+
+A paced phase whose p99 is over ``--slow-ms`` (100 ms, the engine's target) writes every one
+of its deliveries' times to a CSV file and says which half the slow ones waited in, and when:
+a stall that comes once in many runs can then be looked at after the run has cleaned up.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
 import signal
 import socket
@@ -27,6 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench"
@@ -151,6 +157,41 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def _slow_report(firsts: list[tuple[Any, ...]], slow_ms: float, logs: list[Path]) -> None:
+    """Write each paced delivery's times to a CSV file and print where and when the ones over
+    ``slow_ms`` waited. ``firsts``: (first attempt's start, event published, delivery built,
+    delivery id) per delivery."""
+    start = min(published for _, published, _, _ in firsts)
+    rows = sorted(
+        (
+            (published - start).total_seconds() * 1000,
+            (built - published).total_seconds() * 1000,
+            (first - built).total_seconds() * 1000,
+            (first - published).total_seconds() * 1000,
+            delivery_id,
+        )
+        for first, published, built, delivery_id in firsts
+    )
+    path = Path(tempfile.gettempdir()) / f"webhooks-bench-paced-{os.getpid()}.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["published_ms", "publish_to_fan_out_ms", "fan_out_to_attempt_ms", "total_ms", "id"]
+        )
+        writer.writerows(
+            [f"{a:.1f}", f"{b:.1f}", f"{c:.1f}", f"{d:.1f}", str(e)] for a, b, c, d, e in rows
+        )
+    slow = [row for row in rows if row[3] > slow_ms]
+    print(
+        f"  slow:    {len(slow)} deliveries over {slow_ms:g} ms, published from "
+        f"+{slow[0][0] / 1000:.2f} s to +{slow[-1][0] / 1000:.2f} s; the longest waits "
+        f"{max(row[1] for row in slow):.0f} ms before the fan-out and "
+        f"{max(row[2] for row in slow):.0f} ms after it"
+    )
+    print(f"           every delivery's times: {path}")
+    print(f"           the workers' logs: {', '.join(str(log) for log in logs)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1000)
@@ -163,6 +204,12 @@ def main() -> None:
         "--paced-rate", type=float, default=20.0, help="events/s in the paced phase"
     )
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=100.0,
+        help="a paced p99 over this keeps every delivery's times in a CSV file",
+    )
     args = parser.parse_args()
 
     stop_on_signals()
@@ -245,13 +292,17 @@ def main() -> None:
             time.sleep(max(0.0, next_at - time.monotonic()))
         wait_until_final(count * args.subscriptions, timeout=120)
         firsts = DeliveryAttempt.objects.filter(number=1).values_list(
-            "started_at", "delivery__event__created_at", "delivery__created_at"
+            "started_at", "delivery__event__created_at", "delivery__created_at", "delivery_id"
         )
-        latencies = [(first - published).total_seconds() * 1000 for first, published, _ in firsts]
+        latencies = [
+            (first - published).total_seconds() * 1000 for first, published, _, _ in firsts
+        ]
         # The two halves: to the fan-out (the hand-off: request, message, the task's start) and
         # from it (building the deliveries, committing, claiming).
-        hand_offs = [(built - published).total_seconds() * 1000 for _, published, built in firsts]
-        claims = [(first - built).total_seconds() * 1000 for first, _, built in firsts]
+        hand_offs = [
+            (built - published).total_seconds() * 1000 for _, published, built, _ in firsts
+        ]
+        claims = [(first - built).total_seconds() * 1000 for first, _, built, _ in firsts]
 
         print()
         print("Delivery benchmark (real worker processes, PostgreSQL, Redis, local receiver)")
@@ -280,6 +331,8 @@ def main() -> None:
             f"           of which publish -> fan-out p50 {statistics.median(hand_offs):.1f} ms, "
             f"fan-out -> first attempt p50 {statistics.median(claims):.1f} ms"
         )
+        if _percentile(latencies, 0.99) > args.slow_ms:
+            _slow_report(list(firsts), args.slow_ms, [child.log_path for child in workers])
     finally:
         for worker in workers:
             worker.stop()
