@@ -179,7 +179,11 @@ def deliveries_record(
                 "Recording %d attempts at once failed; recording one by one", len(todo)
             )
             for i in todo:
-                owned |= _result_write_alone(claims[i], attempts[i], now)
+                alone = _result_write_alone(claims[i], attempts[i], now)
+                if alone is None:
+                    progress.refused.add(claims[i].delivery.pk)
+                else:
+                    owned |= alone
         progress.written = (owned, dirty)
         for countdown, delivery_ids in _by_countdown(soon, owned).items():
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
@@ -207,7 +211,7 @@ def deliveries_record(
         _waiting_pull(claims, owned, changes, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
     if lost and not progress.late_written:
-        _late_attempts_record(lost)
+        _late_attempts_record(lost, refused=progress.refused)
         progress.late_written = True
     if not progress.observed:
         # Metrics and the per-attempt log lines: the one place they are taken
@@ -225,6 +229,9 @@ class RecordProgress:
     # their claim (None: not read).
     written: tuple[set[uuid.UUID], set[uuid.UUID] | None] | None = None
     write_tried: bool = False  # a try began writing the results (it may have committed)
+    # The deliveries whose new state the database refused, written one by one: they keep
+    # their lease until it runs out.
+    refused: set[uuid.UUID] = field(default_factory=set)
     changes: CircuitChanges | None = None  # the circuits' counts were updated
     # The transaction that updates them and what it changes, until it is known to have
     # committed (PostgreSQL: its commit's answer may be lost with the connection).
@@ -256,11 +263,15 @@ def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[
     return found
 
 
-def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
+def _late_attempts_record(lost: list[DeliveryAttempt], *, refused: set[uuid.UUID]) -> None:
     """Attempts whose delivery this worker no longer held when it recorded them: the lease ran
     out mid-attempt (other workers may own the rows now) or the delivery was deleted with its
     webhook. The real results replace the "interrupted" entries the new owners may have
-    written; a deleted delivery's are dropped."""
+    written; a deleted delivery's are dropped.
+
+    Also those of ``refused``, whose delivery the database would not take the new state of
+    (``_result_write_alone``): the delivery keeps its lease, and it is sent again once that
+    runs out; the attempt is logged all the same, and the log says which it was."""
     existing = set(
         Delivery.objects.filter(pk__in=[a.delivery_id for a in lost]).values_list("pk", flat=True)
     )
@@ -281,7 +292,17 @@ def _late_attempts_record(lost: list[DeliveryAttempt]) -> None:
         logger.info("Late attempts not recorded: their deliveries were deleted meanwhile")
         return
     # Once written: a caller that tries again after a lost connection does not say it twice.
-    logger.warning(_finished_after(len(late), "lease ran out"))
+    outlived = [attempt for attempt in late if attempt.delivery_id not in refused]
+    if outlived:
+        logger.warning(_finished_after(len(outlived), "lease ran out"))
+    for attempt in late:
+        if attempt.delivery_id in refused:
+            logger.warning(
+                "The database refused the result of attempt %s of delivery %s; it is sent "
+                "again once its lease runs out",
+                attempt.number,
+                attempt.delivery_id,
+            )
 
 
 def _finished_after(count: int, what: str) -> str:
@@ -467,8 +488,12 @@ RETURNING delivery_id, id, ARRAY(
 """
 
 
-def _result_write_alone(claim: Claim, attempt: DeliveryAttempt, now: dt.datetime) -> set[uuid.UUID]:
-    """One delivery's result; if the database refuses it, a bare record that says so."""
+def _result_write_alone(
+    claim: Claim, attempt: DeliveryAttempt, now: dt.datetime
+) -> set[uuid.UUID] | None:
+    """One delivery's result; if the database refuses it, a bare record that says so. Returns
+    the delivery's id if its lease was still ours, else an empty set; None if the database
+    refused the bare record too (the delivery is left leased: its lease runs out)."""
     for bare in (False, True):
         if bare:
             attempt.response_headers = {}
@@ -483,7 +508,7 @@ def _result_write_alone(claim: Claim, attempt: DeliveryAttempt, now: dt.datetime
             raise
         except DatabaseError:
             logger.exception("Recording attempt %s of %s failed", claim.number, claim.delivery.pk)
-    return set()
+    return None
 
 
 def _outcome(attempt: DeliveryAttempt) -> bool | None:

@@ -215,7 +215,7 @@ def test_the_sweeper_finds_the_lost_send_tests_without_reading_every_waiting_del
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_result_the_database_refuses_does_not_lose_the_rest_of_its_batch(school):
+def test_a_result_the_database_refuses_does_not_lose_the_rest_of_its_batch(school, caplog):
     SubscriptionFactory(school=school, url="http://127.0.0.1:9/good")
     SubscriptionFactory(school=school, url="http://127.0.0.1:9/bad")
     event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
@@ -234,6 +234,20 @@ def test_a_result_the_database_refuses_does_not_lose_the_rest_of_its_batch(schoo
     # The batch failed as a whole; its results were then written one by one.
     assert Delivery.objects.get(pk=good.pk).status == DeliveryStatus.DELIVERED
     assert DeliveryAttempt.objects.get(delivery=good).duration_ms == 12
+    # The refused one keeps its lease, so it is sent again once the lease runs out; the log
+    # says why, and does not call it an attempt that outlived its lease.
+    refused = Delivery.objects.get(pk=bad.pk)
+    assert refused.status == DeliveryStatus.PENDING
+    assert refused.lease_token == by_pk[bad.pk].token
+    assert "lease ran out" not in caplog.text
+    assert (
+        f"The database refused the result of attempt 1 of delivery {bad.pk}; it is sent "
+        "again once its lease runs out"
+    ) in caplog.text
+    # Its attempt is in the log all the same, with what could be stored of it.
+    assert DeliveryAttempt.objects.get(delivery=bad).error_message == (
+        "The attempt's answer could not be stored."
+    )
 
 
 @pytest.mark.django_db(transaction=True)
