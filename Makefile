@@ -42,6 +42,7 @@ faults: install prerequisites
 # Throughput and latency figures; asserts nothing.
 bench: install
 	$(PY) -m bench.deliveries $(BENCH_ARGS)
+	$(PY) -m bench.floor $(FLOOR_BENCH_ARGS)
 	$(PY) -m bench.backlog $(BACKLOG_BENCH_ARGS)
 	$(PY) -m bench.ingest $(INGEST_ARGS)
 	$(PY) -m bench.admin_list $(ADMIN_BENCH_ARGS)
