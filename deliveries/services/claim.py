@@ -195,6 +195,11 @@ def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> C
     the flush to the disk that comes with it) and without reading back the rows the caller
     has in hand. What the limits hold back stays waiting, as it was stored.
 
+    A webhook whose older deliveries wait for its slots sends those first: the slots free now
+    go to the oldest waiting, as a take-up's do, not to the new ones, which would otherwise
+    overtake them at every fan-out while the older ones went one take-up at a time. The
+    claims may then be of deliveries not among ``deliveries``.
+
     The caller commits before anything is sent. If the answer to its commit is lost with the
     connection, ``claim_committed_after_loss`` tells whether it went through.
     """
@@ -203,7 +208,12 @@ def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> C
         (delivery.pk, delivery.subscription_id, delivery.next_trigger) for delivery in deliveries
     ]
     outcome, rows, plan = _claim(
-        candidates, now=now, capacity=capacity, park=False, lease=_lease_length(True)
+        candidates,
+        now=now,
+        capacity=capacity,
+        park=False,
+        lease=_lease_length(True),
+        oldest_first=True,
     )
     claims = _claims_build(rows, plan, now)
     outcome.claims = _in_order(claims, [delivery.pk for delivery in deliveries])
@@ -388,10 +398,13 @@ def _claim(
     lease: dt.timedelta,
     locked: bool = False,
     quota: Mapping[uuid.UUID, int] | None = None,
+    oldest_first: bool = False,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
     """Decide and lease, inside the caller's transaction; ``locked``: the caller already holds
     the locks of the candidates' webhooks; ``quota``: at most this many per webhook (the
-    others stay as they are, waiting)."""
+    others stay as they are, waiting); ``oldest_first``: the candidates are new deliveries
+    stored waiting, and a webhook with older ones waiting takes the oldest instead
+    (``_oldest_first``)."""
     outcome = ClaimOutcome()
     if not candidates:
         return outcome, [], None
@@ -401,6 +414,9 @@ def _claim(
     # A claim takes at most one waiting delivery per candidate: counting that many more is
     # enough to tell whether some still wait after it (``_Plan.waiting_behind``).
     plan = _Plan(now=now, endpoints=endpoints, lease=lease, waiting_cap=len(candidates) + 1)
+    passed_over: list[tuple[uuid.UUID, uuid.UUID, str]] = []
+    if oldest_first:
+        candidates, quota, passed_over = _oldest_first(candidates, plan, now)
     for pk, subscription_id, trigger in candidates:
         if capacity is not None and len(plan.chosen) >= capacity:
             outcome.unclaimed.append(str(pk))
@@ -420,6 +436,11 @@ def _claim(
         else:
             outcome.waiting.append(str(pk))
             plan.left.add(subscription_id)
+    listed = {*map(str, plan.chosen), *outcome.waiting, *outcome.unclaimed}
+    for pk, subscription_id, _trigger in passed_over:
+        if str(pk) not in listed:  # new ones older deliveries went before: they wait
+            outcome.waiting.append(str(pk))
+            plan.left.add(subscription_id)
     outcome.retry_at = plan.retry_at
     rows = _lease(plan.chosen, now=now, plan=plan) if plan.chosen else []
     if park and outcome.waiting:
@@ -427,6 +448,43 @@ def _claim(
     plan.states_save()
     plan.catch_ups_follow()
     return outcome, rows, plan
+
+
+def _oldest_first(
+    candidates: list[tuple[uuid.UUID, uuid.UUID, str]], plan: _Plan, now: dt.datetime
+) -> tuple[
+    list[tuple[uuid.UUID, uuid.UUID, str]],
+    dict[uuid.UUID, int] | None,
+    list[tuple[uuid.UUID, uuid.UUID, str]],
+]:
+    """New deliveries stored waiting (``candidates``), with older ones of the same webhook
+    waiting too: the candidates become that webhook's oldest waiting deliveries, as many of
+    them as it has new ones at most (the quota returned, one per new delivery). Only where a
+    slot is free (``plan``): a full webhook's new deliveries wait anyway, and no more is read.
+    Nor for a webhook paused, catching up (its head goes first anyway) or whose circuit is not
+    closed (one probe at a time). Returns the candidates, the quota (None: as they were) and
+    the new deliveries passed over for older ones."""
+    new: dict[uuid.UUID, int] = {}
+    for _pk, subscription_id, _trigger in candidates:
+        new[subscription_id] = new.get(subscription_id, 0) + 1
+    behind = {}
+    for subscription_id, count in new.items():
+        info = plan.endpoints.get(subscription_id)
+        # Waiting counts the new ones too (and retries not yet due: the read below takes only
+        # what is due, the new ones included, oldest first).
+        if (
+            info is not None
+            and info.waiting > count
+            and info.in_flight < info.concurrency
+            and not (info.paused or info.catching_up)
+            and (info.state is None or info.state.circuit_state == CircuitState.CLOSED)
+        ):
+            behind[subscription_id] = count
+    if not behind:
+        return candidates, None, []
+    kept = [candidate for candidate in candidates if candidate[1] not in behind]
+    passed_over = [candidate for candidate in candidates if candidate[1] in behind]
+    return _waiting_candidates(behind, now) + kept, new, passed_over
 
 
 def endpoints_lock(endpoint_ids: list[uuid.UUID], *, claiming: bool = False) -> None:

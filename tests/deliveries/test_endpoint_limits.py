@@ -21,10 +21,12 @@ from deliveries.services.claim import (
     _ENDPOINTS_SQL,
     _WAITING_SQL,
     deliveries_claim,
+    deliveries_claim_inserted,
     deliveries_claim_waiting,
     endpoints_lock,
 )
 from deliveries.services.dispatch import _quotas_fit, dispatcher
+from deliveries.services.fan_out import Bodies, deliveries_insert, delivery_build
 from deliveries.services.record import CircuitChanges, deliveries_record
 from events.services import event_publish
 from tests.database import (
@@ -130,6 +132,65 @@ def test_a_claim_that_fills_the_last_slot_takes_up_what_later_claims_leave_waiti
     )  # as its result is recorded, the dispatcher takes up what waits behind it
     taken = deliveries_claim_waiting(freed={subscription.pk: 1})
     assert [str(claim.delivery.pk) for claim in taken.claims] == ids[3:]
+
+
+def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_own(school):
+    # A slot freed by an attempt whose claim left nothing waiting behind it is taken by the
+    # next fan-out: it goes to what has waited longest, as a take-up's would, and the new
+    # delivery waits its turn (it would otherwise overtake the backlog at every fan-out).
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=2)
+    first = deliveries_claim(delivery_ids=ids)
+    assert first.waiting == ids[2:]
+    Delivery.objects.filter(pk=first.claims[0].delivery.pk).update(
+        status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+    )  # one slot free again, nothing taken up
+    other = SubscriptionFactory(school=school, url="http://127.0.0.1:9/other", topics=["*"])
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "new"}})
+    new = [
+        delivery_build(event=event, subscription=webhook, now=db_now(), bodies=Bodies(event))
+        for webhook in (subscription, other)
+    ]
+    for delivery in new:
+        delivery.enqueued_at = None  # stored waiting, as the fan-out stores what it sends
+
+    with transaction.atomic():
+        deliveries_insert(new)
+        outcome = deliveries_claim_inserted(deliveries=new, capacity=10)
+
+    taken = [str(claim.delivery.pk) for claim in outcome.claims]
+    assert taken == [ids[2], str(new[1].pk)]  # the backlog's head; the other webhook's own
+    assert outcome.waiting == [str(new[0].pk)]
+    assert all(claim.waiting_behind for claim in outcome.claims if claim.delivery.pk != new[1].pk)
+    waiting = Delivery.objects.get(pk=new[0].pk)
+    assert (waiting.leased_until, waiting.enqueued_at, waiting.attempts) == (None, None, 0)
+    # It is taken up in its turn, by the attempt that took the backlog's head.
+    Delivery.objects.filter(pk=ids[2]).update(
+        status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+    )
+    after = deliveries_claim_waiting(freed={subscription.pk: 1})
+    assert [claim.delivery.pk for claim in after.claims] == [new[0].pk]
+
+
+def test_a_fan_out_to_a_full_webhook_reads_no_waiting_deliveries(school, monkeypatch):
+    subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=1)
+    deliveries_claim(delivery_ids=ids)  # one in flight, two waiting
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "new"}})
+    new = [
+        delivery_build(event=event, subscription=subscription, now=db_now(), bodies=Bodies(event))
+    ]
+    new[0].enqueued_at = None
+    read = []
+    monkeypatch.setattr(
+        claim_module,
+        "_waiting_candidates",
+        lambda *args: read.append(args) or [],
+    )
+
+    with transaction.atomic():
+        deliveries_insert(new)
+        outcome = deliveries_claim_inserted(deliveries=new, capacity=10)
+
+    assert (outcome.claims, outcome.waiting, read) == ([], [str(new[0].pk)], [])
 
 
 def test_each_webhook_takes_up_its_own_waiting_deliveries_whatever_waits_longer_elsewhere(
