@@ -29,6 +29,7 @@ from deliveries.services.dispatch import _quotas_fit, dispatcher
 from deliveries.services.fan_out import Bodies, deliveries_insert, delivery_build
 from deliveries.services.record import CircuitChanges, deliveries_record
 from events.services import event_publish
+from subscriptions.models import Subscription
 from tests.database import (
     rows_clone,
     rows_held_elsewhere,
@@ -171,9 +172,26 @@ def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_o
     assert [claim.delivery.pk for claim in after.claims] == [new[0].pk]
 
 
-def test_a_fan_out_to_a_full_webhook_reads_no_waiting_deliveries(school, monkeypatch):
+@pytest.mark.parametrize("held_by", ["its slots", "a pause", "an open circuit"])
+def test_a_fan_out_reads_no_waiting_deliveries_when_nothing_could_take_a_slot(
+    school, monkeypatch, held_by
+):
+    # Where no slot can go now, the fan-out's new delivery waits as it was stored, and the
+    # older ones are not read for nothing.
     subscription, ids = _deliveries(school, "http://127.0.0.1:9/hook", 3, max_concurrency=1)
-    deliveries_claim(delivery_ids=ids)  # one in flight, two waiting
+    first = deliveries_claim(delivery_ids=ids)  # one in flight, two waiting
+    if held_by != "its slots":
+        Delivery.objects.filter(pk=first.claims[0].delivery.pk).update(
+            status=DeliveryStatus.DELIVERED, next_attempt_at=None, leased_until=None
+        )
+    if held_by == "a pause":
+        Subscription.objects.filter(pk=subscription.pk).update(paused_at=timezone.now())
+    if held_by == "an open circuit":
+        EndpointState.objects.create(
+            subscription=subscription,
+            circuit_state=CircuitState.OPEN,
+            probe_at=timezone.now() + dt.timedelta(minutes=5),
+        )
     event = event_publish(school=school, type="course.created", data={"course": {"id": "new"}})
     new = [
         delivery_build(event=event, subscription=subscription, now=db_now(), bodies=Bodies(event))
