@@ -236,15 +236,17 @@ class Dispatcher:
         while True:
             try:
                 circuits = CircuitChanges()
+                waiting: set[uuid.UUID] = set()
                 deliveries_record(
                     claims=claims,
                     results=results,
                     pull_waiting=False,
                     circuits=circuits,
                     progress=progress,
+                    waiting=waiting,
                 )
                 receivers_gone_disable(claims, results)
-                return self._continue(claims, circuits)
+                return self._continue(claims, circuits, waiting)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = db_now(measure=False).timestamp() + pause > lease_end + 60
@@ -270,10 +272,18 @@ class Dispatcher:
                 logger.exception("Recording %d attempts failed", len(batch))
                 return 0
 
-    def _continue(self, claims: list[Claim], circuits: CircuitChanges) -> int:
+    def _continue(
+        self,
+        claims: list[Claim],
+        circuits: CircuitChanges,
+        waiting: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(),
+    ) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
         slots, and send them with the slots just freed (and more after a circuit closed or a
-        catch-up); return how many of the freed slots went on. A webhook whose circuit is open
+        catch-up); return how many of the freed slots went on. The slots of attempts claimed
+        with deliveries waiting behind them pass on, and those of any attempt of a webhook
+        whose deliveries wait though none did when it was claimed (``waiting``, from the
+        record): nobody else takes those up. A webhook whose circuit is open
         (``circuits.opened``) is left alone: its waiting deliveries wait for its probe. Nothing
         is taken up once the process is shutting down (``close``)."""
         if self._closing.is_set():
@@ -285,7 +295,7 @@ class Dispatcher:
                 continue
             # An answer that closed the circuit: deliveries may have been left waiting behind
             # it since this attempt was claimed, even if nothing waited then.
-            if claim.waiting_behind or endpoint in circuits.closed:
+            if claim.waiting_behind or endpoint in circuits.closed or endpoint in waiting:
                 freed[endpoint] = freed.get(endpoint, 0) + 1
         if not freed:
             return 0  # nothing waited, and they left a slot free: nobody waits for them
@@ -294,7 +304,7 @@ class Dispatcher:
         # After a circuit closed or a catch-up, the deliveries that waited behind it may
         # take the webhook's other slots too, as far as this process has send slots free.
         extra = self._slots_take_now(sum(freed.values()) - passed)
-        freed = _quotas_fit(freed, claims, passed + extra, closed=circuits.closed)
+        freed = _quotas_fit(freed, claims, passed + extra, closed=circuits.closed | waiting)
         try:
             outcome = deliveries_claim_waiting(freed=freed)
         except Exception:

@@ -98,6 +98,7 @@ def deliveries_record(
     pull_waiting: bool = True,
     circuits: CircuitChanges | None = None,
     progress: RecordProgress | None = None,
+    waiting: set[uuid.UUID] | None = None,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -114,6 +115,12 @@ def deliveries_record(
     A caller that tries again after the connection was lost (the dispatcher) passes the same
     ``progress`` each time: the steps that were written are not written again (the results
     would read as attempts whose lease ran out, and the failures would count twice).
+
+    ``waiting`` (the dispatcher's) gets the webhooks of attempts claimed with nothing waiting
+    behind them (``Claim.waiting_behind``) whose deliveries wait now (read by the statement
+    that writes the results, on PostgreSQL): claims made after them left deliveries waiting
+    for the attempts they made, not for these, so these attempts' slots would stay free
+    while those wait, unless their take-up fills them too.
     """
     progress = progress or RecordProgress()
     now = db_now()
@@ -165,7 +172,13 @@ def deliveries_record(
         progress.write_tried = True
         try:
             if len(todo) == len(claims):
-                owned, dirty = _results_write(claims, attempts, now, outcomes.clean)
+                owned, dirty = _results_write(
+                    claims,
+                    attempts,
+                    now,
+                    outcomes.clean,
+                    found=progress.waiting if waiting is not None else None,
+                )
             elif todo:
                 owned |= _results_write(
                     [claims[i] for i in todo], [attempts[i] for i in todo], now
@@ -207,6 +220,8 @@ def deliveries_record(
     if circuits is not None:
         circuits.opened |= changes.opened
         circuits.closed |= changes.closed
+    if waiting is not None:
+        waiting |= progress.waiting
     if pull_waiting:
         _waiting_pull(claims, owned, changes, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
@@ -239,6 +254,9 @@ class RecordProgress:
     probes_scheduled: bool = False
     late_written: bool = False
     observed: bool = False
+    # Webhooks of attempts claimed with nothing waiting behind them whose deliveries wait now
+    # (read with the results written).
+    waiting: set[uuid.UUID] = field(default_factory=set)
 
 
 def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[int]:
@@ -328,17 +346,44 @@ def _results_write(
     attempts: list[DeliveryAttempt],
     now: dt.datetime,
     clean: list[uuid.UUID] | None = None,
+    *,
+    found: set[uuid.UUID] | None = None,
 ) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
     """Write the batch atomically; return the deliveries whose lease was still ours, and which
     of the webhooks in ``clean`` have a circuit that is not closed and clean (None: not read).
+    ``found``: gets the webhooks of the claims made with nothing waiting behind them whose due
+    deliveries wait now (``deliveries_record``).
 
     On PostgreSQL one statement writes the deliveries' new state (where this worker's lease
     still holds), their attempt rows and their webhooks' failure streaks; elsewhere (the
     embedded SQLite) the rows are locked, read, bulk-updated and the attempts inserted in a
     transaction, then the streaks updated.
     """
+    unmarked = (
+        sorted({claim.delivery.subscription_id for claim in claims if not claim.waiting_behind})
+        if found is not None
+        else []
+    )
     if connection.vendor == "postgresql":
-        return _results_write_statement(claims, attempts, now, clean or [])
+        owned, dirty, waiting = _results_write_statement(
+            claims, attempts, now, clean or [], unmarked
+        )
+        if found is not None:
+            found |= waiting
+        return owned, dirty
+    if unmarked and found is not None:
+        found |= set(
+            Delivery.objects.filter(
+                subscription_id__in=unmarked,
+                status=DeliveryStatus.PENDING,
+                enqueued_at__isnull=True,
+                next_attempt_at__lte=now,
+                is_test=False,
+            )
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .values_list("subscription_id", flat=True)
+            .distinct()
+        )
     with transaction.atomic():
         owned = set(
             Delivery.objects.select_for_update()
@@ -360,8 +405,12 @@ def _results_write(
 
 
 def _results_write_statement(
-    claims: list[Claim], attempts: list[DeliveryAttempt], now: dt.datetime, clean: list[uuid.UUID]
-) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
+    claims: list[Claim],
+    attempts: list[DeliveryAttempt],
+    now: dt.datetime,
+    clean: list[uuid.UUID],
+    unmarked: list[uuid.UUID],
+) -> tuple[set[uuid.UUID], set[uuid.UUID] | None, set[uuid.UUID]]:
     """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, ``INSERT`` their
     attempts from it, and end or start their webhooks' failure streaks as
     ``_failure_streaks_update`` does, in one statement (atomic on its own, one round trip).
@@ -408,22 +457,25 @@ def _results_write_statement(
             attempt.error_kind,
             attempt.error_message,
         ]
-    params += [now, clean]
+    params += [now, clean, unmarked]
     sql = _RESULTS_WRITE.format(
         deliveries=", ".join(delivery_rows),
         attempts=", ".join(attempt_rows),
-        now=len(params) - 1,
-        clean=len(params),
+        now=len(params) - 2,
+        clean=len(params) - 1,
+        unmarked=len(params),
     )
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    written = {delivery_id: attempt_id for delivery_id, attempt_id, _dirty in rows}
+    written = {delivery_id: attempt_id for delivery_id, attempt_id, _dirty, _waiting in rows}
     for attempt in attempts:
         if attempt.delivery_id in written:
             attempt.pk = written[attempt.delivery_id]
-    return set(written), (set(rows[0][2]) if rows else None)
+    if not rows:
+        return set(), None, set()
+    return set(written), set(rows[0][2]), set(rows[0][3])
 
 
 def _numbered(row: str) -> tuple[str, int]:
@@ -484,6 +536,14 @@ RETURNING delivery_id, id, ARRAY(
     SELECT e.subscription_id FROM deliveries_endpointstate AS e
     WHERE e.subscription_id = ANY(${clean}::uuid[])
       AND (e.circuit_state <> 'closed' OR e.consecutive_failures > 0)
+), ARRAY(
+    SELECT u.id FROM unnest(${unmarked}::uuid[]) AS u(id)
+    WHERE EXISTS (
+        SELECT 1 FROM deliveries_delivery AS w
+        WHERE w.subscription_id = u.id AND w.status = 'pending' AND w.enqueued_at IS NULL
+          AND w.next_attempt_at <= ${now} AND (w.leased_until IS NULL OR w.leased_until < ${now})
+          AND NOT w.is_test
+    )
 )
 """
 

@@ -173,6 +173,40 @@ def test_after_a_probe_answers_the_backlog_goes_at_the_webhooks_concurrency(
     assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 7
 
 
+def test_the_slot_of_an_attempt_nobody_waited_behind_goes_to_what_waits_when_it_ends(
+    school, receiver, engine
+):
+    """A claim that left nothing waiting and did not take the last slot has nobody waiting
+    behind it; claims after it fill the webhook and leave deliveries waiting for their own
+    attempts. When its attempt ends first, the deliveries that wait take its slot at once,
+    rather than leaving it free until the others' attempts end (or, with nothing more
+    published, until the backlog is gone)."""
+    receiver.script(
+        "/hook",
+        Reply(status=200, delay_seconds=0.2),  # the first, alone
+        Reply(status=200, delay_seconds=1.5),  # the two that fill the webhook
+        Reply(status=200, delay_seconds=1.5),
+        default=Reply(status=200, delay_seconds=0.3),
+    )
+    SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=3)
+    ids = deliveries_published(school, 1)
+    assert engine.dispatch(ids) == 1  # nothing waits, a slot is free: nobody behind it
+    receiver.wait_for(1, path="/hook", timeout=10)
+    ids += deliveries_published(school, 8, start=1)
+    Delivery.objects.filter(pk__in=ids[1:]).update(enqueued_at=None)  # no messages
+    assert engine.dispatch(ids[1:], waiting=True) == 2  # the last two slots; six wait
+    receiver.wait_for(3, path="/hook", timeout=10)
+
+    # The first answers 0.2 s after it came, the two 1.5 s after they came.
+    receiver.wait_for(4, path="/hook", timeout=1.0)
+    receiver.wait_for(9, path="/hook", timeout=20)
+    assert engine.drain(timeout=10)
+
+    assert receiver.max_in_flight("/hook") == 3  # never more than its concurrency
+    assert Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.DELIVERED).count() == 9
+    assert engine._slots_take_now(engine.slots + 1) == engine.slots  # every slot given back
+
+
 def test_after_a_catch_up_what_waited_behind_it_goes_at_the_webhooks_concurrency(
     school, receiver, engine
 ):

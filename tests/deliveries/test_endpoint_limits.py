@@ -135,6 +135,42 @@ def test_a_claim_that_fills_the_last_slot_takes_up_what_later_claims_leave_waiti
     assert [str(claim.delivery.pk) for claim in taken.claims] == ids[3:]
 
 
+def test_recording_an_attempt_nobody_waited_behind_says_whether_deliveries_wait_now(school):
+    # Claimed with a slot free and nothing waiting, nobody is to take up behind these attempts;
+    # but deliveries published after them may wait now, for attempts claimed later that filled
+    # the webhook. The record says which: those attempts' slots must not stay free.
+    quiet, busy, marked = (
+        SubscriptionFactory(school=school, url=f"http://127.0.0.1:9/{name}", topics=["*"], **limit)
+        for name, limit in [
+            ("quiet", {"max_concurrency": 2}),
+            ("busy", {"max_concurrency": 2}),
+            ("marked", {"max_concurrency": 1}),
+        ]
+    )
+
+    def published(number, kept):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids = event_fan_out(event_id=event.id)
+        Delivery.objects.filter(pk__in=ids).exclude(subscription__in=kept).delete()
+        Delivery.objects.filter(pk__in=ids).update(enqueued_at=None)  # no messages
+        return [str(pk) for pk in Delivery.objects.filter(pk__in=ids).values_list("pk", flat=True)]
+
+    first = published(0, [quiet, busy, marked])
+    published(1, [marked])  # waits behind the first
+    claims = deliveries_claim(delivery_ids=first, waiting=True).claims
+    marks = {claim.delivery.subscription_id: claim.waiting_behind for claim in claims}
+    assert marks == {quiet.pk: False, busy.pk: False, marked.pk: True}
+    published(2, [busy])  # waits now, though nothing did when busy's attempt was claimed
+
+    waiting = set()
+    deliveries_record(claims=claims, results=[_ANSWERED] * 3, pull_waiting=False, waiting=waiting)
+
+    # Not quiet (nothing waits) nor marked (its own take-up comes anyway).
+    assert waiting == {busy.pk}
+
+
 def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_own(school):
     # A slot freed by an attempt whose claim left nothing waiting behind it is taken by the
     # next fan-out: it goes to what has waited longest, as a take-up's would, and the new
