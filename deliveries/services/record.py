@@ -457,13 +457,18 @@ def _results_write_statement(
             attempt.error_kind,
             attempt.error_message,
         ]
-    params += [now, clean, unmarked]
+    params += [now, clean]
+    now_at, clean_at = len(params) - 1, len(params)
+    waiting = "'{}'::uuid[]"  # none to look for: nothing more to plan either
+    if unmarked:
+        params.append(unmarked)
+        waiting = _WAITING_FOUND.format(now=now_at, unmarked=len(params))
     sql = _RESULTS_WRITE.format(
         deliveries=", ".join(delivery_rows),
         attempts=", ".join(attempt_rows),
-        now=len(params) - 2,
-        clean=len(params) - 1,
-        unmarked=len(params),
+        now=now_at,
+        clean=clean_at,
+        waiting=waiting,
     )
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
@@ -536,16 +541,22 @@ RETURNING delivery_id, id, ARRAY(
     SELECT e.subscription_id FROM deliveries_endpointstate AS e
     WHERE e.subscription_id = ANY(${clean}::uuid[])
       AND (e.circuit_state <> 'closed' OR e.consecutive_failures > 0)
-), ARRAY(
-    SELECT u.id FROM unnest(${unmarked}::uuid[]) AS u(id)
-    WHERE EXISTS (
+), {waiting}
+"""
+# Which of the webhooks of attempts nobody waited behind have deliveries waiting: one probe of
+# each webhook's waiting deliveries, in the order of ``delivery_waiting_in_order_idx``, which
+# the ORDER BY names so that the planner takes it (a semi-join may hash every waiting delivery
+# of every webhook, and a probe without the order may read a whole index of due deliveries,
+# at every record).
+_WAITING_FOUND = """ARRAY(
+    SELECT u.id FROM unnest(${unmarked}::uuid[]) AS u(id) CROSS JOIN LATERAL (
         SELECT 1 FROM deliveries_delivery AS w
         WHERE w.subscription_id = u.id AND w.status = 'pending' AND w.enqueued_at IS NULL
           AND w.next_attempt_at <= ${now} AND (w.leased_until IS NULL OR w.leased_until < ${now})
           AND NOT w.is_test
-    )
-)
-"""
+        ORDER BY w.next_attempt_at, w.id LIMIT 1
+    ) AS found
+)"""
 
 
 def _result_write_alone(

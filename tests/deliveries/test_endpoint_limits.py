@@ -208,6 +208,30 @@ def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_o
     assert [claim.delivery.pk for claim in after.claims] == [new[0].pk]
 
 
+def test_the_record_reads_a_few_entries_to_tell_whether_deliveries_wait(school):
+    # Whether deliveries wait for each webhook of attempts nobody waited behind: a probe of
+    # each, not a read of every delivery waiting (3,000 here) at every record.
+    busy, ids = _deliveries(school, "http://127.0.0.1:9/busy", 1, max_concurrency=8)
+    quiet = SubscriptionFactory(school=school, url="http://127.0.0.1:9/quiet", topics=["none"])
+    Delivery.objects.filter(pk=ids[0]).update(enqueued_at=None)
+    rows_clone(Delivery, ids[0], 3000, {"id": "gen_random_uuid()", "replay_number": "n"})
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE deliveries_delivery")
+    sql = "SELECT " + record_module._WAITING_FOUND.replace("${unmarked}", "%s").replace(
+        "${now}", "%s"
+    )
+    now = timezone.now()
+    params = [[quiet.pk, busy.pk], now, now]
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        [found] = cursor.fetchone()
+    read = rows_read(sql, params)
+
+    assert found == [busy.pk]
+    assert read <= 2  # one entry of each webhook's waiting deliveries at most
+
+
 @pytest.mark.parametrize("held_by", ["its slots", "a pause", "an open circuit"])
 def test_a_fan_out_reads_no_waiting_deliveries_when_nothing_could_take_a_slot(
     school, monkeypatch, held_by
