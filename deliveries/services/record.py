@@ -117,10 +117,10 @@ def deliveries_record(
     would read as attempts whose lease ran out, and the failures would count twice).
 
     ``waiting`` (the dispatcher's) gets the webhooks of attempts claimed with nothing waiting
-    behind them (``Claim.waiting_behind``) whose deliveries wait now (read by the statement
-    that writes the results, on PostgreSQL): claims made after them left deliveries waiting
-    for the attempts they made, not for these, so these attempts' slots would stay free
-    while those wait, unless their take-up fills them too.
+    behind them (``Claim.waiting_behind``) whose deliveries wait now (read with the results
+    written; on PostgreSQL by the same statement): claims made after them left deliveries
+    waiting for the attempts they made, not for these, so these attempts' slots would stay
+    free while those wait, unless their take-up fills them too.
     """
     progress = progress or RecordProgress()
     now = db_now()
@@ -417,6 +417,8 @@ def _results_write_statement(
     A webhook whose streak does not change is not written (the usual path: no row locked).
     The webhooks are looked up as arrays (``= ANY(ARRAY(...))``), which PostgreSQL reads
     through the primary key; ``IN (SELECT ...)`` read the whole webhooks table every batch.
+    Returns what ``_results_write`` does, and which of the webhooks in ``unmarked`` have
+    deliveries waiting (``_WAITING_FOUND``, as the statement began).
 
     The statement is written with PostgreSQL's own placeholders (``$1``) and sent through a
     raw cursor: a batch's statement is new text of up to tens of kilobytes, and converting
