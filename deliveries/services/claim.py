@@ -43,6 +43,7 @@ from django.db.models import (
     F,
     Prefetch,
     Q,
+    QuerySet,
     UUIDField,
     Value,
     When,
@@ -360,19 +361,29 @@ def _waiting_candidates(
     rate limit, a probe), locked, oldest first; rows another worker holds are passed over."""
     if connection.vendor == "postgresql":
         return _candidates_fetch(_WAITING_SQL, [list(freed), list(freed.values()), now, now])
-    waiting = (
-        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(status=DeliveryStatus.PENDING, enqueued_at__isnull=True, next_attempt_at__lte=now)
-        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-        .filter(is_test=False)  # a Send Test is sent by the request that made it
-        .order_by("next_attempt_at", "id")
-    )
+    waiting = waiting_due(now).select_for_update(skip_locked=True, of=("self",))
     found: list[tuple[Any, ...]] = []
     for endpoint, share in freed.items():
         found += waiting.filter(subscription_id=endpoint).values_list(
             "next_attempt_at", "id", "pk", "subscription_id", "next_trigger"
         )[: share * 4]
     return [row[2:] for row in sorted(found, key=lambda row: row[:2])]
+
+
+def waiting_due(now: dt.datetime) -> QuerySet[Delivery]:
+    """The deliveries that wait for their webhook's slots without a message and are due now,
+    oldest first (the ORM's form of ``_WAITING_SQL``'s conditions): not in flight, and not a
+    Send Test, which the request that made it sends."""
+    return (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING,
+            enqueued_at__isnull=True,
+            next_attempt_at__lte=now,
+            is_test=False,
+        )
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .order_by("next_attempt_at", "id")
+    )
 
 
 # Each webhook's waiting deliveries in the order of ``delivery_waiting_in_order_idx``, which

@@ -236,17 +236,15 @@ class Dispatcher:
         while True:
             try:
                 circuits = CircuitChanges()
-                waiting: set[uuid.UUID] = set()
                 deliveries_record(
                     claims=claims,
                     results=results,
                     pull_waiting=False,
                     circuits=circuits,
                     progress=progress,
-                    waiting=waiting,
                 )
                 receivers_gone_disable(claims, results)
-                return self._continue(claims, circuits, waiting)
+                return self._continue(claims, circuits, progress.waiting)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = db_now(measure=False).timestamp() + pause > lease_end + 60

@@ -23,7 +23,6 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Q
 from django.utils import timezone
 
 from common.clock import db_now
@@ -44,7 +43,7 @@ from ..models import (
     EndpointState,
 )
 from ..redaction import attempt_redact
-from .claim import Claim, endpoints_lock
+from .claim import Claim, endpoints_lock, waiting_due
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
 from .redrive import probe_delivery, retrigger_schedule_resume
@@ -98,7 +97,6 @@ def deliveries_record(
     pull_waiting: bool = True,
     circuits: CircuitChanges | None = None,
     progress: RecordProgress | None = None,
-    waiting: set[uuid.UUID] | None = None,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -116,11 +114,12 @@ def deliveries_record(
     ``progress`` each time: the steps that were written are not written again (the results
     would read as attempts whose lease ran out, and the failures would count twice).
 
-    ``waiting`` (the dispatcher's) gets the webhooks of attempts claimed with nothing waiting
-    behind them (``Claim.waiting_behind``) whose deliveries wait now (read with the results
-    written; on PostgreSQL by the same statement): claims made after them left deliveries
-    waiting for the attempts they made, not for these, so these attempts' slots would stay
-    free while those wait, unless their take-up fills them too.
+    A caller that takes up the waiting deliveries itself also learns, in
+    ``progress.waiting``, the webhooks of attempts claimed with nothing waiting behind them
+    (``Claim.waiting_behind``) whose deliveries wait now (read with the results written; on
+    PostgreSQL by the same statement): claims made after them left deliveries waiting for the
+    attempts they made, not for these, so these attempts' slots would stay free while those
+    wait, unless its take-up fills them too.
     """
     progress = progress or RecordProgress()
     now = db_now()
@@ -177,7 +176,7 @@ def deliveries_record(
                     attempts,
                     now,
                     outcomes.clean,
-                    found=progress.waiting if waiting is not None else None,
+                    found=None if pull_waiting else progress.waiting,
                 )
             elif todo:
                 owned |= _results_write(
@@ -220,8 +219,6 @@ def deliveries_record(
     if circuits is not None:
         circuits.opened |= changes.opened
         circuits.closed |= changes.closed
-    if waiting is not None:
-        waiting |= progress.waiting
     if pull_waiting:
         _waiting_pull(claims, owned, changes, now)
     lost = [a for a, claim in zip(attempts, claims, strict=True) if claim.delivery.pk not in owned]
@@ -255,7 +252,7 @@ class RecordProgress:
     late_written: bool = False
     observed: bool = False
     # Webhooks of attempts claimed with nothing waiting behind them whose deliveries wait now
-    # (read with the results written).
+    # (read with the results written, for a caller that takes them up itself).
     waiting: set[uuid.UUID] = field(default_factory=set)
 
 
@@ -373,14 +370,9 @@ def _results_write(
         return owned, dirty
     if unmarked and found is not None:
         found |= set(
-            Delivery.objects.filter(
-                subscription_id__in=unmarked,
-                status=DeliveryStatus.PENDING,
-                enqueued_at__isnull=True,
-                next_attempt_at__lte=now,
-                is_test=False,
-            )
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            waiting_due(now)
+            .filter(subscription_id__in=unmarked)
+            .order_by()
             .values_list("subscription_id", flat=True)
             .distinct()
         )
@@ -966,16 +958,9 @@ def _waiting_pull(
         waiting: list[uuid.UUID] = []
         for endpoint, share in freed.items():  # each webhook its own share
             waiting += (
-                Delivery.objects.select_for_update(skip_locked=True)
-                .filter(
-                    subscription_id=endpoint,
-                    status=DeliveryStatus.PENDING,
-                    enqueued_at__isnull=True,
-                    next_attempt_at__lte=now,
-                    is_test=False,  # a Send Test is sent by the request that made it
-                )
-                .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-                .order_by("next_attempt_at", "id")
+                waiting_due(now)
+                .select_for_update(skip_locked=True)
+                .filter(subscription_id=endpoint)
                 .values_list("pk", flat=True)[:share]
             )
         if waiting:

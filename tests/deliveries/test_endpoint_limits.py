@@ -27,7 +27,7 @@ from deliveries.services.claim import (
 )
 from deliveries.services.dispatch import _quotas_fit, dispatcher
 from deliveries.services.fan_out import Bodies, deliveries_insert, delivery_build
-from deliveries.services.record import CircuitChanges, deliveries_record
+from deliveries.services.record import CircuitChanges, RecordProgress, deliveries_record
 from events.services import event_publish
 from subscriptions.models import Subscription
 from tests.database import (
@@ -164,11 +164,11 @@ def test_recording_an_attempt_nobody_waited_behind_says_whether_deliveries_wait_
     assert marks == {quiet.pk: False, busy.pk: False, marked.pk: True}
     published(2, [busy])  # waits now, though nothing did when busy's attempt was claimed
 
-    waiting = set()
-    deliveries_record(claims=claims, results=[_ANSWERED] * 3, pull_waiting=False, waiting=waiting)
+    progress = RecordProgress()
+    deliveries_record(claims=claims, results=[_ANSWERED] * 3, pull_waiting=False, progress=progress)
 
     # Not quiet (nothing waits) nor marked (its own take-up comes anyway).
-    assert waiting == {busy.pk}
+    assert progress.waiting == {busy.pk}
 
 
 def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_own(school):
