@@ -37,7 +37,7 @@ from ..models import (
     delivery_state,
 )
 from ..selectors import WEBHOOKS_WAITING_CTE, webhooks_held_by_circuit
-from .claim import Claim, attempts_interrupted_record
+from .claim import Claim, attempts_interrupted_record, waiting_due
 from .fan_out import deliveries_enqueue, delivery_build, events_fan_out_waiting
 from .heartbeats import SWEEPER, heartbeat_record
 from .pausing import catch_ups_drive, subscriptions_resume_due
@@ -173,17 +173,10 @@ def _waiting_unattended(*, now: dt.datetime, limit: int) -> list[uuid.UUID]:
         leased_until__gte=now,
     )
     rows = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING,
-            enqueued_at__isnull=True,
-            next_attempt_at__lte=now,
-            is_test=False,
-        )
-        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        waiting_due(now)
         .exclude(Exists(in_flight))
         .exclude(subscription_id__in=webhooks_held_by_circuit())
         .filter(subscription__paused_at__isnull=True, subscription__catching_up_since__isnull=True)
-        .order_by("next_attempt_at", "id")
         .values_list("id", "subscription_id", "subscription__max_concurrency")
     )
     ids: list[uuid.UUID] = []
