@@ -703,6 +703,20 @@ class _Plan:
         if info.in_flight >= (concurrency or info.concurrency):
             self.filled.add(endpoint)
 
+    def full(self) -> set[uuid.UUID]:
+        """The webhooks whose every slot is taken after this claim, by attempts that take up
+        what waits behind them when they end: more of their deliveries may be stored waiting,
+        without a message (a message's claim would only leave them waiting). Not those paused,
+        catching up or whose circuit is not closed: they go by their own rules."""
+        return {
+            endpoint
+            for endpoint, info in self.endpoints.items()
+            if info.in_flight >= info.concurrency
+            and not info.paused
+            and not info.catching_up
+            and (info.state is None or info.state.circuit_state == CircuitState.CLOSED)
+        }
+
     def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:
         """Take one token of the webhook's bucket (``rate`` per second, bursts of ``rate``)."""
         rate = info.rate or 1

@@ -300,11 +300,13 @@ class _HandOffWithin:
 
     def __init__(self) -> None:
         self.sending: InsertedClaim | None = None
+        self.parked: set[uuid.UUID] = set()
 
     def claim(self, deliveries: list[Delivery], pending: list[uuid.UUID], dispatched: int) -> bool:
         """Claim the first ``dispatched`` of ``pending``; False where it is not done here
         (SQLite, a caller's transaction, no send slot free): the hand-off claims them after
-        the commit."""
+        the commit. The rest of ``pending`` whose webhook the claim found full are stored
+        waiting, without a message (``_Plan.full``): the attempts in flight take them up."""
         if not dispatched or connection.vendor != "postgresql" or not transaction_own():
             return False
         from .dispatch import deliveries_dispatch_inserted
@@ -313,7 +315,18 @@ class _HandOffWithin:
         self.sending = deliveries_dispatch_inserted(
             deliveries=[delivery for delivery in deliveries if delivery.pk in first]
         )
-        return self.sending is not None
+        if self.sending is None:
+            return False
+        plan = self.sending.outcome.plan
+        full = plan.full() if plan is not None else set()
+        rest = set(pending[dispatched:])
+        self.parked = {
+            delivery.pk
+            for delivery in deliveries
+            if delivery.pk in rest and delivery.subscription_id in full
+        }
+        rows_update(Delivery, self.parked, enqueued_at=None)
+        return True
 
     @contextlib.contextmanager
     def committing(self) -> Iterator[None]:
@@ -338,9 +351,10 @@ class _HandOffWithin:
             self.sending = None
 
     def send(self, rest: list[uuid.UUID]) -> None:
-        """After the commit: send what was claimed, and enqueue ``rest`` for any worker."""
+        """After the commit: send what was claimed, and enqueue ``rest`` for any worker (but
+        what waits for a full webhook)."""
         if self.sending is not None:
-            deliveries_enqueue(rest)
+            deliveries_enqueue([pk for pk in rest if pk not in self.parked])
             self.sending.send()
 
 

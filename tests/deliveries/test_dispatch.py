@@ -14,6 +14,7 @@ from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointSt
 from deliveries.services import claim as claim_module
 from deliveries.services import dispatch as dispatch_module
 from deliveries.services import event_fan_out, record, subscription_pause, subscription_resume
+from deliveries.services import fan_out as fan_out_module
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.dispatch import Dispatcher, _Result
 from deliveries.services.fan_out import events_fan_out_waiting
@@ -579,3 +580,43 @@ def test_with_no_send_slot_free_the_fan_out_leaves_the_hand_off_until_after_its_
     assert "No send slot free" in caplog.text
     process_engine._slots_give(taken)
     assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
+
+
+def test_a_fan_out_stores_what_waits_for_a_full_webhook_without_a_message(
+    school, receiver, process_engine, monkeypatch, settings
+):
+    """Deliveries past the first the fan-out sends itself get a message each, for any worker;
+    but those whose webhook the fan-out's claim found full would only be left waiting by that
+    message's claim: they are stored waiting instead, and the attempts in flight take them up
+    one by one. A webhook with free slots still gets its messages."""
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2  # the fan-out sends the first 2 itself
+    receiver.script("/full", default=Reply(status=200, delay_seconds=0.3))
+    full = SubscriptionFactory(school=school, url=receiver.url("/full"), max_concurrency=1)
+    event_publish(school=school, type="course.created", data={"course": {"id": "c0"}})
+    assert events_fan_out_waiting(dispatch=True) == 1
+    receiver.wait_for(1, path="/full", timeout=10)  # its one slot taken, answered in 0.3 s
+    other = SubscriptionFactory(school=school, url=receiver.url("/other"), max_concurrency=8)
+    with transaction.atomic():
+        for number in range(1, 4):
+            event_publish(
+                school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+            )
+    messages: list[str] = []
+    monkeypatch.setattr(
+        fan_out_module, "deliveries_enqueue", lambda ids, **kwargs: messages.extend(map(str, ids))
+    )
+
+    assert events_fan_out_waiting(dispatch=True) == 3
+
+    later = Delivery.objects.exclude(event__data__course__id="c0")
+    waiting = later.filter(subscription=full, leased_until__isnull=True)
+    assert waiting.count() == 3  # the one sent itself, left by its claim, and two past those
+    assert not waiting.filter(enqueued_at__isnull=False).exists()  # none has a message
+    with_messages = later.filter(subscription=other, enqueued_at__isnull=False)
+    # The other webhook's past the first two: free slots, a message each.
+    assert sorted(messages) == sorted(str(pk) for pk in with_messages.values_list("pk", flat=True))
+    assert len(messages) == 2
+    receiver.wait_for(4, path="/full", timeout=10)  # taken up behind each attempt
+    assert process_engine.drain(timeout=10)
+    assert Delivery.objects.filter(subscription=full, status=DeliveryStatus.DELIVERED).count() == 4
+    assert receiver.max_in_flight("/full") == 1
