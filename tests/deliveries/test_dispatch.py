@@ -590,11 +590,13 @@ def test_a_fan_out_stores_what_waits_for_a_full_webhook_without_a_message(
     message's claim: they are stored waiting instead, and the attempts in flight take them up
     one by one. A webhook with free slots still gets its messages."""
     settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2  # the fan-out sends the first 2 itself
-    receiver.script("/full", default=Reply(status=200, delay_seconds=0.3))
+    receiver.script(
+        "/full", Reply(status=200, delay_seconds=1.0), default=Reply(status=200, delay_seconds=0.2)
+    )
     full = SubscriptionFactory(school=school, url=receiver.url("/full"), max_concurrency=1)
     event_publish(school=school, type="course.created", data={"course": {"id": "c0"}})
     assert events_fan_out_waiting(dispatch=True) == 1
-    receiver.wait_for(1, path="/full", timeout=10)  # its one slot taken, answered in 0.3 s
+    receiver.wait_for(1, path="/full", timeout=10)  # its one slot taken, answered in 1 s
     other = SubscriptionFactory(school=school, url=receiver.url("/other"), max_concurrency=8)
     with transaction.atomic():
         for number in range(1, 4):
