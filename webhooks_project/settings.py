@@ -465,8 +465,11 @@ WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 50)
 # of its deliveries in flight every third of this, so a killed worker's deliveries are sent again
 # within about this long. A synchronous attempt (Send Test) holds WEBHOOKS_TIMEOUT_SECONDS more.
 WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 10.0)
-# Requests in flight at once per worker process (threads that wait on receivers, not CPUs).
-WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 128)
+# Requests in flight at once per worker process (threads that wait on receivers, not CPUs,
+# started as needed). Enough for 64 webhooks hanging at once at the default concurrency of 8 (a
+# receiver host that many schools' webhooks point at, gone down): beyond that, healthy webhooks
+# wait for a thread until the hanging ones' circuits open (README, Faults).
+WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 512)
 
 # Per webhook: requests in flight at once unless the webhook sets its own limit, so one slow or
 # dead receiver never takes more than its share of the workers.

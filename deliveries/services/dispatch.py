@@ -45,6 +45,7 @@ from .claim import (
     deliveries_claim_waiting,
     leases_renew,
 )
+from .config import open_files_fit
 from .record import (
     CircuitChanges,
     RecordProgress,
@@ -476,6 +477,7 @@ def dispatcher() -> Dispatcher:
             found = _dispatchers.get(pid)
             if found is None:
                 _dispatchers.clear()
+                open_files_fit(settings.WEBHOOKS_SEND_THREADS)
                 found = _dispatchers[pid] = Dispatcher(settings.WEBHOOKS_SEND_THREADS)
     return found
 
