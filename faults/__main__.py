@@ -9,7 +9,10 @@ that verifies every signature. Then, each scenario on webhooks of its own:
 - ``redis-restart``: restart Redis (which keeps nothing on disk) 20 times in a row, checking each
   time that an event published after the restart is consumed;
 - ``isolation``: two receivers that hang past the deadline and one fast one, all receiving events
-  at a steady rate: the fast one's publish-to-receipt times.
+  at a steady rate: the fast one's publish-to-receipt times;
+- ``isolation-many``: the same with a hundred hanging receivers, as when a receiver host that
+  many schools' webhooks point at goes down: their attempts take 800 of the workers' send
+  threads at once.
 
 Each prints expected / received / lost / duplicates, how long after the fault ended the first
 delivery arrived ("resumed") and the last one ("drain": the backlog is gone). Exits 1 if any
@@ -303,17 +306,21 @@ def redis_restarts(system: System, restarts: int = 20) -> Result:
     return result
 
 
-def isolation(system: System) -> Result:
+def isolation(system: System, hanging: int = 2, p95_max: float = 2.0) -> Result:
+    """The fast receiver's publish-to-receipt beside ``hanging`` receivers that hang past the
+    deadline; a p95 over ``p95_max`` seconds fails the run."""
     from django.conf import settings
 
+    name = "isolation" if hanging == 2 else "isolation-many"
+    scenario = "iso" if hanging == 2 else "isomany"  # letters and digits: the event's label
     hang = settings.WEBHOOKS_TIMEOUT_SECONDS * 2
-    paths = system.webhooks("iso", [hang, hang, 0.0])
+    paths = system.webhooks(scenario, [hang] * hanging + [0.0])
     events = 300
     rate = 10.0
-    result = Result("isolation", expected=events)  # counted on the fast receiver
-    publisher = system.publisher("iso", events, rate=rate)
+    result = Result(name, expected=events)  # counted on the fast receiver
+    publisher = system.publisher(scenario, events, rate=rate)
     publisher.done.wait()
-    fast = [paths[2]]
+    fast = [paths[-1]]
     system.drain(result, fast, time.time())
     latencies = sorted(
         at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
@@ -325,11 +332,11 @@ def isolation(system: System) -> Result:
         result.notes.append(
             f"fast receiver publish-to-receipt p50 {p50 * 1000:.0f} ms,"
             f" p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
-            f" (two receivers hanging {hang:.0f} s for {events / rate:.0f} s)"
+            f" ({hanging} receivers hanging {hang:.0f} s for {events / rate:.0f} s)"
         )
-        if p95 > 2.0:
-            result.failures.append(f"fast receiver p95 {p95:.2f} s > 2 s")
-    result.notes.append(f"requests the hanging receivers got: {system.receiver.total(paths[:2])}")
+        if p95 > p95_max:
+            result.failures.append(f"fast receiver p95 {p95:.2f} s > {p95_max:.0f} s")
+    result.notes.append(f"requests the hanging receivers got: {system.receiver.total(paths[:-1])}")
     result.drain_seconds = result.resumed_seconds = None  # the hanging ones still retry
     return result
 
@@ -339,6 +346,10 @@ SCENARIOS = {
     "postgres-restart": postgres_restart,
     "redis-restart": redis_restarts,
     "isolation": isolation,
+    # When the attempts of the hundred time out together, recording them takes the workers'
+    # CPU for a second or two, and the fast one's answers wait their turn: the bar is 5 s
+    # (with 128 send threads a process, before 2026-12-06, the p95 was 17 s).
+    "isolation-many": lambda system: isolation(system, hanging=100, p95_max=5.0),
 }
 
 
