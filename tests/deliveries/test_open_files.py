@@ -63,7 +63,8 @@ def test_a_hard_limit_too_low_is_used_whole_and_named_in_a_warning():
     )
     assert limits == [600, 600]
     assert "may open 600 files (its hard limit), fewer than the 1280" in errors
-    assert "LimitNOFILE" in errors and "WEBHOOKS_SEND_THREADS=512" in errors
+    assert "LimitNOFILE" in errors
+    assert "WEBHOOKS_SEND_THREADS=512" in errors
 
 
 def test_a_soft_limit_already_high_enough_is_left_alone():
