@@ -487,8 +487,7 @@ def _oldest_first(
             info is not None
             and info.waiting > count
             and info.in_flight < info.concurrency
-            and not (info.paused or info.catching_up)
-            and (info.state is None or info.state.circuit_state == CircuitState.CLOSED)
+            and info.by_its_slots
         ):
             behind[subscription_id] = count
     if not behind:
@@ -612,6 +611,14 @@ class _Endpoint:
     catching_up: bool = False
     head: uuid.UUID | None = None  # catching up: the waiting delivery that goes next
 
+    @property
+    def by_its_slots(self) -> bool:
+        """Whether its deliveries go by its slots alone: not paused, not catching up (one at a
+        time, head first) and its circuit closed (one probe at a time)."""
+        return not (self.paused or self.catching_up) and (
+            self.state is None or self.state.circuit_state == CircuitState.CLOSED
+        )
+
 
 class _Plan:
     """The webhooks of one claim: what each one admits now (read under their locks)."""
@@ -711,10 +718,7 @@ class _Plan:
         return {
             endpoint
             for endpoint, info in self.endpoints.items()
-            if info.in_flight >= info.concurrency
-            and not info.paused
-            and not info.catching_up
-            and (info.state is None or info.state.circuit_state == CircuitState.CLOSED)
+            if info.in_flight >= info.concurrency and info.by_its_slots
         }
 
     def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:
