@@ -30,9 +30,11 @@ prerequisites:
 
 # Everything CI checks (.ci/run is just this): the prerequisites, lint, then the suite on the
 # PostgreSQL and Redis at 127.0.0.1 unless DATABASE_URL/CELERY_BROKER_URL say otherwise.
-# PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/e2e".
+# PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/e2e". The suite runs in TEST_PROCESSES
+# processes at once (pytest-xdist), each on a database and a Redis database number of its own.
+TEST_PROCESSES ?= 2
 test: install prerequisites lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Break the running system (workers killed, PostgreSQL and Redis restarted, receivers hanging) on
 # private servers of its own and count what arrives; exits non-zero on any loss. Not in `make test`.

@@ -21,10 +21,9 @@ from tests.resolver import FakeResolver
 from tests.schools.factories import SchoolFactory
 
 
-@pytest.fixture(scope="session", autouse=True)
-def metric_files_removed() -> Iterator[None]:
-    """The run's metric directory (tests/settings.py) goes when the run ends, after its workers."""
-    yield
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's metric directory (tests/settings.py) goes when the run ends, after its workers;
+    in a parallel run, each process's own and the (empty) one of the process that started them."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if Path(directory).name.startswith("webhooks-metrics-"):
         shutil.rmtree(directory, ignore_errors=True)

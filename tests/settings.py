@@ -9,12 +9,26 @@ import os
 import tempfile
 import uuid
 
+# A parallel run (``make test`` runs the suite in pytest-xdist processes gw0, gw1, ...) starts
+# its processes from one that loaded these settings first: the per-run defaults that one chose
+# for itself below (a Redis database, a queue, a metric directory) are chosen again in each, so
+# no two of them, nor the workers they start, share a queue or a counter. The processes a test
+# starts keep their test process's.
+_PER_PROCESS = ("CELERY_BROKER_URL", "CELERY_TASK_DEFAULT_QUEUE", "PROMETHEUS_MULTIPROC_DIR")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if os.environ.get("WEBHOOKS_TEST_DEFAULTS_FOR") != _WORKER:
+    for _name in os.environ.pop("WEBHOOKS_TEST_DEFAULTED", "").split():
+        os.environ.pop(_name, None)
+if "WEBHOOKS_TEST_DEFAULTED" not in os.environ:
+    os.environ["WEBHOOKS_TEST_DEFAULTS_FOR"] = _WORKER
+    os.environ["WEBHOOKS_TEST_DEFAULTED"] = " ".join(n for n in _PER_PROCESS if n not in os.environ)
+
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-os.environ.setdefault(
-    "CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{os.environ.get('WEBHOOKS_TEST_REDIS_DB', '12')}"
-)
+# Redis database WEBHOOKS_TEST_REDIS_DB (12 by default), the next one for gw1, and so on.
+_REDIS_DB = int(os.environ.get("WEBHOOKS_TEST_REDIS_DB", "12")) + int(_WORKER[2:] or 0)
+os.environ.setdefault("CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{_REDIS_DB}")
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-test-{uuid.uuid4().hex[:12]}")
 os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
 # Fixed test keys (never used outside the suite): Fernet for secrets at rest, Ed25519 for v1a.
@@ -34,11 +48,12 @@ os.environ.setdefault("WEBHOOKS_TIMEOUT_SECONDS", "2")
 os.environ.setdefault("WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS", "0.5")
 
 # This run's metric files, shared with the workers it starts (tests/conftest.py removes them).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="webhooks-metrics-"))
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # made only when none is given
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webhooks-metrics-")
 # Workers and beat note they are alive every second, so tests need not wait for it.
 os.environ.setdefault("WEBHOOKS_HEARTBEAT_SECONDS", "1")
 
-from webhooks_project.settings import *  # noqa: F403
+from webhooks_project.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Each test starts with an empty cache (tests/conftest.py clears it): never a shared server's.
