@@ -175,18 +175,21 @@ def test_after_a_probe_answers_the_backlog_goes_at_the_webhooks_concurrency(
 
 
 def test_the_slot_of_an_attempt_nobody_waited_behind_goes_to_what_waits_when_it_ends(
-    school, receiver, engine
+    school, receiver, engine, settings
 ):
     """A claim that left nothing waiting and did not take the last slot has nobody waiting
     behind it; claims after it fill the webhook and leave deliveries waiting for their own
     attempts. When its attempt ends first, the deliveries that wait take its slot at once,
     rather than leaving it free until the others' attempts end (or, with nothing more
     published, until the backlog is gone)."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 5  # every answer below comes in time
     receiver.script(
         "/hook",
-        Reply(status=200, delay_seconds=0.2),  # the first, alone
-        Reply(status=200, delay_seconds=1.5),  # the two that fill the webhook
-        Reply(status=200, delay_seconds=1.5),
+        # The first, alone: long enough for the set-up below to publish and claim behind it
+        # on a busy machine (the suite runs in two processes on two cores).
+        Reply(status=200, delay_seconds=1.0),
+        Reply(status=200, delay_seconds=3.0),  # the two that fill the webhook
+        Reply(status=200, delay_seconds=3.0),
         default=Reply(status=200, delay_seconds=0.3),
     )
     SubscriptionFactory(school=school, url=receiver.url("/hook"), max_concurrency=3)
@@ -198,8 +201,9 @@ def test_the_slot_of_an_attempt_nobody_waited_behind_goes_to_what_waits_when_it_
     assert engine.dispatch(ids[1:], waiting=True) == 2  # the last two slots; six wait
     receiver.wait_for(3, path="/hook", timeout=10)
 
-    # The first answers 0.2 s after it came, the two 1.5 s after they came.
-    receiver.wait_for(4, path="/hook", timeout=1.0)
+    # The first answers 1 s after it came, the two 3 s after they came: the fourth comes
+    # within 2 s of them, so it took the first's slot, not one of theirs.
+    receiver.wait_for(4, path="/hook", timeout=2.0)
     receiver.wait_for(9, path="/hook", timeout=20)
     assert engine.drain(timeout=10)
 
