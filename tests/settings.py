@@ -28,6 +28,13 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 # Redis database WEBHOOKS_TEST_REDIS_DB (12 by default), the next one for gw1, and so on.
 _REDIS_DB = int(os.environ.get("WEBHOOKS_TEST_REDIS_DB", "12")) + int(_WORKER[2:] or 0)
+if _REDIS_DB > 15 and "CELERY_BROKER_URL" not in os.environ:
+    # Redis has databases 0 to 15; a number past them fails every worker's connection.
+    raise SystemExit(
+        f"Test process {_WORKER} would use Redis database {_REDIS_DB}; Redis has 0 to 15. "
+        "Run fewer processes (TEST_PROCESSES) or start lower (WEBHOOKS_TEST_REDIS_DB=0 "
+        "allows 16)."
+    )
 os.environ.setdefault("CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{_REDIS_DB}")
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"webhooks-test-{uuid.uuid4().hex[:12]}")
 os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
