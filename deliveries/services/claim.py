@@ -5,11 +5,13 @@ A claim also keeps each webhook within its limits. Under a per-webhook lock (a P
 advisory lock held to the end of the transaction, so claims for one webhook never race) it
 counts the webhook's deliveries in flight (leased), checks its circuit breaker and its rate
 budget, and takes only what fits. The rest is left waiting without a task message
-(``enqueued_at`` cleared): the attempts in flight take it up when they finish
-(``deliveries_claim_waiting``), a probe reopens a broken circuit, and the sweeper re-drives what
-nobody will (``redrive.py``). Send Test and manual retriggers are asked for by a person: they go
-whatever the limits, and a delivery sent now by hand counts as in flight from the moment it is
-sent (``redrive.py`` gives it a free slot), not only once a worker takes it up.
+(``enqueued_at`` cleared): the attempts in flight take it up when they finish (the statement
+that records an answered attempt hands its slot to the oldest waiting delivery, "Handing a slot
+over" below; what it cannot hand over, ``deliveries_claim_waiting`` takes up under the lock), a
+probe reopens a broken circuit, and the sweeper re-drives what nobody will (``redrive.py``).
+Send Test and manual retriggers are asked for by a person: they go whatever the limits, and a
+delivery sent now by hand counts as in flight from the moment it is sent (``redrive.py`` gives
+it a free slot), not only once a worker takes it up.
 
 A paused webhook's automatic deliveries are all held (left waiting). A webhook catching up after
 a pause (``pausing.py``) sends one at a time, and only its head: the waiting delivery due first
@@ -976,6 +978,170 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
     interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]
     if interrupted:
         attempts_interrupted_record([(delivery, delivery.attempts - 1) for delivery in interrupted])
+    return claims
+
+
+# --- Handing a slot over ---------------------------------------------------------------------
+#
+# A webhook with deliveries waiting for its slots takes them up as its attempts end: under the
+# webhook's lock, a claim counts what is in flight and leases what fits
+# (``deliveries_claim_waiting``). The usual case needs no count: an attempt answered, its
+# webhook plain (no rate limit, not paused or catching up, its circuit closed), and the oldest
+# waiting delivery takes its slot. The statement that records the attempt
+# (``record._RESULTS_WRITE_HANDING``) then also leases that delivery: one lease ends and one
+# begins in one commit, so the number in flight, which every locked claim counts, does not
+# change, and no lock is needed for it. A slot is only handed over while the attempt's own
+# lease still holds (it is counted in flight until then), never to more than the webhook's
+# concurrency allows in flight (a limit lowered meanwhile is kept), and only to a delivery
+# nobody holds (``SKIP LOCKED``, unleased).
+#
+# What it cannot hand over (nothing committed waits yet, or the webhook is not plain) goes the
+# locked way, as before: a claim that is leaving deliveries waiting (it saw the slot taken)
+# commits before the locked take-up reads, so none is left without an attempt to take it up.
+
+# An attempt's slot is handed over only if its lease has at least this long left.
+_HANDOVER_LEASE_LEFT_SECONDS = 2.0
+
+
+@dataclass
+class Handover:
+    """Slots a record hands over (``ids``: the answered attempts' deliveries), the lease it
+    gives, and what the statement leased (``_COLUMNS`` and ``_HANDED_EXTRA``)."""
+
+    ids: list[uuid.UUID]
+    token: uuid.UUID
+    lease_until: dt.datetime
+    concurrency: int
+    rows: list[tuple[Any, ...]] | None = None
+
+
+def handover_prepare(
+    claims: Sequence[Claim], answered: Sequence[bool], now: dt.datetime
+) -> Handover | None:
+    """The slots of ``claims`` that may be handed over when their results are recorded at
+    ``now`` (``answered``: whether the receiver answered each, with a status other than 410):
+    automatic attempts to a plain webhook, with deliveries waiting behind them, whose lease
+    holds (a renewed lease lasts ``WEBHOOKS_LEASE_SECONDS`` from the claim at least)."""
+    held = dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS - _HANDOVER_LEASE_LEFT_SECONDS)
+    ids = [
+        claim.delivery.pk
+        for claim, answer in zip(claims, answered, strict=True)
+        if answer
+        and claim.waiting_behind
+        and claim.trigger == AttemptTrigger.AUTOMATIC
+        and claim.circuit == CircuitState.CLOSED
+        and not claim.catching_up
+        and claim.delivery.subscription.is_active
+        and claim.delivery.subscription.rate_limit_per_second is None
+        and now - claim.started_at < held
+    ]
+    if not ids:
+        return None
+    return Handover(
+        ids=ids,
+        token=uuid.uuid4(),
+        lease_until=now + _lease_length(True),
+        concurrency=settings.WEBHOOKS_ENDPOINT_CONCURRENCY,
+    )
+
+
+# What the handover returns besides the delivery (``_COLUMNS``): its webhook's version (as
+# ``_endpoints_read`` reads it), failure streak start and network failures in a row.
+_HANDED_EXTRA = "x.updated_at, x.secrets, x.failing_since, x.failures"
+
+# The handover, a data-modifying part of the record's statement (``{owned}``: its results'
+# deliveries whose lease was still the worker's). Numbered placeholders: ``{now}``, ``{ids}``
+# (``Handover.ids``), ``{lease}``, ``{token}``, ``{concurrency}`` (the default). The counts
+# read the statement's snapshot, in which the recorded attempts are still in flight.
+HANDED_SQL = (
+    "UPDATE deliveries_delivery AS h SET attempts = h.attempts + 1, "  # noqa: S608 - column names only
+    "leased_until = ${lease}, last_attempt_at = ${now}, lease_token = ${token}::uuid, "
+    "retry_window_start_at = CASE WHEN h.attempts = 0 AND h.retry_window_start_at < ${now} "
+    "THEN ${now} ELSE h.retry_window_start_at END "
+    "FROM (SELECT c.id, s.updated_at, s.failing_since, "
+    "COALESCE(st.consecutive_failures, 0) AS failures, "
+    "(SELECT count(*) FROM subscriptions_signingsecret AS k WHERE k.subscription_id = s.id "
+    "AND (k.expires_at IS NULL OR k.expires_at > ${now})) AS secrets "
+    "FROM (SELECT o.subscription_id, count(*) AS n FROM {owned} AS o "
+    "WHERE o.id = ANY(${ids}::uuid[]) GROUP BY o.subscription_id) AS f "
+    "JOIN subscriptions_subscription AS s ON s.id = f.subscription_id "
+    "LEFT JOIN deliveries_endpointstate AS st ON st.subscription_id = s.id "
+    "CROSS JOIN LATERAL (SELECT w.id FROM deliveries_delivery AS w "
+    "WHERE w.subscription_id = f.subscription_id AND w.status = 'pending' "
+    "AND w.enqueued_at IS NULL AND w.next_attempt_at <= ${now} AND w.leased_until IS NULL "
+    "AND NOT w.is_test AND w.next_trigger = 'automatic' "
+    "ORDER BY w.next_attempt_at, w.id "
+    "LIMIT GREATEST(0, LEAST(f.n, "
+    "COALESCE(NULLIF(s.max_concurrency, 0), ${concurrency}::integer) + f.n - ("
+    "SELECT count(*) FROM deliveries_delivery AS d WHERE d.subscription_id = s.id "
+    "AND d.status = 'pending' AND d.leased_until >= ${now}) - (SELECT count(*) FROM "
+    "deliveries_delivery AS m WHERE m.subscription_id = s.id AND m.status = 'pending' AND "
+    "m.next_trigger = 'manual' AND (m.leased_until IS NULL OR m.leased_until < ${now})))) "
+    "FOR UPDATE OF w SKIP LOCKED) AS c "
+    "WHERE s.is_active AND s.paused_at IS NULL AND s.catching_up_since IS NULL "
+    "AND s.rate_limit_per_second IS NULL "
+    "AND (st.subscription_id IS NULL OR st.circuit_state = 'closed')) AS x "
+    "WHERE h.id = x.id RETURNING "
+    + ", ".join(f"h.{name}" for name in _COLUMNS)
+    + ", "
+    + _HANDED_EXTRA
+)
+
+# The leases a handover gave, read back by its token (its commit's answer was lost).
+_HANDED_READ_SQL = (
+    "SELECT "  # noqa: S608 - column names only
+    + ", ".join(f"h.{name}" for name in _COLUMNS)
+    + ", "
+    + _HANDED_EXTRA
+    + " FROM deliveries_delivery AS h JOIN (SELECT s.id, s.updated_at, s.failing_since, "
+    "COALESCE(st.consecutive_failures, 0) AS failures, (SELECT count(*) FROM "
+    "subscriptions_signingsecret AS k WHERE k.subscription_id = s.id AND (k.expires_at IS "
+    "NULL OR k.expires_at > %s)) AS secrets FROM subscriptions_subscription AS s LEFT JOIN "
+    "deliveries_endpointstate AS st ON st.subscription_id = s.id) AS x "
+    "ON x.id = h.subscription_id WHERE h.lease_token = %s AND h.status = 'pending' "
+    "AND h.leased_until >= %s"
+)
+
+
+def handed_read(token: uuid.UUID, now: dt.datetime) -> list[tuple[Any, ...]]:
+    """The deliveries a handover leased with ``token`` and still holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HANDED_READ_SQL, [now, token, now])
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime) -> list[Claim]:
+    """Claims of the deliveries a handover leased (its rows: ``_COLUMNS``, then the webhook's
+    version, failure streak start and failures), each with its webhook from this process's
+    copies. They wait behind nothing the handover knows of, so each takes up after itself."""
+    if not rows:
+        return []
+    width = len(_COLUMNS)
+    subscriptions = _subscriptions_get({row[3]: (row[width], row[width + 1]) for row in rows})
+    claims: list[Claim] = []
+    for row in rows:
+        values = dict(zip(_COLUMNS, row[:width], strict=True))
+        values["body"] = bytes(values["body"]) if values["body"] is not None else b""
+        subscription = subscriptions.get(values["subscription_id"])
+        if subscription is None:
+            continue  # deleted since: its deliveries went with it
+        delivery = Delivery(**values)
+        subscription.is_active = True  # the handover leased only for an active webhook
+        subscription.failing_since = row[width + 2]
+        delivery.subscription = subscription
+        delivery.school = subscription.school
+        claims.append(
+            Claim(
+                delivery=delivery,
+                number=delivery.attempts,
+                token=values["lease_token"],
+                started_at=now,
+                trigger=AttemptTrigger.AUTOMATIC,
+                circuit=CircuitState.CLOSED,
+                failures=row[width + 3],
+                waiting_behind=True,
+            )
+        )
     return claims
 
 

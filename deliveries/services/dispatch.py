@@ -243,9 +243,10 @@ class Dispatcher:
                     pull_waiting=False,
                     circuits=circuits,
                     progress=progress,
+                    hand_over=not self._closing.is_set(),
                 )
                 receivers_gone_disable(claims, results)
-                return self._continue(claims, circuits, progress.waiting)
+                return self._continue(claims, circuits, progress.waiting, progress.handed)
             except (OperationalError, InterfaceError) as exc:
                 connection.close_if_unusable_or_obsolete()
                 waited_out = db_now(measure=False).timestamp() + pause > lease_end + 60
@@ -276,6 +277,7 @@ class Dispatcher:
         claims: list[Claim],
         circuits: CircuitChanges,
         waiting: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(),
+        handed: list[Claim] | None = None,
     ) -> int:
         """Claim, for the webhooks these attempts went to, deliveries that waited for their
         slots, and send them with the slots just freed (and more after a circuit closed or a
@@ -284,9 +286,16 @@ class Dispatcher:
         whose deliveries wait though none did when it was claimed (``waiting``, from the
         record): nobody else takes those up. A webhook whose circuit is open
         (``circuits.opened``) is left alone: its waiting deliveries wait for its probe. Nothing
-        is taken up once the process is shutting down (``close``)."""
+        is taken up once the process is shutting down (``close``).
+
+        ``handed``: the deliveries the record leased in the slots of some of these attempts
+        (``deliveries_record``'s ``hand_over``); they are sent first, and only the slots left
+        are taken up."""
+        handed = handed or []
+        for claim in handed:
+            self._submit_one(claim)  # the slots of the attempts they were handed pass on
         if self._closing.is_set():
-            return 0
+            return len(handed)
         freed: dict[uuid.UUID, int] = {}
         for claim in claims:
             endpoint = claim.delivery.subscription_id
@@ -296,8 +305,13 @@ class Dispatcher:
             # it since this attempt was claimed, even if nothing waited then.
             if claim.waiting_behind or endpoint in circuits.closed or endpoint in waiting:
                 freed[endpoint] = freed.get(endpoint, 0) + 1
+        for claim in handed:
+            endpoint = claim.delivery.subscription_id
+            if freed.get(endpoint, 0) > 0:
+                freed[endpoint] -= 1
+        freed = {endpoint: count for endpoint, count in freed.items() if count > 0}
         if not freed:
-            return 0  # nothing waited, and they left a slot free: nobody waits for them
+            return len(handed)  # nothing more waited, or nobody waits for the slots left
         passed = sum(freed.values())
         shares_widen(freed, claims, circuits.closed)
         # After a circuit closed or a catch-up, the deliveries that waited behind it may
@@ -309,7 +323,7 @@ class Dispatcher:
         except Exception:
             logger.exception("Taking up deliveries waiting for %d webhooks failed", len(freed))
             self._slots_give(extra)
-            return 0
+            return len(handed)
         # The finished attempts' slots (and their count in flight) pass to these, then the
         # extra ones, which count as more in flight; what the take-up left of those goes back.
         used = max(0, len(outcome.claims) - passed)
@@ -327,7 +341,7 @@ class Dispatcher:
                 logger.exception(
                     "Could not schedule %d rate-limited deliveries", len(outcome.waiting)
                 )
-        return len(outcome.claims) - used
+        return len(handed) + len(outcome.claims) - used
 
     def _slots_take_now(self, wanted: int) -> int:
         """Up to ``wanted`` free slots, without waiting for any."""

@@ -43,7 +43,16 @@ from ..models import (
     EndpointState,
 )
 from ..redaction import attempt_redact
-from .claim import Claim, endpoints_lock, waiting_due
+from .claim import (
+    HANDED_SQL,
+    Claim,
+    Handover,
+    claims_handed,
+    endpoints_lock,
+    handed_read,
+    handover_prepare,
+    waiting_due,
+)
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
 from .redrive import probe_delivery, retrigger_schedule_resume
@@ -97,6 +106,7 @@ def deliveries_record(
     pull_waiting: bool = True,
     circuits: CircuitChanges | None = None,
     progress: RecordProgress | None = None,
+    hand_over: bool = False,
 ) -> list[DeliveryAttempt]:
     """Write each claim's result and return the attempts, in the order of ``claims``.
 
@@ -120,6 +130,11 @@ def deliveries_record(
     PostgreSQL by the same statement): claims made after them left deliveries waiting for the
     attempts they made, not for these, so these attempts' slots would stay free while those
     wait, unless its take-up fills them too.
+
+    ``hand_over`` (the dispatcher, on PostgreSQL): the statement that writes the results also
+    hands the slots of answered attempts to the oldest deliveries waiting behind them, leased
+    in the same statement (``claim.HANDED_SQL``); their claims are in ``progress.handed``, to
+    be sent by the caller. What it could not hand over is the caller's to take up as before.
     """
     progress = progress or RecordProgress()
     now = db_now()
@@ -169,6 +184,23 @@ def deliveries_record(
         todo = [i for i in range(len(claims)) if i not in found]
         owned = {claims[i].delivery.pk for i in found}
         progress.write_tried = True
+        handover = None
+        if hand_over and len(todo) == len(claims) and connection.vendor == "postgresql":
+            # An answer proves the receiver there (not a 410: its webhook is being disabled),
+            # unless another attempt of the batch to the same webhook failed to reach it.
+            unreached = {
+                claim.delivery.subscription_id
+                for claim, result in zip(claims, results, strict=True)
+                if result.error_kind in NETWORK_FAILURES
+            }
+            answered = [
+                result.status is not None
+                and result.status != 410
+                and claim.delivery.subscription_id not in unreached
+                for claim, result in zip(claims, results, strict=True)
+            ]
+            handover = handover_prepare(claims, answered, now)
+            progress.handover_token = None if handover is None else handover.token
         try:
             if len(todo) == len(claims):
                 owned, dirty = _results_write(
@@ -177,6 +209,7 @@ def deliveries_record(
                     now,
                     outcomes.clean,
                     found=None if pull_waiting else progress.waiting,
+                    handover=handover,
                 )
             elif todo:
                 owned |= _results_write(
@@ -196,6 +229,13 @@ def deliveries_record(
                     progress.refused.add(claims[i].delivery.pk)
                 else:
                     owned |= alone
+        if handover is not None and handover.rows is not None:
+            progress.handed = claims_handed(handover.rows, now)
+        elif progress.handover_token is not None and found and not todo:
+            # The write that handed slots over committed, its answer lost with the connection
+            # (or the claims could not be made of what it returned): what it leased is read
+            # back by its token and sent.
+            progress.handed = claims_handed(handed_read(progress.handover_token, now), now)
         progress.written = (owned, dirty)
         for countdown, delivery_ids in _by_countdown(soon, owned).items():
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
@@ -254,6 +294,10 @@ class RecordProgress:
     # Webhooks of attempts claimed with nothing waiting behind them whose deliveries wait now
     # (read with the results written, for a caller that takes them up itself).
     waiting: set[uuid.UUID] = field(default_factory=set)
+    # The token of the leases the write handed over (``hand_over``), and their claims once
+    # known: the caller sends them.
+    handover_token: uuid.UUID | None = None
+    handed: list[Claim] = field(default_factory=list)
 
 
 def _results_found(claims: list[Claim], attempts: list[DeliveryAttempt]) -> set[int]:
@@ -345,11 +389,13 @@ def _results_write(
     clean: list[uuid.UUID] | None = None,
     *,
     found: set[uuid.UUID] | None = None,
+    handover: Handover | None = None,
 ) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
     """Write the batch atomically; return the deliveries whose lease was still ours, and which
     of the webhooks in ``clean`` have a circuit that is not closed and clean (None: not read).
     ``found``: gets the webhooks of the claims made with nothing waiting behind them whose due
-    deliveries wait now (``deliveries_record``).
+    deliveries wait now (``deliveries_record``); ``handover``: slots to hand over in the same
+    statement (PostgreSQL only), its leased rows put in ``handover.rows``.
 
     On PostgreSQL one statement writes the deliveries' new state (where this worker's lease
     still holds), their attempt rows and their webhooks' failure streaks; elsewhere (the
@@ -363,7 +409,7 @@ def _results_write(
     )
     if connection.vendor == "postgresql":
         owned, dirty, waiting = _results_write_statement(
-            claims, attempts, now, clean or [], unmarked
+            claims, attempts, now, clean or [], unmarked, handover
         )
         if found is not None:
             found |= waiting
@@ -402,6 +448,7 @@ def _results_write_statement(
     now: dt.datetime,
     clean: list[uuid.UUID],
     unmarked: list[uuid.UUID],
+    handover: Handover | None = None,
 ) -> tuple[set[uuid.UUID], set[uuid.UUID] | None, set[uuid.UUID]]:
     """``UPDATE ... FROM (VALUES ...) RETURNING`` the owned deliveries, ``INSERT`` their
     attempts from it, and end or start their webhooks' failure streaks as
@@ -457,17 +504,34 @@ def _results_write_statement(
     if unmarked:
         params.append(unmarked)
         waiting = _WAITING_FOUND.format(now=now_at, unmarked=len(params))
-    sql = _RESULTS_WRITE.format(
+    template, handed = _RESULTS_WRITE, ""
+    if handover is not None:
+        params += [handover.ids, handover.lease_until, handover.token, handover.concurrency]
+        handed = HANDED_SQL.format(
+            owned="owned",
+            now=now_at,
+            ids=len(params) - 3,
+            lease=len(params) - 2,
+            token=len(params) - 1,
+            concurrency=len(params),
+        )
+        template = _RESULTS_WRITE_HANDING
+    sql = template.format(
         deliveries=", ".join(delivery_rows),
         attempts=", ".join(attempt_rows),
         now=now_at,
         clean=clean_at,
         waiting=waiting,
+        handed=handed,
     )
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    if handover is not None:
+        # The handed rows come after the attempts' (``_RESULTS_WRITE_HANDING``): no attempt id.
+        handover.rows = [row[4:] for row in rows if row[1] is None]
+        rows = [row[:4] for row in rows if row[1] is not None]
     written = {delivery_id: attempt_id for delivery_id, attempt_id, _dirty, _waiting in rows}
     for attempt in attempts:
         if attempt.delivery_id in written:
@@ -537,6 +601,22 @@ RETURNING delivery_id, id, ARRAY(
       AND (e.circuit_state <> 'closed' OR e.consecutive_failures > 0)
 ), {waiting}
 """
+# The same, handing slots over too (``claim.HANDED_SQL``): the attempts are written by a part of
+# the statement, and the rows it returns are the attempts' (delivery, attempt id and the reads)
+# followed by the handed deliveries' (no attempt id; their columns after the first four).
+_WRITE_HEAD, _WRITE_INSERT = _RESULTS_WRITE.split("INSERT INTO", 1)
+_WRITE_INSERT, _WRITE_READS = _WRITE_INSERT.split("RETURNING delivery_id, id,", 1)
+_RESULTS_WRITE_HANDING = (
+    _WRITE_HEAD.rstrip()  # noqa: S608 - no values, only the statement's own parts
+    + ",\nwritten AS (INSERT INTO"
+    + _WRITE_INSERT
+    + "RETURNING delivery_id, id),\nhanded AS ({handed})\n"
+    + "SELECT delivery_id, id,"
+    + _WRITE_READS.rstrip()
+    + ", "
+    + ", ".join(["NULL"] * 24)
+    + " FROM written\nUNION ALL SELECT h.id, NULL, NULL, NULL, h.* FROM handed AS h\n"
+)
 # Which of the webhooks of attempts nobody waited behind have deliveries waiting: one probe of
 # each webhook's waiting deliveries, in the order of ``delivery_waiting_in_order_idx``, which
 # the ORDER BY names so that the planner takes it (a semi-join may hash every waiting delivery
