@@ -1051,25 +1051,38 @@ _HANDED_EXTRA = "x.updated_at, x.secrets, x.failing_since, x.failures"
 
 # The handover, a data-modifying part of the record's statement (``{owned}``: its results'
 # deliveries whose lease was still the worker's). Numbered placeholders: ``{now}``, ``{ids}``
-# (``Handover.ids``), ``{lease}``, ``{token}``, ``{concurrency}`` (the default). The counts
-# read the statement's snapshot, in which the recorded attempts are still in flight.
+# (``Handover.ids``), ``{lease}``, ``{token}``, ``{lost}`` (``lost_token``), ``{concurrency}``
+# (the default). The counts read the statement's snapshot, in which the recorded attempts are
+# still in flight; whether their leases still hold is read from the clock once the parts of the
+# statement that may wait for other transactions' row locks are done (``record.py``).
 HANDED_SQL = (
     "UPDATE deliveries_delivery AS h SET attempts = h.attempts + 1, "  # noqa: S608 - column names only
-    "leased_until = ${lease}, last_attempt_at = ${now}, lease_token = ${token}::uuid, "
+    # A lease that starts when the statement runs, however long it waited for a row.
+    "leased_until = clock_timestamp() + (${lease}::timestamptz - ${now}::timestamptz), "
+    "last_attempt_at = ${now}, lease_token = CASE WHEN h.leased_until IS NULL "
+    "THEN ${token}::uuid ELSE ${lost}::uuid END, "
     "retry_window_start_at = CASE WHEN h.attempts = 0 AND h.retry_window_start_at < ${now} "
     "THEN ${now} ELSE h.retry_window_start_at END "
     "FROM (SELECT c.id, s.updated_at, s.failing_since, "
     "COALESCE(st.consecutive_failures, 0) AS failures, "
     "(SELECT count(*) FROM subscriptions_signingsecret AS k WHERE k.subscription_id = s.id "
     "AND (k.expires_at IS NULL OR k.expires_at > ${now})) AS secrets "
+    # The slots: the attempts whose lease (as the statement began: renewals only lengthen it)
+    # still holds now that their rows are written, with a margin for the rest of the statement.
     "FROM (SELECT o.subscription_id, count(*) AS n FROM {owned} AS o "
-    "WHERE o.id = ANY(${ids}::uuid[]) GROUP BY o.subscription_id) AS f "
+    "JOIN deliveries_delivery AS p ON p.id = o.id "
+    "WHERE o.id = ANY(${ids}::uuid[]) AND p.leased_until >= clock_timestamp() + interval '"
+    + str(_HANDOVER_LEASE_LEFT_SECONDS)
+    + " seconds' GROUP BY o.subscription_id) AS f "
     "JOIN subscriptions_subscription AS s ON s.id = f.subscription_id "
     "LEFT JOIN deliveries_endpointstate AS st ON st.subscription_id = s.id "
+    # The oldest waiting delivery, as the locked take-up takes it (``_WAITING_SQL``): recovery
+    # ones too, and one whose lease ran out; not one sent now by hand (it holds a slot).
     "CROSS JOIN LATERAL (SELECT w.id FROM deliveries_delivery AS w "
     "WHERE w.subscription_id = f.subscription_id AND w.status = 'pending' "
-    "AND w.enqueued_at IS NULL AND w.next_attempt_at <= ${now} AND w.leased_until IS NULL "
-    "AND NOT w.is_test AND w.next_trigger = 'automatic' "
+    "AND w.enqueued_at IS NULL AND w.next_attempt_at <= ${now} "
+    "AND (w.leased_until IS NULL OR w.leased_until < ${now}) "
+    "AND NOT w.is_test AND w.next_trigger <> 'manual' "
     "ORDER BY w.next_attempt_at, w.id "
     "LIMIT GREATEST(0, LEAST(f.n, "
     "COALESCE(NULLIF(s.max_concurrency, 0), ${concurrency}::integer) + f.n - ("
@@ -1087,30 +1100,42 @@ HANDED_SQL = (
     + _HANDED_EXTRA
 )
 
-# The leases a handover gave, read back by its token (its commit's answer was lost).
+
+def lost_token(token: uuid.UUID) -> uuid.UUID:
+    """The token a handover gives a delivery whose previous lease ran out (its lost attempt
+    is logged as interrupted, as ``_lease``'s ``token_after_lost_lease``)."""
+    return uuid.uuid5(token, "lease ran out")
+
+
+# The leases a handover gave, read back by its token (its commit's answer was lost), and
+# renewed from now: the claims made of them start now (``claims_handed``). Not one whose lease
+# ran out meanwhile: a claim may have counted its slot free.
 _HANDED_READ_SQL = (
-    "SELECT "  # noqa: S608 - column names only
-    + ", ".join(f"h.{name}" for name in _COLUMNS)
-    + ", "
-    + _HANDED_EXTRA
-    + " FROM deliveries_delivery AS h JOIN (SELECT s.id, s.updated_at, s.failing_since, "
+    "UPDATE deliveries_delivery AS h SET leased_until = %s "  # noqa: S608 - column names only
+    "FROM (SELECT s.id, s.updated_at, s.failing_since, "
     "COALESCE(st.consecutive_failures, 0) AS failures, (SELECT count(*) FROM "
     "subscriptions_signingsecret AS k WHERE k.subscription_id = s.id AND (k.expires_at IS "
     "NULL OR k.expires_at > %s)) AS secrets FROM subscriptions_subscription AS s LEFT JOIN "
     "deliveries_endpointstate AS st ON st.subscription_id = s.id) AS x "
-    "ON x.id = h.subscription_id WHERE h.lease_token = %s AND h.status = 'pending' "
-    "AND h.leased_until >= %s"
+    "WHERE x.id = h.subscription_id AND h.lease_token = ANY(%s::uuid[]) "
+    "AND h.status = 'pending' AND h.leased_until >= %s RETURNING "
+    + ", ".join(f"h.{name}" for name in _COLUMNS)
+    + ", "
+    + _HANDED_EXTRA
 )
 
 
 def handed_read(token: uuid.UUID, now: dt.datetime) -> list[tuple[Any, ...]]:
-    """The deliveries a handover leased with ``token`` and still holds."""
+    """The deliveries a handover leased with ``token`` and still holds, their leases renewed."""
     with connection.cursor() as cursor:
-        cursor.execute(_HANDED_READ_SQL, [now, token, now])
+        cursor.execute(
+            _HANDED_READ_SQL,
+            [now + _lease_length(True), now, [token, lost_token(token)], now],
+        )
         return [tuple(row) for row in cursor.fetchall()]
 
 
-def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime) -> list[Claim]:
+def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime, token: uuid.UUID) -> list[Claim]:
     """Claims of the deliveries a handover leased (its rows: ``_COLUMNS``, then the webhook's
     version, failure streak start and failures), each with its webhook from this process's
     copies. They wait behind nothing the handover knows of, so each takes up after itself."""
@@ -1136,12 +1161,16 @@ def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime) -> list[Claim]:
                 number=delivery.attempts,
                 token=values["lease_token"],
                 started_at=now,
-                trigger=AttemptTrigger.AUTOMATIC,
+                trigger=delivery.next_trigger,
                 circuit=CircuitState.CLOSED,
                 failures=row[width + 3],
                 waiting_behind=True,
             )
         )
+    lost = lost_token(token)
+    interrupted = [claim.delivery for claim in claims if claim.token == lost]
+    if interrupted:
+        attempts_interrupted_record([(delivery, delivery.attempts - 1) for delivery in interrupted])
     return claims
 
 

@@ -51,6 +51,7 @@ from .claim import (
     endpoints_lock,
     handed_read,
     handover_prepare,
+    lost_token,
     waiting_due,
 )
 from .config import retry_policy
@@ -192,6 +193,8 @@ def deliveries_record(
                 claim.delivery.subscription_id
                 for claim, result in zip(claims, results, strict=True)
                 if result.error_kind in NETWORK_FAILURES
+                # A 410: the webhook is disabled right after this record (receivers_gone_disable).
+                or (result.status == 410 and claim.trigger != AttemptTrigger.TEST)
             }
             answered = [
                 result.status is not None
@@ -230,12 +233,13 @@ def deliveries_record(
                 else:
                     owned |= alone
         if handover is not None and handover.rows is not None:
-            progress.handed = claims_handed(handover.rows, now)
-        elif progress.handover_token is not None and found and not todo:
+            progress.handed = claims_handed(handover.rows, now, handover.token)
+        elif progress.handover_token is not None and found:
             # The write that handed slots over committed, its answer lost with the connection
             # (or the claims could not be made of what it returned): what it leased is read
             # back by its token and sent.
-            progress.handed = claims_handed(handed_read(progress.handover_token, now), now)
+            token = progress.handover_token
+            progress.handed = claims_handed(handed_read(token, now), now, token)
         progress.written = (owned, dirty)
         for countdown, delivery_ids in _by_countdown(soon, owned).items():
             after_commit(deliveries_enqueue, delivery_ids, countdown=countdown)
@@ -506,13 +510,20 @@ def _results_write_statement(
         waiting = _WAITING_FOUND.format(now=now_at, unmarked=len(params))
     template, handed = _RESULTS_WRITE, ""
     if handover is not None:
-        params += [handover.ids, handover.lease_until, handover.token, handover.concurrency]
+        params += [
+            handover.ids,
+            handover.lease_until,
+            handover.token,
+            lost_token(handover.token),
+            handover.concurrency,
+        ]
         handed = HANDED_SQL.format(
             owned="owned",
             now=now_at,
-            ids=len(params) - 3,
-            lease=len(params) - 2,
-            token=len(params) - 1,
+            ids=len(params) - 4,
+            lease=len(params) - 3,
+            token=len(params) - 2,
+            lost=len(params) - 1,
             concurrency=len(params),
         )
         template = _RESULTS_WRITE_HANDING
@@ -603,11 +614,18 @@ RETURNING delivery_id, id, ARRAY(
 """
 # The same, handing slots over too (``claim.HANDED_SQL``): the attempts are written by a part of
 # the statement, and the rows it returns are the attempts' (delivery, attempt id and the reads)
-# followed by the handed deliveries' (no attempt id; their columns after the first four).
+# followed by the handed deliveries' (no attempt id; their columns after the first four). The
+# handover comes last: the parts that may wait for another transaction's row locks (the
+# deliveries' update, and the failure streaks', which would otherwise run after everything
+# else) are done before it reads the clock to tell whether the attempts' leases still hold.
 _WRITE_HEAD, _WRITE_INSERT = _RESULTS_WRITE.split("INSERT INTO", 1)
 _WRITE_INSERT, _WRITE_READS = _WRITE_INSERT.split("RETURNING delivery_id, id,", 1)
 _RESULTS_WRITE_HANDING = (
     _WRITE_HEAD.rstrip()  # noqa: S608 - no values, only the statement's own parts
+    .replace(
+        "AND s.failing_since IS NOT NULL\n)", "AND s.failing_since IS NOT NULL\n    RETURNING 1\n)"
+    )
+    .replace("AND s.failing_since IS NULL\n)", "AND s.failing_since IS NULL\n    RETURNING 1\n)")
     + ",\nwritten AS (INSERT INTO"
     + _WRITE_INSERT
     + "RETURNING delivery_id, id),\nhanded AS ({handed})\n"
@@ -615,7 +633,9 @@ _RESULTS_WRITE_HANDING = (
     + _WRITE_READS.rstrip()
     + ", "
     + ", ".join(["NULL"] * 24)
-    + " FROM written\nUNION ALL SELECT h.id, NULL, NULL, NULL, h.* FROM handed AS h\n"
+    + " FROM written\nWHERE (SELECT count(*) FROM streaks_ended) + "
+    + "(SELECT count(*) FROM streaks_started) >= 0\n"
+    + "UNION ALL SELECT h.id, NULL, NULL, NULL, h.* FROM handed AS h\n"
 )
 # Which of the webhooks of attempts nobody waited behind have deliveries waiting: one probe of
 # each webhook's waiting deliveries, in the order of ``delivery_waiting_in_order_idx``, which
