@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services import event_fan_out
+from deliveries.services.record import RecordProgress, deliveries_record
 from events.models import Event
 from events.services import event_publish
 from webhook_engine.errors import ErrorKind
@@ -78,3 +79,17 @@ def deliveries_published(school, count, start=0):
         )
         ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
     return ids
+
+
+def recorded_handing_over(claims, results, progress=None, *, hand_over=True):
+    """Record ``results`` as the dispatcher does, handing the slots over (``hand_over``);
+    return the record's progress (``progress.handed``: the claims it leased)."""
+    progress = progress or RecordProgress()
+    deliveries_record(
+        claims=claims,
+        results=results,
+        pull_waiting=False,
+        progress=progress,
+        hand_over=hand_over,
+    )
+    return progress

@@ -13,9 +13,9 @@ from deliveries.models import CircuitState, Delivery, DeliveryStatus, EndpointSt
 from deliveries.services import dispatch as dispatch_module
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.dispatch import Dispatcher
-from deliveries.services.record import RecordProgress, deliveries_record
+from deliveries.services.record import RecordProgress
 from subscriptions.models import Subscription
-from tests.deliveries.factories import deliveries_published
+from tests.deliveries.factories import deliveries_published, recorded_handing_over
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
@@ -51,15 +51,8 @@ def _in_flight(webhook):
 
 def test_recording_answers_hands_their_slots_to_the_oldest_waiting_deliveries(school):
     webhook, ids, claims = _webhook_with_backlog(school, 5)
-    progress = RecordProgress()
-
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED, _ERROR_ANSWER],  # any answer: the receiver is there
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    # Any answer: the receiver is there.
+    progress = recorded_handing_over(claims, [_ANSWERED, _ERROR_ANSWER])
 
     handed = progress.handed
     assert [str(claim.delivery.pk) for claim in handed] == ids[2:4]
@@ -77,15 +70,7 @@ def test_recording_answers_hands_their_slots_to_the_oldest_waiting_deliveries(sc
 def test_a_handover_keeps_a_concurrency_lowered_while_the_attempts_were_in_flight(school):
     webhook, ids, claims = _webhook_with_backlog(school, 5)
     Subscription.objects.filter(pk=webhook.pk).update(max_concurrency=1)
-    progress = RecordProgress()
-
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED] * 2,
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    progress = recorded_handing_over(claims, [_ANSWERED] * 2)
 
     assert [str(claim.delivery.pk) for claim in progress.handed] == ids[2:3]
     assert _in_flight(webhook) == 1
@@ -95,15 +80,7 @@ def test_a_handover_counts_a_manual_send_that_holds_a_slot(school):
     _webhook, ids, claims = _webhook_with_backlog(school, 5)
     # Sent now by hand and not yet taken up by a worker: it holds a slot (``redrive.py``).
     Delivery.objects.filter(pk=ids[4]).update(next_trigger="manual", enqueued_at=db_now())
-    progress = RecordProgress()
-
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED] * 2,
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    progress = recorded_handing_over(claims, [_ANSWERED] * 2)
 
     assert [str(claim.delivery.pk) for claim in progress.handed] == ids[2:3]
 
@@ -153,15 +130,7 @@ def test_no_slot_is_handed_over_where_the_locked_take_up_must_decide(school, cas
     elif case == "lease nearly over":
         started = now - dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS - 1)
         claims = [replace(claim, started_at=started) for claim in claims]
-    progress = RecordProgress()
-
-    deliveries_record(
-        claims=claims,
-        results=results,
-        pull_waiting=False,
-        progress=progress,
-        hand_over=case != "not asked",
-    )
+    progress = recorded_handing_over(claims, results, hand_over=case != "not asked")
 
     assert progress.handed == []
     assert not Delivery.objects.filter(pk__in=ids[2:], leased_until__isnull=False).exists()
@@ -169,18 +138,13 @@ def test_no_slot_is_handed_over_where_the_locked_take_up_must_decide(school, cas
 
 def test_a_handover_whose_commit_answer_was_lost_is_read_back_by_its_token(school):
     _webhook, ids, claims = _webhook_with_backlog(school, 4)
-    first = RecordProgress()
-    deliveries_record(
-        claims=claims, results=[_ANSWERED] * 2, pull_waiting=False, progress=first, hand_over=True
-    )
+    first = recorded_handing_over(claims, [_ANSWERED] * 2)
     assert len(first.handed) == 2
     # The same write tried again, as after a connection lost at its commit: it is found
     # written, and what it handed over is read back rather than left leased and unsent.
     again = RecordProgress(write_tried=True, handover_token=first.handover_token)
 
-    deliveries_record(
-        claims=claims, results=[_ANSWERED] * 2, pull_waiting=False, progress=again, hand_over=True
-    )
+    recorded_handing_over(claims, [_ANSWERED] * 2, again)
 
     assert [claim.delivery.pk for claim in again.handed] == [c.delivery.pk for c in first.handed]
     assert [claim.token for claim in again.handed] == [claim.token for claim in first.handed]

@@ -22,7 +22,7 @@ from deliveries.services.record import (
 )
 from deliveries.services.redrive import deliveries_sweep
 from subscriptions.models import Subscription
-from tests.deliveries.factories import deliveries_published
+from tests.deliveries.factories import deliveries_published, recorded_handing_over
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.transport import TransportResult
 
@@ -88,23 +88,11 @@ def test_lost_answer_reads_back_handover_when_another_attempt_lost_its_lease(sch
     progress = RecordProgress()
     restore = _answer_lost(monkeypatch)
     with pytest.raises(OperationalError):
-        deliveries_record(
-            claims=claims,
-            results=[_ANSWERED] * 2,
-            pull_waiting=False,
-            progress=progress,
-            hand_over=True,
-        )
+        recorded_handing_over(claims, [_ANSWERED] * 2, progress)
     restore()
     handed = Delivery.objects.filter(lease_token__isnull=False, pk__in=ids[2:])
     assert [str(d.pk) for d in handed] == ids[2:3]  # the write committed and handed ids[2]
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED] * 2,
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    recorded_handing_over(claims, [_ANSWERED] * 2, progress)
     assert [str(c.delivery.pk) for c in progress.handed] == ids[2:3]
 
 
@@ -116,13 +104,7 @@ def test_a_read_back_handover_keeps_its_lease_start(school, monkeypatch):
     progress = RecordProgress()
     restore = _answer_lost(monkeypatch)
     with pytest.raises(OperationalError):
-        deliveries_record(
-            claims=claims,
-            results=[_ANSWERED],
-            pull_waiting=False,
-            progress=progress,
-            hand_over=True,
-        )
+        recorded_handing_over(claims, [_ANSWERED], progress)
     restore()
     # The database was unreachable for ~9 s: the handed lease (ids[1]) has ~0.8 s left.
     shift = dt.timedelta(seconds=9.2)
@@ -130,13 +112,7 @@ def test_a_read_back_handover_keeps_its_lease_start(school, monkeypatch):
         leased_until=db_now() + dt.timedelta(seconds=0.8),
         last_attempt_at=db_now() - shift,
     )
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED],
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    recorded_handing_over(claims, [_ANSWERED], progress)
     [w] = progress.handed
     assert str(w.delivery.pk) == ids[1]
     time.sleep(1.0)  # its lease ran out (not renewed in time)
@@ -164,13 +140,7 @@ def test_a_handover_takes_the_oldest_waiting_delivery(school, kind):
             leased_until=db_now() - dt.timedelta(seconds=1), lease_token=uuid.uuid4(), attempts=1
         )
     progress = RecordProgress()
-    deliveries_record(
-        claims=claims,
-        results=[_ANSWERED] * 2,
-        pull_waiting=False,
-        progress=progress,
-        hand_over=True,
-    )
+    recorded_handing_over(claims, [_ANSWERED] * 2, progress)
     handed = [str(c.delivery.pk) for c in progress.handed]
     deliveries_sweep()
     still_waiting = Delivery.objects.get(pk=ids[2])
@@ -179,30 +149,32 @@ def test_a_handover_takes_the_oldest_waiting_delivery(school, kind):
 
 
 # The record's ``now`` is read before the statement runs, and the statement may wait for row
-# locks (here: another transaction holding the in-flight delivery's row, as a large "send now"
-# selection does while it renders and audits). If the attempt's lease runs out meanwhile, a
-# locked claim may refill the slot: the handover must not hand the same slot over again.
+# locks: another transaction holding the in-flight delivery's row (as a large "send now"
+# selection does while it renders and audits), or the webhook's row, which the failure streak's
+# update needs (an edit, a pause, a disable). If the attempt's lease runs out meanwhile, a
+# locked claim may refill the slot: the handover must not hand the same slot over again. The
+# streak's update runs before the handover reads the clock, so it hands nothing over.
 @pytest.mark.django_db(transaction=True)
-def test_a_handover_delayed_past_its_lease_does_not_exceed_the_limit(school, settings):
+@pytest.mark.parametrize("row", ["the delivery's", "the webhook's"])
+def test_a_handover_delayed_past_its_lease_does_not_exceed_the_limit(school, settings, row):
     settings.WEBHOOKS_LEASE_SECONDS = 4.0  # the guard: claims younger than 2 s
     webhook, ids, claims = _webhook(school, 4, 1, renewed=True)
+    if row == "the delivery's":
+        locked = ("deliveries_delivery", ids[0])
+    else:
+        Subscription.objects.filter(pk=webhook.pk).update(failing_since=db_now())  # a streak
+        locked = ("subscriptions_subscription", webhook.pk)
     dsn = connection.settings_dict
     blocker = psycopg.connect(
         host=dsn["HOST"], port=dsn["PORT"] or 5432, user=dsn["USER"], dbname=dsn["NAME"]
     )
-    blocker.execute("SELECT 1 FROM deliveries_delivery WHERE id = %s FOR UPDATE", [ids[0]])
+    blocker.execute(f"SELECT 1 FROM {locked[0]} WHERE id = %s FOR UPDATE", [locked[1]])  # noqa: S608 - a table name of the test's own
     progress = RecordProgress()
     errors = []
 
     def record():
         try:
-            deliveries_record(
-                claims=claims,
-                results=[_ANSWERED],
-                pull_waiting=False,
-                progress=progress,
-                hand_over=True,
-            )
+            recorded_handing_over(claims, [_ANSWERED], progress)
         except Exception as exc:
             errors.append(exc)
         finally:
@@ -220,7 +192,8 @@ def test_a_handover_delayed_past_its_lease_does_not_exceed_the_limit(school, set
         blocker.close()
         thread.join(10)
     assert not errors
-    assert _in_flight(webhook) <= 1, [str(c.delivery.pk) for c in progress.handed]
+    assert progress.handed == []
+    assert _in_flight(webhook) <= 1
 
 
 def test_the_locked_take_up_takes_a_recovery_delivery_in_its_turn(school):
@@ -231,51 +204,3 @@ def test_the_locked_take_up_takes_a_recovery_delivery_in_its_turn(school):
     deliveries_record(claims=claims, results=[_ANSWERED] * 2, pull_waiting=False)
     taken = deliveries_claim_waiting(freed={webhook.pk: 2}).claims
     assert sorted(str(c.delivery.pk) for c in taken) == sorted(ids[2:4])
-
-
-# The failure streak's update waits for the webhook's row (an edit, a pause, a disable holding
-# it): that part of the statement runs before the handover reads the clock, so an attempt whose
-# lease ran out during the wait hands nothing over.
-@pytest.mark.django_db(transaction=True)
-def test_a_handover_delayed_by_the_webhooks_row_does_not_exceed_the_limit(school, settings):
-    settings.WEBHOOKS_LEASE_SECONDS = 4.0
-    webhook, ids, claims = _webhook(school, 4, 1, renewed=True)
-    Subscription.objects.filter(pk=webhook.pk).update(failing_since=db_now())  # a streak runs
-    dsn = connection.settings_dict
-    blocker = psycopg.connect(
-        host=dsn["HOST"], port=dsn["PORT"] or 5432, user=dsn["USER"], dbname=dsn["NAME"]
-    )
-    blocker.execute(
-        "SELECT 1 FROM subscriptions_subscription WHERE id = %s FOR UPDATE", [webhook.pk]
-    )
-    progress = RecordProgress()
-    errors = []
-
-    def record():
-        try:
-            deliveries_record(
-                claims=claims,
-                results=[_ANSWERED],
-                pull_waiting=False,
-                progress=progress,
-                hand_over=True,
-            )
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    time.sleep(1.7)
-    thread = threading.Thread(target=record)
-    thread.start()
-    try:
-        time.sleep(2.8)  # the answer ends the streak: its update waits for the webhook's row
-        outcome = deliveries_claim(delivery_ids=[ids[2]], renewed=True)
-        assert [str(c.delivery.pk) for c in outcome.claims] == ids[2:3]
-    finally:
-        blocker.rollback()
-        blocker.close()
-        thread.join(10)
-    assert not errors
-    assert progress.handed == []
-    assert _in_flight(webhook) <= 1
