@@ -992,8 +992,9 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
 # begins in one commit, so the number in flight, which every locked claim counts, does not
 # change, and no lock is needed for it. A slot is only handed over while the attempt's own
 # lease still holds (it is counted in flight until then), never to more than the webhook's
-# concurrency allows in flight (a limit lowered meanwhile is kept), and only to a delivery
-# nobody holds (``SKIP LOCKED``, unleased).
+# concurrency allows in flight (a limit lowered meanwhile is kept), and only to the delivery
+# the locked take-up would take: the oldest waiting, nobody else holding it (``SKIP LOCKED``;
+# unleased, or its lease ran out, its lost attempt then logged as interrupted).
 #
 # What it cannot hand over (nothing committed waits yet, or the webhook is not plain) goes the
 # locked way, as before: a claim that is leaving deliveries waiting (it saw the slot taken)
