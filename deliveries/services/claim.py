@@ -571,9 +571,7 @@ def _lease(chosen: list[uuid.UUID], *, now: dt.datetime, plan: _Plan) -> list[tu
             rows = cursor.fetchall()
             if rows:
                 plan.txid = rows[0][-1]
-            return [
-                (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:-1]) for row in rows
-            ]
+            return [_leased_row(row[:-1]) for row in rows]
     Delivery.objects.filter(pk__in=chosen).update(
         attempts=F("attempts") + 1,
         leased_until=lease,
@@ -950,17 +948,13 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
     )
     claims: list[Claim] = []
     for row in rows:
-        values = dict(zip(_COLUMNS, row, strict=True))
-        info = plan.endpoints.get(values["subscription_id"])
-        subscription = subscriptions.get(values["subscription_id"])
+        info = plan.endpoints.get(row[3])
+        subscription = subscriptions.get(row[3])
         if info is None or subscription is None:
             continue
-        delivery = Delivery(**values)
-        # The fields that change without touching updated_at, as this claim read them.
-        subscription.is_active = info.is_active
-        subscription.failing_since = info.failing_since
-        delivery.subscription = subscription
-        delivery.school = subscription.school
+        delivery = _delivery_of(
+            row, subscription, is_active=info.is_active, failing_since=info.failing_since
+        )
         circuit, failures = plan.circuit_of(delivery.subscription_id)
         claims.append(
             Claim(
@@ -975,10 +969,38 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
                 catching_up=info.catching_up,
             )
         )
-    interrupted = [claim.delivery for claim in claims if claim.token == plan.token_after_lost_lease]
+    _interrupted_record(claims, plan.token_after_lost_lease)
+    return claims
+
+
+def _leased_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of ``_COLUMNS`` as PostgreSQL returned it, its body as bytes."""
+    return (*row[:6], bytes(row[6]) if row[6] is not None else b"", *row[7:])
+
+
+def _delivery_of(
+    row: Sequence[Any],
+    subscription: Subscription,
+    *,
+    is_active: bool,
+    failing_since: dt.datetime | None,
+) -> Delivery:
+    """The delivery of a leased row (``_COLUMNS``) with its webhook from this process's copies,
+    whose fields that change without touching ``updated_at`` are as the claim read them."""
+    delivery = Delivery(**dict(zip(_COLUMNS, row, strict=True)))
+    subscription.is_active = is_active
+    subscription.failing_since = failing_since
+    delivery.subscription = subscription
+    delivery.school = subscription.school
+    return delivery
+
+
+def _interrupted_record(claims: list[Claim], token_after_lost_lease: uuid.UUID) -> None:
+    """Log the lost attempts of the claims whose previous lease ran out (they got
+    ``token_after_lost_lease``)."""
+    interrupted = [claim.delivery for claim in claims if claim.token == token_after_lost_lease]
     if interrupted:
         attempts_interrupted_record([(delivery, delivery.attempts - 1) for delivery in interrupted])
-    return claims
 
 
 # --- Handing a slot over ---------------------------------------------------------------------
@@ -1146,21 +1168,18 @@ def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime, token: uuid.UUI
     subscriptions = _subscriptions_get({row[3]: (row[width], row[width + 1]) for row in rows})
     claims: list[Claim] = []
     for row in rows:
-        values = dict(zip(_COLUMNS, row[:width], strict=True))
-        values["body"] = bytes(values["body"]) if values["body"] is not None else b""
-        subscription = subscriptions.get(values["subscription_id"])
+        subscription = subscriptions.get(row[3])
         if subscription is None:
             continue  # deleted since: its deliveries went with it
-        delivery = Delivery(**values)
-        subscription.is_active = True  # the handover leased only for an active webhook
-        subscription.failing_since = row[width + 2]
-        delivery.subscription = subscription
-        delivery.school = subscription.school
+        # Leased only for an active webhook.
+        delivery = _delivery_of(
+            _leased_row(row[:width]), subscription, is_active=True, failing_since=row[width + 2]
+        )
         claims.append(
             Claim(
                 delivery=delivery,
                 number=delivery.attempts,
-                token=values["lease_token"],
+                token=row[_COLUMNS.index("lease_token")],  # the handover's, never empty
                 started_at=now,
                 trigger=delivery.next_trigger,
                 circuit=CircuitState.CLOSED,
@@ -1168,10 +1187,7 @@ def claims_handed(rows: list[tuple[Any, ...]], now: dt.datetime, token: uuid.UUI
                 waiting_behind=True,
             )
         )
-    lost = lost_token(token)
-    interrupted = [claim.delivery for claim in claims if claim.token == lost]
-    if interrupted:
-        attempts_interrupted_record([(delivery, delivery.attempts - 1) for delivery in interrupted])
+    _interrupted_record(claims, lost_token(token))
     return claims
 
 
