@@ -55,7 +55,8 @@ from common.clock import db_now
 from common.sql import rows_update
 from common.transactions import after_commit, transaction_committed, transaction_own
 from subscriptions.models import SigningSecret, Subscription
-from webhook_engine.errors import ErrorKind
+from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
+from webhook_engine.transport import TransportResult
 
 from ..models import (
     AttemptTrigger,
@@ -1039,17 +1040,27 @@ class Handover:
 
 
 def handover_prepare(
-    claims: Sequence[Claim], answered: Sequence[bool], now: dt.datetime
+    claims: Sequence[Claim], results: Sequence[TransportResult], now: dt.datetime
 ) -> Handover | None:
-    """The slots of ``claims`` that may be handed over when their results are recorded at
-    ``now`` (``answered``: whether the receiver answered each, with a status other than 410):
-    automatic attempts to a plain webhook, with deliveries waiting behind them, whose lease
-    holds (a renewed lease lasts ``WEBHOOKS_LEASE_SECONDS`` from the claim at least)."""
+    """The slots of ``claims`` that may be handed over when their ``results`` are recorded at
+    ``now``: automatic attempts to a plain webhook, with deliveries waiting behind them, whose
+    lease holds (a renewed lease lasts ``WEBHOOKS_LEASE_SECONDS`` from the claim at least), and
+    that the receiver answered. An answer proves it there, unless another attempt of the batch
+    to the same webhook failed to reach it; not a 410, whose webhook is disabled right after
+    the record (``record.receivers_gone_disable``), nor another attempt's 410."""
+    unreached = {
+        claim.delivery.subscription_id
+        for claim, result in zip(claims, results, strict=True)
+        if result.error_kind in NETWORK_FAILURES
+        or (result.status == 410 and claim.trigger != AttemptTrigger.TEST)
+    }
     held = dt.timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS - _HANDOVER_LEASE_LEFT_SECONDS)
     ids = [
         claim.delivery.pk
-        for claim, answer in zip(claims, answered, strict=True)
-        if answer
+        for claim, result in zip(claims, results, strict=True)
+        if result.status is not None
+        and result.status != 410
+        and claim.delivery.subscription_id not in unreached
         and claim.waiting_behind
         and claim.trigger == AttemptTrigger.AUTOMATIC
         and claim.circuit == CircuitState.CLOSED

@@ -187,22 +187,7 @@ def deliveries_record(
         progress.write_tried = True
         handover = None
         if hand_over and len(todo) == len(claims) and connection.vendor == "postgresql":
-            # An answer proves the receiver there (not a 410: its webhook is being disabled),
-            # unless another attempt of the batch to the same webhook failed to reach it.
-            unreached = {
-                claim.delivery.subscription_id
-                for claim, result in zip(claims, results, strict=True)
-                if result.error_kind in NETWORK_FAILURES
-                # A 410: the webhook is disabled right after this record (receivers_gone_disable).
-                or (result.status == 410 and claim.trigger != AttemptTrigger.TEST)
-            }
-            answered = [
-                result.status is not None
-                and result.status != 410
-                and claim.delivery.subscription_id not in unreached
-                for claim, result in zip(claims, results, strict=True)
-            ]
-            handover = handover_prepare(claims, answered, now)
+            handover = handover_prepare(claims, results, now)
             progress.handover_token = None if handover is None else handover.token
         try:
             if len(todo) == len(claims):
