@@ -420,7 +420,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "webhooks_project.beat:DatabaseScheduler"
 # Without this Celery closes every database connection before and after each task, so each task
 # pays a new PostgreSQL connection. Connections are recycled by DATABASE_CONN_MAX_AGE instead
 # (see webhooks_project/celery.py).
