@@ -14,6 +14,24 @@ from django_celery_beat.models import PeriodicTask
 from webhooks_project.beat import SCHEDULE_LOCK, DatabaseScheduler
 
 
+def _beat_starting(errors, barrier=None):
+    """A thread that starts a beat's scheduler (it writes the schedule), noting any error."""
+
+    def start_beat():
+        try:
+            if barrier is not None:
+                barrier.wait(5)
+            DatabaseScheduler(app=current_app)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    beat = threading.Thread(target=start_beat)
+    beat.start()
+    return beat
+
+
 def _other_beat_writing():
     """A session holding the lock a beat holds while it writes an entry."""
     dsn = connection.settings_dict
@@ -29,17 +47,7 @@ def test_a_beat_waits_to_write_its_schedule_while_another_beat_writes_an_entry()
     assert settings.CELERY_BEAT_SCHEDULER == "webhooks_project.beat:DatabaseScheduler"
     other = _other_beat_writing()
     errors = []
-
-    def start_beat():
-        try:
-            DatabaseScheduler(app=current_app)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    beat = threading.Thread(target=start_beat)
-    beat.start()
+    beat = _beat_starting(errors)
     try:
         time.sleep(1.0)
         assert beat.is_alive(), "the beat wrote its schedule while another beat held the lock"
@@ -60,19 +68,7 @@ def test_a_beat_waits_to_write_its_schedule_while_another_beat_writes_an_entry()
 def test_two_beats_starting_together_write_each_entry_once_without_an_error(caplog):
     barrier = threading.Barrier(2)
     errors = []
-
-    def start_beat():
-        try:
-            barrier.wait(5)
-            DatabaseScheduler(app=current_app)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    beats = [threading.Thread(target=start_beat) for _ in range(2)]
-    for beat in beats:
-        beat.start()
+    beats = [_beat_starting(errors, barrier) for _ in range(2)]
     for beat in beats:
         beat.join(30)
     assert not errors
