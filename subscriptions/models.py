@@ -36,6 +36,10 @@ class Profile(models.TextChoices):
 
 # The vendors that send JSON only (BrainCert offers XML too).
 JSON_ONLY_PROFILES = (Profile.EDUSIGN, Profile.EDUME, Profile.EDUDIP)
+# The vendors whose own signature header carries one signature, made with the newest secret: a
+# receiver written for them checks only that one, so a rotation switches it at once (the
+# Standard Webhooks header sent beside it carries every secret that signs).
+NEWEST_SECRET_ONLY_PROFILES = (Profile.EDUSIGN,)
 
 
 # What a secret value (a secret custom header's, a value in the URL's query string) reads as

@@ -158,7 +158,9 @@ class SubscriptionViewSet(
             "A new secret signs from now on; the previous ones keep signing too until "
             "`previous_secrets_expire_at` (24 h after the first rotation by default), so "
             "receivers can switch without losing any. It is null when none keeps signing: a "
-            "secret the encryption keys cannot read stops at once."
+            "secret the encryption keys cannot read stops at once. A vendor profile whose own "
+            "signature carries one secret (Edusign's `x-edusign-hmac`) signs it with the new "
+            "secret at once: its receiver needs the new secret now."
         ),
         request=None,
         responses={200: SecretOutput, **READ_ERRORS},

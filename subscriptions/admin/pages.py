@@ -55,7 +55,7 @@ from schools.admin_scoping import (
 
 from ..crypto import SecretUnreadable
 from ..forms import PauseForm, RecoverForm, ReplayForm, SendTestForm
-from ..models import SigningSecret, Subscription
+from ..models import NEWEST_SECRET_ONLY_PROFILES, SigningSecret, Subscription
 from ..selectors import (
     replay_event_types,
     subscription_event_types,
@@ -260,6 +260,7 @@ class WebhookPages(SchoolScopedAdmin):
             )
         context = self._page_context(request, subscription, _("Rotate the signing secret"))
         context["grace"] = _grace_text()
+        context["newest_only"] = subscription.profile in NEWEST_SECRET_ONLY_PROFILES
         return TemplateResponse(
             request, "admin/subscriptions/subscription/rotate_secret.html", context
         )

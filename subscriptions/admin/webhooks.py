@@ -51,7 +51,7 @@ from webhook_engine.filters import filter_describe, filter_errors
 
 from ..crypto import SecretUnreadable, secret_decrypt, secret_encrypt
 from ..forms import SendTestForm, SubscriptionForm, TopicsWidget
-from ..models import EDITABLE_FIELDS, STATE_FIELDS, Subscription
+from ..models import EDITABLE_FIELDS, NEWEST_SECRET_ONLY_PROFILES, STATE_FIELDS, Subscription
 from ..selectors import (
     subscription_event_types,
     subscription_filter_samples,
@@ -627,6 +627,7 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
         if not all(self.has_manage_secret_permission(request, obj) for obj in subscriptions):
             raise PermissionDenied
         count = 0
+        newest_only: list[Subscription] = []
         for subscription in subscriptions:
             try:
                 subscription_secret_rotate(
@@ -635,6 +636,8 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             except Subscription.DoesNotExist:
                 continue  # deleted by another request since the list was read
             count += 1
+            if subscription.profile in NEWEST_SECRET_ONLY_PROFILES:
+                newest_only.append(subscription)
         self.message_user(
             request,
             ngettext(
@@ -646,6 +649,26 @@ class SubscriptionAdmin(WebhookListColumns, WebhookPages):
             )
             % {"count": number_format(count, force_grouping=True), "grace": _grace_text()},
         )
+        if newest_only:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)s of them speaks %(profiles)s, whose own signature carries the new "
+                    "secret only: its receiver refuses the deliveries until it has the new "
+                    "secret. Give it the new secret now.",
+                    "%(count)s of them speak %(profiles)s, whose own signature carries the new "
+                    "secret only: their receivers refuse the deliveries until they have the new "
+                    "secret. Give it to them now.",
+                    len(newest_only),
+                )
+                % {
+                    "count": number_format(len(newest_only), force_grouping=True),
+                    "profiles": ", ".join(
+                        sorted({str(s.get_profile_display()) for s in newest_only})
+                    ),
+                },
+                messages.WARNING,
+            )
 
 
 _NEW_SECRET_KEY = "webhooks_new_webhook_secret"  # noqa: S105 - a session key name

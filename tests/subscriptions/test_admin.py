@@ -313,6 +313,55 @@ def test_rotating_asks_first_then_keeps_the_old_secret_signing(client, school, s
     ]
 
 
+_EDUSIGN_NEWEST_ONLY = (
+    "This webhook speaks Edusign, whose own signature carries the new secret only"
+)
+
+
+def test_rotating_an_edusign_webhook_warns_that_its_receiver_needs_the_new_secret_at_once(
+    client, school, school_admin
+):
+    """Edusign's ``x-edusign-hmac`` carries one signature, made with the newest secret: the
+    grace during which both secrets sign does not help a receiver written for Edusign."""
+    client.force_login(school_admin)
+    edusign = SubscriptionFactory(school=school, profile="edusign", topics=["course.created"])
+    standard = SubscriptionFactory(school=school)
+
+    def confirmation(subscription):
+        url = f"/admin/subscriptions/subscription/{subscription.pk}/rotate-secret/"
+        return " ".join(client.get(url).content.decode().split())
+
+    assert _EDUSIGN_NEWEST_ONLY in confirmation(edusign)
+    assert _EDUSIGN_NEWEST_ONLY not in confirmation(standard)
+    client.cookies["django_language"] = "fr"
+    assert "Ce webhook parle Edusign, dont la signature propre" in confirmation(edusign)
+
+
+def test_rotating_several_webhooks_names_those_whose_receiver_needs_the_new_secret_at_once(
+    client, school, school_admin
+):
+    client.force_login(school_admin)
+    chosen = [
+        SubscriptionFactory(school=school, profile="edusign", topics=["course.created"]),
+        SubscriptionFactory(school=school),
+    ]
+
+    response = client.post(
+        "/admin/subscriptions/subscription/",
+        {"action": "rotate_secrets", "_selected_action": [str(s.pk) for s in chosen]},
+        follow=True,
+    )
+
+    assert [str(m) for m in response.context["messages"]] == [
+        "2 signing secrets rotated; the previous ones keep signing for 24 hours, so receivers "
+        "can switch.",
+        "1 of them speaks Edusign, whose own signature carries the new secret only: its "
+        "receiver refuses the deliveries until it has the new secret. Give it the new secret "
+        "now.",
+    ]
+    assert SigningSecret.objects.filter(subscription__in=chosen).count() == 4
+
+
 def test_the_secret_page_shows_it_only_after_a_post(client, school, school_admin):
     client.force_login(school_admin)
     subscription = SubscriptionFactory(school=school)
