@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy
 from common.admin_lists import CheckedListAdmin
 from schools.forms import AdminLoginForm
 from schools.selectors import school_ids_visible_to
-from subscriptions.selectors import subscriptions_needing_attention, subscriptions_paused
+from subscriptions.selectors import subscriptions_needing_attention
 
 from .admin_charts import timeline_chart
 from .explanations import failure_explain
@@ -31,6 +31,8 @@ SUPERUSER_ONLY_APPS = {"django_celery_beat"}
 # The days before today (and, for users who see several schools, the slowest receivers) are
 # read again at most this often; the last 24 hours, the failing and disabled webhooks, always.
 HOME_CACHE_SECONDS = 120
+# The webhooks of each kind the home page names (disabled, failing, paused); it counts them all.
+HOME_WEBHOOKS_LISTED = 20
 
 
 class WebhooksAdminSite(admin.AdminSite):
@@ -95,9 +97,11 @@ class WebhooksAdminSite(admin.AdminSite):
                 }
             )
         if user.has_perm("subscriptions.view_subscription"):
-            attention = list(subscriptions_needing_attention(school_ids=school_ids)[:20])
+            attention = subscriptions_needing_attention(
+                school_ids=school_ids, limit=HOME_WEBHOOKS_LISTED
+            )
             failures = subscriptions_last_failure(
-                subscription_ids=[s.pk for s in attention if s.is_active]
+                subscription_ids=[s.pk for s in attention.failing]
             )
             context.update(
                 {
@@ -108,11 +112,17 @@ class WebhooksAdminSite(admin.AdminSite):
                             failures.get(webhook.pk),
                             _explain(failures.get(webhook.pk)),
                         )
-                        for webhook in attention
-                        if webhook.is_active
+                        for webhook in attention.failing
                     ],
-                    "webhooks_disabled": [w for w in attention if not w.is_active],
-                    "webhooks_paused": list(subscriptions_paused(school_ids=school_ids)[:20]),
+                    "webhooks_disabled": attention.disabled,
+                    "webhooks_paused": attention.paused,
+                    # The headline says how many there are; the lists name the first few.
+                    "disabled_count": attention.disabled_count,
+                    "failing_count": attention.failing_count,
+                    "paused_count": attention.paused_count,
+                    "disabled_more": attention.disabled_count - len(attention.disabled),
+                    "failing_more": attention.failing_count - len(attention.failing),
+                    "paused_more": attention.paused_count - len(attention.paused),
                     "can_resume": user.has_perm("subscriptions.change_subscription"),
                     "can_enable": user.has_perm("subscriptions.change_subscription"),
                     "can_recover": user.has_perm("deliveries.retrigger_delivery"),

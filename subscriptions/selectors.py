@@ -7,10 +7,11 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from common.sql import columns_of
@@ -102,26 +103,52 @@ def signing_secret_current(*, subscription: Subscription) -> str:
     return secret_decrypt(newest.secret_encrypted)
 
 
-def subscriptions_needing_attention(*, school_ids: list[int] | None) -> QuerySet[Subscription]:
-    """Webhooks that are failing right now or were disabled, of the given schools (all if None)."""
-    queryset = Subscription.objects.filter(
-        Q(is_active=True, failing_since__isnull=False)
-        | Q(is_active=False, disabled_at__isnull=False)
-    ).select_related("school")
+_DISABLED = Q(is_active=False, disabled_at__isnull=False)
+_FAILING = Q(is_active=True, failing_since__isnull=False)
+_PAUSED = Q(is_active=True, paused_at__isnull=False)
+
+
+@dataclass(frozen=True)
+class WebhooksNeedingAttention:
+    """The webhooks the admin's home page names: the first few of each kind, and how many
+    there are of each in all."""
+
+    disabled: list[Subscription]  # by school and name
+    failing: list[Subscription]  # by school and name
+    paused: list[Subscription]  # paused longest first
+    disabled_count: int
+    failing_count: int
+    paused_count: int
+
+
+def subscriptions_needing_attention(
+    *, school_ids: list[int] | None, limit: int
+) -> WebhooksNeedingAttention:
+    """The webhooks of the given schools (all if None) that were disabled, are failing right
+    now, or are paused (their deliveries held): up to ``limit`` of each kind, with their
+    schools, and the count of each kind (one query for the three counts)."""
+    scoped = Subscription.objects.all()
     if school_ids is not None:
-        queryset = queryset.filter(school_id__in=school_ids)
-    return queryset.order_by("school__name", "name")
-
-
-def subscriptions_paused(*, school_ids: list[int] | None) -> QuerySet[Subscription]:
-    """Webhooks whose school paused them (their deliveries are held), of the given schools
-    (all if None), the ones paused longest first."""
-    queryset = Subscription.objects.filter(is_active=True, paused_at__isnull=False).select_related(
-        "school"
+        scoped = scoped.filter(school_id__in=school_ids)
+    counts = scoped.aggregate(
+        disabled=Count("pk", filter=_DISABLED),
+        failing=Count("pk", filter=_FAILING),
+        paused=Count("pk", filter=_PAUSED),
     )
-    if school_ids is not None:
-        queryset = queryset.filter(school_id__in=school_ids)
-    return queryset.order_by("paused_at", "id")
+
+    def first(kind: str, condition: Q, *order: str) -> list[Subscription]:
+        if not counts[kind]:
+            return []
+        return list(scoped.filter(condition).select_related("school").order_by(*order)[:limit])
+
+    return WebhooksNeedingAttention(
+        disabled=first("disabled", _DISABLED, "school__name", "name", "id"),
+        failing=first("failing", _FAILING, "school__name", "name", "id"),
+        paused=first("paused", _PAUSED, "paused_at", "id"),
+        disabled_count=counts["disabled"],
+        failing_count=counts["failing"],
+        paused_count=counts["paused"],
+    )
 
 
 def subscriptions_for_school(*, school_id: int) -> QuerySet[Subscription]:

@@ -290,6 +290,41 @@ def test_the_admin_index_names_the_paused_webhooks_and_when_each_resumes(
     assert "Someone else" not in text
 
 
+def test_the_admin_index_counts_every_webhook_needing_attention_and_names_the_first(
+    client, school, school_admin
+):
+    """Beyond the 20 the page names of each kind, the headline still counts them all, the
+    rest are a link to the list, and a disabled webhook is never crowded out by failing ones
+    that sort before it."""
+    now = timezone.now()
+    for number in range(23):
+        SubscriptionFactory(school=school, name=f"A failing {number:02}", failing_since=now)
+    SubscriptionFactory(
+        school=school,
+        name="Z disabled",
+        is_active=False,
+        disabled_at=now,
+        disabled_reason="Disabled after 24 hours of failures.",
+    )
+    for number in range(21):
+        subscription_pause(subscription=SubscriptionFactory(school=school, name=f"P {number:02}"))
+    client.force_login(school_admin)
+
+    page = client.get("/admin/").content.decode()
+
+    text = " ".join(strip_tags(page).split())
+    assert "1 webhook is disabled: nothing is sent to it. 23 webhooks are failing." in text
+    assert "Z disabled has been disabled since" in text
+    assert "A failing 19 has been failing since" in text
+    assert "A failing 20" not in text
+    assert "3 more failing webhooks" in text
+    assert 'href="/admin/subscriptions/subscription/?state=failing"' in page
+    assert "1 more paused webhook" in text
+    assert "more disabled" not in text
+    french = client.get("/admin/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "3 autres webhooks en échec" in french
+
+
 def test_the_admin_index_resumes_a_paused_webhook(client, school, school_admin):
     crm = SubscriptionFactory(school=school, name="CRM")
     subscription_pause(subscription=crm)
