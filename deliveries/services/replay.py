@@ -172,6 +172,22 @@ def events_replay_count(*, plan: ReplayPlan) -> int:
     return len(_events_wanted(plan))
 
 
+def _events_held(events: list[Event]) -> list[Event]:
+    """The ``events`` that still exist, each held until the transaction ends (``FOR KEY
+    SHARE``). The prune deletes old events left without deliveries: it passes over the ones held
+    (it skips locked rows), and one it was deleting when the replay read it is waited for and
+    left out, rather than given a delivery the database refuses at the commit."""
+    if connection.vendor != "postgresql" or not events:
+        return events
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Event._meta.db_table} WHERE id = ANY(%s) FOR KEY SHARE",  # noqa: S608
+            [[event.pk for event in events]],
+        )
+        present = {row[0] for row in cursor.fetchall()}
+    return [event for event in events if event.pk in present]
+
+
 _REPLAY_LOCK_CLASS = 0x57484D
 
 
@@ -213,7 +229,7 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
             raise ValidationError(
                 _("The webhook is disabled: re-enable it, then replay its events.")
             )
-        events = _events_wanted(plan)
+        events = _events_held(_events_wanted(plan))
         numbers = dict(
             Delivery.objects.filter(subscription=subscription, event__in=[e.pk for e in events])
             .order_by()

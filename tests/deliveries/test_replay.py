@@ -2,9 +2,12 @@
 
 import datetime as dt
 import json
+import threading
 
+import psycopg
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -12,10 +15,12 @@ from audit.models import AuditAction, AuditEntry
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import (
     ReplayTooLarge,
+    deliveries_prune,
     deliveries_replay,
     events_replay_count,
     replay_plan,
 )
+from deliveries.services.replay import _events_held
 from events.models import Event
 from tests.deliveries.factories import delivery_create, event_create
 from tests.schools.factories import SchoolFactory
@@ -414,3 +419,63 @@ def test_the_replay_count_is_written_as_the_readers_language_writes_numbers(
     assert counted in status
     confirm = page.split('name="confirm" value="yes">', 1)[1].split("</button>", 1)[0]
     assert button in confirm
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_passes_over_an_event_the_pruner_deletes_meanwhile(school, webhook):
+    """The hourly prune deletes old events left without deliveries. A replay that read such an
+    event while the pruner was deleting it waits for the pruner, then replays the others: no
+    delivery of a deleted event (which the database refused at the replay's commit)."""
+    pruned = _event(school, hours_ago=30 * 24, fanned_out_at=NOW)
+    kept = _event(school, hours_ago=30 * 24 - 1, fanned_out_at=NOW)
+    plan = replay_plan(subscription=webhook, since=NOW - dt.timedelta(days=31))
+    dsn = connection.settings_dict
+    pruner = psycopg.connect(
+        host=dsn["HOST"], port=dsn["PORT"] or 5432, user=dsn["USER"], dbname=dsn["NAME"]
+    )
+    pruner.execute("SELECT id FROM events_event WHERE id = %s FOR UPDATE", [pruned.pk])
+    pruner.execute("DELETE FROM events_event WHERE id = %s", [pruned.pk])
+    outcome = {}
+
+    def replay():
+        try:
+            outcome["result"] = deliveries_replay(plan=plan, actor=None)
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    replaying = threading.Thread(target=replay)
+    replaying.start()
+    try:
+        replaying.join(1.0)
+    finally:
+        pruner.commit()
+        pruner.close()
+    replaying.join(30)
+
+    assert "error" not in outcome, outcome
+    assert outcome["result"].count == 1
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [kept.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prune_passes_over_an_event_a_replay_holds(school, webhook):
+    old = _event(school, hours_ago=30 * 24, fanned_out_at=NOW)
+    pruned = {}
+
+    def prune():
+        try:
+            pruned["result"] = deliveries_prune(older_than_days=7)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        assert _events_held([old]) == [old]
+        pruning = threading.Thread(target=prune)
+        pruning.start()
+        pruning.join(30)
+
+    assert pruned["result"].events == 0
+    assert Event.objects.filter(pk=old.pk).exists()
+    assert deliveries_prune(older_than_days=7).events == 1
