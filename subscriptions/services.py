@@ -490,7 +490,8 @@ def subscription_save(
 
     A new subscription signs with ``signing_secret`` when given (the secret a Send Test on the
     unsaved settings already used), else with a new one. The change is in the audit trail with
-    the fields that changed (a password or header value as "changed", never its value).
+    the fields that changed (a password or header value as "changed", never its value); a
+    change that changes nothing writes nothing (``updated_at`` and the audit trail stay).
     """
     password_given = bool(basic_auth_password)
     if not checked:  # ``checked``: the caller just validated these very settings
@@ -514,18 +515,6 @@ def subscription_save(
     elif password_given:
         subscription.basic_auth_password_encrypted = secret_encrypt(str(basic_auth_password))
     subscription_secrets_seal(subscription=subscription)
-    try:
-        with transaction.atomic():
-            subscription.save()
-    except IntegrityError:
-        # Another request took the name between the check above and this write: the same
-        # answer as the check's.
-        subscription.validate_constraints()
-        raise
-    if created:
-        _signing_secret_add(subscription, secret=signing_secret)
-    if afresh:
-        _fresh_start_announce(subscription.pk)
     after = _audited_fields(subscription)
     hidden_after = {} if created else _audited_secret_values(subscription)
     changed = [
@@ -544,6 +533,24 @@ def subscription_save(
     }
     if password_given:
         changes["basic_auth_password"] = "changed"  # noqa: S105 - never the value
+    if not created and not changes:
+        # Nothing to write: the row keeps its time of change and its encrypted values (sealed
+        # again they would read the same, but differ, and so would the settings' version a
+        # page opened meanwhile carries).
+        subscription.refresh_from_db()
+        return subscription
+    try:
+        with transaction.atomic():
+            subscription.save()
+    except IntegrityError:
+        # Another request took the name between the check above and this write: the same
+        # answer as the check's.
+        subscription.validate_constraints()
+        raise
+    if created:
+        _signing_secret_add(subscription, secret=signing_secret)
+    if afresh:
+        _fresh_start_announce(subscription.pk)
     if created or changes:
         audit_record(
             actor=actor,

@@ -130,6 +130,29 @@ def test_another_schools_webhook_is_a_404_everywhere(api, catalog):
     assert Subscription.objects.get(pk=theirs.pk).paused_at is None
 
 
+def test_an_update_that_changes_nothing_writes_nothing(api, school):
+    """Its time of change stays, its encrypted URL is not sealed again (a page opened before
+    would then read as outdated), and the audit trail has no entry for it."""
+    given = {**NEW, "url": "https://crm.example.org/hooks?token=t0k"}
+    created = api.post("/api/v1/subscriptions/", given, format="json").json()
+    url = f"/api/v1/subscriptions/{created['id']}/"
+    before = Subscription.objects.get(pk=created["id"])
+    entries = AuditEntry.objects.count()
+
+    same = api.patch(url, {"name": "CRM", "topics": NEW["topics"]}, format="json")
+    unchanged = {key: value for key, value in given.items() if key != "basic_auth_password"}
+    whole = api.put(url, unchanged, format="json")
+
+    after = Subscription.objects.get(pk=created["id"])
+    assert same.status_code == whole.status_code == 200, whole.json()
+    assert same.json() == whole.json()
+    assert same.json()["updated_at"] == created["updated_at"]
+    assert (after.updated_at, after.url_encrypted) == (before.updated_at, before.url_encrypted)
+    assert AuditEntry.objects.count() == entries
+    renamed = api.patch(url, {"name": "CRM v2"}, format="json").json()
+    assert renamed["updated_at"] > created["updated_at"]
+
+
 def test_partial_update_keeps_the_password_unless_one_is_given(api, school):
     created = api.post("/api/v1/subscriptions/", NEW, format="json").json()
     url = f"/api/v1/subscriptions/{created['id']}/"
