@@ -575,12 +575,14 @@ streaks_ended AS (
     UPDATE subscriptions_subscription AS s SET failing_since = NULL
     WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM owned WHERE succeeded))
       AND s.failing_since IS NOT NULL
+    RETURNING 1
 ),
 streaks_started AS (
     UPDATE subscriptions_subscription AS s SET failing_since = ${now}
     WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM owned WHERE NOT succeeded))
       AND s.id <> ALL(ARRAY(SELECT subscription_id FROM owned WHERE succeeded))
       AND s.failing_since IS NULL
+    RETURNING 1
 )
 INSERT INTO deliveries_deliveryattempt
     (delivery_id, number, trigger, started_at, duration_ms, request_url, request_headers,
@@ -602,15 +604,12 @@ RETURNING delivery_id, id, ARRAY(
 # followed by the handed deliveries' (no attempt id; their columns after the first four). The
 # handover comes last: the parts that may wait for another transaction's row locks (the
 # deliveries' update, and the failure streaks', which would otherwise run after everything
-# else) are done before it reads the clock to tell whether the attempts' leases still hold.
+# else: the final SELECT reads their RETURNING rows to make them run first) are done before it
+# reads the clock to tell whether the attempts' leases still hold.
 _WRITE_HEAD, _WRITE_INSERT = _RESULTS_WRITE.split("INSERT INTO", 1)
 _WRITE_INSERT, _WRITE_READS = _WRITE_INSERT.split("RETURNING delivery_id, id,", 1)
 _RESULTS_WRITE_HANDING = (
     _WRITE_HEAD.rstrip()  # noqa: S608 - no values, only the statement's own parts
-    .replace(
-        "AND s.failing_since IS NOT NULL\n)", "AND s.failing_since IS NOT NULL\n    RETURNING 1\n)"
-    )
-    .replace("AND s.failing_since IS NULL\n)", "AND s.failing_since IS NULL\n    RETURNING 1\n)")
     + ",\nwritten AS (INSERT INTO"
     + _WRITE_INSERT
     + "RETURNING delivery_id, id),\nhanded AS ({handed})\n"
