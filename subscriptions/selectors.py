@@ -103,9 +103,11 @@ def signing_secret_current(*, subscription: Subscription) -> str:
     return secret_decrypt(newest.secret_encrypted)
 
 
-_DISABLED = Q(is_active=False, disabled_at__isnull=False)
-_FAILING = Q(is_active=True, failing_since__isnull=False)
-_PAUSED = Q(is_active=True, paused_at__isnull=False)
+# The states the admin shows a webhook in (its home page, the list's status filter): disabled
+# (by the system or by hand with a reason), failing now, paused. A paused webhook may be failing.
+WEBHOOK_DISABLED = Q(is_active=False, disabled_at__isnull=False)
+WEBHOOK_FAILING = Q(is_active=True, failing_since__isnull=False)
+WEBHOOK_PAUSED = Q(is_active=True, paused_at__isnull=False)
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,9 @@ def subscriptions_needing_attention(
     if school_ids is not None:
         scoped = scoped.filter(school_id__in=school_ids)
     counts = scoped.aggregate(
-        disabled=Count("pk", filter=_DISABLED),
-        failing=Count("pk", filter=_FAILING),
-        paused=Count("pk", filter=_PAUSED),
+        disabled=Count("pk", filter=WEBHOOK_DISABLED),
+        failing=Count("pk", filter=WEBHOOK_FAILING),
+        paused=Count("pk", filter=WEBHOOK_PAUSED),
     )
 
     def first(kind: str, condition: Q, *order: str) -> list[Subscription]:
@@ -142,9 +144,9 @@ def subscriptions_needing_attention(
         return list(scoped.filter(condition).select_related("school").order_by(*order)[:limit])
 
     return WebhooksNeedingAttention(
-        disabled=first("disabled", _DISABLED, "school__name", "name", "id"),
-        failing=first("failing", _FAILING, "school__name", "name", "id"),
-        paused=first("paused", _PAUSED, "paused_at", "id"),
+        disabled=first("disabled", WEBHOOK_DISABLED, "school__name", "name", "id"),
+        failing=first("failing", WEBHOOK_FAILING, "school__name", "name", "id"),
+        paused=first("paused", WEBHOOK_PAUSED, "paused_at", "id"),
         disabled_count=counts["disabled"],
         failing_count=counts["failing"],
         paused_count=counts["paused"],

@@ -41,6 +41,8 @@ from schools.admin_scoping import (
 
 from ..models import Profile, Subscription
 from ..selectors import (
+    WEBHOOK_FAILING,
+    WEBHOOK_PAUSED,
     subscription_ids_receiving,
 )
 
@@ -70,9 +72,9 @@ class WebhookStateFilter(admin.SimpleListFilter):
         if value == "healthy":
             return queryset.filter(is_active=True, failing_since__isnull=True)
         if value == "failing":
-            return queryset.filter(is_active=True, failing_since__isnull=False)
+            return queryset.filter(WEBHOOK_FAILING)
         if value == "paused":
-            return queryset.filter(is_active=True, paused_at__isnull=False)
+            return queryset.filter(WEBHOOK_PAUSED)
         if value == "disabled":
             return queryset.filter(is_active=False)
         return queryset
