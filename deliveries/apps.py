@@ -12,9 +12,9 @@ class DeliveriesConfig(AppConfig):
         # Every published event is handed to fan-out after its commit (events' one hook).
         from events.services import event_published_hook_set
 
-        from .services.fan_out import fan_out_request
+        from .services.fan_out import fan_out_promise_sql, fan_out_request
 
-        event_published_hook_set(fan_out_request)
+        event_published_hook_set(fan_out_request, promise_sql=fan_out_promise_sql())
         # A webhook with a new URL, or turned back on, starts its circuit breaker afresh.
         from subscriptions.services import subscription_fresh_start_hook_set
 

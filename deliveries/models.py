@@ -281,10 +281,15 @@ class FanOutRequest(models.Model):
     A request older than ``FAN_OUT_REQUEST_RESEND_SECONDS`` (``services/fan_out.py``) is sent
     again (its message may have been lost). Milliseconds since the epoch, compared as integers
     on every database.
+
+    ``read_after_ms``: a task reading on promises to start a read of the waiting events after
+    this moment (the database's clock). A publish reads it in its insert and, when its commit
+    is done before it, asks for nothing: no statement after the commit (``FAN_OUT_PROMISE``).
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     requested_at_ms = models.BigIntegerField(null=True, blank=True)
+    read_after_ms = models.BigIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"fan-out requested at {self.requested_at_ms}"

@@ -64,6 +64,14 @@ FAN_OUT_LOOP_SECONDS = 1.0
 # only: a task that stalls (a lock, a slow statement, a paused host) leaves the events published
 # after that to a task of their own, not waiting for it. It marks again after every batch.
 FAN_OUT_HOLD_SECONDS = 0.1
+# With its mark after a batch of at least FAN_OUT_PROMISE_EVENTS events (events coming fast),
+# the task also promises a read of the waiting events that starts this long after it, at the
+# latest (``FanOutRequest.read_after_ms``): a publish whose commit is done before that asks for
+# nothing after it (``fan_out_promise_sql``). While the promise runs and no event comes, the
+# task reads again after FAN_OUT_PROMISE_POLL_SECONDS.
+FAN_OUT_PROMISE_EVENTS = 2
+FAN_OUT_PROMISE_SECONDS = 0.03
+FAN_OUT_PROMISE_POLL_SECONDS = 0.002
 
 
 # --- The hand-off ---------------------------------------------------------------------------
@@ -145,28 +153,66 @@ def _fan_out_request_claim(now_ms: int, *, stale_before: int) -> bool:
         return cursor.fetchone() is not None
 
 
-def fan_out_request_take() -> None:
-    """Clear the pending request; a fan-out task does this before it reads the events."""
-    rows_update(FanOutRequest, [1], requested_at_ms=None)
+# The database's clock in milliseconds, as the promise is written and read.
+_CLOCK_MS = "extract(epoch FROM clock_timestamp()) * 1000"
 
 
-def fan_out_request_hold() -> None:
+def fan_out_promise_sql() -> str:
+    """The SQL a publish reads in its insert (``event_published_hook_set``): how many
+    milliseconds are left of the promised read, NULL where none was made."""
+    table = FanOutRequest._meta.db_table
+    return f"SELECT read_after_ms - {_CLOCK_MS} FROM {table} WHERE id = 1"  # noqa: S608
+
+
+def fan_out_request_take() -> float:
+    """Clear the pending request; a fan-out task does this before it reads the events.
+
+    Returns the ``time.monotonic()`` until which a read is still owed for a promise another
+    task made (``fan_out_request_hold``) and left to this one (a full batch asks for another
+    task), 0 where none runs: never earlier than the promise's end (the database read its
+    clock before this process got the answer)."""
+    if connection.vendor != "postgresql":
+        rows_update(FanOutRequest, [1], requested_at_ms=None)
+        return 0.0
+    table = FanOutRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET requested_at_ms = NULL WHERE id = 1 "  # noqa: S608
+            f"RETURNING read_after_ms - {_CLOCK_MS}",
+        )
+        row = cursor.fetchone()
+    left = row[0] if row is not None else None
+    return time.monotonic() + float(left) / 1000 if left is not None and left > 0 else 0.0
+
+
+def fan_out_request_hold(*, promise: bool = True) -> float:
     """Mark the request pending while a fan-out task goes on reading: for the next
     ``FAN_OUT_HOLD_SECONDS``, publishers send no message (``events_fan_out_pending``). Written
     as a request made that long before it goes stale. As for a publisher's request, the commit
-    does not wait for the disk; one statement on PostgreSQL."""
+    does not wait for the disk; one statement on PostgreSQL.
+
+    With ``promise``, on PostgreSQL, it also promises a read that starts
+    ``FAN_OUT_PROMISE_SECONDS`` from now at the latest (a later promise already made is kept),
+    and returns the ``time.monotonic()`` the caller must not start its last read before (0
+    where it promised nothing)."""
     stale_ms = int((FAN_OUT_REQUEST_RESEND_SECONDS - FAN_OUT_HOLD_SECONDS) * 1000)
     held_ms = int(db_now().timestamp() * 1000) - stale_ms
     if connection.vendor != "postgresql":
         rows_update(FanOutRequest, [1], requested_at_ms=held_ms)
-        return
+        return 0.0
     table = FanOutRequest._meta.db_table
+    promised = (
+        f", read_after_ms = GREATEST(read_after_ms, floor({_CLOCK_MS})::bigint + %s)"
+        if promise
+        else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"{_NOT_WAITING_FOR_DISK}UPDATE {table} SET requested_at_ms = %s "  # noqa: S608
+            f"{_NOT_WAITING_FOR_DISK}UPDATE {table} SET requested_at_ms = %s{promised} "  # noqa: S608
             "FROM commits WHERE id = 1",
-            [held_ms],
+            [held_ms, int(FAN_OUT_PROMISE_SECONDS * 1000)] if promise else [held_ms],
         )
+    return time.monotonic() + FAN_OUT_PROMISE_SECONDS if promise else 0.0
 
 
 # --- Entry points ---------------------------------------------------------------------------
@@ -185,18 +231,32 @@ def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) 
     it too: that batch asked for another task. ``dispatch`` (the worker's task) sends the
     first deliveries of each batch from this process right away instead of through a message.
     See ``events_fan_out_waiting``; returns how many events went out.
+
+    While events come fast (a batch of ``FAN_OUT_PROMISE_EVENTS`` or more), the mark also
+    promises a read that starts within ``FAN_OUT_PROMISE_SECONDS``: a publish whose commit is
+    done before then reads that in its insert and makes no request at all (one statement a
+    publish, not two). So the task does not end before a read has started after its last
+    promise: while it runs and nothing comes, it reads again every
+    ``FAN_OUT_PROMISE_POLL_SECONDS``. A task that ends on a full batch leaves its promise to
+    the next, which reads it when it takes the request.
     """
-    fan_out_request_take()
+    owed = fan_out_request_take()  # a promise the task before this one left to it
     fanned_out, taken = 0, True
     until = time.monotonic() + FAN_OUT_LOOP_SECONDS
     while True:
+        read_at = time.monotonic()
         count, more = _events_fan_out_waiting(limit=limit, dispatch=dispatch)
         fanned_out += count
         if more:
-            return fanned_out  # a full batch: it asked for another task for the rest
+            return fanned_out  # a full batch asked for another task, which keeps the promise
         if count and time.monotonic() < until:
-            fan_out_request_hold()
+            owed = max(owed, fan_out_request_hold(promise=count >= FAN_OUT_PROMISE_EVENTS))
             taken = False
+        elif read_at < owed:
+            # Publishers count on a read that starts after the promise's end: read again
+            # until one has, shortly when nothing came.
+            if not count:
+                time.sleep(max(0.0, min(FAN_OUT_PROMISE_POLL_SECONDS, owed - time.monotonic())))
         elif taken:
             return fanned_out  # nothing came since the request was taken, or time is up
         else:

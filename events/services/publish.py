@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import math
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -42,18 +44,42 @@ from ..selectors import event_type_for_publish
 logger = logging.getLogger(__name__)
 
 _published_hook: Callable[[], object] | None = None
+_promise_sql: str | None = None
+# A commit counts as done before a promise ends only this long before it, at least: the
+# promise is read in milliseconds, and the two clocks compared here are the database's and
+# this host's monotonic one, which run at rates a few parts per million apart.
+_PROMISE_MARGIN_SECONDS = 0.001
 
 
-def event_published_hook_set(hook: Callable[[], object] | None) -> None:
+class _Promise(threading.local):
+    # time.monotonic() before which a commit needs no call of the hook (0: none known).
+    until = 0.0
+
+
+_promise = _Promise()
+
+
+def event_published_hook_set(
+    hook: Callable[[], object] | None, *, promise_sql: str | None = None
+) -> None:
     """Register the callable run after the commit of every transaction that published events.
 
     Called once at start-up by the app that delivers events (``deliveries``: its fan-out
     request). It takes no arguments (the events are read from the outbox) and must not raise
     (a failure is logged and the events wait for the next call or the sweeper). ``None``
     removes it: events are then stored and nothing is told.
+
+    ``promise_sql`` (PostgreSQL): an SQL expression read in each event's insert statement, the
+    number of milliseconds from the moment the statement reads it during which a commit needs
+    no call of the hook (NULL, zero or less: every commit does), as when whoever the hook would
+    tell has promised to look at the outbox after that. A commit done within it, timed on this
+    host from before the statement was sent, so that the time counted is never short of the
+    database's, saves the hook's own statements after the commit.
     """
-    global _published_hook
+    global _published_hook, _promise_sql
     _published_hook = hook
+    _promise_sql = promise_sql
+    _promise.until = 0.0
 
 
 class EventIdempotencyConflict(ValidationError):
@@ -176,6 +202,16 @@ _INSERT = "INSERT INTO {table} ({columns}) VALUES ({values})".format(  # noqa: S
     columns=", ".join(str(field.column) for field in _INSERT_FIELDS),
     values=", ".join(["%s"] * len(_INSERT_FIELDS)),
 )
+
+
+def _returning_promise(statement: str, *, returning: bool) -> str:
+    """``statement`` also returning the registered promise (``event_published_hook_set``),
+    as its last column, where the database has one to read."""
+    if _promise_sql is None or connection.vendor != "postgresql":
+        return statement
+    return f"{statement}{', ' if returning else ' RETURNING '}({_promise_sql})"
+
+
 # The same with the school named by its slug: its id read by the unique slug's index in the
 # statement itself, none inserted when no school has the slug (``_insert_by_slug``).
 _SCHOOL_PARAM = [field.name for field in _INSERT_FIELDS].index("school")
@@ -215,25 +251,44 @@ def _event_insert(event: Event, *, school_slug: str | None = None) -> Event:
     params = [
         field.get_db_prep_save(field.pre_save(event, True), connection) for field in _INSERT_FIELDS
     ]
-    if school_slug is None:
-        with connection.cursor() as cursor:
-            cursor.execute(_INSERT, params)
-    else:
+    if school_slug is not None:
         params = [*params[:_SCHOOL_PARAM], *params[_SCHOOL_PARAM + 1 :], school_slug]
-        with connection.cursor() as cursor:
-            cursor.execute(_insert_by_slug(connection.vendor), params)
-            row = cursor.fetchone()
+    base = _INSERT if school_slug is None else _insert_by_slug(connection.vendor)
+    statement = _returning_promise(base, returning=school_slug is not None)
+    sent_at = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone() if statement is not _INSERT else None
+    if school_slug is not None:
         if row is None:
             raise School.DoesNotExist(f"No school has the slug {school_slug!r} any more.")
         event.school_id = row[0]  # another school's copy drops with it
+    if statement is not base:
+        _promise_note(sent_at, row[-1] if row is not None else None)
     event._state.adding = False
     event._state.db = connection.alias
     return event
 
 
+def _promise_note(sent_at: float, milliseconds: Any) -> None:
+    """Keep the promise an insert read: its milliseconds counted from before the statement was
+    sent (the database read them later)."""
+    if milliseconds is None or milliseconds <= 0:
+        _promise.until = 0.0
+    else:
+        _promise.until = sent_at + float(milliseconds) / 1000 - _PROMISE_MARGIN_SECONDS
+
+
+def _published_hook_call() -> None:
+    """After a commit: call the hook unless the commit was done within a promise."""
+    if _published_hook is None or time.monotonic() < _promise.until:
+        return
+    _published_hook()
+
+
 def _fan_out_after_commit(event: Event) -> None:
     if _published_hook is not None:
-        transaction.on_commit(_published_hook, robust=True)
+        transaction.on_commit(_published_hook_call, robust=True)
 
 
 def event_type_get(key: str) -> EventType:

@@ -610,15 +610,16 @@ def test_a_fan_out_task_takes_the_events_published_meanwhile_without_a_message_e
     real_hold, real_take = fan_out_module.fan_out_request_hold, fan_out_module.fan_out_request_take
     published = []
 
-    def hold_then_publish():
-        real_hold()
+    def hold_then_publish(**kwargs):
+        owed = real_hold(**kwargs)
         if not published:
             published.append(_publish(school, course="meanwhile"))
+        return owed
 
     def publish_then_take():
         if len(published) == 1:  # the task's last take: a publisher got in just before it
             published.append(_publish(school, course="just-before-the-end"))
-        real_take()
+        return real_take()
 
     monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_publish)
     monkeypatch.setattr(fan_out_module, "fan_out_request_take", publish_then_take)
@@ -646,15 +647,184 @@ def test_a_fan_out_task_that_stalls_holds_the_publishers_messages_back_only_brie
     real_hold = fan_out_module.fan_out_request_hold
     published = []
 
-    def hold_then_stall():
-        real_hold()
+    def hold_then_stall(**kwargs):
+        owed = real_hold(**kwargs)
         if not published:
             published.append(_publish(school, course="held back"))  # within the hold
             time.sleep(0.3)  # stalled past it
             published.append(_publish(school, course="on its own"))
+        return owed
 
     monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_stall)
 
     assert events_fan_out_pending() == 3  # the stalled task still reads both, in the end
 
     assert sent.count(FAN_OUT_TASK) == 1  # the second publisher's, after the hold ran out
+
+
+def _promise_set(milliseconds: float) -> None:
+    """A promised read this many milliseconds from now (negative: one that has ended)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO deliveries_fanoutrequest (id, read_after_ms) VALUES (1, "
+            "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + %s) "
+            "ON CONFLICT (id) DO UPDATE SET read_after_ms = excluded.read_after_ms",
+            [milliseconds],
+        )
+
+
+def _statements_from_insert(queries) -> list[str]:
+    """The statements from the event's insert on (before it, a process's first publish reads
+    the event type and the database's clock once)."""
+    statements = [query["sql"] for query in queries.captured_queries]
+    first = next(n for n, sql in enumerate(statements) if sql.startswith("INSERT INTO events_"))
+    return statements[first:]
+
+
+def _statements_of_publish(school, course) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        _publish(school, course=course)
+    return _statements_from_insert(queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_within_a_promised_read_asks_for_nothing_after_its_commit(school, monkeypatch):
+    """A task reading on promises to read again shortly: a publish whose commit is done
+    before that reads the promise in its own insert and sends no statement after it."""
+    fan_out_request_take()
+    sent = _count_sends(monkeypatch)
+    _promise_set(60_000)
+
+    statements = _statements_of_publish(school, "covered")
+
+    assert len(statements) == 1  # the insert alone
+    assert FanOutRequest.objects.get().requested_at_ms is None  # no request made
+    assert sent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_after_the_promise_has_ended_asks_for_fan_out(school, monkeypatch):
+    fan_out_request_take()
+    sent = _count_sends(monkeypatch)
+    for ended in (-5, 0):  # run out, or running out as the insert reads it
+        fan_out_request_take()
+        _promise_set(ended)
+
+        statements = _statements_of_publish(school, f"late {ended}")
+
+        assert len(statements) >= 2  # the insert, then the request after its commit
+        assert FanOutRequest.objects.get().requested_at_ms is not None
+    assert sent == [FAN_OUT_TASK, FAN_OUT_TASK]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_through_the_api_reads_the_promise_too(school, monkeypatch):
+    """The API's publish names the school by its slug, in another form of the insert."""
+    from events.services import event_publish_or_get
+
+    fan_out_request_take()
+    sent = _count_sends(monkeypatch)
+    _promise_set(60_000)
+
+    with CaptureQueriesContext(connection) as queries:
+        event, created = event_publish_or_get(
+            school=school,
+            type="course.created",
+            data={"course": {"id": "by slug"}},
+            school_slug=school.slug,
+        )
+
+    assert created
+    assert Event.objects.filter(pk=event.pk, school=school).exists()
+    assert len(_statements_from_insert(queries)) == 1
+    assert sent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fan_out_task_reads_until_a_read_has_started_after_its_promise(school, monkeypatch):
+    """An event published after the task's last batch found nothing, but within the promise
+    its mark made, made no request: the task itself must still read it before it ends."""
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 1.0)  # whatever the host
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_EVENTS", 1)
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="first")
+    sent = _count_sends(monkeypatch)
+    real = fan_out_module._events_fan_out_waiting
+    published = []
+
+    empty_reads = []
+
+    def read_then_publish(**kwargs):
+        count, more = real(**kwargs)
+        empty_reads.append(count == 0)
+        if empty_reads.count(True) == 2 and not published:
+            # After the task's mark, a read that found nothing, then the request taken and a
+            # read once more that found nothing either: where the task ended before.
+            published.append(_statements_of_publish(school, "after the last read"))
+        return count, more
+
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_publish)
+
+    assert events_fan_out_pending() == 2
+
+    assert published == [[published[0][0]]]  # its insert alone: it counted on the promise
+    assert FAN_OUT_TASK not in sent
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+    assert Delivery.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_ending_on_a_full_batch_leaves_its_promise_to_the_next(school, monkeypatch):
+    """A task that reads on, then finds a full batch, asks for another task and ends: the
+    events published within its promise are that task's to read."""
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 1.0)
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_EVENTS", 1)
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="first")
+    sent = _count_sends(monkeypatch)
+    real_hold = fan_out_module.fan_out_request_hold
+    published = []
+
+    def hold_then_publish(**kwargs):
+        owed = real_hold(**kwargs)
+        if not published:  # enough for a full batch, each counting on the promise
+            published.extend(_statements_of_publish(school, f"c{n}") for n in range(2))
+        return owed
+
+    monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_publish)
+
+    assert events_fan_out_pending(limit=2) == 3  # the first, then a full batch: it asks for more
+    assert [len(statements) for statements in published] == [1, 1]
+    assert sent.count(FAN_OUT_TASK) == 1
+
+    real_read = fan_out_module._events_fan_out_waiting
+    late = []
+
+    def read_then_publish(**kwargs):
+        count, more = real_read(**kwargs)
+        if not late:  # after the next task's first read, which found nothing
+            late.append(_statements_of_publish(school, "late"))
+        return count, more
+
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_publish)
+
+    assert events_fan_out_pending(limit=2) == 1  # it owed a read, so it read again
+
+    assert [len(statements) for statements in late] == [1]
+    assert sent.count(FAN_OUT_TASK) == 1
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_promises_a_read_only_while_events_come_fast(school, monkeypatch):
+    """A batch of one event promises nothing (the task would read again and again for it);
+    one of FAN_OUT_PROMISE_EVENTS events does."""
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="alone")
+    assert events_fan_out_pending() == 1
+    assert FanOutRequest.objects.get().read_after_ms is None
+
+    for n in range(fan_out_module.FAN_OUT_PROMISE_EVENTS):
+        _publish(school, course=f"c{n}")
+    assert events_fan_out_pending() == fan_out_module.FAN_OUT_PROMISE_EVENTS
+    assert FanOutRequest.objects.get().read_after_ms is not None
