@@ -14,7 +14,7 @@ class DeliveriesConfig(AppConfig):
 
         from .services.fan_out import fan_out_promise_sql, fan_out_request
 
-        event_published_hook_set(fan_out_request, promise_sql=fan_out_promise_sql())
+        event_published_hook_set(fan_out_request, promise_sql=fan_out_promise_sql)
         # A webhook with a new URL, or turned back on, starts its circuit breaker afresh.
         from subscriptions.services import subscription_fresh_start_hook_set
 

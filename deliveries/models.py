@@ -282,9 +282,11 @@ class FanOutRequest(models.Model):
     again (its message may have been lost). Milliseconds since the epoch, compared as integers
     on every database.
 
-    ``read_after_ms``: a task reading on promises to start a read of the waiting events after
-    this moment (the database's clock). A publish reads it in its insert and, when its commit
-    is done before it, asks for nothing: no statement after the commit (``FAN_OUT_PROMISE``).
+    ``read_after_ms``: set by a task reading on while events come fast, its promise to read
+    the waiting events again: a publish reads it in its insert and, when its commit is done
+    within ``FAN_OUT_PROMISE_SECONDS`` (and before this moment, the database's clock), asks
+    for nothing after the commit. Whoever takes the request clears it and reads again that
+    long after (``services/fan_out.py``).
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)

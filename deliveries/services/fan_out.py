@@ -65,13 +65,15 @@ FAN_OUT_LOOP_SECONDS = 1.0
 # after that to a task of their own, not waiting for it. It marks again after every batch.
 FAN_OUT_HOLD_SECONDS = 0.1
 # With its mark after a batch of at least FAN_OUT_PROMISE_EVENTS events (events coming fast),
-# the task also promises a read of the waiting events that starts this long after it, at the
-# latest (``FanOutRequest.read_after_ms``): a publish whose commit is done before that asks for
-# nothing after it (``fan_out_promise_sql``). While the promise runs and no event comes, the
-# task reads again after FAN_OUT_PROMISE_POLL_SECONDS.
+# the task also makes a promise (``FanOutRequest.read_after_ms``): a publish that reads it in
+# its insert and commits within FAN_OUT_PROMISE_SECONDS asks for nothing after its commit
+# (``fan_out_promise_sql``). Whoever takes the request clears the promise and owes a read
+# that starts that long after (times FAN_OUT_PROMISE_RATE, for the hosts' clocks), reading
+# again every FAN_OUT_PROMISE_POLL_SECONDS until then.
 FAN_OUT_PROMISE_EVENTS = 2
 FAN_OUT_PROMISE_SECONDS = 0.03
 FAN_OUT_PROMISE_POLL_SECONDS = 0.002
+FAN_OUT_PROMISE_RATE = 1.1
 
 
 # --- The hand-off ---------------------------------------------------------------------------
@@ -158,61 +160,69 @@ _CLOCK_MS = "extract(epoch FROM clock_timestamp()) * 1000"
 
 
 def fan_out_promise_sql() -> str:
-    """The SQL a publish reads in its insert (``event_published_hook_set``): how many
-    milliseconds are left of the promised read, NULL where none was made."""
+    """The SQL a publish reads in its insert (``event_published_hook_set``): within how many
+    milliseconds its commit needs no request, NULL where no promise runs.
+
+    The promise's own end, by the database's clock, is only there so that a promise whose
+    task died stops counting; no more than ``FAN_OUT_PROMISE_SECONDS`` either way, and none
+    where more than that is left (the database's clock went back): what makes the promise
+    safe is that the take clears it and then waits that long, on the taker's own clock."""
     table = FanOutRequest._meta.db_table
-    return f"SELECT read_after_ms - {_CLOCK_MS} FROM {table} WHERE id = 1"  # noqa: S608
+    promise_ms = int(FAN_OUT_PROMISE_SECONDS * 1000)
+    left = f"SELECT read_after_ms - {_CLOCK_MS} AS left_ms FROM {table} WHERE id = 1"  # noqa: S608
+    bounded = f"LEAST(promise.left_ms, {promise_ms})"
+    within = f"promise.left_ms > 0 AND promise.left_ms <= {promise_ms + 1}"
+    return f"SELECT CASE WHEN {within} THEN {bounded} END FROM ({left}) AS promise"  # noqa: S608
 
 
 def fan_out_request_take() -> float:
-    """Clear the pending request; a fan-out task does this before it reads the events.
+    """Clear the pending request and the promise; a fan-out task does this before it reads
+    the events, at its start and before its last read.
 
-    Returns the ``time.monotonic()`` until which a read is still owed for a promise another
-    task made (``fan_out_request_hold``) and left to this one (a full batch asks for another
-    task), 0 where none runs: never earlier than the promise's end (the database read its
-    clock before this process got the answer)."""
+    Returns the ``time.monotonic()`` before which the caller must not start its last read,
+    0 where there was no promise: publishers that read the promise before it was cleared
+    (several tasks may have made it, this one or one that ended on a full batch) commit within
+    ``FAN_OUT_PROMISE_SECONDS`` of that, so a read that starts that long after the clearing
+    sees their events, whatever the database's clock did meanwhile."""
     if connection.vendor != "postgresql":
         rows_update(FanOutRequest, [1], requested_at_ms=None)
         return 0.0
     table = FanOutRequest._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET requested_at_ms = NULL WHERE id = 1 "  # noqa: S608
-            f"RETURNING read_after_ms - {_CLOCK_MS}",
+            f"UPDATE {table} SET requested_at_ms = NULL, read_after_ms = NULL "  # noqa: S608
+            f"FROM (SELECT read_after_ms AS made FROM {table} WHERE id = 1 FOR UPDATE) AS promise "
+            f"WHERE {table}.id = 1 RETURNING promise.made IS NOT NULL",
         )
         row = cursor.fetchone()
-    left = row[0] if row is not None else None
-    return time.monotonic() + float(left) / 1000 if left is not None and left > 0 else 0.0
+    if row is None or not row[0]:
+        return 0.0
+    return time.monotonic() + FAN_OUT_PROMISE_SECONDS * FAN_OUT_PROMISE_RATE + 0.002
 
 
-def fan_out_request_hold(*, promise: bool = True) -> float:
+def fan_out_request_hold(*, promise: bool = True) -> None:
     """Mark the request pending while a fan-out task goes on reading: for the next
     ``FAN_OUT_HOLD_SECONDS``, publishers send no message (``events_fan_out_pending``). Written
     as a request made that long before it goes stale. As for a publisher's request, the commit
     does not wait for the disk; one statement on PostgreSQL.
 
-    With ``promise``, on PostgreSQL, it also promises a read that starts
-    ``FAN_OUT_PROMISE_SECONDS`` from now at the latest (a later promise already made is kept),
-    and returns the ``time.monotonic()`` the caller must not start its last read before (0
-    where it promised nothing)."""
+    With ``promise``, on PostgreSQL, it also makes the promise publishers read
+    (``fan_out_promise_sql``), ending ``FAN_OUT_PROMISE_SECONDS`` from now by the database's
+    clock; the task keeps it by taking the request before its last read
+    (``fan_out_request_take``)."""
     stale_ms = int((FAN_OUT_REQUEST_RESEND_SECONDS - FAN_OUT_HOLD_SECONDS) * 1000)
     held_ms = int(db_now().timestamp() * 1000) - stale_ms
     if connection.vendor != "postgresql":
         rows_update(FanOutRequest, [1], requested_at_ms=held_ms)
-        return 0.0
+        return
     table = FanOutRequest._meta.db_table
-    promised = (
-        f", read_after_ms = GREATEST(read_after_ms, floor({_CLOCK_MS})::bigint + %s)"
-        if promise
-        else ""
-    )
+    promised = f", read_after_ms = floor({_CLOCK_MS})::bigint + %s" if promise else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"{_NOT_WAITING_FOR_DISK}UPDATE {table} SET requested_at_ms = %s{promised} "  # noqa: S608
             "FROM commits WHERE id = 1",
             [held_ms, int(FAN_OUT_PROMISE_SECONDS * 1000)] if promise else [held_ms],
         )
-    return time.monotonic() + FAN_OUT_PROMISE_SECONDS if promise else 0.0
 
 
 # --- Entry points ---------------------------------------------------------------------------
@@ -233,15 +243,18 @@ def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) 
     See ``events_fan_out_waiting``; returns how many events went out.
 
     While events come fast (a batch of ``FAN_OUT_PROMISE_EVENTS`` or more), the mark also
-    promises a read that starts within ``FAN_OUT_PROMISE_SECONDS``: a publish whose commit is
-    done before then reads that in its insert and makes no request at all (one statement a
-    publish, not two). So the task does not end before a read has started after its last
-    promise: while it runs and nothing comes, it reads again every
-    ``FAN_OUT_PROMISE_POLL_SECONDS``. A task that ends on a full batch leaves its promise to
-    the next, which reads it when it takes the request.
+    makes a promise: a publish that reads it in its insert and commits within
+    ``FAN_OUT_PROMISE_SECONDS`` makes no request at all (one statement a publish, not two).
+    Every take clears the promise; a task whose take cleared one does not end before a read
+    has started that long after the take, reading again every
+    ``FAN_OUT_PROMISE_POLL_SECONDS`` meanwhile. Before it takes the request on a pause in
+    such a stream, it reads again so for half as long as its promise lasts: publishes go on
+    counting on the promise. A task that ends on a full batch leaves its promise to the next,
+    whose first take clears it.
     """
-    owed = fan_out_request_take()  # a promise the task before this one left to it
+    owed = fan_out_request_take()  # a promise another task left, as it ended on a full batch
     fanned_out, taken = 0, True
+    promised_until = 0.0  # until then, a pause in the events needs no take yet
     until = time.monotonic() + FAN_OUT_LOOP_SECONDS
     while True:
         read_at = time.monotonic()
@@ -250,18 +263,29 @@ def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) 
         if more:
             return fanned_out  # a full batch asked for another task, which keeps the promise
         if count and time.monotonic() < until:
-            owed = max(owed, fan_out_request_hold(promise=count >= FAN_OUT_PROMISE_EVENTS))
+            promise = count >= FAN_OUT_PROMISE_EVENTS
+            fan_out_request_hold(promise=promise)
+            if promise:  # a pause of up to half its length needs no take
+                promised_until = time.monotonic() + FAN_OUT_PROMISE_SECONDS / 2
             taken = False
-        elif read_at < owed:
-            # Publishers count on a read that starts after the promise's end: read again
-            # until one has, shortly when nothing came.
-            if not count:
-                time.sleep(max(0.0, min(FAN_OUT_PROMISE_POLL_SECONDS, owed - time.monotonic())))
-        elif taken:
-            return fanned_out  # nothing came since the request was taken, or time is up
-        else:
-            fan_out_request_take()
+        elif not taken and not count and read_at < promised_until:
+            # A pause in a fast stream: publishers still count on the promise, no request.
+            _promise_poll(promised_until)
+        elif not taken:
+            owed = max(owed, fan_out_request_take())
             taken = True
+        elif read_at < owed:
+            # Publishers that read the promise before the take commit within its length:
+            # read again until a read has started after that, shortly when nothing came.
+            if not count:
+                _promise_poll(owed)
+        else:
+            return fanned_out  # nothing came since the request was taken, or time is up
+
+
+def _promise_poll(until: float) -> None:
+    """Wait before reading again, while a promise runs (until ``until`` at the latest)."""
+    time.sleep(max(0.0, min(FAN_OUT_PROMISE_POLL_SECONDS, until - time.monotonic())))
 
 
 def events_fan_out_waiting(

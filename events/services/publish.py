@@ -45,10 +45,11 @@ from ..selectors import event_type_for_publish
 logger = logging.getLogger(__name__)
 
 _published_hook: Callable[[], object] | None = None
-_promise_sql: str | None = None
-# A commit counts as done before a promise ends only this long before it, at least: the
-# promise is read in milliseconds, and the two clocks compared here are the database's and
-# this host's monotonic one, which run at rates a few parts per million apart.
+_promise_sql: Callable[[], str] | None = None
+# A commit counts as done within a promise only with this to spare: the time is counted on this
+# host's monotonic clock, which NTP may slew by up to 8 % against another host's (chrony's
+# fastest), and the promise is given in whole milliseconds.
+_PROMISE_RATE = 1.1
 _PROMISE_MARGIN_SECONDS = 0.001
 
 
@@ -61,7 +62,7 @@ _promise = _Promise()
 
 
 def event_published_hook_set(
-    hook: Callable[[], object] | None, *, promise_sql: str | None = None
+    hook: Callable[[], object] | None, *, promise_sql: Callable[[], str] | None = None
 ) -> None:
     """Register the callable run after the commit of every transaction that published events.
 
@@ -70,12 +71,13 @@ def event_published_hook_set(
     (a failure is logged and the events wait for the next call or the sweeper). ``None``
     removes it: events are then stored and nothing is told.
 
-    ``promise_sql`` (PostgreSQL): an SQL expression read in each event's insert statement, the
-    number of milliseconds from the moment the statement reads it during which a commit needs
-    no call of the hook (NULL, zero or less: every commit does), as when whoever the hook would
-    tell has promised to look at the outbox after that. A commit done within it, timed on this
-    host from before the statement was sent, so that the time counted is never short of the
-    database's, saves the hook's own statements after the commit.
+    ``promise_sql`` (PostgreSQL): gives an SQL expression read in each event's insert
+    statement, the number of milliseconds after that read within which a commit needs no call
+    of the hook (NULL, zero or less: every commit does), as when whoever the hook would tell
+    has promised to look at the outbox again once that long has passed since it last let
+    anyone read the promise. A commit done within it, timed on this host from before the
+    statement was sent (so never short of the real time, give or take the clocks' rates),
+    saves the hook's own statements after the commit.
     """
     global _published_hook, _promise_sql
     _published_hook = hook
@@ -210,7 +212,7 @@ def _returning_promise(statement: str, *, returning: bool) -> str:
     as its last column, where the database has one to read."""
     if _promise_sql is None or connection.vendor != "postgresql":
         return statement
-    return f"{statement}{', ' if returning else ' RETURNING '}({_promise_sql})"
+    return f"{statement}{', ' if returning else ' RETURNING '}({_promise_sql()})"
 
 
 # The same with the school named by its slug: its id read by the unique slug's index in the
@@ -274,11 +276,12 @@ def _event_insert(event: Event, *, school_slug: str | None = None) -> Event:
 
 def _promise_note(sent_at: float, milliseconds: Any) -> None:
     """Keep the promise an insert read: its milliseconds counted from before the statement was
-    sent (the database read them later)."""
+    sent (the database read them later), with the clocks' margin."""
     if milliseconds is None or milliseconds <= 0:
         _promise.until = 0.0
     else:
-        _promise.until = sent_at + float(milliseconds) / 1000 - _PROMISE_MARGIN_SECONDS
+        within = float(milliseconds) / 1000 / _PROMISE_RATE - _PROMISE_MARGIN_SECONDS
+        _promise.until = sent_at + within
 
 
 def _published_hook_call() -> None:

@@ -663,7 +663,8 @@ def test_a_fan_out_task_that_stalls_holds_the_publishers_messages_back_only_brie
 
 
 def _promise_set(milliseconds: float) -> None:
-    """A promised read this many milliseconds from now (negative: one that has ended)."""
+    """A promise with this many milliseconds left by the database's clock (negative: one
+    that has ended)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO deliveries_fanoutrequest (id, read_after_ms) VALUES (1, "
@@ -687,44 +688,115 @@ def _statements_of_publish(school, course) -> list[str]:
     return _statements_from_insert(queries)
 
 
+@pytest.fixture
+def long_promises(monkeypatch):
+    """Promises of a second, which any publish in a test keeps, whatever the host's load."""
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 1.0)
+
+
+class _PublisherHeldOpen:
+    """A publish in a transaction of its own, in another thread: its insert reads the promise
+    now, its commit waits for ``commit()``."""
+
+    def __init__(self, school, course: str) -> None:
+        self.statements: list[str] = []
+        self._inserted = threading.Event()
+        self._commit = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(school, course))
+        self._thread.start()
+        assert self._inserted.wait(10)
+
+    def _run(self, school, course: str) -> None:
+        try:
+            with CaptureQueriesContext(connection) as queries, transaction.atomic():
+                _publish(school, course=course)
+                self._inserted.set()
+                self._commit.wait(10)
+            self.statements = [sql for sql in _statements_from_insert(queries) if sql != "COMMIT"]
+        finally:
+            connection.close()
+
+    def commit(self) -> None:
+        self._commit.set()
+        self._thread.join(10)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_publish_within_a_promised_read_asks_for_nothing_after_its_commit(school, monkeypatch):
-    """A task reading on promises to read again shortly: a publish whose commit is done
-    before that reads the promise in its own insert and sends no statement after it."""
+def test_a_publish_within_a_promise_asks_for_nothing_after_its_commit(
+    school, monkeypatch, long_promises
+):
+    """A task reading on promises to read again: a publish that reads the promise in its own
+    insert and commits within its length sends no statement after the commit."""
+    _publish(school, course="before")  # the request's row
     fan_out_request_take()
     sent = _count_sends(monkeypatch)
-    _promise_set(60_000)
+    fan_out_module.fan_out_request_hold()
 
     statements = _statements_of_publish(school, "covered")
 
     assert len(statements) == 1  # the insert alone
-    assert FanOutRequest.objects.get().requested_at_ms is None  # no request made
     assert sent == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_publish_after_the_promise_has_ended_asks_for_fan_out(school, monkeypatch):
+def test_a_publish_outside_a_promise_asks_for_fan_out(school, monkeypatch):
     fan_out_request_take()
     sent = _count_sends(monkeypatch)
-    for ended in (-5, 0):  # run out, or running out as the insert reads it
+    promise_ms = fan_out_module.FAN_OUT_PROMISE_SECONDS * 1000
+    # Run out; running out as the insert reads it; more left than a promise lasts (the
+    # database's clock went back): none counts.
+    for left in (-5, 0, promise_ms + 50):
         fan_out_request_take()
-        _promise_set(ended)
+        _promise_set(left)
 
-        statements = _statements_of_publish(school, f"late {ended}")
+        statements = _statements_of_publish(school, f"late {left}")
 
         assert len(statements) >= 2  # the insert, then the request after its commit
         assert FanOutRequest.objects.get().requested_at_ms is not None
-    assert sent == [FAN_OUT_TASK, FAN_OUT_TASK]
+    assert sent == [FAN_OUT_TASK] * 3
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_publish_through_the_api_reads_the_promise_too(school, monkeypatch):
+def test_a_take_ends_the_promise_for_the_publishes_after_it(school, monkeypatch, long_promises):
+    """What the take owes is a read after the publishes that read the promise before it: a
+    later publish must not count on it, whatever the database's clock says is left."""
+    _publish(school, course="before")
+    fan_out_module.fan_out_request_hold()
+    sent = _count_sends(monkeypatch)
+
+    assert fan_out_request_take() > time.monotonic()
+    assert fan_out_request_take() == 0.0  # nothing more owed: the first take cleared it
+    statements = _statements_of_publish(school, "after the take")
+
+    assert len(statements) >= 2
+    assert sent == [FAN_OUT_TASK]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_that_commits_after_the_promise_has_ended_asks_for_fan_out(school, monkeypatch):
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 0.05)
+    _publish(school, course="before")
+    fan_out_request_take()
+    sent = _count_sends(monkeypatch)
+    fan_out_module.fan_out_request_hold()
+
+    publisher = _PublisherHeldOpen(school, "slow")
+    time.sleep(0.1)  # its transaction outlasts the promise
+    publisher.commit()
+
+    assert len(publisher.statements) >= 2
+    assert sent == [FAN_OUT_TASK]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_through_the_api_reads_the_promise_too(school, monkeypatch, long_promises):
     """The API's publish names the school by its slug, in another form of the insert."""
     from events.services import event_publish_or_get
 
+    _publish(school, course="before")
     fan_out_request_take()
     sent = _count_sends(monkeypatch)
-    _promise_set(60_000)
+    fan_out_module.fan_out_request_hold()
 
     with CaptureQueriesContext(connection) as queries:
         event, created = event_publish_or_get(
@@ -741,90 +813,109 @@ def test_a_publish_through_the_api_reads_the_promise_too(school, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_fan_out_task_reads_until_a_read_has_started_after_its_promise(school, monkeypatch):
-    """An event published after the task's last batch found nothing, but within the promise
-    its mark made, made no request: the task itself must still read it before it ends."""
-    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 1.0)  # whatever the host
+def test_a_task_reads_again_after_its_last_take_for_the_publishes_counting_on_its_promise(
+    school, monkeypatch, long_promises
+):
+    """A publish read the promise before the task's last take and commits after the read
+    that followed it: the task must still read its event before it ends."""
     monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_EVENTS", 1)
     SubscriptionFactory(school=school, topics=["*"])
     _publish(school, course="first")
     sent = _count_sends(monkeypatch)
-    real = fan_out_module._events_fan_out_waiting
-    published = []
+    real_hold, real_take = fan_out_module.fan_out_request_hold, fan_out_module.fan_out_request_take
+    real_read = fan_out_module._events_fan_out_waiting
+    publishers: list[_PublisherHeldOpen] = []
+    takes: list[float] = []
 
-    empty_reads = []
+    def hold_then_a_publish_reads_the_promise(**kwargs):
+        real_hold(**kwargs)
+        if not publishers:
+            publishers.append(_PublisherHeldOpen(school, "counting on the promise"))
 
-    def read_then_publish(**kwargs):
-        count, more = real(**kwargs)
-        empty_reads.append(count == 0)
-        if empty_reads.count(True) == 2 and not published:
-            # After the task's mark, a read that found nothing, then the request taken and a
-            # read once more that found nothing either: where the task ended before.
-            published.append(_statements_of_publish(school, "after the last read"))
+    def take(*args, **kwargs):
+        takes.append(real_take())
+        return takes[-1]
+
+    def read_then_the_publish_commits(**kwargs):
+        count, more = real_read(**kwargs)
+        if len(takes) == 2 and publishers[0]._thread.is_alive():
+            publishers[0].commit()  # after the read that followed the task's last take
         return count, more
 
-    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_publish)
+    monkeypatch.setattr(
+        fan_out_module, "fan_out_request_hold", hold_then_a_publish_reads_the_promise
+    )
+    monkeypatch.setattr(fan_out_module, "fan_out_request_take", take)
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_publish_commits)
 
     assert events_fan_out_pending() == 2
 
-    assert published == [[published[0][0]]]  # its insert alone: it counted on the promise
+    assert len(publishers[0].statements) == 1  # its insert alone: it counted on the promise
     assert FAN_OUT_TASK not in sent
     assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
     assert Delivery.objects.count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_ending_on_a_full_batch_leaves_its_promise_to_the_next(school, monkeypatch):
+def test_a_task_ending_on_a_full_batch_leaves_its_promise_to_the_next(
+    school, monkeypatch, long_promises
+):
     """A task that reads on, then finds a full batch, asks for another task and ends: the
-    events published within its promise are that task's to read."""
-    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_SECONDS", 1.0)
+    publishes counting on its promise are the next task's to read."""
     monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_EVENTS", 1)
     SubscriptionFactory(school=school, topics=["*"])
     _publish(school, course="first")
     sent = _count_sends(monkeypatch)
     real_hold = fan_out_module.fan_out_request_hold
-    published = []
+    publishers: list[_PublisherHeldOpen] = []
 
     def hold_then_publish(**kwargs):
-        owed = real_hold(**kwargs)
-        if not published:  # enough for a full batch, each counting on the promise
-            published.extend(_statements_of_publish(school, f"c{n}") for n in range(2))
-        return owed
+        real_hold(**kwargs)
+        if not publishers:  # enough for a full batch, and one more that is slow to commit
+            for n in range(2):
+                assert len(_statements_of_publish(school, f"c{n}")) == 1
+            publishers.append(_PublisherHeldOpen(school, "late"))
 
     monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_publish)
 
     assert events_fan_out_pending(limit=2) == 3  # the first, then a full batch: it asks for more
-    assert [len(statements) for statements in published] == [1, 1]
     assert sent.count(FAN_OUT_TASK) == 1
 
     real_read = fan_out_module._events_fan_out_waiting
-    late = []
 
-    def read_then_publish(**kwargs):
+    def read_then_the_late_one_commits(**kwargs):
         count, more = real_read(**kwargs)
-        if not late:  # after the next task's first read, which found nothing
-            late.append(_statements_of_publish(school, "late"))
+        if publishers[0]._thread.is_alive():
+            publishers[0].commit()  # after the next task's first read
         return count, more
 
-    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_publish)
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_late_one_commits)
 
     assert events_fan_out_pending(limit=2) == 1  # it owed a read, so it read again
 
-    assert [len(statements) for statements in late] == [1]
+    assert len(publishers[0].statements) == 1
     assert sent.count(FAN_OUT_TASK) == 1
     assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_promises_a_read_only_while_events_come_fast(school, monkeypatch):
-    """A batch of one event promises nothing (the task would read again and again for it);
-    one of FAN_OUT_PROMISE_EVENTS events does."""
+def test_a_task_promises_only_while_events_come_fast(school, monkeypatch):
+    """A batch of one event promises nothing (the task would then read again and again for
+    it); one of FAN_OUT_PROMISE_EVENTS events does."""
     SubscriptionFactory(school=school, topics=["*"])
+    real_hold = fan_out_module.fan_out_request_hold
+    promised: list[bool] = []
+
+    def hold(**kwargs):
+        promised.append(kwargs["promise"])
+        real_hold(**kwargs)
+
+    monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold)
     _publish(school, course="alone")
     assert events_fan_out_pending() == 1
-    assert FanOutRequest.objects.get().read_after_ms is None
-
     for n in range(fan_out_module.FAN_OUT_PROMISE_EVENTS):
         _publish(school, course=f"c{n}")
     assert events_fan_out_pending() == fan_out_module.FAN_OUT_PROMISE_EVENTS
-    assert FanOutRequest.objects.get().read_after_ms is not None
+
+    assert promised == [False, True]
+    assert FanOutRequest.objects.get().read_after_ms is None  # its last take cleared it
