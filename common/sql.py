@@ -13,28 +13,8 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models.expressions import Expression
-
-
-def execute_prepared(cursor: Any, statement: str, params: Any) -> None:
-    """Run ``statement`` on ``cursor`` (Django's) as a prepared statement on PostgreSQL: parsed
-    and planned on its first run in the session, only bound after that. For a statement every
-    request may run whose plan is the same whatever its values (an insert), in any process
-    (the web processes prepare nothing else: ``DATABASE_WORKER_PREPARE_THRESHOLD``). Sent as
-    any other where prepared statements are off (that setting at 0, for a connection pooler
-    that does not keep them) or cannot be (SQLite, parameters quoted in by the client)."""
-    if cursor.db.vendor != "postgresql" or not settings.DATABASE_WORKER_PREPARE_THRESHOLD:
-        cursor.execute(statement, params)
-        return
-    raw = cursor.db.connection
-    threshold = raw.prepare_threshold
-    raw.prepare_threshold = 0
-    try:
-        cursor.execute(statement, params)
-    finally:
-        raw.prepare_threshold = threshold
 
 
 def columns_of(model: type[models.Model], attnames: Iterable[str]) -> list[str]:

@@ -172,11 +172,9 @@ DATABASE_JIT = env_bool("DATABASE_JIT", False)
 # PostgreSQL session is prepared once, and PostgreSQL may then keep its plan instead of parsing
 # and planning it at every run: the engine runs the same few statements thousands of times.
 # Not in the web processes, where a kept plan can be wrong for the admin's varied filters
-# (a list filtered on a rare status took 15-20 % longer); there only a publish's insert, whose
-# plan is the same whatever its values (common.sql.execute_prepared). 0 turns both off, as a
-# connection pooler that does not keep prepared statements needs. Only with
-# DATABASE_SERVER_SIDE_BINDING (the default): statements whose parameters are quoted in by the
-# client are never prepared.
+# (a list filtered on a rare status took 15-20 % longer). 0 turns it off, as a connection pooler
+# that does not keep prepared statements needs. Only with DATABASE_SERVER_SIDE_BINDING (the
+# default): statements whose parameters are quoted in by the client are never prepared.
 DATABASE_WORKER_PREPARE_THRESHOLD = env_int("DATABASE_WORKER_PREPARE_THRESHOLD", 5)
 if DATABASE_WORKER_PREPARE_THRESHOLD < 0:
     raise ImproperlyConfigured(

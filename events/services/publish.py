@@ -28,7 +28,6 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common.clock import db_now
-from common.sql import execute_prepared
 from schools.models import School
 from webhook_engine.inputs import (
     datetime_problem,
@@ -241,8 +240,7 @@ def _insert_by_slug(vendor: str) -> str:
 
 
 def _event_insert(event: Event, *, school_slug: str | None = None) -> Event:
-    """Insert ``event`` (its id and defaults already set) with one fixed statement, prepared
-    once per session (``common.sql.execute_prepared``).
+    """Insert ``event`` (its id and defaults already set) with one fixed statement.
 
     What ``Model.save`` would send, each value prepared by its field as the ORM prepares it,
     without compiling the statement anew for every event (``Event.objects.create`` cost about
@@ -261,7 +259,7 @@ def _event_insert(event: Event, *, school_slug: str | None = None) -> Event:
     statement = _returning_promise(base, returning=school_slug is not None)
     sent_at = time.monotonic()
     with connection.cursor() as cursor:
-        execute_prepared(cursor, statement, params)
+        cursor.execute(statement, params)
         row = cursor.fetchone() if statement is not _INSERT else None
     if school_slug is not None:
         if row is None:

@@ -92,39 +92,3 @@ def test_a_worker_can_be_told_to_prepare_nothing(settings):
 
     with _as_a_worker():
         assert _prepared_after(20) == []
-
-
-def _prepared_here() -> list[str]:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements")
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _publish_twice_in_a_fresh_session(school) -> None:
-    from django.db import connection
-
-    from events.services import event_publish
-
-    with connection.cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")  # what earlier tests' publishes prepared
-    for course in ("c1", "c2"):
-        event_publish(school=school, type="course.created", data={"course": {"id": course}})
-
-
-def test_a_web_process_prepares_the_insert_of_a_publish(school):
-    """Its plan is the same whatever the values: parsed and planned once per session."""
-    _publish_twice_in_a_fresh_session(school)
-
-    prepared = _prepared_here()
-    assert [sql for sql in prepared if sql.startswith("INSERT INTO events_event")] != []
-    assert [sql for sql in prepared if not sql.startswith("INSERT INTO events_event")] == []
-
-
-def test_no_publish_is_prepared_where_prepared_statements_are_off(school, settings):
-    settings.DATABASE_WORKER_PREPARE_THRESHOLD = 0
-
-    _publish_twice_in_a_fresh_session(school)
-
-    assert _prepared_here() == []
