@@ -285,8 +285,10 @@ class FanOutRequest(models.Model):
     ``read_after_ms``: set by a task reading on while events come fast, its promise to read
     the waiting events again: a publish reads it in its insert and, when its commit is done
     within ``FAN_OUT_PROMISE_SECONDS`` (and before this moment, the database's clock), asks
-    for nothing after the commit. Whoever takes the request clears it and reads again that
-    long after (``services/fan_out.py``).
+    for nothing after the commit. Whoever takes the request ends it and reads again that
+    long after (``services/fan_out.py``); until then a negative number stands in its place,
+    which no publish counts on, so that a task that ends or fails first leaves that read to
+    the next take.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import sqlite3
 import time
 import uuid
@@ -67,7 +68,7 @@ FAN_OUT_HOLD_SECONDS = 0.1
 # With its mark after a batch of at least FAN_OUT_PROMISE_EVENTS events (events coming fast),
 # the task also makes a promise (``FanOutRequest.read_after_ms``): a publish that reads it in
 # its insert and commits within FAN_OUT_PROMISE_SECONDS asks for nothing after its commit
-# (``fan_out_promise_sql``). Whoever takes the request clears the promise and owes a read
+# (``fan_out_promise_sql``). Whoever takes the request ends the promise and owes a read
 # that starts that long after (times FAN_OUT_PROMISE_RATE, for the hosts' clocks), reading
 # again every FAN_OUT_PROMISE_POLL_SECONDS until then.
 FAN_OUT_PROMISE_EVENTS = 2
@@ -175,32 +176,61 @@ def fan_out_promise_sql() -> str:
     return f"SELECT CASE WHEN {within} THEN {bounded} END FROM ({left}) AS promise"  # noqa: S608
 
 
-def fan_out_request_take() -> float:
-    """Clear the pending request and the promise; a fan-out task does this before it reads
-    the events, at its start and before its last read.
+@dataclass(frozen=True)
+class OwedRead:
+    """A read a task owes: not before ``until`` (``time.monotonic()``); ``debt``, the mark its
+    take left in the row, which it clears once it has paid (0: nothing owed)."""
 
-    Returns the ``time.monotonic()`` before which the caller must not start its last read,
-    0 where there was no promise: publishers that read the promise before it was cleared
-    (several tasks may have made it, this one or one that ended on a full batch) commit within
-    ``FAN_OUT_PROMISE_SECONDS`` of that, so a read that starts that long after the clearing
-    sees their events, whatever the database's clock did meanwhile."""
+    until: float = 0.0
+    debt: int = 0
+
+
+def fan_out_request_take() -> OwedRead:
+    """Clear the pending request and end the promise; a fan-out task does this before it
+    reads the events, at its start and before its last read.
+
+    Where a promise was made (or a debt left, below), returns the ``time.monotonic()``
+    before which the caller must not start its last read: publishers that read the promise
+    before this take (several tasks may have made it) commit within
+    ``FAN_OUT_PROMISE_SECONDS`` of that, so a read that starts that long after the take sees
+    their events, whatever the database's clock did meanwhile. The take leaves a debt in the
+    promise's place (a negative number, which no publisher counts on) until the caller has
+    read (``fan_out_debt_paid``): a task that ends on a full batch, or fails and is tried
+    again, before then leaves it to the next take, which owes the same read later still."""
     if connection.vendor != "postgresql":
         rows_update(FanOutRequest, [1], requested_at_ms=None)
-        return 0.0
+        return OwedRead()
     table = FanOutRequest._meta.db_table
+    debt = -(secrets.randbelow(2**62) + 1)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET requested_at_ms = NULL, read_after_ms = NULL "  # noqa: S608
+            f"UPDATE {table} SET requested_at_ms = NULL, read_after_ms = "  # noqa: S608
+            "CASE WHEN promise.made IS NULL THEN NULL ELSE %s::bigint END "
             f"FROM (SELECT read_after_ms AS made FROM {table} WHERE id = 1 FOR UPDATE) AS promise "
             f"WHERE {table}.id = 1 RETURNING promise.made IS NOT NULL",
+            [debt],
         )
         row = cursor.fetchone()
     if row is None or not row[0]:
-        return 0.0
-    return time.monotonic() + FAN_OUT_PROMISE_SECONDS * FAN_OUT_PROMISE_RATE + 0.002
+        return OwedRead()
+    wait = FAN_OUT_PROMISE_SECONDS * FAN_OUT_PROMISE_RATE + 0.002
+    return OwedRead(until=time.monotonic() + wait, debt=debt)
 
 
-def fan_out_request_hold(*, promise: bool = True) -> None:
+def fan_out_debt_paid(owed: OwedRead) -> None:
+    """Clear the debt ``owed``'s take left, once a read has started after its time, unless a
+    later take or promise has replaced it."""
+    if not owed.debt:
+        return
+    table = FanOutRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET read_after_ms = NULL WHERE id = 1 AND read_after_ms = %s",  # noqa: S608
+            [owed.debt],
+        )
+
+
+def fan_out_request_hold(*, promise: bool = True) -> bool:
     """Mark the request pending while a fan-out task goes on reading: for the next
     ``FAN_OUT_HOLD_SECONDS``, publishers send no message (``events_fan_out_pending``). Written
     as a request made that long before it goes stale. As for a publisher's request, the commit
@@ -209,12 +239,12 @@ def fan_out_request_hold(*, promise: bool = True) -> None:
     With ``promise``, on PostgreSQL, it also makes the promise publishers read
     (``fan_out_promise_sql``), ending ``FAN_OUT_PROMISE_SECONDS`` from now by the database's
     clock; the task keeps it by taking the request before its last read
-    (``fan_out_request_take``)."""
+    (``fan_out_request_take``). Returns whether it made one (never on SQLite)."""
     stale_ms = int((FAN_OUT_REQUEST_RESEND_SECONDS - FAN_OUT_HOLD_SECONDS) * 1000)
     held_ms = int(db_now().timestamp() * 1000) - stale_ms
     if connection.vendor != "postgresql":
         rows_update(FanOutRequest, [1], requested_at_ms=held_ms)
-        return
+        return False
     table = FanOutRequest._meta.db_table
     promised = f", read_after_ms = floor({_CLOCK_MS})::bigint + %s" if promise else ""
     with connection.cursor() as cursor:
@@ -223,6 +253,7 @@ def fan_out_request_hold(*, promise: bool = True) -> None:
             "FROM commits WHERE id = 1",
             [held_ms, int(FAN_OUT_PROMISE_SECONDS * 1000)] if promise else [held_ms],
         )
+    return promise
 
 
 # --- Entry points ---------------------------------------------------------------------------
@@ -245,14 +276,14 @@ def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) 
     While events come fast (a batch of ``FAN_OUT_PROMISE_EVENTS`` or more), the mark also
     makes a promise: a publish that reads it in its insert and commits within
     ``FAN_OUT_PROMISE_SECONDS`` makes no request at all (one statement a publish, not two).
-    Every take clears the promise; a task whose take cleared one does not end before a read
-    has started that long after the take, reading again every
-    ``FAN_OUT_PROMISE_POLL_SECONDS`` meanwhile. Before it takes the request on a pause in
-    such a stream, it reads again so for half as long as its promise lasts: publishes go on
-    counting on the promise. A task that ends on a full batch leaves its promise to the next,
-    whose first take clears it.
+    Every take ends the promise; a task whose take ended one does not end before a read has
+    started that long after the take, reading again every ``FAN_OUT_PROMISE_POLL_SECONDS``
+    meanwhile. Before it takes the request on a pause in such a stream, it reads again so for
+    half as long as its promise lasts: publishes go on counting on the promise. A task that
+    ends on a full batch, or fails, before that read leaves it to the next take (the debt
+    ``fan_out_request_take`` leaves in the row).
     """
-    owed = fan_out_request_take()  # a promise another task left, as it ended on a full batch
+    owed = fan_out_request_take()  # a promise or debt another task left to this one
     fanned_out, taken = 0, True
     promised_until = 0.0  # until then, a pause in the events needs no take yet
     until = time.monotonic() + FAN_OUT_LOOP_SECONDS
@@ -261,25 +292,26 @@ def events_fan_out_pending(*, limit: int | None = None, dispatch: bool = False) 
         count, more = _events_fan_out_waiting(limit=limit, dispatch=dispatch)
         fanned_out += count
         if more:
-            return fanned_out  # a full batch asked for another task, which keeps the promise
+            return fanned_out  # a full batch asked for another task, whose take owes our read
         if count and time.monotonic() < until:
-            promise = count >= FAN_OUT_PROMISE_EVENTS
-            fan_out_request_hold(promise=promise)
-            if promise:  # a pause of up to half its length needs no take
+            if fan_out_request_hold(promise=count >= FAN_OUT_PROMISE_EVENTS):
+                # A pause of up to half the promise's length needs no take.
                 promised_until = time.monotonic() + FAN_OUT_PROMISE_SECONDS / 2
             taken = False
         elif not taken and not count and read_at < promised_until:
             # A pause in a fast stream: publishers still count on the promise, no request.
             _promise_poll(promised_until)
         elif not taken:
-            owed = max(owed, fan_out_request_take())
+            taking = fan_out_request_take()
+            owed = taking if taking.until else owed
             taken = True
-        elif read_at < owed:
+        elif read_at < owed.until:
             # Publishers that read the promise before the take commit within its length:
             # read again until a read has started after that, shortly when nothing came.
             if not count:
-                _promise_poll(owed)
+                _promise_poll(owed.until)
         else:
+            fan_out_debt_paid(owed)
             return fanned_out  # nothing came since the request was taken, or time is up
 
 

@@ -25,6 +25,7 @@ from deliveries.services.fan_out import (
 )
 from events.models import Event
 from events.services import event_publish
+from events.services import publish as publish_module
 from subscriptions.models import Subscription
 from tests.database import rows_clone, rows_held_elsewhere, rows_read
 from tests.schools.factories import SchoolFactory
@@ -611,10 +612,10 @@ def test_a_fan_out_task_takes_the_events_published_meanwhile_without_a_message_e
     published = []
 
     def hold_then_publish(**kwargs):
-        owed = real_hold(**kwargs)
+        made = real_hold(**kwargs)
         if not published:
             published.append(_publish(school, course="meanwhile"))
-        return owed
+        return made
 
     def publish_then_take():
         if len(published) == 1:  # the task's last take: a publisher got in just before it
@@ -648,12 +649,12 @@ def test_a_fan_out_task_that_stalls_holds_the_publishers_messages_back_only_brie
     published = []
 
     def hold_then_stall(**kwargs):
-        owed = real_hold(**kwargs)
+        made = real_hold(**kwargs)
         if not published:
             published.append(_publish(school, course="held back"))  # within the hold
             time.sleep(0.3)  # stalled past it
             published.append(_publish(school, course="on its own"))
-        return owed
+        return made
 
     monkeypatch.setattr(fan_out_module, "fan_out_request_hold", hold_then_stall)
 
@@ -700,6 +701,7 @@ class _PublisherHeldOpen:
 
     def __init__(self, school, course: str) -> None:
         self.statements: list[str] = []
+        self.counted_on_a_promise = False
         self._inserted = threading.Event()
         self._commit = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(school, course))
@@ -710,6 +712,7 @@ class _PublisherHeldOpen:
         try:
             with CaptureQueriesContext(connection) as queries, transaction.atomic():
                 _publish(school, course=course)
+                self.counted_on_a_promise = publish_module._promise.until > time.monotonic()
                 self._inserted.set()
                 self._commit.wait(10)
             self.statements = [sql for sql in _statements_from_insert(queries) if sql != "COMMIT"]
@@ -745,7 +748,7 @@ def test_a_publish_outside_a_promise_asks_for_fan_out(school, monkeypatch):
     promise_ms = fan_out_module.FAN_OUT_PROMISE_SECONDS * 1000
     # Run out; running out as the insert reads it; more left than a promise lasts (the
     # database's clock went back): none counts.
-    for left in (-5, 0, promise_ms + 50):
+    for left in (-5, 0, promise_ms + 60_000):
         fan_out_request_take()
         _promise_set(left)
 
@@ -764,12 +767,15 @@ def test_a_take_ends_the_promise_for_the_publishes_after_it(school, monkeypatch,
     fan_out_module.fan_out_request_hold()
     sent = _count_sends(monkeypatch)
 
-    assert fan_out_request_take() > time.monotonic()
-    assert fan_out_request_take() == 0.0  # nothing more owed: the first take cleared it
+    first = fan_out_request_take()
+    assert first.until > time.monotonic()
     statements = _statements_of_publish(school, "after the take")
 
     assert len(statements) >= 2
     assert sent == [FAN_OUT_TASK]
+    # Its debt stays for the next take until the read is made, then nothing is owed.
+    fan_out_module.fan_out_debt_paid(first)
+    assert fan_out_request_take().until == 0.0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -784,6 +790,7 @@ def test_a_publish_that_commits_after_the_promise_has_ended_asks_for_fan_out(sch
     time.sleep(0.1)  # its transaction outlasts the promise
     publisher.commit()
 
+    assert publisher.counted_on_a_promise  # when its insert read it
     assert len(publisher.statements) >= 2
     assert sent == [FAN_OUT_TASK]
 
@@ -919,3 +926,66 @@ def test_a_task_promises_only_while_events_come_fast(school, monkeypatch):
 
     assert promised == [False, True]
     assert FanOutRequest.objects.get().read_after_ms is None  # its last take cleared it
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ending", ["full batch", "database error"])
+def test_a_task_that_ends_after_its_take_leaves_its_debt_to_the_next(
+    school, monkeypatch, long_promises, ending
+):
+    """A task took the request, which ended a promise a publish had read, and ended before
+    its own read after that (a full batch, or a failure its task is tried again for): the
+    next task's take owes that read."""
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_PROMISE_EVENTS", 1)
+    SubscriptionFactory(school=school, topics=["*"])
+    _publish(school, course="first")
+    real_hold, real_take = fan_out_module.fan_out_request_hold, fan_out_module.fan_out_request_take
+    real_read = fan_out_module._events_fan_out_waiting
+    publishers: list[_PublisherHeldOpen] = []
+    takes = []
+
+    def hold_then_a_publish_reads_the_promise(**kwargs):
+        made = real_hold(**kwargs)
+        if not publishers:
+            publishers.append(_PublisherHeldOpen(school, "counting on the promise"))
+        return made
+
+    def take_then_a_burst(*args, **kwargs):
+        takes.append(real_take())
+        if len(takes) == 2 and ending == "full batch":  # the take that ended the promise
+            for n in range(2):
+                _publish(school, course=f"burst {n}")
+        return takes[-1]
+
+    def read_or_fail(**kwargs):
+        if len(takes) == 2 and ending == "database error":
+            raise OperationalError("the database went away")
+        return real_read(**kwargs)
+
+    monkeypatch.setattr(
+        fan_out_module, "fan_out_request_hold", hold_then_a_publish_reads_the_promise
+    )
+    monkeypatch.setattr(fan_out_module, "fan_out_request_take", take_then_a_burst)
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_or_fail)
+
+    if ending == "full batch":
+        assert events_fan_out_pending(limit=2) == 3
+    else:
+        with pytest.raises(OperationalError):
+            events_fan_out_pending(limit=2)
+    assert len(takes) == 2
+
+    def read_then_the_publish_commits(**kwargs):
+        count, more = real_read(**kwargs)
+        if publishers[0]._thread.is_alive():
+            publishers[0].commit()  # after the next task's first read
+        return count, more
+
+    monkeypatch.setattr(fan_out_module, "fan_out_request_take", real_take)
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_publish_commits)
+    events_fan_out_pending(limit=2)
+
+    assert publishers[0].counted_on_a_promise
+    assert len(publishers[0].statements) == 1  # its insert alone
+    assert not Event.objects.filter(fanned_out_at__isnull=True).exists()
+    assert FanOutRequest.objects.get().read_after_ms is None  # the debt was paid
