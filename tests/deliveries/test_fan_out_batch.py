@@ -724,6 +724,19 @@ class _PublisherHeldOpen:
         self._thread.join(10)
 
 
+def _commits_after_the_next_read(monkeypatch, publisher: _PublisherHeldOpen, *, read) -> None:
+    """From now on the fan-out's reads are ``read``; ``publisher`` commits right after the
+    next one, which so cannot have seen its event."""
+
+    def read_then_the_publish_commits(**kwargs):
+        count, more = read(**kwargs)
+        if publisher._thread.is_alive():
+            publisher.commit()
+        return count, more
+
+    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_publish_commits)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_publish_within_a_promise_asks_for_nothing_after_its_commit(
     school, monkeypatch, long_promises
@@ -888,15 +901,9 @@ def test_a_task_ending_on_a_full_batch_leaves_its_promise_to_the_next(
     assert events_fan_out_pending(limit=2) == 3  # the first, then a full batch: it asks for more
     assert sent.count(FAN_OUT_TASK) == 1
 
-    real_read = fan_out_module._events_fan_out_waiting
-
-    def read_then_the_late_one_commits(**kwargs):
-        count, more = real_read(**kwargs)
-        if publishers[0]._thread.is_alive():
-            publishers[0].commit()  # after the next task's first read
-        return count, more
-
-    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_late_one_commits)
+    _commits_after_the_next_read(
+        monkeypatch, publishers[0], read=fan_out_module._events_fan_out_waiting
+    )
 
     assert events_fan_out_pending(limit=2) == 1  # it owed a read, so it read again
 
@@ -975,14 +982,8 @@ def test_a_task_that_ends_after_its_take_leaves_its_debt_to_the_next(
             events_fan_out_pending(limit=2)
     assert len(takes) == 2
 
-    def read_then_the_publish_commits(**kwargs):
-        count, more = real_read(**kwargs)
-        if publishers[0]._thread.is_alive():
-            publishers[0].commit()  # after the next task's first read
-        return count, more
-
     monkeypatch.setattr(fan_out_module, "fan_out_request_take", real_take)
-    monkeypatch.setattr(fan_out_module, "_events_fan_out_waiting", read_then_the_publish_commits)
+    _commits_after_the_next_read(monkeypatch, publishers[0], read=real_read)
     events_fan_out_pending(limit=2)
 
     assert publishers[0].counted_on_a_promise
