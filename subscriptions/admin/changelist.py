@@ -41,6 +41,7 @@ from schools.admin_scoping import (
 
 from ..models import Profile, Subscription
 from ..selectors import (
+    WEBHOOK_DISABLED,
     WEBHOOK_FAILING,
     WEBHOOK_PAUSED,
     subscription_ids_receiving,
@@ -65,6 +66,8 @@ class WebhookStateFilter(admin.SimpleListFilter):
             ("failing", _("Failing")),
             ("paused", _("Paused")),
             ("disabled", _("Disabled")),
+            # Those the admin's home page names: not the ones turned off by hand.
+            ("disabled_automatically", _("Disabled automatically")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -77,6 +80,8 @@ class WebhookStateFilter(admin.SimpleListFilter):
             return queryset.filter(WEBHOOK_PAUSED)
         if value == "disabled":
             return queryset.filter(is_active=False)
+        if value == "disabled_automatically":
+            return queryset.filter(WEBHOOK_DISABLED)
         return queryset
 
 

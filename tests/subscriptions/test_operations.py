@@ -325,6 +325,34 @@ def test_the_admin_index_counts_every_webhook_needing_attention_and_names_the_fi
     assert "3 autres webhooks en échec" in french
 
 
+def test_the_admin_index_links_to_the_webhooks_it_counts_as_disabled(client, school, school_admin):
+    """Its "more disabled" link lists the webhooks disabled automatically, as it counts them:
+    not those a school admin turned off by hand (disabled too, in the list's own filter)."""
+    now = timezone.now()
+    for number in range(21):
+        SubscriptionFactory(
+            school=school,
+            name=f"D {number:02}",
+            is_active=False,
+            disabled_at=now,
+            disabled_reason="The receiver answered 410 Gone.",
+        )
+    SubscriptionFactory(school=school, name="Turned off by hand", is_active=False)
+    client.force_login(school_admin)
+
+    page = client.get("/admin/").content.decode()
+
+    assert "1 more disabled webhook" in " ".join(strip_tags(page).split())
+    link = "/admin/subscriptions/subscription/?state=disabled_automatically"
+    assert f'href="{link}"' in page
+    listed = client.get(link).context["cl"].result_list
+    assert sorted(webhook.name for webhook in listed) == [f"D {n:02}" for n in range(21)]
+    everything_off = client.get("/admin/subscriptions/subscription/?state=disabled")
+    assert everything_off.context["cl"].result_count == 22
+    french = client.get(link, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Désactivé automatiquement" in french
+
+
 def test_the_admin_index_resumes_a_paused_webhook(client, school, school_admin):
     crm = SubscriptionFactory(school=school, name="CRM")
     subscription_pause(subscription=crm)
