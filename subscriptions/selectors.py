@@ -104,7 +104,8 @@ def signing_secret_current(*, subscription: Subscription) -> str:
 
 
 # The states the admin shows a webhook in (its home page, the list's status filter): disabled
-# (by the system or by hand with a reason), failing now, paused. A paused webhook may be failing.
+# automatically (``subscription_disable``: after its failures, or a 410), failing now, paused.
+# A paused webhook may be failing.
 WEBHOOK_DISABLED = Q(is_active=False, disabled_at__isnull=False)
 WEBHOOK_FAILING = Q(is_active=True, failing_since__isnull=False)
 WEBHOOK_PAUSED = Q(is_active=True, paused_at__isnull=False)
