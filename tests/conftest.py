@@ -14,6 +14,7 @@ from django.core.cache import caches
 from django.utils import timezone, translation
 
 from events.services import event_types_sync
+from tests.broker import Queue
 from tests.network import GUARD
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
@@ -121,6 +122,20 @@ def shared_worker_queue(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         current_app.conf.task_default_queue = default_queue
+
+
+@pytest.fixture
+def own_queue() -> Iterator[Queue]:
+    """Every task the test sends goes to a queue of its own, which no worker reads; its
+    delivery messages are read back by priority with ``deliveries()``."""
+    queue = Queue()
+    previous = current_app.conf.task_default_queue
+    current_app.conf.task_default_queue = queue.name
+    try:
+        yield queue
+    finally:
+        current_app.conf.task_default_queue = previous
+        queue.delete()
 
 
 @pytest.fixture

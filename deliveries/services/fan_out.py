@@ -21,9 +21,9 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from celery import current_app
@@ -56,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 FAN_OUT_TASK = "deliveries.events_fan_out"
 DELIVER_TASK = "deliveries.deliver"
+# The priority of a large operation's delivery messages (``deliveries_enqueue``). Redis has
+# none of its own: kombu keeps a list per priority step (0, 3, 6, 9; 0 first) and a worker
+# takes from the first that is not empty. Every other message has the default, 0.
+BULK_PRIORITY = 9
 # A fan-out request pending longer than this is sent again: its message may have been lost.
 FAN_OUT_REQUEST_RESEND_SECONDS = 2.0
 # A fan-out task goes on reading the events published meanwhile for this long at most, then
@@ -391,8 +395,9 @@ def event_fan_out(*, event_id: uuid.UUID | str) -> list[uuid.UUID]:
     return batch.deliveries
 
 
-def _deliveries_hand_off(ids: list[uuid.UUID]) -> None:
-    """Send the first deliveries from this process at once, enqueue the rest for any worker.
+def _deliveries_hand_off(ids: list[uuid.UUID], *, bulk: bool = False) -> None:
+    """Send the first deliveries from this process at once, enqueue the rest for any worker
+    (``bulk``: behind other messages, see ``deliveries_enqueue``).
 
     The first ``WEBHOOKS_DELIVERY_BATCH_SIZE`` were stored waiting, without a message
     (``_hand_off_prepare``): what their webhooks' limits do not let go now stays so, with no
@@ -401,7 +406,7 @@ def _deliveries_hand_off(ids: list[uuid.UUID]) -> None:
     from .dispatch import deliveries_dispatch
 
     first = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    deliveries_enqueue(ids[first:])
+    deliveries_enqueue(ids[first:], bulk=bulk)
     deliveries_dispatch(delivery_ids=ids[:first], waiting=True)
 
 
@@ -500,7 +505,11 @@ class _Batch:
     busy: list[uuid.UUID] = field(default_factory=list)
 
 
-HandOff = Callable[[list[uuid.UUID]], None]
+class HandOff(Protocol):
+    """Takes a fan-out's pending deliveries after its commit (``bulk``: one school's large
+    fan-out, whose messages go behind everyone else's)."""
+
+    def __call__(self, ids: list[uuid.UUID], *, bulk: bool = False) -> None: ...
 
 
 def _events_fan_out_batch(
@@ -786,7 +795,7 @@ def _event_fan_out_in_pieces(
                 pending = _hand_off_prepare(piece, dispatched)
                 deliveries_insert(piece)
                 if pending:
-                    after_commit(hand_off, pending)
+                    after_commit(hand_off, pending, bulk=True)
             created += len(piece)
         Event.objects.filter(pk=event.pk, fanned_out_at__isnull=True).update(fanned_out_at=db_now())
         logger.info("Event %s fanned out to %d webhooks in pieces", event.pk, created)
@@ -989,8 +998,15 @@ def deliveries_insert(deliveries: list[Delivery]) -> None:
             copy.write_row([getattr(delivery, name) for name in attributes])
 
 
-def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | None = None) -> None:
+def deliveries_enqueue(
+    ids: Iterable[uuid.UUID | str], *, countdown: float | None = None, bulk: bool = False
+) -> None:
     """Send delivery tasks of up to ``WEBHOOKS_DELIVERY_BATCH_SIZE`` ids each, over one connection.
+
+    ``bulk``: the deliveries of one large operation (an event for more than
+    ``WEBHOOKS_FAN_OUT_CHUNK_SIZE`` webhooks, a replay, a large retrigger). Their messages
+    carry ``BULK_PRIORITY``: a worker takes every other message in the queue first, so the
+    other schools' fan-outs and deliveries do not wait behind thousands of them.
 
     A failure is logged, not raised: the rows are committed and the sweeper re-drives them.
     """
@@ -999,6 +1015,7 @@ def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | Non
         return
     size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     app = current_app
+    priority = {"priority": BULK_PRIORITY} if bulk else {}
     try:
         with app.producer_or_acquire() as producer:
             for start in range(0, len(ids), size):
@@ -1008,6 +1025,7 @@ def deliveries_enqueue(ids: Iterable[uuid.UUID | str], *, countdown: float | Non
                     countdown=countdown,
                     producer=producer,
                     retry_policy=settings.WEBHOOKS_PUBLISH_RETRY_POLICY,
+                    **priority,
                 )
     except Exception:
         logger.exception(

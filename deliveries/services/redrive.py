@@ -465,7 +465,9 @@ def _redrive(
                 for row in queued
             ],
         )
-        after_commit(deliveries_enqueue, now_ids)
+        # A selection larger than one message goes behind every other message.
+        bulk = len(now_ids) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        after_commit(deliveries_enqueue, now_ids, bulk=bulk)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts, in_turn=len(later))
 

@@ -261,7 +261,8 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
             },
         )
         if pending:
-            after_commit(deliveries_enqueue, pending)
+            # Behind every other message: a replay is one webhook's catching up.
+            after_commit(deliveries_enqueue, pending, bulk=True)
     logger.info(
         "Replayed %d events to webhook %s (%d queued)",
         len(deliveries),

@@ -302,19 +302,47 @@ def test_an_event_for_many_webhooks_is_committed_and_handed_off_a_piece_at_a_tim
     # A crash after the first piece left its deliveries (and nothing else) behind.
     first = sorted(webhooks, key=lambda webhook: webhook.pk)[:3]
     _piece_written(event, first)
-    handed_off: list[tuple[int, int]] = []  # (piece size, deliveries committed by then)
+    handed_off: list[tuple[int, int, bool]] = []  # (piece size, committed by then, bulk)
 
-    def hand_off(ids):
+    def hand_off(ids, *, bulk=False):
         committed = Delivery.objects.filter(event=event).count()
-        handed_off.append((len(ids), committed))
+        handed_off.append((len(ids), committed, bulk))
 
     batch = fan_out_module._events_fan_out_batch(limit=10, passed_over=set(), hand_off=hand_off)
 
     assert batch.fanned_out == [event.id]
-    assert handed_off == [(3, 6), (3, 9), (1, 10)]
+    assert handed_off == [(3, 6, True), (3, 9, True), (1, 10, True)]
     pairs = Delivery.objects.filter(event=event).values_list("subscription_id", flat=True)
     assert sorted(pairs) == sorted(webhook.pk for webhook in webhooks)
     assert Event.objects.get(pk=event.pk).fanned_out_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_for_many_webhooks_sends_its_messages_behind_everyone_elses(
+    catalog, settings, own_queue
+):
+    """One school's event for more webhooks than a piece holds is a bulk operation: its
+    delivery messages go to the lowest priority, which a worker takes only once nothing else
+    waits, while another school's event, fanned out in the same batch, keeps the default."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    large, small = SchoolFactory(), SchoolFactory()
+    for _ in range(7):
+        SubscriptionFactory(school=large, topics=["*"])
+    SubscriptionFactory(school=small, topics=["*"])
+    announcement = _publish(large)
+    news = _publish(small)
+
+    assert events_fan_out_waiting() == 2
+
+    by_priority = own_queue.deliveries()
+    announced = {
+        str(pk) for pk in Delivery.objects.filter(event=announcement).values_list("pk", flat=True)
+    }
+    newsworthy = [str(Delivery.objects.get(event=news).pk)]
+    assert len(announced) == 7
+    assert by_priority == {0: newsworthy, 9: by_priority[9]}
+    assert sorted(by_priority[9]) == sorted(announced)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -479,3 +479,16 @@ def test_the_prune_passes_over_an_event_a_replay_holds(school, webhook):
     assert pruned["result"].events == 0
     assert Event.objects.filter(pk=old.pk).exists()
     assert deliveries_prune(older_than_days=7).events == 1
+
+
+def test_a_replays_messages_go_behind_everyone_elses(
+    webhook, history, own_queue, django_capture_on_commit_callbacks
+):
+    """A replay is one webhook catching up, maybe on thousands of events: its messages go to
+    the lowest priority, so other schools' new events are not held up behind them."""
+    plan = replay_plan(subscription=webhook, since=NOW - dt.timedelta(hours=4))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = deliveries_replay(plan=plan, actor=None)
+
+    assert own_queue.deliveries() == {9: [str(pk) for pk in result.delivery_ids]}

@@ -425,3 +425,23 @@ def test_a_delivery_waiting_in_turn_sent_now_on_its_own_goes_at_once_and_keeps_i
         scheduled,
     )
     assert retrying.enqueued_at is not None  # with a message: it goes now
+
+
+def test_a_selection_larger_than_one_message_is_sent_behind_everyone_elses(
+    school, settings, own_queue, django_capture_on_commit_callbacks
+):
+    """Sending a large selection now is a bulk operation: its messages go to the lowest
+    priority, so other schools' new events are not held up behind them; a small one keeps
+    the default."""
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    failed = [delivery_create(SubscriptionFactory(school=school)) for _ in range(5)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deliveries_retrigger(delivery_ids=[d.pk for d in failed[:2]])
+    with django_capture_on_commit_callbacks(execute=True):
+        deliveries_retrigger(delivery_ids=[d.pk for d in failed[2:]])
+
+    by_priority = own_queue.deliveries()
+    assert sorted(by_priority[0]) == sorted(str(d.pk) for d in failed[:2])
+    assert sorted(by_priority[9]) == sorted(str(d.pk) for d in failed[2:])
+    assert set(by_priority) == {0, 9}

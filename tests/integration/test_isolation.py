@@ -11,7 +11,9 @@ import pytest
 from celery import current_app
 from django.db import transaction
 
-from deliveries.models import Delivery, DeliveryStatus
+from common.clock import db_now
+from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
+from deliveries.services.fan_out import events_fan_out_waiting, fan_out_request_take
 from events.services import event_publish
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Reply
@@ -101,3 +103,42 @@ def test_a_webhook_never_has_more_requests_in_flight_than_its_limit(
         assert time.monotonic() < deadline, "deliveries not recorded"
         time.sleep(0.1)
     assert deliveries.count() == 8
+
+
+def test_another_schools_event_goes_before_a_large_fan_outs_waiting_messages(
+    process_logs, catalog, receiver, settings
+):
+    """One school's event for many webhooks leaves its delivery messages in the queue; an event
+    another school publishes after them is fanned out and sent first, not after all of them."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 10
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    large, small = SchoolFactory(), SchoolFactory()
+    receiver.script("/large", default=Reply(status=200))
+    receiver.script("/small", default=Reply(status=200))
+    for _ in range(40):
+        SubscriptionFactory(school=large, url=receiver.url("/large"), topics=["*"])
+    SubscriptionFactory(school=small, url=receiver.url("/small"), topics=["*"])
+    queue = f"webhooks-bulk-{uuid.uuid4().hex[:8]}"
+    previous = current_app.conf.task_default_queue
+    current_app.conf.task_default_queue = queue  # no worker reads it yet
+    worker = None
+    try:
+        # The large school's event is fanned out here, while no worker runs (a request marked
+        # pending keeps its publish from sending one): 20 messages of 2 deliveries wait.
+        now_ms = int(db_now().timestamp() * 1000)
+        FanOutRequest.objects.update_or_create(pk=1, defaults={"requested_at_ms": now_ms})
+        event_publish(school=large, type="course.created", data={"course": {"id": "all"}})
+        fan_out_request_take()
+        assert events_fan_out_waiting() == 1
+        # Then the small school publishes: its request to fan out is queued after them.
+        event_publish(school=small, type="course.created", data={"course": {"id": "one"}})
+        worker = start_worker(process_logs, CELERY_TASK_DEFAULT_QUEUE=queue)
+
+        receiver.wait_for(40, path="/large", timeout=30)
+        small_at = receiver.wait_for(1, path="/small", timeout=5)[0].at
+    finally:
+        current_app.conf.task_default_queue = previous
+        if worker is not None:
+            worker.stop()
+    before = [request for request in receiver.received("/large") if request.at < small_at]
+    assert len(before) <= 4  # in the order they were sent, it came after all 40
