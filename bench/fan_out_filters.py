@@ -125,7 +125,7 @@ def main() -> None:
             )
             started = time.perf_counter()
             while _events_fan_out_batch(
-                limit=options.events, passed_over=set(), hand_off=lambda ids: None
+                limit=options.events, passed_over=set(), hand_off=lambda ids, **_: None
             ).fanned_out:
                 pass
             fan_out_ms = min(fan_out_ms, (time.perf_counter() - started) * 1000)

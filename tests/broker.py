@@ -18,8 +18,8 @@ _SEPARATOR = "\x06\x16"
 class Queue:
     """A queue of the test's own, which no worker reads."""
 
-    def __init__(self) -> None:
-        self.name = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-messages-{uuid.uuid4().hex[:6]}"
+    def __init__(self, kind: str = "messages") -> None:
+        self.name = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-{kind}-{uuid.uuid4().hex[:6]}"
         self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
 
     def _key(self, step: int) -> str:
@@ -40,4 +40,6 @@ class Queue:
         return found
 
     def delete(self) -> None:
-        self.client.delete(*(self._key(step) for step in _STEPS))
+        """Its lists, and the routing kombu stored when the first message was sent to it."""
+        bindings = (f"_kombu.binding.{self.name}", f"_kombu.binding_permanent.{self.name}")
+        self.client.delete(*(self._key(step) for step in _STEPS), *bindings)

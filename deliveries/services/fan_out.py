@@ -474,11 +474,11 @@ class _HandOffWithin:
             self.sending.abandon()
             self.sending = None
 
-    def send(self, rest: list[uuid.UUID]) -> None:
+    def send(self, rest: list[uuid.UUID], *, bulk: bool = False) -> None:
         """After the commit: send what was claimed, and enqueue ``rest`` for any worker (but
-        what waits for a full webhook)."""
+        what waits for a full webhook; ``bulk`` as for ``deliveries_enqueue``)."""
         if self.sending is not None:
-            deliveries_enqueue([pk for pk in rest if pk not in self.parked])
+            deliveries_enqueue([pk for pk in rest if pk not in self.parked], bulk=bulk)
             self.sending.send()
 
 
@@ -555,6 +555,7 @@ def _events_fan_out_batch(
         fanned_out: list[uuid.UUID] = []
         failed: list[uuid.UUID] = []
         size = 0
+        bulk = False  # an event for more webhooks than a piece holds, built here (``strict``)
         for event in events:
             if size > settings.WEBHOOKS_FAN_OUT_MAX_BYTES:
                 more = True  # the rest stay waiting, for the next task
@@ -575,6 +576,7 @@ def _events_fan_out_batch(
                     delivery_build(event=event, subscription=subscription, now=now, bodies=bodies)
                     for subscription in matching
                 ]
+                bulk = bulk or len(matching) > settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE
             except SoftTimeLimitExceeded:
                 raise
             except Exception:
@@ -590,8 +592,8 @@ def _events_fan_out_batch(
         deliveries_insert(deliveries)
         rows_update(Event, fanned_out, fanned_out_at=now)
         if pending and not within.claim(deliveries, pending, dispatched):
-            after_commit(hand_off, pending)
-    within.send(pending[dispatched:])
+            after_commit(hand_off, pending, bulk=bulk)
+    within.send(pending[dispatched:], bulk=bulk)
     busy: list[uuid.UUID] = []
     for event, matching, bodies in large:
         try:
@@ -1004,9 +1006,10 @@ def deliveries_enqueue(
     """Send delivery tasks of up to ``WEBHOOKS_DELIVERY_BATCH_SIZE`` ids each, over one connection.
 
     ``bulk``: the deliveries of one large operation (an event for more than
-    ``WEBHOOKS_FAN_OUT_CHUNK_SIZE`` webhooks, a replay, a large retrigger). Their messages
-    carry ``BULK_PRIORITY``: a worker takes every other message in the queue first, so the
-    other schools' fan-outs and deliveries do not wait behind thousands of them.
+    ``WEBHOOKS_FAN_OUT_CHUNK_SIZE`` webhooks; a replay, a "send now" or a sweep of more than
+    one message's worth). Their messages carry ``BULK_PRIORITY``: a worker takes every other
+    message in the queue first, so the other schools' fan-outs and deliveries do not wait
+    behind thousands of them.
 
     A failure is logged, not raised: the rows are committed and the sweeper re-drives them.
     """

@@ -97,7 +97,12 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
         ids += _waiting_unattended(now=now, limit=limit - len(ids))
         if ids:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
-            after_commit(deliveries_enqueue, ids)
+            # More than one message's worth at once is a large operation's messages still
+            # queued behind other work (the sweeper cannot tell them from lost ones), or a
+            # queue the broker lost: sent again behind every other message, as a large
+            # operation's are, so that new events go first.
+            bulk = len(ids) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+            after_commit(deliveries_enqueue, ids, bulk=bulk)
     probes = _probes_send(now=now, limit=limit)
     send_tests_lost(now=now).update(
         status=DeliveryStatus.FAILED,
@@ -465,9 +470,13 @@ def _redrive(
                 for row in queued
             ],
         )
-        # A selection larger than one message goes behind every other message.
-        bulk = len(now_ids) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-        after_commit(deliveries_enqueue, now_ids, bulk=bulk)
+        # A selection larger than one message goes behind every other message; Send Tests
+        # never do (a person waits for each, and the sweeper does not send them again).
+        tests = {row.pk for row in queued if row.is_test}
+        others = [pk for pk in now_ids if pk not in tests]
+        after_commit(deliveries_enqueue, [pk for pk in now_ids if pk in tests])
+        bulk = len(others) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        after_commit(deliveries_enqueue, others, bulk=bulk)
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts, in_turn=len(later))
 

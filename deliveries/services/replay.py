@@ -261,8 +261,9 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
             },
         )
         if pending:
-            # Behind every other message: a replay is one webhook's catching up.
-            after_commit(deliveries_enqueue, pending, bulk=True)
+            # More than one message's worth goes behind every other message.
+            bulk = len(pending) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+            after_commit(deliveries_enqueue, pending, bulk=bulk)
     logger.info(
         "Replayed %d events to webhook %s (%d queued)",
         len(deliveries),

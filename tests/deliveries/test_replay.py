@@ -481,14 +481,23 @@ def test_the_prune_passes_over_an_event_a_replay_holds(school, webhook):
     assert deliveries_prune(older_than_days=7).events == 1
 
 
-def test_a_replays_messages_go_behind_everyone_elses(
-    webhook, history, own_queue, django_capture_on_commit_callbacks
+def test_a_replay_of_more_than_one_messages_worth_goes_behind_everyone_elses(
+    webhook, history, own_queue, django_capture_on_commit_callbacks, settings
 ):
-    """A replay is one webhook catching up, maybe on thousands of events: its messages go to
-    the lowest priority, so other schools' new events are not held up behind them."""
-    plan = replay_plan(subscription=webhook, since=NOW - dt.timedelta(hours=4))
+    """A replay is one webhook catching up, maybe on thousands of events: more than one
+    message's worth goes to the lowest priority, so other schools' new events are not held up
+    behind it; a replay of a few keeps the default."""
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    since = replay_plan(subscription=webhook, since=NOW - dt.timedelta(hours=4))
+    one = replay_plan(subscription=webhook, event_types=["course.updated"])
 
     with django_capture_on_commit_callbacks(execute=True):
-        result = deliveries_replay(plan=plan, actor=None)
+        many = deliveries_replay(plan=since, actor=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        few = deliveries_replay(plan=one, actor=None)
 
-    assert own_queue.deliveries() == {9: [str(pk) for pk in result.delivery_ids]}
+    assert len(many.delivery_ids) == 3
+    assert own_queue.deliveries() == {
+        0: [str(pk) for pk in few.delivery_ids],
+        9: [str(pk) for pk in many.delivery_ids],
+    }

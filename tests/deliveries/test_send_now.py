@@ -442,6 +442,24 @@ def test_a_selection_larger_than_one_message_is_sent_behind_everyone_elses(
         deliveries_retrigger(delivery_ids=[d.pk for d in failed[2:]])
 
     by_priority = own_queue.deliveries()
+    assert set(by_priority) == {0, 9}
     assert sorted(by_priority[0]) == sorted(str(d.pk) for d in failed[:2])
     assert sorted(by_priority[9]) == sorted(str(d.pk) for d in failed[2:])
+
+
+def test_send_tests_in_a_large_selection_keep_the_default_priority(
+    school, settings, own_queue, django_capture_on_commit_callbacks
+):
+    """A Send Test is one a person waits for, and the sweeper never sends it again: in a large
+    selection it still goes first."""
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    failed = [delivery_create(SubscriptionFactory(school=school)) for _ in range(3)]
+    test = delivery_create(SubscriptionFactory(school=school), is_test=True)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deliveries_retrigger(delivery_ids=[test.pk, *[d.pk for d in failed]])
+
+    by_priority = own_queue.deliveries()
     assert set(by_priority) == {0, 9}
+    assert by_priority[0] == [str(test.pk)]
+    assert sorted(by_priority[9]) == sorted(str(d.pk) for d in failed)

@@ -263,3 +263,27 @@ def test_open_circuits_with_nothing_to_probe_do_not_starve_one_with_a_backlog(sc
 
     assert sum(probes) >= 1
     assert delivery.pk in enqueued
+
+
+def test_a_sweep_sends_more_than_one_messages_worth_behind_everyone_elses(
+    school, settings, own_queue, django_capture_on_commit_callbacks
+):
+    """Deliveries whose messages went out 10 s ago and were not taken: a few are lost messages,
+    sent again at the default priority; more than one message's worth is a large operation
+    still queued behind other work, or a queue the broker lost, sent again behind every other
+    message, so the new events go first (and the large one's stays behind them)."""
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    lost_at = timezone.now() - dt.timedelta(minutes=5)
+    _webhook, [few] = _waiting(school, 1, topics=["course.created"])
+    Delivery.objects.filter(pk=few).update(enqueued_at=lost_at)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliveries_sweep()
+    _webhook, many = _waiting(school, 3, topics=["course.created"], max_concurrency=10)
+    Delivery.objects.filter(pk__in=many).update(enqueued_at=lost_at)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliveries_sweep()
+
+    by_priority = own_queue.deliveries()
+    assert set(by_priority) == {0, 9}
+    assert by_priority[0] == [str(few)]
+    assert sorted(by_priority[9]) == sorted(str(pk) for pk in many)

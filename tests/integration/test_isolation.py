@@ -15,6 +15,7 @@ from common.clock import db_now
 from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
 from deliveries.services.fan_out import events_fan_out_waiting, fan_out_request_take
 from events.services import event_publish
+from tests.broker import Queue
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
@@ -118,9 +119,9 @@ def test_another_schools_event_goes_before_a_large_fan_outs_waiting_messages(
     for _ in range(40):
         SubscriptionFactory(school=large, url=receiver.url("/large"), topics=["*"])
     SubscriptionFactory(school=small, url=receiver.url("/small"), topics=["*"])
-    queue = f"webhooks-bulk-{uuid.uuid4().hex[:8]}"
+    queue = Queue("bulk")
     previous = current_app.conf.task_default_queue
-    current_app.conf.task_default_queue = queue  # no worker reads it yet
+    current_app.conf.task_default_queue = queue.name  # no worker reads it yet
     worker = None
     try:
         # The large school's event is fanned out here, while no worker runs (a request marked
@@ -132,7 +133,8 @@ def test_another_schools_event_goes_before_a_large_fan_outs_waiting_messages(
         assert events_fan_out_waiting() == 1
         # Then the small school publishes: its request to fan out is queued after them.
         event_publish(school=small, type="course.created", data={"course": {"id": "one"}})
-        worker = start_worker(process_logs, CELERY_TASK_DEFAULT_QUEUE=queue)
+        # One process, which takes one message at a time: the order it takes them in shows.
+        worker = start_worker(process_logs, concurrency=1, CELERY_TASK_DEFAULT_QUEUE=queue.name)
 
         receiver.wait_for(40, path="/large", timeout=30)
         small_at = receiver.wait_for(1, path="/small", timeout=5)[0].at
@@ -140,5 +142,6 @@ def test_another_schools_event_goes_before_a_large_fan_outs_waiting_messages(
         current_app.conf.task_default_queue = previous
         if worker is not None:
             worker.stop()
+        queue.delete()
     before = [request for request in receiver.received("/large") if request.at < small_at]
     assert len(before) <= 4  # in the order they were sent, it came after all 40
