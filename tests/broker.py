@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 
 import redis
+from celery import current_app
 from django.conf import settings
 
 # kombu's Redis transport keeps a list per priority step: the queue's own name for 0, the name
@@ -43,3 +46,15 @@ class Queue:
         """Its lists, and the routing kombu stored when the first message was sent to it."""
         bindings = (f"_kombu.binding.{self.name}", f"_kombu.binding_permanent.{self.name}")
         self.client.delete(*(self._key(step) for step in _STEPS), *bindings)
+
+
+@contextlib.contextmanager
+def sending_to(name: str) -> Iterator[None]:
+    """Every task sent meanwhile goes to the queue ``name`` (the default queue's name again
+    after)."""
+    previous = current_app.conf.task_default_queue
+    current_app.conf.task_default_queue = name
+    try:
+        yield
+    finally:
+        current_app.conf.task_default_queue = previous

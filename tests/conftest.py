@@ -14,7 +14,7 @@ from django.core.cache import caches
 from django.utils import timezone, translation
 
 from events.services import event_types_sync
-from tests.broker import Queue
+from tests.broker import Queue, sending_to
 from tests.network import GUARD
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Receiver
@@ -129,12 +129,10 @@ def own_queue() -> Iterator[Queue]:
     """Every task the test sends goes to a queue of its own, which no worker reads; its
     delivery messages are read back by priority with ``deliveries()``."""
     queue = Queue()
-    previous = current_app.conf.task_default_queue
-    current_app.conf.task_default_queue = queue.name
     try:
-        yield queue
+        with sending_to(queue.name):
+            yield queue
     finally:
-        current_app.conf.task_default_queue = previous
         queue.delete()
 
 

@@ -317,6 +317,18 @@ def test_an_event_for_many_webhooks_is_committed_and_handed_off_a_piece_at_a_tim
     assert Event.objects.get(pk=event.pk).fanned_out_at is not None
 
 
+def _large_and_small(settings, *, webhooks: int):
+    """A school with ``webhooks`` webhooks, more than a piece of 3 holds, and one with one;
+    messages of 2 deliveries."""
+    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
+    large, small = SchoolFactory(), SchoolFactory()
+    for _ in range(webhooks):
+        SubscriptionFactory(school=large, topics=["*"])
+    SubscriptionFactory(school=small, topics=["*"])
+    return large, small
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_event_for_many_webhooks_sends_its_messages_behind_everyone_elses(
     catalog, settings, own_queue
@@ -324,12 +336,7 @@ def test_an_event_for_many_webhooks_sends_its_messages_behind_everyone_elses(
     """One school's event for more webhooks than a piece holds is a bulk operation: its
     delivery messages go to the lowest priority, which a worker takes only once nothing else
     waits, while another school's event, fanned out in the same batch, keeps the default."""
-    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
-    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
-    large, small = SchoolFactory(), SchoolFactory()
-    for _ in range(7):
-        SubscriptionFactory(school=large, topics=["*"])
-    SubscriptionFactory(school=small, topics=["*"])
+    large, small = _large_and_small(settings, webhooks=7)
     announcement = _publish(large)
     news = _publish(small)
 
@@ -353,12 +360,7 @@ def test_an_event_for_many_webhooks_fanned_out_on_its_own_still_goes_behind(
     """Fanned out on its own (the legacy task, or after its batch failed as a whole), an
     event's deliveries are built in one transaction, not in pieces; for more webhooks than a
     piece holds, they are a bulk operation all the same."""
-    settings.WEBHOOKS_FAN_OUT_CHUNK_SIZE = 3
-    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 2
-    large, small = SchoolFactory(), SchoolFactory()
-    for _ in range(4):
-        SubscriptionFactory(school=large, topics=["*"])
-    SubscriptionFactory(school=small, topics=["*"])
+    large, small = _large_and_small(settings, webhooks=4)
 
     announced = fan_out_module.event_fan_out(event_id=_publish(large).id)
     newsworthy = fan_out_module.event_fan_out(event_id=_publish(small).id)

@@ -15,7 +15,7 @@ from common.clock import db_now
 from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
 from deliveries.services.fan_out import events_fan_out_waiting, fan_out_request_take
 from events.services import event_publish
-from tests.broker import Queue
+from tests.broker import Queue, sending_to
 from tests.processes import ManagedProcess, start_worker
 from tests.receiver import Reply
 from tests.schools.factories import SchoolFactory
@@ -120,26 +120,23 @@ def test_another_schools_event_goes_before_a_large_fan_outs_waiting_messages(
         SubscriptionFactory(school=large, url=receiver.url("/large"), topics=["*"])
     SubscriptionFactory(school=small, url=receiver.url("/small"), topics=["*"])
     queue = Queue("bulk")
-    previous = current_app.conf.task_default_queue
-    current_app.conf.task_default_queue = queue.name  # no worker reads it yet
     worker = None
     try:
-        # The large school's event is fanned out here, while no worker runs (a request marked
-        # pending keeps its publish from sending one): 20 messages of 2 deliveries wait.
-        now_ms = int(db_now().timestamp() * 1000)
-        FanOutRequest.objects.update_or_create(pk=1, defaults={"requested_at_ms": now_ms})
-        event_publish(school=large, type="course.created", data={"course": {"id": "all"}})
-        fan_out_request_take()
-        assert events_fan_out_waiting() == 1
-        # Then the small school publishes: its request to fan out is queued after them.
-        event_publish(school=small, type="course.created", data={"course": {"id": "one"}})
+        with sending_to(queue.name):  # no worker reads it yet
+            # The large school's event is fanned out here, while no worker runs (a request
+            # marked pending keeps its publish from sending one): 20 messages of 2 wait.
+            now_ms = int(db_now().timestamp() * 1000)
+            FanOutRequest.objects.update_or_create(pk=1, defaults={"requested_at_ms": now_ms})
+            event_publish(school=large, type="course.created", data={"course": {"id": "all"}})
+            fan_out_request_take()
+            assert events_fan_out_waiting() == 1
+            # Then the small school publishes: its request to fan out is queued after them.
+            event_publish(school=small, type="course.created", data={"course": {"id": "one"}})
         # One process, which takes one message at a time: the order it takes them in shows.
         worker = start_worker(process_logs, concurrency=1, CELERY_TASK_DEFAULT_QUEUE=queue.name)
-
         receiver.wait_for(40, path="/large", timeout=30)
         small_at = receiver.wait_for(1, path="/small", timeout=5)[0].at
     finally:
-        current_app.conf.task_default_queue = previous
         if worker is not None:
             worker.stop()
         queue.delete()
