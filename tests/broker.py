@@ -42,6 +42,14 @@ class Queue:
                 found.setdefault(step, []).extend(args[0])
         return found
 
+    def tasks(self) -> list[str]:
+        """The names of the tasks of every message in the queue, oldest first."""
+        return [
+            json.loads(raw)["headers"]["task"]
+            for step in _STEPS
+            for raw in reversed(self.client.lrange(self._key(step), 0, -1))
+        ]
+
     def delete(self) -> None:
         """Its lists, and the routing kombu stored when the first message was sent to it."""
         bindings = (f"_kombu.binding.{self.name}", f"_kombu.binding_permanent.{self.name}")

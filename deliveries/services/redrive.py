@@ -38,7 +38,13 @@ from ..models import (
 )
 from ..selectors import WEBHOOKS_WAITING_CTE, webhooks_held_by_circuit
 from .claim import Claim, attempts_interrupted_record, waiting_due
-from .fan_out import deliveries_enqueue, delivery_build, events_fan_out_waiting
+from .fan_out import (
+    FAN_OUT_REQUEST_RESEND_SECONDS,
+    deliveries_enqueue,
+    delivery_build,
+    events_fan_out_waiting,
+    fan_out_request,
+)
 from .heartbeats import SWEEPER, heartbeat_record
 from .pausing import catch_ups_drive, subscriptions_resume_due
 
@@ -85,6 +91,7 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             )
     try:
         fanned_out = events_fan_out_waiting(created_before=stale, limit=limit)
+        _fan_out_nudge(now=now, stale=stale)
     except (OperationalError, InterfaceError):
         raise
     except Exception:
@@ -122,6 +129,23 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
     return SweepResult(
         events_fanned_out=fanned_out, deliveries_enqueued=len(ids), probes_sent=probes
     )
+
+
+def _fan_out_nudge(*, now: dt.datetime, stale: dt.datetime) -> None:
+    """Ask for a fan-out when an event has waited longer than a request takes to be sent
+    again (``FAN_OUT_REQUEST_RESEND_SECONDS``) and none is pending: its request was lost, or
+    the task that promised to read it died, and no publish since has asked. A worker then
+    fans it out within seconds, not when it is old enough for this sweeper to take it
+    (``stale``). Those older are this sweeper's own; so a poisonous event is not asked for
+    again every sweep."""
+    late = now - dt.timedelta(seconds=FAN_OUT_REQUEST_RESEND_SECONDS)
+    waiting = Event.objects.filter(
+        fanned_out_at__isnull=True, created_at__lt=late, created_at__gte=stale
+    )
+    if waiting.exists() and fan_out_request():
+        logger.info(
+            "Events waited %.0f s for fan-out; asked for it", FAN_OUT_REQUEST_RESEND_SECONDS
+        )
 
 
 def _messages_lost(*, now: dt.datetime, stale: dt.datetime, limit: int) -> list[uuid.UUID]:

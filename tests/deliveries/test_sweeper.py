@@ -14,6 +14,7 @@ from deliveries.services.record import CircuitChanges, deliveries_record
 from deliveries.services.send import request_build, request_send
 from events.models import Event
 from events.services import event_publish
+from events.services import publish as publish_module
 from subscriptions.models import Subscription
 from tests.database import rows_clone, rows_fetched, statements_prepared_early
 from tests.subscriptions.factories import SubscriptionFactory
@@ -287,3 +288,24 @@ def test_a_sweep_sends_more_than_one_messages_worth_behind_everyone_elses(
     assert set(by_priority) == {0, 9}
     assert by_priority[0] == [str(few)]
     assert sorted(by_priority[9]) == sorted(str(pk) for pk in many)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_left_waiting_a_few_seconds_is_asked_for_not_left_for_ten(
+    school, own_queue, monkeypatch
+):
+    """An event that waited 3 s with no fan-out request pending (its request was lost, or
+    the task that promised to read it died, and nothing has been published since) gets a
+    request from the next sweep: a worker fans it out at once, not when it is old enough
+    for the sweeper itself (10 s). One that waited 1 s is a task's to take."""
+    monkeypatch.setattr(publish_module, "_published_hook", None)  # its request never went
+    fresh = event_publish(school=school, type="course.created", data={"course": {"id": "a"}})
+    deliveries_sweep()
+    assert own_queue.tasks() == []
+
+    Event.objects.filter(pk=fresh.pk).update(created_at=timezone.now() - dt.timedelta(seconds=3))
+    deliveries_sweep()
+    deliveries_sweep()  # the request is pending now: no second message
+
+    assert own_queue.tasks() == ["deliveries.events_fan_out"]
+    assert Event.objects.get(pk=fresh.pk).fanned_out_at is None  # the worker's to do
