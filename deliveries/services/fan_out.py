@@ -1000,6 +1000,12 @@ def deliveries_insert(deliveries: list[Delivery]) -> None:
             copy.write_row([getattr(delivery, name) for name in attributes])
 
 
+def deliveries_enqueue_selection(ids: list[uuid.UUID]) -> None:
+    """Send the messages of a selection of deliveries (a replay, a "send now", a sweep): more
+    than one message's worth is a large operation, sent behind every other message."""
+    deliveries_enqueue(ids, bulk=len(ids) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE)
+
+
 def deliveries_enqueue(
     ids: Iterable[uuid.UUID | str], *, countdown: float | None = None, bulk: bool = False
 ) -> None:

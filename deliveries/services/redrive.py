@@ -41,6 +41,7 @@ from .claim import Claim, attempts_interrupted_record, waiting_due
 from .fan_out import (
     FAN_OUT_REQUEST_RESEND_SECONDS,
     deliveries_enqueue,
+    deliveries_enqueue_selection,
     delivery_build,
     events_fan_out_waiting,
     fan_out_request,
@@ -106,10 +107,9 @@ def deliveries_sweep(*, limit: int = 2000) -> SweepResult:
             Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
             # More than one message's worth at once is a large operation's messages still
             # queued behind other work (the sweeper cannot tell them from lost ones), or a
-            # queue the broker lost: sent again behind every other message, as a large
-            # operation's are, so that new events go first.
-            bulk = len(ids) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-            after_commit(deliveries_enqueue, ids, bulk=bulk)
+            # queue the broker lost: sent again behind every other message, so that new
+            # events go first.
+            after_commit(deliveries_enqueue_selection, ids)
     probes = _probes_send(now=now, limit=limit)
     send_tests_lost(now=now).update(
         status=DeliveryStatus.FAILED,
@@ -494,13 +494,11 @@ def _redrive(
                 for row in queued
             ],
         )
-        # A selection larger than one message goes behind every other message; Send Tests
-        # never do (a person waits for each, and the sweeper does not send them again).
+        # Send Tests never go behind other messages: a person waits for each, and the
+        # sweeper does not send them again.
         tests = {row.pk for row in queued if row.is_test}
-        others = [pk for pk in now_ids if pk not in tests]
         after_commit(deliveries_enqueue, [pk for pk in now_ids if pk in tests])
-        bulk = len(others) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-        after_commit(deliveries_enqueue, others, bulk=bulk)
+        after_commit(deliveries_enqueue_selection, [pk for pk in now_ids if pk not in tests])
     add(RetriggerOutcome.QUEUED, len(queued))
     return RetriggerResult(counts, in_turn=len(later))
 

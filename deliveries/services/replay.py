@@ -40,7 +40,12 @@ from subscriptions.models import Subscription
 from subscriptions.selectors import replay_event_types
 
 from ..models import Delivery, DeliveryStatus
-from .fan_out import deliveries_enqueue, deliveries_insert, delivery_build, delivery_wanted
+from .fan_out import (
+    deliveries_enqueue_selection,
+    deliveries_insert,
+    delivery_build,
+    delivery_wanted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -261,9 +266,7 @@ def deliveries_replay(*, plan: ReplayPlan, actor: Actor | None) -> ReplayResult:
             },
         )
         if pending:
-            # More than one message's worth goes behind every other message.
-            bulk = len(pending) > settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-            after_commit(deliveries_enqueue, pending, bulk=bulk)
+            after_commit(deliveries_enqueue_selection, pending)
     logger.info(
         "Replayed %d events to webhook %s (%d queued)",
         len(deliveries),

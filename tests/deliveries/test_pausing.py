@@ -21,6 +21,7 @@ from deliveries.services import (
     subscription_pause,
     subscription_resume,
 )
+from deliveries.services import fan_out as fan_out_module
 from deliveries.services import pausing as pausing_module
 from deliveries.services import record as record_module
 from deliveries.services import redrive as redrive_module
@@ -438,10 +439,10 @@ def test_a_catch_up_whose_circuit_is_open_is_failed_by_the_sweeper_once_the_webh
     subscription_disable(subscription=webhook, reason="The receiver is gone.")
     messages: list[str] = []
 
-    def enqueue(delivery_ids, countdown=None):
+    def enqueue(delivery_ids, countdown=None, bulk=False):
         messages.extend(str(pk) for pk in delivery_ids)
 
-    for module in (claim_module, pausing_module, record_module, redrive_module):
+    for module in (claim_module, fan_out_module, pausing_module, record_module, redrive_module):
         monkeypatch.setattr(module, "deliveries_enqueue", enqueue)
     for _ in range(5):  # sweeps, and a worker for whatever they send
         with django_capture_on_commit_callbacks(execute=True):
