@@ -50,6 +50,42 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
         )
 
 
+def rows_update_each(
+    model: type[models.Model], objs: Iterable[models.Model], fields: Iterable[str]
+) -> None:
+    """``UPDATE`` each of ``objs`` (saved instances of ``model``) with its own values of
+    ``fields``, in one statement: ``bulk_update`` without its cost. Django's builds a ``CASE``
+    per field with a ``WHEN`` per row, about 0.5 ms of CPU per row for five fields; here the
+    values go as one array per field (``unnest``) and the statement's text is the same
+    whatever the rows, so a session that prepares it plans it once."""
+    objs = list(objs)
+    fields = list(fields)
+    if not objs or not fields:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_update(objs, fields)
+        return
+    meta = model._meta
+    by_name = {field.name: field for field in meta.concrete_fields}
+    pk = next(field for field in meta.concrete_fields if field.primary_key)
+    columns = [pk, *(by_name[name] for name in fields)]
+    quoted = [connection.ops.quote_name(str(field.column)) for field in columns]
+    assignments = ", ".join(f"{name} = v.{name}" for name in quoted[1:])
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in columns)
+    params = [[pk.get_db_prep_value(obj.pk, connection) for obj in objs]]
+    params += [
+        [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs]
+        for field in columns[1:]
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(meta.db_table)} AS t SET {assignments} "  # noqa: S608 - names only
+            f"FROM unnest({arrays}) AS v({', '.join(quoted)}) "
+            f"WHERE t.{quoted[0]} = v.{quoted[0]}",
+            params,
+        )
+
+
 @contextlib.contextmanager
 def plans_in_index_order() -> Iterator[None]:
     """Inside the block, in a transaction of its own (a savepoint inside a caller's),

@@ -26,6 +26,7 @@ from django.db import (
 from django.utils import timezone
 
 from common.clock import db_now
+from common.sql import rows_update_each
 from common.transactions import after_commit, transaction_committed
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_disable
@@ -56,7 +57,7 @@ from .claim import (
 )
 from .config import retry_policy
 from .fan_out import deliveries_enqueue
-from .redrive import probe_delivery, retrigger_schedule_resume
+from .redrive import probe_deliveries, retrigger_schedule_resume
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +243,7 @@ def deliveries_record(
         )
     changes = progress.changes
     if not progress.probes_scheduled:
-        for endpoint, probe_at in changes.probes:
-            _probe_schedule(endpoint, probe_at, now)
+        _probes_schedule(changes.probes, now)
         progress.probes_scheduled = True
     if circuits is not None:
         circuits.opened |= changes.opened
@@ -763,7 +763,7 @@ class CircuitChanges:
     # Closed by an answer in the batch.
     closed: set[uuid.UUID] = field(default_factory=set)
     # Opened (again) by the batch, with the time of their probe: its message is sent once the
-    # counts are written (``_probe_schedule``).
+    # counts are written (``_probes_schedule``).
     probes: list[tuple[uuid.UUID, dt.datetime | None]] = field(default_factory=list)
 
 
@@ -937,7 +937,8 @@ def _circuits_update(
                 opened.add(endpoint)
                 if reopen or trip:
                     probes.append((endpoint, state.probe_at))
-        EndpointState.objects.bulk_update(
+        rows_update_each(
+            EndpointState,
             states,
             [
                 "circuit_state",
@@ -982,24 +983,30 @@ def circuit_restart(subscription_id: uuid.UUID) -> None:
         state.opened_count = 0
         if state.circuit_state == CircuitState.OPEN:
             state.probe_at = now
-            _probe_schedule(subscription_id, now, now)
+            _probes_schedule([(subscription_id, now)], now)
         state.save(update_fields=["consecutive_failures", "opened_count", "probe_at"])
     logger.info(
         "Circuit of webhook %s starts afresh: its URL changed or it was turned on", subscription_id
     )
 
 
-def _probe_schedule(endpoint: uuid.UUID, probe_at: dt.datetime | None, now: dt.datetime) -> None:
-    """The oldest due delivery of a webhook whose circuit just opened gets a message for its
-    probe's time (when near enough for a message; the sweeper probes the others)."""
-    if probe_at is None:
+def _probes_schedule(probes: list[tuple[uuid.UUID, dt.datetime | None]], now: dt.datetime) -> None:
+    """The oldest due delivery of each webhook whose circuit just opened gets a message for
+    its probe's time (when near enough for a message; the sweeper probes the others): one
+    read for them all, and a message per probe time."""
+    near = {
+        endpoint: max(0.0, (probe_at - now).total_seconds())
+        for endpoint, probe_at in probes
+        if probe_at is not None
+        and (probe_at - now).total_seconds() <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS
+    }
+    if not near:
         return
-    wait = (probe_at - now).total_seconds()
-    if wait > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
-        return
-    oldest = probe_delivery(endpoint=endpoint, now=now, due=False)
-    if oldest is not None:
-        after_commit(deliveries_enqueue, [oldest], countdown=max(0.0, wait))
+    by_wait: dict[float, list[uuid.UUID]] = {}
+    for endpoint, oldest in probe_deliveries(endpoints=near, now=now, due=False).items():
+        by_wait.setdefault(near[endpoint], []).append(oldest)
+    for wait, oldest_ones in by_wait.items():
+        after_commit(deliveries_enqueue, oldest_ones, countdown=wait)
 
 
 def shares_widen(freed: dict[uuid.UUID, int], claims: list[Claim], closed: set[uuid.UUID]) -> None:

@@ -1,11 +1,15 @@
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 
-from common.sql import columns_of, rows_update
+from common.sql import columns_of, rows_update, rows_update_each
+from deliveries.models import CircuitState, EndpointState
 from events.models import Event
 from events.services import event_publish
 from schools.models import School
 from tests.schools.factories import SchoolFactory
+from tests.subscriptions.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +45,38 @@ def test_columns_are_found_by_attribute_name_in_the_order_asked():
     assert columns_of(Event, ["type_id", "id", "school_id"]) == ["type", "id", "school_id"]
     with pytest.raises(KeyError):
         columns_of(Event, ["type"])  # the relation's name, not a column's attribute
+
+
+def test_each_row_gets_its_own_values_in_one_statement(school, django_assert_num_queries):
+    # A one-to-one primary key, text, numbers, times and nulls, as the circuit breakers have.
+    first, second, untouched = (
+        EndpointState.objects.create(subscription=SubscriptionFactory(school=school))
+        for _ in range(3)
+    )
+    later = timezone.now() + dt.timedelta(seconds=30)
+    first.circuit_state, first.consecutive_failures, first.probe_at = CircuitState.OPEN, 5, later
+    second.circuit_state, second.opened_count, second.probe_at = CircuitState.HALF_OPEN, 2, None
+    untouched.consecutive_failures = 9  # changed in memory only: not in the rows given
+
+    with django_assert_num_queries(1):
+        rows_update_each(
+            EndpointState,
+            [first, second],
+            ["circuit_state", "consecutive_failures", "opened_count", "probe_at"],
+        )
+    rows_update_each(EndpointState, [], ["circuit_state"])
+
+    stored = {
+        state.pk: (
+            state.circuit_state,
+            state.consecutive_failures,
+            state.opened_count,
+            state.probe_at,
+        )
+        for state in EndpointState.objects.all()
+    }
+    assert stored == {
+        first.pk: (CircuitState.OPEN, 5, 0, later),
+        second.pk: (CircuitState.HALF_OPEN, 0, 2, None),
+        untouched.pk: (CircuitState.CLOSED, 0, 0, None),
+    }

@@ -1,7 +1,9 @@
 """Each webhook within its limits: concurrency, rate and circuit breaker, decided at claim time,
 with real receivers on 127.0.0.1."""
 
+import base64
 import datetime as dt
+import json
 import socket
 import threading
 import time
@@ -10,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from common.clock import db_now
@@ -37,6 +40,7 @@ from tests.database import (
     statements_prepared_early,
 )
 from tests.receiver import Reply
+from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
@@ -510,6 +514,62 @@ def test_the_recorder_learns_which_circuits_it_opened_and_takes_up_nothing_behin
     with django_assert_num_queries(0):  # not even a look: the third waits for the probe
         assert dispatcher()._continue(claims, circuits) == 0
     assert Delivery.objects.get(pk=ids[2]).attempts == 0
+
+
+def _circuits_opened_together(webhooks: int) -> tuple[list[str], int]:
+    """A school's ``webhooks`` webhooks, whose two attempts each fail in one batch of results,
+    opening every circuit: the delivery each has waiting behind its attempts, and how many
+    statements recording the batch took."""
+    school = SchoolFactory()
+    for number in range(webhooks):
+        SubscriptionFactory(
+            school=school, url=f"http://127.0.0.1:9/down-{number}", topics=["*"], max_concurrency=2
+        )
+    ids = []
+    for number in range(3):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    claims = deliveries_claim(delivery_ids=ids).claims
+    assert len(claims) == 2 * webhooks
+    behind = sorted(set(ids) - {str(claim.delivery.pk) for claim in claims})
+    refused = TransportResult(
+        request_headers={}, error_kind=ErrorKind.CONNECTION, error_message="refused"
+    )
+    with CaptureQueriesContext(connection) as statements:
+        deliveries_record(
+            claims=claims, results=[refused] * len(claims), pull_waiting=False, circuits=None
+        )
+    return behind, len(statements)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_circuits_that_open_together_get_their_probes_in_one_read_and_one_message(
+    catalog, settings, own_queue
+):
+    """A receiver host that many webhooks point at goes down: their circuits open in the same
+    batch of results. Each webhook's probe is its oldest delivery, at the end of the cooldown;
+    they are found in one read and sent in one message, however many webhooks."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 2
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 30
+    settings.WEBHOOKS_DELIVERY_BATCH_SIZE = 50
+    _few, statements_for_two = _circuits_opened_together(2)
+    before = timezone.now()
+    behind, statements_for_five = _circuits_opened_together(5)
+
+    assert statements_for_five == statements_for_two
+    later = [  # (the deliveries, when), of each delivery message for later (the fan-out's
+        # messages for now come first)
+        (json.loads(base64.b64decode(message["body"]))[0][0], message["headers"]["eta"])
+        for message in map(json.loads, own_queue.client.lrange(own_queue.name, 0, -1))
+        if message["headers"]["task"] == "deliveries.deliver" and message["headers"]["eta"]
+    ]
+    probes = [(ids, eta) for ids, eta in later if set(ids) & set(behind)]
+    assert len(probes) == 1
+    assert sorted(probes[0][0]) == behind
+    eta = dt.datetime.fromisoformat(probes[0][1])
+    assert 29 <= (eta - before).total_seconds() <= 31
 
 
 def test_an_open_circuit_lets_one_probe_through_when_its_time_has_come(school, receiver):

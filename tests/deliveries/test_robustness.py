@@ -356,7 +356,9 @@ def test_a_webhook_deleted_mid_attempt_does_not_fail_the_recording_of_the_others
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("lost_in", ["_circuits_update", "probe_delivery", "_late_attempts_record"])
+@pytest.mark.parametrize(
+    "lost_in", ["_circuits_update", "probe_deliveries", "_late_attempts_record"]
+)
 def test_a_connection_lost_after_the_results_are_written_does_not_count_them_twice(
     school, monkeypatch, caplog, settings, lost_in
 ):
