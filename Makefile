@@ -51,6 +51,7 @@ bench: install
 	$(PY) -m bench.metrics $(METRICS_BENCH_ARGS)
 	$(PY) -m bench.search $(SEARCH_BENCH_ARGS)
 	$(PY) -m bench.fan_out_filters $(FILTERS_BENCH_ARGS)
+	$(PY) -m bench.timeouts $(TIMEOUTS_BENCH_ARGS)
 
 # ruff check, ruff format --check and mypy; part of make test.
 lint: install
