@@ -195,6 +195,21 @@ def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPA
     return addresses
 
 
+def receiver_host(url: str) -> str:
+    """The host and port a webhook URL's requests go to (``"hooks.example.org:443"``): what the
+    webhooks of one receiver host share. The host name in lower case, the port the scheme's
+    default when the URL names none; the URL as it is when it cannot be read as one (checked
+    URLs always can)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return url
+    if not parts.hostname:
+        return url
+    return f"{parts.hostname}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
 def url_check(url: str, policy: DestinationPolicy) -> None:
     """Check a webhook URL before it is saved.
 

@@ -466,10 +466,16 @@ WEBHOOKS_DELIVERY_BATCH_SIZE = env_int("WEBHOOKS_DELIVERY_BATCH_SIZE", 50)
 # within about this long. A synchronous attempt (Send Test) holds WEBHOOKS_TIMEOUT_SECONDS more.
 WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 10.0)
 # Requests in flight at once per worker process (threads that wait on receivers, not CPUs,
-# started as needed). Enough for 64 webhooks hanging at once at the default concurrency of 8 (a
-# receiver host that many schools' webhooks point at, gone down): beyond that, healthy webhooks
-# wait for a thread until the hanging ones' circuits open (README, Faults).
+# started as needed). Enough for 64 webhooks hanging at once at the default concurrency of 8.
 WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 512)
+# Of those, requests in flight at once per worker process to failing receivers: the retries and
+# probes of webhooks whose receivers fail on the network (timeouts, refused connections, ...),
+# and the deliveries to a receiver host whose last attempt in that process failed so. When many
+# receivers are down at once (a receiver host that many schools' webhooks point at), their
+# hanging attempts leave the other receivers the rest of the threads (README, "How it works").
+WEBHOOKS_FAILING_CONCURRENCY = env_int(
+    "WEBHOOKS_FAILING_CONCURRENCY", max(1, WEBHOOKS_SEND_THREADS // 2)
+)
 
 # Per webhook: requests in flight at once unless the webhook sets its own limit, so one slow or
 # dead receiver never takes more than its share of the workers.
@@ -616,6 +622,7 @@ for _name in (
     "WEBHOOKS_DELIVERY_BATCH_SIZE",
     "WEBHOOKS_LEASE_SECONDS",
     "WEBHOOKS_SEND_THREADS",
+    "WEBHOOKS_FAILING_CONCURRENCY",
     "WEBHOOKS_ENDPOINT_CONCURRENCY",
     "WEBHOOKS_CIRCUIT_FAILURES",
     "WEBHOOKS_HEARTBEAT_SECONDS",

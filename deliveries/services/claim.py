@@ -9,6 +9,11 @@ budget, and takes only what fits. The rest is left waiting without a task messag
 that records an answered attempt hands its slot to the oldest waiting delivery, "Handing a slot
 over" below; what it cannot hand over, ``deliveries_claim_waiting`` takes up under the lock), a
 probe reopens a broken circuit, and the sweeper re-drives what nobody will (``redrive.py``).
+A worker process's claims also keep its attempts to failing receivers within
+``WEBHOOKS_FAILING_CONCURRENCY`` (``FailingRoom``): the retries and probes of webhooks whose
+receivers fail on the network, and the deliveries to a receiver host whose last attempt in the
+process failed so, cannot take every send thread when many receivers are down at once. What it
+holds back waits as above, for the webhook's attempts in flight, its probe, or the sweeper.
 Send Test and manual retriggers are asked for by a person: they go whatever the limits, and a
 delivery sent now by hand counts as in flight from the moment it is sent (``redrive.py`` gives
 it a free slot), not only once a worker takes it up.
@@ -55,6 +60,7 @@ from common.clock import db_now
 from common.sql import rows_update
 from common.transactions import after_commit, transaction_committed, transaction_own
 from subscriptions.models import SigningSecret, Subscription
+from webhook_engine.destinations import receiver_host
 from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.transport import TransportResult
 
@@ -116,6 +122,8 @@ class Claim:
     waiting_behind: bool = False
     # Its webhook was catching up after a pause (one at a time) when this was claimed.
     catching_up: bool = False
+    # Claimed within its process's room for attempts to failing receivers (``FailingRoom``).
+    failing: bool = False
 
     @property
     def probe(self) -> bool:
@@ -127,6 +135,30 @@ class Claim:
             and self.trigger not in _BYPASS_LIMITS
             and self.delivery.subscription.is_active
         )
+
+
+@dataclass
+class FailingRoom:
+    """A worker process's room for attempts to failing receivers: webhooks with network
+    failures in a row or a circuit that is not closed (its probe), and webhooks whose receiver
+    host (``receiver_host``) is in ``hosts_down`` (its last attempt in the process failed on the
+    network, the first wave's timeouts of a host gone down: its other webhooks are likely down
+    too). ``in_flight`` of them are in flight in the process, at most ``limit``; a claim admits
+    such a delivery only while there is room, counting what it admits itself. The counts are the
+    process's when it began the claim: claims running at once in one process may together go a
+    little over."""
+
+    limit: int
+    in_flight: int
+    hosts_down: frozenset[str] = frozenset()
+    taken: int = 0
+    held: int = 0  # deliveries of failing receivers held back for want of room
+
+    def has_room(self) -> bool:
+        if self.in_flight + self.taken < self.limit:
+            return True
+        self.held += 1
+        return False
 
 
 @dataclass
@@ -143,6 +175,8 @@ class ClaimOutcome:
     waiting: list[str] = field(default_factory=list)
     retry_at: dt.datetime | None = None
     unclaimed: list[str] = field(default_factory=list)
+    # How many deliveries to failing receivers waited for room in the process (``FailingRoom``).
+    failing_held: int = 0
     # The claim's plan, for a claim whose commit is its caller's (``claim_committed_after_loss``).
     plan: _Plan | None = field(default=None, repr=False)
 
@@ -153,9 +187,11 @@ def deliveries_claim(
     capacity: int | None = None,
     renewed: bool = False,
     waiting: bool = False,
+    failing: FailingRoom | None = None,
 ) -> ClaimOutcome:
     """Take the lease on the due, unclaimed deliveries among ``delivery_ids`` that their
-    webhooks' limits let go now, at most ``capacity`` of them.
+    webhooks' limits let go now, at most ``capacity`` of them (and, with ``failing``, those to
+    failing receivers as far as the caller's process has room for them).
 
     The lease lasts ``WEBHOOKS_LEASE_SECONDS`` for a caller that renews it while the attempt is
     in flight (``renewed``: the dispatcher), the attempt's deadline more for one that does not.
@@ -179,6 +215,7 @@ def deliveries_claim(
             capacity=capacity,
             park=not waiting,
             lease=_lease_length(renewed),
+            failing=failing,
         )
 
     outcome, rows, plan = _claim_commit(decide)
@@ -192,7 +229,9 @@ def _in_order(claims: list[Claim], delivery_ids: Sequence[uuid.UUID | str]) -> l
     return sorted(claims, key=lambda claim: order.get(str(claim.delivery.pk), 0))
 
 
-def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> ClaimOutcome:
+def deliveries_claim_inserted(
+    *, deliveries: list[Delivery], capacity: int, failing: FailingRoom | None = None
+) -> ClaimOutcome:
     """Lease, in the caller's transaction that has just inserted ``deliveries`` (the fan-out's),
     those their webhooks' limits let go now, at most ``capacity``: what ``deliveries_claim``
     with ``waiting`` does after that commit, without a transaction of its own (its commit, and
@@ -218,6 +257,7 @@ def deliveries_claim_inserted(*, deliveries: list[Delivery], capacity: int) -> C
         park=False,
         lease=_lease_length(True),
         oldest_first=True,
+        failing=failing,
     )
     claims = _claims_build(rows, plan, now)
     outcome.claims = _in_order(claims, [delivery.pk for delivery in deliveries])
@@ -265,7 +305,10 @@ def _candidates_fetch(sql: str, params: list[Any]) -> list[tuple[uuid.UUID, uuid
 
 
 def deliveries_claim_waiting(
-    *, freed: Mapping[uuid.UUID, int], now: dt.datetime | None = None
+    *,
+    freed: Mapping[uuid.UUID, int],
+    now: dt.datetime | None = None,
+    failing: FailingRoom | None = None,
 ) -> ClaimOutcome:
     """Take up deliveries that waited for a slot of the webhooks in ``freed`` (each with how
     many of its attempts just finished), oldest first, as their limits allow: at most that
@@ -295,6 +338,7 @@ def deliveries_claim_waiting(
             lease=_lease_length(True),
             locked=True,
             quota=freed,
+            failing=failing,
         )
 
     outcome, rows, plan = _claim_commit(decide)
@@ -413,12 +457,14 @@ def _claim(
     locked: bool = False,
     quota: Mapping[uuid.UUID, int] | None = None,
     oldest_first: bool = False,
+    failing: FailingRoom | None = None,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
     """Decide and lease, inside the caller's transaction; ``locked``: the caller already holds
     the locks of the candidates' webhooks; ``quota``: at most this many per webhook (the
     others stay as they are, waiting); ``oldest_first``: the candidates are new deliveries
     stored waiting, and a webhook with older ones waiting takes the oldest instead
-    (``_oldest_first``)."""
+    (``_oldest_first``); ``failing``: the caller's process's room for attempts to failing
+    receivers."""
     outcome = ClaimOutcome()
     if not candidates:
         return outcome, [], None
@@ -427,7 +473,9 @@ def _claim(
         endpoints_lock(endpoints, claiming=True)
     # A claim takes at most one waiting delivery per candidate: counting that many more is
     # enough to tell whether some still wait after it (``_Plan.waiting_behind``).
-    plan = _Plan(now=now, endpoints=endpoints, lease=lease, waiting_cap=len(candidates) + 1)
+    plan = _Plan(
+        now=now, endpoints=endpoints, lease=lease, waiting_cap=len(candidates) + 1, failing=failing
+    )
     passed_over: list[tuple[uuid.UUID, uuid.UUID, str]] = []
     if oldest_first:
         candidates, quota, passed_over = _oldest_first(candidates, plan, now)
@@ -456,6 +504,8 @@ def _claim(
             outcome.waiting.append(str(pk))
             plan.left.add(subscription_id)
     outcome.retry_at = plan.retry_at
+    if failing is not None:
+        outcome.failing_held = failing.held
     rows = _lease(plan.chosen, now=now, plan=plan) if plan.chosen else []
     if park and outcome.waiting:
         rows_update(Delivery, outcome.waiting, enqueued_at=None)  # no message: waiting
@@ -611,6 +661,7 @@ class _Endpoint:
     paused: bool = False
     catching_up: bool = False
     head: uuid.UUID | None = None  # catching up: the waiting delivery that goes next
+    host: str = ""  # its receiver host (``receiver_host``)
 
     @property
     def by_its_slots(self) -> bool:
@@ -631,9 +682,12 @@ class _Plan:
         endpoints: list[uuid.UUID],
         lease: dt.timedelta,
         waiting_cap: int,
+        failing: FailingRoom | None = None,
     ):
         self.now = now
         self.lease = lease
+        self.failing = failing
+        self.failing_chosen: set[uuid.UUID] = set()  # admitted within ``failing``
         self.chosen: list[uuid.UUID] = []
         self.retry_at: dt.datetime | None = None
         self.endpoints = _endpoints_read(endpoints, now, waiting_cap=waiting_cap)
@@ -688,12 +742,22 @@ class _Plan:
             concurrency = 1
         if info.in_flight >= concurrency:
             return False
+        failing = self.failing is not None and (
+            probing is not None
+            or (state is not None and state.consecutive_failures > 0)
+            or info.host in self.failing.hosts_down
+        )
+        if failing and self.failing is not None and not self.failing.has_room():
+            return False  # the process has its share of attempts to failing receivers
         if info.rate is not None and not self._rate_take(endpoint, info):
             return False
         if probing is not None:
             probing.circuit_state = CircuitState.HALF_OPEN
             probing.probe_at = self.now + self.lease  # another probe if this one never reports
             self.changed[endpoint] = probing
+        if failing and self.failing is not None and delivery is not None:
+            self.failing.taken += 1
+            self.failing_chosen.add(delivery)
         self.count(endpoint, concurrency)
         return True
 
@@ -832,7 +896,7 @@ _ENDPOINTS_SQL = (
     "st.subscription_id, "
     + ", ".join(f"st.{name}" for name in _STATE_FIELDS)
     + ", s.paused_at IS NOT NULL, s.catching_up_since IS NOT NULL, CASE WHEN "
-    "s.catching_up_since IS NOT NULL THEN (" + _HEAD_SQL + ") END"
+    "s.catching_up_since IS NOT NULL THEN (" + _HEAD_SQL + ") END, s.url"
     " FROM subscriptions_subscription AS s LEFT JOIN deliveries_endpointstate "
     "AS st ON st.subscription_id = s.id WHERE s.id = ANY(%s::uuid[])"
 )
@@ -871,7 +935,7 @@ def _endpoints_read(
                         subscription_id=row[9],
                         **dict(zip(_STATE_FIELDS, row[10 : 10 + width], strict=True)),
                     )
-                paused, catching_up, head = row[10 + width :]
+                paused, catching_up, head, url = row[10 + width :]
                 found[row[0]] = _Endpoint(
                     version=(row[1], row[8]),
                     waiting=row[7],
@@ -884,6 +948,7 @@ def _endpoints_read(
                     paused=paused,
                     catching_up=catching_up,
                     head=head,
+                    host=receiver_host(url),
                 )
         return found
     in_flight = dict(
@@ -919,8 +984,19 @@ def _endpoints_read(
         "rate_limit_per_second",
         "paused_at",
         "catching_up_since",
+        "url",
     )
-    for pk, updated_at, is_active, failing_since, concurrency, rate, paused_at, catching in rows:
+    for (
+        pk,
+        updated_at,
+        is_active,
+        failing_since,
+        concurrency,
+        rate,
+        paused_at,
+        catching,
+        url,
+    ) in rows:
         head = None
         if catching is not None:
             head = catch_up_head(subscription_id=pk, since=catching, now=now)
@@ -936,6 +1012,7 @@ def _endpoints_read(
             rate=rate,
             in_flight=in_flight.get(pk, 0),
             state=states.get(pk),
+            host=receiver_host(url),
         )
     return found
 
@@ -968,6 +1045,7 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
                 failures=failures,
                 waiting_behind=plan.waiting_behind(delivery.subscription_id),
                 catching_up=info.catching_up,
+                failing=delivery.pk in plan.failing_chosen,
             )
         )
     _interrupted_record(claims, plan.token_after_lost_lease)

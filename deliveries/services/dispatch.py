@@ -13,6 +13,12 @@ renewer thread extends the leases of the deliveries in flight every third of
 sweeper sends its deliveries again. The
 process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveries as there
 are free slots and waits for more, so claimed deliveries never queue up here past their lease.
+Of those slots, attempts to failing receivers take at most ``WEBHOOKS_FAILING_CONCURRENCY``
+(``claim.FailingRoom``): the retries and probes of webhooks whose receivers fail on the network,
+and every webhook of a receiver host whose last attempt here failed so. When many receivers go
+down at once (a receiver host that many schools' webhooks point at), the first attempts to them
+may hang in every thread until they time out, but their retries and probes, and the deliveries
+to that host's other webhooks, then leave the other receivers the rest of the threads.
 On a warm shutdown the process lets what is in flight finish and be recorded first.
 """
 
@@ -31,7 +37,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from common.clock import db_now
-from webhook_engine.errors import ErrorKind
+from webhook_engine.destinations import receiver_host
+from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.transport import TransportResult
 
 from ..models import Delivery
@@ -39,6 +46,7 @@ from .attempts import claims_followup
 from .claim import (
     Claim,
     ClaimOutcome,
+    FailingRoom,
     claim_committed_after_loss,
     deliveries_claim,
     deliveries_claim_inserted,
@@ -63,6 +71,8 @@ _RECORD_GATHER_SECONDS = 0.005
 _RECORD_BATCH_MAX = 200
 # A claim waits this long at most for a free send slot before giving up on the rest of its ids.
 _SLOT_WAIT_SECONDS = 30.0
+# A full room for failing receivers (``claim.FailingRoom``) is logged at most this often.
+_FAILING_FULL_LOG_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,11 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._held: dict[uuid.UUID, uuid.UUID] = {}  # in flight: delivery id -> lease token
+        # In flight within the room for failing receivers (``claim.FailingRoom``), by delivery.
+        self._failing: set[uuid.UUID] = set()
+        # Receiver hosts whose last attempt here failed on the network, not answered since.
+        self._hosts_down: set[str] = set()
+        self._failing_warned = -_FAILING_FULL_LOG_SECONDS  # when a full room was last logged
         self._stopped = threading.Event()
         # Set on a warm shutdown: finished attempts no longer take up the deliveries waiting
         # behind them (the sweeper or another worker sends those), so the drain ends.
@@ -112,12 +127,17 @@ class Dispatcher:
                 return sent
             try:
                 outcome = deliveries_claim(
-                    delivery_ids=remaining, capacity=slots, renewed=True, waiting=waiting
+                    delivery_ids=remaining,
+                    capacity=slots,
+                    renewed=True,
+                    waiting=waiting,
+                    failing=self._failing_room(),
                 )
             except BaseException:
                 self._slots_give(slots)
                 raise
             self._slots_give(slots - len(outcome.claims))
+            self._failing_full_log(outcome)
             self._submit(outcome.claims)
             sent += len(outcome.claims)
             # After the claims are in flight: if this fails (the broker or the database gone),
@@ -134,10 +154,13 @@ class Dispatcher:
         if not slots:
             return None
         try:
-            outcome = deliveries_claim_inserted(deliveries=deliveries, capacity=slots)
+            outcome = deliveries_claim_inserted(
+                deliveries=deliveries, capacity=slots, failing=self._failing_room()
+            )
         except BaseException:
             self._slots_give(slots)
             raise
+        self._failing_full_log(outcome)
         return InsertedClaim(self, outcome, slots, [str(delivery.pk) for delivery in deliveries])
 
     def _slots_take(self, wanted: int, deadline: float) -> int:
@@ -163,6 +186,8 @@ class Dispatcher:
         """Send one claim from the send threads; it holds a slot and counts as in flight."""
         with self._lock:
             self._held[claim.delivery.pk] = claim.token
+            if claim.failing:
+                self._failing.add(claim.delivery.pk)
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
@@ -200,6 +225,9 @@ class Dispatcher:
                     self._results.put(None)
                     break
                 batch.append(item)
+            with self._lock:  # over: out of the failing receivers' room; their hosts' news
+                for item in batch:
+                    self._attempt_over(item)
             try:
                 continued = self._record(batch)
             except BaseException:
@@ -209,6 +237,39 @@ class Dispatcher:
                 for item in batch:
                     self._release(item.claim)
             self._done(len(batch) - continued)
+
+    def _failing_room(self) -> FailingRoom:
+        """This process's room for attempts to failing receivers, as of now."""
+        with self._lock:
+            return FailingRoom(
+                limit=settings.WEBHOOKS_FAILING_CONCURRENCY,
+                in_flight=len(self._failing),
+                hosts_down=frozenset(self._hosts_down),
+            )
+
+    def _attempt_over(self, item: _Result) -> None:
+        """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room,
+        and its receiver host is down after a network failure, up again after any answer."""
+        self._failing.discard(item.claim.delivery.pk)
+        if item.result.status is not None:
+            if self._hosts_down:
+                self._hosts_down.discard(receiver_host(item.claim.delivery.subscription.url))
+        elif item.result.error_kind in NETWORK_FAILURES:
+            self._hosts_down.add(receiver_host(item.claim.delivery.subscription.url))
+
+    def _failing_full_log(self, outcome: ClaimOutcome) -> None:
+        """Say, at most once a minute, that attempts to failing receivers have taken their
+        share of this process's send threads (many receivers are down at once)."""
+        now = time.monotonic()
+        if not outcome.failing_held or now - self._failing_warned < _FAILING_FULL_LOG_SECONDS:
+            return
+        self._failing_warned = now
+        logger.warning(
+            "%d requests to failing receivers are in flight in this process "
+            "(WEBHOOKS_FAILING_CONCURRENCY): %d more of their deliveries wait for them to end",
+            settings.WEBHOOKS_FAILING_CONCURRENCY,
+            outcome.failing_held,
+        )
 
     def _release(self, claim: Claim) -> None:
         """Stop renewing ``claim``'s lease (under ``_lock``); a later claim of the same
@@ -319,13 +380,14 @@ class Dispatcher:
         extra = self._slots_take_now(sum(freed.values()) - passed)
         freed = _quotas_fit(freed, claims, passed + extra, closed=circuits.closed | waiting)
         try:
-            outcome = deliveries_claim_waiting(freed=freed)
+            outcome = deliveries_claim_waiting(freed=freed, failing=self._failing_room())
         except Exception:
             logger.exception("Taking up deliveries waiting for %d webhooks failed", len(freed))
             self._slots_give(extra)
             return len(handed)
         # The finished attempts' slots (and their count in flight) pass to these, then the
         # extra ones, which count as more in flight; what the take-up left of those goes back.
+        self._failing_full_log(outcome)
         used = max(0, len(outcome.claims) - passed)
         self._slots_give(extra - used)
         with self._lock:

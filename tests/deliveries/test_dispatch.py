@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import os
 import time
+import uuid
 
 import pytest
 from django.db import OperationalError, connection, transaction
@@ -626,3 +627,38 @@ def test_a_fan_out_stores_what_waits_for_a_full_webhook_without_a_message(
     assert process_engine.drain(timeout=10)
     assert Delivery.objects.filter(subscription=full, status=DeliveryStatus.DELIVERED).count() == 4
     assert receiver.max_in_flight("/full") == 1
+
+
+def test_a_receiver_host_is_down_after_a_network_failure_until_it_answers_again():
+    """Its other webhooks' deliveries then count among the failing receivers' (the first
+    timeouts of a host gone down: the webhooks not tried yet are down too); any answer from
+    the host, whatever its status, ends it. A refusal that never reached the network does
+    not count."""
+    sending = Dispatcher(slots=2)
+    try:
+
+        def over(url: str, result: TransportResult) -> None:
+            delivery = Delivery(subscription=Subscription(url=url))
+            claim = claim_module.Claim(
+                delivery=delivery,
+                number=1,
+                token=uuid.uuid4(),
+                started_at=timezone.now(),
+                trigger="automatic",
+            )
+            with sending._lock:
+                sending._attempt_over(_Result(claim, result))
+
+        timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
+        blocked = TransportResult(request_headers={}, error_kind=ErrorKind.BLOCKED)
+        error_answer = TransportResult(
+            request_headers={}, status=500, error_kind=ErrorKind.HTTP_STATUS
+        )
+
+        over("https://hooks.example.org/school/1", timeout)
+        over("http://other.example.org/x", blocked)
+        assert sending._failing_room().hosts_down == {"hooks.example.org:443"}
+        over("https://hooks.example.org:443/school/2", error_answer)
+        assert sending._failing_room().hosts_down == set()
+    finally:
+        sending.stop(timeout=1)

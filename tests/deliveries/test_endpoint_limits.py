@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +24,7 @@ from deliveries.services import record as record_module
 from deliveries.services.claim import (
     _ENDPOINTS_SQL,
     _WAITING_SQL,
+    FailingRoom,
     deliveries_claim,
     deliveries_claim_inserted,
     deliveries_claim_waiting,
@@ -67,6 +69,61 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_claim_keeps_failing_receivers_within_their_room_in_the_process(school):
+    """Retries of webhooks with network failures in a row, a due probe, and deliveries to a
+    receiver host whose last attempt failed share the process's room for failing receivers:
+    the claim takes no more than is left of it and leaves the rest waiting. A healthy webhook
+    is not held back by it."""
+    now = timezone.now()
+    retrying = [
+        SubscriptionFactory(school=school, url=f"https://a{n}.example.org/x", topics=["*"])
+        for n in range(2)
+    ]
+    probed = SubscriptionFactory(school=school, url="https://b.example.org/x", topics=["*"])
+    sibling = SubscriptionFactory(school=school, url="https://down.example.org/y", topics=["*"])
+    healthy = SubscriptionFactory(school=school, url="https://down.example.org.eu/z", topics=["*"])
+    for webhook in retrying:
+        EndpointState.objects.create(subscription=webhook, consecutive_failures=2)
+    EndpointState.objects.create(
+        subscription=probed,
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        opened_count=1,
+        probe_at=now - dt.timedelta(seconds=1),
+    )
+    ids = []
+    for number in range(3):
+        event = event_publish(
+            school=school, type="course.created", data={"course": {"id": f"c{number}"}}
+        )
+        ids += [str(pk) for pk in event_fan_out(event_id=event.id)]
+    room = FailingRoom(limit=4, in_flight=1, hosts_down=frozenset({"down.example.org:443"}))
+
+    outcome = deliveries_claim(delivery_ids=ids, failing=room)
+
+    claimed = Counter(claim.delivery.subscription_id for claim in outcome.claims)
+    assert claimed[healthy.pk] == 3
+    assert all(
+        not claim.failing for claim in outcome.claims if claim.delivery.subscription == healthy
+    )
+    failing = [claim for claim in outcome.claims if claim.delivery.subscription != healthy]
+    assert len(failing) == 3  # 4, one in flight already; 10 would go (3 + 3, a probe, 3)
+    assert all(claim.failing for claim in failing)
+    # Held for want of room: 7, or 9 when the probe's turn came after the room was full (its
+    # webhook's two others then count too, rather than waiting behind the probe).
+    assert outcome.failing_held in (7, 9)
+    left = Delivery.objects.filter(pk__in=outcome.waiting)
+    assert left.count() == 12 - 3  # the probed webhook's two others wait for its probe anyway
+    assert not left.filter(subscription=healthy).exists()
+    assert not left.filter(enqueued_at__isnull=False).exists()  # waiting, without a message
+    # Without a process's room (Send Test, the API's synchronous attempt), no such limit.
+    assert deliveries_claim(
+        delivery_ids=[
+            str(pk) for pk in left.filter(subscription=sibling).values_list("pk", flat=True)
+        ]
+    ).claims
 
 
 def test_a_claim_takes_no_more_than_the_webhooks_concurrency_and_leaves_the_rest_waiting(school):

@@ -12,7 +12,7 @@ from celery import current_app
 from django.db import transaction
 
 from common.clock import db_now
-from deliveries.models import Delivery, DeliveryStatus, FanOutRequest
+from deliveries.models import Delivery, DeliveryStatus, EndpointState, FanOutRequest
 from deliveries.services.fan_out import events_fan_out_waiting, fan_out_request_take
 from events.services import event_publish
 from tests.broker import Queue, sending_to
@@ -83,6 +83,53 @@ def test_a_hanging_receiver_does_not_delay_a_healthy_one(patient_worker, catalog
         leased_until=None,
     )
     assert waiting.count() == 40 - 16
+
+
+@pytest.fixture
+def few_threads_worker(process_logs) -> Iterator[ManagedProcess]:
+    """A worker of its own whose processes have 8 send threads each, of which attempts to
+    failing receivers may hold 4, and whose attempts give up after 8 s."""
+    queue = f"webhooks-failing-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        process_logs,
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        WEBHOOKS_TIMEOUT_SECONDS=str(HANG_TIMEOUT_SECONDS),
+        WEBHOOKS_SEND_THREADS="8",
+        WEBHOOKS_FAILING_CONCURRENCY="4",
+    )
+    try:
+        with sending_to(queue):
+            yield worker
+    finally:
+        worker.stop()
+
+
+def test_failing_receivers_leave_the_healthy_ones_send_threads(
+    few_threads_worker, catalog, receiver
+):
+    """Four webhooks whose receivers failed before hang now: at their concurrency their retries
+    would take 32 attempts at once, more than the worker's 16 send threads, and a healthy
+    receiver's deliveries would wait for a thread until the hanging attempts ended. Failing
+    receivers get their share, 4 threads of each process, and the healthy one the rest."""
+    school = SchoolFactory()
+    for path in ("/a", "/b", "/c", "/d"):
+        receiver.script(path, default=Reply(delay_seconds=HANG_TIMEOUT_SECONDS + 2))
+        failing = SubscriptionFactory(school=school, url=receiver.url(path), topics=["*"])
+        EndpointState.objects.create(subscription=failing, consecutive_failures=1)
+    receiver.script("/fast", default=Reply(status=200))
+    SubscriptionFactory(school=school, url=receiver.url("/fast"), topics=["*"])
+
+    _publish(school, 10)
+    receiver.wait_for(10, path="/fast", timeout=HANG_TIMEOUT_SECONDS)
+    hung_from = min(r.at for r in receiver.received() if r.path != "/fast")
+    second_wave = _publish(school, 10, first=10)
+    fast = receiver.wait_for(20, path="/fast", timeout=HANG_TIMEOUT_SECONDS)
+
+    assert max(request.at for request in fast) < hung_from + HANG_TIMEOUT_SECONDS
+    assert second_wave < hung_from + HANG_TIMEOUT_SECONDS
+    # At most 4 in each of the worker's 2 processes (their share), before any ended.
+    hanging = [r for r in receiver.received() if r.path != "/fast"]
+    assert 4 <= len(hanging) <= 8
 
 
 def test_a_webhook_never_has_more_requests_in_flight_than_its_limit(
