@@ -93,9 +93,11 @@ class Dispatcher:
         self._idle = threading.Condition(self._lock)
         self._held: dict[uuid.UUID, uuid.UUID] = {}  # in flight: delivery id -> lease token
         # In flight within the room for failing receivers (``claim.FailingRoom``), by delivery.
-        self._failing: set[uuid.UUID] = set()
+        self._failing: set[tuple[uuid.UUID, uuid.UUID]] = set()  # (delivery id, lease token)
         # Receiver hosts whose last attempt here failed on the network, not answered since.
-        self._hosts_down: set[str] = set()
+        # Replaced, not changed, so that each claim can take it as it is (a copy per claim would
+        # cost as much as the hosts listed).
+        self._hosts_down: frozenset[str] = frozenset()
         self._failing_warned = -_FAILING_FULL_LOG_SECONDS  # when a full room was last logged
         self._stopped = threading.Event()
         # Set on a warm shutdown: finished attempts no longer take up the deliveries waiting
@@ -187,7 +189,7 @@ class Dispatcher:
         with self._lock:
             self._held[claim.delivery.pk] = claim.token
             if claim.failing:
-                self._failing.add(claim.delivery.pk)
+                self._failing.add((claim.delivery.pk, claim.token))
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
@@ -244,18 +246,23 @@ class Dispatcher:
             return FailingRoom(
                 limit=settings.WEBHOOKS_FAILING_CONCURRENCY,
                 in_flight=len(self._failing),
-                hosts_down=frozenset(self._hosts_down),
+                hosts_down=self._hosts_down,
             )
 
     def _attempt_over(self, item: _Result) -> None:
         """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room,
         and its receiver host is down after a network failure, up again after any answer."""
-        self._failing.discard(item.claim.delivery.pk)
-        if item.result.status is not None:
-            if self._hosts_down:
-                self._hosts_down.discard(receiver_host(item.claim.delivery.subscription.url))
-        elif item.result.error_kind in NETWORK_FAILURES:
-            self._hosts_down.add(receiver_host(item.claim.delivery.subscription.url))
+        self._failing.discard((item.claim.delivery.pk, item.claim.token))
+        answered = item.result.status is not None
+        if answered and not self._hosts_down:
+            return  # the usual case
+        if not answered and item.result.error_kind not in NETWORK_FAILURES:
+            return  # refused before the network (a blocked destination, ...): says nothing
+        host = receiver_host(item.claim.delivery.subscription.url)
+        if answered and host in self._hosts_down:
+            self._hosts_down = self._hosts_down - {host}
+        elif not answered and host not in self._hosts_down:
+            self._hosts_down = self._hosts_down | {host}
 
     def _failing_full_log(self, outcome: ClaimOutcome) -> None:
         """Say, at most once a minute, that attempts to failing receivers have taken their
@@ -265,8 +272,8 @@ class Dispatcher:
             return
         self._failing_warned = now
         logger.warning(
-            "%d requests to failing receivers are in flight in this process "
-            "(WEBHOOKS_FAILING_CONCURRENCY): %d more of their deliveries wait for them to end",
+            "Requests to failing receivers have taken their share of this process's send "
+            "threads (WEBHOOKS_FAILING_CONCURRENCY=%d): %d more of their deliveries wait",
             settings.WEBHOOKS_FAILING_CONCURRENCY,
             outcome.failing_held,
         )

@@ -310,6 +310,8 @@ def probe_deliveries(
     One read for all the webhooks per kind (when a receiver host goes down, a hundred circuits
     open in one batch of results)."""
     endpoints = list(endpoints)
+    if not endpoints:
+        return {}
     pending = Delivery.objects.filter(
         subscription_id=OuterRef("pk"), status=Written(DeliveryStatus.PENDING), is_test=False
     ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
@@ -332,6 +334,7 @@ def probe_deliveries(
             found.update(
                 (endpoint, delivery)
                 for endpoint, delivery in Subscription.objects.filter(pk__in=left)
+                .order_by()  # not the webhooks' own order: it joins their schools
                 .annotate(oldest=oldest)
                 .values_list("pk", "oldest")
                 if delivery is not None

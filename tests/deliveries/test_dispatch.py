@@ -662,3 +662,31 @@ def test_a_receiver_host_is_down_after_a_network_failure_until_it_answers_again(
         assert sending._failing_room().hosts_down == set()
     finally:
         sending.stop(timeout=1)
+
+
+def test_an_attempt_counts_in_the_failing_receivers_room_until_its_own_result():
+    """A delivery whose lease ran out mid-attempt may be claimed again by the same process:
+    the first attempt's result ends its own count, not the second attempt's."""
+    sending = Dispatcher(slots=2)
+    try:
+        delivery = Delivery(subscription=Subscription(url="https://hooks.example.org/x"))
+        first, second = (
+            claim_module.Claim(
+                delivery=delivery,
+                number=number,
+                token=uuid.uuid4(),
+                started_at=timezone.now(),
+                trigger="automatic",
+                failing=True,
+            )
+            for number in (1, 2)
+        )
+        with sending._lock:  # both in flight, as ``_submit_one`` counts them
+            sending._failing |= {(delivery.pk, first.token), (delivery.pk, second.token)}
+            sending._attempt_over(
+                _Result(first, TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT))
+            )
+
+        assert sending._failing_room().in_flight == 1
+    finally:
+        sending.stop(timeout=1)
