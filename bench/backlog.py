@@ -24,6 +24,7 @@ from bench.deliveries import (
     Child,
     _environment,
     _free_port,
+    bench_school,
     django_start_on_empty_database,
     stop_on_signals,
     worker_command,
@@ -49,16 +50,13 @@ def main() -> None:
     from deliveries.models import Delivery, DeliveryStatus
     from deliveries.services import deliveries_sweep, event_fan_out
     from events.services import event_publish
-    from schools.models import School
     from subscriptions.services import subscription_create
 
     port = _free_port()
     receiver = Child("receiver", [sys.executable, "-m", "bench.receiver", str(port)], env, "ready")
     workers: list[Child] = []
     try:
-        school, _ = School.objects.get_or_create(
-            slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
-        )
+        school = bench_school()
         subscription_create(
             school=school, name="backlog", url=f"http://127.0.0.1:{port}/hook", topics=["*"]
         )

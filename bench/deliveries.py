@@ -89,6 +89,16 @@ def django_start_on_empty_database(env: dict[str, str]) -> None:
         )
 
 
+def bench_school() -> Any:
+    """The benches' school (created on first use)."""
+    from schools.models import School
+
+    school, _ = School.objects.get_or_create(
+        slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
+    )
+    return school
+
+
 class Child:
     def __init__(self, name: str, command: list[str], env: dict[str, str], marker: str) -> None:
         self.name = name
@@ -219,7 +229,6 @@ def main() -> None:
     from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
     from events.models import Event
     from events.services import event_publish
-    from schools.models import School
     from subscriptions.models import Subscription
     from subscriptions.services import subscription_create
 
@@ -246,9 +255,7 @@ def main() -> None:
     ]
     time.sleep(3)  # let the workers connect
     try:
-        school, _ = School.objects.get_or_create(
-            slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
-        )
+        school = bench_school()
         for index in range(args.subscriptions):
             subscription_create(
                 school=school,

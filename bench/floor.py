@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import environment_in_process
-from bench.deliveries import Child, _free_port
+from bench.deliveries import Child, _free_port, bench_school
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_floor"
 DATA = {"course": {"id": "c-1", "name": "Mathematics 101", "start": "2026-03-26T07:00:00Z"}}
@@ -83,7 +83,6 @@ def main() -> None:
 
     from deliveries.services.config import transport_get
     from events.services import event_publish
-    from schools.models import School
     from webhook_engine.signing import sign_v1
 
     call_command("migrate", verbosity=0)
@@ -91,9 +90,7 @@ def main() -> None:
         cursor.execute("TRUNCATE events_event CASCADE")
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
-    school, _ = School.objects.get_or_create(
-        slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
-    )
+    school = bench_school()
     count = args.events
     publish_wall, publish, publish_db = measured(
         count,

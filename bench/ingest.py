@@ -24,6 +24,7 @@ from bench.deliveries import (
     _environment,
     _free_port,
     _percentile,
+    bench_school,
     stop_on_signals,
     worker_command,
 )
@@ -135,12 +136,9 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from schools.models import School
     from schools.services import platform_key_create
 
-    School.objects.get_or_create(
-        slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
-    )
+    bench_school()
     _, key = platform_key_create(name=f"bench-{uuid.uuid4().hex[:6]}")
 
     port = _free_port()

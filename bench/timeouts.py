@@ -23,7 +23,7 @@ import logging
 import os
 import time
 
-from bench.common import environment_in_process
+from bench.deliveries import _environment, bench_school, django_start_on_empty_database
 from bench.floor import process_cpu_seconds
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/webhooks_bench_timeouts"
@@ -37,24 +37,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    environment_in_process(variable="BENCH_TIMEOUTS_DATABASE_URL", default_url=DEFAULT_DATABASE_URL)
-    os.environ.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8")
-    import django
-
-    django.setup()
+    os.environ["DATABASE_URL"] = os.environ.get("BENCH_TIMEOUTS_DATABASE_URL", DEFAULT_DATABASE_URL)
+    django_start_on_empty_database(_environment())
     # The recorder's log lines are made and written as in a worker, to nowhere.
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
-    from django.core.management import call_command
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, deliveries_endpointstate, "
-            "events_event, subscriptions_subscription CASCADE"
-        )
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
 
@@ -63,14 +54,11 @@ def main() -> None:
     from deliveries.services.claim import deliveries_claim
     from deliveries.services.record import CircuitChanges, RecordProgress, deliveries_record
     from events.services import event_publish
-    from schools.models import School
     from subscriptions.services import subscription_create
     from webhook_engine.errors import ErrorKind
     from webhook_engine.transport import TransportResult
 
-    school, _ = School.objects.get_or_create(
-        slug="bench", defaults={"name": "Bench School", "timezone": "Europe/Paris"}
-    )
+    school = bench_school()
     for number in range(args.webhooks):
         subscription_create(
             school=school,
