@@ -476,6 +476,10 @@ WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 512)
 WEBHOOKS_FAILING_CONCURRENCY = env_int(
     "WEBHOOKS_FAILING_CONCURRENCY", max(1, WEBHOOKS_SEND_THREADS // 2)
 )
+# A receiver host whose requests have been in flight this long in a worker process with no
+# answer counts there as failing too, before its first requests time out: a host gone down
+# then holds at most its first few seconds' requests outside that share.
+WEBHOOKS_SILENT_HOST_SECONDS = env_float("WEBHOOKS_SILENT_HOST_SECONDS", 2.0)
 
 # Per webhook: requests in flight at once unless the webhook sets its own limit, so one slow or
 # dead receiver never takes more than its share of the workers.
@@ -623,6 +627,7 @@ for _name in (
     "WEBHOOKS_LEASE_SECONDS",
     "WEBHOOKS_SEND_THREADS",
     "WEBHOOKS_FAILING_CONCURRENCY",
+    "WEBHOOKS_SILENT_HOST_SECONDS",
     "WEBHOOKS_ENDPOINT_CONCURRENCY",
     "WEBHOOKS_CIRCUIT_FAILURES",
     "WEBHOOKS_HEARTBEAT_SECONDS",

@@ -12,7 +12,8 @@ probe reopens a broken circuit, and the sweeper re-drives what nobody will (``re
 A worker process's claims also keep its attempts to failing receivers within
 ``WEBHOOKS_FAILING_CONCURRENCY`` (``FailingRoom``): the retries and probes of webhooks whose
 receivers fail on the network, and the deliveries to a receiver host whose last attempt in the
-process failed so, cannot take every send thread when many receivers are down at once. What it
+process failed so (or that has left its requests there unanswered for a while), cannot take
+every send thread when many receivers are down at once. What it
 holds back waits as above, for the webhook's attempts in flight, its probe, or the sweeper.
 Send Test and manual retriggers are asked for by a person: they go whatever the limits, and a
 delivery sent now by hand counts as in flight from the moment it is sent (``redrive.py`` gives
@@ -142,8 +143,9 @@ class FailingRoom:
     """A worker process's room for attempts to failing receivers: webhooks with network
     failures in a row or a circuit that is not closed (its probe), and webhooks whose receiver
     host (``receiver_host``) is in ``hosts_down`` (its last attempt in the process failed on the
-    network, the first wave's timeouts of a host gone down: its other webhooks are likely down
-    too). ``in_flight`` of them are in flight in the process, at most ``limit``; a claim admits
+    network, or its requests there have had no answer for a while: a host gone down, whose other
+    webhooks are likely down too). ``in_flight`` of them are in flight in the process (with the
+    attempts to those hosts claimed before they failed), at most ``limit``; a claim admits
     such a delivery only while there is room, counting what it admits itself. The counts are the
     process's when it began the claim: claims running at once in one process may together go a
     little over."""

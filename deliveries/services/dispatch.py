@@ -15,15 +15,18 @@ process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveri
 are free slots and waits for more, so claimed deliveries never queue up here past their lease.
 Of those slots, attempts to failing receivers take at most ``WEBHOOKS_FAILING_CONCURRENCY``
 (``claim.FailingRoom``): the retries and probes of webhooks whose receivers fail on the network,
-and every webhook of a receiver host whose last attempt here failed so. When many receivers go
-down at once (a receiver host that many schools' webhooks point at), the first attempts to them
-may hang in every thread until they time out, but their retries and probes, and the deliveries
-to that host's other webhooks, then leave the other receivers the rest of the threads.
+and every webhook of a receiver host whose last attempt here failed so, or whose requests here
+have been in flight for ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer. When many receivers go
+down at once (a receiver host that many schools' webhooks point at), the attempts sent to them
+before they fell silent hang until they time out (and take room in the share meanwhile), but
+their retries and probes, and the deliveries to that host's other webhooks, then leave the
+other receivers the rest of the threads.
 On a warm shutdown the process lets what is in flight finish and be recorded first.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -73,6 +76,10 @@ _RECORD_BATCH_MAX = 200
 _SLOT_WAIT_SECONDS = 30.0
 # A full room for failing receivers (``claim.FailingRoom``) is logged at most this often.
 _FAILING_FULL_LOG_SECONDS = 60.0
+# Silent receiver hosts (``Dispatcher._hosts_failing``) are looked for at most this often.
+_SILENT_CHECK_SECONDS = 0.1
+# A webhook URL's receiver host, parsed once per URL.
+_host_of = functools.lru_cache(maxsize=8192)(receiver_host)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,15 @@ class Dispatcher:
         # Replaced, not changed, so that each claim can take it as it is (a copy per claim would
         # cost as much as the hosts listed).
         self._hosts_down: frozenset[str] = frozenset()
+        # Receiver hosts with attempts in flight here: how many, and how many of them were
+        # claimed within the failing receivers' room; and since when each host has been silent
+        # (its last answer, or the request that found nothing in flight to it).
+        self._hosts_flight: dict[str, list[int]] = {}
+        self._hosts_heard: dict[str, float] = {}
+        # Hosts silent for WEBHOOKS_SILENT_HOST_SECONDS with requests in flight, as of when
+        # they were last looked for (``_hosts_failing``).
+        self._hosts_silent: frozenset[str] = frozenset()
+        self._hosts_silent_at = -_SILENT_CHECK_SECONDS
         self._failing_warned = -_FAILING_FULL_LOG_SECONDS  # when a full room was last logged
         self._stopped = threading.Event()
         # Set on a warm shutdown: finished attempts no longer take up the deliveries waiting
@@ -188,8 +204,7 @@ class Dispatcher:
         """Send one claim from the send threads; it holds a slot and counts as in flight."""
         with self._lock:
             self._held[claim.delivery.pk] = claim.token
-            if claim.failing:
-                self._failing.add((claim.delivery.pk, claim.token))
+            self._attempt_in(claim)
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
@@ -241,24 +256,70 @@ class Dispatcher:
             self._done(len(batch) - continued)
 
     def _failing_room(self) -> FailingRoom:
-        """This process's room for attempts to failing receivers, as of now."""
+        """This process's room for attempts to failing receivers, as of now: in it, the
+        attempts claimed within it, and the others in flight to a host down or silent (claimed
+        while it still looked well, they hold their threads all the same)."""
         with self._lock:
+            hosts = self._hosts_failing()
+            in_flight = len(self._failing)
+            for host in hosts:
+                flight = self._hosts_flight.get(host)
+                if flight is not None:
+                    in_flight += flight[0] - flight[1]
             return FailingRoom(
-                limit=settings.WEBHOOKS_FAILING_CONCURRENCY,
-                in_flight=len(self._failing),
-                hosts_down=self._hosts_down,
+                limit=settings.WEBHOOKS_FAILING_CONCURRENCY, in_flight=in_flight, hosts_down=hosts
             )
 
+    def _hosts_failing(self) -> frozenset[str]:
+        """The receiver hosts whose webhooks count as failing here (under ``_lock``): those
+        down, and those silent, whose requests have been in flight for
+        ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer (a host gone down, its first requests
+        not timed out yet). Looked for at most every ``_SILENT_CHECK_SECONDS``."""
+        now = time.monotonic()
+        if now - self._hosts_silent_at >= _SILENT_CHECK_SECONDS:
+            self._hosts_silent_at = now
+            since = now - settings.WEBHOOKS_SILENT_HOST_SECONDS
+            self._hosts_silent = frozenset(
+                host for host, heard in self._hosts_heard.items() if heard <= since
+            )
+        if not self._hosts_silent:
+            return self._hosts_down
+        return self._hosts_down | self._hosts_silent
+
+    def _attempt_in(self, claim: Claim) -> None:
+        """An attempt goes in flight (under ``_lock``): within the failing receivers' room if
+        claimed so, and counted for its receiver host (heard from now if none was in flight)."""
+        if claim.failing:
+            self._failing.add((claim.delivery.pk, claim.token))
+        host = _host_of(claim.delivery.subscription.url)
+        flight = self._hosts_flight.get(host)
+        if flight is None:
+            self._hosts_flight[host] = [1, int(claim.failing)]
+            self._hosts_heard[host] = time.monotonic()
+        else:
+            flight[0] += 1
+            flight[1] += claim.failing
+
     def _attempt_over(self, item: _Result) -> None:
-        """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room,
-        and its receiver host is down after a network failure, up again after any answer."""
+        """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room
+        and its host's count, and its receiver host is down after a network failure, up again
+        (and heard from) after any answer."""
         self._failing.discard((item.claim.delivery.pk, item.claim.token))
+        host = _host_of(item.claim.delivery.subscription.url)
         answered = item.result.status is not None
+        flight = self._hosts_flight.get(host)
+        if flight is not None:
+            flight[0] -= 1
+            flight[1] -= item.claim.failing
+            if flight[0] <= 0:
+                del self._hosts_flight[host]
+                del self._hosts_heard[host]
+            elif answered or item.result.error_kind not in NETWORK_FAILURES:
+                self._hosts_heard[host] = time.monotonic()  # it does not hang
         if answered and not self._hosts_down:
             return  # the usual case
         if not answered and item.result.error_kind not in NETWORK_FAILURES:
             return  # refused before the network (a blocked destination, ...): says nothing
-        host = receiver_host(item.claim.delivery.subscription.url)
         if answered and host in self._hosts_down:
             self._hosts_down = self._hosts_down - {host}
         elif not answered and host not in self._hosts_down:

@@ -690,3 +690,80 @@ def test_an_attempt_counts_in_the_failing_receivers_room_until_its_own_result():
         assert sending._failing_room().in_flight == 1
     finally:
         sending.stop(timeout=1)
+
+
+def _claim_of(url: str, *, failing: bool = False) -> claim_module.Claim:
+    return claim_module.Claim(
+        delivery=Delivery(subscription=Subscription(url=url)),
+        number=1,
+        token=uuid.uuid4(),
+        started_at=timezone.now(),
+        trigger="automatic",
+        failing=failing,
+    )
+
+
+def test_a_receiver_host_silent_with_requests_in_flight_counts_as_failing(settings, monkeypatch):
+    """A host gone down answers nothing until its first requests time out. Once its requests
+    have been in flight for WEBHOOKS_SILENT_HOST_SECONDS with no answer, its webhooks count as
+    failing (the next claims hold them within the room), and the attempts already in flight
+    to it take room too though they were claimed while it looked well. An answer from the
+    host ends its silence; a host that answers meanwhile never counts."""
+    settings.WEBHOOKS_SILENT_HOST_SECONDS = 0.2
+    monkeypatch.setattr(dispatch_module, "_SILENT_CHECK_SECONDS", 0.0)
+    sending = Dispatcher(slots=8)
+    try:
+        hanging = [_claim_of("https://down.example.org/school/1") for _ in range(3)]
+        answering = [_claim_of("https://up.example.org/school/2") for _ in range(2)]
+        retry = _claim_of("https://other.example.org/x", failing=True)
+        with sending._lock:
+            for claim in [*hanging, *answering, retry]:
+                sending._attempt_in(claim)
+        room = sending._failing_room()
+        assert (room.hosts_down, room.in_flight) == (set(), 1)  # not silent yet: the retry
+
+        time.sleep(0.12)
+        answer = TransportResult(request_headers={}, status=200)
+        with sending._lock:  # the answering host is heard from halfway
+            sending._attempt_over(_Result(answering[0], answer))
+        time.sleep(0.12)
+        room = sending._failing_room()
+        assert room.hosts_down == {"down.example.org:443", "other.example.org:443"}
+        # The retry (once, though its host is silent too) and the three to the silent host.
+        assert room.in_flight == 1 + 3
+
+        with sending._lock:
+            sending._attempt_over(_Result(hanging[0], answer))  # the host answers after all
+        room = sending._failing_room()
+        assert (room.hosts_down, room.in_flight) == ({"other.example.org:443"}, 1)
+    finally:
+        sending.stop(timeout=1)
+
+
+def test_attempts_in_flight_to_a_host_found_down_count_in_the_failing_receivers_room():
+    """The first timeout marks the host down; its other attempts, claimed before, hold their
+    threads until they time out too, and count in the room meanwhile (only once each, whether
+    or not they were claimed within it)."""
+    sending = Dispatcher(slots=8)
+    try:
+        first, second = (_claim_of("https://down.example.org/school/1") for _ in range(2))
+        within = _claim_of("https://down.example.org/school/2", failing=True)
+        with sending._lock:
+            for claim in (first, second, within):
+                sending._attempt_in(claim)
+        assert sending._failing_room().in_flight == 1
+
+        timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
+        with sending._lock:
+            sending._attempt_over(_Result(first, timeout))
+        room = sending._failing_room()
+        assert (room.hosts_down, room.in_flight) == ({"down.example.org:443"}, 2)
+
+        with sending._lock:
+            sending._attempt_over(_Result(second, timeout))
+            sending._attempt_over(_Result(within, timeout))
+        room = sending._failing_room()
+        assert (room.hosts_down, room.in_flight) == ({"down.example.org:443"}, 0)
+        assert sending._hosts_flight == {}  # nothing kept for a host with nothing in flight
+    finally:
+        sending.stop(timeout=1)

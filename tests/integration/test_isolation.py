@@ -17,7 +17,7 @@ from deliveries.services.fan_out import events_fan_out_waiting, fan_out_request_
 from events.services import event_publish
 from tests.broker import Queue, sending_to
 from tests.processes import ManagedProcess, start_worker
-from tests.receiver import Reply
+from tests.receiver import Receiver, Reply
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -45,13 +45,11 @@ def patient_worker(process_logs, settings) -> Iterator[ManagedProcess]:
         worker.stop()
 
 
-def _publish(school, count: int, first: int = 0) -> float:
+def _publish(school, count: int, first: int = 0, event_type: str = "course.created") -> float:
     """``count`` events at once (one transaction); return when they were committed."""
     with transaction.atomic():
         for number in range(first, first + count):
-            event_publish(
-                school=school, type="course.created", data={"course": {"id": f"c-{number}"}}
-            )
+            event_publish(school=school, type=event_type, data={"course": {"id": f"c-{number}"}})
     return time.time()
 
 
@@ -130,6 +128,68 @@ def test_failing_receivers_leave_the_healthy_ones_send_threads(
     # At most 4 in each of the worker's 2 processes (their share), before any ended.
     hanging = [r for r in receiver.received() if r.path != "/fast"]
     assert 4 <= len(hanging) <= 8
+
+
+@pytest.fixture
+def one_process_few_threads_worker(process_logs) -> Iterator[ManagedProcess]:
+    """A worker of one process with 8 send threads, of which attempts to failing receivers may
+    hold 4; a receiver host 1 s silent counts as failing; attempts give up after 8 s."""
+    queue = f"webhooks-silent-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        process_logs,
+        concurrency=1,
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        WEBHOOKS_TIMEOUT_SECONDS=str(HANG_TIMEOUT_SECONDS),
+        WEBHOOKS_SEND_THREADS="8",
+        WEBHOOKS_FAILING_CONCURRENCY="4",
+        WEBHOOKS_SILENT_HOST_SECONDS="1",
+    )
+    try:
+        with sending_to(queue):
+            yield worker
+    finally:
+        worker.stop()
+
+
+def test_a_receiver_host_gone_silent_leaves_the_healthy_ones_send_threads(
+    one_process_few_threads_worker, catalog, receiver
+):
+    """A receiver host goes down: nothing it was sent has failed yet (its first requests hang
+    until their 8 s deadline), so its webhooks look healthy. Once it has been silent for 1 s
+    with requests in flight, its webhooks not tried yet count as failing: the six more at its
+    door get what is left of the failing receivers' share (4 threads, 2 taken by the first
+    requests), and another host's receiver still gets the other 4 threads at once. Without
+    that, the six would take every free thread and the healthy receiver would wait for the
+    first deadlines."""
+    school = SchoolFactory()
+    healthy = Receiver().start()
+    try:
+        healthy.script("/fast", default=Reply(status=200))
+        SubscriptionFactory(school=school, url=healthy.url("/fast"), topics=["course.updated"])
+        receiver.script("/first", default=Reply(delay_seconds=HANG_TIMEOUT_SECONDS + 2))
+        SubscriptionFactory(
+            school=school, url=receiver.url("/first"), topics=["course.created"], max_concurrency=2
+        )
+        for number in range(6):
+            path = f"/next-{number}"
+            receiver.script(path, default=Reply(delay_seconds=HANG_TIMEOUT_SECONDS + 2))
+            SubscriptionFactory(school=school, url=receiver.url(path), topics=["course.deleted"])
+
+        _publish(school, 2, event_type="course.created")
+        receiver.wait_for(2, path="/first", timeout=HANG_TIMEOUT_SECONDS)
+        hung_from = min(request.at for request in receiver.received("/first"))
+        time.sleep(1.5)  # silent for more than 1 s
+        _publish(school, 1, event_type="course.deleted")  # one for each of the six
+        time.sleep(0.5)
+        second_wave = _publish(school, 10, event_type="course.updated")
+        fast = healthy.wait_for(10, path="/fast", timeout=HANG_TIMEOUT_SECONDS)
+        hanging = [r for r in receiver.received() if r.path.startswith("/next")]
+    finally:
+        healthy.stop()
+
+    assert max(request.at for request in fast) < hung_from + HANG_TIMEOUT_SECONDS
+    assert second_wave < hung_from + HANG_TIMEOUT_SECONDS
+    assert len(hanging) == 2  # the rest of the share; the other four wait
 
 
 def test_a_webhook_never_has_more_requests_in_flight_than_its_limit(
