@@ -78,8 +78,18 @@ _SLOT_WAIT_SECONDS = 30.0
 _FAILING_FULL_LOG_SECONDS = 60.0
 # Silent receiver hosts (``Dispatcher._hosts_failing``) are looked for at most this often.
 _SILENT_CHECK_SECONDS = 0.1
-# A webhook URL's receiver host, parsed once per URL.
-_host_of = functools.lru_cache(maxsize=8192)(receiver_host)
+# The clock of the receiver hosts' silence.
+_clock = time.monotonic
+
+
+@functools.lru_cache(maxsize=8192)
+def _host_of(url: str) -> str:
+    """A webhook URL's receiver host (``receiver_host``; the URL itself if it cannot be read),
+    parsed once per URL."""
+    try:
+        return receiver_host(url)
+    except ValueError:
+        return url
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,9 @@ class Dispatcher:
         # they were last looked for (``_hosts_failing``).
         self._hosts_silent: frozenset[str] = frozenset()
         self._hosts_silent_at = -_SILENT_CHECK_SECONDS
+        # ``_hosts_down | _hosts_silent``, kept until either changes (None: to be made).
+        self._hosts_failing_union: frozenset[str] | None = None
+        self._hosts_failing_of: frozenset[str] = frozenset()
         self._failing_warned = -_FAILING_FULL_LOG_SECONDS  # when a full room was last logged
         self._stopped = threading.Event()
         # Set on a warm shutdown: finished attempts no longer take up the deliveries waiting
@@ -202,9 +215,10 @@ class Dispatcher:
 
     def _submit_one(self, claim: Claim) -> None:
         """Send one claim from the send threads; it holds a slot and counts as in flight."""
+        host = _host_of(claim.delivery.subscription.url)
         with self._lock:
             self._held[claim.delivery.pk] = claim.token
-            self._attempt_in(claim)
+            self._attempt_in(claim, host)
         try:
             request = request_build(claim)
             sender_pool().submit(self._send, claim, request)
@@ -218,7 +232,16 @@ class Dispatcher:
         except BaseException as exc:
             logger.exception("Sending delivery %s failed unexpectedly", claim.delivery.pk)
             result = _unexpected(exc)
+        if result.status is not None:
+            self._heard(_host_of(claim.delivery.subscription.url))
         self._results.put(_Result(claim, result))
+
+    def _heard(self, host: str) -> None:
+        """An answer from ``host`` has just come in: it is not silent, however long the
+        recorder takes to get to the result."""
+        with self._lock:
+            if host in self._hosts_heard:
+                self._hosts_heard[host] = _clock()
 
     # --- Recording --------------------------------------------------------------------------
 
@@ -262,10 +285,15 @@ class Dispatcher:
         with self._lock:
             hosts = self._hosts_failing()
             in_flight = len(self._failing)
-            for host in hosts:
-                flight = self._hosts_flight.get(host)
-                if flight is not None:
-                    in_flight += flight[0] - flight[1]
+            if len(hosts) <= len(self._hosts_flight):
+                for host in hosts:
+                    flight = self._hosts_flight.get(host)
+                    if flight is not None:
+                        in_flight += flight[0] - flight[1]
+            else:
+                for host, flight in self._hosts_flight.items():
+                    if host in hosts:
+                        in_flight += flight[0] - flight[1]
             return FailingRoom(
                 limit=settings.WEBHOOKS_FAILING_CONCURRENCY, in_flight=in_flight, hosts_down=hosts
             )
@@ -275,27 +303,31 @@ class Dispatcher:
         down, and those silent, whose requests have been in flight for
         ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer (a host gone down, its first requests
         not timed out yet). Looked for at most every ``_SILENT_CHECK_SECONDS``."""
-        now = time.monotonic()
+        now = _clock()
         if now - self._hosts_silent_at >= _SILENT_CHECK_SECONDS:
             self._hosts_silent_at = now
             since = now - settings.WEBHOOKS_SILENT_HOST_SECONDS
-            self._hosts_silent = frozenset(
-                host for host, heard in self._hosts_heard.items() if heard <= since
-            )
+            silent = frozenset(host for host, heard in self._hosts_heard.items() if heard <= since)
+            if silent != self._hosts_silent:
+                self._hosts_silent = silent
+                self._hosts_failing_union = None
         if not self._hosts_silent:
             return self._hosts_down
-        return self._hosts_down | self._hosts_silent
+        if self._hosts_failing_union is None or self._hosts_failing_of is not self._hosts_down:
+            self._hosts_failing_union = self._hosts_down | self._hosts_silent
+            self._hosts_failing_of = self._hosts_down
+        return self._hosts_failing_union
 
-    def _attempt_in(self, claim: Claim) -> None:
+    def _attempt_in(self, claim: Claim, host: str) -> None:
         """An attempt goes in flight (under ``_lock``): within the failing receivers' room if
-        claimed so, and counted for its receiver host (heard from now if none was in flight)."""
+        claimed so, and counted for its receiver host ``host`` (``_host_of``), which is heard
+        from now if nothing was in flight to it."""
         if claim.failing:
             self._failing.add((claim.delivery.pk, claim.token))
-        host = _host_of(claim.delivery.subscription.url)
         flight = self._hosts_flight.get(host)
         if flight is None:
             self._hosts_flight[host] = [1, int(claim.failing)]
-            self._hosts_heard[host] = time.monotonic()
+            self._hosts_heard[host] = _clock()
         else:
             flight[0] += 1
             flight[1] += claim.failing
@@ -303,7 +335,7 @@ class Dispatcher:
     def _attempt_over(self, item: _Result) -> None:
         """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room
         and its host's count, and its receiver host is down after a network failure, up again
-        (and heard from) after any answer."""
+        after any answer (heard from when the answer came, ``_heard``)."""
         self._failing.discard((item.claim.delivery.pk, item.claim.token))
         host = _host_of(item.claim.delivery.subscription.url)
         answered = item.result.status is not None
@@ -314,8 +346,6 @@ class Dispatcher:
             if flight[0] <= 0:
                 del self._hosts_flight[host]
                 del self._hosts_heard[host]
-            elif answered or item.result.error_kind not in NETWORK_FAILURES:
-                self._hosts_heard[host] = time.monotonic()  # it does not hang
         if answered and not self._hosts_down:
             return  # the usual case
         if not answered and item.result.error_kind not in NETWORK_FAILURES:

@@ -708,32 +708,38 @@ def test_a_receiver_host_silent_with_requests_in_flight_counts_as_failing(settin
     have been in flight for WEBHOOKS_SILENT_HOST_SECONDS with no answer, its webhooks count as
     failing (the next claims hold them within the room), and the attempts already in flight
     to it take room too though they were claimed while it looked well. An answer from the
-    host ends its silence; a host that answers meanwhile never counts."""
-    settings.WEBHOOKS_SILENT_HOST_SECONDS = 0.2
+    host ends its silence (when it comes in, not when it is recorded); a host that answers
+    meanwhile never counts, and refusals that never reached it say nothing."""
+    settings.WEBHOOKS_SILENT_HOST_SECONDS = 2.0
     monkeypatch.setattr(dispatch_module, "_SILENT_CHECK_SECONDS", 0.0)
+    now = [1000.0]
+    monkeypatch.setattr(dispatch_module, "_clock", lambda: now[0])
     sending = Dispatcher(slots=8)
     try:
         hanging = [_claim_of("https://down.example.org/school/1") for _ in range(3)]
+        refused = _claim_of("https://down.example.org/school/9")  # disabled, say
         answering = [_claim_of("https://up.example.org/school/2") for _ in range(2)]
         retry = _claim_of("https://other.example.org/x", failing=True)
         with sending._lock:
-            for claim in [*hanging, *answering, retry]:
-                sending._attempt_in(claim)
+            for claim in [*hanging, refused, *answering, retry]:
+                sending._attempt_in(
+                    claim, dispatch_module._host_of(claim.delivery.subscription.url)
+                )
         room = sending._failing_room()
         assert (room.hosts_down, room.in_flight) == (set(), 1)  # not silent yet: the retry
 
-        time.sleep(0.12)
-        answer = TransportResult(request_headers={}, status=200)
-        with sending._lock:  # the answering host is heard from halfway
-            sending._attempt_over(_Result(answering[0], answer))
-        time.sleep(0.12)
+        now[0] += 1.5
+        sending._heard("up.example.org:443")  # an answer comes in, recorded later
+        disabled = TransportResult(request_headers={}, error_kind=ErrorKind.DISABLED)
+        with sending._lock:
+            sending._attempt_over(_Result(refused, disabled))
+        now[0] += 1.0
         room = sending._failing_room()
         assert room.hosts_down == {"down.example.org:443", "other.example.org:443"}
         # The retry (once, though its host is silent too) and the three to the silent host.
         assert room.in_flight == 1 + 3
 
-        with sending._lock:
-            sending._attempt_over(_Result(hanging[0], answer))  # the host answers after all
+        sending._heard("down.example.org:443")  # the host answers after all
         room = sending._failing_room()
         assert (room.hosts_down, room.in_flight) == ({"other.example.org:443"}, 1)
     finally:
@@ -750,7 +756,7 @@ def test_attempts_in_flight_to_a_host_found_down_count_in_the_failing_receivers_
         within = _claim_of("https://down.example.org/school/2", failing=True)
         with sending._lock:
             for claim in (first, second, within):
-                sending._attempt_in(claim)
+                sending._attempt_in(claim, "down.example.org:443")
         assert sending._failing_room().in_flight == 1
 
         timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
