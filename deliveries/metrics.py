@@ -79,6 +79,7 @@ class _Instruments:
     duration: Histogram
     first_attempt_delay: Histogram
     fan_out_delay: Histogram
+    failing_held: Counter
     # Label children by their values: a dict lookup instead of ``.labels()`` on the hot path.
     attempt_children: dict[tuple[str, str, str], Counter]
     duration_children: dict[str, Histogram]
@@ -140,7 +141,16 @@ def _instruments_make() -> _Instruments:
         buckets=_DELAY_BUCKETS,
         registry=None,
     )
-    return _Instruments(attempts, duration, first_attempt_delay, fan_out_delay, {}, {})
+    failing_held = Counter(
+        "webhooks_failing_share_held",
+        "Deliveries to failing receivers that a worker process held back because attempts to "
+        "failing receivers had taken their share of its send threads "
+        "(WEBHOOKS_FAILING_CONCURRENCY); each is counted at every claim that holds it back.",
+        registry=None,
+    )
+    return _Instruments(
+        attempts, duration, first_attempt_delay, fan_out_delay, failing_held, {}, {}
+    )
 
 
 def multiprocess_directory() -> Path | None:
@@ -192,6 +202,17 @@ def _attempts_count(
         if attempt.number == 1 and attempt.trigger == "automatic":
             delay = (attempt.started_at - attempt.delivery.created_at).total_seconds()
             instruments.first_attempt_delay.observe(max(delay, 0.0))
+
+
+def failing_held_observe(count: int) -> None:
+    """Count ``count`` deliveries a claim held back for the failing receivers' share of the
+    process's send threads (``claim.FailingRoom``). Never raises."""
+    try:
+        instruments = _instruments_get()
+        if instruments is not None:
+            instruments.failing_held.inc(count)
+    except Exception:
+        logger.exception("Counting deliveries held for the failing receivers' share failed")
 
 
 def events_fan_out_observe(

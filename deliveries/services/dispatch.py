@@ -44,6 +44,7 @@ from webhook_engine.destinations import receiver_host
 from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.transport import TransportResult
 
+from ..metrics import failing_held_observe
 from ..models import Delivery
 from .attempts import claims_followup
 from .claim import (
@@ -356,10 +357,14 @@ class Dispatcher:
             self._hosts_down = self._hosts_down | {host}
 
     def _failing_full_log(self, outcome: ClaimOutcome) -> None:
-        """Say, at most once a minute, that attempts to failing receivers have taken their
-        share of this process's send threads (many receivers are down at once)."""
+        """Count what a claim held back for the failing receivers' share and say, at most once
+        a minute, that attempts to failing receivers have taken their share of this process's
+        send threads (many receivers are down at once)."""
+        if not outcome.failing_held:
+            return
+        failing_held_observe(outcome.failing_held)
         now = time.monotonic()
-        if not outcome.failing_held or now - self._failing_warned < _FAILING_FULL_LOG_SECONDS:
+        if now - self._failing_warned < _FAILING_FULL_LOG_SECONDS:
             return
         self._failing_warned = now
         logger.warning(

@@ -19,6 +19,8 @@ from deliveries.models import (
     Heartbeat,
 )
 from deliveries.services import delivery_attempt, event_fan_out
+from deliveries.services.claim import ClaimOutcome
+from deliveries.services.dispatch import Dispatcher
 from events.models import Event
 from events.services import event_publish
 from tests.deliveries.factories import delivery_create
@@ -489,3 +491,24 @@ def test_the_readme_documents_exactly_the_metrics_served(client, settings, schoo
     }
 
     assert served == documented
+
+
+def test_deliveries_held_for_the_failing_receivers_share_are_counted(client, settings, caplog):
+    """Each claim's count of deliveries it held back goes to the counter; the warning that
+    says so is logged once a minute at most."""
+    settings.WEBHOOKS_METRICS_TOKEN = TOKEN
+    before = value(samples(scrape(client)), "webhooks_failing_share_held_total")
+    sending = Dispatcher(slots=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="deliveries.services.dispatch"):
+            sending._failing_full_log(ClaimOutcome(failing_held=2))
+            sending._failing_full_log(ClaimOutcome(failing_held=3))
+            sending._failing_full_log(ClaimOutcome())
+    finally:
+        sending.stop(timeout=1)
+
+    after = value(samples(scrape(client)), "webhooks_failing_share_held_total")
+    assert after - before == 5
+    warnings = [r for r in caplog.records if "taken their share" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "2 more of their deliveries wait" in warnings[0].getMessage()
