@@ -15,6 +15,10 @@ that verifies every signature. Then, each scenario on webhooks of its own:
   threads at once.
 - ``isolation-bulk``: one school's event to 3,000 webhooks while another school publishes at a
   steady rate: the other school's publish-to-receipt times.
+- ``isolation-host-down``: a receiver host with 340 webhooks goes down; 40 of them were getting
+  events, and 3 s later the other 300 get more than the free send threads could hold, while a
+  fast receiver on another host gets events at a steady rate: the fast one's
+  publish-to-receipt times.
 
 Each prints expected / received / lost / duplicates, how long after the fault ended the first
 delivery arrived ("resumed") and the last one ("drain": the backlog is gone). Exits 1 if any
@@ -36,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faults.harness import (
     ROOT,
@@ -48,6 +53,9 @@ from faults.harness import (
     log,
     python,
 )
+
+if TYPE_CHECKING:
+    from schools.models import School
 
 WORKERS = 2
 DRAIN_TIMEOUT_SECONDS = 240.0
@@ -166,8 +174,11 @@ class System:
                     raise SystemExit(f"{worker.name} did not start; see {path}")
                 time.sleep(0.2)
 
-    def webhooks(self, scenario: str, hangs: list[float]) -> list[str]:
-        """One school with a webhook per entry of ``hangs`` (how long its receiver hangs)."""
+    def webhooks(
+        self, scenario: str, hangs: list[float], hosts: list[int] | None = None
+    ) -> list[str]:
+        """One school with a webhook per entry of ``hangs`` (how long its receiver hangs), each
+        on the receiver's first host or on the one ``hosts`` gives it."""
         from schools.services import school_create
         from subscriptions.services import subscription_create, subscription_secret_reveal
 
@@ -179,7 +190,7 @@ class System:
             subscription = subscription_create(
                 school=school,
                 name=f"{scenario} {number}",
-                url=self.receiver.url(path),
+                url=self.receiver.url(path, hosts[number] if hosts else 0),
                 topics=["course.created"],
             )
             secret = subscription_secret_reveal(subscription=subscription, actor=None)
@@ -188,10 +199,13 @@ class System:
         self.school = school
         return paths
 
-    def publisher(self, scenario: str, count: int | None, rate: float) -> Publisher:
+    def publisher(
+        self, scenario: str, count: int | None, rate: float, school: School | None = None
+    ) -> Publisher:
+        """Publishes to the school of the last ``webhooks`` call, or to ``school``."""
         from events.services import event_publish
 
-        school = self.school
+        school = school or self.school
 
         def publish(number: int) -> None:
             event_publish(
@@ -344,6 +358,52 @@ def isolation(
     return result
 
 
+def isolation_host_down(system: System, busy: int = 40, later: int = 300) -> Result:
+    """A receiver host that many schools' webhooks point at goes down: ``busy`` of them hang
+    from the start, receiving events at a steady rate with a fast webhook on another host; 3 s
+    later (the host silent for more than ``WEBHOOKS_SILENT_HOST_SECONDS``) another school's
+    ``later`` webhooks on it get an event every half second, more than the send threads left
+    could hold at their concurrency. The fast one's publish-to-receipt; a p95 over 2 s fails
+    the run."""
+    from django.conf import settings
+
+    hang = settings.WEBHOOKS_TIMEOUT_SECONDS * 2
+    later_paths = system.webhooks("hostdownlater", [hang] * later, hosts=[1] * later)
+    later_school = system.school
+    paths = system.webhooks("hostdown", [hang] * busy + [0.0], hosts=[1] * busy + [0])
+    events = 300
+    rate = 10.0
+    result = Result("isolation-host-down", expected=events)  # counted on the fast receiver
+    publisher = system.publisher("hostdown", events, rate=rate)
+    time.sleep(3.0)
+    later_publisher = system.publisher("hostdownlater", 20, rate=2.0, school=later_school)
+    publisher.done.wait()
+    later_publisher.done.wait()
+    fast = [paths[-1]]
+    system.drain(result, fast, time.time())
+    latencies = sorted(
+        at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
+        for _, at, label in system.receiver.arrivals(fast)
+    )
+    down = system.receiver.hung(paths[:-1] + later_paths)
+    if latencies and down:
+        p95 = latencies[int(len(latencies) * 0.95) - 1]
+        first_deadline = min(down) + settings.WEBHOOKS_TIMEOUT_SECONDS
+        before = sum(1 for at in down if at < first_deadline)
+        result.notes.append(
+            f"fast receiver publish-to-receipt p50 {statistics.median(latencies) * 1000:.0f} ms,"
+            f" p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms ({busy} + {later}"
+            f" webhooks on a host hanging {hang:.0f} s)"
+        )
+        result.notes.append(
+            f"requests the host that went down got before its first deadline: {before}"
+        )
+        if p95 > 2.0:
+            result.failures.append(f"fast receiver p95 {p95:.2f} s > 2 s")
+    result.drain_seconds = result.resumed_seconds = None  # the hanging ones still retry
+    return result
+
+
 def isolation_bulk(system: System, webhooks: int = 3000) -> Result:
     """Another school's publish-to-receipt while one school's event goes to ``webhooks``
     webhooks: its fan-out and sends must not hold up the other's; a p95 over 2 s fails the run.
@@ -397,6 +457,8 @@ SCENARIOS = {
     # (with 128 send threads a process, before 2026-12-06, the p95 was 17 s).
     "isolation-many": lambda system: isolation(system, "isolation-many", hanging=100, p95_max=5.0),
     "isolation-bulk": isolation_bulk,
+    # Last: the host that went down keeps the workers busy with its retries afterwards.
+    "isolation-host-down": isolation_host_down,
 }
 
 

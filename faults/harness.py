@@ -237,6 +237,8 @@ class Path_:
     hang_seconds: float = 0.0
     # (webhook-id, arrival time, event label found in the body: "<scenario>-<number>")
     arrivals: list[tuple[str, float, str]] = field(default_factory=list)
+    # When each request to a hanging path came in (its arrival is counted when it is answered).
+    hung: list[float] = field(default_factory=list)
 
 
 class Receiver:
@@ -265,6 +267,8 @@ class Receiver:
                     self._answer(404)
                     return
                 if path.hang_seconds:
+                    with receiver.lock:
+                        path.hung.append(time.time())
                     time.sleep(path.hang_seconds)
                 msg_id = self.headers.get("webhook-id", "")
                 signed = f"{msg_id}.{self.headers.get('webhook-timestamp', '')}.".encode() + body
@@ -303,11 +307,15 @@ class Receiver:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # Two ports: two receiver hosts as the workers see them (``receiver_host``), one
+        # receiver counting both.
+        self.servers = [Server(("127.0.0.1", 0), Handler) for _ in range(2)]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+    def url(self, path: str, host: int = 0) -> str:
+        """The URL of ``path`` on the receiver's first host, or on its ``host``-th."""
+        return f"http://127.0.0.1:{self.servers[host].server_address[1]}{path}"
 
     def add(self, path: str, secret: str, hang_seconds: float = 0.0) -> None:
         raw = base64.b64decode(secret.split("_", 1)[1])
@@ -327,6 +335,11 @@ class Receiver:
                 len(p.arrivals) for name, p in self.paths.items() if paths is None or name in paths
             )
 
+    def hung(self, paths: list[str]) -> list[float]:
+        """When the requests to these hanging paths came in, in order."""
+        with self.lock:
+            return sorted(at for name in paths for at in self.paths[name].hung)
+
     def arrivals(self, paths: list[str] | None = None) -> list[tuple[str, float, str]]:
         with self.lock:
             return sorted(
@@ -340,7 +353,8 @@ class Receiver:
             )
 
     def stop(self) -> None:
-        self.server.shutdown()
+        for server in self.servers:
+            server.shutdown()
 
 
 # --- Publishing at a steady rate, through a fault -----------------------------------------------
