@@ -322,6 +322,14 @@ def redis_restarts(system: System, restarts: int = 20) -> Result:
     return result
 
 
+def _publish_to_receipt(system: System, publisher: Publisher, paths: list[str]) -> list[float]:
+    """From each event's commit to its arrival at ``paths``, in seconds, shortest first."""
+    return sorted(
+        at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
+        for _, at, label in system.receiver.arrivals(paths)
+    )
+
+
 def isolation(
     system: System, name: str = "isolation", hanging: int = 2, p95_max: float = 2.0
 ) -> Result:
@@ -339,10 +347,7 @@ def isolation(
     publisher.done.wait()
     fast = [paths[-1]]
     system.drain(result, fast, time.time())
-    latencies = sorted(
-        at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
-        for _, at, label in system.receiver.arrivals(fast)
-    )
+    latencies = _publish_to_receipt(system, publisher, fast)
     if latencies:
         p50 = statistics.median(latencies)
         p95 = latencies[int(len(latencies) * 0.95) - 1]
@@ -381,10 +386,7 @@ def isolation_host_down(system: System, busy: int = 40, later: int = 300) -> Res
     later_publisher.done.wait()
     fast = [paths[-1]]
     system.drain(result, fast, time.time())
-    latencies = sorted(
-        at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
-        for _, at, label in system.receiver.arrivals(fast)
-    )
+    latencies = _publish_to_receipt(system, publisher, fast)
     down = system.receiver.hung(paths[:-1] + later_paths)
     if latencies and down:
         p95 = latencies[int(len(latencies) * 0.95) - 1]
@@ -427,10 +429,7 @@ def isolation_bulk(system: System, webhooks: int = 3000) -> Result:
     published_at = time.time()
     publisher.done.wait()
     system.drain(result, large + small, published_at)
-    latencies = sorted(
-        at - publisher.committed_at[int(label.rsplit("-", 1)[1])]
-        for _, at, label in system.receiver.arrivals(small)
-    )
+    latencies = _publish_to_receipt(system, publisher, small)
     spread = [at for _, at, _ in system.receiver.arrivals(large)]
     if latencies and spread:
         p95 = latencies[int(len(latencies) * 0.95) - 1]
