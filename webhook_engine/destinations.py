@@ -13,6 +13,7 @@ few ranges are blocked explicitly. Numeric host forms (``2130706433``, ``0x7f000
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -195,13 +196,14 @@ def addresses_check(host: str, port: int, policy: DestinationPolicy) -> list[IPA
     return addresses
 
 
+@functools.lru_cache(maxsize=8192)
 def receiver_host(url: str) -> str:
     """The host and port a webhook URL's requests go to (``"hooks.example.org:443"``): what the
     webhooks of one receiver host share. The host name in lower case, the port the scheme's
     default when the URL names none; the URL as it is when it cannot be read as one (checked
-    URLs always can)."""
-    parts = urlsplit(url)
+    URLs always can). Never raises; parsed once per URL (every claim and attempt asks)."""
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return url

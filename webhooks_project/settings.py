@@ -470,9 +470,10 @@ WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 10.0)
 WEBHOOKS_SEND_THREADS = env_int("WEBHOOKS_SEND_THREADS", 512)
 # Of those, requests in flight at once per worker process to failing receivers: the retries and
 # probes of webhooks whose receivers fail on the network (timeouts, refused connections, ...),
-# and the deliveries to a receiver host whose last attempt in that process failed so. When many
-# receivers are down at once (a receiver host that many schools' webhooks point at), their
-# hanging attempts leave the other receivers the rest of the threads (README, "How it works").
+# and the deliveries to a receiver host whose last attempt in that process failed so (or that is
+# silent, below). When many receivers are down at once (a receiver host that many schools'
+# webhooks point at), their hanging attempts leave the other receivers the rest of the threads
+# (README, "How it works").
 WEBHOOKS_FAILING_CONCURRENCY = env_int(
     "WEBHOOKS_FAILING_CONCURRENCY", max(1, WEBHOOKS_SEND_THREADS // 2)
 )

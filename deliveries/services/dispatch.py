@@ -26,7 +26,6 @@ On a warm shutdown the process lets what is in flight finish and be recorded fir
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -81,16 +80,6 @@ _FAILING_FULL_LOG_SECONDS = 60.0
 _SILENT_CHECK_SECONDS = 0.1
 # The clock of the receiver hosts' silence.
 _clock = time.monotonic
-
-
-@functools.lru_cache(maxsize=8192)
-def _host_of(url: str) -> str:
-    """A webhook URL's receiver host (``receiver_host``; the URL itself if it cannot be read),
-    parsed once per URL."""
-    try:
-        return receiver_host(url)
-    except ValueError:
-        return url
 
 
 @dataclass(frozen=True)
@@ -216,7 +205,7 @@ class Dispatcher:
 
     def _submit_one(self, claim: Claim) -> None:
         """Send one claim from the send threads; it holds a slot and counts as in flight."""
-        host = _host_of(claim.delivery.subscription.url)
+        host = receiver_host(claim.delivery.subscription.url)
         with self._lock:
             self._held[claim.delivery.pk] = claim.token
             self._attempt_in(claim, host)
@@ -234,7 +223,7 @@ class Dispatcher:
             logger.exception("Sending delivery %s failed unexpectedly", claim.delivery.pk)
             result = _unexpected(exc)
         if result.status is not None:
-            self._heard(_host_of(claim.delivery.subscription.url))
+            self._heard(receiver_host(claim.delivery.subscription.url))
         self._results.put(_Result(claim, result))
 
     def _heard(self, host: str) -> None:
@@ -321,7 +310,7 @@ class Dispatcher:
 
     def _attempt_in(self, claim: Claim, host: str) -> None:
         """An attempt goes in flight (under ``_lock``): within the failing receivers' room if
-        claimed so, and counted for its receiver host ``host`` (``_host_of``), which is heard
+        claimed so, and counted for its receiver host ``host`` (``receiver_host``), which is heard
         from now if nothing was in flight to it."""
         if claim.failing:
             self._failing.add((claim.delivery.pk, claim.token))
@@ -338,7 +327,7 @@ class Dispatcher:
         and its host's count, and its receiver host is down after a network failure, up again
         after any answer (heard from when the answer came, ``_heard``)."""
         self._failing.discard((item.claim.delivery.pk, item.claim.token))
-        host = _host_of(item.claim.delivery.subscription.url)
+        host = receiver_host(item.claim.delivery.subscription.url)
         answered = item.result.status is not None
         flight = self._hosts_flight.get(host)
         if flight is not None:

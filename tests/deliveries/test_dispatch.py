@@ -25,6 +25,7 @@ from tests.database import connection_lose
 from tests.deliveries.factories import deliveries_published
 from tests.receiver import Reply
 from tests.subscriptions.factories import SubscriptionFactory
+from webhook_engine.destinations import receiver_host
 from webhook_engine.errors import ErrorKind
 from webhook_engine.transport import TransportResult
 
@@ -722,9 +723,7 @@ def test_a_receiver_host_silent_with_requests_in_flight_counts_as_failing(settin
         retry = _claim_of("https://other.example.org/x", failing=True)
         with sending._lock:
             for claim in [*hanging, refused, *answering, retry]:
-                sending._attempt_in(
-                    claim, dispatch_module._host_of(claim.delivery.subscription.url)
-                )
+                sending._attempt_in(claim, receiver_host(claim.delivery.subscription.url))
         room = sending._failing_room()
         assert (room.hosts_down, room.in_flight) == (set(), 1)  # not silent yet: the retry
 

@@ -21,3 +21,4 @@ def test_the_webhooks_of_one_receiver_host_share_its_name_and_port(url, host):
 def test_a_url_that_cannot_be_read_is_its_own_host():
     assert receiver_host("https://hooks.example.org:99999/a") == "https://hooks.example.org:99999/a"
     assert receiver_host("not a url") == "not a url"
+    assert receiver_host("https://[2001:db8::1/a") == "https://[2001:db8::1/a"  # urlsplit raises
