@@ -15,8 +15,9 @@ process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveri
 are free slots and waits for more, so claimed deliveries never queue up here past their lease.
 Of those slots, attempts to failing receivers take at most ``WEBHOOKS_FAILING_CONCURRENCY``
 (``claim.FailingRoom``): the retries and probes of webhooks whose receivers fail on the network,
-and every webhook of a receiver host whose last attempt here failed so, or whose requests here
-have been in flight for ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer. When many receivers go
+and every webhook of a receiver host whose last attempt here failed so (forgotten once it has
+not been tried here for ``_DOWN_FORGET_SECONDS``), or whose requests here have been in flight
+for ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer. When many receivers go
 down at once (a receiver host that many schools' webhooks point at), the attempts sent to them
 before they fell silent hang until they time out (and take room in the share meanwhile), but
 their retries and probes, and the deliveries to that host's other webhooks, then leave the
@@ -78,6 +79,11 @@ _SLOT_WAIT_SECONDS = 30.0
 _FAILING_FULL_LOG_SECONDS = 60.0
 # Silent receiver hosts (``Dispatcher._hosts_failing``) are looked for at most this often.
 _SILENT_CHECK_SECONDS = 0.1
+# A receiver host found down and not tried here since for this long is forgotten (its
+# webhooks' own failure streaks still count), so that a long-running process does not keep
+# every host that ever went down; looked for at most every ``_DOWN_PRUNE_SECONDS``.
+_DOWN_FORGET_SECONDS = 600.0
+_DOWN_PRUNE_SECONDS = 60.0
 # The clock of the receiver hosts' silence.
 _clock = time.monotonic
 
@@ -105,6 +111,8 @@ class Dispatcher:
         # Replaced, not changed, so that each claim can take it as it is (a copy per claim would
         # cost as much as the hosts listed).
         self._hosts_down: frozenset[str] = frozenset()
+        self._hosts_down_at: dict[str, float] = {}  # when each was last found down
+        self._hosts_down_pruned = _clock()
         # Receiver hosts with attempts in flight here: how many, and how many of them were
         # claimed within the failing receivers' room; and since when each host has been silent
         # (its last answer, or the request that found nothing in flight to it).
@@ -294,6 +302,8 @@ class Dispatcher:
         ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer (a host gone down, its first requests
         not timed out yet). Looked for at most every ``_SILENT_CHECK_SECONDS``."""
         now = _clock()
+        if now - self._hosts_down_pruned >= _DOWN_PRUNE_SECONDS:
+            self._hosts_down_prune(now)
         if now - self._hosts_silent_at >= _SILENT_CHECK_SECONDS:
             self._hosts_silent_at = now
             since = now - settings.WEBHOOKS_SILENT_HOST_SECONDS
@@ -307,6 +317,21 @@ class Dispatcher:
             self._hosts_failing_union = self._hosts_down | self._hosts_silent
             self._hosts_failing_of = self._hosts_down
         return self._hosts_failing_union
+
+    def _hosts_down_prune(self, now: float) -> None:
+        """Forget the hosts down not tried here for ``_DOWN_FORGET_SECONDS`` (under
+        ``_lock``): nothing in flight to them, no failure since."""
+        self._hosts_down_pruned = now
+        forget = now - _DOWN_FORGET_SECONDS
+        stale = {
+            host
+            for host, down_at in self._hosts_down_at.items()
+            if down_at <= forget and host not in self._hosts_flight
+        }
+        if stale:
+            for host in stale:
+                del self._hosts_down_at[host]
+            self._hosts_down = self._hosts_down - stale
 
     def _attempt_in(self, claim: Claim, host: str) -> None:
         """An attempt goes in flight (under ``_lock``): within the failing receivers' room if
@@ -340,9 +365,13 @@ class Dispatcher:
             return  # the usual case
         if not answered and item.result.error_kind not in NETWORK_FAILURES:
             return  # refused before the network (a blocked destination, ...): says nothing
-        if answered and host in self._hosts_down:
-            self._hosts_down = self._hosts_down - {host}
-        elif not answered and host not in self._hosts_down:
+        if answered:
+            if host in self._hosts_down:
+                self._hosts_down = self._hosts_down - {host}
+                del self._hosts_down_at[host]
+            return
+        self._hosts_down_at[host] = _clock()
+        if host not in self._hosts_down:
             self._hosts_down = self._hosts_down | {host}
 
     def _failing_full_log(self, outcome: ClaimOutcome) -> None:

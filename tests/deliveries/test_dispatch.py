@@ -772,3 +772,53 @@ def test_attempts_in_flight_to_a_host_found_down_count_in_the_failing_receivers_
         assert sending._hosts_flight == {}  # nothing kept for a host with nothing in flight
     finally:
         sending.stop(timeout=1)
+
+
+def test_a_host_down_not_tried_for_ten_minutes_is_forgotten(monkeypatch):
+    """A long-running process does not keep every receiver host that ever went down: one not
+    tried here for ``_DOWN_FORGET_SECONDS`` is forgotten (its webhooks' own failure streaks
+    still count), unless a request to it is in flight; a host that failed again since, or
+    answered, is kept as it is."""
+    now = [1000.0]
+    monkeypatch.setattr(dispatch_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(dispatch_module, "_SILENT_CHECK_SECONDS", 0.0)
+    forget = dispatch_module._DOWN_FORGET_SECONDS
+    sending = Dispatcher(slots=8)
+    try:
+        timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
+        answer = TransportResult(request_headers={}, status=200)
+
+        def over(url: str, result: TransportResult) -> None:
+            claim = _claim_of(url)
+            with sending._lock:
+                sending._attempt_in(claim, receiver_host(url))
+                sending._attempt_over(_Result(claim, result))
+
+        over("https://gone.example.org/1", timeout)
+        over("https://again.example.org/1", timeout)
+        over("https://busy.example.org/1", timeout)
+        over("https://back.example.org/1", timeout)
+        now[0] += forget / 2
+        over("https://again.example.org/2", timeout)  # failed again: down from here
+        over("https://back.example.org/2", answer)  # answered: up
+        in_flight = _claim_of("https://busy.example.org/2")
+        with sending._lock:
+            sending._attempt_in(in_flight, "busy.example.org:443")
+        assert sending._failing_room().hosts_down == {
+            "gone.example.org:443",
+            "again.example.org:443",
+            "busy.example.org:443",
+        }
+
+        now[0] = 1000.0 + forget + 1
+        sending._heard("busy.example.org:443")  # in flight, not silent: only down
+        room = sending._failing_room()
+        assert room.hosts_down == {"again.example.org:443", "busy.example.org:443"}
+        assert sending._hosts_down_at.keys() == room.hosts_down
+
+        now[0] += forget / 2 + dispatch_module._DOWN_PRUNE_SECONDS
+        with sending._lock:
+            sending._attempt_over(_Result(in_flight, timeout))  # failed: down again, from now
+        assert sending._failing_room().hosts_down == {"busy.example.org:443"}
+    finally:
+        sending.stop(timeout=1)
