@@ -496,6 +496,67 @@ def test_a_process_keeps_copies_only_of_the_webhooks_it_sent_to_lately(school, m
     assert current.pk in claim_module._cache
 
 
+def test_a_process_reads_webhooks_as_the_orm_gives_them(school, django_assert_num_queries):
+    """Its copies of the webhooks (two fixed statements on PostgreSQL) are what
+    ``select_related("school")`` and a prefetch of the secrets that still sign give: every
+    field, the school's, the secrets newest first without the expired one, each secret's
+    webhook; nothing more is read when the send uses them."""
+    from django.db.models import Prefetch, Q
+
+    from subscriptions.models import SigningSecret
+
+    webhooks = [
+        SubscriptionFactory(
+            school=school, payload_filter={"field": "course.id", "op": "eq", "value": "c1"}
+        ),
+        SubscriptionFactory(school=school, custom_headers={"X-Lms": "a"}, max_concurrency=3),
+        SubscriptionFactory(school=school),
+    ]
+    first = webhooks[0]
+    now = timezone.now()
+    SigningSecret.objects.create(
+        subscription=first, secret_encrypted="rotated", created_at=now + dt.timedelta(seconds=1)
+    )
+    SigningSecret.objects.create(
+        subscription=first, secret_encrypted="expired", expires_at=now - dt.timedelta(hours=1)
+    )
+    SigningSecret.objects.create(
+        subscription=first, secret_encrypted="expiring", expires_at=now + dt.timedelta(hours=1)
+    )
+    pks = [webhook.pk for webhook in webhooks] + [uuid.uuid4()]  # one deleted meanwhile
+
+    with django_assert_num_queries(2):
+        read = {webhook.pk: webhook for webhook in claim_module._subscriptions_read(pks)}
+        for webhook in read.values():
+            assert webhook.school.slug == school.slug
+            for secret in webhook.signing_secrets_cached:
+                assert secret.subscription is webhook
+
+    secrets = SigningSecret.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    ).order_by("-created_at")
+    expected = Subscription.objects.select_related("school").prefetch_related(
+        Prefetch("signing_secrets", queryset=secrets, to_attr="signing_secrets_cached")
+    )
+    assert sorted(read) == sorted(webhook.pk for webhook in webhooks)
+    for webhook in expected.filter(pk__in=pks):
+        copy = read[webhook.pk]
+        for field in Subscription._meta.concrete_fields:
+            assert getattr(copy, field.attname) == getattr(webhook, field.attname), field.name
+        for field in type(school)._meta.concrete_fields:
+            assert getattr(copy.school, field.attname) == getattr(webhook.school, field.attname)
+        assert [
+            (s.pk, s.secret_encrypted, s.created_at, s.expires_at)
+            for s in copy.signing_secrets_cached
+        ] == [
+            (s.pk, s.secret_encrypted, s.created_at, s.expires_at)
+            for s in webhook.signing_secrets_cached
+        ]
+    assert [s.secret_encrypted for s in read[first.pk].signing_secrets_cached][:1] == ["rotated"]
+    assert "expired" not in [s.secret_encrypted for s in read[first.pk].signing_secrets_cached]
+    assert len(read[first.pk].signing_secrets_cached) == 3
+
+
 @pytest.fixture
 def process_engine(engine, monkeypatch):
     """The test's engine as this process's sending engine (what the fan-out task hands to)."""
