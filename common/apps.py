@@ -1,3 +1,4 @@
+import functools
 from typing import Any
 
 from django.apps import AppConfig
@@ -57,17 +58,26 @@ def timestamptz_loader_register(connection: Any) -> None:
     Django's zone exactly as Django's does (``timezone``, which Django's ``create_cursor``
     compares before putting its own back).
     """
+    connection.connection.adapters.register_loader(
+        _TIMESTAMPTZ_OID, _timestamptz_loader(connection.timezone)
+    )
+
+
+_TIMESTAMPTZ_OID = 1184  # psycopg.postgres.types["timestamptz"].oid
+
+
+@functools.cache
+def _timestamptz_loader(timezone: Any) -> type[Loader]:
+    """The loader class for ``timezone``, made once: psycopg keeps every class registered
+    for the life of the process (a class per session would grow with each)."""
     from psycopg import adapters
-    from psycopg.postgres import types
     from psycopg.pq import Format
 
-    oid = types["timestamptz"].oid
-    loader = type(
+    return type(
         "TimestamptzLoader",
         (_TimestamptzLoader,),
-        {"timezone": connection.timezone, "parser": adapters.get_loader(oid, Format.TEXT)},
+        {"timezone": timezone, "parser": adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT)},
     )
-    connection.connection.adapters.register_loader(oid, loader)
 
 
 class _TimestamptzLoader(Loader):

@@ -121,6 +121,12 @@ def test_a_session_reads_dates_with_psycopgs_compiled_loader_in_djangos_zone():
             loader = cursor.cursor.adapters.get_loader(oid, Format.TEXT)
         assert loader.parser is adapters.get_loader(oid, Format.TEXT)
         assert loader.timezone is wrapper.timezone is dt.UTC
+        again = connections.create_connection("default")
+        try:
+            with again.cursor() as cursor:  # one class for every session, not one each
+                assert cursor.cursor.adapters.get_loader(oid, Format.TEXT) is loader
+        finally:
+            again.close()
         with wrapper.cursor() as cursor:
             cursor.execute("SELECT now()")
             assert cursor.fetchone()[0].tzinfo is dt.UTC
