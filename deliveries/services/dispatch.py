@@ -15,9 +15,14 @@ process has ``WEBHOOKS_SEND_THREADS`` slots; a task claims only as many deliveri
 are free slots and waits for more, so claimed deliveries never queue up here past their lease.
 Of those slots, attempts to failing receivers take at most ``WEBHOOKS_FAILING_CONCURRENCY``
 (``claim.FailingRoom``): the retries and probes of webhooks whose receivers fail on the network,
-and every webhook of a receiver host whose last attempt here failed so (forgotten once it has
-not been tried here for ``_DOWN_FORGET_SECONDS``), or whose requests here have been in flight
-for ``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer. When many receivers go
+and every webhook of a receiver host whose last attempt here failed so and which answered
+nothing here within a request's deadline (forgotten once it has not been tried here for
+``_DOWN_FORGET_SECONDS``), or whose requests here have been in flight for
+``WEBHOOKS_SILENT_HOST_SECONDS`` with no answer. Only the attempts that were not already
+claimed as failing tell: the retries and probes of failing receivers, expected to hang, say
+nothing new of their host. A host that still answers some of its receivers (many schools share
+it, one school's receiver hangs) is neither: each receiver of it that fails counts as failing
+by its own failures. When many receivers go
 down at once (a receiver host that many schools' webhooks point at), the attempts sent to them
 before they fell silent hang until they time out (and take room in the share meanwhile), but
 their retries and probes, and the deliveries to that host's other webhooks, then leave the
@@ -112,6 +117,10 @@ class Dispatcher:
         # cost as much as the hosts listed).
         self._hosts_down: frozenset[str] = frozenset()
         self._hosts_down_at: dict[str, float] = {}  # when each was last found down
+        # When each receiver host last answered here (kept for a request's deadline): one
+        # that answered within it is not down after a network failure, for some of its
+        # receivers answer (a host many schools share, one school's receiver hanging).
+        self._hosts_answered: dict[str, float] = {}
         self._hosts_down_pruned = _clock()
         # Receiver hosts with attempts in flight here: how many, and how many of them were
         # claimed within the failing receivers' room; and since when each host has been silent
@@ -237,9 +246,11 @@ class Dispatcher:
     def _heard(self, host: str) -> None:
         """An answer from ``host`` has just come in: it is not silent, however long the
         recorder takes to get to the result."""
+        now = _clock()
         with self._lock:
+            self._hosts_answered[host] = now
             if host in self._hosts_heard:
-                self._hosts_heard[host] = _clock()
+                self._hosts_heard[host] = now
 
     # --- Recording --------------------------------------------------------------------------
 
@@ -320,8 +331,12 @@ class Dispatcher:
 
     def _hosts_down_prune(self, now: float) -> None:
         """Forget the hosts down not tried here for ``_DOWN_FORGET_SECONDS`` (under
-        ``_lock``): nothing in flight to them, no failure since."""
+        ``_lock``): nothing in flight to them, no failure since; and the answers older than a
+        request's deadline."""
         self._hosts_down_pruned = now
+        answered_since = now - settings.WEBHOOKS_TIMEOUT_SECONDS
+        for host in [h for h, at in self._hosts_answered.items() if at < answered_since]:
+            del self._hosts_answered[host]
         forget = now - _DOWN_FORGET_SECONDS
         stale = {
             host
@@ -336,21 +351,25 @@ class Dispatcher:
     def _attempt_in(self, claim: Claim, host: str) -> None:
         """An attempt goes in flight (under ``_lock``): within the failing receivers' room if
         claimed so, and counted for its receiver host ``host`` (``receiver_host``), which is heard
-        from now if nothing was in flight to it."""
+        from now if it is the only attempt in flight to the host not claimed so."""
         if claim.failing:
             self._failing.add((claim.delivery.pk, claim.token))
         flight = self._hosts_flight.get(host)
         if flight is None:
-            self._hosts_flight[host] = [1, int(claim.failing)]
+            flight = self._hosts_flight[host] = [0, 0]
+        if not claim.failing and flight[0] == flight[1]:
+            # The first request in flight here not expected to fail: the host's silence is
+            # counted from now (the retries and probes of its failing receivers, expected to
+            # hang, say nothing of the host).
             self._hosts_heard[host] = _clock()
-        else:
-            flight[0] += 1
-            flight[1] += claim.failing
+        flight[0] += 1
+        flight[1] += claim.failing
 
     def _attempt_over(self, item: _Result) -> None:
         """An attempt's result is in (under ``_lock``): it leaves the failing receivers' room
-        and its host's count, and its receiver host is down after a network failure, up again
-        after any answer (heard from when the answer came, ``_heard``)."""
+        and its host's count, and its receiver host is down after a network failure of an
+        attempt not claimed within the room (unless the host answered here within a request's
+        deadline), up again after any answer (heard from when the answer came, ``_heard``)."""
         self._failing.discard((item.claim.delivery.pk, item.claim.token))
         host = receiver_host(item.claim.delivery.subscription.url)
         answered = item.result.status is not None
@@ -360,7 +379,8 @@ class Dispatcher:
             flight[1] -= item.claim.failing
             if flight[0] <= 0:
                 del self._hosts_flight[host]
-                del self._hosts_heard[host]
+            if flight[0] <= flight[1]:
+                self._hosts_heard.pop(host, None)  # nothing in flight it is judged by
         if answered and not self._hosts_down:
             return  # the usual case
         if not answered and item.result.error_kind not in NETWORK_FAILURES:
@@ -370,7 +390,13 @@ class Dispatcher:
                 self._hosts_down = self._hosts_down - {host}
                 del self._hosts_down_at[host]
             return
-        self._hosts_down_at[host] = _clock()
+        if item.claim.failing:
+            return  # a failing receiver's retry or probe failed again: nothing new of its host
+        now = _clock()
+        answered_at = self._hosts_answered.get(host)
+        if answered_at is not None and now - answered_at < settings.WEBHOOKS_TIMEOUT_SECONDS:
+            return  # it answers others: each failing receiver there counts by its own failures
+        self._hosts_down_at[host] = now
         if host not in self._hosts_down:
             self._hosts_down = self._hosts_down | {host}
 

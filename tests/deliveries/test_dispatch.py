@@ -783,12 +783,14 @@ def test_a_receiver_host_silent_with_requests_in_flight_counts_as_failing(settin
         hanging = [_claim_of("https://down.example.org/school/1") for _ in range(3)]
         refused = _claim_of("https://down.example.org/school/9")  # disabled, say
         answering = [_claim_of("https://up.example.org/school/2") for _ in range(2)]
-        retry = _claim_of("https://other.example.org/x", failing=True)
+        retry = _claim_of("https://down.example.org/school/3", failing=True)
+        # A failing receiver's retry, expected to hang: says nothing of its host.
+        probe = _claim_of("https://other.example.org/x", failing=True)
         with sending._lock:
-            for claim in [*hanging, refused, *answering, retry]:
+            for claim in [*hanging, refused, *answering, retry, probe]:
                 sending._attempt_in(claim, receiver_host(claim.delivery.subscription.url))
         room = sending._failing_room()
-        assert (room.hosts_down, room.in_flight) == (set(), 1)  # not silent yet: the retry
+        assert (room.hosts_down, room.in_flight) == (set(), 2)  # not silent yet: the two
 
         now[0] += 1.5
         sending._heard("up.example.org:443")  # an answer comes in, recorded later
@@ -797,13 +799,13 @@ def test_a_receiver_host_silent_with_requests_in_flight_counts_as_failing(settin
             sending._attempt_over(_Result(refused, disabled))
         now[0] += 1.0
         room = sending._failing_room()
-        assert room.hosts_down == {"down.example.org:443", "other.example.org:443"}
-        # The retry (once, though its host is silent too) and the three to the silent host.
-        assert room.in_flight == 1 + 3
+        assert room.hosts_down == {"down.example.org:443"}
+        # The retry (once, though its host is silent), the probe and the three to the host.
+        assert room.in_flight == 2 + 3
 
         sending._heard("down.example.org:443")  # the host answers after all
         room = sending._failing_room()
-        assert (room.hosts_down, room.in_flight) == ({"other.example.org:443"}, 1)
+        assert (room.hosts_down, room.in_flight) == (set(), 2)
     finally:
         sending.stop(timeout=1)
 
@@ -883,5 +885,80 @@ def test_a_host_down_not_tried_for_ten_minutes_is_forgotten(monkeypatch):
         with sending._lock:
             sending._attempt_over(_Result(in_flight, timeout))  # failed: down again, from now
         assert sending._failing_room().hosts_down == {"busy.example.org:443"}
+    finally:
+        sending.stop(timeout=1)
+
+
+def test_a_host_that_answered_within_a_deadline_is_not_down_after_a_timeout(settings, monkeypatch):
+    """A receiver host many schools share, one school's receiver hanging there while the
+    others answer, is not down after that receiver's timeouts (the others' webhooks would
+    have been held within the failing receivers' room, behind every dead receiver's retries):
+    only a host that answered nothing here within a request's deadline is. The answers are
+    forgotten once older than that."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 15.0
+    now = [1000.0]
+    monkeypatch.setattr(dispatch_module, "_clock", lambda: now[0])
+    sending = Dispatcher(slots=8)
+    try:
+        timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
+        hanging = _claim_of("https://shared.example.org/school/1")
+        answering = _claim_of("https://shared.example.org/school/2")
+        with sending._lock:
+            for claim in (hanging, answering):
+                sending._attempt_in(claim, "shared.example.org:443")
+        sending._heard("shared.example.org:443")  # school 2's receiver answers
+        now[0] += 14.0
+        with sending._lock:
+            sending._attempt_over(
+                _Result(answering, TransportResult(request_headers={}, status=200))
+            )
+            sending._attempt_over(_Result(hanging, timeout))  # school 1's, after its deadline
+        assert sending._failing_room().hosts_down == set()
+
+        now[0] += 2.0  # nothing answered within the last deadline: down
+        again = _claim_of("https://shared.example.org/school/1")
+        with sending._lock:
+            sending._attempt_in(again, "shared.example.org:443")
+            sending._attempt_over(_Result(again, timeout))
+        assert sending._failing_room().hosts_down == {"shared.example.org:443"}
+
+        now[0] += dispatch_module._DOWN_PRUNE_SECONDS
+        sending._failing_room()
+        assert sending._hosts_answered == {}  # older than a deadline: forgotten
+    finally:
+        sending.stop(timeout=1)
+
+
+def test_a_failing_receivers_retries_say_nothing_new_of_its_host(monkeypatch):
+    """A worker process that sends a host only the retries and probes of its failing
+    receivers (another process sends the host's healthy receivers theirs) neither finds the
+    host silent while they hang nor down when they time out: the host's other webhooks would
+    have been held within the failing receivers' room. An attempt that was not expected to
+    fail still tells."""
+    monkeypatch.setattr(dispatch_module, "_SILENT_CHECK_SECONDS", 0.0)
+    now = [1000.0]
+    monkeypatch.setattr(dispatch_module, "_clock", lambda: now[0])
+    sending = Dispatcher(slots=8)
+    try:
+        timeout = TransportResult(request_headers={}, error_kind=ErrorKind.TIMEOUT)
+        retries = [
+            _claim_of(f"https://shared.example.org/dead/{n}", failing=True) for n in range(3)
+        ]
+        with sending._lock:
+            for claim in retries:
+                sending._attempt_in(claim, "shared.example.org:443")
+        now[0] += 15.0
+        assert sending._failing_room().hosts_down == set()  # not silent
+        with sending._lock:
+            for claim in retries:
+                sending._attempt_over(_Result(claim, timeout))
+        assert sending._failing_room().hosts_down == set()  # not down
+
+        healthy_looking = _claim_of("https://shared.example.org/school/7")
+        with sending._lock:
+            sending._attempt_in(healthy_looking, "shared.example.org:443")
+            sending._attempt_over(_Result(healthy_looking, timeout))
+        assert sending._failing_room().hosts_down == {"shared.example.org:443"}
+        assert (sending._hosts_flight, sending._hosts_heard) == ({}, {})
     finally:
         sending.stop(timeout=1)
