@@ -1321,8 +1321,8 @@ def _subscriptions_read(pks: list[uuid.UUID]) -> list[Subscription]:
     """The webhooks ``pks`` with their school and the signing secrets that still sign
     (``signing_secrets_cached``, newest first), as ``select_related`` and a ``Prefetch`` give
     them. On PostgreSQL two fixed statements (a webhook not read lately, the usual case of a
-    school with few events, cost 176 µs of CPU through the ORM's query building and 122 µs
-    so); elsewhere the ORM."""
+    school with few events, cost 152-291 µs of CPU through the ORM and 82-141 µs so);
+    elsewhere the ORM."""
     now = db_now()
     if connection.vendor != "postgresql":
         secrets = SigningSecret.objects.filter(

@@ -22,11 +22,10 @@ nothing here within a request's deadline (forgotten once it has not been tried h
 claimed as failing tell: the retries and probes of failing receivers, expected to hang, say
 nothing new of their host. A host that still answers some of its receivers (many schools share
 it, one school's receiver hangs) is neither: each receiver of it that fails counts as failing
-by its own failures. When many receivers go
-down at once (a receiver host that many schools' webhooks point at), the attempts sent to them
-before they fell silent hang until they time out (and take room in the share meanwhile), but
-their retries and probes, and the deliveries to that host's other webhooks, then leave the
-other receivers the rest of the threads.
+by its own failures. When many receivers go down at once (a receiver host that many schools'
+webhooks point at), the attempts sent to them before they fell silent hang until they time out
+(and take room in the share meanwhile), but their retries and probes, and the deliveries to
+that host's other webhooks, then leave the other receivers the rest of the threads.
 On a warm shutdown the process lets what is in flight finish and be recorded first.
 """
 
@@ -124,7 +123,7 @@ class Dispatcher:
         self._hosts_down_pruned = _clock()
         # Receiver hosts with attempts in flight here: how many, and how many of them were
         # claimed within the failing receivers' room; and since when each host has been silent
-        # (its last answer, or the request that found nothing in flight to it).
+        # (its last answer, or the first request in flight to it not claimed within the room).
         self._hosts_flight: dict[str, list[int]] = {}
         self._hosts_heard: dict[str, float] = {}
         # Hosts silent for WEBHOOKS_SILENT_HOST_SECONDS with requests in flight, as of when
