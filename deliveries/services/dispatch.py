@@ -118,14 +118,16 @@ class Dispatcher:
         self._hosts_down_at: dict[str, float] = {}  # when each was last found down
         # When each receiver host last answered here (kept for a request's deadline): one
         # that answered within it is not down after a network failure, for some of its
-        # receivers answer (a host many schools share, one school's receiver hanging).
+        # receivers answer (a host many schools share, one school's receiver hanging); nor
+        # silent, if that was within WEBHOOKS_SILENT_HOST_SECONDS.
         self._hosts_answered: dict[str, float] = {}
         self._hosts_down_pruned = _clock()
         # Receiver hosts with attempts in flight here: how many, and how many of them were
-        # claimed within the failing receivers' room; and since when each host has been silent
-        # (its last answer, or the first request in flight to it not claimed within the room).
+        # claimed within the failing receivers' room; and since when attempts not claimed so
+        # have been in flight to each, without a break (its silence counts from then, or from
+        # its last answer).
         self._hosts_flight: dict[str, list[int]] = {}
-        self._hosts_heard: dict[str, float] = {}
+        self._hosts_waiting: dict[str, float] = {}
         # Hosts silent for WEBHOOKS_SILENT_HOST_SECONDS with requests in flight, as of when
         # they were last looked for (``_hosts_failing``).
         self._hosts_silent: frozenset[str] = frozenset()
@@ -248,8 +250,6 @@ class Dispatcher:
         now = _clock()
         with self._lock:
             self._hosts_answered[host] = now
-            if host in self._hosts_heard:
-                self._hosts_heard[host] = now
 
     # --- Recording --------------------------------------------------------------------------
 
@@ -317,7 +317,12 @@ class Dispatcher:
         if now - self._hosts_silent_at >= _SILENT_CHECK_SECONDS:
             self._hosts_silent_at = now
             since = now - settings.WEBHOOKS_SILENT_HOST_SECONDS
-            silent = frozenset(host for host, heard in self._hosts_heard.items() if heard <= since)
+            answered = self._hosts_answered
+            silent = frozenset(
+                host
+                for host, waiting in self._hosts_waiting.items()
+                if waiting <= since and answered.get(host, waiting) <= since
+            )
             if silent != self._hosts_silent:
                 self._hosts_silent = silent
                 self._hosts_failing_union = None
@@ -333,7 +338,9 @@ class Dispatcher:
         ``_lock``): nothing in flight to them, no failure since; and the answers older than a
         request's deadline."""
         self._hosts_down_pruned = now
-        answered_since = now - settings.WEBHOOKS_TIMEOUT_SECONDS
+        answered_since = now - max(
+            settings.WEBHOOKS_TIMEOUT_SECONDS, settings.WEBHOOKS_SILENT_HOST_SECONDS
+        )
         for host in [h for h, at in self._hosts_answered.items() if at < answered_since]:
             del self._hosts_answered[host]
         forget = now - _DOWN_FORGET_SECONDS
@@ -360,7 +367,7 @@ class Dispatcher:
             # The first request in flight here not expected to fail: the host's silence is
             # counted from now (the retries and probes of its failing receivers, expected to
             # hang, say nothing of the host).
-            self._hosts_heard[host] = _clock()
+            self._hosts_waiting[host] = _clock()
         flight[0] += 1
         flight[1] += claim.failing
 
@@ -379,7 +386,7 @@ class Dispatcher:
             if flight[0] <= 0:
                 del self._hosts_flight[host]
             if flight[0] <= flight[1]:
-                self._hosts_heard.pop(host, None)  # nothing in flight it is judged by
+                self._hosts_waiting.pop(host, None)  # nothing in flight it is judged by
         if answered and not self._hosts_down:
             return  # the usual case
         if not answered and item.result.error_kind not in NETWORK_FAILURES:

@@ -959,6 +959,6 @@ def test_a_failing_receivers_retries_say_nothing_new_of_its_host(monkeypatch):
             sending._attempt_in(healthy_looking, "shared.example.org:443")
             sending._attempt_over(_Result(healthy_looking, timeout))
         assert sending._failing_room().hosts_down == {"shared.example.org:443"}
-        assert (sending._hosts_flight, sending._hosts_heard) == ({}, {})
+        assert (sending._hosts_flight, sending._hosts_waiting) == ({}, {})
     finally:
         sending.stop(timeout=1)
