@@ -55,11 +55,12 @@ def deliveries_attempt(*, delivery_ids: Iterable[uuid.UUID | str]) -> list[Deliv
 
 def claims_followup(ids: list[str], outcome: ClaimOutcome) -> None:
     """What a claim leaves to later: messages that came early are sent again when due, and a
-    rate-limited webhook's waiting deliveries get a message for when it has budget again."""
+    rate-limited webhook's waiting deliveries get a message for when it has budget again
+    (``ClaimOutcome.woken``)."""
     taken = {str(claim.delivery.pk) for claim in outcome.claims}
     held = taken | set(outcome.waiting) | set(outcome.unclaimed)
     if len(held) < len(ids):
         deliveries_requeue_early(delivery_ids=[i for i in ids if i not in held])
-    if outcome.retry_at is not None and outcome.waiting:
+    if outcome.retry_at is not None and outcome.woken:
         wait = max(0.0, (outcome.retry_at - db_now()) / dt.timedelta(seconds=1))
-        deliveries_enqueue(outcome.waiting, countdown=wait)
+        deliveries_enqueue(outcome.woken, countdown=wait)

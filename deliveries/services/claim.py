@@ -169,15 +169,23 @@ class ClaimOutcome:
     """What a claim took, and what it left.
 
     ``waiting``: due deliveries its webhook's limits did not let go now (left without a
-    message, see the module docstring); ``retry_at``: when a rate-limited webhook has budget
-    again or an open circuit's probe is due, if soon enough for a message; ``unclaimed``: due
-    deliveries left only because ``capacity`` ran out (their message is still the caller's).
+    message, see the module docstring); ``woken``: those of them that a rate limit held back,
+    which get a message for ``retry_at``, when the first such webhook has budget again (if
+    soon enough for a message). The others wait for what takes them up without one: an
+    attempt of their webhook ending, its probe (``record._probes_schedule``, the sweeper), or
+    the sweeper; a message for each of them would be claimed only to leave them waiting again
+    (an open circuit's backlog sent round at every probe). ``unclaimed``: due deliveries left
+    only because ``capacity`` ran out (their message is still the caller's).
     """
 
     claims: list[Claim] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+    woken: list[str] = field(default_factory=list)
     retry_at: dt.datetime | None = None
     unclaimed: list[str] = field(default_factory=list)
+    # Of a fan-out's deliveries past those it claims (``deliveries_claim_inserted``'s
+    # ``rest``), those that stay waiting, with no message.
+    rest_waiting: list[str] = field(default_factory=list)
     # How many deliveries to failing receivers waited for room in the process (``FailingRoom``).
     failing_held: int = 0
     # The claim's plan, for a claim whose commit is its caller's (``claim_committed_after_loss``).
@@ -233,7 +241,11 @@ def _in_order(claims: list[Claim], delivery_ids: Sequence[uuid.UUID | str]) -> l
 
 
 def deliveries_claim_inserted(
-    *, deliveries: list[Delivery], capacity: int, failing: FailingRoom | None = None
+    *,
+    deliveries: list[Delivery],
+    capacity: int,
+    failing: FailingRoom | None = None,
+    rest: list[Delivery] | None = None,
 ) -> ClaimOutcome:
     """Lease, in the caller's transaction that has just inserted ``deliveries`` (the fan-out's),
     those their webhooks' limits let go now, at most ``capacity``: what ``deliveries_claim``
@@ -246,6 +258,15 @@ def deliveries_claim_inserted(
     overtake them at every fan-out while the older ones went one take-up at a time. The
     claims may then be of deliveries not among ``deliveries``.
 
+    ``rest``: the fan-out's other deliveries, which it sends messages for after the commit.
+    Those that the limits of their webhooks would only leave waiting now (``_Plan.holds``)
+    are listed in ``rest_waiting`` instead, to be stored waiting with no message: a
+    message's claim would leave them so, at the cost of a claim each (a hundred hanging
+    receivers, each at its concurrency, and every event for them). The attempts in flight, the
+    probe or the resume that their webhook waits for take them up, as they take up what a
+    claim leaves waiting. Not read beyond ``_REST_WEBHOOKS_MAX`` webhooks: their messages
+    go as before.
+
     The caller commits before anything is sent. If the answer to its commit is lost with the
     connection, ``claim_committed_after_loss`` tells whether it went through.
     """
@@ -253,6 +274,11 @@ def deliveries_claim_inserted(
     candidates = [
         (delivery.pk, delivery.subscription_id, delivery.next_trigger) for delivery in deliveries
     ]
+    after = [
+        (delivery.pk, delivery.subscription_id, delivery.next_trigger) for delivery in rest or []
+    ]
+    if len({subscription_id for _pk, subscription_id, _trigger in after}) > _REST_WEBHOOKS_MAX:
+        after = []
     outcome, rows, plan = _claim(
         candidates,
         now=now,
@@ -261,11 +287,18 @@ def deliveries_claim_inserted(
         lease=_lease_length(True),
         oldest_first=True,
         failing=failing,
+        rest=after,
     )
     claims = _claims_build(rows, plan, now)
     outcome.claims = _in_order(claims, [delivery.pk for delivery in deliveries])
     outcome.plan = plan
     return outcome
+
+
+# A fan-out's deliveries past those it claims are looked at (``deliveries_claim_inserted``)
+# for at most this many webhooks: the webhooks' read costs about 0.1 ms each, under their
+# locks, in the fan-out's transaction.
+_REST_WEBHOOKS_MAX = 1000
 
 
 def claim_committed_after_loss(outcome: ClaimOutcome) -> bool:
@@ -461,17 +494,20 @@ def _claim(
     quota: Mapping[uuid.UUID, int] | None = None,
     oldest_first: bool = False,
     failing: FailingRoom | None = None,
+    rest: list[tuple[uuid.UUID, uuid.UUID, str]] | None = None,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
     """Decide and lease, inside the caller's transaction; ``locked``: the caller already holds
     the locks of the candidates' webhooks; ``quota``: at most this many per webhook (the
     others stay as they are, waiting); ``oldest_first``: the candidates are new deliveries
     stored waiting, and a webhook with older ones waiting takes the oldest instead
     (``_oldest_first``); ``failing``: the caller's process's room for attempts to failing
-    receivers."""
+    receivers; ``rest``: deliveries not to claim, only to tell which of them would wait
+    (``ClaimOutcome.rest_waiting``)."""
     outcome = ClaimOutcome()
     if not candidates:
         return outcome, [], None
-    endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in candidates})
+    rest = rest or []
+    endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in [*candidates, *rest]})
     if not locked:
         endpoints_lock(endpoints, claiming=True)
     # A claim takes at most one waiting delivery per candidate: counting that many more is
@@ -501,11 +537,19 @@ def _claim(
         else:
             outcome.waiting.append(str(pk))
             plan.left.add(subscription_id)
+            if subscription_id in plan.rate_held:
+                outcome.woken.append(str(pk))
     listed = {*map(str, plan.chosen), *outcome.waiting, *outcome.unclaimed}
     for pk, subscription_id, _trigger in passed_over:
         if str(pk) not in listed:  # new ones older deliveries went before: they wait
             outcome.waiting.append(str(pk))
             plan.left.add(subscription_id)
+            if subscription_id in plan.rate_held:
+                outcome.woken.append(str(pk))
+    for pk, subscription_id, trigger in rest:
+        if trigger not in _BYPASS_LIMITS and plan.holds(subscription_id):
+            outcome.rest_waiting.append(str(pk))
+            plan.left.add(subscription_id)  # its attempts claimed here take them up
     outcome.retry_at = plan.retry_at
     if failing is not None:
         outcome.failing_held = failing.held
@@ -693,6 +737,7 @@ class _Plan:
         self.failing_chosen: set[uuid.UUID] = set()  # admitted within ``failing``
         self.chosen: list[uuid.UUID] = []
         self.retry_at: dt.datetime | None = None
+        self.rate_held: set[uuid.UUID] = set()  # webhooks their rate held back until retry_at
         self.endpoints = _endpoints_read(endpoints, now, waiting_cap=waiting_cap)
         self.changed: dict[uuid.UUID, EndpointState] = {}
         self.token_after_lost_lease = uuid.uuid4()
@@ -738,9 +783,9 @@ class _Plan:
             else None
         )
         if probing is not None:
-            # Open, or a probe in flight: only one probe, once its time has come.
+            # Open, or a probe in flight: only one probe, once its time has come (it is sent
+            # then, ``record._probes_schedule`` or the sweeper, not by this claim's callers).
             if probing.probe_at is not None and probing.probe_at > self.now:
-                self._wake_at(probing.probe_at)
                 return False
             concurrency = 1
         if info.in_flight >= concurrency:
@@ -764,6 +809,34 @@ class _Plan:
         self.count(endpoint, concurrency)
         return True
 
+    def holds(self, endpoint: uuid.UUID) -> bool:
+        """Whether an automatic delivery to ``endpoint`` would only wait now, and something
+        else will take it up (without counting it, as ``admits`` would): its webhook is paused
+        (its resume), its circuit open with the probe not yet due (the probe), every slot
+        taken (the attempts in flight), or it fails and this process's room for failing
+        receivers is full while some of its attempts are in flight (those). Not when it may
+        go, nor for a webhook catching up, whose head goes first (``admits``)."""
+        info = self.endpoints.get(endpoint)
+        if info is None or info.catching_up:
+            return False
+        if info.paused:
+            return True
+        state = info.state
+        if state is not None and state.circuit_state != CircuitState.CLOSED and info.is_active:
+            return state.probe_at is not None and state.probe_at > self.now
+        if info.in_flight >= info.concurrency:
+            return True
+        room = self.failing
+        return (
+            room is not None
+            and info.in_flight > 0
+            and room.in_flight + room.taken >= room.limit
+            and (
+                (state is not None and state.consecutive_failures > 0)
+                or info.host in room.hosts_down
+            )
+        )
+
     def count(
         self, endpoint: uuid.UUID, concurrency: int | None = None, *, counted: bool = False
     ) -> None:
@@ -777,17 +850,6 @@ class _Plan:
             info.in_flight += 1
         if info.in_flight >= (concurrency or info.concurrency):
             self.filled.add(endpoint)
-
-    def full(self) -> set[uuid.UUID]:
-        """The webhooks whose every slot is taken after this claim, by attempts that take up
-        what waits behind them when they end: more of their deliveries may be stored waiting,
-        without a message (a message's claim would only leave them waiting). Not those paused,
-        catching up or whose circuit is not closed: they go by their own rules."""
-        return {
-            endpoint
-            for endpoint, info in self.endpoints.items()
-            if info.in_flight >= info.concurrency and info.by_its_slots
-        }
 
     def _rate_take(self, endpoint: uuid.UUID, info: _Endpoint) -> bool:
         """Take one token of the webhook's bucket (``rate`` per second, bursts of ``rate``)."""
@@ -807,16 +869,17 @@ class _Plan:
         self.changed[endpoint] = state
         if tokens < 1.0:
             state.rate_tokens = tokens
-            self._wake_at(counted_at + dt.timedelta(seconds=(1.0 - tokens) / rate))
+            self._wake_at(endpoint, counted_at + dt.timedelta(seconds=(1.0 - tokens) / rate))
             return False
         state.rate_tokens = tokens - 1.0
         return True
 
-    def _wake_at(self, when: dt.datetime) -> None:
-        """Deliveries held back until ``when`` (a rate budget, a probe's time) get a message
-        for then, when it is near enough for one; later ones are the sweeper's."""
+    def _wake_at(self, endpoint: uuid.UUID, when: dt.datetime) -> None:
+        """Deliveries of ``endpoint`` held back by its rate until ``when`` get a message for
+        then, when it is near enough for one; later ones are the sweeper's."""
         if (when - self.now).total_seconds() > settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
             return
+        self.rate_held.add(endpoint)
         self.retry_at = when if self.retry_at is None else min(self.retry_at, when)
 
     def catch_ups_follow(self) -> None:

@@ -185,16 +185,19 @@ class Dispatcher:
             remaining = outcome.unclaimed
         return sent
 
-    def dispatch_inserted(self, deliveries: list[Delivery]) -> InsertedClaim | None:
+    def dispatch_inserted(
+        self, deliveries: list[Delivery], rest: list[Delivery] | None = None
+    ) -> InsertedClaim | None:
         """Claim, in the caller's transaction that has just inserted them, the deliveries among
         ``deliveries`` that may go now, with the send slots free now; None when none is (the
-        caller dispatches them after its commit instead). See ``InsertedClaim``."""
+        caller dispatches them after its commit instead). See ``InsertedClaim``; ``rest`` as
+        for ``deliveries_claim_inserted``."""
         slots = self._slots_take_now(len(deliveries))
         if not slots:
             return None
         try:
             outcome = deliveries_claim_inserted(
-                deliveries=deliveries, capacity=slots, failing=self._failing_room()
+                deliveries=deliveries, capacity=slots, failing=self._failing_room(), rest=rest
             )
         except BaseException:
             self._slots_give(slots)
@@ -547,7 +550,7 @@ class Dispatcher:
             self._in_flight += used
         for claim in outcome.claims:
             self._submit_one(claim)
-        if outcome.retry_at is not None and outcome.waiting:
+        if outcome.retry_at is not None and outcome.woken:
             try:
                 claims_followup(outcome.waiting, outcome)
             except Exception:
@@ -721,12 +724,16 @@ def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str], waiting: boo
     )
 
 
-def deliveries_dispatch_inserted(*, deliveries: list[Delivery]) -> InsertedClaim | None:
+def deliveries_dispatch_inserted(
+    *, deliveries: list[Delivery], rest: list[Delivery] | None = None
+) -> InsertedClaim | None:
     """Claim, in the caller's transaction that has just inserted ``deliveries`` (the
     fan-out's), those that may go now, to be sent from this process's sending engine once it
     commits: ``InsertedClaim.send`` after the commit, ``abandon`` if it rolls back. None: no
-    send slot is free now; dispatch them after the commit (``deliveries_dispatch``)."""
-    return dispatcher().dispatch_inserted(deliveries)
+    send slot is free now; dispatch them after the commit (``deliveries_dispatch``). ``rest``:
+    the fan-out's other deliveries, those of them that would only wait listed in the outcome's
+    ``rest_waiting`` (``deliveries_claim_inserted``)."""
+    return dispatcher().dispatch_inserted(deliveries, rest)
 
 
 def dispatcher_drain(*, timeout: float) -> bool:

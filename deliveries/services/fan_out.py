@@ -429,26 +429,22 @@ class _HandOffWithin:
     def claim(self, deliveries: list[Delivery], pending: list[uuid.UUID], dispatched: int) -> bool:
         """Claim the first ``dispatched`` of ``pending``; False where it is not done here
         (SQLite, a caller's transaction, no send slot free): the hand-off claims them after
-        the commit. The rest of ``pending`` whose webhook the claim found full are stored
-        waiting, without a message (``_Plan.full``): the attempts in flight take them up."""
+        the commit. The rest of ``pending`` that the claim finds would only wait (their
+        webhook full, paused or waiting for its probe: ``claim._Plan.holds``) are stored
+        waiting, without a message: what their webhook waits for takes them up."""
         if not dispatched or connection.vendor != "postgresql" or not transaction_own():
             return False
         from .dispatch import deliveries_dispatch_inserted
 
         first = set(pending[:dispatched])
+        rest = set(pending[dispatched:])
         self.sending = deliveries_dispatch_inserted(
-            deliveries=[delivery for delivery in deliveries if delivery.pk in first]
+            deliveries=[delivery for delivery in deliveries if delivery.pk in first],
+            rest=[delivery for delivery in deliveries if delivery.pk in rest],
         )
         if self.sending is None:
             return False
-        plan = self.sending.outcome.plan
-        full = plan.full() if plan is not None else set()
-        rest = set(pending[dispatched:])
-        self.parked = {
-            delivery.pk
-            for delivery in deliveries
-            if delivery.pk in rest and delivery.subscription_id in full
-        }
+        self.parked = set(map(uuid.UUID, self.sending.outcome.rest_waiting))
         rows_update(Delivery, self.parked, enqueued_at=None)
         return True
 

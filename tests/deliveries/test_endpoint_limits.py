@@ -21,6 +21,7 @@ from deliveries.models import AttemptTrigger, CircuitState, Delivery, DeliverySt
 from deliveries.services import claim as claim_module
 from deliveries.services import deliveries_attempt, event_fan_out
 from deliveries.services import record as record_module
+from deliveries.services.attempts import claims_followup
 from deliveries.services.claim import (
     _ENDPOINTS_SQL,
     _WAITING_SQL,
@@ -527,6 +528,44 @@ def test_a_rate_limited_webhook_gets_its_budget_and_a_time_to_come_back(school):
     assert 0 < wait <= 0.5
     state = EndpointState.objects.get(pk=_subscription.pk)
     assert state.rate_tokens == pytest.approx(0.0, abs=0.01)
+
+
+def test_only_what_a_rate_limit_holds_back_gets_a_message_for_later(settings, own_queue):
+    """Of the deliveries a claim leaves waiting, only a rate-limited webhook's get a message,
+    for when it has budget again. An open circuit's wait for its probe and a full webhook's
+    for its attempts in flight: a message for each would only be claimed to leave them
+    waiting again (an open circuit's backlog sent round at every probe time)."""
+    settings.WEBHOOKS_CIRCUIT_FAILURES = 1
+    settings.WEBHOOKS_CIRCUIT_COOLDOWN_SECONDS = 5
+    _limited, limited = _deliveries(
+        SchoolFactory(),
+        "http://127.0.0.1:9/limited",
+        3,
+        rate_limit_per_second=1,
+        max_concurrency=10,
+    )
+    broken, down = _deliveries(
+        SchoolFactory(), f"http://127.0.0.1:{_closed_port()}/down", 3, max_concurrency=10
+    )
+    deliveries_attempt(delivery_ids=down[:1])  # its circuit opens, the probe in 5 s
+    _full, full = _deliveries(SchoolFactory(), "http://127.0.0.1:9/full", 2, max_concurrency=1)
+    sent_before = own_queue.deliveries()
+    ids = limited + down[1:] + full
+
+    outcome = deliveries_claim(delivery_ids=ids)
+    claims_followup(ids, outcome)
+
+    assert EndpointState.objects.get(pk=broken.pk).circuit_state == CircuitState.OPEN
+    assert sorted(str(claim.delivery.pk) for claim in outcome.claims) == sorted(
+        [limited[0], full[0]]
+    )
+    assert sorted(outcome.waiting) == sorted(limited[1:] + down[1:] + full[1:])
+    assert sorted(outcome.woken) == sorted(limited[1:])
+    assert outcome.retry_at is not None
+    assert 0 < (outcome.retry_at - timezone.now()).total_seconds() <= 1
+    sent = own_queue.deliveries()
+    assert sent_before == {}
+    assert sorted(sent[0]) == sorted(limited[1:])
 
 
 def test_network_failures_in_a_row_open_the_circuit_and_the_deliveries_then_wait(school, settings):
