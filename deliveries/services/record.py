@@ -169,11 +169,15 @@ def deliveries_record(
         wait = (next_at - now).total_seconds()
         delivery.status = DeliveryStatus.PENDING
         delivery.next_attempt_at = next_at
-        if wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
+        if wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS and not claim.backlog:
             delivery.enqueued_at = next_at
             soon.append((delivery.pk, wait))
         else:
-            delivery.enqueued_at = None  # the sweeper sends it when it is due
+            # The sweeper sends it when it is due; or, with deliveries waiting behind this
+            # attempt, its webhook's attempts take it up in turn once it is due, as they take
+            # up those: a message would find its slots taken and leave it waiting (a hundred
+            # hanging receivers' retries, a claim each).
+            delivery.enqueued_at = None
 
     # Webhooks that answered and looked closed and clean at claim time: the statement that
     # writes the results also reads whether their circuit moved since (``_circuits_update``).
