@@ -122,9 +122,6 @@ class Claim:
     failures: int = 0
     # Other deliveries of the webhook may wait for its slots: take them up when this one is done.
     waiting_behind: bool = False
-    # Some did wait (more than its last slot taken): its attempts stay busy with them, and take
-    # up its retry in turn (``record.deliveries_record``).
-    backlog: bool = False
     # Its webhook was catching up after a pause (one at a time) when this was claimed.
     catching_up: bool = False
     # Claimed within its process's room for attempts to failing receivers (``FailingRoom``).
@@ -756,13 +753,9 @@ class _Plan:
         """Whether deliveries of ``endpoint`` may wait for its slots after this claim: some
         do, or this claim filled its last slot, so the next claim (in any process) leaves
         its deliveries waiting for the attempts of this one to finish."""
-        return endpoint in self.filled or self.backlog(endpoint)
-
-    def backlog(self, endpoint: uuid.UUID) -> bool:
-        """Whether deliveries of ``endpoint`` wait for its slots after this claim."""
         info = self.endpoints.get(endpoint)
         waiting = 0 if info is None else info.waiting - self.waiting_taken.get(endpoint, 0)
-        return endpoint in self.left or waiting > 0
+        return endpoint in self.left or endpoint in self.filled or waiting > 0
 
     def admits(self, endpoint: uuid.UUID, delivery: uuid.UUID | None = None) -> bool:
         """Whether one more automatic delivery (``delivery``) to ``endpoint`` may go now (and
@@ -1117,7 +1110,6 @@ def _claims_build(rows: list[tuple[Any, ...]], plan: _Plan | None, now: dt.datet
                 circuit=circuit,
                 failures=failures,
                 waiting_behind=plan.waiting_behind(delivery.subscription_id),
-                backlog=plan.backlog(delivery.subscription_id),
                 catching_up=info.catching_up,
                 failing=delivery.pk in plan.failing_chosen,
             )

@@ -169,15 +169,11 @@ def deliveries_record(
         wait = (next_at - now).total_seconds()
         delivery.status = DeliveryStatus.PENDING
         delivery.next_attempt_at = next_at
-        if wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS and not claim.backlog:
+        if wait <= settings.WEBHOOKS_COUNTDOWN_MAX_SECONDS:
             delivery.enqueued_at = next_at
             soon.append((delivery.pk, wait))
         else:
-            # The sweeper sends it when it is due; or, with deliveries waiting behind this
-            # attempt, its webhook's attempts take it up in turn once it is due, as they take
-            # up those: a message would find its slots taken and leave it waiting (a hundred
-            # hanging receivers' retries, a claim each).
-            delivery.enqueued_at = None
+            delivery.enqueued_at = None  # the sweeper sends it when it is due
 
     # Webhooks that answered and looked closed and clean at claim time: the statement that
     # writes the results also reads whether their circuit moved since (``_circuits_update``).

@@ -748,53 +748,6 @@ def test_a_fan_out_sends_no_message_past_its_own_claim_for_what_would_only_wait(
     ) == {paused.pk, broken.pk}
 
 
-def test_a_retry_with_deliveries_waiting_behind_it_is_taken_up_in_turn_without_a_message(
-    school, receiver, engine, monkeypatch, settings
-):
-    """An attempt that fails with deliveries of its webhook waiting behind it: its retry gets
-    no message (its claim would find the slots taken by those and leave it waiting); once due,
-    the webhook's attempts take it up in turn, as they take up the others. A failed attempt
-    with nothing behind it still gets its message for its time."""
-    settings.WEBHOOKS_RETRY_BASE_SECONDS = 0.5
-    settings.WEBHOOKS_RETRY_JITTER = 0.0
-    receiver.script(
-        "/busy", Reply(status=500), Reply(status=200, delay_seconds=1.5), default=Reply(status=200)
-    )
-    SubscriptionFactory(school=school, url=receiver.url("/busy"), max_concurrency=1)
-    busy = deliveries_published(school, 2)
-    messages: list[str] = []
-    monkeypatch.setattr(
-        record, "deliveries_enqueue", lambda ids, **kwargs: messages.extend(map(str, ids))
-    )
-
-    assert engine.dispatch(busy) == 1  # the second waits behind the first
-    receiver.wait_for(2, path="/busy", timeout=10)  # the 500, then the second taken up
-    retry = Delivery.objects.get(pk=busy[0])
-    assert (retry.status, retry.attempts, retry.enqueued_at) == (DeliveryStatus.PENDING, 1, None)
-    assert messages == []
-    receiver.wait_for(3, path="/busy", timeout=10)  # due meanwhile: taken up after the second
-    assert engine.drain(timeout=10)
-    assert [
-        json.loads(request.body)["data"]["course"]["id"] for request in receiver.received("/busy")
-    ] == ["c0", "c1", "c0"]
-    assert receiver.max_in_flight("/busy") == 1
-    assert set(Delivery.objects.filter(pk__in=busy).values_list("status", flat=True)) == {
-        DeliveryStatus.DELIVERED
-    }
-
-    SubscriptionFactory(school=school, url=receiver.url("/alone"), max_concurrency=1)
-    receiver.script("/alone", Reply(status=500))
-    [alone] = [
-        pk
-        for pk in deliveries_published(school, 1, start=2)
-        if Delivery.objects.get(pk=pk).subscription.url.endswith("/alone")
-    ]
-    assert engine.dispatch([alone]) == 1
-    receiver.wait_for(1, path="/alone", timeout=10)
-    assert engine.drain(timeout=10)
-    assert alone in messages  # its retry's message, for its time
-
-
 def test_a_receiver_host_is_down_after_a_network_failure_until_it_answers_again():
     """Its other webhooks' deliveries then count among the failing receivers' (the first
     timeouts of a host gone down: the webhooks not tried yet are down too); any answer from
