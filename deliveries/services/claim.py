@@ -262,10 +262,13 @@ def deliveries_claim_inserted(
     Those that the limits of their webhooks would only leave waiting now (``_Plan.holds``)
     are listed in ``rest_waiting`` instead, to be stored waiting with no message: a
     message's claim would leave them so, at the cost of a claim each (a hundred hanging
-    receivers, each at its concurrency, and every event for them). The attempts in flight, the
-    probe or the resume that their webhook waits for take them up, as they take up what a
-    claim leaves waiting. Not read beyond ``_REST_WEBHOOKS_MAX`` webhooks: their messages
-    go as before.
+    receivers, each at its concurrency, and every event for them). The attempts in flight or
+    the probe that their webhook waits for take them up, as they take up what a claim leaves
+    waiting. Their webhooks are read, not locked: a fan-out holds no more locks than its
+    claim's, and an attempt that ends before the commit without seeing them leaves them to
+    the other attempts in flight, or, if it was the last, to the sweeper. Not read beyond
+    ``_REST_WEBHOOKS_MAX`` webhooks (the first sends wait for the read): their messages go as
+    before.
 
     The caller commits before anything is sent. If the answer to its commit is lost with the
     connection, ``claim_committed_after_loss`` tells whether it went through.
@@ -296,9 +299,9 @@ def deliveries_claim_inserted(
 
 
 # A fan-out's deliveries past those it claims are looked at (``deliveries_claim_inserted``)
-# for at most this many webhooks: the webhooks' read costs about 0.1 ms each, under their
-# locks, in the fan-out's transaction.
-_REST_WEBHOOKS_MAX = 1000
+# for at most this many webhooks: the webhooks' read costs about 0.1 ms each, in the fan-out's
+# transaction, before its first sends.
+_REST_WEBHOOKS_MAX = 200
 
 
 def claim_committed_after_loss(outcome: ClaimOutcome) -> bool:
@@ -507,9 +510,10 @@ def _claim(
     if not candidates:
         return outcome, [], None
     rest = rest or []
-    endpoints = sorted({subscription_id for _pk, subscription_id, _trigger in [*candidates, *rest]})
+    claimed = {subscription_id for _pk, subscription_id, _trigger in candidates}
+    endpoints = sorted(claimed | {subscription_id for _pk, subscription_id, _trigger in rest})
     if not locked:
-        endpoints_lock(endpoints, claiming=True)
+        endpoints_lock(sorted(claimed), claiming=True)  # the rest's are only read
     # A claim takes at most one waiting delivery per candidate: counting that many more is
     # enough to tell whether some still wait after it (``_Plan.waiting_behind``).
     plan = _Plan(

@@ -557,7 +557,7 @@ class Dispatcher:
                 # Only a message for when the rate allows more; without it they wait for the
                 # attempts in flight or the sweeper. What was claimed is on its way regardless.
                 logger.exception(
-                    "Could not schedule %d rate-limited deliveries", len(outcome.waiting)
+                    "Could not schedule %d rate-limited deliveries", len(outcome.woken)
                 )
         return len(handed) + len(outcome.claims) - used
 

@@ -270,6 +270,53 @@ def test_a_fan_out_gives_a_free_slot_to_the_oldest_waiting_delivery_not_to_its_o
     assert [claim.delivery.pk for claim in after.claims] == [new[0].pk]
 
 
+def test_a_fan_out_reads_which_of_its_other_deliveries_would_only_wait(school):
+    """The fan-out's claim also reads the webhooks of the deliveries past those it claims (not
+    locking them): a full webhook's, and a failing one's while the process's share is full
+    and some of its requests are in flight, would only wait (``rest_waiting``: no message).
+    A failing one with nothing in flight gets its message (another process may have room),
+    as does a healthy one."""
+    hosts_down = frozenset({"down.example.org:443"})
+    failing = SubscriptionFactory(school=school, url="https://down.example.org/busy")
+    idle = SubscriptionFactory(school=school, url="https://down.example.org/idle")
+    healthy = SubscriptionFactory(school=school, url="https://up.example.org/x")
+    full = SubscriptionFactory(school=school, url="https://up.example.org/y", max_concurrency=1)
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c0"}})
+    bodies = Bodies(event)
+    in_flight = [
+        delivery_build(event=event, subscription=webhook, now=db_now(), bodies=bodies)
+        for webhook in (failing, full)
+    ]
+    deliveries_insert(in_flight)
+    Delivery.objects.filter(pk__in=[d.pk for d in in_flight]).update(
+        leased_until=timezone.now() + dt.timedelta(minutes=1), attempts=1
+    )
+    later = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    bodies = Bodies(later)
+    new = {
+        webhook.pk: delivery_build(event=later, subscription=webhook, now=db_now(), bodies=bodies)
+        for webhook in (healthy, failing, idle, full)
+    }
+    first = [new[healthy.pk]]
+    first[0].enqueued_at = None  # stored waiting, as the fan-out stores what it sends
+    rest = [new[webhook.pk] for webhook in (failing, idle, full)]
+    room = FailingRoom(limit=2, in_flight=2, hosts_down=hosts_down)  # full
+
+    with transaction.atomic():
+        deliveries_insert(list(new.values()))
+        outcome = deliveries_claim_inserted(deliveries=first, capacity=10, failing=room, rest=rest)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+            [locks] = cursor.fetchone()
+
+    assert [claim.delivery.pk for claim in outcome.claims] == [new[healthy.pk].pk]
+    assert sorted(outcome.rest_waiting) == sorted(str(new[pk].pk) for pk in (failing.pk, full.pk))
+    assert locks == 1  # the claimed delivery's webhook only
+
+
 def test_the_record_reads_a_few_entries_to_tell_whether_deliveries_wait(school):
     # Whether deliveries wait for each webhook of attempts nobody waited behind: a probe of
     # each, not a read of every delivery waiting (3,000 here) at every record.
