@@ -430,8 +430,9 @@ class _HandOffWithin:
         """Claim the first ``dispatched`` of ``pending``; False where it is not done here
         (SQLite, a caller's transaction, no send slot free): the hand-off claims them after
         the commit. The rest of ``pending`` that the claim finds would only wait (their
-        webhook full, paused or waiting for its probe: ``claim._Plan.holds``) are stored
-        waiting, without a message: what their webhook waits for takes them up."""
+        webhook full, waiting for its probe, or failing while the process's share is full:
+        ``claim._Plan.holds``) are stored waiting, without a message: what their webhook
+        waits for takes them up."""
         if not dispatched or connection.vendor != "postgresql" or not transaction_own():
             return False
         from .dispatch import deliveries_dispatch_inserted

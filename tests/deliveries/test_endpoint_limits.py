@@ -317,6 +317,44 @@ def test_a_fan_out_reads_which_of_its_other_deliveries_would_only_wait(school):
     assert locks == 1  # the claimed delivery's webhook only
 
 
+@pytest.mark.parametrize(("most", "read"), [(1, False), (2, True)])
+def test_a_fan_out_does_not_read_the_rest_of_too_many_webhooks(school, monkeypatch, most, read):
+    """Past ``_REST_WEBHOOKS_MAX`` webhooks the rest is not read (its first sends would wait
+    for that read): every one of them gets its message, as before."""
+    monkeypatch.setattr(claim_module, "_REST_WEBHOOKS_MAX", most)
+    full = [
+        SubscriptionFactory(school=school, url=f"https://up.example.org/{n}", max_concurrency=1)
+        for n in range(2)
+    ]
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c0"}})
+    bodies = Bodies(event)
+    in_flight = [
+        delivery_build(event=event, subscription=webhook, now=db_now(), bodies=bodies)
+        for webhook in full
+    ]
+    deliveries_insert(in_flight)
+    Delivery.objects.filter(pk__in=[d.pk for d in in_flight]).update(
+        leased_until=timezone.now() + dt.timedelta(minutes=1), attempts=1
+    )
+    healthy = SubscriptionFactory(school=school, url="https://up.example.org/x")
+    later = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    bodies = Bodies(later)
+    first = delivery_build(event=later, subscription=healthy, now=db_now(), bodies=bodies)
+    first.enqueued_at = None
+    rest = [
+        delivery_build(event=later, subscription=webhook, now=db_now(), bodies=bodies)
+        for webhook in full
+    ]
+
+    with transaction.atomic():
+        deliveries_insert([first, *rest])
+        outcome = deliveries_claim_inserted(deliveries=[first], capacity=10, rest=rest)
+
+    assert [claim.delivery.pk for claim in outcome.claims] == [first.pk]
+    # Both full: read, both wait with no message; past the most read, a message each.
+    assert sorted(outcome.rest_waiting) == (sorted(str(d.pk) for d in rest) if read else [])
+
+
 def test_the_record_reads_a_few_entries_to_tell_whether_deliveries_wait(school):
     # Whether deliveries wait for each webhook of attempts nobody waited behind: a probe of
     # each, not a read of every delivery waiting (3,000 here) at every record.
