@@ -26,6 +26,7 @@ delivery is lost, a signature fails or a check is missed.
 
     python -m faults                      # every scenario
     python -m faults kill-workers isolation
+    python -m faults --cpus 1 isolation   # as on a machine half as fast (2 cores here)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from faults.harness import (
     ROOT,
+    CpuLimit,
     PrivatePostgres,
     PrivateRedis,
     Publisher,
@@ -488,10 +490,26 @@ def report(results: list[Result], bad_signatures: int, cut_off: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m faults", description=__doc__.split("\n")[0])
     parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (all)")
-    chosen = parser.parse_args().scenarios or list(SCENARIOS)
+    parser.add_argument(
+        "--cpus",
+        type=float,
+        help="hold the whole run (workers, PostgreSQL, Redis, receiver) to this many CPUs, as"
+        " on a slower machine (a cgroup of its own: Linux, root)",
+    )
+    arguments = parser.parse_args()
+    chosen = arguments.scenarios or list(SCENARIOS)
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose among {', '.join(SCENARIOS)}")
+    limit = CpuLimit(arguments.cpus) if arguments.cpus is not None else None
+    try:
+        return _run(chosen)
+    finally:
+        if limit is not None:
+            limit.release()
+
+
+def _run(chosen: list[str]) -> int:
     logs = Path(tempfile.mkdtemp(prefix="faults-logs-"))
     system = System(logs)
     results = []

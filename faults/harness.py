@@ -402,6 +402,48 @@ class Publisher:
         self.done.set()
 
 
+class CpuLimit:
+    """This process and everything it starts from now on, held to ``cpus`` CPUs by a cgroup of
+    its own (cgroup v2's ``cpu.max``, or v1's ``cpu`` controller): a repeatable stand-in for a
+    slower machine, where what a fast one hides shows (the scenarios' latencies depend on how
+    much CPU the workers, PostgreSQL and Redis share). Linux, and the right to make cgroups
+    (root), or ``SystemExit`` with the reason."""
+
+    _PERIOD = 100_000  # microseconds
+
+    def __init__(self, cpus: float) -> None:
+        if cpus <= 0:
+            raise SystemExit("--cpus must be more than 0")
+        quota = max(1000, int(cpus * self._PERIOD))
+        name = f"webhooks-faults-{os.getpid()}"
+        unified = Path("/sys/fs/cgroup/cgroup.controllers")
+        try:
+            if unified.exists():
+                if "cpu" not in unified.read_text().split():
+                    raise OSError("the cpu controller is not available in /sys/fs/cgroup")
+                self.group = Path("/sys/fs/cgroup") / name
+                self.group.mkdir()
+                (self.group / "cpu.max").write_text(f"{quota} {self._PERIOD}")
+            else:
+                self.group = Path("/sys/fs/cgroup/cpu") / name
+                self.group.mkdir()
+                (self.group / "cpu.cfs_period_us").write_text(str(self._PERIOD))
+                (self.group / "cpu.cfs_quota_us").write_text(str(quota))
+            self.parent = self.group.parent
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as error:
+            raise SystemExit(
+                f"--cpus needs a cgroup of its own and could not make one: {error}"
+            ) from error
+        log(f"held to {cpus:g} CPUs by the cgroup {self.group}")
+
+    def release(self) -> None:
+        """Leave the cgroup and remove it (every process started in it has stopped)."""
+        with contextlib.suppress(OSError):
+            (self.parent / "cgroup.procs").write_text(str(os.getpid()))
+            self.group.rmdir()
+
+
 def close_connections() -> None:
     from django.db import connections
 
