@@ -157,8 +157,12 @@ class FailingRoom:
     taken: int = 0
     held: int = 0  # deliveries of failing receivers held back for want of room
 
+    def full(self) -> bool:
+        return self.in_flight + self.taken >= self.limit
+
     def has_room(self) -> bool:
-        if self.in_flight + self.taken < self.limit:
+        """Whether one more fits (counting one held back if not)."""
+        if not self.full():
             return True
         self.held += 1
         return False
@@ -539,17 +543,11 @@ def _claim(
             if not park:  # taking up deliveries that waited: fewer wait now
                 plan.waiting_taken[subscription_id] = plan.waiting_taken.get(subscription_id, 0) + 1
         else:
-            outcome.waiting.append(str(pk))
-            plan.left.add(subscription_id)
-            if subscription_id in plan.rate_held:
-                outcome.woken.append(str(pk))
+            _wait(outcome, plan, pk, subscription_id)
     listed = {*map(str, plan.chosen), *outcome.waiting, *outcome.unclaimed}
     for pk, subscription_id, _trigger in passed_over:
         if str(pk) not in listed:  # new ones older deliveries went before: they wait
-            outcome.waiting.append(str(pk))
-            plan.left.add(subscription_id)
-            if subscription_id in plan.rate_held:
-                outcome.woken.append(str(pk))
+            _wait(outcome, plan, pk, subscription_id)
     for pk, subscription_id, trigger in rest:
         if trigger not in _BYPASS_LIMITS and plan.holds(subscription_id):
             outcome.rest_waiting.append(str(pk))
@@ -563,6 +561,15 @@ def _claim(
     plan.states_save()
     plan.catch_ups_follow()
     return outcome, rows, plan
+
+
+def _wait(outcome: ClaimOutcome, plan: _Plan, pk: uuid.UUID, endpoint: uuid.UUID) -> None:
+    """``pk`` is left waiting by the claim (with a message for when its webhook's rate allows,
+    ``ClaimOutcome.woken``)."""
+    outcome.waiting.append(str(pk))
+    plan.left.add(endpoint)
+    if endpoint in plan.rate_held:
+        outcome.woken.append(str(pk))
 
 
 def _oldest_first(
@@ -723,6 +730,16 @@ class _Endpoint:
         )
 
 
+def _probing(info: _Endpoint) -> EndpointState | None:
+    """The webhook's breaker when its circuit is open or probing, else None. A disabled
+    webhook's deliveries are refused without a request (send.py): its circuit holds none of
+    them back, or its backlog would be failed one probe at a time."""
+    state = info.state
+    if state is not None and state.circuit_state != CircuitState.CLOSED and info.is_active:
+        return state
+    return None
+
+
 class _Plan:
     """The webhooks of one claim: what each one admits now (read under their locks)."""
 
@@ -778,14 +795,7 @@ class _Plan:
                 if info.in_flight == 0 and info.head not in self.chosen:
                     self.kicked.add(info.head)
                 return False
-        state = info.state
-        # A disabled webhook's deliveries are refused without a request (send.py): its circuit
-        # holds none of them back, or its backlog would be failed one probe at a time.
-        probing = (
-            state
-            if state is not None and state.circuit_state != CircuitState.CLOSED and info.is_active
-            else None
-        )
+        probing = _probing(info)
         if probing is not None:
             # Open, or a probe in flight: only one probe, once its time has come (it is sent
             # then, ``record._probes_schedule`` or the sweeper, not by this claim's callers).
@@ -794,11 +804,7 @@ class _Plan:
             concurrency = 1
         if info.in_flight >= concurrency:
             return False
-        failing = self.failing is not None and (
-            probing is not None
-            or (state is not None and state.consecutive_failures > 0)
-            or info.host in self.failing.hosts_down
-        )
+        failing = self._failing(info)
         if failing and self.failing is not None and not self.failing.has_room():
             return False  # the process has its share of attempts to failing receivers
         if info.rate is not None and not self._rate_take(endpoint, info):
@@ -825,20 +831,22 @@ class _Plan:
             return False
         if info.paused:
             return True
-        state = info.state
-        if state is not None and state.circuit_state != CircuitState.CLOSED and info.is_active:
-            return state.probe_at is not None and state.probe_at > self.now
+        probing = _probing(info)
+        if probing is not None:
+            return probing.probe_at is not None and probing.probe_at > self.now
         if info.in_flight >= info.concurrency:
             return True
         room = self.failing
-        return (
-            room is not None
-            and info.in_flight > 0
-            and room.in_flight + room.taken >= room.limit
-            and (
-                (state is not None and state.consecutive_failures > 0)
-                or info.host in room.hosts_down
-            )
+        return room is not None and info.in_flight > 0 and room.full() and self._failing(info)
+
+    def _failing(self, info: _Endpoint) -> bool:
+        """Whether an attempt to this webhook counts among the failing receivers'
+        (``FailingRoom``): its probe, a retry after network failures, or its host down."""
+        state = info.state
+        return self.failing is not None and (
+            _probing(info) is not None
+            or (state is not None and state.consecutive_failures > 0)
+            or info.host in self.failing.hosts_down
         )
 
     def count(
