@@ -10,7 +10,8 @@ default).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -22,6 +23,63 @@ def columns_of(model: type[models.Model], attnames: Iterable[str]) -> list[str]:
     (for fixed statements built once from the model)."""
     by_attname = {field.attname: str(field.column) for field in model._meta.concrete_fields}
     return [by_attname[name] for name in attnames]
+
+
+def fields_in_order(
+    model: type[models.Model], attnames: Iterable[str] | None = None
+) -> list[models.Field[Any, Any]]:
+    """``model``'s concrete fields named ``attnames`` (all of them for None), in the model's
+    order: the columns a fixed statement reads for ``models_from_rows``."""
+    named = None if attnames is None else set(attnames)
+    return [
+        field for field in model._meta.concrete_fields if named is None or field.attname in named
+    ]
+
+
+def models_from_rows(
+    model: type[models.Model],
+    fields: list[models.Field[Any, Any]],
+    rows: Iterable[tuple[Any, ...]] | Iterable[list[Any]],
+) -> list[Any]:
+    """Instances of ``model`` from rows of a fixed statement whose first columns are
+    ``fields`` (``fields_in_order``; the others are loaded if ever touched), each value
+    converted as the ORM converts what it reads (a JSON column's text, say).
+
+    What a raw query set does, without its work on every query to match the columns to the
+    fields (about 150 µs of CPU a query, more than reading a few rows takes).
+    """
+    names = [field.attname for field in fields]
+    converters = _converters(model, tuple(names), connection.vendor)
+    width = len(fields)
+    instances = []
+    for row in rows:
+        values = list(row[:width])
+        for index, convert in converters:
+            values[index] = convert(values[index])
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
+
+
+@functools.cache
+def _converters(
+    model: type[models.Model], attnames: tuple[str, ...], vendor: str
+) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The ORM's converters of each of those columns that has some (by their position), for
+    the database ``vendor``'s connections."""
+    by_attname = {field.attname: field for field in model._meta.concrete_fields}
+    found: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, attname in enumerate(attnames):
+        column = by_attname[attname].get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            found.append((index, functools.partial(_converted, converters, column)))
+    return found
+
+
+def _converted(converters: list[Any], column: Expression, value: Any) -> Any:
+    for convert in converters:
+        value = convert(value, column, connection)
+    return value
 
 
 def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) -> None:

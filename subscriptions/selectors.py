@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
-from common.sql import columns_of
+from common.sql import fields_in_order, models_from_rows
 from events.models import EventType
 from webhook_engine.destinations import DestinationPolicy
 from webhook_engine.filters import FilterInvalid, filter_compile
@@ -51,9 +51,11 @@ def subscriptions_active_by_school(*, school_ids: Iterable[int]) -> dict[int, li
     by_school: dict[int, list[Subscription]] = {}
     found: Iterable[Subscription]
     if connection.vendor == "postgresql":
-        # One fixed statement (a raw query loads the same deferred instances as ``only``):
-        # building the ORM query cost more than running it, once per fan-out batch.
-        found = Subscription.objects.raw(_ACTIVE_BY_SCHOOL, [list(school_ids)])
+        # One fixed statement, loading the same deferred instances as ``only``: building the
+        # ORM query cost more than running it, once per fan-out batch.
+        with connection.cursor() as cursor:
+            cursor.execute(_ACTIVE_BY_SCHOOL, [list(school_ids)])
+            found = models_from_rows(Subscription, _FAN_OUT_COLUMNS, cursor.fetchall())
     else:
         found = (
             Subscription.objects.filter(school_id__in=list(school_ids), is_active=True)
@@ -65,9 +67,10 @@ def subscriptions_active_by_school(*, school_ids: Iterable[int]) -> dict[int, li
     return by_school
 
 
+_FAN_OUT_COLUMNS = fields_in_order(Subscription, FAN_OUT_FIELDS)
 _ACTIVE_BY_SCHOOL = (
     "SELECT {columns} FROM {table} WHERE school_id = ANY(%s) AND is_active ORDER BY id".format(  # noqa: S608
-        columns=", ".join(columns_of(Subscription, FAN_OUT_FIELDS)),
+        columns=", ".join(str(field.column) for field in _FAN_OUT_COLUMNS),
         table=Subscription._meta.db_table,
     )
 )

@@ -1,13 +1,15 @@
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from common.sql import columns_of, rows_update, rows_update_each
+from common.sql import columns_of, fields_in_order, models_from_rows, rows_update, rows_update_each
 from deliveries.models import CircuitState, EndpointState
 from events.models import Event
 from events.services import event_publish
 from schools.models import School
+from subscriptions.models import Subscription
 from tests.schools.factories import SchoolFactory
 from tests.subscriptions.factories import SubscriptionFactory
 
@@ -80,3 +82,38 @@ def test_each_row_gets_its_own_values_in_one_statement(school, django_assert_num
         second.pk: (CircuitState.HALF_OPEN, 0, 2, None),
         untouched.pk: (CircuitState.CLOSED, 0, 0, None),
     }
+
+
+def test_models_from_rows_convert_each_value_as_the_orm_does(school):
+    event = event_publish(
+        school=school, type="course.created", data={"course": {"id": "c1", "seats": 30}}
+    )
+    fields = fields_in_order(Event)
+    with connection.cursor() as cursor:
+        columns = ", ".join(str(field.column) for field in fields)
+        cursor.execute(f"SELECT {columns}, 'extra' FROM events_event")  # noqa: S608
+        [loaded] = models_from_rows(Event, fields, cursor.fetchall())
+
+    # The JSON as data, not text; the column after the model's is not the model's.
+    assert loaded.data == {"course": {"id": "c1", "seats": 30}}
+    assert (loaded.pk, loaded.type_id, loaded.school_id) == (event.pk, "course.created", school.pk)
+    assert loaded.created_at == Event.objects.get().created_at
+    assert loaded._state.adding is False
+
+
+def test_models_from_rows_of_some_fields_defer_the_others(school, django_assert_num_queries):
+    webhook = SubscriptionFactory(school=school, topics=["course.*"], name="Timetable")
+    # Asked in another order than the model's: the columns come in the model's.
+    fields = fields_in_order(Subscription, ["topics", "id", "payload_filter"])
+    assert [field.attname for field in fields] == ["id", "topics", "payload_filter"]
+    with connection.cursor() as cursor:
+        columns = ", ".join(str(field.column) for field in fields)
+        cursor.execute(f"SELECT {columns} FROM subscriptions_subscription")  # noqa: S608
+        rows = cursor.fetchall()
+
+    with django_assert_num_queries(0):
+        [loaded] = models_from_rows(Subscription, fields, rows)
+        assert (loaded.pk, loaded.topics) == (webhook.pk, ["course.*"])
+    assert loaded.get_deferred_fields() >= {"name", "url"}
+    with django_assert_num_queries(1):
+        assert loaded.name == "Timetable"  # read when touched

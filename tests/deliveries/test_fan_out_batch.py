@@ -446,15 +446,17 @@ def test_a_batch_reads_the_events_it_takes_not_the_whole_outbox(school):
 
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
         fan_out_module._events_waiting(
-            limit=10, passed_over=set(), event_ids=None, created_before=None
+            limit=10, passed_over=set(), event_ids=None, created_before=None, now=timezone.now()
         )
         transaction.set_rollback(True)
-    # The read as the batch makes it, its settings included, run again under EXPLAIN.
+    # The read as the batch makes it (it marks what it takes), its settings included, run
+    # again under EXPLAIN and rolled back.
     [setting] = [query["sql"] for query in queries.captured_queries if query["sql"][:3] == "SET"]
-    [select] = [query["sql"] for query in queries.captured_queries if query["sql"][:6] == "SELECT"]
+    [take] = [query["sql"] for query in queries.captured_queries if query["sql"][:4] == "WITH"]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(setting)
-        read = rows_read(select, [])
+        read = rows_read(take, [])
+        transaction.set_rollback(True)
     fanned_out = events_fan_out_waiting(limit=10)
 
     assert read <= 10  # the batch, not 3,001
