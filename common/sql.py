@@ -29,11 +29,16 @@ def fields_in_order(
     model: type[models.Model], attnames: Iterable[str] | None = None
 ) -> list[models.Field[Any, Any]]:
     """``model``'s concrete fields named ``attnames`` (all of them for None), in the model's
-    order: the columns a fixed statement reads for ``models_from_rows``."""
-    named = None if attnames is None else set(attnames)
-    return [
-        field for field in model._meta.concrete_fields if named is None or field.attname in named
-    ]
+    order: the columns a fixed statement reads for ``models_from_rows``. Raises ``KeyError``
+    for a name that is no concrete field's attribute, as ``columns_of`` does."""
+    if attnames is None:
+        return list(model._meta.concrete_fields)
+    named = set(attnames)
+    fields = [field for field in model._meta.concrete_fields if field.attname in named]
+    unknown = named - {field.attname for field in fields}
+    if unknown:
+        raise KeyError(f"{model.__name__} has no concrete field {sorted(unknown)!r}")
+    return fields
 
 
 def models_from_rows(
@@ -46,7 +51,9 @@ def models_from_rows(
     converted as the ORM converts what it reads (a JSON column's text, say).
 
     What a raw query set does, without its work on every query to match the columns to the
-    fields (about 150 µs of CPU a query, more than reading a few rows takes).
+    fields (about 150 µs of CPU a query, more than reading a few rows takes). For PostgreSQL's
+    fixed statements: its converters are the fields' own, kept once per process (another
+    backend's may be bound to the connection of the thread that first asked).
     """
     names = [field.attname for field in fields]
     converters = _converters(model, tuple(names), connection.vendor)

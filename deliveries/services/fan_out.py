@@ -531,12 +531,11 @@ def _events_fan_out_batch(
     large: list[tuple[Event, list[Subscription], Bodies]] = []
     within = _HandOffWithin()
     with within.committing(), transaction.atomic():
-        events, marked = _events_waiting(
+        events = _events_waiting(
             limit=limit,
             passed_over=passed_over,
             event_ids=event_ids,
             created_before=created_before,
-            now=now,
         )
         more = len(events) >= limit and event_ids is None
         by_school = (
@@ -588,16 +587,7 @@ def _events_fan_out_batch(
             size += sum(len(delivery.body) for delivery in built)
         pending = _hand_off_prepare(deliveries, dispatched)
         deliveries_insert(deliveries)
-        if marked:
-            # Taken marked: those not fanned out here go back to waiting (a failure, an event
-            # for many webhooks built in pieces after the commit, the rest of a full batch).
-            done = set(fanned_out)
-            back = [event for event in events if event.pk not in done]
-            for event in back:
-                event.fanned_out_at = None
-            rows_update(Event, [event.pk for event in back], fanned_out_at=None)
-        else:
-            rows_update(Event, fanned_out, fanned_out_at=now)
+        rows_update(Event, fanned_out, fanned_out_at=now)
         if pending and not within.claim(deliveries, pending, dispatched):
             after_commit(hand_off, pending, bulk=bulk)
     within.send(pending[dispatched:], bulk=bulk)
@@ -632,17 +622,14 @@ def _events_waiting(
     passed_over: set[uuid.UUID],
     event_ids: list[uuid.UUID | str] | None,
     created_before: dt.datetime | None,
-    now: dt.datetime,
-) -> tuple[list[Event], bool]:
+) -> list[Event]:
     """Up to ``limit`` events awaiting fan-out, oldest first, locked, with their school; rows
     another worker holds, and ``passed_over``, are skipped. In the caller's transaction.
-    Returns them and whether they were marked fanned out at ``now`` already.
 
-    The task's read (no ``event_ids``) on PostgreSQL is one fixed statement, which also marks
-    the events it takes (the caller puts back what it does not fan out), sent with the
-    transaction's ``BEGIN`` and its setting in one round trip, and read without a raw query
-    set: a batch of one event takes about a quarter less CPU and time than with the mark a
-    statement of its own and three round trips (``docs/performance.md``).
+    The task's read (no ``event_ids``) on PostgreSQL is one fixed statement, its rows made
+    into events without a raw query set: building the ORM query cost more CPU than the rest
+    of a small batch's reads, and a raw query set's matching of columns to fields about
+    150 µs more, once per batch.
     """
     if connection.vendor == "postgresql" and event_ids is None:
         # Walk the partial index in order: the entries of events fanned out earlier are marked
@@ -651,20 +638,18 @@ def _events_waiting(
         # next vacuum. One setting, in the batch's own transaction, rather than
         # ``common.sql.plans_in_index_order``: this runs in every fan-out task, and that
         # helper's savepoint would cost two more round trips each time.
-        connection.ensure_connection()
-        with connection.connection.pipeline(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_bitmapscan = off")
             cursor.execute(
-                _EVENTS_TAKEN, [list(passed_over), created_before, created_before, limit, now]
+                _EVENTS_WAITING, [list(passed_over), created_before, created_before, limit]
             )
-            rows = cursor.fetchall()
-        events = sorted(_events_from_rows(rows), key=lambda event: (event.created_at, event.id))
+            events = _events_from_rows(cursor.fetchall())
         if not transaction_own():
             # Inside a caller's transaction the setting would outlive this read (the caller's
             # reads could not use the bitmap scans they plan for).
             with connection.cursor() as cursor:
                 cursor.execute("RESET enable_bitmapscan")
-        return events, True
+        return events
     waiting = (
         Event.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("school")
@@ -675,11 +660,11 @@ def _events_waiting(
         waiting = waiting.filter(pk__in=event_ids)
     if created_before is not None:
         waiting = waiting.filter(created_at__lt=created_before)
-    return list(waiting.order_by("created_at", "id")[:limit]), False
+    return list(waiting.order_by("created_at", "id")[:limit])
 
 
 def _events_from_rows(rows: list[tuple[Any, ...]]) -> list[Event]:
-    """Events, each with its school, from rows of ``_EVENTS_TAKEN``."""
+    """Events, each with its school, from rows of ``_EVENTS_WAITING``."""
     events = models_from_rows(Event, _EVENT_FIELDS, rows)
     width = len(_EVENT_FIELDS)
     for event, row in zip(events, rows, strict=True):
@@ -707,17 +692,15 @@ _SCHOOL_FIELDS = ["id", "slug", "timezone"]
 _SCHOOL_ALIASES = [f"school__{name}" for name in _SCHOOL_FIELDS]
 # The events alone first, in the order of ``event_outbox_in_order_idx``: the scan reads the
 # batch it takes and stops, whatever the statistics say of the outbox (joined first, a stale
-# estimate of a few waiting events had PostgreSQL join and sort all of them). They are marked
-# fanned out in the same statement (``_events_waiting``), and returned in no order.
-_EVENTS_TAKEN = (  # noqa: S608 - column and table names only
-    "WITH taken AS (SELECT id FROM {event_table} WHERE "
+# estimate of a few waiting events had PostgreSQL join and sort all of them).
+_EVENTS_WAITING = (  # noqa: S608 - column and table names only
+    "SELECT e.*, {schools} FROM (SELECT {events} FROM {event_table} WHERE "
     "fanned_out_at IS NULL AND NOT (id = ANY(%s::uuid[])) AND "
     "(%s::timestamptz IS NULL OR created_at < %s) ORDER BY created_at, id LIMIT %s "
-    "FOR UPDATE SKIP LOCKED) "
-    "UPDATE {event_table} AS e SET fanned_out_at = %s FROM taken, {school_table} AS s "
-    "WHERE e.id = taken.id AND s.id = e.school_id RETURNING {events}, {schools}"
+    "FOR UPDATE SKIP LOCKED) AS e JOIN {school_table} AS s ON s.id = e.school_id "
+    "ORDER BY e.created_at, e.id"
 ).format(
-    events=", ".join(f"e.{field.column}" for field in _EVENT_FIELDS),
+    events=", ".join(str(field.column) for field in _EVENT_FIELDS),
     schools=", ".join(
         f"s.{column} AS {alias}"
         for column, alias in zip(columns_of(School, _SCHOOL_FIELDS), _SCHOOL_ALIASES, strict=True)

@@ -106,6 +106,8 @@ def test_models_from_rows_of_some_fields_defer_the_others(school, django_assert_
     # Asked in another order than the model's: the columns come in the model's.
     fields = fields_in_order(Subscription, ["topics", "id", "payload_filter"])
     assert [field.attname for field in fields] == ["id", "topics", "payload_filter"]
+    with pytest.raises(KeyError):
+        fields_in_order(Subscription, ["id", "topic"])  # a misspelt name is not left out
     with connection.cursor() as cursor:
         columns = ", ".join(str(field.column) for field in fields)
         cursor.execute(f"SELECT {columns} FROM subscriptions_subscription")  # noqa: S608
