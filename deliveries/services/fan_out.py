@@ -689,7 +689,6 @@ def _deliveries_made(event_ids: list[uuid.UUID]) -> dict[uuid.UUID, set[uuid.UUI
 _EVENT_FIELDS = fields_in_order(Event)
 # What fan-out reads of an event's school (the rest is loaded if ever touched).
 _SCHOOL_FIELDS = ["id", "slug", "timezone"]
-_SCHOOL_ALIASES = [f"school__{name}" for name in _SCHOOL_FIELDS]
 # The events alone first, in the order of ``event_outbox_in_order_idx``: the scan reads the
 # batch it takes and stops, whatever the statistics say of the outbox (joined first, a stale
 # estimate of a few waiting events had PostgreSQL join and sort all of them).
@@ -701,10 +700,7 @@ _EVENTS_WAITING = (  # noqa: S608 - column and table names only
     "ORDER BY e.created_at, e.id"
 ).format(
     events=", ".join(str(field.column) for field in _EVENT_FIELDS),
-    schools=", ".join(
-        f"s.{column} AS {alias}"
-        for column, alias in zip(columns_of(School, _SCHOOL_FIELDS), _SCHOOL_ALIASES, strict=True)
-    ),
+    schools=", ".join(f"s.{column}" for column in columns_of(School, _SCHOOL_FIELDS)),
     event_table=Event._meta.db_table,
     school_table=School._meta.db_table,
 )
