@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -98,6 +99,44 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
     if connection.vendor != "postgresql":
         model._default_manager.filter(pk__in=pks).update(**values)
         return
+    along = rows_update_along(model, pks, **values)
+    with connection.cursor() as cursor:
+        cursor.execute(along.sql, along.params)
+
+
+@dataclass
+class WriteAlong:
+    """A data-modifying statement for PostgreSQL that may be sent as a ``WITH`` query of
+    another statement of the same transaction (``with_along``), saving its own round trip.
+    ``done`` once it has been sent so; whoever made it sends it alone otherwise (``send``).
+    PostgreSQL runs such a query to completion whether or not the statement reads it."""
+
+    sql: str
+    params: list[Any]
+    done: bool = False
+
+    def send(self) -> None:
+        """Send it alone, unless it went along with another statement."""
+        if not self.done:
+            with connection.cursor() as cursor:
+                cursor.execute(self.sql, self.params)
+            self.done = True
+
+
+def with_along(along: WriteAlong | None, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """``sql`` with ``params``, and ``along`` (if any) as its first ``WITH`` query, marked
+    done: the statement and parameters for the caller to send."""
+    if along is None:
+        return sql, params
+    along.done = True
+    head = f"WITH along AS ({along.sql})"
+    joined = f"{head}, {sql[len('WITH ') :]}" if sql.startswith("WITH ") else f"{head} {sql}"
+    return joined, [*along.params, *params]
+
+
+def rows_update_along(model: type[models.Model], pks: Iterable[Any], **values: Any) -> WriteAlong:
+    """``rows_update`` on PostgreSQL as a statement to send along with another
+    (``WriteAlong``)."""
     meta = model._meta
     by_name = {field.name: field for field in meta.concrete_fields}
     fields = [by_name[name] for name in values]
@@ -108,11 +147,8 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
         for field, value in zip(fields, values.values(), strict=True)
     ]
     params.append([pk.get_db_prep_value(value, connection) for value in pks])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {meta.db_table} SET {assignments} WHERE {pk.column} = ANY(%s)",  # noqa: S608
-            params,
-        )
+    sql = f"UPDATE {meta.db_table} SET {assignments} WHERE {pk.column} = ANY(%s)"  # noqa: S608
+    return WriteAlong(sql, params)
 
 
 def rows_update_each(

@@ -58,7 +58,7 @@ from django.db.models import (
 )
 
 from common.clock import db_now
-from common.sql import columns_of, rows_update
+from common.sql import WriteAlong, columns_of, rows_update, with_along
 from common.transactions import after_commit, transaction_committed, transaction_own
 from schools.models import School
 from subscriptions.models import SigningSecret, Subscription
@@ -250,6 +250,7 @@ def deliveries_claim_inserted(
     capacity: int,
     failing: FailingRoom | None = None,
     rest: list[Delivery] | None = None,
+    along: WriteAlong | None = None,
 ) -> ClaimOutcome:
     """Lease, in the caller's transaction that has just inserted ``deliveries`` (the fan-out's),
     those their webhooks' limits let go now, at most ``capacity``: what ``deliveries_claim``
@@ -274,6 +275,9 @@ def deliveries_claim_inserted(
     ``_REST_WEBHOOKS_MAX`` webhooks (the first sends wait for the read): their messages go as
     before.
 
+    ``along``: the caller's write, sent with the lock of the webhooks (``WriteAlong``: the
+    fan-out's mark of its events), unless no lock was taken.
+
     The caller commits before anything is sent. If the answer to its commit is lost with the
     connection, ``claim_committed_after_loss`` tells whether it went through.
     """
@@ -295,6 +299,7 @@ def deliveries_claim_inserted(
         oldest_first=True,
         failing=failing,
         rest=after,
+        along=along,
     )
     claims = _claims_build(rows, plan, now)
     outcome.claims = _in_order(claims, [delivery.pk for delivery in deliveries])
@@ -502,6 +507,7 @@ def _claim(
     oldest_first: bool = False,
     failing: FailingRoom | None = None,
     rest: list[tuple[uuid.UUID, uuid.UUID, str]] | None = None,
+    along: WriteAlong | None = None,
 ) -> tuple[ClaimOutcome, list[tuple[Any, ...]], _Plan | None]:
     """Decide and lease, inside the caller's transaction; ``locked``: the caller already holds
     the locks of the candidates' webhooks; ``quota``: at most this many per webhook (the
@@ -509,7 +515,7 @@ def _claim(
     stored waiting, and a webhook with older ones waiting takes the oldest instead
     (``_oldest_first``); ``failing``: the caller's process's room for attempts to failing
     receivers; ``rest``: deliveries not to claim, only to tell which of them would wait
-    (``ClaimOutcome.rest_waiting``)."""
+    (``ClaimOutcome.rest_waiting``); ``along``: a write sent with the lock, if one is taken."""
     outcome = ClaimOutcome()
     if not candidates:
         return outcome, [], None
@@ -517,7 +523,7 @@ def _claim(
     claimed = {subscription_id for _pk, subscription_id, _trigger in candidates}
     endpoints = sorted(claimed | {subscription_id for _pk, subscription_id, _trigger in rest})
     if not locked:
-        endpoints_lock(sorted(claimed), claiming=True)  # the rest's are only read
+        endpoints_lock(sorted(claimed), claiming=True, along=along)  # the rest's are only read
     # A claim takes at most one waiting delivery per candidate: counting that many more is
     # enough to tell whether some still wait after it (``_Plan.waiting_behind``).
     plan = _Plan(
@@ -608,11 +614,14 @@ def _oldest_first(
     return _waiting_candidates(behind, now) + kept, new, passed_over
 
 
-def endpoints_lock(endpoint_ids: list[uuid.UUID], *, claiming: bool = False) -> None:
+def endpoints_lock(
+    endpoint_ids: list[uuid.UUID], *, claiming: bool = False, along: WriteAlong | None = None
+) -> None:
     """Serialise claims per webhook until the transaction ends (in one order: no deadlock).
 
     ``claiming``: a claim's own transaction, whose statements after the lock are the claim's
-    (``_LOCK_CLAIMING_SQL``); the same statement sets how PostgreSQL plans them.
+    (``_LOCK_CLAIMING_SQL``); the same statement sets how PostgreSQL plans them. ``along``:
+    the caller's write, sent in the same statement (``common.sql.WriteAlong``).
 
     SQLite (the embedded default) runs one writing transaction at a time anyway.
     """
@@ -623,8 +632,11 @@ def endpoints_lock(endpoint_ids: list[uuid.UUID], *, claiming: bool = False) -> 
     plans = claiming and transaction_own()
     with connection.cursor() as cursor:
         cursor.execute(
-            _LOCK_CLAIMING_SQL if plans else _LOCK_SQL,
-            [_ENDPOINT_LOCK_CLASS, list(endpoint_ids)],
+            *with_along(
+                along,
+                _LOCK_CLAIMING_SQL if plans else _LOCK_SQL,
+                [_ENDPOINT_LOCK_CLASS, list(endpoint_ids)],
+            )
         )
 
 

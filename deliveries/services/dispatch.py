@@ -44,6 +44,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from common.clock import db_now
+from common.sql import WriteAlong
 from webhook_engine.destinations import receiver_host
 from webhook_engine.errors import NETWORK_FAILURES, ErrorKind
 from webhook_engine.transport import TransportResult
@@ -186,18 +187,25 @@ class Dispatcher:
         return sent
 
     def dispatch_inserted(
-        self, deliveries: list[Delivery], rest: list[Delivery] | None = None
+        self,
+        deliveries: list[Delivery],
+        rest: list[Delivery] | None = None,
+        along: WriteAlong | None = None,
     ) -> InsertedClaim | None:
         """Claim, in the caller's transaction that has just inserted them, the deliveries among
         ``deliveries`` that may go now, with the send slots free now; None when none is (the
-        caller dispatches them after its commit instead). See ``InsertedClaim``; ``rest`` as
-        for ``deliveries_claim_inserted``."""
+        caller dispatches them after its commit instead). See ``InsertedClaim``; ``rest`` and
+        ``along`` as for ``deliveries_claim_inserted``."""
         slots = self._slots_take_now(len(deliveries))
         if not slots:
             return None
         try:
             outcome = deliveries_claim_inserted(
-                deliveries=deliveries, capacity=slots, failing=self._failing_room(), rest=rest
+                deliveries=deliveries,
+                capacity=slots,
+                failing=self._failing_room(),
+                rest=rest,
+                along=along,
             )
         except BaseException:
             self._slots_give(slots)
@@ -725,15 +733,18 @@ def deliveries_dispatch(*, delivery_ids: Iterable[uuid.UUID | str], waiting: boo
 
 
 def deliveries_dispatch_inserted(
-    *, deliveries: list[Delivery], rest: list[Delivery] | None = None
+    *,
+    deliveries: list[Delivery],
+    rest: list[Delivery] | None = None,
+    along: WriteAlong | None = None,
 ) -> InsertedClaim | None:
     """Claim, in the caller's transaction that has just inserted ``deliveries`` (the
     fan-out's), those that may go now, to be sent from this process's sending engine once it
     commits: ``InsertedClaim.send`` after the commit, ``abandon`` if it rolls back. None: no
     send slot is free now; dispatch them after the commit (``deliveries_dispatch``). ``rest``:
     the fan-out's other deliveries, those of them that would only wait listed in the outcome's
-    ``rest_waiting`` (``deliveries_claim_inserted``)."""
-    return dispatcher().dispatch_inserted(deliveries, rest)
+    ``rest_waiting``, and ``along`` sent with the claim's lock (``deliveries_claim_inserted``)."""
+    return dispatcher().dispatch_inserted(deliveries, rest, along)
 
 
 def dispatcher_drain(*, timeout: float) -> bool:

@@ -4,7 +4,15 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from common.sql import columns_of, fields_in_order, models_from_rows, rows_update, rows_update_each
+from common.sql import (
+    columns_of,
+    fields_in_order,
+    models_from_rows,
+    rows_update,
+    rows_update_along,
+    rows_update_each,
+    with_along,
+)
 from deliveries.models import CircuitState, EndpointState
 from events.models import Event
 from events.services import event_publish
@@ -119,3 +127,43 @@ def test_models_from_rows_of_some_fields_defer_the_others(school, django_assert_
     assert loaded.get_deferred_fields() >= {"name", "url"}
     with django_assert_num_queries(1):
         assert loaded.name == "Timetable"  # read when touched
+
+
+@pytest.mark.parametrize("with_queries", [False, True])
+def test_a_write_along_runs_in_the_statement_it_goes_with(school, with_queries):
+    """A write sent as a ``WITH`` query of another statement is made by that statement, in
+    front of the statement's own ``WITH`` queries if it has some; sent alone only if it did
+    not go along."""
+    events = [
+        event_publish(school=school, type="course.created", data={"course": {"id": f"c{n}"}})
+        for n in range(2)
+    ]
+    now = timezone.now()
+    along = rows_update_along(Event, [events[0].pk], fanned_out_at=now)
+    statement = "SELECT n FROM numbers" if with_queries else "SELECT %s::int"
+    if with_queries:
+        statement = "WITH numbers AS (SELECT %s::int AS n) " + statement
+
+    sql, params = with_along(along, statement, [7])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.fetchall() == [(7,)]
+    along.send()  # went along: not again
+
+    assert along.done
+    stored = {event.pk: event.fanned_out_at for event in Event.objects.all()}
+    assert stored == {events[0].pk: now, events[1].pk: None}
+
+
+def test_a_write_that_went_with_no_statement_is_sent_alone(school, django_assert_num_queries):
+    event = event_publish(school=school, type="course.created", data={"course": {"id": "c1"}})
+    now = timezone.now()
+    along = rows_update_along(Event, [event.pk], fanned_out_at=now)
+    assert with_along(None, "SELECT 1", []) == ("SELECT 1", [])
+
+    with django_assert_num_queries(1):
+        along.send()
+        along.send()
+
+    event.refresh_from_db()
+    assert event.fanned_out_at == now

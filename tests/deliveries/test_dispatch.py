@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from common.clock import db_now
@@ -589,12 +590,20 @@ def test_the_fan_out_claims_what_it_sends_itself_in_its_own_transaction(
     receiver.script("/hook", default=Reply(status=200, delay_seconds=1.0))
     event = _published(school, receiver.url("/hook"))
 
-    assert events_fan_out_waiting(dispatch=True) == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert events_fan_out_waiting(dispatch=True) == 1
     receiver.wait_for(1, path="/hook", timeout=10)  # in flight, its answer slow
 
     delivery = Delivery.objects.get(event=event)
     assert (delivery.attempts, delivery.leased_until is not None) == (1, True)
     assert _xmin("deliveries_delivery", delivery.pk) == _xmin("events_event", event.pk)
+    # The event is marked fanned out by the claim's first statement, the lock of the webhook,
+    # not by a statement of its own.
+    event.refresh_from_db()
+    assert event.fanned_out_at is not None
+    marks = [q["sql"] for q in queries.captured_queries if "UPDATE events_event" in q["sql"]]
+    assert len(marks) == 1
+    assert "pg_advisory_xact_lock" in marks[0]
     assert process_engine.drain(timeout=10)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
@@ -639,7 +648,8 @@ def test_with_no_send_slot_free_the_fan_out_leaves_the_hand_off_until_after_its_
     monkeypatch.setattr(dispatch_module, "_SLOT_WAIT_SECONDS", 0.2)
     taken = process_engine._slots_take_now(process_engine.slots)
 
-    assert events_fan_out_waiting(dispatch=True) == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert events_fan_out_waiting(dispatch=True) == 1
 
     delivery = Delivery.objects.get(event=event)
     assert (delivery.status, delivery.attempts, delivery.leased_until) == (
@@ -648,6 +658,11 @@ def test_with_no_send_slot_free_the_fan_out_leaves_the_hand_off_until_after_its_
         None,
     )
     assert "No send slot free" in caplog.text
+    # No claim, no lock: the event is marked fanned out by a statement of its own.
+    event.refresh_from_db()
+    assert event.fanned_out_at is not None
+    marks = [q["sql"] for q in queries.captured_queries if "UPDATE events_event" in q["sql"]]
+    assert [sql.startswith("UPDATE") for sql in marks] == [True]
     process_engine._slots_give(taken)
     assert process_engine._slots_take_now(process_engine.slots + 1) == process_engine.slots
 
