@@ -108,8 +108,9 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
 class WriteAlong:
     """A data-modifying statement for PostgreSQL that may be sent as a ``WITH`` query of
     another statement of the same transaction (``with_along``), saving its own round trip.
-    ``done`` once it has been sent so; whoever made it sends it alone otherwise (``send``).
-    PostgreSQL runs such a query to completion whether or not the statement reads it."""
+    Whoever sends it so sets ``done`` once that statement has run; whoever made it sends it
+    alone otherwise (``send``). PostgreSQL runs such a query to completion whether or not the
+    statement reads it."""
 
     sql: str
     params: list[Any]
@@ -124,14 +125,18 @@ class WriteAlong:
 
 
 def with_along(along: WriteAlong | None, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
-    """``sql`` with ``params``, and ``along`` (if any) as its first ``WITH`` query, marked
-    done: the statement and parameters for the caller to send."""
+    """``sql`` with ``params``, and ``along`` (if any) as its first ``WITH`` query: the
+    statement and parameters for the caller to send (and then to set ``along.done``). ``sql``
+    may have ``WITH`` queries of its own, not ``WITH RECURSIVE``."""
     if along is None:
         return sql, params
-    along.done = True
     head = f"WITH along AS ({along.sql})"
-    joined = f"{head}, {sql[len('WITH ') :]}" if sql.startswith("WITH ") else f"{head} {sql}"
-    return joined, [*along.params, *params]
+    stripped = sql.lstrip()
+    if stripped[:5].upper() == "WITH ":
+        if stripped[5:].lstrip()[:9].upper() == "RECURSIVE":
+            raise ValueError("A write cannot go along with a WITH RECURSIVE statement")
+        return f"{head}, {stripped[5:]}", [*along.params, *params]
+    return f"{head} {stripped}", [*along.params, *params]
 
 
 def rows_update_along(model: type[models.Model], pks: Iterable[Any], **values: Any) -> WriteAlong:

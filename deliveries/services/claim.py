@@ -638,6 +638,8 @@ def endpoints_lock(
                 [_ENDPOINT_LOCK_CLASS, list(endpoint_ids)],
             )
         )
+    if along is not None:
+        along.done = True
 
 
 _LOCK_SQL = (
