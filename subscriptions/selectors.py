@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -40,31 +41,92 @@ FAN_OUT_FIELDS = (
 )
 
 
-def subscriptions_active_by_school(*, school_ids: Iterable[int]) -> dict[int, list[Subscription]]:
+def subscriptions_active_by_school(
+    *, school_ids: Iterable[int], versions: Mapping[int, int] | None = None
+) -> dict[int, list[Subscription]]:
     """The active subscriptions of each school, by id, in one query.
 
     Fan-out matches events against them in memory (``Subscription.matches``: topics are glob
     patterns, decided in Python), so many events of one school cost one query. Only the fields
     that fan-out reads are loaded (``FAN_OUT_FIELDS``; any other is read from the database
     when touched): for 10,000 webhooks that halves the time before the first piece is built.
+
+    ``versions``: each school's ``webhooks_version`` as the caller read it (PostgreSQL; see
+    ``subscriptions`` migration 0011): a school whose webhooks this process read at that
+    version is served from memory, with no query, and only the others are read (and kept).
+    The instances served so are shared by the callers of this process: read, not changed.
     """
+    school_ids = list(school_ids)
+    by_school: dict[int, list[Subscription]] = {}
+    if versions is not None and connection.vendor == "postgresql":
+        kept = _fan_out_kept(connection.settings_dict["NAME"])
+        for school_id in school_ids:
+            found_kept = kept.get(school_id)
+            if found_kept is not None and found_kept[0] == versions.get(school_id):
+                by_school[school_id] = found_kept[1]
+        school_ids = [school_id for school_id in school_ids if school_id not in by_school]
+        if not school_ids:
+            return by_school
+        read = _active_by_school(school_ids)
+        for school_id in school_ids:
+            webhooks = read.get(school_id, [])
+            if school_id in versions:
+                _fan_out_keep(kept, school_id, versions[school_id], webhooks)
+            by_school[school_id] = webhooks
+        return by_school
+    return _active_by_school(school_ids)
+
+
+def _active_by_school(school_ids: list[int]) -> dict[int, list[Subscription]]:
     by_school: dict[int, list[Subscription]] = {}
     found: Iterable[Subscription]
     if connection.vendor == "postgresql":
         # One fixed statement, loading the same deferred instances as ``only``: building the
         # ORM query cost more than running it, once per fan-out batch.
         with connection.cursor() as cursor:
-            cursor.execute(_ACTIVE_BY_SCHOOL, [list(school_ids)])
+            cursor.execute(_ACTIVE_BY_SCHOOL, [school_ids])
             found = models_from_rows(Subscription, _FAN_OUT_COLUMNS, cursor.fetchall())
     else:
         found = (
-            Subscription.objects.filter(school_id__in=list(school_ids), is_active=True)
+            Subscription.objects.filter(school_id__in=school_ids, is_active=True)
             .only(*FAN_OUT_FIELDS)
             .order_by("id")
         )
     for subscription in found:
         by_school.setdefault(subscription.school_id, []).append(subscription)
     return by_school
+
+
+# What this process read of schools' webhooks for fan-out, by database: school id -> (its
+# ``webhooks_version`` then, its active webhooks). At most ``_FAN_OUT_KEPT_MAX`` webhooks in
+# all, the schools read longest ago dropped first; fan-out runs in one thread of a process,
+# the lock is for any other.
+_fan_out_kept_by_database: dict[str, dict[int, tuple[int, list[Subscription]]]] = {}
+_fan_out_kept_lock = threading.Lock()
+_FAN_OUT_KEPT_MAX = 20_000
+
+
+def _fan_out_kept(database: str) -> dict[int, tuple[int, list[Subscription]]]:
+    with _fan_out_kept_lock:
+        return _fan_out_kept_by_database.setdefault(database, {})
+
+
+def _fan_out_keep(
+    kept: dict[int, tuple[int, list[Subscription]]],
+    school_id: int,
+    version: int,
+    webhooks: list[Subscription],
+) -> None:
+    with _fan_out_kept_lock:
+        kept.pop(school_id, None)
+        if len(webhooks) > _FAN_OUT_KEPT_MAX:
+            return
+        kept[school_id] = (version, webhooks)
+        total = sum(len(entry[1]) for entry in kept.values())
+        for oldest in list(kept):
+            if total <= _FAN_OUT_KEPT_MAX:
+                break
+            total -= len(kept.pop(oldest)[1])
 
 
 _FAN_OUT_COLUMNS = fields_in_order(Subscription, FAN_OUT_FIELDS)

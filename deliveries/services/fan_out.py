@@ -546,7 +546,7 @@ def _events_fan_out_batch(
     large: list[tuple[Event, list[Subscription], Bodies]] = []
     within = _HandOffWithin()
     with within.committing(), transaction.atomic():
-        events = _events_waiting(
+        events, versions = _events_waiting(
             limit=limit,
             passed_over=passed_over,
             event_ids=event_ids,
@@ -554,7 +554,9 @@ def _events_fan_out_batch(
         )
         more = len(events) >= limit and event_ids is None
         by_school = (
-            subscriptions_active_by_school(school_ids={event.school_id for event in events})
+            subscriptions_active_by_school(
+                school_ids={event.school_id for event in events}, versions=versions
+            )
             if events
             else {}
         )
@@ -653,9 +655,12 @@ def _events_waiting(
     passed_over: set[uuid.UUID],
     event_ids: list[uuid.UUID | str] | None,
     created_before: dt.datetime | None,
-) -> list[Event]:
+) -> tuple[list[Event], dict[int, int] | None]:
     """Up to ``limit`` events awaiting fan-out, oldest first, locked, with their school; rows
     another worker holds, and ``passed_over``, are skipped. In the caller's transaction.
+    Also each of their schools' ``webhooks_version`` where the read returns it (the task's
+    read on PostgreSQL; else None): ``subscriptions_active_by_school`` then reads only the
+    webhooks of the schools it has not read at that version.
 
     The task's read (no ``event_ids``) on PostgreSQL is one fixed statement, its rows made
     into events without a raw query set: building the ORM query cost more CPU than the rest
@@ -674,13 +679,13 @@ def _events_waiting(
             cursor.execute(
                 _EVENTS_WAITING, [list(passed_over), created_before, created_before, limit]
             )
-            events = _events_from_rows(cursor.fetchall())
+            rows = cursor.fetchall()
         if not transaction_own():
             # Inside a caller's transaction the setting would outlive this read (the caller's
             # reads could not use the bitmap scans they plan for).
             with connection.cursor() as cursor:
                 cursor.execute("RESET enable_bitmapscan")
-        return events
+        return _events_from_rows(rows), {row[-2]: row[-1] for row in rows}
     waiting = (
         Event.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("school")
@@ -691,7 +696,7 @@ def _events_waiting(
         waiting = waiting.filter(pk__in=event_ids)
     if created_before is not None:
         waiting = waiting.filter(created_at__lt=created_before)
-    return list(waiting.order_by("created_at", "id")[:limit])
+    return list(waiting.order_by("created_at", "id")[:limit]), None
 
 
 def _events_from_rows(rows: list[tuple[Any, ...]]) -> list[Event]:
@@ -699,7 +704,9 @@ def _events_from_rows(rows: list[tuple[Any, ...]]) -> list[Event]:
     events = models_from_rows(Event, _EVENT_FIELDS, rows)
     width = len(_EVENT_FIELDS)
     for event, row in zip(events, rows, strict=True):
-        event.school = School.from_db(connection.alias, _SCHOOL_FIELDS, row[width:])
+        event.school = School.from_db(
+            connection.alias, _SCHOOL_FIELDS, row[width : width + len(_SCHOOL_FIELDS)]
+        )
     return events
 
 
@@ -723,8 +730,11 @@ _SCHOOL_FIELDS = ["id", "slug", "timezone"]
 # The events alone first, in the order of ``event_outbox_in_order_idx``: the scan reads the
 # batch it takes and stops, whatever the statistics say of the outbox (joined first, a stale
 # estimate of a few waiting events had PostgreSQL join and sort all of them).
+# Last, the school's id again and its ``webhooks_version`` (``subscriptions`` migration 0011,
+# a column only the database writes): the version of its webhooks this batch reads.
 _EVENTS_WAITING = (  # noqa: S608 - column and table names only
-    "SELECT e.*, {schools} FROM (SELECT {events} FROM {event_table} WHERE "
+    "SELECT e.*, {schools}, s.id, s.webhooks_version FROM (SELECT {events} FROM {event_table} "
+    "WHERE "
     "fanned_out_at IS NULL AND NOT (id = ANY(%s::uuid[])) AND "
     "(%s::timestamptz IS NULL OR created_at < %s) ORDER BY created_at, id LIMIT %s "
     "FOR UPDATE SKIP LOCKED) AS e JOIN {school_table} AS s ON s.id = e.school_id "
