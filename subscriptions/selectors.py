@@ -64,6 +64,7 @@ def subscriptions_active_by_school(
             found_kept = kept.get(school_id)
             if found_kept is not None and found_kept[0] == versions.get(school_id):
                 by_school[school_id] = found_kept[1]
+                _fan_out_used(kept, school_id)
         school_ids = [school_id for school_id in school_ids if school_id not in by_school]
         if not school_ids:
             return by_school
@@ -99,8 +100,11 @@ def _active_by_school(school_ids: list[int]) -> dict[int, list[Subscription]]:
 
 # What this process read of schools' webhooks for fan-out, by database: school id -> (its
 # ``webhooks_version`` then, its active webhooks). At most ``_FAN_OUT_KEPT_MAX`` webhooks in
-# all, the schools read longest ago dropped first; fan-out runs in one thread of a process,
-# the lock is for any other.
+# all, a body template counting one more per thousand characters, the schools used longest
+# ago dropped first. Forgotten whenever this process connects to a database anew (a restore
+# or a fail-over may bring versions back). Fan-out runs in one thread of a process; the lock
+# is for any other. The instances are shared by every batch: fan-out must read nothing of
+# them but ``FAN_OUT_FIELDS`` (a deferred field loaded once would be kept stale).
 _fan_out_kept_by_database: dict[str, dict[int, tuple[int, list[Subscription]]]] = {}
 _fan_out_kept_lock = threading.Lock()
 _FAN_OUT_KEPT_MAX = 20_000
@@ -111,22 +115,41 @@ def _fan_out_kept(database: str) -> dict[int, tuple[int, list[Subscription]]]:
         return _fan_out_kept_by_database.setdefault(database, {})
 
 
+def _fan_out_used(kept: dict[int, tuple[int, list[Subscription]]], school_id: int) -> None:
+    with _fan_out_kept_lock:
+        entry = kept.pop(school_id, None)
+        if entry is not None:
+            kept[school_id] = entry  # the most recently used last
+
+
+def _fan_out_weight(webhooks: list[Subscription]) -> int:
+    return 1 + sum(1 + len(webhook.body_template) // 1000 for webhook in webhooks)
+
+
 def _fan_out_keep(
     kept: dict[int, tuple[int, list[Subscription]]],
     school_id: int,
     version: int,
     webhooks: list[Subscription],
 ) -> None:
+    weight = _fan_out_weight(webhooks)
     with _fan_out_kept_lock:
         kept.pop(school_id, None)
-        if len(webhooks) > _FAN_OUT_KEPT_MAX:
+        if weight > _FAN_OUT_KEPT_MAX:
             return
         kept[school_id] = (version, webhooks)
-        total = sum(len(entry[1]) for entry in kept.values())
+        total = sum(_fan_out_weight(entry[1]) for entry in kept.values())
         for oldest in list(kept):
             if total <= _FAN_OUT_KEPT_MAX:
                 break
-            total -= len(kept.pop(oldest)[1])
+            total -= _fan_out_weight(kept.pop(oldest)[1])
+
+
+def fan_out_kept_forget(**kwargs: object) -> None:
+    """Forget the webhooks kept for fan-out (``connection_created``: a new connection may be
+    to a database restored or failed over, whose versions can come back)."""
+    with _fan_out_kept_lock:
+        _fan_out_kept_by_database.clear()
 
 
 _FAN_OUT_COLUMNS = fields_in_order(Subscription, FAN_OUT_FIELDS)

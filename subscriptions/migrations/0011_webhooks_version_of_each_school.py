@@ -8,10 +8,13 @@ batch's read of its events returns with each event's school (``deliveries/servic
 ``schools_school.webhooks_version`` takes a new value from one sequence whenever a webhook of
 the school is created, deleted, moved to another school or has a column fan-out reads changed
 (``subscriptions.selectors.FAN_OUT_FIELDS``), by any means, the ORM, a bulk update or raw SQL;
-a ``TRUNCATE`` of the webhooks gives every school a new one. Values never repeat (a sequence
-does not go back with a rolled-back transaction), so a version names one state of one
-school's webhooks. A migration that changes which columns fan-out reads must replace the
-update trigger (a test compares them). The column is not a model field: only the database
+a ``TRUNCATE`` of the webhooks gives every school a new one. The triggers run once per
+statement, so a school's deletion of its thousands of webhooks changes its row once. Values
+never repeat (a sequence does not go back with a rolled-back transaction, nor when this
+migration is undone), so a version names one state of one school's webhooks; a worker
+process forgets what it kept whenever it connects to the database anew (a restore, a
+fail-over). A migration that changes which columns fan-out reads must replace the update
+trigger's function (a test compares them). The column is not a model field: only the database
 writes it. Nothing on SQLite, where fan-out reads the webhooks every time.
 """
 
@@ -29,26 +32,42 @@ WATCHED = (
     "body_template",
 )
 
+COLUMNS_CHANGED = " OR ".join(f"o.{column} IS DISTINCT FROM n.{column}" for column in WATCHED)
+
 CREATE = [
+    # Fail rather than hold every publish and sign-in behind a long wait for a lock (run
+    # `migrate` again); the webhooks table is locked first, as a webhook's edit locks it
+    # before the school's row.
+    "SET LOCAL lock_timeout = '10s'",
+    "LOCK TABLE subscriptions_subscription IN SHARE ROW EXCLUSIVE MODE",
     "CREATE SEQUENCE IF NOT EXISTS schools_webhooks_version_seq",
     "ALTER TABLE schools_school ADD COLUMN IF NOT EXISTS webhooks_version bigint NOT NULL "
     "DEFAULT nextval('schools_webhooks_version_seq')",
+    # One statement's changes, each school's row once, in the order of their ids.
     """
     CREATE OR REPLACE FUNCTION subscriptions_webhooks_changed() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        IF TG_OP = 'INSERT' THEN
             UPDATE schools_school SET webhooks_version = nextval('schools_webhooks_version_seq')
-            WHERE id = OLD.school_id;
-        END IF;
-        IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.school_id <> OLD.school_id) THEN
+            WHERE id IN (SELECT school_id FROM new_rows);
+        ELSIF TG_OP = 'DELETE' THEN
             UPDATE schools_school SET webhooks_version = nextval('schools_webhooks_version_seq')
-            WHERE id = NEW.school_id;
+            WHERE id IN (SELECT school_id FROM old_rows);
+        ELSE
+            UPDATE schools_school SET webhooks_version = nextval('schools_webhooks_version_seq')
+            WHERE id IN (
+                SELECT o.school_id FROM old_rows o JOIN new_rows n ON n.id = o.id
+                WHERE COLUMNS_CHANGED
+                UNION
+                SELECT n.school_id FROM old_rows o JOIN new_rows n ON n.id = o.id
+                WHERE COLUMNS_CHANGED
+            );
         END IF;
         RETURN NULL;
     END
     $$
-    """,
+    """.replace("COLUMNS_CHANGED", COLUMNS_CHANGED),
     """
     CREATE OR REPLACE FUNCTION subscriptions_webhooks_truncated() RETURNS trigger
     LANGUAGE plpgsql AS $$
@@ -58,30 +77,30 @@ CREATE = [
     END
     $$
     """,
-    "CREATE TRIGGER subscription_webhooks_added_or_removed "
-    "AFTER INSERT OR DELETE ON subscriptions_subscription "
-    "FOR EACH ROW EXECUTE FUNCTION subscriptions_webhooks_changed()",
-    "CREATE TRIGGER subscription_webhooks_changed "
-    "AFTER UPDATE OF {columns} ON subscriptions_subscription FOR EACH ROW "
-    "WHEN (({old}) IS DISTINCT FROM ({new})) "
-    "EXECUTE FUNCTION subscriptions_webhooks_changed()".format(
-        columns=", ".join(WATCHED),
-        old=", ".join(f"OLD.{column}" for column in WATCHED),
-        new=", ".join(f"NEW.{column}" for column in WATCHED),
-    ),
+    "CREATE TRIGGER subscription_webhooks_added AFTER INSERT ON subscriptions_subscription "
+    "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+    "EXECUTE FUNCTION subscriptions_webhooks_changed()",
+    "CREATE TRIGGER subscription_webhooks_removed AFTER DELETE ON subscriptions_subscription "
+    "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT "
+    "EXECUTE FUNCTION subscriptions_webhooks_changed()",
+    "CREATE TRIGGER subscription_webhooks_changed AFTER UPDATE ON subscriptions_subscription "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT "
+    "EXECUTE FUNCTION subscriptions_webhooks_changed()",
     "CREATE TRIGGER subscription_webhooks_truncated "
     "AFTER TRUNCATE ON subscriptions_subscription "
     "FOR EACH STATEMENT EXECUTE FUNCTION subscriptions_webhooks_truncated()",
 ]
 
+# The sequence stays when the migration is undone: applied again, it goes on from where it
+# was, so a version a worker process kept cannot come back with other webhooks.
 DROP = [
     "DROP TRIGGER IF EXISTS subscription_webhooks_truncated ON subscriptions_subscription",
     "DROP TRIGGER IF EXISTS subscription_webhooks_changed ON subscriptions_subscription",
-    "DROP TRIGGER IF EXISTS subscription_webhooks_added_or_removed ON subscriptions_subscription",
+    "DROP TRIGGER IF EXISTS subscription_webhooks_removed ON subscriptions_subscription",
+    "DROP TRIGGER IF EXISTS subscription_webhooks_added ON subscriptions_subscription",
     "DROP FUNCTION IF EXISTS subscriptions_webhooks_truncated()",
     "DROP FUNCTION IF EXISTS subscriptions_webhooks_changed()",
     "ALTER TABLE schools_school DROP COLUMN IF EXISTS webhooks_version",
-    "DROP SEQUENCE IF EXISTS schools_webhooks_version_seq",
 ]
 
 

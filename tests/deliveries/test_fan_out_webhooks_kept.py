@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -86,20 +87,49 @@ def test_emptying_the_webhooks_table_gives_every_school_a_new_version(school):
 
 def test_the_trigger_watches_the_columns_fan_out_reads():
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
-            "WHERE tgname = 'subscription_webhooks_changed'"
-        )
+        cursor.execute("SELECT pg_get_functiondef('subscriptions_webhooks_changed'::regproc)")
         [(definition,)] = cursor.fetchall()
-    watched = re.search(r"UPDATE OF (.+?) ON", definition)
+    watched = set(re.findall(r"o\.(\w+) IS DISTINCT FROM n\.\1", definition))
 
-    assert watched is not None
-    assert set(watched.group(1).split(", ")) == {str(field.column) for field in _FAN_OUT_COLUMNS}
+    assert watched == {str(field.column) for field in _FAN_OUT_COLUMNS}
+
+
+def test_a_statement_changing_many_webhooks_changes_each_school_once(school):
+    other = SchoolFactory()
+    for number in range(3):
+        SubscriptionFactory(school=school, name=f"a{number}", topics=["*"])
+    SubscriptionFactory(school=other, name="b", topics=["*"])
+    before = _version(school), _version(other)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT last_value FROM schools_webhooks_version_seq")
+        [(last,)] = cursor.fetchall()
+
+    Subscription.objects.filter(school=school).update(topics=["course.*"])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT last_value FROM schools_webhooks_version_seq")
+        [(after,)] = cursor.fetchall()
+    assert _version(school) > before[0]
+    assert _version(other) == before[1]
+    assert after == last + 1  # one new value for the school, not one per webhook
+
+
+def test_a_new_connection_forgets_the_webhooks_kept(school):
+    webhook = SubscriptionFactory(school=school, topics=["*"])
+    assert _fanned_out(school, "c1") == {webhook.pk}
+
+    connection_created.send(sender=type(connection), connection=connection)
+    with CaptureQueriesContext(connection) as queries:
+        assert _fanned_out(school, "c2") == {webhook.pk}
+
+    assert _webhooks_reads(queries) == 1
 
 
 def test_a_batch_reads_a_schools_webhooks_again_only_after_they_changed(school):
     first = SubscriptionFactory(school=school, topics=["*"])
-    assert _fanned_out(school, "c1") == {first.pk}
+    with CaptureQueriesContext(connection) as queries:
+        assert _fanned_out(school, "c1") == {first.pk}
+    assert _webhooks_reads(queries) == 1  # what the assertions below count
 
     with CaptureQueriesContext(connection) as queries:
         assert _fanned_out(school, "c2") == {first.pk}
