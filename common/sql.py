@@ -99,9 +99,7 @@ def rows_update(model: type[models.Model], pks: Iterable[Any], **values: Any) ->
     if connection.vendor != "postgresql":
         model._default_manager.filter(pk__in=pks).update(**values)
         return
-    along = rows_update_along(model, pks, **values)
-    with connection.cursor() as cursor:
-        cursor.execute(along.sql, along.params)
+    rows_update_along(model, pks, **values).send()
 
 
 @dataclass
