@@ -168,6 +168,36 @@ def test_a_custom_header_http_cannot_carry_is_a_configuration_error_naming_it(
     assert receiver.received() == []
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-School": "café"},  # Latin-1
+        {"X-School": "a\tb"},
+        {"X-School": "trailing "},
+        {"X-School": ""},
+        {"X-Sch\u00f6ol": "1"},
+    ],
+)
+def test_a_custom_header_beyond_visible_ascii_that_http_can_carry_is_checked_and_sent(
+    transport, receiver, headers
+):
+    """Latin-1 letters, a tab, spaces after the first character, an empty value: what an
+    HTTP/1.1 header can carry is sent as it is; a name beyond ASCII is refused."""
+    [(name, value)] = headers.items()
+    if not name.isascii():
+        result = _send_with(transport, receiver.url("/hook"), headers)
+        assert result.error_kind == ErrorKind.CONFIGURATION
+        assert "only ASCII" in result.error_message
+        assert receiver.received() == []
+        return
+    result = _send_with(transport, receiver.url("/hook"), headers)
+
+    assert result.ok, result.error_message
+    assert result.request_headers[name] == value
+    [received] = receiver.received("/hook")
+    assert received.headers[name.lower()] == value
+
+
 def _send_with(transport, url, headers):
     return transport.send(
         url=url, body=b"{}", headers=headers, timeout_seconds=5.0, max_body_bytes=65536
@@ -194,11 +224,14 @@ def test_a_cookie_a_receiver_sets_never_travels_with_later_requests(transport, r
     receiver.script("/set", Reply(status=200, headers={"Set-Cookie": "session=abc; Path=/"}))
     receiver.script("/next", Reply(status=200))
 
-    _send(transport, receiver.url("/set"))
+    answer = _send(transport, receiver.url("/set"))
     _send(transport, receiver.url("/next"))
 
     [later] = receiver.received("/next")
     assert "cookie" not in {name.lower() for name in later.headers}
+    # The answer's header itself is kept with the attempt, as any other.
+    assert answer.ok
+    assert answer.headers["Set-Cookie"] == "session=abc; Path=/"
 
 
 def test_proxy_settings_in_the_environment_are_ignored(transport, receiver, monkeypatch):
