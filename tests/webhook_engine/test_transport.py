@@ -152,6 +152,7 @@ def test_a_host_that_is_no_possible_dns_name_is_an_invalid_url_error(transport, 
         ({"X-School": "日本語"}, "its value has characters HTTP headers cannot carry"),
         ({"X-School": " leading"}, "Invalid leading whitespace"),
         ({"X-Bad\n": "1"}, "Invalid leading whitespace, reserved character(s), or return"),
+        ({"X-Sch\u00f6ol": "1"}, "its name has characters HTTP header names cannot carry"),
     ],
 )
 def test_a_custom_header_http_cannot_carry_is_a_configuration_error_naming_it(
@@ -169,33 +170,19 @@ def test_a_custom_header_http_cannot_carry_is_a_configuration_error_naming_it(
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [
-        {"X-School": "café"},  # Latin-1
-        {"X-School": "a\tb"},
-        {"X-School": "trailing "},
-        {"X-School": ""},
-        {"X-Sch\u00f6ol": "1"},
-    ],
+    "value", ["café", "a\tb", "trailing ", ""], ids=["latin-1", "tab", "trailing", "empty"]
 )
-def test_a_custom_header_beyond_visible_ascii_that_http_can_carry_is_checked_and_sent(
-    transport, receiver, headers
+def test_a_custom_header_value_beyond_visible_ascii_that_http_can_carry_is_sent_as_it_is(
+    transport, receiver, value
 ):
     """Latin-1 letters, a tab, spaces after the first character, an empty value: what an
-    HTTP/1.1 header can carry is sent as it is; a name beyond ASCII is refused."""
-    [(name, value)] = headers.items()
-    if not name.isascii():
-        result = _send_with(transport, receiver.url("/hook"), headers)
-        assert result.error_kind == ErrorKind.CONFIGURATION
-        assert "only ASCII" in result.error_message
-        assert receiver.received() == []
-        return
-    result = _send_with(transport, receiver.url("/hook"), headers)
+    HTTP/1.1 header value can carry goes out unchanged."""
+    result = _send_with(transport, receiver.url("/hook"), {"X-School": value})
 
     assert result.ok, result.error_message
-    assert result.request_headers[name] == value
+    assert result.request_headers["X-School"] == value
     [received] = receiver.received("/hook")
-    assert received.headers[name.lower()] == value
+    assert received.headers["x-school"] == value
 
 
 def _send_with(transport, url, headers):
